@@ -1,0 +1,209 @@
+//! The DATA reader: removes dot-stuffing and finds the end of data (RFC 5321 section 4.5.2),
+//! as a pure state machine fed with whatever bytes the socket produced.
+//!
+//! Only `<CR><LF>.<CR><LF>` ends the data. A bare LF anywhere is remembered so the session can
+//! refuse the message: accepting `<LF>.<LF>`-style endings is the SMTP smuggling class of
+//! bugs (CVE-2023-51764), and forwarding bare LFs lets a downstream server be smuggled.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// At the first byte of a line.
+    LineStart,
+    /// Saw `.` at the start of a line (dropped unless the line turns out to be the end).
+    Dot,
+    /// Saw `.<CR>` at the start of a line.
+    DotCr,
+    /// Inside a line.
+    Text,
+    /// Saw `<CR>` inside a line.
+    Cr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// All input consumed; the end of data has not been seen yet.
+    NeedMore,
+    /// End of data seen; `consumed` bytes of the last input belonged to the message
+    /// (the rest is pipelined commands).
+    Done { consumed: usize },
+}
+
+#[derive(Debug)]
+pub struct DotReader {
+    state: State,
+    out: Vec<u8>,
+    limit: usize,
+    size: usize,
+    bare_lf: bool,
+}
+
+impl DotReader {
+    /// `limit`: the most bytes kept; beyond it bytes are counted but dropped, and
+    /// `overflowed()` tells the session to answer 552 once the data has ended.
+    pub fn new(limit: usize) -> Self {
+        DotReader {
+            state: State::LineStart,
+            out: Vec::with_capacity(limit.min(64 * 1024)),
+            limit,
+            size: 0,
+            bare_lf: false,
+        }
+    }
+
+    pub fn feed(&mut self, input: &[u8]) -> Progress {
+        for (i, &b) in input.iter().enumerate() {
+            if self.step(b) {
+                return Progress::Done { consumed: i + 1 };
+            }
+        }
+        Progress::NeedMore
+    }
+
+    /// One byte; true at the end of data.
+    fn step(&mut self, b: u8) -> bool {
+        match (self.state, b) {
+            (State::LineStart, b'.') => self.state = State::Dot,
+            (State::Dot, b'\r') => self.state = State::DotCr,
+            (State::DotCr, b'\n') => return true,
+            (State::DotCr, _) => {
+                // `.<CR>x`: the dot was a (removed) stuffing dot, the CR is data.
+                self.push(b'\r');
+                self.state = State::Cr;
+                return self.step(b);
+            }
+            (State::LineStart | State::Text | State::Dot, b'\r') | (State::Cr, b'\r') => {
+                self.push(b'\r');
+                self.state = State::Cr;
+            }
+            (State::Cr, b'\n') => {
+                self.push(b'\n');
+                self.state = State::LineStart;
+            }
+            (_, b'\n') => {
+                self.bare_lf = true;
+                self.push(b'\n');
+                self.state = State::Text;
+            }
+            // RFC 5321 section 4.5.2: a leading dot is removed, whatever follows it.
+            (_, _) => {
+                self.push(b);
+                self.state = State::Text;
+            }
+        }
+        false
+    }
+
+    fn push(&mut self, b: u8) {
+        self.size += 1;
+        if self.size <= self.limit {
+            self.out.push(b);
+        }
+    }
+
+    pub fn overflowed(&self) -> bool {
+        self.size > self.limit
+    }
+
+    pub fn saw_bare_lf(&self) -> bool {
+        self.bare_lf
+    }
+
+    /// The message as received, dot-stuffing removed.
+    pub fn into_message(self) -> Vec<u8> {
+        self.out
+    }
+}
+
+/// Dot-stuff a message for sending (RFC 5321 section 4.5.2), ending it with `.<CR><LF>`.
+pub fn dot_stuff(message: &[u8], out: &mut Vec<u8>) {
+    out.reserve(message.len() + 8);
+    let mut line_start = true;
+    for &b in message {
+        if line_start && b == b'.' {
+            out.push(b'.');
+        }
+        out.push(b);
+        line_start = b == b'\n';
+    }
+    if !line_start {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b".\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_all(chunks: &[&[u8]]) -> (Vec<u8>, usize, bool) {
+        let mut r = DotReader::new(1 << 20);
+        for (n, chunk) in chunks.iter().enumerate() {
+            if let Progress::Done { consumed } = r.feed(chunk) {
+                assert_eq!(n, chunks.len() - 1, "ended early");
+                let bare = r.saw_bare_lf();
+                return (r.into_message(), consumed, bare);
+            }
+        }
+        panic!("no end of data");
+    }
+
+    #[test]
+    fn unstuffs_and_stops_at_end() {
+        let data = b"Subject: x\r\n\r\n..leading\r\n.\r\n";
+        let mut input = data.to_vec();
+        input.extend_from_slice(b"QUIT\r\n");
+        let (msg, consumed, bare) = read_all(&[&input]);
+        assert_eq!(msg, b"Subject: x\r\n\r\n.leading\r\n");
+        assert_eq!(consumed, data.len());
+        assert!(!bare);
+    }
+
+    #[test]
+    fn end_sequence_split_across_reads() {
+        let input = b"a\r\nb\r\n.\r\n";
+        for split in 0..input.len() {
+            let (a, b) = input.split_at(split);
+            let (msg, _, _) = read_all(&[a, b]);
+            assert_eq!(msg, b"a\r\nb\r\n", "split at {split}");
+        }
+    }
+
+    #[test]
+    fn empty_message() {
+        let (msg, consumed, _) = read_all(&[b".\r\n"]);
+        assert!(msg.is_empty());
+        assert_eq!(consumed, 3);
+    }
+
+    #[test]
+    fn bare_lf_endings_do_not_end_data_and_are_flagged() {
+        let mut r = DotReader::new(1024);
+        assert_eq!(r.feed(b"a\n.\nb\r\n.\nc\n.\r\n"), Progress::NeedMore);
+        assert!(r.saw_bare_lf());
+        assert!(matches!(r.feed(b"\r\n.\r\n"), Progress::Done { .. }));
+    }
+
+    #[test]
+    fn dot_cr_not_followed_by_lf_is_data() {
+        let (msg, _, _) = read_all(&[b".\rx\r\n.\r\n"]);
+        assert_eq!(msg, b"\rx\r\n");
+    }
+
+    #[test]
+    fn overflow_counts_but_keeps_limit() {
+        let mut r = DotReader::new(4);
+        assert!(matches!(r.feed(b"123456\r\n.\r\n"), Progress::Done { .. }));
+        assert!(r.overflowed());
+        assert_eq!(r.into_message(), b"1234");
+    }
+
+    #[test]
+    fn stuff_then_read_round_trips() {
+        let original = b"..a\r\n.\r\nb.\r\n.";
+        let mut wire = Vec::new();
+        dot_stuff(original, &mut wire);
+        let (msg, consumed, _) = read_all(&[&wire]);
+        assert_eq!(consumed, wire.len());
+        assert_eq!(msg, b"..a\r\n.\r\nb.\r\n.\r\n");
+    }
+}

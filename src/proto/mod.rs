@@ -1,0 +1,12 @@
+//! SMTP wire format with no I/O: command parser, replies with enhanced status codes, EHLO
+//! capabilities, the DATA reader and dot-stuffing. Fuzzed (`fuzz/`).
+
+mod command;
+mod data;
+mod ehlo;
+mod reply;
+
+pub use command::{Address, Body, Command, MAX_COMMAND_LINE, MailParams, parse};
+pub use data::{DotReader, Progress, dot_stuff};
+pub use ehlo::{Capabilities, ehlo_reply};
+pub use reply::{Enhanced, Reply, replies};

@@ -1,0 +1,284 @@
+//! SMTP replies as values (RFC 5321 section 4.2) with enhanced status codes (RFC 3463).
+//!
+//! Handlers build a `Reply`; only `Reply::to_wire` turns it into bytes, so no handler ever
+//! writes a byte literal and every reply carries its enhanced code.
+
+use std::fmt;
+
+/// An RFC 3463 enhanced status code: `class.subject.detail`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Enhanced(pub u8, pub u16, pub u16);
+
+impl fmt::Display for Enhanced {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.0, self.1, self.2)
+    }
+}
+
+/// One SMTP reply: a code, an optional enhanced code (absent only for the greeting, the EHLO
+/// reply and AUTH challenges, as RFC 2034 section 3 allows) and one or more text lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub code: u16,
+    pub enhanced: Option<Enhanced>,
+    pub lines: Vec<String>,
+}
+
+impl Reply {
+    pub fn new(code: u16, enhanced: Enhanced, text: impl Into<String>) -> Self {
+        Reply {
+            code,
+            enhanced: Some(enhanced),
+            lines: vec![text.into()],
+        }
+    }
+
+    /// A reply without an enhanced code (220 greeting, 250 EHLO, 334 challenges).
+    pub fn plain(code: u16, text: impl Into<String>) -> Self {
+        Reply {
+            code,
+            enhanced: None,
+            lines: vec![text.into()],
+        }
+    }
+
+    pub fn multiline(code: u16, lines: Vec<String>) -> Self {
+        Reply {
+            code,
+            enhanced: None,
+            lines,
+        }
+    }
+
+    pub fn is_positive(&self) -> bool {
+        self.code < 400
+    }
+
+    pub fn is_permanent(&self) -> bool {
+        self.code >= 500
+    }
+
+    /// The first line as a log would show it: `554 5.7.1 <x>: Relay access denied`.
+    pub fn summary(&self) -> String {
+        let first = self.lines.first().map(String::as_str).unwrap_or("");
+        match self.enhanced {
+            Some(e) => format!("{} {} {}", self.code, e, first),
+            None => format!("{} {}", self.code, first),
+        }
+    }
+
+    /// Bytes on the wire: `code-` on every line but the last, which has `code ` (RFC 5321
+    /// section 4.2.1); the enhanced code prefixes every line's text (RFC 2034 section 4).
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        let last = self.lines.len().saturating_sub(1);
+        let empty = [String::new()];
+        let lines: &[String] = if self.lines.is_empty() {
+            &empty
+        } else {
+            &self.lines
+        };
+        for (i, line) in lines.iter().enumerate() {
+            let sep = if i == last { ' ' } else { '-' };
+            let text = match self.enhanced {
+                Some(e) => format!("{}{}{} {}\r\n", self.code, sep, e, line),
+                None => format!("{}{}{}\r\n", self.code, sep, line),
+            };
+            out.extend_from_slice(text.as_bytes());
+        }
+    }
+
+    pub fn to_wire(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64);
+        self.write_to(&mut out);
+        out
+    }
+}
+
+impl fmt::Display for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.summary())
+    }
+}
+
+/// The replies postern gives, in one place, with the texts admins know from Postfix.
+pub mod replies {
+    use super::{Enhanced, Reply};
+
+    pub fn ok() -> Reply {
+        Reply::new(250, Enhanced(2, 0, 0), "Ok")
+    }
+    pub fn sender_ok() -> Reply {
+        Reply::new(250, Enhanced(2, 1, 0), "Ok")
+    }
+    pub fn recipient_ok() -> Reply {
+        Reply::new(250, Enhanced(2, 1, 5), "Ok")
+    }
+    pub fn queued(id: &str) -> Reply {
+        Reply::new(250, Enhanced(2, 0, 0), format!("Ok: queued as {id}"))
+    }
+    pub fn chunk_ok(size: usize) -> Reply {
+        Reply::new(250, Enhanced(2, 0, 0), format!("Ok: {size} octets received"))
+    }
+    pub fn start_data() -> Reply {
+        Reply::plain(354, "End data with <CR><LF>.<CR><LF>")
+    }
+    pub fn bye() -> Reply {
+        Reply::new(221, Enhanced(2, 0, 0), "Bye")
+    }
+    pub fn ready_to_start_tls() -> Reply {
+        Reply::new(220, Enhanced(2, 0, 0), "Ready to start TLS")
+    }
+    pub fn vrfy() -> Reply {
+        // RFC 5321 section 3.5.3: 252 when we will not verify but will accept the mail.
+        Reply::new(
+            252,
+            Enhanced(2, 0, 0),
+            "Cannot VRFY user, but will accept message and attempt delivery",
+        )
+    }
+    pub fn help() -> Reply {
+        Reply::new(
+            214,
+            Enhanced(2, 0, 0),
+            "See RFC 5321; commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS AUTH",
+        )
+    }
+    pub fn auth_ok() -> Reply {
+        Reply::new(235, Enhanced(2, 7, 0), "Authentication successful")
+    }
+
+    // 4xx
+    pub fn too_many_connections() -> Reply {
+        Reply::new(421, Enhanced(4, 7, 0), "Error: too many connections")
+    }
+    pub fn too_many_connections_from(ip: &str) -> Reply {
+        Reply::new(
+            421,
+            Enhanced(4, 7, 0),
+            format!("Error: too many connections from {ip}"),
+        )
+    }
+    pub fn too_many_errors() -> Reply {
+        Reply::new(421, Enhanced(4, 7, 0), "Error: too many errors")
+    }
+    pub fn timeout() -> Reply {
+        Reply::new(421, Enhanced(4, 4, 2), "Error: timeout exceeded")
+    }
+    pub fn shutting_down() -> Reply {
+        Reply::new(421, Enhanced(4, 3, 2), "Service shutting down, closing connection")
+    }
+    pub fn storage_full() -> Reply {
+        Reply::new(452, Enhanced(4, 3, 1), "Insufficient system storage")
+    }
+    pub fn too_many_recipients() -> Reply {
+        Reply::new(452, Enhanced(4, 5, 3), "Error: too many recipients")
+    }
+    pub fn tls_not_available() -> Reply {
+        Reply::new(454, Enhanced(4, 7, 0), "TLS not available due to local problem")
+    }
+
+    // 5xx
+    pub fn unrecognized() -> Reply {
+        Reply::new(502, Enhanced(5, 5, 2), "Error: command not recognized")
+    }
+    pub fn syntax(text: &str) -> Reply {
+        Reply::new(501, Enhanced(5, 5, 4), format!("Syntax: {text}"))
+    }
+    pub fn bad_address(text: &str) -> Reply {
+        Reply::new(501, Enhanced(5, 1, 3), format!("Bad address syntax: {text}"))
+    }
+    pub fn line_too_long() -> Reply {
+        Reply::new(500, Enhanced(5, 5, 2), "Error: line too long")
+    }
+    pub fn bad_sequence(text: &str) -> Reply {
+        Reply::new(503, Enhanced(5, 5, 1), format!("Error: {text}"))
+    }
+    pub fn must_starttls() -> Reply {
+        Reply::new(530, Enhanced(5, 7, 0), "Must issue a STARTTLS command first")
+    }
+    pub fn starttls_not_offered() -> Reply {
+        Reply::new(502, Enhanced(5, 5, 1), "Error: command not implemented")
+    }
+    pub fn auth_not_enabled() -> Reply {
+        Reply::new(503, Enhanced(5, 5, 1), "Error: authentication not enabled")
+    }
+    pub fn auth_mechanism_unknown() -> Reply {
+        Reply::new(
+            504,
+            Enhanced(5, 5, 4),
+            "Unrecognized authentication mechanism",
+        )
+    }
+    pub fn auth_failed() -> Reply {
+        Reply::new(535, Enhanced(5, 7, 8), "Error: authentication failed")
+    }
+    pub fn auth_cancelled() -> Reply {
+        Reply::new(501, Enhanced(5, 7, 0), "Authentication aborted")
+    }
+    pub fn relay_denied(rcpt: &str) -> Reply {
+        Reply::new(
+            554,
+            Enhanced(5, 7, 1),
+            format!("<{rcpt}>: Relay access denied"),
+        )
+    }
+    pub fn message_too_big() -> Reply {
+        Reply::new(552, Enhanced(5, 3, 4), "Error: message file too big")
+    }
+    pub fn size_exceeds_limit() -> Reply {
+        Reply::new(
+            552,
+            Enhanced(5, 3, 4),
+            "Message size exceeds fixed limit",
+        )
+    }
+    pub fn bare_lf() -> Reply {
+        // The SMTP smuggling defence (Postfix's smtpd_forbid_bare_newline): only <CR><LF>
+        // ends a line, RFC 5321 section 2.3.8.
+        Reply::new(
+            550,
+            Enhanced(5, 5, 2),
+            "Error: bare <LF> received (RFC 5321 section 2.3.8)",
+        )
+    }
+    pub fn smtputf8_required() -> Reply {
+        Reply::new(
+            553,
+            Enhanced(5, 6, 7),
+            "Error: non-ASCII address requires SMTPUTF8",
+        )
+    }
+    pub fn param_unrecognized(param: &str) -> Reply {
+        Reply::new(
+            555,
+            Enhanced(5, 5, 4),
+            format!("Unsupported option: {param}"),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_line_with_enhanced_code() {
+        let r = replies::relay_denied("a@b.example");
+        assert_eq!(
+            r.to_wire(),
+            b"554 5.7.1 <a@b.example>: Relay access denied\r\n"
+        );
+    }
+
+    #[test]
+    fn multiline_uses_dash_on_all_but_last() {
+        let r = Reply::multiline(250, vec!["host".into(), "PIPELINING".into(), "8BITMIME".into()]);
+        assert_eq!(r.to_wire(), b"250-host\r\n250-PIPELINING\r\n250 8BITMIME\r\n");
+    }
+
+    #[test]
+    fn empty_reply_still_terminates() {
+        let r = Reply::multiline(250, vec![]);
+        assert_eq!(r.to_wire(), b"250 \r\n");
+    }
+}
