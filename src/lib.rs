@@ -1,1 +1,4 @@
+pub mod config;
+pub mod fsutil;
 pub mod proto;
+pub mod settings;

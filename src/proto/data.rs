@@ -71,7 +71,7 @@ impl DotReader {
                 self.state = State::Cr;
                 return self.step(b);
             }
-            (State::LineStart | State::Text | State::Dot, b'\r') | (State::Cr, b'\r') => {
+            (State::LineStart | State::Text | State::Cr, b'\r') => {
                 self.push(b'\r');
                 self.state = State::Cr;
             }

@@ -1,0 +1,234 @@
+//! The TOML file: what must be known before anything listens. Everything an admin changes
+//! at run time lives in `settings` instead.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// `config/postern.toml` is compiled in: `postern serve` with no file runs on it.
+pub const EMBEDDED_DEFAULTS: &str = include_str!("../config/postern.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub smtp: SmtpConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
+    pub spool: SpoolConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Postfix's `myhostname`: the greeting, EHLO, Received headers. Empty: the machine's name.
+    pub hostname: String,
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpConfig {
+    pub listen: SocketAddr,
+    /// Bytes; advertised with EHLO SIZE (Postfix's `message_size_limit`).
+    pub max_message_size: usize,
+    /// Per transaction (Postfix's `smtpd_recipient_limit`).
+    pub max_recipients: usize,
+    /// Concurrent sessions in all (Postfix's process limit).
+    pub max_connections: usize,
+    /// Concurrent sessions from one IP (Postfix's `smtpd_client_connection_count_limit`).
+    pub max_connections_per_client: usize,
+    /// Errors in one session before `421` and close (Postfix's `smtpd_hard_error_limit`).
+    pub max_errors: u32,
+    /// Seconds to wait for a command or a piece of DATA (Postfix's `smtpd_timeout`).
+    pub timeout_secs: u64,
+    /// Seconds sessions may take to finish after SIGTERM.
+    pub shutdown_grace_secs: u64,
+    /// PEM files for STARTTLS; absent: the system self-signed certificate.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpoolConfig {
+    /// A new segment file is started when the current one passes this many bytes.
+    pub segment_bytes: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            hostname: String::new(),
+            data_dir: PathBuf::from("data"),
+        }
+    }
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        SmtpConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 2525)),
+            max_message_size: 36_700_160,
+            max_recipients: 1000,
+            max_connections: 200,
+            max_connections_per_client: 50,
+            max_errors: 20,
+            timeout_secs: 300,
+            shutdown_grace_secs: 30,
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+        }
+    }
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        SpoolConfig {
+            segment_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{path}: {key}: {message}")]
+    Invalid {
+        path: String,
+        key: &'static str,
+        message: String,
+    },
+}
+
+impl Config {
+    /// The file at `path`, or the embedded defaults when `path` is `None`.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        match path {
+            None => Config::parse(EMBEDDED_DEFAULTS, "<embedded config/postern.toml>"),
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.display().to_string(),
+                    source,
+                })?;
+                Config::parse(&text, &p.display().to_string())
+            }
+        }
+    }
+
+    /// Parse and check; errors name the file and the key (toml's message carries the line).
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_string(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        config.check(origin)?;
+        if config.server.hostname.is_empty() {
+            config.server.hostname = system_hostname();
+        }
+        Ok(config)
+    }
+
+    fn check(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| ConfigError::Invalid {
+            path: origin.to_string(),
+            key,
+            message: message.to_string(),
+        };
+        if self.smtp.tls_cert.is_some() != self.smtp.tls_key.is_some() {
+            return Err(invalid(
+                "smtp.tls_cert",
+                "tls_cert and tls_key must be given together",
+            ));
+        }
+        if self.smtp.max_connections == 0 {
+            return Err(invalid("smtp.max_connections", "must be at least 1"));
+        }
+        if self.smtp.max_connections_per_client == 0 {
+            return Err(invalid("smtp.max_connections_per_client", "must be at least 1"));
+        }
+        if self.smtp.max_recipients == 0 {
+            return Err(invalid("smtp.max_recipients", "must be at least 1"));
+        }
+        if self.smtp.max_message_size < 1024 {
+            return Err(invalid("smtp.max_message_size", "must be at least 1024 bytes"));
+        }
+        Ok(())
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.smtp.timeout_secs)
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.smtp.shutdown_grace_secs)
+    }
+
+    pub fn spool_dir(&self) -> PathBuf {
+        self.server.data_dir.join("spool")
+    }
+}
+
+fn system_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost.localdomain".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_defaults_parse() {
+        let c = Config::load(None).unwrap();
+        assert_eq!(c.smtp.listen.to_string(), "127.0.0.1:2525");
+        assert_eq!(c.admin.listen.to_string(), "127.0.0.1:8443");
+        assert_eq!(c.server.data_dir, PathBuf::from("data"));
+        assert!(!c.server.hostname.is_empty());
+    }
+
+    #[test]
+    fn unknown_key_names_file_and_key() {
+        let err = Config::parse("[smtp]\nmax_mesage_size = 3\n", "x.toml").unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("x.toml: "), "{text}");
+        assert!(text.contains("max_mesage_size"), "{text}");
+    }
+
+    #[test]
+    fn cert_without_key_is_refused() {
+        let err = Config::parse("[smtp]\ntls_cert = \"a.pem\"\n", "x.toml").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "x.toml: smtp.tls_cert: tls_cert and tls_key must be given together"
+        );
+    }
+}

@@ -1,0 +1,388 @@
+//! The settings document: what `GET /api/v1/settings` returns, `PUT` replaces and
+//! `postern settings export|import` writes and reads as TOML.
+//!
+//! Two forms: `SettingsDoc` is what crosses the API (user passwords write-only, hashes never
+//! shown); `Settings` is what the store keeps (hashes, no passwords). `Settings::apply`
+//! validates a whole document against the current settings and names the first bad field.
+
+use std::fmt;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// Inbound (and, later, outbound) STARTTLS modes: the three of Hermes and Postfix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// STARTTLS not offered, and refused if sent.
+    Disabled,
+    /// Offered; plaintext allowed (opportunistic).
+    #[default]
+    May,
+    /// Offered and required before MAIL (mandatory).
+    Encrypt,
+}
+
+impl fmt::Display for TlsMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TlsMode::Disabled => "disabled",
+            TlsMode::May => "may",
+            TlsMode::Encrypt => "encrypt",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct InboundSettings {
+    #[serde(default)]
+    pub tls_mode: TlsMode,
+}
+
+/// A domain we accept mail for from anyone, and where it goes next.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayDomain {
+    /// `example.com` (that domain) or `.example.com` (its subdomains).
+    pub domain: String,
+    /// Next hop, Postfix's transport syntax: `host`, `host:port`, `[host]`, `[host]:port`
+    /// (brackets: no MX lookup). Absent: MX lookup of the recipient domain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<String>,
+}
+
+/// An SMTP AUTH user as the API shows it: never with its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthUserDoc {
+    pub username: String,
+    /// Write-only: set to create a user or change a password; omit to keep the stored one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+/// The whole settings document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsDoc {
+    #[serde(default)]
+    pub inbound: InboundSettings,
+    /// CIDR blocks whose clients may relay (Postfix's mynetworks).
+    #[serde(default)]
+    pub trusted_networks: Vec<String>,
+    #[serde(default)]
+    pub relay_domains: Vec<RelayDomain>,
+    #[serde(default)]
+    pub smtp_auth_users: Vec<AuthUserDoc>,
+}
+
+/// A stored SMTP AUTH user: the argon2 PHC string, never the password.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthUser {
+    pub username: String,
+    pub password_hash: String,
+}
+
+/// What the store keeps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    pub inbound: InboundSettings,
+    pub trusted_networks: Vec<IpNet>,
+    pub relay_domains: Vec<RelayDomain>,
+    pub smtp_auth_users: Vec<AuthUser>,
+}
+
+impl Default for Settings {
+    /// First start: opportunistic STARTTLS, this host trusted (Postfix's
+    /// `mynetworks_style = host`), no relay domains, no users.
+    fn default() -> Self {
+        Settings {
+            inbound: InboundSettings::default(),
+            trusted_networks: vec![
+                "127.0.0.0/8".parse().expect("literal CIDR"),
+                "::1/128".parse().expect("literal CIDR"),
+            ],
+            relay_domains: Vec::new(),
+            smtp_auth_users: Vec::new(),
+        }
+    }
+}
+
+/// A validation failure naming the field, e.g. `relay_domains[2].transport`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    pub field: String,
+    pub error: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.error)
+    }
+}
+
+impl std::error::Error for FieldError {}
+
+fn field_error(field: impl Into<String>, error: impl Into<String>) -> FieldError {
+    FieldError {
+        field: field.into(),
+        error: error.into(),
+    }
+}
+
+/// Hashes a password; a seam so validation stays pure and fast in tests.
+pub trait PasswordHasher {
+    fn hash(&self, password: &str) -> Result<String, String>;
+}
+
+impl Settings {
+    /// The document form: users without hashes.
+    pub fn to_doc(&self) -> SettingsDoc {
+        SettingsDoc {
+            inbound: self.inbound.clone(),
+            trusted_networks: self.trusted_networks.iter().map(IpNet::to_string).collect(),
+            relay_domains: self.relay_domains.clone(),
+            smtp_auth_users: self
+                .smtp_auth_users
+                .iter()
+                .map(|u| AuthUserDoc {
+                    username: u.username.clone(),
+                    password: None,
+                })
+                .collect(),
+        }
+    }
+
+    /// Validate `doc` whole and build the settings it describes. Users given without a
+    /// password keep their stored hash; a new user without one is an error.
+    pub fn apply(&self, doc: &SettingsDoc, hasher: &dyn PasswordHasher) -> Result<Settings, FieldError> {
+        Ok(Settings {
+            inbound: doc.inbound.clone(),
+            trusted_networks: parse_networks(&doc.trusted_networks)?,
+            relay_domains: check_relay_domains(&doc.relay_domains)?,
+            smtp_auth_users: self.apply_users(&doc.smtp_auth_users, hasher)?,
+        })
+    }
+
+    fn apply_users(&self, users: &[AuthUserDoc], hasher: &dyn PasswordHasher) -> Result<Vec<AuthUser>, FieldError> {
+        let mut out: Vec<AuthUser> = Vec::with_capacity(users.len());
+        for (i, user) in users.iter().enumerate() {
+            let field = |name: &str| format!("smtp_auth_users[{i}].{name}");
+            let name = user.username.trim();
+            if name.is_empty() || name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                return Err(field_error(field("username"), "must be a non-empty name without spaces"));
+            }
+            if out.iter().any(|u| u.username == name) {
+                return Err(field_error(field("username"), format!("duplicate user {name:?}")));
+            }
+            let password_hash = match &user.password {
+                Some(p) if p.len() < 8 => {
+                    return Err(field_error(field("password"), "must be at least 8 characters"));
+                }
+                Some(p) => hasher.hash(p).map_err(|e| field_error(field("password"), e))?,
+                None => match self.smtp_auth_users.iter().find(|u| u.username == name) {
+                    Some(existing) => existing.password_hash.clone(),
+                    None => {
+                        return Err(field_error(field("password"), "required for a new user"));
+                    }
+                },
+            };
+            out.push(AuthUser {
+                username: name.to_string(),
+                password_hash,
+            });
+        }
+        Ok(out)
+    }
+}
+
+fn parse_networks(networks: &[String]) -> Result<Vec<IpNet>, FieldError> {
+    networks
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let n = n.trim();
+            // A bare address means that one host, as in Postfix's mynetworks.
+            n.parse::<IpNet>()
+                .or_else(|_| n.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    field_error(
+                        format!("trusted_networks[{i}]"),
+                        format!("{n:?} is not an IP network (expected CIDR such as 192.0.2.0/24)"),
+                    )
+                })
+        })
+        .collect()
+}
+
+fn check_relay_domains(domains: &[RelayDomain]) -> Result<Vec<RelayDomain>, FieldError> {
+    let mut out: Vec<RelayDomain> = Vec::with_capacity(domains.len());
+    for (i, d) in domains.iter().enumerate() {
+        let domain = d.domain.trim().trim_end_matches('.').to_ascii_lowercase();
+        let bare = domain.strip_prefix('.').unwrap_or(&domain);
+        if !is_domain_name(bare) {
+            return Err(field_error(
+                format!("relay_domains[{i}].domain"),
+                format!("{:?} is not a valid domain name", d.domain),
+            ));
+        }
+        if out.iter().any(|o| o.domain == domain) {
+            return Err(field_error(
+                format!("relay_domains[{i}].domain"),
+                format!("duplicate relay domain {domain:?}"),
+            ));
+        }
+        if let Some(t) = &d.transport {
+            NextHop::parse(t).map_err(|e| field_error(format!("relay_domains[{i}].transport"), e))?;
+        }
+        out.push(RelayDomain {
+            domain,
+            transport: d.transport.as_ref().map(|t| t.trim().to_string()),
+        });
+    }
+    Ok(out)
+}
+
+/// RFC 1035 host name syntax, letters-digits-hyphen labels, at least two labels.
+pub fn is_domain_name(d: &str) -> bool {
+    let labels: Vec<&str> = d.split('.').collect();
+    d.len() <= 253
+        && labels.len() >= 2
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+/// A next hop in Postfix's transport syntax.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NextHop {
+    pub host: String,
+    pub port: u16,
+    /// False for `[host]`: connect to that host, no MX lookup.
+    pub mx_lookup: bool,
+}
+
+impl NextHop {
+    pub fn parse(s: &str) -> Result<NextHop, String> {
+        let s = s.trim();
+        let (host, mx_lookup, rest) = if let Some(inner) = s.strip_prefix('[') {
+            let end = inner.find(']').ok_or_else(|| format!("{s:?}: missing ']'"))?;
+            (&inner[..end], false, &inner[end + 1..])
+        } else {
+            match s.rsplit_once(':') {
+                Some((h, p)) => (h, true, &s[h.len()..][..p.len() + 1]),
+                None => (s, true, ""),
+            }
+        };
+        let port = match rest {
+            "" => 25,
+            r => r
+                .strip_prefix(':')
+                .and_then(|p| p.parse::<u16>().ok())
+                .filter(|p| *p != 0)
+                .ok_or_else(|| format!("{s:?}: port must be a number from 1 to 65535"))?,
+        };
+        let is_ip = host.parse::<std::net::IpAddr>().is_ok();
+        if !is_ip && !is_domain_name(host) && host != "localhost" {
+            return Err(format!("{s:?}: {host:?} is not a host name or IP address"));
+        }
+        Ok(NextHop {
+            host: host.to_string(),
+            port,
+            mx_lookup: mx_lookup && !is_ip,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct FakeHasher;
+    impl PasswordHasher for FakeHasher {
+        fn hash(&self, password: &str) -> Result<String, String> {
+            Ok(format!("hashed:{password}"))
+        }
+    }
+
+    fn doc(toml_text: &str) -> SettingsDoc {
+        toml::from_str(toml_text).unwrap()
+    }
+
+    #[test]
+    fn defaults_round_trip_through_the_document() {
+        let s = Settings::default();
+        let back = s.apply(&s.to_doc(), &FakeHasher).unwrap();
+        assert_eq!(back, s);
+    }
+
+    #[test]
+    fn bad_network_names_the_index() {
+        let d = doc("trusted_networks = [\"10.0.0.0/8\", \"10.0.0.0/33\"]");
+        let err = Settings::default().apply(&d, &FakeHasher).unwrap_err();
+        assert_eq!(err.field, "trusted_networks[1]");
+        let d = doc("trusted_networks = [\"192.0.2.7\"]");
+        let s = Settings::default().apply(&d, &FakeHasher).unwrap();
+        assert_eq!(s.trusted_networks[0].to_string(), "192.0.2.7/32");
+    }
+
+    #[test]
+    fn relay_domain_checks() {
+        let d = doc("[[relay_domains]]\ndomain = \"Example.COM.\"\ntransport = \"[10.0.0.5]:2525\"");
+        let s = Settings::default().apply(&d, &FakeHasher).unwrap();
+        assert_eq!(s.relay_domains[0].domain, "example.com");
+
+        for (text, field) in [
+            ("[[relay_domains]]\ndomain = \"not a domain\"", "relay_domains[0].domain"),
+            (
+                "[[relay_domains]]\ndomain = \"a.example\"\n[[relay_domains]]\ndomain = \"A.example\"",
+                "relay_domains[1].domain",
+            ),
+            (
+                "[[relay_domains]]\ndomain = \"a.example\"\ntransport = \"[mx.example]:99999\"",
+                "relay_domains[0].transport",
+            ),
+        ] {
+            let err = Settings::default().apply(&doc(text), &FakeHasher).unwrap_err();
+            assert_eq!(err.field, field, "{text}");
+        }
+    }
+
+    #[test]
+    fn users_keep_hash_when_password_omitted() {
+        let first = Settings::default()
+            .apply(&doc("[[smtp_auth_users]]\nusername = \"alice\"\npassword = \"correct horse\""), &FakeHasher)
+            .unwrap();
+        assert_eq!(first.smtp_auth_users[0].password_hash, "hashed:correct horse");
+        assert_eq!(first.to_doc().smtp_auth_users[0].password, None);
+        let again = first
+            .apply(&doc("[[smtp_auth_users]]\nusername = \"alice\""), &FakeHasher)
+            .unwrap();
+        assert_eq!(again.smtp_auth_users, first.smtp_auth_users);
+        let err = first
+            .apply(&doc("[[smtp_auth_users]]\nusername = \"bob\""), &FakeHasher)
+            .unwrap_err();
+        assert_eq!(err.field, "smtp_auth_users[0].password");
+    }
+
+    #[test]
+    fn next_hop_forms() {
+        assert_eq!(
+            NextHop::parse("[mx.example]").unwrap(),
+            NextHop { host: "mx.example".into(), port: 25, mx_lookup: false }
+        );
+        assert_eq!(
+            NextHop::parse("mx.example:2525").unwrap(),
+            NextHop { host: "mx.example".into(), port: 2525, mx_lookup: true }
+        );
+        assert_eq!(NextHop::parse("[127.0.0.1]:10026").unwrap().port, 10026);
+        assert!(NextHop::parse("[mx.example").is_err());
+        assert!(NextHop::parse("mx.example:0").is_err());
+        assert!(NextHop::parse("bad host").is_err());
+    }
+}

@@ -1,0 +1,109 @@
+//! Runtime settings: the document, the redb store with its audit log, and the live snapshot
+//! (ArcSwap) that every session and delivery attempt reads once.
+
+mod document;
+mod snapshot;
+mod store;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+
+pub use document::{
+    AuthUser, AuthUserDoc, FieldError, InboundSettings, NextHop, PasswordHasher, RelayDomain,
+    Settings, SettingsDoc, TlsMode, is_domain_name,
+};
+pub use snapshot::Snapshot;
+pub use store::{AuditEntry, Store, StoreError};
+
+/// Why a replacement was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplaceError {
+    #[error("{0}")]
+    Invalid(#[from] FieldError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The one owner of settings: the store and the live snapshot, changed together.
+#[derive(Clone)]
+pub struct SettingsHandle {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    live: ArcSwap<Snapshot>,
+    /// Serialises writers so validation sees the settings it replaces.
+    write: Mutex<()>,
+}
+
+impl SettingsHandle {
+    /// Open the store at `path`; on first start seed it with the defaults.
+    pub fn open(path: &Path) -> Result<SettingsHandle, StoreError> {
+        let store = Store::open(path)?;
+        let (settings, version) = match store.load()? {
+            Some(s) => {
+                let version = store.audit(1)?.first().map(|e| e.seq).unwrap_or(0);
+                (s, version)
+            }
+            None => {
+                let s = Settings::default();
+                let seq = store.save(None, &s, "first start")?;
+                (s, seq)
+            }
+        };
+        Ok(SettingsHandle {
+            inner: Arc::new(Inner {
+                store,
+                live: ArcSwap::from_pointee(Snapshot::new(settings, version)),
+                write: Mutex::new(()),
+            }),
+        })
+    }
+
+    /// The snapshot in force now; keep it for the whole session or attempt.
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.inner.live.load_full()
+    }
+
+    /// Validate `doc` whole, store it with its audit record, then swap the live snapshot.
+    /// On any error nothing changes. Blocking (hashing, fsync): call from a blocking task.
+    pub fn replace(&self, doc: &SettingsDoc, actor: &str, hasher: &dyn PasswordHasher) -> Result<Arc<Snapshot>, ReplaceError> {
+        // A poisoned lock only means another writer panicked; the store is still consistent.
+        let _guard = self.inner.write.lock().unwrap_or_else(|e| e.into_inner());
+        let old = self.current();
+        let new = old.settings.apply(doc, hasher)?;
+        let version = self.inner.store.save(Some(&old.settings), &new, actor)?;
+        let snapshot = Arc::new(Snapshot::new(new, version));
+        self.inner.live.store(snapshot.clone());
+        Ok(snapshot)
+    }
+
+    pub fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        self.inner.store.audit(limit)
+    }
+}
+
+/// argon2id with the crate's defaults (RFC 9106's second recommended option).
+pub struct Argon2Hasher;
+
+impl PasswordHasher for Argon2Hasher {
+    fn hash(&self, password: &str) -> Result<String, String> {
+        use argon2::password_hash::{PasswordHasher as _, SaltString, rand_core::OsRng};
+        let salt = SaltString::generate(&mut OsRng);
+        argon2::Argon2::default()
+            .hash_password(password.as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .map_err(|e| format!("cannot hash password: {e}"))
+    }
+}
+
+/// Check a password against a stored PHC string. Blocking (tens of milliseconds).
+pub fn verify_password(password: &str, phc: &str) -> bool {
+    use argon2::password_hash::{PasswordHash, PasswordVerifier};
+    PasswordHash::new(phc)
+        .map(|h| argon2::Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+        .unwrap_or(false)
+}

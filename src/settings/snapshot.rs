@@ -1,0 +1,116 @@
+//! The live snapshot: settings compiled for fast lookups. A session or delivery attempt reads
+//! it once (`SettingsHandle::current`) and keeps it, so a change applies to the next session
+//! and never to one in flight.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use super::document::{RelayDomain, Settings};
+
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Audit sequence number of the change that made this snapshot (0: first start).
+    pub version: u64,
+    pub settings: Settings,
+    /// Exact domains, lower-case.
+    relay_exact: HashMap<String, usize>,
+    /// `.example.com` rows, stored as `example.com`.
+    relay_parents: Vec<(String, usize)>,
+}
+
+impl Snapshot {
+    pub fn new(settings: Settings, version: u64) -> Snapshot {
+        let mut relay_exact = HashMap::new();
+        let mut relay_parents = Vec::new();
+        for (i, d) in settings.relay_domains.iter().enumerate() {
+            match d.domain.strip_prefix('.') {
+                Some(parent) => relay_parents.push((parent.to_string(), i)),
+                None => {
+                    relay_exact.insert(d.domain.clone(), i);
+                }
+            }
+        }
+        Snapshot {
+            version,
+            settings,
+            relay_exact,
+            relay_parents,
+        }
+    }
+
+    /// The relay domain row for `domain` (case-insensitive, trailing dot ignored): an exact
+    /// row first, then the longest `.parent` row.
+    pub fn relay_domain(&self, domain: &str) -> Option<&RelayDomain> {
+        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+        if let Some(&i) = self.relay_exact.get(&domain) {
+            return Some(&self.settings.relay_domains[i]);
+        }
+        self.relay_parents
+            .iter()
+            .filter(|(parent, _)| {
+                domain.len() > parent.len()
+                    && domain.ends_with(parent.as_str())
+                    && domain.as_bytes()[domain.len() - parent.len() - 1] == b'.'
+            })
+            .max_by_key(|(parent, _)| parent.len())
+            .map(|&(_, i)| &self.settings.relay_domains[i])
+    }
+
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.settings.trusted_networks.iter().any(|n| n.contains(&ip))
+    }
+
+    pub fn password_hash(&self, username: &str) -> Option<&str> {
+        self.settings
+            .smtp_auth_users
+            .iter()
+            .find(|u| u.username == username)
+            .map(|u| u.password_hash.as_str())
+    }
+}
+
+/// An IPv4 client seen on a dual-stack socket arrives as `::ffff:a.b.c.d`; match it against
+/// IPv4 networks.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(domains: &[&str]) -> Snapshot {
+        let mut s = Settings::default();
+        s.relay_domains = domains
+            .iter()
+            .map(|d| RelayDomain {
+                domain: d.to_string(),
+                transport: None,
+            })
+            .collect();
+        Snapshot::new(s, 0)
+    }
+
+    #[test]
+    fn exact_and_parent_rows() {
+        let s = snap(&["example.com", ".sub.example.org"]);
+        assert!(s.relay_domain("EXAMPLE.com.").is_some());
+        assert!(s.relay_domain("a.example.com").is_none());
+        assert!(s.relay_domain("a.sub.example.org").is_some());
+        assert!(s.relay_domain("sub.example.org").is_none());
+        assert!(s.relay_domain("xsub.example.org").is_none());
+    }
+
+    #[test]
+    fn trusted_networks_match_mapped_v4() {
+        let s = snap(&[]);
+        assert!(s.is_trusted("127.0.0.5".parse().unwrap()));
+        assert!(s.is_trusted("::ffff:127.0.0.1".parse().unwrap()));
+        assert!(s.is_trusted("::1".parse().unwrap()));
+        assert!(!s.is_trusted("192.0.2.1".parse().unwrap()));
+    }
+}
