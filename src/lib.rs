@@ -2,3 +2,4 @@ pub mod config;
 pub mod fsutil;
 pub mod proto;
 pub mod settings;
+pub mod spool;

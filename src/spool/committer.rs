@@ -1,0 +1,144 @@
+//! Group commit: one thread writes every record that is waiting, fdatasyncs once, and only
+//! then releases the sessions waiting for their 250. Many messages, one sync.
+
+use std::fs::File;
+use std::io::{self, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::Receiver;
+
+use tokio::sync::oneshot;
+
+/// Where a committed record starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Location {
+    pub segment: u64,
+    pub offset: u64,
+    /// Bytes of the whole record.
+    pub len: u64,
+}
+
+pub struct Commit {
+    pub record: Vec<u8>,
+    pub done: oneshot::Sender<io::Result<Location>>,
+}
+
+#[derive(Default, Debug)]
+pub struct Stats {
+    pub records: AtomicU64,
+    pub syncs: AtomicU64,
+}
+
+/// The most one batch gathers before it syncs.
+const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
+
+pub fn segment_path(dir: &Path, n: u64) -> PathBuf {
+    dir.join(format!("seg-{n:08}.log"))
+}
+
+struct Segment {
+    dir: PathBuf,
+    number: u64,
+    file: File,
+    len: u64,
+}
+
+impl Segment {
+    /// A new, empty segment whose directory entry is durable before any record in it is
+    /// acknowledged (fdatasync of the file alone does not persist its name).
+    fn create(dir: &Path, number: u64) -> io::Result<Segment> {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(segment_path(dir, number))?;
+        File::open(dir)?.sync_all()?;
+        Ok(Segment {
+            dir: dir.to_path_buf(),
+            number,
+            file,
+            len: 0,
+        })
+    }
+
+    fn write_batch(&mut self, batch: &[Commit]) -> io::Result<Vec<Location>> {
+        let mut locations = Vec::with_capacity(batch.len());
+        for c in batch {
+            locations.push(Location {
+                segment: self.number,
+                offset: self.len,
+                len: c.record.len() as u64,
+            });
+            self.file.write_all(&c.record)?;
+            self.len += c.record.len() as u64;
+        }
+        self.file.sync_data()?;
+        Ok(locations)
+    }
+
+    /// Undo a failed batch so no half-written record sits before later good ones.
+    fn rewind(&mut self, to: u64) -> io::Result<()> {
+        self.file.set_len(to)?;
+        self.file.seek(SeekFrom::Start(to))?;
+        self.len = to;
+        self.file.sync_data()
+    }
+}
+
+pub fn run(rx: Receiver<Commit>, dir: PathBuf, first_segment: u64, segment_bytes: u64, stats: Arc<Stats>) {
+    let mut next_number = first_segment;
+    let mut segment: Option<Segment> = None;
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        let mut bytes = batch[0].record.len();
+        while bytes < MAX_BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(c) => {
+                    bytes += c.record.len();
+                    batch.push(c);
+                }
+                Err(_) => break,
+            }
+        }
+        let result = commit_batch(&mut segment, &dir, &mut next_number, &batch);
+        stats.syncs.fetch_add(1, Ordering::Relaxed);
+        match result {
+            Ok(locations) => {
+                stats.records.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                for (c, loc) in batch.into_iter().zip(locations) {
+                    let _ = c.done.send(Ok(loc));
+                }
+            }
+            Err(e) => {
+                tracing::error!(target: "postern/spool", "warning: spool write failed, {} message(s) refused with 452: {e}", batch.len());
+                for c in batch {
+                    let _ = c.done.send(Err(io::Error::new(e.kind(), e.to_string())));
+                }
+            }
+        }
+        if segment.as_ref().is_some_and(|s| s.len >= segment_bytes) {
+            segment = None;
+        }
+    }
+}
+
+fn commit_batch(segment: &mut Option<Segment>, dir: &Path, next_number: &mut u64, batch: &[Commit]) -> io::Result<Vec<Location>> {
+    if segment.is_none() {
+        *segment = Some(Segment::create(dir, *next_number)?);
+        *next_number += 1;
+    }
+    let seg = segment.as_mut().expect("set just above");
+    let start = seg.len;
+    match seg.write_batch(batch) {
+        Ok(locations) => Ok(locations),
+        Err(e) => {
+            if let Err(rewind) = seg.rewind(start) {
+                // Cannot clean this segment: stop using it; the torn tail it keeps is skipped
+                // by recovery, and the next batch starts a new segment.
+                tracing::error!(target: "postern/spool", "warning: spool segment {}: cannot truncate after failed write: {rewind}", seg.dir.display());
+                *segment = None;
+            }
+            Err(e)
+        }
+    }
+}

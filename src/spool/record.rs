@@ -1,0 +1,125 @@
+//! The on-disk record: `PSTN` magic, kind, payload length, payload, CRC-32 of kind + length
+//! + payload. A record whose CRC does not match, or that runs past the end of the file, is a
+//! torn write: recovery stops reading that segment there.
+
+use super::{Envelope, QueueId};
+
+const MAGIC: &[u8; 4] = b"PSTN";
+const HEADER_LEN: usize = 4 + 1 + 4;
+const TRAILER_LEN: usize = 4;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    /// A whole accepted message: id, envelope, bytes.
+    Message = 1,
+}
+
+/// Encode a message record.
+pub fn encode_message(id: QueueId, envelope: &Envelope, message: &[u8]) -> Vec<u8> {
+    let env = serde_json::to_vec(envelope).expect("an Envelope always serialises");
+    let payload_len = 8 + 4 + env.len() + message.len();
+    let mut out = Vec::with_capacity(HEADER_LEN + payload_len + TRAILER_LEN);
+    out.extend_from_slice(MAGIC);
+    out.push(Kind::Message as u8);
+    out.extend_from_slice(&(payload_len as u32).to_le_bytes());
+    out.extend_from_slice(&id.0.to_le_bytes());
+    out.extend_from_slice(&(env.len() as u32).to_le_bytes());
+    out.extend_from_slice(&env);
+    out.extend_from_slice(message);
+    let crc = crc32fast::hash(&out[4..]);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decoded<'a> {
+    Message {
+        id: QueueId,
+        envelope: Envelope,
+        message: &'a [u8],
+        /// Bytes the whole record took.
+        len: usize,
+    },
+    /// Not enough bytes, bad magic, bad CRC or a payload that does not decode.
+    Torn(&'static str),
+}
+
+/// Decode the record at the start of `buf`.
+pub fn decode(buf: &[u8]) -> Decoded<'_> {
+    if buf.len() < HEADER_LEN {
+        return Decoded::Torn("short header");
+    }
+    if &buf[..4] != MAGIC {
+        return Decoded::Torn("bad magic");
+    }
+    let kind = buf[4];
+    let payload_len = u32::from_le_bytes([buf[5], buf[6], buf[7], buf[8]]) as usize;
+    let total = HEADER_LEN + payload_len + TRAILER_LEN;
+    if buf.len() < total {
+        return Decoded::Torn("record runs past end of file");
+    }
+    let crc_at = HEADER_LEN + payload_len;
+    let stored = u32::from_le_bytes([buf[crc_at], buf[crc_at + 1], buf[crc_at + 2], buf[crc_at + 3]]);
+    if crc32fast::hash(&buf[4..crc_at]) != stored {
+        return Decoded::Torn("CRC mismatch");
+    }
+    let payload = &buf[HEADER_LEN..crc_at];
+    if kind != Kind::Message as u8 || payload.len() < 12 {
+        return Decoded::Torn("unknown record kind");
+    }
+    let id = QueueId(u64::from_le_bytes(payload[..8].try_into().expect("8 bytes checked above")));
+    let env_len = u32::from_le_bytes(payload[8..12].try_into().expect("4 bytes checked above")) as usize;
+    let Some(env) = payload.get(12..12 + env_len) else {
+        return Decoded::Torn("envelope length out of range");
+    };
+    let Ok(envelope) = serde_json::from_slice(env) else {
+        return Decoded::Torn("envelope does not decode");
+    };
+    Decoded::Message {
+        id,
+        envelope,
+        message: &payload[12 + env_len..],
+        len: total,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env() -> Envelope {
+        Envelope {
+            sender: "a@b.example".into(),
+            recipients: vec!["c@d.example".into()],
+            ..Envelope::default()
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let rec = encode_message(QueueId(7), &env(), b"hello\r\n");
+        match decode(&rec) {
+            Decoded::Message { id, envelope, message, len } => {
+                assert_eq!(id, QueueId(7));
+                assert_eq!(envelope, env());
+                assert_eq!(message, b"hello\r\n");
+                assert_eq!(len, rec.len());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_truncation_and_flipped_byte_is_torn() {
+        let rec = encode_message(QueueId(7), &env(), b"hello\r\n");
+        for cut in 0..rec.len() {
+            assert!(matches!(decode(&rec[..cut]), Decoded::Torn(_)), "cut {cut}");
+        }
+        for i in 0..rec.len() {
+            let mut bad = rec.clone();
+            bad[i] ^= 0x40;
+            assert!(matches!(decode(&bad), Decoded::Torn(_)), "flip {i}");
+        }
+    }
+}
