@@ -3,3 +3,4 @@ pub mod fsutil;
 pub mod proto;
 pub mod settings;
 pub mod spool;
+pub mod tls;

@@ -1,0 +1,229 @@
+//! rustls configuration: one crypto provider (aws-lc-rs), TLS 1.2 and 1.3 with ECDHE suites
+//! only, a certificate resolver that can be swapped at run time, the system self-signed
+//! certificate, and the TLS facts that log lines and Received headers report.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::{CipherSuite, ProtocolVersion, ServerConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+/// Install aws-lc-rs as the process-wide provider (the one provider we build with).
+/// Idempotent: a second call finds it installed.
+pub fn install_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+/// aws-lc-rs restricted to forward-secret AEAD suites: TLS 1.3's three, and TLS 1.2's
+/// ECDHE with AES-GCM or ChaCha20-Poly1305. No RSA key exchange, no CBC.
+pub fn provider() -> Arc<CryptoProvider> {
+    use rustls::crypto::aws_lc_rs::cipher_suite as cs;
+    let mut p = rustls::crypto::aws_lc_rs::default_provider();
+    p.cipher_suites = vec![
+        cs::TLS13_AES_256_GCM_SHA384,
+        cs::TLS13_AES_128_GCM_SHA256,
+        cs::TLS13_CHACHA20_POLY1305_SHA256,
+        cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+        cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+        cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    ];
+    Arc::new(p)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{what}: {message}")]
+    Pem { what: String, message: String },
+    #[error("{0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot generate certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+}
+
+/// A certificate chain and key from PEM text. `what` names the source in errors.
+pub fn certified_key_from_pem(cert_pem: &[u8], key_pem: &[u8], what: &str) -> Result<CertifiedKey, TlsError> {
+    let pem_err = |message: String| TlsError::Pem {
+        what: what.to_string(),
+        message,
+    };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| pem_err(format!("certificate: {e}")))?;
+    if chain.is_empty() {
+        return Err(pem_err("no CERTIFICATE block found".into()));
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| pem_err(format!("private key: {e}")))?;
+    let certified = CertifiedKey::from_der(chain, key, &provider())?;
+    Ok(certified)
+}
+
+/// The certificate postern generates at first start (`data/tls/system.crt` and `.key`,
+/// 0600): served for STARTTLS and the admin page until the admin binds another.
+pub fn system_certificate(data_dir: &Path, hostname: &str) -> Result<(Vec<u8>, Vec<u8>), TlsError> {
+    let dir = data_dir.join("tls");
+    let (cert_path, key_path) = (dir.join("system.crt"), dir.join("system.key"));
+    let io = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| TlsError::Io { path, source }
+    };
+    if !cert_path.exists() {
+        crate::fsutil::private_dir(&dir).map_err(io(&dir))?;
+        let mut params = rcgen::CertificateParams::new(vec![
+            hostname.to_string(),
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+            "::1".to_string(),
+        ])?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, hostname);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "postern system self-signed");
+        let key = rcgen::KeyPair::generate()?;
+        let cert = params.self_signed(&key)?;
+        crate::fsutil::write_secret(&key_path, key.serialize_pem().as_bytes()).map_err(io(&key_path))?;
+        crate::fsutil::write_secret(&cert_path, cert.pem().as_bytes()).map_err(io(&cert_path))?;
+        tracing::info!(target: "postern/tls", "generated the system self-signed certificate for {hostname} in {}", cert_path.display());
+    }
+    let cert = std::fs::read(&cert_path).map_err(io(&cert_path))?;
+    let key = std::fs::read(&key_path).map_err(io(&key_path))?;
+    Ok((cert, key))
+}
+
+/// Serves whichever certificate is bound now; `swap` rebinds for the next handshake while
+/// handshakes already done keep theirs.
+#[derive(Debug)]
+pub struct CertResolver {
+    current: ArcSwap<CertifiedKey>,
+}
+
+impl CertResolver {
+    pub fn new(key: CertifiedKey) -> Arc<CertResolver> {
+        Arc::new(CertResolver {
+            current: ArcSwap::from_pointee(key),
+        })
+    }
+
+    pub fn swap(&self, key: CertifiedKey) {
+        self.current.store(Arc::new(key));
+    }
+
+    pub fn current(&self) -> Arc<CertifiedKey> {
+        self.current.load_full()
+    }
+}
+
+impl ResolvesServerCert for CertResolver {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
+/// A server config over `resolver`; `alpn` for the admin listener (`http/1.1`).
+pub fn server_config(resolver: Arc<CertResolver>, alpn: &[&[u8]]) -> Arc<ServerConfig> {
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .expect("aws-lc-rs supports TLS 1.2 and 1.3")
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(config)
+}
+
+/// What was negotiated, in the words Postfix logs use.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TlsInfo {
+    /// `TLSv1.3`, `TLSv1.2`.
+    pub protocol: String,
+    /// OpenSSL's name, as Postfix logs it: `TLS_AES_256_GCM_SHA384`, `ECDHE-RSA-AES128-GCM-SHA256`.
+    pub cipher: String,
+    /// Symmetric key bits (Postfix's `(256/256 bits)`); the minimum-strength policy compares these.
+    pub bits: u16,
+}
+
+impl TlsInfo {
+    pub fn from_connection(conn: &rustls::CommonState) -> Option<TlsInfo> {
+        let protocol = match conn.protocol_version()? {
+            ProtocolVersion::TLSv1_3 => "TLSv1.3",
+            ProtocolVersion::TLSv1_2 => "TLSv1.2",
+            _ => "TLS",
+        };
+        let suite = conn.negotiated_cipher_suite()?.suite();
+        let (cipher, bits) = openssl_name(suite);
+        Some(TlsInfo {
+            protocol: protocol.to_string(),
+            cipher,
+            bits,
+        })
+    }
+
+    /// `TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)`
+    pub fn describe(&self) -> String {
+        format!(
+            "{} with cipher {} ({}/{} bits)",
+            self.protocol, self.cipher, self.bits, self.bits
+        )
+    }
+}
+
+fn openssl_name(suite: CipherSuite) -> (String, u16) {
+    let (name, bits) = match suite {
+        CipherSuite::TLS13_AES_256_GCM_SHA384 => ("TLS_AES_256_GCM_SHA384", 256),
+        CipherSuite::TLS13_AES_128_GCM_SHA256 => ("TLS_AES_128_GCM_SHA256", 128),
+        CipherSuite::TLS13_CHACHA20_POLY1305_SHA256 => ("TLS_CHACHA20_POLY1305_SHA256", 256),
+        CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384 => ("ECDHE-ECDSA-AES256-GCM-SHA384", 256),
+        CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 => ("ECDHE-ECDSA-AES128-GCM-SHA256", 128),
+        CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256 => ("ECDHE-ECDSA-CHACHA20-POLY1305", 256),
+        CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => ("ECDHE-RSA-AES256-GCM-SHA384", 256),
+        CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => ("ECDHE-RSA-AES128-GCM-SHA256", 128),
+        CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256 => ("ECDHE-RSA-CHACHA20-POLY1305", 256),
+        other => return (format!("{other:?}"), 0),
+    };
+    (name.to_string(), bits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn system_certificate_is_generated_once_with_private_key_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert1, key1) = system_certificate(dir.path(), "mx.example").unwrap();
+        let (cert2, key2) = system_certificate(dir.path(), "other.example").unwrap();
+        assert_eq!((cert1.clone(), key1.clone()), (cert2, key2));
+        certified_key_from_pem(&cert1, &key1, "system").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("tls/system.key")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn pem_errors_name_the_part() {
+        let err = certified_key_from_pem(b"junk", b"junk", "smtp.tls_cert").unwrap_err();
+        assert!(err.to_string().starts_with("smtp.tls_cert: "), "{err}");
+    }
+
+    #[test]
+    fn only_forward_secret_aead_suites() {
+        for s in provider().cipher_suites.iter() {
+            let name = format!("{:?}", s.suite());
+            assert!(name.starts_with("TLS13_") || name.starts_with("TLS_ECDHE_"), "{name}");
+            assert!(!name.contains("CBC"), "{name}");
+        }
+    }
+}
