@@ -1,6 +1,117 @@
+//! postern: a gateway mail relay that owns the TLS policy of every hop.
+//!
+//! The modules are the architecture of `DESIGN.md`: `proto` (SMTP wire format, no I/O),
+//! `inbound` (listener and sessions), `spool` (durable queue), `settings` (runtime settings
+//! and the live snapshot), `tls` (rustls configs and certificates), `admin` (control API).
+
+pub mod admin;
 pub mod config;
 pub mod fsutil;
+pub mod inbound;
 pub mod proto;
 pub mod settings;
 pub mod spool;
 pub mod tls;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use config::Config;
+
+/// The sockets a server runs on; tests bind port 0 and pass them in.
+pub struct Listeners {
+    pub smtp: TcpListener,
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    /// Bind the addresses of the config; errors name the config key.
+    pub async fn bind(config: &Config) -> anyhow::Result<Listeners> {
+        let smtp = TcpListener::bind(config.smtp.listen)
+            .await
+            .with_context(|| format!("smtp.listen = {}: cannot listen", config.smtp.listen))?;
+        let admin = TcpListener::bind(config.admin.listen)
+            .await
+            .with_context(|| format!("admin.listen = {}: cannot listen", config.admin.listen))?;
+        Ok(Listeners { smtp, admin })
+    }
+
+    pub fn smtp_addr(&self) -> SocketAddr {
+        self.smtp.local_addr().expect("a bound listener has an address")
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin.local_addr().expect("a bound listener has an address")
+    }
+}
+
+/// Run postern on `listeners` until `shutdown` completes, then stop accepting, let sessions
+/// finish within the grace period, and stop the spool after its last batch is on disk.
+pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    tls::install_provider();
+    let data = &config.server.data_dir;
+    fsutil::private_dir(data).with_context(|| format!("server.data_dir = {}", data.display()))?;
+    let settings = settings::SettingsHandle::open(&data.join("postern.redb"))
+        .with_context(|| format!("{}: cannot open the settings store (is another postern running on it?)", data.join("postern.redb").display()))?;
+    let (spool, recovery) = spool::Spool::open(&config.spool_dir(), config.spool.segment_bytes)
+        .with_context(|| format!("{}: cannot open the spool", config.spool_dir().display()))?;
+    tracing::info!(
+        target: "postern/master",
+        "spool: recovered {} message(s) from {} segment(s), {} torn tail(s) skipped",
+        recovery.messages,
+        recovery.segments,
+        recovery.torn.len()
+    );
+    let (system_cert, system_key) = tls::system_certificate(data, &config.server.hostname)?;
+    let system = tls::certified_key_from_pem(&system_cert, &system_key, "data/tls/system.crt")?;
+    let smtp_key = match (&config.smtp.tls_cert, &config.smtp.tls_key) {
+        (Some(cert), Some(key)) => {
+            let read = |p: &std::path::Path| std::fs::read(p).with_context(|| format!("{}: cannot read", p.display()));
+            tls::certified_key_from_pem(&read(cert)?, &read(key)?, "smtp.tls_cert/smtp.tls_key")?
+        }
+        _ => system.clone(),
+    };
+    let token = admin::ensure_token(data).with_context(|| format!("{}: cannot write the API token", data.join("api-token").display()))?;
+
+    let smtp_tls = tls::server_config(tls::CertResolver::new(smtp_key), &[]);
+    let admin_tls = tls::server_config(tls::CertResolver::new(system), &[b"http/1.1"]);
+    let ctx = Arc::new(inbound::Context {
+        hostname: config.server.hostname.clone(),
+        limits: inbound::Limits::from_config(&config),
+        settings: settings.clone(),
+        spool: spool.clone(),
+        tls: TlsAcceptor::from(smtp_tls),
+    });
+    tracing::info!(
+        target: "postern/master",
+        "daemon started -- version {}, smtp on {}, control API on https://{}",
+        env!("CARGO_PKG_VERSION"),
+        listeners.smtp_addr(),
+        listeners.admin_addr()
+    );
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let smtp = tokio::spawn(inbound::run(listeners.smtp, ctx, stop_rx.clone()));
+    let app = admin::router(admin::AdminState::new(settings, token));
+    let api = tokio::spawn(admin::run(listeners.admin, TlsAcceptor::from(admin_tls), app, stop_rx));
+
+    shutdown.await;
+    tracing::info!(target: "postern/master", "terminating: no new connections; sessions have {}s to finish", config.smtp.shutdown_grace_secs);
+    let _ = stop_tx.send(true);
+    let _ = smtp.await;
+    let _ = api.await;
+    tokio::task::spawn_blocking(move || spool.shutdown()).await?;
+    tracing::info!(target: "postern/master", "stopped");
+    Ok(())
+}
+
+/// Resolves once `rx` has turned true (or its sender is gone). The guard `wait_for` returns
+/// is dropped here, so callers' futures stay `Send`.
+pub async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}

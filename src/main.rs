@@ -1,1 +1,133 @@
-fn main() {}
+//! The command line: parses, then calls the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use hyper::{Method, StatusCode};
+
+use postern::admin::client::ApiClient;
+use postern::config::Config;
+use postern::settings::SettingsDoc;
+
+#[derive(Parser)]
+#[command(name = "postern", version, about = "A gateway mail relay that owns the TLS policy of every hop")]
+struct Cli {
+    /// Configuration file; without it, the embedded defaults (config/postern.toml).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Control API address (host:port) of the running postern; default: admin.listen.
+    #[arg(long, global = true)]
+    api: Option<SocketAddr>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (SMTP and the control API) until SIGTERM or Ctrl-C.
+    Serve,
+    /// Read or replace the running server's settings document.
+    Settings {
+        #[command(subcommand)]
+        action: SettingsAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum SettingsAction {
+    /// Print the settings document as TOML (`postern settings export > settings.toml`).
+    Export,
+    /// Validate FILE (TOML) whole and apply it to the running server, or change nothing.
+    Import { file: PathBuf },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => return fail(format!("cannot start the runtime: {e}")),
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve => serve(config).await,
+            Command::Settings { action } => settings(config, cli.api, action).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(format!("{e:#}")),
+    }
+}
+
+fn fail(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("postern: fatal: {message}");
+    ExitCode::FAILURE
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("POSTERN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let listeners = postern::Listeners::bind(&config).await?;
+    postern::run(config, listeners, shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+async fn settings(config: Config, api: Option<SocketAddr>, action: SettingsAction) -> anyhow::Result<()> {
+    postern::tls::install_provider();
+    let client = ApiClient::new(api.unwrap_or(config.admin.listen), &config.server.data_dir)?;
+    match action {
+        SettingsAction::Export => {
+            let (status, body) = client.request(Method::GET, "/api/v1/settings", None).await?;
+            let doc: SettingsDoc = parse_response(status, &body)?;
+            print!("{}", toml::to_string_pretty(&doc)?);
+            Ok(())
+        }
+        SettingsAction::Import { file } => {
+            let text = std::fs::read_to_string(&file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let doc: SettingsDoc = toml::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {}", file.display(), e.to_string().trim_end().replace('\n', " ")))?;
+            let body = serde_json::to_vec(&doc)?;
+            let (status, body) = client.request(Method::PUT, "/api/v1/settings", Some(body)).await?;
+            let _: SettingsDoc = parse_response(status, &body).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            eprintln!("postern: settings from {} applied", file.display());
+            Ok(())
+        }
+    }
+}
+
+fn parse_response<T: serde::de::DeserializeOwned>(status: StatusCode, body: &[u8]) -> anyhow::Result<T> {
+    if status.is_success() {
+        return Ok(serde_json::from_slice(body)?);
+    }
+    let message = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
+    anyhow::bail!("{status}: {message}")
+}

@@ -1,0 +1,151 @@
+//! The control API's client, for CLI commands that touch a running postern. It reads the
+//! bearer token from the data directory and trusts exactly the certificate the admin
+//! listener serves from there (pinned: no CA involved for a loopback admin connection).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use tokio_rustls::TlsConnector;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{path}: {source} (is this postern's data directory?)")]
+    Setup {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot reach the control API at https://{addr}: {message} (is `postern serve` running?)")]
+    Connect { addr: SocketAddr, message: String },
+    #[error("control API: {0}")]
+    Http(String),
+}
+
+pub struct ApiClient {
+    addr: SocketAddr,
+    token: String,
+    connector: TlsConnector,
+}
+
+impl ApiClient {
+    /// Client for the API at `addr`, with the token and certificate found in `data_dir`.
+    pub fn new(addr: SocketAddr, data_dir: &Path) -> Result<ApiClient, ClientError> {
+        let setup = |path: &Path| {
+            let path = path.display().to_string();
+            move |source| ClientError::Setup { path, source }
+        };
+        let token_path = data_dir.join("api-token");
+        let token = std::fs::read_to_string(&token_path).map_err(setup(&token_path))?;
+        let cert_path = data_dir.join("tls/system.crt");
+        let pem = std::fs::read(&cert_path).map_err(setup(&cert_path))?;
+        let pinned = CertificateDer::from_pem_slice(&pem)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))
+            .map_err(setup(&cert_path))?;
+        let provider = crate::tls::provider();
+        let config = ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("aws-lc-rs supports the default versions")
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Pinned {
+                cert: pinned.into_owned(),
+                provider,
+            }))
+            .with_no_client_auth();
+        Ok(ApiClient {
+            addr,
+            token: token.trim().to_string(),
+            connector: TlsConnector::from(Arc::new(config)),
+        })
+    }
+
+    /// One request; returns the status and the body.
+    pub async fn request(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<(StatusCode, Vec<u8>), ClientError> {
+        let connect_err = |message: String| ClientError::Connect {
+            addr: self.addr,
+            message,
+        };
+        let tcp = tokio::net::TcpStream::connect(self.addr)
+            .await
+            .map_err(|e| connect_err(e.to_string()))?;
+        let name = ServerName::IpAddress(self.addr.ip().into());
+        let tls = self
+            .connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| connect_err(format!("TLS: {e}")))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        tokio::spawn(conn);
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", self.addr.to_string())
+            .header("authorization", format!("Bearer {}", self.token));
+        if body.is_some() {
+            req = req.header("content-type", "application/json");
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        let status = resp.status();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ClientError::Http(e.to_string()))?
+            .to_bytes();
+        Ok((status, bytes.to_vec()))
+    }
+}
+
+/// Accepts exactly one certificate; signatures are still checked, so the peer must hold its key.
+#[derive(Debug)]
+struct Pinned {
+    cert: CertificateDer<'static>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if end_entity.as_ref() == self.cert.as_ref() {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(
+                "the admin listener's certificate is not the one in the data directory".into(),
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}

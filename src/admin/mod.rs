@@ -1,0 +1,205 @@
+//! The control API: JSON over HTTPS on the admin listener, bearer token from
+//! `data/api-token`. The one way to change a running postern; the CLI and (later) the admin
+//! pages are built on these handlers.
+
+pub mod client;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+use crate::settings::{Argon2Hasher, ReplaceError, SettingsDoc, SettingsHandle};
+
+#[derive(Clone)]
+pub struct AdminState {
+    pub settings: SettingsHandle,
+    token: Arc<str>,
+}
+
+impl AdminState {
+    pub fn new(settings: SettingsHandle, token: String) -> AdminState {
+        AdminState {
+            settings,
+            token: token.into(),
+        }
+    }
+}
+
+/// An API error body: `{"error": "...", "field": "..."}`.
+#[derive(Debug, Serialize)]
+pub struct ApiError {
+    #[serde(skip)]
+    status: StatusCode,
+    pub error: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, error: impl Into<String>, field: Option<String>) -> ApiError {
+        ApiError {
+            status,
+            error: error.into(),
+            field,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut resp = (self.status, axum::Json(&self)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"postern\""));
+        }
+        resp
+    }
+}
+
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/api/v1/settings", get(get_settings).put(put_settings))
+        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .with_state(state)
+}
+
+async fn require_token(State(state): State<AdminState>, headers: HeaderMap, req: Request, next: Next) -> Response {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(t) if constant_time_eq(t.trim().as_bytes(), state.token.as_bytes()) => next.run(req).await,
+        Some(_) => ApiError::new(StatusCode::UNAUTHORIZED, "invalid bearer token", None).into_response(),
+        None => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing bearer token (Authorization: Bearer <contents of data/api-token>)",
+            None,
+        )
+        .into_response(),
+    }
+}
+
+/// Compare without an early exit, so response time says nothing about the token.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn get_settings(State(state): State<AdminState>) -> axum::Json<SettingsDoc> {
+    axum::Json(state.settings.current().settings.to_doc())
+}
+
+/// Validate the whole document, apply it atomically and hot, or change nothing and name the
+/// bad field.
+async fn put_settings(State(state): State<AdminState>, body: Bytes) -> Result<axum::Json<SettingsDoc>, ApiError> {
+    let doc = parse_doc(&body)?;
+    let settings = state.settings.clone();
+    let result = tokio::task::spawn_blocking(move || settings.replace(&doc, "api", &Argon2Hasher))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))?;
+    match result {
+        Ok(snapshot) => {
+            tracing::info!(target: "postern/admin", "settings replaced through the API (version {})", snapshot.version);
+            Ok(axum::Json(snapshot.settings.to_doc()))
+        }
+        Err(ReplaceError::Invalid(e)) => Err(ApiError::new(StatusCode::BAD_REQUEST, e.to_string(), Some(e.field))),
+        Err(ReplaceError::Store(e)) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None)),
+    }
+}
+
+fn parse_doc(body: &[u8]) -> Result<SettingsDoc, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = (path != ".").then_some(path);
+        let message = match &field {
+            Some(f) => format!("{f}: {}", e.inner()),
+            None => e.inner().to_string(),
+        };
+        ApiError::new(StatusCode::BAD_REQUEST, message, field)
+    })
+}
+
+/// The token in `data/api-token`, generated (0600) at first start.
+pub fn ensure_token(data_dir: &Path) -> std::io::Result<String> {
+    let path = data_dir.join("api-token");
+    if !path.exists() {
+        use rand::RngCore;
+        let mut raw = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut raw);
+        let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        crate::fsutil::write_secret(&path, format!("{token}\n").as_bytes())?;
+    }
+    Ok(std::fs::read_to_string(&path)?.trim().to_string())
+}
+
+/// Serve the API over TLS until `shutdown` turns true.
+pub async fn run(listener: TcpListener, tls: TlsAcceptor, app: Router, mut shutdown: watch::Receiver<bool>) {
+    let mut conns = JoinSet::new();
+    loop {
+        while conns.try_join_next().is_some() {}
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(target: "postern/admin", "warning: accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = crate::stopped(&mut shutdown) => break,
+        };
+        let (tls, app) = (tls.clone(), app.clone());
+        conns.spawn(async move {
+            let stream = match tokio::time::timeout(Duration::from_secs(10), tls.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::info!(target: "postern/admin", "TLS handshake failed from {peer}: {e}");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let service = TowerToHyperService::new(app);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+    conns.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_json_names_the_field() {
+        let err = parse_doc(br#"{"inbound": {"tls_mode": "sometimes"}}"#).unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("inbound.tls_mode"));
+        assert_eq!(err.status, StatusCode::BAD_REQUEST);
+        let err = parse_doc(br#"{"relay_domains": [{"domain": "a.example", "nexthop": "x"}]}"#).unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("relay_domains[0].nexthop"));
+    }
+
+    #[test]
+    fn token_compare() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}

@@ -1,0 +1,275 @@
+//! The socket side of a session: buffered reads with timeouts, replies queued and flushed
+//! only when the client has nothing more pipelined (RFC 2920 section 3.1), and STARTTLS,
+//! which consumes the plaintext stream and returns the TLS one.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+use crate::proto::{DotReader, MAX_COMMAND_LINE, Progress, Reply};
+use crate::tls::TlsInfo;
+
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Why reading stopped.
+#[derive(Debug)]
+pub enum ReadError {
+    Eof,
+    Timeout,
+    /// Shutdown was requested while the session was idle between commands.
+    ShuttingDown,
+    Io(io::Error),
+}
+
+impl From<io::Error> for ReadError {
+    fn from(e: io::Error) -> Self {
+        ReadError::Io(e)
+    }
+}
+
+pub enum Line {
+    Line(Vec<u8>),
+    TooLong,
+}
+
+const READ_CHUNK: usize = 64 * 1024;
+
+pub struct Conn {
+    stream: Option<Stream>,
+    buf: Vec<u8>,
+    /// Start of unread data in `buf`.
+    pos: usize,
+    out: Vec<u8>,
+    timeout: Duration,
+}
+
+impl Conn {
+    pub fn new(tcp: TcpStream, timeout: Duration) -> Conn {
+        Conn {
+            stream: Some(Stream::Plain(tcp)),
+            buf: Vec::with_capacity(READ_CHUNK),
+            pos: 0,
+            out: Vec::with_capacity(1024),
+            timeout,
+        }
+    }
+
+    fn stream(&mut self) -> io::Result<&mut Stream> {
+        self.stream
+            .as_mut()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "stream lost during TLS handshake"))
+    }
+
+    pub fn queue(&mut self, reply: &Reply) {
+        reply.write_to(&mut self.out);
+    }
+
+    pub async fn flush(&mut self) -> io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let out = std::mem::take(&mut self.out);
+        let timeout = self.timeout;
+        let stream = self.stream()?;
+        let write = async {
+            stream.write_all(&out).await?;
+            stream.flush().await
+        };
+        let result = tokio::time::timeout(timeout, write)
+            .await
+            .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "write timeout")));
+        self.out = out;
+        self.out.clear();
+        result
+    }
+
+    /// Send one reply now (greeting, 421 before closing).
+    pub async fn send(&mut self, reply: &Reply) -> io::Result<()> {
+        self.queue(reply);
+        self.flush().await
+    }
+
+    fn unread(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
+
+    pub fn has_unread(&self) -> bool {
+        self.pos < self.buf.len()
+    }
+
+    /// Flush pending replies, then read more from the socket into the buffer. While `idle`
+    /// is given, a shutdown request ends the wait.
+    async fn fill(&mut self, idle: Option<&mut watch::Receiver<bool>>) -> Result<(), ReadError> {
+        self.flush().await?;
+        if self.pos > 0 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        let start = self.buf.len();
+        self.buf.resize(start + READ_CHUNK, 0);
+        let timeout = self.timeout;
+        let stream = self.stream.as_mut().ok_or(ReadError::Eof)?;
+        let read = tokio::time::timeout(timeout, stream.read(&mut self.buf[start..]));
+        let result = match idle {
+            Some(shutdown) if *shutdown.borrow() => Err(ReadError::ShuttingDown),
+            Some(shutdown) => tokio::select! {
+                r = read => r.map_err(|_| ReadError::Timeout),
+                _ = shutdown.changed() => Err(ReadError::ShuttingDown),
+            },
+            None => read.await.map_err(|_| ReadError::Timeout),
+        };
+        let n = match result {
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => {
+                self.buf.truncate(start);
+                return Err(ReadError::Io(e));
+            }
+            Err(e) => {
+                self.buf.truncate(start);
+                return Err(e);
+            }
+        };
+        self.buf.truncate(start + n);
+        if n == 0 {
+            return Err(ReadError::Eof);
+        }
+        Ok(())
+    }
+
+    /// The next command line without its line ending. Lines longer than `MAX_COMMAND_LINE`
+    /// are consumed to their end and reported as `TooLong`.
+    pub async fn read_line(&mut self, shutdown: &mut watch::Receiver<bool>) -> Result<Line, ReadError> {
+        let mut too_long = false;
+        loop {
+            if let Some(nl) = self.unread().iter().position(|&b| b == b'\n') {
+                let line_end = self.pos + nl;
+                let mut line = self.buf[self.pos..line_end].to_vec();
+                self.pos = line_end + 1;
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                return Ok(if too_long || line.len() > MAX_COMMAND_LINE {
+                    Line::TooLong
+                } else {
+                    Line::Line(line)
+                });
+            }
+            if self.unread().len() > MAX_COMMAND_LINE {
+                too_long = true;
+                self.pos = self.buf.len();
+            }
+            self.fill(Some(shutdown)).await?;
+        }
+    }
+
+    /// Feed DATA bytes to `reader` until the end of data; bytes after it stay buffered.
+    pub async fn read_data(&mut self, reader: &mut DotReader) -> Result<(), ReadError> {
+        loop {
+            if self.has_unread() {
+                match reader.feed(self.unread()) {
+                    Progress::Done { consumed } => {
+                        self.pos += consumed;
+                        return Ok(());
+                    }
+                    Progress::NeedMore => self.pos = self.buf.len(),
+                }
+            }
+            self.fill(None).await?;
+        }
+    }
+
+    /// Read exactly `size` bytes of a BDAT chunk; `keep` false discards them (a refused
+    /// chunk must still be consumed, RFC 3030 section 3).
+    pub async fn read_chunk(&mut self, size: u64, keep: bool, into: &mut Vec<u8>) -> Result<(), ReadError> {
+        let mut left = size;
+        loop {
+            let take = (self.unread().len() as u64).min(left) as usize;
+            if keep {
+                into.extend_from_slice(&self.buf[self.pos..self.pos + take]);
+            }
+            self.pos += take;
+            left -= take as u64;
+            if left == 0 {
+                return Ok(());
+            }
+            self.fill(None).await?;
+        }
+    }
+
+    /// RFC 3207 section 4 and the STARTTLS command-injection bug class (CVE-2011-0411):
+    /// anything the client pipelined after STARTTLS was sent in plaintext and must not be
+    /// read as if it came over TLS. Returns how many bytes were thrown away.
+    pub fn discard_pipelined(&mut self) -> usize {
+        let n = self.unread().len();
+        self.buf.clear();
+        self.pos = 0;
+        n
+    }
+
+    /// Flush the 220, then handshake over the same TCP connection.
+    pub async fn start_tls(&mut self, acceptor: &TlsAcceptor) -> io::Result<TlsInfo> {
+        self.flush().await?;
+        let tcp = match self.stream.take() {
+            Some(Stream::Plain(tcp)) => tcp,
+            Some(tls @ Stream::Tls(_)) => {
+                self.stream = Some(tls);
+                return Err(io::Error::other("TLS already active"));
+            }
+            None => return Err(io::Error::new(io::ErrorKind::NotConnected, "no stream")),
+        };
+        let tls = tokio::time::timeout(self.timeout, acceptor.accept(tcp))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timeout"))??;
+        let info = TlsInfo::from_connection(tls.get_ref().1)
+            .ok_or_else(|| io::Error::other("handshake finished without a cipher suite"))?;
+        self.stream = Some(Stream::Tls(Box::new(tls)));
+        Ok(info)
+    }
+
+    pub async fn close(&mut self) {
+        let _ = self.flush().await;
+        if let Some(stream) = self.stream.as_mut() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), stream.shutdown()).await;
+        }
+    }
+}

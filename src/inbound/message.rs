@@ -1,0 +1,174 @@
+//! What happens to the message bytes at the end of DATA: the Received header in Postfix's
+//! form, and removal of control headers an unauthorised client must not set.
+
+use std::borrow::Cow;
+
+use crate::tls::TlsInfo;
+
+/// Remove every header field named `name` (case-insensitive), with its continuation lines,
+/// from the header section. The body and every other byte are left as they are.
+pub fn strip_header<'a>(message: &'a [u8], name: &str) -> (Cow<'a, [u8]>, usize) {
+    let header_end = header_section_end(message);
+    let mut out: Option<Vec<u8>> = None;
+    let mut removed = 0;
+    let mut at = 0;
+    while at < header_end {
+        let field_end = field_end(message, at, header_end);
+        let field = &message[at..field_end];
+        if field_name_is(field, name) {
+            removed += 1;
+            out.get_or_insert_with(|| message[..at].to_vec());
+        } else if let Some(out) = out.as_mut() {
+            out.extend_from_slice(field);
+        }
+        at = field_end;
+    }
+    match out {
+        Some(mut out) => {
+            out.extend_from_slice(&message[header_end..]);
+            (Cow::Owned(out), removed)
+        }
+        None => (Cow::Borrowed(message), 0),
+    }
+}
+
+/// Offset of the blank line that ends the header section (or of the first line that is not a
+/// header field, or the end of the message).
+fn header_section_end(message: &[u8]) -> usize {
+    let mut at = 0;
+    while at < message.len() {
+        let line_end = next_line(message, at);
+        let line = &message[at..line_end];
+        let is_field = line.first().is_some_and(|b| *b == b' ' || *b == b'\t')
+            || line.iter().take_while(|b| **b != b':').all(|b| b.is_ascii_graphic()) && line.contains(&b':');
+        if line == b"\r\n" || line == b"\n" || !is_field {
+            return at;
+        }
+        at = line_end;
+    }
+    message.len()
+}
+
+fn next_line(message: &[u8], at: usize) -> usize {
+    message[at..]
+        .iter()
+        .position(|&b| b == b'\n')
+        .map(|i| at + i + 1)
+        .unwrap_or(message.len())
+}
+
+/// End of the field starting at `at`: its first line and every folded continuation.
+fn field_end(message: &[u8], at: usize, limit: usize) -> usize {
+    let mut end = next_line(message, at);
+    while end < limit && matches!(message[end], b' ' | b'\t') {
+        end = next_line(message, end);
+    }
+    end
+}
+
+fn field_name_is(field: &[u8], name: &str) -> bool {
+    field
+        .iter()
+        .position(|&b| b == b':')
+        .is_some_and(|colon| field[..colon].trim_ascii_end().eq_ignore_ascii_case(name.as_bytes()))
+}
+
+/// The facts a Received header records.
+pub struct ReceivedFacts<'a> {
+    pub helo: &'a str,
+    pub client_ip: &'a str,
+    pub tls: Option<&'a TlsInfo>,
+    pub authenticated: bool,
+    pub esmtp: bool,
+    pub hostname: &'a str,
+    pub queue_id: &'a str,
+    /// Named in a `for` clause only when there is exactly one, as Postfix does.
+    pub single_recipient: Option<&'a str>,
+    pub date: &'a str,
+}
+
+/// `Received:` in Postfix's layout, with the protocol keyword of RFC 3848.
+pub fn received_header(f: &ReceivedFacts<'_>) -> String {
+    let mut h = format!("Received: from {} (unknown [{}])\r\n", f.helo, f.client_ip);
+    if let Some(tls) = f.tls {
+        h.push_str(&format!("\t(using {})\r\n", tls.describe()));
+        h.push_str("\t(No client certificate requested)\r\n");
+    }
+    let proto = match (f.esmtp, f.tls.is_some(), f.authenticated) {
+        (false, _, _) => "SMTP",
+        (true, false, false) => "ESMTP",
+        (true, true, false) => "ESMTPS",
+        (true, false, true) => "ESMTPA",
+        (true, true, true) => "ESMTPSA",
+    };
+    h.push_str(&format!("\tby {} (postern) with {proto} id {}", f.hostname, f.queue_id));
+    match f.single_recipient {
+        Some(rcpt) => h.push_str(&format!("\r\n\tfor <{rcpt}>; {}\r\n", f.date)),
+        None => h.push_str(&format!(";\r\n\t{}\r\n", f.date)),
+    }
+    h
+}
+
+/// RFC 5322 date-time, UTC, with the zone comment Postfix adds.
+pub fn rfc5322_now() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let text = now
+        .format(&time::format_description::well_known::Rfc2822)
+        .unwrap_or_default();
+    format!("{text} (UTC)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_header_with_continuations_any_case() {
+        let msg = b"From: a\r\nX-TLSLevel: Require\r\nSubject: s\r\nx-tlslevel : Try\r\n  folded\r\n\r\nx-TLSLevel: body stays\r\n";
+        let (out, n) = strip_header(msg, "x-TLSLevel");
+        assert_eq!(n, 2);
+        assert_eq!(&*out, b"From: a\r\nSubject: s\r\n\r\nx-TLSLevel: body stays\r\n");
+    }
+
+    #[test]
+    fn untouched_when_absent() {
+        let msg = b"From: a\r\n\r\nbody\r\n";
+        let (out, n) = strip_header(msg, "x-TLSLevel");
+        assert_eq!(n, 0);
+        assert!(matches!(out, Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn header_section_ends_at_non_header_line() {
+        let msg = b"not a header line\r\nX-TLSLevel: Require\r\n";
+        assert_eq!(strip_header(msg, "x-tlslevel").1, 0);
+    }
+
+    #[test]
+    fn received_in_postfix_layout() {
+        let tls = TlsInfo {
+            protocol: "TLSv1.3".into(),
+            cipher: "TLS_AES_256_GCM_SHA384".into(),
+            bits: 256,
+        };
+        let h = received_header(&ReceivedFacts {
+            helo: "client.example",
+            client_ip: "192.0.2.1",
+            tls: Some(&tls),
+            authenticated: false,
+            esmtp: true,
+            hostname: "mx.example",
+            queue_id: "ABC",
+            single_recipient: Some("r@ours.example"),
+            date: "Mon, 23 Nov 2026 10:00:00 +0000 (UTC)",
+        });
+        assert_eq!(
+            h,
+            "Received: from client.example (unknown [192.0.2.1])\r\n\
+             \t(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits))\r\n\
+             \t(No client certificate requested)\r\n\
+             \tby mx.example (postern) with ESMTPS id ABC\r\n\
+             \tfor <r@ours.example>; Mon, 23 Nov 2026 10:00:00 +0000 (UTC)\r\n"
+        );
+    }
+}

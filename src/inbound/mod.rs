@@ -1,0 +1,318 @@
+//! The inbound SMTP server: accept loop with connection limits and graceful shutdown, and the
+//! loop that drives one `Session` over one connection.
+
+mod auth;
+mod conn;
+mod message;
+mod relay;
+mod session;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+use crate::proto::{self, Reply, replies};
+use crate::settings::SettingsHandle;
+use crate::spool::Spool;
+use conn::{Conn, Line, ReadError};
+pub use message::strip_header;
+use session::{Session, Step};
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_message_size: usize,
+    pub max_recipients: usize,
+    pub max_connections: usize,
+    pub max_connections_per_client: usize,
+    pub max_errors: u32,
+    pub timeout: Duration,
+    pub shutdown_grace: Duration,
+}
+
+impl Limits {
+    pub fn from_config(c: &crate::config::Config) -> Limits {
+        Limits {
+            max_message_size: c.smtp.max_message_size,
+            max_recipients: c.smtp.max_recipients,
+            max_connections: c.smtp.max_connections,
+            max_connections_per_client: c.smtp.max_connections_per_client,
+            max_errors: c.smtp.max_errors,
+            timeout: c.timeout(),
+            shutdown_grace: c.shutdown_grace(),
+        }
+    }
+}
+
+/// What every session shares.
+pub struct Context {
+    pub hostname: String,
+    pub limits: Limits,
+    pub settings: SettingsHandle,
+    pub spool: Spool,
+    pub tls: TlsAcceptor,
+}
+
+/// Accept until `shutdown` turns true, then give sessions `shutdown_grace` to finish.
+/// Sessions idle between commands are told `421 4.3.2` at once; a session in DATA finishes
+/// its message (its 250 is only sent after the spool sync) or is cut at the grace limit,
+/// before any 250, so nothing acknowledged is lost.
+pub async fn run(listener: TcpListener, ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
+    let slots = Arc::new(Semaphore::new(ctx.limits.max_connections));
+    let per_client = Arc::new(ClientCounts::default());
+    let mut sessions = JoinSet::new();
+    loop {
+        while sessions.try_join_next().is_some() {}
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(target: "postern/smtpd", "warning: accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = crate::stopped(&mut shutdown) => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            sessions.spawn(refuse(tcp, peer, replies::too_many_connections()));
+            continue;
+        };
+        let Some(client_slot) = per_client.acquire(peer.ip(), ctx.limits.max_connections_per_client) else {
+            let reply = replies::too_many_connections_from(&peer.ip().to_canonical().to_string());
+            sessions.spawn(refuse(tcp, peer, reply));
+            continue;
+        };
+        let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
+        sessions.spawn(async move {
+            serve(tcp, peer, ctx, shutdown).await;
+            drop((slot, client_slot));
+        });
+    }
+    drop(listener);
+    let grace = ctx.limits.shutdown_grace;
+    if tokio::time::timeout(grace, async { while sessions.join_next().await.is_some() {} })
+        .await
+        .is_err()
+    {
+        tracing::warn!(target: "postern/smtpd", "warning: {} session(s) cut at the shutdown grace limit", sessions.len());
+        sessions.shutdown().await;
+    }
+}
+
+async fn refuse(tcp: TcpStream, peer: SocketAddr, reply: Reply) {
+    tracing::warn!(target: "postern/smtpd", "warning: refused unknown[{}]: {}", peer.ip().to_canonical(), reply.summary());
+    let mut conn = Conn::new(tcp, Duration::from_secs(10));
+    let _ = conn.send(&reply).await;
+    conn.close().await;
+}
+
+/// Open sessions per client address.
+#[derive(Default)]
+struct ClientCounts {
+    counts: Mutex<HashMap<IpAddr, usize>>,
+}
+
+struct ClientSlot {
+    counts: Arc<ClientCounts>,
+    ip: IpAddr,
+}
+
+impl ClientCounts {
+    fn acquire(self: &Arc<Self>, ip: IpAddr, limit: usize) -> Option<ClientSlot> {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let n = counts.entry(ip).or_insert(0);
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(ClientSlot {
+            counts: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = counts.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// One connection, greeting to close.
+pub async fn serve(tcp: TcpStream, peer: SocketAddr, ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
+    let mut session = Session::new(ctx.clone(), peer);
+    let mut conn = Conn::new(tcp, ctx.limits.timeout);
+    tracing::info!(target: "postern/smtpd", "connect from {}", session.client);
+    let end = drive(&mut session, &mut conn, &ctx, &mut shutdown).await;
+    match end {
+        Ok(()) | Err(ReadError::Eof) => {}
+        Err(ReadError::Timeout) => {
+            tracing::info!(target: "postern/smtpd", "timeout after {} from {}", "command", session.client);
+            let _ = conn.send(&replies::timeout()).await;
+        }
+        Err(ReadError::ShuttingDown) => {
+            let _ = conn.send(&replies::shutting_down()).await;
+        }
+        Err(ReadError::Io(e)) => {
+            tracing::info!(target: "postern/smtpd", "lost connection from {}: {e}", session.client);
+        }
+    }
+    conn.close().await;
+    tracing::info!(target: "postern/smtpd", "disconnect from {} {}", session.client, session.counters.summary());
+}
+
+async fn drive(session: &mut Session, conn: &mut Conn, ctx: &Context, shutdown: &mut watch::Receiver<bool>) -> Result<(), ReadError> {
+    conn.send(&session.greeting()).await?;
+    let mut errors = 0u32;
+    loop {
+        let line = match conn.read_line(shutdown).await? {
+            Line::Line(line) => line,
+            Line::TooLong => {
+                session.counters.record("unknown", false);
+                conn.queue(&replies::line_too_long());
+                errors += 1;
+                if errors >= ctx.limits.max_errors {
+                    conn.send(&replies::too_many_errors()).await?;
+                    return Ok(());
+                }
+                continue;
+            }
+        };
+        let (verb, step) = if session.awaiting_auth_response() {
+            ("auth", session.handle_auth_response(&line))
+        } else {
+            match proto::parse(&line) {
+                Ok(cmd) => (cmd.verb(), session.handle(cmd)),
+                Err(reply) => ("unknown", Step::Reply(reply)),
+            }
+        };
+        let (reply, close) = run_step(step, session, conn, ctx).await?;
+        let ok = reply.as_ref().is_none_or(Reply::is_positive);
+        // A 334 challenge is counted when the exchange ends.
+        if reply.as_ref().is_none_or(|r| r.code != 334) {
+            session.counters.record(verb, ok);
+        }
+        if let Some(reply) = reply {
+            conn.queue(&reply);
+            if reply.code >= 400 {
+                errors += 1;
+            }
+        }
+        if close {
+            conn.flush().await?;
+            return Ok(());
+        }
+        if errors >= ctx.limits.max_errors {
+            conn.queue(&replies::too_many_errors());
+            conn.flush().await?;
+            tracing::info!(target: "postern/smtpd", "too many errors after {verb} from {}", session.client);
+            return Ok(());
+        }
+    }
+}
+
+/// Carry out a step; returns the reply to queue (if any) and whether to close.
+async fn run_step(step: Step, session: &mut Session, conn: &mut Conn, ctx: &Context) -> Result<(Option<Reply>, bool), ReadError> {
+    match step {
+        Step::Reply(reply) => Ok((Some(reply), false)),
+        Step::Quit(reply) => Ok((Some(reply), true)),
+        Step::StartTls(reply) => {
+            conn.queue(&reply);
+            let discarded = conn.discard_pipelined();
+            if discarded > 0 {
+                tracing::warn!(
+                    target: "postern/smtpd",
+                    "warning: {}: {discarded} bytes pipelined after STARTTLS discarded (command injection attempt?)",
+                    session.client
+                );
+            }
+            match conn.start_tls(&ctx.tls).await {
+                Ok(info) => {
+                    tracing::info!(
+                        target: "postern/smtpd",
+                        "Anonymous TLS connection established from {}: {}",
+                        session.client,
+                        info.describe()
+                    );
+                    session.tls_established(info);
+                    Ok((None, false))
+                }
+                Err(e) => {
+                    tracing::warn!(target: "postern/smtpd", "warning: TLS library problem: {} from {}", e, session.client);
+                    session.counters.record("starttls", false);
+                    Err(ReadError::Eof)
+                }
+            }
+        }
+        Step::Data(reply) => {
+            conn.queue(&reply);
+            let mut reader = session.data_reader();
+            conn.read_data(&mut reader).await?;
+            let outcome = match session.end_of_data(reader) {
+                Ok(prepared) => commit(session, ctx, prepared).await,
+                Err(reply) => reply,
+            };
+            Ok((Some(outcome), false))
+        }
+        Step::Bdat { size, last, accept } => {
+            let mut chunk = Vec::new();
+            conn.read_chunk(size, accept, &mut chunk).await?;
+            let reply = match session.bdat_chunk(chunk, size, last) {
+                Ok(Some(prepared)) => commit(session, ctx, prepared).await,
+                Ok(None) => replies::chunk_ok(size as usize),
+                Err(reply) => reply,
+            };
+            Ok((Some(reply), false))
+        }
+        Step::Auth(creds) => {
+            let hash = session.password_hash(&creds.user);
+            let password = creds.password.clone();
+            let ok = tokio::task::spawn_blocking(move || match hash {
+                Some(h) => crate::settings::verify_password(&password, &h),
+                None => {
+                    // Spend the same time for an unknown user as for a wrong password.
+                    let _ = crate::settings::verify_password(&password, dummy_hash());
+                    false
+                }
+            })
+            .await
+            .unwrap_or(false);
+            Ok((Some(session.auth_result(&creds, ok)), false))
+        }
+    }
+}
+
+/// Spool the message; the 250 only after the sync, 452 4.3.1 on any storage failure.
+async fn commit(session: &Session, ctx: &Context, prepared: session::Prepared) -> Reply {
+    match ctx.spool.commit(prepared.id, prepared.envelope.clone(), &prepared.bytes).await {
+        Ok(()) => session.committed(&prepared),
+        Err(e) => {
+            tracing::error!(target: "postern/smtpd", "{}: spool commit failed for {}: {e}", prepared.id, session.client);
+            replies::storage_full()
+        }
+    }
+}
+
+fn dummy_hash() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| {
+        use crate::settings::PasswordHasher;
+        crate::settings::Argon2Hasher
+            .hash("postern timing equaliser")
+            .unwrap_or_default()
+    })
+}
