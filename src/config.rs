@@ -170,13 +170,19 @@ impl Config {
             return Err(invalid("smtp.max_connections", "must be at least 1"));
         }
         if self.smtp.max_connections_per_client == 0 {
-            return Err(invalid("smtp.max_connections_per_client", "must be at least 1"));
+            return Err(invalid(
+                "smtp.max_connections_per_client",
+                "must be at least 1",
+            ));
         }
         if self.smtp.max_recipients == 0 {
             return Err(invalid("smtp.max_recipients", "must be at least 1"));
         }
         if self.smtp.max_message_size < 1024 {
-            return Err(invalid("smtp.max_message_size", "must be at least 1024 bytes"));
+            return Err(invalid(
+                "smtp.max_message_size",
+                "must be at least 1024 bytes",
+            ));
         }
         Ok(())
     }

@@ -43,22 +43,52 @@ impl Listeners {
     }
 
     pub fn smtp_addr(&self) -> SocketAddr {
-        self.smtp.local_addr().expect("a bound listener has an address")
+        self.smtp
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin.local_addr().expect("a bound listener has an address")
+        self.admin
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 }
 
 /// Run postern on `listeners` until `shutdown` completes, then stop accepting, let sessions
 /// finish within the grace period, and stop the spool after its last batch is on disk.
-pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    prepare(config)?.run(listeners, shutdown).await
+}
+
+/// Everything opened and generated before serving: settings store, recovered spool,
+/// certificates, API token.
+pub struct Server {
+    config: Config,
+    settings: settings::SettingsHandle,
+    spool: spool::Spool,
+    ctx: Arc<inbound::Context>,
+    admin_tls: Arc<rustls::ServerConfig>,
+    token: String,
+}
+
+/// Open the data directory (creating what a first start needs). Blocking; errors name the
+/// file or config key at fault.
+pub fn prepare(config: Config) -> anyhow::Result<Server> {
     tls::install_provider();
     let data = &config.server.data_dir;
     fsutil::private_dir(data).with_context(|| format!("server.data_dir = {}", data.display()))?;
-    let settings = settings::SettingsHandle::open(&data.join("postern.redb"))
-        .with_context(|| format!("{}: cannot open the settings store (is another postern running on it?)", data.join("postern.redb").display()))?;
+    let settings =
+        settings::SettingsHandle::open(&data.join("postern.redb")).with_context(|| {
+            format!(
+                "{}: cannot open the settings store (is another postern running on it?)",
+                data.join("postern.redb").display()
+            )
+        })?;
     let (spool, recovery) = spool::Spool::open(&config.spool_dir(), config.spool.segment_bytes)
         .with_context(|| format!("{}: cannot open the spool", config.spool_dir().display()))?;
     tracing::info!(
@@ -72,12 +102,19 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     let system = tls::certified_key_from_pem(&system_cert, &system_key, "data/tls/system.crt")?;
     let smtp_key = match (&config.smtp.tls_cert, &config.smtp.tls_key) {
         (Some(cert), Some(key)) => {
-            let read = |p: &std::path::Path| std::fs::read(p).with_context(|| format!("{}: cannot read", p.display()));
+            let read = |p: &std::path::Path| {
+                std::fs::read(p).with_context(|| format!("{}: cannot read", p.display()))
+            };
             tls::certified_key_from_pem(&read(cert)?, &read(key)?, "smtp.tls_cert/smtp.tls_key")?
         }
         _ => system.clone(),
     };
-    let token = admin::ensure_token(data).with_context(|| format!("{}: cannot write the API token", data.join("api-token").display()))?;
+    let token = admin::ensure_token(data).with_context(|| {
+        format!(
+            "{}: cannot write the API token",
+            data.join("api-token").display()
+        )
+    })?;
 
     let smtp_tls = tls::server_config(tls::CertResolver::new(smtp_key), &[]);
     let admin_tls = tls::server_config(tls::CertResolver::new(system), &[b"http/1.1"]);
@@ -88,26 +125,65 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         spool: spool.clone(),
         tls: TlsAcceptor::from(smtp_tls),
     });
-    tracing::info!(
-        target: "postern/master",
-        "daemon started -- version {}, smtp on {}, control API on https://{}",
-        env!("CARGO_PKG_VERSION"),
-        listeners.smtp_addr(),
-        listeners.admin_addr()
-    );
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let smtp = tokio::spawn(inbound::run(listeners.smtp, ctx, stop_rx.clone()));
-    let app = admin::router(admin::AdminState::new(settings, token));
-    let api = tokio::spawn(admin::run(listeners.admin, TlsAcceptor::from(admin_tls), app, stop_rx));
+    Ok(Server {
+        config,
+        settings,
+        spool,
+        ctx,
+        admin_tls,
+        token,
+    })
+}
 
-    shutdown.await;
-    tracing::info!(target: "postern/master", "terminating: no new connections; sessions have {}s to finish", config.smtp.shutdown_grace_secs);
-    let _ = stop_tx.send(true);
-    let _ = smtp.await;
-    let _ = api.await;
-    tokio::task::spawn_blocking(move || spool.shutdown()).await?;
-    tracing::info!(target: "postern/master", "stopped");
-    Ok(())
+impl Server {
+    pub fn settings(&self) -> &settings::SettingsHandle {
+        &self.settings
+    }
+
+    pub fn spool(&self) -> &spool::Spool {
+        &self.spool
+    }
+
+    /// Serve until `shutdown` completes.
+    pub async fn run(
+        self,
+        listeners: Listeners,
+        shutdown: impl Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        let Server {
+            config,
+            settings,
+            spool,
+            ctx,
+            admin_tls,
+            token,
+        } = self;
+        tracing::info!(
+            target: "postern/master",
+            "daemon started -- version {}, smtp on {}, control API on https://{}",
+            env!("CARGO_PKG_VERSION"),
+            listeners.smtp_addr(),
+            listeners.admin_addr()
+        );
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let smtp = tokio::spawn(inbound::run(listeners.smtp, ctx, stop_rx.clone()));
+        let app = admin::router(admin::AdminState::new(settings, token));
+        let api = tokio::spawn(admin::run(
+            listeners.admin,
+            TlsAcceptor::from(admin_tls),
+            app,
+            stop_rx,
+        ));
+
+        shutdown.await;
+        tracing::info!(target: "postern/master", "terminating: no new connections; sessions have {}s to finish", config.smtp.shutdown_grace_secs);
+        let _ = stop_tx.send(true);
+        let _ = smtp.await;
+        let _ = api.await;
+        tokio::task::spawn_blocking(move || spool.shutdown()).await?;
+        tracing::info!(target: "postern/master", "stopped");
+        Ok(())
+    }
 }
 
 /// Resolves once `rx` has turned true (or its sender is gone). The guard `wait_for` returns

@@ -12,7 +12,11 @@ use postern::config::Config;
 use postern::settings::SettingsDoc;
 
 #[derive(Parser)]
-#[command(name = "postern", version, about = "A gateway mail relay that owns the TLS policy of every hop")]
+#[command(
+    name = "postern",
+    version,
+    about = "A gateway mail relay that owns the TLS policy of every hop"
+)]
 struct Cli {
     /// Configuration file; without it, the embedded defaults (config/postern.toml).
     #[arg(long, global = true)]
@@ -98,30 +102,48 @@ async fn shutdown_signal() {
     }
 }
 
-async fn settings(config: Config, api: Option<SocketAddr>, action: SettingsAction) -> anyhow::Result<()> {
+async fn settings(
+    config: Config,
+    api: Option<SocketAddr>,
+    action: SettingsAction,
+) -> anyhow::Result<()> {
     postern::tls::install_provider();
     let client = ApiClient::new(api.unwrap_or(config.admin.listen), &config.server.data_dir)?;
     match action {
         SettingsAction::Export => {
-            let (status, body) = client.request(Method::GET, "/api/v1/settings", None).await?;
+            let (status, body) = client
+                .request(Method::GET, "/api/v1/settings", None)
+                .await?;
             let doc: SettingsDoc = parse_response(status, &body)?;
             print!("{}", toml::to_string_pretty(&doc)?);
             Ok(())
         }
         SettingsAction::Import { file } => {
-            let text = std::fs::read_to_string(&file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-            let doc: SettingsDoc = toml::from_str(&text)
-                .map_err(|e| anyhow::anyhow!("{}: {}", file.display(), e.to_string().trim_end().replace('\n', " ")))?;
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let doc: SettingsDoc = toml::from_str(&text).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: {}",
+                    file.display(),
+                    e.to_string().trim_end().replace('\n', " ")
+                )
+            })?;
             let body = serde_json::to_vec(&doc)?;
-            let (status, body) = client.request(Method::PUT, "/api/v1/settings", Some(body)).await?;
-            let _: SettingsDoc = parse_response(status, &body).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let (status, body) = client
+                .request(Method::PUT, "/api/v1/settings", Some(body))
+                .await?;
+            let _: SettingsDoc = parse_response(status, &body)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
             eprintln!("postern: settings from {} applied", file.display());
             Ok(())
         }
     }
 }
 
-fn parse_response<T: serde::de::DeserializeOwned>(status: StatusCode, body: &[u8]) -> anyhow::Result<T> {
+fn parse_response<T: serde::de::DeserializeOwned>(
+    status: StatusCode,
+    body: &[u8],
+) -> anyhow::Result<T> {
     if status.is_success() {
         return Ok(serde_json::from_slice(body)?);
     }

@@ -4,17 +4,13 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls_pki_types::{CertificateDer, ServerName};
 use tokio_rustls::TlsConnector;
 
 #[derive(Debug, thiserror::Error)]
@@ -24,7 +20,9 @@ pub enum ClientError {
         path: String,
         source: std::io::Error,
     },
-    #[error("cannot reach the control API at https://{addr}: {message} (is `postern serve` running?)")]
+    #[error(
+        "cannot reach the control API at https://{addr}: {message} (is `postern serve` running?)"
+    )]
     Connect { addr: SocketAddr, message: String },
     #[error("control API: {0}")]
     Http(String),
@@ -50,25 +48,20 @@ impl ApiClient {
         let pinned = CertificateDer::from_pem_slice(&pem)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))
             .map_err(setup(&cert_path))?;
-        let provider = crate::tls::provider();
-        let config = ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .expect("aws-lc-rs supports the default versions")
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Pinned {
-                cert: pinned.into_owned(),
-                provider,
-            }))
-            .with_no_client_auth();
         Ok(ApiClient {
             addr,
             token: token.trim().to_string(),
-            connector: TlsConnector::from(Arc::new(config)),
+            connector: TlsConnector::from(crate::tls::pinned_client_config(pinned.into_owned())),
         })
     }
 
     /// One request; returns the status and the body.
-    pub async fn request(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<(StatusCode, Vec<u8>), ClientError> {
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, Vec<u8>), ClientError> {
         let connect_err = |message: String| ClientError::Connect {
             addr: self.addr,
             message,
@@ -109,43 +102,5 @@ impl ApiClient {
             .map_err(|e| ClientError::Http(e.to_string()))?
             .to_bytes();
         Ok((status, bytes.to_vec()))
-    }
-}
-
-/// Accepts exactly one certificate; signatures are still checked, so the peer must hold its key.
-#[derive(Debug)]
-struct Pinned {
-    cert: CertificateDer<'static>,
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for Pinned {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        if end_entity.as_ref() == self.cert.as_ref() {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General(
-                "the admin listener's certificate is not the one in the data directory".into(),
-            ))
-        }
-    }
-
-    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }

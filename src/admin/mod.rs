@@ -64,8 +64,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut resp = (self.status, axum::Json(&self)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
-            resp.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"postern\""));
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"postern\""),
+            );
         }
         resp
     }
@@ -78,14 +80,23 @@ pub fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
-async fn require_token(State(state): State<AdminState>, headers: HeaderMap, req: Request, next: Next) -> Response {
+async fn require_token(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    req: Request,
+    next: Next,
+) -> Response {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     match given {
-        Some(t) if constant_time_eq(t.trim().as_bytes(), state.token.as_bytes()) => next.run(req).await,
-        Some(_) => ApiError::new(StatusCode::UNAUTHORIZED, "invalid bearer token", None).into_response(),
+        Some(t) if constant_time_eq(t.trim().as_bytes(), state.token.as_bytes()) => {
+            next.run(req).await
+        }
+        Some(_) => {
+            ApiError::new(StatusCode::UNAUTHORIZED, "invalid bearer token", None).into_response()
+        }
         None => ApiError::new(
             StatusCode::UNAUTHORIZED,
             "missing bearer token (Authorization: Bearer <contents of data/api-token>)",
@@ -106,7 +117,10 @@ async fn get_settings(State(state): State<AdminState>) -> axum::Json<SettingsDoc
 
 /// Validate the whole document, apply it atomically and hot, or change nothing and name the
 /// bad field.
-async fn put_settings(State(state): State<AdminState>, body: Bytes) -> Result<axum::Json<SettingsDoc>, ApiError> {
+async fn put_settings(
+    State(state): State<AdminState>,
+    body: Bytes,
+) -> Result<axum::Json<SettingsDoc>, ApiError> {
     let doc = parse_doc(&body)?;
     let settings = state.settings.clone();
     let result = tokio::task::spawn_blocking(move || settings.replace(&doc, "api", &Argon2Hasher))
@@ -117,8 +131,16 @@ async fn put_settings(State(state): State<AdminState>, body: Bytes) -> Result<ax
             tracing::info!(target: "postern/admin", "settings replaced through the API (version {})", snapshot.version);
             Ok(axum::Json(snapshot.settings.to_doc()))
         }
-        Err(ReplaceError::Invalid(e)) => Err(ApiError::new(StatusCode::BAD_REQUEST, e.to_string(), Some(e.field))),
-        Err(ReplaceError::Store(e)) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None)),
+        Err(ReplaceError::Invalid(e)) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            e.to_string(),
+            Some(e.field),
+        )),
+        Err(ReplaceError::Store(e)) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            e.to_string(),
+            None,
+        )),
     }
 }
 
@@ -149,7 +171,12 @@ pub fn ensure_token(data_dir: &Path) -> std::io::Result<String> {
 }
 
 /// Serve the API over TLS until `shutdown` turns true.
-pub async fn run(listener: TcpListener, tls: TlsAcceptor, app: Router, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(
+    listener: TcpListener,
+    tls: TlsAcceptor,
+    app: Router,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut conns = JoinSet::new();
     loop {
         while conns.try_join_next().is_some() {}
@@ -192,7 +219,8 @@ mod tests {
         let err = parse_doc(br#"{"inbound": {"tls_mode": "sometimes"}}"#).unwrap_err();
         assert_eq!(err.field.as_deref(), Some("inbound.tls_mode"));
         assert_eq!(err.status, StatusCode::BAD_REQUEST);
-        let err = parse_doc(br#"{"relay_domains": [{"domain": "a.example", "nexthop": "x"}]}"#).unwrap_err();
+        let err = parse_doc(br#"{"relay_domains": [{"domain": "a.example", "nexthop": "x"}]}"#)
+            .unwrap_err();
         assert_eq!(err.field.as_deref(), Some("relay_domains[0].nexthop"));
     }
 

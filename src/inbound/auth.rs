@@ -33,7 +33,9 @@ pub fn decode_b64(text: &str) -> Result<String, Reply> {
 pub fn decode_plain(text: &str) -> Result<Credentials, Reply> {
     let decoded = decode_b64(text)?;
     let mut parts = decoded.split('\0');
-    let (Some(authz), Some(user), Some(password), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+    let (Some(authz), Some(user), Some(password), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return Err(cannot_decode());
     };
     if !authz.is_empty() && authz != user {
@@ -57,10 +59,21 @@ mod tests {
     #[test]
     fn plain_decodes() {
         let c = decode_plain(&STANDARD.encode("\0alice\0secret pw")).unwrap();
-        assert_eq!((c.user.as_str(), c.password.as_str()), ("alice", "secret pw"));
+        assert_eq!(
+            (c.user.as_str(), c.password.as_str()),
+            ("alice", "secret pw")
+        );
         assert_eq!(decode_plain("!!!").unwrap_err().code, 501);
-        assert_eq!(decode_plain(&STANDARD.encode("alice")).unwrap_err().code, 501);
-        assert_eq!(decode_plain(&STANDARD.encode("bob\0alice\0pw")).unwrap_err().code, 535);
+        assert_eq!(
+            decode_plain(&STANDARD.encode("alice")).unwrap_err().code,
+            501
+        );
+        assert_eq!(
+            decode_plain(&STANDARD.encode("bob\0alice\0pw"))
+                .unwrap_err()
+                .code,
+            535
+        );
     }
 
     #[test]

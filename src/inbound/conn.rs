@@ -22,7 +22,11 @@ pub enum Stream {
 }
 
 impl AsyncRead for Stream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
@@ -31,7 +35,11 @@ impl AsyncRead for Stream {
 }
 
 impl AsyncWrite for Stream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
@@ -95,9 +103,12 @@ impl Conn {
     }
 
     fn stream(&mut self) -> io::Result<&mut Stream> {
-        self.stream
-            .as_mut()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "stream lost during TLS handshake"))
+        self.stream.as_mut().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotConnected,
+                "stream lost during TLS handshake",
+            )
+        })
     }
 
     pub fn queue(&mut self, reply: &Reply) {
@@ -178,7 +189,10 @@ impl Conn {
 
     /// The next command line without its line ending. Lines longer than `MAX_COMMAND_LINE`
     /// are consumed to their end and reported as `TooLong`.
-    pub async fn read_line(&mut self, shutdown: &mut watch::Receiver<bool>) -> Result<Line, ReadError> {
+    pub async fn read_line(
+        &mut self,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<Line, ReadError> {
         let mut too_long = false;
         loop {
             if let Some(nl) = self.unread().iter().position(|&b| b == b'\n') {
@@ -220,7 +234,12 @@ impl Conn {
 
     /// Read exactly `size` bytes of a BDAT chunk; `keep` false discards them (a refused
     /// chunk must still be consumed, RFC 3030 section 3).
-    pub async fn read_chunk(&mut self, size: u64, keep: bool, into: &mut Vec<u8>) -> Result<(), ReadError> {
+    pub async fn read_chunk(
+        &mut self,
+        size: u64,
+        keep: bool,
+        into: &mut Vec<u8>,
+    ) -> Result<(), ReadError> {
         let mut left = size;
         loop {
             let take = (self.unread().len() as u64).min(left) as usize;

@@ -40,7 +40,11 @@ fn header_section_end(message: &[u8]) -> usize {
         let line_end = next_line(message, at);
         let line = &message[at..line_end];
         let is_field = line.first().is_some_and(|b| *b == b' ' || *b == b'\t')
-            || line.iter().take_while(|b| **b != b':').all(|b| b.is_ascii_graphic()) && line.contains(&b':');
+            || line
+                .iter()
+                .take_while(|b| **b != b':')
+                .all(|b| b.is_ascii_graphic())
+                && line.contains(&b':');
         if line == b"\r\n" || line == b"\n" || !is_field {
             return at;
         }
@@ -67,10 +71,11 @@ fn field_end(message: &[u8], at: usize, limit: usize) -> usize {
 }
 
 fn field_name_is(field: &[u8], name: &str) -> bool {
-    field
-        .iter()
-        .position(|&b| b == b':')
-        .is_some_and(|colon| field[..colon].trim_ascii_end().eq_ignore_ascii_case(name.as_bytes()))
+    field.iter().position(|&b| b == b':').is_some_and(|colon| {
+        field[..colon]
+            .trim_ascii_end()
+            .eq_ignore_ascii_case(name.as_bytes())
+    })
 }
 
 /// The facts a Received header records.
@@ -101,7 +106,10 @@ pub fn received_header(f: &ReceivedFacts<'_>) -> String {
         (true, false, true) => "ESMTPA",
         (true, true, true) => "ESMTPSA",
     };
-    h.push_str(&format!("\tby {} (postern) with {proto} id {}", f.hostname, f.queue_id));
+    h.push_str(&format!(
+        "\tby {} (postern) with {proto} id {}",
+        f.hostname, f.queue_id
+    ));
     match f.single_recipient {
         Some(rcpt) => h.push_str(&format!("\r\n\tfor <{rcpt}>; {}\r\n", f.date)),
         None => h.push_str(&format!(";\r\n\t{}\r\n", f.date)),
@@ -127,7 +135,10 @@ mod tests {
         let msg = b"From: a\r\nX-TLSLevel: Require\r\nSubject: s\r\nx-tlslevel : Try\r\n  folded\r\n\r\nx-TLSLevel: body stays\r\n";
         let (out, n) = strip_header(msg, "x-TLSLevel");
         assert_eq!(n, 2);
-        assert_eq!(&*out, b"From: a\r\nSubject: s\r\n\r\nx-TLSLevel: body stays\r\n");
+        assert_eq!(
+            &*out,
+            b"From: a\r\nSubject: s\r\n\r\nx-TLSLevel: body stays\r\n"
+        );
     }
 
     #[test]

@@ -85,7 +85,9 @@ pub async fn run(listener: TcpListener, ctx: Arc<Context>, mut shutdown: watch::
             sessions.spawn(refuse(tcp, peer, replies::too_many_connections()));
             continue;
         };
-        let Some(client_slot) = per_client.acquire(peer.ip(), ctx.limits.max_connections_per_client) else {
+        let Some(client_slot) =
+            per_client.acquire(peer.ip(), ctx.limits.max_connections_per_client)
+        else {
             let reply = replies::too_many_connections_from(&peer.ip().to_canonical().to_string());
             sessions.spawn(refuse(tcp, peer, reply));
             continue;
@@ -98,9 +100,11 @@ pub async fn run(listener: TcpListener, ctx: Arc<Context>, mut shutdown: watch::
     }
     drop(listener);
     let grace = ctx.limits.shutdown_grace;
-    if tokio::time::timeout(grace, async { while sessions.join_next().await.is_some() {} })
-        .await
-        .is_err()
+    if tokio::time::timeout(grace, async {
+        while sessions.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
     {
         tracing::warn!(target: "postern/smtpd", "warning: {} session(s) cut at the shutdown grace limit", sessions.len());
         sessions.shutdown().await;
@@ -153,7 +157,12 @@ impl Drop for ClientSlot {
 }
 
 /// One connection, greeting to close.
-pub async fn serve(tcp: TcpStream, peer: SocketAddr, ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<Context>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut session = Session::new(ctx.clone(), peer);
     let mut conn = Conn::new(tcp, ctx.limits.timeout);
     tracing::info!(target: "postern/smtpd", "connect from {}", session.client);
@@ -175,7 +184,12 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, ctx: Arc<Context>, mut shut
     tracing::info!(target: "postern/smtpd", "disconnect from {} {}", session.client, session.counters.summary());
 }
 
-async fn drive(session: &mut Session, conn: &mut Conn, ctx: &Context, shutdown: &mut watch::Receiver<bool>) -> Result<(), ReadError> {
+async fn drive(
+    session: &mut Session,
+    conn: &mut Conn,
+    ctx: &Context,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), ReadError> {
     conn.send(&session.greeting()).await?;
     let mut errors = 0u32;
     loop {
@@ -226,7 +240,12 @@ async fn drive(session: &mut Session, conn: &mut Conn, ctx: &Context, shutdown: 
 }
 
 /// Carry out a step; returns the reply to queue (if any) and whether to close.
-async fn run_step(step: Step, session: &mut Session, conn: &mut Conn, ctx: &Context) -> Result<(Option<Reply>, bool), ReadError> {
+async fn run_step(
+    step: Step,
+    session: &mut Session,
+    conn: &mut Conn,
+    ctx: &Context,
+) -> Result<(Option<Reply>, bool), ReadError> {
     match step {
         Step::Reply(reply) => Ok((Some(reply), false)),
         Step::Quit(reply) => Ok((Some(reply), true)),
@@ -298,7 +317,11 @@ async fn run_step(step: Step, session: &mut Session, conn: &mut Conn, ctx: &Cont
 
 /// Spool the message; the 250 only after the sync, 452 4.3.1 on any storage failure.
 async fn commit(session: &Session, ctx: &Context, prepared: session::Prepared) -> Reply {
-    match ctx.spool.commit(prepared.id, prepared.envelope.clone(), &prepared.bytes).await {
+    match ctx
+        .spool
+        .commit(prepared.id, prepared.envelope.clone(), &prepared.bytes)
+        .await
+    {
         Ok(()) => session.committed(&prepared),
         Err(e) => {
             tracing::error!(target: "postern/smtpd", "{}: spool commit failed for {}: {e}", prepared.id, session.client);

@@ -15,7 +15,9 @@ pub fn check_recipient(snapshot: &Snapshot, authorised: bool, rcpt: &Address) ->
     if authorised {
         return match rcpt.domain {
             Some(_) => Ok(()),
-            None => Err(replies::bad_address(&format!("<{rcpt}>: a domain is required"))),
+            None => Err(replies::bad_address(&format!(
+                "<{rcpt}>: a domain is required"
+            ))),
         };
     }
     let ours = match rcpt.domain.as_deref() {
@@ -75,6 +77,11 @@ mod tests {
     fn authorised_clients_relay_anywhere_with_a_domain() {
         let s = snapshot();
         assert!(check_recipient(&s, true, &rcpt("RCPT TO:<a@other.example>")).is_ok());
-        assert_eq!(check_recipient(&s, true, &rcpt("RCPT TO:<a>")).unwrap_err().code, 501);
+        assert_eq!(
+            check_recipient(&s, true, &rcpt("RCPT TO:<a>"))
+                .unwrap_err()
+                .code,
+            501
+        );
     }
 }

@@ -8,7 +8,9 @@ use super::Context;
 use super::auth::{self, Credentials, Pending};
 use super::message::{self, ReceivedFacts};
 use super::relay;
-use crate::proto::{Address, Body, Capabilities, Command, DotReader, MailParams, Reply, ehlo_reply, replies};
+use crate::proto::{
+    Address, Body, Capabilities, Command, DotReader, MailParams, Reply, ehlo_reply, replies,
+};
 use crate::settings::{Snapshot, TlsMode};
 use crate::spool::{Envelope, QueueId};
 use crate::tls::TlsInfo;
@@ -21,7 +23,11 @@ pub enum Step {
     /// Send the 354, then read DATA.
     Data(Reply),
     /// Read a BDAT chunk of `size` bytes; keep it only if `accept` is true.
-    Bdat { size: u64, last: bool, accept: bool },
+    Bdat {
+        size: u64,
+        last: bool,
+        accept: bool,
+    },
     /// Check these credentials (argon2, off the async threads).
     Auth(Credentials),
     /// Send the 221 and close.
@@ -30,8 +36,8 @@ pub enum Step {
 
 /// Counters for the `disconnect from ... ehlo=1 mail=1 ...` line, in Postfix's order.
 const VERBS: [&str; 14] = [
-    "ehlo", "helo", "starttls", "auth", "mail", "rcpt", "data", "bdat", "rset", "noop", "vrfy", "help", "quit",
-    "unknown",
+    "ehlo", "helo", "starttls", "auth", "mail", "rcpt", "data", "bdat", "rset", "noop", "vrfy",
+    "help", "quit", "unknown",
 ];
 
 #[derive(Default)]
@@ -42,7 +48,10 @@ pub struct Counters {
 
 impl Counters {
     pub fn record(&mut self, verb: &str, ok: bool) {
-        let i = VERBS.iter().position(|v| *v == verb).unwrap_or(VERBS.len() - 1);
+        let i = VERBS
+            .iter()
+            .position(|v| *v == verb)
+            .unwrap_or(VERBS.len() - 1);
         self.total[i] += 1;
         self.ok[i] += u32::from(ok);
     }
@@ -208,7 +217,10 @@ impl Session {
         if self.tx.is_some() {
             return replies::bad_sequence("nested MAIL command");
         }
-        if params.size.is_some_and(|s| s > self.ctx.limits.max_message_size as u64) {
+        if params
+            .size
+            .is_some_and(|s| s > self.ctx.limits.max_message_size as u64)
+        {
             return replies::size_exceeds_limit();
         }
         if from.as_ref().is_some_and(|a| !a.is_ascii()) && !params.smtputf8 {
@@ -272,7 +284,9 @@ impl Session {
                 "Error: no valid recipients",
             )),
             // RFC 3030 section 3: DATA may not follow BDAT in one transaction.
-            Some(tx) if !tx.chunks.is_empty() => Step::Reply(replies::bad_sequence("DATA after BDAT")),
+            Some(tx) if !tx.chunks.is_empty() => {
+                Step::Reply(replies::bad_sequence("DATA after BDAT"))
+            }
             Some(tx) if tx.params.body == Body::BinaryMime => {
                 Step::Reply(replies::bad_sequence("BODY=BINARYMIME requires BDAT"))
             }
@@ -315,12 +329,21 @@ impl Session {
 
     /// A BDAT chunk has been read (or discarded). Returns the reply, or the message when
     /// this was the LAST chunk of an accepted transaction.
-    pub fn bdat_chunk(&mut self, chunk: Vec<u8>, size: u64, last: bool) -> Result<Option<Prepared>, Reply> {
+    pub fn bdat_chunk(
+        &mut self,
+        chunk: Vec<u8>,
+        size: u64,
+        last: bool,
+    ) -> Result<Option<Prepared>, Reply> {
         let Some(tx) = self.tx.as_mut() else {
             return Err(replies::bad_sequence("need MAIL command"));
         };
         if tx.rcpts.is_empty() {
-            return Err(Reply::new(554, crate::proto::Enhanced(5, 5, 1), "Error: no valid recipients"));
+            return Err(Reply::new(
+                554,
+                crate::proto::Enhanced(5, 5, 1),
+                "Error: no valid recipients",
+            ));
         }
         if tx.bdat_failed {
             if last {
@@ -342,8 +365,13 @@ impl Session {
 
     /// Received header, control-header removal, envelope.
     fn prepare(&mut self, message: Vec<u8>) -> Result<Prepared, Reply> {
-        let tx = self.tx.take().ok_or_else(|| replies::bad_sequence("need MAIL command"))?;
-        let id = tx.id.ok_or_else(|| replies::bad_sequence("need RCPT command"))?;
+        let tx = self
+            .tx
+            .take()
+            .ok_or_else(|| replies::bad_sequence("need MAIL command"))?;
+        let id = tx
+            .id
+            .ok_or_else(|| replies::bad_sequence("need RCPT command"))?;
         let authorised = self.authorised();
         // Outsiders must not choose our outbound TLS: their x-TLSLevel never reaches the spool.
         let (body, removed) = if authorised {
@@ -383,7 +411,11 @@ impl Session {
             eight_bit: tx.params.body != Body::SevenBit,
             received_unix: crate::fsutil::unix_now(),
         };
-        Ok(Prepared { id, envelope, bytes })
+        Ok(Prepared {
+            id,
+            envelope,
+            bytes,
+        })
     }
 
     fn handle_rset(&mut self) -> Reply {
@@ -510,6 +542,9 @@ mod tests {
         c.record("rcpt", false);
         c.record("rcpt", true);
         c.record("quit", true);
-        assert_eq!(c.summary(), "ehlo=1 starttls=1 mail=1 rcpt=1/2 quit=1 commands=5/6");
+        assert_eq!(
+            c.summary(),
+            "ehlo=1 starttls=1 mail=1 rcpt=1/2 quit=1 commands=5/6"
+        );
     }
 }

@@ -408,15 +408,18 @@ mod tests {
 
     #[test]
     fn verbs_are_case_insensitive() {
-        assert_eq!(parse(b"ehlo client.example"), Ok(Command::Ehlo("client.example".into())));
+        assert_eq!(
+            parse(b"ehlo client.example"),
+            Ok(Command::Ehlo("client.example".into()))
+        );
         assert_eq!(parse(b"QuIt"), Ok(Command::Quit));
         assert_eq!(parse(b"STARTTLS"), Ok(Command::StartTls));
     }
 
     #[test]
     fn mail_with_all_parameters() {
-        let cmd = parse(b"MAIL FROM:<a@b.example> SIZE=1000 BODY=8BITMIME SMTPUTF8 REQUIRETLS")
-            .unwrap();
+        let cmd =
+            parse(b"MAIL FROM:<a@b.example> SIZE=1000 BODY=8BITMIME SMTPUTF8 REQUIRETLS").unwrap();
         assert_eq!(
             cmd,
             Command::Mail {

@@ -117,7 +117,11 @@ pub mod replies {
         Reply::new(250, Enhanced(2, 0, 0), format!("Ok: queued as {id}"))
     }
     pub fn chunk_ok(size: usize) -> Reply {
-        Reply::new(250, Enhanced(2, 0, 0), format!("Ok: {size} octets received"))
+        Reply::new(
+            250,
+            Enhanced(2, 0, 0),
+            format!("Ok: {size} octets received"),
+        )
     }
     pub fn start_data() -> Reply {
         Reply::plain(354, "End data with <CR><LF>.<CR><LF>")
@@ -165,7 +169,11 @@ pub mod replies {
         Reply::new(421, Enhanced(4, 4, 2), "Error: timeout exceeded")
     }
     pub fn shutting_down() -> Reply {
-        Reply::new(421, Enhanced(4, 3, 2), "Service shutting down, closing connection")
+        Reply::new(
+            421,
+            Enhanced(4, 3, 2),
+            "Service shutting down, closing connection",
+        )
     }
     pub fn storage_full() -> Reply {
         Reply::new(452, Enhanced(4, 3, 1), "Insufficient system storage")
@@ -174,7 +182,11 @@ pub mod replies {
         Reply::new(452, Enhanced(4, 5, 3), "Error: too many recipients")
     }
     pub fn tls_not_available() -> Reply {
-        Reply::new(454, Enhanced(4, 7, 0), "TLS not available due to local problem")
+        Reply::new(
+            454,
+            Enhanced(4, 7, 0),
+            "TLS not available due to local problem",
+        )
     }
 
     // 5xx
@@ -185,7 +197,11 @@ pub mod replies {
         Reply::new(501, Enhanced(5, 5, 4), format!("Syntax: {text}"))
     }
     pub fn bad_address(text: &str) -> Reply {
-        Reply::new(501, Enhanced(5, 1, 3), format!("Bad address syntax: {text}"))
+        Reply::new(
+            501,
+            Enhanced(5, 1, 3),
+            format!("Bad address syntax: {text}"),
+        )
     }
     pub fn line_too_long() -> Reply {
         Reply::new(500, Enhanced(5, 5, 2), "Error: line too long")
@@ -194,7 +210,11 @@ pub mod replies {
         Reply::new(503, Enhanced(5, 5, 1), format!("Error: {text}"))
     }
     pub fn must_starttls() -> Reply {
-        Reply::new(530, Enhanced(5, 7, 0), "Must issue a STARTTLS command first")
+        Reply::new(
+            530,
+            Enhanced(5, 7, 0),
+            "Must issue a STARTTLS command first",
+        )
     }
     pub fn starttls_not_offered() -> Reply {
         Reply::new(502, Enhanced(5, 5, 1), "Error: command not implemented")
@@ -226,11 +246,7 @@ pub mod replies {
         Reply::new(552, Enhanced(5, 3, 4), "Error: message file too big")
     }
     pub fn size_exceeds_limit() -> Reply {
-        Reply::new(
-            552,
-            Enhanced(5, 3, 4),
-            "Message size exceeds fixed limit",
-        )
+        Reply::new(552, Enhanced(5, 3, 4), "Message size exceeds fixed limit")
     }
     pub fn bare_lf() -> Reply {
         // The SMTP smuggling defence (Postfix's smtpd_forbid_bare_newline): only <CR><LF>
@@ -272,8 +288,14 @@ mod tests {
 
     #[test]
     fn multiline_uses_dash_on_all_but_last() {
-        let r = Reply::multiline(250, vec!["host".into(), "PIPELINING".into(), "8BITMIME".into()]);
-        assert_eq!(r.to_wire(), b"250-host\r\n250-PIPELINING\r\n250 8BITMIME\r\n");
+        let r = Reply::multiline(
+            250,
+            vec!["host".into(), "PIPELINING".into(), "8BITMIME".into()],
+        );
+        assert_eq!(
+            r.to_wire(),
+            b"250-host\r\n250-PIPELINING\r\n250 8BITMIME\r\n"
+        );
     }
 
     #[test]

@@ -156,7 +156,11 @@ impl Settings {
 
     /// Validate `doc` whole and build the settings it describes. Users given without a
     /// password keep their stored hash; a new user without one is an error.
-    pub fn apply(&self, doc: &SettingsDoc, hasher: &dyn PasswordHasher) -> Result<Settings, FieldError> {
+    pub fn apply(
+        &self,
+        doc: &SettingsDoc,
+        hasher: &dyn PasswordHasher,
+    ) -> Result<Settings, FieldError> {
         Ok(Settings {
             inbound: doc.inbound.clone(),
             trusted_networks: parse_networks(&doc.trusted_networks)?,
@@ -165,22 +169,37 @@ impl Settings {
         })
     }
 
-    fn apply_users(&self, users: &[AuthUserDoc], hasher: &dyn PasswordHasher) -> Result<Vec<AuthUser>, FieldError> {
+    fn apply_users(
+        &self,
+        users: &[AuthUserDoc],
+        hasher: &dyn PasswordHasher,
+    ) -> Result<Vec<AuthUser>, FieldError> {
         let mut out: Vec<AuthUser> = Vec::with_capacity(users.len());
         for (i, user) in users.iter().enumerate() {
             let field = |name: &str| format!("smtp_auth_users[{i}].{name}");
             let name = user.username.trim();
             if name.is_empty() || name.chars().any(|c| c.is_control() || c.is_whitespace()) {
-                return Err(field_error(field("username"), "must be a non-empty name without spaces"));
+                return Err(field_error(
+                    field("username"),
+                    "must be a non-empty name without spaces",
+                ));
             }
             if out.iter().any(|u| u.username == name) {
-                return Err(field_error(field("username"), format!("duplicate user {name:?}")));
+                return Err(field_error(
+                    field("username"),
+                    format!("duplicate user {name:?}"),
+                ));
             }
             let password_hash = match &user.password {
                 Some(p) if p.len() < 8 => {
-                    return Err(field_error(field("password"), "must be at least 8 characters"));
+                    return Err(field_error(
+                        field("password"),
+                        "must be at least 8 characters",
+                    ));
                 }
-                Some(p) => hasher.hash(p).map_err(|e| field_error(field("password"), e))?,
+                Some(p) => hasher
+                    .hash(p)
+                    .map_err(|e| field_error(field("password"), e))?,
                 None => match self.smtp_auth_users.iter().find(|u| u.username == name) {
                     Some(existing) => existing.password_hash.clone(),
                     None => {
@@ -234,7 +253,8 @@ fn check_relay_domains(domains: &[RelayDomain]) -> Result<Vec<RelayDomain>, Fiel
             ));
         }
         if let Some(t) = &d.transport {
-            NextHop::parse(t).map_err(|e| field_error(format!("relay_domains[{i}].transport"), e))?;
+            NextHop::parse(t)
+                .map_err(|e| field_error(format!("relay_domains[{i}].transport"), e))?;
         }
         out.push(RelayDomain {
             domain,
@@ -271,7 +291,9 @@ impl NextHop {
     pub fn parse(s: &str) -> Result<NextHop, String> {
         let s = s.trim();
         let (host, mx_lookup, rest) = if let Some(inner) = s.strip_prefix('[') {
-            let end = inner.find(']').ok_or_else(|| format!("{s:?}: missing ']'"))?;
+            let end = inner
+                .find(']')
+                .ok_or_else(|| format!("{s:?}: missing ']'"))?;
             (&inner[..end], false, &inner[end + 1..])
         } else {
             match s.rsplit_once(':') {
@@ -333,12 +355,16 @@ mod tests {
 
     #[test]
     fn relay_domain_checks() {
-        let d = doc("[[relay_domains]]\ndomain = \"Example.COM.\"\ntransport = \"[10.0.0.5]:2525\"");
+        let d =
+            doc("[[relay_domains]]\ndomain = \"Example.COM.\"\ntransport = \"[10.0.0.5]:2525\"");
         let s = Settings::default().apply(&d, &FakeHasher).unwrap();
         assert_eq!(s.relay_domains[0].domain, "example.com");
 
         for (text, field) in [
-            ("[[relay_domains]]\ndomain = \"not a domain\"", "relay_domains[0].domain"),
+            (
+                "[[relay_domains]]\ndomain = \"not a domain\"",
+                "relay_domains[0].domain",
+            ),
             (
                 "[[relay_domains]]\ndomain = \"a.example\"\n[[relay_domains]]\ndomain = \"A.example\"",
                 "relay_domains[1].domain",
@@ -348,7 +374,9 @@ mod tests {
                 "relay_domains[0].transport",
             ),
         ] {
-            let err = Settings::default().apply(&doc(text), &FakeHasher).unwrap_err();
+            let err = Settings::default()
+                .apply(&doc(text), &FakeHasher)
+                .unwrap_err();
             assert_eq!(err.field, field, "{text}");
         }
     }
@@ -356,12 +384,21 @@ mod tests {
     #[test]
     fn users_keep_hash_when_password_omitted() {
         let first = Settings::default()
-            .apply(&doc("[[smtp_auth_users]]\nusername = \"alice\"\npassword = \"correct horse\""), &FakeHasher)
+            .apply(
+                &doc("[[smtp_auth_users]]\nusername = \"alice\"\npassword = \"correct horse\""),
+                &FakeHasher,
+            )
             .unwrap();
-        assert_eq!(first.smtp_auth_users[0].password_hash, "hashed:correct horse");
+        assert_eq!(
+            first.smtp_auth_users[0].password_hash,
+            "hashed:correct horse"
+        );
         assert_eq!(first.to_doc().smtp_auth_users[0].password, None);
         let again = first
-            .apply(&doc("[[smtp_auth_users]]\nusername = \"alice\""), &FakeHasher)
+            .apply(
+                &doc("[[smtp_auth_users]]\nusername = \"alice\""),
+                &FakeHasher,
+            )
             .unwrap();
         assert_eq!(again.smtp_auth_users, first.smtp_auth_users);
         let err = first
@@ -374,11 +411,19 @@ mod tests {
     fn next_hop_forms() {
         assert_eq!(
             NextHop::parse("[mx.example]").unwrap(),
-            NextHop { host: "mx.example".into(), port: 25, mx_lookup: false }
+            NextHop {
+                host: "mx.example".into(),
+                port: 25,
+                mx_lookup: false
+            }
         );
         assert_eq!(
             NextHop::parse("mx.example:2525").unwrap(),
-            NextHop { host: "mx.example".into(), port: 2525, mx_lookup: true }
+            NextHop {
+                host: "mx.example".into(),
+                port: 2525,
+                mx_lookup: true
+            }
         );
         assert_eq!(NextHop::parse("[127.0.0.1]:10026").unwrap().port, 10026);
         assert!(NextHop::parse("[mx.example").is_err());

@@ -70,7 +70,12 @@ impl SettingsHandle {
 
     /// Validate `doc` whole, store it with its audit record, then swap the live snapshot.
     /// On any error nothing changes. Blocking (hashing, fsync): call from a blocking task.
-    pub fn replace(&self, doc: &SettingsDoc, actor: &str, hasher: &dyn PasswordHasher) -> Result<Arc<Snapshot>, ReplaceError> {
+    pub fn replace(
+        &self,
+        doc: &SettingsDoc,
+        actor: &str,
+        hasher: &dyn PasswordHasher,
+    ) -> Result<Arc<Snapshot>, ReplaceError> {
         // A poisoned lock only means another writer panicked; the store is still consistent.
         let _guard = self.inner.write.lock().unwrap_or_else(|e| e.into_inner());
         let old = self.current();
@@ -104,6 +109,10 @@ impl PasswordHasher for Argon2Hasher {
 pub fn verify_password(password: &str, phc: &str) -> bool {
     use argon2::password_hash::{PasswordHash, PasswordVerifier};
     PasswordHash::new(phc)
-        .map(|h| argon2::Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+        .map(|h| {
+            argon2::Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        })
         .unwrap_or(false)
 }

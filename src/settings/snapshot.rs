@@ -58,7 +58,10 @@ impl Snapshot {
 
     pub fn is_trusted(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);
-        self.settings.trusted_networks.iter().any(|n| n.contains(&ip))
+        self.settings
+            .trusted_networks
+            .iter()
+            .any(|n| n.contains(&ip))
     }
 
     pub fn password_hash(&self, username: &str) -> Option<&str> {

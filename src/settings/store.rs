@@ -61,7 +61,12 @@ impl Store {
 
     /// Write `new` as the current settings and its audit entry, atomically and durably
     /// (redb's commit is an fsync).
-    pub fn save(&self, previous: Option<&Settings>, new: &Settings, actor: &str) -> Result<u64, StoreError> {
+    pub fn save(
+        &self,
+        previous: Option<&Settings>,
+        new: &Settings,
+        actor: &str,
+    ) -> Result<u64, StoreError> {
         let txn = self.db.begin_write().map_err(db_err)?;
         let seq = {
             let mut audit = txn.open_table(AUDIT).map_err(db_err)?;

@@ -85,7 +85,13 @@ impl Segment {
     }
 }
 
-pub fn run(rx: Receiver<Commit>, dir: PathBuf, first_segment: u64, segment_bytes: u64, stats: Arc<Stats>) {
+pub fn run(
+    rx: Receiver<Commit>,
+    dir: PathBuf,
+    first_segment: u64,
+    segment_bytes: u64,
+    stats: Arc<Stats>,
+) {
     let mut next_number = first_segment;
     let mut segment: Option<Segment> = None;
     while let Ok(first) = rx.recv() {
@@ -104,7 +110,9 @@ pub fn run(rx: Receiver<Commit>, dir: PathBuf, first_segment: u64, segment_bytes
         stats.syncs.fetch_add(1, Ordering::Relaxed);
         match result {
             Ok(locations) => {
-                stats.records.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                stats
+                    .records
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
                 for (c, loc) in batch.into_iter().zip(locations) {
                     let _ = c.done.send(Ok(loc));
                 }
@@ -122,7 +130,12 @@ pub fn run(rx: Receiver<Commit>, dir: PathBuf, first_segment: u64, segment_bytes
     }
 }
 
-fn commit_batch(segment: &mut Option<Segment>, dir: &Path, next_number: &mut u64, batch: &[Commit]) -> io::Result<Vec<Location>> {
+fn commit_batch(
+    segment: &mut Option<Segment>,
+    dir: &Path,
+    next_number: &mut u64,
+    batch: &[Commit],
+) -> io::Result<Vec<Location>> {
     if segment.is_none() {
         *segment = Some(Segment::create(dir, *next_number)?);
         *next_number += 1;

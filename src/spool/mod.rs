@@ -125,7 +125,9 @@ impl Spool {
         let (done, wait) = oneshot::channel();
         {
             let tx = self.inner.tx.lock().unwrap_or_else(|e| e.into_inner());
-            let tx = tx.as_ref().ok_or_else(|| io::Error::other("spool is shut down"))?;
+            let tx = tx
+                .as_ref()
+                .ok_or_else(|| io::Error::other("spool is shut down"))?;
             tx.send(Commit { record, done })
                 .map_err(|_| io::Error::other("spool committer stopped"))?;
         }
@@ -165,9 +167,9 @@ impl Spool {
 
     /// The message bytes as accepted (Received header included), CRC-checked again.
     pub fn read_message(&self, id: QueueId) -> io::Result<Vec<u8>> {
-        let entry = self
-            .get(id)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{id}: no such message")))?;
+        let entry = self.get(id).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, format!("{id}: no such message"))
+        })?;
         let file = std::fs::File::open(segment_path(&self.inner.dir, entry.location.segment))?;
         let mut buf = vec![0; entry.location.len as usize];
         file.read_exact_at(&mut buf, entry.location.offset)?;
@@ -190,8 +192,18 @@ impl Spool {
 
     /// Stop the committer after it has finished the batches already sent.
     pub fn shutdown(&self) {
-        self.inner.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(t) = self.inner.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        self.inner
+            .tx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(t) = self
+            .inner
+            .thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
             let _ = t.join();
         }
     }
@@ -213,7 +225,10 @@ fn recover(dir: &Path) -> io::Result<Recovered> {
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let name = e.file_name().into_string().ok()?;
-            name.strip_prefix("seg-")?.strip_suffix(".log")?.parse().ok()
+            name.strip_prefix("seg-")?
+                .strip_suffix(".log")?
+                .parse()
+                .ok()
         })
         .collect();
     numbers.sort_unstable();
@@ -228,7 +243,12 @@ fn recover(dir: &Path) -> io::Result<Recovered> {
         let mut at = 0usize;
         while at < data.len() {
             match record::decode(&data[at..]) {
-                Decoded::Message { id, envelope, message, len } => {
+                Decoded::Message {
+                    id,
+                    envelope,
+                    message,
+                    len,
+                } => {
                     let entry = QueueEntry {
                         id,
                         envelope,
@@ -243,13 +263,18 @@ fn recover(dir: &Path) -> io::Result<Recovered> {
                     at += len;
                 }
                 Decoded::Torn(why) => {
-                    let name = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+                    let name = path
+                        .file_name()
+                        .map(|f| f.to_string_lossy().into_owned())
+                        .unwrap_or_default();
                     tracing::warn!(
                         target: "postern/spool",
                         "warning: {name}: torn record at offset {at}, {} bytes skipped ({why}); it was never acknowledged",
                         data.len() - at
                     );
-                    report.torn.push((name, at as u64, (data.len() - at) as u64, why));
+                    report
+                        .torn
+                        .push((name, at as u64, (data.len() - at) as u64, why));
                     break;
                 }
             }
@@ -278,8 +303,14 @@ mod tests {
         assert_eq!(rec, Recovery::default());
         let a = spool.next_id();
         let b = spool.next_id();
-        spool.commit(a, env("a@x.example"), b"message a\r\n").await.unwrap();
-        spool.commit(b, env("b@x.example"), b"message b\r\n").await.unwrap();
+        spool
+            .commit(a, env("a@x.example"), b"message a\r\n")
+            .await
+            .unwrap();
+        spool
+            .commit(b, env("b@x.example"), b"message b\r\n")
+            .await
+            .unwrap();
         assert_eq!(spool.read_message(b).unwrap(), b"message b\r\n");
         spool.shutdown();
 
@@ -316,7 +347,10 @@ mod tests {
             let spool = spool.clone();
             tasks.push(tokio::spawn(async move {
                 let id = spool.next_id();
-                spool.commit(id, env(&format!("r{i}@x.example")), &[b'x'; 100]).await.unwrap();
+                spool
+                    .commit(id, env(&format!("r{i}@x.example")), &[b'x'; 100])
+                    .await
+                    .unwrap();
             }));
         }
         for t in tasks {
@@ -334,7 +368,10 @@ mod tests {
         let (spool, _) = Spool::open(dir.path(), 100).unwrap();
         for _ in 0..3 {
             let id = spool.next_id();
-            spool.commit(id, env("a@x.example"), &[b'y'; 200]).await.unwrap();
+            spool
+                .commit(id, env("a@x.example"), &[b'y'; 200])
+                .await
+                .unwrap();
         }
         spool.shutdown();
         let (spool, rec) = Spool::open(dir.path(), 100).unwrap();

@@ -60,7 +60,12 @@ pub fn decode(buf: &[u8]) -> Decoded<'_> {
         return Decoded::Torn("record runs past end of file");
     }
     let crc_at = HEADER_LEN + payload_len;
-    let stored = u32::from_le_bytes([buf[crc_at], buf[crc_at + 1], buf[crc_at + 2], buf[crc_at + 3]]);
+    let stored = u32::from_le_bytes([
+        buf[crc_at],
+        buf[crc_at + 1],
+        buf[crc_at + 2],
+        buf[crc_at + 3],
+    ]);
     if crc32fast::hash(&buf[4..crc_at]) != stored {
         return Decoded::Torn("CRC mismatch");
     }
@@ -68,8 +73,11 @@ pub fn decode(buf: &[u8]) -> Decoded<'_> {
     if kind != Kind::Message as u8 || payload.len() < 12 {
         return Decoded::Torn("unknown record kind");
     }
-    let id = QueueId(u64::from_le_bytes(payload[..8].try_into().expect("8 bytes checked above")));
-    let env_len = u32::from_le_bytes(payload[8..12].try_into().expect("4 bytes checked above")) as usize;
+    let id = QueueId(u64::from_le_bytes(
+        payload[..8].try_into().expect("8 bytes checked above"),
+    ));
+    let env_len =
+        u32::from_le_bytes(payload[8..12].try_into().expect("4 bytes checked above")) as usize;
     let Some(env) = payload.get(12..12 + env_len) else {
         return Decoded::Torn("envelope length out of range");
     };
@@ -100,7 +108,12 @@ mod tests {
     fn round_trip() {
         let rec = encode_message(QueueId(7), &env(), b"hello\r\n");
         match decode(&rec) {
-            Decoded::Message { id, envelope, message, len } => {
+            Decoded::Message {
+                id,
+                envelope,
+                message,
+                len,
+            } => {
                 assert_eq!(id, QueueId(7));
                 assert_eq!(envelope, env());
                 assert_eq!(message, b"hello\r\n");

@@ -6,12 +6,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{CipherSuite, ProtocolVersion, ServerConfig};
+use rustls::{DigitallySignedStruct, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
 /// Install aws-lc-rs as the process-wide provider (the one provider we build with).
 /// Idempotent: a second call finds it installed.
@@ -54,7 +56,11 @@ pub enum TlsError {
 }
 
 /// A certificate chain and key from PEM text. `what` names the source in errors.
-pub fn certified_key_from_pem(cert_pem: &[u8], key_pem: &[u8], what: &str) -> Result<CertifiedKey, TlsError> {
+pub fn certified_key_from_pem(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    what: &str,
+) -> Result<CertifiedKey, TlsError> {
     let pem_err = |message: String| TlsError::Pem {
         what: what.to_string(),
         message,
@@ -65,7 +71,8 @@ pub fn certified_key_from_pem(cert_pem: &[u8], key_pem: &[u8], what: &str) -> Re
     if chain.is_empty() {
         return Err(pem_err("no CERTIFICATE block found".into()));
     }
-    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| pem_err(format!("private key: {e}")))?;
+    let key =
+        PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| pem_err(format!("private key: {e}")))?;
     let certified = CertifiedKey::from_der(chain, key, &provider())?;
     Ok(certified)
 }
@@ -90,12 +97,14 @@ pub fn system_certificate(data_dir: &Path, hostname: &str) -> Result<(Vec<u8>, V
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, hostname);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::OrganizationName, "postern system self-signed");
+        params.distinguished_name.push(
+            rcgen::DnType::OrganizationName,
+            "postern system self-signed",
+        );
         let key = rcgen::KeyPair::generate()?;
         let cert = params.self_signed(&key)?;
-        crate::fsutil::write_secret(&key_path, key.serialize_pem().as_bytes()).map_err(io(&key_path))?;
+        crate::fsutil::write_secret(&key_path, key.serialize_pem().as_bytes())
+            .map_err(io(&key_path))?;
         crate::fsutil::write_secret(&cert_path, cert.pem().as_bytes()).map_err(io(&cert_path))?;
         tracing::info!(target: "postern/tls", "generated the system self-signed certificate for {hostname} in {}", cert_path.display());
     }
@@ -185,15 +194,104 @@ fn openssl_name(suite: CipherSuite) -> (String, u16) {
         CipherSuite::TLS13_AES_256_GCM_SHA384 => ("TLS_AES_256_GCM_SHA384", 256),
         CipherSuite::TLS13_AES_128_GCM_SHA256 => ("TLS_AES_128_GCM_SHA256", 128),
         CipherSuite::TLS13_CHACHA20_POLY1305_SHA256 => ("TLS_CHACHA20_POLY1305_SHA256", 256),
-        CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384 => ("ECDHE-ECDSA-AES256-GCM-SHA384", 256),
-        CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 => ("ECDHE-ECDSA-AES128-GCM-SHA256", 128),
-        CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256 => ("ECDHE-ECDSA-CHACHA20-POLY1305", 256),
+        CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384 => {
+            ("ECDHE-ECDSA-AES256-GCM-SHA384", 256)
+        }
+        CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 => {
+            ("ECDHE-ECDSA-AES128-GCM-SHA256", 128)
+        }
+        CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256 => {
+            ("ECDHE-ECDSA-CHACHA20-POLY1305", 256)
+        }
         CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => ("ECDHE-RSA-AES256-GCM-SHA384", 256),
         CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => ("ECDHE-RSA-AES128-GCM-SHA256", 128),
-        CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256 => ("ECDHE-RSA-CHACHA20-POLY1305", 256),
+        CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256 => {
+            ("ECDHE-RSA-CHACHA20-POLY1305", 256)
+        }
         other => return (format!("{other:?}"), 0),
     };
     (name.to_string(), bits)
+}
+
+/// A client config that trusts exactly `cert` (the CLI talking to its own admin listener;
+/// tests checking which certificate a listener serves). Signatures are still verified.
+pub fn pinned_client_config(cert: CertificateDer<'static>) -> Arc<rustls::ClientConfig> {
+    pinned_client_config_for(cert, rustls::DEFAULT_VERSIONS)
+}
+
+/// The same, restricted to `versions`.
+pub fn pinned_client_config_for(
+    cert: CertificateDer<'static>,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<rustls::ClientConfig> {
+    let provider = provider();
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)
+        .expect("aws-lc-rs supports TLS 1.2 and 1.3")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Pinned { cert, provider }))
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
+/// Accepts exactly one certificate; signatures are still checked, so the peer must hold its key.
+#[derive(Debug)]
+struct Pinned {
+    cert: CertificateDer<'static>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if end_entity.as_ref() == self.cert.as_ref() {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(
+                "the server's certificate is not the pinned one".into(),
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
 }
 
 #[cfg(test)]
@@ -208,7 +306,10 @@ mod tests {
         assert_eq!((cert1.clone(), key1.clone()), (cert2, key2));
         certified_key_from_pem(&cert1, &key1, "system").unwrap();
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.path().join("tls/system.key")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.path().join("tls/system.key"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 
@@ -222,7 +323,10 @@ mod tests {
     fn only_forward_secret_aead_suites() {
         for s in provider().cipher_suites.iter() {
             let name = format!("{:?}", s.suite());
-            assert!(name.starts_with("TLS13_") || name.starts_with("TLS_ECDHE_"), "{name}");
+            assert!(
+                name.starts_with("TLS13_") || name.starts_with("TLS_ECDHE_"),
+                "{name}"
+            );
             assert!(!name.contains("CBC"), "{name}");
         }
     }
