@@ -38,7 +38,9 @@ fn spawn_postern(dir: &Path, shell_prefix: Option<&str>) -> Proc {
         None => Command::new(bin),
         Some(prefix) => {
             let mut c = Command::new("sh");
-            c.arg("-c").arg(format!("{prefix}; exec \"$0\" \"$@\"")).arg(bin);
+            c.arg("-c")
+                .arg(format!("{prefix}; exec \"$0\" \"$@\""))
+                .arg(bin);
             c
         }
     };
@@ -52,7 +54,10 @@ fn spawn_postern(dir: &Path, shell_prefix: Option<&str>) -> Proc {
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let log = Arc::new(std::sync::Mutex::new(Vec::new()));
     let smtp = loop {
-        let line = lines.next().expect("postern exited before starting").unwrap();
+        let line = lines
+            .next()
+            .expect("postern exited before starting")
+            .unwrap();
         log.lock().unwrap().push(line.clone());
         if let Some(rest) = line.split("smtp on ").nth(1) {
             break rest.split(',').next().unwrap().parse().unwrap();
@@ -69,9 +74,17 @@ fn spawn_postern(dir: &Path, shell_prefix: Option<&str>) -> Proc {
 
 fn body_for(session: usize, n: usize) -> Vec<u8> {
     // ~48 KiB, sent in several writes, so a kill often lands inside DATA.
-    let mut m = format!("Subject: s{session} n{n}\r\nMessage-ID: <s{session}.n{n}@durability.test>\r\n\r\n").into_bytes();
+    let mut m = format!(
+        "Subject: s{session} n{n}\r\nMessage-ID: <s{session}.n{n}@durability.test>\r\n\r\n"
+    )
+    .into_bytes();
     for line in 0..600 {
-        m.extend_from_slice(format!("session {session} message {n} line {line:04} ............................\r\n").as_bytes());
+        m.extend_from_slice(
+            format!(
+                "session {session} message {n} line {line:04} ............................\r\n"
+            )
+            .as_bytes(),
+        );
     }
     m
 }
@@ -85,9 +98,16 @@ struct Outcome {
 }
 
 /// One client: messages back to back until the connection dies.
-async fn client(addr: SocketAddr, session: usize, acked_total: Arc<AtomicUsize>, progress: Arc<tokio::sync::Notify>) -> Outcome {
+async fn client(
+    addr: SocketAddr,
+    session: usize,
+    acked_total: Arc<AtomicUsize>,
+    progress: Arc<tokio::sync::Notify>,
+) -> Outcome {
     let mut out = Outcome::default();
-    let Ok(tcp) = tokio::net::TcpStream::connect(addr).await else { return out };
+    let Ok(tcp) = tokio::net::TcpStream::connect(addr).await else {
+        return out;
+    };
     let (r, mut w) = tcp.into_split();
     let mut r = tokio::io::BufReader::new(r);
     let mut line = String::new();
@@ -107,7 +127,8 @@ async fn client(addr: SocketAddr, session: usize, acked_total: Arc<AtomicUsize>,
     reply!();
     for n in 0.. {
         let key = format!("s{session}.n{n}");
-        let head = "MAIL FROM:<s@durability.test>\r\nRCPT TO:<r@other.example>\r\nDATA\r\n".to_string();
+        let head =
+            "MAIL FROM:<s@durability.test>\r\nRCPT TO:<r@other.example>\r\nDATA\r\n".to_string();
         if w.write_all(head.as_bytes()).await.is_err() {
             return out;
         }
@@ -129,8 +150,14 @@ async fn client(addr: SocketAddr, session: usize, acked_total: Arc<AtomicUsize>,
         out.unanswered.push(key.clone());
         let reply = reply!();
         out.unanswered.pop();
-        assert!(reply.starts_with("250 2.0.0 Ok: queued as "), "unexpected reply {reply}");
-        out.acked.insert(key, reply.trim_end().rsplit(' ').next().unwrap().to_string());
+        assert!(
+            reply.starts_with("250 2.0.0 Ok: queued as "),
+            "unexpected reply {reply}"
+        );
+        out.acked.insert(
+            key,
+            reply.trim_end().rsplit(' ').next().unwrap().to_string(),
+        );
         acked_total.fetch_add(1, Ordering::SeqCst);
         progress.notify_one();
     }
@@ -139,7 +166,10 @@ async fn client(addr: SocketAddr, session: usize, acked_total: Arc<AtomicUsize>,
 
 fn key_of(message: &[u8]) -> String {
     let text = String::from_utf8_lossy(message);
-    let id = text.split("Message-ID: <").nth(1).expect("message has our Message-ID");
+    let id = text
+        .split("Message-ID: <")
+        .nth(1)
+        .expect("message has our Message-ID");
     id.split('@').next().unwrap().to_string()
 }
 
@@ -174,7 +204,10 @@ async fn sigkill_mid_stream_loses_nothing_acknowledged() {
         .map(|e| e.unwrap().path())
         .max()
         .unwrap();
-    let mut f = std::fs::OpenOptions::new().append(true).open(&last_segment).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&last_segment)
+        .unwrap();
     std::io::Write::write_all(&mut f, b"PSTN\x01\xff\xff\x00\x00partial").unwrap();
 
     // Restart: it must come up, saying it skipped the torn tail.
@@ -185,9 +218,15 @@ async fn sigkill_mid_stream_loses_nothing_acknowledged() {
     // It still accepts mail after the crash.
     let mut c = SmtpClient::connect(proc.smtp, None, None).await;
     c.cmd("HELO after.crash").await;
-    let after = queue_id(&c.send("s@durability.test", &["r@other.example"], &body_for(99, 0)).await);
+    let after = queue_id(
+        &c.send("s@durability.test", &["r@other.example"], &body_for(99, 0))
+            .await,
+    );
     c.cmd("QUIT").await;
-    let _ = Command::new("kill").arg("-TERM").arg(proc.child.id().to_string()).status();
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(proc.child.id().to_string())
+        .status();
     assert!(proc.child.wait().unwrap().success());
 
     let (spool, _) = Spool::open(&spool_dir, 1 << 26).unwrap();
@@ -200,18 +239,30 @@ async fn sigkill_mid_stream_loses_nothing_acknowledged() {
         let (session, n) = key[1..].split_once(".n").unwrap();
         let original = body_for(session.parse().unwrap(), n.parse().unwrap());
         assert!(stored.starts_with(b"Received: "), "{key}");
-        assert!(stored.ends_with(&original), "{key}: stored message differs from what was sent");
+        assert!(
+            stored.ends_with(&original),
+            "{key}: stored message differs from what was sent"
+        );
         let acked_id = acked.get(&key);
         assert!(
             acked_id.is_some() || unanswered.contains(&key) || key == "s99.n0",
             "{key} is in the queue but was never completely sent"
         );
         if let Some(id) = acked_id {
-            assert_eq!(&entry.id.to_string(), id, "{key}: queue ID differs from the 250's");
+            assert_eq!(
+                &entry.id.to_string(),
+                id,
+                "{key}: queue ID differs from the 250's"
+            );
         }
     }
     for key in acked.keys() {
-        assert_eq!(seen.get(key), Some(&1), "{key} got a 250 but is in the queue {:?} times", seen.get(key));
+        assert_eq!(
+            seen.get(key),
+            Some(&1),
+            "{key} got a 250 but is in the queue {:?} times",
+            seen.get(key)
+        );
     }
     assert!(spool.get(after.parse().unwrap()).is_some());
 }
@@ -224,19 +275,32 @@ async fn storage_failure_gives_452_never_250() {
     let mut proc = spawn_postern(dir.path(), Some("trap '' XFSZ; ulimit -f 1024"));
     let mut c = SmtpClient::connect(proc.smtp, None, None).await;
     c.cmd("HELO fill.test").await;
-    let big = vec![b'y'; 1000].into_iter().chain(*b"\r\n").cycle().take(1_500_000).collect::<Vec<u8>>();
+    let big = vec![b'y'; 1000]
+        .into_iter()
+        .chain(*b"\r\n")
+        .cycle()
+        .take(1_500_000)
+        .collect::<Vec<u8>>();
     let r = c.send("s@fill.test", &["r@other.example"], &big).await;
     assert_eq!(r.first(), "452 4.3.1 Insufficient system storage");
     // The failed batch was rolled back: a message that fits is accepted and durable.
     let small = message("fits", "");
     let id = queue_id(&c.send("s@fill.test", &["r@other.example"], &small).await);
     c.cmd("QUIT").await;
-    let _ = Command::new("kill").arg("-TERM").arg(proc.child.id().to_string()).status();
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(proc.child.id().to_string())
+        .status();
     proc.child.wait().unwrap();
     let log = proc.log.lock().unwrap().join("\n");
     assert!(log.contains("spool write failed"), "{log}");
     let (spool, rec) = Spool::open(&dir.path().join("data/spool"), 1 << 26).unwrap();
     assert!(rec.torn.is_empty(), "rollback left a torn record: {rec:?}");
     assert_eq!(spool.len(), 1);
-    assert!(spool.read_message(id.parse().unwrap()).unwrap().ends_with(&small));
+    assert!(
+        spool
+            .read_message(id.parse().unwrap())
+            .unwrap()
+            .ends_with(&small)
+    );
 }

@@ -19,8 +19,17 @@ async fn disabled_offers_no_starttls_and_refuses_it() {
     assert_eq!(c.greeting.first(), "220 mx.test.example ESMTP postern");
     let ehlo = c.ehlo().await;
     assert!(!ehlo.lines.iter().any(|l| l == "STARTTLS"), "{ehlo:?}");
-    assert_eq!(c.cmd("STARTTLS").await.first(), "502 5.5.1 Error: command not implemented");
-    let r = c.send("s@client.test.example", &["r@other.example"], &message("plain", "")).await;
+    assert_eq!(
+        c.cmd("STARTTLS").await.first(),
+        "502 5.5.1 Error: command not implemented"
+    );
+    let r = c
+        .send(
+            "s@client.test.example",
+            &["r@other.example"],
+            &message("plain", ""),
+        )
+        .await;
     assert_eq!(r.code, 250);
 }
 
@@ -31,22 +40,44 @@ async fn may_accepts_plaintext_and_tls() {
     let mut plain = server.connect().await;
     let ehlo = plain.ehlo().await;
     assert!(ehlo.lines.iter().any(|l| l == "STARTTLS"), "{ehlo:?}");
-    let plain_id = queue_id(&plain.send("s@client.test.example", &["r@other.example"], &message("plain", "")).await);
+    let plain_id = queue_id(
+        &plain
+            .send(
+                "s@client.test.example",
+                &["r@other.example"],
+                &message("plain", ""),
+            )
+            .await,
+    );
 
     let mut tls = server.connect().await;
     tls.ehlo().await;
     tls.starttls().await;
     let ehlo = tls.ehlo().await;
-    assert!(!ehlo.lines.iter().any(|l| l == "STARTTLS"), "STARTTLS offered again inside TLS");
-    let tls_id = queue_id(&tls.send("s@client.test.example", &["r@other.example"], &message("tls", "")).await);
+    assert!(
+        !ehlo.lines.iter().any(|l| l == "STARTTLS"),
+        "STARTTLS offered again inside TLS"
+    );
+    let tls_id = queue_id(
+        &tls.send(
+            "s@client.test.example",
+            &["r@other.example"],
+            &message("tls", ""),
+        )
+        .await,
+    );
 
     let (spool, _dir) = server.stop().await;
-    let stored = |id: &str| String::from_utf8(spool.read_message(id.parse().unwrap()).unwrap()).unwrap();
+    let stored =
+        |id: &str| String::from_utf8(spool.read_message(id.parse().unwrap()).unwrap()).unwrap();
     let plain_msg = stored(&plain_id);
     assert!(plain_msg.contains("with ESMTP id"), "{plain_msg}");
     assert!(!plain_msg.contains("(using TLS"), "{plain_msg}");
     let tls_msg = stored(&tls_id);
-    assert!(tls_msg.contains("\t(using TLSv1.3 with cipher TLS_"), "{tls_msg}");
+    assert!(
+        tls_msg.contains("\t(using TLSv1.3 with cipher TLS_"),
+        "{tls_msg}"
+    );
     assert!(tls_msg.contains("with ESMTPS id"), "{tls_msg}");
 }
 
@@ -62,7 +93,13 @@ async fn encrypt_refuses_mail_before_starttls() {
     );
     c.starttls().await;
     c.ehlo().await;
-    let r = c.send("s@client.test.example", &["r@other.example"], &message("enc", "")).await;
+    let r = c
+        .send(
+            "s@client.test.example",
+            &["r@other.example"],
+            &message("enc", ""),
+        )
+        .await;
     assert_eq!(r.code, 250, "{r:?}");
 }
 
@@ -73,14 +110,28 @@ async fn tls12_client_gets_an_ecdhe_suite() {
     let server = TestServer::start().await;
     let mut c = server.connect().await;
     c.ehlo().await;
-    let config = postern::tls::pinned_client_config_for(server.system_cert(), &[&rustls::version::TLS12]);
+    let config =
+        postern::tls::pinned_client_config_for(server.system_cert(), &[&rustls::version::TLS12]);
     c.starttls_with(config).await;
     c.ehlo().await;
-    let id = queue_id(&c.send("s@client.test.example", &["r@other.example"], &message("tls12", "")).await);
+    let id = queue_id(
+        &c.send(
+            "s@client.test.example",
+            &["r@other.example"],
+            &message("tls12", ""),
+        )
+        .await,
+    );
     let (spool, _dir) = server.stop().await;
     let stored = String::from_utf8(spool.read_message(id.parse().unwrap()).unwrap()).unwrap();
-    assert!(stored.contains("(using TLSv1.2 with cipher ECDHE-"), "{stored}");
-    assert!(stored.contains("-GCM-SHA") || stored.contains("CHACHA20-POLY1305"), "{stored}");
+    assert!(
+        stored.contains("(using TLSv1.2 with cipher ECDHE-"),
+        "{stored}"
+    );
+    assert!(
+        stored.contains("-GCM-SHA") || stored.contains("CHACHA20-POLY1305"),
+        "{stored}"
+    );
 }
 
 #[tokio::test]
@@ -100,7 +151,11 @@ async fn settings_import_switches_the_next_session_not_the_one_in_flight() {
     )
     .unwrap();
     let config = server.dir.path().join("postern.toml");
-    std::fs::write(&config, format!("[server]\ndata_dir = \"{}\"\n", server.data_dir().display())).unwrap();
+    std::fs::write(
+        &config,
+        format!("[server]\ndata_dir = \"{}\"\n", server.data_dir().display()),
+    )
+    .unwrap();
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_postern"))
         .args(["settings", "import"])
         .arg(&file)
@@ -110,15 +165,28 @@ async fn settings_import_switches_the_next_session_not_the_one_in_flight() {
         .output()
         .await
         .unwrap();
-    assert!(out.status.success(), "import failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "import failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // The next session is under `encrypt`.
     let mut next = server.connect().await;
     next.ehlo().await;
-    assert_eq!(next.cmd("MAIL FROM:<s@client.test.example>").await.code, 530);
+    assert_eq!(
+        next.cmd("MAIL FROM:<s@client.test.example>").await.code,
+        530
+    );
 
     // The one in flight finishes under the settings it started with.
-    let r = in_flight.send("s@client.test.example", &["r@other.example"], &message("in flight", "")).await;
+    let r = in_flight
+        .send(
+            "s@client.test.example",
+            &["r@other.example"],
+            &message("in flight", ""),
+        )
+        .await;
     assert_eq!(r.code, 250, "{r:?}");
 
     // And `settings export` shows the new mode.
@@ -141,20 +209,29 @@ async fn api_refuses_missing_or_wrong_token() {
     let config = postern::tls::pinned_client_config(server.system_cert());
     let tcp = tokio::net::TcpStream::connect(server.api).await.unwrap();
     let tls = tokio_rustls::TlsConnector::from(config)
-        .connect(rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap(), tcp)
+        .connect(
+            rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap(),
+            tcp,
+        )
         .await
         .unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-        .await
-        .unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .unwrap();
     tokio::spawn(conn);
     for auth in [None, Some("Bearer not-the-token")] {
-        let mut req = hyper::Request::builder().uri("/api/v1/settings").header("host", "x");
+        let mut req = hyper::Request::builder()
+            .uri("/api/v1/settings")
+            .header("host", "x");
         if let Some(a) = auth {
             req = req.header("authorization", a);
         }
         let resp = sender
-            .send_request(req.body(http_body_util::Empty::<hyper::body::Bytes>::new()).unwrap())
+            .send_request(
+                req.body(http_body_util::Empty::<hyper::body::Bytes>::new())
+                    .unwrap(),
+            )
             .await
             .unwrap();
         assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "auth {auth:?}");
@@ -174,7 +251,10 @@ async fn api_bad_field_is_400_naming_it_and_changes_nothing() {
             json!({"inbound": {"tls_mode": "encrypt"}, "trusted_networks": ["10.0.0.0/8", "300.0.0.0/8"]}),
             "trusted_networks[1]",
         ),
-        (json!({"inbound": {"tls_mode": "sometimes"}}), "inbound.tls_mode"),
+        (
+            json!({"inbound": {"tls_mode": "sometimes"}}),
+            "inbound.tls_mode",
+        ),
         (
             json!({"inbound": {"tls_mode": "encrypt"}, "relay_domains": [{"domain": "ok.example", "transport": "[x.example]:0"}]}),
             "relay_domains[0].transport",
@@ -189,14 +269,25 @@ async fn api_bad_field_is_400_naming_it_and_changes_nothing() {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
         assert_eq!(body["field"], field, "{body}");
         assert!(body["error"].as_str().unwrap().starts_with(field), "{body}");
-        assert_eq!(server.get_settings().await, before, "a refused document changed something");
+        assert_eq!(
+            server.get_settings().await,
+            before,
+            "a refused document changed something"
+        );
     }
     // The API never shows password hashes.
     server
         .set(json!({"smtp_auth_users": [{"username": "alice", "password": "correct horse battery"}]}))
         .await;
-    let (status, body) = server.api_client().request(Method::GET, "/api/v1/settings", None).await.unwrap();
+    let (status, body) = server
+        .api_client()
+        .request(Method::GET, "/api/v1/settings", None)
+        .await
+        .unwrap();
     assert_eq!(status, StatusCode::OK);
     let text = String::from_utf8(body).unwrap();
-    assert!(text.contains("alice") && !text.contains("argon2") && !text.contains("correct horse"), "{text}");
+    assert!(
+        text.contains("alice") && !text.contains("argon2") && !text.contains("correct horse"),
+        "{text}"
+    );
 }

@@ -13,7 +13,10 @@ fn have(tool: &str) -> bool {
         .output()
         .is_ok_and(|o| o.status.success());
     if !found {
-        assert!(std::env::var_os("CI").is_none(), "{tool} is required in CI (.ci/run installs it)");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{tool} is required in CI (.ci/run installs it)"
+        );
         eprintln!("skipping: {tool} not installed");
     }
     found
@@ -27,17 +30,35 @@ async fn swaks_sends_over_starttls() {
     let server = TestServer::start().await;
     let out = tokio::process::Command::new("swaks")
         .args(["--server", &server.smtp.to_string(), "--tls"])
-        .args(["--from", "admin@client.test.example", "--to", "partner@other.example"])
+        .args([
+            "--from",
+            "admin@client.test.example",
+            "--to",
+            "partner@other.example",
+        ])
         .args(["--header", "Subject: swaks through postern"])
         .stdin(std::process::Stdio::null())
         .output()
         .await
         .unwrap();
     let transcript = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{transcript}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(transcript.contains("<-  220 2.0.0 Ready to start TLS"), "{transcript}");
-    assert!(transcript.contains("=== TLS started with cipher TLSv1.3:"), "{transcript}");
-    assert!(transcript.contains("<~  250 2.0.0 Ok: queued as "), "{transcript}");
+    assert!(
+        out.status.success(),
+        "{transcript}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        transcript.contains("<-  220 2.0.0 Ready to start TLS"),
+        "{transcript}"
+    );
+    assert!(
+        transcript.contains("=== TLS started with cipher TLSv1.3:"),
+        "{transcript}"
+    );
+    assert!(
+        transcript.contains("<~  250 2.0.0 Ok: queued as "),
+        "{transcript}"
+    );
     let (spool, _dir) = server.stop().await;
     let stored = spooled(&spool);
     assert_eq!(stored.len(), 1);
@@ -53,13 +74,26 @@ async fn openssl_s_client_sees_the_served_certificate() {
     }
     let server = TestServer::start().await;
     let out = tokio::process::Command::new("openssl")
-        .args(["s_client", "-starttls", "smtp", "-connect", &server.smtp.to_string()])
+        .args([
+            "s_client",
+            "-starttls",
+            "smtp",
+            "-connect",
+            &server.smtp.to_string(),
+        ])
         .args(["-servername", "mx.test.example", "-brief"])
         .stdin(std::process::Stdio::null())
         .output()
         .await
         .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("Protocol version: TLSv1.3"), "{text}");
-    assert!(text.contains("CN = mx.test.example") || text.contains("CN=mx.test.example"), "{text}");
+    assert!(
+        text.contains("CN = mx.test.example") || text.contains("CN=mx.test.example"),
+        "{text}"
+    );
 }

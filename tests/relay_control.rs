@@ -28,7 +28,10 @@ async fn outsider_cannot_relay_with_any_trick() {
     let server = relay_server().await;
     let mut c = server.connect_from(OUTSIDER).await;
     c.ehlo().await;
-    assert_eq!(c.cmd("MAIL FROM:<spammer@elsewhere.example>").await.code, 250);
+    assert_eq!(
+        c.cmd("MAIL FROM:<spammer@elsewhere.example>").await.code,
+        250
+    );
     for rcpt in [
         "<victim@other.example>",
         "<victim%other.example@ours.example>",
@@ -50,10 +53,17 @@ async fn outsider_cannot_relay_with_any_trick() {
         let r = c.cmd(&format!("RCPT TO:{rcpt}")).await;
         assert_eq!(r.code, 554, "{rcpt}: {r:?}");
         assert!(r.lines[0].starts_with("5.7.1 <"), "{rcpt}: {r:?}");
-        assert!(r.lines[0].ends_with(">: Relay access denied"), "{rcpt}: {r:?}");
+        assert!(
+            r.lines[0].ends_with(">: Relay access denied"),
+            "{rcpt}: {r:?}"
+        );
     }
     // Our own domain, case and trailing dot aside, is fine; the source route is ignored.
-    for rcpt in ["<user@ours.example>", "<USER@OURS.EXAMPLE.>", "<@hop.example:user@ours.example>"] {
+    for rcpt in [
+        "<user@ours.example>",
+        "<USER@OURS.EXAMPLE.>",
+        "<@hop.example:user@ours.example>",
+    ] {
         assert_eq!(c.cmd(&format!("RCPT TO:{rcpt}")).await.code, 250, "{rcpt}");
     }
 }
@@ -63,7 +73,13 @@ async fn trusted_client_relays() {
     let server = relay_server().await;
     let mut c = server.connect_from("127.0.0.1").await;
     c.ehlo().await;
-    let r = c.send("app@inside.example", &["partner@other.example"], &message("trusted", "")).await;
+    let r = c
+        .send(
+            "app@inside.example",
+            &["partner@other.example"],
+            &message("trusted", ""),
+        )
+        .await;
     assert_eq!(r.code, 250, "{r:?}");
 }
 
@@ -72,7 +88,10 @@ async fn auth_only_inside_tls_and_then_relays() {
     let server = relay_server().await;
     let mut c = server.connect_from(OUTSIDER).await;
     let ehlo = c.ehlo().await;
-    assert!(!ehlo.lines.iter().any(|l| l.starts_with("AUTH")), "AUTH offered in plaintext: {ehlo:?}");
+    assert!(
+        !ehlo.lines.iter().any(|l| l.starts_with("AUTH")),
+        "AUTH offered in plaintext: {ehlo:?}"
+    );
     let plain = STANDARD.encode("\0alice\0correct horse battery");
     assert_eq!(
         c.cmd(&format!("AUTH PLAIN {plain}")).await.first(),
@@ -81,26 +100,47 @@ async fn auth_only_inside_tls_and_then_relays() {
 
     c.starttls().await;
     let ehlo = c.ehlo().await;
-    assert!(ehlo.lines.iter().any(|l| l == "AUTH PLAIN LOGIN"), "{ehlo:?}");
+    assert!(
+        ehlo.lines.iter().any(|l| l == "AUTH PLAIN LOGIN"),
+        "{ehlo:?}"
+    );
     let wrong = STANDARD.encode("\0alice\0wrong password");
-    assert_eq!(c.cmd(&format!("AUTH PLAIN {wrong}")).await.first(), "535 5.7.8 Error: authentication failed");
+    assert_eq!(
+        c.cmd(&format!("AUTH PLAIN {wrong}")).await.first(),
+        "535 5.7.8 Error: authentication failed"
+    );
     assert_eq!(c.cmd("MAIL FROM:<alice@inside.example>").await.code, 250);
     assert_eq!(c.cmd("RCPT TO:<partner@other.example>").await.code, 554);
     assert_eq!(c.cmd("RSET").await.code, 250);
 
     // AUTH LOGIN, step by step.
     assert_eq!(c.cmd("AUTH LOGIN").await.first(), "334 VXNlcm5hbWU6");
-    assert_eq!(c.cmd(&STANDARD.encode("alice")).await.first(), "334 UGFzc3dvcmQ6");
     assert_eq!(
-        c.cmd(&STANDARD.encode("correct horse battery")).await.first(),
+        c.cmd(&STANDARD.encode("alice")).await.first(),
+        "334 UGFzc3dvcmQ6"
+    );
+    assert_eq!(
+        c.cmd(&STANDARD.encode("correct horse battery"))
+            .await
+            .first(),
         "235 2.7.0 Authentication successful"
     );
-    let id = queue_id(&c.send("alice@inside.example", &["partner@other.example"], &message("authed", "x-TLSLevel: Require\r\n")).await);
+    let id = queue_id(
+        &c.send(
+            "alice@inside.example",
+            &["partner@other.example"],
+            &message("authed", "x-TLSLevel: Require\r\n"),
+        )
+        .await,
+    );
 
     let (spool, _dir) = server.stop().await;
     let stored = String::from_utf8(spool.read_message(id.parse().unwrap()).unwrap()).unwrap();
     assert!(stored.contains("with ESMTPSA id"), "{stored}");
-    assert!(stored.contains("x-TLSLevel: Require\r\n"), "an authenticated client's header must stay: {stored}");
+    assert!(
+        stored.contains("x-TLSLevel: Require\r\n"),
+        "an authenticated client's header must stay: {stored}"
+    );
 }
 
 #[tokio::test]
@@ -110,11 +150,19 @@ async fn x_tlslevel_from_outsider_is_removed_from_trusted_kept() {
 
     let mut outsider = server.connect_from(OUTSIDER).await;
     outsider.ehlo().await;
-    let outsider_id = queue_id(&outsider.send("a@elsewhere.example", &["user@ours.example"], &original).await);
+    let outsider_id = queue_id(
+        &outsider
+            .send("a@elsewhere.example", &["user@ours.example"], &original)
+            .await,
+    );
 
     let mut trusted = server.connect_from("127.0.0.1").await;
     trusted.ehlo().await;
-    let trusted_id = queue_id(&trusted.send("app@inside.example", &["partner@other.example"], &original).await);
+    let trusted_id = queue_id(
+        &trusted
+            .send("app@inside.example", &["partner@other.example"], &original)
+            .await,
+    );
 
     let (spool, _dir) = server.stop().await;
     let stored = |id: &str| spool.read_message(id.parse().unwrap()).unwrap();
@@ -124,11 +172,21 @@ async fn x_tlslevel_from_outsider_is_removed_from_trusted_kept() {
     let expected_rest = String::from_utf8(original.clone())
         .unwrap()
         .replace("X-TLSLevel: Require\r\nx-tlslevel:Try\r\n", "");
-    assert!(String::from_utf8(from_outsider).unwrap().ends_with(&expected_rest));
+    assert!(
+        String::from_utf8(from_outsider)
+            .unwrap()
+            .ends_with(&expected_rest)
+    );
 
     let from_trusted = stored(&trusted_id);
     assert!(from_trusted.ends_with(&original), "trusted message changed");
     let entry = spool.get(trusted_id.parse().unwrap()).unwrap();
     assert!(entry.envelope.authorised);
-    assert!(!spool.get(outsider_id.parse().unwrap()).unwrap().envelope.authorised);
+    assert!(
+        !spool
+            .get(outsider_id.parse().unwrap())
+            .unwrap()
+            .envelope
+            .authorised
+    );
 }

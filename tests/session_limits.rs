@@ -13,7 +13,8 @@ async fn input_pipelined_after_starttls_is_discarded() {
     let mut c = server.connect().await;
     c.ehlo().await;
     // The injection: a command sent in the same packet as STARTTLS, in plaintext.
-    c.write(b"STARTTLS\r\nMAIL FROM:<injected@evil.example>\r\n").await;
+    c.write(b"STARTTLS\r\nMAIL FROM:<injected@evil.example>\r\n")
+        .await;
     assert_eq!(c.read().await.first(), "220 2.0.0 Ready to start TLS");
     c.handshake().await;
     // Had the injected MAIL been run inside TLS, its 250 would arrive before the EHLO reply,
@@ -30,14 +31,23 @@ async fn size_limits() {
     let ehlo = c.ehlo().await;
     assert!(ehlo.lines.iter().any(|l| l == "SIZE 2048"), "{ehlo:?}");
     assert_eq!(
-        c.cmd(&format!("MAIL FROM:<{SENDER}> SIZE=4096")).await.first(),
+        c.cmd(&format!("MAIL FROM:<{SENDER}> SIZE=4096"))
+            .await
+            .first(),
         "552 5.3.4 Message size exceeds fixed limit"
     );
-    let big = vec![b'x'; 70].into_iter().chain(*b"\r\n").cycle().take(4096).collect::<Vec<u8>>();
+    let big = vec![b'x'; 70]
+        .into_iter()
+        .chain(*b"\r\n")
+        .cycle()
+        .take(4096)
+        .collect::<Vec<u8>>();
     let r = c.send(SENDER, &["r@other.example"], &big).await;
     assert_eq!(r.first(), "552 5.3.4 Error: message file too big");
     // The session goes on, in sync.
-    let r = c.send(SENDER, &["r@other.example"], &message("small", "")).await;
+    let r = c
+        .send(SENDER, &["r@other.example"], &message("small", ""))
+        .await;
     assert_eq!(r.code, 250, "{r:?}");
     let (spool, _dir) = server.stop().await;
     assert_eq!(spool.len(), 1);
@@ -51,7 +61,10 @@ async fn recipient_limit() {
     c.cmd(&format!("MAIL FROM:<{SENDER}>")).await;
     assert_eq!(c.cmd("RCPT TO:<a@other.example>").await.code, 250);
     assert_eq!(c.cmd("RCPT TO:<b@other.example>").await.code, 250);
-    assert_eq!(c.cmd("RCPT TO:<c@other.example>").await.first(), "452 4.5.3 Error: too many recipients");
+    assert_eq!(
+        c.cmd("RCPT TO:<c@other.example>").await.first(),
+        "452 4.5.3 Error: too many recipients"
+    );
 }
 
 #[tokio::test]
@@ -61,23 +74,40 @@ async fn long_line_then_error_limit_closes() {
     let long = format!("NOOP {}", "x".repeat(5000));
     assert_eq!(c.cmd(&long).await.first(), "500 5.5.2 Error: line too long");
     assert_eq!(c.cmd("NOOP").await.code, 250);
-    assert_eq!(c.cmd("FOO").await.first(), "502 5.5.2 Error: command not recognized");
+    assert_eq!(
+        c.cmd("FOO").await.first(),
+        "502 5.5.2 Error: command not recognized"
+    );
     c.write(b"MAIL FROM:<x@y>\r\n").await;
-    assert_eq!(c.read().await.first(), "503 5.5.1 Error: send HELO/EHLO first");
+    assert_eq!(
+        c.read().await.first(),
+        "503 5.5.1 Error: send HELO/EHLO first"
+    );
     assert_eq!(c.read().await.first(), "421 4.7.0 Error: too many errors");
-    assert!(c.read_or_eof().await.is_none(), "connection should be closed");
+    assert!(
+        c.read_or_eof().await.is_none(),
+        "connection should be closed"
+    );
 }
 
 #[tokio::test]
 async fn connection_limits() {
-    let server = TestServer::start_with("[smtp]\nmax_connections = 3\nmax_connections_per_client = 2\n").await;
+    let server =
+        TestServer::start_with("[smtp]\nmax_connections = 3\nmax_connections_per_client = 2\n")
+            .await;
     let _a = server.connect_from("127.0.0.3").await;
     let _b = server.connect_from("127.0.0.3").await;
     let third = server.connect_from("127.0.0.3").await;
-    assert_eq!(third.greeting.first(), "421 4.7.0 Error: too many connections from 127.0.0.3");
+    assert_eq!(
+        third.greeting.first(),
+        "421 4.7.0 Error: too many connections from 127.0.0.3"
+    );
     let _c = server.connect_from("127.0.0.4").await;
     let over = server.connect_from("127.0.0.5").await;
-    assert_eq!(over.greeting.first(), "421 4.7.0 Error: too many connections");
+    assert_eq!(
+        over.greeting.first(),
+        "421 4.7.0 Error: too many connections"
+    );
     // A slot frees when a session ends.
     let mut a = _a;
     assert_eq!(a.cmd("QUIT").await.first(), "221 2.0.0 Bye");
@@ -105,8 +135,12 @@ async fn bare_lf_is_refused_and_nothing_spooled() {
     c.cmd("RCPT TO:<r@other.example>").await;
     assert_eq!(c.cmd("DATA").await.code, 354);
     // The smuggling shape: a bare-LF "end of data" followed by a second message.
-    c.write(b"Subject: a\r\n\r\nhello\n.\nMAIL FROM:<smuggled@evil.example>\r\n\r\n.\r\n").await;
-    assert_eq!(c.read().await.first(), "550 5.5.2 Error: bare <LF> received (RFC 5321 section 2.3.8)");
+    c.write(b"Subject: a\r\n\r\nhello\n.\nMAIL FROM:<smuggled@evil.example>\r\n\r\n.\r\n")
+        .await;
+    assert_eq!(
+        c.read().await.first(),
+        "550 5.5.2 Error: bare <LF> received (RFC 5321 section 2.3.8)"
+    );
     let (spool, _dir) = server.stop().await;
     assert!(spool.is_empty());
 }
@@ -119,14 +153,21 @@ async fn bdat_chunks_pipelined() {
     assert!(ehlo.lines.iter().any(|l| l == "CHUNKING"));
     let part1 = b"Subject: chunked\r\n\r\nfirst part\r\n";
     let part2 = b".not stuffed in BDAT\r\n";
-    let mut wire = format!("MAIL FROM:<{SENDER}> BODY=BINARYMIME\r\nRCPT TO:<r@other.example>\r\nBDAT {}\r\n", part1.len()).into_bytes();
+    let mut wire = format!(
+        "MAIL FROM:<{SENDER}> BODY=BINARYMIME\r\nRCPT TO:<r@other.example>\r\nBDAT {}\r\n",
+        part1.len()
+    )
+    .into_bytes();
     wire.extend_from_slice(part1);
     wire.extend_from_slice(format!("BDAT {} LAST\r\n", part2.len()).as_bytes());
     wire.extend_from_slice(part2);
     c.write(&wire).await;
     assert_eq!(c.read().await.code, 250);
     assert_eq!(c.read().await.code, 250);
-    assert_eq!(c.read().await.first(), format!("250 2.0.0 Ok: {} octets received", part1.len()));
+    assert_eq!(
+        c.read().await.first(),
+        format!("250 2.0.0 Ok: {} octets received", part1.len())
+    );
     let id = queue_id(&c.read().await);
     // BDAT with no transaction: the chunk is consumed, the session stays in sync.
     c.write(b"BDAT 5 LAST\r\nhello").await;
@@ -157,7 +198,10 @@ async fn pipelined_transaction_with_data() {
     let (spool, _dir) = server.stop().await;
     let entries = spool.list();
     assert_eq!(entries.len(), 1);
-    assert_eq!(entries[0].envelope.recipients, vec!["a@other.example", "b@other.example"]);
+    assert_eq!(
+        entries[0].envelope.recipients,
+        vec!["a@other.example", "b@other.example"]
+    );
     assert_eq!(entries[0].envelope.sender, SENDER);
 }
 
@@ -166,8 +210,16 @@ async fn smtputf8_address_needs_the_parameter() {
     let server = TestServer::start().await;
     let mut c = server.connect().await;
     c.ehlo().await;
-    assert_eq!(c.cmd("MAIL FROM:<jöran@client.test.example>").await.first(), "553 5.6.7 Error: non-ASCII address requires SMTPUTF8");
-    assert_eq!(c.cmd("MAIL FROM:<jöran@client.test.example> SMTPUTF8").await.code, 250);
+    assert_eq!(
+        c.cmd("MAIL FROM:<jöran@client.test.example>").await.first(),
+        "553 5.6.7 Error: non-ASCII address requires SMTPUTF8"
+    );
+    assert_eq!(
+        c.cmd("MAIL FROM:<jöran@client.test.example> SMTPUTF8")
+            .await
+            .code,
+        250
+    );
     assert_eq!(c.cmd("RCPT TO:<ü@other.example>").await.code, 250);
 }
 
@@ -186,11 +238,17 @@ async fn shutdown_tells_idle_sessions_and_keeps_accepted_mail() {
     let server = TestServer::start().await;
     let mut c = server.connect().await;
     c.ehlo().await;
-    let id = queue_id(&c.send(SENDER, &["r@other.example"], &message("before stop", "")).await);
+    let id = queue_id(
+        &c.send(SENDER, &["r@other.example"], &message("before stop", ""))
+            .await,
+    );
     let mut idle = server.connect().await;
     idle.ehlo().await;
     let stopping = tokio::spawn(server.stop());
-    assert_eq!(idle.read().await.first(), "421 4.3.2 Service shutting down, closing connection");
+    assert_eq!(
+        idle.read().await.first(),
+        "421 4.3.2 Service shutting down, closing connection"
+    );
     assert_eq!(c.read().await.code, 421);
     let (spool, _dir) = stopping.await.unwrap();
     assert!(spool.get(id.parse().unwrap()).is_some());

@@ -19,6 +19,17 @@ pub struct Credentials {
     pub password: String,
 }
 
+/// Redacts the password: credentials must never reach a log through `{:?}`.
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("mechanism", &self.mechanism)
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
 pub fn cannot_decode() -> Reply {
     Reply::new(501, Enhanced(5, 5, 2), "Error: cannot decode response")
 }
@@ -74,6 +85,12 @@ mod tests {
                 .code,
             535
         );
+    }
+
+    #[test]
+    fn debug_never_shows_the_password() {
+        let c = decode_plain(&STANDARD.encode("\0alice\0hunter2hunter2")).unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
     }
 
     #[test]

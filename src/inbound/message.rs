@@ -39,18 +39,24 @@ fn header_section_end(message: &[u8]) -> usize {
     while at < message.len() {
         let line_end = next_line(message, at);
         let line = &message[at..line_end];
-        let is_field = line.first().is_some_and(|b| *b == b' ' || *b == b'\t')
-            || line
-                .iter()
-                .take_while(|b| **b != b':')
-                .all(|b| b.is_ascii_graphic())
-                && line.contains(&b':');
+        let is_field =
+            line.first().is_some_and(|b| *b == b' ' || *b == b'\t') || is_field_start(line);
         if line == b"\r\n" || line == b"\n" || !is_field {
             return at;
         }
         at = line_end;
     }
     message.len()
+}
+
+/// `name:` or, in RFC 5322's obsolete syntax (section 4.5.8), `name :`. Mail parsers accept
+/// the latter, so it must count here too or a header could hide from `strip_header`.
+fn is_field_start(line: &[u8]) -> bool {
+    let Some(colon) = line.iter().position(|&b| b == b':') else {
+        return false;
+    };
+    let name = line[..colon].trim_ascii_end();
+    !name.is_empty() && name.iter().all(u8::is_ascii_graphic)
 }
 
 fn next_line(message: &[u8], at: usize) -> usize {

@@ -87,15 +87,20 @@ mod tests {
     use super::*;
 
     fn snap(domains: &[&str]) -> Snapshot {
-        let mut s = Settings::default();
-        s.relay_domains = domains
+        let relay_domains = domains
             .iter()
             .map(|d| RelayDomain {
                 domain: d.to_string(),
                 transport: None,
             })
             .collect();
-        Snapshot::new(s, 0)
+        Snapshot::new(
+            Settings {
+                relay_domains,
+                ..Settings::default()
+            },
+            0,
+        )
     }
 
     #[test]

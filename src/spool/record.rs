@@ -1,5 +1,5 @@
-//! The on-disk record: `PSTN` magic, kind, payload length, payload, CRC-32 of kind + length
-//! + payload. A record whose CRC does not match, or that runs past the end of the file, is a
+//! The on-disk record: `PSTN` magic, kind, payload length, payload, CRC-32 of kind, length
+//! and payload. A record whose CRC does not match, or that runs past the end of the file, is a
 //! torn write: recovery stops reading that segment there.
 
 use super::{Envelope, QueueId};

@@ -71,7 +71,11 @@ impl TestServer {
     }
 
     pub async fn get_settings(&self) -> serde_json::Value {
-        let (status, body) = self.api_client().request(Method::GET, "/api/v1/settings", None).await.unwrap();
+        let (status, body) = self
+            .api_client()
+            .request(Method::GET, "/api/v1/settings", None)
+            .await
+            .unwrap();
         assert_eq!(status, StatusCode::OK);
         serde_json::from_slice(&body).unwrap()
     }
@@ -83,7 +87,10 @@ impl TestServer {
             .request(Method::PUT, "/api/v1/settings", Some(body))
             .await
             .unwrap();
-        (status, serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null))
+        (
+            status,
+            serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+        )
     }
 
     /// Replace settings, asserting success.
@@ -104,7 +111,12 @@ impl TestServer {
     /// Connect from another loopback address (127.0.0.0/8 is all local on Linux), to be a
     /// client outside a `127.0.0.1/32` trusted network.
     pub async fn connect_from(&self, ip: &str) -> SmtpClient {
-        SmtpClient::connect(self.smtp, Some(ip.parse().unwrap()), Some(self.system_cert())).await
+        SmtpClient::connect(
+            self.smtp,
+            Some(ip.parse().unwrap()),
+            Some(self.system_cert()),
+        )
+        .await
     }
 
     /// Stop gracefully and return the spool as it is on disk.
@@ -167,7 +179,11 @@ pub struct SmtpClient {
 }
 
 impl SmtpClient {
-    pub async fn connect(addr: SocketAddr, from: Option<IpAddr>, pinned: Option<CertificateDer<'static>>) -> SmtpClient {
+    pub async fn connect(
+        addr: SocketAddr,
+        from: Option<IpAddr>,
+        pinned: Option<CertificateDer<'static>>,
+    ) -> SmtpClient {
         let tcp = match from {
             None => TcpStream::connect(addr).await.unwrap(),
             Some(ip) => {
@@ -179,7 +195,10 @@ impl SmtpClient {
         let mut c = SmtpClient {
             io: Some(BufReader::new(Box::new(tcp))),
             pinned,
-            greeting: Resp { code: 0, lines: vec![] },
+            greeting: Resp {
+                code: 0,
+                lines: vec![],
+            },
         };
         c.greeting = c.read().await;
         c
@@ -194,7 +213,10 @@ impl SmtpClient {
         loop {
             let mut line = String::new();
             let n = self.io().read_line(&mut line).await.unwrap();
-            assert!(n > 0, "connection closed while reading a reply; got {lines:?}");
+            assert!(
+                n > 0,
+                "connection closed while reading a reply; got {lines:?}"
+            );
             let line = line.trim_end_matches(['\r', '\n']).to_string();
             let code: u16 = line[..3].parse().unwrap();
             let more = line.as_bytes().get(3) == Some(&b'-');
@@ -239,7 +261,8 @@ impl SmtpClient {
     }
 
     pub async fn handshake(&mut self) {
-        let config = postern::tls::pinned_client_config(self.pinned.clone().expect("a pinned certificate"));
+        let config =
+            postern::tls::pinned_client_config(self.pinned.clone().expect("a pinned certificate"));
         self.handshake_with(config).await;
     }
 
@@ -255,7 +278,10 @@ impl SmtpClient {
         let io = self.io.take().unwrap();
         assert!(io.buffer().is_empty(), "server sent bytes after its 220");
         let tls = connector
-            .connect(ServerName::try_from("mx.test.example").unwrap(), io.into_inner())
+            .connect(
+                ServerName::try_from("mx.test.example").unwrap(),
+                io.into_inner(),
+            )
             .await
             .unwrap();
         self.io = Some(BufReader::new(Box::new(tls)));
