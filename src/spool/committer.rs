@@ -91,6 +91,7 @@ pub fn run(
     first_segment: u64,
     segment_bytes: u64,
     stats: Arc<Stats>,
+    active: Arc<AtomicU64>,
 ) {
     let mut next_number = first_segment;
     let mut segment: Option<Segment> = None;
@@ -107,6 +108,9 @@ pub fn run(
             }
         }
         let result = commit_batch(&mut segment, &dir, &mut next_number, &batch);
+        if let Some(seg) = segment.as_ref() {
+            active.store(seg.number, Ordering::SeqCst);
+        }
         stats.syncs.fetch_add(1, Ordering::Relaxed);
         match result {
             Ok(locations) => {
@@ -126,6 +130,8 @@ pub fn run(
         }
         if segment.as_ref().is_some_and(|s| s.len >= segment_bytes) {
             segment = None;
+            // Until the next batch opens it, the next segment is the active one.
+            active.store(next_number, Ordering::SeqCst);
         }
     }
 }

@@ -19,6 +19,7 @@ use tokio::sync::oneshot;
 pub use committer::Location;
 use committer::{Commit, Stats, segment_path};
 use record::Decoded;
+pub use record::Final;
 
 /// Postfix-style queue ID: uppercase hex, unique across restarts (seeded from the clock and
 /// from the highest ID recovered).
@@ -60,12 +61,49 @@ pub struct QueueEntry {
     pub envelope: Envelope,
     pub size: usize,
     pub location: Location,
+    /// Per recipient (same order as `envelope.recipients`): its final state once recorded.
+    pub done: Vec<Option<Final>>,
+}
+
+impl QueueEntry {
+    fn new(id: QueueId, envelope: Envelope, size: usize, location: Location) -> QueueEntry {
+        let done = vec![None; envelope.recipients.len()];
+        QueueEntry {
+            id,
+            envelope,
+            size,
+            location,
+            done,
+        }
+    }
+
+    /// Indexes of recipients still to be delivered.
+    pub fn pending(&self) -> Vec<usize> {
+        (0..self.done.len())
+            .filter(|&i| self.done[i].is_none())
+            .collect()
+    }
+
+    fn apply(&mut self, outcomes: &[(u32, Final)]) {
+        for &(i, state) in outcomes {
+            if let Some(slot) = self.done.get_mut(i as usize) {
+                *slot = Some(state);
+            }
+        }
+    }
+
+    fn is_final(&self) -> bool {
+        self.done.iter().all(Option::is_some)
+    }
 }
 
 /// What start-up found.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Recovery {
+    /// Messages still to be delivered (final ones are not counted).
     pub messages: usize,
+    /// Highest queue ID seen, final or not: new IDs must be above it.
+    pub max_id: Option<QueueId>,
     pub segments: usize,
     /// (segment file, offset, bytes skipped, why)
     pub torn: Vec<(String, u64, u64, &'static str)>,
@@ -80,9 +118,58 @@ struct Inner {
     dir: PathBuf,
     tx: Mutex<Option<mpsc::Sender<Commit>>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
-    index: Mutex<BTreeMap<QueueId, QueueEntry>>,
+    index: Mutex<Index>,
     next_id: AtomicU64,
     stats: Arc<Stats>,
+    /// The segment the committer writes now: never deleted.
+    active_segment: Arc<AtomicU64>,
+    /// Told the ID of each newly committed message (the delivery engine).
+    subscriber: Mutex<Option<tokio::sync::mpsc::UnboundedSender<QueueId>>>,
+}
+
+/// Messages not yet final, and per segment how many of them it holds.
+#[derive(Default)]
+struct Index {
+    messages: BTreeMap<QueueId, QueueEntry>,
+    live_per_segment: BTreeMap<u64, usize>,
+}
+
+impl Index {
+    fn insert(&mut self, entry: QueueEntry) {
+        *self
+            .live_per_segment
+            .entry(entry.location.segment)
+            .or_insert(0) += 1;
+        self.messages.insert(entry.id, entry);
+    }
+
+    /// Record that `segment` exists (it may hold only outcome records).
+    fn touch(&mut self, segment: u64) {
+        self.live_per_segment.entry(segment).or_insert(0);
+    }
+
+    fn finish(&mut self, id: QueueId) {
+        if let Some(entry) = self.messages.remove(&id)
+            && let Some(n) = self.live_per_segment.get_mut(&entry.location.segment)
+        {
+            *n = n.saturating_sub(1);
+        }
+    }
+
+    /// Segments that may be deleted: oldest first, while they hold no live message, and
+    /// never the active one. Oldest-first matters: an outcome record always sits in the
+    /// message's segment or a later one, so a later segment never goes before an earlier.
+    fn take_deletable(&mut self, active: u64) -> Vec<u64> {
+        let mut out = Vec::new();
+        while let Some((&seg, &live)) = self.live_per_segment.iter().next() {
+            if live > 0 || seg >= active {
+                break;
+            }
+            self.live_per_segment.remove(&seg);
+            out.push(seg);
+        }
+        out
+    }
 }
 
 impl Spool {
@@ -91,15 +178,19 @@ impl Spool {
     pub fn open(dir: &Path, segment_bytes: u64) -> io::Result<(Spool, Recovery)> {
         crate::fsutil::private_dir(dir)?;
         let (index, recovery, last_segment) = recover(dir)?;
-        let max_id = index.keys().next_back().map(|id| id.0 + 1).unwrap_or(0);
+        let max_id = recovery.max_id.map(|id| id.0 + 1).unwrap_or(0);
         let (tx, rx) = mpsc::channel();
         let stats = Arc::new(Stats::default());
+        let active_segment = Arc::new(AtomicU64::new(last_segment + 1));
         let thread = {
             let dir = dir.to_path_buf();
             let stats = stats.clone();
+            let active = active_segment.clone();
             std::thread::Builder::new()
                 .name("spool-committer".into())
-                .spawn(move || committer::run(rx, dir, last_segment + 1, segment_bytes, stats))?
+                .spawn(move || {
+                    committer::run(rx, dir, last_segment + 1, segment_bytes, stats, active)
+                })?
         };
         let spool = Spool {
             inner: Arc::new(Inner {
@@ -109,8 +200,11 @@ impl Spool {
                 index: Mutex::new(index),
                 next_id: AtomicU64::new(max_id.max(now_micros())),
                 stats,
+                active_segment,
+                subscriber: Mutex::new(None),
             }),
         };
+        spool.delete_finished_segments();
         Ok((spool, recovery))
     }
 
@@ -122,6 +216,55 @@ impl Spool {
     /// told 250; on `Err` nothing of it is in the queue.
     pub async fn commit(&self, id: QueueId, envelope: Envelope, message: &[u8]) -> io::Result<()> {
         let record = record::encode_message(id, &envelope, message);
+        let location = self.append(record).await?;
+        self.lock_index()
+            .insert(QueueEntry::new(id, envelope, message.len(), location));
+        let subscriber = self
+            .inner
+            .subscriber
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = subscriber.as_ref() {
+            let _ = tx.send(id);
+        }
+        Ok(())
+    }
+
+    /// Durably record recipients that reached a final state. Once every recipient of the
+    /// message is final, it leaves the queue; on restart, final recipients are not retried.
+    pub async fn record_outcomes(&self, id: QueueId, outcomes: &[(u32, Final)]) -> io::Result<()> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        let location = self.append(record::encode_outcome(id, outcomes)).await?;
+        let finished = {
+            let mut index = self.lock_index();
+            index.touch(location.segment);
+            let finished = index.messages.get_mut(&id).is_some_and(|e| {
+                e.apply(outcomes);
+                e.is_final()
+            });
+            if finished {
+                index.finish(id);
+            }
+            finished
+        };
+        if finished {
+            self.delete_finished_segments();
+        }
+        Ok(())
+    }
+
+    /// Tell `tx` the ID of every message committed from now on.
+    pub fn subscribe(&self, tx: tokio::sync::mpsc::UnboundedSender<QueueId>) {
+        *self
+            .inner
+            .subscriber
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(tx);
+    }
+
+    async fn append(&self, record: Vec<u8>) -> io::Result<Location> {
         let (done, wait) = oneshot::channel();
         {
             let tx = self.inner.tx.lock().unwrap_or_else(|e| e.into_inner());
@@ -131,34 +274,39 @@ impl Spool {
             tx.send(Commit { record, done })
                 .map_err(|_| io::Error::other("spool committer stopped"))?;
         }
-        let location = wait
-            .await
-            .map_err(|_| io::Error::other("spool committer stopped"))??;
-        let entry = QueueEntry {
-            id,
-            envelope,
-            size: message.len(),
-            location,
-        };
-        self.lock_index().insert(id, entry);
-        Ok(())
+        wait.await
+            .map_err(|_| io::Error::other("spool committer stopped"))?
     }
 
-    fn lock_index(&self) -> std::sync::MutexGuard<'_, BTreeMap<QueueId, QueueEntry>> {
-        // Index updates are single inserts/removes; a panic mid-update cannot leave it torn.
+    fn delete_finished_segments(&self) {
+        let active = self.inner.active_segment.load(Ordering::SeqCst);
+        let deletable = self.lock_index().take_deletable(active);
+        for seg in deletable {
+            let path = segment_path(&self.inner.dir, seg);
+            if let Err(e) = std::fs::remove_file(&path)
+                && e.kind() != io::ErrorKind::NotFound
+            {
+                tracing::warn!(target: "postern/spool", "warning: {}: cannot remove finished segment: {e}", path.display());
+            }
+        }
+    }
+
+    fn lock_index(&self) -> std::sync::MutexGuard<'_, Index> {
+        // Index updates are small and complete under the lock; a panic elsewhere cannot
+        // leave it half-changed, so a poisoned lock is still usable.
         self.inner.index.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn list(&self) -> Vec<QueueEntry> {
-        self.lock_index().values().cloned().collect()
+        self.lock_index().messages.values().cloned().collect()
     }
 
     pub fn get(&self, id: QueueId) -> Option<QueueEntry> {
-        self.lock_index().get(&id).cloned()
+        self.lock_index().messages.get(&id).cloned()
     }
 
     pub fn len(&self) -> usize {
-        self.lock_index().len()
+        self.lock_index().messages.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -175,6 +323,10 @@ impl Spool {
         file.read_exact_at(&mut buf, entry.location.offset)?;
         match record::decode(&buf) {
             Decoded::Message { message, .. } => Ok(message.to_vec()),
+            Decoded::Outcome { .. } => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{id}: index points at an outcome record"),
+            )),
             Decoded::Torn(why) => Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("{id}: spool record damaged: {why}"),
@@ -216,7 +368,7 @@ fn now_micros() -> u64 {
         .unwrap_or(0)
 }
 
-type Recovered = (BTreeMap<QueueId, QueueEntry>, Recovery, u64);
+type Recovered = (Index, Recovery, u64);
 
 /// Replay every segment in order. A record that fails its checks ends that segment: it was
 /// being written when the process died and was never acknowledged.
@@ -232,7 +384,7 @@ fn recover(dir: &Path) -> io::Result<Recovered> {
         })
         .collect();
     numbers.sort_unstable();
-    let mut index = BTreeMap::new();
+    let mut index = Index::default();
     let mut report = Recovery {
         segments: numbers.len(),
         ..Recovery::default()
@@ -240,6 +392,7 @@ fn recover(dir: &Path) -> io::Result<Recovered> {
     for &n in &numbers {
         let path = segment_path(dir, n);
         let data = std::fs::read(&path)?;
+        index.touch(n);
         let mut at = 0usize;
         while at < data.len() {
             match record::decode(&data[at..]) {
@@ -249,17 +402,22 @@ fn recover(dir: &Path) -> io::Result<Recovered> {
                     message,
                     len,
                 } => {
-                    let entry = QueueEntry {
-                        id,
-                        envelope,
-                        size: message.len(),
-                        location: Location {
-                            segment: n,
-                            offset: at as u64,
-                            len: len as u64,
-                        },
+                    let location = Location {
+                        segment: n,
+                        offset: at as u64,
+                        len: len as u64,
                     };
-                    index.insert(id, entry);
+                    report.max_id = report.max_id.max(Some(id));
+                    index.insert(QueueEntry::new(id, envelope, message.len(), location));
+                    at += len;
+                }
+                Decoded::Outcome { id, outcomes, len } => {
+                    if let Some(entry) = index.messages.get_mut(&id) {
+                        entry.apply(&outcomes);
+                        if entry.is_final() {
+                            index.finish(id);
+                        }
+                    }
                     at += len;
                 }
                 Decoded::Torn(why) => {
@@ -280,7 +438,7 @@ fn recover(dir: &Path) -> io::Result<Recovered> {
             }
         }
     }
-    report.messages = index.len();
+    report.messages = index.messages.len();
     Ok((index, report, numbers.last().copied().unwrap_or(0)))
 }
 
@@ -360,6 +518,48 @@ mod tests {
         assert_eq!(records, 50);
         assert!(syncs <= 50);
         assert_eq!(spool.len(), 50);
+    }
+
+    #[tokio::test]
+    async fn outcomes_finish_messages_and_free_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let two = Envelope {
+            recipients: vec!["a@x.example".into(), "b@x.example".into()],
+            ..env("unused@x.example")
+        };
+        let (spool, _) = Spool::open(dir.path(), 100).unwrap();
+        let (a, b) = (spool.next_id(), spool.next_id());
+        spool.commit(a, two.clone(), &[b'a'; 200]).await.unwrap();
+        spool.commit(b, two.clone(), &[b'b'; 200]).await.unwrap();
+        spool
+            .record_outcomes(a, &[(1, Final::Bounced)])
+            .await
+            .unwrap();
+        assert_eq!(spool.get(a).unwrap().pending(), vec![0]);
+        spool.shutdown();
+
+        // Restart: the bounced recipient stays final.
+        let (spool, rec) = Spool::open(dir.path(), 100).unwrap();
+        assert_eq!(rec.messages, 2);
+        assert_eq!(spool.get(a).unwrap().pending(), vec![0]);
+        spool
+            .record_outcomes(a, &[(0, Final::Delivered)])
+            .await
+            .unwrap();
+        assert!(spool.get(a).is_none());
+        // Segment 1 (message a) is gone; segment 2 (b) is still needed.
+        assert!(!segment_path(dir.path(), 1).exists());
+        assert!(segment_path(dir.path(), 2).exists());
+        spool
+            .record_outcomes(b, &[(0, Final::Delivered), (1, Final::Delivered)])
+            .await
+            .unwrap();
+        spool.shutdown();
+        let (spool, rec) = Spool::open(dir.path(), 100).unwrap();
+        assert!(spool.is_empty());
+        assert_eq!(rec.messages, 0);
+        // A new ID is still above every ID ever used.
+        assert!(spool.next_id() > b);
     }
 
     #[tokio::test]

@@ -13,23 +13,49 @@ const TRAILER_LEN: usize = 4;
 pub enum Kind {
     /// A whole accepted message: id, envelope, bytes.
     Message = 1,
+    /// Recipients of a message that reached a final state (delivered or bounced).
+    Outcome = 2,
+}
+
+/// A recipient's final state, as recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Final {
+    Delivered = 1,
+    Bounced = 2,
+}
+
+/// Frame a payload given in parts (so a message body is copied once, into the record).
+fn frame(kind: Kind, parts: &[&[u8]]) -> Vec<u8> {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let mut out = Vec::with_capacity(HEADER_LEN + len + TRAILER_LEN);
+    out.extend_from_slice(MAGIC);
+    out.push(kind as u8);
+    out.extend_from_slice(&(len as u32).to_le_bytes());
+    for part in parts {
+        out.extend_from_slice(part);
+    }
+    let crc = crc32fast::hash(&out[4..]);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Encode an outcome record: `(recipient index, final state)` pairs of one message.
+pub fn encode_outcome(id: QueueId, outcomes: &[(u32, Final)]) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(12 + outcomes.len() * 5);
+    payload.extend_from_slice(&id.0.to_le_bytes());
+    payload.extend_from_slice(&(outcomes.len() as u32).to_le_bytes());
+    for (rcpt, state) in outcomes {
+        payload.extend_from_slice(&rcpt.to_le_bytes());
+        payload.push(*state as u8);
+    }
+    frame(Kind::Outcome, &[&payload])
 }
 
 /// Encode a message record.
 pub fn encode_message(id: QueueId, envelope: &Envelope, message: &[u8]) -> Vec<u8> {
     let env = serde_json::to_vec(envelope).expect("an Envelope always serialises");
-    let payload_len = 8 + 4 + env.len() + message.len();
-    let mut out = Vec::with_capacity(HEADER_LEN + payload_len + TRAILER_LEN);
-    out.extend_from_slice(MAGIC);
-    out.push(Kind::Message as u8);
-    out.extend_from_slice(&(payload_len as u32).to_le_bytes());
-    out.extend_from_slice(&id.0.to_le_bytes());
-    out.extend_from_slice(&(env.len() as u32).to_le_bytes());
-    out.extend_from_slice(&env);
-    out.extend_from_slice(message);
-    let crc = crc32fast::hash(&out[4..]);
-    out.extend_from_slice(&crc.to_le_bytes());
-    out
+    let (id, env_len) = (id.0.to_le_bytes(), (env.len() as u32).to_le_bytes());
+    frame(Kind::Message, &[&id, &env_len, &env, message])
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -39,6 +65,11 @@ pub enum Decoded<'a> {
         envelope: Envelope,
         message: &'a [u8],
         /// Bytes the whole record took.
+        len: usize,
+    },
+    Outcome {
+        id: QueueId,
+        outcomes: Vec<(u32, Final)>,
         len: usize,
     },
     /// Not enough bytes, bad magic, bad CRC or a payload that does not decode.
@@ -70,7 +101,13 @@ pub fn decode(buf: &[u8]) -> Decoded<'_> {
         return Decoded::Torn("CRC mismatch");
     }
     let payload = &buf[HEADER_LEN..crc_at];
-    if kind != Kind::Message as u8 || payload.len() < 12 {
+    if payload.len() < 12 {
+        return Decoded::Torn("payload too short");
+    }
+    if kind == Kind::Outcome as u8 {
+        return decode_outcome(payload, total);
+    }
+    if kind != Kind::Message as u8 {
         return Decoded::Torn("unknown record kind");
     }
     let id = QueueId(u64::from_le_bytes(
@@ -90,6 +127,29 @@ pub fn decode(buf: &[u8]) -> Decoded<'_> {
         message: &payload[12 + env_len..],
         len: total,
     }
+}
+
+fn decode_outcome(payload: &[u8], len: usize) -> Decoded<'_> {
+    let id = QueueId(u64::from_le_bytes(
+        payload[..8].try_into().expect("length checked by caller"),
+    ));
+    let count =
+        u32::from_le_bytes(payload[8..12].try_into().expect("length checked by caller")) as usize;
+    let body = &payload[12..];
+    if body.len() != count * 5 {
+        return Decoded::Torn("outcome count does not match");
+    }
+    let mut outcomes = Vec::with_capacity(count);
+    for item in body.chunks_exact(5) {
+        let rcpt = u32::from_le_bytes(item[..4].try_into().expect("chunks of 5"));
+        let state = match item[4] {
+            1 => Final::Delivered,
+            2 => Final::Bounced,
+            _ => return Decoded::Torn("unknown outcome state"),
+        };
+        outcomes.push((rcpt, state));
+    }
+    Decoded::Outcome { id, outcomes, len }
 }
 
 #[cfg(test)]
@@ -121,6 +181,19 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn outcome_round_trip() {
+        let rec = encode_outcome(QueueId(9), &[(0, Final::Delivered), (2, Final::Bounced)]);
+        assert_eq!(
+            decode(&rec),
+            Decoded::Outcome {
+                id: QueueId(9),
+                outcomes: vec![(0, Final::Delivered), (2, Final::Bounced)],
+                len: rec.len()
+            }
+        );
     }
 
     #[test]
