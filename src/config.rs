@@ -21,6 +21,45 @@ pub struct Config {
     pub admin: AdminConfig,
     #[serde(default)]
     pub spool: SpoolConfig,
+    #[serde(default)]
+    pub outbound: OutboundConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboundConfig {
+    /// Port for every outbound connection (labs and tests); absent: 25, or the route's port.
+    pub port: Option<u16>,
+    /// Static routes for labs: recipient domain -> next hop (`[127.0.0.1]:2526`). They come
+    /// before relay-domain transports and MX lookups.
+    pub routes: std::collections::BTreeMap<String, String>,
+    /// Seconds before the first retry of a deferred message; doubles up to `max_retry_secs`.
+    pub first_retry_secs: u64,
+    pub max_retry_secs: u64,
+    /// Seconds a message may stay queued before it is bounced (Postfix: maximal_queue_lifetime).
+    pub queue_lifetime_secs: u64,
+    /// Deliveries in flight in all, and to one destination domain.
+    pub max_concurrency: usize,
+    pub destination_concurrency: usize,
+    pub connect_timeout_secs: u64,
+    /// Seconds to wait for each reply of the next hop.
+    pub command_timeout_secs: u64,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        OutboundConfig {
+            port: None,
+            routes: Default::default(),
+            first_retry_secs: 300,
+            max_retry_secs: 3600,
+            queue_lifetime_secs: 5 * 24 * 3600,
+            max_concurrency: 100,
+            destination_concurrency: 20,
+            connect_timeout_secs: 30,
+            command_timeout_secs: 300,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -177,6 +216,21 @@ impl Config {
         }
         if self.smtp.max_recipients == 0 {
             return Err(invalid("smtp.max_recipients", "must be at least 1"));
+        }
+        for (domain, hop) in &self.outbound.routes {
+            if let Err(e) = crate::settings::NextHop::parse(hop) {
+                return Err(ConfigError::Invalid {
+                    path: origin.to_string(),
+                    key: "outbound.routes",
+                    message: format!("{domain}: {e}"),
+                });
+            }
+        }
+        if self.outbound.max_concurrency == 0 || self.outbound.destination_concurrency == 0 {
+            return Err(invalid(
+                "outbound.max_concurrency",
+                "concurrency limits must be at least 1",
+            ));
         }
         if self.smtp.max_message_size < 1024 {
             return Err(invalid(

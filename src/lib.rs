@@ -6,8 +6,10 @@
 
 pub mod admin;
 pub mod config;
+pub mod events;
 pub mod fsutil;
 pub mod inbound;
+pub mod outbound;
 pub mod proto;
 pub mod settings;
 pub mod spool;
@@ -74,6 +76,9 @@ pub struct Server {
     ctx: Arc<inbound::Context>,
     admin_tls: Arc<rustls::ServerConfig>,
     token: String,
+    engine: Arc<outbound::Engine>,
+    /// New message IDs for the delivery engine; subscribed before SMTP accepts anything.
+    incoming: tokio::sync::mpsc::UnboundedReceiver<spool::QueueId>,
 }
 
 /// Open the data directory (creating what a first start needs). Blocking; errors name the
@@ -125,6 +130,21 @@ pub fn prepare(config: Config) -> anyhow::Result<Server> {
         spool: spool.clone(),
         tls: TlsAcceptor::from(smtp_tls),
     });
+    let events = events::EventLog::open(data).with_context(|| {
+        format!(
+            "{}: cannot open the delivery log",
+            data.join("log").display()
+        )
+    })?;
+    let engine = Arc::new(outbound::Engine::new(
+        spool.clone(),
+        settings.clone(),
+        config.outbound.clone(),
+        config.server.hostname.clone(),
+        events,
+    ));
+    let (new_tx, incoming) = tokio::sync::mpsc::unbounded_channel();
+    spool.subscribe(new_tx);
     Ok(Server {
         config,
         settings,
@@ -132,6 +152,8 @@ pub fn prepare(config: Config) -> anyhow::Result<Server> {
         ctx,
         admin_tls,
         token,
+        engine,
+        incoming,
     })
 }
 
@@ -157,6 +179,8 @@ impl Server {
             ctx,
             admin_tls,
             token,
+            engine,
+            incoming,
         } = self;
         tracing::info!(
             target: "postern/master",
@@ -172,14 +196,16 @@ impl Server {
             listeners.admin,
             TlsAcceptor::from(admin_tls),
             app,
-            stop_rx,
+            stop_rx.clone(),
         ));
+        let delivery = tokio::spawn(outbound::run(engine, incoming, stop_rx));
 
         shutdown.await;
         tracing::info!(target: "postern/master", "terminating: no new connections; sessions have {}s to finish", config.smtp.shutdown_grace_secs);
         let _ = stop_tx.send(true);
         let _ = smtp.await;
         let _ = api.await;
+        let _ = delivery.await;
         tokio::task::spawn_blocking(move || spool.shutdown()).await?;
         tracing::info!(target: "postern/master", "stopped");
         Ok(())
@@ -191,3 +217,4 @@ impl Server {
 pub async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
+pub mod policy;

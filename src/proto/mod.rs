@@ -9,4 +9,4 @@ mod reply;
 pub use command::{Address, Body, Command, MAX_COMMAND_LINE, MailParams, parse};
 pub use data::{DotReader, Progress, dot_stuff};
 pub use ehlo::{Capabilities, ehlo_reply};
-pub use reply::{Enhanced, Reply, replies};
+pub use reply::{Enhanced, Reply, ReplyLine, replies};

@@ -94,6 +94,79 @@ impl Reply {
     }
 }
 
+/// One line of a server's reply, as a client reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyLine<'a> {
+    pub code: u16,
+    /// False on `250-...` lines; true on the last line, `250 ...`.
+    pub last: bool,
+    pub text: &'a str,
+}
+
+impl<'a> ReplyLine<'a> {
+    /// Parse `ddd text`, `ddd-text` or a bare `ddd` (RFC 5321 section 4.2), without CRLF.
+    pub fn parse(line: &'a str) -> Option<ReplyLine<'a>> {
+        let code = line.get(..3)?;
+        if !code.bytes().all(|b| b.is_ascii_digit()) || !(b'2'..=b'5').contains(&code.as_bytes()[0])
+        {
+            return None;
+        }
+        let (last, text) = match line.as_bytes().get(3) {
+            None => (true, ""),
+            Some(b' ') => (true, &line[4..]),
+            Some(b'-') => (false, &line[4..]),
+            Some(_) => return None,
+        };
+        Some(ReplyLine {
+            code: code.parse().ok()?,
+            last,
+            text,
+        })
+    }
+}
+
+impl Reply {
+    /// Assemble a received reply from its lines, splitting off an enhanced code (RFC 2034)
+    /// when the first line starts with one of the reply's class.
+    pub fn from_lines(code: u16, texts: Vec<String>) -> Reply {
+        let enhanced = texts.first().and_then(|t| parse_enhanced(t, code));
+        let lines = match enhanced {
+            Some(_) => texts
+                .into_iter()
+                .map(|t| match t.split_once(' ') {
+                    Some((first, rest)) if parse_enhanced(first, code).is_some() => {
+                        rest.to_string()
+                    }
+                    _ if parse_enhanced(&t, code).is_some() => String::new(),
+                    _ => t,
+                })
+                .collect(),
+            None => texts,
+        };
+        Reply {
+            code,
+            enhanced,
+            lines,
+        }
+    }
+
+    /// The enhanced code, or the class default (`4.0.0`, `5.0.0`) for servers without one.
+    pub fn dsn(&self) -> Enhanced {
+        self.enhanced
+            .unwrap_or(Enhanced((self.code / 100) as u8, 0, 0))
+    }
+}
+
+fn parse_enhanced(text: &str, code: u16) -> Option<Enhanced> {
+    let word = text.split(' ').next()?;
+    let mut parts = word.split('.');
+    let class: u8 = parts.next()?.parse().ok()?;
+    let subject: u16 = parts.next()?.parse().ok()?;
+    let detail: u16 = parts.next()?.parse().ok()?;
+    (parts.next().is_none() && u16::from(class) == code / 100)
+        .then_some(Enhanced(class, subject, detail))
+}
+
 impl fmt::Display for Reply {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.summary())
@@ -296,6 +369,39 @@ mod tests {
             r.to_wire(),
             b"250-host\r\n250-PIPELINING\r\n250 8BITMIME\r\n"
         );
+    }
+
+    #[test]
+    fn parses_server_lines() {
+        assert_eq!(
+            ReplyLine::parse("250-PIPELINING"),
+            Some(ReplyLine {
+                code: 250,
+                last: false,
+                text: "PIPELINING"
+            })
+        );
+        assert_eq!(
+            ReplyLine::parse("221"),
+            Some(ReplyLine {
+                code: 221,
+                last: true,
+                text: ""
+            })
+        );
+        assert_eq!(ReplyLine::parse("2x0 no"), None);
+        assert_eq!(ReplyLine::parse("250_x"), None);
+        assert_eq!(ReplyLine::parse("650 x"), None);
+    }
+
+    #[test]
+    fn splits_enhanced_code_of_the_right_class() {
+        let r = Reply::from_lines(550, vec!["5.1.1 <a@b>: User unknown".into()]);
+        assert_eq!(r.enhanced, Some(Enhanced(5, 1, 1)));
+        assert_eq!(r.summary(), "550 5.1.1 <a@b>: User unknown");
+        let r = Reply::from_lines(451, vec!["5.1.1 mismatched class".into()]);
+        assert_eq!(r.enhanced, None);
+        assert_eq!(r.dsn(), Enhanced(4, 0, 0));
     }
 
     #[test]

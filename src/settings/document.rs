@@ -40,6 +40,14 @@ pub struct InboundSettings {
     pub tls_mode: TlsMode,
 }
 
+/// Outbound: the global STARTTLS mode for every hop we make (the policy table refines it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct OutboundSettings {
+    #[serde(default)]
+    pub tls_mode: TlsMode,
+}
+
 /// A domain we accept mail for from anyone, and where it goes next.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -68,6 +76,8 @@ pub struct AuthUserDoc {
 pub struct SettingsDoc {
     #[serde(default)]
     pub inbound: InboundSettings,
+    #[serde(default)]
+    pub outbound: OutboundSettings,
     /// CIDR blocks whose clients may relay (Postfix's mynetworks).
     #[serde(default)]
     pub trusted_networks: Vec<String>,
@@ -88,6 +98,8 @@ pub struct AuthUser {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Settings {
     pub inbound: InboundSettings,
+    #[serde(default)]
+    pub outbound: OutboundSettings,
     pub trusted_networks: Vec<IpNet>,
     pub relay_domains: Vec<RelayDomain>,
     pub smtp_auth_users: Vec<AuthUser>,
@@ -99,6 +111,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             inbound: InboundSettings::default(),
+            outbound: OutboundSettings::default(),
             trusted_networks: vec![
                 "127.0.0.0/8".parse().expect("literal CIDR"),
                 "::1/128".parse().expect("literal CIDR"),
@@ -141,6 +154,7 @@ impl Settings {
     pub fn to_doc(&self) -> SettingsDoc {
         SettingsDoc {
             inbound: self.inbound.clone(),
+            outbound: self.outbound.clone(),
             trusted_networks: self.trusted_networks.iter().map(IpNet::to_string).collect(),
             relay_domains: self.relay_domains.clone(),
             smtp_auth_users: self
@@ -163,6 +177,7 @@ impl Settings {
     ) -> Result<Settings, FieldError> {
         Ok(Settings {
             inbound: doc.inbound.clone(),
+            outbound: doc.outbound.clone(),
             trusted_networks: parse_networks(&doc.trusted_networks)?,
             relay_domains: check_relay_domains(&doc.relay_domains)?,
             smtp_auth_users: self.apply_users(&doc.smtp_auth_users, hasher)?,

@@ -1,0 +1,494 @@
+//! The SMTP client for one delivery attempt to one host: EHLO (HELO fallback), STARTTLS as
+//! the policy level demands, MAIL/RCPT/DATA (pipelined when offered) with a result per
+//! recipient. It never falls back to plaintext on its own: a failed handshake under `may` is
+//! reported as such and the caller decides.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+use super::classify::Outcome;
+use crate::policy::Level;
+use crate::proto::{Enhanced, Reply, ReplyLine, dot_stuff};
+use crate::tls::TlsInfo;
+
+pub struct Job<'a> {
+    /// Name for logs, SNI and errors: the MX or transport host.
+    pub host: &'a str,
+    pub addr: SocketAddr,
+    pub helo: &'a str,
+    pub level: Level,
+    pub sender: &'a str,
+    pub recipients: &'a [String],
+    pub message: &'a [u8],
+    pub smtputf8: bool,
+    pub eight_bit: bool,
+    pub connect_timeout: Duration,
+    pub command_timeout: Duration,
+}
+
+/// What one session with one host produced.
+#[derive(Debug)]
+pub struct Session {
+    /// One per recipient of the job, in order.
+    pub results: Vec<Outcome>,
+    pub starttls_offered: bool,
+    pub tls: Option<TlsInfo>,
+    /// Seconds: connection set-up (connect, greeting, EHLO, TLS) and transmission.
+    pub setup_secs: f64,
+    pub transmit_secs: f64,
+}
+
+/// Why the whole session failed before per-recipient results existed.
+#[derive(Debug)]
+pub enum Failure {
+    /// Applies to every recipient; `try_next_host` for connection-level trouble.
+    All {
+        outcome: Outcome,
+        try_next_host: bool,
+        starttls_offered: bool,
+    },
+    /// TLS handshake failed under `may`: the caller may retry this host in plaintext.
+    TlsFailedMay { reason: String },
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+struct Conn {
+    io: BufReader<Box<dyn Io>>,
+    timeout: Duration,
+    name: String,
+}
+
+impl Conn {
+    async fn read_reply(&mut self, stage: &str) -> Result<Reply, Outcome> {
+        let mut texts = Vec::new();
+        loop {
+            let mut line = String::new();
+            let read = tokio::time::timeout(self.timeout, self.io.read_line(&mut line)).await;
+            match read {
+                Err(_) => {
+                    return Err(Outcome::timeout(
+                        &format!("waiting for reply to {stage}"),
+                        &self.name,
+                    ));
+                }
+                Ok(Err(e)) => {
+                    return Err(Outcome::connection(format!(
+                        "lost connection with {} while {stage}: {e}",
+                        self.name
+                    )));
+                }
+                Ok(Ok(0)) => {
+                    return Err(Outcome::connection(format!(
+                        "lost connection with {} while {stage}",
+                        self.name
+                    )));
+                }
+                Ok(Ok(_)) => {}
+            }
+            let text = line.trim_end_matches(['\r', '\n']);
+            let parsed = ReplyLine::parse(text).ok_or_else(|| {
+                Outcome::temporary(
+                    Enhanced(4, 5, 0),
+                    format!(
+                        "host {} sent a malformed reply while {stage}: {text:?}",
+                        self.name
+                    ),
+                )
+            })?;
+            texts.push(parsed.text.to_string());
+            if parsed.last {
+                return Ok(Reply::from_lines(parsed.code, texts));
+            }
+        }
+    }
+
+    async fn write(&mut self, bytes: &[u8], stage: &str) -> Result<(), Outcome> {
+        let io = self.io.get_mut();
+        let write = async {
+            io.write_all(bytes).await?;
+            io.flush().await
+        };
+        match tokio::time::timeout(self.timeout, write).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Outcome::connection(format!(
+                "lost connection with {} while {stage}: {e}",
+                self.name
+            ))),
+            Err(_) => Err(Outcome::timeout(stage, &self.name)),
+        }
+    }
+
+    async fn command(&mut self, line: &str, stage: &str) -> Result<Reply, Outcome> {
+        self.write(format!("{line}\r\n").as_bytes(), stage).await?;
+        self.read_reply(stage).await
+    }
+}
+
+/// EHLO keywords that matter to us.
+#[derive(Debug, Default)]
+struct Extensions {
+    esmtp: bool,
+    starttls: bool,
+    pipelining: bool,
+    size: Option<u64>,
+    eight_bit: bool,
+    smtputf8: bool,
+}
+
+fn extensions(reply: &Reply) -> Extensions {
+    let mut ext = Extensions {
+        esmtp: true,
+        ..Extensions::default()
+    };
+    for line in reply.lines.iter().skip(1) {
+        let mut words = line.split_whitespace();
+        match words.next().map(str::to_ascii_uppercase).as_deref() {
+            Some("STARTTLS") => ext.starttls = true,
+            Some("PIPELINING") => ext.pipelining = true,
+            Some("8BITMIME") => ext.eight_bit = true,
+            Some("SMTPUTF8") => ext.smtputf8 = true,
+            Some("SIZE") => ext.size = words.next().and_then(|n| n.parse().ok()).filter(|n| *n > 0),
+            _ => {}
+        }
+    }
+    ext
+}
+
+pub async fn deliver(job: &Job<'_>, tls: &Arc<rustls::ClientConfig>) -> Result<Session, Failure> {
+    let started = Instant::now();
+    let name = format!("{}[{}]:{}", job.host, job.addr.ip(), job.addr.port());
+    let all = |outcome: Outcome, try_next_host: bool| Failure::All {
+        outcome,
+        try_next_host,
+        starttls_offered: false,
+    };
+    let tcp = match tokio::time::timeout(job.connect_timeout, TcpStream::connect(job.addr)).await {
+        Ok(Ok(tcp)) => tcp,
+        Ok(Err(e)) => {
+            return Err(all(
+                Outcome::connection(format!("connect to {name}: {e}")),
+                true,
+            ));
+        }
+        Err(_) => {
+            return Err(all(
+                Outcome::connection(format!("connect to {name}: Connection timed out")),
+                true,
+            ));
+        }
+    };
+    let _ = tcp.set_nodelay(true);
+    let mut conn = Conn {
+        io: BufReader::new(Box::new(tcp)),
+        timeout: job.command_timeout,
+        name: name.clone(),
+    };
+    let greeting = conn
+        .read_reply("receiving the initial server greeting")
+        .await
+        .map_err(|o| all(o, true))?;
+    if greeting.code != 220 {
+        // Postfix's smtp_skip_5xx_greeting: a server that will not talk is a reason to try
+        // the next host, not to bounce.
+        let mut o = Outcome::from_reply(&greeting, &name, "initial greeting");
+        o.class = super::classify::Class::Temporary;
+        o.dsn = Enhanced(4, o.dsn.1, o.dsn.2);
+        return Err(all(o, true));
+    }
+    let mut ext = hello(&mut conn, job.helo, &name)
+        .await
+        .map_err(|o| all(o, true))?;
+    let starttls_offered = ext.starttls;
+    let fail = |outcome: Outcome| Failure::All {
+        outcome,
+        try_next_host: false,
+        starttls_offered,
+    };
+    let mut negotiated = None;
+    match (job.level, ext.starttls) {
+        (Level::None, _) => {}
+        (Level::May, false) => {}
+        (Level::Encrypt, false) => {
+            // Postfix's words; a required level never falls back to plaintext.
+            return Err(fail(Outcome::temporary(
+                Enhanced(4, 7, 4),
+                format!("TLS is required, but was not offered by host {name}"),
+            )));
+        }
+        (Level::May | Level::Encrypt, true) => {
+            let reply = conn.command("STARTTLS", "STARTTLS").await.map_err(fail)?;
+            if reply.code != 220 {
+                if job.level == Level::May {
+                    return Err(Failure::TlsFailedMay {
+                        reason: format!("STARTTLS refused: {}", reply.summary()),
+                    });
+                }
+                return Err(fail(Outcome::temporary(
+                    Enhanced(4, 7, 5),
+                    format!(
+                        "TLS is required, but host {name} refused to start TLS: {}",
+                        reply.summary()
+                    ),
+                )));
+            }
+            match start_tls(conn, job, tls).await {
+                Ok((c, info)) => {
+                    conn = c;
+                    negotiated = Some(info);
+                }
+                Err(reason) if job.level == Level::May => {
+                    return Err(Failure::TlsFailedMay { reason });
+                }
+                Err(reason) => {
+                    return Err(fail(Outcome::temporary(
+                        Enhanced(4, 7, 5),
+                        format!("Cannot start TLS with {name}: {reason}"),
+                    )));
+                }
+            }
+            ext = hello(&mut conn, job.helo, &name).await.map_err(fail)?;
+        }
+    }
+    if let Some(limit) = ext.size
+        && job.message.len() as u64 > limit
+    {
+        return Err(fail(Outcome::permanent(
+            Enhanced(5, 3, 4),
+            format!(
+                "message size {} exceeds size limit {limit} of server {name}",
+                job.message.len()
+            ),
+        )));
+    }
+    if job.smtputf8 && !ext.smtputf8 {
+        return Err(fail(Outcome::permanent(
+            Enhanced(5, 6, 7),
+            format!("SMTPUTF8 is required, but was not offered by host {name}"),
+        )));
+    }
+    let setup_secs = started.elapsed().as_secs_f64();
+    let transmit = Instant::now();
+    let results = transaction(&mut conn, job, &ext, &name)
+        .await
+        .map_err(fail)?;
+    let _ = conn.command("QUIT", "QUIT").await;
+    Ok(Session {
+        results,
+        starttls_offered,
+        tls: negotiated,
+        setup_secs,
+        transmit_secs: transmit.elapsed().as_secs_f64(),
+    })
+}
+
+async fn hello(conn: &mut Conn, helo: &str, name: &str) -> Result<Extensions, Outcome> {
+    let reply = conn.command(&format!("EHLO {helo}"), "EHLO").await?;
+    if reply.code == 250 {
+        return Ok(extensions(&reply));
+    }
+    let reply = conn.command(&format!("HELO {helo}"), "HELO").await?;
+    if reply.code == 250 {
+        return Ok(Extensions::default());
+    }
+    Err(Outcome::from_reply(&reply, name, "HELO"))
+}
+
+async fn start_tls(
+    conn: Conn,
+    job: &Job<'_>,
+    tls: &Arc<rustls::ClientConfig>,
+) -> Result<(Conn, TlsInfo), String> {
+    if !conn.io.buffer().is_empty() {
+        // The server spoke after its 220: the response-injection mirror of CVE-2011-0411.
+        return Err("server sent data after its STARTTLS reply".into());
+    }
+    let name = ServerName::try_from(job.host.to_string())
+        .unwrap_or_else(|_| ServerName::IpAddress(job.addr.ip().into()));
+    let connector = tokio_rustls::TlsConnector::from(tls.clone());
+    let stream = conn.io.into_inner();
+    let tls_stream = tokio::time::timeout(job.command_timeout, connector.connect(name, stream))
+        .await
+        .map_err(|_| "TLS handshake timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    let info = TlsInfo::from_connection(tls_stream.get_ref().1)
+        .ok_or("handshake finished without a cipher suite")?;
+    Ok((
+        Conn {
+            io: BufReader::new(Box::new(tls_stream)),
+            timeout: conn.timeout,
+            name: conn.name,
+        },
+        info,
+    ))
+}
+
+/// MAIL, RCPTs, DATA: one outcome per recipient.
+async fn transaction(
+    conn: &mut Conn,
+    job: &Job<'_>,
+    ext: &Extensions,
+    name: &str,
+) -> Result<Vec<Outcome>, Outcome> {
+    let mut mail = format!("MAIL FROM:<{}>", job.sender);
+    if ext.size.is_some() {
+        mail.push_str(&format!(" SIZE={}", job.message.len()));
+    }
+    if job.eight_bit && ext.eight_bit {
+        mail.push_str(" BODY=8BITMIME");
+    }
+    if job.smtputf8 {
+        mail.push_str(" SMTPUTF8");
+    }
+    let rcpt_lines: Vec<String> = job
+        .recipients
+        .iter()
+        .map(|r| format!("RCPT TO:<{r}>"))
+        .collect();
+    // RFC 2920: with PIPELINING, MAIL, every RCPT and DATA go in one write.
+    let (mail_reply, rcpt_replies, data_reply) = if ext.pipelining && ext.esmtp {
+        let mut batch = format!("{mail}\r\n");
+        for r in &rcpt_lines {
+            batch.push_str(r);
+            batch.push_str("\r\n");
+        }
+        batch.push_str("DATA\r\n");
+        conn.write(batch.as_bytes(), "sending MAIL FROM").await?;
+        let mail_reply = conn.read_reply("MAIL FROM").await?;
+        let mut rcpt_replies = Vec::with_capacity(rcpt_lines.len());
+        for _ in &rcpt_lines {
+            rcpt_replies.push(conn.read_reply("RCPT TO").await?);
+        }
+        let data_reply = conn.read_reply("DATA").await?;
+        (mail_reply, rcpt_replies, Some(data_reply))
+    } else {
+        let mail_reply = conn.command(&mail, "MAIL FROM").await?;
+        let mut rcpt_replies = Vec::new();
+        if mail_reply.code == 250 {
+            for r in &rcpt_lines {
+                rcpt_replies.push(conn.command(r, "RCPT TO").await?);
+            }
+        }
+        (mail_reply, rcpt_replies, None)
+    };
+    if mail_reply.code != 250 {
+        end_empty_data(conn, data_reply.as_ref()).await?;
+        let o = Outcome::from_reply(&mail_reply, name, "MAIL FROM");
+        return Ok(vec![o; job.recipients.len()]);
+    }
+    let mut results: Vec<Option<Outcome>> = rcpt_replies
+        .iter()
+        .map(|r| (r.code / 100 != 2).then(|| Outcome::from_reply(r, name, "RCPT TO")))
+        .collect();
+    let accepted = results.iter().filter(|r| r.is_none()).count();
+    let data_reply = match data_reply {
+        Some(r) => r,
+        None if accepted == 0 => Reply::from_lines(503, vec!["no recipients accepted".into()]),
+        None => conn.command("DATA", "DATA").await?,
+    };
+    if accepted == 0 {
+        end_empty_data(conn, Some(&data_reply)).await?;
+        let _ = conn.command("RSET", "RSET").await;
+        return Ok(results
+            .into_iter()
+            .map(|r| r.expect("all refused"))
+            .collect());
+    }
+    let final_outcome = if data_reply.code == 354 {
+        let mut wire = Vec::with_capacity(job.message.len() + 16);
+        dot_stuff(job.message, &mut wire);
+        conn.write(&wire, "sending message body").await?;
+        let end = conn.read_reply("end of DATA").await?;
+        Outcome::from_reply(&end, name, "end of DATA")
+    } else {
+        Outcome::from_reply(&data_reply, name, "DATA")
+    };
+    Ok(results
+        .iter_mut()
+        .map(|r| r.take().unwrap_or_else(|| final_outcome.clone()))
+        .collect())
+}
+
+/// A pipelined DATA that got 354 although nothing else was accepted must still be ended,
+/// with an empty message the server will refuse for want of recipients.
+async fn end_empty_data(conn: &mut Conn, data_reply: Option<&Reply>) -> Result<(), Outcome> {
+    if data_reply.is_some_and(|r| r.code == 354) {
+        conn.write(b".\r\n", "ending an empty DATA").await?;
+        conn.read_reply("end of empty DATA").await?;
+    }
+    Ok(())
+}
+
+/// The client TLS config for `may` and `encrypt`: encryption without authentication, as
+/// those levels define (the certificate is not checked; `verify` and `secure` come with the
+/// policy issue). One shared config, so TLS sessions are resumed across connections.
+pub fn unauthenticated_tls_config() -> Arc<rustls::ClientConfig> {
+    let provider = crate::tls::provider();
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("aws-lc-rs supports the default versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate { provider }))
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
+/// Accepts any certificate but still checks the handshake signatures (so the peer holds the
+/// key of the certificate it showed).
+#[derive(Debug)]
+struct AnyCertificate {
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls_pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls_pki_types::CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}

@@ -1,0 +1,449 @@
+//! The delivery engine: takes each queued message to its next hop, as Postfix's qmgr and
+//! smtp do. A scheduler keeps the retry times; each attempt groups the pending recipients by
+//! destination and TLS level, connects, enforces the level, and records every result:
+//! final ones durably in the spool (so they are never retried), each one as a delivery event.
+
+pub mod classify;
+pub mod client;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::config::OutboundConfig;
+use crate::events::{Delivery, EventLog};
+use crate::policy::{self, Decision, Level};
+use crate::proto::Enhanced;
+use crate::settings::{NextHop, SettingsHandle, Snapshot};
+use crate::spool::{Final, QueueEntry, QueueId, Spool};
+use classify::{Class, Outcome};
+
+pub struct Engine {
+    spool: Spool,
+    settings: SettingsHandle,
+    cfg: OutboundConfig,
+    helo: String,
+    tls: Arc<rustls::ClientConfig>,
+    events: EventLog,
+    total: Arc<Semaphore>,
+    per_destination: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+impl Engine {
+    pub fn new(
+        spool: Spool,
+        settings: SettingsHandle,
+        cfg: OutboundConfig,
+        helo: String,
+        events: EventLog,
+    ) -> Engine {
+        Engine {
+            total: Arc::new(Semaphore::new(cfg.max_concurrency)),
+            spool,
+            settings,
+            cfg,
+            helo,
+            tls: client::unauthenticated_tls_config(),
+            events,
+            per_destination: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn destination_slots(&self, domain: &str) -> Arc<Semaphore> {
+        let mut map = self
+            .per_destination
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        map.entry(domain.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.cfg.destination_concurrency)))
+            .clone()
+    }
+
+    /// Delay before attempt number `n + 1` after `n` failed ones: first_retry, doubling,
+    /// capped at max_retry.
+    fn backoff(&self, failed: u32) -> Duration {
+        let first = self.cfg.first_retry_secs.max(1);
+        let secs = first.saturating_mul(1u64 << failed.saturating_sub(1).min(20));
+        Duration::from_secs(secs.min(self.cfg.max_retry_secs.max(first)))
+    }
+}
+
+/// Run until `shutdown`: every message in the spool is due now, new ones as they arrive.
+pub async fn run(
+    engine: Arc<Engine>,
+    mut incoming: mpsc::UnboundedReceiver<QueueId>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut due: BinaryHeap<Reverse<(Instant, QueueId)>> = engine
+        .spool
+        .list()
+        .into_iter()
+        .map(|e| Reverse((Instant::now(), e.id)))
+        .collect();
+    let mut failures: HashMap<QueueId, u32> = HashMap::new();
+    let mut in_flight: HashSet<QueueId> = HashSet::new();
+    let mut running: JoinSet<(QueueId, bool)> = JoinSet::new();
+    loop {
+        let now = Instant::now();
+        while let Some(Reverse((at, id))) = due.peek().copied() {
+            if at > now {
+                break;
+            }
+            due.pop();
+            if in_flight.insert(id) {
+                running.spawn(attempt(engine.clone(), id));
+            }
+        }
+        let next_due = due.peek().map(|Reverse((at, _))| *at);
+        tokio::select! {
+            Some(id) = incoming.recv() => due.push(Reverse((Instant::now(), id))),
+            Some(done) = running.join_next(), if !running.is_empty() => {
+                let Ok((id, still_pending)) = done else { continue };
+                in_flight.remove(&id);
+                if still_pending {
+                    let n = failures.entry(id).or_insert(0);
+                    *n += 1;
+                    due.push(Reverse((Instant::now() + engine.backoff(*n), id)));
+                } else {
+                    failures.remove(&id);
+                }
+            }
+            _ = sleep_until(next_due) => {}
+            _ = crate::stopped(&mut shutdown) => break,
+        }
+    }
+    // Attempts in flight finish their transaction or are cut; one cut after the peer's 250
+    // and before our outcome record is the only case that can deliver twice.
+    if tokio::time::timeout(Duration::from_secs(10), async {
+        while running.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
+    {
+        running.shutdown().await;
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One attempt at every pending recipient of a message. Returns whether any remain pending.
+async fn attempt(engine: Arc<Engine>, id: QueueId) -> (QueueId, bool) {
+    let Some(entry) = engine.spool.get(id) else {
+        return (id, false);
+    };
+    let message = match engine.spool.read_message(id) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!(target: "postern/qmgr", "{id}: cannot read message from the spool: {e}");
+            return (id, true);
+        }
+    };
+    // Read once: a settings change applies to the next attempt.
+    let snapshot = engine.settings.current();
+    let started = Instant::now();
+    let mut finals = Vec::new();
+    let mut still_pending = false;
+    for ((domain, level), group) in group_recipients(&entry, &snapshot) {
+        let slots = engine.destination_slots(&domain);
+        let _total = engine.total.acquire().await;
+        let _dest = slots.acquire().await;
+        let decision = &group[0].1;
+        let rcpts: Vec<String> = group
+            .iter()
+            .map(|(i, _)| entry.envelope.recipients[*i].clone())
+            .collect();
+        let results = deliver_group(
+            &engine, &entry, &message, &snapshot, &domain, level, &rcpts, started,
+        )
+        .await;
+        for ((index, _), mut result) in group.iter().zip(results) {
+            expire_if_too_old(&engine.cfg, &entry, &mut result.outcome);
+            engine
+                .events
+                .record(&result.event(&entry, *index, decision));
+            match result.outcome.class {
+                Class::Delivered => finals.push((*index as u32, Final::Delivered)),
+                Class::Permanent => finals.push((*index as u32, Final::Bounced)),
+                Class::Temporary => still_pending = true,
+            }
+        }
+    }
+    if let Err(e) = engine.spool.record_outcomes(id, &finals).await {
+        // Not recorded means retried: at-least-once, never lost.
+        tracing::error!(target: "postern/qmgr", "{id}: cannot record delivery outcomes, will retry them: {e}");
+        still_pending = true;
+    }
+    if !still_pending {
+        tracing::info!(target: "postern/qmgr", "{id}: removed");
+    }
+    (id, still_pending)
+}
+
+type Group = Vec<(usize, Decision)>;
+
+/// Pending recipients by (destination domain, TLS level): one SMTP transaction each.
+fn group_recipients(entry: &QueueEntry, snapshot: &Snapshot) -> BTreeMap<(String, Level), Group> {
+    let mut groups: BTreeMap<(String, Level), Group> = BTreeMap::new();
+    for i in entry.pending() {
+        let rcpt = &entry.envelope.recipients[i];
+        let domain = rcpt
+            .rsplit_once('@')
+            .map(|(_, d)| d.to_ascii_lowercase())
+            .unwrap_or_default();
+        let decision = policy::decide(snapshot, rcpt);
+        groups
+            .entry((domain, decision.level))
+            .or_default()
+            .push((i, decision));
+    }
+    groups
+}
+
+/// The result for one recipient, with the facts of the session that produced it.
+struct RcptResult {
+    outcome: Outcome,
+    relay: String,
+    starttls_offered: bool,
+    tls: Option<crate::tls::TlsInfo>,
+    delays: [f64; 4],
+}
+
+impl RcptResult {
+    fn event(&self, entry: &QueueEntry, index: usize, decision: &Decision) -> Delivery {
+        let now = crate::fsutil::unix_now();
+        Delivery {
+            unix_time: now,
+            queue_id: entry.id.to_string(),
+            sender: entry.envelope.sender.clone(),
+            recipient: entry.envelope.recipients[index].clone(),
+            relay: self.relay.clone(),
+            delay: self.delays.iter().sum(),
+            delays: self.delays,
+            dsn: self.outcome.dsn.to_string(),
+            status: self.outcome.status(),
+            reply: self.outcome.reason.clone(),
+            starttls_offered: self.starttls_offered,
+            tls: self.tls.clone(),
+            verified_name: None,
+            policy_level: decision.level.to_string(),
+            policy_source: decision.source.to_string(),
+        }
+    }
+}
+
+/// Past the queue lifetime, a temporary failure becomes the final one (RFC 3463 X.4.7).
+fn expire_if_too_old(cfg: &OutboundConfig, entry: &QueueEntry, outcome: &mut Outcome) {
+    let age = crate::fsutil::unix_now().saturating_sub(entry.envelope.received_unix);
+    if outcome.class == Class::Temporary && age >= cfg.queue_lifetime_secs {
+        *outcome = Outcome::permanent(
+            Enhanced(5, 4, 7),
+            format!(
+                "message expired after {age}s in the queue; last problem: {}",
+                outcome.reason
+            ),
+        );
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn deliver_group(
+    engine: &Engine,
+    entry: &QueueEntry,
+    message: &[u8],
+    snapshot: &Snapshot,
+    domain: &str,
+    level: Level,
+    rcpts: &[String],
+    started: Instant,
+) -> Vec<RcptResult> {
+    let queued = started
+        .elapsed()
+        .as_secs_f64()
+        .max(crate::fsutil::unix_now().saturating_sub(entry.envelope.received_unix) as f64);
+    let all = |outcome: Outcome, relay: String, offered: bool| -> Vec<RcptResult> {
+        rcpts
+            .iter()
+            .map(|_| RcptResult {
+                outcome: outcome.clone(),
+                relay: relay.clone(),
+                starttls_offered: offered,
+                tls: None,
+                delays: [0.0, queued, 0.0, 0.0],
+            })
+            .collect()
+    };
+    let hosts = match next_hops(&engine.cfg, snapshot, domain) {
+        Ok(h) => h,
+        Err(outcome) => return all(outcome, "none".into(), false),
+    };
+    let mut last = Outcome::connection(format!("no host to try for {domain}"));
+    let mut last_relay = "none".to_string();
+    for (host, addr) in &hosts {
+        let relay = format!("{host}[{}]:{}", addr.ip(), addr.port());
+        let mut job = client::Job {
+            host,
+            addr: *addr,
+            helo: &engine.helo,
+            level,
+            sender: &entry.envelope.sender,
+            recipients: rcpts,
+            message,
+            smtputf8: entry.envelope.smtputf8,
+            eight_bit: entry.envelope.eight_bit,
+            connect_timeout: Duration::from_secs(engine.cfg.connect_timeout_secs),
+            command_timeout: Duration::from_secs(engine.cfg.command_timeout_secs),
+        };
+        let mut result = client::deliver(&job, &engine.tls).await;
+        if let Err(client::Failure::TlsFailedMay { reason }) = &result {
+            // Opportunistic TLS only: the same host again in plaintext, and the log says so.
+            tracing::warn!(
+                target: "postern/smtp",
+                "{}: warning: TLS handshake with {relay} failed ({reason}); opportunistic level may: retrying in plaintext",
+                entry.id
+            );
+            job.level = Level::None;
+            result = client::deliver(&job, &engine.tls).await;
+        }
+        match result {
+            Ok(session) => {
+                log_tls(entry.id, &relay, host, &session, level);
+                return session
+                    .results
+                    .into_iter()
+                    .map(|outcome| RcptResult {
+                        outcome,
+                        relay: relay.clone(),
+                        starttls_offered: session.starttls_offered,
+                        tls: session.tls.clone(),
+                        delays: [0.0, queued, session.setup_secs, session.transmit_secs],
+                    })
+                    .collect();
+            }
+            Err(client::Failure::All {
+                outcome,
+                try_next_host,
+                starttls_offered,
+            }) => {
+                last = outcome;
+                last_relay = relay;
+                if !try_next_host {
+                    return all(last, last_relay, starttls_offered);
+                }
+            }
+            Err(client::Failure::TlsFailedMay { reason }) => {
+                last = Outcome::connection(format!(
+                    "TLS and plaintext both failed with {relay}: {reason}"
+                ));
+                last_relay = relay;
+            }
+        }
+    }
+    all(last, last_relay, false)
+}
+
+fn log_tls(id: QueueId, relay: &str, host: &str, session: &client::Session, level: Level) {
+    match &session.tls {
+        // The certificate is not checked at `may` and `encrypt`: Postfix calls that Untrusted.
+        Some(info) => {
+            tracing::info!(target: "postern/smtp", "Untrusted TLS connection established to {relay}: {}", info.describe())
+        }
+        None if session.starttls_offered => {
+            tracing::info!(target: "postern/smtp", "{id}: Host offered STARTTLS: [{host}] (policy level {level})")
+        }
+        None => {}
+    }
+}
+
+/// Where mail for `domain` goes: a static route from the config, else the relay domain's
+/// transport. MX lookups are not wired yet: such a domain is deferred with that reason.
+fn next_hops(
+    cfg: &OutboundConfig,
+    snapshot: &Snapshot,
+    domain: &str,
+) -> Result<Vec<(String, SocketAddr)>, Outcome> {
+    let hop = cfg.routes.get(domain).cloned().or_else(|| {
+        snapshot
+            .relay_domain(domain)
+            .and_then(|d| d.transport.clone())
+    });
+    let Some(hop) = hop else {
+        return Err(Outcome::temporary(
+            Enhanced(4, 4, 3),
+            format!(
+                "no route to {domain}: MX lookup is not available yet; give the relay domain a transport or add an [outbound.routes] entry"
+            ),
+        ));
+    };
+    let hop = NextHop::parse(&hop).map_err(|e| {
+        Outcome::temporary(Enhanced(4, 3, 5), format!("bad next hop for {domain}: {e}"))
+    })?;
+    let port = cfg.port.unwrap_or(hop.port);
+    let ip: IpAddr = match hop.host.as_str() {
+        "localhost" => IpAddr::from([127, 0, 0, 1]),
+        h => h.parse().map_err(|_| {
+            Outcome::temporary(
+                Enhanced(4, 4, 3),
+                format!("cannot resolve next hop {h} for {domain}: DNS lookups are not available yet; use an IP address"),
+            )
+        })?,
+    };
+    Ok(vec![(hop.host.clone(), SocketAddr::new(ip, port))])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engine_cfg() -> OutboundConfig {
+        OutboundConfig {
+            first_retry_secs: 300,
+            max_retry_secs: 3600,
+            ..OutboundConfig::default()
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_to_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(&dir.path().join("spool"), 1 << 20).unwrap();
+        let settings = SettingsHandle::open(&dir.path().join("s.redb")).unwrap();
+        let events = EventLog::open(dir.path()).unwrap();
+        let e = Engine::new(spool, settings, engine_cfg(), "h".into(), events);
+        let secs: Vec<u64> = (1..=6).map(|n| e.backoff(n).as_secs()).collect();
+        assert_eq!(secs, vec![300, 600, 1200, 2400, 3600, 3600]);
+    }
+
+    #[test]
+    fn routes_prefer_config_then_transport() {
+        let mut cfg = engine_cfg();
+        cfg.routes
+            .insert("lab.example".into(), "[127.0.0.1]:2526".into());
+        cfg.port = None;
+        let mut s = crate::settings::Settings::default();
+        s.relay_domains.push(crate::settings::RelayDomain {
+            domain: "ours.example".into(),
+            transport: Some("[127.0.0.2]:2600".into()),
+        });
+        let snap = Snapshot::new(s, 0);
+        assert_eq!(
+            next_hops(&cfg, &snap, "lab.example").unwrap()[0].1,
+            "127.0.0.1:2526".parse().unwrap()
+        );
+        assert_eq!(
+            next_hops(&cfg, &snap, "ours.example").unwrap()[0].1,
+            "127.0.0.2:2600".parse().unwrap()
+        );
+        let err = next_hops(&cfg, &snap, "elsewhere.example").unwrap_err();
+        assert_eq!((err.class, err.dsn), (Class::Temporary, Enhanced(4, 4, 3)));
+    }
+}
