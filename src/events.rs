@@ -77,6 +77,8 @@ fn short(secs: f64) -> String {
 pub struct EventLog {
     json: Mutex<Option<std::fs::File>>,
     path: PathBuf,
+    /// Live feed of records (tests, and later the admin page's live view).
+    live: tokio::sync::broadcast::Sender<Delivery>,
 }
 
 impl EventLog {
@@ -91,7 +93,13 @@ impl EventLog {
         Ok(EventLog {
             json: Mutex::new(Some(file)),
             path,
+            live: tokio::sync::broadcast::channel(1024).0,
         })
+    }
+
+    /// Every record from now on (a slow reader misses the oldest, never blocks delivery).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Delivery> {
+        self.live.subscribe()
     }
 
     pub fn path(&self) -> &Path {
@@ -108,6 +116,8 @@ impl EventLog {
         {
             tracing::warn!(target: "postern/smtp", "warning: {}: cannot write delivery record: {e}", self.path.display());
         }
+        drop(json);
+        let _ = self.live.send(d.clone());
     }
 }
 

@@ -166,6 +166,11 @@ impl Server {
         &self.spool
     }
 
+    /// Delivery records as they happen.
+    pub fn subscribe_events(&self) -> tokio::sync::broadcast::Receiver<events::Delivery> {
+        self.engine.events().subscribe()
+    }
+
     /// Serve until `shutdown` completes.
     pub async fn run(
         self,

@@ -54,6 +54,10 @@ impl Engine {
         }
     }
 
+    pub fn events(&self) -> &EventLog {
+        &self.events
+    }
+
     fn destination_slots(&self, domain: &str) -> Arc<Semaphore> {
         let mut map = self
             .per_destination

@@ -2,6 +2,8 @@
 //! that can upgrade to TLS with rustls, and helpers to read the spool from disk.
 #![allow(dead_code)]
 
+pub mod sink;
+
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,6 +23,7 @@ pub struct TestServer {
     pub smtp: SocketAddr,
     pub api: SocketAddr,
     pub dir: tempfile::TempDir,
+    events: tokio::sync::broadcast::Receiver<postern::events::Delivery>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -49,6 +52,7 @@ impl TestServer {
         // The token and certificates exist once prepare() returns; the listeners are bound,
         // so connections made from here on queue until run() accepts them.
         let server = postern::prepare(config).unwrap();
+        let events = server.subscribe_events();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(listeners, async {
             let _ = stopped.await;
@@ -57,9 +61,18 @@ impl TestServer {
             smtp,
             api,
             dir,
+            events,
             stop: Some(stop),
             task: Some(task),
         }
+    }
+
+    /// The next delivery record, waiting at most `secs` seconds.
+    pub async fn next_event(&mut self, secs: u64) -> postern::events::Delivery {
+        tokio::time::timeout(std::time::Duration::from_secs(secs), self.events.recv())
+            .await
+            .expect("no delivery record in time")
+            .expect("delivery record feed closed")
     }
 
     pub fn data_dir(&self) -> PathBuf {

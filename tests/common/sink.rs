@@ -1,0 +1,198 @@
+//! A test SMTP sink on loopback: the next hop postern delivers to. Offers STARTTLS with an
+//! rcgen certificate (real rustls handshake), can refuse recipients or defer sessions, and
+//! hands every received message to the test.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use postern::proto::{DotReader, Progress};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+#[derive(Clone, Default)]
+pub struct SinkOptions {
+    pub starttls: bool,
+    /// The first N transactions get `451 4.3.0` at MAIL.
+    pub defer_first: usize,
+    /// Recipients refused with `550 5.1.1`.
+    pub reject: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub sender: String,
+    pub recipients: Vec<String>,
+    pub data: Vec<u8>,
+    pub tls: bool,
+}
+
+pub struct Sink {
+    pub addr: SocketAddr,
+    rx: mpsc::UnboundedReceiver<Received>,
+    pub sessions: Arc<AtomicUsize>,
+}
+
+impl Sink {
+    pub async fn start(opts: SinkOptions) -> Sink {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let sessions = Arc::new(AtomicUsize::new(0));
+        let tls = tls_acceptor();
+        let transactions = Arc::new(AtomicUsize::new(0));
+        let counter = sessions.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                counter.fetch_add(1, Ordering::SeqCst);
+                let (tx, opts, tls, transactions) =
+                    (tx.clone(), opts.clone(), tls.clone(), transactions.clone());
+                tokio::spawn(async move {
+                    let _ = session(Box::new(tcp), opts, tls, tx, transactions).await;
+                });
+            }
+        });
+        Sink { addr, rx, sessions }
+    }
+
+    /// The next message, waiting at most `secs` seconds.
+    pub async fn next(&mut self, secs: u64) -> Option<Received> {
+        tokio::time::timeout(std::time::Duration::from_secs(secs), self.rx.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    pub fn try_next(&mut self) -> Option<Received> {
+        self.rx.try_recv().ok()
+    }
+}
+
+fn tls_acceptor() -> tokio_rustls::TlsAcceptor {
+    let key = rcgen::generate_simple_self_signed(vec!["sink.test.example".to_string()]).unwrap();
+    let cert = key.cert.der().clone();
+    let private = rustls_pki_types::PrivateKeyDer::Pkcs8(key.signing_key.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(postern::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], private)
+        .unwrap();
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+async fn session(
+    io: Box<dyn Io>,
+    opts: SinkOptions,
+    tls: tokio_rustls::TlsAcceptor,
+    tx: mpsc::UnboundedSender<Received>,
+    transactions: Arc<AtomicUsize>,
+) -> std::io::Result<()> {
+    let mut io = BufReader::new(io);
+    let mut in_tls = false;
+    let mut sender = String::new();
+    let mut rcpts = Vec::new();
+    io.get_mut()
+        .write_all(b"220 sink.test.example ESMTP sink\r\n")
+        .await?;
+    loop {
+        let mut line = String::new();
+        if io.read_line(&mut line).await? == 0 {
+            return Ok(());
+        }
+        let upper = line.trim_end().to_ascii_uppercase();
+        let reply: String = if upper.starts_with("EHLO") {
+            let mut r = String::from(
+                "250-sink.test.example\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SIZE 10000000\r\n",
+            );
+            if opts.starttls && !in_tls {
+                r.push_str("250-STARTTLS\r\n");
+            }
+            r.push_str("250 ENHANCEDSTATUSCODES\r\n");
+            r
+        } else if upper == "STARTTLS" && opts.starttls && !in_tls {
+            io.get_mut().write_all(b"220 2.0.0 go ahead\r\n").await?;
+            let inner = io.into_inner();
+            let stream = tls.accept(inner).await?;
+            io = BufReader::new(Box::new(stream));
+            in_tls = true;
+            continue;
+        } else if upper.starts_with("MAIL FROM:") {
+            let n = transactions.fetch_add(1, Ordering::SeqCst);
+            if n < opts.defer_first {
+                "451 4.3.0 try again later\r\n".into()
+            } else {
+                sender = between(&line);
+                rcpts.clear();
+                "250 2.1.0 Ok\r\n".into()
+            }
+        } else if upper.starts_with("RCPT TO:") {
+            let rcpt = between(&line);
+            if sender.is_empty() && !line.contains("<>") {
+                "503 5.5.1 need MAIL\r\n".into()
+            } else if opts.reject.contains(&rcpt) {
+                format!("550 5.1.1 <{rcpt}>: Recipient address rejected: User unknown\r\n")
+            } else {
+                rcpts.push(rcpt);
+                "250 2.1.5 Ok\r\n".into()
+            }
+        } else if upper == "DATA" {
+            if rcpts.is_empty() {
+                "554 5.5.1 Error: no valid recipients\r\n".into()
+            } else {
+                io.get_mut().write_all(b"354 go\r\n").await?;
+                let data = read_data(&mut io).await?;
+                let _ = tx.send(Received {
+                    sender: std::mem::take(&mut sender),
+                    recipients: std::mem::take(&mut rcpts),
+                    data,
+                    tls: in_tls,
+                });
+                "250 2.0.0 Ok: queued as SINK\r\n".into()
+            }
+        } else if upper == "QUIT" {
+            io.get_mut().write_all(b"221 2.0.0 Bye\r\n").await?;
+            return Ok(());
+        } else if upper == "RSET" {
+            sender.clear();
+            rcpts.clear();
+            "250 2.0.0 Ok\r\n".into()
+        } else {
+            "502 5.5.2 Error: command not recognized\r\n".into()
+        };
+        io.get_mut().write_all(reply.as_bytes()).await?;
+    }
+}
+
+fn between(line: &str) -> String {
+    let start = line.find('<').map(|i| i + 1).unwrap_or(0);
+    let end = line.rfind('>').unwrap_or(line.len());
+    line[start..end.max(start)].to_string()
+}
+
+async fn read_data(io: &mut BufReader<Box<dyn Io>>) -> std::io::Result<Vec<u8>> {
+    let mut reader = DotReader::new(1 << 26);
+    loop {
+        let buf = io.fill_buf().await?;
+        if buf.is_empty() {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        match reader.feed(buf) {
+            Progress::Done { consumed } => {
+                io.consume(consumed);
+                return Ok(reader.into_message());
+            }
+            Progress::NeedMore => {
+                let n = buf.len();
+                io.consume(n);
+            }
+        }
+    }
+}

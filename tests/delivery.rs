@@ -1,0 +1,312 @@
+//! Outbound delivery end to end over loopback: client -> postern -> test sink, with STARTTLS,
+//! retries, per-recipient results, expiry, and the delivery records (log line and JSON).
+
+mod common;
+
+use common::sink::{Sink, SinkOptions};
+use common::*;
+use serde_json::{Value, json};
+
+/// A postern whose route for `other.example` is the sink, with `extra` config.
+async fn relay_to(sink: &Sink, extra: &str) -> TestServer {
+    let config = format!(
+        "[outbound]\nfirst_retry_secs = 1\nmax_retry_secs = 1\n{extra}\n[outbound.routes]\n\"other.example\" = \"[127.0.0.1]:{}\"\n",
+        sink.addr.port()
+    );
+    TestServer::start_with(&config).await
+}
+
+fn records(dir: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(dir.join("log/delivery.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn delivered_over_starttls_byte_identical_with_tls_facts() {
+    let mut sink = Sink::start(SinkOptions {
+        starttls: true,
+        ..SinkOptions::default()
+    })
+    .await;
+    let server = relay_to(&sink, "").await;
+    let original = message("outbound", "X-Extra: kept\r\n");
+    let mut c = server.connect().await;
+    c.ehlo().await;
+    let id = queue_id(
+        &c.send("app@inside.example", &["partner@other.example"], &original)
+            .await,
+    );
+
+    let got = sink.next(20).await.expect("the sink received nothing");
+    assert!(
+        got.tls,
+        "delivered without TLS under may with STARTTLS offered"
+    );
+    assert_eq!(got.sender, "app@inside.example");
+    assert_eq!(got.recipients, vec!["partner@other.example"]);
+    // Byte-identical apart from the Received header postern added in front.
+    assert!(got.data.starts_with(b"Received: from client.test.example"));
+    assert!(got.data.ends_with(&original));
+    let received_len = got.data.len() - original.len();
+    assert!(
+        !got.data[..received_len]
+            .windows(4)
+            .any(|w| w == b"\r\n\r\n")
+    );
+
+    let (spool, dir) = server.stop().await;
+    assert!(spool.is_empty(), "delivered message still queued");
+    let recs = records(dir.path());
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    let r = &recs[0];
+    assert_eq!(r["queue_id"], id);
+    assert_eq!(r["status"], "sent");
+    assert_eq!(r["dsn"], "2.0.0");
+    assert_eq!(
+        r["relay"],
+        format!("127.0.0.1[127.0.0.1]:{}", sink.addr.port())
+    );
+    assert_eq!(r["starttls_offered"], true);
+    assert_eq!(r["tls"]["protocol"], "TLSv1.3");
+    assert!(r["tls"]["cipher"].as_str().unwrap().starts_with("TLS_"));
+    assert!(r["tls"]["bits"].as_u64().unwrap() >= 128);
+    assert_eq!(r["policy_level"], "may");
+    assert_eq!(r["policy_source"], "global");
+    assert_eq!(r["reply"], "250 2.0.0 Ok: queued as SINK");
+}
+
+#[tokio::test]
+async fn swaks_through_postern_to_the_sink() {
+    if std::process::Command::new("sh")
+        .args(["-c", "command -v swaks"])
+        .output()
+        .is_ok_and(|o| !o.status.success())
+    {
+        assert!(std::env::var_os("CI").is_none(), "swaks is required in CI");
+        return;
+    }
+    let mut sink = Sink::start(SinkOptions {
+        starttls: true,
+        ..SinkOptions::default()
+    })
+    .await;
+    let server = relay_to(&sink, "").await;
+    let out = tokio::process::Command::new("swaks")
+        .args(["--server", &server.smtp.to_string(), "--tls"])
+        .args([
+            "--from",
+            "admin@inside.example",
+            "--to",
+            "partner@other.example",
+        ])
+        .args(["--header", "Subject: swaks to the sink"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let got = sink.next(20).await.expect("the sink received nothing");
+    let text = String::from_utf8_lossy(&got.data);
+    assert!(text.contains("Subject: swaks to the sink"), "{text}");
+    assert!(text.contains("X-Mailer: swaks"), "{text}");
+    assert!(
+        text.contains("(using TLSv1.3 with cipher"),
+        "inbound TLS not recorded: {text}"
+    );
+    assert!(got.tls);
+}
+
+#[tokio::test]
+async fn temporary_failure_then_success_after_backoff() {
+    let mut sink = Sink::start(SinkOptions {
+        starttls: true,
+        defer_first: 1,
+        ..SinkOptions::default()
+    })
+    .await;
+    let server = relay_to(&sink, "").await;
+    let mut c = server.connect().await;
+    c.ehlo().await;
+    queue_id(
+        &c.send(
+            "app@inside.example",
+            &["partner@other.example"],
+            &message("retry", ""),
+        )
+        .await,
+    );
+    // first_retry_secs = 1: the second attempt comes a second later.
+    let got = sink.next(20).await.expect("not delivered on retry");
+    assert!(got.data.ends_with(&message("retry", "")));
+    let (spool, dir) = server.stop().await;
+    assert!(spool.is_empty());
+    let statuses: Vec<String> = records(dir.path())
+        .iter()
+        .map(|r| r["status"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(statuses, vec!["deferred", "sent"]);
+    let first = &records(dir.path())[0];
+    assert_eq!(first["dsn"], "4.3.0");
+    assert!(
+        first["reply"]
+            .as_str()
+            .unwrap()
+            .contains("451 4.3.0 try again later (in reply to MAIL FROM)"),
+        "{first}"
+    );
+}
+
+#[tokio::test]
+async fn one_refused_recipient_of_three_bounces_alone() {
+    let mut sink = Sink::start(SinkOptions {
+        reject: vec!["nobody@other.example".into()],
+        ..SinkOptions::default()
+    })
+    .await;
+    let server = relay_to(&sink, "").await;
+    let mut c = server.connect().await;
+    c.ehlo().await;
+    let rcpts = ["a@other.example", "nobody@other.example", "b@other.example"];
+    queue_id(
+        &c.send("app@inside.example", &rcpts, &message("three", ""))
+            .await,
+    );
+    let got = sink.next(20).await.unwrap();
+    assert_eq!(got.recipients, vec!["a@other.example", "b@other.example"]);
+    let (spool, dir) = server.stop().await;
+    assert!(
+        spool.is_empty(),
+        "bounced + delivered recipients are all final"
+    );
+    let recs = records(dir.path());
+    let by_rcpt = |r: &str| recs.iter().find(|x| x["recipient"] == r).unwrap().clone();
+    assert_eq!(by_rcpt("a@other.example")["status"], "sent");
+    assert_eq!(by_rcpt("b@other.example")["status"], "sent");
+    let bounced = by_rcpt("nobody@other.example");
+    assert_eq!(bounced["status"], "bounced");
+    assert_eq!(bounced["dsn"], "5.1.1");
+    assert!(sink.try_next().is_none(), "delivered twice");
+}
+
+#[tokio::test]
+async fn encrypt_never_delivers_in_plaintext() {
+    let mut sink = Sink::start(SinkOptions::default()).await; // no STARTTLS
+    let mut server = relay_to(&sink, "").await;
+    server
+        .set(json!({"outbound": {"tls_mode": "encrypt"}, "trusted_networks": ["127.0.0.0/8"]}))
+        .await;
+    let mut c = server.connect().await;
+    c.ehlo().await;
+    queue_id(
+        &c.send(
+            "app@inside.example",
+            &["partner@other.example"],
+            &message("secret", ""),
+        )
+        .await,
+    );
+    assert_eq!(server.next_event(20).await.status, "deferred");
+    let (spool, dir) = server.stop().await;
+    assert!(
+        sink.try_next().is_none(),
+        "delivered in plaintext under encrypt"
+    );
+    assert_eq!(spool.len(), 1, "a deferred message must stay queued");
+    let r = &records(dir.path())[0];
+    assert_eq!(r["status"], "deferred");
+    assert_eq!(r["dsn"], "4.7.4");
+    assert_eq!(r["policy_level"], "encrypt");
+    assert!(
+        r["reply"]
+            .as_str()
+            .unwrap()
+            .starts_with("TLS is required, but was not offered by host 127.0.0.1["),
+        "{r}"
+    );
+}
+
+#[tokio::test]
+async fn may_goes_plaintext_when_not_offered_and_none_never_uses_tls() {
+    let mut sink = Sink::start(SinkOptions::default()).await;
+    let server = relay_to(&sink, "").await;
+    let mut c = server.connect().await;
+    c.ehlo().await;
+    c.send(
+        "app@inside.example",
+        &["partner@other.example"],
+        &message("plain", ""),
+    )
+    .await;
+    let got = sink.next(20).await.unwrap();
+    assert!(!got.tls);
+    drop(server);
+
+    let mut tls_sink = Sink::start(SinkOptions {
+        starttls: true,
+        ..SinkOptions::default()
+    })
+    .await;
+    let server = relay_to(&tls_sink, "").await;
+    server
+        .set(json!({"outbound": {"tls_mode": "disabled"}, "trusted_networks": ["127.0.0.0/8"]}))
+        .await;
+    let mut c = server.connect().await;
+    c.ehlo().await;
+    c.send(
+        "app@inside.example",
+        &["partner@other.example"],
+        &message("none", ""),
+    )
+    .await;
+    let got = tls_sink.next(20).await.unwrap();
+    assert!(!got.tls, "level none used TLS");
+    let (_, dir) = server.stop().await;
+    let r = &records(dir.path())[0];
+    assert_eq!(r["starttls_offered"], true);
+    assert_eq!(r["policy_level"], "none");
+    assert!(r["tls"].is_null());
+}
+
+#[tokio::test]
+async fn expired_message_bounces_with_last_reason() {
+    // A closed port: every attempt fails to connect; a lifetime of 0 makes the first final.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let mut server = TestServer::start_with(&format!(
+        "[outbound]\nqueue_lifetime_secs = 0\n[outbound.routes]\n\"other.example\" = \"[127.0.0.1]:{port}\"\n"
+    ))
+    .await;
+    let mut c = server.connect().await;
+    c.ehlo().await;
+    c.send(
+        "app@inside.example",
+        &["partner@other.example"],
+        &message("expire", ""),
+    )
+    .await;
+    assert_eq!(server.next_event(20).await.status, "bounced");
+    let (spool, dir) = server.stop().await;
+    assert!(spool.is_empty());
+    let r = &records(dir.path())[0];
+    assert_eq!(r["status"], "bounced");
+    assert_eq!(r["dsn"], "5.4.7");
+    assert!(
+        r["reply"]
+            .as_str()
+            .unwrap()
+            .contains("message expired after"),
+        "{r}"
+    );
+    assert!(
+        r["reply"].as_str().unwrap().contains("Connection refused"),
+        "{r}"
+    );
+}
