@@ -9,9 +9,9 @@ use serde_json::{Value, json};
 
 /// A postern whose route for `other.example` is the sink, with `extra` config.
 async fn relay_to(sink: &Sink, extra: &str) -> TestServer {
+    let port = sink.addr.port();
     let config = format!(
-        "[outbound]\nfirst_retry_secs = 1\nmax_retry_secs = 1\n{extra}\n[outbound.routes]\n\"other.example\" = \"[127.0.0.1]:{}\"\n",
-        sink.addr.port()
+        "[outbound]\nfirst_retry_secs = 1\nmax_retry_secs = 1\n{extra}\n[outbound.routes]\n\"other.example\" = \"[127.0.0.1]:{port}\"\n\"inside.example\" = \"[127.0.0.1]:{port}\"\n"
     );
     TestServer::start_with(&config).await
 }
@@ -180,6 +180,11 @@ async fn one_refused_recipient_of_three_bounces_alone() {
     );
     let got = sink.next(20).await.unwrap();
     assert_eq!(got.recipients, vec!["a@other.example", "b@other.example"]);
+    // The DSN reaches the sender's domain through the same engine, with the null sender.
+    let dsn = sink.next(20).await.expect("no DSN delivered");
+    assert_eq!(dsn.sender, "");
+    assert_eq!(dsn.recipients, vec!["app@inside.example"]);
+    check_dsn(&dsn.data);
     let (spool, dir) = server.stop().await;
     assert!(
         spool.is_empty(),
@@ -294,7 +299,17 @@ async fn expired_message_bounces_with_last_reason() {
     .await;
     assert_eq!(server.next_event(20).await.status, "bounced");
     let (spool, dir) = server.stop().await;
-    assert!(spool.is_empty());
+    // What stays queued is the DSN to the sender (whose domain has no route here).
+    let queued = spooled(&spool);
+    assert_eq!(queued.len(), 1);
+    assert_eq!(queued[0].0.envelope.sender, "");
+    assert_eq!(queued[0].0.envelope.recipients, vec!["app@inside.example"]);
+    let text = String::from_utf8_lossy(&queued[0].1);
+    assert!(text.contains("Status: 5.4.7\r\n"), "{text}");
+    assert!(
+        text.contains("Diagnostic-Code: X-Postern; message expired after"),
+        "{text}"
+    );
     let r = &records(dir.path())[0];
     assert_eq!(r["status"], "bounced");
     assert_eq!(r["dsn"], "5.4.7");
@@ -309,4 +324,74 @@ async fn expired_message_bounces_with_last_reason() {
         r["reply"].as_str().unwrap().contains("Connection refused"),
         "{r}"
     );
+}
+
+/// The DSN parses as RFC 3464 inside RFC 6522's multipart/report.
+fn check_dsn(data: &[u8]) {
+    use mail_parser::{MessageParser, MimeHeaders};
+    let msg = MessageParser::default().parse(data).expect("DSN parses");
+    let ct = msg.content_type().expect("DSN has a Content-Type");
+    assert_eq!((ct.ctype(), ct.subtype()), ("multipart", Some("report")));
+    assert_eq!(ct.attribute("report-type"), Some("delivery-status"));
+    assert_eq!(msg.subject(), Some("Undelivered Mail Returned to Sender"));
+    let parts: Vec<(String, String)> = msg
+        .parts
+        .iter()
+        .filter_map(|p| {
+            let ct = p.content_type()?;
+            let kind = format!("{}/{}", ct.ctype(), ct.subtype().unwrap_or(""));
+            Some((kind, String::from_utf8_lossy(p.contents()).into_owned()))
+        })
+        .collect();
+    let part = |kind: &str| {
+        parts
+            .iter()
+            .find(|(k, _)| k == kind)
+            .unwrap_or_else(|| panic!("no {kind} part in {parts:?}"))
+            .1
+            .clone()
+    };
+    let notice = part("text/plain");
+    assert!(
+        notice.contains("<nobody@other.example>: smtp; 550 5.1.1"),
+        "{notice}"
+    );
+    let status = part("message/delivery-status");
+    for field in [
+        "Reporting-MTA: dns; mx.test.example",
+        "Final-Recipient: rfc822; nobody@other.example",
+        "Action: failed",
+        "Status: 5.1.1",
+        "Remote-MTA: dns; 127.0.0.1",
+        "Diagnostic-Code: smtp; 550 5.1.1 <nobody@other.example>: Recipient address rejected: User unknown",
+    ] {
+        assert!(status.contains(field), "missing {field:?} in\n{status}");
+    }
+    assert!(
+        !status.contains("a@other.example"),
+        "delivered recipients must not be reported"
+    );
+    let headers = part("text/rfc822-headers");
+    assert!(headers.contains("Subject: three"), "{headers}");
+    assert!(!headers.contains("Body of three"), "{headers}");
+}
+
+#[tokio::test]
+async fn no_bounce_for_a_bounce() {
+    let mut sink = Sink::start(SinkOptions {
+        reject: vec!["nobody@other.example".into()],
+        ..SinkOptions::default()
+    })
+    .await;
+    let mut server = relay_to(&sink, "").await;
+    let mut c = server.connect().await;
+    c.ehlo().await;
+    let r = c.cmd("MAIL FROM:<>").await;
+    assert_eq!(r.code, 250);
+    assert_eq!(c.cmd("RCPT TO:<nobody@other.example>").await.code, 250);
+    assert_eq!(c.data(&message("a bounce", "")).await.code, 250);
+    assert_eq!(server.next_event(20).await.status, "bounced");
+    let (spool, _) = server.stop().await;
+    assert!(spool.is_empty(), "the bounced bounce must not stay queued");
+    assert!(sink.try_next().is_none(), "a DSN was sent for a bounce");
 }

@@ -21,7 +21,7 @@ use crate::proto::{self, Reply, replies};
 use crate::settings::SettingsHandle;
 use crate::spool::Spool;
 use conn::{Conn, Line, ReadError};
-pub use message::strip_header;
+pub use message::{rfc5322_now, strip_header};
 use session::{Session, Step};
 
 #[derive(Debug, Clone)]

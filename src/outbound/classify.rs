@@ -20,8 +20,8 @@ pub struct Outcome {
     pub dsn: Enhanced,
     /// For the log's `(...)` and the DSN's Diagnostic-Code: the remote reply, or our words.
     pub reason: String,
-    /// The reply came from the remote server (`smtp;` diagnostic) rather than from us.
-    pub remote: bool,
+    /// The remote server's reply, when it decided (`Diagnostic-Code: smtp; ...` in a DSN).
+    pub remote_reply: Option<String>,
 }
 
 impl Outcome {
@@ -43,7 +43,7 @@ impl Outcome {
             class,
             dsn: reply.dsn(),
             reason,
-            remote: true,
+            remote_reply: Some(reply.summary()),
         }
     }
 
@@ -52,7 +52,7 @@ impl Outcome {
             class: Class::Temporary,
             dsn,
             reason: reason.into(),
-            remote: false,
+            remote_reply: None,
         }
     }
 
@@ -61,7 +61,7 @@ impl Outcome {
             class: Class::Permanent,
             dsn,
             reason: reason.into(),
-            remote: false,
+            remote_reply: None,
         }
     }
 
@@ -75,6 +75,14 @@ impl Outcome {
             Enhanced(4, 4, 2),
             format!("conversation with {host} timed out while {stage}"),
         )
+    }
+
+    /// RFC 3464 Diagnostic-Code: the remote reply, or our own reason.
+    pub fn diagnostic(&self) -> String {
+        match &self.remote_reply {
+            Some(reply) => format!("smtp; {reply}"),
+            None => format!("X-Postern; {}", self.reason),
+        }
     }
 
     /// Postfix's status word.

@@ -5,6 +5,7 @@
 
 pub mod classify;
 pub mod client;
+pub mod dsn;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
@@ -156,6 +157,7 @@ async fn attempt(engine: Arc<Engine>, id: QueueId) -> (QueueId, bool) {
     let snapshot = engine.settings.current();
     let started = Instant::now();
     let mut finals = Vec::new();
+    let mut bounced: Vec<(usize, Outcome, String)> = Vec::new();
     let mut still_pending = false;
     for ((domain, level), group) in group_recipients(&entry, &snapshot) {
         let slots = engine.destination_slots(&domain);
@@ -177,10 +179,19 @@ async fn attempt(engine: Arc<Engine>, id: QueueId) -> (QueueId, bool) {
                 .record(&result.event(&entry, *index, decision));
             match result.outcome.class {
                 Class::Delivered => finals.push((*index as u32, Final::Delivered)),
-                Class::Permanent => finals.push((*index as u32, Final::Bounced)),
+                Class::Permanent => {
+                    finals.push((*index as u32, Final::Bounced));
+                    bounced.push((*index, result.outcome.clone(), result.relay.clone()));
+                }
                 Class::Temporary => still_pending = true,
             }
         }
+    }
+    // The notice is queued before the bounce is recorded: a crash in between sends it twice
+    // rather than never.
+    if !bounced.is_empty() && !send_dsn(&engine, &entry, &message, &bounced).await {
+        finals.retain(|(_, state)| *state != Final::Bounced);
+        still_pending = true;
     }
     if let Err(e) = engine.spool.record_outcomes(id, &finals).await {
         // Not recorded means retried: at-least-once, never lost.
@@ -191,6 +202,39 @@ async fn attempt(engine: Arc<Engine>, id: QueueId) -> (QueueId, bool) {
         tracing::info!(target: "postern/qmgr", "{id}: removed");
     }
     (id, still_pending)
+}
+
+/// Queue the DSN for `bounced` recipients; false if it could not be queued.
+async fn send_dsn(
+    engine: &Engine,
+    entry: &QueueEntry,
+    message: &[u8],
+    bounced: &[(usize, Outcome, String)],
+) -> bool {
+    let failed: Vec<dsn::Failed<'_>> = bounced
+        .iter()
+        .map(|(i, outcome, relay)| dsn::Failed {
+            recipient: &entry.envelope.recipients[*i],
+            status: outcome.dsn.to_string(),
+            remote_mta: outcome.remote_reply.as_ref().and(relay.split('[').next()),
+            diagnostic: outcome.diagnostic(),
+        })
+        .collect();
+    let Some((envelope, bytes)) = dsn::build(entry, message, &failed, &engine.helo) else {
+        tracing::info!(target: "postern/bounce", "{}: sender is null: no non-delivery notification", entry.id);
+        return true;
+    };
+    let dsn_id = engine.spool.next_id();
+    match engine.spool.commit(dsn_id, envelope, &bytes).await {
+        Ok(()) => {
+            tracing::info!(target: "postern/bounce", "{}: sender non-delivery notification: {dsn_id}", entry.id);
+            true
+        }
+        Err(e) => {
+            tracing::error!(target: "postern/bounce", "{}: cannot queue the non-delivery notification, will retry: {e}", entry.id);
+            false
+        }
+    }
 }
 
 type Group = Vec<(usize, Decision)>;

@@ -98,6 +98,7 @@ async fn session(
     let mut io = BufReader::new(io);
     let mut in_tls = false;
     let mut sender = String::new();
+    let mut in_transaction = false;
     let mut rcpts = Vec::new();
     io.get_mut()
         .write_all(b"220 sink.test.example ESMTP sink\r\n")
@@ -130,12 +131,13 @@ async fn session(
                 "451 4.3.0 try again later\r\n".into()
             } else {
                 sender = between(&line);
+                in_transaction = true;
                 rcpts.clear();
                 "250 2.1.0 Ok\r\n".into()
             }
         } else if upper.starts_with("RCPT TO:") {
             let rcpt = between(&line);
-            if sender.is_empty() && !line.contains("<>") {
+            if !in_transaction {
                 "503 5.5.1 need MAIL\r\n".into()
             } else if opts.reject.contains(&rcpt) {
                 format!("550 5.1.1 <{rcpt}>: Recipient address rejected: User unknown\r\n")
@@ -149,6 +151,7 @@ async fn session(
             } else {
                 io.get_mut().write_all(b"354 go\r\n").await?;
                 let data = read_data(&mut io).await?;
+                in_transaction = false;
                 let _ = tx.send(Received {
                     sender: std::mem::take(&mut sender),
                     recipients: std::mem::take(&mut rcpts),
@@ -162,6 +165,7 @@ async fn session(
             return Ok(());
         } else if upper == "RSET" {
             sender.clear();
+            in_transaction = false;
             rcpts.clear();
             "250 2.0.0 Ok\r\n".into()
         } else {
