@@ -30,6 +30,9 @@ pub struct Config {
 pub struct OutboundConfig {
     /// Port for every outbound connection (labs and tests); absent: 25, or the route's port.
     pub port: Option<u16>,
+    /// DNS servers for MX and address lookups, `ip:port`; `["system"]` for /etc/resolv.conf.
+    /// Empty: no lookups at all (mail needing one is deferred, saying so).
+    pub nameservers: Vec<String>,
     /// Static routes for labs: recipient domain -> next hop (`[127.0.0.1]:2526`). They come
     /// before relay-domain transports and MX lookups.
     pub routes: std::collections::BTreeMap<String, String>,
@@ -50,6 +53,7 @@ impl Default for OutboundConfig {
     fn default() -> Self {
         OutboundConfig {
             port: None,
+            nameservers: Vec::new(),
             routes: Default::default(),
             first_retry_secs: 300,
             max_retry_secs: 3600,

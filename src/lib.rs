@@ -136,12 +136,21 @@ pub fn prepare(config: Config) -> anyhow::Result<Server> {
             data.join("log").display()
         )
     })?;
+    let resolver: Option<Arc<dyn outbound::dns::Resolver>> =
+        if config.outbound.nameservers.is_empty() {
+            None
+        } else {
+            let r = outbound::dns::Hickory::new(&config.outbound.nameservers)
+                .map_err(|e| anyhow::anyhow!("outbound.nameservers: {e}"))?;
+            Some(Arc::new(r))
+        };
     let engine = Arc::new(outbound::Engine::new(
         spool.clone(),
         settings.clone(),
         config.outbound.clone(),
         config.server.hostname.clone(),
         events,
+        resolver,
     ));
     let (new_tx, incoming) = tokio::sync::mpsc::unbounded_channel();
     spool.subscribe(new_tx);

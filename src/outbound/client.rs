@@ -278,6 +278,23 @@ pub async fn deliver(job: &Job<'_>, tls: &Arc<rustls::ClientConfig>) -> Result<S
     let results = transaction(&mut conn, job, &ext, &name)
         .await
         .map_err(fail)?;
+    // 421: the server is closing the session (RFC 5321 section 3.8): try the next host, as
+    // Postfix does, rather than wait for the retry.
+    if results
+        .iter()
+        .all(|o| o.class == super::classify::Class::Temporary)
+        && let Some(o) = results.iter().find(|o| {
+            o.remote_reply
+                .as_deref()
+                .is_some_and(|r| r.starts_with("421"))
+        })
+    {
+        return Err(Failure::All {
+            outcome: o.clone(),
+            try_next_host: true,
+            starttls_offered,
+        });
+    }
     let _ = conn.command("QUIT", "QUIT").await;
     Ok(Session {
         results,

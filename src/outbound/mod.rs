@@ -5,6 +5,7 @@
 
 pub mod classify;
 pub mod client;
+pub mod dns;
 pub mod dsn;
 
 use std::cmp::Reverse;
@@ -25,6 +26,7 @@ use crate::spool::{Final, QueueEntry, QueueId, Spool};
 use classify::{Class, Outcome};
 
 pub struct Engine {
+    resolver: Option<Arc<dyn dns::Resolver>>,
     spool: Spool,
     settings: SettingsHandle,
     cfg: OutboundConfig,
@@ -42,8 +44,10 @@ impl Engine {
         cfg: OutboundConfig,
         helo: String,
         events: EventLog,
+        resolver: Option<Arc<dyn dns::Resolver>>,
     ) -> Engine {
         Engine {
+            resolver,
             total: Arc::new(Semaphore::new(cfg.max_concurrency)),
             spool,
             settings,
@@ -330,7 +334,7 @@ async fn deliver_group(
             })
             .collect()
     };
-    let hosts = match next_hops(&engine.cfg, snapshot, domain) {
+    let hosts = match next_hops(&engine.cfg, engine.resolver.as_deref(), snapshot, domain).await {
         Ok(h) => h,
         Err(outcome) => return all(outcome, "none".into(), false),
     };
@@ -412,10 +416,11 @@ fn log_tls(id: QueueId, relay: &str, host: &str, session: &client::Session, leve
     }
 }
 
-/// Where mail for `domain` goes: a static route from the config, else the relay domain's
-/// transport. MX lookups are not wired yet: such a domain is deferred with that reason.
-fn next_hops(
+/// Where mail for `domain` goes, in the order to try: a static route from the config, else
+/// the relay domain's transport, else its MX hosts (RFC 5321 section 5.1).
+async fn next_hops(
     cfg: &OutboundConfig,
+    resolver: Option<&dyn dns::Resolver>,
     snapshot: &Snapshot,
     domain: &str,
 ) -> Result<Vec<(String, SocketAddr)>, Outcome> {
@@ -424,28 +429,87 @@ fn next_hops(
             .relay_domain(domain)
             .and_then(|d| d.transport.clone())
     });
-    let Some(hop) = hop else {
+    let (name, port, mx) = match &hop {
+        Some(hop) => {
+            let hop = NextHop::parse(hop).map_err(|e| {
+                Outcome::temporary(Enhanced(4, 3, 5), format!("bad next hop for {domain}: {e}"))
+            })?;
+            (hop.host, hop.port, hop.mx_lookup)
+        }
+        None => (domain.to_string(), 25, true),
+    };
+    let port = cfg.port.unwrap_or(port);
+    if let Ok(ip) = name.parse::<IpAddr>() {
+        return Ok(vec![(name, SocketAddr::new(ip, port))]);
+    }
+    if name == "localhost" {
+        return Ok(vec![(name, SocketAddr::from(([127, 0, 0, 1], port)))]);
+    }
+    let Some(resolver) = resolver else {
         return Err(Outcome::temporary(
             Enhanced(4, 4, 3),
-            format!(
-                "no route to {domain}: MX lookup is not available yet; give the relay domain a transport or add an [outbound.routes] entry"
-            ),
+            format!("cannot look up {name}: no DNS nameservers configured (outbound.nameservers)"),
         ));
     };
-    let hop = NextHop::parse(&hop).map_err(|e| {
-        Outcome::temporary(Enhanced(4, 3, 5), format!("bad next hop for {domain}: {e}"))
-    })?;
-    let port = cfg.port.unwrap_or(hop.port);
-    let ip: IpAddr = match hop.host.as_str() {
-        "localhost" => IpAddr::from([127, 0, 0, 1]),
-        h => h.parse().map_err(|_| {
-            Outcome::temporary(
-                Enhanced(4, 4, 3),
-                format!("cannot resolve next hop {h} for {domain}: DNS lookups are not available yet; use an IP address"),
-            )
-        })?,
+    let hosts = if mx {
+        mx_hosts(resolver, &name).await?
+    } else {
+        vec![name.clone()]
     };
-    Ok(vec![(hop.host.clone(), SocketAddr::new(ip, port))])
+    let mut out = Vec::new();
+    let mut last_error = None;
+    for host in hosts {
+        match resolver.ips(&host).await {
+            Ok(ips) => out.extend(
+                ips.into_iter()
+                    .map(|ip| (host.clone(), SocketAddr::new(ip, port))),
+            ),
+            Err(e) => last_error = Some(dns_outcome(&host, "A", e)),
+        }
+    }
+    if out.is_empty() {
+        return Err(last_error.unwrap_or_else(|| {
+            Outcome::temporary(Enhanced(4, 4, 4), format!("Host or domain name not found. Name service error for name={name}: no address records"))
+        }));
+    }
+    Ok(out)
+}
+
+/// MX hosts by preference, equal preferences in random order (RFC 5321 section 5.1); the
+/// domain itself when it has no MX; null MX and NXDOMAIN are final.
+async fn mx_hosts(resolver: &dyn dns::Resolver, domain: &str) -> Result<Vec<String>, Outcome> {
+    match resolver.mx(domain).await {
+        Ok(dns::MxAnswer::Hosts(mut hosts)) => {
+            use rand::seq::SliceRandom;
+            hosts.shuffle(&mut rand::thread_rng());
+            hosts.sort_by_key(|(pref, _)| *pref); // stable: shuffled order kept within a preference
+            Ok(hosts.into_iter().map(|(_, h)| h).collect())
+        }
+        Ok(dns::MxAnswer::NoMx) => Ok(vec![domain.to_string()]),
+        Ok(dns::MxAnswer::NullMx) => Err(Outcome::permanent(
+            Enhanced(5, 1, 10),
+            format!("Domain {domain} does not accept mail (nullMX)"),
+        )),
+        Err(e) => Err(dns_outcome(domain, "MX", e)),
+    }
+}
+
+/// Postfix's wording for name service errors.
+fn dns_outcome(name: &str, rtype: &str, e: dns::DnsError) -> Outcome {
+    match e {
+        dns::DnsError::NotFound => Outcome::permanent(
+            Enhanced(5, 1, 2),
+            format!(
+                "Host or domain name not found. Name service error for name={name} type={rtype}: Host not found"
+            ),
+        ),
+        dns::DnsError::Temporary(why) => Outcome::temporary(
+            Enhanced(4, 4, 3),
+            format!(
+                "Host or domain name not found. Name service error for name={name} type={rtype}: Host not found, try again ({why})"
+            ),
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -466,13 +530,13 @@ mod tests {
         let (spool, _) = Spool::open(&dir.path().join("spool"), 1 << 20).unwrap();
         let settings = SettingsHandle::open(&dir.path().join("s.redb")).unwrap();
         let events = EventLog::open(dir.path()).unwrap();
-        let e = Engine::new(spool, settings, engine_cfg(), "h".into(), events);
+        let e = Engine::new(spool, settings, engine_cfg(), "h".into(), events, None);
         let secs: Vec<u64> = (1..=6).map(|n| e.backoff(n).as_secs()).collect();
         assert_eq!(secs, vec![300, 600, 1200, 2400, 3600, 3600]);
     }
 
-    #[test]
-    fn routes_prefer_config_then_transport() {
+    #[tokio::test]
+    async fn routes_prefer_config_then_transport() {
         let mut cfg = engine_cfg();
         cfg.routes
             .insert("lab.example".into(), "[127.0.0.1]:2526".into());
@@ -484,14 +548,21 @@ mod tests {
         });
         let snap = Snapshot::new(s, 0);
         assert_eq!(
-            next_hops(&cfg, &snap, "lab.example").unwrap()[0].1,
+            next_hops(&cfg, None, &snap, "lab.example").await.unwrap()[0].1,
             "127.0.0.1:2526".parse().unwrap()
         );
         assert_eq!(
-            next_hops(&cfg, &snap, "ours.example").unwrap()[0].1,
+            next_hops(&cfg, None, &snap, "ours.example").await.unwrap()[0].1,
             "127.0.0.2:2600".parse().unwrap()
         );
-        let err = next_hops(&cfg, &snap, "elsewhere.example").unwrap_err();
+        let err = next_hops(&cfg, None, &snap, "elsewhere.example")
+            .await
+            .unwrap_err();
+        assert!(
+            err.reason.contains("no DNS nameservers configured"),
+            "{}",
+            err.reason
+        );
         assert_eq!((err.class, err.dsn), (Class::Temporary, Enhanced(4, 4, 3)));
     }
 }
