@@ -18,6 +18,8 @@ pub struct SinkOptions {
     pub defer_first: usize,
     /// Recipients refused with `550 5.1.1`.
     pub reject: Vec<String>,
+    /// Every MAIL gets `421 4.3.2` (a server closing down).
+    pub closing: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -36,7 +38,12 @@ pub struct Sink {
 
 impl Sink {
     pub async fn start(opts: SinkOptions) -> Sink {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Sink::start_on("127.0.0.1:0".parse().unwrap(), opts).await
+    }
+
+    /// On a given address: MX hosts are different 127.0.0.x addresses with one port.
+    pub async fn start_on(bind: SocketAddr, opts: SinkOptions) -> Sink {
+        let listener = TcpListener::bind(bind).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = mpsc::unbounded_channel();
         let sessions = Arc::new(AtomicUsize::new(0));
@@ -127,7 +134,9 @@ async fn session(
             continue;
         } else if upper.starts_with("MAIL FROM:") {
             let n = transactions.fetch_add(1, Ordering::SeqCst);
-            if n < opts.defer_first {
+            if opts.closing {
+                "421 4.3.2 Service shutting down\r\n".into()
+            } else if n < opts.defer_first {
                 "451 4.3.0 try again later\r\n".into()
             } else {
                 sender = between(&line);
