@@ -32,6 +32,14 @@ struct Cli {
 enum Command {
     /// Run the server (SMTP and the control API) until SIGTERM or Ctrl-C.
     Serve,
+    /// Probe a remote MTA's STARTTLS: offered?, protocol, cipher, bits, certificate, chain.
+    /// Exit code 0 when TLS was negotiated, 1 when not, 2 when the probe failed.
+    CheckTls {
+        /// `domain` (its first MX), `host[:port]`, `[host]:port` or an IP address.
+        target: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Read or replace the running server's settings document.
     Settings {
         #[command(subcommand)]
@@ -58,10 +66,14 @@ fn main() -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(format!("cannot start the runtime: {e}")),
     };
+    if let Command::CheckTls { target, json } = &cli.command {
+        return runtime.block_on(check_tls(&config, target, *json));
+    }
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve => serve(config).await,
             Command::Settings { action } => settings(config, cli.api, action).await,
+            Command::CheckTls { .. } => unreachable!("handled above"),
         }
     });
     match result {
@@ -88,6 +100,48 @@ fn init_logging() {
 async fn serve(config: Config) -> anyhow::Result<()> {
     let listeners = postern::Listeners::bind(&config).await?;
     postern::run(config, listeners, shutdown_signal()).await
+}
+
+async fn check_tls(config: &Config, target: &str, json: bool) -> ExitCode {
+    postern::tls::install_provider();
+    let resolver = if config.outbound.nameservers.is_empty() {
+        None
+    } else {
+        match postern::outbound::dns::Hickory::new(&config.outbound.nameservers) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                eprintln!("postern: fatal: outbound.nameservers: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    };
+    let resolver = resolver
+        .as_ref()
+        .map(|r| r as &dyn postern::outbound::dns::Resolver);
+    let timeout = std::time::Duration::from_secs(config.outbound.connect_timeout_secs.max(5));
+    match postern::outbound::check_tls::check(target, resolver, &config.server.hostname, timeout)
+        .await
+    {
+        Ok(report) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                );
+            } else {
+                println!("{}", report.text());
+            }
+            if report.negotiated() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("postern: check-tls {target}: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 async fn shutdown_signal() {

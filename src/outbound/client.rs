@@ -305,6 +305,79 @@ pub async fn deliver(job: &Job<'_>, tls: &Arc<rustls::ClientConfig>) -> Result<S
     })
 }
 
+/// What a STARTTLS probe saw (`postern check-tls`).
+pub struct Probe {
+    pub greeting: String,
+    pub starttls_offered: bool,
+    pub tls: Option<TlsInfo>,
+    /// The peer's chain as sent, end-entity first.
+    pub chain: Vec<rustls_pki_types::CertificateDer<'static>>,
+    pub tls_error: Option<String>,
+}
+
+/// Connect, EHLO, and STARTTLS if offered, accepting any certificate so it can be reported.
+pub async fn probe(
+    host: &str,
+    addr: SocketAddr,
+    helo: &str,
+    timeout: Duration,
+) -> Result<Probe, String> {
+    let name = format!("{host}[{}]:{}", addr.ip(), addr.port());
+    let tcp = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| format!("connect to {name}: Connection timed out"))?
+        .map_err(|e| format!("connect to {name}: {e}"))?;
+    let mut conn = Conn {
+        io: BufReader::new(Box::new(tcp)),
+        timeout,
+        name: name.clone(),
+    };
+    let greeting = conn.read_reply("greeting").await.map_err(|o| o.reason)?;
+    let ext = hello(&mut conn, helo, &name).await.map_err(|o| o.reason)?;
+    let mut probe = Probe {
+        greeting: greeting.summary(),
+        starttls_offered: ext.starttls,
+        tls: None,
+        chain: Vec::new(),
+        tls_error: None,
+    };
+    if !ext.starttls {
+        let _ = conn.command("QUIT", "QUIT").await;
+        return Ok(probe);
+    }
+    let reply = conn
+        .command("STARTTLS", "STARTTLS")
+        .await
+        .map_err(|o| o.reason)?;
+    if reply.code != 220 {
+        probe.tls_error = Some(format!("STARTTLS refused: {}", reply.summary()));
+        return Ok(probe);
+    }
+    let job_tls = unauthenticated_tls_config();
+    let server_name = ServerName::try_from(host.to_string())
+        .unwrap_or_else(|_| ServerName::IpAddress(addr.ip().into()));
+    let stream = conn.io.into_inner();
+    match tokio::time::timeout(
+        timeout,
+        tokio_rustls::TlsConnector::from(job_tls).connect(server_name, stream),
+    )
+    .await
+    {
+        Ok(Ok(mut tls)) => {
+            let state = tls.get_ref().1;
+            probe.tls = TlsInfo::from_connection(state);
+            probe.chain = state
+                .peer_certificates()
+                .map(|c| c.iter().map(|d| d.clone().into_owned()).collect())
+                .unwrap_or_default();
+            let _ = tls.write_all(b"QUIT\r\n").await;
+        }
+        Ok(Err(e)) => probe.tls_error = Some(e.to_string()),
+        Err(_) => probe.tls_error = Some("TLS handshake timed out".into()),
+    }
+    Ok(probe)
+}
+
 async fn hello(conn: &mut Conn, helo: &str, name: &str) -> Result<Extensions, Outcome> {
     let reply = conn.command(&format!("EHLO {helo}"), "EHLO").await?;
     if reply.code == 250 {

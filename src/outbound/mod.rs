@@ -3,6 +3,7 @@
 //! destination and TLS level, connects, enforces the level, and records every result:
 //! final ones durably in the spool (so they are never retried), each one as a delivery event.
 
+pub mod check_tls;
 pub mod classify;
 pub mod client;
 pub mod dns;
