@@ -4,73 +4,15 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use common::process::spawn_postern;
 use common::*;
 use postern::spool::Spool;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
-
-struct Proc {
-    child: Child,
-    smtp: SocketAddr,
-    log: Arc<std::sync::Mutex<Vec<String>>>,
-}
-
-/// Start `postern serve` (optionally through `sh -c` with a prefix such as a ulimit) and wait
-/// for its "daemon started" line, which names the bound SMTP address.
-fn spawn_postern(dir: &Path, shell_prefix: Option<&str>) -> Proc {
-    let config = dir.join("postern.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nhostname = \"mx.test.example\"\ndata_dir = \"{}\"\n[smtp]\nlisten = \"127.0.0.1:0\"\nshutdown_grace_secs = 5\n[admin]\nlisten = \"127.0.0.1:0\"\n",
-            dir.join("data").display()
-        ),
-    )
-    .unwrap();
-    let bin = env!("CARGO_BIN_EXE_postern");
-    let mut cmd = match shell_prefix {
-        None => Command::new(bin),
-        Some(prefix) => {
-            let mut c = Command::new("sh");
-            c.arg("-c")
-                .arg(format!("{prefix}; exec \"$0\" \"$@\""))
-                .arg(bin);
-            c
-        }
-    };
-    let mut child = cmd
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let smtp = loop {
-        let line = lines
-            .next()
-            .expect("postern exited before starting")
-            .unwrap();
-        log.lock().unwrap().push(line.clone());
-        if let Some(rest) = line.split("smtp on ").nth(1) {
-            break rest.split(',').next().unwrap().parse().unwrap();
-        }
-    };
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            sink.lock().unwrap().push(line);
-        }
-    });
-    Proc { child, smtp, log }
-}
 
 fn body_for(session: usize, n: usize) -> Vec<u8> {
     // ~48 KiB, sent in several writes, so a kill often lands inside DATA.
@@ -176,7 +118,7 @@ fn key_of(message: &[u8]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_stream_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
-    let mut proc = spawn_postern(dir.path(), None);
+    let mut proc = spawn_postern(dir.path(), None, "");
     let acked_total = Arc::new(AtomicUsize::new(0));
     let progress = Arc::new(tokio::sync::Notify::new());
     let clients: Vec<_> = (0..20)
@@ -211,7 +153,7 @@ async fn sigkill_mid_stream_loses_nothing_acknowledged() {
     std::io::Write::write_all(&mut f, b"PSTN\x01\xff\xff\x00\x00partial").unwrap();
 
     // Restart: it must come up, saying it skipped the torn tail.
-    let mut proc = spawn_postern(dir.path(), None);
+    let mut proc = spawn_postern(dir.path(), None, "");
     let started = proc.log.lock().unwrap().join("\n");
     assert!(started.contains("torn record at offset"), "{started}");
     assert!(!started.contains("recovered 0 message"), "{started}");
@@ -272,7 +214,7 @@ async fn storage_failure_gives_452_never_250() {
     let dir = tempfile::tempdir().unwrap();
     // Every file postern writes may grow to 1 MiB (ulimit -f counts KiB); SIGXFSZ ignored so a
     // write past it fails with EFBIG, as a full disk fails with ENOSPC.
-    let mut proc = spawn_postern(dir.path(), Some("trap '' XFSZ; ulimit -f 1024"));
+    let mut proc = spawn_postern(dir.path(), Some("trap '' XFSZ; ulimit -f 1024"), "");
     let mut c = SmtpClient::connect(proc.smtp, None, None).await;
     c.cmd("HELO fill.test").await;
     let big = vec![b'y'; 1000]

@@ -1,0 +1,75 @@
+//! postern as a real process (for SIGKILL and resource-limit tests).
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+
+pub struct Proc {
+    pub child: Child,
+    pub smtp: SocketAddr,
+    pub log: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+/// Start `postern serve` (optionally through `sh -c` with a prefix such as a ulimit) and wait
+/// for its "daemon started" line, which names the bound SMTP address.
+pub fn spawn_postern(dir: &Path, shell_prefix: Option<&str>, extra: &str) -> Proc {
+    let config = dir.join("postern.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nhostname = \"mx.test.example\"\ndata_dir = \"{}\"\n[smtp]\nlisten = \"127.0.0.1:0\"\nshutdown_grace_secs = 5\n[admin]\nlisten = \"127.0.0.1:0\"\n{extra}\n",
+            dir.join("data").display()
+        ),
+    )
+    .unwrap();
+    let bin = env!("CARGO_BIN_EXE_postern");
+    let mut cmd = match shell_prefix {
+        None => Command::new(bin),
+        Some(prefix) => {
+            let mut c = Command::new("sh");
+            c.arg("-c")
+                .arg(format!("{prefix}; exec \"$0\" \"$@\""))
+                .arg(bin);
+            c
+        }
+    };
+    let mut child = cmd
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let smtp = loop {
+        let line = lines
+            .next()
+            .expect("postern exited before starting")
+            .unwrap();
+        log.lock().unwrap().push(line.clone());
+        if let Some(rest) = line.split("smtp on ").nth(1) {
+            break rest.split(',').next().unwrap().parse().unwrap();
+        }
+    };
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    Proc { child, smtp, log }
+}
+
+impl Proc {
+    /// SIGTERM and wait; true if it exited cleanly.
+    pub fn terminate(mut self) -> bool {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        self.child.wait().map(|s| s.success()).unwrap_or(false)
+    }
+}
