@@ -33,6 +33,9 @@ pub struct OutboundConfig {
     /// DNS servers for MX and address lookups, `ip:port`; `["system"]` for /etc/resolv.conf.
     /// Empty: no lookups at all (mail needing one is deferred, saying so).
     pub nameservers: Vec<String>,
+    /// Postfix's `relayhost`: the next hop for every domain without a route or transport
+    /// (a smarthost), e.g. `[10.0.0.1]:587`. Absent: MX lookups.
+    pub relayhost: Option<String>,
     /// Static routes for labs: recipient domain -> next hop (`[127.0.0.1]:2526`). They come
     /// before relay-domain transports and MX lookups.
     pub routes: std::collections::BTreeMap<String, String>,
@@ -54,6 +57,7 @@ impl Default for OutboundConfig {
         OutboundConfig {
             port: None,
             nameservers: Vec::new(),
+            relayhost: None,
             routes: Default::default(),
             first_retry_secs: 300,
             max_retry_secs: 3600,
@@ -229,6 +233,14 @@ impl Config {
                     message: format!("{domain}: {e}"),
                 });
             }
+        }
+        if let Some(Err(e)) = self
+            .outbound
+            .relayhost
+            .as_deref()
+            .map(crate::settings::NextHop::parse)
+        {
+            return Err(invalid("outbound.relayhost", &e));
         }
         if self.outbound.max_concurrency == 0 || self.outbound.destination_concurrency == 0 {
             return Err(invalid(

@@ -418,18 +418,23 @@ fn log_tls(id: QueueId, relay: &str, host: &str, session: &client::Session, leve
 }
 
 /// Where mail for `domain` goes, in the order to try: a static route from the config, else
-/// the relay domain's transport, else its MX hosts (RFC 5321 section 5.1).
+/// the relay domain's transport, else the relayhost, else its MX hosts (RFC 5321 5.1).
 async fn next_hops(
     cfg: &OutboundConfig,
     resolver: Option<&dyn dns::Resolver>,
     snapshot: &Snapshot,
     domain: &str,
 ) -> Result<Vec<(String, SocketAddr)>, Outcome> {
-    let hop = cfg.routes.get(domain).cloned().or_else(|| {
-        snapshot
-            .relay_domain(domain)
-            .and_then(|d| d.transport.clone())
-    });
+    let hop = cfg
+        .routes
+        .get(domain)
+        .cloned()
+        .or_else(|| {
+            snapshot
+                .relay_domain(domain)
+                .and_then(|d| d.transport.clone())
+        })
+        .or_else(|| cfg.relayhost.clone());
     let (name, port, mx) = match &hop {
         Some(hop) => {
             let hop = NextHop::parse(hop).map_err(|e| {
@@ -565,5 +570,13 @@ mod tests {
             err.reason
         );
         assert_eq!((err.class, err.dsn), (Class::Temporary, Enhanced(4, 4, 3)));
+        cfg.relayhost = Some("[127.0.0.3]:2700".into());
+        let hops = next_hops(&cfg, None, &snap, "elsewhere.example")
+            .await
+            .unwrap();
+        assert_eq!(hops[0].1, "127.0.0.3:2700".parse().unwrap());
+        // A transport still wins over the relayhost.
+        let hops = next_hops(&cfg, None, &snap, "ours.example").await.unwrap();
+        assert_eq!(hops[0].1, "127.0.0.2:2600".parse().unwrap());
     }
 }
