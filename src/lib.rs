@@ -205,7 +205,7 @@ impl Server {
         );
         let (stop_tx, stop_rx) = watch::channel(false);
         let smtp = tokio::spawn(inbound::run(listeners.smtp, ctx, stop_rx.clone()));
-        let app = admin::router(admin::AdminState::new(settings, token));
+        let app = admin::router(admin::AdminState::new(settings, spool.clone(), token));
         let api = tokio::spawn(admin::run(
             listeners.admin,
             TlsAcceptor::from(admin_tls),

@@ -40,11 +40,45 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The mail queue of the running server (like postqueue and postsuper).
+    Queue {
+        #[command(subcommand)]
+        action: QueueAction,
+    },
     /// Read or replace the running server's settings document.
     Settings {
         #[command(subcommand)]
         action: SettingsAction,
     },
+}
+
+#[derive(Subcommand)]
+enum QueueAction {
+    /// List queued messages, like `postqueue -p` (`!` after the ID: on hold).
+    List {
+        /// Only senders containing this text.
+        #[arg(long)]
+        sender: Option<String>,
+        /// Only messages with a recipient containing this text.
+        #[arg(long)]
+        recipient: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Envelope, per-recipient state, last error and headers of one message.
+    Show { id: String },
+    /// Try delivery now: one message, or every message not on hold (`--all`, postqueue -f).
+    Retry {
+        id: Option<String>,
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
+    },
+    /// Put a message on hold (postsuper -h): kept, not delivered.
+    Hold { id: String },
+    /// Release a held message (postsuper -H).
+    Release { id: String },
+    /// Delete a message without delivery or bounce (postsuper -d).
+    Delete { id: String },
 }
 
 #[derive(Subcommand)]
@@ -73,6 +107,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve => serve(config).await,
             Command::Settings { action } => settings(config, cli.api, action).await,
+            Command::Queue { action } => queue(config, cli.api, action).await,
             Command::CheckTls { .. } => unreachable!("handled above"),
         }
     });
@@ -192,6 +227,138 @@ async fn settings(
             Ok(())
         }
     }
+}
+
+async fn queue(config: Config, api: Option<SocketAddr>, action: QueueAction) -> anyhow::Result<()> {
+    use postern::admin::queue::{Done, QueueItem};
+    postern::tls::install_provider();
+    let client = ApiClient::new(api.unwrap_or(config.admin.listen), &config.server.data_dir)?;
+    let act = |method: Method, path: String| {
+        let client = &client;
+        async move {
+            let (status, body) = client.request(method, &path, None).await?;
+            parse_response::<Done>(status, &body)
+        }
+    };
+    match action {
+        QueueAction::List {
+            sender,
+            recipient,
+            json,
+        } => {
+            let mut query = Vec::new();
+            if let Some(s) = sender {
+                query.push(format!("sender={}", url_escape(&s)));
+            }
+            if let Some(r) = recipient {
+                query.push(format!("recipient={}", url_escape(&r)));
+            }
+            let path = format!("/api/v1/queue?{}", query.join("&"));
+            let (status, body) = client.request(Method::GET, &path, None).await?;
+            let items: Vec<QueueItem> = parse_response(status, &body)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&items)?);
+            } else {
+                print!("{}", postqueue_listing(&items));
+            }
+        }
+        QueueAction::Show { id } => {
+            let (status, body) = client
+                .request(Method::GET, &format!("/api/v1/queue/{id}"), None)
+                .await?;
+            let item: QueueItem = parse_response(status, &body)?;
+            print!("{}", postqueue_listing(std::slice::from_ref(&item)));
+            for r in &item.recipients {
+                println!("recipient {}: {}", r.address, r.state);
+            }
+            println!("attempts: {}", item.attempts);
+            println!("\n{}", item.headers.unwrap_or_default().trim_end());
+        }
+        QueueAction::Retry { all: true, .. } => {
+            let (status, body) = client
+                .request(Method::POST, "/api/v1/queue/retry", None)
+                .await?;
+            let done: Vec<Done> = parse_response(status, &body)?;
+            eprintln!(
+                "postern: {} message(s) scheduled for delivery now",
+                done.len()
+            );
+        }
+        QueueAction::Retry { id: Some(id), .. } => {
+            report(act(Method::POST, format!("/api/v1/queue/{id}/retry")).await?)
+        }
+        QueueAction::Retry {
+            id: None,
+            all: false,
+        } => anyhow::bail!("queue retry: give a queue ID, or --all"),
+        QueueAction::Hold { id } => {
+            report(act(Method::POST, format!("/api/v1/queue/{id}/hold")).await?)
+        }
+        QueueAction::Release { id } => {
+            report(act(Method::POST, format!("/api/v1/queue/{id}/release")).await?)
+        }
+        QueueAction::Delete { id } => {
+            report(act(Method::DELETE, format!("/api/v1/queue/{id}")).await?)
+        }
+    }
+    Ok(())
+}
+
+fn report(done: postern::admin::queue::Done) {
+    eprintln!("postern: {}: {}", done.id, done.action);
+}
+
+fn url_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'@' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `postqueue -p`'s layout: ID (with `!` when held), size, arrival, sender; then the last
+/// error in parentheses and the pending recipients, indented.
+fn postqueue_listing(items: &[postern::admin::queue::QueueItem]) -> String {
+    if items.is_empty() {
+        return "Mail queue is empty\n".into();
+    }
+    let mut out =
+        String::from("-Queue ID-      --Size-- ----Arrival Time---- -Sender/Recipient-------\n");
+    let mut bytes = 0usize;
+    for item in items {
+        bytes += item.size;
+        let arrival = time::OffsetDateTime::from_unix_timestamp(item.arrival_unix as i64)
+            .ok()
+            .and_then(|t| t.format(time::macros::format_description!("[weekday repr:short] [month repr:short] [day padding:space] [hour]:[minute]:[second]")).ok())
+            .unwrap_or_default();
+        let id = format!("{}{}", item.id, if item.held { "!" } else { "" });
+        let sender = if item.sender.is_empty() {
+            "MAILER-DAEMON"
+        } else {
+            &item.sender
+        };
+        out.push_str(&format!(
+            "{id:<15} {:>8} {arrival:<20} {sender}\n",
+            item.size
+        ));
+        if let Some(e) = &item.last_error {
+            out.push_str(&format!("{:42}({e})\n", ""));
+        }
+        for r in item.recipients.iter().filter(|r| r.state == "pending") {
+            out.push_str(&format!("{:42}{}\n", "", r.address));
+        }
+        out.push('\n');
+    }
+    out.push_str(&format!(
+        "-- {} Kbytes in {} Request{}.\n",
+        bytes.div_ceil(1024),
+        items.len(),
+        if items.len() == 1 { "" } else { "s" }
+    ));
+    out
 }
 
 fn parse_response<T: serde::de::DeserializeOwned>(

@@ -3,6 +3,7 @@
 //! pages are built on these handlers.
 
 pub mod client;
+pub mod queue;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -28,13 +29,15 @@ use crate::settings::{Argon2Hasher, ReplaceError, SettingsDoc, SettingsHandle};
 #[derive(Clone)]
 pub struct AdminState {
     pub settings: SettingsHandle,
+    pub spool: crate::spool::Spool,
     token: Arc<str>,
 }
 
 impl AdminState {
-    pub fn new(settings: SettingsHandle, token: String) -> AdminState {
+    pub fn new(settings: SettingsHandle, spool: crate::spool::Spool, token: String) -> AdminState {
         AdminState {
             settings,
+            spool,
             token: token.into(),
         }
     }
@@ -51,7 +54,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, error: impl Into<String>, field: Option<String>) -> ApiError {
+    pub fn new(status: StatusCode, error: impl Into<String>, field: Option<String>) -> ApiError {
         ApiError {
             status,
             error: error.into(),
@@ -76,6 +79,13 @@ impl IntoResponse for ApiError {
 pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/api/v1/settings", get(get_settings).put(put_settings))
+        .route("/api/v1/queue", get(queue::list))
+        .route("/api/v1/queue/retry", axum::routing::post(queue::retry_all))
+        .route("/api/v1/queue/{id}", get(queue::show).delete(queue::delete))
+        .route(
+            "/api/v1/queue/{id}/{action}",
+            axum::routing::post(queue::act),
+        )
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)
 }

@@ -138,6 +138,9 @@ mod tests {
                 len: 0,
             },
             done: vec![None],
+            held: false,
+            attempts: 0,
+            last_error: None,
         }
     }
 

@@ -151,6 +151,10 @@ async fn attempt(engine: Arc<Engine>, id: QueueId) -> (QueueId, bool) {
     let Some(entry) = engine.spool.get(id) else {
         return (id, false);
     };
+    if entry.held {
+        // Out of the schedule until released (release pokes it back in).
+        return (id, false);
+    }
     let message = match engine.spool.read_message(id) {
         Ok(m) => m,
         Err(e) => {
@@ -163,6 +167,7 @@ async fn attempt(engine: Arc<Engine>, id: QueueId) -> (QueueId, bool) {
     let started = Instant::now();
     let mut finals = Vec::new();
     let mut bounced: Vec<(usize, Outcome, String)> = Vec::new();
+    let mut last_problem = None;
     let mut still_pending = false;
     for ((domain, level), group) in group_recipients(&entry, &snapshot) {
         let slots = engine.destination_slots(&domain);
@@ -188,7 +193,10 @@ async fn attempt(engine: Arc<Engine>, id: QueueId) -> (QueueId, bool) {
                     finals.push((*index as u32, Final::Bounced));
                     bounced.push((*index, result.outcome.clone(), result.relay.clone()));
                 }
-                Class::Temporary => still_pending = true,
+                Class::Temporary => {
+                    still_pending = true;
+                    last_problem = Some(result.outcome.reason.clone());
+                }
             }
         }
     }
@@ -203,7 +211,9 @@ async fn attempt(engine: Arc<Engine>, id: QueueId) -> (QueueId, bool) {
         tracing::error!(target: "postern/qmgr", "{id}: cannot record delivery outcomes, will retry them: {e}");
         still_pending = true;
     }
-    if !still_pending {
+    if still_pending {
+        engine.spool.note_attempt(id, last_problem);
+    } else {
         tracing::info!(target: "postern/qmgr", "{id}: removed");
     }
     (id, still_pending)

@@ -63,6 +63,11 @@ pub struct QueueEntry {
     pub location: Location,
     /// Per recipient (same order as `envelope.recipients`): its final state once recorded.
     pub done: Vec<Option<Final>>,
+    /// On hold: not delivered until released (kept across restarts).
+    pub held: bool,
+    /// Attempts since start-up and the last temporary problem (for the queue listing).
+    pub attempts: u32,
+    pub last_error: Option<String>,
 }
 
 impl QueueEntry {
@@ -74,6 +79,9 @@ impl QueueEntry {
             size,
             location,
             done,
+            held: false,
+            attempts: 0,
+            last_error: None,
         }
     }
 
@@ -255,6 +263,56 @@ impl Spool {
         Ok(())
     }
 
+    /// Put a message on hold or release it, durably. False if there is no such message.
+    pub async fn set_held(&self, id: QueueId, held: bool) -> io::Result<bool> {
+        if self.get(id).is_none() {
+            return Ok(false);
+        }
+        let location = self.append(record::encode_hold(id, held)).await?;
+        let mut index = self.lock_index();
+        index.touch(location.segment);
+        let found = index.messages.get_mut(&id).map(|e| e.held = held).is_some();
+        drop(index);
+        if found && !held {
+            self.poke(id);
+        }
+        Ok(found)
+    }
+
+    /// Remove a message without delivering it or bouncing it. False if there is none.
+    pub async fn delete(&self, id: QueueId) -> io::Result<bool> {
+        let Some(entry) = self.get(id) else {
+            return Ok(false);
+        };
+        let outcomes: Vec<(u32, Final)> = entry
+            .pending()
+            .into_iter()
+            .map(|i| (i as u32, Final::Deleted))
+            .collect();
+        self.record_outcomes(id, &outcomes).await?;
+        Ok(true)
+    }
+
+    /// Remember how the last attempt went, for the queue listing (not persisted).
+    pub fn note_attempt(&self, id: QueueId, last_error: Option<String>) {
+        if let Some(e) = self.lock_index().messages.get_mut(&id) {
+            e.attempts += 1;
+            e.last_error = last_error;
+        }
+    }
+
+    /// Ask the delivery engine to try `id` now.
+    pub fn poke(&self, id: QueueId) {
+        let subscriber = self
+            .inner
+            .subscriber
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = subscriber.as_ref() {
+            let _ = tx.send(id);
+        }
+    }
+
     /// Tell `tx` the ID of every message committed from now on.
     pub fn subscribe(&self, tx: tokio::sync::mpsc::UnboundedSender<QueueId>) {
         *self
@@ -323,7 +381,7 @@ impl Spool {
         file.read_exact_at(&mut buf, entry.location.offset)?;
         match record::decode(&buf) {
             Decoded::Message { message, .. } => Ok(message.to_vec()),
-            Decoded::Outcome { .. } => Err(io::Error::new(
+            Decoded::Outcome { .. } | Decoded::Hold { .. } => Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("{id}: index points at an outcome record"),
             )),
@@ -409,6 +467,12 @@ fn recover(dir: &Path) -> io::Result<Recovered> {
                     };
                     report.max_id = report.max_id.max(Some(id));
                     index.insert(QueueEntry::new(id, envelope, message.len(), location));
+                    at += len;
+                }
+                Decoded::Hold { id, held, len } => {
+                    if let Some(entry) = index.messages.get_mut(&id) {
+                        entry.held = held;
+                    }
                     at += len;
                 }
                 Decoded::Outcome { id, outcomes, len } => {
@@ -560,6 +624,27 @@ mod tests {
         assert_eq!(rec.messages, 0);
         // A new ID is still above every ID ever used.
         assert!(spool.next_id() > b);
+    }
+
+    #[tokio::test]
+    async fn hold_survives_restart_and_delete_finishes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(dir.path(), 1 << 20).unwrap();
+        let (a, b) = (spool.next_id(), spool.next_id());
+        spool.commit(a, env("a@x.example"), b"a").await.unwrap();
+        spool.commit(b, env("b@x.example"), b"b").await.unwrap();
+        assert!(spool.set_held(a, true).await.unwrap());
+        assert!(!spool.set_held(QueueId(1), true).await.unwrap());
+        assert!(spool.delete(b).await.unwrap());
+        spool.shutdown();
+        let (spool, rec) = Spool::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(rec.messages, 1);
+        assert!(spool.get(a).unwrap().held);
+        assert!(spool.get(b).is_none());
+        assert!(spool.set_held(a, false).await.unwrap());
+        spool.shutdown();
+        let (spool, _) = Spool::open(dir.path(), 1 << 20).unwrap();
+        assert!(!spool.get(a).unwrap().held);
     }
 
     #[tokio::test]

@@ -15,6 +15,8 @@ pub enum Kind {
     Message = 1,
     /// Recipients of a message that reached a final state (delivered or bounced).
     Outcome = 2,
+    /// An admin put the message on hold, or released it (Postfix's hold queue).
+    Hold = 3,
 }
 
 /// A recipient's final state, as recorded.
@@ -22,6 +24,8 @@ pub enum Kind {
 pub enum Final {
     Delivered = 1,
     Bounced = 2,
+    /// Removed by an admin (`postern queue delete`): no delivery, no DSN.
+    Deleted = 3,
 }
 
 /// Frame a payload given in parts (so a message body is copied once, into the record).
@@ -37,6 +41,12 @@ fn frame(kind: Kind, parts: &[&[u8]]) -> Vec<u8> {
     let crc = crc32fast::hash(&out[4..]);
     out.extend_from_slice(&crc.to_le_bytes());
     out
+}
+
+/// Encode a hold (true) or release (false) record.
+pub fn encode_hold(id: QueueId, held: bool) -> Vec<u8> {
+    let flag = [u8::from(held), 0, 0, 0];
+    frame(Kind::Hold, &[&id.0.to_le_bytes(), &flag])
 }
 
 /// Encode an outcome record: `(recipient index, final state)` pairs of one message.
@@ -70,6 +80,11 @@ pub enum Decoded<'a> {
     Outcome {
         id: QueueId,
         outcomes: Vec<(u32, Final)>,
+        len: usize,
+    },
+    Hold {
+        id: QueueId,
+        held: bool,
         len: usize,
     },
     /// Not enough bytes, bad magic, bad CRC or a payload that does not decode.
@@ -106,6 +121,16 @@ pub fn decode(buf: &[u8]) -> Decoded<'_> {
     }
     if kind == Kind::Outcome as u8 {
         return decode_outcome(payload, total);
+    }
+    if kind == Kind::Hold as u8 {
+        let id = QueueId(u64::from_le_bytes(
+            payload[..8].try_into().expect("length checked above"),
+        ));
+        return Decoded::Hold {
+            id,
+            held: payload[8] == 1,
+            len: total,
+        };
     }
     if kind != Kind::Message as u8 {
         return Decoded::Torn("unknown record kind");
@@ -145,6 +170,7 @@ fn decode_outcome(payload: &[u8], len: usize) -> Decoded<'_> {
         let state = match item[4] {
             1 => Final::Delivered,
             2 => Final::Bounced,
+            3 => Final::Deleted,
             _ => return Decoded::Torn("unknown outcome state"),
         };
         outcomes.push((rcpt, state));

@@ -1,0 +1,158 @@
+//! Queue operations through `postern queue ...` against a running server: postqueue-style
+//! listing with the last error, show, hold/release (kept across restarts is a spool unit
+//! test), retry now, delete; the API's 404 and 400.
+
+mod common;
+
+use common::sink::{Sink, SinkOptions};
+use common::*;
+use hyper::{Method, StatusCode};
+
+async fn cli(server: &TestServer, args: &[&str]) -> (bool, String, String) {
+    let config = server.dir.path().join("cli.toml");
+    std::fs::write(
+        &config,
+        format!("[server]\ndata_dir = \"{}\"\n", server.data_dir().display()),
+    )
+    .unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args(args)
+        .arg("--config")
+        .arg(&config)
+        .args(["--api", &server.api.to_string()])
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn list_hold_release_retry_delete() {
+    // The sink defers the first transaction; retries are an hour apart unless asked.
+    let mut sink = Sink::start(SinkOptions {
+        defer_first: 1,
+        ..SinkOptions::default()
+    })
+    .await;
+    let mut server = TestServer::start_with(&format!(
+        "[outbound]\nfirst_retry_secs = 3600\n[outbound.routes]\n\"other.example\" = \"[127.0.0.1]:{}\"\n",
+        sink.addr.port()
+    ))
+    .await;
+    let mut c = server.connect().await;
+    c.ehlo().await;
+    let id = queue_id(
+        &c.send(
+            "app@inside.example",
+            &["partner@other.example"],
+            &message("queued", ""),
+        )
+        .await,
+    );
+    assert_eq!(server.next_event(20).await.status, "deferred");
+
+    let (ok, out, err) = cli(&server, &["queue", "list"]).await;
+    assert!(ok, "{err}");
+    assert!(out.starts_with("-Queue ID-"), "{out}");
+    assert!(out.contains(&format!("{id} ")), "{out}");
+    assert!(out.contains("app@inside.example"), "{out}");
+    assert!(
+        out.contains("(host 127.0.0.1["),
+        "last error missing: {out}"
+    );
+    assert!(out.contains("451 4.3.0 try again later"), "{out}");
+    assert!(out.contains("partner@other.example"), "{out}");
+    assert!(out.contains("-- 1 Kbytes in 1 Request."), "{out}");
+
+    let (ok, out, _) = cli(&server, &["queue", "show", &id]).await;
+    assert!(ok);
+    assert!(
+        out.contains("recipient partner@other.example: pending"),
+        "{out}"
+    );
+    assert!(out.contains("Subject: queued"), "{out}");
+
+    assert!(cli(&server, &["queue", "hold", &id]).await.0);
+    let (_, out, _) = cli(&server, &["queue", "list"]).await;
+    assert!(out.contains(&format!("{id}! ")), "hold not shown: {out}");
+    // Held: retry does not deliver it.
+    assert!(cli(&server, &["queue", "retry", "--all"]).await.0);
+    assert!(cli(&server, &["queue", "release", &id]).await.0);
+    // Release puts it back in the schedule at once; the sink now accepts.
+    let got = sink.next(20).await.expect("not delivered after release");
+    assert!(got.data.ends_with(&message("queued", "")));
+    assert_eq!(server.next_event(20).await.status, "sent");
+    let (_, out, _) = cli(&server, &["queue", "list"]).await;
+    assert_eq!(out, "Mail queue is empty\n");
+}
+
+#[tokio::test]
+async fn retry_now_and_delete() {
+    let mut sink = Sink::start(SinkOptions {
+        defer_first: 1,
+        ..SinkOptions::default()
+    })
+    .await;
+    let mut server = TestServer::start_with(&format!(
+        "[outbound]\nfirst_retry_secs = 3600\n[outbound.routes]\n\"other.example\" = \"[127.0.0.1]:{}\"\n",
+        sink.addr.port()
+    ))
+    .await;
+    let mut c = server.connect().await;
+    c.ehlo().await;
+    let first = queue_id(
+        &c.send(
+            "app@inside.example",
+            &["a@other.example"],
+            &message("retry me", ""),
+        )
+        .await,
+    );
+    assert_eq!(server.next_event(20).await.status, "deferred");
+    let (ok, _, err) = cli(&server, &["queue", "retry", &first]).await;
+    assert!(ok, "{err}");
+    assert!(sink.next(20).await.is_some(), "retry did not deliver now");
+
+    // A message to a closed port, deleted: no delivery, no DSN, gone.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    drop(closed);
+    let second = queue_id(
+        &c.send(
+            "app@inside.example",
+            &["b@unrouted.example"],
+            &message("delete me", ""),
+        )
+        .await,
+    );
+    let (ok, _, err) = cli(&server, &["queue", "delete", &second]).await;
+    assert!(ok, "{err}");
+    let (_, out, _) = cli(&server, &["queue", "list", "--json"]).await;
+    let items: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        items.as_array().unwrap().iter().all(|i| i["id"] != second),
+        "{out}"
+    );
+
+    // Unknown and malformed IDs are precise errors.
+    let (ok, _, err) = cli(&server, &["queue", "hold", "ABCDEF"]).await;
+    assert!(!ok);
+    assert!(
+        err.contains("404 Not Found: ABCDEF: no such message in the queue"),
+        "{err}"
+    );
+    let (status, body) = server
+        .api_client()
+        .request(Method::POST, "/api/v1/queue/not-hex/hold", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+}
