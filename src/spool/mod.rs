@@ -227,14 +227,7 @@ impl Spool {
         let location = self.append(record).await?;
         self.lock_index()
             .insert(QueueEntry::new(id, envelope, message.len(), location));
-        let subscriber = self
-            .inner
-            .subscriber
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(tx) = subscriber.as_ref() {
-            let _ = tx.send(id);
-        }
+        self.poke(id);
         Ok(())
     }
 

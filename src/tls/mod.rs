@@ -224,24 +224,38 @@ pub fn pinned_client_config_for(
     cert: CertificateDer<'static>,
     versions: &[&'static rustls::SupportedProtocolVersion],
 ) -> Arc<rustls::ClientConfig> {
+    client_config(Some(cert), versions)
+}
+
+/// A client config that accepts any certificate: outbound `may` and `encrypt`, which encrypt
+/// without authenticating, and the check-tls probe, which reports what it was shown.
+pub fn unauthenticated_client_config() -> Arc<rustls::ClientConfig> {
+    client_config(None, rustls::DEFAULT_VERSIONS)
+}
+
+fn client_config(
+    pinned: Option<CertificateDer<'static>>,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<rustls::ClientConfig> {
     let provider = provider();
     let config = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions)
         .expect("aws-lc-rs supports TLS 1.2 and 1.3")
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Pinned { cert, provider }))
+        .with_custom_certificate_verifier(Arc::new(AcceptingVerifier { pinned, provider }))
         .with_no_client_auth();
     Arc::new(config)
 }
 
-/// Accepts exactly one certificate; signatures are still checked, so the peer must hold its key.
+/// Accepts the pinned certificate, or any when none is pinned. Handshake signatures are
+/// always checked, so the peer holds the key of the certificate it showed.
 #[derive(Debug)]
-struct Pinned {
-    cert: CertificateDer<'static>,
-    provider: Arc<CryptoProvider>,
+struct AcceptingVerifier {
+    pinned: Option<CertificateDer<'static>>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
 }
 
-impl ServerCertVerifier for Pinned {
+impl ServerCertVerifier for AcceptingVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -250,12 +264,11 @@ impl ServerCertVerifier for Pinned {
         _ocsp: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if end_entity.as_ref() == self.cert.as_ref() {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General(
+        match &self.pinned {
+            Some(cert) if cert.as_ref() != end_entity.as_ref() => Err(rustls::Error::General(
                 "the server's certificate is not the pinned one".into(),
-            ))
+            )),
+            _ => Ok(ServerCertVerified::assertion()),
         }
     }
 
