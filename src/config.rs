@@ -48,6 +48,8 @@ pub struct OutboundConfig {
     pub max_concurrency: usize,
     pub destination_concurrency: usize,
     pub connect_timeout_secs: u64,
+    /// Size at which `data/log/delivery.jsonl` is rotated (one previous file is kept).
+    pub delivery_log_max_bytes: u64,
     /// Seconds to wait for each reply of the next hop.
     pub command_timeout_secs: u64,
 }
@@ -65,6 +67,7 @@ impl Default for OutboundConfig {
             max_concurrency: 100,
             destination_concurrency: 20,
             connect_timeout_secs: 30,
+            delivery_log_max_bytes: 64 * 1024 * 1024,
             command_timeout_secs: 300,
         }
     }

@@ -73,16 +73,19 @@ fn short(secs: f64) -> String {
     if text.is_empty() { "0".into() } else { text }
 }
 
-/// Where delivery records go.
+/// Where delivery records go. The JSON file is kept to a size: past `max_bytes` it becomes
+/// `delivery.jsonl.1` (replacing the previous one) and a new file starts, so at most twice
+/// that is kept for the log search.
 pub struct EventLog {
-    json: Mutex<Option<std::fs::File>>,
+    json: Mutex<Option<(std::fs::File, u64)>>,
     path: PathBuf,
+    max_bytes: u64,
     /// Live feed of records (tests, and later the admin page's live view).
     live: tokio::sync::broadcast::Sender<Delivery>,
 }
 
 impl EventLog {
-    pub fn open(data_dir: &Path) -> std::io::Result<EventLog> {
+    pub fn open(data_dir: &Path, max_bytes: u64) -> std::io::Result<EventLog> {
         let dir = data_dir.join("log");
         crate::fsutil::private_dir(&dir)?;
         let path = dir.join("delivery.jsonl");
@@ -90,9 +93,11 @@ impl EventLog {
             .create(true)
             .append(true)
             .open(&path)?;
+        let len = file.metadata()?.len();
         Ok(EventLog {
-            json: Mutex::new(Some(file)),
+            json: Mutex::new(Some((file, len))),
             path,
+            max_bytes: max_bytes.max(1),
             live: tokio::sync::broadcast::channel(1024).0,
         })
     }
@@ -111,9 +116,7 @@ impl EventLog {
         let mut line = serde_json::to_vec(d).unwrap_or_default();
         line.push(b'\n');
         let mut json = self.json.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(f) = json.as_mut()
-            && let Err(e) = f.write_all(&line)
-        {
+        if let Err(e) = self.append(&mut json, &line) {
             tracing::warn!(target: "postern/smtp", "warning: {}: cannot write delivery record: {e}", self.path.display());
         }
         drop(json);
@@ -121,9 +124,70 @@ impl EventLog {
     }
 }
 
+impl EventLog {
+    fn append(&self, json: &mut Option<(std::fs::File, u64)>, line: &[u8]) -> std::io::Result<()> {
+        if json
+            .as_ref()
+            .is_some_and(|(_, len)| *len > 0 && len + line.len() as u64 > self.max_bytes)
+        {
+            *json = None;
+            std::fs::rename(&self.path, self.path.with_extension("jsonl.1"))?;
+        }
+        if json.is_none() {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)?;
+            *json = Some((file, 0));
+        }
+        let (file, len) = json.as_mut().expect("opened just above");
+        file.write_all(line)?;
+        *len += line.len() as u64;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record(n: usize) -> Delivery {
+        Delivery {
+            unix_time: 0,
+            queue_id: format!("ID{n}"),
+            sender: "s@x.example".into(),
+            recipient: "r@y.example".into(),
+            relay: "none".into(),
+            delay: 0.0,
+            delays: [0.0; 4],
+            dsn: "2.0.0".into(),
+            status: "sent",
+            reply: "250 ok".into(),
+            starttls_offered: false,
+            tls: None,
+            verified_name: None,
+            policy_level: "may".into(),
+            policy_source: "global".into(),
+        }
+    }
+
+    #[test]
+    fn json_log_rotates_at_its_size_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EventLog::open(dir.path(), 1000).unwrap();
+        for n in 0..20 {
+            log.record(&record(n));
+        }
+        let current = std::fs::read_to_string(dir.path().join("log/delivery.jsonl")).unwrap();
+        let previous = std::fs::read_to_string(dir.path().join("log/delivery.jsonl.1")).unwrap();
+        assert!(current.len() <= 1000 && previous.len() <= 1000);
+        assert!(current.ends_with("\n") && current.contains("\"queue_id\":\"ID19\""));
+        let kept = current.lines().count() + previous.lines().count();
+        assert!(kept < 20, "nothing was dropped");
+        for line in current.lines().chain(previous.lines()) {
+            serde_json::from_str::<serde_json::Value>(line).unwrap();
+        }
+    }
 
     #[test]
     fn delays_in_postfix_form() {

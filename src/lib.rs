@@ -130,12 +130,13 @@ pub fn prepare(config: Config) -> anyhow::Result<Server> {
         spool: spool.clone(),
         tls: TlsAcceptor::from(smtp_tls),
     });
-    let events = events::EventLog::open(data).with_context(|| {
-        format!(
-            "{}: cannot open the delivery log",
-            data.join("log").display()
-        )
-    })?;
+    let events = events::EventLog::open(data, config.outbound.delivery_log_max_bytes)
+        .with_context(|| {
+            format!(
+                "{}: cannot open the delivery log",
+                data.join("log").display()
+            )
+        })?;
     let resolver: Option<Arc<dyn outbound::dns::Resolver>> =
         if config.outbound.nameservers.is_empty() {
             None

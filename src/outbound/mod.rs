@@ -545,7 +545,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (spool, _) = Spool::open(&dir.path().join("spool"), 1 << 20).unwrap();
         let settings = SettingsHandle::open(&dir.path().join("s.redb")).unwrap();
-        let events = EventLog::open(dir.path()).unwrap();
+        let events = EventLog::open(dir.path(), 1 << 20).unwrap();
         let e = Engine::new(spool, settings, engine_cfg(), "h".into(), events, None);
         let secs: Vec<u64> = (1..=6).map(|n| e.backoff(n).as_secs()).collect();
         assert_eq!(secs, vec![300, 600, 1200, 2400, 3600, 3600]);
