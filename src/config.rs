@@ -48,6 +48,9 @@ pub struct OutboundConfig {
     pub max_concurrency: usize,
     pub destination_concurrency: usize,
     pub connect_timeout_secs: u64,
+    /// Seconds an idle outbound session is kept for the next message to the same host and
+    /// TLS level (Postfix's smtp_connection_cache_time_limit); 0 turns reuse off.
+    pub connection_cache_secs: u64,
     /// Size at which `data/log/delivery.jsonl` is rotated (one previous file is kept).
     pub delivery_log_max_bytes: u64,
     /// Seconds to wait for each reply of the next hop.
@@ -67,6 +70,7 @@ impl Default for OutboundConfig {
             max_concurrency: 100,
             destination_concurrency: 20,
             connect_timeout_secs: 30,
+            connection_cache_secs: 2,
             delivery_log_max_bytes: 64 * 1024 * 1024,
             command_timeout_secs: 300,
         }

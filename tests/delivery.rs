@@ -395,3 +395,39 @@ async fn no_bounce_for_a_bounce() {
     assert!(spool.is_empty(), "the bounced bounce must not stay queued");
     assert!(sink.try_next().is_none(), "a DSN was sent for a bounce");
 }
+
+#[tokio::test]
+async fn messages_to_one_host_share_a_tls_session() {
+    let mut sink = Sink::start(SinkOptions {
+        starttls: true,
+        ..SinkOptions::default()
+    })
+    .await;
+    let mut server = relay_to(&sink, "connection_cache_secs = 30").await;
+    let mut c = server.connect().await;
+    c.ehlo().await;
+    for n in 0..5 {
+        let subject = format!("reuse {n}");
+        c.send("app@inside.example", &["partner@other.example"], &message(&subject, "")).await;
+        let got = sink.next(20).await.expect("not delivered");
+        assert!(got.tls, "message {n} went without TLS");
+        assert!(got.data.ends_with(&message(&subject, "")));
+        assert_eq!(server.next_event(20).await.status, "sent");
+    }
+    let sessions = sink.sessions.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(sessions, 1, "5 messages took {sessions} connections");
+}
+
+#[tokio::test]
+async fn reuse_off_opens_one_connection_per_message() {
+    let mut sink = Sink::start(SinkOptions::default()).await;
+    let mut server = relay_to(&sink, "connection_cache_secs = 0").await;
+    let mut c = server.connect().await;
+    c.ehlo().await;
+    for n in 0..3 {
+        c.send("app@inside.example", &["partner@other.example"], &message(&format!("one {n}"), "")).await;
+        sink.next(20).await.expect("not delivered");
+        server.next_event(20).await;
+    }
+    assert_eq!(sink.sessions.load(std::sync::atomic::Ordering::SeqCst), 3);
+}

@@ -161,7 +161,8 @@ fn extensions(reply: &Reply) -> Extensions {
     ext
 }
 
-pub async fn deliver(job: &Job<'_>, tls: &Arc<rustls::ClientConfig>) -> Result<Session, Failure> {
+/// Connect, greeting, EHLO, STARTTLS as the level demands, EHLO again.
+async fn connect(job: &Job<'_>, tls: &Arc<rustls::ClientConfig>) -> Result<Connection, Failure> {
     let started = Instant::now();
     let name = format!("{}[{}]:{}", job.host, job.addr.ip(), job.addr.port());
     let all = |outcome: Outcome, try_next_host: bool| Failure::All {
@@ -256,53 +257,213 @@ pub async fn deliver(job: &Job<'_>, tls: &Arc<rustls::ClientConfig>) -> Result<S
             ext = hello(&mut conn, job.helo, &name).await.map_err(fail)?;
         }
     }
-    if let Some(limit) = ext.size
-        && job.message.len() as u64 > limit
-    {
-        return Err(fail(Outcome::permanent(
-            Enhanced(5, 3, 4),
-            format!(
-                "message size {} exceeds size limit {limit} of server {name}",
-                job.message.len()
-            ),
-        )));
-    }
-    if job.smtputf8 && !ext.smtputf8 {
-        return Err(fail(Outcome::permanent(
-            Enhanced(5, 6, 7),
-            format!("SMTPUTF8 is required, but was not offered by host {name}"),
-        )));
-    }
-    let setup_secs = started.elapsed().as_secs_f64();
-    let transmit = Instant::now();
-    let results = transaction(&mut conn, job, &ext, &name)
-        .await
-        .map_err(fail)?;
-    // 421: the server is closing the session (RFC 5321 section 3.8): try the next host, as
-    // Postfix does, rather than wait for the retry.
-    if results
-        .iter()
-        .all(|o| o.class == super::classify::Class::Temporary)
-        && let Some(o) = results.iter().find(|o| {
-            o.remote_reply
-                .as_deref()
-                .is_some_and(|r| r.starts_with("421"))
-        })
-    {
-        return Err(Failure::All {
-            outcome: o.clone(),
-            try_next_host: true,
-            starttls_offered,
-        });
-    }
-    let _ = conn.command("QUIT", "QUIT").await;
-    Ok(Session {
-        results,
+    Ok(Connection {
+        conn,
+        ext,
+        name,
         starttls_offered,
         tls: negotiated,
-        setup_secs,
-        transmit_secs: transmit.elapsed().as_secs_f64(),
+        setup_secs: started.elapsed().as_secs_f64(),
+        transactions: 0,
     })
+}
+
+/// An open session with one host, ready for a transaction; kept in the `Pool` between
+/// messages to the same host under the same TLS level.
+pub struct Connection {
+    conn: Conn,
+    ext: Extensions,
+    name: String,
+    starttls_offered: bool,
+    tls: Option<TlsInfo>,
+    setup_secs: f64,
+    transactions: u32,
+}
+
+impl Connection {
+    /// One transaction: MAIL, RCPTs, DATA.
+    async fn send(&mut self, job: &Job<'_>) -> Result<Session, Failure> {
+        let (name, ext, starttls_offered) = (self.name.clone(), &self.ext, self.starttls_offered);
+        let fail = |outcome: Outcome| Failure::All {
+            outcome,
+            try_next_host: false,
+            starttls_offered,
+        };
+        if let Some(limit) = ext.size
+            && job.message.len() as u64 > limit
+        {
+            return Err(fail(Outcome::permanent(
+                Enhanced(5, 3, 4),
+                format!(
+                    "message size {} exceeds size limit {limit} of server {name}",
+                    job.message.len()
+                ),
+            )));
+        }
+        if job.smtputf8 && !ext.smtputf8 {
+            return Err(fail(Outcome::permanent(
+                Enhanced(5, 6, 7),
+                format!("SMTPUTF8 is required, but was not offered by host {name}"),
+            )));
+        }
+        let transmit = Instant::now();
+        let results = transaction(&mut self.conn, job, ext, &name)
+            .await
+            .map_err(fail)?;
+        // 421: the server is closing the session (RFC 5321 section 3.8): try the next host, as
+        // Postfix does, rather than wait for the retry.
+        if results
+            .iter()
+            .all(|o| o.class == super::classify::Class::Temporary)
+            && let Some(o) = results.iter().find(|o| {
+                o.remote_reply
+                    .as_deref()
+                    .is_some_and(|r| r.starts_with("421"))
+            })
+        {
+            return Err(Failure::All {
+                outcome: o.clone(),
+                try_next_host: true,
+                starttls_offered,
+            });
+        }
+        self.transactions += 1;
+        Ok(Session {
+            results,
+            starttls_offered,
+            tls: self.tls.clone(),
+            setup_secs: self.setup_secs,
+            transmit_secs: transmit.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// RSET before reuse: the server may have closed an idle session.
+    async fn reset(&mut self) -> bool {
+        self.conn
+            .command("RSET", "RSET")
+            .await
+            .is_ok_and(|r| r.code == 250)
+    }
+
+    async fn quit(mut self) {
+        let _ = self.conn.command("QUIT", "QUIT").await;
+    }
+}
+
+/// Sessions kept open between messages, per (host, address, TLS level): a connection made
+/// under one level is never used for a message that needs another.
+pub struct Pool {
+    idle: std::sync::Mutex<
+        std::collections::HashMap<(String, SocketAddr, Level), Vec<(Connection, Instant)>>,
+    >,
+    /// How long a session may wait for its next message (Postfix's
+    /// smtp_connection_cache_time_limit).
+    pub max_idle: Duration,
+    /// Transactions per session before it is closed (a long-lived session is not a goal).
+    pub max_transactions: u32,
+}
+
+type PoolKey = (String, SocketAddr, Level);
+
+impl Pool {
+    pub fn new(max_idle: Duration) -> Pool {
+        Pool {
+            idle: Default::default(),
+            max_idle,
+            max_transactions: 100,
+        }
+    }
+
+    fn key(job: &Job<'_>) -> PoolKey {
+        (job.host.to_string(), job.addr, job.level)
+    }
+
+    fn take(&self, key: &PoolKey) -> Option<Connection> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let list = idle.get_mut(key)?;
+        while let Some((c, since)) = list.pop() {
+            if since.elapsed() < self.max_idle {
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    fn put(&self, key: PoolKey, c: Connection) -> Option<Connection> {
+        if self.max_idle.is_zero() || c.transactions >= self.max_transactions {
+            return Some(c);
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.entry(key).or_default().push((c, Instant::now()));
+        None
+    }
+
+    /// Close every cached session (shutdown).
+    pub async fn close_all(&self) {
+        let all: Vec<Connection> = {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            idle.drain()
+                .flat_map(|(_, l)| l.into_iter().map(|(c, _)| c))
+                .collect()
+        };
+        for c in all {
+            c.quit().await;
+        }
+    }
+
+    /// Close sessions idle too long (QUIT, politely).
+    pub async fn sweep(&self) {
+        let expired: Vec<Connection> = {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            let mut out = Vec::new();
+            for list in idle.values_mut() {
+                let (keep, old): (Vec<_>, Vec<_>) = list
+                    .drain(..)
+                    .partition(|(_, since)| since.elapsed() < self.max_idle);
+                *list = keep;
+                out.extend(old.into_iter().map(|(c, _)| c));
+            }
+            idle.retain(|_, l| !l.is_empty());
+            out
+        };
+        for c in expired {
+            c.quit().await;
+        }
+    }
+}
+
+/// Deliver `job`: over an idle session to the same host under the same level when there is
+/// one that still answers RSET, else over a new connection; the session is kept afterwards.
+pub async fn deliver(
+    job: &Job<'_>,
+    tls: &Arc<rustls::ClientConfig>,
+    pool: &Pool,
+) -> Result<Session, Failure> {
+    let key = Pool::key(job);
+    while let Some(mut c) = pool.take(&key) {
+        if !c.reset().await {
+            continue;
+        }
+        let mut result = c.send(job).await;
+        if let Ok(session) = result.as_mut() {
+            // Nothing was spent on set-up for this message.
+            session.setup_secs = 0.0;
+        }
+        keep_or_close(pool, key, c, result.is_ok()).await;
+        return result;
+    }
+    let mut c = connect(job, tls).await?;
+    let result = c.send(job).await;
+    keep_or_close(pool, key, c, result.is_ok()).await;
+    result
+}
+
+async fn keep_or_close(pool: &Pool, key: PoolKey, c: Connection, ok: bool) {
+    if !ok {
+        c.quit().await;
+    } else if let Some(c) = pool.put(key, c) {
+        c.quit().await;
+    }
 }
 
 /// What a STARTTLS probe saw (`postern check-tls`).

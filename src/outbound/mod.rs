@@ -33,6 +33,8 @@ pub struct Engine {
     cfg: OutboundConfig,
     helo: String,
     tls: Arc<rustls::ClientConfig>,
+    /// Idle sessions kept for the next message to the same host and level.
+    pool: client::Pool,
     events: EventLog,
     total: Arc<Semaphore>,
     per_destination: Mutex<HashMap<String, Arc<Semaphore>>>,
@@ -50,6 +52,7 @@ impl Engine {
         Engine {
             resolver,
             total: Arc::new(Semaphore::new(cfg.max_concurrency)),
+            pool: client::Pool::new(Duration::from_secs(cfg.connection_cache_secs)),
             spool,
             settings,
             cfg,
@@ -98,6 +101,7 @@ pub async fn run(
     let mut failures: HashMap<QueueId, u32> = HashMap::new();
     let mut in_flight: HashSet<QueueId> = HashSet::new();
     let mut running: JoinSet<(QueueId, bool)> = JoinSet::new();
+    let mut sweep = tokio::time::interval(engine.pool.max_idle.max(Duration::from_secs(1)));
     loop {
         let now = Instant::now();
         while let Some(Reverse((at, id))) = due.peek().copied() {
@@ -124,6 +128,7 @@ pub async fn run(
                 }
             }
             _ = sleep_until(next_due) => {}
+            _ = sweep.tick() => engine.pool.sweep().await,
             _ = crate::stopped(&mut shutdown) => break,
         }
     }
@@ -137,6 +142,8 @@ pub async fn run(
     {
         running.shutdown().await;
     }
+    // Close cached sessions with QUIT rather than leave them to the peer's timeout.
+    engine.pool.close_all().await;
 }
 
 async fn sleep_until(at: Option<Instant>) {
@@ -366,7 +373,7 @@ async fn deliver_group(
             connect_timeout: Duration::from_secs(engine.cfg.connect_timeout_secs),
             command_timeout: Duration::from_secs(engine.cfg.command_timeout_secs),
         };
-        let mut result = client::deliver(&job, &engine.tls).await;
+        let mut result = client::deliver(&job, &engine.tls, &engine.pool).await;
         if let Err(client::Failure::TlsFailedMay { reason }) = &result {
             // Opportunistic TLS only: the same host again in plaintext, and the log says so.
             tracing::warn!(
@@ -375,7 +382,7 @@ async fn deliver_group(
                 entry.id
             );
             job.level = Level::None;
-            result = client::deliver(&job, &engine.tls).await;
+            result = client::deliver(&job, &engine.tls, &engine.pool).await;
         }
         match result {
             Ok(session) => {

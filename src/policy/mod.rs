@@ -9,7 +9,7 @@ use std::fmt;
 use crate::settings::{Snapshot, TlsMode};
 
 /// Levels, weakest to strongest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
     /// No TLS, even if offered.
