@@ -408,7 +408,12 @@ async fn messages_to_one_host_share_a_tls_session() {
     c.ehlo().await;
     for n in 0..5 {
         let subject = format!("reuse {n}");
-        c.send("app@inside.example", &["partner@other.example"], &message(&subject, "")).await;
+        c.send(
+            "app@inside.example",
+            &["partner@other.example"],
+            &message(&subject, ""),
+        )
+        .await;
         let got = sink.next(20).await.expect("not delivered");
         assert!(got.tls, "message {n} went without TLS");
         assert!(got.data.ends_with(&message(&subject, "")));
@@ -425,7 +430,12 @@ async fn reuse_off_opens_one_connection_per_message() {
     let mut c = server.connect().await;
     c.ehlo().await;
     for n in 0..3 {
-        c.send("app@inside.example", &["partner@other.example"], &message(&format!("one {n}"), "")).await;
+        c.send(
+            "app@inside.example",
+            &["partner@other.example"],
+            &message(&format!("one {n}"), ""),
+        )
+        .await;
         sink.next(20).await.expect("not delivered");
         server.next_event(20).await;
     }

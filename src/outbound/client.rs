@@ -353,9 +353,7 @@ impl Connection {
 /// Sessions kept open between messages, per (host, address, TLS level): a connection made
 /// under one level is never used for a message that needs another.
 pub struct Pool {
-    idle: std::sync::Mutex<
-        std::collections::HashMap<(String, SocketAddr, Level), Vec<(Connection, Instant)>>,
-    >,
+    idle: std::sync::Mutex<std::collections::HashMap<PoolKey, Vec<(Connection, Instant)>>>,
     /// How long a session may wait for its next message (Postfix's
     /// smtp_connection_cache_time_limit).
     pub max_idle: Duration,
