@@ -441,3 +441,38 @@ async fn reuse_off_opens_one_connection_per_message() {
     }
     assert_eq!(sink.sessions.load(std::sync::atomic::Ordering::SeqCst), 3);
 }
+
+#[tokio::test]
+async fn delivers_over_ipv6() {
+    let Ok(probe) = std::net::TcpListener::bind("[::1]:0") else {
+        assert!(std::env::var_os("CI").is_none(), "no IPv6 loopback in CI");
+        return;
+    };
+    drop(probe);
+    let mut sink = Sink::start_on(
+        "[::1]:0".parse().unwrap(),
+        SinkOptions {
+            starttls: true,
+            ..SinkOptions::default()
+        },
+    )
+    .await;
+    let mut server = TestServer::start_with(&format!(
+        "[outbound.routes]\n\"v6.example\" = \"[::1]:{}\"\n",
+        sink.addr.port()
+    ))
+    .await;
+    let mut c = server.connect().await;
+    c.ehlo().await;
+    c.send(
+        "app@inside.example",
+        &["partner@v6.example"],
+        &message("over v6", ""),
+    )
+    .await;
+    let got = sink.next(20).await.expect("nothing over IPv6");
+    assert!(got.tls);
+    let event = server.next_event(20).await;
+    assert_eq!(event.status, "sent");
+    assert_eq!(event.relay, format!("::1[::1]:{}", sink.addr.port()));
+}

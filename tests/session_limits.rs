@@ -154,7 +154,7 @@ async fn bdat_chunks_pipelined() {
     let part1 = b"Subject: chunked\r\n\r\nfirst part\r\n";
     let part2 = b".not stuffed in BDAT\r\n";
     let mut wire = format!(
-        "MAIL FROM:<{SENDER}> BODY=BINARYMIME\r\nRCPT TO:<r@other.example>\r\nBDAT {}\r\n",
+        "MAIL FROM:<{SENDER}> BODY=8BITMIME\r\nRCPT TO:<r@other.example>\r\nBDAT {}\r\n",
         part1.len()
     )
     .into_bytes();
@@ -169,6 +169,13 @@ async fn bdat_chunks_pipelined() {
         format!("250 2.0.0 Ok: {} octets received", part1.len())
     );
     let id = queue_id(&c.read().await);
+    // BINARYMIME is not advertised, so it is refused (RFC 3030 section 3).
+    assert_eq!(
+        c.cmd(&format!("MAIL FROM:<{SENDER}> BODY=BINARYMIME"))
+            .await
+            .first(),
+        "555 5.5.4 Unsupported option: BODY=BINARYMIME"
+    );
     // BDAT with no transaction: the chunk is consumed, the session stays in sync.
     c.write(b"BDAT 5 LAST\r\nhello").await;
     assert_eq!(c.read().await.first(), "503 5.5.1 Error: need MAIL command");

@@ -226,6 +226,11 @@ impl Session {
         if from.as_ref().is_some_and(|a| !a.is_ascii()) && !params.smtputf8 {
             return replies::smtputf8_required();
         }
+        if params.body == Body::BinaryMime {
+            // RFC 3030 section 3: BINARYMIME only where advertised, and we do not advertise
+            // it: delivery uses DATA, which cannot carry unstructured binary content.
+            return replies::param_unrecognized("BODY=BINARYMIME");
+        }
         self.tx = Some(Transaction {
             id: None,
             from,
@@ -286,9 +291,6 @@ impl Session {
             // RFC 3030 section 3: DATA may not follow BDAT in one transaction.
             Some(tx) if !tx.chunks.is_empty() => {
                 Step::Reply(replies::bad_sequence("DATA after BDAT"))
-            }
-            Some(tx) if tx.params.body == Body::BinaryMime => {
-                Step::Reply(replies::bad_sequence("BODY=BINARYMIME requires BDAT"))
             }
             Some(_) => Step::Data(replies::start_data()),
         }
