@@ -476,3 +476,30 @@ async fn delivers_over_ipv6() {
     assert_eq!(event.status, "sent");
     assert_eq!(event.relay, format!("::1[::1]:{}", sink.addr.port()));
 }
+
+#[tokio::test]
+async fn endless_reply_line_is_refused_not_buffered() {
+    use tokio::io::AsyncWriteExt;
+    // A next hop that starts its greeting and never ends the line.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let chunk = vec![b'x'; 4096];
+                let _ = s.write_all(b"220 ").await;
+                while s.write_all(&chunk).await.is_ok() {}
+            });
+        }
+    });
+    let mut server = TestServer::start_with(&format!(
+        "[outbound.routes]\n\"other.example\" = \"[127.0.0.1]:{port}\"\n"
+    ))
+    .await;
+    let mut c = server.connect().await;
+    c.ehlo().await;
+    c.send("app@inside.example", &["partner@other.example"], &message("endless", "")).await;
+    let event = server.next_event(20).await;
+    assert_eq!(event.status, "deferred");
+    assert!(event.reply.contains("reply line longer than 8192 bytes"), "{}", event.reply);
+}

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustls_pki_types::ServerName;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use super::classify::Outcome;
@@ -56,6 +56,11 @@ pub enum Failure {
     TlsFailedMay { reason: String },
 }
 
+/// Bounds on what a next hop may send as one reply (RFC 5321 section 4.5.3.1.5 sets 512
+/// octets per reply line; servers exceed it, so we allow more, but not without limit).
+const MAX_REPLY_LINE: usize = 8192;
+const MAX_REPLY_LINES: usize = 200;
+
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
@@ -69,8 +74,20 @@ impl Conn {
     async fn read_reply(&mut self, stage: &str) -> Result<Reply, Outcome> {
         let mut texts = Vec::new();
         loop {
-            let mut line = String::new();
-            let read = tokio::time::timeout(self.timeout, self.io.read_line(&mut line)).await;
+            if texts.len() >= MAX_REPLY_LINES {
+                return Err(Outcome::temporary(
+                    Enhanced(4, 5, 0),
+                    format!(
+                        "host {} sent a reply of more than {MAX_REPLY_LINES} lines while {stage}",
+                        self.name
+                    ),
+                ));
+            }
+            let mut raw = Vec::new();
+            // Bounded: a next hop that never ends its line must not grow our memory.
+            let mut limited = (&mut self.io).take(MAX_REPLY_LINE as u64);
+            let read =
+                tokio::time::timeout(self.timeout, limited.read_until(b'\n', &mut raw)).await;
             match read {
                 Err(_) => {
                     return Err(Outcome::timeout(
@@ -92,6 +109,16 @@ impl Conn {
                 }
                 Ok(Ok(_)) => {}
             }
+            if raw.last() != Some(&b'\n') {
+                return Err(Outcome::temporary(
+                    Enhanced(4, 5, 0),
+                    format!(
+                        "host {} sent a reply line longer than {MAX_REPLY_LINE} bytes while {stage}",
+                        self.name
+                    ),
+                ));
+            }
+            let line = String::from_utf8_lossy(&raw);
             let text = line.trim_end_matches(['\r', '\n']);
             let parsed = ReplyLine::parse(text).ok_or_else(|| {
                 Outcome::temporary(
