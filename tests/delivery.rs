@@ -80,12 +80,7 @@ async fn delivered_over_starttls_byte_identical_with_tls_facts() {
 
 #[tokio::test]
 async fn swaks_through_postern_to_the_sink() {
-    if std::process::Command::new("sh")
-        .args(["-c", "command -v swaks"])
-        .output()
-        .is_ok_and(|o| !o.status.success())
-    {
-        assert!(std::env::var_os("CI").is_none(), "swaks is required in CI");
+    if !have("swaks") {
         return;
     }
     let mut sink = Sink::start(SinkOptions {
@@ -498,8 +493,17 @@ async fn endless_reply_line_is_refused_not_buffered() {
     .await;
     let mut c = server.connect().await;
     c.ehlo().await;
-    c.send("app@inside.example", &["partner@other.example"], &message("endless", "")).await;
+    c.send(
+        "app@inside.example",
+        &["partner@other.example"],
+        &message("endless", ""),
+    )
+    .await;
     let event = server.next_event(20).await;
     assert_eq!(event.status, "deferred");
-    assert!(event.reply.contains("reply line longer than 8192 bytes"), "{}", event.reply);
+    assert!(
+        event.reply.contains("reply line longer than 8192 bytes"),
+        "{}",
+        event.reply
+    );
 }

@@ -150,26 +150,10 @@ async fn settings_import_switches_the_next_session_not_the_one_in_flight() {
         "trusted_networks = [\"127.0.0.0/8\"]\n[inbound]\ntls_mode = \"encrypt\"\n",
     )
     .unwrap();
-    let config = server.dir.path().join("postern.toml");
-    std::fs::write(
-        &config,
-        format!("[server]\ndata_dir = \"{}\"\n", server.data_dir().display()),
-    )
-    .unwrap();
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_postern"))
-        .args(["settings", "import"])
-        .arg(&file)
-        .arg("--config")
-        .arg(&config)
-        .args(["--api", &server.api.to_string()])
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "import failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, _, err) = server
+        .cli(&["settings", "import", file.to_str().unwrap()])
+        .await;
+    assert!(ok, "import failed: {err}");
 
     // The next session is under `encrypt`.
     let mut next = server.connect().await;
@@ -190,15 +174,9 @@ async fn settings_import_switches_the_next_session_not_the_one_in_flight() {
     assert_eq!(r.code, 250, "{r:?}");
 
     // And `settings export` shows the new mode.
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_postern"))
-        .args(["settings", "export", "--config"])
-        .arg(&config)
-        .args(["--api", &server.api.to_string()])
-        .output()
-        .await
-        .unwrap();
-    assert!(out.status.success());
-    let exported: toml::Value = toml::from_str(&String::from_utf8(out.stdout).unwrap()).unwrap();
+    let (ok, out, _) = server.cli(&["settings", "export"]).await;
+    assert!(ok);
+    let exported: toml::Value = toml::from_str(&out).unwrap();
     assert_eq!(exported["inbound"]["tls_mode"].as_str(), Some("encrypt"));
 }
 

@@ -8,32 +8,10 @@ use common::sink::{Sink, SinkOptions};
 use common::*;
 use hyper::{Method, StatusCode};
 
-async fn cli(server: &TestServer, args: &[&str]) -> (bool, String, String) {
-    let config = server.dir.path().join("cli.toml");
-    std::fs::write(
-        &config,
-        format!("[server]\ndata_dir = \"{}\"\n", server.data_dir().display()),
-    )
-    .unwrap();
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_postern"))
-        .args(args)
-        .arg("--config")
-        .arg(&config)
-        .args(["--api", &server.api.to_string()])
-        .output()
-        .await
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-#[tokio::test]
-async fn list_hold_release_retry_delete() {
-    // The sink defers the first transaction; retries are an hour apart unless asked.
-    let mut sink = Sink::start(SinkOptions {
+/// A server routing other.example to a sink that defers the first transaction, with retries
+/// an hour apart unless asked; one message queued and deferred.
+async fn deferred_message() -> (Sink, TestServer, SmtpClient, String) {
+    let sink = Sink::start(SinkOptions {
         defer_first: 1,
         ..SinkOptions::default()
     })
@@ -54,8 +32,14 @@ async fn list_hold_release_retry_delete() {
         .await,
     );
     assert_eq!(server.next_event(20).await.status, "deferred");
+    (sink, server, c, id)
+}
 
-    let (ok, out, err) = cli(&server, &["queue", "list"]).await;
+#[tokio::test]
+async fn list_hold_release_retry_delete() {
+    let (mut sink, mut server, _client, id) = deferred_message().await;
+
+    let (ok, out, err) = server.cli(&["queue", "list"]).await;
     assert!(ok, "{err}");
     assert!(out.starts_with("-Queue ID-"), "{out}");
     assert!(out.contains(&format!("{id} ")), "{out}");
@@ -68,7 +52,7 @@ async fn list_hold_release_retry_delete() {
     assert!(out.contains("partner@other.example"), "{out}");
     assert!(out.contains("-- 1 Kbytes in 1 Request."), "{out}");
 
-    let (ok, out, _) = cli(&server, &["queue", "show", &id]).await;
+    let (ok, out, _) = server.cli(&["queue", "show", &id]).await;
     assert!(ok);
     assert!(
         out.contains("recipient partner@other.example: pending"),
@@ -76,50 +60,28 @@ async fn list_hold_release_retry_delete() {
     );
     assert!(out.contains("Subject: queued"), "{out}");
 
-    assert!(cli(&server, &["queue", "hold", &id]).await.0);
-    let (_, out, _) = cli(&server, &["queue", "list"]).await;
+    assert!(server.cli(&["queue", "hold", &id]).await.0);
+    let (_, out, _) = server.cli(&["queue", "list"]).await;
     assert!(out.contains(&format!("{id}! ")), "hold not shown: {out}");
     // Held: retry does not deliver it.
-    assert!(cli(&server, &["queue", "retry", "--all"]).await.0);
-    assert!(cli(&server, &["queue", "release", &id]).await.0);
+    assert!(server.cli(&["queue", "retry", "--all"]).await.0);
+    assert!(server.cli(&["queue", "release", &id]).await.0);
     // Release puts it back in the schedule at once; the sink now accepts.
     let got = sink.next(20).await.expect("not delivered after release");
     assert!(got.data.ends_with(&message("queued", "")));
     assert_eq!(server.next_event(20).await.status, "sent");
-    let (_, out, _) = cli(&server, &["queue", "list"]).await;
+    let (_, out, _) = server.cli(&["queue", "list"]).await;
     assert_eq!(out, "Mail queue is empty\n");
 }
 
 #[tokio::test]
 async fn retry_now_and_delete() {
-    let mut sink = Sink::start(SinkOptions {
-        defer_first: 1,
-        ..SinkOptions::default()
-    })
-    .await;
-    let mut server = TestServer::start_with(&format!(
-        "[outbound]\nfirst_retry_secs = 3600\n[outbound.routes]\n\"other.example\" = \"[127.0.0.1]:{}\"\n",
-        sink.addr.port()
-    ))
-    .await;
-    let mut c = server.connect().await;
-    c.ehlo().await;
-    let first = queue_id(
-        &c.send(
-            "app@inside.example",
-            &["a@other.example"],
-            &message("retry me", ""),
-        )
-        .await,
-    );
-    assert_eq!(server.next_event(20).await.status, "deferred");
-    let (ok, _, err) = cli(&server, &["queue", "retry", &first]).await;
+    let (mut sink, server, mut c, first) = deferred_message().await;
+    let (ok, _, err) = server.cli(&["queue", "retry", &first]).await;
     assert!(ok, "{err}");
     assert!(sink.next(20).await.is_some(), "retry did not deliver now");
 
-    // A message to a closed port, deleted: no delivery, no DSN, gone.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    drop(closed);
+    // A message with no route (deferred), deleted: no delivery, no DSN, gone.
     let second = queue_id(
         &c.send(
             "app@inside.example",
@@ -128,9 +90,9 @@ async fn retry_now_and_delete() {
         )
         .await,
     );
-    let (ok, _, err) = cli(&server, &["queue", "delete", &second]).await;
+    let (ok, _, err) = server.cli(&["queue", "delete", &second]).await;
     assert!(ok, "{err}");
-    let (_, out, _) = cli(&server, &["queue", "list", "--json"]).await;
+    let (_, out, _) = server.cli(&["queue", "list", "--json"]).await;
     let items: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(
         items.as_array().unwrap().iter().all(|i| i["id"] != second),
@@ -138,7 +100,7 @@ async fn retry_now_and_delete() {
     );
 
     // Unknown and malformed IDs are precise errors.
-    let (ok, _, err) = cli(&server, &["queue", "hold", "ABCDEF"]).await;
+    let (ok, _, err) = server.cli(&["queue", "hold", "ABCDEF"]).await;
     assert!(!ok);
     assert!(
         err.contains("404 Not Found: ABCDEF: no such message in the queue"),

@@ -6,22 +6,6 @@ mod common;
 
 use common::*;
 
-fn have(tool: &str) -> bool {
-    let found = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{tool} is required in CI (.ci/run installs it)"
-        );
-        eprintln!("skipping: {tool} not installed");
-    }
-    found
-}
-
 #[tokio::test]
 async fn swaks_sends_over_starttls() {
     if !have("swaks") {

@@ -77,6 +77,30 @@ impl TestServer {
             .expect("delivery record feed closed")
     }
 
+    /// Run `postern ARGS` as an admin would, against this server: a config naming its data
+    /// directory, `--api` its control API. Returns (success, stdout, stderr).
+    pub async fn cli(&self, args: &[&str]) -> (bool, String, String) {
+        let config = self.dir.path().join("cli.toml");
+        std::fs::write(
+            &config,
+            format!("[server]\ndata_dir = \"{}\"\n", self.data_dir().display()),
+        )
+        .unwrap();
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_postern"))
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .args(["--api", &self.api.to_string()])
+            .output()
+            .await
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().to_path_buf()
     }
@@ -154,6 +178,24 @@ impl Drop for TestServer {
             let _ = stop.send(());
         }
     }
+}
+
+/// Whether a real peer tool is installed. CI installs them (.ci/run), so there its absence
+/// fails; elsewhere the test says it skipped.
+pub fn have(tool: &str) -> bool {
+    let found = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{tool} is required in CI (.ci/run installs it)"
+        );
+        eprintln!("skipping: {tool} not installed");
+    }
+    found
 }
 
 /// Every message in the spool, oldest first.
