@@ -191,14 +191,7 @@ pub async fn run(
     loop {
         while conns.try_join_next().is_some() {}
         let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(target: "postern/admin", "warning: accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+            accepted = crate::accept(&listener) => accepted,
             _ = crate::stopped(&mut shutdown) => break,
         };
         let (tls, app) = (tls.clone(), app.clone());

@@ -69,15 +69,7 @@ pub async fn run(listener: TcpListener, ctx: Arc<Context>, mut shutdown: watch::
     loop {
         while sessions.try_join_next().is_some() {}
         let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(target: "postern/smtpd", "warning: accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+            accepted = crate::accept(&listener) => accepted,
             _ = crate::stopped(&mut shutdown) => break,
         };
         let _ = tcp.set_nodelay(true);
