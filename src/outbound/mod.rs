@@ -72,6 +72,11 @@ impl Engine {
             .per_destination
             .lock()
             .unwrap_or_else(|e| e.into_inner());
+        // A gateway sees many domains over months: forget the idle ones (nobody holds their
+        // semaphore) rather than keep one per domain ever seen.
+        if map.len() >= 4096 {
+            map.retain(|_, slots| Arc::strong_count(slots) > 1);
+        }
         map.entry(domain.to_string())
             .or_insert_with(|| Arc::new(Semaphore::new(self.cfg.destination_concurrency)))
             .clone()
