@@ -27,6 +27,10 @@ pub struct Job<'a> {
     pub message: &'a [u8],
     pub smtputf8: bool,
     pub eight_bit: bool,
+    /// Minimum cipher key bits (0 without TLS); below it, no transaction.
+    pub min_bits: u16,
+    /// A policy failure is final (the row says `bounce`) rather than retried.
+    pub bounce_on_failure: bool,
     pub connect_timeout: Duration,
     pub command_timeout: Duration,
 }
@@ -245,9 +249,14 @@ async fn connect(job: &Job<'_>, tls: &Arc<rustls::ClientConfig>) -> Result<Conne
         (Level::May, false) => {}
         (Level::Encrypt, false) => {
             // Postfix's words; a required level never falls back to plaintext.
-            return Err(fail(Outcome::temporary(
-                Enhanced(4, 7, 4),
-                format!("TLS is required, but was not offered by host {name}"),
+            let weak = match job.min_bits {
+                0 => String::new(),
+                min => format!(": encryption too weak 0 less than {min}"),
+            };
+            return Err(fail(policy_failure(
+                job,
+                if job.bounce_on_failure { 0 } else { 4 },
+                format!("TLS is required, but was not offered by host {name}{weak}"),
             )));
         }
         (Level::May | Level::Encrypt, true) => {
@@ -258,8 +267,9 @@ async fn connect(job: &Job<'_>, tls: &Arc<rustls::ClientConfig>) -> Result<Conne
                         reason: format!("STARTTLS refused: {}", reply.summary()),
                     });
                 }
-                return Err(fail(Outcome::temporary(
-                    Enhanced(4, 7, 5),
+                return Err(fail(policy_failure(
+                    job,
+                    5,
                     format!(
                         "TLS is required, but host {name} refused to start TLS: {}",
                         reply.summary()
@@ -275,14 +285,29 @@ async fn connect(job: &Job<'_>, tls: &Arc<rustls::ClientConfig>) -> Result<Conne
                     return Err(Failure::TlsFailedMay { reason });
                 }
                 Err(reason) => {
-                    return Err(fail(Outcome::temporary(
-                        Enhanced(4, 7, 5),
+                    return Err(fail(policy_failure(
+                        job,
+                        5,
                         format!("Cannot start TLS with {name}: {reason}"),
                     )));
                 }
             }
             ext = hello(&mut conn, job.helo, &name).await.map_err(fail)?;
         }
+    }
+    // Minimum strength (GlobalCerts): checked before any transaction, so a message never
+    // crosses a session weaker than its policy allows.
+    let bits = negotiated.as_ref().map_or(0, |t| t.bits);
+    if job.min_bits > 0 && bits < job.min_bits {
+        let _ = conn.command("QUIT", "QUIT").await;
+        return Err(fail(policy_failure(
+            job,
+            0,
+            format!(
+                "encryption too weak {bits} less than {} with host {name}",
+                job.min_bits
+            ),
+        )));
     }
     Ok(Connection {
         conn,
@@ -388,7 +413,9 @@ pub struct Pool {
     pub max_transactions: u32,
 }
 
-type PoolKey = (String, SocketAddr, Level);
+/// Host, address, level and minimum strength: a session is reused only for messages that
+/// demand exactly what it was opened under.
+type PoolKey = (String, SocketAddr, Level, u16);
 
 impl Pool {
     pub fn new(max_idle: Duration) -> Pool {
@@ -400,7 +427,7 @@ impl Pool {
     }
 
     fn key(job: &Job<'_>) -> PoolKey {
-        (job.host.to_string(), job.addr, job.level)
+        (job.host.to_string(), job.addr, job.level, job.min_bits)
     }
 
     fn take(&self, key: &PoolKey) -> Option<Connection> {
@@ -689,6 +716,16 @@ async fn transaction(
         .iter_mut()
         .map(|r| r.take().unwrap_or_else(|| final_outcome.clone()))
         .collect())
+}
+
+/// A policy requirement not met: final (5.7.x) when the row says bounce, else retried
+/// (4.7.x). Never a fallback to plaintext.
+fn policy_failure(job: &Job<'_>, detail: u16, reason: String) -> Outcome {
+    if job.bounce_on_failure {
+        Outcome::permanent(Enhanced(5, 7, detail), reason)
+    } else {
+        Outcome::temporary(Enhanced(4, 7, detail), reason)
+    }
 }
 
 /// A pipelined DATA that got 354 although nothing else was accepted must still be ended,

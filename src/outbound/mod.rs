@@ -181,7 +181,13 @@ async fn attempt(engine: Arc<Engine>, id: QueueId) -> (QueueId, bool) {
     let mut bounced: Vec<(usize, Outcome, String)> = Vec::new();
     let mut last_problem = None;
     let mut still_pending = false;
-    for ((domain, level), group) in group_recipients(&entry, &snapshot) {
+    // The header counts only from authorised clients; the others had it removed at receipt.
+    let header = entry
+        .envelope
+        .authorised
+        .then(|| policy::first_tls_level_header(&message))
+        .flatten();
+    for ((domain, _, _, _), group) in group_recipients(&entry, &snapshot, header.as_deref()) {
         let slots = engine.destination_slots(&domain);
         let _total = engine.total.acquire().await;
         let _dest = slots.acquire().await;
@@ -191,7 +197,7 @@ async fn attempt(engine: Arc<Engine>, id: QueueId) -> (QueueId, bool) {
             .map(|(i, _)| entry.envelope.recipients[*i].clone())
             .collect();
         let results = deliver_group(
-            &engine, &entry, &message, &snapshot, &domain, level, &rcpts, started,
+            &engine, &entry, &message, &snapshot, &domain, decision, &rcpts, started,
         )
         .await;
         for ((index, _), mut result) in group.iter().zip(results) {
@@ -267,17 +273,29 @@ async fn send_dsn(
 type Group = Vec<(usize, Decision)>;
 
 /// Pending recipients by (destination domain, TLS level): one SMTP transaction each.
-fn group_recipients(entry: &QueueEntry, snapshot: &Snapshot) -> BTreeMap<(String, Level), Group> {
-    let mut groups: BTreeMap<(String, Level), Group> = BTreeMap::new();
+/// Recipients that can share one transaction: same domain, same policy demands.
+type GroupKey = (String, Level, u16, crate::settings::OnFailure);
+
+fn group_recipients(
+    entry: &QueueEntry,
+    snapshot: &Snapshot,
+    header: Option<&str>,
+) -> BTreeMap<GroupKey, Group> {
+    let mut groups: BTreeMap<GroupKey, Group> = BTreeMap::new();
     for i in entry.pending() {
         let rcpt = &entry.envelope.recipients[i];
         let domain = rcpt
             .rsplit_once('@')
             .map(|(_, d)| d.to_ascii_lowercase())
             .unwrap_or_default();
-        let decision = policy::decide(snapshot, rcpt);
+        let decision = policy::decide(snapshot, rcpt, header);
         groups
-            .entry((domain, decision.level))
+            .entry((
+                domain,
+                decision.level,
+                decision.min_bits,
+                decision.on_failure,
+            ))
             .or_default()
             .push((i, decision));
     }
@@ -337,10 +355,11 @@ async fn deliver_group(
     message: &[u8],
     snapshot: &Snapshot,
     domain: &str,
-    level: Level,
+    decision: &Decision,
     rcpts: &[String],
     started: Instant,
 ) -> Vec<RcptResult> {
+    let level = decision.level;
     let queued = started
         .elapsed()
         .as_secs_f64()
@@ -375,6 +394,8 @@ async fn deliver_group(
             message,
             smtputf8: entry.envelope.smtputf8,
             eight_bit: entry.envelope.eight_bit,
+            min_bits: decision.min_bits,
+            bounce_on_failure: decision.on_failure == crate::settings::OnFailure::Bounce,
             connect_timeout: Duration::from_secs(engine.cfg.connect_timeout_secs),
             command_timeout: Duration::from_secs(engine.cfg.command_timeout_secs),
         };

@@ -6,10 +6,12 @@
 
 use std::fmt;
 
-use crate::settings::{Snapshot, TlsMode};
+use crate::settings::{OnFailure, Snapshot, TlsMode};
 
 /// Levels, weakest to strongest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
     /// No TLS, even if offered.
@@ -30,16 +32,21 @@ impl fmt::Display for Level {
     }
 }
 
-/// What decided the level, as delivery records show it (`source=global`).
+/// What decided the level, as delivery records show it (`source=row:partner.example`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Source {
     Global,
+    Row(String),
+    Header,
 }
 
 impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Source::Global => f.write_str("global"),
+            Source::Row(p) => write!(f, "row:{p}"),
+            Source::Header => f.write_str("header"),
         }
     }
 }
@@ -48,45 +55,218 @@ impl fmt::Display for Source {
 pub struct Decision {
     pub level: Level,
     pub source: Source,
+    /// Minimum cipher key bits: the row's, else 112 at a required level, else 0.
+    pub min_bits: u16,
+    pub on_failure: OnFailure,
     /// One line per source that applied, for logs and `policy explain`.
     pub explanation: Vec<String>,
 }
 
-/// The effective policy for `recipient`.
-pub fn decide(snapshot: &Snapshot, recipient: &str) -> Decision {
+/// The minimum strength a required level gets when its row names none (GlobalCerts' 112).
+pub const DEFAULT_MIN_BITS: u16 = 112;
+
+/// `x-TLSLevel` values (Email Security's message rules): case and spaces tolerated.
+pub fn header_level(value: &str) -> Option<Level> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "require" => Some(Level::Encrypt),
+        "try" => Some(Level::May),
+        _ => None,
+    }
+}
+
+/// The effective policy for `recipient`: the strictest of the global outbound mode, the most
+/// specific table row, and `header` (the message's first `x-TLSLevel` value, passed only for
+/// messages from authorised clients: the others had it removed at receipt).
+pub fn decide(snapshot: &Snapshot, recipient: &str, header: Option<&str>) -> Decision {
     let mode = snapshot.settings.outbound.tls_mode;
-    let level = match mode {
+    let mut level = match mode {
         TlsMode::Disabled => Level::None,
         TlsMode::May => Level::May,
         TlsMode::Encrypt => Level::Encrypt,
     };
+    let mut source = Source::Global;
+    let mut explanation = vec![format!("global outbound mode {mode}: {level}")];
+    let row = snapshot.policy_row(recipient);
+    if let Some(row) = row {
+        let note = if row.note.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", row.note)
+        };
+        explanation.push(format!("policy row {}: {}{note}", row.pattern, row.level));
+        if row.level > level {
+            (level, source) = (row.level, Source::Row(row.pattern.clone()));
+        }
+    }
+    if let Some(value) = header {
+        match header_level(value) {
+            Some(h) => {
+                explanation.push(format!("x-TLSLevel: {}: {h}", value.trim()));
+                if h > level {
+                    (level, source) = (h, Source::Header);
+                }
+            }
+            None => explanation.push(format!(
+                "x-TLSLevel: {}: unknown value, ignored",
+                value.trim()
+            )),
+        }
+    }
+    let min_bits = row
+        .and_then(|r| r.min_bits)
+        .unwrap_or(if level >= Level::Encrypt {
+            DEFAULT_MIN_BITS
+        } else {
+            0
+        });
+    let on_failure = row.map(|r| r.on_failure).unwrap_or_default();
+    if min_bits > 0 {
+        explanation.push(format!(
+            "minimum strength {min_bits} bits; on failure: {}",
+            match on_failure {
+                OnFailure::Bounce => "bounce",
+                OnFailure::Defer => "defer",
+            }
+        ));
+    }
+    explanation.push(format!("effective: {level} (from {source})"));
     Decision {
         level,
-        source: Source::Global,
-        explanation: vec![format!(
-            "global outbound mode {mode} -> {level} for {recipient}"
-        )],
+        source,
+        min_bits,
+        on_failure,
+        explanation,
     }
+}
+
+/// The first `x-TLSLevel` header's value in a message's header section.
+pub fn first_tls_level_header(message: &[u8]) -> Option<String> {
+    let end = message
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(message.len());
+    let headers = String::from_utf8_lossy(&message[..end]);
+    headers.split("\r\n").find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.trim_end()
+            .eq_ignore_ascii_case("x-tlslevel")
+            .then(|| value.trim().to_string())
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::settings::Settings;
+    use crate::settings::{PolicyRow, Settings};
+
+    fn row(pattern: &str, level: Level) -> PolicyRow {
+        PolicyRow {
+            pattern: pattern.into(),
+            level,
+            include_subdomains: false,
+            min_bits: None,
+            on_failure: OnFailure::Defer,
+            note: String::new(),
+        }
+    }
+
+    fn snap(mode: TlsMode, rows: Vec<PolicyRow>) -> Snapshot {
+        let mut s = Settings::default();
+        s.outbound.tls_mode = mode;
+        s.policy = rows;
+        Snapshot::new(s, 0)
+    }
 
     #[test]
-    fn global_mode_maps_to_level_with_explanation() {
+    fn global_mode_alone() {
         for (mode, level) in [
             (TlsMode::Disabled, Level::None),
             (TlsMode::May, Level::May),
             (TlsMode::Encrypt, Level::Encrypt),
         ] {
-            let mut s = Settings::default();
-            s.outbound.tls_mode = mode;
-            let d = decide(&Snapshot::new(s, 0), "a@b.example");
-            assert_eq!(d.level, level);
-            assert_eq!(d.source, Source::Global);
+            let d = decide(&snap(mode, vec![]), "a@b.example", None);
+            assert_eq!((d.level, d.source.clone()), (level, Source::Global));
+            assert_eq!(d.min_bits, if level == Level::Encrypt { 112 } else { 0 });
             assert!(d.explanation[0].contains(&mode.to_string()));
         }
+    }
+
+    #[test]
+    fn most_specific_row_wins() {
+        let mut sub = row("flagged.example", Level::Encrypt);
+        sub.include_subdomains = true;
+        let s = snap(
+            TlsMode::Disabled,
+            vec![
+                row("*", Level::May),
+                row(".corp.example", Level::May),
+                row("mx.corp.example", Level::None),
+                row("ceo@corp.example", Level::Encrypt),
+                sub,
+            ],
+        );
+        let src = |r: &str| decide(&s, r, None).source.to_string();
+        assert_eq!(src("ceo@CORP.example"), "row:ceo@corp.example");
+        assert_eq!(src("other@corp.example"), "row:.corp.example"); // .domain covers itself
+        assert_eq!(src("a@deep.sub.corp.example"), "row:.corp.example");
+        assert_eq!(
+            s.policy_row("a@mx.corp.example").unwrap().pattern,
+            "mx.corp.example"
+        );
+        assert_eq!(
+            s.policy_row("a@x.flagged.example").unwrap().pattern,
+            "flagged.example"
+        );
+        assert_eq!(
+            s.policy_row("a@flagged.example").unwrap().pattern,
+            "flagged.example"
+        );
+        assert_eq!(src("a@elsewhere.example"), "row:*");
+        assert_eq!(s.policy_row("a@notcorp.example").unwrap().pattern, "*");
+    }
+
+    #[test]
+    fn strictest_source_applies_and_header_is_read() {
+        let s = snap(TlsMode::May, vec![row("partner.example", Level::Encrypt)]);
+        let d = decide(&s, "a@partner.example", Some("try"));
+        assert_eq!(
+            (d.level, d.source.to_string()),
+            (Level::Encrypt, "row:partner.example".into())
+        );
+        let d = decide(&s, "a@other.example", Some("  REQUIRE "));
+        assert_eq!(
+            (d.level, d.source.clone()),
+            (Level::Encrypt, Source::Header)
+        );
+        assert_eq!(d.min_bits, 112);
+        let d = decide(&s, "a@other.example", Some("sometimes"));
+        assert_eq!(d.level, Level::May);
+        assert!(
+            d.explanation
+                .iter()
+                .any(|l| l.contains("unknown value, ignored"))
+        );
+        // A weaker row never lowers the global mode.
+        let s = snap(TlsMode::Encrypt, vec![row("lax.example", Level::None)]);
+        assert_eq!(decide(&s, "a@lax.example", None).level, Level::Encrypt);
+    }
+
+    #[test]
+    fn row_minimum_and_failure_action() {
+        let mut strong = row("bank.example", Level::Encrypt);
+        strong.min_bits = Some(256);
+        strong.on_failure = OnFailure::Bounce;
+        let d = decide(&snap(TlsMode::May, vec![strong]), "a@bank.example", None);
+        assert_eq!((d.min_bits, d.on_failure), (256, OnFailure::Bounce));
+    }
+
+    #[test]
+    fn first_header_counts() {
+        let m = b"From: a\r\nX-TLSLevel: Try\r\nx-tlslevel: Require\r\n\r\nx-TLSLevel: body\r\n";
+        assert_eq!(first_tls_level_header(m).as_deref(), Some("Try"));
+        assert_eq!(
+            first_tls_level_header(b"From: a\r\n\r\nx-TLSLevel: Require\r\n"),
+            None
+        );
     }
 }

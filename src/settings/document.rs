@@ -48,6 +48,41 @@ pub struct OutboundSettings {
     pub tls_mode: TlsMode,
 }
 
+/// What a policy row does when its level cannot be met.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFailure {
+    /// Retry later (4.7.x), until the queue lifetime.
+    #[default]
+    Defer,
+    /// Return to the sender now (5.7.x), GlobalCerts' behaviour.
+    Bounce,
+}
+
+/// One row of the outbound TLS policy table (Hermes' TLS policy domains, GlobalCerts'
+/// partner list).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyRow {
+    /// `user@domain`, `domain`, `.domain` (the domain and all its subdomains), or `*`
+    /// (every domain: GlobalCerts' blank line).
+    pub pattern: String,
+    /// `none`, `may` or `encrypt`.
+    pub level: crate::policy::Level,
+    /// A plain `domain` row also covers its subdomains (GlobalCerts' behaviour).
+    #[serde(default)]
+    pub include_subdomains: bool,
+    /// Minimum cipher key bits; default 112 for a required level, 0 otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_bits: Option<u16>,
+    #[serde(default)]
+    pub on_failure: OnFailure,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub note: String,
+}
+
 /// A domain we accept mail for from anyone, and where it goes next.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -85,6 +120,9 @@ pub struct SettingsDoc {
     pub relay_domains: Vec<RelayDomain>,
     #[serde(default)]
     pub smtp_auth_users: Vec<AuthUserDoc>,
+    /// The outbound TLS policy table; the most specific matching row applies.
+    #[serde(default)]
+    pub policy: Vec<PolicyRow>,
 }
 
 /// A stored SMTP AUTH user: the argon2 PHC string, never the password.
@@ -103,6 +141,8 @@ pub struct Settings {
     pub trusted_networks: Vec<IpNet>,
     pub relay_domains: Vec<RelayDomain>,
     pub smtp_auth_users: Vec<AuthUser>,
+    #[serde(default)]
+    pub policy: Vec<PolicyRow>,
 }
 
 impl Default for Settings {
@@ -118,6 +158,7 @@ impl Default for Settings {
             ],
             relay_domains: Vec::new(),
             smtp_auth_users: Vec::new(),
+            policy: Vec::new(),
         }
     }
 }
@@ -165,6 +206,7 @@ impl Settings {
                     password: None,
                 })
                 .collect(),
+            policy: self.policy.clone(),
         }
     }
 
@@ -181,6 +223,7 @@ impl Settings {
             trusted_networks: parse_networks(&doc.trusted_networks)?,
             relay_domains: check_relay_domains(&doc.relay_domains)?,
             smtp_auth_users: self.apply_users(&doc.smtp_auth_users, hasher)?,
+            policy: check_policy(&doc.policy)?,
         })
     }
 
@@ -274,6 +317,50 @@ fn check_relay_domains(domains: &[RelayDomain]) -> Result<Vec<RelayDomain>, Fiel
         out.push(RelayDomain {
             domain,
             transport: d.transport.as_ref().map(|t| t.trim().to_string()),
+        });
+    }
+    Ok(out)
+}
+
+/// Policy rows: valid patterns (the messages of Hermes' errors 4, 5/6), no two rows for the
+/// same pattern, a minimum strength no cipher exceeds refused.
+fn check_policy(rows: &[PolicyRow]) -> Result<Vec<PolicyRow>, FieldError> {
+    let mut out: Vec<PolicyRow> = Vec::with_capacity(rows.len());
+    for (i, row) in rows.iter().enumerate() {
+        let pattern = row
+            .pattern
+            .trim()
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        let domain = match pattern.rsplit_once('@') {
+            Some((user, d)) if !user.is_empty() && !user.contains('@') => d,
+            Some(_) => "",
+            None => pattern.strip_prefix('.').unwrap_or(&pattern),
+        };
+        if pattern != "*" && !is_domain_name(domain) {
+            return Err(field_error(
+                format!("policy[{i}].pattern"),
+                format!(
+                    "{:?} is not a valid domain, .domain, user@domain or *",
+                    row.pattern
+                ),
+            ));
+        }
+        if let Some(j) = out.iter().position(|o| o.pattern == pattern) {
+            return Err(field_error(
+                format!("policy[{i}].pattern"),
+                format!("duplicate row: {pattern:?} is already row {j}"),
+            ));
+        }
+        if row.min_bits.is_some_and(|b| b > 256) {
+            return Err(field_error(
+                format!("policy[{i}].min_bits"),
+                "must be at most 256 (no cipher has more)",
+            ));
+        }
+        out.push(PolicyRow {
+            pattern,
+            ..row.clone()
         });
     }
     Ok(out)
@@ -420,6 +507,45 @@ mod tests {
             .apply(&doc("[[smtp_auth_users]]\nusername = \"bob\""), &FakeHasher)
             .unwrap_err();
         assert_eq!(err.field, "smtp_auth_users[0].password");
+    }
+
+    #[test]
+    fn policy_rows_checked() {
+        let ok = doc(
+            "[[policy]]\npattern = \"Partner.Example.\"\nlevel = \"encrypt\"\n[[policy]]\npattern = \"*\"\nlevel = \"may\"",
+        );
+        let s = Settings::default().apply(&ok, &FakeHasher).unwrap();
+        assert_eq!(s.policy[0].pattern, "partner.example");
+        for (text, field) in [
+            (
+                "[[policy]]\npattern = \"not a domain\"\nlevel = \"encrypt\"",
+                "policy[0].pattern",
+            ),
+            (
+                "[[policy]]\npattern = \"a.example\"\nlevel = \"encrypt\"\n[[policy]]\npattern = \"A.example\"\nlevel = \"may\"",
+                "policy[1].pattern",
+            ),
+            (
+                "[[policy]]\npattern = \"@a.example\"\nlevel = \"encrypt\"",
+                "policy[0].pattern",
+            ),
+            (
+                "[[policy]]\npattern = \"a.example\"\nlevel = \"encrypt\"\nmin_bits = 512",
+                "policy[0].min_bits",
+            ),
+        ] {
+            let err = Settings::default()
+                .apply(&doc(text), &FakeHasher)
+                .unwrap_err();
+            assert_eq!(err.field, field, "{text}");
+        }
+        // Levels the client cannot enforce yet are refused by name, never accepted silently.
+        assert!(
+            toml::from_str::<SettingsDoc>(
+                "[[policy]]\npattern = \"a.example\"\nlevel = \"verify\""
+            )
+            .is_err()
+        );
     }
 
     #[test]

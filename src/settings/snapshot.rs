@@ -16,6 +16,11 @@ pub struct Snapshot {
     relay_exact: HashMap<String, usize>,
     /// `.example.com` rows, stored as `example.com`.
     relay_parents: Vec<(String, usize)>,
+    /// Policy rows: `user@domain` and `domain` by exact key, `.domain` and subdomain-flagged
+    /// rows by the domain they cover, and the `*` row.
+    policy_exact: HashMap<String, usize>,
+    policy_parents: HashMap<String, usize>,
+    policy_every: Option<usize>,
 }
 
 impl Snapshot {
@@ -30,12 +35,57 @@ impl Snapshot {
                 }
             }
         }
+        let mut policy_exact = HashMap::new();
+        let mut policy_parents = HashMap::new();
+        let mut policy_every = None;
+        for (i, row) in settings.policy.iter().enumerate() {
+            match row.pattern.as_str() {
+                "*" => policy_every = Some(i),
+                p if p.starts_with('.') => {
+                    policy_parents.insert(p[1..].to_string(), i);
+                }
+                p => {
+                    policy_exact.insert(p.to_string(), i);
+                    if row.include_subdomains && !p.contains('@') {
+                        policy_parents.insert(p.to_string(), i);
+                    }
+                }
+            }
+        }
         Snapshot {
             version,
             settings,
             relay_exact,
             relay_parents,
+            policy_exact,
+            policy_parents,
+            policy_every,
         }
+    }
+
+    /// The most specific policy row for `recipient`: `user@domain`, then `domain`, then the
+    /// nearest `.parent` (or subdomain-flagged) row, then `*`.
+    pub fn policy_row(&self, recipient: &str) -> Option<&super::PolicyRow> {
+        let recipient = recipient.to_ascii_lowercase();
+        let domain = recipient
+            .rsplit_once('@')
+            .map(|(_, d)| d)
+            .unwrap_or(&recipient);
+        let domain = domain.trim_end_matches('.');
+        let mut found = self
+            .policy_exact
+            .get(recipient.as_str())
+            .or_else(|| self.policy_exact.get(domain))
+            .copied();
+        let mut parent = Some(domain);
+        while found.is_none() {
+            let Some(d) = parent else { break };
+            found = self.policy_parents.get(d).copied();
+            parent = d.split_once('.').map(|(_, rest)| rest);
+        }
+        found
+            .or(self.policy_every)
+            .map(|i| &self.settings.policy[i])
     }
 
     /// The relay domain row for `domain` (case-insensitive, trailing dot ignored): an exact
