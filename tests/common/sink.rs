@@ -20,6 +20,8 @@ pub struct SinkOptions {
     pub reject: Vec<String>,
     /// Every MAIL gets `421 4.3.2` (a server closing down).
     pub closing: bool,
+    /// TLS limited to AES-128 suites (a weak-but-valid peer for minimum-strength tests).
+    pub aes128_only: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -47,7 +49,7 @@ impl Sink {
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = mpsc::unbounded_channel();
         let sessions = Arc::new(AtomicUsize::new(0));
-        let tls = tls_acceptor();
+        let tls = tls_acceptor(opts.aes128_only);
         let transactions = Arc::new(AtomicUsize::new(0));
         let counter = sessions.clone();
         tokio::spawn(async move {
@@ -79,11 +81,17 @@ impl Sink {
     }
 }
 
-fn tls_acceptor() -> tokio_rustls::TlsAcceptor {
+fn tls_acceptor(aes128_only: bool) -> tokio_rustls::TlsAcceptor {
     let key = rcgen::generate_simple_self_signed(vec!["sink.test.example".to_string()]).unwrap();
     let cert = key.cert.der().clone();
     let private = rustls_pki_types::PrivateKeyDer::Pkcs8(key.signing_key.serialize_der().into());
-    let config = rustls::ServerConfig::builder_with_provider(postern::tls::provider())
+    let mut provider = (*postern::tls::provider()).clone();
+    if aes128_only {
+        provider
+            .cipher_suites
+            .retain(|s| format!("{:?}", s.suite()).contains("AES_128"));
+    }
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(provider))
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()

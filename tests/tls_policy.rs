@@ -1,0 +1,167 @@
+//! Outbound TLS policy end to end: table rows and x-TLSLevel enforced against real sinks,
+//! minimum strength with its GlobalCerts text, bounce versus defer, no plaintext fallback.
+
+mod common;
+
+use common::sink::{Sink, SinkOptions};
+use common::*;
+use serde_json::{Value, json};
+
+/// postern routing other.example and inside.example (the sender's domain, for DSNs) to `sink`.
+async fn setup(sink: &Sink, policy: Value) -> TestServer {
+    let port = sink.addr.port();
+    let server = TestServer::start_with(&format!(
+        "[outbound.routes]\n\"other.example\" = \"[127.0.0.1]:{port}\"\n\"inside.example\" = \"[127.0.0.1]:{port}\"\n"
+    ))
+    .await;
+    server
+        .set(json!({"trusted_networks": ["127.0.0.1/32"], "policy": policy}))
+        .await;
+    server
+}
+
+async fn submit(server: &TestServer, from_ip: &str, extra_header: &str) {
+    let mut c = server.connect_from(from_ip).await;
+    c.ehlo().await;
+    let r = c
+        .send(
+            "app@inside.example",
+            &["partner@other.example"],
+            &message("policy", extra_header),
+        )
+        .await;
+    assert_eq!(r.code, 250, "{r:?}");
+}
+
+#[tokio::test]
+async fn plaintext_only_peer_with_required_row_bounces_0_less_than_112() {
+    let mut sink = Sink::start(SinkOptions::default()).await;
+    let mut server = setup(
+        &sink,
+        json!([{"pattern": "other.example", "level": "encrypt", "on_failure": "bounce"}]),
+    )
+    .await;
+    submit(&server, "127.0.0.1", "").await;
+    let event = server.next_event(20).await;
+    assert_eq!((event.status, event.dsn.as_str()), ("bounced", "5.7.0"));
+    assert!(
+        event
+            .reply
+            .contains("TLS is required, but was not offered by host 127.0.0.1["),
+        "{}",
+        event.reply
+    );
+    assert!(
+        event.reply.contains("encryption too weak 0 less than 112"),
+        "{}",
+        event.reply
+    );
+    assert_eq!(
+        (event.policy_level.as_str(), event.policy_source.as_str()),
+        ("encrypt", "row:other.example")
+    );
+    // The only thing the sink ever gets is the DSN (null sender), never the message.
+    let got = sink.next(20).await.expect("no DSN");
+    assert_eq!(got.sender, "");
+    assert!(String::from_utf8_lossy(&got.data).contains("encryption too weak 0 less than 112"));
+    assert!(sink.try_next().is_none());
+}
+
+#[tokio::test]
+async fn aes128_peer_below_256_bounces_or_defers_per_row() {
+    let weak = SinkOptions {
+        starttls: true,
+        aes128_only: true,
+        ..SinkOptions::default()
+    };
+    let mut sink = Sink::start(weak.clone()).await;
+    let mut server = setup(
+        &sink,
+        json!([{"pattern": "other.example", "level": "encrypt", "min_bits": 256, "on_failure": "bounce"}]),
+    )
+    .await;
+    submit(&server, "127.0.0.1", "").await;
+    let event = server.next_event(20).await;
+    assert_eq!((event.status, event.dsn.as_str()), ("bounced", "5.7.0"));
+    assert!(
+        event
+            .reply
+            .starts_with("encryption too weak 128 less than 256"),
+        "{}",
+        event.reply
+    );
+    let dsn = sink.next(20).await.expect("no DSN");
+    assert_eq!(
+        dsn.sender, "",
+        "the message itself went over a weak session"
+    );
+
+    // The defer variant keeps it queued with 4.7.0.
+    let sink = Sink::start(weak).await;
+    let mut server = setup(
+        &sink,
+        json!([{"pattern": "other.example", "level": "encrypt", "min_bits": 256, "on_failure": "defer"}]),
+    )
+    .await;
+    submit(&server, "127.0.0.1", "").await;
+    let event = server.next_event(20).await;
+    assert_eq!((event.status, event.dsn.as_str()), ("deferred", "4.7.0"));
+    let (spool, _) = server.stop().await;
+    assert_eq!(spool.len(), 1);
+
+    // 128 bits meet a row asking for 128.
+    let mut sink = Sink::start(SinkOptions {
+        starttls: true,
+        aes128_only: true,
+        ..SinkOptions::default()
+    })
+    .await;
+    let mut server = setup(
+        &sink,
+        json!([{"pattern": "other.example", "level": "encrypt", "min_bits": 128}]),
+    )
+    .await;
+    submit(&server, "127.0.0.1", "").await;
+    assert_eq!(server.next_event(20).await.status, "sent");
+    assert!(sink.next(20).await.unwrap().tls);
+}
+
+#[tokio::test]
+async fn header_require_from_trusted_client_is_enforced_from_outsider_ignored() {
+    let mut sink = Sink::start(SinkOptions::default()).await; // no STARTTLS
+    let mut server = setup(&sink, json!([])).await;
+    server
+        .set(json!({
+            "trusted_networks": ["127.0.0.1/32"],
+            "relay_domains": [{"domain": "other.example"}],
+        }))
+        .await;
+    // Trusted client: its x-TLSLevel: Require makes TLS mandatory; the plaintext peer defers it.
+    submit(&server, "127.0.0.1", "x-TLSLevel: Require\r\n").await;
+    let event = server.next_event(20).await;
+    assert_eq!(
+        (
+            event.status,
+            event.policy_level.as_str(),
+            event.policy_source.as_str()
+        ),
+        ("deferred", "encrypt", "header")
+    );
+    assert!(
+        sink.try_next().is_none(),
+        "delivered in plaintext despite Require"
+    );
+    // Outsider (sending to our relay domain): its header was removed; may applies, delivered.
+    submit(&server, "127.0.0.2", "x-TLSLevel: Require\r\n").await;
+    let event = server.next_event(20).await;
+    assert_eq!(
+        (event.status, event.policy_source.as_str()),
+        ("sent", "global")
+    );
+    let got = sink.next(20).await.unwrap();
+    assert!(
+        !String::from_utf8_lossy(&got.data)
+            .to_ascii_lowercase()
+            .contains("x-tlslevel")
+    );
+}
