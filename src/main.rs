@@ -40,6 +40,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The outbound TLS policy of the running server.
+    Policy {
+        #[command(subcommand)]
+        action: PolicyAction,
+    },
     /// The mail queue of the running server (like postqueue and postsuper).
     Queue {
         #[command(subcommand)]
@@ -49,6 +54,20 @@ enum Command {
     Settings {
         #[command(subcommand)]
         action: SettingsAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyAction {
+    /// The effective TLS level for RECIPIENT and every source that applied.
+    Explain {
+        recipient: String,
+        /// Assume this header on the message, e.g. 'x-TLSLevel: Require' (as from an
+        /// authorised client).
+        #[arg(long)]
+        header: Option<String>,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -108,6 +127,7 @@ fn main() -> ExitCode {
             Command::Serve => serve(config).await,
             Command::Settings { action } => settings(config, cli.api, action).await,
             Command::Queue { action } => queue(config, cli.api, action).await,
+            Command::Policy { action } => policy(config, cli.api, action).await,
             Command::CheckTls { .. } => unreachable!("handled above"),
         }
     });
@@ -300,6 +320,44 @@ async fn queue(config: Config, api: Option<SocketAddr>, action: QueueAction) -> 
         QueueAction::Delete { id } => {
             report(act(Method::DELETE, format!("/api/v1/queue/{id}")).await?)
         }
+    }
+    Ok(())
+}
+
+async fn policy(
+    config: Config,
+    api: Option<SocketAddr>,
+    action: PolicyAction,
+) -> anyhow::Result<()> {
+    postern::tls::install_provider();
+    let client = ApiClient::new(api.unwrap_or(config.admin.listen), &config.server.data_dir)?;
+    let PolicyAction::Explain {
+        recipient,
+        header,
+        json,
+    } = action;
+    let mut path = format!(
+        "/api/v1/policy/explain?recipient={}",
+        url_escape(&recipient)
+    );
+    if let Some(h) = &header {
+        path.push_str(&format!("&header={}", url_escape(h)));
+    }
+    let (status, body) = client.request(Method::GET, &path, None).await?;
+    let decision: serde_json::Value = parse_response(status, &body)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&decision)?);
+        return Ok(());
+    }
+    println!("recipient: {recipient}");
+    println!("level:     {}", decision["level"].as_str().unwrap_or(""));
+    println!("min bits:  {}", decision["min_bits"]);
+    println!(
+        "on failure: {}",
+        decision["on_failure"].as_str().unwrap_or("")
+    );
+    for line in decision["explanation"].as_array().into_iter().flatten() {
+        println!("  - {}", line.as_str().unwrap_or(""));
     }
     Ok(())
 }

@@ -165,3 +165,61 @@ async fn header_require_from_trusted_client_is_enforced_from_outsider_ignored() 
             .contains("x-tlslevel")
     );
 }
+
+#[tokio::test]
+async fn policy_explain_names_each_source() {
+    let sink = Sink::start(SinkOptions::default()).await;
+    let server = setup(
+        &sink,
+        json!([{"pattern": ".partner.example", "level": "encrypt", "min_bits": 128, "on_failure": "bounce", "note": "contract 42"}]),
+    )
+    .await;
+    let (ok, out, err) = server
+        .cli(&["policy", "explain", "ceo@mail.partner.example", "--json"])
+        .await;
+    assert!(ok, "{err}");
+    let d: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (d["level"].as_str(), d["source"].as_str()),
+        (Some("encrypt"), Some("row:.partner.example"))
+    );
+    assert_eq!(
+        (d["min_bits"].as_u64(), d["on_failure"].as_str()),
+        (Some(128), Some("bounce"))
+    );
+    let lines: Vec<&str> = d["explanation"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert!(
+        lines.contains(&"global outbound mode may: may"),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(&"policy row .partner.example: encrypt (contract 42)"),
+        "{lines:?}"
+    );
+
+    let (ok, out, _) = server
+        .cli(&[
+            "policy",
+            "explain",
+            "a@other.example",
+            "--header",
+            "x-TLSLevel: Require",
+        ])
+        .await;
+    assert!(ok);
+    assert!(out.contains("level:     encrypt"), "{out}");
+    assert!(out.contains("  - x-TLSLevel: Require: encrypt"), "{out}");
+    assert!(
+        out.contains("  - effective: encrypt (from header)"),
+        "{out}"
+    );
+
+    let (ok, _, err) = server.cli(&["policy", "explain", "not an address"]).await;
+    assert!(!ok);
+    assert!(err.contains("400 Bad Request: recipient:"), "{err}");
+}

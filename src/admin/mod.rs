@@ -79,6 +79,7 @@ impl IntoResponse for ApiError {
 pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/api/v1/settings", get(get_settings).put(put_settings))
+        .route("/api/v1/policy/explain", get(explain))
         .route("/api/v1/queue", get(queue::list))
         .route("/api/v1/queue/retry", axum::routing::post(queue::retry_all))
         .route("/api/v1/queue/{id}", get(queue::show).delete(queue::delete))
@@ -152,6 +153,38 @@ async fn put_settings(
             None,
         )),
     }
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct ExplainQuery {
+    pub recipient: String,
+    /// The `x-TLSLevel` value (or the whole header line) to assume on the message.
+    pub header: Option<String>,
+}
+
+/// The same `decide()` that delivery uses, on the settings in force now.
+async fn explain(
+    State(state): State<AdminState>,
+    axum::extract::Query(q): axum::extract::Query<ExplainQuery>,
+) -> Result<axum::Json<crate::policy::Decision>, ApiError> {
+    let recipient = q.recipient.trim();
+    if !recipient.contains('@') && !crate::settings::is_domain_name(recipient) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("recipient: {recipient:?} is not an address or domain"),
+            Some("recipient".into()),
+        ));
+    }
+    // Accept `x-TLSLevel: Require` as well as the bare value.
+    let header = q.header.as_deref().map(|h| match h.split_once(':') {
+        Some((name, value)) if name.trim().eq_ignore_ascii_case("x-tlslevel") => value.trim(),
+        _ => h.trim(),
+    });
+    Ok(axum::Json(crate::policy::decide(
+        &state.settings.current(),
+        recipient,
+        header,
+    )))
 }
 
 fn parse_doc(body: &[u8]) -> Result<SettingsDoc, ApiError> {

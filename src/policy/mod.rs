@@ -33,8 +33,7 @@ impl fmt::Display for Level {
 }
 
 /// What decided the level, as delivery records show it (`source=row:partner.example`).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
     Global,
     Row(String),
@@ -48,6 +47,13 @@ impl fmt::Display for Source {
             Source::Row(p) => write!(f, "row:{p}"),
             Source::Header => f.write_str("header"),
         }
+    }
+}
+
+/// Serialised as the log shows it: `global`, `row:partner.example`, `header`.
+impl serde::Serialize for Source {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 
