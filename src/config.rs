@@ -23,6 +23,16 @@ pub struct Config {
     pub spool: SpoolConfig,
     #[serde(default)]
     pub outbound: OutboundConfig,
+    #[serde(default)]
+    pub tls: TlsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM files of CA certificates trusted for `verify` and `secure`, besides the Mozilla
+    /// roots shipped with the binary (a private CA, a lab's test CA).
+    pub extra_roots: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

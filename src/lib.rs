@@ -152,6 +152,7 @@ pub fn prepare(config: Config) -> anyhow::Result<Server> {
         config.server.hostname.clone(),
         events,
         resolver,
+        tls::trust_roots(&config.tls.extra_roots).context("tls.extra_roots")?,
     ));
     let (new_tx, incoming) = tokio::sync::mpsc::unbounded_channel();
     spool.subscribe(new_tx);

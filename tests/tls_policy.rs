@@ -223,3 +223,128 @@ async fn policy_explain_names_each_source() {
     assert!(!ok);
     assert!(err.contains("400 Bad Request: recipient:"), "{err}");
 }
+
+/// A sink serving `cert` as the MX of other.example (DNS on loopback), and postern trusting
+/// `ca` besides the Mozilla roots.
+async fn verified_setup(
+    ca: &common::sink::TestCa,
+    cert: std::sync::Arc<(Vec<u8>, Vec<u8>)>,
+    row: Value,
+) -> (TestServer, Sink, tempfile::TempDir) {
+    use common::dns::{Zone, serve};
+    let sink = Sink::start(SinkOptions {
+        starttls: true,
+        cert: Some(cert),
+        ..SinkOptions::default()
+    })
+    .await;
+    let dns = serve(
+        Zone::default()
+            .mx("other.example", 10, "mx.other.example")
+            .a("mx.other.example", "127.0.0.1".parse().unwrap()),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.pem).unwrap();
+    let server = TestServer::start_with(&format!(
+        "[outbound]\nport = {}\nnameservers = [\"{dns}\"]\n[outbound.routes]\n\"inside.example\" = \"[127.0.0.1]\"\n[tls]\nextra_roots = [\"{}\"]\n",
+        sink.addr.port(),
+        ca_file.display()
+    ))
+    .await;
+    server
+        .set(json!({"trusted_networks": ["127.0.0.1/32"], "policy": [row]}))
+        .await;
+    (server, sink, dir)
+}
+
+#[tokio::test]
+async fn verify_accepts_the_mx_name_and_refuses_another() {
+    let ca = common::sink::TestCa::new();
+    let row = json!({"pattern": "other.example", "level": "verify"});
+    let (mut server, mut sink, _ca_dir) =
+        verified_setup(&ca, ca.leaf(&["mx.other.example"]), row.clone()).await;
+    submit(&server, "127.0.0.1", "").await;
+    let event = server.next_event(20).await;
+    assert_eq!(event.status, "sent", "{}", event.reply);
+    assert_eq!(event.verified_name.as_deref(), Some("mx.other.example"));
+    assert!(sink.next(20).await.unwrap().tls);
+
+    let (mut server, sink, _ca_dir) = verified_setup(&ca, ca.leaf(&["wrong.example"]), row).await;
+    submit(&server, "127.0.0.1", "").await;
+    let event = server.next_event(20).await;
+    assert_eq!(
+        (event.status, event.dsn.as_str()),
+        ("deferred", "4.7.5"),
+        "{}",
+        event.reply
+    );
+    assert!(
+        event.reply.contains("Server certificate not verified"),
+        "{}",
+        event.reply
+    );
+    let mut sink = sink;
+    assert!(sink.try_next().is_none());
+}
+
+#[tokio::test]
+async fn secure_wants_the_recipient_domain_not_the_mx_name() {
+    let ca = common::sink::TestCa::new();
+    let row = json!({"pattern": "other.example", "level": "secure"});
+    let (mut server, mut sink, _ca_dir) =
+        verified_setup(&ca, ca.leaf(&["mx.other.example"]), row.clone()).await;
+    submit(&server, "127.0.0.1", "").await;
+    let event = server.next_event(20).await;
+    assert_eq!(
+        event.status, "deferred",
+        "a certificate for the MX name alone must not pass secure"
+    );
+    assert!(sink.try_next().is_none());
+
+    let (mut server, mut sink, _ca_dir) =
+        verified_setup(&ca, ca.leaf(&["mx.other.example", "other.example"]), row).await;
+    submit(&server, "127.0.0.1", "").await;
+    let event = server.next_event(20).await;
+    assert_eq!(event.status, "sent", "{}", event.reply);
+    assert_eq!(event.verified_name.as_deref(), Some("other.example"));
+    assert!(sink.next(20).await.is_some());
+}
+
+#[tokio::test]
+async fn fingerprint_accepts_only_the_pinned_key() {
+    let ca = common::sink::TestCa::new();
+    let cert = ca.leaf(&["anything.example"]);
+    let pin = postern::tls::fingerprints(&rustls_pki_types::CertificateDer::from(cert.0.clone())).0;
+    let (mut server, mut sink, _ca_dir) = verified_setup(
+        &ca,
+        cert.clone(),
+        json!({"pattern": "other.example", "level": "fingerprint", "fingerprints": [pin]}),
+    )
+    .await;
+    submit(&server, "127.0.0.1", "").await;
+    let event = server.next_event(20).await;
+    assert_eq!(event.status, "sent", "{}", event.reply);
+    assert!(sink.next(20).await.is_some());
+
+    let other = "ab".repeat(32);
+    let (mut server, mut sink, _ca_dir) = verified_setup(
+        &ca,
+        cert,
+        json!({"pattern": "other.example", "level": "fingerprint", "fingerprints": [other], "on_failure": "bounce"}),
+    )
+    .await;
+    submit(&server, "127.0.0.1", "").await;
+    let event = server.next_event(20).await;
+    assert_eq!(
+        (event.status, event.dsn.as_str()),
+        ("bounced", "5.7.5"),
+        "{}",
+        event.reply
+    );
+    assert!(event.reply.contains("matches no pin"), "{}", event.reply);
+    // Only the DSN (null sender) reached the sink, which is also inside.example's host.
+    let got = sink.next(20).await.expect("no DSN");
+    assert_eq!(got.sender, "");
+}

@@ -31,6 +31,8 @@ pub struct Job<'a> {
     pub min_bits: u16,
     /// A policy failure is final (the row says `bounce`) rather than retried.
     pub bounce_on_failure: bool,
+    /// What the certificate must satisfy (`verify`, `secure`, `fingerprint`), with the roots.
+    pub check: Option<(crate::tls::CertCheck, Arc<rustls::RootCertStore>)>,
     pub connect_timeout: Duration,
     pub command_timeout: Duration,
 }
@@ -41,6 +43,8 @@ pub struct Session {
     /// One per recipient of the job, in order.
     pub results: Vec<Outcome>,
     pub starttls_offered: bool,
+    /// The name (or pin) the certificate was verified for, at `verify`/`secure`/`fingerprint`.
+    pub verified_name: Option<String>,
     pub tls: Option<TlsInfo>,
     /// Seconds: connection set-up (connect, greeting, EHLO, TLS) and transmission.
     pub setup_secs: f64,
@@ -244,10 +248,11 @@ async fn connect(job: &Job<'_>, tls: &Arc<rustls::ClientConfig>) -> Result<Conne
         starttls_offered,
     };
     let mut negotiated = None;
+    let mut verified_name = None;
     match (job.level, ext.starttls) {
         (Level::None, _) => {}
         (Level::May, false) => {}
-        (Level::Encrypt, false) => {
+        (Level::Encrypt | Level::Verify | Level::Secure | Level::Fingerprint, false) => {
             // Postfix's words; a required level never falls back to plaintext.
             let weak = match job.min_bits {
                 0 => String::new(),
@@ -259,7 +264,7 @@ async fn connect(job: &Job<'_>, tls: &Arc<rustls::ClientConfig>) -> Result<Conne
                 format!("TLS is required, but was not offered by host {name}{weak}"),
             )));
         }
-        (Level::May | Level::Encrypt, true) => {
+        (_, true) => {
             let reply = conn.command("STARTTLS", "STARTTLS").await.map_err(fail)?;
             if reply.code != 220 {
                 if job.level == Level::May {
@@ -276,10 +281,26 @@ async fn connect(job: &Job<'_>, tls: &Arc<rustls::ClientConfig>) -> Result<Conne
                     ),
                 )));
             }
-            match start_tls(conn, job, tls).await {
+            let (config, verifier) = match &job.check {
+                None => (tls.clone(), None),
+                Some((check, roots)) => {
+                    match crate::tls::policy_client_config(check.clone(), roots.clone()) {
+                        Ok((c, v)) => (c, Some(v)),
+                        Err(e) => {
+                            return Err(fail(policy_failure(
+                                job,
+                                5,
+                                format!("cannot check certificates: {e}"),
+                            )));
+                        }
+                    }
+                }
+            };
+            match start_tls(conn, job, &config).await {
                 Ok((c, info)) => {
                     conn = c;
                     negotiated = Some(info);
+                    verified_name = verifier.and_then(|v| v.verified_name());
                 }
                 Err(reason) if job.level == Level::May => {
                     return Err(Failure::TlsFailedMay { reason });
@@ -314,6 +335,7 @@ async fn connect(job: &Job<'_>, tls: &Arc<rustls::ClientConfig>) -> Result<Conne
         ext,
         name,
         starttls_offered,
+        verified_name,
         tls: negotiated,
         setup_secs: started.elapsed().as_secs_f64(),
         transactions: 0,
@@ -327,6 +349,7 @@ pub struct Connection {
     ext: Extensions,
     name: String,
     starttls_offered: bool,
+    verified_name: Option<String>,
     tls: Option<TlsInfo>,
     setup_secs: f64,
     transactions: u32,
@@ -384,6 +407,7 @@ impl Connection {
             results,
             starttls_offered,
             tls: self.tls.clone(),
+            verified_name: self.verified_name.clone(),
             setup_secs: self.setup_secs,
             transmit_secs: transmit.elapsed().as_secs_f64(),
         })
@@ -413,9 +437,9 @@ pub struct Pool {
     pub max_transactions: u32,
 }
 
-/// Host, address, level and minimum strength: a session is reused only for messages that
-/// demand exactly what it was opened under.
-type PoolKey = (String, SocketAddr, Level, u16);
+/// Host, address, level, minimum strength and certificate check: a session is reused only
+/// for messages that demand exactly what it was opened and verified under.
+type PoolKey = (String, SocketAddr, Level, u16, String);
 
 impl Pool {
     pub fn new(max_idle: Duration) -> Pool {
@@ -427,7 +451,18 @@ impl Pool {
     }
 
     fn key(job: &Job<'_>) -> PoolKey {
-        (job.host.to_string(), job.addr, job.level, job.min_bits)
+        let check = job
+            .check
+            .as_ref()
+            .map(|(c, _)| format!("{c:?}"))
+            .unwrap_or_default();
+        (
+            job.host.to_string(),
+            job.addr,
+            job.level,
+            job.min_bits,
+            check,
+        )
     }
 
     fn take(&self, key: &PoolKey) -> Option<Connection> {

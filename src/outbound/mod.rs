@@ -28,6 +28,8 @@ use classify::{Class, Outcome};
 
 pub struct Engine {
     resolver: Option<Arc<dyn dns::Resolver>>,
+    /// Mozilla roots plus `[tls] extra_roots`, for `verify` and `secure`.
+    roots: Arc<rustls::RootCertStore>,
     spool: Spool,
     settings: SettingsHandle,
     cfg: OutboundConfig,
@@ -48,9 +50,11 @@ impl Engine {
         helo: String,
         events: EventLog,
         resolver: Option<Arc<dyn dns::Resolver>>,
+        roots: Arc<rustls::RootCertStore>,
     ) -> Engine {
         Engine {
             resolver,
+            roots,
             total: Arc::new(Semaphore::new(cfg.max_concurrency)),
             pool: client::Pool::new(Duration::from_secs(cfg.connection_cache_secs)),
             spool,
@@ -308,6 +312,7 @@ struct RcptResult {
     relay: String,
     starttls_offered: bool,
     tls: Option<crate::tls::TlsInfo>,
+    verified_name: Option<String>,
     delays: [f64; 4],
 }
 
@@ -327,7 +332,7 @@ impl RcptResult {
             reply: self.outcome.reason.clone(),
             starttls_offered: self.starttls_offered,
             tls: self.tls.clone(),
-            verified_name: None,
+            verified_name: self.verified_name.clone(),
             policy_level: decision.level.to_string(),
             policy_source: decision.source.to_string(),
         }
@@ -372,6 +377,7 @@ async fn deliver_group(
                 relay: relay.clone(),
                 starttls_offered: offered,
                 tls: None,
+                verified_name: None,
                 delays: [0.0, queued, 0.0, 0.0],
             })
             .collect()
@@ -396,6 +402,7 @@ async fn deliver_group(
             eight_bit: entry.envelope.eight_bit,
             min_bits: decision.min_bits,
             bounce_on_failure: decision.on_failure == crate::settings::OnFailure::Bounce,
+            check: cert_check(decision, host).map(|c| (c, engine.roots.clone())),
             connect_timeout: Duration::from_secs(engine.cfg.connect_timeout_secs),
             command_timeout: Duration::from_secs(engine.cfg.command_timeout_secs),
         };
@@ -421,6 +428,7 @@ async fn deliver_group(
                         relay: relay.clone(),
                         starttls_offered: session.starttls_offered,
                         tls: session.tls.clone(),
+                        verified_name: session.verified_name.clone(),
                         delays: [0.0, queued, session.setup_secs, session.transmit_secs],
                     })
                     .collect();
@@ -445,6 +453,18 @@ async fn deliver_group(
         }
     }
     all(last, last_relay, false)
+}
+
+/// What the level demands of the certificate: `verify` the MX host name, `secure` the
+/// recipient domain or the row's names, `fingerprint` the row's pins.
+fn cert_check(decision: &Decision, host: &str) -> Option<crate::tls::CertCheck> {
+    use crate::tls::CertCheck;
+    match decision.level {
+        Level::Verify => Some(CertCheck::Names(vec![host.to_string()])),
+        Level::Secure => Some(CertCheck::Names(decision.match_names.clone())),
+        Level::Fingerprint => Some(CertCheck::Pins(decision.fingerprints.clone())),
+        Level::None | Level::May | Level::Encrypt => None,
+    }
 }
 
 fn log_tls(id: QueueId, relay: &str, host: &str, session: &client::Session, level: Level) {
@@ -579,7 +599,16 @@ mod tests {
         let (spool, _) = Spool::open(&dir.path().join("spool"), 1 << 20).unwrap();
         let settings = SettingsHandle::open(&dir.path().join("s.redb")).unwrap();
         let events = EventLog::open(dir.path(), 1 << 20).unwrap();
-        let e = Engine::new(spool, settings, engine_cfg(), "h".into(), events, None);
+        let roots = Arc::new(rustls::RootCertStore::empty());
+        let e = Engine::new(
+            spool,
+            settings,
+            engine_cfg(),
+            "h".into(),
+            events,
+            None,
+            roots,
+        );
         let secs: Vec<u64> = (1..=6).map(|n| e.backoff(n).as_secs()).collect();
         assert_eq!(secs, vec![300, 600, 1200, 2400, 3600, 3600]);
     }

@@ -20,6 +20,13 @@ pub enum Level {
     May,
     /// STARTTLS required; certificate not checked.
     Encrypt,
+    /// Chain to the trust roots, and a name that matches the MX host.
+    Verify,
+    /// Chain, and a name that matches the recipient domain (or the row's match list), so a
+    /// spoofed MX record does not help.
+    Secure,
+    /// The certificate or its public key has a pinned SHA-256 fingerprint.
+    Fingerprint,
 }
 
 impl fmt::Display for Level {
@@ -28,6 +35,9 @@ impl fmt::Display for Level {
             Level::None => "none",
             Level::May => "may",
             Level::Encrypt => "encrypt",
+            Level::Verify => "verify",
+            Level::Secure => "secure",
+            Level::Fingerprint => "fingerprint",
         })
     }
 }
@@ -64,6 +74,10 @@ pub struct Decision {
     /// Minimum cipher key bits: the row's, else 112 at a required level, else 0.
     pub min_bits: u16,
     pub on_failure: OnFailure,
+    /// Names a certificate must match at `secure` (the row's list, else the recipient domain).
+    pub match_names: Vec<String>,
+    /// SHA-256 pins at `fingerprint`, lower-case hex without separators.
+    pub fingerprints: Vec<String>,
     /// One line per source that applied, for logs and `policy explain`.
     pub explanation: Vec<String>,
 }
@@ -136,11 +150,22 @@ pub fn decide(snapshot: &Snapshot, recipient: &str, header: Option<&str>) -> Dec
         ));
     }
     explanation.push(format!("effective: {level} (from {source})"));
+    let domain = recipient
+        .rsplit_once('@')
+        .map_or(recipient, |(_, d)| d)
+        .to_ascii_lowercase();
+    let match_names = match row {
+        Some(r) if !r.match_names.is_empty() => r.match_names.clone(),
+        _ => vec![domain],
+    };
+    let fingerprints = row.map(|r| r.fingerprints.clone()).unwrap_or_default();
     Decision {
         level,
         source,
         min_bits,
         on_failure,
+        match_names,
+        fingerprints,
         explanation,
     }
 }
@@ -173,6 +198,8 @@ mod tests {
             min_bits: None,
             on_failure: OnFailure::Defer,
             note: String::new(),
+            match_names: Vec::new(),
+            fingerprints: Vec::new(),
         }
     }
 

@@ -69,7 +69,7 @@ pub struct PolicyRow {
     /// `user@domain`, `domain`, `.domain` (the domain and all its subdomains), or `*`
     /// (every domain: GlobalCerts' blank line).
     pub pattern: String,
-    /// `none`, `may` or `encrypt`.
+    /// `none`, `may`, `encrypt`, `verify`, `secure` or `fingerprint`.
     pub level: crate::policy::Level,
     /// A plain `domain` row also covers its subdomains (GlobalCerts' behaviour).
     #[serde(default)]
@@ -81,6 +81,12 @@ pub struct PolicyRow {
     pub on_failure: OnFailure,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub note: String,
+    /// `secure`: names the certificate may match instead of the recipient domain.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub match_names: Vec<String>,
+    /// `fingerprint`: SHA-256 of the certificate or of its public key, hex (colons allowed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fingerprints: Vec<String>,
 }
 
 /// A domain we accept mail for from anyone, and where it goes next.
@@ -358,8 +364,43 @@ fn check_policy(rows: &[PolicyRow]) -> Result<Vec<PolicyRow>, FieldError> {
                 "must be at most 256 (no cipher has more)",
             ));
         }
+        let mut fingerprints = Vec::with_capacity(row.fingerprints.len());
+        for (k, f) in row.fingerprints.iter().enumerate() {
+            let hex: String = f
+                .chars()
+                .filter(|c| *c != ':')
+                .collect::<String>()
+                .to_ascii_lowercase();
+            if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(field_error(
+                    format!("policy[{i}].fingerprints[{k}]"),
+                    "must be a SHA-256 fingerprint: 64 hex digits, colons allowed",
+                ));
+            }
+            fingerprints.push(hex);
+        }
+        if row.level == crate::policy::Level::Fingerprint && fingerprints.is_empty() {
+            return Err(field_error(
+                format!("policy[{i}].fingerprints"),
+                "required for level fingerprint",
+            ));
+        }
+        for (k, n) in row.match_names.iter().enumerate() {
+            if !is_domain_name(n.trim_start_matches("*.")) {
+                return Err(field_error(
+                    format!("policy[{i}].match_names[{k}]"),
+                    format!("{n:?} is not a domain name"),
+                ));
+            }
+        }
         out.push(PolicyRow {
             pattern,
+            fingerprints,
+            match_names: row
+                .match_names
+                .iter()
+                .map(|n| n.to_ascii_lowercase())
+                .collect(),
             ..row.clone()
         });
     }
@@ -539,12 +580,39 @@ mod tests {
                 .unwrap_err();
             assert_eq!(err.field, field, "{text}");
         }
-        // Levels the client cannot enforce yet are refused by name, never accepted silently.
+        // Unknown levels (DANE and MTA-STS are not built yet) are refused by name, never
+        // accepted silently.
         assert!(
-            toml::from_str::<SettingsDoc>(
-                "[[policy]]\npattern = \"a.example\"\nlevel = \"verify\""
-            )
-            .is_err()
+            toml::from_str::<SettingsDoc>("[[policy]]\npattern = \"a.example\"\nlevel = \"dane\"")
+                .is_err()
+        );
+        let no_pin = doc("[[policy]]\npattern = \"a.example\"\nlevel = \"fingerprint\"");
+        assert_eq!(
+            Settings::default()
+                .apply(&no_pin, &FakeHasher)
+                .unwrap_err()
+                .field,
+            "policy[0].fingerprints"
+        );
+        let bad_pin = doc(
+            "[[policy]]\npattern = \"a.example\"\nlevel = \"fingerprint\"\nfingerprints = [\"AB:CD\"]",
+        );
+        assert_eq!(
+            Settings::default()
+                .apply(&bad_pin, &FakeHasher)
+                .unwrap_err()
+                .field,
+            "policy[0].fingerprints[0]"
+        );
+        let bad_name = doc(
+            "[[policy]]\npattern = \"a.example\"\nlevel = \"secure\"\nmatch_names = [\"not a name\"]",
+        );
+        assert_eq!(
+            Settings::default()
+                .apply(&bad_name, &FakeHasher)
+                .unwrap_err()
+                .field,
+            "policy[0].match_names[0]"
         );
     }
 

@@ -307,6 +307,189 @@ impl ServerCertVerifier for AcceptingVerifier {
     }
 }
 
+/// What a policy level demands of the next hop's certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertCheck {
+    /// `verify` and `secure`: a chain to the trust roots and one of these names.
+    Names(Vec<String>),
+    /// `fingerprint`: SHA-256 of the certificate or its public key (lower-case hex).
+    Pins(Vec<String>),
+}
+
+/// The Mozilla roots shipped with the binary, plus the admin's extra roots (PEM files).
+pub fn trust_roots(extra: &[std::path::PathBuf]) -> Result<Arc<rustls::RootCertStore>, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for path in extra {
+        let pem = std::fs::read(path).map_err(|source| TlsError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        for cert in CertificateDer::pem_slice_iter(&pem) {
+            let cert = cert.map_err(|e| TlsError::Pem {
+                what: path.display().to_string(),
+                message: e.to_string(),
+            })?;
+            roots.add(cert)?;
+        }
+    }
+    Ok(Arc::new(roots))
+}
+
+/// A client config that enforces `check`; after the handshake, `verified_name()` says which
+/// name (or pin) the certificate was accepted for.
+pub fn policy_client_config(
+    check: CertCheck,
+    roots: Arc<rustls::RootCertStore>,
+) -> Result<(Arc<rustls::ClientConfig>, Arc<PolicyVerifier>), TlsError> {
+    let provider = provider();
+    let webpki =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+            .build()
+            .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
+    let verifier = Arc::new(PolicyVerifier {
+        check,
+        webpki,
+        provider: provider.clone(),
+        verified: std::sync::Mutex::new(None),
+    });
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("aws-lc-rs supports the default versions")
+        .dangerous()
+        .with_custom_certificate_verifier(verifier.clone())
+        .with_no_client_auth();
+    Ok((Arc::new(config), verifier))
+}
+
+#[derive(Debug)]
+pub struct PolicyVerifier {
+    check: CertCheck,
+    webpki: Arc<rustls::client::WebPkiServerVerifier>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    verified: std::sync::Mutex<Option<String>>,
+}
+
+impl PolicyVerifier {
+    pub fn verified_name(&self) -> Option<String> {
+        self.verified
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn accept(&self, what: String) -> Result<ServerCertVerified, rustls::Error> {
+        *self.verified.lock().unwrap_or_else(|e| e.into_inner()) = Some(what);
+        Ok(ServerCertVerified::assertion())
+    }
+}
+
+/// SHA-256 of the certificate and of its SubjectPublicKeyInfo, lower-case hex.
+pub fn fingerprints(cert: &CertificateDer<'_>) -> (String, Option<String>) {
+    use sha2::{Digest, Sha256};
+    let hex = |b: &[u8]| {
+        Sha256::digest(b)
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect::<String>()
+    };
+    let spki = x509_parser::parse_x509_certificate(cert.as_ref())
+        .ok()
+        .map(|(_, c)| hex(c.public_key().raw));
+    (hex(cert.as_ref()), spki)
+}
+
+impl ServerCertVerifier for PolicyVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match &self.check {
+            CertCheck::Names(names) => {
+                // The names come from the policy, not from the connection's SNI: for `secure`
+                // that is the recipient domain, whatever MX host we reached.
+                let mut last = None;
+                for name in names {
+                    let Ok(server_name) = ServerName::try_from(name.clone()) else {
+                        continue;
+                    };
+                    match self.webpki.verify_server_cert(
+                        end_entity,
+                        intermediates,
+                        &server_name,
+                        ocsp,
+                        now,
+                    ) {
+                        Ok(_) => return self.accept(name.clone()),
+                        Err(e) => last = Some(e),
+                    }
+                }
+                Err(rustls::Error::General(format!(
+                    "Server certificate not verified for {}: {}",
+                    names.join(", "),
+                    last.map(|e| e.to_string())
+                        .unwrap_or_else(|| "no valid name to check".into())
+                )))
+            }
+            CertCheck::Pins(pins) => {
+                let (cert, spki) = fingerprints(end_entity);
+                if pins.contains(&cert) || spki.as_ref().is_some_and(|s| pins.contains(s)) {
+                    self.accept(format!(
+                        "fingerprint {}",
+                        if pins.contains(&cert) {
+                            &cert
+                        } else {
+                            spki.as_deref().unwrap_or("")
+                        }
+                    ))
+                } else {
+                    Err(rustls::Error::General(format!(
+                        "Server certificate not verified: fingerprint {cert} matches no pin"
+                    )))
+                }
+            }
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,6 +22,8 @@ pub struct SinkOptions {
     pub closing: bool,
     /// TLS limited to AES-128 suites (a weak-but-valid peer for minimum-strength tests).
     pub aes128_only: bool,
+    /// Certificate and PKCS#8 key (DER) to serve; default: a fresh self-signed one.
+    pub cert: Option<Arc<(Vec<u8>, Vec<u8>)>>,
 }
 
 #[derive(Debug, Clone)]
@@ -49,7 +51,7 @@ impl Sink {
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = mpsc::unbounded_channel();
         let sessions = Arc::new(AtomicUsize::new(0));
-        let tls = tls_acceptor(opts.aes128_only);
+        let tls = tls_acceptor(opts.aes128_only, opts.cert.clone());
         let transactions = Arc::new(AtomicUsize::new(0));
         let counter = sessions.clone();
         tokio::spawn(async move {
@@ -81,10 +83,24 @@ impl Sink {
     }
 }
 
-fn tls_acceptor(aes128_only: bool) -> tokio_rustls::TlsAcceptor {
-    let key = rcgen::generate_simple_self_signed(vec!["sink.test.example".to_string()]).unwrap();
-    let cert = key.cert.der().clone();
-    let private = rustls_pki_types::PrivateKeyDer::Pkcs8(key.signing_key.serialize_der().into());
+fn tls_acceptor(
+    aes128_only: bool,
+    given: Option<Arc<(Vec<u8>, Vec<u8>)>>,
+) -> tokio_rustls::TlsAcceptor {
+    let (cert, private) = match given {
+        Some(pair) => (
+            rustls_pki_types::CertificateDer::from(pair.0.clone()),
+            rustls_pki_types::PrivateKeyDer::Pkcs8(pair.1.clone().into()),
+        ),
+        None => {
+            let key =
+                rcgen::generate_simple_self_signed(vec!["sink.test.example".to_string()]).unwrap();
+            (
+                key.cert.der().clone(),
+                rustls_pki_types::PrivateKeyDer::Pkcs8(key.signing_key.serialize_der().into()),
+            )
+        }
+    };
     let mut provider = (*postern::tls::provider()).clone();
     if aes128_only {
         provider
@@ -215,5 +231,37 @@ async fn read_data(io: &mut BufReader<Box<dyn Io>>) -> std::io::Result<Vec<u8>> 
                 io.consume(n);
             }
         }
+    }
+}
+
+/// A test CA: its PEM (to give postern as an extra root) and leaf certificates it signs.
+pub struct TestCa {
+    pub pem: String,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+impl TestCa {
+    pub fn new() -> TestCa {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "postern test CA");
+        let cert = params.self_signed(&key).unwrap();
+        TestCa {
+            pem: cert.pem(),
+            issuer: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    /// A leaf for `names`, as (certificate DER, PKCS#8 key DER).
+    pub fn leaf(&self, names: &[&str]) -> Arc<(Vec<u8>, Vec<u8>)> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        Arc::new((cert.der().to_vec(), key.serialize_der()))
     }
 }
