@@ -348,3 +348,106 @@ async fn fingerprint_accepts_only_the_pinned_key() {
     let got = sink.next(20).await.expect("no DSN");
     assert_eq!(got.sender, "");
 }
+
+/// A man in the middle that removes STARTTLS from the next hop's EHLO reply (the classic
+/// downgrade attack), relaying everything else both ways.
+async fn stripping_proxy(target: std::net::SocketAddr) -> std::net::SocketAddr {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let server = tokio::net::TcpStream::connect(target).await.unwrap();
+                let (cr, mut cw) = client.into_split();
+                let (sr, mut sw) = server.into_split();
+                tokio::spawn(async move {
+                    let mut cr = cr;
+                    let _ = tokio::io::copy(&mut cr, &mut sw).await;
+                });
+                let mut lines = BufReader::new(sr);
+                let mut line = String::new();
+                while lines.read_line(&mut line).await.is_ok_and(|n| n > 0) {
+                    let out = if line.to_ascii_uppercase().contains("STARTTLS") {
+                        line.replace("STARTTLS", "XSTRIPPED")
+                    } else {
+                        line.clone()
+                    };
+                    if cw.write_all(out.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    line.clear();
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn starttls_stripping_never_yields_plaintext_under_a_required_level() {
+    let mut sink = Sink::start(SinkOptions {
+        starttls: true,
+        ..SinkOptions::default()
+    })
+    .await;
+    let proxy = stripping_proxy(sink.addr).await;
+    let server = TestServer::start_with(&format!(
+        "[outbound.routes]\n\"other.example\" = \"[127.0.0.1]:{}\"\n\"inside.example\" = \"[127.0.0.1]:{}\"\n",
+        proxy.port(),
+        proxy.port()
+    ))
+    .await;
+    let mut server = server;
+    for (policy, header, source) in [
+        (
+            json!([{"pattern": "other.example", "level": "encrypt"}]),
+            "",
+            "row:other.example",
+        ),
+        (
+            json!([{"pattern": "other.example", "level": "verify"}]),
+            "",
+            "row:other.example",
+        ),
+        (
+            json!([{"pattern": "other.example", "level": "secure"}]),
+            "",
+            "row:other.example",
+        ),
+        (json!([]), "x-TLSLevel: Require\r\n", "header"),
+    ] {
+        server
+            .set(json!({"trusted_networks": ["127.0.0.1/32"], "policy": policy}))
+            .await;
+        submit(&server, "127.0.0.1", header).await;
+        let event = server.next_event(20).await;
+        assert_eq!(
+            (event.status, event.policy_source.as_str()),
+            ("deferred", source),
+            "{}",
+            event.reply
+        );
+        assert!(
+            event
+                .reply
+                .starts_with("TLS is required, but was not offered by host"),
+            "{}",
+            event.reply
+        );
+        assert!(
+            sink.try_next().is_none(),
+            "delivered in plaintext through the stripping proxy ({source})"
+        );
+    }
+    // Under may the message goes through in plaintext, and the record says STARTTLS was not offered.
+    server
+        .set(json!({"trusted_networks": ["127.0.0.1/32"]}))
+        .await;
+    submit(&server, "127.0.0.1", "").await;
+    let event = server.next_event(20).await;
+    assert_eq!((event.status, event.starttls_offered), ("sent", false));
+    assert!(event.tls.is_none());
+    let got = sink.next(20).await.unwrap();
+    assert!(!got.tls);
+}

@@ -476,6 +476,12 @@ fn log_tls(id: QueueId, relay: &str, host: &str, session: &client::Session, leve
         None if session.starttls_offered => {
             tracing::info!(target: "postern/smtp", "{id}: Host offered STARTTLS: [{host}] (policy level {level})")
         }
+        // Not offered: plaintext, which only `may` and `none` allow; say so, so an admin
+        // checking a partner before forcing TLS finds it (Hermes' guide).
+        None if level > Level::None => tracing::info!(
+            target: "postern/smtp",
+            "{id}: STARTTLS not offered by {relay}: delivered without TLS (policy level {level})"
+        ),
         None => {}
     }
 }
