@@ -451,3 +451,77 @@ async fn starttls_stripping_never_yields_plaintext_under_a_required_level() {
     let got = sink.next(20).await.unwrap();
     assert!(!got.tls);
 }
+
+#[tokio::test]
+async fn rule_enforces_one_recipient_of_a_message_not_the_other() {
+    // A plaintext-only next hop for both domains: the enforced recipient must not go out.
+    let mut sink = Sink::start(SinkOptions::default()).await;
+    let port = sink.addr.port();
+    let mut server = TestServer::start_with(&format!(
+        "[outbound.routes]\n\"enforced.example\" = \"[127.0.0.1]:{port}\"\n\"other.example\" = \"[127.0.0.1]:{port}\"\n"
+    ))
+    .await;
+    server
+        .set(json!({
+            "trusted_networks": ["127.0.0.1/32"],
+            "rule_data": [{"name": "enforced-list", "domains": ["enforced.example"]}],
+            "rules": [{"name": "partners require TLS", "direction": "outbound",
+                       "recipient_matches": "enforced-list", "tls_level": "require"}],
+        }))
+        .await;
+    let mut c = server.connect_from("127.0.0.1").await;
+    c.ehlo().await;
+    let r = c
+        .send(
+            "app@inside.example",
+            &["a@enforced.example", "b@other.example"],
+            &message("two policies", ""),
+        )
+        .await;
+    let id = queue_id(&r);
+    let mut events = [server.next_event(20).await, server.next_event(20).await];
+    events.sort_by(|x, y| x.recipient.cmp(&y.recipient));
+    assert_eq!(events[0].recipient, "a@enforced.example");
+    assert_eq!(
+        (
+            events[0].status,
+            events[0].policy_level.as_str(),
+            events[0].policy_source.as_str()
+        ),
+        ("deferred", "encrypt", "rule:partners require TLS")
+    );
+    assert_eq!(
+        (
+            events[1].status,
+            events[1].policy_level.as_str(),
+            events[1].policy_source.as_str()
+        ),
+        ("sent", "may", "global")
+    );
+    let got = sink.next(20).await.unwrap();
+    assert_eq!(
+        got.recipients,
+        vec!["b@other.example"],
+        "only the opportunistic recipient goes out in plaintext"
+    );
+    assert!(sink.try_next().is_none());
+
+    // `policy explain` evaluates the same rules.
+    let (ok, out, err) = server
+        .cli(&["policy", "explain", "a@enforced.example", "--json"])
+        .await;
+    assert!(ok, "{err}");
+    let d: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(d["source"], "rule:partners require TLS");
+
+    // The rule's result was kept with the recipient in the spool.
+    let (spool, _) = server.stop().await;
+    let entry = spool.get(id.parse().unwrap()).unwrap();
+    let kept = entry.envelope.rule_levels[0].as_ref().unwrap();
+    assert_eq!(
+        (kept.level, kept.rule.as_str()),
+        (postern::policy::Level::Encrypt, "partners require TLS")
+    );
+    assert!(entry.envelope.rule_levels[1].is_none());
+    assert_eq!(entry.pending(), vec![0]);
+}

@@ -160,6 +160,8 @@ pub struct ExplainQuery {
     pub recipient: String,
     /// The `x-TLSLevel` value (or the whole header line) to assume on the message.
     pub header: Option<String>,
+    /// The envelope sender to evaluate message rules with (default: none).
+    pub sender: Option<String>,
 }
 
 /// The same `decide()` that delivery uses, on the settings in force now.
@@ -180,10 +182,13 @@ async fn explain(
         Some((name, value)) if name.trim().eq_ignore_ascii_case("x-tlslevel") => value.trim(),
         _ => h.trim(),
     });
+    let snapshot = state.settings.current();
+    let rule = crate::policy::rule_for(&snapshot, q.sender.as_deref().unwrap_or(""), recipient);
     Ok(axum::Json(crate::policy::decide(
-        &state.settings.current(),
+        &snapshot,
         recipient,
         header,
+        rule.as_ref(),
     )))
 }
 

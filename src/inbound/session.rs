@@ -412,6 +412,21 @@ impl Session {
             smtputf8: tx.params.smtputf8,
             eight_bit: tx.params.body != Body::SevenBit,
             received_unix: crate::fsutil::unix_now(),
+            rule_levels: Vec::new(),
+        };
+        // Message rules run per recipient now, at receipt; the result travels in the spool.
+        let rule_levels: Vec<_> = envelope
+            .recipients
+            .iter()
+            .map(|r| crate::policy::rule_for(&self.snapshot, &envelope.sender, r))
+            .collect();
+        let envelope = crate::spool::Envelope {
+            rule_levels: if rule_levels.iter().any(Option::is_some) {
+                rule_levels
+            } else {
+                Vec::new()
+            },
+            ..envelope
         };
         Ok(Prepared {
             id,

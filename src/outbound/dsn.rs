@@ -94,6 +94,7 @@ pub fn build(
         smtputf8: !entry.envelope.sender.is_ascii(),
         eight_bit: true,
         received_unix: crate::fsutil::unix_now(),
+        rule_levels: Vec::new(),
     };
     Some((envelope, bytes))
 }

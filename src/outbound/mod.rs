@@ -292,7 +292,8 @@ fn group_recipients(
             .rsplit_once('@')
             .map(|(_, d)| d.to_ascii_lowercase())
             .unwrap_or_default();
-        let decision = policy::decide(snapshot, rcpt, header);
+        let rule = entry.envelope.rule_levels.get(i).and_then(Option::as_ref);
+        let decision = policy::decide(snapshot, rcpt, header, rule);
         groups
             .entry((
                 domain,

@@ -48,6 +48,7 @@ pub enum Source {
     Global,
     Row(String),
     Header,
+    Rule(String),
 }
 
 impl fmt::Display for Source {
@@ -56,6 +57,7 @@ impl fmt::Display for Source {
             Source::Global => f.write_str("global"),
             Source::Row(p) => write!(f, "row:{p}"),
             Source::Header => f.write_str("header"),
+            Source::Rule(name) => write!(f, "rule:{name}"),
         }
     }
 }
@@ -85,6 +87,49 @@ pub struct Decision {
 /// The minimum strength a required level gets when its row names none (GlobalCerts' 112).
 pub const DEFAULT_MIN_BITS: u16 = 112;
 
+/// A message rule's result for one recipient, kept with the recipient in the spool.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RuleLevel {
+    pub level: Level,
+    pub rule: String,
+}
+
+/// The first message rule whose conditions hold for this sender and recipient (evaluated at
+/// receipt). Direction: inbound when the recipient is in one of our relay domains.
+pub fn rule_for(snapshot: &Snapshot, sender: &str, recipient: &str) -> Option<RuleLevel> {
+    use crate::settings::{Direction, RuleTls};
+    let domain_of = |a: &str| {
+        a.rsplit_once('@')
+            .map_or(a, |(_, d)| d)
+            .to_ascii_lowercase()
+    };
+    let (rcpt_domain, sender_domain) = (domain_of(recipient), domain_of(sender));
+    let inbound = snapshot.relay_domain(&rcpt_domain).is_some();
+    let holds = |list: &Option<String>, domain: &str, want: bool| {
+        list.as_deref()
+            .is_none_or(|l| snapshot.in_rule_list(l, domain) == want)
+    };
+    snapshot.settings.rules.iter().find_map(|rule| {
+        let direction_ok = match rule.direction {
+            Direction::Any => true,
+            Direction::Inbound => inbound,
+            Direction::Outbound => !inbound,
+        };
+        let matches = direction_ok
+            && holds(&rule.recipient_matches, &rcpt_domain, true)
+            && holds(&rule.recipient_not_matches, &rcpt_domain, false)
+            && holds(&rule.sender_matches, &sender_domain, true)
+            && holds(&rule.sender_not_matches, &sender_domain, false);
+        matches.then(|| RuleLevel {
+            level: match rule.tls_level {
+                RuleTls::Require => Level::Encrypt,
+                RuleTls::Try => Level::May,
+            },
+            rule: rule.name.clone(),
+        })
+    })
+}
+
 /// `x-TLSLevel` values (Email Security's message rules): case and spaces tolerated.
 pub fn header_level(value: &str) -> Option<Level> {
     match value.trim().to_ascii_lowercase().as_str() {
@@ -95,9 +140,15 @@ pub fn header_level(value: &str) -> Option<Level> {
 }
 
 /// The effective policy for `recipient`: the strictest of the global outbound mode, the most
-/// specific table row, and `header` (the message's first `x-TLSLevel` value, passed only for
-/// messages from authorised clients: the others had it removed at receipt).
-pub fn decide(snapshot: &Snapshot, recipient: &str, header: Option<&str>) -> Decision {
+/// specific table row, `header` (the message's first `x-TLSLevel` value, passed only for
+/// messages from authorised clients: the others had it removed at receipt) and `rule` (the
+/// message rule that matched this recipient at receipt).
+pub fn decide(
+    snapshot: &Snapshot,
+    recipient: &str,
+    header: Option<&str>,
+    rule: Option<&RuleLevel>,
+) -> Decision {
     let mode = snapshot.settings.outbound.tls_mode;
     let mut level = match mode {
         TlsMode::Disabled => Level::None,
@@ -130,6 +181,12 @@ pub fn decide(snapshot: &Snapshot, recipient: &str, header: Option<&str>) -> Dec
                 "x-TLSLevel: {}: unknown value, ignored",
                 value.trim()
             )),
+        }
+    }
+    if let Some(r) = rule {
+        explanation.push(format!("message rule {:?}: {}", r.rule, r.level));
+        if r.level > level {
+            (level, source) = (r.level, Source::Rule(r.rule.clone()));
         }
     }
     let min_bits = row
@@ -217,7 +274,7 @@ mod tests {
             (TlsMode::May, Level::May),
             (TlsMode::Encrypt, Level::Encrypt),
         ] {
-            let d = decide(&snap(mode, vec![]), "a@b.example", None);
+            let d = decide(&snap(mode, vec![]), "a@b.example", None, None);
             assert_eq!((d.level, d.source.clone()), (level, Source::Global));
             assert_eq!(d.min_bits, if level == Level::Encrypt { 112 } else { 0 });
             assert!(d.explanation[0].contains(&mode.to_string()));
@@ -238,7 +295,7 @@ mod tests {
                 sub,
             ],
         );
-        let src = |r: &str| decide(&s, r, None).source.to_string();
+        let src = |r: &str| decide(&s, r, None, None).source.to_string();
         assert_eq!(src("ceo@CORP.example"), "row:ceo@corp.example");
         assert_eq!(src("other@corp.example"), "row:.corp.example"); // .domain covers itself
         assert_eq!(src("a@deep.sub.corp.example"), "row:.corp.example");
@@ -261,18 +318,18 @@ mod tests {
     #[test]
     fn strictest_source_applies_and_header_is_read() {
         let s = snap(TlsMode::May, vec![row("partner.example", Level::Encrypt)]);
-        let d = decide(&s, "a@partner.example", Some("try"));
+        let d = decide(&s, "a@partner.example", Some("try"), None);
         assert_eq!(
             (d.level, d.source.to_string()),
             (Level::Encrypt, "row:partner.example".into())
         );
-        let d = decide(&s, "a@other.example", Some("  REQUIRE "));
+        let d = decide(&s, "a@other.example", Some("  REQUIRE "), None);
         assert_eq!(
             (d.level, d.source.clone()),
             (Level::Encrypt, Source::Header)
         );
         assert_eq!(d.min_bits, 112);
-        let d = decide(&s, "a@other.example", Some("sometimes"));
+        let d = decide(&s, "a@other.example", Some("sometimes"), None);
         assert_eq!(d.level, Level::May);
         assert!(
             d.explanation
@@ -281,7 +338,10 @@ mod tests {
         );
         // A weaker row never lowers the global mode.
         let s = snap(TlsMode::Encrypt, vec![row("lax.example", Level::None)]);
-        assert_eq!(decide(&s, "a@lax.example", None).level, Level::Encrypt);
+        assert_eq!(
+            decide(&s, "a@lax.example", None, None).level,
+            Level::Encrypt
+        );
     }
 
     #[test]
@@ -289,8 +349,45 @@ mod tests {
         let mut strong = row("bank.example", Level::Encrypt);
         strong.min_bits = Some(256);
         strong.on_failure = OnFailure::Bounce;
-        let d = decide(&snap(TlsMode::May, vec![strong]), "a@bank.example", None);
+        let d = decide(
+            &snap(TlsMode::May, vec![strong]),
+            "a@bank.example",
+            None,
+            None,
+        );
         assert_eq!((d.min_bits, d.on_failure), (256, OnFailure::Bounce));
+    }
+
+    #[test]
+    fn first_matching_rule_per_recipient() {
+        use crate::settings::{Direction, MessageRule, RuleData, RuleTls};
+        let mut s = Settings::default();
+        s.rule_data.push(RuleData {
+            name: "enforced".into(),
+            domains: vec!["enforced.example".into()],
+        });
+        let rule = |name: &str, tls, direction| MessageRule {
+            name: name.into(),
+            direction,
+            recipient_matches: Some("enforced".into()),
+            recipient_not_matches: None,
+            sender_matches: None,
+            sender_not_matches: None,
+            tls_level: tls,
+        };
+        s.rules
+            .push(rule("inbound only", RuleTls::Try, Direction::Inbound));
+        s.rules
+            .push(rule("partners", RuleTls::Require, Direction::Outbound));
+        let snap = Snapshot::new(s, 0);
+        let r = rule_for(&snap, "a@inside.example", "b@mail.enforced.example").unwrap();
+        assert_eq!((r.level, r.rule.as_str()), (Level::Encrypt, "partners"));
+        assert!(rule_for(&snap, "a@inside.example", "b@other.example").is_none());
+        let d = decide(&snap, "b@mail.enforced.example", None, Some(&r));
+        assert_eq!(
+            (d.level, d.source.to_string()),
+            (Level::Encrypt, "rule:partners".to_string())
+        );
     }
 
     #[test]

@@ -89,6 +89,55 @@ pub struct PolicyRow {
     pub fingerprints: Vec<String>,
 }
 
+/// A named list of domains for message rules (Email Security's "rule data").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleData {
+    pub name: String,
+    /// One domain per entry; each also covers its subdomains.
+    pub domains: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    #[default]
+    Any,
+    /// To one of our relay domains.
+    Inbound,
+    /// To anywhere else.
+    Outbound,
+}
+
+/// The action of a message rule: the `x-TLSLevel` it stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleTls {
+    /// `x-TLSLevel: Require` (encrypt).
+    Require,
+    /// `x-TLSLevel: Try` (may).
+    Try,
+}
+
+/// An ordered message rule: the first whose conditions all hold sets the TLS level for that
+/// recipient, at receipt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MessageRule {
+    pub name: String,
+    #[serde(default)]
+    pub direction: Direction,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipient_matches: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipient_not_matches: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender_matches: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender_not_matches: Option<String>,
+    pub tls_level: RuleTls,
+}
+
 /// A domain we accept mail for from anyone, and where it goes next.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -129,6 +178,11 @@ pub struct SettingsDoc {
     /// The outbound TLS policy table; the most specific matching row applies.
     #[serde(default)]
     pub policy: Vec<PolicyRow>,
+    #[serde(default)]
+    pub rule_data: Vec<RuleData>,
+    /// Message rules, in order.
+    #[serde(default)]
+    pub rules: Vec<MessageRule>,
 }
 
 /// A stored SMTP AUTH user: the argon2 PHC string, never the password.
@@ -149,6 +203,10 @@ pub struct Settings {
     pub smtp_auth_users: Vec<AuthUser>,
     #[serde(default)]
     pub policy: Vec<PolicyRow>,
+    #[serde(default)]
+    pub rule_data: Vec<RuleData>,
+    #[serde(default)]
+    pub rules: Vec<MessageRule>,
 }
 
 impl Default for Settings {
@@ -165,6 +223,8 @@ impl Default for Settings {
             relay_domains: Vec::new(),
             smtp_auth_users: Vec::new(),
             policy: Vec::new(),
+            rule_data: Vec::new(),
+            rules: Vec::new(),
         }
     }
 }
@@ -213,6 +273,8 @@ impl Settings {
                 })
                 .collect(),
             policy: self.policy.clone(),
+            rule_data: self.rule_data.clone(),
+            rules: self.rules.clone(),
         }
     }
 
@@ -230,6 +292,8 @@ impl Settings {
             relay_domains: check_relay_domains(&doc.relay_domains)?,
             smtp_auth_users: self.apply_users(&doc.smtp_auth_users, hasher)?,
             policy: check_policy(&doc.policy)?,
+            rule_data: check_rule_data(&doc.rule_data)?,
+            rules: check_rules(&doc.rules, &doc.rule_data)?,
         })
     }
 
@@ -405,6 +469,65 @@ fn check_policy(rows: &[PolicyRow]) -> Result<Vec<PolicyRow>, FieldError> {
         });
     }
     Ok(out)
+}
+
+fn check_rule_data(lists: &[RuleData]) -> Result<Vec<RuleData>, FieldError> {
+    let mut out: Vec<RuleData> = Vec::with_capacity(lists.len());
+    for (i, list) in lists.iter().enumerate() {
+        let name = list.name.trim();
+        if name.is_empty() {
+            return Err(field_error(
+                format!("rule_data[{i}].name"),
+                "must not be empty",
+            ));
+        }
+        if out.iter().any(|o| o.name == name) {
+            return Err(field_error(
+                format!("rule_data[{i}].name"),
+                format!("duplicate list {name:?}"),
+            ));
+        }
+        let mut domains = Vec::with_capacity(list.domains.len());
+        for (k, d) in list.domains.iter().enumerate() {
+            let d = d.trim().trim_end_matches('.').to_ascii_lowercase();
+            if !is_domain_name(&d) {
+                return Err(field_error(
+                    format!("rule_data[{i}].domains[{k}]"),
+                    format!("{d:?} is not a domain name"),
+                ));
+            }
+            domains.push(d);
+        }
+        out.push(RuleData {
+            name: name.to_string(),
+            domains,
+        });
+    }
+    Ok(out)
+}
+
+fn check_rules(rules: &[MessageRule], lists: &[RuleData]) -> Result<Vec<MessageRule>, FieldError> {
+    for (i, rule) in rules.iter().enumerate() {
+        if rule.name.trim().is_empty() {
+            return Err(field_error(format!("rules[{i}].name"), "must not be empty"));
+        }
+        for (field, list) in [
+            ("recipient_matches", &rule.recipient_matches),
+            ("recipient_not_matches", &rule.recipient_not_matches),
+            ("sender_matches", &rule.sender_matches),
+            ("sender_not_matches", &rule.sender_not_matches),
+        ] {
+            if let Some(name) = list
+                && !lists.iter().any(|l| l.name.trim() == name.trim())
+            {
+                return Err(field_error(
+                    format!("rules[{i}].{field}"),
+                    format!("no rule data named {name:?}"),
+                ));
+            }
+        }
+    }
+    Ok(rules.to_vec())
 }
 
 /// RFC 1035 host name syntax, letters-digits-hyphen labels, at least two labels.
@@ -614,6 +737,33 @@ mod tests {
                 .field,
             "policy[0].match_names[0]"
         );
+    }
+
+    #[test]
+    fn rules_reference_existing_lists() {
+        let bad = doc(
+            "[[rules]]\nname = \"r\"\nrecipient_matches = \"missing\"\ntls_level = \"require\"",
+        );
+        assert_eq!(
+            Settings::default()
+                .apply(&bad, &FakeHasher)
+                .unwrap_err()
+                .field,
+            "rules[0].recipient_matches"
+        );
+        let bad = doc("[[rule_data]]\nname = \"l\"\ndomains = [\"ok.example\", \"bad domain\"]");
+        assert_eq!(
+            Settings::default()
+                .apply(&bad, &FakeHasher)
+                .unwrap_err()
+                .field,
+            "rule_data[0].domains[1]"
+        );
+        let ok = doc(
+            "[[rule_data]]\nname = \"l\"\ndomains = [\"OK.example\"]\n[[rules]]\nname = \"r\"\nsender_not_matches = \"l\"\ntls_level = \"try\"",
+        );
+        let s = Settings::default().apply(&ok, &FakeHasher).unwrap();
+        assert_eq!(s.rule_data[0].domains, vec!["ok.example"]);
     }
 
     #[test]

@@ -11,8 +11,9 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 
 pub use document::{
-    AuthUser, AuthUserDoc, FieldError, InboundSettings, NextHop, OnFailure, OutboundSettings,
-    PasswordHasher, PolicyRow, RelayDomain, Settings, SettingsDoc, TlsMode, is_domain_name,
+    AuthUser, AuthUserDoc, Direction, FieldError, InboundSettings, MessageRule, NextHop, OnFailure,
+    OutboundSettings, PasswordHasher, PolicyRow, RelayDomain, RuleData, RuleTls, Settings,
+    SettingsDoc, TlsMode, is_domain_name,
 };
 pub use snapshot::Snapshot;
 pub use store::{AuditEntry, Store, StoreError};

@@ -21,6 +21,8 @@ pub struct Snapshot {
     policy_exact: HashMap<String, usize>,
     policy_parents: HashMap<String, usize>,
     policy_every: Option<usize>,
+    /// Rule-data lists as sets, for message rules.
+    rule_lists: HashMap<String, std::collections::HashSet<String>>,
 }
 
 impl Snapshot {
@@ -52,6 +54,11 @@ impl Snapshot {
                 }
             }
         }
+        let rule_lists = settings
+            .rule_data
+            .iter()
+            .map(|l| (l.name.clone(), l.domains.iter().cloned().collect()))
+            .collect();
         Snapshot {
             version,
             settings,
@@ -60,7 +67,23 @@ impl Snapshot {
             policy_exact,
             policy_parents,
             policy_every,
+            rule_lists,
         }
+    }
+
+    /// Whether `domain` (or a parent of it) is in the rule-data list `list`.
+    pub fn in_rule_list(&self, list: &str, domain: &str) -> bool {
+        let Some(set) = self.rule_lists.get(list) else {
+            return false;
+        };
+        let mut d = Some(domain.trim_end_matches('.'));
+        while let Some(cur) = d {
+            if set.contains(cur) {
+                return true;
+            }
+            d = cur.split_once('.').map(|(_, rest)| rest);
+        }
+        false
     }
 
     /// The most specific policy row for `recipient`: `user@domain`, then `domain`, then the

@@ -53,6 +53,9 @@ pub struct Envelope {
     pub smtputf8: bool,
     pub eight_bit: bool,
     pub received_unix: u64,
+    /// Per recipient: the TLS level a message rule set at receipt, if any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rule_levels: Vec<Option<crate::policy::RuleLevel>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
