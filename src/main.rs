@@ -66,6 +66,9 @@ enum PolicyAction {
         /// authorised client).
         #[arg(long)]
         header: Option<String>,
+        /// Envelope sender, for message rules with sender conditions.
+        #[arg(long)]
+        sender: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -334,6 +337,7 @@ async fn policy(
     let PolicyAction::Explain {
         recipient,
         header,
+        sender,
         json,
     } = action;
     let mut path = format!(
@@ -342,6 +346,9 @@ async fn policy(
     );
     if let Some(h) = &header {
         path.push_str(&format!("&header={}", url_escape(h)));
+    }
+    if let Some(s) = &sender {
+        path.push_str(&format!("&sender={}", url_escape(s)));
     }
     let (status, body) = client.request(Method::GET, &path, None).await?;
     let decision: serde_json::Value = parse_response(status, &body)?;

@@ -103,23 +103,24 @@ pub fn rule_for(snapshot: &Snapshot, sender: &str, recipient: &str) -> Option<Ru
             .map_or(a, |(_, d)| d)
             .to_ascii_lowercase()
     };
-    let (rcpt_domain, sender_domain) = (domain_of(recipient), domain_of(sender));
+    let rcpt_domain = domain_of(recipient);
     let inbound = snapshot.relay_domain(&rcpt_domain).is_some();
-    let holds = |list: &Option<String>, domain: &str, want: bool| {
-        list.as_deref()
-            .is_none_or(|l| snapshot.in_rule_list(l, domain) == want)
-    };
-    snapshot.settings.rules.iter().find_map(|rule| {
+    let rcpt_lists = snapshot.rule_lists_of(&rcpt_domain);
+    let sender_lists = snapshot.rule_lists_of(&domain_of(sender));
+    let holds =
+        |list: Option<u16>, of: &[u16], want: bool| list.is_none_or(|id| of.contains(&id) == want);
+    snapshot.compiled_rules().iter().find_map(|c| {
+        let rule = &snapshot.settings.rules[c.index];
         let direction_ok = match rule.direction {
             Direction::Any => true,
             Direction::Inbound => inbound,
             Direction::Outbound => !inbound,
         };
         let matches = direction_ok
-            && holds(&rule.recipient_matches, &rcpt_domain, true)
-            && holds(&rule.recipient_not_matches, &rcpt_domain, false)
-            && holds(&rule.sender_matches, &sender_domain, true)
-            && holds(&rule.sender_not_matches, &sender_domain, false);
+            && holds(c.recipient_in, &rcpt_lists, true)
+            && holds(c.recipient_not_in, &rcpt_lists, false)
+            && holds(c.sender_in, &sender_lists, true)
+            && holds(c.sender_not_in, &sender_lists, false);
         matches.then(|| RuleLevel {
             level: match rule.tls_level {
                 RuleTls::Require => Level::Encrypt,

@@ -15,7 +15,7 @@ pub use document::{
     OutboundSettings, PasswordHasher, PolicyRow, RelayDomain, RuleData, RuleTls, Settings,
     SettingsDoc, TlsMode, is_domain_name,
 };
-pub use snapshot::Snapshot;
+pub use snapshot::{CompiledRule, Snapshot};
 pub use store::{AuditEntry, Store, StoreError};
 
 /// Why a replacement was refused.

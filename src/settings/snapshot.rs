@@ -21,8 +21,20 @@ pub struct Snapshot {
     policy_exact: HashMap<String, usize>,
     policy_parents: HashMap<String, usize>,
     policy_every: Option<usize>,
-    /// Rule-data lists as sets, for message rules.
-    rule_lists: HashMap<String, std::collections::HashSet<String>>,
+    /// Rule-data index: domain -> ids of the lists that name it.
+    lists_by_domain: HashMap<String, Vec<u16>>,
+    /// Message rules with their list names resolved to ids, in order.
+    compiled_rules: Vec<CompiledRule>,
+}
+
+/// A message rule with its lists resolved (validation guarantees every name exists).
+#[derive(Debug)]
+pub struct CompiledRule {
+    pub index: usize,
+    pub recipient_in: Option<u16>,
+    pub recipient_not_in: Option<u16>,
+    pub sender_in: Option<u16>,
+    pub sender_not_in: Option<u16>,
 }
 
 impl Snapshot {
@@ -54,10 +66,33 @@ impl Snapshot {
                 }
             }
         }
-        let rule_lists = settings
-            .rule_data
+        let mut lists_by_domain: HashMap<String, Vec<u16>> = HashMap::new();
+        let mut list_ids: HashMap<&str, u16> = HashMap::new();
+        for (id, list) in settings.rule_data.iter().enumerate() {
+            list_ids.insert(list.name.as_str(), id as u16);
+            for d in &list.domains {
+                lists_by_domain
+                    .entry(d.clone())
+                    .or_default()
+                    .push(id as u16);
+            }
+        }
+        // A name validation let through but that resolves to nothing matches nothing (u16::MAX).
+        let resolve = |name: &Option<String>| {
+            name.as_deref()
+                .map(|n| list_ids.get(n).copied().unwrap_or(u16::MAX))
+        };
+        let compiled_rules = settings
+            .rules
             .iter()
-            .map(|l| (l.name.clone(), l.domains.iter().cloned().collect()))
+            .enumerate()
+            .map(|(index, r)| CompiledRule {
+                index,
+                recipient_in: resolve(&r.recipient_matches),
+                recipient_not_in: resolve(&r.recipient_not_matches),
+                sender_in: resolve(&r.sender_matches),
+                sender_not_in: resolve(&r.sender_not_matches),
+            })
             .collect();
         Snapshot {
             version,
@@ -67,23 +102,27 @@ impl Snapshot {
             policy_exact,
             policy_parents,
             policy_every,
-            rule_lists,
+            lists_by_domain,
+            compiled_rules,
         }
     }
 
-    /// Whether `domain` (or a parent of it) is in the rule-data list `list`.
-    pub fn in_rule_list(&self, list: &str, domain: &str) -> bool {
-        let Some(set) = self.rule_lists.get(list) else {
-            return false;
-        };
+    /// Ids of the rule-data lists that name `domain` or one of its parents: one walk up the
+    /// labels per address, whatever the number of rules.
+    pub fn rule_lists_of(&self, domain: &str) -> Vec<u16> {
+        let mut out = Vec::new();
         let mut d = Some(domain.trim_end_matches('.'));
         while let Some(cur) = d {
-            if set.contains(cur) {
-                return true;
+            if let Some(ids) = self.lists_by_domain.get(cur) {
+                out.extend_from_slice(ids);
             }
             d = cur.split_once('.').map(|(_, rest)| rest);
         }
-        false
+        out
+    }
+
+    pub fn compiled_rules(&self) -> &[CompiledRule] {
+        &self.compiled_rules
     }
 
     /// The most specific policy row for `recipient`: `user@domain`, then `domain`, then the
