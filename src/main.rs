@@ -109,6 +109,8 @@ enum SettingsAction {
     Export,
     /// Validate FILE (TOML) whole and apply it to the running server, or change nothing.
     Import { file: PathBuf },
+    /// Go back to the settings before the last change (kept in the audit log).
+    Rollback,
 }
 
 fn main() -> ExitCode {
@@ -228,6 +230,14 @@ async fn settings(
                 .await?;
             let doc: SettingsDoc = parse_response(status, &body)?;
             print!("{}", toml::to_string_pretty(&doc)?);
+            Ok(())
+        }
+        SettingsAction::Rollback => {
+            let (status, body) = client
+                .request(Method::POST, "/api/v1/settings/rollback", None)
+                .await?;
+            let _: SettingsDoc = parse_response(status, &body)?;
+            eprintln!("postern: settings rolled back to the previous version");
             Ok(())
         }
         SettingsAction::Import { file } => {

@@ -525,3 +525,74 @@ async fn rule_enforces_one_recipient_of_a_message_not_the_other() {
     assert!(entry.envelope.rule_levels[1].is_none());
     assert_eq!(entry.pending(), vec![0]);
 }
+
+#[tokio::test]
+async fn policy_change_rolls_back_to_the_previous_version() {
+    let sink = Sink::start(SinkOptions::default()).await;
+    let server = setup(
+        &sink,
+        json!([{"pattern": "other.example", "level": "encrypt"}]),
+    )
+    .await;
+    server
+        .set(json!({"trusted_networks": ["127.0.0.1/32"], "policy": [{"pattern": "other.example", "level": "may"}]}))
+        .await;
+    let (ok, _, err) = server.cli(&["settings", "rollback"]).await;
+    assert!(ok, "{err}");
+    let (_, out, _) = server
+        .cli(&["policy", "explain", "a@other.example", "--json"])
+        .await;
+    let d: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (d["level"].as_str(), d["source"].as_str()),
+        (Some("encrypt"), Some("row:other.example"))
+    );
+}
+
+#[tokio::test]
+async fn may_retries_in_plaintext_after_a_failed_handshake() {
+    let mut sink = Sink::start(SinkOptions {
+        starttls: true,
+        broken_tls: true,
+        ..SinkOptions::default()
+    })
+    .await;
+    let mut server = setup(&sink, json!([])).await;
+    submit(&server, "127.0.0.1", "").await;
+    let event = server.next_event(20).await;
+    assert_eq!(
+        (event.status, event.policy_level.as_str()),
+        ("sent", "may"),
+        "{}",
+        event.reply
+    );
+    assert!(event.tls.is_none() && event.starttls_offered);
+    assert!(!sink.next(20).await.unwrap().tls);
+
+    // Under a required level, the same peer never gets the message in plaintext.
+    let mut sink = Sink::start(SinkOptions {
+        starttls: true,
+        broken_tls: true,
+        ..SinkOptions::default()
+    })
+    .await;
+    let mut server = setup(
+        &sink,
+        json!([{"pattern": "other.example", "level": "encrypt"}]),
+    )
+    .await;
+    submit(&server, "127.0.0.1", "").await;
+    let event = server.next_event(20).await;
+    assert_eq!(
+        (event.status, event.dsn.as_str()),
+        ("deferred", "4.7.5"),
+        "{}",
+        event.reply
+    );
+    assert!(
+        event.reply.starts_with("Cannot start TLS with"),
+        "{}",
+        event.reply
+    );
+    assert!(sink.try_next().is_none());
+}

@@ -79,6 +79,7 @@ impl IntoResponse for ApiError {
 pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/api/v1/settings", get(get_settings).put(put_settings))
+        .route("/api/v1/settings/rollback", axum::routing::post(rollback))
         .route("/api/v1/policy/explain", get(explain))
         .route("/api/v1/queue", get(queue::list))
         .route("/api/v1/queue/retry", axum::routing::post(queue::retry_all))
@@ -148,6 +149,30 @@ async fn put_settings(
             Some(e.field),
         )),
         Err(ReplaceError::Store(e)) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            e.to_string(),
+            None,
+        )),
+    }
+}
+
+/// Back to the settings before the last change (the previous version kept in the audit log).
+async fn rollback(State(state): State<AdminState>) -> Result<axum::Json<SettingsDoc>, ApiError> {
+    let settings = state.settings.clone();
+    let result = tokio::task::spawn_blocking(move || settings.rollback("api rollback"))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))?;
+    match result {
+        Ok(Some(snapshot)) => {
+            tracing::info!(target: "postern/admin", "settings rolled back to the previous version (now version {})", snapshot.version);
+            Ok(axum::Json(snapshot.settings.to_doc()))
+        }
+        Ok(None) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "no previous version to roll back to",
+            None,
+        )),
+        Err(e) => Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             e.to_string(),
             None,

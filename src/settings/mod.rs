@@ -87,6 +87,30 @@ impl SettingsHandle {
         Ok(snapshot)
     }
 
+    /// Restore the settings the last change replaced, as a change of its own (audited, so a
+    /// rollback can itself be rolled back). `None` when there is nothing to go back to.
+    pub fn rollback(&self, actor: &str) -> Result<Option<Arc<Snapshot>>, StoreError> {
+        let _guard = self.inner.write.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(previous) = self
+            .inner
+            .store
+            .audit(1)?
+            .into_iter()
+            .next()
+            .and_then(|e| e.previous)
+        else {
+            return Ok(None);
+        };
+        let current = self.current();
+        let version = self
+            .inner
+            .store
+            .save(Some(&current.settings), &previous, actor)?;
+        let snapshot = Arc::new(Snapshot::new(previous, version));
+        self.inner.live.store(snapshot.clone());
+        Ok(Some(snapshot))
+    }
+
     pub fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
         self.inner.store.audit(limit)
     }

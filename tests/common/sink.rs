@@ -22,6 +22,8 @@ pub struct SinkOptions {
     pub closing: bool,
     /// TLS limited to AES-128 suites (a weak-but-valid peer for minimum-strength tests).
     pub aes128_only: bool,
+    /// Answer STARTTLS with 220, then drop the connection (a failed handshake).
+    pub broken_tls: bool,
     /// Certificate and PKCS#8 key (DER) to serve; default: a fresh self-signed one.
     pub cert: Option<Arc<(Vec<u8>, Vec<u8>)>>,
 }
@@ -151,6 +153,9 @@ async fn session(
             r
         } else if upper == "STARTTLS" && opts.starttls && !in_tls {
             io.get_mut().write_all(b"220 2.0.0 go ahead\r\n").await?;
+            if opts.broken_tls {
+                return Ok(());
+            }
             let inner = io.into_inner();
             let stream = tls.accept(inner).await?;
             io = BufReader::new(Box::new(stream));
