@@ -416,9 +416,20 @@ async fn starttls_stripping_never_yields_plaintext_under_a_required_level() {
             "row:other.example",
         ),
         (json!([]), "x-TLSLevel: Require\r\n", "header"),
+        (json!([]), "", "rule:partners"),
     ] {
+        let rules = if source.starts_with("rule:") {
+            json!([{"name": "partners", "recipient_matches": "p", "tls_level": "require"}])
+        } else {
+            json!([])
+        };
         server
-            .set(json!({"trusted_networks": ["127.0.0.1/32"], "policy": policy}))
+            .set(json!({
+                "trusted_networks": ["127.0.0.1/32"],
+                "policy": policy,
+                "rule_data": [{"name": "p", "domains": ["other.example"]}],
+                "rules": rules,
+            }))
             .await;
         submit(&server, "127.0.0.1", header).await;
         let event = server.next_event(20).await;

@@ -191,6 +191,11 @@ async fn attempt(engine: Arc<Engine>, id: QueueId) -> (QueueId, bool) {
         .authorised
         .then(|| policy::first_tls_level_header(&message))
         .flatten();
+    if let Some(h) = header.as_deref()
+        && policy::header_level(h).is_none()
+    {
+        tracing::warn!(target: "postern/smtp", "{id}: warning: unknown x-TLSLevel value {h:?} ignored (expected Require or Try)");
+    }
     for ((domain, _, _, _), group) in group_recipients(&entry, &snapshot, header.as_deref()) {
         let slots = engine.destination_slots(&domain);
         let _total = engine.total.acquire().await;
