@@ -4,9 +4,7 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use postern::policy::{Level, decide, rule_for};
-use postern::settings::{
-    Direction, MessageRule, OnFailure, PolicyRow, RuleData, RuleTls, Settings, Snapshot,
-};
+use postern::settings::{Direction, MessageRule, PolicyRow, RuleData, RuleTls, Settings, Snapshot};
 use std::hint::black_box;
 
 fn settings() -> Snapshot {
@@ -18,31 +16,16 @@ fn settings() -> Snapshot {
             2 => format!("user{i}@corp{i}.example"),
             _ => format!("sub{i}.example"),
         };
-        s.policy.push(PolicyRow {
-            pattern,
-            level: if i % 2 == 0 {
-                Level::Encrypt
-            } else {
-                Level::May
-            },
-            include_subdomains: i % 4 == 3,
-            min_bits: None,
-            on_failure: OnFailure::Defer,
-            note: String::new(),
-            match_names: Vec::new(),
-            fingerprints: Vec::new(),
-        });
+        let level = if i % 2 == 0 {
+            Level::Encrypt
+        } else {
+            Level::May
+        };
+        let mut row = PolicyRow::new(pattern, level);
+        row.include_subdomains = i % 4 == 3;
+        s.policy.push(row);
     }
-    s.policy.push(PolicyRow {
-        pattern: "*".into(),
-        level: Level::May,
-        include_subdomains: false,
-        min_bits: None,
-        on_failure: OnFailure::Defer,
-        note: String::new(),
-        match_names: Vec::new(),
-        fingerprints: Vec::new(),
-    });
+    s.policy.push(PolicyRow::new("*", Level::May));
     for l in 0..100 {
         s.rule_data.push(RuleData {
             name: format!("list{l}"),

@@ -249,16 +249,7 @@ mod tests {
     use crate::settings::{PolicyRow, Settings};
 
     fn row(pattern: &str, level: Level) -> PolicyRow {
-        PolicyRow {
-            pattern: pattern.into(),
-            level,
-            include_subdomains: false,
-            min_bits: None,
-            on_failure: OnFailure::Defer,
-            note: String::new(),
-            match_names: Vec::new(),
-            fingerprints: Vec::new(),
-        }
+        PolicyRow::new(pattern, level)
     }
 
     fn snap(mode: TlsMode, rows: Vec<PolicyRow>) -> Snapshot {

@@ -89,6 +89,22 @@ pub struct PolicyRow {
     pub fingerprints: Vec<String>,
 }
 
+impl PolicyRow {
+    /// A row with only its pattern and level set; the other fields at their defaults.
+    pub fn new(pattern: impl Into<String>, level: crate::policy::Level) -> PolicyRow {
+        PolicyRow {
+            pattern: pattern.into(),
+            level,
+            include_subdomains: false,
+            min_bits: None,
+            on_failure: OnFailure::Defer,
+            note: String::new(),
+            match_names: Vec::new(),
+            fingerprints: Vec::new(),
+        }
+    }
+}
+
 /// A named list of domains for message rules (Email Security's "rule data").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -237,79 +237,32 @@ fn client_config(
     pinned: Option<CertificateDer<'static>>,
     versions: &[&'static rustls::SupportedProtocolVersion],
 ) -> Arc<rustls::ClientConfig> {
-    let provider = provider();
-    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+    let check = pinned.map_or(CertCheck::Any, CertCheck::Pinned);
+    build_client_config(Arc::new(PolicyVerifier::new(check, None)), versions)
+}
+
+fn build_client_config(
+    verifier: Arc<PolicyVerifier>,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<rustls::ClientConfig> {
+    let config = rustls::ClientConfig::builder_with_provider(verifier.provider.clone())
         .with_protocol_versions(versions)
         .expect("aws-lc-rs supports TLS 1.2 and 1.3")
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptingVerifier { pinned, provider }))
+        .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
     Arc::new(config)
 }
 
-/// Accepts the pinned certificate, or any when none is pinned. Handshake signatures are
-/// always checked, so the peer holds the key of the certificate it showed.
-#[derive(Debug)]
-struct AcceptingVerifier {
-    pinned: Option<CertificateDer<'static>>,
-    provider: Arc<rustls::crypto::CryptoProvider>,
-}
-
-impl ServerCertVerifier for AcceptingVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        match &self.pinned {
-            Some(cert) if cert.as_ref() != end_entity.as_ref() => Err(rustls::Error::General(
-                "the server's certificate is not the pinned one".into(),
-            )),
-            _ => Ok(ServerCertVerified::assertion()),
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
-/// What a policy level demands of the next hop's certificate.
+/// What the client demands of a server's certificate. Whatever the check, handshake
+/// signatures are verified, so the peer holds the key of the certificate it showed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CertCheck {
+    /// Any certificate: outbound `may`/`encrypt` (encryption without authentication) and the
+    /// check-tls probe, which reports what it was shown.
+    Any,
+    /// Exactly this certificate: the CLI talking to its own admin listener, tests.
+    Pinned(CertificateDer<'static>),
     /// `verify` and `secure`: a chain to the trust roots and one of these names.
     Names(Vec<String>),
     /// `fingerprint`: SHA-256 of the certificate or its public key (lower-case hex).
@@ -342,35 +295,38 @@ pub fn policy_client_config(
     check: CertCheck,
     roots: Arc<rustls::RootCertStore>,
 ) -> Result<(Arc<rustls::ClientConfig>, Arc<PolicyVerifier>), TlsError> {
-    let provider = provider();
-    let webpki =
-        rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
-            .build()
-            .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
-    let verifier = Arc::new(PolicyVerifier {
-        check,
-        webpki,
-        provider: provider.clone(),
-        verified: std::sync::Mutex::new(None),
-    });
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("aws-lc-rs supports the default versions")
-        .dangerous()
-        .with_custom_certificate_verifier(verifier.clone())
-        .with_no_client_auth();
-    Ok((Arc::new(config), verifier))
+    let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider())
+        .build()
+        .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
+    let verifier = Arc::new(PolicyVerifier::new(check, Some(webpki)));
+    Ok((
+        build_client_config(verifier.clone(), rustls::DEFAULT_VERSIONS),
+        verifier,
+    ))
 }
 
 #[derive(Debug)]
 pub struct PolicyVerifier {
     check: CertCheck,
-    webpki: Arc<rustls::client::WebPkiServerVerifier>,
+    /// Chain validation against the trust roots, for `Names`.
+    webpki: Option<Arc<rustls::client::WebPkiServerVerifier>>,
     provider: Arc<rustls::crypto::CryptoProvider>,
     verified: std::sync::Mutex<Option<String>>,
 }
 
 impl PolicyVerifier {
+    fn new(
+        check: CertCheck,
+        webpki: Option<Arc<rustls::client::WebPkiServerVerifier>>,
+    ) -> PolicyVerifier {
+        PolicyVerifier {
+            check,
+            webpki,
+            provider: provider(),
+            verified: std::sync::Mutex::new(None),
+        }
+    }
+
     pub fn verified_name(&self) -> Option<String> {
         self.verified
             .lock()
@@ -409,15 +365,27 @@ impl ServerCertVerifier for PolicyVerifier {
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         match &self.check {
+            CertCheck::Any => Ok(ServerCertVerified::assertion()),
+            CertCheck::Pinned(cert) if cert.as_ref() == end_entity.as_ref() => {
+                Ok(ServerCertVerified::assertion())
+            }
+            CertCheck::Pinned(_) => Err(rustls::Error::General(
+                "the server's certificate is not the pinned one".into(),
+            )),
             CertCheck::Names(names) => {
                 // The names come from the policy, not from the connection's SNI: for `secure`
                 // that is the recipient domain, whatever MX host we reached.
+                let Some(webpki) = &self.webpki else {
+                    return Err(rustls::Error::General(
+                        "no trust roots to verify against".into(),
+                    ));
+                };
                 let mut last = None;
                 for name in names {
                     let Ok(server_name) = ServerName::try_from(name.clone()) else {
                         continue;
                     };
-                    match self.webpki.verify_server_cert(
+                    match webpki.verify_server_cert(
                         end_entity,
                         intermediates,
                         &server_name,
