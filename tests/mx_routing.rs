@@ -104,7 +104,7 @@ async fn null_mx_bounces_at_once_with_5_1_10() {
     let (mut server, mut sinks) =
         setup(mx_zone(), &[opts.clone(), opts.clone(), opts.clone(), opts]).await;
     submit(&server, "user@nullmx.example").await;
-    let event = server.next_event(20).await;
+    let event = server.next_event_for("user@nullmx.example", 20).await;
     assert_eq!((event.status, event.dsn.as_str()), ("bounced", "5.1.10"));
     assert_eq!(
         event.reply,
@@ -121,7 +121,7 @@ async fn null_mx_bounces_at_once_with_5_1_10() {
 async fn nxdomain_bounces_with_5_1_2() {
     let (mut server, _sinks) = setup(mx_zone(), &[SinkOptions::default()]).await;
     submit(&server, "user@nosuch.example").await;
-    let event = server.next_event(20).await;
+    let event = server.next_event_for("user@nosuch.example", 20).await;
     assert_eq!((event.status, event.dsn.as_str()), ("bounced", "5.1.2"));
     assert!(
         event

@@ -42,7 +42,7 @@ async fn plaintext_only_peer_with_required_row_bounces_0_less_than_112() {
     )
     .await;
     submit(&server, "127.0.0.1", "").await;
-    let event = server.next_event(20).await;
+    let event = server.next_event_for("partner@other.example", 20).await;
     assert_eq!((event.status, event.dsn.as_str()), ("bounced", "5.7.0"));
     assert!(
         event
@@ -81,7 +81,7 @@ async fn aes128_peer_below_256_bounces_or_defers_per_row() {
     )
     .await;
     submit(&server, "127.0.0.1", "").await;
-    let event = server.next_event(20).await;
+    let event = server.next_event_for("partner@other.example", 20).await;
     assert_eq!((event.status, event.dsn.as_str()), ("bounced", "5.7.0"));
     assert!(
         event
@@ -104,7 +104,7 @@ async fn aes128_peer_below_256_bounces_or_defers_per_row() {
     )
     .await;
     submit(&server, "127.0.0.1", "").await;
-    let event = server.next_event(20).await;
+    let event = server.next_event_for("partner@other.example", 20).await;
     assert_eq!((event.status, event.dsn.as_str()), ("deferred", "4.7.0"));
     let (spool, _) = server.stop().await;
     assert_eq!(spool.len(), 1);
@@ -122,7 +122,13 @@ async fn aes128_peer_below_256_bounces_or_defers_per_row() {
     )
     .await;
     submit(&server, "127.0.0.1", "").await;
-    assert_eq!(server.next_event(20).await.status, "sent");
+    assert_eq!(
+        server
+            .next_event_for("partner@other.example", 20)
+            .await
+            .status,
+        "sent"
+    );
     assert!(sink.next(20).await.unwrap().tls);
 }
 
@@ -138,7 +144,7 @@ async fn header_require_from_trusted_client_is_enforced_from_outsider_ignored() 
         .await;
     // Trusted client: its x-TLSLevel: Require makes TLS mandatory; the plaintext peer defers it.
     submit(&server, "127.0.0.1", "x-TLSLevel: Require\r\n").await;
-    let event = server.next_event(20).await;
+    let event = server.next_event_for("partner@other.example", 20).await;
     assert_eq!(
         (
             event.status,
@@ -153,7 +159,7 @@ async fn header_require_from_trusted_client_is_enforced_from_outsider_ignored() 
     );
     // Outsider (sending to our relay domain): its header was removed; may applies, delivered.
     submit(&server, "127.0.0.2", "x-TLSLevel: Require\r\n").await;
-    let event = server.next_event(20).await;
+    let event = server.next_event_for("partner@other.example", 20).await;
     assert_eq!(
         (event.status, event.policy_source.as_str()),
         ("sent", "global")
@@ -266,14 +272,14 @@ async fn verify_accepts_the_mx_name_and_refuses_another() {
     let (mut server, mut sink, _ca_dir) =
         verified_setup(&ca, ca.leaf(&["mx.other.example"]), row.clone()).await;
     submit(&server, "127.0.0.1", "").await;
-    let event = server.next_event(20).await;
+    let event = server.next_event_for("partner@other.example", 20).await;
     assert_eq!(event.status, "sent", "{}", event.reply);
     assert_eq!(event.verified_name.as_deref(), Some("mx.other.example"));
     assert!(sink.next(20).await.unwrap().tls);
 
     let (mut server, sink, _ca_dir) = verified_setup(&ca, ca.leaf(&["wrong.example"]), row).await;
     submit(&server, "127.0.0.1", "").await;
-    let event = server.next_event(20).await;
+    let event = server.next_event_for("partner@other.example", 20).await;
     assert_eq!(
         (event.status, event.dsn.as_str()),
         ("deferred", "4.7.5"),
@@ -296,7 +302,7 @@ async fn secure_wants_the_recipient_domain_not_the_mx_name() {
     let (mut server, mut sink, _ca_dir) =
         verified_setup(&ca, ca.leaf(&["mx.other.example"]), row.clone()).await;
     submit(&server, "127.0.0.1", "").await;
-    let event = server.next_event(20).await;
+    let event = server.next_event_for("partner@other.example", 20).await;
     assert_eq!(
         event.status, "deferred",
         "a certificate for the MX name alone must not pass secure"
@@ -306,7 +312,7 @@ async fn secure_wants_the_recipient_domain_not_the_mx_name() {
     let (mut server, mut sink, _ca_dir) =
         verified_setup(&ca, ca.leaf(&["mx.other.example", "other.example"]), row).await;
     submit(&server, "127.0.0.1", "").await;
-    let event = server.next_event(20).await;
+    let event = server.next_event_for("partner@other.example", 20).await;
     assert_eq!(event.status, "sent", "{}", event.reply);
     assert_eq!(event.verified_name.as_deref(), Some("other.example"));
     assert!(sink.next(20).await.is_some());
@@ -324,7 +330,7 @@ async fn fingerprint_accepts_only_the_pinned_key() {
     )
     .await;
     submit(&server, "127.0.0.1", "").await;
-    let event = server.next_event(20).await;
+    let event = server.next_event_for("partner@other.example", 20).await;
     assert_eq!(event.status, "sent", "{}", event.reply);
     assert!(sink.next(20).await.is_some());
 
@@ -336,7 +342,7 @@ async fn fingerprint_accepts_only_the_pinned_key() {
     )
     .await;
     submit(&server, "127.0.0.1", "").await;
-    let event = server.next_event(20).await;
+    let event = server.next_event_for("partner@other.example", 20).await;
     assert_eq!(
         (event.status, event.dsn.as_str()),
         ("bounced", "5.7.5"),
@@ -432,7 +438,7 @@ async fn starttls_stripping_never_yields_plaintext_under_a_required_level() {
             }))
             .await;
         submit(&server, "127.0.0.1", header).await;
-        let event = server.next_event(20).await;
+        let event = server.next_event_for("partner@other.example", 20).await;
         assert_eq!(
             (event.status, event.policy_source.as_str()),
             ("deferred", source),
@@ -456,7 +462,7 @@ async fn starttls_stripping_never_yields_plaintext_under_a_required_level() {
         .set(json!({"trusted_networks": ["127.0.0.1/32"]}))
         .await;
     submit(&server, "127.0.0.1", "").await;
-    let event = server.next_event(20).await;
+    let event = server.next_event_for("partner@other.example", 20).await;
     assert_eq!((event.status, event.starttls_offered), ("sent", false));
     assert!(event.tls.is_none());
     let got = sink.next(20).await.unwrap();
@@ -570,7 +576,7 @@ async fn may_retries_in_plaintext_after_a_failed_handshake() {
     .await;
     let mut server = setup(&sink, json!([])).await;
     submit(&server, "127.0.0.1", "").await;
-    let event = server.next_event(20).await;
+    let event = server.next_event_for("partner@other.example", 20).await;
     assert_eq!(
         (event.status, event.policy_level.as_str()),
         ("sent", "may"),
@@ -593,7 +599,7 @@ async fn may_retries_in_plaintext_after_a_failed_handshake() {
     )
     .await;
     submit(&server, "127.0.0.1", "").await;
-    let event = server.next_event(20).await;
+    let event = server.next_event_for("partner@other.example", 20).await;
     assert_eq!(
         (event.status, event.dsn.as_str()),
         ("deferred", "4.7.5"),

@@ -185,6 +185,9 @@ async fn attempt(engine: Arc<Engine>, id: QueueId) -> (QueueId, bool) {
     let mut bounced: Vec<(usize, Outcome, String)> = Vec::new();
     let mut last_problem = None;
     let mut still_pending = false;
+    // Published once the queue reflects them: whoever sees `status=sent` (the log, the feed)
+    // finds the recipient gone from the queue, and a deferral's reason in `queue list`.
+    let mut records = Vec::new();
     // The header counts only from authorised clients; the others had it removed at receipt.
     let header = entry
         .envelope
@@ -211,9 +214,7 @@ async fn attempt(engine: Arc<Engine>, id: QueueId) -> (QueueId, bool) {
         .await;
         for ((index, _), mut result) in group.iter().zip(results) {
             expire_if_too_old(&engine.cfg, &entry, &mut result.outcome);
-            engine
-                .events
-                .record(&result.event(&entry, *index, decision));
+            records.push(result.event(&entry, *index, decision));
             match result.outcome.class {
                 Class::Delivered => finals.push((*index as u32, Final::Delivered)),
                 Class::Permanent => {
@@ -240,7 +241,11 @@ async fn attempt(engine: Arc<Engine>, id: QueueId) -> (QueueId, bool) {
     }
     if still_pending {
         engine.spool.note_attempt(id, last_problem);
-    } else {
+    }
+    for record in &records {
+        engine.events.record(record);
+    }
+    if !still_pending {
         tracing::info!(target: "postern/qmgr", "{id}: removed");
     }
     (id, still_pending)

@@ -77,6 +77,17 @@ impl TestServer {
             .expect("delivery record feed closed")
     }
 
+    /// The next delivery record for `rcpt`, skipping others (such as the delivery of a
+    /// non-delivery notice, which may be logged before the bounce that caused it).
+    pub async fn next_event_for(&mut self, rcpt: &str, secs: u64) -> postern::events::Delivery {
+        loop {
+            let event = self.next_event(secs).await;
+            if event.recipient == rcpt {
+                return event;
+            }
+        }
+    }
+
     /// Run `postern ARGS` as an admin would, against this server: a config naming its data
     /// directory, `--api` its control API. Returns (success, stdout, stderr).
     pub async fn cli(&self, args: &[&str]) -> (bool, String, String) {
