@@ -41,6 +41,7 @@ mod tests {
         s.relay_domains.push(RelayDomain {
             domain: "ours.example".into(),
             transport: Some("[10.0.0.5]".into()),
+            auth: None,
         });
         Snapshot::new(s, 0)
     }

@@ -35,6 +35,8 @@ pub struct Job<'a> {
     pub check: Option<(crate::tls::CertCheck, Arc<rustls::RootCertStore>)>,
     pub connect_timeout: Duration,
     pub command_timeout: Duration,
+    /// SASL user name and password the next hop requires; sent only inside TLS.
+    pub auth: Option<(&'a str, &'a str)>,
 }
 
 /// What one session with one host produced.
@@ -175,6 +177,8 @@ struct Extensions {
     size: Option<u64>,
     eight_bit: bool,
     smtputf8: bool,
+    /// SASL mechanisms, upper-case.
+    auth: Vec<String>,
 }
 
 fn extensions(reply: &Reply) -> Extensions {
@@ -190,6 +194,13 @@ fn extensions(reply: &Reply) -> Extensions {
             Some("8BITMIME") => ext.eight_bit = true,
             Some("SMTPUTF8") => ext.smtputf8 = true,
             Some("SIZE") => ext.size = words.next().and_then(|n| n.parse().ok()).filter(|n| *n > 0),
+            Some("AUTH") => ext.auth.extend(words.map(str::to_ascii_uppercase)),
+            // The pre-RFC 4954 form some servers still send: `AUTH=LOGIN PLAIN`.
+            Some(w) if w.starts_with("AUTH=") => ext.auth.extend(
+                std::iter::once(&w[5..])
+                    .chain(words)
+                    .map(str::to_ascii_uppercase),
+            ),
             _ => {}
         }
     }
@@ -330,6 +341,18 @@ async fn connect(job: &Job<'_>, tls: &Arc<rustls::ClientConfig>) -> Result<Conne
             ),
         )));
     }
+    if let Some(credentials) = job.auth {
+        let tls = negotiated.is_some();
+        if let Err(o) = authenticate(&mut conn, &ext, credentials, tls, &name).await {
+            let _ = conn.command("QUIT", "QUIT").await;
+            // As Postfix does: a failed login is retried, and another host may accept it.
+            return Err(Failure::All {
+                outcome: o,
+                try_next_host: true,
+                starttls_offered,
+            });
+        }
+    }
     Ok(Connection {
         conn,
         ext,
@@ -340,6 +363,52 @@ async fn connect(job: &Job<'_>, tls: &Arc<rustls::ClientConfig>) -> Result<Conne
         setup_secs: started.elapsed().as_secs_f64(),
         transactions: 0,
     })
+}
+
+/// SASL PLAIN (RFC 4616) or LOGIN, PLAIN preferred, and only inside TLS: credentials never
+/// cross in plaintext, whatever the policy said. Failures read as Postfix's.
+async fn authenticate(
+    conn: &mut Conn,
+    ext: &Extensions,
+    (user, password): (&str, &str),
+    tls: bool,
+    name: &str,
+) -> Result<(), Outcome> {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    let refused = |why: String| Outcome::temporary(Enhanced(4, 7, 0), why);
+    if !tls {
+        return Err(refused(format!(
+            "SASL authentication to {name} requires TLS: credentials are not sent in plaintext"
+        )));
+    }
+    let offers = |m: &str| ext.auth.iter().any(|a| a == m);
+    let reply = if offers("PLAIN") {
+        let token = STANDARD.encode(format!("\0{user}\0{password}"));
+        conn.command(&format!("AUTH PLAIN {token}"), "sending AUTH")
+            .await?
+    } else if offers("LOGIN") {
+        let mut reply = conn.command("AUTH LOGIN", "sending AUTH").await?;
+        for step in [user, password] {
+            if reply.code != 334 {
+                break;
+            }
+            reply = conn.command(&STANDARD.encode(step), "sending AUTH").await?;
+        }
+        reply
+    } else {
+        return Err(refused(format!(
+            "SASL authentication failed; server {name} offered no compatible authentication mechanisms for this type of connection security"
+        )));
+    };
+    if reply.code == 235 {
+        Ok(())
+    } else {
+        Err(refused(format!(
+            "SASL authentication failed; server {name} said: {}",
+            reply.summary()
+        )))
+    }
 }
 
 /// An open session with one host, ready for a transaction; kept in the `Pool` between
@@ -437,9 +506,10 @@ pub struct Pool {
     pub max_transactions: u32,
 }
 
-/// Host, address, level, minimum strength and certificate check: a session is reused only
-/// for messages that demand exactly what it was opened and verified under.
-type PoolKey = (String, SocketAddr, Level, u16, String);
+/// Host, address, level, minimum strength, certificate check and SASL user: a session is
+/// reused only for messages that demand exactly what it was opened, verified and
+/// authenticated under.
+type PoolKey = (String, SocketAddr, Level, u16, String, Option<String>);
 
 impl Pool {
     pub fn new(max_idle: Duration) -> Pool {
@@ -462,6 +532,7 @@ impl Pool {
             job.level,
             job.min_bits,
             check,
+            job.auth.map(|(user, _)| user.to_string()),
         )
     }
 

@@ -397,6 +397,11 @@ async fn deliver_group(
         Ok(h) => h,
         Err(outcome) => return all(outcome, "none".into(), false),
     };
+    // Credentials belong to the relay domain; decide() made its level `encrypt` at least.
+    let auth = snapshot
+        .relay_domain(domain)
+        .and_then(|d| d.auth.as_ref())
+        .and_then(|a| Some((a.username.as_str(), a.password.as_ref()?.expose())));
     let mut last = Outcome::connection(format!("no host to try for {domain}"));
     let mut last_relay = "none".to_string();
     for (host, addr) in &hosts {
@@ -416,6 +421,7 @@ async fn deliver_group(
             check: cert_check(decision, host).map(|c| (c, engine.roots.clone())),
             connect_timeout: Duration::from_secs(engine.cfg.connect_timeout_secs),
             command_timeout: Duration::from_secs(engine.cfg.command_timeout_secs),
+            auth,
         };
         let mut result = client::deliver(&job, &engine.tls, &engine.pool).await;
         if let Err(client::Failure::TlsFailedMay { reason }) = &result {
@@ -640,6 +646,7 @@ mod tests {
         s.relay_domains.push(crate::settings::RelayDomain {
             domain: "ours.example".into(),
             transport: Some("[127.0.0.2]:2600".into()),
+            auth: None,
         });
         let snap = Snapshot::new(s, 0);
         assert_eq!(

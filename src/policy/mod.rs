@@ -49,6 +49,8 @@ pub enum Source {
     Row(String),
     Header,
     Rule(String),
+    /// The row a relay domain with SASL credentials manages.
+    Managed(String),
 }
 
 impl fmt::Display for Source {
@@ -58,6 +60,7 @@ impl fmt::Display for Source {
             Source::Row(p) => write!(f, "row:{p}"),
             Source::Header => f.write_str("header"),
             Source::Rule(name) => write!(f, "rule:{name}"),
+            Source::Managed(domain) => write!(f, "managed:{domain}"),
         }
     }
 }
@@ -142,8 +145,9 @@ pub fn header_level(value: &str) -> Option<Level> {
 
 /// The effective policy for `recipient`: the strictest of the global outbound mode, the most
 /// specific table row, `header` (the message's first `x-TLSLevel` value, passed only for
-/// messages from authorised clients: the others had it removed at receipt) and `rule` (the
-/// message rule that matched this recipient at receipt).
+/// messages from authorised clients: the others had it removed at receipt), `rule` (the
+/// message rule that matched this recipient at receipt) and the row managed by the
+/// recipient's relay domain when its next hop needs authentication.
 pub fn decide(
     snapshot: &Snapshot,
     recipient: &str,
@@ -158,6 +162,10 @@ pub fn decide(
     };
     let mut source = Source::Global;
     let mut explanation = vec![format!("global outbound mode {mode}: {level}")];
+    let domain = recipient
+        .rsplit_once('@')
+        .map_or(recipient, |(_, d)| d)
+        .to_ascii_lowercase();
     let row = snapshot.policy_row(recipient);
     if let Some(row) = row {
         let note = if row.note.is_empty() {
@@ -190,6 +198,17 @@ pub fn decide(
             (level, source) = (r.level, Source::Rule(r.rule.clone()));
         }
     }
+    // Separate from the table, so no more specific row can lower it: credentials for the
+    // next hop never cross in plaintext.
+    if let Some(relay) = snapshot.relay_domain(&domain).filter(|d| d.auth.is_some()) {
+        explanation.push(format!(
+            "managed row {}: encrypt (relay domain {} requires authentication)",
+            relay.domain, relay.domain
+        ));
+        if Level::Encrypt > level {
+            (level, source) = (Level::Encrypt, Source::Managed(relay.domain.clone()));
+        }
+    }
     let min_bits = row
         .and_then(|r| r.min_bits)
         .unwrap_or(if level >= Level::Encrypt {
@@ -208,10 +227,6 @@ pub fn decide(
         ));
     }
     explanation.push(format!("effective: {level} (from {source})"));
-    let domain = recipient
-        .rsplit_once('@')
-        .map_or(recipient, |(_, d)| d)
-        .to_ascii_lowercase();
     let match_names = match row {
         Some(r) if !r.match_names.is_empty() => r.match_names.clone(),
         _ => vec![domain],
@@ -379,6 +394,53 @@ mod tests {
         assert_eq!(
             (d.level, d.source.to_string()),
             (Level::Encrypt, "rule:partners".to_string())
+        );
+    }
+
+    #[test]
+    fn managed_row_is_its_own_source_and_no_row_lowers_it() {
+        use crate::settings::{RelayAuth, RelayDomain, Secret};
+        let mut s = Settings::default();
+        s.relay_domains.push(RelayDomain {
+            domain: "smarthost.example".into(),
+            transport: Some("[relay.smarthost.example]:587".into()),
+            auth: Some(RelayAuth {
+                username: "gateway".into(),
+                password: Some(Secret::new("s3cret-pass")),
+            }),
+        });
+        s.relay_domains.push(RelayDomain {
+            domain: "plain.example".into(),
+            ..RelayDomain::default()
+        });
+        // A more specific user row asks for less; a wider one asks for more.
+        s.policy = vec![
+            row("boss@smarthost.example", Level::None),
+            row("plain.example", Level::Encrypt),
+        ];
+        let snap = Snapshot::new(s.clone(), 0);
+        let d = decide(&snap, "boss@SmartHost.example", None, None);
+        assert_eq!(
+            (d.level, d.source.to_string(), d.min_bits),
+            (Level::Encrypt, "managed:smarthost.example".into(), 112)
+        );
+        assert!(
+            d.explanation
+                .iter()
+                .any(|l| l == "managed row smarthost.example: encrypt (relay domain smarthost.example requires authentication)"),
+            "{:?}",
+            d.explanation
+        );
+        // A relay domain without credentials manages nothing.
+        let d = decide(&snap, "a@plain.example", None, None);
+        assert_eq!(d.source.to_string(), "row:plain.example");
+        // A stricter source still wins over the managed row.
+        s.policy.push(row(".smarthost.example", Level::Verify));
+        let snap = Snapshot::new(s, 0);
+        let d = decide(&snap, "a@smarthost.example", None, None);
+        assert_eq!(
+            (d.level, d.source.to_string()),
+            (Level::Verify, "row:.smarthost.example".into())
         );
     }
 

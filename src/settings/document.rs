@@ -87,6 +87,10 @@ pub struct PolicyRow {
     /// `fingerprint`: SHA-256 of the certificate or of its public key, hex (colons allowed).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fingerprints: Vec<String>,
+    /// Set on rows a relay domain manages (its next hop needs SASL authentication): shown in
+    /// the document, changed only through the relay domain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_by: Option<String>,
 }
 
 impl PolicyRow {
@@ -101,9 +105,34 @@ impl PolicyRow {
             note: String::new(),
             match_names: Vec::new(),
             fingerprints: Vec::new(),
+            managed_by: None,
+        }
+    }
+
+    /// The row a relay domain with SASL credentials manages (Hermes' "Auto-added: domain
+    /// requires authentication"): `encrypt`, so the credentials never cross in plaintext.
+    pub fn managed(relay_domain: &str) -> PolicyRow {
+        PolicyRow {
+            note: MANAGED_NOTE.to_string(),
+            managed_by: Some(relay_domain.to_string()),
+            ..PolicyRow::new(relay_domain, crate::policy::Level::Encrypt)
+        }
+    }
+
+    /// Same pattern and same demands, whatever the note says.
+    fn same_demands(&self, other: &PolicyRow) -> bool {
+        PolicyRow {
+            note: String::new(),
+            ..self.clone()
+        } == PolicyRow {
+            note: String::new(),
+            ..other.clone()
         }
     }
 }
+
+/// The note of a managed row.
+pub const MANAGED_NOTE: &str = "Auto-added: relay domain requires authentication";
 
 /// A named list of domains for message rules (Email Security's "rule data").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -155,7 +184,7 @@ pub struct MessageRule {
 }
 
 /// A domain we accept mail for from anyone, and where it goes next.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RelayDomain {
     /// `example.com` (that domain) or `.example.com` (its subdomains).
@@ -164,6 +193,43 @@ pub struct RelayDomain {
     /// (brackets: no MX lookup). Absent: MX lookup of the recipient domain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transport: Option<String>,
+    /// SASL credentials the next hop requires (Postfix's smtp_sasl_password_maps entry).
+    /// Setting them adds a managed `encrypt` row for the domain to the policy table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<RelayAuth>,
+}
+
+/// Credentials for a relay domain's next hop, sent with AUTH PLAIN or LOGIN inside TLS only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayAuth {
+    pub username: String,
+    /// Write-only: set it to create or change the credentials, omit it to keep the stored
+    /// one. The document never shows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
+}
+
+/// A secret the store keeps and the wire needs, never shown: its `Debug` is redacted, so a
+/// logged settings value cannot leak it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
 }
 
 /// An SMTP AUTH user as the API shows it: never with its hash.
@@ -279,7 +345,17 @@ impl Settings {
             inbound: self.inbound.clone(),
             outbound: self.outbound.clone(),
             trusted_networks: self.trusted_networks.iter().map(IpNet::to_string).collect(),
-            relay_domains: self.relay_domains.clone(),
+            relay_domains: self
+                .relay_domains
+                .iter()
+                .map(|d| RelayDomain {
+                    auth: d.auth.as_ref().map(|a| RelayAuth {
+                        username: a.username.clone(),
+                        password: None,
+                    }),
+                    ..d.clone()
+                })
+                .collect(),
             smtp_auth_users: self
                 .smtp_auth_users
                 .iter()
@@ -288,26 +364,42 @@ impl Settings {
                     password: None,
                 })
                 .collect(),
-            policy: self.policy.clone(),
+            policy: self
+                .policy
+                .iter()
+                .cloned()
+                .chain(self.managed_rows())
+                .collect(),
             rule_data: self.rule_data.clone(),
             rules: self.rules.clone(),
         }
     }
 
-    /// Validate `doc` whole and build the settings it describes. Users given without a
-    /// password keep their stored hash; a new user without one is an error.
+    /// The rows relay domains manage: one `encrypt` row per relay domain with credentials.
+    pub fn managed_rows(&self) -> Vec<PolicyRow> {
+        managed_rows(&self.relay_domains)
+    }
+
+    /// Validate `doc` whole and build the settings it describes. Users and relay credentials
+    /// given without a password keep their stored one; new ones without it are an error.
     pub fn apply(
         &self,
         doc: &SettingsDoc,
         hasher: &dyn PasswordHasher,
     ) -> Result<Settings, FieldError> {
+        let relay_domains = check_relay_domains(&doc.relay_domains, &self.relay_domains)?;
+        let policy = check_policy(
+            &doc.policy,
+            &managed_rows(&relay_domains),
+            &self.managed_rows(),
+        )?;
         Ok(Settings {
             inbound: doc.inbound.clone(),
             outbound: doc.outbound.clone(),
             trusted_networks: parse_networks(&doc.trusted_networks)?,
-            relay_domains: check_relay_domains(&doc.relay_domains)?,
+            relay_domains,
             smtp_auth_users: self.apply_users(&doc.smtp_auth_users, hasher)?,
-            policy: check_policy(&doc.policy)?,
+            policy,
             rule_data: check_rule_data(&doc.rule_data)?,
             rules: check_rules(&doc.rules, &doc.rule_data)?,
         })
@@ -379,7 +471,18 @@ fn parse_networks(networks: &[String]) -> Result<Vec<IpNet>, FieldError> {
         .collect()
 }
 
-fn check_relay_domains(domains: &[RelayDomain]) -> Result<Vec<RelayDomain>, FieldError> {
+fn managed_rows(domains: &[RelayDomain]) -> Vec<PolicyRow> {
+    domains
+        .iter()
+        .filter(|d| d.auth.is_some())
+        .map(|d| PolicyRow::managed(&d.domain))
+        .collect()
+}
+
+fn check_relay_domains(
+    domains: &[RelayDomain],
+    previous: &[RelayDomain],
+) -> Result<Vec<RelayDomain>, FieldError> {
     let mut out: Vec<RelayDomain> = Vec::with_capacity(domains.len());
     for (i, d) in domains.iter().enumerate() {
         let domain = d.domain.trim().trim_end_matches('.').to_ascii_lowercase();
@@ -400,19 +503,73 @@ fn check_relay_domains(domains: &[RelayDomain]) -> Result<Vec<RelayDomain>, Fiel
             NextHop::parse(t)
                 .map_err(|e| field_error(format!("relay_domains[{i}].transport"), e))?;
         }
+        let auth = match &d.auth {
+            Some(a) => Some(check_relay_auth(a, &domain, previous, i)?),
+            None => None,
+        };
         out.push(RelayDomain {
             domain,
             transport: d.transport.as_ref().map(|t| t.trim().to_string()),
+            auth,
         });
     }
     Ok(out)
 }
 
+/// A user name and password SASL PLAIN can carry (no NUL, no line breaks); the password is
+/// kept from `previous` when omitted for the same domain and user.
+fn check_relay_auth(
+    auth: &RelayAuth,
+    domain: &str,
+    previous: &[RelayDomain],
+    i: usize,
+) -> Result<RelayAuth, FieldError> {
+    let field = |name: &str| format!("relay_domains[{i}].auth.{name}");
+    let username = auth.username.trim();
+    if username.is_empty() || username.chars().any(char::is_control) {
+        return Err(field_error(
+            field("username"),
+            "must be a non-empty name without control characters",
+        ));
+    }
+    let password = match &auth.password {
+        Some(p) if p.expose().is_empty() || p.expose().chars().any(char::is_control) => {
+            return Err(field_error(
+                field("password"),
+                "must be non-empty, without control characters",
+            ));
+        }
+        Some(p) => p.clone(),
+        None => previous
+            .iter()
+            .filter(|d| d.domain == domain)
+            .filter_map(|d| d.auth.as_ref())
+            .find(|a| a.username == username)
+            .and_then(|a| a.password.clone())
+            .ok_or_else(|| field_error(field("password"), "required for new credentials"))?,
+    };
+    Ok(RelayAuth {
+        username: username.to_string(),
+        password: Some(password),
+    })
+}
+
 /// Policy rows: valid patterns (the messages of Hermes' errors 4, 5/6), no two rows for the
-/// same pattern, a minimum strength no cipher exceeds refused.
-fn check_policy(rows: &[PolicyRow]) -> Result<Vec<PolicyRow>, FieldError> {
+/// same pattern, a minimum strength no cipher exceeds refused. Rows managed by relay domains
+/// (`managed`, from the new relay domains) are not stored: they are checked unchanged, and
+/// one that existed before (`was_managed`) cannot be deleted while its domain still needs
+/// authentication; a row whose domain no longer does simply goes.
+fn check_policy(
+    rows: &[PolicyRow],
+    managed: &[PolicyRow],
+    was_managed: &[PolicyRow],
+) -> Result<Vec<PolicyRow>, FieldError> {
     let mut out: Vec<PolicyRow> = Vec::with_capacity(rows.len());
     for (i, row) in rows.iter().enumerate() {
+        if let Some(by) = &row.managed_by {
+            check_managed_row(i, row, by, managed)?;
+            continue;
+        }
         let pattern = row
             .pattern
             .trim()
@@ -436,6 +593,15 @@ fn check_policy(rows: &[PolicyRow]) -> Result<Vec<PolicyRow>, FieldError> {
             return Err(field_error(
                 format!("policy[{i}].pattern"),
                 format!("duplicate row: {pattern:?} is already row {j}"),
+            ));
+        }
+        if let Some(m) = managed.iter().find(|m| m.pattern == pattern) {
+            return Err(field_error(
+                format!("policy[{i}].pattern"),
+                format!(
+                    "duplicate row: {pattern:?} is managed by relay domain {} (its next hop requires authentication)",
+                    m.pattern
+                ),
             ));
         }
         if row.min_bits.is_some_and(|b| b > 256) {
@@ -484,7 +650,54 @@ fn check_policy(rows: &[PolicyRow]) -> Result<Vec<PolicyRow>, FieldError> {
             ..row.clone()
         });
     }
+    for m in managed.iter().filter(|m| was_managed.contains(m)) {
+        if !rows.iter().any(|r| r.managed_by == m.managed_by) {
+            return Err(field_error(
+                "policy",
+                format!(
+                    "the row for {} is managed by relay domain {} (its next hop requires authentication) and cannot be deleted here; remove the relay domain's credentials instead",
+                    m.pattern, m.pattern
+                ),
+            ));
+        }
+    }
     Ok(out)
+}
+
+/// A managed row in the document must be what its relay domain makes it; if the domain no
+/// longer needs authentication, the row is dropped.
+fn check_managed_row(
+    i: usize,
+    row: &PolicyRow,
+    by: &str,
+    managed: &[PolicyRow],
+) -> Result<(), FieldError> {
+    let by = by.trim().trim_end_matches('.').to_ascii_lowercase();
+    let Some(m) = managed
+        .iter()
+        .find(|m| m.managed_by.as_deref() == Some(&by))
+    else {
+        return Ok(());
+    };
+    let given = PolicyRow {
+        pattern: row
+            .pattern
+            .trim()
+            .trim_end_matches('.')
+            .to_ascii_lowercase(),
+        managed_by: Some(by.clone()),
+        ..row.clone()
+    };
+    if given.same_demands(m) {
+        Ok(())
+    } else {
+        Err(field_error(
+            format!("policy[{i}]"),
+            format!(
+                "this row is managed by relay domain {by} (its next hop requires authentication) and cannot be edited here; change the relay domain instead"
+            ),
+        ))
+    }
 }
 
 fn check_rule_data(lists: &[RuleData]) -> Result<Vec<RuleData>, FieldError> {
@@ -687,6 +900,80 @@ mod tests {
             .apply(&doc("[[smtp_auth_users]]\nusername = \"bob\""), &FakeHasher)
             .unwrap_err();
         assert_eq!(err.field, "smtp_auth_users[0].password");
+    }
+
+    #[test]
+    fn relay_credentials_manage_an_encrypt_row() {
+        let with_auth = doc(
+            "[[relay_domains]]\ndomain = \"smarthost.example\"\ntransport = \"[10.0.0.9]:587\"\nauth = { username = \"gw\", password = \"s3cret\" }",
+        );
+        let s = Settings::default().apply(&with_auth, &FakeHasher).unwrap();
+        assert!(s.policy.is_empty(), "managed rows are derived, not stored");
+        let shown = s.to_doc();
+        // The password is write-only; the managed row is shown, marked.
+        assert_eq!(shown.relay_domains[0].auth.as_ref().unwrap().password, None);
+        assert!(!serde_json::to_string(&shown).unwrap().contains("s3cret"));
+        assert!(
+            !format!("{s:?}").contains("s3cret"),
+            "Debug must not leak it"
+        );
+        assert_eq!(shown.policy.len(), 1);
+        let managed = &shown.policy[0];
+        assert_eq!(
+            (
+                managed.pattern.as_str(),
+                managed.level,
+                managed.managed_by.as_deref()
+            ),
+            (
+                "smarthost.example",
+                crate::policy::Level::Encrypt,
+                Some("smarthost.example")
+            )
+        );
+        // The shown document applies unchanged and keeps the stored password.
+        let again = s.apply(&shown, &FakeHasher).unwrap();
+        assert_eq!(again, s);
+
+        // Editing the managed row is refused, naming the relay domain.
+        let mut edited = shown.clone();
+        edited.policy[0].level = crate::policy::Level::May;
+        let err = s.apply(&edited, &FakeHasher).unwrap_err();
+        assert_eq!(err.field, "policy[0]");
+        assert!(
+            err.error
+                .contains("managed by relay domain smarthost.example"),
+            "{err}"
+        );
+        // Deleting it is refused while the domain still needs authentication.
+        let mut deleted = shown.clone();
+        deleted.policy.clear();
+        let err = s.apply(&deleted, &FakeHasher).unwrap_err();
+        assert_eq!(err.field, "policy");
+        assert!(
+            err.error.contains("relay domain smarthost.example"),
+            "{err}"
+        );
+        // A user row for the same pattern collides with it.
+        let mut dup = shown.clone();
+        dup.policy.push(PolicyRow::new(
+            "SmartHost.example",
+            crate::policy::Level::Verify,
+        ));
+        let err = s.apply(&dup, &FakeHasher).unwrap_err();
+        assert_eq!(err.field, "policy[1].pattern");
+        assert!(err.error.contains("managed by relay domain"), "{err}");
+
+        // Without credentials the row goes, even if the document still lists it.
+        let mut no_auth = shown.clone();
+        no_auth.relay_domains[0].auth = None;
+        let s2 = s.apply(&no_auth, &FakeHasher).unwrap();
+        assert!(s2.to_doc().policy.is_empty());
+        // New credentials need a password; a changed user name is new credentials.
+        let mut renamed = shown;
+        renamed.relay_domains[0].auth.as_mut().unwrap().username = "other".into();
+        let err = s.apply(&renamed, &FakeHasher).unwrap_err();
+        assert_eq!(err.field, "relay_domains[0].auth.password");
     }
 
     #[test]

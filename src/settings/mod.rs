@@ -12,8 +12,8 @@ use arc_swap::ArcSwap;
 
 pub use document::{
     AuthUser, AuthUserDoc, Direction, FieldError, InboundSettings, MessageRule, NextHop, OnFailure,
-    OutboundSettings, PasswordHasher, PolicyRow, RelayDomain, RuleData, RuleTls, Settings,
-    SettingsDoc, TlsMode, is_domain_name,
+    OutboundSettings, PasswordHasher, PolicyRow, RelayAuth, RelayDomain, RuleData, RuleTls, Secret,
+    Settings, SettingsDoc, TlsMode, is_domain_name,
 };
 pub use snapshot::{CompiledRule, Snapshot};
 pub use store::{AuditEntry, Store, StoreError};

@@ -204,6 +204,7 @@ mod tests {
             .map(|d| RelayDomain {
                 domain: d.to_string(),
                 transport: None,
+                auth: None,
             })
             .collect();
         Snapshot::new(

@@ -26,6 +26,29 @@ pub struct SinkOptions {
     pub broken_tls: bool,
     /// Certificate and PKCS#8 key (DER) to serve; default: a fresh self-signed one.
     pub cert: Option<Arc<(Vec<u8>, Vec<u8>)>>,
+    /// Require SASL before MAIL (`530 5.7.0` otherwise), as a submission relay does.
+    pub auth: Option<SinkAuth>,
+}
+
+#[derive(Clone)]
+pub struct SinkAuth {
+    pub username: String,
+    pub password: String,
+    /// What EHLO offers, e.g. `PLAIN LOGIN`.
+    pub mechanisms: String,
+    /// Offer AUTH before STARTTLS too (a careless server: the client must not use it).
+    pub in_plaintext: bool,
+}
+
+impl SinkAuth {
+    pub fn new(username: &str, password: &str) -> SinkAuth {
+        SinkAuth {
+            username: username.into(),
+            password: password.into(),
+            mechanisms: "PLAIN LOGIN".into(),
+            in_plaintext: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -34,12 +57,25 @@ pub struct Received {
     pub recipients: Vec<String>,
     pub data: Vec<u8>,
     pub tls: bool,
+    /// The SASL user the session authenticated as.
+    pub auth_user: Option<String>,
 }
 
 pub struct Sink {
     pub addr: SocketAddr,
     rx: mpsc::UnboundedReceiver<Received>,
     pub sessions: Arc<AtomicUsize>,
+    /// AUTH commands received, and the ones that arrived outside TLS.
+    pub auth_attempts: Arc<AtomicUsize>,
+    pub plaintext_auth_attempts: Arc<AtomicUsize>,
+}
+
+/// Per-sink counters shared by its sessions.
+#[derive(Clone, Default)]
+struct Counters {
+    transactions: Arc<AtomicUsize>,
+    auth: Arc<AtomicUsize>,
+    plaintext_auth: Arc<AtomicUsize>,
 }
 
 impl Sink {
@@ -54,7 +90,9 @@ impl Sink {
         let (tx, rx) = mpsc::unbounded_channel();
         let sessions = Arc::new(AtomicUsize::new(0));
         let tls = tls_acceptor(opts.aes128_only, opts.cert.clone());
-        let transactions = Arc::new(AtomicUsize::new(0));
+        let counters = Counters::default();
+        let (auth_attempts, plaintext_auth_attempts) =
+            (counters.auth.clone(), counters.plaintext_auth.clone());
         let counter = sessions.clone();
         tokio::spawn(async move {
             loop {
@@ -62,14 +100,20 @@ impl Sink {
                     return;
                 };
                 counter.fetch_add(1, Ordering::SeqCst);
-                let (tx, opts, tls, transactions) =
-                    (tx.clone(), opts.clone(), tls.clone(), transactions.clone());
+                let (tx, opts, tls, counters) =
+                    (tx.clone(), opts.clone(), tls.clone(), counters.clone());
                 tokio::spawn(async move {
-                    let _ = session(Box::new(tcp), opts, tls, tx, transactions).await;
+                    let _ = session(Box::new(tcp), opts, tls, tx, counters).await;
                 });
             }
         });
-        Sink { addr, rx, sessions }
+        Sink {
+            addr,
+            rx,
+            sessions,
+            auth_attempts,
+            plaintext_auth_attempts,
+        }
     }
 
     /// The next message, waiting at most `secs` seconds.
@@ -126,10 +170,11 @@ async fn session(
     opts: SinkOptions,
     tls: tokio_rustls::TlsAcceptor,
     tx: mpsc::UnboundedSender<Received>,
-    transactions: Arc<AtomicUsize>,
+    counters: Counters,
 ) -> std::io::Result<()> {
     let mut io = BufReader::new(io);
     let mut in_tls = false;
+    let mut auth_user: Option<String> = None;
     let mut sender = String::new();
     let mut in_transaction = false;
     let mut rcpts = Vec::new();
@@ -149,6 +194,11 @@ async fn session(
             if opts.starttls && !in_tls {
                 r.push_str("250-STARTTLS\r\n");
             }
+            if let Some(a) = &opts.auth
+                && (in_tls || a.in_plaintext)
+            {
+                r.push_str(&format!("250-AUTH {}\r\n", a.mechanisms));
+            }
             r.push_str("250 ENHANCEDSTATUSCODES\r\n");
             r
         } else if upper == "STARTTLS" && opts.starttls && !in_tls {
@@ -161,8 +211,22 @@ async fn session(
             io = BufReader::new(Box::new(stream));
             in_tls = true;
             continue;
+        } else if let Some(want) = opts.auth.as_ref().filter(|_| upper.starts_with("AUTH ")) {
+            counters.auth.fetch_add(1, Ordering::SeqCst);
+            if !in_tls {
+                counters.plaintext_auth.fetch_add(1, Ordering::SeqCst);
+            }
+            match sasl(&mut io, &upper, &line, want).await? {
+                Some(user) if user == want.username => {
+                    auth_user = Some(user);
+                    "235 2.7.0 Authentication successful\r\n".into()
+                }
+                _ => "535 5.7.8 Error: authentication failed\r\n".into(),
+            }
+        } else if upper.starts_with("MAIL FROM:") && opts.auth.is_some() && auth_user.is_none() {
+            "530 5.7.0 Authentication required\r\n".into()
         } else if upper.starts_with("MAIL FROM:") {
-            let n = transactions.fetch_add(1, Ordering::SeqCst);
+            let n = counters.transactions.fetch_add(1, Ordering::SeqCst);
             if opts.closing {
                 "421 4.3.2 Service shutting down\r\n".into()
             } else if n < opts.defer_first {
@@ -195,6 +259,7 @@ async fn session(
                     recipients: std::mem::take(&mut rcpts),
                     data,
                     tls: in_tls,
+                    auth_user: auth_user.clone(),
                 });
                 "250 2.0.0 Ok: queued as SINK\r\n".into()
             }
@@ -211,6 +276,45 @@ async fn session(
         };
         io.get_mut().write_all(reply.as_bytes()).await?;
     }
+}
+
+/// AUTH PLAIN (initial response) or LOGIN (two 334 steps); the user name if the password
+/// matches. Mechanisms the sink does not offer fail.
+async fn sasl(
+    io: &mut BufReader<Box<dyn Io>>,
+    upper: &str,
+    line: &str,
+    want: &SinkAuth,
+) -> std::io::Result<Option<String>> {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    let decode = |b64: &str| {
+        STANDARD
+            .decode(b64.trim())
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+    };
+    let offered = |m: &str| want.mechanisms.split_whitespace().any(|o| o == m);
+    if upper.starts_with("AUTH PLAIN ") && offered("PLAIN") {
+        let Some(token) = decode(&line.trim_end()[11..]) else {
+            return Ok(None);
+        };
+        let parts: Vec<&str> = token.split('\0').collect();
+        return Ok((parts.len() == 3 && parts[2] == want.password).then(|| parts[1].to_string()));
+    }
+    if upper == "AUTH LOGIN" && offered("LOGIN") {
+        let mut answers = Vec::new();
+        for prompt in ["VXNlcm5hbWU6", "UGFzc3dvcmQ6"] {
+            io.get_mut()
+                .write_all(format!("334 {prompt}\r\n").as_bytes())
+                .await?;
+            let mut reply = String::new();
+            io.read_line(&mut reply).await?;
+            answers.push(decode(&reply).unwrap_or_default());
+        }
+        return Ok((answers[1] == want.password).then(|| answers[0].clone()));
+    }
+    Ok(None)
 }
 
 fn between(line: &str) -> String {
