@@ -27,12 +27,26 @@ pub struct Config {
     pub tls: TlsConfig,
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
     /// PEM files of CA certificates trusted for `verify` and `secure`, besides the Mozilla
     /// roots shipped with the binary (a private CA, a lab's test CA).
     pub extra_roots: Vec<PathBuf>,
+    /// Where ACME clients keep `<name>/fullchain.pem` and `privkey.pem` (certbot's layout).
+    pub acme_live_dir: PathBuf,
+    /// How often the ACME directories are checked for a renewal.
+    pub acme_watch_secs: u64,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            extra_roots: Vec::new(),
+            acme_live_dir: PathBuf::from("/etc/letsencrypt/live"),
+            acme_watch_secs: 60,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -5,6 +5,7 @@
 //! and the live snapshot), `tls` (rustls configs and certificates), `admin` (control API).
 
 pub mod admin;
+pub mod certs;
 pub mod config;
 pub mod events;
 pub mod fsutil;
@@ -75,6 +76,7 @@ pub struct Server {
     spool: spool::Spool,
     ctx: Arc<inbound::Context>,
     admin_tls: Arc<rustls::ServerConfig>,
+    certs: Arc<certs::Certs>,
     token: String,
     engine: Arc<outbound::Engine>,
     /// New message IDs for the delivery engine; subscribed before SMTP accepts anything.
@@ -121,8 +123,16 @@ pub fn prepare(config: Config) -> anyhow::Result<Server> {
         )
     })?;
 
-    let smtp_tls = tls::server_config(tls::CertResolver::new(smtp_key), &[]);
-    let admin_tls = tls::server_config(tls::CertResolver::new(system), &[b"http/1.1"]);
+    let certs = certs::Certs::new(
+        settings.clone(),
+        &config.server.hostname,
+        system,
+        smtp_key,
+        config.tls.acme_live_dir.clone(),
+        data,
+    );
+    let smtp_tls = tls::server_config(certs.smtp_resolver(), &[]);
+    let admin_tls = tls::server_config(certs.admin_resolver(), &[b"http/1.1"]);
     let ctx = Arc::new(inbound::Context {
         hostname: config.server.hostname.clone(),
         limits: inbound::Limits::from_config(&config),
@@ -162,6 +172,7 @@ pub fn prepare(config: Config) -> anyhow::Result<Server> {
         spool,
         ctx,
         admin_tls,
+        certs,
         token,
         engine,
         incoming,
@@ -175,6 +186,10 @@ impl Server {
 
     pub fn spool(&self) -> &spool::Spool {
         &self.spool
+    }
+
+    pub fn certs(&self) -> &Arc<certs::Certs> {
+        &self.certs
     }
 
     /// Delivery records as they happen.
@@ -194,6 +209,7 @@ impl Server {
             spool,
             ctx,
             admin_tls,
+            certs,
             token,
             engine,
             incoming,
@@ -207,7 +223,17 @@ impl Server {
         );
         let (stop_tx, stop_rx) = watch::channel(false);
         let smtp = tokio::spawn(inbound::run(listeners.smtp, ctx, stop_rx.clone()));
-        let app = admin::router(admin::AdminState::new(settings, spool.clone(), token));
+        let app = admin::router(admin::AdminState::new(
+            settings,
+            spool.clone(),
+            certs.clone(),
+            token,
+        ));
+        let acme = tokio::spawn(certs.clone().watch_acme(
+            std::time::Duration::from_secs(config.tls.acme_watch_secs.max(1)),
+            stop_rx.clone(),
+        ));
+        let expiry = tokio::spawn(certs.warn_daily(stop_rx.clone()));
         let api = tokio::spawn(admin::run(
             listeners.admin,
             TlsAcceptor::from(admin_tls),
@@ -222,6 +248,8 @@ impl Server {
         let _ = smtp.await;
         let _ = api.await;
         let _ = delivery.await;
+        let _ = acme.await;
+        let _ = expiry.await;
         tokio::task::spawn_blocking(move || spool.shutdown()).await?;
         tracing::info!(target: "postern/master", "stopped");
         Ok(())

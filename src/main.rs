@@ -45,6 +45,11 @@ enum Command {
         #[command(subcommand)]
         action: PolicyAction,
     },
+    /// The certificate store of the running server.
+    Cert {
+        #[command(subcommand)]
+        action: CertAction,
+    },
     /// The mail queue of the running server (like postqueue and postsuper).
     Queue {
         #[command(subcommand)]
@@ -104,6 +109,37 @@ enum QueueAction {
 }
 
 #[derive(Subcommand)]
+enum CertAction {
+    /// Check and store a certificate: PEM files, or an ACME live directory (`--acme`).
+    Import {
+        #[arg(long)]
+        name: String,
+        /// The certificate (PEM; may be followed by its chain).
+        #[arg(long, required_unless_present = "acme")]
+        cert: Option<PathBuf>,
+        /// The unencrypted private key (PEM).
+        #[arg(long, required_unless_present = "acme")]
+        key: Option<PathBuf>,
+        /// The CA bundle (PEM), each certificate followed by its issuer.
+        #[arg(long)]
+        chain: Option<PathBuf>,
+        /// Read <tls.acme_live_dir>/NAME/fullchain.pem and privkey.pem, and watch them.
+        #[arg(long, conflicts_with_all = ["cert", "key", "chain"])]
+        acme: bool,
+        /// Replace the certificate of that name (a renewal); bound, it is served at once.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Name, type, subject, issuer, serial, not after, days left, where bound.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a certificate that nothing binds.
+    Delete { name: String },
+}
+
+#[derive(Subcommand)]
 enum SettingsAction {
     /// Print the settings document as TOML (`postern settings export > settings.toml`).
     Export,
@@ -132,6 +168,7 @@ fn main() -> ExitCode {
             Command::Serve => serve(config).await,
             Command::Settings { action } => settings(config, cli.api, action).await,
             Command::Queue { action } => queue(config, cli.api, action).await,
+            Command::Cert { action } => cert(config, cli.api, action).await,
             Command::Policy { action } => policy(config, cli.api, action).await,
             Command::CheckTls { .. } => unreachable!("handled above"),
         }
@@ -260,6 +297,117 @@ async fn settings(
             Ok(())
         }
     }
+}
+
+async fn cert(config: Config, api: Option<SocketAddr>, action: CertAction) -> anyhow::Result<()> {
+    postern::tls::install_provider();
+    let client = ApiClient::new(api.unwrap_or(config.admin.listen), &config.server.data_dir)?;
+    match action {
+        CertAction::Import {
+            name,
+            cert,
+            key,
+            chain,
+            acme,
+            replace,
+        } => {
+            let read = |p: &Option<PathBuf>| -> anyhow::Result<Option<String>> {
+                p.as_ref()
+                    .map(|p| {
+                        std::fs::read_to_string(p)
+                            .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
+                    })
+                    .transpose()
+            };
+            let body = serde_json::json!({
+                "name": name, "cert": read(&cert)?, "key": read(&key)?, "chain": read(&chain)?,
+                "acme": acme, "replace": replace,
+            });
+            let (status, body) = client
+                .request(
+                    Method::POST,
+                    "/api/v1/certificates",
+                    Some(serde_json::to_vec(&body)?),
+                )
+                .await?;
+            // Name the file the server's field refers to.
+            let info: serde_json::Value = parse_response(status, &body).map_err(|e| {
+                let file = match serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v["field"].as_str().map(str::to_string))
+                    .as_deref()
+                {
+                    Some("cert") => cert.as_ref(),
+                    Some("key") => key.as_ref(),
+                    Some("chain") => chain.as_ref(),
+                    _ => None,
+                };
+                match file {
+                    Some(f) => anyhow::anyhow!("{}: {e}", f.display()),
+                    None => e,
+                }
+            })?;
+            for w in info["warnings"].as_array().into_iter().flatten() {
+                eprintln!("postern: warning: {}", w.as_str().unwrap_or_default());
+            }
+            print!("{}", cert_text(&info));
+        }
+        CertAction::List { json } => {
+            let (status, body) = client
+                .request(Method::GET, "/api/v1/certificates", None)
+                .await?;
+            let list: Vec<serde_json::Value> = parse_response(status, &body)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                for c in &list {
+                    println!("{}", cert_text(c));
+                }
+            }
+        }
+        CertAction::Delete { name } => {
+            let (status, body) = client
+                .request(
+                    Method::DELETE,
+                    &format!("/api/v1/certificates/{}", url_escape(&name)),
+                    None,
+                )
+                .await?;
+            if !status.is_success() {
+                parse_response::<serde_json::Value>(status, &body)?;
+            }
+            eprintln!("postern: certificate {name} deleted");
+        }
+    }
+    Ok(())
+}
+
+/// The fields Hermes shows, one per line.
+fn cert_text(c: &serde_json::Value) -> String {
+    let s = |k: &str| c[k].as_str().unwrap_or("").to_string();
+    let list = |k: &str| {
+        c[k].as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default()
+    };
+    format!(
+        "Name:        {}\nType:        {}\nSubject:     {}\nIssuer:      {}\nSerial:      {}\nSANs:        {}\nNot After:   {} ({} days left)\nSHA-256:     {}\nBound to:    {}\n",
+        s("name"),
+        s("type"),
+        s("subject"),
+        s("issuer"),
+        s("serial"),
+        list("sans"),
+        s("not_after"),
+        c["days_left"],
+        s("sha256"),
+        list("bound_to"),
+    )
 }
 
 async fn queue(config: Config, api: Option<SocketAddr>, action: QueueAction) -> anyhow::Result<()> {

@@ -43,7 +43,14 @@ impl ApiClient {
         };
         let token_path = data_dir.join("api-token");
         let token = std::fs::read_to_string(&token_path).map_err(setup(&token_path))?;
-        let cert_path = data_dir.join("tls/system.crt");
+        // The certificate the admin listener serves: `admin.crt` when one is bound
+        // (written by the server at each rebinding), else the system one.
+        let bound = data_dir.join("tls/admin.crt");
+        let cert_path = if bound.exists() {
+            bound
+        } else {
+            data_dir.join("tls/system.crt")
+        };
         let pem = std::fs::read(&cert_path).map_err(setup(&cert_path))?;
         let pinned = CertificateDer::from_pem_slice(&pem)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))

@@ -2,6 +2,7 @@
 //! `data/api-token`. The one way to change a running postern; the CLI and (later) the admin
 //! pages are built on these handlers.
 
+pub mod certs;
 pub mod client;
 pub mod queue;
 
@@ -30,14 +31,21 @@ use crate::settings::{Argon2Hasher, ReplaceError, SettingsDoc, SettingsHandle};
 pub struct AdminState {
     pub settings: SettingsHandle,
     pub spool: crate::spool::Spool,
+    pub certs: Arc<crate::certs::Certs>,
     token: Arc<str>,
 }
 
 impl AdminState {
-    pub fn new(settings: SettingsHandle, spool: crate::spool::Spool, token: String) -> AdminState {
+    pub fn new(
+        settings: SettingsHandle,
+        spool: crate::spool::Spool,
+        certs: Arc<crate::certs::Certs>,
+        token: String,
+    ) -> AdminState {
         AdminState {
             settings,
             spool,
+            certs,
             token: token.into(),
         }
     }
@@ -81,6 +89,11 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/v1/settings", get(get_settings).put(put_settings))
         .route("/api/v1/settings/rollback", axum::routing::post(rollback))
         .route("/api/v1/policy/explain", get(explain))
+        .route("/api/v1/certificates", get(certs::list).post(certs::import))
+        .route(
+            "/api/v1/certificates/{name}",
+            axum::routing::delete(certs::delete),
+        )
         .route("/api/v1/queue", get(queue::list))
         .route("/api/v1/queue/retry", axum::routing::post(queue::retry_all))
         .route("/api/v1/queue/{id}", get(queue::show).delete(queue::delete))
@@ -134,34 +147,45 @@ async fn put_settings(
     body: Bytes,
 ) -> Result<axum::Json<SettingsDoc>, ApiError> {
     let doc = parse_doc(&body)?;
-    let settings = state.settings.clone();
-    let result = tokio::task::spawn_blocking(move || settings.replace(&doc, "api", &Argon2Hasher))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))?;
+    let (settings, certs) = (state.settings.clone(), state.certs.clone());
+    let result = tokio::task::spawn_blocking(move || {
+        let result = settings.replace(&doc, "api", &Argon2Hasher);
+        // A new binding is served from the next handshake on.
+        certs.rebind();
+        result
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))?;
     match result {
         Ok(snapshot) => {
             tracing::info!(target: "postern/admin", "settings replaced through the API (version {})", snapshot.version);
             Ok(axum::Json(snapshot.settings.to_doc()))
         }
-        Err(ReplaceError::Invalid(e)) => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            e.to_string(),
-            Some(e.field),
-        )),
-        Err(ReplaceError::Store(e)) => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            e.to_string(),
-            None,
-        )),
+        Err(e) => Err(replace_error(e)),
+    }
+}
+
+fn replace_error(e: ReplaceError) -> ApiError {
+    match e {
+        ReplaceError::Invalid(e) => {
+            ApiError::new(StatusCode::BAD_REQUEST, e.to_string(), Some(e.field))
+        }
+        ReplaceError::Store(e) => {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None)
+        }
     }
 }
 
 /// Back to the settings before the last change (the previous version kept in the audit log).
 async fn rollback(State(state): State<AdminState>) -> Result<axum::Json<SettingsDoc>, ApiError> {
-    let settings = state.settings.clone();
-    let result = tokio::task::spawn_blocking(move || settings.rollback("api rollback"))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))?;
+    let (settings, certs) = (state.settings.clone(), state.certs.clone());
+    let result = tokio::task::spawn_blocking(move || {
+        let result = settings.rollback("api rollback");
+        certs.rebind();
+        result
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))?;
     match result {
         Ok(Some(snapshot)) => {
             tracing::info!(target: "postern/admin", "settings rolled back to the previous version (now version {})", snapshot.version);
@@ -172,11 +196,7 @@ async fn rollback(State(state): State<AdminState>) -> Result<axum::Json<Settings
             "no previous version to roll back to",
             None,
         )),
-        Err(e) => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            e.to_string(),
-            None,
-        )),
+        Err(e) => Err(replace_error(e)),
     }
 }
 

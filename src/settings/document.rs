@@ -38,6 +38,20 @@ impl fmt::Display for TlsMode {
 pub struct InboundSettings {
     #[serde(default)]
     pub tls_mode: TlsMode,
+    /// The certificate STARTTLS serves, by name in the certificate store. Absent: the
+    /// config's `smtp.tls_cert`, else the system self-signed one (first start). Blank, the
+    /// system certificate or an unknown name are refused (Hermes' rules).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
+}
+
+/// The admin listener (control API, and the admin page later).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Certificate for HTTPS, by name; absent: the system self-signed one (allowed here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
 }
 
 /// Outbound: the global STARTTLS mode for every hop we make (the policy table refines it).
@@ -250,6 +264,8 @@ pub struct SettingsDoc {
     pub inbound: InboundSettings,
     #[serde(default)]
     pub outbound: OutboundSettings,
+    #[serde(default)]
+    pub admin: AdminSettings,
     /// CIDR blocks whose clients may relay (Postfix's mynetworks).
     #[serde(default)]
     pub trusted_networks: Vec<String>,
@@ -280,6 +296,8 @@ pub struct Settings {
     pub inbound: InboundSettings,
     #[serde(default)]
     pub outbound: OutboundSettings,
+    #[serde(default)]
+    pub admin: AdminSettings,
     pub trusted_networks: Vec<IpNet>,
     pub relay_domains: Vec<RelayDomain>,
     pub smtp_auth_users: Vec<AuthUser>,
@@ -298,6 +316,7 @@ impl Default for Settings {
         Settings {
             inbound: InboundSettings::default(),
             outbound: OutboundSettings::default(),
+            admin: AdminSettings::default(),
             trusted_networks: vec![
                 "127.0.0.0/8".parse().expect("literal CIDR"),
                 "::1/128".parse().expect("literal CIDR"),
@@ -344,6 +363,7 @@ impl Settings {
         SettingsDoc {
             inbound: self.inbound.clone(),
             outbound: self.outbound.clone(),
+            admin: self.admin.clone(),
             trusted_networks: self.trusted_networks.iter().map(IpNet::to_string).collect(),
             relay_domains: self
                 .relay_domains
@@ -394,8 +414,23 @@ impl Settings {
             &self.managed_rows(),
         )?;
         Ok(Settings {
-            inbound: doc.inbound.clone(),
+            inbound: InboundSettings {
+                tls_mode: doc.inbound.tls_mode,
+                certificate: doc
+                    .inbound
+                    .certificate
+                    .as_ref()
+                    .map(|c| c.trim().to_string()),
+            },
             outbound: doc.outbound.clone(),
+            admin: AdminSettings {
+                certificate: doc
+                    .admin
+                    .certificate
+                    .as_ref()
+                    .map(|c| c.trim().to_string())
+                    .filter(|c| !c.is_empty()),
+            },
             trusted_networks: parse_networks(&doc.trusted_networks)?,
             relay_domains,
             smtp_auth_users: self.apply_users(&doc.smtp_auth_users, hasher)?,

@@ -11,9 +11,9 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 
 pub use document::{
-    AuthUser, AuthUserDoc, Direction, FieldError, InboundSettings, MessageRule, NextHop, OnFailure,
-    OutboundSettings, PasswordHasher, PolicyRow, RelayAuth, RelayDomain, RuleData, RuleTls, Secret,
-    Settings, SettingsDoc, TlsMode, is_domain_name,
+    AdminSettings, AuthUser, AuthUserDoc, Direction, FieldError, InboundSettings, MessageRule,
+    NextHop, OnFailure, OutboundSettings, PasswordHasher, PolicyRow, RelayAuth, RelayDomain,
+    RuleData, RuleTls, Secret, Settings, SettingsDoc, TlsMode, is_domain_name,
 };
 pub use snapshot::{CompiledRule, Snapshot};
 pub use store::{AuditEntry, Store, StoreError};
@@ -81,6 +81,7 @@ impl SettingsHandle {
         let _guard = self.inner.write.lock().unwrap_or_else(|e| e.into_inner());
         let old = self.current();
         let new = old.settings.apply(doc, hasher)?;
+        crate::certs::check_bindings(&new, &self.inner.store.certificates()?)?;
         let version = self.inner.store.save(Some(&old.settings), &new, actor)?;
         let snapshot = Arc::new(Snapshot::new(new, version));
         self.inner.live.store(snapshot.clone());
@@ -89,7 +90,7 @@ impl SettingsHandle {
 
     /// Restore the settings the last change replaced, as a change of its own (audited, so a
     /// rollback can itself be rolled back). `None` when there is nothing to go back to.
-    pub fn rollback(&self, actor: &str) -> Result<Option<Arc<Snapshot>>, StoreError> {
+    pub fn rollback(&self, actor: &str) -> Result<Option<Arc<Snapshot>>, ReplaceError> {
         let _guard = self.inner.write.lock().unwrap_or_else(|e| e.into_inner());
         let Some(previous) = self
             .inner
@@ -101,6 +102,8 @@ impl SettingsHandle {
         else {
             return Ok(None);
         };
+        // A certificate the old version bound may have been deleted since.
+        crate::certs::check_bindings(&previous, &self.inner.store.certificates()?)?;
         let current = self.current();
         let version = self
             .inner
@@ -113,6 +116,56 @@ impl SettingsHandle {
 
     pub fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
         self.inner.store.audit(limit)
+    }
+
+    pub fn certificates(&self) -> Result<Vec<crate::certs::StoredCert>, StoreError> {
+        self.inner.store.certificates()
+    }
+
+    /// Store a certificate; one of the same name is replaced only when `replace` (a renewal).
+    /// Under the writers' lock, so a binding check never races a deletion.
+    pub fn put_certificate(
+        &self,
+        cert: &crate::certs::StoredCert,
+        replace: bool,
+    ) -> Result<(), crate::certs::StoreOpError> {
+        use crate::certs::StoreOpError;
+        let _guard = self.inner.write.lock().unwrap_or_else(|e| e.into_inner());
+        if cert.name == crate::certs::SYSTEM {
+            return Err(StoreOpError::System);
+        }
+        let exists = self
+            .inner
+            .store
+            .certificates()?
+            .iter()
+            .any(|c| c.name == cert.name);
+        if exists && !replace {
+            return Err(StoreOpError::Exists(cert.name.clone()));
+        }
+        self.inner.store.put_certificate(cert)?;
+        Ok(())
+    }
+
+    /// Delete a certificate that nothing binds.
+    pub fn delete_certificate(&self, name: &str) -> Result<(), crate::certs::StoreOpError> {
+        use crate::certs::StoreOpError;
+        let _guard = self.inner.write.lock().unwrap_or_else(|e| e.into_inner());
+        if name == crate::certs::SYSTEM {
+            return Err(StoreOpError::System);
+        }
+        let bound = crate::certs::bound_at(&self.current().settings, name);
+        if !bound.is_empty() {
+            return Err(StoreOpError::InUse {
+                name: name.to_string(),
+                bound,
+            });
+        }
+        if self.inner.store.delete_certificate(name)? {
+            Ok(())
+        } else {
+            Err(StoreOpError::NotFound(name.to_string()))
+        }
     }
 }
 

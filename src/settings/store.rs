@@ -10,6 +10,9 @@ use super::document::Settings;
 
 const CURRENT: TableDefinition<&str, &[u8]> = TableDefinition::new("settings");
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+/// Certificate store: name -> `certs::StoredCert` (JSON; imported keys included: the file is
+/// 0600 and its contents never leave through the API).
+const CERTS: TableDefinition<&str, &[u8]> = TableDefinition::new("certificates");
 const KEY: &str = "current";
 
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +96,44 @@ impl Store {
         };
         txn.commit().map_err(db_err)?;
         Ok(seq)
+    }
+
+    pub fn certificates(&self) -> Result<Vec<crate::certs::StoredCert>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = match txn.open_table(CERTS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(db_err(e)),
+        };
+        let mut out = Vec::new();
+        for row in table.iter().map_err(db_err)? {
+            let (_, v) = row.map_err(db_err)?;
+            out.push(serde_json::from_slice(v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Insert or replace, durably.
+    pub fn put_certificate(&self, cert: &crate::certs::StoredCert) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        txn.open_table(CERTS)
+            .map_err(db_err)?
+            .insert(cert.name.as_str(), serde_json::to_vec(cert)?.as_slice())
+            .map_err(db_err)?;
+        txn.commit().map_err(db_err)
+    }
+
+    /// False if there was no such certificate.
+    pub fn delete_certificate(&self, name: &str) -> Result<bool, StoreError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        let found = txn
+            .open_table(CERTS)
+            .map_err(db_err)?
+            .remove(name)
+            .map_err(db_err)?
+            .is_some();
+        txn.commit().map_err(db_err)?;
+        Ok(found)
     }
 
     /// Audit entries, newest first.

@@ -131,6 +131,10 @@ impl CertResolver {
         self.current.store(Arc::new(key));
     }
 
+    pub fn swap_arc(&self, key: Arc<CertifiedKey>) {
+        self.current.store(key);
+    }
+
     pub fn current(&self) -> Arc<CertifiedKey> {
         self.current.load_full()
     }

@@ -1,0 +1,661 @@
+//! The certificate store: certificates imported with full checks (`check`), ACME live
+//! directories watched for renewals, the system self-signed certificate; their binding to
+//! SMTP STARTTLS and to the admin listener, swapped for the next handshake without a restart.
+
+pub mod check;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rustls::sign::CertifiedKey;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::settings::{FieldError, Secret, Settings, SettingsHandle, StoreError, TlsMode};
+use crate::tls::CertResolver;
+pub use check::{CheckError, Facts};
+
+/// The name of the certificate generated at first start.
+pub const SYSTEM: &str = "system";
+/// Below this many days left, the daily check logs a warning.
+pub const EXPIRY_LOG_DAYS: i64 = 21;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Kind {
+    /// Pasted or uploaded: chain and key kept in the settings store.
+    Imported,
+    /// Read from `<acme_live_dir>/<name>/{fullchain,privkey}.pem`, watched for renewals.
+    Acme,
+    /// Generated at first start; allowed for the admin listener only, never deleted.
+    System,
+}
+
+/// What the store keeps of an Imported or Acme certificate.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredCert {
+    pub name: String,
+    pub kind: Kind,
+    /// Imported: the chain, leaf first, canonical PEM. Acme: empty (the files are read).
+    #[serde(default)]
+    pub chain_pem: String,
+    #[serde(default)]
+    pub key_pem: Option<Secret>,
+    pub added_unix: u64,
+}
+
+/// Why a store operation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreOpError {
+    #[error("a certificate named {0:?} exists (set \"replace\": true to renew it)")]
+    Exists(String),
+    #[error("no certificate named {0:?}")]
+    NotFound(String),
+    #[error("certificate {name:?} is in use: bound to {}", bound.join(", "))]
+    InUse { name: String, bound: Vec<String> },
+    #[error(
+        "the system self-signed certificate is managed by postern: it cannot be replaced or deleted"
+    )]
+    System,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Where `name` is bound in `settings`, as the settings document names the fields.
+pub fn bound_at(settings: &Settings, name: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    if settings.inbound.certificate.as_deref() == Some(name) {
+        out.push("inbound.certificate (SMTP TLS)".to_string());
+    }
+    if settings.admin.certificate.as_deref() == Some(name) {
+        out.push("admin.certificate (admin listener)".to_string());
+    }
+    out
+}
+
+/// Hermes' binding rules for SMTP TLS (../shared/reference/002), decided by the
+/// certificate's kind rather than a row number; the admin listener may use the system one.
+pub fn check_bindings(settings: &Settings, stored: &[StoredCert]) -> Result<(), FieldError> {
+    let known = |n: &str| stored.iter().any(|c| c.name == n);
+    let field_error = |field: &str, error: &str| FieldError {
+        field: field.to_string(),
+        error: error.to_string(),
+    };
+    match settings.inbound.certificate.as_deref() {
+        Some("") if settings.inbound.tls_mode != TlsMode::Disabled => {
+            return Err(field_error(
+                "inbound.certificate",
+                "SMTP TLS Certificate cannot be blank when TLS Mode is set to Opportunistic or Mandatory",
+            ));
+        }
+        Some(SYSTEM) => {
+            return Err(field_error(
+                "inbound.certificate",
+                "You cannot select the system-self-signed Certificate for SMTP TLS",
+            ));
+        }
+        Some(n) if !n.is_empty() && !known(n) => {
+            return Err(field_error(
+                "inbound.certificate",
+                "The SMTP TLS Certificate you entered is not valid",
+            ));
+        }
+        _ => {}
+    }
+    match settings.admin.certificate.as_deref() {
+        Some(n) if n != SYSTEM && !known(n) => Err(field_error(
+            "admin.certificate",
+            "The certificate you entered is not valid",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A certificate as the API and `postern cert list` show it: never its key.
+#[derive(Debug, Clone, Serialize)]
+pub struct CertInfo {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: Kind,
+    /// The system self-signed certificate (decided by this flag, never by position).
+    pub system: bool,
+    #[serde(flatten)]
+    pub facts: Facts,
+    pub days_left: i64,
+    pub bound_to: Vec<String>,
+    /// Import warnings (expiring soon, host name not among the names).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    /// Acme: the live directory read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub directory: Option<String>,
+}
+
+/// An import through the API: PEM text, or an ACME name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportRequest {
+    pub name: String,
+    #[serde(default)]
+    pub cert: Option<String>,
+    #[serde(default)]
+    pub key: Option<String>,
+    #[serde(default)]
+    pub chain: Option<String>,
+    /// Read `<acme_live_dir>/<name>/` instead of PEM text.
+    #[serde(default)]
+    pub acme: bool,
+    /// Replace a certificate of the same name (a renewal); bound, it is served at once.
+    #[serde(default)]
+    pub replace: bool,
+}
+
+/// Why an import or deletion failed, with the field when one is at fault.
+#[derive(Debug)]
+pub enum CertError {
+    Invalid { field: String, error: String },
+    Store(StoreOpError),
+}
+
+impl From<StoreOpError> for CertError {
+    fn from(e: StoreOpError) -> CertError {
+        CertError::Store(e)
+    }
+}
+
+impl From<StoreError> for CertError {
+    fn from(e: StoreError) -> CertError {
+        CertError::Store(StoreOpError::Store(e))
+    }
+}
+
+fn invalid(field: &str, error: impl Into<String>) -> CertError {
+    CertError::Invalid {
+        field: field.to_string(),
+        error: error.into(),
+    }
+}
+
+/// ACME material as last loaded from its directory.
+struct AcmeLoaded {
+    /// SHA-256 of fullchain.pem and privkey.pem as read: a change means a renewal.
+    digest: [u8; 32],
+    /// None: those files were refused; the previous good key (if any) stays served.
+    good: Option<(Arc<CertifiedKey>, Facts)>,
+}
+
+/// The runtime side of the store: loads what the settings bind and swaps it into the
+/// resolvers the SMTP and admin listeners serve from.
+pub struct Certs {
+    settings: SettingsHandle,
+    hostname: String,
+    system: (Arc<CertifiedKey>, Facts),
+    /// Served for STARTTLS while `inbound.certificate` is unset: the config's PEM files or
+    /// the system certificate.
+    default_smtp: Arc<CertifiedKey>,
+    smtp: Arc<CertResolver>,
+    admin: Arc<CertResolver>,
+    acme_dir: PathBuf,
+    /// `data/tls/admin.crt`: the admin listener's certificate, which the CLI pins.
+    admin_pin: PathBuf,
+    acme: Mutex<HashMap<String, AcmeLoaded>>,
+    /// Each ACME renewal handled, as a line (what tests and the dashboard wait on).
+    renewals: watch::Sender<String>,
+}
+
+impl Certs {
+    pub fn new(
+        settings: SettingsHandle,
+        hostname: &str,
+        system: CertifiedKey,
+        default_smtp: CertifiedKey,
+        acme_dir: PathBuf,
+        data_dir: &std::path::Path,
+    ) -> Arc<Certs> {
+        let facts = system
+            .cert
+            .first()
+            .and_then(|c| check::describe(c.as_ref()))
+            .unwrap_or_else(unknown_facts);
+        let system = Arc::new(system);
+        let default_smtp = Arc::new(default_smtp);
+        let certs = Arc::new(Certs {
+            settings,
+            hostname: hostname.to_string(),
+            smtp: CertResolver::new((*default_smtp).clone()),
+            admin: CertResolver::new((*system).clone()),
+            system: (system, facts),
+            default_smtp,
+            acme_dir,
+            admin_pin: data_dir.join("tls/admin.crt"),
+            acme: Mutex::new(HashMap::new()),
+            renewals: watch::channel(String::new()).0,
+        });
+        certs.rebind();
+        // A pin left from an earlier run must match what is served now.
+        certs.pin_admin(&certs.admin.current());
+        certs
+    }
+
+    pub fn smtp_resolver(&self) -> Arc<CertResolver> {
+        self.smtp.clone()
+    }
+
+    pub fn admin_resolver(&self) -> Arc<CertResolver> {
+        self.admin.clone()
+    }
+
+    pub fn subscribe_renewals(&self) -> watch::Receiver<String> {
+        self.renewals.subscribe()
+    }
+
+    /// Serve what the settings bind now, from the next handshake on; sessions in flight
+    /// keep the certificate they started with. A binding that cannot be loaded keeps the
+    /// current certificate and says why.
+    pub fn rebind(&self) {
+        let snapshot = self.settings.current();
+        let smtp = match snapshot.settings.inbound.certificate.as_deref() {
+            None | Some("") => Ok(self.default_smtp.clone()),
+            Some(name) => self.load(name).map(|(k, _)| k),
+        };
+        let admin = match snapshot.settings.admin.certificate.as_deref() {
+            None => Ok(self.system.0.clone()),
+            Some(name) => self.load(name).map(|(k, _)| k),
+        };
+        for (what, resolver, key) in [("SMTP", &self.smtp, smtp), ("admin", &self.admin, admin)] {
+            match key {
+                Ok(k) => {
+                    if !Arc::ptr_eq(&resolver.current(), &k) {
+                        if what == "admin" {
+                            self.pin_admin(&k);
+                        }
+                        resolver.swap_arc(k);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(target: "postern/tls", "error: {what} certificate not changed: {e}")
+                }
+            }
+        }
+    }
+
+    /// Publish the admin listener's certificate (public, 0644) for the CLI to pin; the
+    /// system one needs no file.
+    fn pin_admin(&self, key: &CertifiedKey) {
+        let result = if key.cert.first() == self.system.0.cert.first() {
+            std::fs::remove_file(&self.admin_pin).or_else(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })
+        } else {
+            let pem = key
+                .cert
+                .first()
+                .map(|c| check::pem("CERTIFICATE", c.as_ref()))
+                .unwrap_or_default();
+            let tmp = self.admin_pin.with_extension("crt.tmp");
+            std::fs::write(&tmp, pem).and_then(|()| std::fs::rename(&tmp, &self.admin_pin))
+        };
+        if let Err(e) = result {
+            tracing::error!(target: "postern/tls", "error: {}: {e}", self.admin_pin.display());
+        }
+    }
+
+    /// The key and facts of the certificate called `name`.
+    fn load(&self, name: &str) -> Result<(Arc<CertifiedKey>, Facts), String> {
+        if name == SYSTEM {
+            return Ok(self.system.clone());
+        }
+        let stored = self
+            .settings
+            .certificates()
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .find(|c| c.name == name)
+            .ok_or_else(|| format!("no certificate named {name:?}"))?;
+        match stored.kind {
+            Kind::Acme => self.acme_current(name),
+            _ => {
+                let key = stored.key_pem.as_ref().map(Secret::expose).unwrap_or("");
+                let certified = crate::tls::certified_key_from_pem(
+                    stored.chain_pem.as_bytes(),
+                    key.as_bytes(),
+                    &format!("certificate {name}"),
+                )
+                .map_err(|e| e.to_string())?;
+                let facts = certified
+                    .cert
+                    .first()
+                    .and_then(|c| check::describe(c.as_ref()))
+                    .unwrap_or_else(unknown_facts);
+                Ok((Arc::new(certified), facts))
+            }
+        }
+    }
+
+    /// Every certificate, the system one first.
+    pub fn list(&self) -> Result<Vec<CertInfo>, StoreError> {
+        let settings = self.settings.current().settings.clone();
+        let now = crate::fsutil::unix_now() as i64;
+        let mut out = vec![self.info(SYSTEM, Kind::System, self.system.1.clone(), &settings, now)];
+        for stored in self.settings.certificates()? {
+            let facts = match self.load(&stored.name) {
+                Ok((_, f)) => f,
+                Err(e) => {
+                    tracing::warn!(target: "postern/tls", "warning: certificate {}: {e}", stored.name);
+                    unknown_facts()
+                }
+            };
+            out.push(self.info(&stored.name, stored.kind, facts, &settings, now));
+        }
+        Ok(out)
+    }
+
+    fn info(
+        &self,
+        name: &str,
+        kind: Kind,
+        facts: Facts,
+        settings: &Settings,
+        now: i64,
+    ) -> CertInfo {
+        let mut bound_to = bound_at(settings, name);
+        if kind == Kind::System && settings.admin.certificate.is_none() {
+            bound_to.push("admin listener (default)".into());
+        }
+        CertInfo {
+            name: name.to_string(),
+            kind,
+            system: kind == Kind::System,
+            days_left: facts.days_left(now),
+            facts,
+            bound_to,
+            warnings: Vec::new(),
+            directory: (kind == Kind::Acme).then(|| self.acme_dir.join(name).display().to_string()),
+        }
+    }
+
+    /// Check and store a certificate. Blocking (store commit). Nothing is stored on error.
+    pub fn import(&self, req: &ImportRequest) -> Result<CertInfo, CertError> {
+        let name = req.name.trim();
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        {
+            return Err(invalid(
+                "name",
+                "must be 1 to 64 letters, digits, '.', '_' or '-'",
+            ));
+        }
+        if name == SYSTEM {
+            return Err(CertError::Store(StoreOpError::System));
+        }
+        let now = crate::fsutil::unix_now() as i64;
+        let (stored, checked) = if req.acme {
+            if req.cert.is_some() || req.key.is_some() || req.chain.is_some() {
+                return Err(invalid(
+                    "acme",
+                    "an ACME certificate is read from its live directory: give no cert, key or chain",
+                ));
+            }
+            let (checked, digest) = self
+                .read_acme(name, now)
+                .map_err(|(field, e)| invalid(&field, e))?;
+            let mut acme = self.acme.lock().unwrap_or_else(|e| e.into_inner());
+            // Recorded before the store commit: a poll in between sees no change.
+            acme.insert(
+                name.to_string(),
+                AcmeLoaded {
+                    digest,
+                    good: Some((Arc::new(checked.key.clone()), checked.facts.clone())),
+                },
+            );
+            drop(acme);
+            let stored = StoredCert {
+                name: name.to_string(),
+                kind: Kind::Acme,
+                chain_pem: String::new(),
+                key_pem: None,
+                added_unix: now as u64,
+            };
+            (stored, checked)
+        } else {
+            let cert = req.cert.as_deref().filter(|c| !c.trim().is_empty());
+            let key = req.key.as_deref().filter(|k| !k.trim().is_empty());
+            let (Some(cert), Some(key)) = (cert, key) else {
+                return Err(invalid(
+                    if cert.is_none() { "cert" } else { "key" },
+                    "required (PEM text)",
+                ));
+            };
+            let checked = check::check(cert, key, req.chain.as_deref(), &self.hostname, now)
+                .map_err(|e| invalid(e.field.name(), e.error))?;
+            let stored = StoredCert {
+                name: name.to_string(),
+                kind: Kind::Imported,
+                chain_pem: checked.chain_pem.clone(),
+                key_pem: Some(Secret::new(checked.key_pem.clone())),
+                added_unix: now as u64,
+            };
+            (stored, checked)
+        };
+        self.settings.put_certificate(&stored, req.replace)?;
+        for w in &checked.warnings {
+            tracing::warn!(target: "postern/tls", "warning: certificate {name}: {w}");
+        }
+        tracing::info!(target: "postern/tls", "certificate {name} imported: subject {}, serial {}, not after {}", checked.facts.subject, checked.facts.serial, checked.facts.not_after);
+        self.rebind();
+        let settings = self.settings.current().settings.clone();
+        let mut info = self.info(name, stored.kind, checked.facts, &settings, now);
+        info.warnings = checked.warnings;
+        Ok(info)
+    }
+
+    pub fn delete(&self, name: &str) -> Result<(), CertError> {
+        self.settings.delete_certificate(name)?;
+        self.acme
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+        tracing::info!(target: "postern/tls", "certificate {name} deleted");
+        Ok(())
+    }
+
+    /// Read and check `<acme_dir>/<name>/fullchain.pem` and `privkey.pem`, as certbot lays
+    /// them out (symlinks into `archive/`, followed).
+    fn read_acme(
+        &self,
+        name: &str,
+        now: i64,
+    ) -> Result<(check::Checked, [u8; 32]), (String, String)> {
+        let dir = self.acme_dir.join(name);
+        let digest = acme_digest(&dir);
+        let read = |file: &str| {
+            std::fs::read_to_string(dir.join(file)).map_err(|e| {
+                (
+                    "name".to_string(),
+                    format!("{}: {e}", dir.join(file).display()),
+                )
+            })
+        };
+        let (chain, key) = (read("fullchain.pem")?, read("privkey.pem")?);
+        let checked = check::check(&chain, &key, None, &self.hostname, now).map_err(|e| {
+            let file = if e.field == check::Field::Key {
+                "privkey.pem"
+            } else {
+                "fullchain.pem"
+            };
+            (
+                e.field.name().to_string(),
+                format!("{}: {}", dir.join(file).display(), e.error),
+            )
+        })?;
+        Ok((checked, digest))
+    }
+
+    /// The ACME certificate as last loaded (loading it if it was not yet).
+    fn acme_current(&self, name: &str) -> Result<(Arc<CertifiedKey>, Facts), String> {
+        if let Some(good) = self
+            .acme
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .and_then(|l| l.good.clone())
+        {
+            return Ok(good);
+        }
+        let now = crate::fsutil::unix_now() as i64;
+        let (checked, digest) = self.read_acme(name, now).map_err(|(_, e)| e)?;
+        let good = (Arc::new(checked.key), checked.facts);
+        self.acme.lock().unwrap_or_else(|e| e.into_inner()).insert(
+            name.to_string(),
+            AcmeLoaded {
+                digest,
+                good: Some(good.clone()),
+            },
+        );
+        Ok(good)
+    }
+
+    /// One look at every ACME directory: changed files that pass the checks are swapped in;
+    /// changed files that fail are refused, the old certificate kept, and the reason logged
+    /// once. Blocking (file reads).
+    pub fn poll_acme(&self) {
+        let Ok(stored) = self.settings.certificates() else {
+            return;
+        };
+        let now = crate::fsutil::unix_now() as i64;
+        let mut changed = false;
+        for cert in stored.iter().filter(|c| c.kind == Kind::Acme) {
+            let name = &cert.name;
+            let digest = acme_digest(&self.acme_dir.join(name));
+            let last = self
+                .acme
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(name)
+                .map(|l| l.digest);
+            if last == Some(digest) {
+                continue;
+            }
+            let result = self.read_acme(name, now);
+            let mut acme = self.acme.lock().unwrap_or_else(|e| e.into_inner());
+            let line = match result {
+                Ok((checked, digest)) => {
+                    let line = format!(
+                        "certificate {name} renewed from {}: serial {}, not after {}",
+                        self.acme_dir.join(name).display(),
+                        checked.facts.serial,
+                        checked.facts.not_after
+                    );
+                    tracing::info!(target: "postern/tls", "{line}");
+                    acme.insert(
+                        name.clone(),
+                        AcmeLoaded {
+                            digest,
+                            good: Some((Arc::new(checked.key), checked.facts)),
+                        },
+                    );
+                    changed = true;
+                    line
+                }
+                Err((_, e)) => {
+                    // The refused files are remembered by their digest, so the error is
+                    // logged once per change, not at every look.
+                    let line = format!(
+                        "error: certificate {name}: renewed files refused, keeping the current certificate: {e}"
+                    );
+                    tracing::error!(target: "postern/tls", "{line}");
+                    let good = acme.get(name).and_then(|l| l.good.clone());
+                    acme.insert(name.clone(), AcmeLoaded { digest, good });
+                    line
+                }
+            };
+            drop(acme);
+            self.renewals.send_replace(line);
+        }
+        if changed {
+            self.rebind();
+        }
+    }
+
+    /// Watch the ACME live directories every `every` until `stop`.
+    pub async fn watch_acme(self: Arc<Self>, every: Duration, mut stop: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = crate::stopped(&mut stop) => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            let me = self.clone();
+            let _ = tokio::task::spawn_blocking(move || me.poll_acme()).await;
+        }
+    }
+
+    /// Log a warning for each certificate with fewer than EXPIRY_LOG_DAYS left; returns the
+    /// lines. Run at start and daily.
+    pub fn expiry_warnings(&self) -> Vec<String> {
+        let Ok(list) = self.list() else {
+            return Vec::new();
+        };
+        list.iter()
+            .filter(|c| c.days_left < EXPIRY_LOG_DAYS)
+            .map(|c| {
+                let line = format!(
+                    "warning: certificate {} expires in {} days ({}){}",
+                    c.name,
+                    c.days_left,
+                    c.facts.not_after,
+                    if c.bound_to.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; bound to {}", c.bound_to.join(", "))
+                    }
+                );
+                tracing::warn!(target: "postern/tls", "{line}");
+                line
+            })
+            .collect()
+    }
+
+    pub async fn warn_daily(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        loop {
+            let me = self.clone();
+            let _ = tokio::task::spawn_blocking(move || me.expiry_warnings()).await;
+            tokio::select! {
+                _ = crate::stopped(&mut stop) => return,
+                _ = tokio::time::sleep(Duration::from_secs(86_400)) => {}
+            }
+        }
+    }
+}
+
+fn acme_digest(dir: &std::path::Path) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let read = |f: &str| std::fs::read(dir.join(f)).unwrap_or_default();
+    Sha256::new()
+        .chain_update(read("fullchain.pem"))
+        .chain_update([0])
+        .chain_update(read("privkey.pem"))
+        .finalize()
+        .into()
+}
+
+fn unknown_facts() -> Facts {
+    Facts {
+        subject: "(unreadable)".into(),
+        issuer: String::new(),
+        serial: String::new(),
+        sans: Vec::new(),
+        not_before: String::new(),
+        not_after: String::new(),
+        not_after_unix: 0,
+        sha256: String::new(),
+        chain_length: 0,
+    }
+}
