@@ -477,3 +477,236 @@ pub fn pem(label: &str, der: &[u8]) -> String {
     out.push_str(&format!("-----END {label}-----\n"));
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    use time::{Duration, OffsetDateTime};
+
+    const HOST: &str = "mx.test.example";
+
+    fn now() -> i64 {
+        OffsetDateTime::now_utc().unix_timestamp()
+    }
+
+    fn ca(
+        cn: &str,
+        issuer: Option<&Issuer<'static, KeyPair>>,
+    ) -> (String, Issuer<'static, KeyPair>) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, cn);
+        let cert = match issuer {
+            Some(i) => params.signed_by(&key, i).unwrap(),
+            None => params.self_signed(&key).unwrap(),
+        };
+        (cert.pem(), Issuer::new(params, key))
+    }
+
+    /// A leaf for `names` valid over [now + from_days, now + to_days], as (cert, key) PEM.
+    fn leaf(
+        names: &[&str],
+        issuer: &Issuer<'static, KeyPair>,
+        from_days: i64,
+        to_days: i64,
+    ) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params.distinguished_name.push(DnType::CommonName, names[0]);
+        let t = OffsetDateTime::now_utc();
+        params.not_before = t + Duration::days(from_days);
+        params.not_after = t + Duration::days(to_days);
+        let cert = params.signed_by(&key, issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    fn field_err(r: Result<Checked, CheckError>) -> (Field, String) {
+        match r {
+            Ok(_) => panic!("accepted"),
+            Err(e) => (e.field, e.error),
+        }
+    }
+
+    #[test]
+    fn good_chain_reports_every_fact() {
+        let (root_pem, root) = ca("Test Root", None);
+        let (mid_pem, mid) = ca("Test Intermediate", Some(&root));
+        let (cert, key) = leaf(&[HOST, "*.test.example"], &mid, -1, 365);
+        let chain = format!("{mid_pem}{root_pem}");
+        let ok = check(&cert, &key, Some(&chain), HOST, now()).unwrap();
+        assert!(ok.warnings.is_empty(), "{:?}", ok.warnings);
+        let f = &ok.facts;
+        assert_eq!(f.subject, format!("CN={HOST}"));
+        assert_eq!(f.issuer, "CN=Test Intermediate");
+        assert!(!f.serial.is_empty());
+        assert_eq!(f.sans, vec![HOST.to_string(), "*.test.example".into()]);
+        assert_eq!(f.chain_length, 2);
+        assert_eq!(f.sha256.len(), 64);
+        assert!(f.days_left(now()) >= 364);
+        assert_eq!(ok.chain_pem.matches("BEGIN CERTIFICATE").count(), 3);
+        // The chain may also follow the certificate in the same field (fullchain.pem).
+        let full = format!("{cert}{mid_pem}");
+        assert!(check(&full, &key, None, HOST, now()).is_ok());
+        // A wildcard covers one label.
+        assert!(
+            check(&cert, &key, None, "other.test.example", now())
+                .unwrap()
+                .warnings
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn pem_errors_name_the_field_and_line() {
+        let (_, root) = ca("Test Root", None);
+        let (cert, key) = leaf(&[HOST], &root, -1, 365);
+        let (f, e) = field_err(check("hello\nworld\n", &key, None, HOST, now()));
+        assert_eq!(
+            (f, e.as_str()),
+            (
+                Field::Cert,
+                "not PEM: no -----BEGIN line found (line 1 reads \"hello\")"
+            )
+        );
+        let (f, e) = field_err(check(&key, &key, None, HOST, now()));
+        assert_eq!(f, Field::Cert);
+        assert!(
+            e.starts_with("not a certificate: line 1 has -----BEGIN PRIVATE KEY-----"),
+            "{e}"
+        );
+        let (f, e) = field_err(check(&cert, &cert, None, HOST, now()));
+        assert_eq!(
+            (f, e.as_str()),
+            (
+                Field::Key,
+                "not a private key: line 1 has -----BEGIN CERTIFICATE-----"
+            )
+        );
+        let (f, e) = field_err(check(&cert, &key, Some("junk"), HOST, now()));
+        assert_eq!(f, Field::Chain);
+        assert!(e.starts_with("not PEM"), "{e}");
+        let broken = cert.replacen("\n", "\n%%%%\n", 1);
+        let (f, e) = field_err(check(&broken, &key, None, HOST, now()));
+        assert_eq!(
+            (f, e.as_str()),
+            (
+                Field::Cert,
+                "line 2: not base64 inside the CERTIFICATE block: \"%%%%\""
+            )
+        );
+        let unterminated = cert.replace("-----END CERTIFICATE-----", "");
+        let (_, e) = field_err(check(&unterminated, &key, None, HOST, now()));
+        assert!(
+            e.contains("has no matching -----END CERTIFICATE-----"),
+            "{e}"
+        );
+        let garbage = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        let (f, e) = field_err(check(garbage, &key, None, HOST, now()));
+        assert_eq!(f, Field::Cert);
+        assert!(
+            e.starts_with("not a certificate: certificate 1 does not parse"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn encrypted_and_mismatched_keys_are_refused() {
+        let (_, root) = ca("Test Root", None);
+        let (cert, _) = leaf(&[HOST], &root, -1, 365);
+        let (_, other_key) = leaf(&[HOST], &root, -1, 365);
+        let encrypted = [
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIFHDBOBgkqhkiG9w0BBQ0w\n-----END ENCRYPTED PRIVATE KEY-----\n",
+            "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-256-CBC,74FCE62E5AAD47D7765F0AB74D1EB491\n\nMIIFHDBOBgkqhkiG9w0BBQ0w\n-----END RSA PRIVATE KEY-----\n",
+        ];
+        for key in encrypted {
+            let (f, e) = field_err(check(&cert, key, None, HOST, now()));
+            assert_eq!(
+                (f, e.as_str()),
+                (
+                    Field::Key,
+                    "the private key is encrypted: paste the unencrypted key"
+                )
+            );
+        }
+        let (f, e) = field_err(check(&cert, &other_key, None, HOST, now()));
+        assert_eq!(
+            (f, e.as_str()),
+            (Field::Key, "the private key does not match the certificate")
+        );
+    }
+
+    #[test]
+    fn chain_must_link_and_sign() {
+        let (_, root) = ca("Test Root", None);
+        let (cert, key) = leaf(&[HOST], &root, -1, 365);
+        let (stranger_pem, _) = ca("Someone Else", None);
+        let (f, e) = field_err(check(&cert, &key, Some(&stranger_pem), HOST, now()));
+        assert_eq!(f, Field::Chain);
+        assert!(e.starts_with("the chain does not link up: certificate 1 is issued by CN=Test Root, but the next one (certificate 2) is CN=Someone Else"), "{e}");
+        // Same name, different key: the issuer did not really sign it.
+        let (impostor_pem, _) = ca("Test Root", None);
+        let (f, e) = field_err(check(&cert, &key, Some(&impostor_pem), HOST, now()));
+        assert_eq!(
+            (f, e.as_str()),
+            (
+                Field::Chain,
+                "the chain does not link up: certificate 2 (CN=Test Root) did not sign certificate 1"
+            )
+        );
+    }
+
+    #[test]
+    fn validity_and_strength() {
+        let (_, root) = ca("Test Root", None);
+        let (cert, key) = leaf(&[HOST], &root, 2, 365);
+        let (_, e) = field_err(check(&cert, &key, None, HOST, now()));
+        assert!(
+            e.starts_with("the certificate is not yet valid: valid from "),
+            "{e}"
+        );
+        let (cert, key) = leaf(&[HOST], &root, -30, -1);
+        let (_, e) = field_err(check(&cert, &key, None, HOST, now()));
+        assert!(e.starts_with("the certificate expired on "), "{e}");
+        let (cert, key) = leaf(&[HOST], &root, -30, 10);
+        let ok = check(&cert, &key, None, HOST, now()).unwrap();
+        assert_eq!(ok.warnings.len(), 1);
+        assert!(
+            ok.warnings[0].starts_with("the certificate expires in 9 days")
+                || ok.warnings[0].starts_with("the certificate expires in 10 days"),
+            "{:?}",
+            ok.warnings
+        );
+        // Made with `openssl req -x509 -newkey rsa:1024` (throwaway test material).
+        let (f, e) = field_err(check(
+            include_str!("testdata/rsa1024.crt"),
+            include_str!("testdata/rsa1024.key"),
+            None,
+            "weak.test.example",
+            now(),
+        ));
+        assert_eq!(
+            (f, e.as_str()),
+            (
+                Field::Cert,
+                "weak key: RSA 1024 bits (at least 2048 required)"
+            )
+        );
+    }
+
+    #[test]
+    fn host_name_not_among_the_names_is_a_warning() {
+        let (_, root) = ca("Test Root", None);
+        let (cert, key) = leaf(&["other.example"], &root, -1, 365);
+        let ok = check(&cert, &key, None, HOST, now()).unwrap();
+        assert_eq!(
+            ok.warnings,
+            vec![format!(
+                "the server's host name {HOST} is not among the certificate's names (other.example): strict STARTTLS verifiers will fail"
+            )]
+        );
+    }
+}

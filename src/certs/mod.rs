@@ -183,6 +183,8 @@ struct AcmeLoaded {
     digest: [u8; 32],
     /// None: those files were refused; the previous good key (if any) stays served.
     good: Option<(Arc<CertifiedKey>, Facts)>,
+    /// A different digest seen at the last look and not yet acted on.
+    changing: Option<[u8; 32]>,
 }
 
 /// The runtime side of the store: loads what the settings bind and swaps it into the
@@ -414,6 +416,7 @@ impl Certs {
                 AcmeLoaded {
                     digest,
                     good: Some((Arc::new(checked.key.clone()), checked.facts.clone())),
+                    changing: None,
                 },
             );
             drop(acme);
@@ -518,6 +521,7 @@ impl Certs {
             AcmeLoaded {
                 digest,
                 good: Some(good.clone()),
+                changing: None,
             },
         );
         Ok(good)
@@ -525,24 +529,33 @@ impl Certs {
 
     /// One look at every ACME directory: changed files that pass the checks are swapped in;
     /// changed files that fail are refused, the old certificate kept, and the reason logged
-    /// once. Blocking (file reads).
+    /// once. A change is acted on once the directory reads the same at two looks in a row:
+    /// certbot switches its two symlinks one at a time, and a look between the two must not
+    /// count as a bad pair. Blocking (file reads).
     pub fn poll_acme(&self) {
         let Ok(stored) = self.settings.certificates() else {
             return;
         };
         let now = crate::fsutil::unix_now() as i64;
         let mut changed = false;
+        let mut lines = Vec::new();
         for cert in stored.iter().filter(|c| c.kind == Kind::Acme) {
             let name = &cert.name;
             let digest = acme_digest(&self.acme_dir.join(name));
-            let last = self
-                .acme
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(name)
-                .map(|l| l.digest);
-            if last == Some(digest) {
-                continue;
+            {
+                let mut acme = self.acme.lock().unwrap_or_else(|e| e.into_inner());
+                // Not loaded yet: loaded from the files when it is first bound or listed.
+                let Some(loaded) = acme.get_mut(name) else {
+                    continue;
+                };
+                if loaded.digest == digest {
+                    loaded.changing = None;
+                    continue;
+                }
+                if loaded.changing != Some(digest) {
+                    loaded.changing = Some(digest);
+                    continue;
+                }
             }
             let result = self.read_acme(name, now);
             let mut acme = self.acme.lock().unwrap_or_else(|e| e.into_inner());
@@ -560,6 +573,7 @@ impl Certs {
                         AcmeLoaded {
                             digest,
                             good: Some((Arc::new(checked.key), checked.facts)),
+                            changing: None,
                         },
                     );
                     changed = true;
@@ -573,15 +587,25 @@ impl Certs {
                     );
                     tracing::error!(target: "postern/tls", "{line}");
                     let good = acme.get(name).and_then(|l| l.good.clone());
-                    acme.insert(name.clone(), AcmeLoaded { digest, good });
+                    acme.insert(
+                        name.clone(),
+                        AcmeLoaded {
+                            digest,
+                            good,
+                            changing: None,
+                        },
+                    );
                     line
                 }
             };
-            drop(acme);
-            self.renewals.send_replace(line);
+            lines.push(line);
         }
         if changed {
             self.rebind();
+        }
+        // Announced once served, so whoever hears of a renewal gets it at the next handshake.
+        for line in lines {
+            self.renewals.send_replace(line);
         }
     }
 
@@ -657,5 +681,60 @@ fn unknown_facts() -> Facts {
         not_after_unix: 0,
         sha256: String::new(),
         chain_length: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(name: &str) -> StoredCert {
+        StoredCert {
+            name: name.into(),
+            kind: Kind::Imported,
+            chain_pem: String::new(),
+            key_pem: None,
+            added_unix: 0,
+        }
+    }
+
+    #[test]
+    fn binding_rules_are_hermes_and_decided_by_the_flag() {
+        let store = [stored("mx")];
+        let with = |mode: TlsMode, cert: Option<&str>| {
+            let mut s = Settings::default();
+            s.inbound.tls_mode = mode;
+            s.inbound.certificate = cert.map(str::to_string);
+            check_bindings(&s, &store).map_err(|e| (e.field, e.error))
+        };
+        let field = "inbound.certificate".to_string();
+        for mode in [TlsMode::May, TlsMode::Encrypt] {
+            assert_eq!(
+                with(mode, Some("")),
+                Err((field.clone(), "SMTP TLS Certificate cannot be blank when TLS Mode is set to Opportunistic or Mandatory".into()))
+            );
+        }
+        assert_eq!(with(TlsMode::Disabled, Some("")), Ok(()));
+        assert_eq!(
+            with(TlsMode::May, Some("nosuch")),
+            Err((
+                field.clone(),
+                "The SMTP TLS Certificate you entered is not valid".into()
+            ))
+        );
+        assert_eq!(
+            with(TlsMode::Encrypt, Some(SYSTEM)),
+            Err((
+                field,
+                "You cannot select the system-self-signed Certificate for SMTP TLS".into()
+            ))
+        );
+        assert_eq!(with(TlsMode::Encrypt, Some("mx")), Ok(()));
+        // The admin listener may use the system certificate.
+        let mut s = Settings::default();
+        s.admin.certificate = Some(SYSTEM.into());
+        assert_eq!(check_bindings(&s, &store), Ok(()));
+        s.inbound.certificate = Some("mx".into());
+        assert_eq!(bound_at(&s, "mx"), vec!["inbound.certificate (SMTP TLS)"]);
     }
 }

@@ -25,6 +25,8 @@ pub struct TestServer {
     pub smtp: SocketAddr,
     pub api: SocketAddr,
     pub dir: tempfile::TempDir,
+    /// The certificate store of the running server (ACME renewals can be awaited on it).
+    pub certs: Arc<postern::certs::Certs>,
     events: tokio::sync::broadcast::Receiver<postern::events::Delivery>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
@@ -55,6 +57,7 @@ impl TestServer {
         // so connections made from here on queue until run() accepts them.
         let server = postern::prepare(config).unwrap();
         let events = server.subscribe_events();
+        let certs = server.certs().clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(listeners, async {
             let _ = stopped.await;
@@ -63,6 +66,7 @@ impl TestServer {
             smtp,
             api,
             dir,
+            certs,
             events,
             stop: Some(stop),
             task: Some(task),
