@@ -155,15 +155,18 @@ pub fn prepare(config: Config) -> anyhow::Result<Server> {
                 .map_err(|e| anyhow::anyhow!("outbound.nameservers: {e}"))?;
             Some(Arc::new(r))
         };
-    let engine = Arc::new(outbound::Engine::new(
-        spool.clone(),
-        settings.clone(),
-        config.outbound.clone(),
-        config.server.hostname.clone(),
-        events,
-        resolver,
-        tls::trust_roots(&config.tls.extra_roots).context("tls.extra_roots")?,
-    ));
+    let engine = Arc::new(
+        outbound::Engine::new(
+            spool.clone(),
+            settings.clone(),
+            config.outbound.clone(),
+            config.server.hostname.clone(),
+            events,
+            resolver,
+            tls::trust_roots(&config.tls.extra_roots).context("tls.extra_roots")?,
+        )
+        .with_certs(certs.clone()),
+    );
     let (new_tx, incoming) = tokio::sync::mpsc::unbounded_channel();
     spool.subscribe(new_tx);
     Ok(Server {

@@ -380,3 +380,63 @@ async fn openssl_s_client_sees_the_bound_certificate() {
         );
     }
 }
+
+#[tokio::test]
+async fn relay_domain_presents_its_client_certificate() {
+    use common::sink::{Sink, SinkOptions};
+    let ca = new_ca("postern connector CA");
+    let mut sink = Sink::start(SinkOptions {
+        starttls: true,
+        client_ca: Some(ca.pem.clone()),
+        ..SinkOptions::default()
+    })
+    .await;
+    let mut server = TestServer::start().await;
+    let (cert, key, der) = leaf(&ca, "mx.test.example");
+    let (status, _) = post(
+        &server,
+        json!({"name": "gateway", "cert": cert, "key": key}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let domain = |cert: &str| {
+        json!({"trusted_networks": ["127.0.0.1/32"], "relay_domains": [{
+            "domain": "tenant.example",
+            "transport": format!("[127.0.0.1]:{}", sink.addr.port()),
+            "client_certificate": cert,
+        }]})
+    };
+    let (status, body) = server.put_settings(domain("nosuch")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["field"], "relay_domains[0].client_certificate");
+    server.set(domain("gateway")).await;
+
+    let mut c = server.connect().await;
+    c.ehlo().await;
+    let r = c
+        .send(
+            "app@inside.example",
+            &["user@tenant.example"],
+            &message("to the tenant", ""),
+        )
+        .await;
+    assert_eq!(r.code, 250);
+    let got = sink.next(20).await.expect("not delivered");
+    assert_eq!(got.client_cert.as_deref(), Some(der.as_ref()));
+    assert_eq!(
+        server
+            .next_event_for("user@tenant.example", 20)
+            .await
+            .status,
+        "sent"
+    );
+    // In use: not deletable, and the error says where.
+    let (status, body) = delete(&server, "gateway").await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(
+        body["error"].as_str().unwrap().contains(
+            "relay_domains[0].client_certificate (client certificate towards tenant.example)"
+        ),
+        "{body}"
+    );
+}

@@ -71,6 +71,14 @@ pub fn bound_at(settings: &Settings, name: &str) -> Vec<String> {
     if settings.admin.certificate.as_deref() == Some(name) {
         out.push("admin.certificate (admin listener)".to_string());
     }
+    for (i, d) in settings.relay_domains.iter().enumerate() {
+        if d.client_certificate.as_deref() == Some(name) {
+            out.push(format!(
+                "relay_domains[{i}].client_certificate (client certificate towards {})",
+                d.domain
+            ));
+        }
+    }
     out
 }
 
@@ -103,13 +111,27 @@ pub fn check_bindings(settings: &Settings, stored: &[StoredCert]) -> Result<(), 
         }
         _ => {}
     }
-    match settings.admin.certificate.as_deref() {
-        Some(n) if n != SYSTEM && !known(n) => Err(field_error(
+    if let Some(n) = settings.admin.certificate.as_deref()
+        && n != SYSTEM
+        && !known(n)
+    {
+        return Err(field_error(
             "admin.certificate",
             "The certificate you entered is not valid",
-        )),
-        _ => Ok(()),
+        ));
     }
+    for (i, d) in settings.relay_domains.iter().enumerate() {
+        if let Some(n) = d.client_certificate.as_deref()
+            && n != SYSTEM
+            && !known(n)
+        {
+            return Err(field_error(
+                &format!("relay_domains[{i}].client_certificate"),
+                "The certificate you entered is not valid",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A certificate as the API and `postern cert list` show it: never its key.
@@ -305,6 +327,11 @@ impl Certs {
         if let Err(e) = result {
             tracing::error!(target: "postern/tls", "error: {}: {e}", self.admin_pin.display());
         }
+    }
+
+    /// The certificate and key called `name`, to present as a TLS client.
+    pub fn client_key(&self, name: &str) -> Result<Arc<CertifiedKey>, String> {
+        self.load(name).map(|(key, _)| key)
     }
 
     /// The key and facts of the certificate called `name`.

@@ -42,6 +42,7 @@ mod tests {
             domain: "ours.example".into(),
             transport: Some("[10.0.0.5]".into()),
             auth: None,
+            client_certificate: None,
         });
         Snapshot::new(s, 0)
     }

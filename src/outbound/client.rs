@@ -37,6 +37,8 @@ pub struct Job<'a> {
     pub command_timeout: Duration,
     /// SASL user name and password the next hop requires; sent only inside TLS.
     pub auth: Option<(&'a str, &'a str)>,
+    /// The certificate (by name) to present if the next hop asks for a client certificate.
+    pub client_cert: Option<(&'a str, Arc<rustls::sign::CertifiedKey>)>,
 }
 
 /// What one session with one host produced.
@@ -292,10 +294,18 @@ async fn connect(job: &Job<'_>, tls: &Arc<rustls::ClientConfig>) -> Result<Conne
                     ),
                 )));
             }
+            let client_cert = job.client_cert.as_ref().map(|(_, k)| k.clone());
             let (config, verifier) = match &job.check {
-                None => (tls.clone(), None),
+                None => match client_cert {
+                    None => (tls.clone(), None),
+                    Some(k) => (crate::tls::unauthenticated_client_config_with(k), None),
+                },
                 Some((check, roots)) => {
-                    match crate::tls::policy_client_config(check.clone(), roots.clone()) {
+                    match crate::tls::policy_client_config(
+                        check.clone(),
+                        roots.clone(),
+                        client_cert,
+                    ) {
                         Ok((c, v)) => (c, Some(v)),
                         Err(e) => {
                             return Err(fail(policy_failure(
@@ -506,10 +516,18 @@ pub struct Pool {
     pub max_transactions: u32,
 }
 
-/// Host, address, level, minimum strength, certificate check and SASL user: a session is
-/// reused only for messages that demand exactly what it was opened, verified and
-/// authenticated under.
-type PoolKey = (String, SocketAddr, Level, u16, String, Option<String>);
+/// Host, address, level, minimum strength, certificate check, SASL user and client
+/// certificate: a session is reused only for messages that demand exactly what it was
+/// opened, verified and authenticated under.
+type PoolKey = (
+    String,
+    SocketAddr,
+    Level,
+    u16,
+    String,
+    Option<String>,
+    Option<String>,
+);
 
 impl Pool {
     pub fn new(max_idle: Duration) -> Pool {
@@ -533,6 +551,7 @@ impl Pool {
             job.min_bits,
             check,
             job.auth.map(|(user, _)| user.to_string()),
+            job.client_cert.as_ref().map(|(name, _)| name.to_string()),
         )
     }
 

@@ -40,6 +40,8 @@ pub struct Engine {
     events: EventLog,
     total: Arc<Semaphore>,
     per_destination: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Client certificates for relay domains that name one.
+    certs: Option<Arc<crate::certs::Certs>>,
 }
 
 impl Engine {
@@ -64,7 +66,14 @@ impl Engine {
             tls: client::unauthenticated_tls_config(),
             events,
             per_destination: Mutex::new(HashMap::new()),
+            certs: None,
         }
+    }
+
+    /// Where relay domains' client certificates come from.
+    pub fn with_certs(mut self, certs: Arc<crate::certs::Certs>) -> Engine {
+        self.certs = Some(certs);
+        self
     }
 
     pub fn events(&self) -> &EventLog {
@@ -398,10 +407,25 @@ async fn deliver_group(
         Err(outcome) => return all(outcome, "none".into(), false),
     };
     // Credentials belong to the relay domain; decide() made its level `encrypt` at least.
-    let auth = snapshot
-        .relay_domain(domain)
+    let relay_domain = snapshot.relay_domain(domain);
+    let auth = relay_domain
         .and_then(|d| d.auth.as_ref())
         .and_then(|a| Some((a.username.as_str(), a.password.as_ref()?.expose())));
+    let client_cert = match relay_domain.and_then(|d| d.client_certificate.as_deref()) {
+        None => None,
+        Some(name) => match engine.certs.as_ref().map(|c| c.client_key(name)) {
+            Some(Ok(key)) => Some((name, key)),
+            // Never a silent fallback to no certificate: the next hop may accept us only by it.
+            Some(Err(e)) => {
+                let outcome = Outcome::temporary(
+                    Enhanced(4, 7, 0),
+                    format!("client certificate {name} for {domain} cannot be used: {e}"),
+                );
+                return all(outcome, "none".into(), false);
+            }
+            None => None,
+        },
+    };
     let mut last = Outcome::connection(format!("no host to try for {domain}"));
     let mut last_relay = "none".to_string();
     for (host, addr) in &hosts {
@@ -422,6 +446,7 @@ async fn deliver_group(
             connect_timeout: Duration::from_secs(engine.cfg.connect_timeout_secs),
             command_timeout: Duration::from_secs(engine.cfg.command_timeout_secs),
             auth,
+            client_cert: client_cert.clone(),
         };
         let mut result = client::deliver(&job, &engine.tls, &engine.pool).await;
         if let Err(client::Failure::TlsFailedMay { reason }) = &result {
@@ -647,6 +672,7 @@ mod tests {
             domain: "ours.example".into(),
             transport: Some("[127.0.0.2]:2600".into()),
             auth: None,
+            client_certificate: None,
         });
         let snap = Snapshot::new(s, 0);
         assert_eq!(

@@ -408,6 +408,7 @@ mod tests {
                 username: "gateway".into(),
                 password: Some(Secret::new("s3cret-pass")),
             }),
+            client_certificate: None,
         });
         s.relay_domains.push(RelayDomain {
             domain: "plain.example".into(),

@@ -211,6 +211,10 @@ pub struct RelayDomain {
     /// Setting them adds a managed `encrypt` row for the domain to the policy table.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<RelayAuth>,
+    /// A certificate from the store presented as TLS client certificate to the next hop
+    /// (Microsoft 365 inbound connectors can identify the gateway by it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<String>,
 }
 
 /// Credentials for a relay domain's next hop, sent with AUTH PLAIN or LOGIN inside TLS only.
@@ -546,6 +550,11 @@ fn check_relay_domains(
             domain,
             transport: d.transport.as_ref().map(|t| t.trim().to_string()),
             auth,
+            client_certificate: d
+                .client_certificate
+                .as_ref()
+                .map(|c| c.trim().to_string())
+                .filter(|c| !c.is_empty()),
         });
     }
     Ok(out)

@@ -205,6 +205,7 @@ mod tests {
                 domain: d.to_string(),
                 transport: None,
                 auth: None,
+                client_certificate: None,
             })
             .collect();
         Snapshot::new(

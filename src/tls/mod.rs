@@ -242,20 +242,38 @@ fn client_config(
     versions: &[&'static rustls::SupportedProtocolVersion],
 ) -> Arc<rustls::ClientConfig> {
     let check = pinned.map_or(CertCheck::Any, CertCheck::Pinned);
-    build_client_config(Arc::new(PolicyVerifier::new(check, None)), versions)
+    build_client_config(Arc::new(PolicyVerifier::new(check, None)), versions, None)
 }
 
 fn build_client_config(
     verifier: Arc<PolicyVerifier>,
     versions: &[&'static rustls::SupportedProtocolVersion],
+    client_cert: Option<Arc<CertifiedKey>>,
 ) -> Arc<rustls::ClientConfig> {
-    let config = rustls::ClientConfig::builder_with_provider(verifier.provider.clone())
+    let builder = rustls::ClientConfig::builder_with_provider(verifier.provider.clone())
         .with_protocol_versions(versions)
         .expect("aws-lc-rs supports TLS 1.2 and 1.3")
         .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
+        .with_custom_certificate_verifier(verifier);
+    let config = match client_cert {
+        Some(key) => builder.with_client_cert_resolver(Arc::new(ClientCert(key))),
+        None => builder.with_no_client_auth(),
+    };
     Arc::new(config)
+}
+
+/// The one certificate we present when a next hop asks for a client certificate.
+#[derive(Debug)]
+struct ClientCert(Arc<CertifiedKey>);
+
+impl rustls::client::ResolvesClientCert for ClientCert {
+    fn resolve(&self, _hints: &[&[u8]], _schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
 }
 
 /// What the client demands of a server's certificate. Whatever the check, handshake
@@ -298,15 +316,27 @@ pub fn trust_roots(extra: &[std::path::PathBuf]) -> Result<Arc<rustls::RootCertS
 pub fn policy_client_config(
     check: CertCheck,
     roots: Arc<rustls::RootCertStore>,
+    client_cert: Option<Arc<CertifiedKey>>,
 ) -> Result<(Arc<rustls::ClientConfig>, Arc<PolicyVerifier>), TlsError> {
     let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider())
         .build()
         .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
     let verifier = Arc::new(PolicyVerifier::new(check, Some(webpki)));
     Ok((
-        build_client_config(verifier.clone(), rustls::DEFAULT_VERSIONS),
+        build_client_config(verifier.clone(), rustls::DEFAULT_VERSIONS, client_cert),
         verifier,
     ))
+}
+
+/// `may` and `encrypt` (no certificate check) presenting `client_cert`.
+pub fn unauthenticated_client_config_with(
+    client_cert: Arc<CertifiedKey>,
+) -> Arc<rustls::ClientConfig> {
+    build_client_config(
+        Arc::new(PolicyVerifier::new(CertCheck::Any, None)),
+        rustls::DEFAULT_VERSIONS,
+        Some(client_cert),
+    )
 }
 
 #[derive(Debug)]

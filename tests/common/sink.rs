@@ -28,6 +28,9 @@ pub struct SinkOptions {
     pub cert: Option<Arc<(Vec<u8>, Vec<u8>)>>,
     /// Require SASL before MAIL (`530 5.7.0` otherwise), as a submission relay does.
     pub auth: Option<SinkAuth>,
+    /// Ask for a TLS client certificate issued by this CA (PEM), as Microsoft 365's
+    /// certificate-based connectors do; handshakes without one fail.
+    pub client_ca: Option<String>,
 }
 
 #[derive(Clone)]
@@ -59,6 +62,8 @@ pub struct Received {
     pub tls: bool,
     /// The SASL user the session authenticated as.
     pub auth_user: Option<String>,
+    /// The client certificate (DER) presented in the TLS handshake.
+    pub client_cert: Option<Vec<u8>>,
 }
 
 pub struct Sink {
@@ -89,7 +94,11 @@ impl Sink {
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = mpsc::unbounded_channel();
         let sessions = Arc::new(AtomicUsize::new(0));
-        let tls = tls_acceptor(opts.aes128_only, opts.cert.clone());
+        let tls = tls_acceptor(
+            opts.aes128_only,
+            opts.cert.clone(),
+            opts.client_ca.as_deref(),
+        );
         let counters = Counters::default();
         let (auth_attempts, plaintext_auth_attempts) =
             (counters.auth.clone(), counters.plaintext_auth.clone());
@@ -132,6 +141,7 @@ impl Sink {
 fn tls_acceptor(
     aes128_only: bool,
     given: Option<Arc<(Vec<u8>, Vec<u8>)>>,
+    client_ca: Option<&str>,
 ) -> tokio_rustls::TlsAcceptor {
     let (cert, private) = match given {
         Some(pair) => (
@@ -153,12 +163,28 @@ fn tls_acceptor(
             .cipher_suites
             .retain(|s| format!("{:?}", s.suite()).contains("AES_128"));
     }
-    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(provider))
+    let provider = std::sync::Arc::new(provider);
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert], private)
         .unwrap();
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(pem) => {
+            use rustls_pki_types::pem::PemObject;
+            let mut roots = rustls::RootCertStore::empty();
+            for c in rustls_pki_types::CertificateDer::pem_slice_iter(pem.as_bytes()) {
+                roots.add(c.unwrap()).unwrap();
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .unwrap();
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let config = builder.with_single_cert(vec![cert], private).unwrap();
     tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }
 
@@ -175,6 +201,7 @@ async fn session(
     let mut io = BufReader::new(io);
     let mut in_tls = false;
     let mut auth_user: Option<String> = None;
+    let mut client_cert: Option<Vec<u8>> = None;
     let mut sender = String::new();
     let mut in_transaction = false;
     let mut rcpts = Vec::new();
@@ -208,6 +235,12 @@ async fn session(
             }
             let inner = io.into_inner();
             let stream = tls.accept(inner).await?;
+            client_cert = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| c.to_vec());
             io = BufReader::new(Box::new(stream));
             in_tls = true;
             continue;
@@ -260,6 +293,7 @@ async fn session(
                     data,
                     tls: in_tls,
                     auth_user: auth_user.clone(),
+                    client_cert: client_cert.clone(),
                 });
                 "250 2.0.0 Ok: queued as SINK\r\n".into()
             }
