@@ -10,6 +10,7 @@ pub mod config;
 pub mod events;
 pub mod fsutil;
 pub mod inbound;
+pub mod metrics;
 pub mod outbound;
 pub mod proto;
 pub mod settings;
@@ -87,6 +88,7 @@ pub struct Server {
 /// file or config key at fault.
 pub fn prepare(config: Config) -> anyhow::Result<Server> {
     tls::install_provider();
+    metrics::handle();
     let data = &config.server.data_dir;
     fsutil::private_dir(data).with_context(|| format!("server.data_dir = {}", data.display()))?;
     let settings =

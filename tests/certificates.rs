@@ -32,9 +32,16 @@ fn new_ca(cn: &str) -> Ca {
 
 /// A leaf for `cn` (also its SAN) signed by `ca`: (cert PEM, key PEM, cert DER).
 fn leaf(ca: &Ca, cn: &str) -> (String, String, CertificateDer<'static>) {
+    leaf_for_days(ca, cn, 365)
+}
+
+fn leaf_for_days(ca: &Ca, cn: &str, days: i64) -> (String, String, CertificateDer<'static>) {
     let key = KeyPair::generate().unwrap();
     let mut params = CertificateParams::new(vec![cn.to_string()]).unwrap();
     params.distinguished_name.push(DnType::CommonName, cn);
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::days(1);
+    params.not_after = now + time::Duration::days(days);
     let cert = params.signed_by(&key, &ca.issuer).unwrap();
     (cert.pem(), key.serialize_pem(), cert.der().clone())
 }
@@ -187,6 +194,23 @@ async fn import_checks_each_input_and_stores_nothing_on_failure() {
             .contains("mx.test.example is not among the certificate's names"),
         "{info}"
     );
+    // Expiring soon: stored with a warning, and the daily check logs it (under 21 days).
+    let (c3, k3, _) = leaf_for_days(&ca, "mx.test.example", 10);
+    let (status, info) = post(&server, json!({"name": "soon", "cert": c3, "key": k3})).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert!(
+        info["warnings"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("the certificate expires in"),
+        "{info}"
+    );
+    let logged = server.certs.expiry_warnings();
+    assert_eq!(logged.len(), 1, "{logged:?}");
+    assert!(
+        logged[0].starts_with("warning: certificate soon expires in "),
+        "{logged:?}"
+    );
     // `postern cert list` shows the fields Hermes shows.
     let (ok, out, err) = server.cli(&["cert", "list"]).await;
     assert!(ok, "{err}");
@@ -200,6 +224,23 @@ async fn import_checks_each_input_and_stores_nothing_on_failure() {
         assert!(out.contains(needle), "{needle} missing: {out}");
     }
     assert!(!out.contains("PRIVATE KEY"));
+    // Days left per certificate, for Prometheus.
+    let (status, bytes) = server
+        .api_client()
+        .request(Method::GET, "/api/v1/metrics", None)
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    let text = String::from_utf8_lossy(&bytes);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("postern_certificate_days_left{") && l.contains("name=\"mx\""))
+        .unwrap_or_else(|| panic!("no gauge for mx: {text}"));
+    let days: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    let listed = list(&server).await;
+    let mx = listed.iter().find(|c| c["name"] == "mx").unwrap();
+    assert_eq!(days, mx["days_left"].as_f64().unwrap(), "{line}");
+    assert!(line.contains("type=\"Imported\""), "{line}");
 }
 
 #[tokio::test]
@@ -240,6 +281,26 @@ async fn binding_rules_and_the_in_use_guard() {
         body["error"],
         "certificate \"mx\" is in use: bound to inbound.certificate (SMTP TLS)"
     );
+    // The admin listener may bind it too (or the system one); the CLI pins what it serves.
+    let (status, body) = server
+        .put_settings(json!({"inbound": {"tls_mode": "encrypt", "certificate": "mx"}, "admin": {"certificate": "nosuch"}}))
+        .await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("admin.certificate"))
+    );
+    server
+        .set(json!({"inbound": {"tls_mode": "encrypt", "certificate": "mx"}, "admin": {"certificate": "mx"}}))
+        .await;
+    let (ok, out, err) = server.cli(&["cert", "list"]).await;
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(
+            "Bound to:    inbound.certificate (SMTP TLS), admin.certificate (admin listener)"
+        ),
+        "{out}"
+    );
+    server.set(bind("encrypt", "mx")).await;
     let (status, _) = delete(&server, "system").await;
     assert_eq!(status, StatusCode::CONFLICT);
     let (status, _) = delete(&server, "nosuch").await;

@@ -89,6 +89,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/v1/settings", get(get_settings).put(put_settings))
         .route("/api/v1/settings/rollback", axum::routing::post(rollback))
         .route("/api/v1/policy/explain", get(explain))
+        .route("/api/v1/metrics", get(metrics))
         .route("/api/v1/certificates", get(certs::list).post(certs::import))
         .route(
             "/api/v1/certificates/{name}",
@@ -198,6 +199,21 @@ async fn rollback(State(state): State<AdminState>) -> Result<axum::Json<Settings
         )),
         Err(e) => Err(replace_error(e)),
     }
+}
+
+/// Prometheus text format; the gauges are refreshed for the scrape.
+async fn metrics(State(state): State<AdminState>) -> Result<Response, ApiError> {
+    crate::metrics::queue_messages(state.spool.len());
+    let certs = state.certs.clone();
+    tokio::task::spawn_blocking(move || certs.list())
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))?
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crate::metrics::handle().render(),
+    )
+        .into_response())
 }
 
 #[derive(Debug, serde::Deserialize)]

@@ -381,6 +381,9 @@ impl Certs {
             };
             out.push(self.info(&stored.name, stored.kind, facts, &settings, now));
         }
+        for c in &out {
+            crate::metrics::certificate_days_left(&c.name, &format!("{:?}", c.kind), c.days_left);
+        }
         Ok(out)
     }
 

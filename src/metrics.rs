@@ -1,0 +1,34 @@
+//! Prometheus metrics, served by the control API at `/api/v1/metrics` (bearer token, as the
+//! rest of it): certificate days left, queue size. One recorder per process.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_util::MetricKindMask;
+
+/// The process's recorder, installed on first use. Gauges not set for two days are dropped,
+/// so a deleted certificate's gauge goes with it (the daily expiry check sets the others).
+pub fn handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .idle_timeout(MetricKindMask::GAUGE, Some(Duration::from_secs(2 * 86_400)))
+            .build_recorder();
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!(target: "postern/master", "warning: another metrics recorder is installed; /api/v1/metrics will be empty");
+        }
+        handle
+    })
+}
+
+/// `postern_certificate_days_left{name,type}`.
+pub fn certificate_days_left(name: &str, kind: &str, days: i64) {
+    metrics::gauge!("postern_certificate_days_left", "name" => name.to_string(), "type" => kind.to_string())
+        .set(days as f64);
+}
+
+pub fn queue_messages(n: usize) {
+    metrics::gauge!("postern_queue_messages").set(n as f64);
+}
