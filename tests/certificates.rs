@@ -334,6 +334,22 @@ async fn rebinding_swaps_for_the_next_handshake_while_a_session_finishes() {
     // ... while the session opened before completes its message on the old one.
     let r = first.data(&message("across the swap", "")).await;
     assert_eq!(r.code, 250, "{r:?}");
+
+    // A renewal under the same name (`--replace`) is served at once where it is bound.
+    let (c_pem, c_key, c_der) = leaf(&ca, "mx.test.example");
+    let (status, _) = post(&server, json!({"name": "b", "cert": c_pem, "key": c_key})).await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "a name is not replaced by accident"
+    );
+    let (status, body) = post(
+        &server,
+        json!({"name": "b", "cert": c_pem, "key": c_key, "replace": true}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    handshake_expecting(&server, &c_der).await;
 }
 
 /// certbot's layout: live/NAME/{fullchain,privkey}.pem are symlinks into archive/NAME/.
