@@ -432,19 +432,7 @@ async fn openssl_s_client_sees_the_bound_certificate() {
         .set(json!({"inbound": {"tls_mode": "may", "certificate": "bound"}}))
         .await;
     for version in ["-tls1_2", "-tls1_3"] {
-        let out = tokio::process::Command::new("openssl")
-            .args(["s_client", "-starttls", "smtp", "-connect"])
-            .arg(server.smtp.to_string())
-            .args(["-brief", version])
-            .stdin(std::process::Stdio::null())
-            .output()
-            .await
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let text = s_client_starttls(server.smtp, &[version]).await;
         let want = if version == "-tls1_2" {
             "Protocol version: TLSv1.2"
         } else {

@@ -57,24 +57,7 @@ async fn openssl_s_client_sees_the_served_certificate() {
         return;
     }
     let server = TestServer::start().await;
-    let out = tokio::process::Command::new("openssl")
-        .args([
-            "s_client",
-            "-starttls",
-            "smtp",
-            "-connect",
-            &server.smtp.to_string(),
-        ])
-        .args(["-servername", "mx.test.example", "-brief"])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = s_client_starttls(server.smtp, &["-servername", "mx.test.example"]).await;
     assert!(text.contains("Protocol version: TLSv1.3"), "{text}");
     assert!(
         text.contains("CN = mx.test.example") || text.contains("CN=mx.test.example"),

@@ -214,6 +214,24 @@ pub fn have(tool: &str) -> bool {
 }
 
 /// Every message in the spool, oldest first.
+/// `openssl s_client -starttls smtp -brief` against `addr` with `extra` arguments; its
+/// stdout and stderr together (where -brief prints the protocol and peer certificate).
+pub async fn s_client_starttls(addr: SocketAddr, extra: &[&str]) -> String {
+    let out = tokio::process::Command::new("openssl")
+        .args(["s_client", "-starttls", "smtp", "-brief", "-connect"])
+        .arg(addr.to_string())
+        .args(extra)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 pub fn spooled(spool: &Spool) -> Vec<(postern::spool::QueueEntry, Vec<u8>)> {
     spool
         .list()
