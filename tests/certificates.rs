@@ -148,6 +148,16 @@ async fn import_checks_each_input_and_stores_nothing_on_failure() {
             "must be",
         ),
         (json!({"name": "x", "key": key}), "cert", "required"),
+        (
+            json!({"name": "..", "acme": true}),
+            "name",
+            "starting with a letter or digit",
+        ),
+        (
+            json!({"name": "nothere", "acme": true}),
+            "name",
+            "No such file or directory",
+        ),
     ];
     for (body, field, text) in bad {
         let (status, resp) = post(&server, body).await;

@@ -161,8 +161,9 @@ pub struct ImportRequest {
     pub name: String,
     #[serde(default)]
     pub cert: Option<String>,
+    /// Redacted in `Debug`, so a logged request cannot leak it.
     #[serde(default)]
-    pub key: Option<String>,
+    pub key: Option<Secret>,
     #[serde(default)]
     pub chain: Option<String>,
     /// Read `<acme_live_dir>/<name>/` instead of PEM text.
@@ -414,15 +415,17 @@ impl Certs {
     /// Check and store a certificate. Blocking (store commit). Nothing is stored on error.
     pub fn import(&self, req: &ImportRequest) -> Result<CertInfo, CertError> {
         let name = req.name.trim();
+        // Also a directory name under the ACME live directory: no `..`, no hidden names.
         if name.is_empty()
             || name.len() > 64
+            || !name.starts_with(|c: char| c.is_ascii_alphanumeric())
             || !name
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
         {
             return Err(invalid(
                 "name",
-                "must be 1 to 64 letters, digits, '.', '_' or '-'",
+                "must be 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit",
             ));
         }
         if name == SYSTEM {
@@ -460,7 +463,11 @@ impl Certs {
             (stored, checked)
         } else {
             let cert = req.cert.as_deref().filter(|c| !c.trim().is_empty());
-            let key = req.key.as_deref().filter(|k| !k.trim().is_empty());
+            let key = req
+                .key
+                .as_ref()
+                .map(Secret::expose)
+                .filter(|k| !k.trim().is_empty());
             let (Some(cert), Some(key)) = (cert, key) else {
                 return Err(invalid(
                     if cert.is_none() { "cert" } else { "key" },
