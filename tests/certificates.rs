@@ -221,6 +221,20 @@ async fn import_checks_each_input_and_stores_nothing_on_failure() {
         logged[0].starts_with("warning: certificate soon expires in "),
         "{logged:?}"
     );
+    // `postern cert import` names the file the server's field refers to.
+    let key_file = server.dir.path().join("mx.key");
+    std::fs::write(&key_file, &key).unwrap();
+    let k = key_file.to_str().unwrap();
+    let (ok, _, err) = server
+        .cli(&["cert", "import", "--name", "x", "--cert", k, "--key", k])
+        .await;
+    assert!(!ok);
+    assert!(
+        err.contains(&format!(
+            "{k}: 400 Bad Request: cert: not a certificate: line 1"
+        )),
+        "{err}"
+    );
     // `postern cert list` shows the fields Hermes shows.
     let (ok, out, err) = server.cli(&["cert", "list"]).await;
     assert!(ok, "{err}");
