@@ -414,37 +414,18 @@ impl Certs {
 
     /// Check and store a certificate. Blocking (store commit). Nothing is stored on error.
     pub fn import(&self, req: &ImportRequest) -> Result<CertInfo, CertError> {
-        let name = req.name.trim();
-        // Also a directory name under the ACME live directory: no `..`, no hidden names.
-        if name.is_empty()
-            || name.len() > 64
-            || !name.starts_with(|c: char| c.is_ascii_alphanumeric())
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-        {
-            return Err(invalid(
-                "name",
-                "must be 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit",
-            ));
-        }
-        if name == SYSTEM {
-            return Err(CertError::Store(StoreOpError::System));
-        }
+        let name = check_name(&req.name)?;
         let now = crate::fsutil::unix_now() as i64;
-        let (stored, checked) = if req.acme {
-            if req.cert.is_some() || req.key.is_some() || req.chain.is_some() {
-                return Err(invalid(
-                    "acme",
-                    "an ACME certificate is read from its live directory: give no cert, key or chain",
-                ));
-            }
-            let (checked, digest) = self
-                .read_acme(name, now)
-                .map_err(|(field, e)| invalid(&field, e))?;
-            let mut acme = self.acme.lock().unwrap_or_else(|e| e.into_inner());
-            // Recorded before the store commit: a poll in between sees no change.
-            acme.insert(
+        let (stored, checked, digest) = if req.acme {
+            self.acme_material(req, name, now)?
+        } else {
+            let (stored, checked) = self.pem_material(req, name, now)?;
+            (stored, checked, None)
+        };
+        self.settings.put_certificate(&stored, req.replace)?;
+        if let Some(digest) = digest {
+            // After the commit: a poll before this finds no entry and leaves it alone.
+            self.acme.lock().unwrap_or_else(|e| e.into_inner()).insert(
                 name.to_string(),
                 AcmeLoaded {
                     digest,
@@ -452,40 +433,7 @@ impl Certs {
                     changing: None,
                 },
             );
-            drop(acme);
-            let stored = StoredCert {
-                name: name.to_string(),
-                kind: Kind::Acme,
-                chain_pem: String::new(),
-                key_pem: None,
-                added_unix: now as u64,
-            };
-            (stored, checked)
-        } else {
-            let cert = req.cert.as_deref().filter(|c| !c.trim().is_empty());
-            let key = req
-                .key
-                .as_ref()
-                .map(Secret::expose)
-                .filter(|k| !k.trim().is_empty());
-            let (Some(cert), Some(key)) = (cert, key) else {
-                return Err(invalid(
-                    if cert.is_none() { "cert" } else { "key" },
-                    "required (PEM text)",
-                ));
-            };
-            let checked = check::check(cert, key, req.chain.as_deref(), &self.hostname, now)
-                .map_err(|e| invalid(e.field.name(), e.error))?;
-            let stored = StoredCert {
-                name: name.to_string(),
-                kind: Kind::Imported,
-                chain_pem: checked.chain_pem.clone(),
-                key_pem: Some(Secret::new(checked.key_pem.clone())),
-                added_unix: now as u64,
-            };
-            (stored, checked)
-        };
-        self.settings.put_certificate(&stored, req.replace)?;
+        }
         for w in &checked.warnings {
             tracing::warn!(target: "postern/tls", "warning: certificate {name}: {w}");
         }
@@ -495,6 +443,64 @@ impl Certs {
         let mut info = self.info(name, stored.kind, checked.facts, &settings, now);
         info.warnings = checked.warnings;
         Ok(info)
+    }
+
+    /// PEM text from the request, checked; the record to store.
+    fn pem_material(
+        &self,
+        req: &ImportRequest,
+        name: &str,
+        now: i64,
+    ) -> Result<(StoredCert, check::Checked), CertError> {
+        let cert = req.cert.as_deref().filter(|c| !c.trim().is_empty());
+        let key = req
+            .key
+            .as_ref()
+            .map(Secret::expose)
+            .filter(|k| !k.trim().is_empty());
+        let (Some(cert), Some(key)) = (cert, key) else {
+            return Err(invalid(
+                if cert.is_none() { "cert" } else { "key" },
+                "required (PEM text)",
+            ));
+        };
+        let checked = check::check(cert, key, req.chain.as_deref(), &self.hostname, now)
+            .map_err(|e| invalid(e.field.name(), e.error))?;
+        let stored = StoredCert {
+            name: name.to_string(),
+            kind: Kind::Imported,
+            chain_pem: checked.chain_pem.clone(),
+            key_pem: Some(Secret::new(checked.key_pem.clone())),
+            added_unix: now as u64,
+        };
+        Ok((stored, checked))
+    }
+
+    /// The ACME live directory's files, checked; the record to store (no material: the
+    /// files are read) and the files' digest.
+    fn acme_material(
+        &self,
+        req: &ImportRequest,
+        name: &str,
+        now: i64,
+    ) -> Result<(StoredCert, check::Checked, Option<[u8; 32]>), CertError> {
+        if req.cert.is_some() || req.key.is_some() || req.chain.is_some() {
+            return Err(invalid(
+                "acme",
+                "an ACME certificate is read from its live directory: give no cert, key or chain",
+            ));
+        }
+        let (checked, digest) = self
+            .read_acme(name, now)
+            .map_err(|(field, e)| invalid(&field, e))?;
+        let stored = StoredCert {
+            name: name.to_string(),
+            kind: Kind::Acme,
+            chain_pem: String::new(),
+            key_pem: None,
+            added_unix: now as u64,
+        };
+        Ok((stored, checked, Some(digest)))
     }
 
     pub fn delete(&self, name: &str) -> Result<(), CertError> {
@@ -694,6 +700,28 @@ impl Certs {
             }
         }
     }
+}
+
+/// A certificate name, which is also a directory name under the ACME live directory: no
+/// `..`, no hidden names; `system` is reserved.
+fn check_name(name: &str) -> Result<&str, CertError> {
+    let name = name.trim();
+    if name.is_empty()
+        || name.len() > 64
+        || !name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    {
+        return Err(invalid(
+            "name",
+            "must be 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit",
+        ));
+    }
+    if name == SYSTEM {
+        return Err(CertError::Store(StoreOpError::System));
+    }
+    Ok(name)
 }
 
 fn acme_digest(dir: &std::path::Path) -> [u8; 32] {
