@@ -752,6 +752,7 @@ fn unknown_facts() -> Facts {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustls_pki_types::pem::PemObject;
 
     fn stored(name: &str) -> StoredCert {
         StoredCert {
@@ -761,6 +762,60 @@ mod tests {
             key_pem: None,
             added_unix: 0,
         }
+    }
+
+    fn self_signed(name: &str) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec![name.to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    fn certs_on(dir: &std::path::Path, settings: SettingsHandle) -> Arc<Certs> {
+        let (cert, key) = self_signed("system.test.example");
+        let system =
+            crate::tls::certified_key_from_pem(cert.as_bytes(), key.as_bytes(), "system").unwrap();
+        Certs::new(
+            settings,
+            "mx.test.example",
+            system.clone(),
+            system,
+            dir.join("live"),
+            dir,
+        )
+    }
+
+    #[test]
+    fn imported_and_bound_certificate_is_served_again_after_a_restart() {
+        crate::tls::install_provider();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("tls")).unwrap();
+        let store = dir.path().join("s.redb");
+        let (cert, key) = self_signed("mx.test.example");
+        {
+            let settings = SettingsHandle::open(&store).unwrap();
+            let certs = certs_on(dir.path(), settings.clone());
+            let req = ImportRequest {
+                name: "mx".into(),
+                cert: Some(cert.clone()),
+                key: Some(Secret::new(key)),
+                chain: None,
+                acme: false,
+                replace: false,
+            };
+            certs.import(&req).unwrap();
+            let mut doc = settings.current().settings.to_doc();
+            doc.inbound.certificate = Some("mx".into());
+            settings
+                .replace(&doc, "test", &crate::settings::Argon2Hasher)
+                .unwrap();
+        }
+        let certs = certs_on(dir.path(), SettingsHandle::open(&store).unwrap());
+        let served = certs.smtp_resolver().current();
+        let want = rustls_pki_types::CertificateDer::from_pem_slice(cert.as_bytes()).unwrap();
+        assert_eq!(served.cert[0], want);
     }
 
     #[test]
