@@ -33,12 +33,9 @@ async fn delivered_over_starttls_byte_identical_with_tls_facts() {
     .await;
     let server = relay_to(&sink, "").await;
     let original = message("outbound", "X-Extra: kept\r\n");
-    let mut c = server.connect().await;
-    c.ehlo().await;
-    let id = queue_id(
-        &c.send("app@inside.example", &["partner@other.example"], &original)
-            .await,
-    );
+    let id = server
+        .submit("app@inside.example", &["partner@other.example"], &original)
+        .await;
 
     let got = sink.next(20).await.expect("the sink received nothing");
     assert!(
@@ -127,16 +124,13 @@ async fn temporary_failure_then_success_after_backoff() {
     })
     .await;
     let server = relay_to(&sink, "").await;
-    let mut c = server.connect().await;
-    c.ehlo().await;
-    queue_id(
-        &c.send(
+    server
+        .submit(
             "app@inside.example",
             &["partner@other.example"],
             &message("retry", ""),
         )
-        .await,
-    );
+        .await;
     // first_retry_secs = 1: the second attempt comes a second later.
     let got = sink.next(20).await.expect("not delivered on retry");
     assert!(got.data.ends_with(&message("retry", "")));
@@ -202,16 +196,13 @@ async fn encrypt_never_delivers_in_plaintext() {
     server
         .set(json!({"outbound": {"tls_mode": "encrypt"}, "trusted_networks": ["127.0.0.0/8"]}))
         .await;
-    let mut c = server.connect().await;
-    c.ehlo().await;
-    queue_id(
-        &c.send(
+    server
+        .submit(
             "app@inside.example",
             &["partner@other.example"],
             &message("secret", ""),
         )
-        .await,
-    );
+        .await;
     assert_eq!(server.next_event(20).await.status, "deferred");
     let (spool, dir) = server.stop().await;
     assert!(
@@ -236,14 +227,13 @@ async fn encrypt_never_delivers_in_plaintext() {
 async fn may_goes_plaintext_when_not_offered_and_none_never_uses_tls() {
     let mut sink = Sink::start(SinkOptions::default()).await;
     let server = relay_to(&sink, "").await;
-    let mut c = server.connect().await;
-    c.ehlo().await;
-    c.send(
-        "app@inside.example",
-        &["partner@other.example"],
-        &message("plain", ""),
-    )
-    .await;
+    server
+        .submit(
+            "app@inside.example",
+            &["partner@other.example"],
+            &message("plain", ""),
+        )
+        .await;
     let got = sink.next(20).await.unwrap();
     assert!(!got.tls);
     drop(server);
@@ -257,14 +247,13 @@ async fn may_goes_plaintext_when_not_offered_and_none_never_uses_tls() {
     server
         .set(json!({"outbound": {"tls_mode": "disabled"}, "trusted_networks": ["127.0.0.0/8"]}))
         .await;
-    let mut c = server.connect().await;
-    c.ehlo().await;
-    c.send(
-        "app@inside.example",
-        &["partner@other.example"],
-        &message("none", ""),
-    )
-    .await;
+    server
+        .submit(
+            "app@inside.example",
+            &["partner@other.example"],
+            &message("none", ""),
+        )
+        .await;
     let got = tls_sink.next(20).await.unwrap();
     assert!(!got.tls, "level none used TLS");
     let (_, dir) = server.stop().await;
@@ -287,14 +276,13 @@ async fn expired_message_bounces_with_last_reason() {
         sink.addr.port()
     ))
     .await;
-    let mut c = server.connect().await;
-    c.ehlo().await;
-    c.send(
-        "app@inside.example",
-        &["partner@other.example"],
-        &message("expire", ""),
-    )
-    .await;
+    server
+        .submit(
+            "app@inside.example",
+            &["partner@other.example"],
+            &message("expire", ""),
+        )
+        .await;
     let dsn = sink.next(20).await.expect("no non-delivery notice");
     assert_eq!(dsn.sender, "");
     assert_eq!(dsn.recipients, vec!["app@inside.example"]);
@@ -465,14 +453,13 @@ async fn delivers_over_ipv6() {
         sink.addr.port()
     ))
     .await;
-    let mut c = server.connect().await;
-    c.ehlo().await;
-    c.send(
-        "app@inside.example",
-        &["partner@v6.example"],
-        &message("over v6", ""),
-    )
-    .await;
+    server
+        .submit(
+            "app@inside.example",
+            &["partner@v6.example"],
+            &message("over v6", ""),
+        )
+        .await;
     let got = sink.next(20).await.expect("nothing over IPv6");
     assert!(got.tls);
     let event = server.next_event(20).await;
@@ -499,14 +486,13 @@ async fn endless_reply_line_is_refused_not_buffered() {
         "[outbound.routes]\n\"other.example\" = \"[127.0.0.1]:{port}\"\n"
     ))
     .await;
-    let mut c = server.connect().await;
-    c.ehlo().await;
-    c.send(
-        "app@inside.example",
-        &["partner@other.example"],
-        &message("endless", ""),
-    )
-    .await;
+    server
+        .submit(
+            "app@inside.example",
+            &["partner@other.example"],
+            &message("endless", ""),
+        )
+        .await;
     let event = server.next_event(20).await;
     assert_eq!(event.status, "deferred");
     assert!(

@@ -13,7 +13,9 @@ use rustls::sign::CertifiedKey;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::settings::{FieldError, Secret, Settings, SettingsHandle, StoreError, TlsMode};
+use crate::settings::{
+    FieldError, Secret, Settings, SettingsHandle, StoreError, TlsMode, field_error,
+};
 use crate::tls::CertResolver;
 pub use check::{CheckError, Facts};
 
@@ -86,10 +88,6 @@ pub fn bound_at(settings: &Settings, name: &str) -> Vec<String> {
 /// certificate's kind rather than a row number; the admin listener may use the system one.
 pub fn check_bindings(settings: &Settings, stored: &[StoredCert]) -> Result<(), FieldError> {
     let known = |n: &str| stored.iter().any(|c| c.name == n);
-    let field_error = |field: &str, error: &str| FieldError {
-        field: field.to_string(),
-        error: error.to_string(),
-    };
     match settings.inbound.certificate.as_deref() {
         Some("") if settings.inbound.tls_mode != TlsMode::Disabled => {
             return Err(field_error(
@@ -126,7 +124,7 @@ pub fn check_bindings(settings: &Settings, stored: &[StoredCert]) -> Result<(), 
             && !known(n)
         {
             return Err(field_error(
-                &format!("relay_domains[{i}].client_certificate"),
+                format!("relay_domains[{i}].client_certificate"),
                 "The certificate you entered is not valid",
             ));
         }
@@ -225,6 +223,9 @@ pub struct Certs {
     /// `data/tls/admin.crt`: the admin listener's certificate, which the CLI pins.
     admin_pin: PathBuf,
     acme: Mutex<HashMap<String, AcmeLoaded>>,
+    /// Imported certificates as parsed from the store, so a delivery presenting a client
+    /// certificate does not read and parse PEM each time; dropped on import and delete.
+    imported: Mutex<HashMap<String, (Arc<CertifiedKey>, Facts)>>,
     /// Each ACME renewal handled, as a line (what tests and the dashboard wait on).
     renewals: watch::Sender<String>,
 }
@@ -255,6 +256,7 @@ impl Certs {
             acme_dir,
             admin_pin: data_dir.join("tls/admin.crt"),
             acme: Mutex::new(HashMap::new()),
+            imported: Mutex::new(HashMap::new()),
             renewals: watch::channel(String::new()).0,
         });
         certs.rebind();
@@ -340,6 +342,9 @@ impl Certs {
         if name == SYSTEM {
             return Ok(self.system.clone());
         }
+        if let Some(hit) = lock(&self.imported).get(name).cloned() {
+            return Ok(hit);
+        }
         let stored = self
             .settings
             .certificates()
@@ -362,7 +367,9 @@ impl Certs {
                     .first()
                     .and_then(|c| check::describe(c.as_ref()))
                     .unwrap_or_else(unknown_facts);
-                Ok((Arc::new(certified), facts))
+                let loaded = (Arc::new(certified), facts);
+                lock(&self.imported).insert(name.to_string(), loaded.clone());
+                Ok(loaded)
             }
         }
     }
@@ -423,9 +430,10 @@ impl Certs {
             (stored, checked, None)
         };
         self.settings.put_certificate(&stored, req.replace)?;
+        self.forget(name);
         if let Some(digest) = digest {
             // After the commit: a poll before this finds no entry and leaves it alone.
-            self.acme.lock().unwrap_or_else(|e| e.into_inner()).insert(
+            lock(&self.acme).insert(
                 name.to_string(),
                 AcmeLoaded {
                     digest,
@@ -505,12 +513,15 @@ impl Certs {
 
     pub fn delete(&self, name: &str) -> Result<(), CertError> {
         self.settings.delete_certificate(name)?;
-        self.acme
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(name);
+        self.forget(name);
         tracing::info!(target: "postern/tls", "certificate {name} deleted");
         Ok(())
+    }
+
+    /// Drop what was loaded for `name` (it was replaced or deleted).
+    fn forget(&self, name: &str) {
+        lock(&self.imported).remove(name);
+        lock(&self.acme).remove(name);
     }
 
     /// Read and check `<acme_dir>/<name>/fullchain.pem` and `privkey.pem`, as certbot lays
@@ -547,19 +558,13 @@ impl Certs {
 
     /// The ACME certificate as last loaded (loading it if it was not yet).
     fn acme_current(&self, name: &str) -> Result<(Arc<CertifiedKey>, Facts), String> {
-        if let Some(good) = self
-            .acme
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(name)
-            .and_then(|l| l.good.clone())
-        {
+        if let Some(good) = lock(&self.acme).get(name).and_then(|l| l.good.clone()) {
             return Ok(good);
         }
         let now = crate::fsutil::unix_now() as i64;
         let (checked, digest) = self.read_acme(name, now).map_err(|(_, e)| e)?;
         let good = (Arc::new(checked.key), checked.facts);
-        self.acme.lock().unwrap_or_else(|e| e.into_inner()).insert(
+        lock(&self.acme).insert(
             name.to_string(),
             AcmeLoaded {
                 digest,
@@ -586,7 +591,7 @@ impl Certs {
             let name = &cert.name;
             let digest = acme_digest(&self.acme_dir.join(name));
             {
-                let mut acme = self.acme.lock().unwrap_or_else(|e| e.into_inner());
+                let mut acme = lock(&self.acme);
                 // Not loaded yet: loaded from the files when it is first bound or listed.
                 let Some(loaded) = acme.get_mut(name) else {
                     continue;
@@ -601,7 +606,7 @@ impl Certs {
                 }
             }
             let result = self.read_acme(name, now);
-            let mut acme = self.acme.lock().unwrap_or_else(|e| e.into_inner());
+            let mut acme = lock(&self.acme);
             let line = match result {
                 Ok((checked, digest)) => {
                     let line = format!(
@@ -722,6 +727,11 @@ fn check_name(name: &str) -> Result<&str, CertError> {
         return Err(CertError::Store(StoreOpError::System));
     }
     Ok(name)
+}
+
+/// A poisoned lock only means a panic elsewhere; the maps hold whole entries, still valid.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn acme_digest(dir: &std::path::Path) -> [u8; 32] {

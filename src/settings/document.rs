@@ -349,7 +349,7 @@ impl fmt::Display for FieldError {
 
 impl std::error::Error for FieldError {}
 
-fn field_error(field: impl Into<String>, error: impl Into<String>) -> FieldError {
+pub(crate) fn field_error(field: impl Into<String>, error: impl Into<String>) -> FieldError {
     FieldError {
         field: field.into(),
         error: error.into(),
@@ -1044,6 +1044,18 @@ mod tests {
                 "[[policy]]\npattern = \"a.example\"\nlevel = \"encrypt\"\nmin_bits = 512",
                 "policy[0].min_bits",
             ),
+            (
+                "[[policy]]\npattern = \"a.example\"\nlevel = \"fingerprint\"",
+                "policy[0].fingerprints",
+            ),
+            (
+                "[[policy]]\npattern = \"a.example\"\nlevel = \"fingerprint\"\nfingerprints = [\"AB:CD\"]",
+                "policy[0].fingerprints[0]",
+            ),
+            (
+                "[[policy]]\npattern = \"a.example\"\nlevel = \"secure\"\nmatch_names = [\"not a name\"]",
+                "policy[0].match_names[0]",
+            ),
         ] {
             let err = Settings::default()
                 .apply(&doc(text), &FakeHasher)
@@ -1055,34 +1067,6 @@ mod tests {
         assert!(
             toml::from_str::<SettingsDoc>("[[policy]]\npattern = \"a.example\"\nlevel = \"dane\"")
                 .is_err()
-        );
-        let no_pin = doc("[[policy]]\npattern = \"a.example\"\nlevel = \"fingerprint\"");
-        assert_eq!(
-            Settings::default()
-                .apply(&no_pin, &FakeHasher)
-                .unwrap_err()
-                .field,
-            "policy[0].fingerprints"
-        );
-        let bad_pin = doc(
-            "[[policy]]\npattern = \"a.example\"\nlevel = \"fingerprint\"\nfingerprints = [\"AB:CD\"]",
-        );
-        assert_eq!(
-            Settings::default()
-                .apply(&bad_pin, &FakeHasher)
-                .unwrap_err()
-                .field,
-            "policy[0].fingerprints[0]"
-        );
-        let bad_name = doc(
-            "[[policy]]\npattern = \"a.example\"\nlevel = \"secure\"\nmatch_names = [\"not a name\"]",
-        );
-        assert_eq!(
-            Settings::default()
-                .apply(&bad_name, &FakeHasher)
-                .unwrap_err()
-                .field,
-            "policy[0].match_names[0]"
         );
     }
 

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
+pub(crate) use document::field_error;
 pub use document::{
     AdminSettings, AuthUser, AuthUserDoc, Direction, FieldError, InboundSettings, MessageRule,
     NextHop, OnFailure, OutboundSettings, PasswordHasher, PolicyRow, RelayAuth, RelayDomain,

@@ -92,6 +92,25 @@ impl TestServer {
         }
     }
 
+    /// One message through a fresh session: EHLO, MAIL, RCPTs, DATA. Asserts the 250 and
+    /// returns the queue ID.
+    pub async fn submit(&self, from: &str, rcpts: &[&str], message: &[u8]) -> String {
+        let c = self.connect().await;
+        submit_on(c, from, rcpts, message).await
+    }
+
+    /// The same from a given local address (127.0.0.x), for relay-control cases.
+    pub async fn submit_from(
+        &self,
+        ip: &str,
+        from: &str,
+        rcpts: &[&str],
+        message: &[u8],
+    ) -> String {
+        let c = self.connect_from(ip).await;
+        submit_on(c, from, rcpts, message).await
+    }
+
     /// Run `postern ARGS` as an admin would, against this server: a config naming its data
     /// directory, `--api` its control API. Returns (success, stdout, stderr).
     pub async fn cli(&self, args: &[&str]) -> (bool, String, String) {
@@ -124,27 +143,38 @@ impl TestServer {
         ApiClient::new(self.api, &self.data_dir()).unwrap()
     }
 
+    /// One control-API request with an optional JSON body: the status and the body as text.
+    pub async fn api(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> (StatusCode, String) {
+        let body = body.map(|b| serde_json::to_vec(b).unwrap());
+        let (status, bytes) = self.api_client().request(method, path, body).await.unwrap();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// The same, with the reply parsed (Null when it is not JSON).
+    pub async fn api_json(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> (StatusCode, serde_json::Value) {
+        let (status, text) = self.api(method, path, body).await;
+        (status, serde_json::from_str(&text).unwrap_or_default())
+    }
+
     pub async fn get_settings(&self) -> serde_json::Value {
-        let (status, body) = self
-            .api_client()
-            .request(Method::GET, "/api/v1/settings", None)
-            .await
-            .unwrap();
+        let (status, doc) = self.api_json(Method::GET, "/api/v1/settings", None).await;
         assert_eq!(status, StatusCode::OK);
-        serde_json::from_slice(&body).unwrap()
+        doc
     }
 
     pub async fn put_settings(&self, doc: serde_json::Value) -> (StatusCode, serde_json::Value) {
-        let body = serde_json::to_vec(&doc).unwrap();
-        let (status, body) = self
-            .api_client()
-            .request(Method::PUT, "/api/v1/settings", Some(body))
+        self.api_json(Method::PUT, "/api/v1/settings", Some(&doc))
             .await
-            .unwrap();
-        (
-            status,
-            serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
-        )
     }
 
     /// Replace settings, asserting success.
@@ -399,6 +429,13 @@ impl SmtpClient {
 }
 
 /// Queue ID from `250 2.0.0 Ok: queued as ID`.
+async fn submit_on(mut c: SmtpClient, from: &str, rcpts: &[&str], message: &[u8]) -> String {
+    c.ehlo().await;
+    let r = c.send(from, rcpts, message).await;
+    assert_eq!(r.code, 250, "{r:?}");
+    queue_id(&r)
+}
+
 pub fn queue_id(r: &Resp) -> String {
     assert_eq!(r.code, 250, "{r:?}");
     r.lines[0].rsplit(' ').next().unwrap().to_string()
