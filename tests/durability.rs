@@ -117,8 +117,19 @@ fn key_of(message: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_stream_loses_nothing_acknowledged() {
+    sigkill_mid_stream("").await;
+}
+
+/// Segments smaller than one message: every record starts a segment, so the kill lands
+/// around segment rotation too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_stream_with_tiny_segments() {
+    sigkill_mid_stream("[spool]\nsegment_bytes = 32768\n").await;
+}
+
+async fn sigkill_mid_stream(config: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let mut proc = spawn_postern(dir.path(), None, "");
+    let mut proc = spawn_postern(dir.path(), None, config);
     let acked_total = Arc::new(AtomicUsize::new(0));
     let progress = Arc::new(tokio::sync::Notify::new());
     let clients: Vec<_> = (0..20)
@@ -153,7 +164,7 @@ async fn sigkill_mid_stream_loses_nothing_acknowledged() {
     std::io::Write::write_all(&mut f, b"PSTN\x01\xff\xff\x00\x00partial").unwrap();
 
     // Restart: it must come up, saying it skipped the torn tail.
-    let mut proc = spawn_postern(dir.path(), None, "");
+    let mut proc = spawn_postern(dir.path(), None, config);
     let started = proc.log.lock().unwrap().join("\n");
     assert!(started.contains("torn record at offset"), "{started}");
     assert!(!started.contains("recovered 0 message"), "{started}");

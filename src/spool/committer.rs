@@ -3,12 +3,15 @@
 
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Condvar, Mutex};
 
 use tokio::sync::oneshot;
+
+use super::{Envelope, Index, QueueEntry, QueueId};
 
 /// Where a committed record starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,13 +24,41 @@ pub struct Location {
 
 pub struct Commit {
     pub record: Vec<u8>,
+    /// For a message record: what goes into the index. The committer inserts it after the
+    /// sync and before it answers, so a message is indexed (and its segment pinned) before
+    /// anyone can say 250 for it, and before the segment stops being the active one.
+    pub entry: Option<(QueueId, Envelope, usize)>,
     pub done: oneshot::Sender<io::Result<Location>>,
+}
+
+/// Test hook: while paused, the committer holds the batch it has started, so every record
+/// sent meanwhile joins it (a deterministic group commit, not a lucky one).
+#[derive(Default)]
+pub struct Gate {
+    paused: Mutex<bool>,
+    resumed: Condvar,
+}
+
+impl Gate {
+    pub fn set(&self, paused: bool) {
+        *self.paused.lock().unwrap_or_else(|e| e.into_inner()) = paused;
+        self.resumed.notify_all();
+    }
+
+    fn wait(&self) {
+        let mut paused = self.paused.lock().unwrap_or_else(|e| e.into_inner());
+        while *paused {
+            paused = self.resumed.wait(paused).unwrap_or_else(|e| e.into_inner());
+        }
+    }
 }
 
 #[derive(Default, Debug)]
 pub struct Stats {
     pub records: AtomicU64,
     pub syncs: AtomicU64,
+    /// Records handed to the committer (committed or not yet).
+    pub submitted: AtomicU64,
 }
 
 /// The most one batch gathers before it syncs.
@@ -51,6 +82,7 @@ impl Segment {
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(0o600)
             .open(segment_path(dir, number))?;
         File::open(dir)?.sync_all()?;
         Ok(Segment {
@@ -85,17 +117,30 @@ impl Segment {
     }
 }
 
-pub fn run(
-    rx: Receiver<Commit>,
-    dir: PathBuf,
-    first_segment: u64,
-    segment_bytes: u64,
-    stats: Arc<Stats>,
-    active: Arc<AtomicU64>,
-) {
+/// What the committer thread shares with the spool.
+pub struct Shared {
+    pub dir: PathBuf,
+    pub segment_bytes: u64,
+    pub stats: Arc<Stats>,
+    /// The segment being written: never deleted, and only segments below it are closed.
+    pub active: Arc<AtomicU64>,
+    pub index: Arc<Mutex<Index>>,
+    pub gate: Arc<Gate>,
+}
+
+pub fn run(rx: Receiver<Commit>, first_segment: u64, shared: Shared) {
+    let Shared {
+        dir,
+        segment_bytes,
+        stats,
+        active,
+        index,
+        gate,
+    } = shared;
     let mut next_number = first_segment;
     let mut segment: Option<Segment> = None;
     while let Ok(first) = rx.recv() {
+        gate.wait();
         let mut batch = vec![first];
         let mut bytes = batch[0].record.len();
         while bytes < MAX_BATCH_BYTES {
@@ -117,6 +162,7 @@ pub fn run(
                 stats
                     .records
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                index_batch(&index, &mut batch, &locations);
                 for (c, loc) in batch.into_iter().zip(locations) {
                     let _ = c.done.send(Ok(loc));
                 }
@@ -132,6 +178,18 @@ pub fn run(
             segment = None;
             // Until the next batch opens it, the next segment is the active one.
             active.store(next_number, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Index the batch's messages (and note its segment) before any of them is answered and
+/// before the segment can be closed: from here on, the segment holds live messages.
+fn index_batch(index: &Mutex<Index>, batch: &mut [Commit], locations: &[Location]) {
+    let mut index = index.lock().unwrap_or_else(|e| e.into_inner());
+    for (c, loc) in batch.iter_mut().zip(locations) {
+        index.touch(loc.segment);
+        if let Some((id, envelope, size)) = c.entry.take() {
+            index.insert(QueueEntry::new(id, envelope, size, *loc));
         }
     }
 }
