@@ -136,6 +136,11 @@ pub struct SmtpConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
+    /// Connections to the control API at once; more wait in the listen queue.
+    pub max_connections: usize,
+    /// Seconds a client has for its TLS handshake and for each request's headers, and may
+    /// stay idle between requests.
+    pub header_read_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -175,6 +180,8 @@ impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            max_connections: 64,
+            header_read_timeout_secs: 10,
         }
     }
 }

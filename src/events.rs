@@ -3,7 +3,6 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use serde::Serialize;
 
@@ -75,11 +74,11 @@ fn short(secs: f64) -> String {
 
 /// Where delivery records go. The JSON file is kept to a size: past `max_bytes` it becomes
 /// `delivery.jsonl.1` (replacing the previous one) and a new file starts, so at most twice
-/// that is kept for the log search.
+/// that is kept for the log search. The file is written by a thread of its own, so a slow
+/// disk never stalls the async workers that deliver mail.
 pub struct EventLog {
-    json: Mutex<Option<(std::fs::File, u64)>>,
+    writer: std::sync::mpsc::Sender<(Vec<u8>, tokio::sync::oneshot::Sender<()>)>,
     path: PathBuf,
-    max_bytes: u64,
     /// Live feed of records (tests, and later the admin page's live view).
     live: tokio::sync::broadcast::Sender<Delivery>,
 }
@@ -89,15 +88,27 @@ impl EventLog {
         let dir = data_dir.join("log");
         crate::fsutil::private_dir(&dir)?;
         let path = dir.join("delivery.jsonl");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)?;
+        let file = Writer::open_file(&path)?;
         let len = file.metadata()?.len();
-        Ok(EventLog {
-            json: Mutex::new(Some((file, len))),
-            path,
+        let mut writer = Writer {
+            file: Some((file, len)),
+            path: path.clone(),
             max_bytes: max_bytes.max(1),
+        };
+        let (tx, rx) = std::sync::mpsc::channel::<(Vec<u8>, tokio::sync::oneshot::Sender<()>)>();
+        std::thread::Builder::new()
+            .name("delivery-log".into())
+            .spawn(move || {
+                for (line, done) in rx {
+                    if let Err(e) = writer.append(&line) {
+                        tracing::warn!(target: "postern/smtp", "warning: {}: cannot write delivery record: {e}", writer.path.display());
+                    }
+                    let _ = done.send(());
+                }
+            })?;
+        Ok(EventLog {
+            writer: tx,
+            path,
             live: tokio::sync::broadcast::channel(1024).0,
         })
     }
@@ -111,36 +122,53 @@ impl EventLog {
         &self.path
     }
 
-    pub fn record(&self, d: &Delivery) {
+    /// Log the line, append the JSON record, then publish it: whoever sees it in the feed
+    /// finds it in the file.
+    pub async fn record(&self, d: &Delivery) {
         tracing::info!(target: "postern/smtp", "{}", d.postfix_line());
         let mut line = serde_json::to_vec(d).unwrap_or_default();
         line.push(b'\n');
-        let mut json = self.json.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = self.append(&mut json, &line) {
-            tracing::warn!(target: "postern/smtp", "warning: {}: cannot write delivery record: {e}", self.path.display());
+        let (done, written) = tokio::sync::oneshot::channel();
+        if self.writer.send((line, done)).is_ok() {
+            let _ = written.await;
         }
-        drop(json);
         let _ = self.live.send(d.clone());
     }
 }
 
-impl EventLog {
-    fn append(&self, json: &mut Option<(std::fs::File, u64)>, line: &[u8]) -> std::io::Result<()> {
-        if json
+/// The delivery log file, owned by its writer thread.
+struct Writer {
+    file: Option<(std::fs::File, u64)>,
+    path: PathBuf,
+    max_bytes: u64,
+}
+
+impl Writer {
+    /// Created 0600; an older file with wider rights is narrowed (records name addresses).
+    fn open_file(path: &Path) -> std::io::Result<std::fs::File> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)?;
+        crate::fsutil::restrict_to_owner(path)?;
+        Ok(file)
+    }
+
+    fn append(&mut self, line: &[u8]) -> std::io::Result<()> {
+        if self
+            .file
             .as_ref()
             .is_some_and(|(_, len)| *len > 0 && len + line.len() as u64 > self.max_bytes)
         {
-            *json = None;
+            self.file = None;
             std::fs::rename(&self.path, self.path.with_extension("jsonl.1"))?;
         }
-        if json.is_none() {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)?;
-            *json = Some((file, 0));
+        if self.file.is_none() {
+            self.file = Some((Writer::open_file(&self.path)?, 0));
         }
-        let (file, len) = json.as_mut().expect("opened just above");
+        let (file, len) = self.file.as_mut().expect("opened just above");
         file.write_all(line)?;
         *len += line.len() as u64;
         Ok(())
@@ -171,13 +199,19 @@ mod tests {
         }
     }
 
-    #[test]
-    fn json_log_rotates_at_its_size_limit() {
+    #[tokio::test]
+    async fn json_log_rotates_at_its_size_limit() {
         let dir = tempfile::tempdir().unwrap();
         let log = EventLog::open(dir.path(), 1000).unwrap();
         for n in 0..20 {
-            log.record(&record(n));
+            log.record(&record(n)).await;
         }
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("log/delivery.jsonl"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
         let current = std::fs::read_to_string(dir.path().join("log/delivery.jsonl")).unwrap();
         let previous = std::fs::read_to_string(dir.path().join("log/delivery.jsonl.1")).unwrap();
         assert!(current.len() <= 1000 && previous.len() <= 1000);

@@ -243,6 +243,7 @@ impl Server {
             listeners.admin,
             TlsAcceptor::from(admin_tls),
             app,
+            config.admin.clone(),
             stop_rx.clone(),
         ));
         let delivery = tokio::spawn(outbound::run(engine, incoming, stop_rx));

@@ -611,3 +611,94 @@ async fn may_retries_in_plaintext_after_a_failed_handshake() {
     );
     assert!(sink.try_next().is_none());
 }
+
+/// Folded, lower-, upper-case and tab-separated `x-TLSLevel` headers: from a trusted client
+/// each makes TLS mandatory (the plaintext-only sink gets nothing), and `policy explain`
+/// given the same header text says the same; from an outsider each is removed.
+#[tokio::test]
+async fn x_tlslevel_variants_enforced_and_explained_alike() {
+    let mut sink = Sink::start(SinkOptions::default()).await; // no STARTTLS
+    let mut server = setup(&sink, json!([])).await;
+    server
+        .set(json!({
+            "trusted_networks": ["127.0.0.1/32"],
+            "relay_domains": [{"domain": "other.example"}],
+        }))
+        .await;
+    let variants = [
+        "x-TLSLevel:\r\n Require\r\n",
+        "X-TlsLevel:\r\n\tRequire\r\n",
+        "x-tlslevel: require\r\n",
+        "X-TLSLEVEL :Require\r\n",
+        "x-TLSLevel:\tRequire\t\r\n",
+    ];
+    for (n, header) in variants.iter().enumerate() {
+        let rcpt = format!("partner{n}@other.example");
+        server
+            .submit_from(
+                "127.0.0.1",
+                "app@inside.example",
+                &[&rcpt],
+                &message("variant", header),
+            )
+            .await;
+        let event = server.next_event_for(&rcpt, 20).await;
+        assert_eq!(
+            (
+                event.status,
+                event.policy_level.as_str(),
+                event.policy_source.as_str()
+            ),
+            ("deferred", "encrypt", "header"),
+            "{header:?}"
+        );
+        assert!(
+            sink.try_next().is_none(),
+            "{header:?}: delivered in plaintext"
+        );
+        let (ok, out, err) = server
+            .cli(&[
+                "policy",
+                "explain",
+                &rcpt,
+                "--header",
+                header.trim_end(),
+                "--json",
+            ])
+            .await;
+        assert!(ok, "{err}");
+        let d: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(
+            (d["level"].as_str(), d["source"].as_str()),
+            (
+                Some(event.policy_level.as_str()),
+                Some(event.policy_source.as_str())
+            ),
+            "{header:?}: explain and delivery disagree"
+        );
+    }
+    for (n, header) in variants.iter().enumerate() {
+        let rcpt = format!("outside{n}@other.example");
+        server
+            .submit_from(
+                "127.0.0.2",
+                "app@inside.example",
+                &[&rcpt],
+                &message("variant", header),
+            )
+            .await;
+        let event = server.next_event_for(&rcpt, 20).await;
+        assert_eq!(
+            (event.status, event.policy_source.as_str()),
+            ("sent", "global"),
+            "{header:?}"
+        );
+        let got = sink.next(20).await.unwrap();
+        assert!(
+            !String::from_utf8_lossy(&got.data)
+                .to_ascii_lowercase()
+                .contains("x-tlslevel"),
+            "{header:?}: an outsider's header reached the next hop"
+        );
+    }
+}

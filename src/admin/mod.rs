@@ -238,17 +238,14 @@ async fn explain(
             Some("recipient".into()),
         ));
     }
-    // Accept `x-TLSLevel: Require` as well as the bare value.
-    let header = q.header.as_deref().map(|h| match h.split_once(':') {
-        Some((name, value)) if name.trim().eq_ignore_ascii_case("x-tlslevel") => value.trim(),
-        _ => h.trim(),
-    });
+    // `x-TLSLevel: Require` (folded or not) as well as the bare value.
+    let header = q.header.as_deref().map(crate::policy::header_argument);
     let snapshot = state.settings.current();
     let rule = crate::policy::rule_for(&snapshot, q.sender.as_deref().unwrap_or(""), recipient);
     Ok(axum::Json(crate::policy::decide(
         &snapshot,
         recipient,
-        header,
+        header.as_deref(),
         rule.as_ref(),
     )))
 }
@@ -279,23 +276,34 @@ pub fn ensure_token(data_dir: &Path) -> std::io::Result<String> {
     Ok(std::fs::read_to_string(&path)?.trim().to_string())
 }
 
-/// Serve the API over TLS until `shutdown` turns true.
+/// Serve the API over TLS until `shutdown` turns true. At most `limits.max_connections` at
+/// once (the rest wait in the listen queue), and each must finish its handshake and every
+/// request's headers in time, idle ones included: nobody holds sockets by connecting.
 pub async fn run(
     listener: TcpListener,
     tls: TlsAcceptor,
     app: Router,
+    limits: crate::config::AdminConfig,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let timeout = Duration::from_secs(limits.header_read_timeout_secs.max(1));
     let mut conns = JoinSet::new();
     loop {
         while conns.try_join_next().is_some() {}
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot,
+            _ = crate::stopped(&mut shutdown) => break,
+        };
+        let Ok(slot) = slot else { break };
         let (tcp, peer) = tokio::select! {
             accepted = crate::accept(&listener) => accepted,
             _ = crate::stopped(&mut shutdown) => break,
         };
         let (tls, app) = (tls.clone(), app.clone());
         conns.spawn(async move {
-            let stream = match tokio::time::timeout(Duration::from_secs(10), tls.accept(tcp)).await {
+            let _slot = slot;
+            let stream = match tokio::time::timeout(timeout, tls.accept(tcp)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::info!(target: "postern/admin", "TLS handshake failed from {peer}: {e}");
@@ -305,6 +313,8 @@ pub async fn run(
             };
             let service = TowerToHyperService::new(app);
             let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(timeout)
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });

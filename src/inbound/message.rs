@@ -3,85 +3,30 @@
 
 use std::borrow::Cow;
 
+use crate::proto::header;
 use crate::tls::TlsInfo;
 
 /// Remove every header field named `name` (case-insensitive), with its continuation lines,
 /// from the header section. The body and every other byte are left as they are.
 pub fn strip_header<'a>(message: &'a [u8], name: &str) -> (Cow<'a, [u8]>, usize) {
-    let header_end = header_section_end(message);
     let mut out: Option<Vec<u8>> = None;
     let mut removed = 0;
-    let mut at = 0;
-    while at < header_end {
-        let field_end = field_end(message, at, header_end);
-        let field = &message[at..field_end];
-        if field_name_is(field, name) {
+    let mut kept_to = 0;
+    for field in header::fields(message) {
+        if header::is_named(&message[field.clone()], name) {
             removed += 1;
-            out.get_or_insert_with(|| message[..at].to_vec());
-        } else if let Some(out) = out.as_mut() {
-            out.extend_from_slice(field);
+            out.get_or_insert_with(Vec::new)
+                .extend_from_slice(&message[kept_to..field.start]);
+            kept_to = field.end;
         }
-        at = field_end;
     }
     match out {
         Some(mut out) => {
-            out.extend_from_slice(&message[header_end..]);
+            out.extend_from_slice(&message[kept_to..]);
             (Cow::Owned(out), removed)
         }
         None => (Cow::Borrowed(message), 0),
     }
-}
-
-/// Offset of the blank line that ends the header section (or of the first line that is not a
-/// header field, or the end of the message).
-fn header_section_end(message: &[u8]) -> usize {
-    let mut at = 0;
-    while at < message.len() {
-        let line_end = next_line(message, at);
-        let line = &message[at..line_end];
-        let is_field =
-            line.first().is_some_and(|b| *b == b' ' || *b == b'\t') || is_field_start(line);
-        if line == b"\r\n" || line == b"\n" || !is_field {
-            return at;
-        }
-        at = line_end;
-    }
-    message.len()
-}
-
-/// `name:` or, in RFC 5322's obsolete syntax (section 4.5.8), `name :`. Mail parsers accept
-/// the latter, so it must count here too or a header could hide from `strip_header`.
-fn is_field_start(line: &[u8]) -> bool {
-    let Some(colon) = line.iter().position(|&b| b == b':') else {
-        return false;
-    };
-    let name = line[..colon].trim_ascii_end();
-    !name.is_empty() && name.iter().all(u8::is_ascii_graphic)
-}
-
-fn next_line(message: &[u8], at: usize) -> usize {
-    message[at..]
-        .iter()
-        .position(|&b| b == b'\n')
-        .map(|i| at + i + 1)
-        .unwrap_or(message.len())
-}
-
-/// End of the field starting at `at`: its first line and every folded continuation.
-fn field_end(message: &[u8], at: usize, limit: usize) -> usize {
-    let mut end = next_line(message, at);
-    while end < limit && matches!(message[end], b' ' | b'\t') {
-        end = next_line(message, end);
-    }
-    end
-}
-
-fn field_name_is(field: &[u8], name: &str) -> bool {
-    field.iter().position(|&b| b == b':').is_some_and(|colon| {
-        field[..colon]
-            .trim_ascii_end()
-            .eq_ignore_ascii_case(name.as_bytes())
-    })
 }
 
 /// The facts a Received header records.

@@ -413,6 +413,8 @@ impl Session {
             eight_bit: tx.params.body != Body::SevenBit,
             received_unix: crate::fsutil::unix_now(),
             rule_levels: Vec::new(),
+            // After the strip: an outsider's header is gone, so it reads as absent.
+            tls_header: crate::spool::TlsHeader::of(&body),
         };
         // Message rules run per recipient now, at receipt; the result travels in the spool.
         let rule_levels: Vec<_> = envelope

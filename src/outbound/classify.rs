@@ -14,6 +14,60 @@ pub enum Class {
     Permanent,
 }
 
+/// Where in the SMTP dialogue a reply came: what counts as success depends on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Greeting,
+    Ehlo,
+    Helo,
+    StartTls,
+    Auth,
+    Mail,
+    Rcpt,
+    Data,
+    EndOfData,
+}
+
+impl Stage {
+    /// The one success reply of each stage (RFC 5321 section 4.3.2; RFC 3207 section 4 for
+    /// STARTTLS, RFC 4954 section 6 for AUTH). MAIL is exactly 250: a 251 or 252 there is no
+    /// promise that a transaction started.
+    pub fn accepts(self, code: u16) -> bool {
+        match self {
+            Stage::Greeting | Stage::StartTls => code == 220,
+            Stage::Ehlo | Stage::Helo | Stage::Mail | Stage::EndOfData => code == 250,
+            Stage::Rcpt => code == 250 || code == 251,
+            Stage::Data => code == 354,
+            Stage::Auth => code == 235,
+        }
+    }
+
+    /// The command a reply answers, as Postfix names it in `(in reply to ...)`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Greeting => "initial greeting",
+            Stage::Ehlo => "EHLO",
+            Stage::Helo => "HELO",
+            Stage::StartTls => "STARTTLS",
+            Stage::Auth => "AUTH",
+            Stage::Mail => "MAIL FROM",
+            Stage::Rcpt => "RCPT TO",
+            Stage::Data => "DATA",
+            Stage::EndOfData => "end of DATA",
+        }
+    }
+
+    fn expected(self) -> &'static str {
+        match self {
+            Stage::Greeting | Stage::StartTls => "220",
+            Stage::Ehlo | Stage::Helo | Stage::Mail | Stage::EndOfData => "250",
+            Stage::Rcpt => "250 or 251",
+            Stage::Data => "354",
+            Stage::Auth => "235",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
     pub class: Class,
@@ -22,28 +76,47 @@ pub struct Outcome {
     pub reason: String,
     /// The remote server's reply, when it decided (`Diagnostic-Code: smtp; ...` in a DSN).
     pub remote_reply: Option<String>,
+    /// The reply was not one the stage allows (neither its success nor a 4xx/5xx): the
+    /// session is out of step with the server and must not be used again.
+    pub protocol_error: bool,
 }
 
 impl Outcome {
-    /// Any SMTP reply: 2xx delivered, 4xx temporary, 5xx permanent (RFC 5321 section 4.2.1).
-    pub fn from_reply(reply: &Reply, host: &str, stage: &str) -> Outcome {
-        let class = match reply.code {
-            200..=399 => Class::Delivered,
-            400..=499 => Class::Temporary,
-            _ => Class::Permanent,
-        };
-        let reason = match class {
-            Class::Delivered => reply.summary(),
-            _ => format!(
-                "host {host} said: {} (in reply to {stage})",
-                reply.summary()
-            ),
+    /// Any SMTP reply at `stage`: its success reply is Delivered (accepted, for the stages
+    /// before the end of data), 4xx Temporary, 5xx Permanent (RFC 5321 section 4.2.1), and
+    /// any other reply a protocol error, retried: a 252 to MAIL or a 250 to DATA is never
+    /// taken for delivery. A 5xx greeting is retried too, and the next host tried (Postfix's
+    /// smtp_skip_5xx_greeting).
+    pub fn from_reply(reply: &Reply, host: &str, stage: Stage) -> Outcome {
+        let said = format!(
+            "host {host} said: {} (in reply to {})",
+            reply.summary(),
+            stage.name()
+        );
+        let (class, dsn, reason, protocol_error) = if stage.accepts(reply.code) {
+            (Class::Delivered, reply.dsn(), reply.summary(), false)
+        } else {
+            match reply.code {
+                400..=499 => (Class::Temporary, reply.dsn(), said, false),
+                500..=599 if stage == Stage::Greeting => {
+                    let d = reply.dsn();
+                    (Class::Temporary, Enhanced(4, d.1, d.2), said, false)
+                }
+                500..=599 => (Class::Permanent, reply.dsn(), said, false),
+                _ => (
+                    Class::Temporary,
+                    Enhanced(4, 5, 0),
+                    format!("{said}: protocol error, expected {}", stage.expected()),
+                    true,
+                ),
+            }
         };
         Outcome {
             class,
-            dsn: reply.dsn(),
+            dsn,
             reason,
             remote_reply: Some(reply.summary()),
+            protocol_error,
         }
     }
 
@@ -53,6 +126,7 @@ impl Outcome {
             dsn,
             reason: reason.into(),
             remote_reply: None,
+            protocol_error: false,
         }
     }
 
@@ -62,6 +136,7 @@ impl Outcome {
             dsn,
             reason: reason.into(),
             remote_reply: None,
+            protocol_error: false,
         }
     }
 
@@ -105,23 +180,70 @@ impl fmt::Display for Outcome {
 mod tests {
     use super::*;
 
+    fn reply(code: u16, text: &str) -> Reply {
+        Reply::from_lines(code, vec![text.into()])
+    }
+
     #[test]
     fn reply_classes() {
-        let r = Reply::from_lines(250, vec!["2.0.0 Ok: queued as X".into()]);
+        let r = reply(250, "2.0.0 Ok: queued as X");
         assert_eq!(
-            Outcome::from_reply(&r, "h", "end of DATA").class,
+            Outcome::from_reply(&r, "h", Stage::EndOfData).class,
             Class::Delivered
         );
-        let r = Reply::from_lines(451, vec!["4.3.0 try later".into()]);
-        let o = Outcome::from_reply(&r, "mx[192.0.2.1]", "RCPT TO");
+        let o = Outcome::from_reply(&reply(451, "4.3.0 try later"), "mx[192.0.2.1]", Stage::Rcpt);
         assert_eq!((o.class, o.dsn), (Class::Temporary, Enhanced(4, 3, 0)));
         assert_eq!(
             o.reason,
             "host mx[192.0.2.1] said: 451 4.3.0 try later (in reply to RCPT TO)"
         );
-        let r = Reply::from_lines(550, vec!["no such user".into()]);
-        let o = Outcome::from_reply(&r, "h", "RCPT TO");
+        let o = Outcome::from_reply(&reply(550, "no such user"), "h", Stage::Rcpt);
         assert_eq!((o.class, o.dsn), (Class::Permanent, Enhanced(5, 0, 0)));
         assert_eq!(o.status(), "bounced");
+        // A server that will not talk is skipped, not bounced.
+        let o = Outcome::from_reply(&reply(554, "5.3.2 go away"), "h", Stage::Greeting);
+        assert_eq!((o.class, o.dsn), (Class::Temporary, Enhanced(4, 3, 2)));
+    }
+
+    /// Every reply code class at every stage: only the stage's own success is Delivered; a
+    /// success code of another stage is a protocol error (4.5.0, reply quoted), never sent.
+    #[test]
+    fn success_is_exact_per_stage() {
+        use Stage::*;
+        let table: &[(Stage, &[u16])] = &[
+            (Greeting, &[220]),
+            (Ehlo, &[250]),
+            (Helo, &[250]),
+            (StartTls, &[220]),
+            (Auth, &[235]),
+            (Mail, &[250]),
+            (Rcpt, &[250, 251]),
+            (Data, &[354]),
+            (EndOfData, &[250]),
+        ];
+        let codes = [
+            200, 211, 214, 220, 221, 235, 250, 251, 252, 334, 354, 399, 100, 199, 600, 999,
+        ];
+        for &(stage, ok) in table {
+            for code in codes {
+                let o = Outcome::from_reply(&reply(code, "text"), "h[192.0.2.1]:25", stage);
+                if ok.contains(&code) {
+                    assert_eq!(o.class, Class::Delivered, "{code} at {stage:?}");
+                    assert!(!o.protocol_error);
+                } else {
+                    assert_eq!(
+                        (o.class, o.dsn, o.protocol_error),
+                        (Class::Temporary, Enhanced(4, 5, 0), true),
+                        "{code} at {stage:?}"
+                    );
+                    assert!(
+                        o.reason.starts_with(&format!("host h[192.0.2.1]:25 said: {code} text (in reply to {}): protocol error", stage.name())),
+                        "{}",
+                        o.reason
+                    );
+                    assert_eq!(o.status(), "deferred");
+                }
+            }
+        }
     }
 }

@@ -11,7 +11,7 @@ use rustls_pki_types::ServerName;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use super::classify::Outcome;
+use super::classify::{Class, Outcome, Stage};
 use crate::policy::Level;
 use crate::proto::{Enhanced, Reply, ReplyLine, dot_stuff};
 use crate::tls::TlsInfo;
@@ -168,7 +168,21 @@ impl Conn {
         self.write(format!("{line}\r\n").as_bytes(), stage).await?;
         self.read_reply(stage).await
     }
+
+    /// QUIT in the background with a short timeout of its own: a next hop that never
+    /// answers QUIT holds nothing of ours but this task and its socket.
+    fn quit_later(self) {
+        tokio::spawn(self.quit());
+    }
+
+    async fn quit(mut self) {
+        self.timeout = QUIT_TIMEOUT;
+        let _ = self.command("QUIT", "QUIT").await;
+    }
 }
+
+/// How long a QUIT may take before the connection is simply closed.
+const QUIT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// EHLO keywords that matter to us.
 #[derive(Debug, Default)]
@@ -243,12 +257,9 @@ async fn connect(job: &Job<'_>, tls: &Arc<rustls::ClientConfig>) -> Result<Conne
         .read_reply("receiving the initial server greeting")
         .await
         .map_err(|o| all(o, true))?;
-    if greeting.code != 220 {
-        // Postfix's smtp_skip_5xx_greeting: a server that will not talk is a reason to try
-        // the next host, not to bounce.
-        let mut o = Outcome::from_reply(&greeting, &name, "initial greeting");
-        o.class = super::classify::Class::Temporary;
-        o.dsn = Enhanced(4, o.dsn.1, o.dsn.2);
+    // A server that will not talk is a reason to try the next host, not to bounce.
+    let o = Outcome::from_reply(&greeting, &name, Stage::Greeting);
+    if o.class != Class::Delivered {
         return Err(all(o, true));
     }
     let mut ext = hello(&mut conn, job.helo, &name)
@@ -279,7 +290,13 @@ async fn connect(job: &Job<'_>, tls: &Arc<rustls::ClientConfig>) -> Result<Conne
         }
         (_, true) => {
             let reply = conn.command("STARTTLS", "STARTTLS").await.map_err(fail)?;
-            if reply.code != 220 {
+            let o = Outcome::from_reply(&reply, &name, Stage::StartTls);
+            if o.protocol_error {
+                // A 2xx without a handshake to follow: out of step, at any level; never a
+                // reason to go on in plaintext on this session or another.
+                return Err(fail(o));
+            }
+            if o.class != Class::Delivered {
                 if job.level == Level::May {
                     return Err(Failure::TlsFailedMay {
                         reason: format!("STARTTLS refused: {}", reply.summary()),
@@ -341,7 +358,7 @@ async fn connect(job: &Job<'_>, tls: &Arc<rustls::ClientConfig>) -> Result<Conne
     // crosses a session weaker than its policy allows.
     let bits = negotiated.as_ref().map_or(0, |t| t.bits);
     if job.min_bits > 0 && bits < job.min_bits {
-        let _ = conn.command("QUIT", "QUIT").await;
+        conn.quit_later();
         return Err(fail(policy_failure(
             job,
             0,
@@ -354,7 +371,7 @@ async fn connect(job: &Job<'_>, tls: &Arc<rustls::ClientConfig>) -> Result<Conne
     if let Some(credentials) = job.auth {
         let tls = negotiated.is_some();
         if let Err(o) = authenticate(&mut conn, &ext, credentials, tls, &name).await {
-            let _ = conn.command("QUIT", "QUIT").await;
+            conn.quit_later();
             // As Postfix does: a failed login is retried, and another host may accept it.
             return Err(Failure::All {
                 outcome: o,
@@ -372,6 +389,7 @@ async fn connect(job: &Job<'_>, tls: &Arc<rustls::ClientConfig>) -> Result<Conne
         tls: negotiated,
         setup_secs: started.elapsed().as_secs_f64(),
         transactions: 0,
+        in_step: true,
     })
 }
 
@@ -411,7 +429,8 @@ async fn authenticate(
             "SASL authentication failed; server {name} offered no compatible authentication mechanisms for this type of connection security"
         )));
     };
-    if reply.code == 235 {
+    let o = Outcome::from_reply(&reply, name, Stage::Auth);
+    if o.class == Class::Delivered {
         Ok(())
     } else {
         Err(refused(format!(
@@ -432,6 +451,8 @@ pub struct Connection {
     tls: Option<TlsInfo>,
     setup_secs: f64,
     transactions: u32,
+    /// False once a transaction failed part-way (timeout, lost connection, protocol error).
+    in_step: bool,
 }
 
 impl Connection {
@@ -463,7 +484,10 @@ impl Connection {
         let transmit = Instant::now();
         let results = transaction(&mut self.conn, job, ext, &name)
             .await
-            .map_err(fail)?;
+            .map_err(|o| {
+                self.in_step = false;
+                fail(o)
+            })?;
         // 421: the server is closing the session (RFC 5321 section 3.8): try the next host, as
         // Postfix does, rather than wait for the retry.
         if results
@@ -500,8 +524,13 @@ impl Connection {
             .is_ok_and(|r| r.code == 250)
     }
 
-    async fn quit(mut self) {
-        let _ = self.conn.command("QUIT", "QUIT").await;
+    /// Close the session: with QUIT (in the background) while it is in step with the
+    /// server; simply dropped after a failed transaction, where a QUIT could be taken for
+    /// message data or wait for a reply that never comes.
+    fn close(self) {
+        if self.in_step {
+            self.conn.quit_later();
+        }
     }
 }
 
@@ -575,7 +604,8 @@ impl Pool {
         None
     }
 
-    /// Close every cached session (shutdown).
+    /// Close every cached session (shutdown): QUITs sent together, each bounded by its
+    /// own short timeout.
     pub async fn close_all(&self) {
         let all: Vec<Connection> = {
             let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
@@ -583,13 +613,15 @@ impl Pool {
                 .flat_map(|(_, l)| l.into_iter().map(|(c, _)| c))
                 .collect()
         };
-        for c in all {
-            c.quit().await;
+        let mut quits = tokio::task::JoinSet::new();
+        for c in all.into_iter().filter(|c| c.in_step) {
+            quits.spawn(c.conn.quit());
         }
+        while quits.join_next().await.is_some() {}
     }
 
-    /// Close sessions idle too long (QUIT, politely).
-    pub async fn sweep(&self) {
+    /// Close sessions idle too long (QUIT, politely, in the background).
+    pub fn sweep(&self) {
         let expired: Vec<Connection> = {
             let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
             let mut out = Vec::new();
@@ -604,7 +636,7 @@ impl Pool {
             out
         };
         for c in expired {
-            c.quit().await;
+            c.close();
         }
     }
 }
@@ -626,20 +658,20 @@ pub async fn deliver(
             // Nothing was spent on set-up for this message.
             session.setup_secs = 0.0;
         }
-        keep_or_close(pool, key, c, result.is_ok()).await;
+        keep_or_close(pool, key, c, result.is_ok());
         return result;
     }
     let mut c = connect(job, tls).await?;
     let result = c.send(job).await;
-    keep_or_close(pool, key, c, result.is_ok()).await;
+    keep_or_close(pool, key, c, result.is_ok());
     result
 }
 
-async fn keep_or_close(pool: &Pool, key: PoolKey, c: Connection, ok: bool) {
+fn keep_or_close(pool: &Pool, key: PoolKey, c: Connection, ok: bool) {
     if !ok {
-        c.quit().await;
+        c.close();
     } else if let Some(c) = pool.put(key, c) {
-        c.quit().await;
+        c.close();
     }
 }
 
@@ -722,10 +754,11 @@ async fn hello(conn: &mut Conn, helo: &str, name: &str) -> Result<Extensions, Ou
         return Ok(extensions(&reply));
     }
     let reply = conn.command(&format!("HELO {helo}"), "HELO").await?;
-    if reply.code == 250 {
+    let o = Outcome::from_reply(&reply, name, Stage::Helo);
+    if o.class == Class::Delivered {
         return Ok(Extensions::default());
     }
-    Err(Outcome::from_reply(&reply, name, "HELO"))
+    Err(o)
 }
 
 async fn start_tls(
@@ -805,15 +838,16 @@ async fn transaction(
         }
         (mail_reply, rcpt_replies, None)
     };
-    if mail_reply.code != 250 {
+    let mail = checked(Outcome::from_reply(&mail_reply, name, Stage::Mail))?;
+    if mail.class != Class::Delivered {
         end_empty_data(conn, data_reply.as_ref()).await?;
-        let o = Outcome::from_reply(&mail_reply, name, "MAIL FROM");
-        return Ok(vec![o; job.recipients.len()]);
+        return Ok(vec![mail; job.recipients.len()]);
     }
-    let mut results: Vec<Option<Outcome>> = rcpt_replies
-        .iter()
-        .map(|r| (r.code / 100 != 2).then(|| Outcome::from_reply(r, name, "RCPT TO")))
-        .collect();
+    let mut results: Vec<Option<Outcome>> = Vec::with_capacity(rcpt_replies.len());
+    for r in &rcpt_replies {
+        let o = checked(Outcome::from_reply(r, name, Stage::Rcpt))?;
+        results.push((o.class != Class::Delivered).then_some(o));
+    }
     let accepted = results.iter().filter(|r| r.is_none()).count();
     let data_reply = match data_reply {
         Some(r) => r,
@@ -823,24 +857,28 @@ async fn transaction(
     if accepted == 0 {
         end_empty_data(conn, Some(&data_reply)).await?;
         let _ = conn.command("RSET", "RSET").await;
-        return Ok(results
-            .into_iter()
-            .map(|r| r.expect("all refused"))
-            .collect());
+        return Ok(results.into_iter().flatten().collect());
     }
-    let final_outcome = if data_reply.code == 354 {
+    let data = checked(Outcome::from_reply(&data_reply, name, Stage::Data))?;
+    let final_outcome = if data.class == Class::Delivered {
         let mut wire = Vec::with_capacity(job.message.len() + 16);
         dot_stuff(job.message, &mut wire);
         conn.write(&wire, "sending message body").await?;
         let end = conn.read_reply("end of DATA").await?;
-        Outcome::from_reply(&end, name, "end of DATA")
+        checked(Outcome::from_reply(&end, name, Stage::EndOfData))?
     } else {
-        Outcome::from_reply(&data_reply, name, "DATA")
+        data
     };
     Ok(results
         .iter_mut()
         .map(|r| r.take().unwrap_or_else(|| final_outcome.clone()))
         .collect())
+}
+
+/// A protocol error ends the whole session: nothing after it can be trusted (a 250 to DATA
+/// means the server never waited for the body).
+fn checked(o: Outcome) -> Result<Outcome, Outcome> {
+    if o.protocol_error { Err(o) } else { Ok(o) }
 }
 
 /// A policy requirement not met: final (5.7.x) when the row says bounce, else retried

@@ -95,6 +95,7 @@ pub fn build(
         eight_bit: true,
         received_unix: crate::fsutil::unix_now(),
         rule_levels: Vec::new(),
+        tls_header: crate::spool::TlsHeader::Absent,
     };
     Some((envelope, bytes))
 }

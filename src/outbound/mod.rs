@@ -10,8 +10,9 @@ pub mod dns;
 pub mod dsn;
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,7 +24,7 @@ use crate::events::{Delivery, EventLog};
 use crate::policy::{self, Decision, Level};
 use crate::proto::Enhanced;
 use crate::settings::{NextHop, SettingsHandle, Snapshot};
-use crate::spool::{Final, QueueEntry, QueueId, Spool};
+use crate::spool::{Final, QueueEntry, QueueId, Spool, TlsHeader};
 use classify::{Class, Outcome};
 
 pub struct Engine {
@@ -42,6 +43,15 @@ pub struct Engine {
     per_destination: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// Client certificates for relay domains that name one.
     certs: Option<Arc<crate::certs::Certs>>,
+    /// Attempts in flight at most (each holds at most one message body).
+    max_attempts: usize,
+    bodies: Arc<BodyGauge>,
+}
+
+/// Attempts in flight: twice the global limit, so the next transactions are ready as slots
+/// free, and no more (each may hold a message body).
+fn cfg_max_attempts(cfg: &OutboundConfig) -> usize {
+    cfg.max_concurrency.max(1) * 2
 }
 
 impl Engine {
@@ -55,6 +65,7 @@ impl Engine {
         roots: Arc<rustls::RootCertStore>,
     ) -> Engine {
         Engine {
+            max_attempts: cfg_max_attempts(&cfg),
             resolver,
             roots,
             total: Arc::new(Semaphore::new(cfg.max_concurrency)),
@@ -67,7 +78,18 @@ impl Engine {
             events,
             per_destination: Mutex::new(HashMap::new()),
             certs: None,
+            bodies: Arc::default(),
         }
+    }
+
+    /// Message bodies in memory now and at most since start (see `BodyGauge`).
+    pub fn bodies(&self) -> (usize, usize) {
+        self.bodies.get()
+    }
+
+    /// The bound on attempts in flight.
+    pub fn max_attempts(&self) -> usize {
+        self.max_attempts
     }
 
     /// Where relay domains' client certificates come from.
@@ -104,61 +126,210 @@ impl Engine {
     }
 }
 
+/// Message bodies held by deliveries: now, and the most at once since start. A body is read
+/// only once its delivery holds its permits, so this stays within the attempts in flight
+/// however long the queue is.
+#[derive(Debug, Default)]
+pub struct BodyGauge {
+    now: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+impl BodyGauge {
+    /// (bodies in memory now, the most at once)
+    pub fn get(&self) -> (usize, usize) {
+        (
+            self.now.load(Ordering::SeqCst),
+            self.peak.load(Ordering::SeqCst),
+        )
+    }
+}
+
+/// A message body read for a delivery, counted while it lives.
+struct Body {
+    bytes: Vec<u8>,
+    gauge: Arc<BodyGauge>,
+}
+
+impl Body {
+    async fn load(engine: &Engine, id: QueueId) -> std::io::Result<Body> {
+        let bytes = engine.spool.load_message(id).await?;
+        let now = engine.bodies.now.fetch_add(1, Ordering::SeqCst) + 1;
+        engine.bodies.peak.fetch_max(now, Ordering::SeqCst);
+        Ok(Body {
+            bytes,
+            gauge: engine.bodies.clone(),
+        })
+    }
+}
+
+impl Drop for Body {
+    fn drop(&mut self) {
+        self.gauge.now.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The scheduler's state: when each message is due, which attempts run, and per destination
+/// domain how many attempts hold or wait for its slots.
+struct Scheduler {
+    engine: Arc<Engine>,
+    due: BinaryHeap<Reverse<(Instant, QueueId)>>,
+    failures: HashMap<QueueId, u32>,
+    /// Attempts running, with the destination domains each counts against.
+    in_flight: HashMap<QueueId, Vec<String>>,
+    per_domain: HashMap<String, usize>,
+    /// Due messages whose every destination is at its concurrency, oldest first: they start
+    /// as a slot of that destination frees, so a busy destination's backlog never takes the
+    /// attempts an idle destination needs.
+    parked: HashMap<String, VecDeque<QueueId>>,
+    running: JoinSet<(QueueId, bool)>,
+}
+
+impl Scheduler {
+    /// Start due messages while attempts are below their bound.
+    fn start_due(&mut self) {
+        let now = Instant::now();
+        while self.running.len() < self.engine.max_attempts {
+            let Some(Reverse((at, id))) = self.due.peek().copied() else {
+                break;
+            };
+            if at > now {
+                break;
+            }
+            self.due.pop();
+            self.start(id);
+        }
+    }
+
+    fn start(&mut self, id: QueueId) {
+        if self.in_flight.contains_key(&id) {
+            return; // its result reschedules it
+        }
+        let Some(entry) = self.engine.spool.get(id) else {
+            return; // final, or deleted
+        };
+        if entry.held {
+            return; // out of the schedule until released (release pokes it back in)
+        }
+        let domains = destination_domains(&entry);
+        let limit = self.engine.cfg.destination_concurrency.max(1);
+        let busy = |d: &String| self.per_domain.get(d).copied().unwrap_or(0) >= limit;
+        if domains.iter().all(busy) {
+            if let Some(first) = domains.first() {
+                self.parked.entry(first.clone()).or_default().push_back(id);
+            }
+            return;
+        }
+        for d in &domains {
+            *self.per_domain.entry(d.clone()).or_insert(0) += 1;
+        }
+        self.in_flight.insert(id, domains);
+        self.running.spawn(attempt(self.engine.clone(), entry));
+    }
+
+    /// An attempt ended: free its destinations (waking what was parked on them) and
+    /// schedule the retry if recipients remain.
+    fn finish(&mut self, id: QueueId, still_pending: bool) {
+        for d in self.in_flight.remove(&id).unwrap_or_default() {
+            if let Some(n) = self.per_domain.get_mut(&d) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_domain.remove(&d);
+                }
+            }
+            if let Some(queue) = self.parked.get_mut(&d) {
+                if let Some(next) = queue.pop_front() {
+                    self.due.push(Reverse((Instant::now(), next)));
+                }
+                if queue.is_empty() {
+                    self.parked.remove(&d);
+                }
+            }
+        }
+        if still_pending {
+            let n = self.failures.entry(id).or_insert(0);
+            *n += 1;
+            self.due
+                .push(Reverse((Instant::now() + self.engine.backoff(*n), id)));
+        } else {
+            self.failures.remove(&id);
+        }
+    }
+
+    /// When the scheduler must next look at the heap by itself (attempts ending wake it
+    /// anyway, so nothing while they are at their bound).
+    fn next_due(&self) -> Option<Instant> {
+        if self.running.len() >= self.engine.max_attempts {
+            return None;
+        }
+        self.due.peek().map(|Reverse((at, _))| *at)
+    }
+}
+
+/// The pending recipients' domains, each once, lower-case.
+fn destination_domains(entry: &QueueEntry) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for i in entry.pending() {
+        let d = recipient_domain(&entry.envelope.recipients[i]);
+        if !out.contains(&d) {
+            out.push(d);
+        }
+    }
+    out
+}
+
+fn recipient_domain(rcpt: &str) -> String {
+    rcpt.rsplit_once('@')
+        .map(|(_, d)| d.to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
 /// Run until `shutdown`: every message in the spool is due now, new ones as they arrive.
 pub async fn run(
     engine: Arc<Engine>,
     mut incoming: mpsc::UnboundedReceiver<QueueId>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut due: BinaryHeap<Reverse<(Instant, QueueId)>> = engine
-        .spool
-        .list()
-        .into_iter()
-        .map(|e| Reverse((Instant::now(), e.id)))
-        .collect();
-    let mut failures: HashMap<QueueId, u32> = HashMap::new();
-    let mut in_flight: HashSet<QueueId> = HashSet::new();
-    let mut running: JoinSet<(QueueId, bool)> = JoinSet::new();
     let mut sweep = tokio::time::interval(engine.pool.max_idle.max(Duration::from_secs(1)));
+    let mut s = Scheduler {
+        due: engine
+            .spool
+            .list()
+            .into_iter()
+            .map(|e| Reverse((Instant::now(), e.id)))
+            .collect(),
+        engine: engine.clone(),
+        failures: HashMap::new(),
+        in_flight: HashMap::new(),
+        per_domain: HashMap::new(),
+        parked: HashMap::new(),
+        running: JoinSet::new(),
+    };
     loop {
-        let now = Instant::now();
-        while let Some(Reverse((at, id))) = due.peek().copied() {
-            if at > now {
-                break;
-            }
-            due.pop();
-            if in_flight.insert(id) {
-                running.spawn(attempt(engine.clone(), id));
-            }
-        }
-        let next_due = due.peek().map(|Reverse((at, _))| *at);
+        s.start_due();
+        let next_due = s.next_due();
         tokio::select! {
-            Some(id) = incoming.recv() => due.push(Reverse((Instant::now(), id))),
-            Some(done) = running.join_next(), if !running.is_empty() => {
-                let Ok((id, still_pending)) = done else { continue };
-                in_flight.remove(&id);
-                if still_pending {
-                    let n = failures.entry(id).or_insert(0);
-                    *n += 1;
-                    due.push(Reverse((Instant::now() + engine.backoff(*n), id)));
-                } else {
-                    failures.remove(&id);
+            Some(id) = incoming.recv() => s.due.push(Reverse((Instant::now(), id))),
+            Some(done) = s.running.join_next(), if !s.running.is_empty() => {
+                if let Ok((id, still_pending)) = done {
+                    s.finish(id, still_pending);
                 }
             }
             _ = sleep_until(next_due) => {}
-            _ = sweep.tick() => engine.pool.sweep().await,
+            // Never awaited here: a QUIT that is not answered must not hold up scheduling.
+            _ = sweep.tick() => engine.pool.sweep(),
             _ = crate::stopped(&mut shutdown) => break,
         }
     }
     // Attempts in flight finish their transaction or are cut; one cut after the peer's 250
     // and before our outcome record is the only case that can deliver twice.
     if tokio::time::timeout(Duration::from_secs(10), async {
-        while running.join_next().await.is_some() {}
+        while s.running.join_next().await.is_some() {}
     })
     .await
     .is_err()
     {
-        running.shutdown().await;
+        s.running.shutdown().await;
     }
     // Close cached sessions with QUIT rather than leave them to the peer's timeout.
     engine.pool.close_all().await;
@@ -171,17 +342,52 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// One attempt at every pending recipient of a message. Returns whether any remain pending.
-async fn attempt(engine: Arc<Engine>, id: QueueId) -> (QueueId, bool) {
-    let Some(entry) = engine.spool.get(id) else {
-        return (id, false);
-    };
-    if entry.held {
-        // Out of the schedule until released (release pokes it back in).
-        return (id, false);
+/// The `x-TLSLevel` value that counts for `entry`: only from authorised clients (the others
+/// had it removed at receipt), as read at receipt; a record from before that reads the body.
+async fn tls_header(
+    engine: &Engine,
+    entry: &QueueEntry,
+    body: &mut Option<Body>,
+) -> std::io::Result<Option<String>> {
+    if !entry.envelope.authorised {
+        return Ok(None);
     }
-    let message = match engine.spool.read_message(id) {
-        Ok(m) => m,
+    let value = match &entry.envelope.tls_header {
+        TlsHeader::Absent => None,
+        TlsHeader::Value(v) => Some(v.clone()),
+        TlsHeader::NotRead => {
+            let loaded = Body::load(engine, entry.id).await?;
+            let v = policy::first_tls_level_header(&loaded.bytes);
+            *body = Some(loaded);
+            v
+        }
+    };
+    if let Some(h) = value.as_deref()
+        && policy::header_level(h).is_none()
+    {
+        tracing::warn!(target: "postern/smtp", "{}: warning: unknown x-TLSLevel value {h:?} ignored (expected Require or Try)", entry.id);
+    }
+    Ok(value)
+}
+
+/// The body, read now if this attempt has not read it yet.
+async fn body<'a>(
+    engine: &Engine,
+    id: QueueId,
+    body: &'a mut Option<Body>,
+) -> std::io::Result<&'a [u8]> {
+    if body.is_none() {
+        *body = Some(Body::load(engine, id).await?);
+    }
+    Ok(&body.as_ref().expect("loaded just above").bytes)
+}
+
+/// One attempt at every pending recipient of a message. Returns whether any remain pending.
+async fn attempt(engine: Arc<Engine>, entry: QueueEntry) -> (QueueId, bool) {
+    let id = entry.id;
+    let mut loaded: Option<Body> = None;
+    let header = match tls_header(&engine, &entry, &mut loaded).await {
+        Ok(h) => h,
         Err(e) => {
             tracing::error!(target: "postern/qmgr", "{id}: cannot read message from the spool: {e}");
             return (id, true);
@@ -197,28 +403,27 @@ async fn attempt(engine: Arc<Engine>, id: QueueId) -> (QueueId, bool) {
     // Published once the queue reflects them: whoever sees `status=sent` (the log, the feed)
     // finds the recipient gone from the queue, and a deferral's reason in `queue list`.
     let mut records = Vec::new();
-    // The header counts only from authorised clients; the others had it removed at receipt.
-    let header = entry
-        .envelope
-        .authorised
-        .then(|| policy::first_tls_level_header(&message))
-        .flatten();
-    if let Some(h) = header.as_deref()
-        && policy::header_level(h).is_none()
-    {
-        tracing::warn!(target: "postern/smtp", "{id}: warning: unknown x-TLSLevel value {h:?} ignored (expected Require or Try)");
-    }
     for ((domain, _, _, _), group) in group_recipients(&entry, &snapshot, header.as_deref()) {
+        // The destination first, then the global limit: waiting for a busy destination
+        // never holds a slot another destination could use.
         let slots = engine.destination_slots(&domain);
-        let _total = engine.total.acquire().await;
         let _dest = slots.acquire().await;
+        let _total = engine.total.acquire().await;
+        let message = match body(&engine, id, &mut loaded).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!(target: "postern/qmgr", "{id}: cannot read message from the spool: {e}");
+                still_pending = true;
+                break;
+            }
+        };
         let decision = &group[0].1;
         let rcpts: Vec<String> = group
             .iter()
             .map(|(i, _)| entry.envelope.recipients[*i].clone())
             .collect();
         let results = deliver_group(
-            &engine, &entry, &message, &snapshot, &domain, decision, &rcpts, started,
+            &engine, &entry, message, &snapshot, &domain, decision, &rcpts, started,
         )
         .await;
         for ((index, _), mut result) in group.iter().zip(results) {
@@ -239,10 +444,20 @@ async fn attempt(engine: Arc<Engine>, id: QueueId) -> (QueueId, bool) {
     }
     // The notice is queued before the bounce is recorded: a crash in between sends it twice
     // rather than never.
-    if !bounced.is_empty() && !send_dsn(&engine, &entry, &message, &bounced).await {
-        finals.retain(|(_, state)| *state != Final::Bounced);
-        still_pending = true;
+    if !bounced.is_empty() {
+        let queued = match body(&engine, id, &mut loaded).await {
+            Ok(message) => send_dsn(&engine, &entry, message, &bounced).await,
+            Err(e) => {
+                tracing::error!(target: "postern/bounce", "{id}: cannot read message from the spool for its notification, will retry: {e}");
+                false
+            }
+        };
+        if !queued {
+            finals.retain(|(_, state)| *state != Final::Bounced);
+            still_pending = true;
+        }
     }
+    drop(loaded);
     if let Err(e) = engine.spool.record_outcomes(id, &finals).await {
         // Not recorded means retried: at-least-once, never lost.
         tracing::error!(target: "postern/qmgr", "{id}: cannot record delivery outcomes, will retry them: {e}");
@@ -252,7 +467,7 @@ async fn attempt(engine: Arc<Engine>, id: QueueId) -> (QueueId, bool) {
         engine.spool.note_attempt(id, last_problem);
     }
     for record in &records {
-        engine.events.record(record);
+        engine.events.record(record).await;
     }
     if !still_pending {
         tracing::info!(target: "postern/qmgr", "{id}: removed");
@@ -307,10 +522,7 @@ fn group_recipients(
     let mut groups: BTreeMap<GroupKey, Group> = BTreeMap::new();
     for i in entry.pending() {
         let rcpt = &entry.envelope.recipients[i];
-        let domain = rcpt
-            .rsplit_once('@')
-            .map(|(_, d)| d.to_ascii_lowercase())
-            .unwrap_or_default();
+        let domain = recipient_domain(rcpt);
         let rule = entry.envelope.rule_levels.get(i).and_then(Option::as_ref);
         let decision = policy::decide(snapshot, rcpt, header, rule);
         groups

@@ -243,19 +243,18 @@ pub fn decide(
     }
 }
 
-/// The first `x-TLSLevel` header's value in a message's header section.
+/// The first `x-TLSLevel` header's value in a message's header section, unfolded.
 pub fn first_tls_level_header(message: &[u8]) -> Option<String> {
-    let end = message
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or(message.len());
-    let headers = String::from_utf8_lossy(&message[..end]);
-    headers.split("\r\n").find_map(|line| {
-        let (name, value) = line.split_once(':')?;
-        name.trim_end()
-            .eq_ignore_ascii_case("x-tlslevel")
-            .then(|| value.trim().to_string())
-    })
+    crate::proto::header::first_value(message, "x-TLSLevel")
+}
+
+/// What an admin gives `policy explain` as the header: the bare value (`Require`) or the
+/// header as it would appear in a message (`x-TLSLevel:\r\n Require`, any case or folding),
+/// read by the same parser as delivery.
+pub fn header_argument(text: &str) -> String {
+    let mut block = text.trim_start().to_string();
+    block.push_str("\r\n\r\n");
+    first_tls_level_header(block.as_bytes()).unwrap_or_else(|| text.trim().to_string())
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 mod command;
 mod data;
 mod ehlo;
+pub mod header;
 mod reply;
 
 pub use command::{Address, Body, Command, MAX_COMMAND_LINE, MailParams, parse};

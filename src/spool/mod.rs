@@ -56,6 +56,31 @@ pub struct Envelope {
     /// Per recipient: the TLS level a message rule set at receipt, if any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rule_levels: Vec<Option<crate::policy::RuleLevel>>,
+    /// The message's `x-TLSLevel` header, read at receipt: delivery decides each
+    /// recipient's level from the envelope, before it reads the body.
+    #[serde(default)]
+    pub tls_header: TlsHeader,
+}
+
+/// What receipt found of the `x-TLSLevel` header.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TlsHeader {
+    /// A record written before receipt read the header: delivery reads it from the body.
+    #[default]
+    NotRead,
+    Absent,
+    /// The first field's value, unfolded.
+    Value(String),
+}
+
+impl TlsHeader {
+    pub fn of(message: &[u8]) -> TlsHeader {
+        match crate::policy::first_tls_level_header(message) {
+            Some(v) => TlsHeader::Value(v),
+            None => TlsHeader::Absent,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

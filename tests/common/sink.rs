@@ -2,9 +2,10 @@
 //! rcgen certificate (real rustls handshake), can refuse recipients or defer sessions, and
 //! hands every received message to the test.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use postern::proto::{DotReader, Progress};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
@@ -31,7 +32,40 @@ pub struct SinkOptions {
     /// Ask for a TLS client certificate issued by this CA (PEM), as Microsoft 365's
     /// certificate-based connectors do; handshakes without one fail.
     pub client_ca: Option<String>,
+    /// Misbehaviour per stage (see `Sink::act`).
+    pub script: Script,
 }
+
+/// Where in a session the sink can be told to misbehave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stage {
+    Greeting,
+    Ehlo,
+    StartTls,
+    Mail,
+    Rcpt,
+    Data,
+    /// The reply after the message's final dot (the message is read first).
+    EndOfData,
+    Rset,
+    Quit,
+}
+
+/// What the sink does at a stage instead of its normal reply.
+#[derive(Debug, Clone)]
+pub enum Act {
+    /// This reply line (or lines, with `\r\n` between), `\r\n` added.
+    Reply(String),
+    /// Never answer; read and ignore whatever comes until the client goes.
+    Stall,
+    /// Close the connection without a word.
+    Drop,
+    /// The normal reply, one byte every `ms` milliseconds.
+    Trickle(u64),
+}
+
+/// The sink's misbehaviour, changeable while it runs (a test makes it behave again).
+pub type Script = Arc<Mutex<HashMap<Stage, Act>>>;
 
 #[derive(Clone)]
 pub struct SinkAuth {
@@ -70,6 +104,9 @@ pub struct Sink {
     pub addr: SocketAddr,
     rx: mpsc::UnboundedReceiver<Received>,
     pub sessions: Arc<AtomicUsize>,
+    pub script: Script,
+    /// Message bodies the sink read (after a 354), whatever it answered at their end.
+    pub bodies: Arc<AtomicUsize>,
     /// AUTH commands received, and the ones that arrived outside TLS.
     pub auth_attempts: Arc<AtomicUsize>,
     pub plaintext_auth_attempts: Arc<AtomicUsize>,
@@ -79,6 +116,7 @@ pub struct Sink {
 #[derive(Clone, Default)]
 struct Counters {
     transactions: Arc<AtomicUsize>,
+    bodies: Arc<AtomicUsize>,
     auth: Arc<AtomicUsize>,
     plaintext_auth: Arc<AtomicUsize>,
 }
@@ -102,6 +140,7 @@ impl Sink {
         let counters = Counters::default();
         let (auth_attempts, plaintext_auth_attempts) =
             (counters.auth.clone(), counters.plaintext_auth.clone());
+        let (script, bodies) = (opts.script.clone(), counters.bodies.clone());
         let counter = sessions.clone();
         tokio::spawn(async move {
             loop {
@@ -120,6 +159,8 @@ impl Sink {
             addr,
             rx,
             sessions,
+            script,
+            bodies,
             auth_attempts,
             plaintext_auth_attempts,
         }
@@ -136,6 +177,69 @@ impl Sink {
     pub fn try_next(&mut self) -> Option<Received> {
         self.rx.try_recv().ok()
     }
+
+    /// Misbehave at `stage` from the next command on.
+    pub fn act(&self, stage: Stage, act: Act) {
+        self.script.lock().unwrap().insert(stage, act);
+    }
+
+    /// Behave again.
+    pub fn behave(&self) {
+        self.script.lock().unwrap().clear();
+    }
+}
+
+/// What the script says for `stage`, if anything.
+fn scripted(script: &Script, stage: Stage) -> Option<Act> {
+    script.lock().unwrap().get(&stage).cloned()
+}
+
+/// Send `normal` at `stage`, or what the script says instead. False: the session ends.
+async fn answer(
+    io: &mut BufReader<Box<dyn Io>>,
+    script: &Script,
+    stage: Stage,
+    normal: &str,
+) -> std::io::Result<bool> {
+    match scripted(script, stage) {
+        None => io.get_mut().write_all(normal.as_bytes()).await?,
+        Some(Act::Reply(text)) => {
+            io.get_mut()
+                .write_all(format!("{text}\r\n").as_bytes())
+                .await?
+        }
+        Some(Act::Drop) => return Ok(false),
+        Some(Act::Stall) => {
+            let mut buf = Vec::new();
+            while io.read_until(b'\n', &mut buf).await? > 0 {
+                buf.clear();
+            }
+            return Ok(false);
+        }
+        Some(Act::Trickle(ms)) => {
+            for b in normal.as_bytes() {
+                io.get_mut().write_all(&[*b]).await?;
+                io.get_mut().flush().await?;
+                tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            }
+        }
+    }
+    io.get_mut().flush().await?;
+    Ok(true)
+}
+
+/// The stage a command line belongs to (for the script).
+fn stage_of(upper: &str) -> Option<Stage> {
+    Some(match upper {
+        u if u.starts_with("EHLO") || u.starts_with("HELO") => Stage::Ehlo,
+        "STARTTLS" => Stage::StartTls,
+        u if u.starts_with("MAIL FROM:") => Stage::Mail,
+        u if u.starts_with("RCPT TO:") => Stage::Rcpt,
+        "DATA" => Stage::Data,
+        "RSET" => Stage::Rset,
+        "QUIT" => Stage::Quit,
+        _ => return None,
+    })
 }
 
 fn tls_acceptor(
@@ -205,9 +309,17 @@ async fn session(
     let mut sender = String::new();
     let mut in_transaction = false;
     let mut rcpts = Vec::new();
-    io.get_mut()
-        .write_all(b"220 sink.test.example ESMTP sink\r\n")
-        .await?;
+    let script = opts.script.clone();
+    if !answer(
+        &mut io,
+        &script,
+        Stage::Greeting,
+        "220 sink.test.example ESMTP sink\r\n",
+    )
+    .await?
+    {
+        return Ok(());
+    }
     loop {
         let mut line = String::new();
         if io.read_line(&mut line).await? == 0 {
@@ -229,9 +341,16 @@ async fn session(
             r.push_str("250 ENHANCEDSTATUSCODES\r\n");
             r
         } else if upper == "STARTTLS" && opts.starttls && !in_tls {
-            io.get_mut().write_all(b"220 2.0.0 go ahead\r\n").await?;
+            let scripted = scripted(&script, Stage::StartTls);
+            if !answer(&mut io, &script, Stage::StartTls, "220 2.0.0 go ahead\r\n").await? {
+                return Ok(());
+            }
             if opts.broken_tls {
                 return Ok(());
+            }
+            if matches!(scripted, Some(Act::Reply(_))) {
+                // Whatever it said, no handshake follows: the session goes on in plaintext.
+                continue;
             }
             let inner = io.into_inner();
             let stream = tls.accept(inner).await?;
@@ -284,9 +403,34 @@ async fn session(
             if rcpts.is_empty() {
                 "554 5.5.1 Error: no valid recipients\r\n".into()
             } else {
-                io.get_mut().write_all(b"354 go\r\n").await?;
+                let scripted_data = scripted(&script, Stage::Data);
+                if !answer(&mut io, &script, Stage::Data, "354 go\r\n").await? {
+                    return Ok(());
+                }
+                if matches!(scripted_data, Some(Act::Reply(_))) {
+                    // No 354 was sent: no message follows.
+                    continue;
+                }
                 let data = read_data(&mut io).await?;
+                counters.bodies.fetch_add(1, Ordering::SeqCst);
                 in_transaction = false;
+                let scripted_end = scripted(&script, Stage::EndOfData);
+                if !answer(
+                    &mut io,
+                    &script,
+                    Stage::EndOfData,
+                    "250 2.0.0 Ok: queued as SINK\r\n",
+                )
+                .await?
+                {
+                    return Ok(());
+                }
+                if matches!(scripted_end, Some(Act::Reply(_))) {
+                    // Not accepted, whatever the reply said: not received.
+                    sender.clear();
+                    rcpts.clear();
+                    continue;
+                }
                 let _ = tx.send(Received {
                     sender: std::mem::take(&mut sender),
                     recipients: std::mem::take(&mut rcpts),
@@ -295,10 +439,10 @@ async fn session(
                     auth_user: auth_user.clone(),
                     client_cert: client_cert.clone(),
                 });
-                "250 2.0.0 Ok: queued as SINK\r\n".into()
+                continue;
             }
         } else if upper == "QUIT" {
-            io.get_mut().write_all(b"221 2.0.0 Bye\r\n").await?;
+            answer(&mut io, &script, Stage::Quit, "221 2.0.0 Bye\r\n").await?;
             return Ok(());
         } else if upper == "RSET" {
             sender.clear();
@@ -308,7 +452,14 @@ async fn session(
         } else {
             "502 5.5.2 Error: command not recognized\r\n".into()
         };
-        io.get_mut().write_all(reply.as_bytes()).await?;
+        match stage_of(&upper) {
+            None => io.get_mut().write_all(reply.as_bytes()).await?,
+            Some(stage) => {
+                if !answer(&mut io, &script, stage, &reply).await? {
+                    return Ok(());
+                }
+            }
+        }
     }
 }
 

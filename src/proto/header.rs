@@ -1,0 +1,132 @@
+//! The header section of a message (RFC 5322 section 2.2), no I/O: its fields with their
+//! folded continuation lines, and a field's value unfolded (section 2.2.3). The one reader
+//! of header fields: receipt (removing `x-TLSLevel` from outsiders), delivery and `policy
+//! explain` (its value) all go through it, so they cannot disagree on a header.
+
+/// Byte ranges of each header field, continuation lines included, in order.
+pub fn fields(message: &[u8]) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+    let end = section_end(message);
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        if at >= end {
+            return None;
+        }
+        let field = at..field_end(message, at, end);
+        at = field.end;
+        Some(field)
+    })
+}
+
+/// Offset of the blank line that ends the header section (or of the first line that is not a
+/// header field, or the end of the message).
+pub fn section_end(message: &[u8]) -> usize {
+    let mut at = 0;
+    while at < message.len() {
+        let line_end = next_line(message, at);
+        let line = &message[at..line_end];
+        let is_field =
+            line.first().is_some_and(|b| *b == b' ' || *b == b'\t') || is_field_start(line);
+        if line == b"\r\n" || line == b"\n" || !is_field {
+            return at;
+        }
+        at = line_end;
+    }
+    message.len()
+}
+
+/// Whether `field` is named `name`, case-insensitively. The obsolete `name :` form (RFC 5322
+/// section 4.5.8) counts: mail parsers accept it, so a header must not hide behind it.
+pub fn is_named(field: &[u8], name: &str) -> bool {
+    field.iter().position(|&b| b == b':').is_some_and(|colon| {
+        field[..colon]
+            .trim_ascii_end()
+            .eq_ignore_ascii_case(name.as_bytes())
+    })
+}
+
+/// The value of a field, unfolded: line breaks removed, each run of spaces and tabs one
+/// space, trimmed. `x-TLSLevel:\r\n\tRequire` gives `Require`.
+pub fn unfolded_value(field: &[u8]) -> String {
+    let colon = field.iter().position(|&b| b == b':').map_or(0, |c| c + 1);
+    let text = String::from_utf8_lossy(&field[colon..]);
+    text.split([' ', '\t', '\r', '\n'])
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The unfolded value of the first field named `name` in the header section.
+pub fn first_value(message: &[u8], name: &str) -> Option<String> {
+    fields(message)
+        .map(|r| &message[r])
+        .find(|f| is_named(f, name))
+        .map(unfolded_value)
+}
+
+fn is_field_start(line: &[u8]) -> bool {
+    let Some(colon) = line.iter().position(|&b| b == b':') else {
+        return false;
+    };
+    let name = line[..colon].trim_ascii_end();
+    !name.is_empty() && name.iter().all(u8::is_ascii_graphic)
+}
+
+fn next_line(message: &[u8], at: usize) -> usize {
+    message[at..]
+        .iter()
+        .position(|&b| b == b'\n')
+        .map(|i| at + i + 1)
+        .unwrap_or(message.len())
+}
+
+/// End of the field starting at `at`: its first line and every folded continuation.
+fn field_end(message: &[u8], at: usize, limit: usize) -> usize {
+    let mut end = next_line(message, at);
+    while end < limit && matches!(message[end], b' ' | b'\t') {
+        end = next_line(message, end);
+    }
+    end
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folded_case_and_whitespace_variants_give_one_value() {
+        for m in [
+            &b"From: a\r\nx-TLSLevel: Require\r\n\r\nbody"[..],
+            b"From: a\r\nx-TLSLevel:\r\n Require\r\n\r\nbody",
+            b"From: a\r\nX-TLSLEVEL :Require\r\n\r\nbody",
+            b"From: a\r\nx-tlslevel:\tRequire\t\r\n\r\nbody",
+            b"x-TLSLevel:\r\n\t\r\n  Require\r\nSubject: s\r\n\r\n",
+            b"x-TLSLevel:\n Require\n\n",
+        ] {
+            assert_eq!(
+                first_value(m, "x-tlslevel").as_deref(),
+                Some("Require"),
+                "{:?}",
+                String::from_utf8_lossy(m)
+            );
+        }
+    }
+
+    #[test]
+    fn only_the_header_section_and_the_first_field() {
+        let m = b"From: a\r\nX-TLSLevel: Try\r\nx-tlslevel: Require\r\n\r\nx-TLSLevel: body\r\n";
+        assert_eq!(first_value(m, "x-TLSLevel").as_deref(), Some("Try"));
+        assert_eq!(
+            first_value(b"From: a\r\n\r\nx-TLSLevel: Require\r\n", "x-TLSLevel"),
+            None
+        );
+        assert_eq!(
+            first_value(b"not a header\r\nx-TLSLevel: Require\r\n", "x-TLSLevel"),
+            None
+        );
+        // A longer name is another field.
+        assert_eq!(
+            first_value(b"x-TLSLevels: Require\r\n\r\n", "x-TLSLevel"),
+            None
+        );
+    }
+}
