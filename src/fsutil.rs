@@ -22,12 +22,19 @@ pub fn write_secret(path: &Path, contents: &[u8]) -> io::Result<()> {
     f.sync_all()
 }
 
-/// Create a directory (and parents) with mode 0700.
+/// Create a directory (and parents) with mode 0700; one that already exists with wider
+/// rights is narrowed to 0700, saying so (the spool and logs hold other people's mail).
 pub fn private_dir(path: &Path) -> io::Result<()> {
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
-        .create(path)
+        .create(path)?;
+    let mode = std::fs::metadata(path)?.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))?;
+        tracing::warn!(target: "postern/master", "warning: {}: mode was {mode:04o}, now 0700 (only postern may read it)", path.display());
+    }
+    Ok(())
 }
 
 pub fn unix_now() -> u64 {
@@ -35,4 +42,26 @@ pub fn unix_now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_dir_narrows_an_existing_wide_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let wide = dir.path().join("data");
+        std::fs::create_dir(&wide).unwrap();
+        std::fs::set_permissions(&wide, std::fs::Permissions::from_mode(0o755)).unwrap();
+        private_dir(&wide).unwrap();
+        let mode = std::fs::metadata(&wide).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        let fresh = dir.path().join("a/b");
+        private_dir(&fresh).unwrap();
+        assert_eq!(
+            std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+    }
 }

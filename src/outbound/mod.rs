@@ -625,7 +625,7 @@ async fn deliver_group(
         .and_then(|a| Some((a.username.as_str(), a.password.as_ref()?.expose())));
     let client_cert = match relay_domain.and_then(|d| d.client_certificate.as_deref()) {
         None => None,
-        Some(name) => match engine.certs.as_ref().map(|c| c.client_key(name)) {
+        Some(name) => match client_key(engine, name).await {
             Some(Ok(key)) => Some((name, key)),
             // Never a silent fallback to no certificate: the next hop may accept us only by it.
             Some(Err(e)) => {
@@ -707,6 +707,21 @@ async fn deliver_group(
         }
     }
     all(last, last_relay, false)
+}
+
+/// A relay domain's client certificate; a cache miss reads the settings store, so it runs
+/// off the async workers.
+async fn client_key(
+    engine: &Engine,
+    name: &str,
+) -> Option<Result<Arc<rustls::sign::CertifiedKey>, String>> {
+    let certs = engine.certs.clone()?;
+    let name = name.to_string();
+    Some(
+        tokio::task::spawn_blocking(move || certs.client_key(&name))
+            .await
+            .unwrap_or_else(|e| Err(format!("certificate load failed: {e}"))),
+    )
 }
 
 /// What the level demands of the certificate: `verify` the MX host name, `secure` the

@@ -148,6 +148,8 @@ impl Sink {
                     return;
                 };
                 counter.fetch_add(1, Ordering::SeqCst);
+                // Replies go out as written (pipelined replies would otherwise wait on Nagle).
+                let _ = tcp.set_nodelay(true);
                 let (tx, opts, tls, counters) =
                     (tx.clone(), opts.clone(), tls.clone(), counters.clone());
                 tokio::spawn(async move {
