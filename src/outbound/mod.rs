@@ -294,9 +294,9 @@ pub async fn run(
     let mut s = Scheduler {
         due: engine
             .spool
-            .list()
+            .ids()
             .into_iter()
-            .map(|e| Reverse((Instant::now(), e.id)))
+            .map(|id| Reverse((Instant::now(), id)))
             .collect(),
         engine: engine.clone(),
         failures: HashMap::new(),

@@ -396,6 +396,11 @@ impl Spool {
         self.inner.index.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The queue IDs of every message not yet final (no copy of their envelopes).
+    pub fn ids(&self) -> Vec<QueueId> {
+        self.lock_index().messages.keys().copied().collect()
+    }
+
     pub fn list(&self) -> Vec<QueueEntry> {
         self.lock_index().messages.values().cloned().collect()
     }
