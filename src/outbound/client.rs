@@ -719,7 +719,7 @@ pub async fn probe(
         .command("STARTTLS", "STARTTLS")
         .await
         .map_err(|o| o.reason)?;
-    if reply.code != 220 {
+    if !Stage::StartTls.accepts(reply.code) {
         probe.tls_error = Some(format!("STARTTLS refused: {}", reply.summary()));
         return Ok(probe);
     }
@@ -750,7 +750,7 @@ pub async fn probe(
 
 async fn hello(conn: &mut Conn, helo: &str, name: &str) -> Result<Extensions, Outcome> {
     let reply = conn.command(&format!("EHLO {helo}"), "EHLO").await?;
-    if reply.code == 250 {
+    if Stage::Ehlo.accepts(reply.code) {
         return Ok(extensions(&reply));
     }
     let reply = conn.command(&format!("HELO {helo}"), "HELO").await?;
@@ -831,7 +831,7 @@ async fn transaction(
     } else {
         let mail_reply = conn.command(&mail, "MAIL FROM").await?;
         let mut rcpt_replies = Vec::new();
-        if mail_reply.code == 250 {
+        if Stage::Mail.accepts(mail_reply.code) {
             for r in &rcpt_lines {
                 rcpt_replies.push(conn.command(r, "RCPT TO").await?);
             }
@@ -894,7 +894,7 @@ fn policy_failure(job: &Job<'_>, detail: u16, reason: String) -> Outcome {
 /// A pipelined DATA that got 354 although nothing else was accepted must still be ended,
 /// with an empty message the server will refuse for want of recipients.
 async fn end_empty_data(conn: &mut Conn, data_reply: Option<&Reply>) -> Result<(), Outcome> {
-    if data_reply.is_some_and(|r| r.code == 354) {
+    if data_reply.is_some_and(|r| Stage::Data.accepts(r.code)) {
         conn.write(b".\r\n", "ending an empty DATA").await?;
         conn.read_reply("end of empty DATA").await?;
     }

@@ -733,6 +733,15 @@ mod tests {
                 .unwrap();
         }
         spool.shutdown();
+        // Other people's mail: owner-only.
+        use std::os::unix::fs::PermissionsExt;
+        for n in 1..=3 {
+            let mode = std::fs::metadata(segment_path(dir.path(), n))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "segment {n}");
+        }
         let (spool, rec) = Spool::open(dir.path(), 100).unwrap();
         assert_eq!(rec.segments, 3);
         assert_eq!(spool.len(), 3);
