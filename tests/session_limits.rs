@@ -145,6 +145,41 @@ async fn bare_lf_is_refused_and_nothing_spooled() {
     assert!(spool.is_empty());
 }
 
+/// `<CR>.<CR>` and other bare CRs, in DATA and in BDAT: refused, nothing spooled, so nothing
+/// reaches a next hop that would end its DATA on them.
+#[tokio::test]
+async fn bare_cr_is_refused_in_data_and_bdat() {
+    let server = TestServer::start().await;
+    let refused = "550 5.5.2 Error: bare <CR> received (RFC 5321 section 2.3.8)";
+    for body in [
+        &b"Subject: a\r\n\r\nhello\r.\rMAIL FROM:<smuggled@evil.example>\r\n"[..],
+        b"Subject: a\r\n\r\nhello\r.\r\nMAIL FROM:<smuggled@evil.example>\r\n",
+        b"Subject: a\r\n\r\nx\ry\r\n",
+    ] {
+        let mut c = server.connect().await;
+        c.ehlo().await;
+        c.cmd(&format!("MAIL FROM:<{SENDER}>")).await;
+        c.cmd("RCPT TO:<r@other.example>").await;
+        assert_eq!(c.cmd("DATA").await.code, 354);
+        c.write(body).await;
+        c.write(b"\r\n.\r\n").await;
+        assert_eq!(c.read().await.first(), refused, "DATA {body:?}");
+        // The session goes on: the next command is read as a command.
+        assert_eq!(c.cmd("RSET").await.code, 250);
+
+        let mut c = server.connect().await;
+        c.ehlo().await;
+        c.cmd(&format!("MAIL FROM:<{SENDER}>")).await;
+        c.cmd("RCPT TO:<r@other.example>").await;
+        c.write(format!("BDAT {} LAST\r\n", body.len()).as_bytes())
+            .await;
+        c.write(body).await;
+        assert_eq!(c.read().await.first(), refused, "BDAT {body:?}");
+    }
+    let (spool, _dir) = server.stop().await;
+    assert!(spool.is_empty(), "a message with a bare CR was spooled");
+}
+
 #[tokio::test]
 async fn bdat_chunks_pipelined() {
     let server = TestServer::start().await;

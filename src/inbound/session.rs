@@ -310,6 +310,10 @@ impl Session {
             self.tx = None;
             return Err(replies::bare_lf());
         }
+        if reader.saw_bare_cr() {
+            self.tx = None;
+            return Err(replies::bare_cr());
+        }
         self.prepare(reader.into_message())
     }
 
@@ -362,7 +366,17 @@ impl Session {
             return Err(replies::chunk_ok(size as usize));
         }
         let bytes = std::mem::take(&mut tx.chunks);
-        self.prepare(bytes).map(Some)
+        // BDAT has no dot-stuffing, but we relay with DATA: its lines must be CRLF too.
+        match crate::proto::bare_line_ending(&bytes) {
+            Some(ending) => {
+                self.tx = None;
+                Err(match ending {
+                    crate::proto::BareEnding::Lf => replies::bare_lf(),
+                    crate::proto::BareEnding::Cr => replies::bare_cr(),
+                })
+            }
+            None => self.prepare(bytes).map(Some),
+        }
     }
 
     /// Received header, control-header removal, envelope.

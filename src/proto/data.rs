@@ -1,9 +1,10 @@
 //! The DATA reader: removes dot-stuffing and finds the end of data (RFC 5321 section 4.5.2),
 //! as a pure state machine fed with whatever bytes the socket produced.
 //!
-//! Only `<CR><LF>.<CR><LF>` ends the data. A bare LF anywhere is remembered so the session can
-//! refuse the message: accepting `<LF>.<LF>`-style endings is the SMTP smuggling class of
-//! bugs (CVE-2023-51764), and forwarding bare LFs lets a downstream server be smuggled.
+//! Only `<CR><LF>.<CR><LF>` ends the data. A bare LF or a bare CR anywhere is remembered so the
+//! session can refuse the message: accepting `<LF>.<LF>`-style endings is the SMTP smuggling
+//! class of bugs (CVE-2023-51764), and forwarding bare LFs or CRs (`<CR>.<CR>`) lets a
+//! downstream server that ends lines on them be smuggled.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -35,6 +36,7 @@ pub struct DotReader {
     limit: usize,
     size: usize,
     bare_lf: bool,
+    bare_cr: bool,
 }
 
 impl DotReader {
@@ -47,6 +49,7 @@ impl DotReader {
             limit,
             size: 0,
             bare_lf: false,
+            bare_cr: false,
         }
     }
 
@@ -71,7 +74,12 @@ impl DotReader {
                 self.state = State::Cr;
                 return self.step(b);
             }
-            (State::LineStart | State::Text | State::Cr, b'\r') => {
+            (State::Cr, b'\r') => {
+                // The first CR had no LF after it.
+                self.bare_cr = true;
+                self.push(b'\r');
+            }
+            (State::LineStart | State::Text, b'\r') => {
                 self.push(b'\r');
                 self.state = State::Cr;
             }
@@ -82,6 +90,11 @@ impl DotReader {
             (_, b'\n') => {
                 self.bare_lf = true;
                 self.push(b'\n');
+                self.state = State::Text;
+            }
+            (State::Cr, _) => {
+                self.bare_cr = true;
+                self.push(b);
                 self.state = State::Text;
             }
             // RFC 5321 section 4.5.2: a leading dot is removed, whatever follows it.
@@ -108,10 +121,38 @@ impl DotReader {
         self.bare_lf
     }
 
+    pub fn saw_bare_cr(&self) -> bool {
+        self.bare_cr
+    }
+
     /// The message as received, dot-stuffing removed.
     pub fn into_message(self) -> Vec<u8> {
         self.out
     }
+}
+
+/// A line ending other than `<CR><LF>` in a message (BDAT content, which has no dot-stuffing
+/// to find it on the way in).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BareEnding {
+    Lf,
+    Cr,
+}
+
+/// The first bare LF or bare CR in `message`, if any. A CR as the very last byte counts: the
+/// line it would end has no LF.
+pub fn bare_line_ending(message: &[u8]) -> Option<BareEnding> {
+    let mut prev_cr = false;
+    for &b in message {
+        match (prev_cr, b) {
+            (true, b'\n') => prev_cr = false,
+            (true, _) => return Some(BareEnding::Cr),
+            (false, b'\n') => return Some(BareEnding::Lf),
+            (false, b'\r') => prev_cr = true,
+            (false, _) => {}
+        }
+    }
+    prev_cr.then_some(BareEnding::Cr)
 }
 
 /// Dot-stuff a message for sending (RFC 5321 section 4.5.2), ending it with `.<CR><LF>`.
@@ -187,6 +228,40 @@ mod tests {
     fn dot_cr_not_followed_by_lf_is_data() {
         let (msg, _, _) = read_all(&[b".\rx\r\n.\r\n"]);
         assert_eq!(msg, b"\rx\r\n");
+    }
+
+    /// `<CR>.<CR>` and friends: never an end of data, always flagged, wherever the reads split.
+    #[test]
+    fn bare_cr_sequences_are_flagged() {
+        for data in [
+            &b"a\r.\r\nb\r\n.\r\n"[..],
+            b"a\r\n\r.\r\r\n.\r\n",
+            b"x\ry\r\n.\r\n",
+            b"x\r\r\n.\r\n",
+            b".\r.\r\n.\r\n",
+        ] {
+            for split in 0..data.len() {
+                let (a, b) = data.split_at(split);
+                let mut r = DotReader::new(1024);
+                let first = r.feed(a);
+                let done = first != Progress::NeedMore || r.feed(b) != Progress::NeedMore;
+                assert!(done, "{data:?}");
+                assert!(r.saw_bare_cr(), "{data:?} split at {split}");
+            }
+        }
+        let mut r = DotReader::new(1024);
+        assert!(matches!(r.feed(b"a\r\nb\r\n.\r\n"), Progress::Done { .. }));
+        assert!(!r.saw_bare_cr() && !r.saw_bare_lf());
+    }
+
+    #[test]
+    fn bare_endings_in_bdat_content() {
+        assert_eq!(bare_line_ending(b"a\r\nb\r\n"), None);
+        assert_eq!(bare_line_ending(b"a\r\nno newline at the end"), None);
+        assert_eq!(bare_line_ending(b"a\r.\r\n"), Some(BareEnding::Cr));
+        assert_eq!(bare_line_ending(b"a\r\r\n"), Some(BareEnding::Cr));
+        assert_eq!(bare_line_ending(b"a\r"), Some(BareEnding::Cr));
+        assert_eq!(bare_line_ending(b"a\n.\n"), Some(BareEnding::Lf));
     }
 
     #[test]

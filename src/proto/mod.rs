@@ -8,6 +8,6 @@ pub mod header;
 mod reply;
 
 pub use command::{Address, Body, Command, MAX_COMMAND_LINE, MailParams, parse};
-pub use data::{DotReader, Progress, dot_stuff};
+pub use data::{BareEnding, DotReader, Progress, bare_line_ending, dot_stuff};
 pub use ehlo::{Capabilities, ehlo_reply};
 pub use reply::{Enhanced, Reply, ReplyLine, replies};

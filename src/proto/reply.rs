@@ -330,6 +330,16 @@ pub mod replies {
             "Error: bare <LF> received (RFC 5321 section 2.3.8)",
         )
     }
+
+    /// The same for a CR without its LF: a next hop that ends lines (or DATA) on a bare CR
+    /// could otherwise be smuggled through us.
+    pub fn bare_cr() -> Reply {
+        Reply::new(
+            550,
+            Enhanced(5, 5, 2),
+            "Error: bare <CR> received (RFC 5321 section 2.3.8)",
+        )
+    }
     pub fn smtputf8_required() -> Reply {
         Reply::new(
             553,
