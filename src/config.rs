@@ -117,6 +117,10 @@ pub struct SmtpConfig {
     pub max_message_size: usize,
     /// Per transaction (Postfix's `smtpd_recipient_limit`).
     pub max_recipients: usize,
+    /// Recipients refused for the limit above that do not count as errors, per session
+    /// (Postfix's `smtpd_recipient_overshoot_limit`): a client that sends too many gets 452
+    /// for the excess and goes on with the ones accepted.
+    pub recipient_overshoot_limit: usize,
     /// Concurrent sessions in all (Postfix's process limit).
     pub max_connections: usize,
     /// Concurrent sessions from one IP (Postfix's `smtpd_client_connection_count_limit`).
@@ -165,6 +169,7 @@ impl Default for SmtpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 2525)),
             max_message_size: 36_700_160,
             max_recipients: 1000,
+            recipient_overshoot_limit: 1000,
             max_connections: 200,
             max_connections_per_client: 50,
             max_errors: 20,

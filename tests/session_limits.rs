@@ -295,3 +295,43 @@ async fn shutdown_tells_idle_sessions_and_keeps_accepted_mail() {
     let (spool, _dir) = stopping.await.unwrap();
     assert!(spool.get(id.parse().unwrap()).is_some());
 }
+
+/// 1,021 pipelined RCPTs against a limit of 1,000: the 21 extra get 452 without counting as
+/// errors (Postfix's smtpd_recipient_overshoot_limit), the transaction goes on, and the
+/// message reaches the next hop for the 1,000 accepted.
+#[tokio::test]
+async fn excess_recipients_get_452_and_the_rest_is_delivered() {
+    let mut sink = common::sink::Sink::start(common::sink::SinkOptions::default()).await;
+    let server = TestServer::start_with(&format!(
+        "[outbound.routes]\n\"other.example\" = \"[127.0.0.1]:{}\"\n",
+        sink.addr.port()
+    ))
+    .await;
+    let mut c = server.connect().await;
+    c.ehlo().await;
+    let mut batch = format!("MAIL FROM:<{SENDER}>\r\n");
+    for n in 0..1021 {
+        batch.push_str(&format!("RCPT TO:<r{n}@other.example>\r\n"));
+    }
+    batch.push_str("DATA\r\n");
+    c.write(batch.as_bytes()).await;
+    assert_eq!(c.read().await.code, 250);
+    let mut codes = std::collections::BTreeMap::new();
+    for _ in 0..1021 {
+        *codes.entry(c.read().await.first()).or_insert(0) += 1;
+    }
+    assert_eq!(codes.get("250 2.1.5 Ok"), Some(&1000), "{codes:?}");
+    assert_eq!(
+        codes.get("452 4.5.3 Error: too many recipients"),
+        Some(&21),
+        "{codes:?}"
+    );
+    assert_eq!(c.read().await.code, 354, "DATA goes on");
+    let mut wire = Vec::new();
+    postern::proto::dot_stuff(&message("many", ""), &mut wire);
+    c.write(&wire).await;
+    queue_id(&c.read().await);
+    let got = sink.next(30).await.expect("delivered");
+    assert_eq!(got.recipients.len(), 1000);
+    assert_eq!(got.recipients[999], "r999@other.example");
+}

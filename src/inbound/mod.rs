@@ -28,6 +28,7 @@ use session::{Session, Step};
 pub struct Limits {
     pub max_message_size: usize,
     pub max_recipients: usize,
+    pub recipient_overshoot_limit: usize,
     pub max_connections: usize,
     pub max_connections_per_client: usize,
     pub max_errors: u32,
@@ -40,6 +41,7 @@ impl Limits {
         Limits {
             max_message_size: c.smtp.max_message_size,
             max_recipients: c.smtp.max_recipients,
+            recipient_overshoot_limit: c.smtp.recipient_overshoot_limit,
             max_connections: c.smtp.max_connections,
             max_connections_per_client: c.smtp.max_connections_per_client,
             max_errors: c.smtp.max_errors,
@@ -214,7 +216,7 @@ async fn drive(
         }
         if let Some(reply) = reply {
             conn.queue(&reply);
-            if reply.code >= 400 {
+            if reply.code >= 400 && !session.take_overshoot_pardon() {
                 errors += 1;
             }
         }

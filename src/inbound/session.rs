@@ -109,6 +109,10 @@ pub struct Session {
     tx: Option<Transaction>,
     pending_auth: Option<Pending>,
     pub counters: Counters,
+    /// Recipients refused for `max_recipients` in this session, and whether the last reply
+    /// was one of those still under the overshoot limit (not an error).
+    excess_recipients: usize,
+    overshoot_pardon: bool,
 }
 
 impl Session {
@@ -127,7 +131,15 @@ impl Session {
             tx: None,
             pending_auth: None,
             counters: Counters::default(),
+            excess_recipients: 0,
+            overshoot_pardon: false,
         }
+    }
+
+    /// Whether the last refusal was an excess recipient that does not count as an error
+    /// (cleared by asking).
+    pub fn take_overshoot_pardon(&mut self) -> bool {
+        std::mem::take(&mut self.overshoot_pardon)
     }
 
     pub fn greeting(&self) -> Reply {
@@ -251,6 +263,9 @@ impl Session {
             return replies::smtputf8_required();
         }
         if tx.rcpts.len() >= self.ctx.limits.max_recipients {
+            self.excess_recipients += 1;
+            self.overshoot_pardon =
+                self.excess_recipients <= self.ctx.limits.recipient_overshoot_limit;
             return replies::too_many_recipients();
         }
         if let Err(reply) = relay::check_recipient(&self.snapshot, authorised, &to) {
