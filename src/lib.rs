@@ -102,10 +102,11 @@ pub fn prepare(config: Config) -> anyhow::Result<Server> {
         .with_context(|| format!("{}: cannot open the spool", config.spool_dir().display()))?;
     tracing::info!(
         target: "postern/master",
-        "spool: recovered {} message(s) from {} segment(s), {} torn tail(s) skipped",
+        "spool: recovered {} message(s) from {} segment(s), {} torn tail(s) skipped, {} damaged region(s)",
         recovery.messages,
         recovery.segments,
-        recovery.torn.len()
+        recovery.torn.len(),
+        recovery.damaged.len()
     );
     let (system_cert, system_key) = tls::system_certificate(data, &config.server.hostname)?;
     let system = tls::certified_key_from_pem(&system_cert, &system_key, "data/tls/system.crt")?;

@@ -106,6 +106,11 @@ enum QueueAction {
     Release { id: String },
     /// Delete a message without delivery or bounce (postsuper -d).
     Delete { id: String },
+    /// Spool segments found damaged at start-up, kept in spool/damaged/, and what was lost.
+    Damaged {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -480,6 +485,28 @@ async fn queue(config: Config, api: Option<SocketAddr>, action: QueueAction) -> 
         }
         QueueAction::Delete { id } => {
             report(act(Method::DELETE, format!("/api/v1/queue/{id}")).await?)
+        }
+        QueueAction::Damaged { json } => {
+            let (status, body) = client
+                .request(Method::GET, "/api/v1/queue/damaged", None)
+                .await?;
+            let damage: Vec<postern::spool::Damage> = parse_response(status, &body)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&damage)?);
+            } else if damage.is_empty() {
+                println!("no damaged spool segments");
+            } else {
+                for d in &damage {
+                    println!(
+                        "{}: {} bytes unreadable at offset {} ({})",
+                        d.segment, d.bytes, d.offset, d.why
+                    );
+                }
+                println!(
+                    "-- kept in {}/damaged/; intact messages in them were recovered",
+                    config.spool_dir().display()
+                );
+            }
         }
     }
     Ok(())

@@ -32,3 +32,8 @@ pub fn certificate_days_left(name: &str, kind: &str, days: i64) {
 pub fn queue_messages(n: usize) {
     metrics::gauge!("postern_queue_messages").set(n as f64);
 }
+
+/// `postern_spool_damaged_segments`: segments kept in `spool/damaged/` (each needs a look).
+pub fn damaged_segments(n: usize) {
+    metrics::gauge!("postern_spool_damaged_segments").set(n as f64);
+}

@@ -97,6 +97,7 @@ pub fn router(state: AdminState) -> Router {
         )
         .route("/api/v1/queue", get(queue::list))
         .route("/api/v1/queue/retry", axum::routing::post(queue::retry_all))
+        .route("/api/v1/queue/damaged", get(queue::damaged))
         .route("/api/v1/queue/{id}", get(queue::show).delete(queue::delete))
         .route(
             "/api/v1/queue/{id}/{action}",
@@ -204,6 +205,15 @@ async fn rollback(State(state): State<AdminState>) -> Result<axum::Json<Settings
 /// Prometheus text format; the gauges are refreshed for the scrape.
 async fn metrics(State(state): State<AdminState>) -> Result<Response, ApiError> {
     crate::metrics::queue_messages(state.spool.len());
+    crate::metrics::damaged_segments(
+        state
+            .spool
+            .damaged()
+            .iter()
+            .map(|d| d.segment.as_str())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+    );
     let certs = state.certs.clone();
     tokio::task::spawn_blocking(move || certs.list())
         .await

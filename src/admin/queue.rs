@@ -206,3 +206,14 @@ pub async fn retry_all(State(state): State<AdminState>) -> Json<Vec<Done>> {
     }
     Json(out)
 }
+
+/// Damaged spool segments kept in `spool/damaged/`, with the regions that could not be read
+/// (`postern queue damaged`).
+pub async fn damaged(State(state): State<AdminState>) -> Json<Vec<crate::spool::Damage>> {
+    let spool = state.spool.clone();
+    Json(
+        tokio::task::spawn_blocking(move || spool.damaged())
+            .await
+            .unwrap_or_default(),
+    )
+}

@@ -141,8 +141,10 @@ pub struct Recovery {
     /// Highest queue ID seen, final or not: new IDs must be above it.
     pub max_id: Option<QueueId>,
     pub segments: usize,
-    /// (segment file, offset, bytes skipped, why)
+    /// Torn tails of the newest segment, cut off: (segment file, offset, bytes skipped, why)
     pub torn: Vec<(String, u64, u64, &'static str)>,
+    /// Regions that could not be read elsewhere: their segments are kept in `damaged/`.
+    pub damaged: Vec<Damage>,
 }
 
 #[derive(Clone)]
@@ -459,6 +461,11 @@ impl Spool {
         }
     }
 
+    /// Damaged segments kept in `damaged/` (this start's and earlier ones), with their regions.
+    pub fn damaged(&self) -> Vec<Damage> {
+        damaged_segments(&self.inner.dir)
+    }
+
     /// (records committed, fdatasyncs) since start: syncs per message is their ratio.
     pub fn stats(&self) -> (u64, u64) {
         (
@@ -496,8 +503,25 @@ fn now_micros() -> u64 {
 
 type Recovered = (Index, Recovery, u64);
 
-/// Replay every segment in order. A record that fails its checks ends that segment: it was
-/// being written when the process died and was never acknowledged.
+/// Where damaged segments are kept (hard links: the bytes stay when the spool lets the
+/// original go), each with a `.damage.json` naming the regions that could not be read.
+pub const DAMAGED_DIR: &str = "damaged";
+
+/// A region of a segment recovery could not read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Damage {
+    pub segment: String,
+    pub offset: u64,
+    pub bytes: u64,
+    pub why: String,
+}
+
+/// Replay every segment in order. A record that fails its checks is skipped, and reading
+/// resumes at the next intact record: damage in one record loses that record only. A bad
+/// region with nothing intact after it in the newest segment is the torn tail of a write
+/// that was never acknowledged (the process died before its sync) and is cut off; anything
+/// else may have held acknowledged mail, is reported as damage, and the segment is kept in
+/// `damaged/`, never deleted.
 fn recover(dir: &Path) -> io::Result<Recovered> {
     let mut numbers: Vec<u64> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok())
@@ -516,62 +540,137 @@ fn recover(dir: &Path) -> io::Result<Recovered> {
         ..Recovery::default()
     };
     for &n in &numbers {
-        let path = segment_path(dir, n);
-        let data = std::fs::read(&path)?;
-        index.touch(n);
-        let mut at = 0usize;
-        while at < data.len() {
-            match record::decode(&data[at..]) {
-                Decoded::Message {
-                    id,
-                    envelope,
-                    message,
-                    len,
-                } => {
-                    let location = Location {
-                        segment: n,
-                        offset: at as u64,
-                        len: len as u64,
-                    };
-                    report.max_id = report.max_id.max(Some(id));
-                    index.insert(QueueEntry::new(id, envelope, message.len(), location));
-                    at += len;
+        let newest = numbers.last() == Some(&n);
+        replay_segment(dir, n, newest, &mut index, &mut report)?;
+    }
+    report.messages = index.messages.len();
+    Ok((index, report, numbers.last().copied().unwrap_or(0)))
+}
+
+fn replay_segment(
+    dir: &Path,
+    n: u64,
+    newest: bool,
+    index: &mut Index,
+    report: &mut Recovery,
+) -> io::Result<()> {
+    let path = segment_path(dir, n);
+    let data = std::fs::read(&path)?;
+    let name = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    index.touch(n);
+    let mut damage = Vec::new();
+    let mut at = 0usize;
+    while at < data.len() {
+        match record::decode(&data[at..]) {
+            Decoded::Message {
+                id,
+                envelope,
+                message,
+                len,
+            } => {
+                let location = Location {
+                    segment: n,
+                    offset: at as u64,
+                    len: len as u64,
+                };
+                report.max_id = report.max_id.max(Some(id));
+                index.insert(QueueEntry::new(id, envelope, message.len(), location));
+                at += len;
+            }
+            Decoded::Hold { id, held, len } => {
+                if let Some(entry) = index.messages.get_mut(&id) {
+                    entry.held = held;
                 }
-                Decoded::Hold { id, held, len } => {
-                    if let Some(entry) = index.messages.get_mut(&id) {
-                        entry.held = held;
+                at += len;
+            }
+            Decoded::Outcome { id, outcomes, len } => {
+                if let Some(entry) = index.messages.get_mut(&id) {
+                    entry.apply(&outcomes);
+                    if entry.is_final() {
+                        index.finish(id);
                     }
-                    at += len;
                 }
-                Decoded::Outcome { id, outcomes, len } => {
-                    if let Some(entry) = index.messages.get_mut(&id) {
-                        entry.apply(&outcomes);
-                        if entry.is_final() {
-                            index.finish(id);
-                        }
-                    }
-                    at += len;
-                }
-                Decoded::Torn(why) => {
-                    let name = path
-                        .file_name()
-                        .map(|f| f.to_string_lossy().into_owned())
-                        .unwrap_or_default();
+                at += len;
+            }
+            Decoded::Torn(why) => {
+                let next = record::resync(&data, at);
+                let lost = (next.unwrap_or(data.len()) - at) as u64;
+                // A write cut short by a crash leaves a record that runs past the end of
+                // the file; a whole record that fails its CRC was written and is damage.
+                let short = matches!(why, "short header" | "record runs past end of file");
+                if next.is_none() && newest && short {
                     tracing::warn!(
                         target: "postern/spool",
-                        "warning: {name}: torn record at offset {at}, {} bytes skipped ({why}); it was never acknowledged",
-                        data.len() - at
+                        "warning: {name}: torn record at offset {at}, {lost} bytes skipped ({why}); it was never acknowledged"
                     );
-                    report
-                        .torn
-                        .push((name, at as u64, (data.len() - at) as u64, why));
+                    report.torn.push((name.clone(), at as u64, lost, why));
+                    // Cut off, so a later start (when this is no longer the newest) does not
+                    // take the old tail for damage.
+                    truncate(&path, at as u64)?;
                     break;
+                }
+                tracing::error!(
+                    target: "postern/spool",
+                    "error: {name}: damaged record at offset {at}: {lost} bytes unreadable ({why}); they may have held acknowledged mail; segment kept as {DAMAGED_DIR}/{name}"
+                );
+                damage.push(Damage {
+                    segment: name.clone(),
+                    offset: at as u64,
+                    bytes: lost,
+                    why: why.to_string(),
+                });
+                match next {
+                    Some(p) => at = p,
+                    None => break,
                 }
             }
         }
     }
-    report.messages = index.messages.len();
-    Ok((index, report, numbers.last().copied().unwrap_or(0)))
+    if !damage.is_empty() {
+        keep_damaged(dir, &path, &name, &damage)?;
+        report.damaged.extend(damage);
+    }
+    Ok(())
+}
+
+fn truncate(path: &Path, len: u64) -> io::Result<()> {
+    let file = std::fs::OpenOptions::new().write(true).open(path)?;
+    file.set_len(len)?;
+    file.sync_all()
+}
+
+/// Link the segment into `damaged/` (once) and write what was lost next to it.
+fn keep_damaged(dir: &Path, path: &Path, name: &str, damage: &[Damage]) -> io::Result<()> {
+    let kept = dir.join(DAMAGED_DIR);
+    crate::fsutil::private_dir(&kept)?;
+    match std::fs::hard_link(path, kept.join(name)) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+        _ => {}
+    }
+    let report = serde_json::to_vec_pretty(damage).map_err(io::Error::other)?;
+    let sidecar = kept.join(format!("{name}.damage.json"));
+    let _ = std::fs::remove_file(&sidecar);
+    crate::fsutil::write_secret(&sidecar, &report)?;
+    std::fs::File::open(&kept)?.sync_all()
+}
+
+/// Every damaged segment kept in `dir/damaged/`, with its regions.
+pub fn damaged_segments(dir: &Path) -> Vec<Damage> {
+    let Ok(entries) = std::fs::read_dir(dir.join(DAMAGED_DIR)) else {
+        return Vec::new();
+    };
+    let mut out: Vec<Damage> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".damage.json"))
+        .filter_map(|e| std::fs::read(e.path()).ok())
+        .filter_map(|bytes| serde_json::from_slice::<Vec<Damage>>(&bytes).ok())
+        .flatten()
+        .collect();
+    out.sort_by(|a, b| (&a.segment, a.offset).cmp(&(&b.segment, b.offset)));
+    out
 }
 
 #[cfg(test)]

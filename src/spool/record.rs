@@ -154,6 +154,23 @@ pub fn decode(buf: &[u8]) -> Decoded<'_> {
     }
 }
 
+/// Where reading may resume after a bad record at `at`: the next offset holding an intact
+/// record. First where the bad record's own header says it ends (a damaged payload with an
+/// intact header: no need to look inside it, where a message could carry bytes that look
+/// like a record), else the first intact record found byte by byte.
+pub fn resync(data: &[u8], at: usize) -> Option<usize> {
+    let intact = |p: usize| !matches!(decode(&data[p..]), Decoded::Torn(_));
+    if data.len() >= at + HEADER_LEN && &data[at..at + 4] == MAGIC {
+        let payload_len =
+            u32::from_le_bytes([data[at + 5], data[at + 6], data[at + 7], data[at + 8]]) as usize;
+        let next = at + HEADER_LEN + payload_len + TRAILER_LEN;
+        if next < data.len() && intact(next) {
+            return Some(next);
+        }
+    }
+    (at + 1..data.len()).find(|&p| data[p..].starts_with(MAGIC) && intact(p))
+}
+
 fn decode_outcome(payload: &[u8], len: usize) -> Decoded<'_> {
     let id = QueueId(u64::from_le_bytes(
         payload[..8].try_into().expect("length checked by caller"),
