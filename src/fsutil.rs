@@ -37,6 +37,50 @@ pub fn private_dir(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// File descriptors the configured limits can take at once: SMTP sessions, control-API
+/// connections, outbound connections (in flight and as many again cached or closing), and a
+/// reserve for the spool, logs, the settings store and accept bursts.
+pub fn fd_budget(config: &crate::config::Config) -> u64 {
+    const RESERVE: u64 = 64;
+    config.smtp.max_connections as u64
+        + config.admin.max_connections as u64
+        + 2 * config.outbound.max_concurrency as u64
+        + RESERVE
+}
+
+/// Raise the soft limit on open files to the hard one, and check that the limits fit in it:
+/// otherwise one listener could use the descriptors another needs (idle API connections
+/// once stopped SMTP from accepting). The error names the keys to change.
+pub fn ensure_fd_budget(config: &crate::config::Config) -> Result<u64, String> {
+    let need = fd_budget(config);
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed by pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return Err(format!("getrlimit: {}", io::Error::last_os_error()));
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim = raised;
+            }
+        }
+    }
+    let have = lim.rlim_cur as u64;
+    if have < need {
+        return Err(format!(
+            "open file limit {have} is below what the limits need ({need}: smtp.max_connections + admin.max_connections + 2 x outbound.max_concurrency + 64): raise it (ulimit -n, LimitNOFILE=) or lower those keys"
+        ));
+    }
+    Ok(have)
+}
+
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

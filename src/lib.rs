@@ -37,11 +37,9 @@ pub struct Listeners {
 impl Listeners {
     /// Bind the addresses of the config; errors name the config key.
     pub async fn bind(config: &Config) -> anyhow::Result<Listeners> {
-        let smtp = TcpListener::bind(config.smtp.listen)
-            .await
+        let smtp = listen(config.smtp.listen)
             .with_context(|| format!("smtp.listen = {}: cannot listen", config.smtp.listen))?;
-        let admin = TcpListener::bind(config.admin.listen)
-            .await
+        let admin = listen(config.admin.listen)
             .with_context(|| format!("admin.listen = {}: cannot listen", config.admin.listen))?;
         Ok(Listeners { smtp, admin })
     }
@@ -57,6 +55,20 @@ impl Listeners {
             .local_addr()
             .expect("a bound listener has an address")
     }
+}
+
+/// Connections the kernel completes and queues for us while every slot is taken (std's
+/// default is 128): a burst past the connection caps waits there rather than being refused.
+const LISTEN_BACKLOG: u32 = 1024;
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Run postern on `listeners` until `shutdown` completes, then stop accepting, let sessions
@@ -89,6 +101,8 @@ pub struct Server {
 pub fn prepare(config: Config) -> anyhow::Result<Server> {
     tls::install_provider();
     metrics::handle();
+    let fds = fsutil::ensure_fd_budget(&config).map_err(|e| anyhow::anyhow!(e))?;
+    tracing::info!(target: "postern/master", "open file limit {fds}, limits need {}", fsutil::fd_budget(&config));
     let data = &config.server.data_dir;
     fsutil::private_dir(data).with_context(|| format!("server.data_dir = {}", data.display()))?;
     let settings =

@@ -62,3 +62,64 @@ async fn control_api_caps_connections_and_closes_idle_ones() {
         "a TLS connection without a request stayed open"
     );
 }
+
+/// The real binary with 512 open files: 1,000 idle connections to the control API take 64
+/// of them (the rest wait in the kernel's queue), and SMTP goes on accepting.
+#[tokio::test]
+async fn idle_api_connections_never_stop_smtp() {
+    let dir = tempfile::tempdir().unwrap();
+    let proc = common::process::spawn_postern(
+        dir.path(),
+        Some("ulimit -n 512"),
+        "[outbound]\nmax_concurrency = 50\n",
+    );
+    let log = proc.log.lock().unwrap().join("\n");
+    let api: std::net::SocketAddr = log
+        .split("control API on https://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .expect("the start line names the API");
+    // 64 are served (and cut after 10 s), the rest complete in the listen queue.
+    let mut idle = Vec::new();
+    for _ in 0..1000 {
+        idle.push(tokio::net::TcpStream::connect(api).await.unwrap());
+    }
+    let mut c = SmtpClient::connect(proc.smtp, None, None).await;
+    assert_eq!(c.greeting.code, 220, "{:?}", c.greeting);
+    c.cmd("HELO busy.test").await;
+    queue_id(
+        &c.send("s@busy.test", &["r@other.example"], &message("busy", ""))
+            .await,
+    );
+    drop(idle);
+    assert!(proc.terminate());
+}
+
+/// Limits that do not fit in the open-file limit stop start-up, naming the keys.
+#[test]
+fn limits_beyond_the_open_file_limit_refuse_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("postern.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\ndata_dir = \"{}\"\n[smtp]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -n 256; exec \"$0\" serve --config \"$1\"")
+        .arg(env!("CARGO_BIN_EXE_postern"))
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("open file limit 256 is below what the limits need (528: smtp.max_connections + admin.max_connections"),
+        "{err}"
+    );
+}
