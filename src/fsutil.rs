@@ -72,7 +72,7 @@ pub fn ensure_fd_budget(config: &crate::config::Config) -> Result<u64, String> {
             }
         }
     }
-    let have = lim.rlim_cur as u64;
+    let have = lim.rlim_cur;
     if have < need {
         return Err(format!(
             "open file limit {have} is below what the limits need ({need}: smtp.max_connections + admin.max_connections + 2 x outbound.max_concurrency + 64): raise it (ulimit -n, LimitNOFILE=) or lower those keys"
