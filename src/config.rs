@@ -127,8 +127,16 @@ pub struct SmtpConfig {
     pub max_connections_per_client: usize,
     /// Errors in one session before `421` and close (Postfix's `smtpd_hard_error_limit`).
     pub max_errors: u32,
-    /// Seconds to wait for a command or a piece of DATA (Postfix's `smtpd_timeout`).
+    /// Seconds a whole command line may take to arrive, and a DATA or BDAT transfer before
+    /// its data-rate allowance (Postfix's `smtpd_timeout`).
     pub timeout_secs: u64,
+    /// Bytes per second a DATA or BDAT transfer must average: each byte received extends its
+    /// deadline by 1/rate seconds (Postfix's `smtpd_min_data_rate`). 0: each read has
+    /// `timeout_secs`.
+    pub min_data_rate: u64,
+    /// New connections per client address per minute, trusted networks excepted (Postfix's
+    /// `smtpd_client_connection_rate_limit`). 0: no limit.
+    pub max_connection_rate_per_client: u32,
     /// Seconds sessions may take to finish after SIGTERM.
     pub shutdown_grace_secs: u64,
     /// PEM files for STARTTLS; absent: the system self-signed certificate.
@@ -173,6 +181,8 @@ impl Default for SmtpConfig {
             max_connections: 200,
             max_connections_per_client: 50,
             max_errors: 20,
+            min_data_rate: 500,
+            max_connection_rate_per_client: 120,
             timeout_secs: 300,
             shutdown_grace_secs: 30,
             tls_cert: None,

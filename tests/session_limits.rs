@@ -335,3 +335,66 @@ async fn excess_recipients_get_452_and_the_rest_is_delivered() {
     assert_eq!(got.recipients.len(), 1000);
     assert_eq!(got.recipients[999], "r999@other.example");
 }
+
+/// A client trickling one byte at a time: its command line, and its DATA, each have one
+/// deadline however the bytes come, so it is closed while a normal client is served.
+#[tokio::test]
+async fn trickling_clients_are_closed_at_the_deadline() {
+    let server = TestServer::start_with("[smtp]\ntimeout_secs = 2\nmin_data_rate = 500\n").await;
+    let trickle = |mut c: SmtpClient, bytes: &'static [u8]| async move {
+        // Until the server closes: with a per-read timeout only, that is never.
+        for b in bytes.iter().cycle() {
+            // Each byte well inside the old per-read timeout.
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            if !c.try_write(&[*b]).await {
+                break;
+            }
+        }
+        c.read_or_eof().await
+    };
+    // A command that never ends.
+    let slow_command = tokio::spawn(trickle(server.connect().await, b"EHLO slow.example"));
+    // DATA that never ends.
+    let mut c = server.connect().await;
+    c.ehlo().await;
+    c.cmd(&format!("MAIL FROM:<{SENDER}>")).await;
+    c.cmd("RCPT TO:<r@other.example>").await;
+    assert_eq!(c.cmd("DATA").await.code, 354);
+    let slow_data = tokio::spawn(trickle(c, b"Subject: slow\r\n"));
+    // Meanwhile a normal client is served.
+    server
+        .submit(SENDER, &["r@other.example"], &message("normal", ""))
+        .await;
+    for slow in [slow_command, slow_data] {
+        let reply = tokio::time::timeout(std::time::Duration::from_secs(60), slow)
+            .await
+            .expect("a trickling client kept its connection")
+            .unwrap()
+            .expect("told why before the close");
+        assert_eq!(reply.first(), "421 4.4.2 Error: timeout exceeded");
+    }
+}
+
+/// More new connections per minute from one (untrusted) address than allowed: refused.
+#[tokio::test]
+async fn connection_rate_per_client_is_limited_trusted_networks_excepted() {
+    let server = TestServer::start_with("[smtp]\nmax_connection_rate_per_client = 3\n").await;
+    server
+        .set(serde_json::json!({"trusted_networks": ["127.0.0.1/32"]}))
+        .await;
+    for _ in 0..3 {
+        let mut c = server.connect_from("127.0.0.2").await;
+        assert_eq!(c.greeting.code, 220);
+        c.cmd("QUIT").await;
+    }
+    let c = server.connect_from("127.0.0.2").await;
+    assert_eq!(
+        c.greeting.first(),
+        "421 4.7.0 Error: too many connections from 127.0.0.2"
+    );
+    // Another address, and a trusted one, are not affected.
+    assert_eq!(server.connect_from("127.0.0.3").await.greeting.code, 220);
+    for _ in 0..5 {
+        assert_eq!(server.connect().await.greeting.code, 220);
+    }
+}

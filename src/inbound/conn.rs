@@ -7,6 +7,8 @@ use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -89,6 +91,8 @@ pub struct Conn {
     pos: usize,
     out: Vec<u8>,
     timeout: Duration,
+    /// Bytes per second a DATA or BDAT transfer must keep up (0: no minimum).
+    min_data_rate: u64,
 }
 
 impl Conn {
@@ -99,6 +103,22 @@ impl Conn {
             pos: 0,
             out: Vec::with_capacity(1024),
             timeout,
+            min_data_rate: 0,
+        }
+    }
+
+    /// Postfix's smtpd_min_data_rate: a transfer's deadline grows by one second per
+    /// `rate` bytes received, and by nothing else.
+    pub fn with_min_data_rate(mut self, rate: u64) -> Conn {
+        self.min_data_rate = rate;
+        self
+    }
+
+    /// The deadline after `n` more bytes of a transfer arrived.
+    fn extend(&self, deadline: Instant, n: usize) -> Instant {
+        match self.min_data_rate {
+            0 => Instant::now() + self.timeout,
+            rate => deadline + Duration::from_secs_f64(n as f64 / rate as f64),
         }
     }
 
@@ -148,9 +168,15 @@ impl Conn {
         self.pos < self.buf.len()
     }
 
-    /// Flush pending replies, then read more from the socket into the buffer. While `idle`
-    /// is given, a shutdown request ends the wait.
-    async fn fill(&mut self, idle: Option<&mut watch::Receiver<bool>>) -> Result<(), ReadError> {
+    /// Flush pending replies, then read more from the socket into the buffer, by `deadline`
+    /// at the latest (a whole command, or a transfer, has one: a client trickling a byte at
+    /// a time cannot hold its slot). While `idle` is given, a shutdown request ends the wait.
+    /// Returns the bytes read.
+    async fn fill(
+        &mut self,
+        idle: Option<&mut watch::Receiver<bool>>,
+        deadline: Instant,
+    ) -> Result<usize, ReadError> {
         self.flush().await?;
         if self.pos > 0 {
             self.buf.drain(..self.pos);
@@ -158,9 +184,8 @@ impl Conn {
         }
         let start = self.buf.len();
         self.buf.resize(start + READ_CHUNK, 0);
-        let timeout = self.timeout;
         let stream = self.stream.as_mut().ok_or(ReadError::Eof)?;
-        let read = tokio::time::timeout(timeout, stream.read(&mut self.buf[start..]));
+        let read = tokio::time::timeout_at(deadline, stream.read(&mut self.buf[start..]));
         let result = match idle {
             Some(shutdown) if *shutdown.borrow() => Err(ReadError::ShuttingDown),
             Some(shutdown) => tokio::select! {
@@ -184,7 +209,7 @@ impl Conn {
         if n == 0 {
             return Err(ReadError::Eof);
         }
-        Ok(())
+        Ok(n)
     }
 
     /// The next command line without its line ending. Lines longer than `MAX_COMMAND_LINE`
@@ -194,6 +219,8 @@ impl Conn {
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<Line, ReadError> {
         let mut too_long = false;
+        // One deadline for the whole line, however it trickles in (smtpd_timeout).
+        let deadline = Instant::now() + self.timeout;
         loop {
             if let Some(nl) = self.unread().iter().position(|&b| b == b'\n') {
                 let line_end = self.pos + nl;
@@ -212,12 +239,13 @@ impl Conn {
                 too_long = true;
                 self.pos = self.buf.len();
             }
-            self.fill(Some(shutdown)).await?;
+            self.fill(Some(shutdown), deadline).await?;
         }
     }
 
     /// Feed DATA bytes to `reader` until the end of data; bytes after it stay buffered.
     pub async fn read_data(&mut self, reader: &mut DotReader) -> Result<(), ReadError> {
+        let mut deadline = Instant::now() + self.timeout;
         loop {
             if self.has_unread() {
                 match reader.feed(self.unread()) {
@@ -228,7 +256,8 @@ impl Conn {
                     Progress::NeedMore => self.pos = self.buf.len(),
                 }
             }
-            self.fill(None).await?;
+            let n = self.fill(None, deadline).await?;
+            deadline = self.extend(deadline, n);
         }
     }
 
@@ -241,6 +270,7 @@ impl Conn {
         into: &mut Vec<u8>,
     ) -> Result<(), ReadError> {
         let mut left = size;
+        let mut deadline = Instant::now() + self.timeout;
         loop {
             let take = (self.unread().len() as u64).min(left) as usize;
             if keep {
@@ -251,7 +281,8 @@ impl Conn {
             if left == 0 {
                 return Ok(());
             }
-            self.fill(None).await?;
+            let n = self.fill(None, deadline).await?;
+            deadline = self.extend(deadline, n);
         }
     }
 

@@ -33,6 +33,8 @@ pub struct Limits {
     pub max_connections_per_client: usize,
     pub max_errors: u32,
     pub timeout: Duration,
+    pub min_data_rate: u64,
+    pub max_connection_rate_per_client: u32,
     pub shutdown_grace: Duration,
 }
 
@@ -46,6 +48,8 @@ impl Limits {
             max_connections_per_client: c.smtp.max_connections_per_client,
             max_errors: c.smtp.max_errors,
             timeout: c.timeout(),
+            min_data_rate: c.smtp.min_data_rate,
+            max_connection_rate_per_client: c.smtp.max_connection_rate_per_client,
             shutdown_grace: c.shutdown_grace(),
         }
     }
@@ -67,6 +71,7 @@ pub struct Context {
 pub async fn run(listener: TcpListener, ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
     let slots = Arc::new(Semaphore::new(ctx.limits.max_connections));
     let per_client = Arc::new(ClientCounts::default());
+    let mut rates = ConnectionRates::default();
     let mut sessions = JoinSet::new();
     loop {
         while sessions.try_join_next().is_some() {}
@@ -75,6 +80,17 @@ pub async fn run(listener: TcpListener, ctx: Arc<Context>, mut shutdown: watch::
             _ = crate::stopped(&mut shutdown) => break,
         };
         let _ = tcp.set_nodelay(true);
+        let limit = ctx.limits.max_connection_rate_per_client;
+        if limit > 0 && !ctx.settings.current().is_trusted(peer.ip()) {
+            let n = rates.count(peer.ip());
+            if n > limit {
+                tracing::warn!(target: "postern/smtpd", "warning: Connection rate limit exceeded: {n} from unknown[{}] for service smtp", peer.ip().to_canonical());
+                let reply =
+                    replies::too_many_connections_from(&peer.ip().to_canonical().to_string());
+                sessions.spawn(refuse(tcp, peer, reply));
+                continue;
+            }
+        }
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             sessions.spawn(refuse(tcp, peer, replies::too_many_connections()));
             continue;
@@ -110,6 +126,33 @@ async fn refuse(tcp: TcpStream, peer: SocketAddr, reply: Reply) {
     let mut conn = Conn::new(tcp, Duration::from_secs(10));
     let _ = conn.send(&reply).await;
     conn.close().await;
+}
+
+/// New connections per client address in the current minute (Postfix's anvil, with its
+/// 60 s time unit): a fixed window per address, forgotten once it has passed.
+#[derive(Default)]
+struct ConnectionRates {
+    windows: HashMap<IpAddr, (std::time::Instant, u32)>,
+}
+
+impl ConnectionRates {
+    const WINDOW: Duration = Duration::from_secs(60);
+
+    /// Count a connection from `ip`; the count in its window, this one included.
+    fn count(&mut self, ip: IpAddr) -> u32 {
+        let now = std::time::Instant::now();
+        if self.windows.len() >= 100_000 {
+            // Many addresses seen: drop the finished windows rather than grow.
+            self.windows
+                .retain(|_, (start, _)| now.duration_since(*start) < Self::WINDOW);
+        }
+        let (start, n) = self.windows.entry(ip).or_insert((now, 0));
+        if now.duration_since(*start) >= Self::WINDOW {
+            (*start, *n) = (now, 0);
+        }
+        *n += 1;
+        *n
+    }
 }
 
 /// Open sessions per client address.
@@ -158,7 +201,7 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut session = Session::new(ctx.clone(), peer);
-    let mut conn = Conn::new(tcp, ctx.limits.timeout);
+    let mut conn = Conn::new(tcp, ctx.limits.timeout).with_min_data_rate(ctx.limits.min_data_rate);
     tracing::info!(target: "postern/smtpd", "connect from {}", session.client);
     let end = drive(&mut session, &mut conn, &ctx, &mut shutdown).await;
     match end {

@@ -356,6 +356,12 @@ impl SmtpClient {
         Some(self.read().await)
     }
 
+    /// Write, or false once the server has closed the connection.
+    pub async fn try_write(&mut self, bytes: &[u8]) -> bool {
+        let io = self.io();
+        io.get_mut().write_all(bytes).await.is_ok() && io.get_mut().flush().await.is_ok()
+    }
+
     pub async fn write(&mut self, bytes: &[u8]) {
         let io = self.io();
         io.get_mut().write_all(bytes).await.unwrap();
