@@ -137,6 +137,12 @@ pub struct SmtpConfig {
     /// New connections per client address per minute, trusted networks excepted (Postfix's
     /// `smtpd_client_connection_rate_limit`). 0: no limit.
     pub max_connection_rate_per_client: u32,
+    /// Failed SMTP AUTH attempts per client address, and per user name, before both are
+    /// locked out for `auth_lockout_secs` (logged once). Each failure also delays its reply
+    /// by `auth_failure_delay_ms` more than the last, up to 5 s.
+    pub auth_failure_limit: u32,
+    pub auth_lockout_secs: u64,
+    pub auth_failure_delay_ms: u64,
     /// Seconds sessions may take to finish after SIGTERM.
     pub shutdown_grace_secs: u64,
     /// PEM files for STARTTLS; absent: the system self-signed certificate.
@@ -183,6 +189,9 @@ impl Default for SmtpConfig {
             max_errors: 20,
             min_data_rate: 500,
             max_connection_rate_per_client: 120,
+            auth_failure_limit: 10,
+            auth_lockout_secs: 300,
+            auth_failure_delay_ms: 500,
             timeout_secs: 300,
             shutdown_grace_secs: 30,
             tls_cert: None,

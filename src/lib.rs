@@ -156,6 +156,11 @@ pub fn prepare(config: Config) -> anyhow::Result<Server> {
         settings: settings.clone(),
         spool: spool.clone(),
         tls: TlsAcceptor::from(smtp_tls),
+        auth: inbound::AuthGuard::new(inbound::AuthLimits {
+            failure_limit: config.smtp.auth_failure_limit.max(1),
+            lockout: std::time::Duration::from_secs(config.smtp.auth_lockout_secs),
+            failure_delay: std::time::Duration::from_millis(config.smtp.auth_failure_delay_ms),
+        }),
     });
     let events = events::EventLog::open(data, config.outbound.delivery_log_max_bytes)
         .with_context(|| {

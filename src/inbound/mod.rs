@@ -2,6 +2,7 @@
 //! loop that drives one `Session` over one connection.
 
 mod auth;
+mod auth_guard;
 mod conn;
 mod message;
 mod relay;
@@ -20,6 +21,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::proto::{self, Reply, replies};
 use crate::settings::SettingsHandle;
 use crate::spool::Spool;
+pub use auth_guard::{AuthGuard, AuthLimits};
 use conn::{Conn, Line, ReadError};
 pub use message::{rfc5322_now, strip_header};
 use session::{Session, Step};
@@ -62,6 +64,7 @@ pub struct Context {
     pub settings: SettingsHandle,
     pub spool: Spool,
     pub tls: TlsAcceptor,
+    pub auth: AuthGuard,
 }
 
 /// Accept until `shutdown` turns true, then give sessions `shutdown_grace` to finish.
@@ -335,18 +338,20 @@ async fn run_step(
             Ok((Some(reply), false))
         }
         Step::Auth(creds) => {
+            let ip = session.peer_ip();
+            if ctx.auth.locked(ip, &creds.user) {
+                // Not even checked: a locked-out guesser costs no hashing at all.
+                return Ok((Some(replies::auth_locked_out()), false));
+            }
             let hash = session.password_hash(&creds.user);
-            let password = creds.password.clone();
-            let ok = tokio::task::spawn_blocking(move || match hash {
-                Some(h) => crate::settings::verify_password(&password, &h),
-                None => {
-                    // Spend the same time for an unknown user as for a wrong password.
-                    let _ = crate::settings::verify_password(&password, dummy_hash());
-                    false
-                }
-            })
-            .await
-            .unwrap_or(false);
+            let ok = ctx.auth.verify(creds.password.clone(), hash).await;
+            if ok {
+                ctx.auth.succeeded(ip, &creds.user);
+            } else {
+                // Holds this session only: the next guess comes later, no CPU is spent.
+                let delay = ctx.auth.failed(ip, &creds.user, &session.client);
+                tokio::time::sleep(delay).await;
+            }
             Ok((Some(session.auth_result(&creds, ok)), false))
         }
     }
@@ -365,14 +370,4 @@ async fn commit(session: &Session, ctx: &Context, prepared: session::Prepared) -
             replies::storage_full()
         }
     }
-}
-
-fn dummy_hash() -> &'static str {
-    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    HASH.get_or_init(|| {
-        use crate::settings::PasswordHasher;
-        crate::settings::Argon2Hasher
-            .hash("postern timing equaliser")
-            .unwrap_or_default()
-    })
 }

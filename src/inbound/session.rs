@@ -542,6 +542,10 @@ impl Session {
     }
 
     /// The stored hash for `user` (or `None`: the caller still spends the time of a check).
+    pub fn peer_ip(&self) -> std::net::IpAddr {
+        self.peer.ip().to_canonical()
+    }
+
     pub fn password_hash(&self, user: &str) -> Option<String> {
         self.snapshot.password_hash(user).map(str::to_string)
     }

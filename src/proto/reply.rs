@@ -321,6 +321,15 @@ pub mod replies {
     pub fn size_exceeds_limit() -> Reply {
         Reply::new(552, Enhanced(5, 3, 4), "Message size exceeds fixed limit")
     }
+    /// Too many failed AUTH attempts from this client or for this user: try later.
+    pub fn auth_locked_out() -> Reply {
+        Reply::new(
+            454,
+            Enhanced(4, 7, 0),
+            "Temporary authentication failure: too many failed attempts, try again later",
+        )
+    }
+
     pub fn bare_lf() -> Reply {
         // The SMTP smuggling defence (Postfix's smtpd_forbid_bare_newline): only <CR><LF>
         // ends a line, RFC 5321 section 2.3.8.

@@ -170,14 +170,23 @@ impl SettingsHandle {
     }
 }
 
-/// argon2id with the crate's defaults (RFC 9106's second recommended option).
+/// argon2id at 8 MiB and 2 passes (within OWASP's argon2id range; a few ms of one core):
+/// AUTH is offered to anyone who can connect, so one check must stay cheap in memory and
+/// time. Hashes made with other parameters still verify with their own.
 pub struct Argon2Hasher;
+
+fn argon2id() -> argon2::Argon2<'static> {
+    // Constant parameters inside argon2's documented bounds.
+    let params = argon2::Params::new(8 * 1024, 2, 1, None)
+        .expect("8 MiB, 2 passes, 1 lane are valid argon2 parameters");
+    argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+}
 
 impl PasswordHasher for Argon2Hasher {
     fn hash(&self, password: &str) -> Result<String, String> {
         use argon2::password_hash::{PasswordHasher as _, SaltString, rand_core::OsRng};
         let salt = SaltString::generate(&mut OsRng);
-        argon2::Argon2::default()
+        argon2id()
             .hash_password(password.as_bytes(), &salt)
             .map(|h| h.to_string())
             .map_err(|e| format!("cannot hash password: {e}"))
@@ -186,12 +195,78 @@ impl PasswordHasher for Argon2Hasher {
 
 /// Check a password against a stored PHC string. Blocking (tens of milliseconds).
 pub fn verify_password(password: &str, phc: &str) -> bool {
-    use argon2::password_hash::{PasswordHash, PasswordVerifier};
-    PasswordHash::new(phc)
-        .map(|h| {
-            argon2::Argon2::default()
-                .verify_password(password.as_bytes(), &h)
-                .is_ok()
-        })
-        .unwrap_or(false)
+    use argon2::password_hash::{Output, PasswordHash};
+    let Ok(hash) = PasswordHash::new(phc) else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (hash.salt, hash.hash) else {
+        return false;
+    };
+    let (Ok(algorithm), Ok(params)) = (
+        argon2::Algorithm::try_from(hash.algorithm),
+        argon2::Params::try_from(&hash),
+    ) else {
+        return false;
+    };
+    let version = hash
+        .version
+        .map_or(Ok(argon2::Version::default()), argon2::Version::try_from);
+    let Ok(version) = version else {
+        return false;
+    };
+    let mut salt_bytes = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_bytes) else {
+        return false;
+    };
+    let blocks = params.block_count();
+    let hasher = argon2::Argon2::new(algorithm, version, params);
+    // The blocks are this thread's, kept between checks: no 8 MiB allocation per attempt,
+    // which the allocator kept per thread and per arena (hundreds of MiB under a guessing
+    // attack), only one buffer per password-check thread.
+    thread_local! {
+        static MEMORY: std::cell::RefCell<Vec<argon2::Block>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    MEMORY.with(|memory| {
+        let mut memory = memory.borrow_mut();
+        if memory.len() < blocks {
+            memory.resize(blocks, argon2::Block::default());
+        }
+        let mut out = vec![0u8; expected.len()];
+        hasher
+            .hash_password_into_with_memory(
+                password.as_bytes(),
+                salt,
+                &mut out,
+                &mut memory[..blocks],
+            )
+            .is_ok()
+            // Output's comparison is constant-time.
+            && Output::new(&out).is_ok_and(|computed| computed == expected)
+    })
+}
+
+#[cfg(test)]
+mod password_tests {
+    use super::*;
+
+    #[test]
+    fn verify_with_our_parameters_and_with_older_ones() {
+        let ours = Argon2Hasher.hash("correct horse").unwrap();
+        assert!(ours.starts_with("$argon2id$v=19$m=8192,t=2,p=1$"), "{ours}");
+        assert!(verify_password("correct horse", &ours));
+        assert!(!verify_password("correct horsf", &ours));
+        // A hash stored before (the crate's defaults, 19 MiB) still verifies.
+        use argon2::password_hash::{PasswordHasher as _, SaltString, rand_core::OsRng};
+        let older = argon2::Argon2::default()
+            .hash_password(b"correct horse", &SaltString::generate(&mut OsRng))
+            .unwrap()
+            .to_string();
+        assert!(verify_password("correct horse", &older));
+        assert!(!verify_password("wrong", &older));
+        assert!(
+            verify_password("correct horse", &ours),
+            "after a larger buffer"
+        );
+        assert!(!verify_password("x", "not a PHC string"));
+    }
 }
