@@ -25,6 +25,9 @@ pub struct Config {
     pub outbound: OutboundConfig,
     #[serde(default)]
     pub tls: TlsConfig,
+    /// From the command line (`serve --reset-settings`, `--restore-settings`), not the file.
+    #[serde(skip)]
+    pub settings_start: crate::settings::StartMode,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -107,6 +110,8 @@ pub struct ServerConfig {
     /// Postfix's `myhostname`: the greeting, EHLO, Received headers. Empty: the machine's name.
     pub hostname: String,
     pub data_dir: PathBuf,
+    /// Settings changes kept in the audit history (at least 1; older ones are dropped).
+    pub settings_history: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -173,6 +178,7 @@ impl Default for ServerConfig {
         ServerConfig {
             hostname: String::new(),
             data_dir: PathBuf::from("data"),
+            settings_history: 200,
         }
     }
 }

@@ -105,13 +105,24 @@ pub fn prepare(config: Config) -> anyhow::Result<Server> {
     tracing::info!(target: "postern/master", "open file limit {fds}, limits need {}", fsutil::fd_budget(&config));
     let data = &config.server.data_dir;
     fsutil::private_dir(data).with_context(|| format!("server.data_dir = {}", data.display()))?;
-    let settings =
-        settings::SettingsHandle::open(&data.join("postern.redb")).with_context(|| {
-            format!(
+    let store_path = data.join("postern.redb");
+    let settings = match settings::SettingsHandle::open_with(
+        &store_path,
+        config.settings_start.clone(),
+        config.server.settings_history,
+    ) {
+        Ok(s) => s,
+        // Missing or damaged: the error names the file and what to do.
+        Err(e @ (settings::StoreError::Missing { .. } | settings::StoreError::Damaged { .. })) => {
+            return Err(e.into());
+        }
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!(
                 "{}: cannot open the settings store (is another postern running on it?)",
-                data.join("postern.redb").display()
-            )
-        })?;
+                store_path.display()
+            )));
+        }
+    };
     let (spool, recovery) = spool::Spool::open(&config.spool_dir(), config.spool.segment_bytes)
         .with_context(|| format!("{}: cannot open the spool", config.spool_dir().display()))?;
     tracing::info!(

@@ -31,7 +31,15 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server (SMTP and the control API) until SIGTERM or Ctrl-C.
-    Serve,
+    Serve {
+        /// Start from the default settings on purpose (a store that existed and is now
+        /// missing or empty is otherwise refused).
+        #[arg(long)]
+        reset_settings: bool,
+        /// Seed an empty or new settings store from this copy (e.g. data/postern.redb.last-good.json).
+        #[arg(long, conflicts_with = "reset_settings")]
+        restore_settings: Option<PathBuf>,
+    },
     /// Probe a remote MTA's STARTTLS: offered?, protocol, cipher, bits, certificate, chain.
     /// Exit code 0 when TLS was negotiated, 1 when not, 2 when the probe failed.
     CheckTls {
@@ -170,7 +178,18 @@ fn main() -> ExitCode {
     }
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve => serve(config).await,
+            Command::Serve {
+                reset_settings,
+                restore_settings,
+            } => {
+                let mut config = config;
+                config.settings_start = match (reset_settings, restore_settings) {
+                    (true, _) => postern::settings::StartMode::Reset,
+                    (false, Some(file)) => postern::settings::StartMode::Restore(file),
+                    (false, None) => postern::settings::StartMode::Normal,
+                };
+                serve(config).await
+            }
             Command::Settings { action } => settings(config, cli.api, action).await,
             Command::Queue { action } => queue(config, cli.api, action).await,
             Command::Cert { action } => cert(config, cli.api, action).await,

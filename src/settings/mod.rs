@@ -17,7 +17,7 @@ pub use document::{
     RuleData, RuleTls, Secret, Settings, SettingsDoc, TlsMode, is_domain_name,
 };
 pub use snapshot::{CompiledRule, Snapshot};
-pub use store::{AuditEntry, Store, StoreError};
+pub use store::{AuditEntry, Store, StoreError, last_good_path};
 
 /// Why a replacement was refused.
 #[derive(Debug, thiserror::Error)]
@@ -41,21 +41,85 @@ struct Inner {
     write: Mutex<()>,
 }
 
+/// How start-up treats the settings store.
+#[derive(Debug, Clone, Default)]
+pub enum StartMode {
+    /// Load it; a store that existed before and is now missing or empty is refused.
+    #[default]
+    Normal,
+    /// Start from the defaults on purpose (`--reset-settings`).
+    Reset,
+    /// Seed an empty store from a copy (`--restore-settings FILE`, e.g. the last-good copy).
+    Restore(std::path::PathBuf),
+}
+
+/// `<store>.seen`: written once a store has been used, so a vanished one is noticed.
+fn marker_path(path: &Path) -> std::path::PathBuf {
+    std::path::PathBuf::from(format!("{}.seen", path.display()))
+}
+
 impl SettingsHandle {
     /// Open the store at `path`; on first start seed it with the defaults.
     pub fn open(path: &Path) -> Result<SettingsHandle, StoreError> {
-        let store = Store::open(path)?;
-        let (settings, version) = match store.load()? {
-            Some(s) => {
+        SettingsHandle::open_with(path, StartMode::Normal, 200)
+    }
+
+    /// Open the store as `mode` says, keeping `history_keep` audit entries.
+    pub fn open_with(
+        path: &Path,
+        mode: StartMode,
+        history_keep: usize,
+    ) -> Result<SettingsHandle, StoreError> {
+        let marker = marker_path(path);
+        let seen = marker.exists();
+        let missing = || StoreError::Missing {
+            path: path.display().to_string(),
+            marker: marker.display().to_string(),
+            last_good: store::last_good_path(path).display().to_string(),
+        };
+        let absent = std::fs::metadata(path).map_or(true, |m| m.len() == 0);
+        if seen && absent && matches!(mode, StartMode::Normal) {
+            return Err(missing());
+        }
+        let mut store = Store::open(path)?;
+        store.keep_history(history_keep);
+        let (settings, version) = match (store.load()?, &mode) {
+            (Some(_), StartMode::Restore(from)) => {
+                return Err(StoreError::Db(format!(
+                    "{}: --restore-settings {}: the store already holds settings; move it aside first",
+                    path.display(),
+                    from.display()
+                )));
+            }
+            (Some(s), StartMode::Normal) => {
                 let version = store.audit(1)?.first().map(|e| e.seq).unwrap_or(0);
                 (s, version)
             }
-            None => {
+            (None, StartMode::Normal) if seen => return Err(missing()),
+            (current, StartMode::Reset) => {
+                tracing::warn!(target: "postern/master", "warning: {}: settings reset to the defaults (--reset-settings)", path.display());
+                let s = Settings::default();
+                let seq = store.save(current.as_ref(), &s, "reset at start-up")?;
+                (s, seq)
+            }
+            (None, StartMode::Restore(from)) => {
+                let bytes = std::fs::read(from)
+                    .map_err(|e| StoreError::Db(format!("{}: cannot read: {e}", from.display())))?;
+                let s: Settings = serde_json::from_slice(&bytes)?;
+                tracing::warn!(target: "postern/master", "warning: {}: settings restored from {}", path.display(), from.display());
+                let seq = store.save(None, &s, "restored at start-up")?;
+                (s, seq)
+            }
+            (None, StartMode::Normal) => {
                 let s = Settings::default();
                 let seq = store.save(None, &s, "first start")?;
                 (s, seq)
             }
         };
+        if !seen {
+            crate::fsutil::write_secret(&marker, format!("{}\n", path.display()).as_bytes())
+                .map_err(|e| StoreError::Db(format!("{}: {e}", marker.display())))?;
+        }
         Ok(SettingsHandle {
             inner: Arc::new(Inner {
                 store,

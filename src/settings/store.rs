@@ -21,6 +21,25 @@ pub enum StoreError {
     Db(String),
     #[error("settings store: stored settings do not decode: {0}")]
     Decode(#[from] serde_json::Error),
+    /// The store is gone or empty, but this data directory had one: starting on defaults
+    /// would silently drop every setting.
+    #[error(
+        "{path}: the settings store is missing or empty, but postern has run on this data directory before ({marker} exists). Refusing to start on defaults, which would drop trusted networks, relay domains, policy rows, users and certificates. Restore the file from a backup, or start with `postern serve --restore-settings {last_good}` (the last settings stored, without certificates) or `--reset-settings` (defaults, on purpose)"
+    )]
+    Missing {
+        path: String,
+        marker: String,
+        last_good: String,
+    },
+    /// The file is there but cannot be read as a store.
+    #[error(
+        "{path}: the settings store is damaged ({why}). Move it aside and start with `postern serve --restore-settings {last_good}` (the last settings stored, without certificates), or restore it from a backup"
+    )]
+    Damaged {
+        path: String,
+        why: String,
+        last_good: String,
+    },
 }
 
 fn db_err(e: impl std::fmt::Display) -> StoreError {
@@ -39,14 +58,49 @@ pub struct AuditEntry {
 
 pub struct Store {
     db: Database,
+    /// Audit entries kept (the oldest go as new ones come); at least 1, for rollback.
+    history_keep: u64,
+    /// A copy of the current settings outside the store (`<store>.last-good.json`).
+    last_good: std::path::PathBuf,
+}
+
+/// `<store>.last-good.json`: the current settings, rewritten after every change.
+pub fn last_good_path(path: &Path) -> std::path::PathBuf {
+    std::path::PathBuf::from(format!("{}.last-good.json", path.display()))
 }
 
 impl Store {
-    /// Open or create the store; the file is made 0600 (it holds password hashes).
+    /// Open or create the store; the file is made 0600 (it holds password hashes). A file
+    /// redb cannot read is `Damaged`, never a panic (redb can panic on garbage).
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let db = Database::create(path).map_err(db_err)?;
+        let damaged = |why: String| StoreError::Damaged {
+            path: path.display().to_string(),
+            why,
+            last_good: last_good_path(path).display().to_string(),
+        };
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let opened = std::panic::catch_unwind(|| Database::create(path));
+        std::panic::set_hook(hook);
+        let db = match opened {
+            Ok(Ok(db)) => db,
+            Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) => {
+                return Err(db_err(redb::DatabaseError::DatabaseAlreadyOpen));
+            }
+            Ok(Err(e)) => return Err(damaged(e.to_string())),
+            Err(_) => return Err(damaged("the file is not a redb database".into())),
+        };
         crate::fsutil::restrict_to_owner(path).map_err(db_err)?;
-        Ok(Store { db })
+        Ok(Store {
+            db,
+            history_keep: 200,
+            last_good: last_good_path(path),
+        })
+    }
+
+    /// Keep `n` audit entries (at least one).
+    pub fn keep_history(&mut self, n: usize) {
+        self.history_keep = n.max(1) as u64;
     }
 
     pub fn load(&self) -> Result<Option<Settings>, StoreError> {
@@ -88,6 +142,12 @@ impl Store {
             audit
                 .insert(seq, serde_json::to_vec(&entry)?.as_slice())
                 .map_err(db_err)?;
+            // Bounded history: ten large documents once grew the store eightfold.
+            if seq > self.history_keep {
+                audit
+                    .retain_in(..=seq - self.history_keep, |_, _| false)
+                    .map_err(db_err)?;
+            }
             let mut current = txn.open_table(CURRENT).map_err(db_err)?;
             current
                 .insert(KEY, serde_json::to_vec(new)?.as_slice())
@@ -95,7 +155,22 @@ impl Store {
             seq
         };
         txn.commit().map_err(db_err)?;
+        self.write_last_good(new);
         Ok(seq)
+    }
+
+    /// The copy outside the store, written whole and renamed into place; a failure is
+    /// logged, never fatal (the store itself is the truth).
+    fn write_last_good(&self, settings: &Settings) {
+        let tmp = self.last_good.with_extension("json.tmp");
+        let _ = std::fs::remove_file(&tmp);
+        let written = serde_json::to_vec_pretty(settings)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| crate::fsutil::write_secret(&tmp, &bytes))
+            .and_then(|()| std::fs::rename(&tmp, &self.last_good));
+        if let Err(e) = written {
+            tracing::warn!(target: "postern/master", "warning: {}: cannot write the copy of the settings: {e}", self.last_good.display());
+        }
     }
 
     pub fn certificates(&self) -> Result<Vec<crate::certs::StoredCert>, StoreError> {
@@ -181,5 +256,44 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+    }
+}
+
+#[cfg(test)]
+mod history_tests {
+    use super::*;
+
+    #[test]
+    fn history_is_bounded_and_a_copy_is_kept_outside() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let mut store = Store::open(&path).unwrap();
+        store.keep_history(3);
+        let mut s = Settings::default();
+        for n in 0..10 {
+            s.trusted_networks = vec![format!("10.0.{n}.0/24").parse().unwrap()];
+            store.save(None, &s, "test").unwrap();
+        }
+        let audit = store.audit(100).unwrap();
+        assert_eq!(
+            audit.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![10, 9, 8]
+        );
+        let copy: Settings =
+            serde_json::from_slice(&std::fs::read(last_good_path(&path)).unwrap()).unwrap();
+        assert_eq!(copy, s);
+    }
+
+    #[test]
+    fn garbage_is_damaged_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let garbage: Vec<u8> = (0..100_000u32).map(|i| (i * 7919 % 251) as u8).collect();
+        std::fs::write(&path, garbage).unwrap();
+        match Store::open(&path) {
+            Err(StoreError::Damaged { path: p, .. }) => assert!(p.ends_with("s.redb")),
+            Err(other) => panic!("expected Damaged, got {other}"),
+            Ok(_) => panic!("garbage opened as a store"),
+        }
     }
 }

@@ -1,0 +1,121 @@
+//! The settings store at start-up, with the real binary: a store that existed and is now
+//! missing, empty or damaged stops start-up with a message naming the file (never defaults
+//! in silence, never a panic); `--reset-settings` and `--restore-settings` start on purpose.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use common::*;
+
+/// `postern serve ARGS` on `dir`: Ok(its log up to "daemon started", then stopped) or
+/// Err(everything it printed before exiting).
+fn serve(dir: &std::path::Path, args: &[&str]) -> Result<String, String> {
+    let config = dir.join("postern.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nhostname = \"mx.test.example\"\ndata_dir = \"{}\"\n[smtp]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut log = String::new();
+    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains("daemon started") {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            child.wait().unwrap();
+            return Ok(log);
+        }
+    }
+    assert!(!child.wait().unwrap().success());
+    Err(log)
+}
+
+#[tokio::test]
+async fn a_vanished_store_refuses_to_start_and_can_be_restored() {
+    // A gateway with settings of its own.
+    let server = TestServer::start().await;
+    server
+        .set(serde_json::json!({"trusted_networks": ["192.0.2.0/24"]}))
+        .await;
+    let (_, dir) = server.stop().await;
+    let store = dir.path().join("postern.redb");
+    let last_good = dir.path().join("postern.redb.last-good.json");
+    assert!(
+        std::fs::read_to_string(&last_good)
+            .unwrap()
+            .contains("192.0.2.0/24")
+    );
+
+    // Removed: refused, naming the file and the ways out.
+    std::fs::remove_file(&store).unwrap();
+    let err = serve(dir.path(), &[]).unwrap_err();
+    assert!(
+        err.contains(&format!(
+            "{}: the settings store is missing or empty",
+            store.display()
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("--restore-settings") && err.contains("--reset-settings"),
+        "{err}"
+    );
+    assert!(
+        !store.exists() || std::fs::metadata(&store).unwrap().len() == 0 || err.contains("missing")
+    );
+
+    // Empty (a file of zero bytes): the same.
+    std::fs::write(&store, b"").unwrap();
+    let err = serve(dir.path(), &[]).unwrap_err();
+    assert!(
+        err.contains("the settings store is missing or empty"),
+        "{err}"
+    );
+
+    // Restored from the copy kept outside the store: the settings are back.
+    std::fs::remove_file(&store).unwrap();
+    serve(
+        dir.path(),
+        &["--restore-settings", last_good.to_str().unwrap()],
+    )
+    .unwrap();
+    let restored = postern::settings::SettingsHandle::open(&store).unwrap();
+    let networks = format!("{:?}", restored.current().settings.trusted_networks);
+    assert!(networks.contains("192.0.2.0/24"), "{networks}");
+    drop(restored);
+
+    // Garbage in the store: a clean fatal naming the file and the copy, no panic.
+    std::fs::write(&store, vec![0x5a; 64 * 1024]).unwrap();
+    let err = serve(dir.path(), &[]).unwrap_err();
+    assert!(
+        err.contains(&format!(
+            "{}: the settings store is damaged",
+            store.display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains(&last_good.display().to_string()), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+
+    // Reset on purpose: starts on the defaults.
+    std::fs::remove_file(&store).unwrap();
+    let log = serve(dir.path(), &["--reset-settings"]).unwrap();
+    assert!(log.contains("settings reset to the defaults"), "{log}");
+}
