@@ -82,6 +82,9 @@ pub enum Line {
     TooLong,
 }
 
+/// Bytes asked of the socket per read: small between commands (an idle session should
+/// cost little; the buffer's pages are touched when it grows), large inside DATA and BDAT.
+const COMMAND_CHUNK: usize = 4 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
 
 pub struct Conn {
@@ -99,7 +102,7 @@ impl Conn {
     pub fn new(tcp: TcpStream, timeout: Duration) -> Conn {
         Conn {
             stream: Some(Stream::Plain(tcp)),
-            buf: Vec::with_capacity(READ_CHUNK),
+            buf: Vec::with_capacity(COMMAND_CHUNK),
             pos: 0,
             out: Vec::with_capacity(1024),
             timeout,
@@ -176,6 +179,7 @@ impl Conn {
         &mut self,
         idle: Option<&mut watch::Receiver<bool>>,
         deadline: Instant,
+        chunk: usize,
     ) -> Result<usize, ReadError> {
         self.flush().await?;
         if self.pos > 0 {
@@ -183,7 +187,7 @@ impl Conn {
             self.pos = 0;
         }
         let start = self.buf.len();
-        self.buf.resize(start + READ_CHUNK, 0);
+        self.buf.resize(start + chunk, 0);
         let stream = self.stream.as_mut().ok_or(ReadError::Eof)?;
         let read = tokio::time::timeout_at(deadline, stream.read(&mut self.buf[start..]));
         let result = match idle {
@@ -239,7 +243,16 @@ impl Conn {
                 too_long = true;
                 self.pos = self.buf.len();
             }
-            self.fill(Some(shutdown), deadline).await?;
+            self.fill(Some(shutdown), deadline, COMMAND_CHUNK).await?;
+        }
+    }
+
+    /// After a transfer: give back the large read buffer (what is left unread is kept).
+    fn shrink(&mut self) {
+        if self.buf.capacity() > COMMAND_CHUNK {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+            self.buf.shrink_to(COMMAND_CHUNK);
         }
     }
 
@@ -251,12 +264,13 @@ impl Conn {
                 match reader.feed(self.unread()) {
                     Progress::Done { consumed } => {
                         self.pos += consumed;
+                        self.shrink();
                         return Ok(());
                     }
                     Progress::NeedMore => self.pos = self.buf.len(),
                 }
             }
-            let n = self.fill(None, deadline).await?;
+            let n = self.fill(None, deadline, READ_CHUNK).await?;
             deadline = self.extend(deadline, n);
         }
     }
@@ -279,9 +293,10 @@ impl Conn {
             self.pos += take;
             left -= take as u64;
             if left == 0 {
+                self.shrink();
                 return Ok(());
             }
-            let n = self.fill(None, deadline).await?;
+            let n = self.fill(None, deadline, READ_CHUNK).await?;
             deadline = self.extend(deadline, n);
         }
     }

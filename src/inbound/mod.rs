@@ -359,14 +359,16 @@ async fn run_step(
 
 /// Spool the message; the 250 only after the sync, 452 4.3.1 on any storage failure.
 async fn commit(session: &Session, ctx: &Context, prepared: session::Prepared) -> Reply {
+    let summary = prepared.summary();
+    let parts = vec![prepared.received.into_bytes(), prepared.body];
     match ctx
         .spool
-        .commit(prepared.id, prepared.envelope.clone(), &prepared.bytes)
+        .commit_owned(prepared.id, prepared.envelope, parts)
         .await
     {
-        Ok(()) => session.committed(&prepared),
+        Ok(()) => session.committed(&summary),
         Err(e) => {
-            tracing::error!(target: "postern/smtpd", "{}: spool commit failed for {}: {e}", prepared.id, session.client);
+            tracing::error!(target: "postern/smtpd", "{}: spool commit failed for {}: {e}", summary.id, session.client);
             replies::storage_full()
         }
     }

@@ -89,11 +89,32 @@ struct Transaction {
     bdat_failed: bool,
 }
 
-/// A message ready for the spool.
+/// A message ready for the spool: our Received header and the body as the client sent it
+/// (kept apart, so the spool record is the only copy made of them).
 pub struct Prepared {
     pub id: QueueId,
     pub envelope: Envelope,
-    pub bytes: Vec<u8>,
+    pub received: String,
+    pub body: Vec<u8>,
+}
+
+/// What the 250 and qmgr's line say of a committed message.
+pub struct Committed {
+    pub id: QueueId,
+    pub sender: String,
+    pub size: usize,
+    pub nrcpt: usize,
+}
+
+impl Prepared {
+    pub fn summary(&self) -> Committed {
+        Committed {
+            id: self.id,
+            sender: self.envelope.sender.clone(),
+            size: self.received.len() + self.body.len(),
+            nrcpt: self.envelope.recipients.len(),
+        }
+    }
 }
 
 pub struct Session {
@@ -405,11 +426,15 @@ impl Session {
             .ok_or_else(|| replies::bad_sequence("need RCPT command"))?;
         let authorised = self.authorised();
         // Outsiders must not choose our outbound TLS: their x-TLSLevel never reaches the spool.
-        let (body, removed) = if authorised {
-            (std::borrow::Cow::Borrowed(message.as_slice()), 0)
-        } else {
-            message::strip_header(&message, "x-TLSLevel")
+        let stripped = match authorised {
+            true => None,
+            false => match message::strip_header(&message, "x-TLSLevel") {
+                (std::borrow::Cow::Owned(kept), removed) => Some((kept, removed)),
+                (std::borrow::Cow::Borrowed(_), _) => None,
+            },
         };
+        // The reader's buffer itself, unless a header had to go.
+        let (body, removed) = stripped.unwrap_or((message, 0));
         if removed > 0 {
             tracing::info!(
                 target: "postern/cleanup",
@@ -429,9 +454,6 @@ impl Session {
             single_recipient: single.as_deref(),
             date: &message::rfc5322_now(),
         });
-        let mut bytes = Vec::with_capacity(received.len() + body.len());
-        bytes.extend_from_slice(received.as_bytes());
-        bytes.extend_from_slice(&body);
         let envelope = Envelope {
             sender: tx.from.as_ref().map(Address::to_string).unwrap_or_default(),
             recipients: tx.rcpts.iter().map(Address::to_string).collect(),
@@ -462,7 +484,8 @@ impl Session {
         Ok(Prepared {
             id,
             envelope,
-            bytes,
+            received,
+            body,
         })
     }
 
@@ -568,14 +591,14 @@ impl Session {
     }
 
     /// The message is on disk: the 250, and qmgr's line.
-    pub fn committed(&self, prepared: &Prepared) -> Reply {
+    pub fn committed(&self, prepared: &Committed) -> Reply {
         tracing::info!(
             target: "postern/qmgr",
             "{}: from=<{}>, size={}, nrcpt={} (queue active)",
             prepared.id,
-            prepared.envelope.sender,
-            prepared.bytes.len(),
-            prepared.envelope.recipients.len()
+            prepared.sender,
+            prepared.size,
+            prepared.nrcpt
         );
         replies::queued(&prepared.id.to_string())
     }

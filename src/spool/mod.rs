@@ -268,6 +268,26 @@ impl Spool {
         Ok(())
     }
 
+    /// `commit` of a message given in parts (our Received header, the client's bytes), which
+    /// are dropped once the record is built: while the sync is awaited, the record is the
+    /// only copy of the message in memory.
+    pub async fn commit_owned(
+        &self,
+        id: QueueId,
+        envelope: Envelope,
+        parts: Vec<Vec<u8>>,
+    ) -> io::Result<()> {
+        let size = parts.iter().map(Vec::len).sum();
+        let record = {
+            let slices: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+            record::encode_message_parts(id, &envelope, &slices)
+        };
+        drop(parts);
+        self.append(record, Some((id, envelope, size))).await?;
+        self.poke(id);
+        Ok(())
+    }
+
     /// Durably record recipients that reached a final state. Once every recipient of the
     /// message is final, it leaves the queue; on restart, final recipients are not retried.
     pub async fn record_outcomes(&self, id: QueueId, outcomes: &[(u32, Final)]) -> io::Result<()> {

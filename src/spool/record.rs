@@ -63,9 +63,16 @@ pub fn encode_outcome(id: QueueId, outcomes: &[(u32, Final)]) -> Vec<u8> {
 
 /// Encode a message record.
 pub fn encode_message(id: QueueId, envelope: &Envelope, message: &[u8]) -> Vec<u8> {
+    encode_message_parts(id, envelope, &[message])
+}
+
+/// Encode a message record whose bytes come in parts, copied once, into the record.
+pub fn encode_message_parts(id: QueueId, envelope: &Envelope, message: &[&[u8]]) -> Vec<u8> {
     let env = serde_json::to_vec(envelope).expect("an Envelope always serialises");
     let (id, env_len) = (id.0.to_le_bytes(), (env.len() as u32).to_le_bytes());
-    frame(Kind::Message, &[&id, &env_len, &env, message])
+    let mut parts: Vec<&[u8]> = vec![&id, &env_len, &env];
+    parts.extend_from_slice(message);
+    frame(Kind::Message, &parts)
 }
 
 #[derive(Debug, PartialEq, Eq)]
