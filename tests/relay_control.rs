@@ -190,3 +190,64 @@ async fn x_tlslevel_from_outsider_is_removed_from_trusted_kept() {
             .authorised
     );
 }
+
+/// A relay domain with a recipient table: an unknown recipient is refused at RCPT (Postfix's
+/// relay_recipient_maps wording), from anyone, so no bounce can ever go to a forged sender;
+/// known ones and patterns are delivered.
+#[tokio::test]
+async fn unknown_recipients_of_a_verified_relay_domain_are_refused_at_rcpt() {
+    let mut sink = common::sink::Sink::start(common::sink::SinkOptions::default()).await;
+    let port = sink.addr.port();
+    let server = TestServer::start_with(&format!(
+        "[outbound.routes]\n\"forged.example\" = \"[127.0.0.1]:{port}\"\n"
+    ))
+    .await;
+    let (status, body) = server
+        .put_settings(json!({
+            "relay_domains": [{"domain": "ours.example", "recipients": ["alice@ours.example", "not an address"]}],
+        }))
+        .await;
+    assert_eq!(status, hyper::StatusCode::BAD_REQUEST);
+    assert_eq!(body["field"], "relay_domains[0].recipients[1]", "{body}");
+    server
+        .set(json!({
+            "trusted_networks": ["127.0.0.1/32"],
+            "relay_domains": [{
+                "domain": "ours.example",
+                "transport": format!("[127.0.0.1]:{port}"),
+                "recipients": ["Alice@ours.example", "sales-*@ours.example"],
+            }],
+        }))
+        .await;
+    let mut c = server.connect_from(OUTSIDER).await;
+    c.ehlo().await;
+    assert_eq!(c.cmd("MAIL FROM:<victim@forged.example>").await.code, 250);
+    assert_eq!(
+        c.cmd("RCPT TO:<nobody@ours.example>").await.first(),
+        "550 5.1.1 <nobody@ours.example>: Recipient address rejected: User unknown in relay recipient table"
+    );
+    assert_eq!(c.cmd("RCPT TO:<alice@OURS.example>").await.code, 250);
+    assert_eq!(c.cmd("RCPT TO:<sales-emea@ours.example>").await.code, 250);
+    queue_id(&c.data(&message("known only", "")).await);
+    let got = sink
+        .next(20)
+        .await
+        .expect("delivered to the known recipients");
+    assert_eq!(
+        got.recipients,
+        vec!["alice@OURS.example", "sales-emea@ours.example"]
+    );
+    // A trusted client gets the same answer: refused now rather than bounced later.
+    let mut c = server.connect().await;
+    c.ehlo().await;
+    c.cmd("MAIL FROM:<app@inside.example>").await;
+    assert_eq!(c.cmd("RCPT TO:<nobody@ours.example>").await.code, 550);
+    c.cmd("QUIT").await;
+    // Nothing else reached the sink: no bounce to the forged sender.
+    let (spool, _dir) = server.stop().await;
+    assert!(spool.is_empty());
+    assert!(
+        sink.try_next().is_none(),
+        "a bounce or a stray message was sent"
+    );
+}

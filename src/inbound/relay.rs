@@ -12,6 +12,16 @@ use crate::settings::Snapshot;
 ///   to an address without a domain: those are the forms relay testers use to make a
 ///   gateway forward to a third party. Postfix's `reject_unauth_destination` behaves so.
 pub fn check_recipient(snapshot: &Snapshot, authorised: bool, rcpt: &Address) -> Result<(), Reply> {
+    may_relay(snapshot, authorised, rcpt)?;
+    // Known at the relay domain, from anyone: an unknown one refused now never bounces
+    // later to a sender who may be forged (backscatter).
+    if !snapshot.recipient_known(&rcpt.to_string()) {
+        return Err(replies::unknown_in_relay_table(&rcpt.to_string()));
+    }
+    Ok(())
+}
+
+fn may_relay(snapshot: &Snapshot, authorised: bool, rcpt: &Address) -> Result<(), Reply> {
     if authorised {
         return match rcpt.domain {
             Some(_) => Ok(()),
@@ -40,6 +50,7 @@ mod tests {
         let mut s = Settings::default();
         s.relay_domains.push(RelayDomain {
             domain: "ours.example".into(),
+            recipients: None,
             transport: Some("[10.0.0.5]".into()),
             auth: None,
             client_certificate: None,

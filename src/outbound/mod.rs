@@ -897,6 +897,7 @@ mod tests {
         let mut s = crate::settings::Settings::default();
         s.relay_domains.push(crate::settings::RelayDomain {
             domain: "ours.example".into(),
+            recipients: None,
             transport: Some("[127.0.0.2]:2600".into()),
             auth: None,
             client_certificate: None,

@@ -402,6 +402,7 @@ mod tests {
         let mut s = Settings::default();
         s.relay_domains.push(RelayDomain {
             domain: "smarthost.example".into(),
+            recipients: None,
             transport: Some("[relay.smarthost.example]:587".into()),
             auth: Some(RelayAuth {
                 username: "gateway".into(),
@@ -411,6 +412,7 @@ mod tests {
         });
         s.relay_domains.push(RelayDomain {
             domain: "plain.example".into(),
+            recipients: None,
             ..RelayDomain::default()
         });
         // A more specific user row asks for less; a wider one asks for more.

@@ -321,6 +321,15 @@ pub mod replies {
     pub fn size_exceeds_limit() -> Reply {
         Reply::new(552, Enhanced(5, 3, 4), "Message size exceeds fixed limit")
     }
+    /// Postfix's words for a relay domain's recipient that is not in its table.
+    pub fn unknown_in_relay_table(rcpt: &str) -> Reply {
+        Reply::new(
+            550,
+            Enhanced(5, 1, 1),
+            format!("<{rcpt}>: Recipient address rejected: User unknown in relay recipient table"),
+        )
+    }
+
     /// Too many failed AUTH attempts from this client or for this user: try later.
     pub fn auth_locked_out() -> Reply {
         Reply::new(

@@ -215,6 +215,12 @@ pub struct RelayDomain {
     /// (Microsoft 365 inbound connectors can identify the gateway by it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_certificate: Option<String>,
+    /// The recipients that exist behind this domain (Postfix's relay_recipient_maps):
+    /// addresses, or patterns with one `*` in the local part (`sales-*@example.com`).
+    /// Anyone else gets `550 5.1.1 ... User unknown in relay recipient table` at RCPT, so no
+    /// bounce is ever sent for them to a forged sender. Absent: every address is accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipients: Option<Vec<String>>,
 }
 
 /// Credentials for a relay domain's next hop, sent with AUTH PLAIN or LOGIN inside TLS only.
@@ -546,9 +552,14 @@ fn check_relay_domains(
             Some(a) => Some(check_relay_auth(a, &domain, previous, i)?),
             None => None,
         };
+        let recipients = match &d.recipients {
+            Some(list) => Some(check_recipient_list(list, i)?),
+            None => None,
+        };
         out.push(RelayDomain {
             domain,
             transport: d.transport.as_ref().map(|t| t.trim().to_string()),
+            recipients,
             auth,
             client_certificate: d
                 .client_certificate
@@ -556,6 +567,30 @@ fn check_relay_domains(
                 .map(|c| c.trim().to_string())
                 .filter(|c| !c.is_empty()),
         });
+    }
+    Ok(out)
+}
+
+/// Each entry `local@domain`, lower-case, with at most one `*` in the local part.
+fn check_recipient_list(list: &[String], i: usize) -> Result<Vec<String>, FieldError> {
+    let mut out = Vec::with_capacity(list.len());
+    for (j, entry) in list.iter().enumerate() {
+        let entry = entry.trim().to_ascii_lowercase();
+        let valid = entry.rsplit_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty()
+                && local.matches('*').count() <= 1
+                && !local.contains(['@', ' ', '<', '>'])
+                && is_domain_name(domain)
+        });
+        if !valid {
+            return Err(field_error(
+                format!("relay_domains[{i}].recipients[{j}]"),
+                format!(
+                    "{entry:?} is not an address (local@domain, one * allowed in the local part)"
+                ),
+            ));
+        }
+        out.push(entry);
     }
     Ok(out)
 }

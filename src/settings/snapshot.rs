@@ -25,6 +25,39 @@ pub struct Snapshot {
     lists_by_domain: HashMap<String, Vec<u16>>,
     /// Message rules with their list names resolved to ids, in order.
     compiled_rules: Vec<CompiledRule>,
+    /// Per relay domain (same index), its recipient table when it has one.
+    recipient_tables: Vec<Option<RecipientTable>>,
+}
+
+/// A relay domain's known recipients: exact addresses, and `prefix*suffix` patterns.
+#[derive(Debug, Default)]
+struct RecipientTable {
+    exact: std::collections::HashSet<String>,
+    patterns: Vec<(String, String)>,
+}
+
+impl RecipientTable {
+    fn new(list: &[String]) -> RecipientTable {
+        let mut t = RecipientTable::default();
+        for entry in list {
+            match entry.split_once('*') {
+                Some((prefix, suffix)) => t.patterns.push((prefix.into(), suffix.into())),
+                None => {
+                    t.exact.insert(entry.clone());
+                }
+            }
+        }
+        t
+    }
+
+    fn contains(&self, rcpt: &str) -> bool {
+        self.exact.contains(rcpt)
+            || self.patterns.iter().any(|(p, s)| {
+                rcpt.len() >= p.len() + s.len()
+                    && rcpt.starts_with(p.as_str())
+                    && rcpt.ends_with(s.as_str())
+            })
+    }
 }
 
 /// A message rule with its lists resolved (validation guarantees every name exists).
@@ -94,6 +127,11 @@ impl Snapshot {
                 sender_not_in: resolve(&r.sender_not_matches),
             })
             .collect();
+        let recipient_tables = settings
+            .relay_domains
+            .iter()
+            .map(|d| d.recipients.as_deref().map(RecipientTable::new))
+            .collect();
         Snapshot {
             version,
             settings,
@@ -104,6 +142,7 @@ impl Snapshot {
             policy_every,
             lists_by_domain,
             compiled_rules,
+            recipient_tables,
         }
     }
 
@@ -153,9 +192,14 @@ impl Snapshot {
     /// The relay domain row for `domain` (case-insensitive, trailing dot ignored): an exact
     /// row first, then the longest `.parent` row.
     pub fn relay_domain(&self, domain: &str) -> Option<&RelayDomain> {
+        self.relay_index(domain)
+            .map(|i| &self.settings.relay_domains[i])
+    }
+
+    fn relay_index(&self, domain: &str) -> Option<usize> {
         let domain = domain.trim_end_matches('.').to_ascii_lowercase();
         if let Some(&i) = self.relay_exact.get(&domain) {
-            return Some(&self.settings.relay_domains[i]);
+            return Some(i);
         }
         self.relay_parents
             .iter()
@@ -165,7 +209,22 @@ impl Snapshot {
                     && domain.as_bytes()[domain.len() - parent.len() - 1] == b'.'
             })
             .max_by_key(|(parent, _)| parent.len())
-            .map(|&(_, i)| &self.settings.relay_domains[i])
+            .map(|&(_, i)| i)
+    }
+
+    /// Whether `rcpt` (`local@domain`) may be accepted by its relay domain's recipient
+    /// table: true when the domain is not a relay domain or has no table.
+    pub fn recipient_known(&self, rcpt: &str) -> bool {
+        let Some((_, domain)) = rcpt.rsplit_once('@') else {
+            return true;
+        };
+        match self
+            .relay_index(domain)
+            .and_then(|i| self.recipient_tables[i].as_ref())
+        {
+            Some(table) => table.contains(&rcpt.trim_end_matches('.').to_ascii_lowercase()),
+            None => true,
+        }
     }
 
     pub fn is_trusted(&self, ip: IpAddr) -> bool {
@@ -203,6 +262,7 @@ mod tests {
             .iter()
             .map(|d| RelayDomain {
                 domain: d.to_string(),
+                recipients: None,
                 transport: None,
                 auth: None,
                 client_certificate: None,
