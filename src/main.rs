@@ -219,8 +219,9 @@ fn init_logging() {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    let stop = anyhow::Context::context(shutdown_signal(), "cannot install the SIGTERM handler")?;
     let listeners = postern::Listeners::bind(&config).await?;
-    postern::run(config, listeners, shutdown_signal()).await
+    postern::run(config, listeners, stop).await
 }
 
 async fn check_tls(config: &Config, target: &str, json: bool) -> ExitCode {
@@ -265,16 +266,19 @@ async fn check_tls(config: &Config, target: &str, json: bool) -> ExitCode {
     }
 }
 
-async fn shutdown_signal() {
+/// SIGTERM and SIGINT, handled from the moment this returns: installed before anything
+/// listens, so a stop sent right after start-up is a graceful one, never the default action
+/// (an async fn would install them only when first polled, after the listeners are up).
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }
 
 async fn settings(

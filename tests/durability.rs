@@ -180,7 +180,12 @@ async fn sigkill_mid_stream(config: &str) {
         .arg("-TERM")
         .arg(proc.child.id().to_string())
         .status();
-    assert!(proc.child.wait().unwrap().success());
+    let status = proc.child.wait().unwrap();
+    assert!(
+        status.success(),
+        "{status}: {}",
+        proc.log.lock().unwrap().join("\n")
+    );
 
     let (spool, _) = Spool::open(&spool_dir, 1 << 26).unwrap();
     let mut seen: HashMap<String, usize> = HashMap::new();
