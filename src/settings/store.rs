@@ -57,7 +57,13 @@ pub struct AuditEntry {
 }
 
 pub struct Store {
-    db: Database,
+    /// `None` only while being reopened after an I/O error.
+    db: std::sync::RwLock<Option<Database>>,
+    path: std::path::PathBuf,
+    /// A write failed: redb refuses everything after an I/O error ("previous I/O error"),
+    /// so the next operation reopens the file first (a full disk once meant 500s until
+    /// restart).
+    broken: std::sync::atomic::AtomicBool,
     /// Audit entries kept (the oldest go as new ones come); at least 1, for rollback.
     history_keep: u64,
     /// A copy of the current settings outside the store (`<store>.last-good.json`).
@@ -92,10 +98,46 @@ impl Store {
         };
         crate::fsutil::restrict_to_owner(path).map_err(db_err)?;
         Ok(Store {
-            db,
+            db: std::sync::RwLock::new(Some(db)),
+            path: path.to_path_buf(),
+            broken: std::sync::atomic::AtomicBool::new(false),
             history_keep: 200,
             last_good: last_good_path(path),
         })
+    }
+
+    /// The database, reopened first if the last write failed.
+    fn db(&self) -> Result<std::sync::RwLockReadGuard<'_, Option<Database>>, StoreError> {
+        use std::sync::atomic::Ordering;
+        if self.broken.swap(false, Ordering::SeqCst) {
+            let mut db = self.db.write().unwrap_or_else(|e| e.into_inner());
+            // The old handle must be gone before the file can be opened again.
+            *db = None;
+            match Database::create(&self.path) {
+                Ok(fresh) => {
+                    *db = Some(fresh);
+                    tracing::warn!(target: "postern/master", "warning: {}: settings store reopened after a write error", self.path.display());
+                }
+                Err(e) => {
+                    self.broken.store(true, Ordering::SeqCst);
+                    return Err(db_err(format!("cannot reopen after a write error: {e}")));
+                }
+            }
+        }
+        let db = self.db.read().unwrap_or_else(|e| e.into_inner());
+        if db.is_none() {
+            self.broken.store(true, Ordering::SeqCst);
+            return Err(db_err("the store is being reopened"));
+        }
+        Ok(db)
+    }
+
+    /// A write's result: a failure marks the store for reopening.
+    fn wrote<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        if result.is_err() {
+            self.broken.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        result
     }
 
     /// Keep `n` audit entries (at least one).
@@ -104,7 +146,12 @@ impl Store {
     }
 
     pub fn load(&self) -> Result<Option<Settings>, StoreError> {
-        let txn = self.db.begin_read().map_err(db_err)?;
+        let db = self.db()?;
+        let txn = db
+            .as_ref()
+            .ok_or_else(|| db_err("closed"))?
+            .begin_read()
+            .map_err(db_err)?;
         let table = match txn.open_table(CURRENT) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
@@ -124,7 +171,22 @@ impl Store {
         new: &Settings,
         actor: &str,
     ) -> Result<u64, StoreError> {
-        let txn = self.db.begin_write().map_err(db_err)?;
+        let saved = self.save_once(previous, new, actor);
+        self.wrote(saved)
+    }
+
+    fn save_once(
+        &self,
+        previous: Option<&Settings>,
+        new: &Settings,
+        actor: &str,
+    ) -> Result<u64, StoreError> {
+        let db = self.db()?;
+        let txn = db
+            .as_ref()
+            .ok_or_else(|| db_err("closed"))?
+            .begin_write()
+            .map_err(db_err)?;
         let seq = {
             let mut audit = txn.open_table(AUDIT).map_err(db_err)?;
             let seq = audit
@@ -174,7 +236,12 @@ impl Store {
     }
 
     pub fn certificates(&self) -> Result<Vec<crate::certs::StoredCert>, StoreError> {
-        let txn = self.db.begin_read().map_err(db_err)?;
+        let db = self.db()?;
+        let txn = db
+            .as_ref()
+            .ok_or_else(|| db_err("closed"))?
+            .begin_read()
+            .map_err(db_err)?;
         let table = match txn.open_table(CERTS) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
@@ -190,7 +257,17 @@ impl Store {
 
     /// Insert or replace, durably.
     pub fn put_certificate(&self, cert: &crate::certs::StoredCert) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(db_err)?;
+        let put = self.put_certificate_once(cert);
+        self.wrote(put)
+    }
+
+    fn put_certificate_once(&self, cert: &crate::certs::StoredCert) -> Result<(), StoreError> {
+        let db = self.db()?;
+        let txn = db
+            .as_ref()
+            .ok_or_else(|| db_err("closed"))?
+            .begin_write()
+            .map_err(db_err)?;
         txn.open_table(CERTS)
             .map_err(db_err)?
             .insert(cert.name.as_str(), serde_json::to_vec(cert)?.as_slice())
@@ -200,7 +277,17 @@ impl Store {
 
     /// False if there was no such certificate.
     pub fn delete_certificate(&self, name: &str) -> Result<bool, StoreError> {
-        let txn = self.db.begin_write().map_err(db_err)?;
+        let deleted = self.delete_certificate_once(name);
+        self.wrote(deleted)
+    }
+
+    fn delete_certificate_once(&self, name: &str) -> Result<bool, StoreError> {
+        let db = self.db()?;
+        let txn = db
+            .as_ref()
+            .ok_or_else(|| db_err("closed"))?
+            .begin_write()
+            .map_err(db_err)?;
         let found = txn
             .open_table(CERTS)
             .map_err(db_err)?
@@ -213,7 +300,12 @@ impl Store {
 
     /// Audit entries, newest first.
     pub fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
-        let txn = self.db.begin_read().map_err(db_err)?;
+        let db = self.db()?;
+        let txn = db
+            .as_ref()
+            .ok_or_else(|| db_err("closed"))?
+            .begin_read()
+            .map_err(db_err)?;
         let table = match txn.open_table(AUDIT) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
