@@ -119,3 +119,53 @@ async fn a_vanished_store_refuses_to_start_and_can_be_restored() {
     let log = serve(dir.path(), &["--reset-settings"]).unwrap();
     assert!(log.contains("settings reset to the defaults"), "{log}");
 }
+
+/// A write that fails for want of space (a file size limit standing in for a full disk):
+/// that change gets an error, and the next one is stored, without a restart.
+#[tokio::test]
+async fn the_store_is_reopened_after_a_write_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let proc = common::process::spawn_postern(dir.path(), Some("trap '' XFSZ; ulimit -f 256"), "");
+    let log = proc.log.lock().unwrap().join("\n");
+    let api: std::net::SocketAddr = log
+        .split("control API on https://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .expect("the start line names the API");
+    let client = postern::admin::client::ApiClient::new(api, &dir.path().join("data")).unwrap();
+    let put = |doc: serde_json::Value| {
+        let body = serde_json::to_vec(&doc).unwrap();
+        let client = &client;
+        async move {
+            let (status, body) = client
+                .request(hyper::Method::PUT, "/api/v1/settings", Some(body))
+                .await
+                .unwrap();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    // ~234 KB of recipients, stored as the current settings and in the audit entry: past
+    // the 256 KiB file limit.
+    let many: Vec<String> = (0..9_000)
+        .map(|n| format!("user{n:06}@ours.example"))
+        .collect();
+    let (status, body) = put(serde_json::json!({
+        "relay_domains": [{"domain": "ours.example", "recipients": many}],
+    }))
+    .await;
+    assert_eq!(status, hyper::StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    let (status, body) = put(serde_json::json!({"trusted_networks": ["192.0.2.0/24"]})).await;
+    assert_eq!(
+        status,
+        hyper::StatusCode::OK,
+        "the store stayed broken: {body}"
+    );
+    let (status, body) = client
+        .request(hyper::Method::GET, "/api/v1/settings", None)
+        .await
+        .unwrap();
+    assert_eq!(status, hyper::StatusCode::OK);
+    assert!(String::from_utf8_lossy(&body).contains("192.0.2.0/24"));
+    assert!(proc.terminate());
+}
