@@ -161,18 +161,6 @@ pub fn prepare(config: Config) -> anyhow::Result<Server> {
     );
     let smtp_tls = tls::server_config(certs.smtp_resolver(), &[]);
     let admin_tls = tls::server_config(certs.admin_resolver(), &[b"http/1.1"]);
-    let ctx = Arc::new(inbound::Context {
-        hostname: config.server.hostname.clone(),
-        limits: inbound::Limits::from_config(&config),
-        settings: settings.clone(),
-        spool: spool.clone(),
-        tls: TlsAcceptor::from(smtp_tls),
-        auth: inbound::AuthGuard::new(inbound::AuthLimits {
-            failure_limit: config.smtp.auth_failure_limit.max(1),
-            lockout: std::time::Duration::from_secs(config.smtp.auth_lockout_secs),
-            failure_delay: std::time::Duration::from_millis(config.smtp.auth_failure_delay_ms),
-        }),
-    });
     let events = events::EventLog::open(data, config.outbound.delivery_log_max_bytes)
         .with_context(|| {
             format!(
@@ -200,6 +188,19 @@ pub fn prepare(config: Config) -> anyhow::Result<Server> {
         )
         .with_certs(certs.clone()),
     );
+    let ctx = Arc::new(inbound::Context {
+        hostname: config.server.hostname.clone(),
+        limits: inbound::Limits::from_config(&config),
+        settings: settings.clone(),
+        spool: spool.clone(),
+        tls: TlsAcceptor::from(smtp_tls),
+        auth: inbound::AuthGuard::new(inbound::AuthLimits {
+            failure_limit: config.smtp.auth_failure_limit.max(1),
+            lockout: std::time::Duration::from_secs(config.smtp.auth_lockout_secs),
+            failure_delay: std::time::Duration::from_millis(config.smtp.auth_failure_delay_ms),
+        }),
+        verifier: Some(engine.clone()),
+    });
     let (new_tx, incoming) = tokio::sync::mpsc::unbounded_channel();
     spool.subscribe(new_tx);
     Ok(Server {

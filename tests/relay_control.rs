@@ -251,3 +251,63 @@ async fn unknown_recipients_of_a_verified_relay_domain_are_refused_at_rcpt() {
         "a bounce or a stray message was sent"
     );
 }
+
+/// Call-ahead verification: the relay domain's next hop is asked at RCPT; what it refuses
+/// is refused at once in Postfix's reject_unverified_recipient words, what it takes is
+/// accepted and delivered, answers are cached, and a next hop that cannot be asked gives a
+/// temporary 450, never an acceptance.
+#[tokio::test]
+async fn call_ahead_verification_refuses_unknown_recipients_at_rcpt() {
+    let mut sink = common::sink::Sink::start(common::sink::SinkOptions {
+        reject: vec!["nobody@ours.example".into()],
+        ..Default::default()
+    })
+    .await;
+    let port = sink.addr.port();
+    let server = TestServer::start().await;
+    server
+        .set(json!({
+            "trusted_networks": ["127.0.0.1/32"],
+            "relay_domains": [
+                {"domain": "ours.example", "transport": format!("[127.0.0.1]:{port}"), "verify_recipients": true},
+                {"domain": "down.example", "transport": "[127.0.0.1]:9", "verify_recipients": true},
+            ],
+        }))
+        .await;
+    let mut c = server.connect_from(OUTSIDER).await;
+    c.ehlo().await;
+    assert_eq!(c.cmd("MAIL FROM:<victim@forged.example>").await.code, 250);
+    let refused = c.cmd("RCPT TO:<nobody@ours.example>").await.first();
+    assert!(
+        refused.starts_with(&format!(
+            "550 5.1.1 <nobody@ours.example>: Recipient address rejected: undeliverable address: host 127.0.0.1[127.0.0.1]:{port} said: 550 5.1.1 <nobody@ours.example>: Recipient address rejected: User unknown"
+        )) && refused.ends_with("(in reply to RCPT TO command)"),
+        "{refused}"
+    );
+    assert_eq!(c.cmd("RCPT TO:<alice@ours.example>").await.code, 250);
+    let probes = sink.sessions.load(std::sync::atomic::Ordering::SeqCst);
+    // Asked again: answered from the cache, no new session at the next hop.
+    assert_eq!(c.cmd("RCPT TO:<nobody@ours.example>").await.code, 550);
+    assert_eq!(c.cmd("RCPT TO:<alice@ours.example>").await.code, 250);
+    assert_eq!(
+        sink.sessions.load(std::sync::atomic::Ordering::SeqCst),
+        probes
+    );
+    let unverified = c.cmd("RCPT TO:<someone@down.example>").await.first();
+    assert!(
+        unverified.starts_with("450 4.1.1 <someone@down.example>: Recipient address rejected: unverified address: connect to"),
+        "{unverified}"
+    );
+    queue_id(&c.data(&message("verified", "")).await);
+    let got = sink
+        .next(20)
+        .await
+        .expect("delivered to the verified recipients");
+    assert_eq!(
+        got.recipients,
+        vec!["alice@ours.example", "alice@ours.example"]
+    );
+    let (spool, _dir) = server.stop().await;
+    assert!(spool.is_empty());
+    assert!(sink.try_next().is_none(), "no bounce, nothing else");
+}

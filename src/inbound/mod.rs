@@ -7,6 +7,7 @@ mod conn;
 mod message;
 mod relay;
 mod session;
+pub mod verify;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -65,6 +66,8 @@ pub struct Context {
     pub spool: Spool,
     pub tls: TlsAcceptor,
     pub auth: AuthGuard,
+    /// Asks relay domains' next hops about recipients (call-ahead verification).
+    pub verifier: Option<std::sync::Arc<dyn verify::RecipientVerifier>>,
 }
 
 /// Accept until `shutdown` turns true, then give sessions `shutdown_grace` to finish.
@@ -336,6 +339,13 @@ async fn run_step(
                 Err(reply) => reply,
             };
             Ok((Some(reply), false))
+        }
+        Step::VerifyRcpt(to) => {
+            let verdict = match ctx.verifier.as_ref() {
+                Some(v) => v.verify(&to.to_string()).await,
+                None => verify::Verdict::Unverified("no verifier configured".into()),
+            };
+            Ok((Some(session.rcpt_verified(to, verdict)), false))
         }
         Step::Auth(creds) => {
             let ip = session.peer_ip();

@@ -51,6 +51,7 @@ mod tests {
         s.relay_domains.push(RelayDomain {
             domain: "ours.example".into(),
             recipients: None,
+            verify_recipients: false,
             transport: Some("[10.0.0.5]".into()),
             auth: None,
             client_certificate: None,

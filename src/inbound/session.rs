@@ -30,6 +30,8 @@ pub enum Step {
     },
     /// Check these credentials (argon2, off the async threads).
     Auth(Credentials),
+    /// Ask the relay domain's next hop whether it takes this recipient, then answer RCPT.
+    VerifyRcpt(Address),
     /// Send the 221 and close.
     Quit(Reply),
 }
@@ -185,7 +187,7 @@ impl Session {
             Command::Ehlo(name) => Step::Reply(self.handle_ehlo(name)),
             Command::Helo(name) => Step::Reply(self.handle_helo(name)),
             Command::Mail { from, params } => Step::Reply(self.handle_mail(from, params)),
-            Command::Rcpt { to } => Step::Reply(self.handle_rcpt(to)),
+            Command::Rcpt { to } => self.handle_rcpt(to),
             Command::Data => self.handle_data(),
             Command::Bdat { size, last } => self.handle_bdat(size, last),
             Command::Rset => Step::Reply(self.handle_rset()),
@@ -275,32 +277,67 @@ impl Session {
         replies::sender_ok()
     }
 
-    fn handle_rcpt(&mut self, to: Address) -> Reply {
+    fn handle_rcpt(&mut self, to: Address) -> Step {
         let authorised = self.authorised();
         let Some(tx) = self.tx.as_mut() else {
-            return replies::bad_sequence("need MAIL command");
+            return Step::Reply(replies::bad_sequence("need MAIL command"));
         };
         if !to.is_ascii() && !tx.params.smtputf8 {
-            return replies::smtputf8_required();
+            return Step::Reply(replies::smtputf8_required());
         }
         if tx.rcpts.len() >= self.ctx.limits.max_recipients {
             self.excess_recipients += 1;
             self.overshoot_pardon =
                 self.excess_recipients <= self.ctx.limits.recipient_overshoot_limit;
-            return replies::too_many_recipients();
+            return Step::Reply(replies::too_many_recipients());
         }
         if let Err(reply) = relay::check_recipient(&self.snapshot, authorised, &to) {
-            let from = tx.from.as_ref().map(Address::to_string).unwrap_or_default();
-            tracing::info!(
-                target: "postern/smtpd",
-                "NOQUEUE: reject: RCPT from {}: {}; from=<{from}> to=<{to}> proto={} helo=<{}>",
-                self.client,
-                reply.summary(),
-                if self.esmtp { "ESMTP" } else { "SMTP" },
-                self.helo.as_deref().unwrap_or("")
-            );
-            return reply;
+            return Step::Reply(self.rcpt_rejected(&to, reply));
         }
+        if self.snapshot.verifies_by_call_ahead(&to.to_string()) {
+            return Step::VerifyRcpt(to);
+        }
+        Step::Reply(self.rcpt_accepted(to))
+    }
+
+    /// The next hop's answer about `to`, as the reply to its RCPT.
+    pub fn rcpt_verified(&mut self, to: Address, verdict: super::verify::Verdict) -> Reply {
+        use super::verify::Verdict;
+        match verdict {
+            Verdict::Exists => self.rcpt_accepted(to),
+            Verdict::Unknown(why) => {
+                let reply = replies::undeliverable_address(&to.to_string(), &why);
+                self.rcpt_rejected(&to, reply)
+            }
+            Verdict::Unverified(why) => {
+                let reply = replies::unverified_address(&to.to_string(), &why);
+                self.rcpt_rejected(&to, reply)
+            }
+        }
+    }
+
+    fn rcpt_rejected(&self, to: &Address, reply: Reply) -> Reply {
+        let from = self
+            .tx
+            .as_ref()
+            .and_then(|tx| tx.from.as_ref())
+            .map(Address::to_string)
+            .unwrap_or_default();
+        tracing::info!(
+            target: "postern/smtpd",
+            "NOQUEUE: reject: RCPT from {}: {}; from=<{from}> to=<{to}> proto={} helo=<{}>",
+            self.client,
+            reply.summary(),
+            if self.esmtp { "ESMTP" } else { "SMTP" },
+            self.helo.as_deref().unwrap_or("")
+        );
+        reply
+    }
+
+    fn rcpt_accepted(&mut self, to: Address) -> Reply {
+        let Some(tx) = self.tx.as_mut() else {
+            return replies::bad_sequence("need MAIL command");
+        };
         if tx.id.is_none() {
             // Like Postfix, the queue ID is assigned when the first recipient is accepted.
             let id = self.ctx.spool.next_id();

@@ -334,7 +334,7 @@ async fn connect(job: &Job<'_>, tls: &Arc<rustls::ClientConfig>) -> Result<Conne
                     }
                 }
             };
-            match start_tls(conn, job, &config).await {
+            match start_tls(conn, (job.host, job.addr), job.command_timeout, &config).await {
                 Ok((c, info)) => {
                     conn = c;
                     negotiated = Some(info);
@@ -675,6 +675,65 @@ fn keep_or_close(pool: &Pool, key: PoolKey, c: Connection, ok: bool) {
     }
 }
 
+/// Ask `host` whether it takes `rcpt`, as Postfix's address verification does: greeting,
+/// EHLO, STARTTLS when offered, `MAIL FROM:<>`, `RCPT TO`, then QUIT. The RCPT reply, or why
+/// the question could not be asked (a refused null sender included: that says nothing of
+/// the recipient).
+pub async fn probe_recipient(
+    host: &str,
+    addr: SocketAddr,
+    helo: &str,
+    rcpt: &str,
+    timeout: Duration,
+    tls: &Arc<rustls::ClientConfig>,
+) -> Result<Reply, String> {
+    let name = format!("{host}[{}]:{}", addr.ip(), addr.port());
+    let tcp = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| format!("connect to {name}: Connection timed out"))?
+        .map_err(|e| format!("connect to {name}: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    let mut conn = Conn {
+        io: BufReader::new(Box::new(tcp)),
+        timeout,
+        name: name.clone(),
+    };
+    let greeting = conn
+        .read_reply("receiving the initial server greeting")
+        .await
+        .map_err(|o| o.reason)?;
+    let o = Outcome::from_reply(&greeting, &name, Stage::Greeting);
+    if o.class != Class::Delivered {
+        return Err(o.reason);
+    }
+    let ext = hello(&mut conn, helo, &name).await.map_err(|o| o.reason)?;
+    if ext.starttls {
+        let reply = conn
+            .command("STARTTLS", "STARTTLS")
+            .await
+            .map_err(|o| o.reason)?;
+        if Stage::StartTls.accepts(reply.code) {
+            conn = start_tls(conn, (host, addr), timeout, tls).await?.0;
+            hello(&mut conn, helo, &name).await.map_err(|o| o.reason)?;
+        }
+    }
+    let mail = conn
+        .command("MAIL FROM:<>", "MAIL FROM")
+        .await
+        .map_err(|o| o.reason)?;
+    let o = Outcome::from_reply(&mail, &name, Stage::Mail);
+    if o.class != Class::Delivered {
+        conn.quit_later();
+        return Err(o.reason);
+    }
+    let reply = conn
+        .command(&format!("RCPT TO:<{rcpt}>"), "RCPT TO")
+        .await
+        .map_err(|o| o.reason)?;
+    conn.quit_later();
+    Ok(reply)
+}
+
 /// What a STARTTLS probe saw (`postern check-tls`).
 pub struct Probe {
     pub greeting: String,
@@ -763,18 +822,19 @@ async fn hello(conn: &mut Conn, helo: &str, name: &str) -> Result<Extensions, Ou
 
 async fn start_tls(
     conn: Conn,
-    job: &Job<'_>,
+    (host, addr): (&str, SocketAddr),
+    timeout: Duration,
     tls: &Arc<rustls::ClientConfig>,
 ) -> Result<(Conn, TlsInfo), String> {
     if !conn.io.buffer().is_empty() {
         // The server spoke after its 220: the response-injection mirror of CVE-2011-0411.
         return Err("server sent data after its STARTTLS reply".into());
     }
-    let name = ServerName::try_from(job.host.to_string())
-        .unwrap_or_else(|_| ServerName::IpAddress(job.addr.ip().into()));
+    let name = ServerName::try_from(host.to_string())
+        .unwrap_or_else(|_| ServerName::IpAddress(addr.ip().into()));
     let connector = tokio_rustls::TlsConnector::from(tls.clone());
     let stream = conn.io.into_inner();
-    let tls_stream = tokio::time::timeout(job.command_timeout, connector.connect(name, stream))
+    let tls_stream = tokio::time::timeout(timeout, connector.connect(name, stream))
         .await
         .map_err(|_| "TLS handshake timed out".to_string())?
         .map_err(|e| e.to_string())?;

@@ -46,6 +46,8 @@ pub struct Engine {
     /// Attempts in flight at most (each holds at most one message body).
     max_attempts: usize,
     bodies: Arc<BodyGauge>,
+    /// Call-ahead answers: address -> (verdict, until when it holds).
+    verified: Mutex<HashMap<String, (crate::inbound::verify::Verdict, Instant)>>,
 }
 
 /// Attempts in flight: twice the global limit, so the next transactions are ready as slots
@@ -66,6 +68,7 @@ impl Engine {
     ) -> Engine {
         Engine {
             max_attempts: cfg_max_attempts(&cfg),
+            verified: Mutex::new(HashMap::new()),
             resolver,
             roots,
             total: Arc::new(Semaphore::new(cfg.max_concurrency)),
@@ -282,6 +285,90 @@ fn recipient_domain(rcpt: &str) -> String {
     rcpt.rsplit_once('@')
         .map(|(_, d)| d.to_ascii_lowercase())
         .unwrap_or_default()
+}
+
+/// How long call-ahead answers are kept: a mailbox that exists stays for a week, one that
+/// does not is asked again after an hour (a new employee is not refused for days; Postfix
+/// keeps negatives 3 days but refreshes them after 3 hours). Deferrals are not kept.
+const VERIFIED_FOR: Duration = Duration::from_secs(7 * 86_400);
+const REFUSED_FOR: Duration = Duration::from_secs(3_600);
+
+impl Engine {
+    /// Ask the recipient's next hops (as delivery would find them) whether they take it.
+    async fn call_ahead(&self, rcpt: &str) -> crate::inbound::verify::Verdict {
+        use crate::inbound::verify::Verdict;
+        let key = rcpt.to_ascii_lowercase();
+        let now = Instant::now();
+        if let Some((verdict, until)) = self
+            .verified
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            && *until > now
+        {
+            return verdict.clone();
+        }
+        let snapshot = self.settings.current();
+        let domain = recipient_domain(rcpt);
+        let hosts = match next_hops(&self.cfg, self.resolver.as_deref(), &snapshot, &domain).await {
+            Ok(h) => h,
+            Err(outcome) => return Verdict::Unverified(outcome.reason),
+        };
+        let timeout = Duration::from_secs(self.cfg.connect_timeout_secs.min(30));
+        let mut verdict = Verdict::Unverified(format!("no next hop for {domain}"));
+        for (host, addr) in &hosts {
+            let name = format!("{host}[{}]:{}", addr.ip(), addr.port());
+            verdict =
+                match client::probe_recipient(host, *addr, &self.helo, rcpt, timeout, &self.tls)
+                    .await
+                {
+                    Err(why) => Verdict::Unverified(why),
+                    Ok(reply) => {
+                        let o = Outcome::from_reply(&reply, &name, classify::Stage::Rcpt);
+                        match o.class {
+                            Class::Delivered => Verdict::Exists,
+                            Class::Permanent => Verdict::Unknown(format!(
+                                "{} command)",
+                                o.reason.trim_end_matches(')')
+                            )),
+                            Class::Temporary => Verdict::Unverified(o.reason),
+                        }
+                    }
+                };
+            if !matches!(verdict, Verdict::Unverified(_)) {
+                break; // an answer; only trouble sends us to the next host
+            }
+        }
+        let keep = match verdict {
+            Verdict::Exists => Some(VERIFIED_FOR),
+            Verdict::Unknown(_) => Some(REFUSED_FOR),
+            Verdict::Unverified(_) => None,
+        };
+        if let Some(keep) = keep {
+            let mut cache = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+            if cache.len() >= 100_000 {
+                cache.retain(|_, (_, until)| *until > now);
+            }
+            cache.insert(key, (verdict.clone(), now + keep));
+        }
+        tracing::info!(target: "postern/verify", "<{rcpt}>: {}", match &verdict {
+            Verdict::Exists => "deliverable".to_string(),
+            Verdict::Unknown(why) => format!("undeliverable: {why}"),
+            Verdict::Unverified(why) => format!("unverified: {why}"),
+        });
+        verdict
+    }
+}
+
+impl crate::inbound::verify::RecipientVerifier for Engine {
+    fn verify<'a>(
+        &'a self,
+        rcpt: &'a str,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = crate::inbound::verify::Verdict> + Send + 'a>,
+    > {
+        Box::pin(self.call_ahead(rcpt))
+    }
 }
 
 /// Run until `shutdown`: every message in the spool is due now, new ones as they arrive.
@@ -898,6 +985,7 @@ mod tests {
         s.relay_domains.push(crate::settings::RelayDomain {
             domain: "ours.example".into(),
             recipients: None,
+            verify_recipients: false,
             transport: Some("[127.0.0.2]:2600".into()),
             auth: None,
             client_certificate: None,

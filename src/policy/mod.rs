@@ -403,6 +403,7 @@ mod tests {
         s.relay_domains.push(RelayDomain {
             domain: "smarthost.example".into(),
             recipients: None,
+            verify_recipients: false,
             transport: Some("[relay.smarthost.example]:587".into()),
             auth: Some(RelayAuth {
                 username: "gateway".into(),
@@ -413,6 +414,7 @@ mod tests {
         s.relay_domains.push(RelayDomain {
             domain: "plain.example".into(),
             recipients: None,
+            verify_recipients: false,
             ..RelayDomain::default()
         });
         // A more specific user row asks for less; a wider one asks for more.

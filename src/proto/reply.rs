@@ -330,6 +330,24 @@ pub mod replies {
         )
     }
 
+    /// Postfix's reject_unverified_recipient words: the next hop refused the address.
+    pub fn undeliverable_address(rcpt: &str, why: &str) -> Reply {
+        Reply::new(
+            550,
+            Enhanced(5, 1, 1),
+            format!("<{rcpt}>: Recipient address rejected: undeliverable address: {why}"),
+        )
+    }
+
+    /// The same when the next hop could not be asked, or deferred: the client retries.
+    pub fn unverified_address(rcpt: &str, why: &str) -> Reply {
+        Reply::new(
+            450,
+            Enhanced(4, 1, 1),
+            format!("<{rcpt}>: Recipient address rejected: unverified address: {why}"),
+        )
+    }
+
     /// Too many failed AUTH attempts from this client or for this user: try later.
     pub fn auth_locked_out() -> Reply {
         Reply::new(

@@ -221,6 +221,11 @@ pub struct RelayDomain {
     /// bounce is ever sent for them to a forged sender. Absent: every address is accepted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recipients: Option<Vec<String>>,
+    /// Without `recipients`: ask the next hop at RCPT whether it takes each recipient
+    /// (Postfix's reject_unverified_recipient), with answers cached: refused ones get
+    /// `550 5.1.1 ... undeliverable address`, unanswerable ones `450 4.1.1`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub verify_recipients: bool,
 }
 
 /// Credentials for a relay domain's next hop, sent with AUTH PLAIN or LOGIN inside TLS only.
@@ -560,6 +565,7 @@ fn check_relay_domains(
             domain,
             transport: d.transport.as_ref().map(|t| t.trim().to_string()),
             recipients,
+            verify_recipients: d.verify_recipients,
             auth,
             client_certificate: d
                 .client_certificate

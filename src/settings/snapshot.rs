@@ -212,6 +212,17 @@ impl Snapshot {
             .map(|&(_, i)| i)
     }
 
+    /// Whether RCPT for `rcpt` waits for its next hop's answer: its relay domain asks for
+    /// call-ahead verification and has no recipient table that already decided.
+    pub fn verifies_by_call_ahead(&self, rcpt: &str) -> bool {
+        let Some((_, domain)) = rcpt.rsplit_once('@') else {
+            return false;
+        };
+        self.relay_index(domain).is_some_and(|i| {
+            self.settings.relay_domains[i].verify_recipients && self.recipient_tables[i].is_none()
+        })
+    }
+
     /// Whether `rcpt` (`local@domain`) may be accepted by its relay domain's recipient
     /// table: true when the domain is not a relay domain or has no table.
     pub fn recipient_known(&self, rcpt: &str) -> bool {
@@ -263,6 +274,7 @@ mod tests {
             .map(|d| RelayDomain {
                 domain: d.to_string(),
                 recipients: None,
+                verify_recipients: false,
                 transport: None,
                 auth: None,
                 client_certificate: None,
