@@ -160,6 +160,9 @@ enum SettingsAction {
     Import { file: PathBuf },
     /// Go back to the settings before the last change (kept in the audit log).
     Rollback,
+    /// Replace a relay domain's recipient table with the addresses in FILE, one per line
+    /// (`#` comments and blank lines ignored), e.g. exported from the directory.
+    Recipients { domain: String, file: PathBuf },
 }
 
 fn main() -> ExitCode {
@@ -324,7 +327,66 @@ async fn settings(
             eprintln!("postern: settings from {} applied", file.display());
             Ok(())
         }
+        SettingsAction::Recipients { domain, file } => {
+            recipients_from_file(&client, &domain, &file).await
+        }
     }
+}
+
+/// `postern settings recipients DOMAIN FILE`: the current document with that relay domain's
+/// `recipients` replaced, through the same validation as any change; an address the server
+/// refuses is named by its line in FILE.
+async fn recipients_from_file(
+    client: &ApiClient,
+    domain: &str,
+    file: &std::path::Path,
+) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    let lines: Vec<(usize, String)> = text
+        .lines()
+        .enumerate()
+        .map(|(n, l)| (n + 1, l.trim().to_string()))
+        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    let (status, body) = client
+        .request(Method::GET, "/api/v1/settings", None)
+        .await?;
+    let mut doc: SettingsDoc = parse_response(status, &body)?;
+    let wanted = domain.trim().trim_end_matches('.').to_ascii_lowercase();
+    let Some((index, relay)) = doc
+        .relay_domains
+        .iter_mut()
+        .enumerate()
+        .find(|(_, d)| d.domain == wanted)
+    else {
+        anyhow::bail!("{domain}: not a relay domain (add it first)");
+    };
+    relay.recipients = Some(lines.iter().map(|(_, a)| a.clone()).collect());
+    let body = serde_json::to_vec(&doc)?;
+    let (status, body) = client
+        .request(Method::PUT, "/api/v1/settings", Some(body))
+        .await?;
+    let prefix = format!("relay_domains[{index}].recipients[");
+    let _: SettingsDoc = parse_response(status, &body).map_err(|e| {
+        let text = e.to_string();
+        let line = text
+            .split(&prefix)
+            .nth(1)
+            .and_then(|rest| rest.split(']').next())
+            .and_then(|j| j.parse::<usize>().ok())
+            .and_then(|j| lines.get(j));
+        match line {
+            Some((n, _)) => anyhow::anyhow!("{}:{n}: {text}", file.display()),
+            None => anyhow::anyhow!("{}: {text}", file.display()),
+        }
+    })?;
+    eprintln!(
+        "postern: {} recipient(s) of {wanted} from {} applied",
+        lines.len(),
+        file.display()
+    );
+    Ok(())
 }
 
 async fn cert(config: Config, api: Option<SocketAddr>, action: CertAction) -> anyhow::Result<()> {

@@ -311,3 +311,51 @@ async fn call_ahead_verification_refuses_unknown_recipients_at_rcpt() {
     assert!(spool.is_empty());
     assert!(sink.try_next().is_none(), "no bounce, nothing else");
 }
+
+/// A recipient table imported from a file (one address per line, as exported from a
+/// directory): applied whole, and a bad line is named by its number.
+#[tokio::test]
+async fn recipient_table_imported_from_a_file() {
+    let server = relay_server().await;
+    let file = server.data_dir().join("valid.txt");
+    std::fs::write(
+        &file,
+        "# exported 2026-12-01\nalice@ours.example\n\nnot an address\n",
+    )
+    .unwrap();
+    let (ok, _, err) = server
+        .cli(&[
+            "settings",
+            "recipients",
+            "ours.example",
+            file.to_str().unwrap(),
+        ])
+        .await;
+    assert!(!ok);
+    assert!(err.contains(&format!("{}:4: ", file.display())), "{err}");
+    assert!(err.contains("relay_domains[0].recipients[1]"), "{err}");
+    std::fs::write(
+        &file,
+        "# exported 2026-12-01\nalice@ours.example\nsales-*@ours.example\n",
+    )
+    .unwrap();
+    let (ok, _, err) = server
+        .cli(&[
+            "settings",
+            "recipients",
+            "ours.example",
+            file.to_str().unwrap(),
+        ])
+        .await;
+    assert!(ok, "{err}");
+    let doc = server.get_settings().await;
+    assert_eq!(
+        doc["relay_domains"][0]["recipients"],
+        json!(["alice@ours.example", "sales-*@ours.example"])
+    );
+    let mut c = server.connect_from(OUTSIDER).await;
+    c.ehlo().await;
+    c.cmd("MAIL FROM:<a@forged.example>").await;
+    assert_eq!(c.cmd("RCPT TO:<bob@ours.example>").await.code, 550);
+    assert_eq!(c.cmd("RCPT TO:<alice@ours.example>").await.code, 250);
+}
