@@ -575,6 +575,7 @@ fn replay_segment(
     report: &mut Recovery,
 ) -> io::Result<()> {
     let path = segment_path(dir, n);
+    narrow_to_owner(&path)?;
     let data = std::fs::read(&path)?;
     let name = path
         .file_name()
@@ -652,6 +653,17 @@ fn replay_segment(
     if !damage.is_empty() {
         keep_damaged(dir, &path, &name, &damage)?;
         report.damaged.extend(damage);
+    }
+    Ok(())
+}
+
+/// A segment written by an older version may be 0644: it holds other people's mail.
+fn narrow_to_owner(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        crate::fsutil::restrict_to_owner(path)?;
+        tracing::warn!(target: "postern/spool", "warning: {}: mode was {mode:04o}, now 0600", path.display());
     }
     Ok(())
 }
@@ -861,8 +873,19 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600, "segment {n}");
         }
+        // One left 0644 by an older version is narrowed at the next start.
+        std::fs::set_permissions(
+            segment_path(dir.path(), 2),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
         let (spool, rec) = Spool::open(dir.path(), 100).unwrap();
         assert_eq!(rec.segments, 3);
         assert_eq!(spool.len(), 3);
+        let mode = std::fs::metadata(segment_path(dir.path(), 2))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 }
