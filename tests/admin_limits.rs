@@ -73,13 +73,7 @@ async fn idle_api_connections_never_stop_smtp() {
         Some("ulimit -n 512"),
         "[outbound]\nmax_concurrency = 50\n",
     );
-    let log = proc.log.lock().unwrap().join("\n");
-    let api: std::net::SocketAddr = log
-        .split("control API on https://")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|a| a.parse().ok())
-        .expect("the start line names the API");
+    let api = proc.api();
     // 64 are served (and cut after 10 s), the rest complete in the listen queue.
     let mut idle = Vec::new();
     for _ in 0..1000 {

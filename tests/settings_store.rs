@@ -126,13 +126,7 @@ async fn a_vanished_store_refuses_to_start_and_can_be_restored() {
 async fn the_store_is_reopened_after_a_write_error() {
     let dir = tempfile::tempdir().unwrap();
     let proc = common::process::spawn_postern(dir.path(), Some("trap '' XFSZ; ulimit -f 256"), "");
-    let log = proc.log.lock().unwrap().join("\n");
-    let api: std::net::SocketAddr = log
-        .split("control API on https://")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|a| a.parse().ok())
-        .expect("the start line names the API");
+    let api = proc.api();
     let client = postern::admin::client::ApiClient::new(api, &dir.path().join("data")).unwrap();
     let put = |doc: serde_json::Value| {
         let body = serde_json::to_vec(&doc).unwrap();

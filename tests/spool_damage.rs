@@ -206,15 +206,10 @@ async fn the_server_starts_and_lists_the_damage() {
         "{log}"
     );
     assert!(log.contains("recovered 9 message(s)"), "{log}");
-    let api = log
-        .split("control API on https://")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .expect("the start line names the API");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_postern"))
         .args(["queue", "damaged", "--config"])
         .arg(dir.path().join("postern.toml"))
-        .args(["--api", api])
+        .args(["--api", &proc.api().to_string()])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);

@@ -70,6 +70,17 @@ pub struct Store {
     last_good: std::path::PathBuf,
 }
 
+/// The database, held open for one operation (a reopen waits for it).
+struct OpenDb<'a>(std::sync::RwLockReadGuard<'a, Option<Database>>);
+
+impl std::ops::Deref for OpenDb<'_> {
+    type Target = Database;
+    fn deref(&self) -> &Database {
+        // `Store::db` hands one out only when the database is open.
+        self.0.as_ref().expect("checked by Store::db")
+    }
+}
+
 /// `<store>.last-good.json`: the current settings, rewritten after every change.
 pub fn last_good_path(path: &Path) -> std::path::PathBuf {
     std::path::PathBuf::from(format!("{}.last-good.json", path.display()))
@@ -107,7 +118,7 @@ impl Store {
     }
 
     /// The database, reopened first if the last write failed.
-    fn db(&self) -> Result<std::sync::RwLockReadGuard<'_, Option<Database>>, StoreError> {
+    fn db(&self) -> Result<OpenDb<'_>, StoreError> {
         use std::sync::atomic::Ordering;
         if self.broken.swap(false, Ordering::SeqCst) {
             let mut db = self.db.write().unwrap_or_else(|e| e.into_inner());
@@ -129,7 +140,7 @@ impl Store {
             self.broken.store(true, Ordering::SeqCst);
             return Err(db_err("the store is being reopened"));
         }
-        Ok(db)
+        Ok(OpenDb(db))
     }
 
     /// A write's result: a failure marks the store for reopening.
@@ -147,11 +158,7 @@ impl Store {
 
     pub fn load(&self) -> Result<Option<Settings>, StoreError> {
         let db = self.db()?;
-        let txn = db
-            .as_ref()
-            .ok_or_else(|| db_err("closed"))?
-            .begin_read()
-            .map_err(db_err)?;
+        let txn = db.begin_read().map_err(db_err)?;
         let table = match txn.open_table(CURRENT) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
@@ -182,11 +189,7 @@ impl Store {
         actor: &str,
     ) -> Result<u64, StoreError> {
         let db = self.db()?;
-        let txn = db
-            .as_ref()
-            .ok_or_else(|| db_err("closed"))?
-            .begin_write()
-            .map_err(db_err)?;
+        let txn = db.begin_write().map_err(db_err)?;
         let seq = {
             let mut audit = txn.open_table(AUDIT).map_err(db_err)?;
             let seq = audit
@@ -237,11 +240,7 @@ impl Store {
 
     pub fn certificates(&self) -> Result<Vec<crate::certs::StoredCert>, StoreError> {
         let db = self.db()?;
-        let txn = db
-            .as_ref()
-            .ok_or_else(|| db_err("closed"))?
-            .begin_read()
-            .map_err(db_err)?;
+        let txn = db.begin_read().map_err(db_err)?;
         let table = match txn.open_table(CERTS) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
@@ -263,11 +262,7 @@ impl Store {
 
     fn put_certificate_once(&self, cert: &crate::certs::StoredCert) -> Result<(), StoreError> {
         let db = self.db()?;
-        let txn = db
-            .as_ref()
-            .ok_or_else(|| db_err("closed"))?
-            .begin_write()
-            .map_err(db_err)?;
+        let txn = db.begin_write().map_err(db_err)?;
         txn.open_table(CERTS)
             .map_err(db_err)?
             .insert(cert.name.as_str(), serde_json::to_vec(cert)?.as_slice())
@@ -283,11 +278,7 @@ impl Store {
 
     fn delete_certificate_once(&self, name: &str) -> Result<bool, StoreError> {
         let db = self.db()?;
-        let txn = db
-            .as_ref()
-            .ok_or_else(|| db_err("closed"))?
-            .begin_write()
-            .map_err(db_err)?;
+        let txn = db.begin_write().map_err(db_err)?;
         let found = txn
             .open_table(CERTS)
             .map_err(db_err)?
@@ -301,11 +292,7 @@ impl Store {
     /// Audit entries, newest first.
     pub fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
         let db = self.db()?;
-        let txn = db
-            .as_ref()
-            .ok_or_else(|| db_err("closed"))?
-            .begin_read()
-            .map_err(db_err)?;
+        let txn = db.begin_read().map_err(db_err)?;
         let table = match txn.open_table(AUDIT) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),

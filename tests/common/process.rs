@@ -64,6 +64,16 @@ pub fn spawn_postern(dir: &Path, shell_prefix: Option<&str>, extra: &str) -> Pro
 }
 
 impl Proc {
+    /// The control API's address, from the start line.
+    pub fn api(&self) -> std::net::SocketAddr {
+        let log = self.log.lock().unwrap().join("\n");
+        log.split("control API on https://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+            .expect("the start line names the API")
+    }
+
     /// SIGTERM and wait; true if it exited cleanly.
     pub fn terminate(mut self) -> bool {
         let _ = Command::new("kill")
