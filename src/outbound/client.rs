@@ -17,6 +17,8 @@ use crate::proto::{Enhanced, Reply, ReplyLine, dot_stuff};
 use crate::tls::TlsInfo;
 
 pub struct Job<'a> {
+    /// The message's queue ID, for the log lines of the connection made for it.
+    pub queue_id: &'a str,
     /// Name for logs, SNI and errors: the MX or transport host.
     pub host: &'a str,
     pub addr: SocketAddr,
@@ -266,6 +268,11 @@ async fn connect(job: &Job<'_>, tls: &Arc<rustls::ClientConfig>) -> Result<Conne
         .await
         .map_err(|o| all(o, true))?;
     let starttls_offered = ext.starttls;
+    if starttls_offered {
+        // Once per new connection, at every level (Postfix's smtp_tls_note_starttls_offer):
+        // the line admins search before they require TLS of a partner.
+        tracing::info!(target: "postern/smtp", "{}: Host offered STARTTLS: [{}]", job.queue_id, job.host);
+    }
     let fail = |outcome: Outcome| Failure::All {
         outcome,
         try_next_host: false,
@@ -337,8 +344,18 @@ async fn connect(job: &Job<'_>, tls: &Arc<rustls::ClientConfig>) -> Result<Conne
             match start_tls(conn, (job.host, job.addr), job.command_timeout, &config).await {
                 Ok((c, info)) => {
                     conn = c;
-                    negotiated = Some(info);
                     verified_name = verifier.and_then(|v| v.verified_name());
+                    // Once per handshake, in Postfix's words: Verified when the chain and the
+                    // name (or pin) were checked; at `may`/`encrypt` nothing is, so Untrusted.
+                    // (Postfix's "Trusted", a chain checked without the name, is no level of
+                    // ours.)
+                    let trust = if verified_name.is_some() {
+                        "Verified"
+                    } else {
+                        "Untrusted"
+                    };
+                    tracing::info!(target: "postern/smtp", "{trust} TLS connection established to {name}: {}", info.describe());
+                    negotiated = Some(info);
                 }
                 Err(reason) if job.level == Level::May => {
                     return Err(Failure::TlsFailedMay { reason });

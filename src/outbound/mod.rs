@@ -725,11 +725,13 @@ async fn deliver_group(
             None => None,
         },
     };
+    let queue_id = entry.id.to_string();
     let mut last = Outcome::connection(format!("no host to try for {domain}"));
     let mut last_relay = "none".to_string();
     for (host, addr) in &hosts {
         let relay = format!("{host}[{}]:{}", addr.ip(), addr.port());
         let mut job = client::Job {
+            queue_id: &queue_id,
             host,
             addr: *addr,
             helo: &engine.helo,
@@ -760,7 +762,7 @@ async fn deliver_group(
         }
         match result {
             Ok(session) => {
-                log_tls(entry.id, &relay, host, &session, level);
+                log_tls(entry.id, &relay, &session, level);
                 return session
                     .results
                     .into_iter()
@@ -823,22 +825,15 @@ fn cert_check(decision: &Decision, host: &str) -> Option<crate::tls::CertCheck> 
     }
 }
 
-fn log_tls(id: QueueId, relay: &str, host: &str, session: &client::Session, level: Level) {
-    match &session.tls {
-        // The certificate is not checked at `may` and `encrypt`: Postfix calls that Untrusted.
-        Some(info) => {
-            tracing::info!(target: "postern/smtp", "Untrusted TLS connection established to {relay}: {}", info.describe())
-        }
-        None if session.starttls_offered => {
-            tracing::info!(target: "postern/smtp", "{id}: Host offered STARTTLS: [{host}] (policy level {level})")
-        }
-        // Not offered: plaintext, which only `may` and `none` allow; say so, so an admin
-        // checking a partner before forcing TLS finds it (Hermes' guide).
-        None if level > Level::None => tracing::info!(
+/// The TLS handshake and the STARTTLS offer are logged by the client, once per connection;
+/// what is left is plaintext, which only `may` and `none` allow: said per message, so an
+/// admin checking a partner before forcing TLS finds it (Hermes' guide).
+fn log_tls(id: QueueId, relay: &str, session: &client::Session, level: Level) {
+    if session.tls.is_none() && !session.starttls_offered && level > Level::None {
+        tracing::info!(
             target: "postern/smtp",
             "{id}: STARTTLS not offered by {relay}: delivered without TLS (policy level {level})"
-        ),
-        None => {}
+        );
     }
 }
 

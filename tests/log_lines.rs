@@ -1,0 +1,140 @@
+//! The lines admins grep for, from the real binary's log: one TLS line per handshake in
+//! Postfix's words (Verified when the certificate was checked, Untrusted when not), and
+//! `Host offered STARTTLS` for every new connection whose EHLO offered it.
+//! Postfix's smtp(8) writes "Untrusted/Verified TLS connection established to host[ip]:port:
+//! <protocol> with cipher <suite> (<bits>/<bits> bits)" and, with
+//! smtp_tls_note_starttls_offer, "QUEUEID: Host offered STARTTLS: [host]".
+
+mod common;
+
+use common::process::{Proc, spawn_postern};
+use common::sink::{Sink, SinkOptions, TestCa};
+use common::*;
+
+/// Lines of `proc`'s log containing `needle`, once `count` lines contain `until`.
+async fn lines_once(proc: &Proc, until: &str, count: usize, needle: &str) -> Vec<String> {
+    for _ in 0..200 {
+        let log = proc.log.lock().unwrap().clone();
+        if log.iter().filter(|l| l.contains(until)).count() >= count {
+            return log.into_iter().filter(|l| l.contains(needle)).collect();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("fewer than {count} lines with {until:?}");
+}
+
+async fn send(proc: &Proc, rcpt: &str) -> String {
+    let mut c = SmtpClient::connect(proc.smtp, None, None).await;
+    c.cmd("HELO client.test.example").await;
+    let id = queue_id(
+        &c.send("app@inside.example", &[rcpt], &message("log", ""))
+            .await,
+    );
+    c.cmd("QUIT").await;
+    id
+}
+
+#[tokio::test]
+async fn untrusted_once_per_handshake_and_starttls_offer_per_connection() {
+    let mut sink = Sink::start(SinkOptions {
+        starttls: true,
+        ..SinkOptions::default()
+    })
+    .await;
+    let port = sink.addr.port();
+    let dir = tempfile::tempdir().unwrap();
+    let proc = spawn_postern(
+        dir.path(),
+        None,
+        &format!(
+            "[outbound]\nconnection_cache_secs = 30\n[outbound.routes]\n\"other.example\" = \"[127.0.0.1]:{port}\"\n"
+        ),
+    );
+    let first = send(&proc, "a@other.example").await;
+    for rcpt in ["b@other.example", "c@other.example"] {
+        sink.next(20).await.expect("delivered");
+        send(&proc, rcpt).await;
+    }
+    sink.next(20).await.expect("delivered");
+    let tls = lines_once(&proc, "status=sent", 3, "TLS connection established").await;
+    assert_eq!(tls.len(), 1, "one handshake, one line: {tls:?}");
+    assert!(
+        tls[0].ends_with(&format!(
+            "postern/smtp: Untrusted TLS connection established to 127.0.0.1[127.0.0.1]:{port}: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)"
+        )),
+        "{}",
+        tls[0]
+    );
+    let offered = lines_once(&proc, "status=sent", 3, "Host offered STARTTLS").await;
+    assert_eq!(offered.len(), 1, "{offered:?}");
+    assert!(
+        offered[0].ends_with(&format!(
+            "postern/smtp: {first}: Host offered STARTTLS: [127.0.0.1]"
+        )),
+        "{}",
+        offered[0]
+    );
+    assert!(proc.terminate());
+}
+
+#[tokio::test]
+async fn verified_when_the_certificate_was_checked() {
+    use common::dns::{Zone, serve};
+    let ca = TestCa::new();
+    let mut sink = Sink::start(SinkOptions {
+        starttls: true,
+        cert: Some(ca.leaf(&["mx.other.example"])),
+        ..SinkOptions::default()
+    })
+    .await;
+    let dns = serve(
+        Zone::default()
+            .mx("other.example", 10, "mx.other.example")
+            .a("mx.other.example", "127.0.0.1".parse().unwrap()),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.pem).unwrap();
+    let proc = spawn_postern(
+        dir.path(),
+        None,
+        &format!(
+            "[outbound]\nport = {}\nnameservers = [\"{dns}\"]\n[tls]\nextra_roots = [\"{}\"]\n",
+            sink.addr.port(),
+            ca_file.display()
+        ),
+    );
+    let settings = dir.path().join("policy.toml");
+    std::fs::write(
+        &settings,
+        "trusted_networks = [\"127.0.0.1/32\"]\n[[policy]]\npattern = \"other.example\"\nlevel = \"verify\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args(["settings", "import"])
+        .arg(&settings)
+        .arg("--config")
+        .arg(dir.path().join("postern.toml"))
+        .args(["--api", &proc.api().to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    send(&proc, "partner@other.example").await;
+    assert!(sink.next(20).await.expect("delivered").tls);
+    let tls = lines_once(&proc, "status=sent", 1, "TLS connection established").await;
+    assert_eq!(tls.len(), 1, "{tls:?}");
+    assert!(
+        tls[0].contains(&format!(
+            "postern/smtp: Verified TLS connection established to mx.other.example[127.0.0.1]:{}: TLSv1.3 with cipher",
+            sink.addr.port()
+        )),
+        "{}",
+        tls[0]
+    );
+    assert!(proc.terminate());
+}
