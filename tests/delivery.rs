@@ -147,7 +147,7 @@ async fn temporary_failure_then_success_after_backoff() {
         first["reply"]
             .as_str()
             .unwrap()
-            .contains("451 4.3.0 try again later (in reply to MAIL FROM)"),
+            .contains("451 4.3.0 try again later (in reply to MAIL FROM command)"),
         "{first}"
     );
 }

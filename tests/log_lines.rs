@@ -138,3 +138,63 @@ async fn verified_when_the_certificate_was_checked() {
     );
     assert!(proc.terminate());
 }
+
+/// Three MX hosts: the first refuses the connection, the second greets with 421, the third
+/// takes the message. Each failed host leaves Postfix's line before the delivery.
+#[tokio::test]
+async fn every_failed_host_leaves_a_line_before_the_one_that_worked() {
+    use common::dns::{Zone, serve};
+    let mut good = Sink::start_on("127.0.0.23:0".parse().unwrap(), SinkOptions::default()).await;
+    let port = good.addr.port();
+    let busy = Sink::start_on(
+        format!("127.0.0.22:{port}").parse().unwrap(),
+        SinkOptions::default(),
+    )
+    .await;
+    busy.act(
+        common::sink::Stage::Greeting,
+        common::sink::Act::Reply("421 4.3.2 busy, try later".into()),
+    );
+    let dns = serve(
+        Zone::default()
+            .mx("multi.example", 10, "mx1.multi.example")
+            .mx("multi.example", 20, "mx2.multi.example")
+            .mx("multi.example", 30, "mx3.multi.example")
+            .a("mx1.multi.example", "127.0.0.21".parse().unwrap())
+            .a("mx2.multi.example", "127.0.0.22".parse().unwrap())
+            .a("mx3.multi.example", "127.0.0.23".parse().unwrap()),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let proc = spawn_postern(
+        dir.path(),
+        None,
+        &format!("[outbound]\nport = {port}\nnameservers = [\"{dns}\"]\n"),
+    );
+    let id = send(&proc, "user@multi.example").await;
+    good.next(20).await.expect("mx3 took it");
+    let lines = lines_once(&proc, "status=sent", 1, "postern/smtp").await;
+    let at = |needle: &str| {
+        lines
+            .iter()
+            .position(|l| l.ends_with(needle))
+            .unwrap_or_else(|| panic!("no line ending {needle:?} in {lines:#?}"))
+    };
+    let refused = at(&format!(
+        "postern/smtp: connect to mx1.multi.example[127.0.0.21]:{port}: Connection refused"
+    ));
+    let greeting = at(&format!(
+        "postern/smtp: {id}: host mx2.multi.example[127.0.0.22] refused to talk to me: 421 4.3.2 busy, try later"
+    ));
+    let sent = lines
+        .iter()
+        .position(|l| l.contains("status=sent"))
+        .unwrap();
+    assert!(refused < greeting && greeting < sent, "{lines:#?}");
+    assert!(
+        lines[sent].contains("relay=mx3.multi.example[127.0.0.23]"),
+        "{}",
+        lines[sent]
+    );
+    assert!(proc.terminate());
+}

@@ -117,12 +117,8 @@ async fn refused_login_is_deferred_with_the_servers_words() {
     let event = server.next_event_for("user@smarthost.example", 20).await;
     assert_eq!((event.status, event.dsn.as_str()), ("deferred", "4.7.0"));
     assert!(
-        event
-            .reply
-            .starts_with("SASL authentication failed; server 127.0.0.1[127.0.0.1]:")
-            && event
-                .reply
-                .ends_with("said: 535 5.7.8 Error: authentication failed"),
+        event.reply
+            == "SASL authentication failed; server 127.0.0.1[127.0.0.1] said: 535 5.7.8 Error: authentication failed",
         "{}",
         event.reply
     );

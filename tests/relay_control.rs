@@ -279,9 +279,8 @@ async fn call_ahead_verification_refuses_unknown_recipients_at_rcpt() {
     assert_eq!(c.cmd("MAIL FROM:<victim@forged.example>").await.code, 250);
     let refused = c.cmd("RCPT TO:<nobody@ours.example>").await.first();
     assert!(
-        refused.starts_with(&format!(
-            "550 5.1.1 <nobody@ours.example>: Recipient address rejected: undeliverable address: host 127.0.0.1[127.0.0.1]:{port} said: 550 5.1.1 <nobody@ours.example>: Recipient address rejected: User unknown"
-        )) && refused.ends_with("(in reply to RCPT TO command)"),
+        refused
+            == "550 5.1.1 <nobody@ours.example>: Recipient address rejected: undeliverable address: host 127.0.0.1[127.0.0.1] said: 550 5.1.1 <nobody@ours.example>: Recipient address rejected: User unknown (in reply to RCPT TO command)",
         "{refused}"
     );
     assert_eq!(c.cmd("RCPT TO:<alice@ours.example>").await.code, 250);

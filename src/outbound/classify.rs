@@ -88,11 +88,16 @@ impl Outcome {
     /// taken for delivery. A 5xx greeting is retried too, and the next host tried (Postfix's
     /// smtp_skip_5xx_greeting).
     pub fn from_reply(reply: &Reply, host: &str, stage: Stage) -> Outcome {
-        let said = format!(
-            "host {host} said: {} (in reply to {})",
-            reply.summary(),
-            stage.name()
-        );
+        // Postfix's smtp(8) words: "refused to talk to me" for a greeting, else "said: ...
+        // (in reply to X command)".
+        let said = match stage {
+            Stage::Greeting => format!("host {host} refused to talk to me: {}", reply.summary()),
+            _ => format!(
+                "host {host} said: {} (in reply to {} command)",
+                reply.summary(),
+                stage.name()
+            ),
+        };
         let (class, dsn, reason, protocol_error) = if stage.accepts(reply.code) {
             (Class::Delivered, reply.dsn(), reply.summary(), false)
         } else {
@@ -195,7 +200,7 @@ mod tests {
         assert_eq!((o.class, o.dsn), (Class::Temporary, Enhanced(4, 3, 0)));
         assert_eq!(
             o.reason,
-            "host mx[192.0.2.1] said: 451 4.3.0 try later (in reply to RCPT TO)"
+            "host mx[192.0.2.1] said: 451 4.3.0 try later (in reply to RCPT TO command)"
         );
         let o = Outcome::from_reply(&reply(550, "no such user"), "h", Stage::Rcpt);
         assert_eq!((o.class, o.dsn), (Class::Permanent, Enhanced(5, 0, 0)));
@@ -236,8 +241,17 @@ mod tests {
                         (Class::Temporary, Enhanced(4, 5, 0), true),
                         "{code} at {stage:?}"
                     );
+                    let said = match stage {
+                        Greeting => {
+                            format!("host h[192.0.2.1]:25 refused to talk to me: {code} text")
+                        }
+                        _ => format!(
+                            "host h[192.0.2.1]:25 said: {code} text (in reply to {} command)",
+                            stage.name()
+                        ),
+                    };
                     assert!(
-                        o.reason.starts_with(&format!("host h[192.0.2.1]:25 said: {code} text (in reply to {}): protocol error", stage.name())),
+                        o.reason.starts_with(&format!("{said}: protocol error")),
                         "{}",
                         o.reason
                     );

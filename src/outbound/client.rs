@@ -70,6 +70,15 @@ pub enum Failure {
     TlsFailedMay { reason: String },
 }
 
+/// An I/O error as Postfix words it: `Connection refused`, without Rust's ` (os error 111)`.
+fn os_text(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" (os error ") {
+        Some(at) if text.ends_with(')') => text[..at].to_string(),
+        _ => text,
+    }
+}
+
 /// Bounds on what a next hop may send as one reply (RFC 5321 section 4.5.3.1.5 sets 512
 /// octets per reply line; servers exceed it, so we allow more, but not without limit).
 const MAX_REPLY_LINE: usize = 8192;
@@ -111,8 +120,9 @@ impl Conn {
                 }
                 Ok(Err(e)) => {
                     return Err(Outcome::connection(format!(
-                        "lost connection with {} while {stage}: {e}",
-                        self.name
+                        "lost connection with {} while {stage}: {}",
+                        self.name,
+                        os_text(&e)
                     )));
                 }
                 Ok(Ok(0)) => {
@@ -159,8 +169,9 @@ impl Conn {
         match tokio::time::timeout(self.timeout, write).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(Outcome::connection(format!(
-                "lost connection with {} while {stage}: {e}",
-                self.name
+                "lost connection with {} while {stage}: {}",
+                self.name,
+                os_text(&e)
             ))),
             Err(_) => Err(Outcome::timeout(stage, &self.name)),
         }
@@ -229,6 +240,8 @@ fn extensions(reply: &Reply) -> Extensions {
 async fn connect(job: &Job<'_>, tls: &Arc<rustls::ClientConfig>) -> Result<Connection, Failure> {
     let started = Instant::now();
     let name = format!("{}[{}]:{}", job.host, job.addr.ip(), job.addr.port());
+    // Postfix names the peer without the port in its reasons, with it in `connect to` and TLS lines.
+    let peer = format!("{}[{}]", job.host, job.addr.ip());
     let all = |outcome: Outcome, try_next_host: bool| Failure::All {
         outcome,
         try_next_host,
@@ -238,7 +251,7 @@ async fn connect(job: &Job<'_>, tls: &Arc<rustls::ClientConfig>) -> Result<Conne
         Ok(Ok(tcp)) => tcp,
         Ok(Err(e)) => {
             return Err(all(
-                Outcome::connection(format!("connect to {name}: {e}")),
+                Outcome::connection(format!("connect to {name}: {}", os_text(&e))),
                 true,
             ));
         }
@@ -253,18 +266,18 @@ async fn connect(job: &Job<'_>, tls: &Arc<rustls::ClientConfig>) -> Result<Conne
     let mut conn = Conn {
         io: BufReader::new(Box::new(tcp)),
         timeout: job.command_timeout,
-        name: name.clone(),
+        name: peer.clone(),
     };
     let greeting = conn
         .read_reply("receiving the initial server greeting")
         .await
         .map_err(|o| all(o, true))?;
     // A server that will not talk is a reason to try the next host, not to bounce.
-    let o = Outcome::from_reply(&greeting, &name, Stage::Greeting);
+    let o = Outcome::from_reply(&greeting, &peer, Stage::Greeting);
     if o.class != Class::Delivered {
         return Err(all(o, true));
     }
-    let mut ext = hello(&mut conn, job.helo, &name)
+    let mut ext = hello(&mut conn, job.helo, &peer)
         .await
         .map_err(|o| all(o, true))?;
     let starttls_offered = ext.starttls;
@@ -292,12 +305,12 @@ async fn connect(job: &Job<'_>, tls: &Arc<rustls::ClientConfig>) -> Result<Conne
             return Err(fail(policy_failure(
                 job,
                 if job.bounce_on_failure { 0 } else { 4 },
-                format!("TLS is required, but was not offered by host {name}{weak}"),
+                format!("TLS is required, but was not offered by host {peer}{weak}"),
             )));
         }
         (_, true) => {
             let reply = conn.command("STARTTLS", "STARTTLS").await.map_err(fail)?;
-            let o = Outcome::from_reply(&reply, &name, Stage::StartTls);
+            let o = Outcome::from_reply(&reply, &peer, Stage::StartTls);
             if o.protocol_error {
                 // A 2xx without a handshake to follow: out of step, at any level; never a
                 // reason to go on in plaintext on this session or another.
@@ -313,7 +326,7 @@ async fn connect(job: &Job<'_>, tls: &Arc<rustls::ClientConfig>) -> Result<Conne
                     job,
                     5,
                     format!(
-                        "TLS is required, but host {name} refused to start TLS: {}",
+                        "TLS is required, but host {peer} refused to start TLS: {}",
                         reply.summary()
                     ),
                 )));
@@ -364,11 +377,11 @@ async fn connect(job: &Job<'_>, tls: &Arc<rustls::ClientConfig>) -> Result<Conne
                     return Err(fail(policy_failure(
                         job,
                         5,
-                        format!("Cannot start TLS with {name}: {reason}"),
+                        format!("Cannot start TLS with {peer}: {reason}"),
                     )));
                 }
             }
-            ext = hello(&mut conn, job.helo, &name).await.map_err(fail)?;
+            ext = hello(&mut conn, job.helo, &peer).await.map_err(fail)?;
         }
     }
     // Minimum strength (GlobalCerts): checked before any transaction, so a message never
@@ -380,14 +393,14 @@ async fn connect(job: &Job<'_>, tls: &Arc<rustls::ClientConfig>) -> Result<Conne
             job,
             0,
             format!(
-                "encryption too weak {bits} less than {} with host {name}",
+                "encryption too weak {bits} less than {} with host {peer}",
                 job.min_bits
             ),
         )));
     }
     if let Some(credentials) = job.auth {
         let tls = negotiated.is_some();
-        if let Err(o) = authenticate(&mut conn, &ext, credentials, tls, &name).await {
+        if let Err(o) = authenticate(&mut conn, &ext, credentials, tls, &peer).await {
             conn.quit_later();
             // As Postfix does: a failed login is retried, and another host may accept it.
             return Err(Failure::All {
@@ -400,7 +413,7 @@ async fn connect(job: &Job<'_>, tls: &Arc<rustls::ClientConfig>) -> Result<Conne
     Ok(Connection {
         conn,
         ext,
-        name,
+        name: peer,
         starttls_offered,
         verified_name,
         tls: negotiated,
@@ -705,25 +718,26 @@ pub async fn probe_recipient(
     tls: &Arc<rustls::ClientConfig>,
 ) -> Result<Reply, String> {
     let name = format!("{host}[{}]:{}", addr.ip(), addr.port());
+    let peer = format!("{host}[{}]", addr.ip());
     let tcp = tokio::time::timeout(timeout, TcpStream::connect(addr))
         .await
         .map_err(|_| format!("connect to {name}: Connection timed out"))?
-        .map_err(|e| format!("connect to {name}: {e}"))?;
+        .map_err(|e| format!("connect to {name}: {}", os_text(&e)))?;
     let _ = tcp.set_nodelay(true);
     let mut conn = Conn {
         io: BufReader::new(Box::new(tcp)),
         timeout,
-        name: name.clone(),
+        name: peer.clone(),
     };
     let greeting = conn
         .read_reply("receiving the initial server greeting")
         .await
         .map_err(|o| o.reason)?;
-    let o = Outcome::from_reply(&greeting, &name, Stage::Greeting);
+    let o = Outcome::from_reply(&greeting, &peer, Stage::Greeting);
     if o.class != Class::Delivered {
         return Err(o.reason);
     }
-    let ext = hello(&mut conn, helo, &name).await.map_err(|o| o.reason)?;
+    let ext = hello(&mut conn, helo, &peer).await.map_err(|o| o.reason)?;
     if ext.starttls {
         let reply = conn
             .command("STARTTLS", "STARTTLS")
@@ -731,14 +745,14 @@ pub async fn probe_recipient(
             .map_err(|o| o.reason)?;
         if Stage::StartTls.accepts(reply.code) {
             conn = start_tls(conn, (host, addr), timeout, tls).await?.0;
-            hello(&mut conn, helo, &name).await.map_err(|o| o.reason)?;
+            hello(&mut conn, helo, &peer).await.map_err(|o| o.reason)?;
         }
     }
     let mail = conn
         .command("MAIL FROM:<>", "MAIL FROM")
         .await
         .map_err(|o| o.reason)?;
-    let o = Outcome::from_reply(&mail, &name, Stage::Mail);
+    let o = Outcome::from_reply(&mail, &peer, Stage::Mail);
     if o.class != Class::Delivered {
         conn.quit_later();
         return Err(o.reason);
@@ -772,7 +786,7 @@ pub async fn probe(
     let tcp = tokio::time::timeout(timeout, TcpStream::connect(addr))
         .await
         .map_err(|_| format!("connect to {name}: Connection timed out"))?
-        .map_err(|e| format!("connect to {name}: {e}"))?;
+        .map_err(|e| format!("connect to {name}: {}", os_text(&e)))?;
     let mut conn = Conn {
         io: BufReader::new(Box::new(tcp)),
         timeout,

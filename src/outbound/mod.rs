@@ -317,7 +317,7 @@ impl Engine {
         let timeout = Duration::from_secs(self.cfg.connect_timeout_secs.min(30));
         let mut verdict = Verdict::Unverified(format!("no next hop for {domain}"));
         for (host, addr) in &hosts {
-            let name = format!("{host}[{}]:{}", addr.ip(), addr.port());
+            let name = format!("{host}[{}]", addr.ip());
             verdict =
                 match client::probe_recipient(host, *addr, &self.helo, rcpt, timeout, &self.tls)
                     .await
@@ -327,10 +327,7 @@ impl Engine {
                         let o = Outcome::from_reply(&reply, &name, classify::Stage::Rcpt);
                         match o.class {
                             Class::Delivered => Verdict::Exists,
-                            Class::Permanent => Verdict::Unknown(format!(
-                                "{} command)",
-                                o.reason.trim_end_matches(')')
-                            )),
+                            Class::Permanent => Verdict::Unknown(o.reason),
                             Class::Temporary => Verdict::Unverified(o.reason),
                         }
                     }
@@ -781,11 +778,14 @@ async fn deliver_group(
                 try_next_host,
                 starttls_offered,
             }) => {
+                if !try_next_host {
+                    return all(outcome, relay, starttls_offered);
+                }
+                // A host given up for the next one leaves its line, as in Postfix, so the
+                // log shows the MX that failed before the one that worked.
+                log_host_failure(entry.id, &outcome);
                 last = outcome;
                 last_relay = relay;
-                if !try_next_host {
-                    return all(last, last_relay, starttls_offered);
-                }
             }
             Err(client::Failure::TlsFailedMay { reason }) => {
                 last = Outcome::connection(format!(
@@ -822,6 +822,16 @@ fn cert_check(decision: &Decision, host: &str) -> Option<crate::tls::CertCheck> 
         Level::Secure => Some(CertCheck::Names(decision.match_names.clone())),
         Level::Fingerprint => Some(CertCheck::Pins(decision.fingerprints.clone())),
         Level::None | Level::May | Level::Encrypt => None,
+    }
+}
+
+/// Postfix logs a refused connection without the queue ID (`connect to host[ip]:port:
+/// Connection refused`), everything else with it.
+fn log_host_failure(id: QueueId, outcome: &Outcome) {
+    if outcome.reason.starts_with("connect to ") {
+        tracing::info!(target: "postern/smtp", "{}", outcome.reason);
+    } else {
+        tracing::info!(target: "postern/smtp", "{id}: {}", outcome.reason);
     }
 }
 
