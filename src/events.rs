@@ -30,6 +30,21 @@ pub struct Delivery {
     pub verified_name: Option<String>,
     pub policy_level: String,
     pub policy_source: String,
+    /// Every host tried in this attempt, in order, the one of `relay` last: an MX given up
+    /// for the next one is on the record with its reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts_tried: Vec<HostTried>,
+}
+
+/// One host of an attempt and how it went.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct HostTried {
+    /// `host[ip]:port`
+    pub relay: String,
+    /// sent, deferred, bounced
+    pub status: &'static str,
+    pub dsn: String,
+    pub reply: String,
 }
 
 impl Delivery {
@@ -196,6 +211,7 @@ mod tests {
             verified_name: None,
             policy_level: "may".into(),
             policy_source: "global".into(),
+            hosts_tried: Vec::new(),
         }
     }
 

@@ -196,5 +196,37 @@ async fn every_failed_host_leaves_a_line_before_the_one_that_worked() {
         "{}",
         lines[sent]
     );
+    // The JSON record lists the three hosts with their outcomes.
+    let records = std::fs::read_to_string(dir.path().join("data/log/delivery.jsonl")).unwrap();
+    let record: serde_json::Value = records
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|r| r["queue_id"] == id.as_str())
+        .expect("the delivery record");
+    let hosts: Vec<(String, String)> = record["hosts_tried"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["relay"].as_str().unwrap().to_string(),
+                format!(
+                    "{} {}",
+                    h["status"].as_str().unwrap(),
+                    h["reply"].as_str().unwrap()
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(hosts.len(), 3, "{hosts:#?}");
+    assert_eq!(hosts[0].0, format!("mx1.multi.example[127.0.0.21]:{port}"));
+    assert!(hosts[0].1.ends_with("Connection refused"), "{:?}", hosts[0]);
+    assert!(
+        hosts[1].1.contains("refused to talk to me: 421"),
+        "{:?}",
+        hosts[1]
+    );
+    assert_eq!(hosts[2].0, format!("mx3.multi.example[127.0.0.23]:{port}"));
+    assert!(hosts[2].1.starts_with("sent 250"), "{:?}", hosts[2]);
     assert!(proc.terminate());
 }

@@ -20,7 +20,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::config::OutboundConfig;
-use crate::events::{Delivery, EventLog};
+use crate::events::{Delivery, EventLog, HostTried};
 use crate::policy::{self, Decision, Level};
 use crate::proto::Enhanced;
 use crate::settings::{NextHop, SettingsHandle, Snapshot};
@@ -626,6 +626,8 @@ fn group_recipients(
 struct RcptResult {
     outcome: Outcome,
     relay: String,
+    /// Hosts given up before `relay` in this attempt.
+    earlier: Vec<HostTried>,
     starttls_offered: bool,
     tls: Option<crate::tls::TlsInfo>,
     verified_name: Option<String>,
@@ -633,6 +635,15 @@ struct RcptResult {
 }
 
 impl RcptResult {
+    /// The earlier hosts, then this one (none when no host was reached at all).
+    fn hosts_tried(&self) -> Vec<HostTried> {
+        let mut hosts = self.earlier.clone();
+        if self.relay != "none" {
+            hosts.push(HostTried::of(&self.relay, &self.outcome));
+        }
+        hosts
+    }
+
     fn event(&self, entry: &QueueEntry, index: usize, decision: &Decision) -> Delivery {
         let now = crate::fsutil::unix_now();
         Delivery {
@@ -651,6 +662,7 @@ impl RcptResult {
             verified_name: self.verified_name.clone(),
             policy_level: decision.level.to_string(),
             policy_source: decision.source.to_string(),
+            hosts_tried: self.hosts_tried(),
         }
     }
 }
@@ -685,22 +697,24 @@ async fn deliver_group(
         .elapsed()
         .as_secs_f64()
         .max(crate::fsutil::unix_now().saturating_sub(entry.envelope.received_unix) as f64);
-    let all = |outcome: Outcome, relay: String, offered: bool| -> Vec<RcptResult> {
+    let mut tried: Vec<HostTried> = Vec::new();
+    let all = |outcome: Outcome, relay: String, offered: bool, earlier: &[HostTried]| {
         rcpts
             .iter()
             .map(|_| RcptResult {
                 outcome: outcome.clone(),
                 relay: relay.clone(),
+                earlier: earlier.to_vec(),
                 starttls_offered: offered,
                 tls: None,
                 verified_name: None,
                 delays: [0.0, queued, 0.0, 0.0],
             })
-            .collect()
+            .collect::<Vec<RcptResult>>()
     };
     let hosts = match next_hops(&engine.cfg, engine.resolver.as_deref(), snapshot, domain).await {
         Ok(h) => h,
-        Err(outcome) => return all(outcome, "none".into(), false),
+        Err(outcome) => return all(outcome, "none".into(), false, &[]),
     };
     // Credentials belong to the relay domain; decide() made its level `encrypt` at least.
     let relay_domain = snapshot.relay_domain(domain);
@@ -717,7 +731,7 @@ async fn deliver_group(
                     Enhanced(4, 7, 0),
                     format!("client certificate {name} for {domain} cannot be used: {e}"),
                 );
-                return all(outcome, "none".into(), false);
+                return all(outcome, "none".into(), false, &[]);
             }
             None => None,
         },
@@ -766,6 +780,7 @@ async fn deliver_group(
                     .map(|outcome| RcptResult {
                         outcome,
                         relay: relay.clone(),
+                        earlier: tried.clone(),
                         starttls_offered: session.starttls_offered,
                         tls: session.tls.clone(),
                         verified_name: session.verified_name.clone(),
@@ -779,13 +794,12 @@ async fn deliver_group(
                 starttls_offered,
             }) => {
                 if !try_next_host {
-                    return all(outcome, relay, starttls_offered);
+                    return all(outcome, relay, starttls_offered, &tried);
                 }
                 // A host given up for the next one leaves its line, as in Postfix, so the
                 // log shows the MX that failed before the one that worked.
                 log_host_failure(entry.id, &outcome);
-                last = outcome;
-                last_relay = relay;
+                (last, last_relay) = (outcome, relay);
             }
             Err(client::Failure::TlsFailedMay { reason }) => {
                 last = Outcome::connection(format!(
@@ -794,8 +808,24 @@ async fn deliver_group(
                 last_relay = relay;
             }
         }
+        if hosts.len() > 1 {
+            tried.push(HostTried::of(&last_relay, &last));
+        }
     }
-    all(last, last_relay, false)
+    // The last host failed too: it is the record's own relay, not an earlier one.
+    tried.pop();
+    all(last, last_relay, false, &tried)
+}
+
+impl HostTried {
+    fn of(relay: &str, outcome: &Outcome) -> HostTried {
+        HostTried {
+            relay: relay.to_string(),
+            status: outcome.status(),
+            dsn: outcome.dsn.to_string(),
+            reply: outcome.reason.clone(),
+        }
+    }
 }
 
 /// A relay domain's client certificate; a cache miss reads the settings store, so it runs
