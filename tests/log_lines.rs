@@ -230,3 +230,61 @@ async fn every_failed_host_leaves_a_line_before_the_one_that_worked() {
     assert!(hosts[2].1.starts_with("sent 250"), "{:?}", hosts[2]);
     assert!(proc.terminate());
 }
+
+/// The client line names the SASL mechanism really used (Postfix: `client=…, sasl_method=LOGIN,
+/// sasl_username=…`).
+#[tokio::test]
+async fn client_line_names_the_sasl_mechanism_used() {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    let dir = tempfile::tempdir().unwrap();
+    let proc = spawn_postern(dir.path(), None, "");
+    let settings = dir.path().join("users.toml");
+    std::fs::write(
+        &settings,
+        "[[smtp_auth_users]]\nusername = \"alice\"\npassword = \"correct horse battery\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args(["settings", "import"])
+        .arg(&settings)
+        .arg("--config")
+        .arg(dir.path().join("postern.toml"))
+        .args(["--api", &proc.api().to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    use rustls_pki_types::pem::PemObject;
+    let pem = std::fs::read(dir.path().join("data/tls/system.crt")).unwrap();
+    let cert = rustls_pki_types::CertificateDer::from_pem_slice(&pem).unwrap();
+    let mut c = SmtpClient::connect(proc.smtp, None, Some(cert)).await;
+    c.ehlo().await;
+    c.starttls().await;
+    c.ehlo().await;
+    assert_eq!(c.cmd("AUTH LOGIN").await.code, 334);
+    assert_eq!(c.cmd(&STANDARD.encode("alice")).await.code, 334);
+    assert_eq!(
+        c.cmd(&STANDARD.encode("correct horse battery")).await.code,
+        235
+    );
+    let id = queue_id(
+        &c.send(
+            "alice@inside.example",
+            &["r@other.example"],
+            &message("sasl", ""),
+        )
+        .await,
+    );
+    let lines = lines_once(&proc, "(queue active)", 1, &format!("{id}: client=")).await;
+    assert!(
+        lines[0].ends_with(&format!(
+            "postern/smtpd: {id}: client=unknown[127.0.0.1], sasl_method=LOGIN, sasl_username=alice"
+        )),
+        "{lines:?}"
+    );
+    assert!(proc.terminate());
+}

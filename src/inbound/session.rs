@@ -128,7 +128,10 @@ pub struct Session {
     helo: Option<String>,
     esmtp: bool,
     pub tls: Option<TlsInfo>,
+    /// The SMTP AUTH user, and the mechanism it logged in with (for Postfix's
+    /// `sasl_method=` on the client line).
     user: Option<String>,
+    sasl_method: &'static str,
     tx: Option<Transaction>,
     pending_auth: Option<Pending>,
     pub counters: Counters,
@@ -151,6 +154,7 @@ impl Session {
             esmtp: false,
             tls: None,
             user: None,
+            sasl_method: "",
             tx: None,
             pending_auth: None,
             counters: Counters::default(),
@@ -345,7 +349,7 @@ impl Session {
             let sasl = self
                 .user
                 .as_deref()
-                .map(|u| format!(", sasl_method=PLAIN, sasl_username={u}"))
+                .map(|u| format!(", sasl_method={}, sasl_username={u}", self.sasl_method))
                 .unwrap_or_default();
             tracing::info!(target: "postern/smtpd", "{id}: client={}{sasl}", self.client);
         }
@@ -613,6 +617,7 @@ impl Session {
     pub fn auth_result(&mut self, creds: &Credentials, ok: bool) -> Reply {
         if ok {
             self.user = Some(creds.user.clone());
+            self.sasl_method = creds.mechanism;
             replies::auth_ok()
         } else {
             // Postfix's wording; the password itself is never logged.
