@@ -702,3 +702,25 @@ async fn x_tlslevel_variants_enforced_and_explained_alike() {
         );
     }
 }
+
+/// A number out of range is named with its field and the range, whether the parser or the
+/// validator is the one that sees it (never a parser's type message).
+#[tokio::test]
+async fn out_of_range_min_bits_names_the_field_and_the_range() {
+    let server = TestServer::start().await;
+    for bits in [100_000i64, 512, -1] {
+        let (status, body) = server
+            .put_settings(json!({"policy": [
+                {"pattern": "a.example", "level": "encrypt"},
+                {"pattern": "b.example", "level": "encrypt", "min_bits": bits},
+            ]}))
+            .await;
+        assert_eq!(status, hyper::StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(body["field"], "policy[1].min_bits", "{body}");
+        let error = body["error"].as_str().unwrap();
+        assert!(
+            error.ends_with(&format!("{bits} is out of range (0–256)")),
+            "{error}"
+        );
+    }
+}

@@ -265,9 +265,16 @@ fn parse_doc(body: &[u8]) -> Result<SettingsDoc, ApiError> {
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let field = (path != ".").then_some(path);
+        // The field names the place; serde_json's "at line 1 column 89" in a one-line body
+        // says nothing more.
+        let inner = e.inner().to_string();
+        let inner = match inner.rfind(" at line ") {
+            Some(at) if e.inner().line() > 0 => inner[..at].to_string(),
+            _ => inner,
+        };
         let message = match &field {
-            Some(f) => format!("{f}: {}", e.inner()),
-            None => e.inner().to_string(),
+            Some(f) => format!("{f}: {inner}"),
+            None => inner,
         };
         ApiError::new(StatusCode::BAD_REQUEST, message, field)
     })

@@ -89,7 +89,11 @@ pub struct PolicyRow {
     #[serde(default)]
     pub include_subdomains: bool,
     /// Minimum cipher key bits; default 112 for a required level, 0 otherwise.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "min_bits_any_integer"
+    )]
     pub min_bits: Option<u16>,
     #[serde(default)]
     pub on_failure: OnFailure,
@@ -343,6 +347,24 @@ impl Default for Settings {
             rules: Vec::new(),
         }
     }
+}
+
+/// No cipher has more key bits.
+const MAX_MIN_BITS: u16 = 256;
+
+fn min_bits_out_of_range(b: i64) -> String {
+    format!("{b} is out of range (0–{MAX_MIN_BITS})")
+}
+
+/// `min_bits` read as any integer, so a value a `u16` cannot hold gets the same words as
+/// one the validator refuses (the field and its range), not a parser's type message.
+fn min_bits_any_integer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+    let Some(b) = Option::<i64>::deserialize(d)? else {
+        return Ok(None);
+    };
+    u16::try_from(b)
+        .map(Some)
+        .map_err(|_| serde::de::Error::custom(min_bits_out_of_range(b)))
 }
 
 /// A validation failure naming the field, e.g. `relay_domains[2].transport`.
@@ -689,10 +711,10 @@ fn check_policy(
                 ),
             ));
         }
-        if row.min_bits.is_some_and(|b| b > 256) {
+        if let Some(b) = row.min_bits.filter(|b| *b > MAX_MIN_BITS) {
             return Err(field_error(
                 format!("policy[{i}].min_bits"),
-                "must be at most 256 (no cipher has more)",
+                min_bits_out_of_range(b.into()),
             ));
         }
         let mut fingerprints = Vec::with_capacity(row.fingerprints.len());
