@@ -105,25 +105,7 @@ async fn verified_when_the_certificate_was_checked() {
             ca_file.display()
         ),
     );
-    let settings = dir.path().join("policy.toml");
-    std::fs::write(
-        &settings,
-        "trusted_networks = [\"127.0.0.1/32\"]\n[[policy]]\npattern = \"other.example\"\nlevel = \"verify\"\n",
-    )
-    .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_postern"))
-        .args(["settings", "import"])
-        .arg(&settings)
-        .arg("--config")
-        .arg(dir.path().join("postern.toml"))
-        .args(["--api", &proc.api().to_string()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    proc.import_settings("trusted_networks = [\"127.0.0.1/32\"]\n[[policy]]\npattern = \"other.example\"\nlevel = \"verify\"\n");
     send(&proc, "partner@other.example").await;
     assert!(sink.next(20).await.expect("delivered").tls);
     let tls = lines_once(&proc, "status=sent", 1, "TLS connection established").await;
@@ -239,24 +221,8 @@ async fn client_line_names_the_sasl_mechanism_used() {
     use base64::engine::general_purpose::STANDARD;
     let dir = tempfile::tempdir().unwrap();
     let proc = spawn_postern(dir.path(), None, "");
-    let settings = dir.path().join("users.toml");
-    std::fs::write(
-        &settings,
+    proc.import_settings(
         "[[smtp_auth_users]]\nusername = \"alice\"\npassword = \"correct horse battery\"\n",
-    )
-    .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_postern"))
-        .args(["settings", "import"])
-        .arg(&settings)
-        .arg("--config")
-        .arg(dir.path().join("postern.toml"))
-        .args(["--api", &proc.api().to_string()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     use rustls_pki_types::pem::PemObject;
     let pem = std::fs::read(dir.path().join("data/tls/system.crt")).unwrap();

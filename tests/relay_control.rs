@@ -317,19 +317,21 @@ async fn call_ahead_verification_refuses_unknown_recipients_at_rcpt() {
 async fn recipient_table_imported_from_a_file() {
     let server = relay_server().await;
     let file = server.data_dir().join("valid.txt");
+    let import = |file: &std::path::Path| {
+        let file = file.to_str().unwrap().to_string();
+        let server = &server;
+        async move {
+            server
+                .cli(&["settings", "recipients", "ours.example", &file])
+                .await
+        }
+    };
     std::fs::write(
         &file,
         "# exported 2026-12-01\nalice@ours.example\n\nnot an address\n",
     )
     .unwrap();
-    let (ok, _, err) = server
-        .cli(&[
-            "settings",
-            "recipients",
-            "ours.example",
-            file.to_str().unwrap(),
-        ])
-        .await;
+    let (ok, _, err) = import(&file).await;
     assert!(!ok);
     assert!(err.contains(&format!("{}:4: ", file.display())), "{err}");
     assert!(err.contains("relay_domains[0].recipients[1]"), "{err}");
@@ -338,14 +340,7 @@ async fn recipient_table_imported_from_a_file() {
         "# exported 2026-12-01\nalice@ours.example\nsales-*@ours.example\n",
     )
     .unwrap();
-    let (ok, _, err) = server
-        .cli(&[
-            "settings",
-            "recipients",
-            "ours.example",
-            file.to_str().unwrap(),
-        ])
-        .await;
+    let (ok, _, err) = import(&file).await;
     assert!(ok, "{err}");
     let doc = server.get_settings().await;
     assert_eq!(

@@ -8,6 +8,8 @@ use std::sync::Arc;
 
 pub struct Proc {
     pub child: Child,
+    /// The config file it runs on (`--config` for CLI commands against it).
+    pub config: std::path::PathBuf,
     pub smtp: SocketAddr,
     pub log: Arc<std::sync::Mutex<Vec<String>>>,
 }
@@ -60,10 +62,35 @@ pub fn spawn_postern(dir: &Path, shell_prefix: Option<&str>, extra: &str) -> Pro
             sink.lock().unwrap().push(line);
         }
     });
-    Proc { child, smtp, log }
+    Proc {
+        child,
+        smtp,
+        log,
+        config,
+    }
 }
 
 impl Proc {
+    /// `postern settings import` of `toml` against this server, as an admin would; asserts
+    /// it was applied.
+    pub fn import_settings(&self, toml: &str) {
+        let file = self.config.with_file_name("import.toml");
+        std::fs::write(&file, toml).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_postern"))
+            .args(["settings", "import"])
+            .arg(&file)
+            .arg("--config")
+            .arg(&self.config)
+            .args(["--api", &self.api().to_string()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// The control API's address, from the start line.
     pub fn api(&self) -> std::net::SocketAddr {
         let log = self.log.lock().unwrap().join("\n");
