@@ -156,8 +156,17 @@ enum CertAction {
 enum SettingsAction {
     /// Print the settings document as TOML (`postern settings export > settings.toml`).
     Export,
-    /// Validate FILE (TOML) whole and apply it to the running server, or change nothing.
-    Import { file: PathBuf },
+    /// Apply FILE (TOML) to the running server: the sections it has replace the running ones,
+    /// the others stay. Prints what changes first; on any error nothing changes.
+    Import {
+        file: PathBuf,
+        /// Replace the whole document: a section the file lacks goes back to its default.
+        #[arg(long)]
+        replace: bool,
+        /// Print what would change and apply nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Go back to the settings before the last change (kept in the audit log).
     Rollback,
     /// Replace a relay domain's recipient table with the addresses in FILE, one per line
@@ -308,29 +317,88 @@ async fn settings(
             eprintln!("postern: settings rolled back to the previous version");
             Ok(())
         }
-        SettingsAction::Import { file } => {
-            let text = std::fs::read_to_string(&file)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-            let doc: SettingsDoc = toml::from_str(&text).map_err(|e| {
-                anyhow::anyhow!(
-                    "{}: {}",
-                    file.display(),
-                    e.to_string().trim_end().replace('\n', " ")
-                )
-            })?;
-            let body = serde_json::to_vec(&doc)?;
-            let (status, body) = client
-                .request(Method::PUT, "/api/v1/settings", Some(body))
-                .await?;
-            let _: SettingsDoc = parse_response(status, &body)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-            eprintln!("postern: settings from {} applied", file.display());
-            Ok(())
-        }
+        SettingsAction::Import {
+            file,
+            replace,
+            dry_run,
+        } => import_settings(&client, &file, replace, dry_run).await,
         SettingsAction::Recipients { domain, file } => {
             recipients_from_file(&client, &domain, &file).await
         }
     }
+}
+
+/// `postern settings import FILE [--replace] [--dry-run]`: the file is checked here first (so
+/// a TOML error names its line), then the server validates it as a whole; what changes is
+/// printed before anything is applied.
+async fn import_settings(
+    client: &ApiClient,
+    file: &std::path::Path,
+    replace: bool,
+    dry_run: bool,
+) -> anyhow::Result<()> {
+    let at = |e: &dyn std::fmt::Display| {
+        anyhow::anyhow!(
+            "{}: {}",
+            file.display(),
+            e.to_string().trim_end().replace('\n', " ")
+        )
+    };
+    let text = std::fs::read_to_string(file).map_err(|e| at(&e))?;
+    let doc: SettingsDoc = toml::from_str(&text).map_err(|e| at(&e))?;
+    let present: Vec<String> = toml::from_str::<toml::Table>(&text)
+        .map_err(|e| at(&e))?
+        .keys()
+        .cloned()
+        .collect();
+    let (method, body) = if replace {
+        (Method::PUT, serde_json::to_vec(&doc)?)
+    } else {
+        let serde_json::Value::Object(mut all) = serde_json::to_value(&doc)? else {
+            anyhow::bail!("{}: the settings document is not a table", file.display());
+        };
+        all.retain(|k, _| present.contains(k));
+        let kept: Vec<&str> = postern::settings::SECTIONS
+            .iter()
+            .copied()
+            .filter(|s| !present.iter().any(|p| p == s))
+            .collect();
+        if !kept.is_empty() {
+            eprintln!(
+                "postern: {}: kept as they are (not in the file; --replace to reset them): {}",
+                file.display(),
+                kept.join(", ")
+            );
+        }
+        (Method::PATCH, serde_json::to_vec(&all)?)
+    };
+    let (status, answer) = client
+        .request(
+            method.clone(),
+            "/api/v1/settings?dry_run=true",
+            Some(body.clone()),
+        )
+        .await?;
+    let preview: postern::admin::Preview = parse_response(status, &answer).map_err(|e| at(&e))?;
+    if preview.changes.is_empty() {
+        eprintln!("postern: {}: no change", file.display());
+    }
+    for change in &preview.changes {
+        eprintln!("postern: {}: {change}", file.display());
+    }
+    if dry_run {
+        eprintln!("postern: {}: --dry-run: nothing applied", file.display());
+        return Ok(());
+    }
+    if preview.changes.is_empty() {
+        return Ok(());
+    }
+    let (status, answer) = client
+        .request(method, "/api/v1/settings", Some(body))
+        .await?;
+    let _: SettingsDoc = parse_response(status, &answer).map_err(|e| at(&e))?;
+    eprintln!("postern: settings from {} applied", file.display());
+    Ok(())
 }
 
 /// `postern settings recipients DOMAIN FILE`: the current document with that relay domain's
@@ -363,9 +431,9 @@ async fn recipients_from_file(
         anyhow::bail!("{domain}: not a relay domain (add it first)");
     };
     relay.recipients = Some(lines.iter().map(|(_, a)| a.clone()).collect());
-    let body = serde_json::to_vec(&doc)?;
+    let body = serde_json::to_vec(&serde_json::json!({ "relay_domains": doc.relay_domains }))?;
     let (status, body) = client
-        .request(Method::PUT, "/api/v1/settings", Some(body))
+        .request(Method::PATCH, "/api/v1/settings", Some(body))
         .await?;
     let prefix = format!("relay_domains[{index}].recipients[");
     let _: SettingsDoc = parse_response(status, &body).map_err(|e| {

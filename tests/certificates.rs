@@ -173,6 +173,22 @@ async fn import_checks_each_input_and_stores_nothing_on_failure() {
     assert_eq!(status, StatusCode::CONFLICT);
     let (status, _) = post(&server, json!({"name": "system", "cert": cert, "key": key})).await;
     assert_eq!(status, StatusCode::CONFLICT);
+    // Names are unique without regard to case, even with replace.
+    let (status, body) = post(
+        &server,
+        json!({"name": "MX", "cert": cert, "key": key, "replace": true}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("a certificate named \"mx\" exists: names are unique without regard to case"),
+        "{body}"
+    );
+    let (status, _) = post(&server, json!({"name": "System", "cert": cert, "key": key})).await;
+    assert_eq!(status, StatusCode::CONFLICT);
     // A certificate for another name is stored with the warning strict verifiers deserve.
     let (c2, k2, _) = leaf(&ca, "elsewhere.example");
     let (status, info) = post(&server, json!({"name": "other", "cert": c2, "key": k2})).await;

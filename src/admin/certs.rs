@@ -61,9 +61,10 @@ fn cert_error(e: CertError) -> ApiError {
         CertError::Store(e) => {
             let status = match &e {
                 StoreOpError::NotFound(_) => StatusCode::NOT_FOUND,
-                StoreOpError::Exists(_) | StoreOpError::InUse { .. } | StoreOpError::System => {
-                    StatusCode::CONFLICT
-                }
+                StoreOpError::Exists(_)
+                | StoreOpError::NameTaken { .. }
+                | StoreOpError::InUse { .. }
+                | StoreOpError::System => StatusCode::CONFLICT,
                 StoreOpError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
             };
             ApiError::new(status, e.to_string(), None)

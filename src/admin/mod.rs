@@ -86,7 +86,10 @@ impl IntoResponse for ApiError {
 
 pub fn router(state: AdminState) -> Router {
     Router::new()
-        .route("/api/v1/settings", get(get_settings).put(put_settings))
+        .route(
+            "/api/v1/settings",
+            get(get_settings).put(put_settings).patch(patch_settings),
+        )
         .route("/api/v1/settings/rollback", axum::routing::post(rollback))
         .route("/api/v1/policy/explain", get(explain))
         .route("/api/v1/metrics", get(metrics))
@@ -142,28 +145,115 @@ async fn get_settings(State(state): State<AdminState>) -> axum::Json<SettingsDoc
     axum::Json(state.settings.current().settings.to_doc())
 }
 
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct ChangeQuery {
+    /// Validate and report what would change; store nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// What a dry run answers: the sections the document would change.
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct Preview {
+    pub dry_run: bool,
+    pub changes: Vec<crate::settings::SectionChange>,
+}
+
 /// Validate the whole document, apply it atomically and hot, or change nothing and name the
 /// bad field.
 async fn put_settings(
     State(state): State<AdminState>,
+    axum::extract::Query(q): axum::extract::Query<ChangeQuery>,
     body: Bytes,
-) -> Result<axum::Json<SettingsDoc>, ApiError> {
+) -> Result<Response, ApiError> {
     let doc = parse_doc(&body)?;
+    change_settings(state, q, "api", move |_| Ok(doc)).await
+}
+
+/// Replace only the sections present in the body (a JSON object whose keys are top-level
+/// sections of the document); the others stay as they are.
+async fn patch_settings(
+    State(state): State<AdminState>,
+    axum::extract::Query(q): axum::extract::Query<ChangeQuery>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let patch: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("the body must be a JSON object of settings sections: {e}"),
+                None,
+            )
+        })?;
+    if let Some(k) = patch
+        .keys()
+        .find(|k| !crate::settings::SECTIONS.contains(&k.as_str()))
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "{k}: unknown section, expected one of {}",
+                crate::settings::SECTIONS.join(", ")
+            ),
+            Some(k.clone()),
+        ));
+    }
+    change_settings(state, q, "api (sections)", move |current| {
+        let mut doc = match serde_json::to_value(current.to_doc()) {
+            Ok(serde_json::Value::Object(doc)) => doc,
+            other => {
+                return Err(ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("the settings in force do not serialise: {other:?}"),
+                    None,
+                ));
+            }
+        };
+        doc.extend(patch);
+        parse_doc(&serde_json::Value::Object(doc).to_string().into_bytes())
+    })
+    .await
+}
+
+/// The one path of PUT and PATCH: build, validate, apply (or only report), rebind.
+async fn change_settings(
+    state: AdminState,
+    q: ChangeQuery,
+    actor: &'static str,
+    build: impl FnOnce(&crate::settings::Settings) -> Result<SettingsDoc, ApiError> + Send + 'static,
+) -> Result<Response, ApiError> {
     let (settings, certs) = (state.settings.clone(), state.certs.clone());
+    let apply = if q.dry_run {
+        crate::settings::Apply::No
+    } else {
+        crate::settings::Apply::Yes
+    };
     let result = tokio::task::spawn_blocking(move || {
-        let result = settings.replace(&doc, "api", &Argon2Hasher);
-        // A new binding is served from the next handshake on.
-        certs.rebind();
+        let result = settings.change(build, actor, &Argon2Hasher, apply);
+        if apply == crate::settings::Apply::Yes {
+            // A new binding is served from the next handshake on.
+            certs.rebind();
+        }
         result
     })
     .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))?;
-    match result {
-        Ok(snapshot) => {
-            tracing::info!(target: "postern/admin", "settings replaced through the API (version {})", snapshot.version);
-            Ok(axum::Json(snapshot.settings.to_doc()))
-        }
-        Err(e) => Err(replace_error(e)),
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))??;
+    if q.dry_run {
+        return Ok(axum::Json(Preview {
+            dry_run: true,
+            changes: result.changes,
+        })
+        .into_response());
+    }
+    let summary: Vec<String> = result.changes.iter().map(ToString::to_string).collect();
+    tracing::info!(target: "postern/admin", "settings changed through the API (version {}): {}", result.snapshot.version,
+        if summary.is_empty() { "no change".to_string() } else { summary.join("; ") });
+    Ok(axum::Json(result.snapshot.settings.to_doc()).into_response())
+}
+
+impl From<ReplaceError> for ApiError {
+    fn from(e: ReplaceError) -> ApiError {
+        replace_error(e)
     }
 }
 

@@ -52,6 +52,10 @@ pub struct StoredCert {
 pub enum StoreOpError {
     #[error("a certificate named {0:?} exists (set \"replace\": true to renew it)")]
     Exists(String),
+    #[error(
+        "a certificate named {existing:?} exists: names are unique without regard to case, choose another name than {name:?} (or --replace {existing:?})"
+    )]
+    NameTaken { name: String, existing: String },
     #[error("no certificate named {0:?}")]
     NotFound(String),
     #[error("certificate {name:?} is in use: bound to {}", bound.join(", "))]

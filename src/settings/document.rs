@@ -136,17 +136,6 @@ impl PolicyRow {
             ..PolicyRow::new(relay_domain, crate::policy::Level::Encrypt)
         }
     }
-
-    /// Same pattern and same demands, whatever the note says.
-    fn same_demands(&self, other: &PolicyRow) -> bool {
-        PolicyRow {
-            note: String::new(),
-            ..self.clone()
-        } == PolicyRow {
-            note: String::new(),
-            ..other.clone()
-        }
-    }
 }
 
 /// The note of a managed row.
@@ -795,7 +784,8 @@ fn check_managed_row(
         managed_by: Some(by.clone()),
         ..row.clone()
     };
-    if given.same_demands(m) {
+    // Every field, the note too: an edit the store would silently drop is refused instead.
+    if given == *m {
         Ok(())
     } else {
         Err(field_error(
@@ -1052,6 +1042,11 @@ mod tests {
                 .contains("managed by relay domain smarthost.example"),
             "{err}"
         );
+        // The note too: it would not be kept, so it is refused rather than dropped.
+        let mut noted = shown.clone();
+        noted.policy[0].note = "our smarthost".into();
+        let err = s.apply(&noted, &FakeHasher).unwrap_err();
+        assert_eq!(err.field, "policy[0]");
         // Deleting it is refused while the domain still needs authentication.
         let mut deleted = shown.clone();
         deleted.policy.clear();

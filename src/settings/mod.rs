@@ -1,6 +1,7 @@
 //! Runtime settings: the document, the redb store with its audit log, and the live snapshot
 //! (ArcSwap) that every session and delivery attempt reads once.
 
+mod diff;
 mod document;
 mod snapshot;
 mod store;
@@ -10,6 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
+pub use diff::{SECTIONS, SectionChange, diff};
 pub(crate) use document::field_error;
 pub use document::{
     AdminSettings, AuthUser, AuthUserDoc, Direction, FieldError, InboundSettings, MessageRule,
@@ -26,6 +28,20 @@ pub enum ReplaceError {
     Invalid(#[from] FieldError),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// Whether `SettingsHandle::change` stores what it validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Apply {
+    Yes,
+    /// A dry run: validate and report, store nothing.
+    No,
+}
+
+/// A validated change: the snapshot now in force and what changed, by section.
+pub struct Changed {
+    pub snapshot: Arc<Snapshot>,
+    pub changes: Vec<SectionChange>,
 }
 
 /// The one owner of settings: the store and the live snapshot, changed together.
@@ -142,15 +158,55 @@ impl SettingsHandle {
         actor: &str,
         hasher: &dyn PasswordHasher,
     ) -> Result<Arc<Snapshot>, ReplaceError> {
+        let changed = self.change(
+            |_| Ok::<_, ReplaceError>(doc.clone()),
+            actor,
+            hasher,
+            Apply::Yes,
+        )?;
+        Ok(changed.snapshot)
+    }
+
+    /// Build the new document from the settings in force (`build`, under the writers' lock, so
+    /// a change of some sections never loses a concurrent change of others), validate it
+    /// whole, and with `Apply::Yes` store and swap it. Returns what changed by section; with
+    /// `Apply::No` (a dry run) nothing is stored and the snapshot is the one in force.
+    pub fn change<E: From<ReplaceError>>(
+        &self,
+        build: impl FnOnce(&Settings) -> Result<SettingsDoc, E>,
+        actor: &str,
+        hasher: &dyn PasswordHasher,
+        apply: Apply,
+    ) -> Result<Changed, E> {
         // A poisoned lock only means another writer panicked; the store is still consistent.
         let _guard = self.inner.write.lock().unwrap_or_else(|e| e.into_inner());
         let old = self.current();
-        let new = old.settings.apply(doc, hasher)?;
-        crate::certs::check_bindings(&new, &self.inner.store.certificates()?)?;
-        let version = self.inner.store.save(Some(&old.settings), &new, actor)?;
+        let doc = build(&old.settings)?;
+        let new = old
+            .settings
+            .apply(&doc, hasher)
+            .map_err(ReplaceError::from)?;
+        let certificates = self
+            .inner
+            .store
+            .certificates()
+            .map_err(ReplaceError::from)?;
+        crate::certs::check_bindings(&new, &certificates).map_err(ReplaceError::from)?;
+        let changes = diff(&old.settings, &new);
+        if matches!(apply, Apply::No) {
+            return Ok(Changed {
+                snapshot: old,
+                changes,
+            });
+        }
+        let version = self
+            .inner
+            .store
+            .save(Some(&old.settings), &new, actor)
+            .map_err(ReplaceError::from)?;
         let snapshot = Arc::new(Snapshot::new(new, version));
         self.inner.live.store(snapshot.clone());
-        Ok(snapshot)
+        Ok(Changed { snapshot, changes })
     }
 
     /// Restore the settings the last change replaced, as a change of its own (audited, so a
@@ -196,17 +252,24 @@ impl SettingsHandle {
     ) -> Result<(), crate::certs::StoreOpError> {
         use crate::certs::StoreOpError;
         let _guard = self.inner.write.lock().unwrap_or_else(|e| e.into_inner());
-        if cert.name == crate::certs::SYSTEM {
+        if cert.name.eq_ignore_ascii_case(crate::certs::SYSTEM) {
             return Err(StoreOpError::System);
         }
-        let exists = self
-            .inner
-            .store
-            .certificates()?
+        // Names are unique without regard to case: `Partner` and `partner` side by side would
+        // be one typo away from binding the wrong one.
+        let stored = self.inner.store.certificates()?;
+        match stored
             .iter()
-            .any(|c| c.name == cert.name);
-        if exists && !replace {
-            return Err(StoreOpError::Exists(cert.name.clone()));
+            .find(|c| c.name.eq_ignore_ascii_case(&cert.name))
+        {
+            Some(c) if c.name != cert.name => {
+                return Err(StoreOpError::NameTaken {
+                    name: cert.name.clone(),
+                    existing: c.name.clone(),
+                });
+            }
+            Some(_) if !replace => return Err(StoreOpError::Exists(cert.name.clone())),
+            _ => {}
         }
         self.inner.store.put_certificate(cert)?;
         Ok(())

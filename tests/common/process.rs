@@ -76,19 +76,23 @@ impl Proc {
     pub fn import_settings(&self, toml: &str) {
         let file = self.config.with_file_name("import.toml");
         std::fs::write(&file, toml).unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_postern"))
-            .args(["settings", "import"])
-            .arg(&file)
-            .arg("--config")
-            .arg(&self.config)
-            .args(["--api", &self.api().to_string()])
-            .output()
-            .unwrap();
+        let out = self.cli(&["settings", "import", file.to_str().unwrap()]);
         assert!(
             out.status.success(),
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    /// A `postern` CLI command against this server (`--config`, `--api` added).
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_postern"))
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .args(["--api", &self.api().to_string()])
+            .output()
+            .unwrap()
     }
 
     /// The control API's address, from the start line.

@@ -1,0 +1,193 @@
+//! What a settings change changes, section by section: what `postern settings import` prints
+//! before it applies a file, and all `--dry-run` does.
+
+use serde::{Deserialize, Serialize};
+
+use super::Settings;
+
+/// The top-level sections of the settings document, in the document's order.
+pub const SECTIONS: [&str; 9] = [
+    "inbound",
+    "outbound",
+    "admin",
+    "trusted_networks",
+    "relay_domains",
+    "smtp_auth_users",
+    "policy",
+    "rule_data",
+    "rules",
+];
+
+/// One section's change. Lists count rows by their key (pattern, domain, user name, list or
+/// rule name); a single-table section such as `inbound` is one row that changed or not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SectionChange {
+    pub section: String,
+    pub added: usize,
+    pub removed: usize,
+    pub changed: usize,
+}
+
+impl std::fmt::Display for SectionChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = [
+            (self.added, "added"),
+            (self.removed, "removed"),
+            (self.changed, "changed"),
+        ]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect();
+        write!(f, "{}: {}", self.section, parts.join(", "))
+    }
+}
+
+/// The sections `new` changes from `old`, only those with a change. Stored forms are
+/// compared, so a new password (a new hash) counts as a changed user.
+pub fn diff(old: &Settings, new: &Settings) -> Vec<SectionChange> {
+    let one = |section: &str, same: bool| SectionChange {
+        section: section.to_string(),
+        added: 0,
+        removed: 0,
+        changed: usize::from(!same),
+    };
+    let changes = vec![
+        one("inbound", old.inbound == new.inbound),
+        one("outbound", old.outbound == new.outbound),
+        one("admin", old.admin == new.admin),
+        rows(
+            "trusted_networks",
+            &old.trusted_networks,
+            &new.trusted_networks,
+            |n| n.to_string(),
+        ),
+        rows(
+            "relay_domains",
+            &old.relay_domains,
+            &new.relay_domains,
+            |d| d.domain.clone(),
+        ),
+        rows(
+            "smtp_auth_users",
+            &old.smtp_auth_users,
+            &new.smtp_auth_users,
+            |u| u.username.clone(),
+        ),
+        rows("policy", &old.policy, &new.policy, |p| p.pattern.clone()),
+        rows("rule_data", &old.rule_data, &new.rule_data, |l| {
+            l.name.clone()
+        }),
+        rows_ordered("rules", &old.rules, &new.rules, |r| r.name.clone()),
+    ];
+    changes
+        .into_iter()
+        .filter(|c| c.added + c.removed + c.changed > 0)
+        .collect()
+}
+
+fn rows<T: PartialEq>(
+    section: &str,
+    old: &[T],
+    new: &[T],
+    key: impl Fn(&T) -> String,
+) -> SectionChange {
+    let find = |list: &[T], k: &str| list.iter().position(|x| key(x) == k);
+    let mut change = SectionChange {
+        section: section.to_string(),
+        added: 0,
+        removed: 0,
+        changed: 0,
+    };
+    for n in new {
+        match find(old, &key(n)) {
+            None => change.added += 1,
+            Some(i) if old[i] != *n => change.changed += 1,
+            Some(_) => {}
+        }
+    }
+    change.removed = old.iter().filter(|o| find(new, &key(o)).is_none()).count();
+    change
+}
+
+/// As `rows`, and a reordering of the same rules counts as a change: the first rule that
+/// matches decides, so the order is part of what each rule means.
+fn rows_ordered<T: PartialEq>(
+    section: &str,
+    old: &[T],
+    new: &[T],
+    key: impl Fn(&T) -> String,
+) -> SectionChange {
+    let mut change = rows(section, old, new, &key);
+    if change.added + change.removed + change.changed == 0 && old != new {
+        let moved = old
+            .iter()
+            .zip(new)
+            .filter(|(a, b)| key(a) != key(b))
+            .count();
+        change.changed = moved;
+    }
+    change
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Level;
+    use crate::settings::{MessageRule, PolicyRow, RuleTls};
+
+    fn rule(name: &str) -> MessageRule {
+        MessageRule {
+            name: name.into(),
+            direction: Default::default(),
+            recipient_matches: None,
+            recipient_not_matches: None,
+            sender_matches: None,
+            sender_not_matches: None,
+            tls_level: RuleTls::Require,
+        }
+    }
+
+    #[test]
+    fn counts_rows_by_key() {
+        let old = Settings {
+            policy: vec![
+                PolicyRow::new("a.example", Level::May),
+                PolicyRow::new("b.example", Level::Encrypt),
+            ],
+            ..Settings::default()
+        };
+        let new = Settings {
+            policy: vec![
+                PolicyRow::new("b.example", Level::Verify),
+                PolicyRow::new("c.example", Level::May),
+                PolicyRow::new("d.example", Level::May),
+            ],
+            trusted_networks: vec![],
+            ..old.clone()
+        };
+        let changes = diff(&old, &new);
+        let text: Vec<String> = changes.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            text,
+            [
+                "trusted_networks: 2 removed",
+                "policy: 2 added, 1 removed, 1 changed"
+            ]
+        );
+        assert!(diff(&old, &old).is_empty());
+    }
+
+    #[test]
+    fn reordered_rules_are_a_change() {
+        let old = Settings {
+            rules: vec![rule("a"), rule("b")],
+            ..Settings::default()
+        };
+        let new = Settings {
+            rules: vec![rule("b"), rule("a")],
+            ..Settings::default()
+        };
+        assert_eq!(diff(&old, &new)[0].to_string(), "rules: 2 changed");
+    }
+}
