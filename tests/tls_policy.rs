@@ -42,17 +42,10 @@ async fn plaintext_only_peer_with_required_row_bounces_0_less_than_112() {
     submit(&server, "127.0.0.1", "").await;
     let event = server.next_event_for("partner@other.example", 20).await;
     assert_eq!((event.status, event.dsn.as_str()), ("bounced", "5.7.0"));
-    assert!(
-        event
-            .reply
-            .contains("TLS is required, but was not offered by host 127.0.0.1["),
-        "{}",
-        event.reply
-    );
-    assert!(
-        event.reply.contains("encryption too weak 0 less than 112"),
-        "{}",
-        event.reply
+    // The reference's words, then Postfix's with the host, in one sentence.
+    assert_eq!(
+        event.reply,
+        "encryption too weak 0 less than 112 (TLS is required, but was not offered by host 127.0.0.1[127.0.0.1])"
     );
     assert_eq!(
         (event.policy_level.as_str(), event.policy_source.as_str()),
@@ -61,7 +54,22 @@ async fn plaintext_only_peer_with_required_row_bounces_0_less_than_112() {
     // The only thing the sink ever gets is the DSN (null sender), never the message.
     let got = sink.next(20).await.expect("no DSN");
     assert_eq!(got.sender, "");
-    assert!(String::from_utf8_lossy(&got.data).contains("encryption too weak 0 less than 112"));
+    let dsn = common::dsn::parse(&got.data);
+    assert_eq!(dsn.subject, "Undelivered Mail Returned to Sender");
+    let text = "5.7.0 encryption too weak 0 less than 112 (TLS is required, but was not offered by host 127.0.0.1[127.0.0.1])";
+    assert!(
+        dsn.notification
+            .contains(&format!("<partner@other.example>: {text}\r\n")),
+        "{}",
+        dsn.notification
+    );
+    assert!(
+        dsn.delivery_status.contains(&format!(
+            "Status: 5.7.0\r\nDiagnostic-Code: X-Postern; {text}\r\n"
+        )),
+        "{}",
+        dsn.delivery_status
+    );
     assert!(sink.try_next().is_none());
 }
 
@@ -81,17 +89,28 @@ async fn aes128_peer_below_256_bounces_or_defers_per_row() {
     submit(&server, "127.0.0.1", "").await;
     let event = server.next_event_for("partner@other.example", 20).await;
     assert_eq!((event.status, event.dsn.as_str()), ("bounced", "5.7.0"));
-    assert!(
-        event
-            .reply
-            .starts_with("encryption too weak 128 less than 256"),
-        "{}",
-        event.reply
-    );
-    let dsn = sink.next(20).await.expect("no DSN");
     assert_eq!(
-        dsn.sender, "",
+        event.reply,
+        "encryption too weak 128 less than 256 (host 127.0.0.1[127.0.0.1])"
+    );
+    let got = sink.next(20).await.expect("no DSN");
+    assert_eq!(
+        got.sender, "",
         "the message itself went over a weak session"
+    );
+    let dsn = common::dsn::parse(&got.data);
+    let text = "5.7.0 encryption too weak 128 less than 256 (host 127.0.0.1[127.0.0.1])";
+    assert!(
+        dsn.notification
+            .contains(&format!("<partner@other.example>: {text}\r\n")),
+        "{}",
+        dsn.notification
+    );
+    assert!(
+        dsn.delivery_status
+            .contains(&format!("Diagnostic-Code: X-Postern; {text}\r\n")),
+        "{}",
+        dsn.delivery_status
     );
 
     // The defer variant keeps it queued with 4.7.0.
@@ -446,7 +465,7 @@ async fn starttls_stripping_never_yields_plaintext_under_a_required_level() {
         assert!(
             event
                 .reply
-                .starts_with("TLS is required, but was not offered by host"),
+                .contains("TLS is required, but was not offered by host"),
             "{}",
             event.reply
         );

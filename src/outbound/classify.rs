@@ -161,7 +161,17 @@ impl Outcome {
     pub fn diagnostic(&self) -> String {
         match &self.remote_reply {
             Some(reply) => format!("smtp; {reply}"),
-            None => format!("X-Postern; {}", self.reason),
+            None => format!("X-Postern; {}", self.explanation()),
+        }
+    }
+
+    /// What a bounce tells the sender, Postfix's way: the remote host's words as our reason
+    /// quotes them (`host H[ip] said: 550 ...`), or our own reason after its status code
+    /// (`5.7.0 encryption too weak 0 less than 112 (...)`), since no reply carries one.
+    pub fn explanation(&self) -> String {
+        match &self.remote_reply {
+            Some(_) => self.reason.clone(),
+            None => format!("{} {}", self.dsn, self.reason),
         }
     }
 

@@ -297,15 +297,18 @@ async fn connect(job: &Job<'_>, tls: &Arc<rustls::ClientConfig>) -> Result<Conne
         (Level::None, _) => {}
         (Level::May, false) => {}
         (Level::Encrypt | Level::Verify | Level::Secure | Level::Fingerprint, false) => {
-            // Postfix's words; a required level never falls back to plaintext.
-            let weak = match job.min_bits {
-                0 => String::new(),
-                min => format!(": encryption too weak 0 less than {min}"),
+            // A required level never falls back to plaintext. With a minimum strength, the
+            // reference's words (GlobalCerts' NDR: "5.7.0 encryption too weak 0 less than
+            // 112") with Postfix's in parentheses, so a grep for either finds it.
+            let not_offered = format!("TLS is required, but was not offered by host {peer}");
+            let reason = match job.min_bits {
+                0 => not_offered,
+                min => format!("encryption too weak 0 less than {min} ({not_offered})"),
             };
             return Err(fail(policy_failure(
                 job,
                 if job.bounce_on_failure { 0 } else { 4 },
-                format!("TLS is required, but was not offered by host {peer}{weak}"),
+                reason,
             )));
         }
         (_, true) => {
@@ -393,7 +396,7 @@ async fn connect(job: &Job<'_>, tls: &Arc<rustls::ClientConfig>) -> Result<Conne
             job,
             0,
             format!(
-                "encryption too weak {bits} less than {} with host {peer}",
+                "encryption too weak {bits} less than {} (host {peer})",
                 job.min_bits
             ),
         )));

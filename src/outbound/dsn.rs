@@ -11,6 +11,8 @@ pub struct Failed<'a> {
     pub remote_mta: Option<&'a str>,
     /// `smtp; 550 5.1.1 ...` for a remote reply, `X-Postern; ...` for our own reason.
     pub diagnostic: String,
+    /// The human part's line for it: `host H[ip] said: ...`, or our own reason.
+    pub explanation: String,
 }
 
 /// The DSN message and its envelope, or `None` for a message that must not get one: a bounce
@@ -48,7 +50,7 @@ pub fn build(
     m.push_str("I'm sorry to have to inform you that your message could not\r\n");
     m.push_str("be delivered to one or more recipients. It's attached below.\r\n\r\n");
     for f in failed {
-        m.push_str(&format!("<{}>: {}\r\n", f.recipient, f.diagnostic));
+        m.push_str(&format!("<{}>: {}\r\n", f.recipient, f.explanation));
     }
     m.push_str("\r\n");
 
@@ -152,6 +154,7 @@ mod tests {
             status: "5.1.1".into(),
             remote_mta: Some("mx.x.example"),
             diagnostic: "smtp; 550 5.1.1 <a@x.example>: User unknown".into(),
+            explanation: "host mx.x.example[192.0.2.1] said: 550 5.1.1 <a@x.example>: User unknown (in reply to RCPT TO command)".into(),
         }]
     }
 

@@ -573,6 +573,7 @@ async fn send_dsn(
             status: outcome.dsn.to_string(),
             remote_mta: outcome.remote_reply.as_ref().and(relay.split('[').next()),
             diagnostic: outcome.diagnostic(),
+            explanation: outcome.explanation(),
         })
         .collect();
     let Some((envelope, bytes)) = dsn::build(entry, message, &failed, &engine.helo) else {
