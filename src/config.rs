@@ -112,6 +112,8 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Settings changes kept in the audit history (at least 1; older ones are dropped).
     pub settings_history: usize,
+    /// `plain` (tracing's line) or `syslog` (a maillog line, for pflogsumm).
+    pub log_format: crate::logging::LogFormat,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -177,6 +179,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             hostname: String::new(),
+            log_format: crate::logging::LogFormat::Plain,
             data_dir: PathBuf::from("data"),
             settings_history: 200,
         }

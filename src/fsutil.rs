@@ -109,3 +109,12 @@ mod tests {
         );
     }
 }
+
+/// An I/O error as Postfix words it: `Connection refused`, without Rust's ` (os error 111)`.
+pub fn os_text(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" (os error ") {
+        Some(at) if text.ends_with(')') => text[..at].to_string(),
+        _ => text,
+    }
+}

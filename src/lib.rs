@@ -10,6 +10,7 @@ pub mod config;
 pub mod events;
 pub mod fsutil;
 pub mod inbound;
+pub mod logging;
 pub mod metrics;
 pub mod outbound;
 pub mod proto;

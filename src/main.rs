@@ -176,11 +176,11 @@ enum SettingsAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
     let config = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
+    postern::logging::init(config.server.log_format, &config.server.hostname);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => return fail(format!("cannot start the runtime: {e}")),
@@ -218,16 +218,6 @@ fn main() -> ExitCode {
 fn fail(message: impl std::fmt::Display) -> ExitCode {
     eprintln!("postern: fatal: {message}");
     ExitCode::FAILURE
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("POSTERN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(false)
-        .with_writer(std::io::stderr)
-        .init();
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

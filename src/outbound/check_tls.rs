@@ -14,15 +14,6 @@ use super::dns::Resolver;
 use crate::tls::TlsInfo;
 
 #[derive(Debug, Serialize)]
-pub struct Certificate {
-    pub subject: String,
-    pub issuer: String,
-    pub serial: String,
-    pub sans: Vec<String>,
-    pub not_after: String,
-}
-
-#[derive(Debug, Serialize)]
 pub struct Report {
     pub target: String,
     /// `host[ip]:port` probed.
@@ -31,7 +22,8 @@ pub struct Report {
     pub starttls_offered: bool,
     pub tls: Option<TlsInfo>,
     pub tls_error: Option<String>,
-    pub certificate: Option<Certificate>,
+    /// The server's certificate, described as `postern cert list` describes ours.
+    pub certificate: Option<crate::certs::Facts>,
     pub chain_length: usize,
     /// `verified for <name>` against the Mozilla roots, or why not.
     pub verification: Option<String>,
@@ -86,7 +78,10 @@ pub async fn check(
 ) -> Result<Report, String> {
     let (host, addr) = resolve(target, resolver).await?;
     let probe = client::probe(&host, addr, helo, timeout).await?;
-    let certificate = probe.chain.first().and_then(|c| describe(c).ok());
+    let certificate = probe
+        .chain
+        .first()
+        .and_then(|c| crate::certs::check::describe(c.as_ref()));
     let verification = probe
         .chain
         .first()
@@ -154,29 +149,6 @@ async fn resolve(
     Ok((host, SocketAddr::new(*ip, hop.port)))
 }
 
-fn describe(der: &CertificateDer<'_>) -> Result<Certificate, String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).map_err(|e| e.to_string())?;
-    let sans = cert
-        .subject_alternative_name()
-        .ok()
-        .flatten()
-        .map(|ext| {
-            ext.value
-                .general_names
-                .iter()
-                .map(|n| n.to_string())
-                .collect()
-        })
-        .unwrap_or_default();
-    Ok(Certificate {
-        subject: cert.subject().to_string(),
-        issuer: cert.issuer().to_string(),
-        serial: cert.raw_serial_as_string(),
-        sans,
-        not_after: cert.validity().not_after.to_string(),
-    })
-}
-
 /// Chain and name against the Mozilla roots shipped with the binary.
 fn verify(
     ee: &CertificateDer<'_>,
@@ -199,6 +171,6 @@ fn verify(
     };
     match verifier.verify_server_cert(ee, intermediates, &name, &[], UnixTime::now()) {
         Ok(_) => format!("verified for {host}"),
-        Err(e) => format!("no: {e}"),
+        Err(e) => format!("no: {}", crate::tls::words::rustls_error(&e)),
     }
 }

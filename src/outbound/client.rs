@@ -70,14 +70,7 @@ pub enum Failure {
     TlsFailedMay { reason: String },
 }
 
-/// An I/O error as Postfix words it: `Connection refused`, without Rust's ` (os error 111)`.
-fn os_text(e: &std::io::Error) -> String {
-    let text = e.to_string();
-    match text.rfind(" (os error ") {
-        Some(at) if text.ends_with(')') => text[..at].to_string(),
-        _ => text,
-    }
-}
+use crate::fsutil::os_text;
 
 /// Bounds on what a next hop may send as one reply (RFC 5321 section 4.5.3.1.5 sets 512
 /// octets per reply line; servers exceed it, so we allow more, but not without limit).
@@ -871,7 +864,7 @@ async fn start_tls(
     let tls_stream = tokio::time::timeout(timeout, connector.connect(name, stream))
         .await
         .map_err(|_| "TLS handshake timed out".to_string())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| crate::tls::words::handshake_error(&e))?;
     let info = TlsInfo::from_connection(tls_stream.get_ref().1)
         .ok_or("handshake finished without a cipher suite")?;
     Ok((

@@ -2,6 +2,8 @@
 //! only, a certificate resolver that can be swapped at run time, the system self-signed
 //! certificate, and the TLS facts that log lines and Received headers report.
 
+pub mod words;
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -433,7 +435,7 @@ impl ServerCertVerifier for PolicyVerifier {
                 Err(rustls::Error::General(format!(
                     "Server certificate not verified for {}: {}",
                     names.join(", "),
-                    last.map(|e| e.to_string())
+                    last.map(|e| words::rustls_error(&e))
                         .unwrap_or_else(|| "no valid name to check".into())
                 )))
             }

@@ -1,0 +1,135 @@
+//! The log as admins read it: Postfix's lines on stderr, either as tracing prints them
+//! (`plain`, for a terminal or journald, which adds its own time and host) or as a syslog file
+//! holds them (`syslog`: `2026-12-01T09:30:00.123456+00:00 mx.example.com postern/smtp[812]:
+//! ...`), the form pflogsumm and the grep recipes written for Postfix's maillog expect.
+
+use std::fmt::Write as _;
+
+use serde::Deserialize;
+use tracing::field::{Field, Visit};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
+
+/// `server.log_format` in the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// tracing's own line: time, level, target, message.
+    #[default]
+    Plain,
+    /// A syslog file's line (RFC 3339 time, host, `postern/<service>[pid]:`), for pflogsumm.
+    Syslog,
+}
+
+/// Install the global subscriber; `POSTERN_LOG` filters as `RUST_LOG` would (default `info`).
+pub fn init(format: LogFormat, hostname: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("POSTERN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(std::io::stderr);
+    // A second init (tests that run the CLI in-process) keeps the first subscriber.
+    let _ = match format {
+        LogFormat::Plain => builder.try_init(),
+        LogFormat::Syslog => builder
+            .event_format(SyslogLine {
+                hostname: hostname.to_string(),
+                pid: std::process::id(),
+            })
+            .try_init(),
+    };
+}
+
+/// One event as a syslog line.
+pub struct SyslogLine {
+    hostname: String,
+    pid: u32,
+}
+
+impl<S, N> FormatEvent<S, N> for SyslogLine
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        _ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let meta = event.metadata();
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        writeln!(
+            writer,
+            "{} {} {}",
+            rfc3339_now(),
+            self.hostname,
+            line(meta.target(), self.pid, &fields.text)
+        )
+    }
+}
+
+/// `postern/smtp[812]: text`; an event of a library (target `rustls::...`) is named in the
+/// text under postern's own name, so every line still has the form syslog readers parse.
+fn line(target: &str, pid: u32, text: &str) -> String {
+    if target.starts_with("postern/") {
+        format!("{target}[{pid}]: {text}")
+    } else {
+        format!("postern[{pid}]: {target}: {text}")
+    }
+}
+
+/// The message, then any other fields as `key=value`.
+#[derive(Default)]
+struct Fields {
+    text: String,
+}
+
+impl Visit for Fields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.text.insert_str(0, value);
+        } else {
+            let _ = write!(self.text, " {}={value}", field.name());
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.text.insert_str(0, &format!("{value:?}"));
+        } else {
+            let _ = write!(self.text, " {}={value:?}", field.name());
+        }
+    }
+}
+
+/// Microseconds, UTC: what rsyslog's RSYSLOG_FileFormat writes (pflogsumm reads it).
+fn rfc3339_now() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]+00:00"
+    );
+    now.format(&format).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postern_targets_are_the_syslog_tag_others_are_named() {
+        assert_eq!(
+            line("postern/smtp", 812, "ABC: to=<a@b>"),
+            "postern/smtp[812]: ABC: to=<a@b>"
+        );
+        assert_eq!(
+            line("rustls::conn", 812, "x"),
+            "postern[812]: rustls::conn: x"
+        );
+        let t = rfc3339_now();
+        assert_eq!((t.len(), &t[10..11], &t[26..]), (32, "T", "+00:00"), "{t}");
+    }
+}
