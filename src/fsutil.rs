@@ -88,6 +88,15 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// An I/O error as Postfix words it: `Connection refused`, without Rust's ` (os error 111)`.
+pub fn os_text(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" (os error ") {
+        Some(at) if text.ends_with(')') => text[..at].to_string(),
+        _ => text,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,14 +116,5 @@ mod tests {
             std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777,
             0o700
         );
-    }
-}
-
-/// An I/O error as Postfix words it: `Connection refused`, without Rust's ` (os error 111)`.
-pub fn os_text(e: &std::io::Error) -> String {
-    let text = e.to_string();
-    match text.rfind(" (os error ") {
-        Some(at) if text.ends_with(')') => text[..at].to_string(),
-        _ => text,
     }
 }
