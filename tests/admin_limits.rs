@@ -87,7 +87,7 @@ async fn idle_api_connections_never_stop_smtp() {
             .await,
     );
     drop(idle);
-    assert!(proc.terminate());
+    assert!(proc.stop().await);
 }
 
 /// Limits that do not fit in the open-file limit stop start-up, naming the keys.

@@ -1,7 +1,8 @@
 //! The lines admins grep for, from the real binary's log: one TLS line per handshake in
-//! Postfix's words (Verified when the certificate was checked, Untrusted when not), and
+//! Postfix's words (Verified when the certificate was checked, Trusted when only its chain
+//! was, Untrusted when neither), and
 //! `Host offered STARTTLS` for every new connection whose EHLO offered it.
-//! Postfix's smtp(8) writes "Untrusted/Verified TLS connection established to host[ip]:port:
+//! Postfix's smtp(8) writes "Untrusted/Trusted/Verified TLS connection established to host[ip]:port:
 //! <protocol> with cipher <suite> (<bits>/<bits> bits)" and, with
 //! smtp_tls_note_starttls_offer, "QUEUEID: Host offered STARTTLS: [host]".
 
@@ -74,7 +75,7 @@ async fn untrusted_once_per_handshake_and_starttls_offer_per_connection() {
         "{}",
         offered[0]
     );
-    assert!(proc.terminate());
+    assert!(proc.stop().await);
 }
 
 #[tokio::test]
@@ -118,15 +119,54 @@ async fn verified_when_the_certificate_was_checked() {
         "{}",
         tls[0]
     );
-    assert!(proc.terminate());
+    assert!(proc.stop().await);
 }
 
-/// Three MX hosts: the first refuses the connection, the second greets with 421, the third
-/// takes the message. Each failed host leaves Postfix's line before the delivery.
+/// At `may` no name is checked, but a chain that leads to a trusted root is still said:
+/// Postfix's "Trusted TLS connection established to ...".
+#[tokio::test]
+async fn trusted_when_the_chain_verifies_at_a_level_that_checks_no_name() {
+    let ca = TestCa::new();
+    let mut sink = Sink::start(SinkOptions {
+        starttls: true,
+        cert: Some(ca.leaf(&["some-other-name.example"])),
+        ..SinkOptions::default()
+    })
+    .await;
+    let port = sink.addr.port();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.pem).unwrap();
+    let proc = spawn_postern(
+        dir.path(),
+        None,
+        &format!(
+            "[outbound.routes]\n\"other.example\" = \"[127.0.0.1]:{port}\"\n[tls]\nextra_roots = [\"{}\"]\n",
+            ca_file.display()
+        ),
+    );
+    send(&proc, "partner@other.example").await;
+    assert!(sink.next(20).await.expect("delivered").tls);
+    let tls = lines_once(&proc, "status=sent", 1, "TLS connection established").await;
+    assert_eq!(tls.len(), 1, "{tls:?}");
+    assert!(
+        tls[0].ends_with(&format!(
+            "postern/smtp: Trusted TLS connection established to 127.0.0.1[127.0.0.1]:{port}: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)"
+        )),
+        "{}",
+        tls[0]
+    );
+    assert!(proc.stop().await);
+}
+
+/// Four MX hosts: the first refuses the connection, the second greets with 421, the third
+/// drops the connection before its greeting, the fourth takes the message. Each failed host
+/// leaves Postfix's line (smtp(8)'s wording, from its smtp_connect.c and smtp_proto.c)
+/// before the delivery.
 #[tokio::test]
 async fn every_failed_host_leaves_a_line_before_the_one_that_worked() {
     use common::dns::{Zone, serve};
-    let mut good = Sink::start_on("127.0.0.23:0".parse().unwrap(), SinkOptions::default()).await;
+    let mut good = Sink::start_on("127.0.0.24:0".parse().unwrap(), SinkOptions::default()).await;
     let port = good.addr.port();
     let busy = Sink::start_on(
         format!("127.0.0.22:{port}").parse().unwrap(),
@@ -137,14 +177,22 @@ async fn every_failed_host_leaves_a_line_before_the_one_that_worked() {
         common::sink::Stage::Greeting,
         common::sink::Act::Reply("421 4.3.2 busy, try later".into()),
     );
+    let dropping = Sink::start_on(
+        format!("127.0.0.23:{port}").parse().unwrap(),
+        SinkOptions::default(),
+    )
+    .await;
+    dropping.act(common::sink::Stage::Greeting, common::sink::Act::Drop);
     let dns = serve(
         Zone::default()
             .mx("multi.example", 10, "mx1.multi.example")
             .mx("multi.example", 20, "mx2.multi.example")
             .mx("multi.example", 30, "mx3.multi.example")
+            .mx("multi.example", 40, "mx4.multi.example")
             .a("mx1.multi.example", "127.0.0.21".parse().unwrap())
             .a("mx2.multi.example", "127.0.0.22".parse().unwrap())
-            .a("mx3.multi.example", "127.0.0.23".parse().unwrap()),
+            .a("mx3.multi.example", "127.0.0.23".parse().unwrap())
+            .a("mx4.multi.example", "127.0.0.24".parse().unwrap()),
     )
     .await;
     let dir = tempfile::tempdir().unwrap();
@@ -154,7 +202,7 @@ async fn every_failed_host_leaves_a_line_before_the_one_that_worked() {
         &format!("[outbound]\nport = {port}\nnameservers = [\"{dns}\"]\n"),
     );
     let id = send(&proc, "user@multi.example").await;
-    good.next(20).await.expect("mx3 took it");
+    good.next(20).await.expect("mx4 took it");
     let lines = lines_once(&proc, "status=sent", 1, "postern/smtp").await;
     let at = |needle: &str| {
         lines
@@ -168,17 +216,23 @@ async fn every_failed_host_leaves_a_line_before_the_one_that_worked() {
     let greeting = at(&format!(
         "postern/smtp: {id}: host mx2.multi.example[127.0.0.22] refused to talk to me: 421 4.3.2 busy, try later"
     ));
+    let lost = at(&format!(
+        "postern/smtp: {id}: lost connection with mx3.multi.example[127.0.0.23] while receiving the initial server greeting"
+    ));
     let sent = lines
         .iter()
         .position(|l| l.contains("status=sent"))
         .unwrap();
-    assert!(refused < greeting && greeting < sent, "{lines:#?}");
     assert!(
-        lines[sent].contains("relay=mx3.multi.example[127.0.0.23]"),
+        refused < greeting && greeting < lost && lost < sent,
+        "{lines:#?}"
+    );
+    assert!(
+        lines[sent].contains("relay=mx4.multi.example[127.0.0.24]"),
         "{}",
         lines[sent]
     );
-    // The JSON record lists the three hosts with their outcomes.
+    // The JSON record lists the four hosts with their outcomes.
     let records = std::fs::read_to_string(dir.path().join("data/log/delivery.jsonl")).unwrap();
     let record: serde_json::Value = records
         .lines()
@@ -200,7 +254,7 @@ async fn every_failed_host_leaves_a_line_before_the_one_that_worked() {
             )
         })
         .collect();
-    assert_eq!(hosts.len(), 3, "{hosts:#?}");
+    assert_eq!(hosts.len(), 4, "{hosts:#?}");
     assert_eq!(hosts[0].0, format!("mx1.multi.example[127.0.0.21]:{port}"));
     assert!(hosts[0].1.ends_with("Connection refused"), "{:?}", hosts[0]);
     assert!(
@@ -208,9 +262,13 @@ async fn every_failed_host_leaves_a_line_before_the_one_that_worked() {
         "{:?}",
         hosts[1]
     );
-    assert_eq!(hosts[2].0, format!("mx3.multi.example[127.0.0.23]:{port}"));
-    assert!(hosts[2].1.starts_with("sent 250"), "{:?}", hosts[2]);
-    assert!(proc.terminate());
+    assert_eq!(
+        hosts[2].1,
+        "deferred lost connection with mx3.multi.example[127.0.0.23] while receiving the initial server greeting"
+    );
+    assert_eq!(hosts[3].0, format!("mx4.multi.example[127.0.0.24]:{port}"));
+    assert!(hosts[3].1.starts_with("sent 250"), "{:?}", hosts[3]);
+    assert!(proc.stop().await);
 }
 
 /// The client line names the SASL mechanism really used (Postfix: `client=…, sasl_method=LOGIN,
@@ -252,5 +310,5 @@ async fn client_line_names_the_sasl_mechanism_used() {
         )),
         "{lines:?}"
     );
-    assert!(proc.terminate());
+    assert!(proc.stop().await);
 }

@@ -81,7 +81,7 @@ async fn sigkill_during_delivery_loses_nothing() {
         );
         *seen.entry(n).or_default() += 1;
     }
-    assert!(proc.terminate(), "postern did not stop cleanly");
+    assert!(proc.stop().await, "postern did not stop cleanly");
     while let Some(extra) = sink.try_next() {
         *seen.entry(id_of(&extra.data)).or_default() += 1;
     }

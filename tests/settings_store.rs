@@ -161,5 +161,5 @@ async fn the_store_is_reopened_after_a_write_error() {
         .unwrap();
     assert_eq!(status, hyper::StatusCode::OK);
     assert!(String::from_utf8_lossy(&body).contains("192.0.2.0/24"));
-    assert!(proc.terminate());
+    assert!(proc.stop().await);
 }

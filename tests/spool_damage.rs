@@ -225,5 +225,5 @@ async fn the_server_starts_and_lists_the_damage() {
         )),
         "{text}"
     );
-    assert!(proc.terminate());
+    assert!(proc.stop().await);
 }

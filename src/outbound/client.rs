@@ -35,6 +35,9 @@ pub struct Job<'a> {
     pub bounce_on_failure: bool,
     /// What the certificate must satisfy (`verify`, `secure`, `fingerprint`), with the roots.
     pub check: Option<(crate::tls::CertCheck, Arc<rustls::RootCertStore>)>,
+    /// The roots' chain verifier, to tell a Trusted connection from an Untrusted one where
+    /// the level checks nothing.
+    pub chain_check: Option<Arc<rustls::client::WebPkiServerVerifier>>,
     pub connect_timeout: Duration,
     pub command_timeout: Duration,
     /// SASL user name and password the next hop requires; sent only inside TLS.
@@ -350,18 +353,20 @@ async fn connect(job: &Job<'_>, tls: &Arc<rustls::ClientConfig>) -> Result<Conne
                     }
                 }
             };
-            match start_tls(conn, (job.host, job.addr), job.command_timeout, &config).await {
-                Ok((c, info)) => {
+            let chain_check = job.chain_check.as_deref().filter(|_| verifier.is_none());
+            let peer_at = (job.host, job.addr);
+            match start_tls(conn, peer_at, job.command_timeout, &config, chain_check).await {
+                Ok((c, info, chain_trusted)) => {
                     conn = c;
                     verified_name = verifier.and_then(|v| v.verified_name());
-                    // Once per handshake, in Postfix's words: Verified when the chain and the
-                    // name (or pin) were checked; at `may`/`encrypt` nothing is, so Untrusted.
-                    // (Postfix's "Trusted", a chain checked without the name, is no level of
-                    // ours.)
-                    let trust = if verified_name.is_some() {
-                        "Verified"
-                    } else {
-                        "Untrusted"
+                    // Once per handshake, in Postfix's words (smtp(8)): Verified when the
+                    // chain and the name (or pin) were checked, Trusted when the chain leads
+                    // to a trusted root but no name was asked for (`may`, `encrypt`),
+                    // Untrusted otherwise.
+                    let trust = match (verified_name.is_some(), chain_trusted) {
+                        (true, _) => "Verified",
+                        (false, true) => "Trusted",
+                        (false, false) => "Untrusted",
                     };
                     tracing::info!(target: "postern/smtp", "{trust} TLS connection established to {name}: {}", info.describe());
                     negotiated = Some(info);
@@ -740,7 +745,7 @@ pub async fn probe_recipient(
             .await
             .map_err(|o| o.reason)?;
         if Stage::StartTls.accepts(reply.code) {
-            conn = start_tls(conn, (host, addr), timeout, tls).await?.0;
+            conn = start_tls(conn, (host, addr), timeout, tls, None).await?.0;
             hello(&mut conn, helo, &peer).await.map_err(|o| o.reason)?;
         }
     }
@@ -852,7 +857,8 @@ async fn start_tls(
     (host, addr): (&str, SocketAddr),
     timeout: Duration,
     tls: &Arc<rustls::ClientConfig>,
-) -> Result<(Conn, TlsInfo), String> {
+    chain_check: Option<&rustls::client::WebPkiServerVerifier>,
+) -> Result<(Conn, TlsInfo, bool), String> {
     if !conn.io.buffer().is_empty() {
         // The server spoke after its 220: the response-injection mirror of CVE-2011-0411.
         return Err("server sent data after its STARTTLS reply".into());
@@ -865,8 +871,13 @@ async fn start_tls(
         .await
         .map_err(|_| "TLS handshake timed out".to_string())?
         .map_err(|e| crate::tls::words::handshake_error(&e))?;
-    let info = TlsInfo::from_connection(tls_stream.get_ref().1)
-        .ok_or("handshake finished without a cipher suite")?;
+    let session = tls_stream.get_ref().1;
+    let info =
+        TlsInfo::from_connection(session).ok_or("handshake finished without a cipher suite")?;
+    let chain_trusted = match (chain_check, session.peer_certificates()) {
+        (Some(verifier), Some(chain)) => crate::tls::chain_trusted(verifier, chain),
+        _ => false,
+    };
     Ok((
         Conn {
             io: BufReader::new(Box::new(tls_stream)),
@@ -874,6 +885,7 @@ async fn start_tls(
             name: conn.name,
         },
         info,
+        chain_trusted,
     ))
 }
 

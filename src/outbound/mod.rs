@@ -31,6 +31,8 @@ pub struct Engine {
     resolver: Option<Arc<dyn dns::Resolver>>,
     /// Mozilla roots plus `[tls] extra_roots`, for `verify` and `secure`.
     roots: Arc<rustls::RootCertStore>,
+    /// The same roots as a chain verifier, for the Trusted/Untrusted line at `may`/`encrypt`.
+    chain_check: Option<Arc<rustls::client::WebPkiServerVerifier>>,
     spool: Spool,
     settings: SettingsHandle,
     cfg: OutboundConfig,
@@ -70,6 +72,7 @@ impl Engine {
             max_attempts: cfg_max_attempts(&cfg),
             verified: Mutex::new(HashMap::new()),
             resolver,
+            chain_check: crate::tls::chain_verifier(roots.clone()),
             roots,
             total: Arc::new(Semaphore::new(cfg.max_concurrency)),
             pool: client::Pool::new(Duration::from_secs(cfg.connection_cache_secs)),
@@ -756,6 +759,7 @@ async fn deliver_group(
             min_bits: decision.min_bits,
             bounce_on_failure: decision.on_failure == crate::settings::OnFailure::Bounce,
             check: cert_check(decision, host).map(|c| (c, engine.roots.clone())),
+            chain_check: engine.chain_check.clone(),
             connect_timeout: Duration::from_secs(engine.cfg.connect_timeout_secs),
             command_timeout: Duration::from_secs(engine.cfg.command_timeout_secs),
             auth,

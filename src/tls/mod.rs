@@ -330,6 +330,38 @@ pub fn policy_client_config(
     ))
 }
 
+/// Whether `chain` (leaf first) leads to a trusted root, whatever names the leaf has:
+/// Postfix's "Trusted TLS connection" at levels that check no name. Cheap enough for each new
+/// connection: one chain check, no name search.
+pub fn chain_trusted(
+    verifier: &rustls::client::WebPkiServerVerifier,
+    chain: &[CertificateDer<'_>],
+) -> bool {
+    let Some((leaf, intermediates)) = chain.split_first() else {
+        return false;
+    };
+    // webpki checks the chain before the name (rustls' WebPkiServerVerifier), so a name
+    // error for a name no certificate has means the chain itself was good.
+    let probe = ServerName::try_from("chain-check.invalid").expect("a literal valid DNS name");
+    match verifier.verify_server_cert(leaf, intermediates, &probe, &[], UnixTime::now()) {
+        Ok(_) => true,
+        Err(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::NotValidForName
+            | rustls::CertificateError::NotValidForNameContext { .. },
+        )) => true,
+        Err(_) => false,
+    }
+}
+
+/// The chain verifier for `chain_trusted`; `None` without roots to check against.
+pub fn chain_verifier(
+    roots: Arc<rustls::RootCertStore>,
+) -> Option<Arc<rustls::client::WebPkiServerVerifier>> {
+    rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider())
+        .build()
+        .ok()
+}
+
 /// `may` and `encrypt` (no certificate check) presenting `client_cert`.
 pub fn unauthenticated_client_config_with(
     client_cert: Arc<CertifiedKey>,

@@ -105,6 +105,15 @@ impl Proc {
             .expect("the start line names the API")
     }
 
+    /// `terminate` from an async test: the wait runs on a blocking thread, so the test's own
+    /// runtime keeps serving its sinks (postern QUITs its cached connections to them on the
+    /// way out, and would otherwise wait for an answer that cannot come).
+    pub async fn stop(self) -> bool {
+        tokio::task::spawn_blocking(move || self.terminate())
+            .await
+            .unwrap()
+    }
+
     /// SIGTERM and wait; true if it exited cleanly.
     pub fn terminate(mut self) -> bool {
         let _ = Command::new("kill")
