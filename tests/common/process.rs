@@ -17,11 +17,21 @@ pub struct Proc {
 /// Start `postern serve` (optionally through `sh -c` with a prefix such as a ulimit) and wait
 /// for its "daemon started" line, which names the bound SMTP address.
 pub fn spawn_postern(dir: &Path, shell_prefix: Option<&str>, extra: &str) -> Proc {
+    spawn_postern_with(dir, shell_prefix, "", extra)
+}
+
+/// As `spawn_postern`, with `server_keys` added to the config's `[server]` table.
+pub fn spawn_postern_with(
+    dir: &Path,
+    shell_prefix: Option<&str>,
+    server_keys: &str,
+    extra: &str,
+) -> Proc {
     let config = dir.join("postern.toml");
     std::fs::write(
         &config,
         format!(
-            "[server]\nhostname = \"mx.test.example\"\ndata_dir = \"{}\"\n[smtp]\nlisten = \"127.0.0.1:0\"\nshutdown_grace_secs = 5\n[admin]\nlisten = \"127.0.0.1:0\"\n{extra}\n",
+            "[server]\nhostname = \"mx.test.example\"\ndata_dir = \"{}\"\n{server_keys}\n[smtp]\nlisten = \"127.0.0.1:0\"\nshutdown_grace_secs = 5\n[admin]\nlisten = \"127.0.0.1:0\"\n{extra}\n",
             dir.join("data").display()
         ),
     )
