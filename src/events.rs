@@ -30,6 +30,9 @@ pub struct Delivery {
     pub verified_name: Option<String>,
     pub policy_level: String,
     pub policy_source: String,
+    /// The message rule that matched the recipient, even where another source decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
     /// Every host tried in this attempt, in order, the one of `relay` last: an MX given up
     /// for the next one is on the record with its reason.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -51,8 +54,13 @@ impl Delivery {
     /// `ID: to=<r>, relay=h[ip]:25, delay=0.3, delays=0/0.01/0.2/0.09, dsn=2.0.0, status=sent (250 ...)`
     pub fn postfix_line(&self) -> String {
         let [a, b, c, d] = self.delays;
+        let rule = self
+            .rule
+            .as_ref()
+            .map(|r| format!(" rule={r}"))
+            .unwrap_or_default();
         format!(
-            "{}: to=<{}>, relay={}, delay={}, delays={}/{}/{}/{}, dsn={}, status={} ({}) policy={} source={}",
+            "{}: to=<{}>, relay={}, delay={}, delays={}/{}/{}/{}, dsn={}, status={} ({}) policy={} source={}{rule}",
             self.queue_id,
             self.recipient,
             self.relay,
@@ -211,8 +219,25 @@ mod tests {
             verified_name: None,
             policy_level: "may".into(),
             policy_source: "global".into(),
+            rule: None,
             hosts_tried: Vec::new(),
         }
+    }
+
+    #[test]
+    fn the_line_names_a_matched_rule_after_the_source() {
+        let mut r = record(1);
+        assert!(
+            r.postfix_line()
+                .ends_with("(250 ok) policy=may source=global")
+        );
+        r.rule = Some("partners".into());
+        assert!(
+            r.postfix_line()
+                .ends_with("(250 ok) policy=may source=global rule=partners"),
+            "{}",
+            r.postfix_line()
+        );
     }
 
     #[tokio::test]

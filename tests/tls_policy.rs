@@ -221,7 +221,7 @@ async fn policy_explain_names_each_source() {
         "{lines:?}"
     );
     assert!(
-        lines.contains(&"policy row .partner.example: encrypt (contract 42)"),
+        lines.contains(&"policy row .partner.example: encrypt (contract 42) (decides)"),
         "{lines:?}"
     );
 
@@ -236,7 +236,10 @@ async fn policy_explain_names_each_source() {
         .await;
     assert!(ok);
     assert!(out.contains("level:     encrypt"), "{out}");
-    assert!(out.contains("  - x-TLSLevel: Require: encrypt"), "{out}");
+    assert!(
+        out.contains("  - x-TLSLevel: Require: encrypt (decides)"),
+        "{out}"
+    );
     assert!(
         out.contains("  - effective: encrypt (from header)"),
         "{out}"
@@ -524,6 +527,15 @@ async fn rule_enforces_one_recipient_of_a_message_not_the_other() {
         ),
         ("deferred", "encrypt", "rule:partners require TLS")
     );
+    assert_eq!(events[0].rule.as_deref(), Some("partners require TLS"));
+    assert!(
+        events[0]
+            .postfix_line()
+            .ends_with("policy=encrypt source=rule:partners require TLS rule=partners require TLS"),
+        "{}",
+        events[0].postfix_line()
+    );
+    assert_eq!(events[1].rule, None);
     assert_eq!(
         (
             events[1].status,

@@ -666,6 +666,7 @@ impl RcptResult {
             verified_name: self.verified_name.clone(),
             policy_level: decision.level.to_string(),
             policy_source: decision.source.to_string(),
+            rule: decision.rule.clone(),
             hosts_tried: self.hosts_tried(),
         }
     }

@@ -83,8 +83,14 @@ pub struct Decision {
     pub match_names: Vec<String>,
     /// SHA-256 pins at `fingerprint`, lower-case hex without separators.
     pub fingerprints: Vec<String>,
-    /// One line per source that applied, for logs and `policy explain`.
+    /// The message rule that matched this recipient at receipt, whether or not it decided:
+    /// the delivery record and line name it (`rule=partners`).
+    pub rule: Option<String>,
+    /// One line per source, the deciding one marked, then strength and result: for logs and
+    /// `policy explain`.
     pub explanation: Vec<String>,
+    /// Every source looked at, in the explanation's order.
+    pub considered: Vec<Considered>,
 }
 
 /// The minimum strength a required level gets when its row names none (GlobalCerts' 112).
@@ -143,72 +149,64 @@ pub fn header_level(value: &str) -> Option<Level> {
     }
 }
 
+/// One source `decide()` looked at, as `policy explain` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Considered {
+    pub source: Source,
+    /// The level it asks for; `None` when it says nothing usable (an unknown header value).
+    pub level: Option<Level>,
+    /// False for a row a more specific one overrides, and for an ignored header: shown, so
+    /// a `may` row under an `encrypt` `*` row is visible, but not counted.
+    pub counts: bool,
+    /// The one whose level is the effective one.
+    pub decides: bool,
+    /// Its line in the explanation.
+    pub line: String,
+}
+
 /// The effective policy for `recipient`: the strictest of the global outbound mode, the most
 /// specific table row, `header` (the message's first `x-TLSLevel` value, passed only for
 /// messages from authorised clients: the others had it removed at receipt), `rule` (the
 /// message rule that matched this recipient at receipt) and the row managed by the
-/// recipient's relay domain when its next hop needs authentication.
+/// recipient's relay domain when its next hop needs authentication. Less specific rows are
+/// listed as overridden.
 pub fn decide(
     snapshot: &Snapshot,
     recipient: &str,
     header: Option<&str>,
     rule: Option<&RuleLevel>,
 ) -> Decision {
-    let mode = snapshot.settings.outbound.tls_mode;
-    let mut level = match mode {
-        TlsMode::Disabled => Level::None,
-        TlsMode::May => Level::May,
-        TlsMode::Encrypt => Level::Encrypt,
-    };
-    let mut source = Source::Global;
-    let mut explanation = vec![format!("global outbound mode {mode}: {level}")];
     let domain = recipient
         .rsplit_once('@')
         .map_or(recipient, |(_, d)| d)
         .to_ascii_lowercase();
-    let row = snapshot.policy_row(recipient);
-    if let Some(row) = row {
-        let note = if row.note.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", row.note)
-        };
-        explanation.push(format!("policy row {}: {}{note}", row.pattern, row.level));
-        if row.level > level {
-            (level, source) = (row.level, Source::Row(row.pattern.clone()));
-        }
-    }
-    if let Some(value) = header {
-        match header_level(value) {
-            Some(h) => {
-                explanation.push(format!("x-TLSLevel: {}: {h}", value.trim()));
-                if h > level {
-                    (level, source) = (h, Source::Header);
-                }
+    let rows = snapshot.policy_rows(recipient);
+    let row = rows.first().copied();
+    let mut considered = sources(snapshot, &rows, header, rule, &domain);
+    // The strictest counting source; on a tie the first listed (global, then the row ...).
+    let decider = considered
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.counts)
+        .filter_map(|(i, c)| c.level.map(|l| (i, l)))
+        .fold(None, |best: Option<(usize, Level)>, (i, l)| match best {
+            Some((_, b)) if b >= l => best,
+            _ => Some((i, l)),
+        })
+        .map_or(0, |(i, _)| i);
+    considered[decider].decides = true;
+    let level = considered[decider].level.unwrap_or(Level::May);
+    let source = considered[decider].source.clone();
+    let mut explanation: Vec<String> = considered
+        .iter()
+        .map(|c| {
+            if c.decides {
+                format!("{} (decides)", c.line)
+            } else {
+                c.line.clone()
             }
-            None => explanation.push(format!(
-                "x-TLSLevel: {}: unknown value, ignored",
-                value.trim()
-            )),
-        }
-    }
-    if let Some(r) = rule {
-        explanation.push(format!("message rule {:?}: {}", r.rule, r.level));
-        if r.level > level {
-            (level, source) = (r.level, Source::Rule(r.rule.clone()));
-        }
-    }
-    // Separate from the table, so no more specific row can lower it: credentials for the
-    // next hop never cross in plaintext.
-    if let Some(relay) = snapshot.relay_domain(&domain).filter(|d| d.auth.is_some()) {
-        explanation.push(format!(
-            "managed row {}: encrypt (relay domain {} requires authentication)",
-            relay.domain, relay.domain
-        ));
-        if Level::Encrypt > level {
-            (level, source) = (Level::Encrypt, Source::Managed(relay.domain.clone()));
-        }
-    }
+        })
+        .collect();
     let min_bits = row
         .and_then(|r| r.min_bits)
         .unwrap_or(if level >= Level::Encrypt {
@@ -239,8 +237,89 @@ pub fn decide(
         on_failure,
         match_names,
         fingerprints,
+        rule: rule.map(|r| r.rule.clone()),
         explanation,
+        considered,
     }
+}
+
+/// Every source in the order `policy explain` lists them, none yet marked as deciding.
+fn sources(
+    snapshot: &Snapshot,
+    rows: &[&crate::settings::PolicyRow],
+    header: Option<&str>,
+    rule: Option<&RuleLevel>,
+    domain: &str,
+) -> Vec<Considered> {
+    let entry = |source, level: Option<Level>, counts, line: String| Considered {
+        source,
+        level,
+        counts,
+        decides: false,
+        line,
+    };
+    let mode = snapshot.settings.outbound.tls_mode;
+    let global = match mode {
+        TlsMode::Disabled => Level::None,
+        TlsMode::May => Level::May,
+        TlsMode::Encrypt => Level::Encrypt,
+    };
+    let mut out = vec![entry(
+        Source::Global,
+        Some(global),
+        true,
+        format!("global outbound mode {mode}: {global}"),
+    )];
+    for (i, row) in rows.iter().enumerate() {
+        let note = if row.note.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", row.note)
+        };
+        let mut line = format!("policy row {}: {}{note}", row.pattern, row.level);
+        if i > 0 {
+            line.push_str(&format!(
+                ", overridden by the more specific row {}",
+                rows[0].pattern
+            ));
+        }
+        out.push(entry(
+            Source::Row(row.pattern.clone()),
+            Some(row.level),
+            i == 0,
+            line,
+        ));
+    }
+    if let Some(value) = header {
+        let h = header_level(value);
+        let line = match h {
+            Some(h) => format!("x-TLSLevel: {}: {h}", value.trim()),
+            None => format!("x-TLSLevel: {}: unknown value, ignored", value.trim()),
+        };
+        out.push(entry(Source::Header, h, h.is_some(), line));
+    }
+    if let Some(r) = rule {
+        out.push(entry(
+            Source::Rule(r.rule.clone()),
+            Some(r.level),
+            true,
+            format!("message rule {:?}: {}", r.rule, r.level),
+        ));
+    }
+    // Separate from the table, so no more specific row can lower it: credentials for the
+    // next hop never cross in plaintext.
+    if let Some(relay) = snapshot.relay_domain(domain).filter(|d| d.auth.is_some()) {
+        out.push(entry(
+            Source::Managed(relay.domain.clone()),
+            Some(Level::Encrypt),
+            true,
+            format!(
+                "managed row {}: encrypt (relay domain {} requires authentication)",
+                relay.domain, relay.domain
+            ),
+        ));
+    }
+    out
 }
 
 /// The first `x-TLSLevel` header's value in a message's header section, unfolded.
@@ -271,6 +350,49 @@ mod tests {
         s.outbound.tls_mode = mode;
         s.policy = rows;
         Snapshot::new(s, 0)
+    }
+
+    /// A `may` row under an `encrypt` `*` row is allowed (the more specific row applies), and
+    /// explain shows both; a rule that matched is named even where a row decided.
+    #[test]
+    fn every_source_is_listed_and_the_decider_marked() {
+        let s = snap(
+            TlsMode::May,
+            vec![row("*", Level::Encrypt), row("partner.example", Level::May)],
+        );
+        let d = decide(&s, "a@partner.example", None, None);
+        assert_eq!((d.level, d.source.clone()), (Level::May, Source::Global));
+        assert_eq!(
+            d.explanation[..3],
+            [
+                "global outbound mode may: may (decides)",
+                "policy row partner.example: may",
+                "policy row *: encrypt, overridden by the more specific row partner.example",
+            ]
+        );
+        assert_eq!(
+            d.considered.iter().map(|c| c.counts).collect::<Vec<_>>(),
+            [true, true, false]
+        );
+        let rule = RuleLevel {
+            level: Level::Encrypt,
+            rule: "partners".into(),
+        };
+        let s = snap(TlsMode::May, vec![row("partner.example", Level::Encrypt)]);
+        let d = decide(&s, "a@partner.example", None, Some(&rule));
+        // The row and the rule agree; the row, listed first, decides; the rule is named.
+        assert_eq!(d.source, Source::Row("partner.example".into()));
+        assert_eq!(d.rule.as_deref(), Some("partners"));
+        assert!(
+            d.explanation
+                .contains(&"policy row partner.example: encrypt (decides)".to_string()),
+            "{:?}",
+            d.explanation
+        );
+        assert!(
+            d.explanation
+                .contains(&"message rule \"partners\": encrypt".to_string())
+        );
     }
 
     #[test]
@@ -431,7 +553,7 @@ mod tests {
         assert!(
             d.explanation
                 .iter()
-                .any(|l| l == "managed row smarthost.example: encrypt (relay domain smarthost.example requires authentication)"),
+                .any(|l| l == "managed row smarthost.example: encrypt (relay domain smarthost.example requires authentication) (decides)"),
             "{:?}",
             d.explanation
         );

@@ -167,26 +167,36 @@ impl Snapshot {
     /// The most specific policy row for `recipient`: `user@domain`, then `domain`, then the
     /// nearest `.parent` (or subdomain-flagged) row, then `*`.
     pub fn policy_row(&self, recipient: &str) -> Option<&super::PolicyRow> {
+        self.policy_rows(recipient).into_iter().next()
+    }
+
+    /// Every policy row that matches `recipient`, the most specific first (the one that
+    /// applies); the others are what it overrides, which `policy explain` shows.
+    pub fn policy_rows(&self, recipient: &str) -> Vec<&super::PolicyRow> {
         let recipient = recipient.to_ascii_lowercase();
         let domain = recipient
             .rsplit_once('@')
             .map(|(_, d)| d)
             .unwrap_or(&recipient);
         let domain = domain.trim_end_matches('.');
-        let mut found = self
-            .policy_exact
-            .get(recipient.as_str())
-            .or_else(|| self.policy_exact.get(domain))
-            .copied();
+        let mut found: Vec<usize> = Vec::new();
+        let mut add = |i: Option<&usize>| {
+            if let Some(&i) = i.filter(|i| !found.contains(i)) {
+                found.push(i);
+            }
+        };
+        add(self.policy_exact.get(recipient.as_str()));
+        add(self.policy_exact.get(domain));
         let mut parent = Some(domain);
-        while found.is_none() {
-            let Some(d) = parent else { break };
-            found = self.policy_parents.get(d).copied();
+        while let Some(d) = parent {
+            add(self.policy_parents.get(d));
             parent = d.split_once('.').map(|(_, rest)| rest);
         }
+        add(self.policy_every.as_ref());
         found
-            .or(self.policy_every)
+            .into_iter()
             .map(|i| &self.settings.policy[i])
+            .collect()
     }
 
     /// The relay domain row for `domain` (case-insensitive, trailing dot ignored): an exact
