@@ -160,6 +160,12 @@ pub fn prepare(config: Config) -> anyhow::Result<Server> {
         config.tls.acme_live_dir.clone(),
         data,
     );
+    if settings.current().settings.inbound.tls_mode != settings::TlsMode::Disabled
+        && certs.smtp_serves_system()
+    {
+        // Once, at start-up: where it matters is the first sender that verifies.
+        tracing::warn!(target: "postern/tls", "warning: SMTP STARTTLS serves the system self-signed certificate for {}: senders that verify certificates will not trust it; import one (postern cert import) and bind it as inbound.certificate", config.server.hostname);
+    }
     let smtp_tls = tls::server_config(certs.smtp_resolver(), &[]);
     let admin_tls = tls::server_config(certs.admin_resolver(), &[b"http/1.1"]);
     let events = events::EventLog::open(data, config.outbound.delivery_log_max_bytes)

@@ -544,7 +544,7 @@ fn cert_text(c: &serde_json::Value) -> String {
             .unwrap_or_default()
     };
     format!(
-        "Name:        {}\nType:        {}\nSubject:     {}\nIssuer:      {}\nSerial:      {}\nSANs:        {}\nNot After:   {} ({} days left)\nSHA-256:     {}\nBound to:    {}\n",
+        "Name:        {}\nType:        {}\nSubject:     {}\nIssuer:      {}\nSerial:      {}\nSANs:        {}\nNot After:   {} ({} days left)\nSHA-256:     {}\nUsed for:    {}\n",
         s("name"),
         s("type"),
         s("subject"),

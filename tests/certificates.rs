@@ -145,9 +145,16 @@ async fn import_checks_each_input_and_stores_nothing_on_failure() {
         assert_eq!(resp["field"], field, "{resp}");
         assert!(resp["error"].as_str().unwrap().contains(text), "{resp}");
     }
-    // Nothing was stored: only the system certificate is listed.
+    // Nothing was stored: only the system certificate is listed, and where it is served.
     let all = list(&server).await;
     assert_eq!(all.len(), 1);
+    assert_eq!(
+        all[0]["bound_to"],
+        json!([
+            "SMTP STARTTLS (default, no certificate bound)",
+            "admin listener (default)"
+        ])
+    );
     assert_eq!(
         (&all[0]["name"], &all[0]["type"], &all[0]["system"]),
         (&json!("system"), &json!("System"), &json!(true))
@@ -311,7 +318,7 @@ async fn binding_rules_and_the_in_use_guard() {
     assert!(ok, "{err}");
     assert!(
         out.contains(
-            "Bound to:    inbound.certificate (SMTP TLS), admin.certificate (admin listener)"
+            "Used for:    inbound.certificate (SMTP TLS), admin.certificate (admin listener)"
         ),
         "{out}"
     );

@@ -312,3 +312,26 @@ async fn client_line_names_the_sasl_mechanism_used() {
     );
     assert!(proc.stop().await);
 }
+
+/// At start-up, once: STARTTLS is offered (`may`, the default) with the system self-signed
+/// certificate, which a sender that verifies will not trust.
+#[tokio::test]
+async fn start_up_warns_once_when_smtp_serves_the_system_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let proc = spawn_postern(dir.path(), None, "");
+    let warned: Vec<String> = proc
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains("serves the system self-signed certificate"))
+        .cloned()
+        .collect();
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert!(
+        warned[0].ends_with("postern/tls: warning: SMTP STARTTLS serves the system self-signed certificate for mx.test.example: senders that verify certificates will not trust it; import one (postern cert import) and bind it as inbound.certificate"),
+        "{}",
+        warned[0]
+    );
+    assert!(proc.stop().await);
+}

@@ -378,6 +378,18 @@ impl Certs {
         }
     }
 
+    /// Without `inbound.certificate`, SMTP serves the config's PEM files if given, else the
+    /// system self-signed certificate.
+    fn default_smtp_is_system(&self) -> bool {
+        self.default_smtp.cert.first() == self.system.0.cert.first()
+    }
+
+    /// Whether STARTTLS serves the system self-signed certificate now, which senders that
+    /// verify certificates will not trust.
+    pub fn smtp_serves_system(&self) -> bool {
+        self.smtp.current().cert.first() == self.system.0.cert.first()
+    }
+
     /// Every certificate, the system one first.
     pub fn list(&self) -> Result<Vec<CertInfo>, StoreError> {
         let settings = self.settings.current().settings.clone();
@@ -408,6 +420,14 @@ impl Certs {
         now: i64,
     ) -> CertInfo {
         let mut bound_to = bound_at(settings, name);
+        let smtp_unbound = settings
+            .inbound
+            .certificate
+            .as_deref()
+            .is_none_or(str::is_empty);
+        if kind == Kind::System && smtp_unbound && self.default_smtp_is_system() {
+            bound_to.push("SMTP STARTTLS (default, no certificate bound)".into());
+        }
         if kind == Kind::System && settings.admin.certificate.is_none() {
             bound_to.push("admin listener (default)".into());
         }
