@@ -335,3 +335,53 @@ async fn start_up_warns_once_when_smtp_serves_the_system_certificate() {
     );
     assert!(proc.stop().await);
 }
+
+/// Postfix's smtpd names where a session was when it ended badly: `lost connection after EHLO
+/// from ...`, `lost connection after END-OF-MESSAGE ...`, `timeout after MAIL from ...`
+/// (smtpd.c: "timeout after %s from %s", "lost connection after %s from %s").
+#[tokio::test]
+async fn inbound_lost_connections_and_timeouts_name_the_stage() {
+    use common::process::{Keys, spawn_postern_with};
+    let dir = tempfile::tempdir().unwrap();
+    let proc = spawn_postern_with(
+        dir.path(),
+        None,
+        Keys {
+            smtp: "timeout_secs = 1",
+            ..Keys::default()
+        },
+        "",
+    );
+    let mut c = SmtpClient::connect(proc.smtp, None, None).await;
+    c.cmd("EHLO client.test.example").await;
+    drop(c);
+    let mut c = SmtpClient::connect(proc.smtp, None, None).await;
+    c.cmd("EHLO client.test.example").await;
+    queue_id(
+        &c.send(
+            "app@inside.example",
+            &["a@other.example"],
+            &message("x", ""),
+        )
+        .await,
+    );
+    drop(c);
+    let mut c = SmtpClient::connect(proc.smtp, None, None).await;
+    c.cmd("EHLO client.test.example").await;
+    c.cmd("MAIL FROM:<app@inside.example>").await;
+    // Silence: the command deadline ends it with 421 4.4.2.
+    assert_eq!(c.read().await.code, 421);
+    let lines = lines_once(&proc, "timeout after", 1, "postern/smtpd: ").await;
+    for wanted in [
+        "postern/smtpd: lost connection after EHLO from unknown[127.0.0.1]",
+        "postern/smtpd: lost connection after END-OF-MESSAGE from unknown[127.0.0.1]",
+        "postern/smtpd: timeout after MAIL from unknown[127.0.0.1]",
+    ] {
+        assert_eq!(
+            lines.iter().filter(|l| l.ends_with(wanted)).count(),
+            1,
+            "{wanted:?} in {lines:#?}"
+        );
+    }
+    assert!(proc.stop().await);
+}

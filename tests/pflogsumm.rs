@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::process::spawn_postern_with;
+use common::process::{Keys, spawn_postern_with};
 use common::sink::{Sink, SinkOptions};
 use common::*;
 
@@ -51,7 +51,10 @@ async fn pflogsumm_counts_what_the_delivery_records_say() {
     let proc = spawn_postern_with(
         dir.path(),
         None,
-        "log_format = \"syslog\"",
+        Keys {
+            server: "log_format = \"syslog\"",
+            ..Keys::default()
+        },
         &format!(
             "[outbound.routes]\n\"good.example\" = \"[127.0.0.1]:{}\"\n\"dead.example\" = \"[127.0.0.1]:{dead}\"\n",
             sink.addr.port()

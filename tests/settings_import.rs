@@ -128,3 +128,30 @@ fn an_unknown_section_is_named_and_nothing_changes() {
     assert_eq!(export(&proc), before);
     assert!(proc.terminate());
 }
+
+/// A CLI command against a data directory that does not exist says so once, with the file.
+#[test]
+fn a_missing_data_directory_is_named_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("postern.toml");
+    let data = dir.path().join("no-such-data");
+    std::fs::write(
+        &config,
+        format!("[server]\ndata_dir = \"{}\"\n", data.display()),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args(["settings", "export", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.trim_end(),
+        format!(
+            "postern: fatal: {}/api-token: No such file or directory (is server.data_dir postern's data directory? `postern serve` creates it at first start)",
+            data.display()
+        )
+    );
+}

@@ -15,11 +15,12 @@ use tokio_rustls::TlsConnector;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("{path}: {source} (is this postern's data directory?)")]
-    Setup {
-        path: String,
-        source: std::io::Error,
-    },
+    /// Said once: the I/O error is part of the text, not a chained source that `{:#}` would
+    /// print a second time.
+    #[error(
+        "{path}: {error} (is server.data_dir postern's data directory? `postern serve` creates it at first start)"
+    )]
+    Setup { path: String, error: String },
     #[error(
         "cannot reach the control API at https://{addr}: {message} (is `postern serve` running?)"
     )]
@@ -39,7 +40,10 @@ impl ApiClient {
     pub fn new(addr: SocketAddr, data_dir: &Path) -> Result<ApiClient, ClientError> {
         let setup = |path: &Path| {
             let path = path.display().to_string();
-            move |source| ClientError::Setup { path, source }
+            move |e: std::io::Error| ClientError::Setup {
+                path,
+                error: crate::fsutil::os_text(&e),
+            }
         };
         let token_path = data_dir.join("api-token");
         let token = std::fs::read_to_string(&token_path).map_err(setup(&token_path))?;

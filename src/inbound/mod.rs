@@ -210,17 +210,23 @@ pub async fn serve(
     let mut conn = Conn::new(tcp, ctx.limits.timeout).with_min_data_rate(ctx.limits.min_data_rate);
     tracing::info!(target: "postern/smtpd", "connect from {}", session.client);
     let end = drive(&mut session, &mut conn, &ctx, &mut shutdown).await;
+    // Postfix's smtpd words, naming where the session was (smtpd.c: "timeout after %s",
+    // "lost connection after %s").
     match end {
-        Ok(()) | Err(ReadError::Eof) => {}
+        Ok(()) => {}
         Err(ReadError::Timeout) => {
-            tracing::info!(target: "postern/smtpd", "timeout after {} from {}", "command", session.client);
+            tracing::info!(target: "postern/smtpd", "timeout after {} from {}", session.state, session.client);
             let _ = conn.send(&replies::timeout()).await;
         }
         Err(ReadError::ShuttingDown) => {
             let _ = conn.send(&replies::shutting_down()).await;
         }
+        Err(ReadError::Eof) => {
+            tracing::info!(target: "postern/smtpd", "lost connection after {} from {}", session.state, session.client);
+        }
         Err(ReadError::Io(e)) => {
-            tracing::info!(target: "postern/smtpd", "lost connection from {}: {e}", session.client);
+            tracing::info!(target: "postern/smtpd", "lost connection after {} from {}", session.state, session.client);
+            tracing::debug!(target: "postern/smtpd", "{}: {e}", session.client);
         }
     }
     conn.close().await;
@@ -257,7 +263,11 @@ async fn drive(
                 Err(reply) => ("unknown", Step::Reply(reply)),
             }
         };
+        session.state = postfix_state(verb);
         let (reply, close) = run_step(step, session, conn, ctx).await?;
+        if matches!(verb, "data" | "bdat") && reply.as_ref().is_some_and(|r| r.code == 250) {
+            session.state = "END-OF-MESSAGE";
+        }
         let ok = reply.as_ref().is_none_or(Reply::is_positive);
         // A 334 challenge is counted when the exchange ends.
         if reply.as_ref().is_none_or(|r| r.code != 334) {
@@ -279,6 +289,26 @@ async fn drive(
             tracing::info!(target: "postern/smtpd", "too many errors after {verb} from {}", session.client);
             return Ok(());
         }
+    }
+}
+
+/// A verb as Postfix's smtpd names its state.
+fn postfix_state(verb: &str) -> &'static str {
+    match verb {
+        "ehlo" => "EHLO",
+        "helo" => "HELO",
+        "mail" => "MAIL",
+        "rcpt" => "RCPT",
+        "data" => "DATA",
+        "bdat" => "BDAT",
+        "rset" => "RSET",
+        "noop" => "NOOP",
+        "quit" => "QUIT",
+        "vrfy" => "VRFY",
+        "help" => "HELP",
+        "starttls" => "STARTTLS",
+        "auth" => "AUTH",
+        _ => "UNKNOWN",
     }
 }
 

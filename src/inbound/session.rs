@@ -139,6 +139,9 @@ pub struct Session {
     /// was one of those still under the overshoot limit (not an error).
     excess_recipients: usize,
     overshoot_pardon: bool,
+    /// Where the session is, as Postfix's smtpd names it in `timeout after X` and `lost
+    /// connection after X`: `CONNECT`, the last command's verb, `END-OF-MESSAGE`.
+    pub state: &'static str,
 }
 
 impl Session {
@@ -160,6 +163,7 @@ impl Session {
             counters: Counters::default(),
             excess_recipients: 0,
             overshoot_pardon: false,
+            state: "CONNECT",
         }
     }
 

@@ -17,21 +17,32 @@ pub struct Proc {
 /// Start `postern serve` (optionally through `sh -c` with a prefix such as a ulimit) and wait
 /// for its "daemon started" line, which names the bound SMTP address.
 pub fn spawn_postern(dir: &Path, shell_prefix: Option<&str>, extra: &str) -> Proc {
-    spawn_postern_with(dir, shell_prefix, "", extra)
+    spawn_postern_with(dir, shell_prefix, Keys::default(), extra)
 }
 
-/// As `spawn_postern`, with `server_keys` added to the config's `[server]` table.
+/// Keys added to the config's `[server]` and `[smtp]` tables (`extra` cannot reopen them).
+#[derive(Default)]
+pub struct Keys<'a> {
+    pub server: &'a str,
+    pub smtp: &'a str,
+}
+
+/// As `spawn_postern`, with `keys` added to the config's own tables.
 pub fn spawn_postern_with(
     dir: &Path,
     shell_prefix: Option<&str>,
-    server_keys: &str,
+    keys: Keys<'_>,
     extra: &str,
 ) -> Proc {
+    let Keys {
+        server: server_keys,
+        smtp: smtp_keys,
+    } = keys;
     let config = dir.join("postern.toml");
     std::fs::write(
         &config,
         format!(
-            "[server]\nhostname = \"mx.test.example\"\ndata_dir = \"{}\"\n{server_keys}\n[smtp]\nlisten = \"127.0.0.1:0\"\nshutdown_grace_secs = 5\n[admin]\nlisten = \"127.0.0.1:0\"\n{extra}\n",
+            "[server]\nhostname = \"mx.test.example\"\ndata_dir = \"{}\"\n{server_keys}\n[smtp]\nlisten = \"127.0.0.1:0\"\nshutdown_grace_secs = 5\n{smtp_keys}\n[admin]\nlisten = \"127.0.0.1:0\"\n{extra}\n",
             dir.join("data").display()
         ),
     )
