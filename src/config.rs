@@ -267,7 +267,7 @@ impl Config {
         })?;
         config.check(origin)?;
         if config.server.hostname.is_empty() {
-            config.server.hostname = system_hostname();
+            config.server.hostname = default_hostname();
         }
         Ok(config)
     }
@@ -339,6 +339,16 @@ impl Config {
     pub fn spool_dir(&self) -> PathBuf {
         self.server.data_dir.join("spool")
     }
+}
+
+/// `server.hostname = ""`: `POSTERN_HOSTNAME` (a container's own name is its ID), else the
+/// machine's name.
+fn default_hostname() -> String {
+    std::env::var("POSTERN_HOSTNAME")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(system_hostname)
 }
 
 fn system_hostname() -> String {

@@ -1,8 +1,10 @@
 //! postern: a gateway mail relay that owns the TLS policy of every hop.
 //!
-//! The modules are the architecture of `DESIGN.md`: `proto` (SMTP wire format, no I/O),
-//! `inbound` (listener and sessions), `spool` (durable queue), `settings` (runtime settings
-//! and the live snapshot), `tls` (rustls configs and certificates), `admin` (control API).
+//! The modules are the architecture (README's "Layout"): `proto` (SMTP wire format, no
+//! I/O), `inbound` (listener and sessions), `spool` (durable queue), `outbound` (delivery),
+//! `policy` (the TLS level of each recipient), `settings` (runtime settings and the live
+//! snapshot), `certs` (the certificate store), `tls` (rustls configs), `admin` (control
+//! API), `logging` (Postfix-style lines).
 
 pub mod admin;
 pub mod certs;

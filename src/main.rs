@@ -18,8 +18,9 @@ use postern::settings::SettingsDoc;
     about = "A gateway mail relay that owns the TLS policy of every hop"
 )]
 struct Cli {
-    /// Configuration file; without it, the embedded defaults (config/postern.toml).
-    #[arg(long, global = true)]
+    /// Configuration file; without it (and without POSTERN_CONFIG), the embedded defaults
+    /// (config/postern.toml).
+    #[arg(long, global = true, env = "POSTERN_CONFIG")]
     config: Option<PathBuf>,
     /// Control API address (host:port) of the running postern; default: admin.listen.
     #[arg(long, global = true)]

@@ -88,7 +88,7 @@ pub fn bound_at(settings: &Settings, name: &str) -> Vec<String> {
     out
 }
 
-/// Hermes' binding rules for SMTP TLS (../shared/reference/002), decided by the
+/// Hermes' binding rules for SMTP TLS (its internals document: errors 1-3), decided by the
 /// certificate's kind rather than a row number; the admin listener may use the system one.
 pub fn check_bindings(settings: &Settings, stored: &[StoredCert]) -> Result<(), FieldError> {
     let known = |n: &str| stored.iter().any(|c| c.name == n);
