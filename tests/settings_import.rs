@@ -155,3 +155,35 @@ fn a_missing_data_directory_is_named_once() {
         )
     );
 }
+
+/// In a container: the host name from POSTERN_HOSTNAME when the config leaves it empty, and
+/// every CLI command finding the config through POSTERN_CONFIG (as the Dockerfile sets them).
+#[tokio::test]
+async fn hostname_and_config_from_the_environment() {
+    use common::process::Keys;
+    let dir = tempfile::tempdir().unwrap();
+    let proc = common::process::spawn_postern_with(
+        dir.path(),
+        Some("export POSTERN_HOSTNAME=gw.env.example"),
+        Keys {
+            hostname: Some(""),
+            ..Keys::default()
+        },
+        "",
+    );
+    let mut c = common::SmtpClient::connect(proc.smtp, None, None).await;
+    let ehlo = c.cmd("EHLO client.test.example").await;
+    assert_eq!(ehlo.lines[0], "gw.env.example", "{ehlo:?}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_postern"))
+        .env("POSTERN_CONFIG", &proc.config)
+        .args(["settings", "export", "--api", &proc.api().to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("[inbound]"));
+    assert!(proc.stop().await);
+}

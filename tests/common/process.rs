@@ -25,6 +25,8 @@ pub fn spawn_postern(dir: &Path, shell_prefix: Option<&str>, extra: &str) -> Pro
 pub struct Keys<'a> {
     pub server: &'a str,
     pub smtp: &'a str,
+    /// `server.hostname`; default `mx.test.example`.
+    pub hostname: Option<&'a str>,
 }
 
 /// As `spawn_postern`, with `keys` added to the config's own tables.
@@ -37,12 +39,14 @@ pub fn spawn_postern_with(
     let Keys {
         server: server_keys,
         smtp: smtp_keys,
+        hostname,
     } = keys;
+    let hostname = hostname.unwrap_or("mx.test.example");
     let config = dir.join("postern.toml");
     std::fs::write(
         &config,
         format!(
-            "[server]\nhostname = \"mx.test.example\"\ndata_dir = \"{}\"\n{server_keys}\n[smtp]\nlisten = \"127.0.0.1:0\"\nshutdown_grace_secs = 5\n{smtp_keys}\n[admin]\nlisten = \"127.0.0.1:0\"\n{extra}\n",
+            "[server]\nhostname = \"{hostname}\"\ndata_dir = \"{}\"\n{server_keys}\n[smtp]\nlisten = \"127.0.0.1:0\"\nshutdown_grace_secs = 5\n{smtp_keys}\n[admin]\nlisten = \"127.0.0.1:0\"\n{extra}\n",
             dir.join("data").display()
         ),
     )
