@@ -297,7 +297,7 @@ impl Config {
             return Err(invalid("smtp.max_recipients", "must be at least 1"));
         }
         for (domain, hop) in &self.outbound.routes {
-            if let Err(e) = crate::settings::NextHop::parse(hop) {
+            if let Err(e) = crate::next_hop::NextHop::parse(hop) {
                 return Err(ConfigError::Invalid {
                     path: origin.to_string(),
                     key: "outbound.routes",
@@ -309,7 +309,7 @@ impl Config {
             .outbound
             .relayhost
             .as_deref()
-            .map(crate::settings::NextHop::parse)
+            .map(crate::next_hop::NextHop::parse)
         {
             return Err(invalid("outbound.relayhost", &e));
         }
@@ -334,6 +334,31 @@ impl Config {
 
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.smtp.shutdown_grace_secs)
+    }
+
+    /// File descriptors the configured limits can take at once: SMTP sessions, control-API
+    /// connections, outbound connections (in flight and as many again cached or closing),
+    /// and a reserve for the spool, logs, the settings store and accept bursts.
+    pub fn fd_budget(&self) -> u64 {
+        const RESERVE: u64 = 64;
+        self.smtp.max_connections as u64
+            + self.admin.max_connections as u64
+            + 2 * self.outbound.max_concurrency as u64
+            + RESERVE
+    }
+
+    /// Raise the open-file limit and check that the limits fit in it: otherwise one
+    /// listener could use the descriptors another needs (idle API connections once stopped
+    /// SMTP from accepting). The error names the keys to change.
+    pub fn ensure_fd_budget(&self) -> Result<u64, String> {
+        let need = self.fd_budget();
+        let have = crate::fsutil::raise_fd_limit()?;
+        if have < need {
+            return Err(format!(
+                "open file limit {have} is below what the limits need ({need}: smtp.max_connections + admin.max_connections + 2 x outbound.max_concurrency + 64): raise it (ulimit -n, LimitNOFILE=) or lower those keys"
+            ));
+        }
+        Ok(have)
     }
 
     pub fn spool_dir(&self) -> PathBuf {

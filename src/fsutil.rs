@@ -37,22 +37,9 @@ pub fn private_dir(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// File descriptors the configured limits can take at once: SMTP sessions, control-API
-/// connections, outbound connections (in flight and as many again cached or closing), and a
-/// reserve for the spool, logs, the settings store and accept bursts.
-pub fn fd_budget(config: &crate::config::Config) -> u64 {
-    const RESERVE: u64 = 64;
-    config.smtp.max_connections as u64
-        + config.admin.max_connections as u64
-        + 2 * config.outbound.max_concurrency as u64
-        + RESERVE
-}
-
-/// Raise the soft limit on open files to the hard one, and check that the limits fit in it:
-/// otherwise one listener could use the descriptors another needs (idle API connections
-/// once stopped SMTP from accepting). The error names the keys to change.
-pub fn ensure_fd_budget(config: &crate::config::Config) -> Result<u64, String> {
-    let need = fd_budget(config);
+/// Raise the soft limit on open files to the hard one and return it, so that `need`
+/// descriptors (the config's `Config::fd_budget`) can be checked against it.
+pub fn raise_fd_limit() -> Result<u64, String> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -72,13 +59,7 @@ pub fn ensure_fd_budget(config: &crate::config::Config) -> Result<u64, String> {
             }
         }
     }
-    let have = lim.rlim_cur;
-    if have < need {
-        return Err(format!(
-            "open file limit {have} is below what the limits need ({need}: smtp.max_connections + admin.max_connections + 2 x outbound.max_concurrency + 64): raise it (ulimit -n, LimitNOFILE=) or lower those keys"
-        ));
-    }
-    Ok(have)
+    Ok(lim.rlim_cur)
 }
 
 pub fn unix_now() -> u64 {

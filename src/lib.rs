@@ -12,8 +12,10 @@ pub mod config;
 pub mod events;
 pub mod fsutil;
 pub mod inbound;
+pub mod levels;
 pub mod logging;
 pub mod metrics;
+pub mod next_hop;
 pub mod outbound;
 pub mod proto;
 pub mod settings;
@@ -104,8 +106,8 @@ pub struct Server {
 pub fn prepare(config: Config) -> anyhow::Result<Server> {
     tls::install_provider();
     metrics::handle();
-    let fds = fsutil::ensure_fd_budget(&config).map_err(|e| anyhow::anyhow!(e))?;
-    tracing::info!(target: "postern/master", "open file limit {fds}, limits need {}", fsutil::fd_budget(&config));
+    let fds = config.ensure_fd_budget().map_err(|e| anyhow::anyhow!(e))?;
+    tracing::info!(target: "postern/master", "open file limit {fds}, limits need {}", config.fd_budget());
     let data = &config.server.data_dir;
     fsutil::private_dir(data).with_context(|| format!("server.data_dir = {}", data.display()))?;
     let store_path = data.join("postern.redb");

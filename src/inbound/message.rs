@@ -68,15 +68,6 @@ pub fn received_header(f: &ReceivedFacts<'_>) -> String {
     h
 }
 
-/// RFC 5322 date-time, UTC, with the zone comment Postfix adds.
-pub fn rfc5322_now() -> String {
-    let now = time::OffsetDateTime::now_utc();
-    let text = now
-        .format(&time::format_description::well_known::Rfc2822)
-        .unwrap_or_default();
-    format!("{text} (UTC)")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,7 +24,7 @@ use crate::settings::SettingsHandle;
 use crate::spool::Spool;
 pub use auth_guard::{AuthGuard, AuthLimits};
 use conn::{Conn, Line, ReadError};
-pub use message::{rfc5322_now, strip_header};
+pub use message::strip_header;
 use session::{Session, Step};
 
 #[derive(Debug, Clone)]

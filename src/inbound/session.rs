@@ -497,7 +497,7 @@ impl Session {
             hostname: &self.ctx.hostname,
             queue_id: &id.to_string(),
             single_recipient: single.as_deref(),
-            date: &message::rfc5322_now(),
+            date: &crate::proto::rfc5322_now(),
         });
         let envelope = Envelope {
             sender: tx.from.as_ref().map(Address::to_string).unwrap_or_default(),

@@ -27,7 +27,7 @@ pub fn build(
         return None;
     }
     let boundary = format!("{}.{}/{hostname}", entry.id, crate::fsutil::unix_now());
-    let date = crate::inbound::rfc5322_now();
+    let date = crate::proto::rfc5322_now();
     let mut m = String::new();
     m.push_str(&format!(
         "From: MAILER-DAEMON@{hostname} (Mail Delivery System)\r\n"
@@ -65,7 +65,7 @@ pub fn build(
     ));
     m.push_str(&format!(
         "Arrival-Date: {}\r\n",
-        arrival(entry.envelope.received_unix)
+        crate::proto::rfc5322_at(entry.envelope.received_unix)
     ));
     for f in failed {
         m.push_str("\r\n");
@@ -110,16 +110,6 @@ fn header_section(message: &[u8]) -> &[u8] {
         .map(|i| i + 2)
         .unwrap_or(message.len());
     &message[..end]
-}
-
-fn arrival(unix: u64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix as i64)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc2822)
-                .ok()
-        })
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

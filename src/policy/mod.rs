@@ -6,41 +6,10 @@
 
 use std::fmt;
 
-use crate::settings::{OnFailure, Snapshot, TlsMode};
+use crate::levels::OnFailure;
+use crate::settings::{Snapshot, TlsMode};
 
-/// Levels, weakest to strongest.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Level {
-    /// No TLS, even if offered.
-    None,
-    /// TLS if offered; plaintext otherwise (opportunistic).
-    May,
-    /// STARTTLS required; certificate not checked.
-    Encrypt,
-    /// Chain to the trust roots, and a name that matches the MX host.
-    Verify,
-    /// Chain, and a name that matches the recipient domain (or the row's match list), so a
-    /// spoofed MX record does not help.
-    Secure,
-    /// The certificate or its public key has a pinned SHA-256 fingerprint.
-    Fingerprint,
-}
-
-impl fmt::Display for Level {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Level::None => "none",
-            Level::May => "may",
-            Level::Encrypt => "encrypt",
-            Level::Verify => "verify",
-            Level::Secure => "secure",
-            Level::Fingerprint => "fingerprint",
-        })
-    }
-}
+pub use crate::levels::Level;
 
 /// What decided the level, as delivery records show it (`source=row:partner.example`).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,11 +3,13 @@
 
 mod command;
 mod data;
+mod date;
 mod ehlo;
 pub mod header;
 mod reply;
 
 pub use command::{Address, Body, Command, MAX_COMMAND_LINE, MailParams, parse};
 pub use data::{BareEnding, DotReader, Progress, bare_line_ending, dot_stuff};
+pub use date::{rfc5322_at, rfc5322_now};
 pub use ehlo::{Capabilities, ehlo_reply};
 pub use reply::{Enhanced, Reply, ReplyLine, replies};

@@ -133,7 +133,7 @@ fn rows_ordered<T: PartialEq>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::Level;
+    use crate::levels::Level;
     use crate::settings::{MessageRule, PolicyRow, RuleTls};
 
     fn rule(name: &str) -> MessageRule {

@@ -10,6 +10,9 @@ use std::fmt;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+pub use crate::levels::OnFailure;
+pub use crate::next_hop::{NextHop, is_domain_name};
+
 /// Inbound (and, later, outbound) STARTTLS modes: the three of Hermes and Postfix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -62,19 +65,6 @@ pub struct OutboundSettings {
     pub tls_mode: TlsMode,
 }
 
-/// What a policy row does when its level cannot be met.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum OnFailure {
-    /// Retry later (4.7.x), until the queue lifetime.
-    #[default]
-    Defer,
-    /// Return to the sender now (5.7.x), GlobalCerts' behaviour.
-    Bounce,
-}
-
 /// One row of the outbound TLS policy table (Hermes' TLS policy domains, GlobalCerts'
 /// partner list).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,7 +74,7 @@ pub struct PolicyRow {
     /// (every domain: GlobalCerts' blank line).
     pub pattern: String,
     /// `none`, `may`, `encrypt`, `verify`, `secure` or `fingerprint`.
-    pub level: crate::policy::Level,
+    pub level: crate::levels::Level,
     /// A plain `domain` row also covers its subdomains (GlobalCerts' behaviour).
     #[serde(default)]
     pub include_subdomains: bool,
@@ -113,7 +103,7 @@ pub struct PolicyRow {
 
 impl PolicyRow {
     /// A row with only its pattern and level set; the other fields at their defaults.
-    pub fn new(pattern: impl Into<String>, level: crate::policy::Level) -> PolicyRow {
+    pub fn new(pattern: impl Into<String>, level: crate::levels::Level) -> PolicyRow {
         PolicyRow {
             pattern: pattern.into(),
             level,
@@ -133,7 +123,7 @@ impl PolicyRow {
         PolicyRow {
             note: MANAGED_NOTE.to_string(),
             managed_by: Some(relay_domain.to_string()),
-            ..PolicyRow::new(relay_domain, crate::policy::Level::Encrypt)
+            ..PolicyRow::new(relay_domain, crate::levels::Level::Encrypt)
         }
     }
 }
@@ -721,7 +711,7 @@ fn check_policy(
             }
             fingerprints.push(hex);
         }
-        if row.level == crate::policy::Level::Fingerprint && fingerprints.is_empty() {
+        if row.level == crate::levels::Level::Fingerprint && fingerprints.is_empty() {
             return Err(field_error(
                 format!("policy[{i}].fingerprints"),
                 "required for level fingerprint",
@@ -856,63 +846,6 @@ fn check_rules(rules: &[MessageRule], lists: &[RuleData]) -> Result<Vec<MessageR
     Ok(rules.to_vec())
 }
 
-/// RFC 1035 host name syntax, letters-digits-hyphen labels, at least two labels.
-pub fn is_domain_name(d: &str) -> bool {
-    let labels: Vec<&str> = d.split('.').collect();
-    d.len() <= 253
-        && labels.len() >= 2
-        && labels.iter().all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
-}
-
-/// A next hop in Postfix's transport syntax.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NextHop {
-    pub host: String,
-    pub port: u16,
-    /// False for `[host]`: connect to that host, no MX lookup.
-    pub mx_lookup: bool,
-}
-
-impl NextHop {
-    pub fn parse(s: &str) -> Result<NextHop, String> {
-        let s = s.trim();
-        let (host, mx_lookup, rest) = if let Some(inner) = s.strip_prefix('[') {
-            let end = inner
-                .find(']')
-                .ok_or_else(|| format!("{s:?}: missing ']'"))?;
-            (&inner[..end], false, &inner[end + 1..])
-        } else {
-            match s.rsplit_once(':') {
-                Some((h, p)) => (h, true, &s[h.len()..][..p.len() + 1]),
-                None => (s, true, ""),
-            }
-        };
-        let port = match rest {
-            "" => 25,
-            r => r
-                .strip_prefix(':')
-                .and_then(|p| p.parse::<u16>().ok())
-                .filter(|p| *p != 0)
-                .ok_or_else(|| format!("{s:?}: port must be a number from 1 to 65535"))?,
-        };
-        let is_ip = host.parse::<std::net::IpAddr>().is_ok();
-        if !is_ip && !is_domain_name(host) && host != "localhost" {
-            return Err(format!("{s:?}: {host:?} is not a host name or IP address"));
-        }
-        Ok(NextHop {
-            host: host.to_string(),
-            port,
-            mx_lookup: mx_lookup && !is_ip,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1024,7 +957,7 @@ mod tests {
             ),
             (
                 "smarthost.example",
-                crate::policy::Level::Encrypt,
+                crate::levels::Level::Encrypt,
                 Some("smarthost.example")
             )
         );
@@ -1034,7 +967,7 @@ mod tests {
 
         // Editing the managed row is refused, naming the relay domain.
         let mut edited = shown.clone();
-        edited.policy[0].level = crate::policy::Level::May;
+        edited.policy[0].level = crate::levels::Level::May;
         let err = s.apply(&edited, &FakeHasher).unwrap_err();
         assert_eq!(err.field, "policy[0]");
         assert!(
@@ -1060,7 +993,7 @@ mod tests {
         let mut dup = shown.clone();
         dup.policy.push(PolicyRow::new(
             "SmartHost.example",
-            crate::policy::Level::Verify,
+            crate::levels::Level::Verify,
         ));
         let err = s.apply(&dup, &FakeHasher).unwrap_err();
         assert_eq!(err.field, "policy[1].pattern");
@@ -1153,29 +1086,5 @@ mod tests {
         );
         let s = Settings::default().apply(&ok, &FakeHasher).unwrap();
         assert_eq!(s.rule_data[0].domains, vec!["ok.example"]);
-    }
-
-    #[test]
-    fn next_hop_forms() {
-        assert_eq!(
-            NextHop::parse("[mx.example]").unwrap(),
-            NextHop {
-                host: "mx.example".into(),
-                port: 25,
-                mx_lookup: false
-            }
-        );
-        assert_eq!(
-            NextHop::parse("mx.example:2525").unwrap(),
-            NextHop {
-                host: "mx.example".into(),
-                port: 2525,
-                mx_lookup: true
-            }
-        );
-        assert_eq!(NextHop::parse("[127.0.0.1]:10026").unwrap().port, 10026);
-        assert!(NextHop::parse("[mx.example").is_err());
-        assert!(NextHop::parse("mx.example:0").is_err());
-        assert!(NextHop::parse("bad host").is_err());
     }
 }

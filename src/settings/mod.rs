@@ -1,6 +1,7 @@
 //! Runtime settings: the document, the redb store with its audit log, and the live snapshot
 //! (ArcSwap) that every session and delivery attempt reads once.
 
+pub mod certificates;
 mod diff;
 mod document;
 mod snapshot;
@@ -191,7 +192,7 @@ impl SettingsHandle {
             .store
             .certificates()
             .map_err(ReplaceError::from)?;
-        crate::certs::check_bindings(&new, &certificates).map_err(ReplaceError::from)?;
+        certificates::check_bindings(&new, &certificates).map_err(ReplaceError::from)?;
         let changes = diff(&old.settings, &new);
         if matches!(apply, Apply::No) {
             return Ok(Changed {
@@ -224,7 +225,7 @@ impl SettingsHandle {
             return Ok(None);
         };
         // A certificate the old version bound may have been deleted since.
-        crate::certs::check_bindings(&previous, &self.inner.store.certificates()?)?;
+        certificates::check_bindings(&previous, &self.inner.store.certificates()?)?;
         let current = self.current();
         let version = self
             .inner
@@ -239,7 +240,7 @@ impl SettingsHandle {
         self.inner.store.audit(limit)
     }
 
-    pub fn certificates(&self) -> Result<Vec<crate::certs::StoredCert>, StoreError> {
+    pub fn certificates(&self) -> Result<Vec<certificates::StoredCert>, StoreError> {
         self.inner.store.certificates()
     }
 
@@ -247,12 +248,12 @@ impl SettingsHandle {
     /// Under the writers' lock, so a binding check never races a deletion.
     pub fn put_certificate(
         &self,
-        cert: &crate::certs::StoredCert,
+        cert: &certificates::StoredCert,
         replace: bool,
-    ) -> Result<(), crate::certs::StoreOpError> {
-        use crate::certs::StoreOpError;
+    ) -> Result<(), certificates::StoreOpError> {
+        use certificates::StoreOpError;
         let _guard = self.inner.write.lock().unwrap_or_else(|e| e.into_inner());
-        if cert.name.eq_ignore_ascii_case(crate::certs::SYSTEM) {
+        if cert.name.eq_ignore_ascii_case(certificates::SYSTEM) {
             return Err(StoreOpError::System);
         }
         // Names are unique without regard to case: `Partner` and `partner` side by side would
@@ -276,13 +277,13 @@ impl SettingsHandle {
     }
 
     /// Delete a certificate that nothing binds.
-    pub fn delete_certificate(&self, name: &str) -> Result<(), crate::certs::StoreOpError> {
-        use crate::certs::StoreOpError;
+    pub fn delete_certificate(&self, name: &str) -> Result<(), certificates::StoreOpError> {
+        use certificates::StoreOpError;
         let _guard = self.inner.write.lock().unwrap_or_else(|e| e.into_inner());
-        if name == crate::certs::SYSTEM {
+        if name == certificates::SYSTEM {
             return Err(StoreOpError::System);
         }
-        let bound = crate::certs::bound_at(&self.current().settings, name);
+        let bound = certificates::bound_at(&self.current().settings, name);
         if !bound.is_empty() {
             return Err(StoreOpError::InUse {
                 name: name.to_string(),

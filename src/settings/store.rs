@@ -238,7 +238,7 @@ impl Store {
         }
     }
 
-    pub fn certificates(&self) -> Result<Vec<crate::certs::StoredCert>, StoreError> {
+    pub fn certificates(&self) -> Result<Vec<super::certificates::StoredCert>, StoreError> {
         let db = self.db()?;
         let txn = db.begin_read().map_err(db_err)?;
         let table = match txn.open_table(CERTS) {
@@ -255,12 +255,18 @@ impl Store {
     }
 
     /// Insert or replace, durably.
-    pub fn put_certificate(&self, cert: &crate::certs::StoredCert) -> Result<(), StoreError> {
+    pub fn put_certificate(
+        &self,
+        cert: &super::certificates::StoredCert,
+    ) -> Result<(), StoreError> {
         let put = self.put_certificate_once(cert);
         self.wrote(put)
     }
 
-    fn put_certificate_once(&self, cert: &crate::certs::StoredCert) -> Result<(), StoreError> {
+    fn put_certificate_once(
+        &self,
+        cert: &super::certificates::StoredCert,
+    ) -> Result<(), StoreError> {
         let db = self.db()?;
         let txn = db.begin_write().map_err(db_err)?;
         txn.open_table(CERTS)

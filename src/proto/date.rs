@@ -1,0 +1,33 @@
+//! Dates as mail headers write them (RFC 5322 section 3.3), UTC.
+
+/// Now, with the zone comment Postfix adds: `Tue, 01 Dec 2026 09:30:00 +0000 (UTC)`.
+pub fn rfc5322_now() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let text = now
+        .format(&time::format_description::well_known::Rfc2822)
+        .unwrap_or_default();
+    format!("{text} (UTC)")
+}
+
+/// A UNIX time, without the comment (a DSN's `Arrival-Date`); empty if out of range.
+pub fn rfc5322_at(unix: u64) -> String {
+    i64::try_from(unix)
+        .ok()
+        .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc2822)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forms() {
+        assert_eq!(rfc5322_at(1_796_126_585), "Tue, 01 Dec 2026 12:03:05 +0000");
+        assert!(rfc5322_now().ends_with(" +0000 (UTC)"));
+    }
+}
