@@ -322,34 +322,7 @@ async fn run_step(
     match step {
         Step::Reply(reply) => Ok((Some(reply), false)),
         Step::Quit(reply) => Ok((Some(reply), true)),
-        Step::StartTls(reply) => {
-            conn.queue(&reply);
-            let discarded = conn.discard_pipelined();
-            if discarded > 0 {
-                tracing::warn!(
-                    target: "postern/smtpd",
-                    "warning: {}: {discarded} bytes pipelined after STARTTLS discarded (command injection attempt?)",
-                    session.client
-                );
-            }
-            match conn.start_tls(&ctx.tls).await {
-                Ok(info) => {
-                    tracing::info!(
-                        target: "postern/smtpd",
-                        "Anonymous TLS connection established from {}: {}",
-                        session.client,
-                        info.describe()
-                    );
-                    session.tls_established(info);
-                    Ok((None, false))
-                }
-                Err(e) => {
-                    tracing::warn!(target: "postern/smtpd", "warning: TLS library problem: {} from {}", e, session.client);
-                    session.counters.record("starttls", false);
-                    Err(ReadError::Eof)
-                }
-            }
-        }
+        Step::StartTls(reply) => start_tls(reply, session, conn, ctx).await,
         Step::Data(reply) => {
             conn.queue(&reply);
             let mut reader = session.data_reader();
@@ -377,24 +350,63 @@ async fn run_step(
             };
             Ok((Some(session.rcpt_verified(to, verdict)), false))
         }
-        Step::Auth(creds) => {
-            let ip = session.peer_ip();
-            if ctx.auth.locked(ip, &creds.user) {
-                // Not even checked: a locked-out guesser costs no hashing at all.
-                return Ok((Some(replies::auth_locked_out()), false));
-            }
-            let hash = session.password_hash(&creds.user);
-            let ok = ctx.auth.verify(creds.password.clone(), hash).await;
-            if ok {
-                ctx.auth.succeeded(ip, &creds.user);
-            } else {
-                // Holds this session only: the next guess comes later, no CPU is spent.
-                let delay = ctx.auth.failed(ip, &creds.user, &session.client);
-                tokio::time::sleep(delay).await;
-            }
-            Ok((Some(session.auth_result(&creds, ok)), false))
+        Step::Auth(creds) => Ok((Some(auth(creds, session, ctx).await), false)),
+    }
+}
+
+/// STARTTLS: the 220, then the handshake on the same socket; what was pipelined behind the
+/// command in plaintext is discarded (CVE-2011-0411 class). A failed handshake ends the
+/// session.
+async fn start_tls(
+    reply: Reply,
+    session: &mut Session,
+    conn: &mut Conn,
+    ctx: &Context,
+) -> Result<(Option<Reply>, bool), ReadError> {
+    conn.queue(&reply);
+    let discarded = conn.discard_pipelined();
+    if discarded > 0 {
+        tracing::warn!(
+            target: "postern/smtpd",
+            "warning: {}: {discarded} bytes pipelined after STARTTLS discarded (command injection attempt?)",
+            session.client
+        );
+    }
+    match conn.start_tls(&ctx.tls).await {
+        Ok(info) => {
+            tracing::info!(
+                target: "postern/smtpd",
+                "Anonymous TLS connection established from {}: {}",
+                session.client,
+                info.describe()
+            );
+            session.tls_established(info);
+            Ok((None, false))
+        }
+        Err(e) => {
+            tracing::warn!(target: "postern/smtpd", "warning: TLS library problem: {} from {}", e, session.client);
+            session.counters.record("starttls", false);
+            Err(ReadError::Eof)
         }
     }
+}
+
+/// AUTH: a locked-out address or user is not even checked (no hashing); a failure holds
+/// this session, never a thread, for its growing delay.
+async fn auth(creds: auth::Credentials, session: &mut Session, ctx: &Context) -> Reply {
+    let ip = session.peer_ip();
+    if ctx.auth.locked(ip, &creds.user) {
+        return replies::auth_locked_out();
+    }
+    let hash = session.password_hash(&creds.user);
+    let ok = ctx.auth.verify(creds.password.clone(), hash).await;
+    if ok {
+        ctx.auth.succeeded(ip, &creds.user);
+    } else {
+        let delay = ctx.auth.failed(ip, &creds.user, &session.client);
+        tokio::time::sleep(delay).await;
+    }
+    session.auth_result(&creds, ok)
 }
 
 /// Spool the message; the 250 only after the sync, 452 4.3.1 on any storage failure.

@@ -232,172 +232,28 @@ fn extensions(reply: &Reply) -> Extensions {
     ext
 }
 
-/// Connect, greeting, EHLO, STARTTLS as the level demands, EHLO again.
+/// Connect, greeting, EHLO, STARTTLS as the level demands, EHLO again; then the minimum
+/// strength and SASL, before any transaction.
 async fn connect(job: &Job<'_>, tls: &Arc<rustls::ClientConfig>) -> Result<Connection, Failure> {
     let started = Instant::now();
-    let name = format!("{}[{}]:{}", job.host, job.addr.ip(), job.addr.port());
-    // Postfix names the peer without the port in its reasons, with it in `connect to` and TLS lines.
-    let peer = format!("{}[{}]", job.host, job.addr.ip());
-    let all = |outcome: Outcome, try_next_host: bool| Failure::All {
-        outcome,
-        try_next_host,
-        starttls_offered: false,
-    };
-    let tcp = match tokio::time::timeout(job.connect_timeout, TcpStream::connect(job.addr)).await {
-        Ok(Ok(tcp)) => tcp,
-        Ok(Err(e)) => {
-            return Err(all(
-                Outcome::connection(format!("connect to {name}: {}", os_text(&e))),
-                true,
-            ));
-        }
-        Err(_) => {
-            return Err(all(
-                Outcome::connection(format!("connect to {name}: Connection timed out")),
-                true,
-            ));
-        }
-    };
-    let _ = tcp.set_nodelay(true);
-    let mut conn = Conn {
-        io: BufReader::new(Box::new(tcp)),
-        timeout: job.command_timeout,
-        name: peer.clone(),
-    };
-    let greeting = conn
-        .read_reply("receiving the initial server greeting")
-        .await
-        .map_err(|o| all(o, true))?;
-    // A server that will not talk is a reason to try the next host, not to bounce.
-    let o = Outcome::from_reply(&greeting, &peer, Stage::Greeting);
-    if o.class != Class::Delivered {
-        return Err(all(o, true));
-    }
-    let mut ext = hello(&mut conn, job.helo, &peer)
-        .await
-        .map_err(|o| all(o, true))?;
+    let (conn, ext) = open(job).await?;
     let starttls_offered = ext.starttls;
-    if starttls_offered {
-        // Once per new connection, at every level (Postfix's smtp_tls_note_starttls_offer):
-        // the line admins search before they require TLS of a partner.
-        tracing::info!(target: "postern/smtp", "{}: Host offered STARTTLS: [{}]", job.queue_id, job.host);
-    }
     let fail = |outcome: Outcome| Failure::All {
         outcome,
         try_next_host: false,
         starttls_offered,
     };
-    let mut negotiated = None;
-    let mut verified_name = None;
-    match (job.level, ext.starttls) {
-        (Level::None, _) => {}
-        (Level::May, false) => {}
-        (Level::Encrypt | Level::Verify | Level::Secure | Level::Fingerprint, false) => {
-            // A required level never falls back to plaintext. With a minimum strength, the
-            // reference's words (GlobalCerts' NDR: "5.7.0 encryption too weak 0 less than
-            // 112") with Postfix's in parentheses, so a grep for either finds it.
-            let not_offered = format!("TLS is required, but was not offered by host {peer}");
-            let reason = match job.min_bits {
-                0 => not_offered,
-                min => format!("encryption too weak 0 less than {min} ({not_offered})"),
-            };
-            return Err(fail(policy_failure(
-                job,
-                if job.bounce_on_failure { 0 } else { 4 },
-                reason,
-            )));
-        }
-        (_, true) => {
-            let reply = conn.command("STARTTLS", "STARTTLS").await.map_err(fail)?;
-            let o = Outcome::from_reply(&reply, &peer, Stage::StartTls);
-            if o.protocol_error {
-                // A 2xx without a handshake to follow: out of step, at any level; never a
-                // reason to go on in plaintext on this session or another.
-                return Err(fail(o));
-            }
-            if o.class != Class::Delivered {
-                if job.level == Level::May {
-                    return Err(Failure::TlsFailedMay {
-                        reason: format!("STARTTLS refused: {}", reply.summary()),
-                    });
-                }
-                return Err(fail(policy_failure(
-                    job,
-                    5,
-                    format!(
-                        "TLS is required, but host {peer} refused to start TLS: {}",
-                        reply.summary()
-                    ),
-                )));
-            }
-            let client_cert = job.client_cert.as_ref().map(|(_, k)| k.clone());
-            let (config, verifier) = match &job.check {
-                None => match client_cert {
-                    None => (tls.clone(), None),
-                    Some(k) => (crate::tls::unauthenticated_client_config_with(k), None),
-                },
-                Some((check, roots)) => {
-                    match crate::tls::policy_client_config(
-                        check.clone(),
-                        roots.clone(),
-                        client_cert,
-                    ) {
-                        Ok((c, v)) => (c, Some(v)),
-                        Err(e) => {
-                            return Err(fail(policy_failure(
-                                job,
-                                5,
-                                format!("cannot check certificates: {e}"),
-                            )));
-                        }
-                    }
-                }
-            };
-            let chain_check = job.chain_check.as_deref().filter(|_| verifier.is_none());
-            let peer_at = (job.host, job.addr);
-            match start_tls(conn, peer_at, job.command_timeout, &config, chain_check).await {
-                Ok((c, info, chain_trusted)) => {
-                    conn = c;
-                    verified_name = verifier.and_then(|v| v.verified_name());
-                    // Once per handshake, in Postfix's words (smtp(8)): Verified when the
-                    // chain and the name (or pin) were checked, Trusted when the chain leads
-                    // to a trusted root but no name was asked for (`may`, `encrypt`),
-                    // Untrusted otherwise.
-                    let trust = match (verified_name.is_some(), chain_trusted) {
-                        (true, _) => "Verified",
-                        (false, true) => "Trusted",
-                        (false, false) => "Untrusted",
-                    };
-                    tracing::info!(target: "postern/smtp", "{trust} TLS connection established to {name}: {}", info.describe());
-                    negotiated = Some(info);
-                }
-                Err(reason) if job.level == Level::May => {
-                    return Err(Failure::TlsFailedMay { reason });
-                }
-                Err(reason) => {
-                    return Err(fail(policy_failure(
-                        job,
-                        5,
-                        format!("Cannot start TLS with {peer}: {reason}"),
-                    )));
-                }
-            }
-            ext = hello(&mut conn, job.helo, &peer).await.map_err(fail)?;
-        }
-    }
-    // Minimum strength (GlobalCerts): checked before any transaction, so a message never
-    // crosses a session weaker than its policy allows.
-    let bits = negotiated.as_ref().map_or(0, |t| t.bits);
-    if job.min_bits > 0 && bits < job.min_bits {
+    let upgraded = upgrade(conn, ext, job, tls).await?;
+    let Upgraded {
+        mut conn,
+        ext,
+        tls: negotiated,
+        verified_name,
+    } = upgraded;
+    let peer = conn.name.clone();
+    if let Err(o) = check_strength(job, negotiated.as_ref(), &peer) {
         conn.quit_later();
-        return Err(fail(policy_failure(
-            job,
-            0,
-            format!(
-                "encryption too weak {bits} less than {} (host {peer})",
-                job.min_bits
-            ),
-        )));
+        return Err(fail(o));
     }
     if let Some(credentials) = job.auth {
         let tls = negotiated.is_some();
@@ -422,6 +278,230 @@ async fn connect(job: &Job<'_>, tls: &Arc<rustls::ClientConfig>) -> Result<Conne
         transactions: 0,
         in_step: true,
     })
+}
+
+/// `host[ip]:port`, as Postfix names a peer in `connect to` and TLS lines.
+fn with_port(job: &Job<'_>) -> String {
+    format!("{}[{}]:{}", job.host, job.addr.ip(), job.addr.port())
+}
+
+/// TCP connect, greeting and first EHLO. Any failure here tries the next host: a server
+/// that will not talk is no reason to bounce.
+async fn open(job: &Job<'_>) -> Result<(Conn, Extensions), Failure> {
+    // Postfix names the peer without the port in its reasons, with it in `connect to`.
+    let peer = format!("{}[{}]", job.host, job.addr.ip());
+    let next_host = |outcome: Outcome| Failure::All {
+        outcome,
+        try_next_host: true,
+        starttls_offered: false,
+    };
+    let connect_to = |why: String| {
+        next_host(Outcome::connection(format!(
+            "connect to {}: {why}",
+            with_port(job)
+        )))
+    };
+    let tcp = match tokio::time::timeout(job.connect_timeout, TcpStream::connect(job.addr)).await {
+        Ok(Ok(tcp)) => tcp,
+        Ok(Err(e)) => return Err(connect_to(os_text(&e))),
+        Err(_) => return Err(connect_to("Connection timed out".into())),
+    };
+    let _ = tcp.set_nodelay(true);
+    let mut conn = Conn {
+        io: BufReader::new(Box::new(tcp)),
+        timeout: job.command_timeout,
+        name: peer.clone(),
+    };
+    let greeting = conn
+        .read_reply("receiving the initial server greeting")
+        .await
+        .map_err(next_host)?;
+    let o = Outcome::from_reply(&greeting, &peer, Stage::Greeting);
+    if o.class != Class::Delivered {
+        return Err(next_host(o));
+    }
+    let ext = hello(&mut conn, job.helo, &peer).await.map_err(next_host)?;
+    if ext.starttls {
+        // Once per new connection, at every level (Postfix's smtp_tls_note_starttls_offer):
+        // the line admins search before they require TLS of a partner.
+        tracing::info!(target: "postern/smtp", "{}: Host offered STARTTLS: [{}]", job.queue_id, job.host);
+    }
+    Ok((conn, ext))
+}
+
+/// A session after `upgrade`: in TLS or not, as the level allowed.
+struct Upgraded {
+    conn: Conn,
+    ext: Extensions,
+    tls: Option<TlsInfo>,
+    /// The name (or pin) the certificate was verified for.
+    verified_name: Option<String>,
+}
+
+/// STARTTLS as the level demands. A required level never falls back to plaintext; `may`
+/// hands a failed STARTTLS back (`TlsFailedMay`) for a plaintext retry that is logged.
+async fn upgrade(
+    mut conn: Conn,
+    ext: Extensions,
+    job: &Job<'_>,
+    tls: &Arc<rustls::ClientConfig>,
+) -> Result<Upgraded, Failure> {
+    let starttls_offered = ext.starttls;
+    let fail = |outcome: Outcome| Failure::All {
+        outcome,
+        try_next_host: false,
+        starttls_offered,
+    };
+    let plain = |conn, ext| Upgraded {
+        conn,
+        ext,
+        tls: None,
+        verified_name: None,
+    };
+    let peer = conn.name.clone();
+    match (job.level, ext.starttls) {
+        (Level::None, _) | (Level::May, false) => Ok(plain(conn, ext)),
+        (_, false) => {
+            // With a minimum strength, the reference's words (GlobalCerts' NDR: "5.7.0
+            // encryption too weak 0 less than 112") with Postfix's in parentheses, so a
+            // grep for either finds it.
+            let not_offered = format!("TLS is required, but was not offered by host {peer}");
+            let reason = match job.min_bits {
+                0 => not_offered,
+                min => format!("encryption too weak 0 less than {min} ({not_offered})"),
+            };
+            let detail = if job.bounce_on_failure { 0 } else { 4 };
+            Err(fail(policy_failure(job, detail, reason)))
+        }
+        (_, true) => {
+            ask_starttls(&mut conn, job, &peer, starttls_offered).await?;
+            let (conn, tls, verified_name) = handshake(conn, job, tls, starttls_offered).await?;
+            let mut conn = conn;
+            let ext = hello(&mut conn, job.helo, &peer).await.map_err(fail)?;
+            Ok(Upgraded {
+                conn,
+                ext,
+                tls: Some(tls),
+                verified_name,
+            })
+        }
+    }
+}
+
+/// The STARTTLS command and its reply.
+async fn ask_starttls(
+    conn: &mut Conn,
+    job: &Job<'_>,
+    peer: &str,
+    starttls_offered: bool,
+) -> Result<(), Failure> {
+    let fail = |outcome: Outcome| Failure::All {
+        outcome,
+        try_next_host: false,
+        starttls_offered,
+    };
+    let reply = conn.command("STARTTLS", "STARTTLS").await.map_err(fail)?;
+    let o = Outcome::from_reply(&reply, peer, Stage::StartTls);
+    if o.protocol_error {
+        // A 2xx without a handshake to follow: out of step, at any level; never a reason
+        // to go on in plaintext on this session or another.
+        return Err(fail(o));
+    }
+    if o.class == Class::Delivered {
+        return Ok(());
+    }
+    if job.level == Level::May {
+        return Err(Failure::TlsFailedMay {
+            reason: format!("STARTTLS refused: {}", reply.summary()),
+        });
+    }
+    Err(fail(policy_failure(
+        job,
+        5,
+        format!(
+            "TLS is required, but host {peer} refused to start TLS: {}",
+            reply.summary()
+        ),
+    )))
+}
+
+/// The handshake under the level's certificate check, and its one log line.
+async fn handshake(
+    conn: Conn,
+    job: &Job<'_>,
+    tls: &Arc<rustls::ClientConfig>,
+    starttls_offered: bool,
+) -> Result<(Conn, TlsInfo, Option<String>), Failure> {
+    let fail = |outcome: Outcome| Failure::All {
+        outcome,
+        try_next_host: false,
+        starttls_offered,
+    };
+    let peer = conn.name.clone();
+    let (config, verifier) = client_tls_config(job, tls).map_err(fail)?;
+    let chain_check = job.chain_check.as_deref().filter(|_| verifier.is_none());
+    let peer_at = (job.host, job.addr);
+    match start_tls(conn, peer_at, job.command_timeout, &config, chain_check).await {
+        Ok((conn, info, chain_trusted)) => {
+            let verified_name = verifier.and_then(|v| v.verified_name());
+            // Once per handshake, in Postfix's words (smtp(8)): Verified when the chain and
+            // the name (or pin) were checked, Trusted when the chain leads to a trusted root
+            // but no name was asked for (`may`, `encrypt`), Untrusted otherwise.
+            let trust = match (verified_name.is_some(), chain_trusted) {
+                (true, _) => "Verified",
+                (false, true) => "Trusted",
+                (false, false) => "Untrusted",
+            };
+            tracing::info!(target: "postern/smtp", "{trust} TLS connection established to {}: {}", with_port(job), info.describe());
+            Ok((conn, info, verified_name))
+        }
+        Err(reason) if job.level == Level::May => Err(Failure::TlsFailedMay { reason }),
+        Err(reason) => Err(fail(policy_failure(
+            job,
+            5,
+            format!("Cannot start TLS with {peer}: {reason}"),
+        ))),
+    }
+}
+
+/// The client config for this job's level: shared and unauthenticated at `may`/`encrypt`
+/// (with the relay domain's client certificate if it has one), checking at the others.
+fn client_tls_config(
+    job: &Job<'_>,
+    tls: &Arc<rustls::ClientConfig>,
+) -> Result<TlsConfigs, Outcome> {
+    let client_cert = job.client_cert.as_ref().map(|(_, k)| k.clone());
+    match (&job.check, client_cert) {
+        (None, None) => Ok((tls.clone(), None)),
+        (None, Some(k)) => Ok((crate::tls::unauthenticated_client_config_with(k), None)),
+        (Some((check, roots)), client_cert) => {
+            crate::tls::policy_client_config(check.clone(), roots.clone(), client_cert)
+                .map(|(c, v)| (c, Some(v)))
+                .map_err(|e| policy_failure(job, 5, format!("cannot check certificates: {e}")))
+        }
+    }
+}
+
+type TlsConfigs = (
+    Arc<rustls::ClientConfig>,
+    Option<Arc<crate::tls::PolicyVerifier>>,
+);
+
+/// Minimum strength (GlobalCerts): checked before any transaction, so a message never
+/// crosses a session weaker than its policy allows. Plaintext counts as 0 bits.
+fn check_strength(job: &Job<'_>, tls: Option<&TlsInfo>, peer: &str) -> Result<(), Outcome> {
+    let bits = tls.map_or(0, |t| t.bits);
+    if job.min_bits == 0 || bits >= job.min_bits {
+        return Ok(());
+    }
+    Err(policy_failure(
+        job,
+        0,
+        format!(
+            "encryption too weak {bits} less than {} (host {peer})",
+            job.min_bits
+        ),
+    ))
 }
 
 /// SASL PLAIN (RFC 4616) or LOGIN, PLAIN preferred, and only inside TLS: credentials never

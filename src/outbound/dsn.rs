@@ -27,14 +27,39 @@ pub fn build(
         return None;
     }
     let boundary = format!("{}.{}/{hostname}", entry.id, crate::fsutil::unix_now());
-    let date = crate::proto::rfc5322_now();
+    let mut m = headers(entry, hostname, &boundary);
+    m.push_str(&notification(failed, hostname, &boundary));
+    m.push_str(&delivery_status(entry, failed, hostname, &boundary));
+    m.push_str(&format!(
+        "--{boundary}\r\nContent-Description: Undelivered Message Headers\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+    ));
+    let mut bytes = m.into_bytes();
+    bytes.extend_from_slice(header_section(original));
+    bytes.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let envelope = Envelope {
+        sender: String::new(),
+        recipients: vec![entry.envelope.sender.clone()],
+        client_ip: "127.0.0.1".into(),
+        helo: hostname.to_string(),
+        authorised: false,
+        smtputf8: !entry.envelope.sender.is_ascii(),
+        eight_bit: true,
+        received_unix: crate::fsutil::unix_now(),
+        rule_levels: Vec::new(),
+        tls_header: crate::spool::TlsHeader::Absent,
+    };
+    Some((envelope, bytes))
+}
+
+/// The report's own header section, as Postfix's bounce daemon writes it.
+fn headers(entry: &QueueEntry, hostname: &str, boundary: &str) -> String {
     let mut m = String::new();
     m.push_str(&format!(
         "From: MAILER-DAEMON@{hostname} (Mail Delivery System)\r\n"
     ));
     m.push_str(&format!("To: {}\r\n", entry.envelope.sender));
     m.push_str("Subject: Undelivered Mail Returned to Sender\r\n");
-    m.push_str(&format!("Date: {date}\r\n"));
+    m.push_str(&format!("Date: {}\r\n", crate::proto::rfc5322_now()));
     m.push_str(&format!("Message-ID: <{}.bounce@{hostname}>\r\n", entry.id));
     m.push_str("Auto-Submitted: auto-replied\r\n");
     m.push_str("MIME-Version: 1.0\r\n");
@@ -42,8 +67,14 @@ pub fn build(
         "Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"{boundary}\"\r\n\r\n"
     ));
     m.push_str("This is a MIME-encapsulated message.\r\n\r\n");
+    m
+}
 
-    m.push_str(&format!("--{boundary}\r\nContent-Description: Notification\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"));
+/// The human-readable part: one line per failed recipient.
+fn notification(failed: &[Failed<'_>], hostname: &str, boundary: &str) -> String {
+    let mut m = format!(
+        "--{boundary}\r\nContent-Description: Notification\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+    );
     m.push_str(&format!(
         "This is the mail system at host {hostname}.\r\n\r\n"
     ));
@@ -53,10 +84,20 @@ pub fn build(
         m.push_str(&format!("<{}>: {}\r\n", f.recipient, f.explanation));
     }
     m.push_str("\r\n");
+    m
+}
 
-    m.push_str(&format!(
+/// The message/delivery-status part (RFC 3464 section 2): per-message fields, then one
+/// block per recipient.
+fn delivery_status(
+    entry: &QueueEntry,
+    failed: &[Failed<'_>],
+    hostname: &str,
+    boundary: &str,
+) -> String {
+    let mut m = format!(
         "--{boundary}\r\nContent-Description: Delivery report\r\nContent-Type: message/delivery-status\r\n\r\n"
-    ));
+    );
     m.push_str(&format!("Reporting-MTA: dns; {hostname}\r\n"));
     m.push_str(&format!("X-Postern-Queue-ID: {}\r\n", entry.id));
     m.push_str(&format!(
@@ -79,27 +120,7 @@ pub fn build(
         m.push_str(&format!("Diagnostic-Code: {}\r\n", f.diagnostic));
     }
     m.push_str("\r\n");
-
-    m.push_str(&format!(
-        "--{boundary}\r\nContent-Description: Undelivered Message Headers\r\nContent-Type: text/rfc822-headers\r\n\r\n"
-    ));
-    let mut bytes = m.into_bytes();
-    bytes.extend_from_slice(header_section(original));
-    bytes.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-
-    let envelope = Envelope {
-        sender: String::new(),
-        recipients: vec![entry.envelope.sender.clone()],
-        client_ip: "127.0.0.1".into(),
-        helo: hostname.to_string(),
-        authorised: false,
-        smtputf8: !entry.envelope.sender.is_ascii(),
-        eight_bit: true,
-        received_unix: crate::fsutil::unix_now(),
-        rule_levels: Vec::new(),
-        tls_header: crate::spool::TlsHeader::Absent,
-    };
-    Some((envelope, bytes))
+    m
 }
 
 /// The original's header section, up to and including its last header line.

@@ -151,39 +151,29 @@ pub fn decide(
         .to_ascii_lowercase();
     let rows = snapshot.policy_rows(recipient);
     let row = rows.first().copied();
-    let mut considered = sources(snapshot, &rows, header, rule, &domain);
-    // The strictest counting source; on a tie the first listed (global, then the row ...).
-    let decider = considered
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| c.counts)
-        .filter_map(|(i, c)| c.level.map(|l| (i, l)))
-        .fold(None, |best: Option<(usize, Level)>, (i, l)| match best {
-            Some((_, b)) if b >= l => best,
-            _ => Some((i, l)),
-        })
-        .map_or(0, |(i, _)| i);
+    let mut considered = vec![global_source(snapshot)];
+    considered.extend(row_sources(&rows));
+    considered.extend(header.map(header_source));
+    considered.extend(rule.map(|r| Considered {
+        source: Source::Rule(r.rule.clone()),
+        level: Some(r.level),
+        counts: true,
+        decides: false,
+        line: format!("message rule {:?}: {}", r.rule, r.level),
+    }));
+    considered.extend(managed_source(snapshot, &domain));
+    let decider = decider(&considered);
     considered[decider].decides = true;
     let level = considered[decider].level.unwrap_or(Level::May);
     let source = considered[decider].source.clone();
+    let (min_bits, on_failure) = strength(row, level);
     let mut explanation: Vec<String> = considered
         .iter()
-        .map(|c| {
-            if c.decides {
-                format!("{} (decides)", c.line)
-            } else {
-                c.line.clone()
-            }
+        .map(|c| match c.decides {
+            true => format!("{} (decides)", c.line),
+            false => c.line.clone(),
         })
         .collect();
-    let min_bits = row
-        .and_then(|r| r.min_bits)
-        .unwrap_or(if level >= Level::Encrypt {
-            DEFAULT_MIN_BITS
-        } else {
-            0
-        });
-    let on_failure = row.map(|r| r.on_failure).unwrap_or_default();
     if min_bits > 0 {
         explanation.push(format!(
             "minimum strength {min_bits} bits; on failure: {}",
@@ -194,101 +184,121 @@ pub fn decide(
         ));
     }
     explanation.push(format!("effective: {level} (from {source})"));
-    let match_names = match row {
-        Some(r) if !r.match_names.is_empty() => r.match_names.clone(),
-        _ => vec![domain],
-    };
-    let fingerprints = row.map(|r| r.fingerprints.clone()).unwrap_or_default();
     Decision {
         level,
         source,
         min_bits,
         on_failure,
-        match_names,
-        fingerprints,
+        match_names: match row {
+            Some(r) if !r.match_names.is_empty() => r.match_names.clone(),
+            _ => vec![domain],
+        },
+        fingerprints: row.map(|r| r.fingerprints.clone()).unwrap_or_default(),
         rule: rule.map(|r| r.rule.clone()),
         explanation,
         considered,
     }
 }
 
-/// Every source in the order `policy explain` lists them, none yet marked as deciding.
-fn sources(
-    snapshot: &Snapshot,
-    rows: &[&crate::settings::PolicyRow],
-    header: Option<&str>,
-    rule: Option<&RuleLevel>,
-    domain: &str,
-) -> Vec<Considered> {
-    let entry = |source, level: Option<Level>, counts, line: String| Considered {
-        source,
-        level,
-        counts,
-        decides: false,
-        line,
+/// The strictest source that counts; on a tie the first listed (global, then the row ...).
+fn decider(considered: &[Considered]) -> usize {
+    considered
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.counts)
+        .filter_map(|(i, c)| c.level.map(|l| (i, l)))
+        .fold(None, |best: Option<(usize, Level)>, (i, l)| match best {
+            Some((_, b)) if b >= l => best,
+            _ => Some((i, l)),
+        })
+        .map_or(0, |(i, _)| i)
+}
+
+/// Minimum cipher bits and what a failure does: the row's, else 112 at a required level.
+fn strength(row: Option<&crate::settings::PolicyRow>, level: Level) -> (u16, OnFailure) {
+    let default_bits = if level >= Level::Encrypt {
+        DEFAULT_MIN_BITS
+    } else {
+        0
     };
+    (
+        row.and_then(|r| r.min_bits).unwrap_or(default_bits),
+        row.map(|r| r.on_failure).unwrap_or_default(),
+    )
+}
+
+fn global_source(snapshot: &Snapshot) -> Considered {
     let mode = snapshot.settings.outbound.tls_mode;
     let global = match mode {
         TlsMode::Disabled => Level::None,
         TlsMode::May => Level::May,
         TlsMode::Encrypt => Level::Encrypt,
     };
-    let mut out = vec![entry(
-        Source::Global,
-        Some(global),
-        true,
-        format!("global outbound mode {mode}: {global}"),
-    )];
-    for (i, row) in rows.iter().enumerate() {
-        let note = if row.note.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", row.note)
-        };
-        let mut line = format!("policy row {}: {}{note}", row.pattern, row.level);
-        if i > 0 {
-            line.push_str(&format!(
-                ", overridden by the more specific row {}",
-                rows[0].pattern
-            ));
-        }
-        out.push(entry(
-            Source::Row(row.pattern.clone()),
-            Some(row.level),
-            i == 0,
-            line,
-        ));
+    Considered {
+        source: Source::Global,
+        level: Some(global),
+        counts: true,
+        decides: false,
+        line: format!("global outbound mode {mode}: {global}"),
     }
-    if let Some(value) = header {
-        let h = header_level(value);
-        let line = match h {
+}
+
+/// The most specific row counts; the others are listed as what it overrides.
+fn row_sources(rows: &[&crate::settings::PolicyRow]) -> Vec<Considered> {
+    rows.iter()
+        .enumerate()
+        .map(|(i, row)| {
+            let note = if row.note.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", row.note)
+            };
+            let mut line = format!("policy row {}: {}{note}", row.pattern, row.level);
+            if i > 0 {
+                line.push_str(&format!(
+                    ", overridden by the more specific row {}",
+                    rows[0].pattern
+                ));
+            }
+            Considered {
+                source: Source::Row(row.pattern.clone()),
+                level: Some(row.level),
+                counts: i == 0,
+                decides: false,
+                line,
+            }
+        })
+        .collect()
+}
+
+fn header_source(value: &str) -> Considered {
+    let h = header_level(value);
+    Considered {
+        source: Source::Header,
+        level: h,
+        counts: h.is_some(),
+        decides: false,
+        line: match h {
             Some(h) => format!("x-TLSLevel: {}: {h}", value.trim()),
             None => format!("x-TLSLevel: {}: unknown value, ignored", value.trim()),
-        };
-        out.push(entry(Source::Header, h, h.is_some(), line));
+        },
     }
-    if let Some(r) = rule {
-        out.push(entry(
-            Source::Rule(r.rule.clone()),
-            Some(r.level),
-            true,
-            format!("message rule {:?}: {}", r.rule, r.level),
-        ));
-    }
-    // Separate from the table, so no more specific row can lower it: credentials for the
-    // next hop never cross in plaintext.
-    if let Some(relay) = snapshot.relay_domain(domain).filter(|d| d.auth.is_some()) {
-        out.push(entry(
-            Source::Managed(relay.domain.clone()),
-            Some(Level::Encrypt),
-            true,
-            format!(
-                "managed row {}: encrypt (relay domain {} requires authentication)",
-                relay.domain, relay.domain
-            ),
-        ));
-    }
-    out
+}
+
+/// Separate from the table, so no more specific row can lower it: credentials for the next
+/// hop never cross in plaintext.
+fn managed_source(snapshot: &Snapshot, domain: &str) -> Option<Considered> {
+    let relay = snapshot.relay_domain(domain).filter(|d| d.auth.is_some())?;
+    Some(Considered {
+        source: Source::Managed(relay.domain.clone()),
+        level: Some(Level::Encrypt),
+        counts: true,
+        decides: false,
+        line: format!(
+            "managed row {}: encrypt (relay domain {} requires authentication)",
+            relay.domain, relay.domain
+        ),
+    })
 }
 
 /// The first `x-TLSLevel` header's value in a message's header section, unfolded.
