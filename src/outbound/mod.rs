@@ -469,6 +469,36 @@ async fn body<'a>(
     Ok(&body.as_ref().expect("loaded just above").bytes)
 }
 
+/// What one attempt decided, recipient by recipient, until it is recorded.
+#[derive(Default)]
+struct Tally {
+    finals: Vec<(u32, Final)>,
+    /// Index, outcome and relay of each bounced recipient, for the notification.
+    bounced: Vec<(usize, Outcome, String)>,
+    last_problem: Option<String>,
+    still_pending: bool,
+    /// Published once the queue reflects them: whoever sees `status=sent` (the log, the
+    /// feed) finds the recipient gone from the queue, and a deferral's reason in `queue list`.
+    records: Vec<Delivery>,
+}
+
+impl Tally {
+    fn add(&mut self, index: usize, result: RcptResult, entry: &QueueEntry, decision: &Decision) {
+        self.records.push(result.event(entry, index, decision));
+        match result.outcome.class {
+            Class::Delivered => self.finals.push((index as u32, Final::Delivered)),
+            Class::Permanent => {
+                self.finals.push((index as u32, Final::Bounced));
+                self.bounced.push((index, result.outcome, result.relay));
+            }
+            Class::Temporary => {
+                self.still_pending = true;
+                self.last_problem = Some(result.outcome.reason);
+            }
+        }
+    }
+}
+
 /// One attempt at every pending recipient of a message. Returns whether any remain pending.
 async fn attempt(engine: Arc<Engine>, entry: QueueEntry) -> (QueueId, bool) {
     let id = entry.id;
@@ -483,13 +513,7 @@ async fn attempt(engine: Arc<Engine>, entry: QueueEntry) -> (QueueId, bool) {
     // Read once: a settings change applies to the next attempt.
     let snapshot = engine.settings.current();
     let started = Instant::now();
-    let mut finals = Vec::new();
-    let mut bounced: Vec<(usize, Outcome, String)> = Vec::new();
-    let mut last_problem = None;
-    let mut still_pending = false;
-    // Published once the queue reflects them: whoever sees `status=sent` (the log, the feed)
-    // finds the recipient gone from the queue, and a deferral's reason in `queue list`.
-    let mut records = Vec::new();
+    let mut tally = Tally::default();
     for ((domain, _, _, _), group) in group_recipients(&entry, &snapshot, header.as_deref()) {
         // The destination first, then the global limit: waiting for a busy destination
         // never holds a slot another destination could use.
@@ -500,7 +524,7 @@ async fn attempt(engine: Arc<Engine>, entry: QueueEntry) -> (QueueId, bool) {
             Ok(m) => m,
             Err(e) => {
                 tracing::error!(target: "postern/qmgr", "{id}: cannot read message from the spool: {e}");
-                still_pending = true;
+                tally.still_pending = true;
                 break;
             }
         };
@@ -509,57 +533,65 @@ async fn attempt(engine: Arc<Engine>, entry: QueueEntry) -> (QueueId, bool) {
             .iter()
             .map(|(i, _)| entry.envelope.recipients[*i].clone())
             .collect();
-        let results = deliver_group(
-            &engine, &entry, message, &snapshot, &domain, decision, &rcpts, started,
-        )
-        .await;
+        let hop = Hop {
+            engine: &engine,
+            entry: &entry,
+            message,
+            snapshot: &snapshot,
+            started,
+        };
+        let results = deliver_group(&hop, &domain, decision, &rcpts).await;
         for ((index, _), mut result) in group.iter().zip(results) {
             expire_if_too_old(&engine.cfg, &entry, &mut result.outcome);
-            records.push(result.event(&entry, *index, decision));
-            match result.outcome.class {
-                Class::Delivered => finals.push((*index as u32, Final::Delivered)),
-                Class::Permanent => {
-                    finals.push((*index as u32, Final::Bounced));
-                    bounced.push((*index, result.outcome.clone(), result.relay.clone()));
-                }
-                Class::Temporary => {
-                    still_pending = true;
-                    last_problem = Some(result.outcome.reason.clone());
-                }
-            }
+            tally.add(*index, result, &entry, decision);
         }
     }
-    // The notice is queued before the bounce is recorded: a crash in between sends it twice
-    // rather than never.
-    if !bounced.is_empty() {
-        let queued = match body(&engine, id, &mut loaded).await {
-            Ok(message) => send_dsn(&engine, &entry, message, &bounced).await,
-            Err(e) => {
-                tracing::error!(target: "postern/bounce", "{id}: cannot read message from the spool for its notification, will retry: {e}");
-                false
-            }
-        };
-        if !queued {
-            finals.retain(|(_, state)| *state != Final::Bounced);
-            still_pending = true;
-        }
-    }
+    queue_bounce_notice(&engine, &entry, &mut loaded, &mut tally).await;
     drop(loaded);
-    if let Err(e) = engine.spool.record_outcomes(id, &finals).await {
+    record(&engine, id, tally).await
+}
+
+/// The notice is queued before the bounce is recorded: a crash in between sends it twice
+/// rather than never. Not queued, the bounces stay pending and are tried again.
+async fn queue_bounce_notice(
+    engine: &Engine,
+    entry: &QueueEntry,
+    loaded: &mut Option<Body>,
+    tally: &mut Tally,
+) {
+    if tally.bounced.is_empty() {
+        return;
+    }
+    let queued = match body(engine, entry.id, loaded).await {
+        Ok(message) => send_dsn(engine, entry, message, &tally.bounced).await,
+        Err(e) => {
+            tracing::error!(target: "postern/bounce", "{}: cannot read message from the spool for its notification, will retry: {e}", entry.id);
+            false
+        }
+    };
+    if !queued {
+        tally.finals.retain(|(_, state)| *state != Final::Bounced);
+        tally.still_pending = true;
+    }
+}
+
+/// Outcomes into the spool, then the records out; returns whether any remain pending.
+async fn record(engine: &Engine, id: QueueId, mut tally: Tally) -> (QueueId, bool) {
+    if let Err(e) = engine.spool.record_outcomes(id, &tally.finals).await {
         // Not recorded means retried: at-least-once, never lost.
         tracing::error!(target: "postern/qmgr", "{id}: cannot record delivery outcomes, will retry them: {e}");
-        still_pending = true;
+        tally.still_pending = true;
     }
-    if still_pending {
-        engine.spool.note_attempt(id, last_problem);
+    if tally.still_pending {
+        engine.spool.note_attempt(id, tally.last_problem.take());
     }
-    for record in &records {
+    for record in &tally.records {
         engine.events.record(record).await;
     }
-    if !still_pending {
+    if !tally.still_pending {
         tracing::info!(target: "postern/qmgr", "{id}: removed");
     }
-    (id, still_pending)
+    (id, tally.still_pending)
 }
 
 /// Queue the DSN for `bounced` recipients; false if it could not be queued.
@@ -686,100 +718,132 @@ fn expire_if_too_old(cfg: &OutboundConfig, entry: &QueueEntry, outcome: &mut Out
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn deliver_group(
-    engine: &Engine,
-    entry: &QueueEntry,
-    message: &[u8],
-    snapshot: &Snapshot,
-    domain: &str,
-    decision: &Decision,
-    rcpts: &[String],
+/// What every host of an attempt is tried with: the message and the settings it started on.
+struct Hop<'a> {
+    engine: &'a Engine,
+    entry: &'a QueueEntry,
+    message: &'a [u8],
+    snapshot: &'a Snapshot,
     started: Instant,
-) -> Vec<RcptResult> {
-    let level = decision.level;
-    let queued = started
-        .elapsed()
-        .as_secs_f64()
-        .max(crate::fsutil::unix_now().saturating_sub(entry.envelope.received_unix) as f64);
-    let mut tried: Vec<HostTried> = Vec::new();
-    let all = |outcome: Outcome, relay: String, offered: bool, earlier: &[HostTried]| {
-        rcpts
-            .iter()
-            .map(|_| RcptResult {
-                outcome: outcome.clone(),
-                relay: relay.clone(),
-                earlier: earlier.to_vec(),
-                starttls_offered: offered,
-                tls: None,
-                verified_name: None,
-                delays: [0.0, queued, 0.0, 0.0],
-            })
-            .collect::<Vec<RcptResult>>()
-    };
-    let hosts = match next_hops(&engine.cfg, engine.resolver.as_deref(), snapshot, domain).await {
-        Ok(h) => h,
-        Err(outcome) => return all(outcome, "none".into(), false, &[]),
-    };
-    // Credentials belong to the relay domain; decide() made its level `encrypt` at least.
-    let relay_domain = snapshot.relay_domain(domain);
-    let auth = relay_domain
-        .and_then(|d| d.auth.as_ref())
-        .and_then(|a| Some((a.username.as_str(), a.password.as_ref()?.expose())));
-    let client_cert = match relay_domain.and_then(|d| d.client_certificate.as_deref()) {
-        None => None,
-        Some(name) => match client_key(engine, name).await {
-            Some(Ok(key)) => Some((name, key)),
-            // Never a silent fallback to no certificate: the next hop may accept us only by it.
-            Some(Err(e)) => {
-                let outcome = Outcome::temporary(
-                    Enhanced(4, 7, 0),
-                    format!("client certificate {name} for {domain} cannot be used: {e}"),
-                );
-                return all(outcome, "none".into(), false, &[]);
-            }
-            None => None,
-        },
-    };
-    let queue_id = entry.id.to_string();
-    let mut last = Outcome::connection(format!("no host to try for {domain}"));
-    let mut last_relay = "none".to_string();
-    for (host, addr) in &hosts {
-        let relay = format!("{host}[{}]:{}", addr.ip(), addr.port());
-        let mut job = client::Job {
-            queue_id: &queue_id,
+}
+
+/// What a relay domain's next hop needs of us: SASL credentials, a client certificate.
+struct Credentials<'a> {
+    auth: Option<(&'a str, &'a str)>,
+    client_cert: Option<(&'a str, Arc<rustls::sign::CertifiedKey>)>,
+}
+
+/// How one host went, for the loop over a destination's hosts.
+enum HostOutcome {
+    Session(client::Session),
+    /// Final for this attempt: the other hosts would not change it.
+    Stop(Outcome, bool),
+    /// Given up for the next host.
+    Next(Outcome),
+}
+
+impl Hop<'_> {
+    /// Postfix's `delays=` b: in the queue before this attempt (or since arrival).
+    fn queued_secs(&self) -> f64 {
+        let since_arrival =
+            crate::fsutil::unix_now().saturating_sub(self.entry.envelope.received_unix);
+        self.started
+            .elapsed()
+            .as_secs_f64()
+            .max(since_arrival as f64)
+    }
+
+    fn job<'j>(
+        &'j self,
+        (host, addr): (&'j str, std::net::SocketAddr),
+        queue_id: &'j str,
+        decision: &Decision,
+        rcpts: &'j [String],
+        creds: &Credentials<'j>,
+    ) -> client::Job<'j> {
+        let engine = self.engine;
+        client::Job {
+            queue_id,
             host,
-            addr: *addr,
+            addr,
             helo: &engine.helo,
-            level,
-            sender: &entry.envelope.sender,
+            level: decision.level,
+            sender: &self.entry.envelope.sender,
             recipients: rcpts,
-            message,
-            smtputf8: entry.envelope.smtputf8,
-            eight_bit: entry.envelope.eight_bit,
+            message: self.message,
+            smtputf8: self.entry.envelope.smtputf8,
+            eight_bit: self.entry.envelope.eight_bit,
             min_bits: decision.min_bits,
             bounce_on_failure: decision.on_failure == crate::settings::OnFailure::Bounce,
             check: cert_check(decision, host).map(|c| (c, engine.roots.clone())),
             chain_check: engine.chain_check.clone(),
             connect_timeout: Duration::from_secs(engine.cfg.connect_timeout_secs),
             command_timeout: Duration::from_secs(engine.cfg.command_timeout_secs),
-            auth,
-            client_cert: client_cert.clone(),
-        };
-        let mut result = client::deliver(&job, &engine.tls, &engine.pool).await;
-        if let Err(client::Failure::TlsFailedMay { reason }) = &result {
-            // Opportunistic TLS only: the same host again in plaintext, and the log says so.
-            tracing::warn!(
-                target: "postern/smtp",
-                "{}: warning: TLS handshake with {relay} failed ({reason}); opportunistic level may: retrying in plaintext",
-                entry.id
-            );
-            job.level = Level::None;
-            result = client::deliver(&job, &engine.tls, &engine.pool).await;
+            auth: creds.auth,
+            client_cert: creds.client_cert.clone(),
         }
-        match result {
-            Ok(session) => {
-                log_tls(entry.id, &relay, &session, level);
+    }
+}
+
+/// The same result for every recipient of a group (no host reached, or one final answer).
+fn for_all(
+    n: usize,
+    outcome: Outcome,
+    relay: String,
+    offered: bool,
+    earlier: &[HostTried],
+    queued: f64,
+) -> Vec<RcptResult> {
+    (0..n)
+        .map(|_| RcptResult {
+            outcome: outcome.clone(),
+            relay: relay.clone(),
+            earlier: earlier.to_vec(),
+            starttls_offered: offered,
+            tls: None,
+            verified_name: None,
+            delays: [0.0, queued, 0.0, 0.0],
+        })
+        .collect()
+}
+
+/// One destination's recipients: its hosts in order until one takes or finally refuses them.
+async fn deliver_group(
+    hop: &Hop<'_>,
+    domain: &str,
+    decision: &Decision,
+    rcpts: &[String],
+) -> Vec<RcptResult> {
+    let queued = hop.queued_secs();
+    let all = |outcome, relay, offered, earlier: &[HostTried]| {
+        for_all(rcpts.len(), outcome, relay, offered, earlier, queued)
+    };
+    let engine = hop.engine;
+    let hosts = match next_hops(
+        &engine.cfg,
+        engine.resolver.as_deref(),
+        hop.snapshot,
+        domain,
+    )
+    .await
+    {
+        Ok(h) => h,
+        Err(outcome) => return all(outcome, "none".into(), false, &[]),
+    };
+    let creds = match credentials(hop, domain).await {
+        Ok(c) => c,
+        Err(outcome) => return all(outcome, "none".into(), false, &[]),
+    };
+    let queue_id = hop.entry.id.to_string();
+    let mut tried: Vec<HostTried> = Vec::new();
+    let mut last = Outcome::connection(format!("no host to try for {domain}"));
+    let mut last_relay = "none".to_string();
+    for (host, addr) in &hosts {
+        let relay = format!("{host}[{}]:{}", addr.ip(), addr.port());
+        let job = hop.job((host, *addr), &queue_id, decision, rcpts, &creds);
+        match try_host(hop, job, &relay).await {
+            HostOutcome::Session(session) => {
+                log_tls(hop.entry.id, &relay, &session, decision.level);
                 return session
                     .results
                     .into_iter()
@@ -794,25 +858,8 @@ async fn deliver_group(
                     })
                     .collect();
             }
-            Err(client::Failure::All {
-                outcome,
-                try_next_host,
-                starttls_offered,
-            }) => {
-                if !try_next_host {
-                    return all(outcome, relay, starttls_offered, &tried);
-                }
-                // A host given up for the next one leaves its line, as in Postfix, so the
-                // log shows the MX that failed before the one that worked.
-                log_host_failure(entry.id, &outcome);
-                (last, last_relay) = (outcome, relay);
-            }
-            Err(client::Failure::TlsFailedMay { reason }) => {
-                last = Outcome::connection(format!(
-                    "TLS and plaintext both failed with {relay}: {reason}"
-                ));
-                last_relay = relay;
-            }
+            HostOutcome::Stop(outcome, offered) => return all(outcome, relay, offered, &tried),
+            HostOutcome::Next(outcome) => (last, last_relay) = (outcome, relay),
         }
         if hosts.len() > 1 {
             tried.push(HostTried::of(&last_relay, &last));
@@ -821,6 +868,62 @@ async fn deliver_group(
     // The last host failed too: it is the record's own relay, not an earlier one.
     tried.pop();
     all(last, last_relay, false, &tried)
+}
+
+/// Credentials belong to the relay domain; decide() made its level `encrypt` at least. A
+/// client certificate that cannot be loaded defers: never a silent fallback to none, since
+/// the next hop may accept us only by it.
+async fn credentials<'a>(hop: &Hop<'a>, domain: &str) -> Result<Credentials<'a>, Outcome> {
+    let relay_domain = hop.snapshot.relay_domain(domain);
+    let auth = relay_domain
+        .and_then(|d| d.auth.as_ref())
+        .and_then(|a| Some((a.username.as_str(), a.password.as_ref()?.expose())));
+    let client_cert = match relay_domain.and_then(|d| d.client_certificate.as_deref()) {
+        None => None,
+        Some(name) => match client_key(hop.engine, name).await {
+            Some(Ok(key)) => Some((name, key)),
+            Some(Err(e)) => {
+                return Err(Outcome::temporary(
+                    Enhanced(4, 7, 0),
+                    format!("client certificate {name} for {domain} cannot be used: {e}"),
+                ));
+            }
+            None => None,
+        },
+    };
+    Ok(Credentials { auth, client_cert })
+}
+
+/// One host; at `may`, a failed handshake is retried once in plaintext, and logged.
+async fn try_host(hop: &Hop<'_>, mut job: client::Job<'_>, relay: &str) -> HostOutcome {
+    let engine = hop.engine;
+    let mut result = client::deliver(&job, &engine.tls, &engine.pool).await;
+    if let Err(client::Failure::TlsFailedMay { reason }) = &result {
+        tracing::warn!(
+            target: "postern/smtp",
+            "{}: warning: TLS handshake with {relay} failed ({reason}); opportunistic level may: retrying in plaintext",
+            hop.entry.id
+        );
+        job.level = Level::None;
+        result = client::deliver(&job, &engine.tls, &engine.pool).await;
+    }
+    match result {
+        Ok(session) => HostOutcome::Session(session),
+        Err(client::Failure::All {
+            outcome,
+            try_next_host: false,
+            starttls_offered,
+        }) => HostOutcome::Stop(outcome, starttls_offered),
+        Err(client::Failure::All { outcome, .. }) => {
+            // A host given up for the next one leaves its line, as in Postfix, so the log
+            // shows the MX that failed before the one that worked.
+            log_host_failure(hop.entry.id, &outcome);
+            HostOutcome::Next(outcome)
+        }
+        Err(client::Failure::TlsFailedMay { reason }) => HostOutcome::Next(Outcome::connection(
+            format!("TLS and plaintext both failed with {relay}: {reason}"),
+        )),
+    }
 }
 
 impl HostTried {
