@@ -102,42 +102,7 @@ impl Conn {
                     ),
                 ));
             }
-            let mut raw = Vec::new();
-            // Bounded: a next hop that never ends its line must not grow our memory.
-            let mut limited = (&mut self.io).take(MAX_REPLY_LINE as u64);
-            let read =
-                tokio::time::timeout(self.timeout, limited.read_until(b'\n', &mut raw)).await;
-            match read {
-                Err(_) => {
-                    return Err(Outcome::timeout(
-                        &format!("waiting for reply to {stage}"),
-                        &self.name,
-                    ));
-                }
-                Ok(Err(e)) => {
-                    return Err(Outcome::connection(format!(
-                        "lost connection with {} while {stage}: {}",
-                        self.name,
-                        os_text(&e)
-                    )));
-                }
-                Ok(Ok(0)) => {
-                    return Err(Outcome::connection(format!(
-                        "lost connection with {} while {stage}",
-                        self.name
-                    )));
-                }
-                Ok(Ok(_)) => {}
-            }
-            if raw.last() != Some(&b'\n') {
-                return Err(Outcome::temporary(
-                    Enhanced(4, 5, 0),
-                    format!(
-                        "host {} sent a reply line longer than {MAX_REPLY_LINE} bytes while {stage}",
-                        self.name
-                    ),
-                ));
-            }
+            let raw = self.read_line(stage).await?;
             let line = String::from_utf8_lossy(&raw);
             let text = line.trim_end_matches(['\r', '\n']);
             let parsed = ReplyLine::parse(text).ok_or_else(|| {
@@ -154,6 +119,41 @@ impl Conn {
                 return Ok(Reply::from_lines(parsed.code, texts));
             }
         }
+    }
+
+    /// One reply line, within the command timeout and `MAX_REPLY_LINE` bytes: a next hop
+    /// that never ends its line must not grow our memory.
+    async fn read_line(&mut self, stage: &str) -> Result<Vec<u8>, Outcome> {
+        let mut raw = Vec::new();
+        let mut limited = (&mut self.io).take(MAX_REPLY_LINE as u64);
+        let read = tokio::time::timeout(self.timeout, limited.read_until(b'\n', &mut raw)).await;
+        let lost = |why: String| {
+            Outcome::connection(format!(
+                "lost connection with {} while {stage}{why}",
+                self.name
+            ))
+        };
+        match read {
+            Err(_) => {
+                return Err(Outcome::timeout(
+                    &format!("waiting for reply to {stage}"),
+                    &self.name,
+                ));
+            }
+            Ok(Err(e)) => return Err(lost(format!(": {}", os_text(&e)))),
+            Ok(Ok(0)) => return Err(lost(String::new())),
+            Ok(Ok(_)) => {}
+        }
+        if raw.last() != Some(&b'\n') {
+            return Err(Outcome::temporary(
+                Enhanced(4, 5, 0),
+                format!(
+                    "host {} sent a reply line longer than {MAX_REPLY_LINE} bytes while {stage}",
+                    self.name
+                ),
+            ));
+        }
+        Ok(raw)
     }
 
     async fn write(&mut self, bytes: &[u8], stage: &str) -> Result<(), Outcome> {
@@ -976,47 +976,7 @@ async fn transaction(
     ext: &Extensions,
     name: &str,
 ) -> Result<Vec<Outcome>, Outcome> {
-    let mut mail = format!("MAIL FROM:<{}>", job.sender);
-    if ext.size.is_some() {
-        mail.push_str(&format!(" SIZE={}", job.message.len()));
-    }
-    if job.eight_bit && ext.eight_bit {
-        mail.push_str(" BODY=8BITMIME");
-    }
-    if job.smtputf8 {
-        mail.push_str(" SMTPUTF8");
-    }
-    let rcpt_lines: Vec<String> = job
-        .recipients
-        .iter()
-        .map(|r| format!("RCPT TO:<{r}>"))
-        .collect();
-    // RFC 2920: with PIPELINING, MAIL, every RCPT and DATA go in one write.
-    let (mail_reply, rcpt_replies, data_reply) = if ext.pipelining && ext.esmtp {
-        let mut batch = format!("{mail}\r\n");
-        for r in &rcpt_lines {
-            batch.push_str(r);
-            batch.push_str("\r\n");
-        }
-        batch.push_str("DATA\r\n");
-        conn.write(batch.as_bytes(), "sending MAIL FROM").await?;
-        let mail_reply = conn.read_reply("MAIL FROM").await?;
-        let mut rcpt_replies = Vec::with_capacity(rcpt_lines.len());
-        for _ in &rcpt_lines {
-            rcpt_replies.push(conn.read_reply("RCPT TO").await?);
-        }
-        let data_reply = conn.read_reply("DATA").await?;
-        (mail_reply, rcpt_replies, Some(data_reply))
-    } else {
-        let mail_reply = conn.command(&mail, "MAIL FROM").await?;
-        let mut rcpt_replies = Vec::new();
-        if Stage::Mail.accepts(mail_reply.code) {
-            for r in &rcpt_lines {
-                rcpt_replies.push(conn.command(r, "RCPT TO").await?);
-            }
-        }
-        (mail_reply, rcpt_replies, None)
-    };
+    let (mail_reply, rcpt_replies, data_reply) = envelope(conn, job, ext).await?;
     let mail = checked(Outcome::from_reply(&mail_reply, name, Stage::Mail))?;
     if mail.class != Class::Delivered {
         end_empty_data(conn, data_reply.as_ref()).await?;
@@ -1052,6 +1012,58 @@ async fn transaction(
         .iter_mut()
         .map(|r| r.take().unwrap_or_else(|| final_outcome.clone()))
         .collect())
+}
+
+/// The replies to MAIL, each RCPT and (pipelined) DATA.
+type EnvelopeReplies = (Reply, Vec<Reply>, Option<Reply>);
+
+/// MAIL FROM with the parameters the server supports, and the RCPTs: with PIPELINING
+/// (RFC 2920) MAIL, every RCPT and DATA in one write; without it one command at a time,
+/// no RCPT after a refused MAIL.
+async fn envelope(
+    conn: &mut Conn,
+    job: &Job<'_>,
+    ext: &Extensions,
+) -> Result<EnvelopeReplies, Outcome> {
+    let mut mail = format!("MAIL FROM:<{}>", job.sender);
+    if ext.size.is_some() {
+        mail.push_str(&format!(" SIZE={}", job.message.len()));
+    }
+    if job.eight_bit && ext.eight_bit {
+        mail.push_str(" BODY=8BITMIME");
+    }
+    if job.smtputf8 {
+        mail.push_str(" SMTPUTF8");
+    }
+    let rcpt_lines: Vec<String> = job
+        .recipients
+        .iter()
+        .map(|r| format!("RCPT TO:<{r}>"))
+        .collect();
+    if ext.pipelining && ext.esmtp {
+        let mut batch = format!("{mail}\r\n");
+        for r in &rcpt_lines {
+            batch.push_str(r);
+            batch.push_str("\r\n");
+        }
+        batch.push_str("DATA\r\n");
+        conn.write(batch.as_bytes(), "sending MAIL FROM").await?;
+        let mail_reply = conn.read_reply("MAIL FROM").await?;
+        let mut rcpt_replies = Vec::with_capacity(rcpt_lines.len());
+        for _ in &rcpt_lines {
+            rcpt_replies.push(conn.read_reply("RCPT TO").await?);
+        }
+        let data_reply = conn.read_reply("DATA").await?;
+        return Ok((mail_reply, rcpt_replies, Some(data_reply)));
+    }
+    let mail_reply = conn.command(&mail, "MAIL FROM").await?;
+    let mut rcpt_replies = Vec::new();
+    if Stage::Mail.accepts(mail_reply.code) {
+        for r in &rcpt_lines {
+            rcpt_replies.push(conn.command(r, "RCPT TO").await?);
+        }
+    }
+    Ok((mail_reply, rcpt_replies, None))
 }
 
 /// A protocol error ends the whole session: nothing after it can be trusted (a 250 to DATA

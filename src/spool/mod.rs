@@ -188,6 +188,16 @@ impl Index {
         self.live_per_segment.entry(segment).or_insert(0);
     }
 
+    /// A replayed outcome record: applied, and the message finished if nothing is left.
+    fn apply_outcomes(&mut self, id: QueueId, outcomes: &[(u32, Final)]) {
+        if let Some(entry) = self.messages.get_mut(&id) {
+            entry.apply(outcomes);
+            if entry.is_final() {
+                self.finish(id);
+            }
+        }
+    }
+
     fn finish(&mut self, id: QueueId) {
         if let Some(entry) = self.messages.remove(&id)
             && let Some(n) = self.live_per_segment.get_mut(&entry.location.segment)
@@ -577,15 +587,18 @@ fn replay_segment(
     let path = segment_path(dir, n);
     narrow_to_owner(&path)?;
     let data = std::fs::read(&path)?;
-    let name = path
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = file_name(&path);
     index.touch(n);
+    let torn = Torn {
+        path: &path,
+        name: &name,
+        data: &data,
+        newest,
+    };
     let mut damage = Vec::new();
     let mut at = 0usize;
     while at < data.len() {
-        match record::decode(&data[at..]) {
+        at += match record::decode(&data[at..]) {
             Decoded::Message {
                 id,
                 envelope,
@@ -599,62 +612,83 @@ fn replay_segment(
                 };
                 report.max_id = report.max_id.max(Some(id));
                 index.insert(QueueEntry::new(id, envelope, message.len(), location));
-                at += len;
+                len
             }
             Decoded::Hold { id, held, len } => {
                 if let Some(entry) = index.messages.get_mut(&id) {
                     entry.held = held;
                 }
-                at += len;
+                len
             }
             Decoded::Outcome { id, outcomes, len } => {
-                if let Some(entry) = index.messages.get_mut(&id) {
-                    entry.apply(&outcomes);
-                    if entry.is_final() {
-                        index.finish(id);
-                    }
-                }
-                at += len;
+                index.apply_outcomes(id, &outcomes);
+                len
             }
-            Decoded::Torn(why) => {
-                let next = record::resync(&data, at);
-                let lost = (next.unwrap_or(data.len()) - at) as u64;
-                // A write cut short by a crash leaves a record that runs past the end of
-                // the file; a whole record that fails its CRC was written and is damage.
-                let short = matches!(why, "short header" | "record runs past end of file");
-                if next.is_none() && newest && short {
-                    tracing::warn!(
-                        target: "postern/spool",
-                        "warning: {name}: torn record at offset {at}, {lost} bytes skipped ({why}); it was never acknowledged"
-                    );
-                    report.torn.push((name.clone(), at as u64, lost, why));
-                    // Cut off, so a later start (when this is no longer the newest) does not
-                    // take the old tail for damage.
-                    truncate(&path, at as u64)?;
-                    break;
-                }
-                tracing::error!(
-                    target: "postern/spool",
-                    "error: {name}: damaged record at offset {at}: {lost} bytes unreadable ({why}); they may have held acknowledged mail; segment kept as {DAMAGED_DIR}/{name}"
-                );
-                damage.push(Damage {
-                    segment: name.clone(),
-                    offset: at as u64,
-                    bytes: lost,
-                    why: why.to_string(),
-                });
-                match next {
-                    Some(p) => at = p,
-                    None => break,
-                }
-            }
-        }
+            Decoded::Torn(why) => match torn.skip(at, why, report, &mut damage)? {
+                Some(next) => next - at,
+                None => break,
+            },
+        };
     }
     if !damage.is_empty() {
         keep_damaged(dir, &path, &name, &damage)?;
         report.damaged.extend(damage);
     }
     Ok(())
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// A record that does not decode, in the segment being replayed.
+struct Torn<'a> {
+    path: &'a Path,
+    name: &'a str,
+    data: &'a [u8],
+    newest: bool,
+}
+
+impl Torn<'_> {
+    /// Where reading resumes (the next intact record), or `None` to stop. A write cut short
+    /// by a crash leaves a record that runs past the end of the newest file: never
+    /// acknowledged, cut off. Anything else was written whole and is damage, kept.
+    fn skip(
+        &self,
+        at: usize,
+        why: &'static str,
+        report: &mut Recovery,
+        damage: &mut Vec<Damage>,
+    ) -> io::Result<Option<usize>> {
+        let name = self.name;
+        let next = record::resync(self.data, at);
+        let lost = (next.unwrap_or(self.data.len()) - at) as u64;
+        let short = matches!(why, "short header" | "record runs past end of file");
+        if next.is_none() && self.newest && short {
+            tracing::warn!(
+                target: "postern/spool",
+                "warning: {name}: torn record at offset {at}, {lost} bytes skipped ({why}); it was never acknowledged"
+            );
+            report.torn.push((name.to_string(), at as u64, lost, why));
+            // Cut off, so a later start (when this is no longer the newest) does not take
+            // the old tail for damage.
+            truncate(self.path, at as u64)?;
+            return Ok(None);
+        }
+        tracing::error!(
+            target: "postern/spool",
+            "error: {name}: damaged record at offset {at}: {lost} bytes unreadable ({why}); they may have held acknowledged mail; segment kept as {DAMAGED_DIR}/{name}"
+        );
+        damage.push(Damage {
+            segment: name.to_string(),
+            offset: at as u64,
+            bytes: lost,
+            why: why.to_string(),
+        });
+        Ok(next)
+    }
 }
 
 /// A segment written by an older version may be 0644: it holds other people's mail.
