@@ -470,23 +470,7 @@ impl Session {
             .id
             .ok_or_else(|| replies::bad_sequence("need RCPT command"))?;
         let authorised = self.authorised();
-        // Outsiders must not choose our outbound TLS: their x-TLSLevel never reaches the spool.
-        let stripped = match authorised {
-            true => None,
-            false => match message::strip_header(&message, "x-TLSLevel") {
-                (std::borrow::Cow::Owned(kept), removed) => Some((kept, removed)),
-                (std::borrow::Cow::Borrowed(_), _) => None,
-            },
-        };
-        // The reader's buffer itself, unless a header had to go.
-        let (body, removed) = stripped.unwrap_or((message, 0));
-        if removed > 0 {
-            tracing::info!(
-                target: "postern/cleanup",
-                "{id}: removed {removed} x-TLSLevel header(s) from unauthorised client {}",
-                self.client
-            );
-        }
+        let body = self.without_outsider_tls_header(message, authorised, id);
         let single = (tx.rcpts.len() == 1).then(|| tx.rcpts[0].to_string());
         let received = message::received_header(&ReceivedFacts {
             helo: self.helo.as_deref().unwrap_or(""),
@@ -512,18 +496,8 @@ impl Session {
             // After the strip: an outsider's header is gone, so it reads as absent.
             tls_header: crate::spool::TlsHeader::of(&body),
         };
-        // Message rules run per recipient now, at receipt; the result travels in the spool.
-        let rule_levels: Vec<_> = envelope
-            .recipients
-            .iter()
-            .map(|r| crate::policy::rule_for(&self.snapshot, &envelope.sender, r))
-            .collect();
         let envelope = crate::spool::Envelope {
-            rule_levels: if rule_levels.iter().any(Option::is_some) {
-                rule_levels
-            } else {
-                Vec::new()
-            },
+            rule_levels: self.rule_levels(&envelope),
             ..envelope
         };
         Ok(Prepared {
@@ -532,6 +506,45 @@ impl Session {
             received,
             body,
         })
+    }
+
+    /// Outsiders must not choose our outbound TLS: their x-TLSLevel never reaches the spool.
+    /// The reader's buffer itself is kept, unless a header had to go.
+    fn without_outsider_tls_header(
+        &self,
+        message: Vec<u8>,
+        authorised: bool,
+        id: crate::spool::QueueId,
+    ) -> Vec<u8> {
+        if authorised {
+            return message;
+        }
+        match message::strip_header(&message, "x-TLSLevel") {
+            (std::borrow::Cow::Owned(kept), removed) => {
+                tracing::info!(
+                    target: "postern/cleanup",
+                    "{id}: removed {removed} x-TLSLevel header(s) from unauthorised client {}",
+                    self.client
+                );
+                kept
+            }
+            (std::borrow::Cow::Borrowed(_), _) => message,
+        }
+    }
+
+    /// Message rules run per recipient now, at receipt; the result travels in the spool
+    /// (nothing at all when no rule matched).
+    fn rule_levels(&self, envelope: &Envelope) -> Vec<Option<crate::policy::RuleLevel>> {
+        let levels: Vec<_> = envelope
+            .recipients
+            .iter()
+            .map(|r| crate::policy::rule_for(&self.snapshot, &envelope.sender, r))
+            .collect();
+        if levels.iter().any(Option::is_some) {
+            levels
+        } else {
+            Vec::new()
+        }
     }
 
     fn handle_rset(&mut self) -> Reply {

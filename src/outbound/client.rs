@@ -894,16 +894,22 @@ pub async fn probe(
         probe.tls_error = Some(format!("STARTTLS refused: {}", reply.summary()));
         return Ok(probe);
     }
-    let job_tls = unauthenticated_tls_config();
+    probe_tls(conn, (host, addr), timeout, &mut probe).await;
+    Ok(probe)
+}
+
+/// The handshake of a probe, accepting any certificate so that it can be reported.
+async fn probe_tls(
+    conn: Conn,
+    (host, addr): (&str, SocketAddr),
+    timeout: Duration,
+    probe: &mut Probe,
+) {
     let server_name = ServerName::try_from(host.to_string())
         .unwrap_or_else(|_| ServerName::IpAddress(addr.ip().into()));
+    let connector = tokio_rustls::TlsConnector::from(unauthenticated_tls_config());
     let stream = conn.io.into_inner();
-    match tokio::time::timeout(
-        timeout,
-        tokio_rustls::TlsConnector::from(job_tls).connect(server_name, stream),
-    )
-    .await
-    {
+    match tokio::time::timeout(timeout, connector.connect(server_name, stream)).await {
         Ok(Ok(mut tls)) => {
             let state = tls.get_ref().1;
             probe.tls = TlsInfo::from_connection(state);
@@ -913,10 +919,9 @@ pub async fn probe(
                 .unwrap_or_default();
             let _ = tls.write_all(b"QUIT\r\n").await;
         }
-        Ok(Err(e)) => probe.tls_error = Some(e.to_string()),
+        Ok(Err(e)) => probe.tls_error = Some(crate::tls::words::handshake_error(&e)),
         Err(_) => probe.tls_error = Some("TLS handshake timed out".into()),
     }
-    Ok(probe)
 }
 
 async fn hello(conn: &mut Conn, helo: &str, name: &str) -> Result<Extensions, Outcome> {

@@ -844,19 +844,7 @@ async fn deliver_group(
         match try_host(hop, job, &relay).await {
             HostOutcome::Session(session) => {
                 log_tls(hop.entry.id, &relay, &session, decision.level);
-                return session
-                    .results
-                    .into_iter()
-                    .map(|outcome| RcptResult {
-                        outcome,
-                        relay: relay.clone(),
-                        earlier: tried.clone(),
-                        starttls_offered: session.starttls_offered,
-                        tls: session.tls.clone(),
-                        verified_name: session.verified_name.clone(),
-                        delays: [0.0, queued, session.setup_secs, session.transmit_secs],
-                    })
-                    .collect();
+                return per_recipient(session, &relay, &tried, queued);
             }
             HostOutcome::Stop(outcome, offered) => return all(outcome, relay, offered, &tried),
             HostOutcome::Next(outcome) => (last, last_relay) = (outcome, relay),
@@ -868,6 +856,28 @@ async fn deliver_group(
     // The last host failed too: it is the record's own relay, not an earlier one.
     tried.pop();
     all(last, last_relay, false, &tried)
+}
+
+/// A session's outcomes, one result per recipient, with the facts of the session.
+fn per_recipient(
+    session: client::Session,
+    relay: &str,
+    tried: &[HostTried],
+    queued: f64,
+) -> Vec<RcptResult> {
+    session
+        .results
+        .into_iter()
+        .map(|outcome| RcptResult {
+            outcome,
+            relay: relay.to_string(),
+            earlier: tried.to_vec(),
+            starttls_offered: session.starttls_offered,
+            tls: session.tls.clone(),
+            verified_name: session.verified_name.clone(),
+            delays: [0.0, queued, session.setup_secs, session.transmit_secs],
+        })
+        .collect()
 }
 
 /// Credentials belong to the relay domain; decide() made its level `encrypt` at least. A
@@ -994,25 +1004,7 @@ async fn next_hops(
     snapshot: &Snapshot,
     domain: &str,
 ) -> Result<Vec<(String, SocketAddr)>, Outcome> {
-    let hop = cfg
-        .routes
-        .get(domain)
-        .cloned()
-        .or_else(|| {
-            snapshot
-                .relay_domain(domain)
-                .and_then(|d| d.transport.clone())
-        })
-        .or_else(|| cfg.relayhost.clone());
-    let (name, port, mx) = match &hop {
-        Some(hop) => {
-            let hop = NextHop::parse(hop).map_err(|e| {
-                Outcome::temporary(Enhanced(4, 3, 5), format!("bad next hop for {domain}: {e}"))
-            })?;
-            (hop.host, hop.port, hop.mx_lookup)
-        }
-        None => (domain.to_string(), 25, true),
-    };
+    let (name, port, mx) = configured_hop(cfg, snapshot, domain)?;
     let port = cfg.port.unwrap_or(port);
     if let Ok(ip) = name.parse::<IpAddr>() {
         return Ok(vec![(name, SocketAddr::new(ip, port))]);
@@ -1048,6 +1040,34 @@ async fn next_hops(
         }));
     }
     Ok(out)
+}
+
+/// The next hop an admin set, in this order: a static route, the relay domain's transport,
+/// the relayhost; else the recipient domain itself, by MX. (name, port, MX lookup or not).
+fn configured_hop(
+    cfg: &OutboundConfig,
+    snapshot: &Snapshot,
+    domain: &str,
+) -> Result<(String, u16, bool), Outcome> {
+    let hop = cfg
+        .routes
+        .get(domain)
+        .cloned()
+        .or_else(|| {
+            snapshot
+                .relay_domain(domain)
+                .and_then(|d| d.transport.clone())
+        })
+        .or_else(|| cfg.relayhost.clone());
+    match &hop {
+        Some(hop) => {
+            let hop = NextHop::parse(hop).map_err(|e| {
+                Outcome::temporary(Enhanced(4, 3, 5), format!("bad next hop for {domain}: {e}"))
+            })?;
+            Ok((hop.host, hop.port, hop.mx_lookup))
+        }
+        None => Ok((domain.to_string(), 25, true)),
+    }
 }
 
 /// MX hosts by preference, equal preferences in random order (RFC 5321 section 5.1); the

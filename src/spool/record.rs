@@ -142,6 +142,11 @@ pub fn decode(buf: &[u8]) -> Decoded<'_> {
     if kind != Kind::Message as u8 {
         return Decoded::Torn("unknown record kind");
     }
+    decode_message(payload, total)
+}
+
+/// A message record's payload: id, envelope length, envelope (JSON), message bytes.
+fn decode_message(payload: &[u8], total: usize) -> Decoded<'_> {
     let id = QueueId(u64::from_le_bytes(
         payload[..8].try_into().expect("8 bytes checked above"),
     ));
