@@ -4,8 +4,10 @@
 pub mod certificates;
 mod diff;
 mod document;
+mod secret;
 mod snapshot;
 mod store;
+mod validate;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -13,14 +15,16 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 
 pub use diff::{SECTIONS, SectionChange, diff};
-pub(crate) use document::field_error;
 pub use document::{
-    AdminSettings, AuthUser, AuthUserDoc, Direction, FieldError, InboundSettings, MessageRule,
-    NextHop, OnFailure, OutboundSettings, PasswordHasher, PolicyRow, RelayAuth, RelayDomain,
-    RuleData, RuleTls, Secret, Settings, SettingsDoc, TlsMode, is_domain_name,
+    AdminSettings, AuthUser, AuthUserDoc, Direction, InboundSettings, MessageRule, NextHop,
+    OnFailure, OutboundSettings, PolicyRow, RelayAuth, RelayDomain, RuleData, RuleTls, Settings,
+    SettingsDoc, TlsMode, is_domain_name,
 };
+pub use secret::Secret;
 pub use snapshot::{CompiledRule, Snapshot};
 pub use store::{AuditEntry, Store, StoreError, last_good_path};
+pub(crate) use validate::field_error;
+pub use validate::{FieldError, PasswordHasher};
 
 /// Why a replacement was refused.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,61 @@
+//! Validation of the settings document, one file per section: each check names the first
+//! bad field (`relay_domains[2].transport`) and says what is wrong with it.
+
+mod networks;
+mod policy;
+mod relay_domains;
+mod rules;
+mod users;
+
+use std::fmt;
+
+use serde::Serialize;
+
+pub(super) use networks::parse_networks;
+pub(super) use policy::{check_policy, managed_rows, min_bits_any_integer};
+pub(super) use relay_domains::check_relay_domains;
+pub(super) use rules::{check_rule_data, check_rules};
+pub(super) use users::check_users;
+
+/// A validation failure naming the field, e.g. `relay_domains[2].transport`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    pub field: String,
+    pub error: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.error)
+    }
+}
+
+impl std::error::Error for FieldError {}
+
+pub(crate) fn field_error(field: impl Into<String>, error: impl Into<String>) -> FieldError {
+    FieldError {
+        field: field.into(),
+        error: error.into(),
+    }
+}
+
+/// Hashes a password; a seam so validation stays pure and fast in tests.
+pub trait PasswordHasher {
+    fn hash(&self, password: &str) -> Result<String, String>;
+}
+
+#[cfg(test)]
+pub(super) mod support {
+    use crate::settings::{PasswordHasher, SettingsDoc};
+
+    pub struct FakeHasher;
+    impl PasswordHasher for FakeHasher {
+        fn hash(&self, password: &str) -> Result<String, String> {
+            Ok(format!("hashed:{password}"))
+        }
+    }
+
+    pub fn doc(toml_text: &str) -> SettingsDoc {
+        toml::from_str(toml_text).unwrap()
+    }
+}
