@@ -58,7 +58,7 @@ pub struct Decision {
     /// One line per source, the deciding one marked, then strength and result: for logs and
     /// `policy explain`.
     pub explanation: Vec<String>,
-    /// Every source looked at, in the explanation's order.
+    /// Every source looked at: `explanation[i]` is the line of `considered[i]`.
     pub considered: Vec<Considered>,
 }
 
@@ -129,9 +129,10 @@ pub struct Considered {
     pub counts: bool,
     /// The one whose level is the effective one.
     pub decides: bool,
-    /// Its line in the explanation.
-    pub line: String,
 }
+
+/// A source and its line in the explanation.
+type Line = (Considered, String);
 
 /// The effective policy for `recipient`: the strictest of the global outbound mode, the most
 /// specific table row, `header` (the message's first `x-TLSLevel` value, passed only for
@@ -151,29 +152,23 @@ pub fn decide(
         .to_ascii_lowercase();
     let rows = snapshot.policy_rows(recipient);
     let row = rows.first().copied();
-    let mut considered = vec![global_source(snapshot)];
-    considered.extend(row_sources(&rows));
-    considered.extend(header.map(header_source));
-    considered.extend(rule.map(|r| Considered {
-        source: Source::Rule(r.rule.clone()),
-        level: Some(r.level),
-        counts: true,
-        decides: false,
-        line: format!("message rule {:?}: {}", r.rule, r.level),
+    let mut lines: Vec<Line> = Vec::with_capacity(rows.len() + 6);
+    lines.push(global_source(snapshot));
+    row_sources(&rows, &mut lines);
+    lines.extend(header.map(header_source));
+    lines.extend(rule.map(|r| {
+        let line = format!("message rule {:?}: {}", r.rule, r.level);
+        (considered(Source::Rule(r.rule.clone()), Some(r.level), true), line)
     }));
-    considered.extend(managed_source(snapshot, &domain));
+    lines.extend(managed_source(snapshot, &domain));
+    let (mut considered, mut explanation): (Vec<Considered>, Vec<String>) =
+        lines.into_iter().unzip();
     let decider = decider(&considered);
     considered[decider].decides = true;
+    explanation[decider].push_str(" (decides)");
     let level = considered[decider].level.unwrap_or(Level::May);
     let source = considered[decider].source.clone();
     let (min_bits, on_failure) = strength(row, level);
-    let mut explanation: Vec<String> = considered
-        .iter()
-        .map(|c| match c.decides {
-            true => format!("{} (decides)", c.line),
-            false => c.line.clone(),
-        })
-        .collect();
     if min_bits > 0 {
         explanation.push(format!(
             "minimum strength {min_bits} bits; on failure: {}",
@@ -227,78 +222,70 @@ fn strength(row: Option<&crate::settings::PolicyRow>, level: Level) -> (u16, OnF
     )
 }
 
-fn global_source(snapshot: &Snapshot) -> Considered {
+fn considered(source: Source, level: Option<Level>, counts: bool) -> Considered {
+    Considered {
+        source,
+        level,
+        counts,
+        decides: false,
+    }
+}
+
+fn global_source(snapshot: &Snapshot) -> Line {
     let mode = snapshot.settings.outbound.tls_mode;
     let global = match mode {
         TlsMode::Disabled => Level::None,
         TlsMode::May => Level::May,
         TlsMode::Encrypt => Level::Encrypt,
     };
-    Considered {
-        source: Source::Global,
-        level: Some(global),
-        counts: true,
-        decides: false,
-        line: format!("global outbound mode {mode}: {global}"),
-    }
+    (
+        considered(Source::Global, Some(global), true),
+        format!("global outbound mode {mode}: {global}"),
+    )
 }
 
 /// The most specific row counts; the others are listed as what it overrides.
-fn row_sources(rows: &[&crate::settings::PolicyRow]) -> Vec<Considered> {
-    rows.iter()
-        .enumerate()
-        .map(|(i, row)| {
-            let note = if row.note.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", row.note)
-            };
-            let mut line = format!("policy row {}: {}{note}", row.pattern, row.level);
-            if i > 0 {
-                line.push_str(&format!(
-                    ", overridden by the more specific row {}",
-                    rows[0].pattern
-                ));
-            }
-            Considered {
-                source: Source::Row(row.pattern.clone()),
-                level: Some(row.level),
-                counts: i == 0,
-                decides: false,
-                line,
-            }
-        })
-        .collect()
+fn row_sources(rows: &[&crate::settings::PolicyRow], out: &mut Vec<Line>) {
+    for (i, row) in rows.iter().enumerate() {
+        let mut line = format!("policy row {}: {}", row.pattern, row.level);
+        if !row.note.is_empty() {
+            line.push_str(&format!(" ({})", row.note));
+        }
+        if i > 0 {
+            line.push_str(&format!(
+                ", overridden by the more specific row {}",
+                rows[0].pattern
+            ));
+        }
+        let source = Source::Row(row.pattern.clone());
+        out.push((considered(source, Some(row.level), i == 0), line));
+    }
 }
 
-fn header_source(value: &str) -> Considered {
+fn header_source(value: &str) -> Line {
     let h = header_level(value);
-    Considered {
-        source: Source::Header,
-        level: h,
-        counts: h.is_some(),
-        decides: false,
-        line: match h {
-            Some(h) => format!("x-TLSLevel: {}: {h}", value.trim()),
-            None => format!("x-TLSLevel: {}: unknown value, ignored", value.trim()),
-        },
-    }
+    let line = match h {
+        Some(h) => format!("x-TLSLevel: {}: {h}", value.trim()),
+        None => format!("x-TLSLevel: {}: unknown value, ignored", value.trim()),
+    };
+    (considered(Source::Header, h, h.is_some()), line)
 }
 
 /// Separate from the table, so no more specific row can lower it: credentials for the next
 /// hop never cross in plaintext.
-fn managed_source(snapshot: &Snapshot, domain: &str) -> Option<Considered> {
+fn managed_source(snapshot: &Snapshot, domain: &str) -> Option<Line> {
     let relay = snapshot.relay_domain(domain).filter(|d| d.auth.is_some())?;
-    Some(Considered {
-        source: Source::Managed(relay.domain.clone()),
-        level: Some(Level::Encrypt),
-        counts: true,
-        decides: false,
-        line: format!(
+    Some((
+        considered(
+            Source::Managed(relay.domain.clone()),
+            Some(Level::Encrypt),
+            true,
+        ),
+        format!(
             "managed row {}: encrypt (relay domain {} requires authentication)",
             relay.domain, relay.domain
         ),
-    })
+    ))
 }
 
 /// The first `x-TLSLevel` header's value in a message's header section, unfolded.
