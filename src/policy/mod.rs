@@ -158,7 +158,10 @@ pub fn decide(
     lines.extend(header.map(header_source));
     lines.extend(rule.map(|r| {
         let line = format!("message rule {:?}: {}", r.rule, r.level);
-        (considered(Source::Rule(r.rule.clone()), Some(r.level), true), line)
+        (
+            considered(Source::Rule(r.rule.clone()), Some(r.level), true),
+            line,
+        )
     }));
     lines.extend(managed_source(snapshot, &domain));
     let (mut considered, mut explanation): (Vec<Considered>, Vec<String>) =
