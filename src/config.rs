@@ -166,6 +166,10 @@ pub struct AdminConfig {
     /// Seconds a client has for its TLS handshake and for each request's headers, and may
     /// stay idle between requests.
     pub header_read_timeout_secs: u64,
+    /// Admin page sessions end after this many seconds without a request...
+    pub session_idle_secs: u64,
+    /// ...and this many after sign-in, whatever happens.
+    pub session_max_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -215,6 +219,8 @@ impl Default for AdminConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
             max_connections: 64,
             header_read_timeout_secs: 10,
+            session_idle_secs: 1800,
+            session_max_secs: 43200,
         }
     }
 }

@@ -149,6 +149,12 @@ pub fn prepare(config: Config) -> anyhow::Result<Server> {
         }
         _ => system.clone(),
     };
+    let created = settings
+        .ensure_initial_admin(data, &settings::Argon2Hasher)
+        .context("cannot create the first admin user")?;
+    if let Some(file) = created {
+        tracing::warn!(target: "postern/admin", "first start: admin page user \"{}\" created; its password is in {} (0600): sign in at https://{}/ and choose a new one", settings::FIRST_ADMIN, file.display(), config.admin.listen);
+    }
     let token = admin::ensure_token(data).with_context(|| {
         format!(
             "{}: cannot write the API token",
@@ -271,12 +277,15 @@ impl Server {
         );
         let (stop_tx, stop_rx) = watch::channel(false);
         let smtp = tokio::spawn(inbound::run(listeners.smtp, ctx, stop_rx.clone()));
-        let app = admin::router(admin::AdminState::new(
-            settings,
-            spool.clone(),
-            certs.clone(),
-            token,
-        ));
+        let pages = admin::pages::Pages::new(
+            &config.server.hostname,
+            config.server.data_dir.clone(),
+            std::time::Duration::from_secs(config.admin.session_idle_secs.max(60)),
+            std::time::Duration::from_secs(config.admin.session_max_secs.max(60)),
+        );
+        let app = admin::router(
+            admin::AdminState::new(settings, spool.clone(), certs.clone(), token).with_pages(pages),
+        );
         let acme = tokio::spawn(certs.clone().watch_acme(
             std::time::Duration::from_secs(config.tls.acme_watch_secs.max(1)),
             stop_rx.clone(),

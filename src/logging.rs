@@ -25,7 +25,11 @@ pub enum LogFormat {
 /// Install the global subscriber; `POSTERN_LOG` filters as `RUST_LOG` would (default `info`).
 pub fn init(format: LogFormat, hostname: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("POSTERN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // tower-sessions wraps each request in an info-level span of its own; the lines are
+        // Postfix's, without it.
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("info,tower_sessions=warn,tower_sessions_core=warn")
+        });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(false)

@@ -4,6 +4,7 @@
 
 pub mod certs;
 pub mod client;
+pub mod pages;
 pub mod queue;
 
 use std::path::Path;
@@ -32,6 +33,7 @@ pub struct AdminState {
     pub settings: SettingsHandle,
     pub spool: crate::spool::Spool,
     pub certs: Arc<crate::certs::Certs>,
+    pub pages: Arc<pages::Pages>,
     token: Arc<str>,
 }
 
@@ -46,8 +48,20 @@ impl AdminState {
             settings,
             spool,
             certs,
+            pages: Arc::new(pages::Pages::new(
+                "postern",
+                std::path::PathBuf::from("data"),
+                Duration::from_secs(1800),
+                Duration::from_secs(43_200),
+            )),
             token: token.into(),
         }
+    }
+
+    /// The admin page's settings: host name, data directory, session limits.
+    pub fn with_pages(mut self, pages: pages::Pages) -> AdminState {
+        self.pages = Arc::new(pages);
+        self
     }
 }
 
@@ -84,7 +98,12 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The control API under `/api/v1/` (bearer token) and the admin page beside it (sign-in).
 pub fn router(state: AdminState) -> Router {
+    api_router(state.clone()).merge(pages::router(state))
+}
+
+fn api_router(state: AdminState) -> Router {
     Router::new()
         .route(
             "/api/v1/settings",
@@ -407,7 +426,11 @@ pub async fn run(
             accepted = crate::accept(&listener) => accepted,
             _ = crate::stopped(&mut shutdown) => break,
         };
-        let (tls, app) = (tls.clone(), app.clone());
+        let tls = tls.clone();
+        // The pages throttle and log by client address.
+        let app = app
+            .clone()
+            .layer(axum::Extension(pages::ClientAddr(peer.ip().to_canonical())));
         conns.spawn(async move {
             let _slot = slot;
             let stream = match tokio::time::timeout(timeout, tls.accept(tcp)).await {

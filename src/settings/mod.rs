@@ -1,6 +1,7 @@
 //! Runtime settings: the document, the redb store with its audit log, and the live snapshot
 //! (ArcSwap) that every session and delivery attempt reads once.
 
+mod admins;
 pub mod certificates;
 mod diff;
 mod document;
@@ -14,6 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
+pub use admins::{AdminUser, FIRST_ADMIN, INITIAL_PASSWORD_FILE};
 pub use diff::{SECTIONS, SectionChange, diff};
 pub use document::{
     AdminSettings, AuthUser, AuthUserDoc, Direction, InboundSettings, MessageRule, NextHop,

@@ -13,6 +13,8 @@ const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 /// Certificate store: name -> `certs::StoredCert` (JSON; imported keys included: the file is
 /// 0600 and its contents never leave through the API).
 const CERTS: TableDefinition<&str, &[u8]> = TableDefinition::new("certificates");
+/// Admin page users, by name: argon2id hashes, never passwords.
+const ADMINS: TableDefinition<&str, &[u8]> = TableDefinition::new("admin_users");
 const KEY: &str = "current";
 
 #[derive(Debug, thiserror::Error)]
@@ -239,9 +241,42 @@ impl Store {
     }
 
     pub fn certificates(&self) -> Result<Vec<super::certificates::StoredCert>, StoreError> {
+        self.rows(CERTS)
+    }
+
+    /// Insert or replace, durably.
+    pub fn put_certificate(
+        &self,
+        cert: &super::certificates::StoredCert,
+    ) -> Result<(), StoreError> {
+        let put = self.put_row(CERTS, &cert.name, cert);
+        self.wrote(put)
+    }
+
+    /// False if there was no such certificate.
+    pub fn delete_certificate(&self, name: &str) -> Result<bool, StoreError> {
+        let deleted = self.delete_row(CERTS, name);
+        self.wrote(deleted)
+    }
+
+    pub fn admin_users(&self) -> Result<Vec<super::AdminUser>, StoreError> {
+        self.rows(ADMINS)
+    }
+
+    /// Insert or replace, durably.
+    pub fn put_admin_user(&self, user: &super::AdminUser) -> Result<(), StoreError> {
+        let put = self.put_row(ADMINS, &user.name, user);
+        self.wrote(put)
+    }
+
+    /// Every row of a JSON-valued table; none when the table was never written.
+    fn rows<T: serde::de::DeserializeOwned>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+    ) -> Result<Vec<T>, StoreError> {
         let db = self.db()?;
         let txn = db.begin_read().map_err(db_err)?;
-        let table = match txn.open_table(CERTS) {
+        let table = match txn.open_table(table) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
             Err(e) => return Err(db_err(e)),
@@ -254,41 +289,32 @@ impl Store {
         Ok(out)
     }
 
-    /// Insert or replace, durably.
-    pub fn put_certificate(
+    fn put_row<T: serde::Serialize>(
         &self,
-        cert: &super::certificates::StoredCert,
-    ) -> Result<(), StoreError> {
-        let put = self.put_certificate_once(cert);
-        self.wrote(put)
-    }
-
-    fn put_certificate_once(
-        &self,
-        cert: &super::certificates::StoredCert,
+        table: TableDefinition<&str, &[u8]>,
+        key: &str,
+        value: &T,
     ) -> Result<(), StoreError> {
         let db = self.db()?;
         let txn = db.begin_write().map_err(db_err)?;
-        txn.open_table(CERTS)
+        txn.open_table(table)
             .map_err(db_err)?
-            .insert(cert.name.as_str(), serde_json::to_vec(cert)?.as_slice())
+            .insert(key, serde_json::to_vec(value)?.as_slice())
             .map_err(db_err)?;
         txn.commit().map_err(db_err)
     }
 
-    /// False if there was no such certificate.
-    pub fn delete_certificate(&self, name: &str) -> Result<bool, StoreError> {
-        let deleted = self.delete_certificate_once(name);
-        self.wrote(deleted)
-    }
-
-    fn delete_certificate_once(&self, name: &str) -> Result<bool, StoreError> {
+    fn delete_row(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        key: &str,
+    ) -> Result<bool, StoreError> {
         let db = self.db()?;
         let txn = db.begin_write().map_err(db_err)?;
         let found = txn
-            .open_table(CERTS)
+            .open_table(table)
             .map_err(db_err)?
-            .remove(name)
+            .remove(key)
             .map_err(db_err)?
             .is_some();
         txn.commit().map_err(db_err)?;

@@ -1,0 +1,251 @@
+//! The admin page: server-rendered HTML on the admin listener, beside the control API. Sign
+//! in with a user of the settings store; sessions live on the server (tower-sessions), their
+//! cookie `HttpOnly; Secure; SameSite=Strict`; every form that changes something carries the
+//! session's CSRF token. Pages are a thin layer: they call the same code as the API.
+
+mod auth;
+mod throttle;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use askama::Template;
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use tower_sessions::{Expiry, MemoryStore, Session, SessionManagerLayer, cookie::SameSite};
+
+use super::AdminState;
+
+/// What the pages need beyond the API's state.
+pub struct Pages {
+    pub hostname: String,
+    pub data_dir: PathBuf,
+    pub idle: Duration,
+    pub max_age: Duration,
+    throttle: throttle::Throttle,
+    /// Bumped by a password change: sessions signed in before it end.
+    generations: Mutex<HashMap<String, u64>>,
+}
+
+impl Pages {
+    pub fn new(hostname: &str, data_dir: PathBuf, idle: Duration, max_age: Duration) -> Pages {
+        Pages {
+            hostname: hostname.to_string(),
+            data_dir,
+            idle,
+            max_age,
+            throttle: throttle::Throttle::default(),
+            generations: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn generation(&self, user: &str) -> u64 {
+        let map = self.generations.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(user).copied().unwrap_or(0)
+    }
+
+    fn bump_generation(&self, user: &str) -> u64 {
+        let mut map = self.generations.lock().unwrap_or_else(|e| e.into_inner());
+        let g = map.entry(user.to_string()).or_insert(0);
+        *g += 1;
+        *g
+    }
+}
+
+/// The client's address, put on each request by the listener (for throttling and logs).
+#[derive(Clone, Copy, Debug)]
+pub struct ClientAddr(pub std::net::IpAddr);
+
+/// Who is signed in, kept in the session.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SignedIn {
+    pub user: String,
+    /// UNIX seconds of the sign-in: the absolute limit counts from here.
+    pub since: u64,
+    pub generation: u64,
+    /// A generated password: every page but the password form sends the user there.
+    pub must_change: bool,
+}
+
+const AUTH_KEY: &str = "auth";
+const CSRF_KEY: &str = "csrf";
+const SEEN_KEY: &str = "seen";
+
+pub fn router(state: AdminState) -> Router {
+    let idle = i64::try_from(state.pages.idle.as_secs()).unwrap_or(i64::MAX);
+    let sessions = SessionManagerLayer::new(MemoryStore::default())
+        .with_name("postern_session")
+        .with_secure(true)
+        .with_http_only(true)
+        .with_same_site(SameSite::Strict)
+        .with_path("/")
+        .with_expiry(Expiry::OnInactivity(time::Duration::seconds(idle)));
+    let signed_in = Router::new()
+        .route("/", get(home))
+        .route(
+            "/password",
+            get(auth::password_form).post(auth::change_password),
+        )
+        .route("/sign-out", post(auth::sign_out))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_sign_in,
+        ));
+    Router::new()
+        .merge(signed_in)
+        .route("/sign-in", get(auth::sign_in_form).post(auth::sign_in))
+        .route("/assets/style.css", get(stylesheet))
+        .layer(sessions)
+        .layer(middleware::from_fn(security_headers))
+        .with_state(state)
+}
+
+/// On every page response: nothing but postern itself may be loaded or frame it, nothing is
+/// cached or leaked in a Referer.
+async fn security_headers(req: Request, next: Next) -> Response {
+    let mut response = next.run(req).await;
+    let h = response.headers_mut();
+    for (name, value) in [
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+        ),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::CACHE_CONTROL, "no-store"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    ] {
+        h.insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+async fn stylesheet() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        include_str!("../../../assets/style.css"),
+    )
+        .into_response()
+}
+
+/// Pages behind sign-in: without a live session, to the sign-in form (a POST changes
+/// nothing); a session past its absolute limit or from before a password change ends here.
+async fn require_sign_in(
+    State(state): State<AdminState>,
+    session: Session,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let Some(auth) = signed_in(&state, &session).await else {
+        return Redirect::to("/sign-in").into_response();
+    };
+    let path = req.uri().path();
+    if auth.must_change && path != "/password" && path != "/sign-out" {
+        return Redirect::to("/password").into_response();
+    }
+    // Reading is not activity for tower-sessions: a write keeps the idle clock honest.
+    let _ = session.insert(SEEN_KEY, crate::fsutil::unix_now()).await;
+    req.extensions_mut().insert(auth);
+    next.run(req).await
+}
+
+async fn signed_in(state: &AdminState, session: &Session) -> Option<SignedIn> {
+    let auth: SignedIn = session.get(AUTH_KEY).await.ok().flatten()?;
+    let age = crate::fsutil::unix_now().saturating_sub(auth.since);
+    if age >= state.pages.max_age.as_secs() || auth.generation != state.pages.generation(&auth.user)
+    {
+        let _ = session.flush().await;
+        return None;
+    }
+    Some(auth)
+}
+
+/// The session's CSRF token, made on first use.
+async fn csrf_token(session: &Session) -> String {
+    if let Ok(Some(t)) = session.get::<String>(CSRF_KEY).await {
+        return t;
+    }
+    let token = random_token();
+    let _ = session.insert(CSRF_KEY, &token).await;
+    token
+}
+
+/// A state-changing form must carry the session's token: 403 otherwise, nothing changed.
+async fn check_csrf(session: &Session, given: &str) -> Result<(), Response> {
+    let expected = session.get::<String>(CSRF_KEY).await.ok().flatten();
+    match expected {
+        Some(t) if super::constant_time_eq(t.as_bytes(), given.as_bytes()) => Ok(()),
+        _ => Err((
+            StatusCode::FORBIDDEN,
+            "403 Forbidden: the form's security token is missing or out of date; reload the page and try again",
+        )
+            .into_response()),
+    }
+}
+
+/// 256 random bits, hex.
+fn random_token() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn render(page: impl Template) -> Response {
+    match page.render() {
+        Ok(html) => Html(html).into_response(),
+        Err(e) => {
+            tracing::error!(target: "postern/admin", "error: page rendering failed: {e}");
+            (StatusCode::INTERNAL_SERVER_ERROR, "page rendering failed").into_response()
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "home.html")]
+struct Home {
+    hostname: String,
+    user: Option<String>,
+    csrf: String,
+    notice: Option<String>,
+    inbound_mode: String,
+    inbound_certificate: String,
+    outbound_mode: String,
+    policy_rows: usize,
+}
+
+async fn home(
+    State(state): State<AdminState>,
+    session: Session,
+    axum::Extension(auth): axum::Extension<SignedIn>,
+) -> Response {
+    let snapshot = state.settings.current();
+    let s = &snapshot.settings;
+    let mode = |m: crate::settings::TlsMode| match m {
+        crate::settings::TlsMode::Disabled => "Disabled".to_string(),
+        crate::settings::TlsMode::May => "Opportunistic (may)".to_string(),
+        crate::settings::TlsMode::Encrypt => "Mandatory (encrypt)".to_string(),
+    };
+    let notice = session.remove::<String>("notice").await.ok().flatten();
+    render(Home {
+        hostname: state.pages.hostname.clone(),
+        user: Some(auth.user),
+        csrf: csrf_token(&session).await,
+        notice,
+        inbound_mode: mode(s.inbound.tls_mode),
+        inbound_certificate: s
+            .inbound
+            .certificate
+            .clone()
+            .unwrap_or_else(|| "the system self-signed certificate (none bound)".into()),
+        outbound_mode: mode(s.outbound.tls_mode),
+        policy_rows: s.policy.len(),
+    })
+}

@@ -1,0 +1,305 @@
+//! The admin page over real HTTPS against the real binary: sign-in with the generated
+//! password and the forced change, sessions and their cookie, CSRF, throttling, headers, and
+//! no secret in any page.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use common::process::{Proc, spawn_postern};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+struct Page {
+    status: u16,
+    headers: HashMap<String, String>,
+    cookies: Vec<String>,
+    body: String,
+}
+
+/// One request on its own TLS connection (`Connection: close`), as a browser would send it.
+async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    cookie: Option<&str>,
+    form: &str,
+) -> Page {
+    postern::tls::install_provider();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let connector = tokio_rustls::TlsConnector::from(postern::tls::unauthenticated_client_config());
+    let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(c) = cookie {
+        req.push_str(&format!("Cookie: {c}\r\n"));
+    }
+    if method == "POST" {
+        req.push_str(&format!(
+            "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
+            form.len()
+        ));
+    }
+    req.push_str("\r\n");
+    req.push_str(form);
+    tls.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    let _ = tls.read_to_end(&mut raw).await;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut headers = HashMap::new();
+    let mut cookies = Vec::new();
+    for l in lines {
+        let (k, v) = l.split_once(": ").unwrap();
+        if k.eq_ignore_ascii_case("set-cookie") {
+            cookies.push(v.to_string());
+        }
+        headers.insert(k.to_ascii_lowercase(), v.to_string());
+    }
+    Page {
+        status,
+        headers,
+        cookies,
+        body: body.to_string(),
+    }
+}
+
+/// A browser's cookie jar for one site: the session cookie, replaced when the server sets it.
+struct Browser {
+    addr: SocketAddr,
+    cookie: Option<String>,
+}
+
+impl Browser {
+    fn new(proc: &Proc) -> Browser {
+        Browser {
+            addr: proc.api(),
+            cookie: None,
+        }
+    }
+
+    async fn go(&mut self, method: &str, path: &str, form: &str) -> Page {
+        let page = request(self.addr, method, path, self.cookie.as_deref(), form).await;
+        if let Some(c) = page
+            .cookies
+            .iter()
+            .find(|c| c.starts_with("postern_session="))
+        {
+            self.cookie = Some(c.split(';').next().unwrap().to_string());
+        }
+        page
+    }
+
+    async fn csrf(&mut self, path: &str) -> String {
+        let page = self.go("GET", path, "").await;
+        page.body
+            .split("name=\"csrf\" value=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or_else(|| panic!("no csrf field on {path}: {}", page.body))
+            .to_string()
+    }
+
+    async fn sign_in(&mut self, user: &str, password: &str) -> Page {
+        let csrf = self.csrf("/sign-in").await;
+        let form = format!("csrf={csrf}&user={user}&password={}", urlencode(password));
+        self.go("POST", "/sign-in", &form).await
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn location(page: &Page) -> &str {
+    page.headers
+        .get("location")
+        .map(String::as_str)
+        .unwrap_or("")
+}
+
+fn initial_password(dir: &std::path::Path) -> String {
+    std::fs::read_to_string(dir.join("data/initial-admin-password"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+#[tokio::test]
+async fn first_sign_in_forces_a_new_password_and_csrf_guards_every_form() {
+    let dir = tempfile::tempdir().unwrap();
+    let proc = spawn_postern(dir.path(), None, "");
+    assert!(
+        proc.log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l
+                .contains("first start: admin page user \"admin\" created; its password is in")),
+        "the start-up log names the password file"
+    );
+    let generated = initial_password(dir.path());
+    let mut b = Browser::new(&proc);
+
+    // Headers and the cookie's flags on the first page.
+    let page = b.go("GET", "/sign-in", "").await;
+    assert_eq!(page.status, 200);
+    for (h, v) in [
+        (
+            "content-security-policy",
+            "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+        ),
+        ("x-frame-options", "DENY"),
+        ("referrer-policy", "no-referrer"),
+        ("cache-control", "no-store"),
+    ] {
+        assert_eq!(page.headers.get(h).map(String::as_str), Some(v), "{h}");
+    }
+    let cookie = &page.cookies[0];
+    for flag in ["HttpOnly", "SameSite=Strict", "Secure", "Path=/"] {
+        assert!(cookie.contains(flag), "{flag} in {cookie}");
+    }
+    assert!(
+        page.body.contains("initial-admin-password"),
+        "first start is explained"
+    );
+
+    // Without a session: every page and action goes to the sign-in form, nothing changes.
+    let mut stranger = Browser::new(&proc);
+    for (method, path) in [
+        ("GET", "/"),
+        ("GET", "/password"),
+        ("POST", "/password"),
+        ("POST", "/sign-out"),
+    ] {
+        let page = stranger
+            .go(method, path, "csrf=x&current=a&new=b&confirm=b")
+            .await;
+        assert_eq!(
+            (page.status, location(&page)),
+            (303, "/sign-in"),
+            "{method} {path}"
+        );
+    }
+    // A sign-in without the form's token: 403, not signed in.
+    let page = b
+        .go(
+            "POST",
+            "/sign-in",
+            &format!("user=admin&password={generated}"),
+        )
+        .await;
+    assert_eq!(page.status, 403);
+    assert_eq!(location(&b.go("GET", "/", "").await), "/sign-in");
+
+    // The generated password signs in, and every page then asks for a new one.
+    let page = b.sign_in("admin", &generated).await;
+    assert_eq!((page.status, location(&page)), (303, "/password"));
+    assert_eq!(location(&b.go("GET", "/", "").await), "/password");
+    // A change with a wrong token changes nothing.
+    let form = format!(
+        "csrf=wrong&current={generated}&new=correct-horse-battery&confirm=correct-horse-battery"
+    );
+    assert_eq!(b.go("POST", "/password", &form).await.status, 403);
+    let csrf = b.csrf("/password").await;
+    let short = format!("csrf={csrf}&current={generated}&new=short&confirm=short");
+    assert!(
+        b.go("POST", "/password", &short)
+            .await
+            .body
+            .contains("at least 12 characters")
+    );
+    let form = format!(
+        "csrf={csrf}&current={generated}&new=correct-horse-battery&confirm=correct-horse-battery"
+    );
+    let page = b.go("POST", "/password", &form).await;
+    assert_eq!((page.status, location(&page)), (303, "/"));
+    assert!(
+        !dir.path().join("data/initial-admin-password").exists(),
+        "the file goes"
+    );
+    let home = b.go("GET", "/", "").await;
+    assert_eq!(home.status, 200);
+    assert!(home.body.contains("Password changed."), "{}", home.body);
+
+    // No page carries the API token or a hash.
+    let token = std::fs::read_to_string(dir.path().join("data/api-token")).unwrap();
+    for path in ["/", "/password", "/sign-in"] {
+        let body = b.go("GET", path, "").await.body;
+        assert!(
+            !body.contains(token.trim()) && !body.contains("$argon2"),
+            "{path}"
+        );
+    }
+
+    // Sign-out needs the token too, then the session is gone.
+    assert_eq!(b.go("POST", "/sign-out", "csrf=wrong").await.status, 403);
+    let csrf = b.csrf("/").await;
+    assert_eq!(
+        location(&b.go("POST", "/sign-out", &format!("csrf={csrf}")).await),
+        "/sign-in"
+    );
+    assert_eq!(location(&b.go("GET", "/", "").await), "/sign-in");
+    // The old password is gone, the new one works.
+    assert!(
+        b.sign_in("admin", &generated)
+            .await
+            .body
+            .contains("Wrong user name or password.")
+    );
+    assert_eq!(
+        location(&b.sign_in("admin", "correct-horse-battery").await),
+        "/"
+    );
+    assert!(proc.stop().await);
+}
+
+#[tokio::test]
+async fn five_failures_lock_sign_in_and_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let proc = spawn_postern(dir.path(), None, "");
+    let generated = initial_password(dir.path());
+    let mut b = Browser::new(&proc);
+    for _ in 0..5 {
+        let page = b.sign_in("admin", "not-the-password").await;
+        assert!(page.body.contains("Wrong user name or password."));
+    }
+    // Locked: even the right password is refused now, and the page says why.
+    let page = b.sign_in("admin", &generated).await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains("Too many failed sign-ins for this user or from this address: try again in 15 minute(s)."),
+        "{}",
+        page.body
+    );
+    assert_eq!(location(&b.go("GET", "/", "").await), "/sign-in");
+    // The log pipe is read by a thread of the test: wait for the line to be through it.
+    let locked = "warning: admin sign-in locked for user \"admin\" and address 127.0.0.1 for 15 minutes after 5 failures";
+    let log = loop {
+        let log = proc.log.lock().unwrap().join("\n");
+        if log.contains(locked) {
+            break log;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        log.matches("warning: admin sign-in failed for user \"admin\" from 127.0.0.1")
+            .count(),
+        5
+    );
+    assert!(proc.stop().await);
+}
