@@ -206,6 +206,12 @@ async fn first_sign_in_forces_a_new_password_and_csrf_guards_every_form() {
     assert_eq!(page.status, 403);
     assert_eq!(location(&b.go("GET", "/", "").await), "/sign-in");
 
+    // A second browser signed in too: the password change below ends its session.
+    let mut other = Browser::new(&proc);
+    assert_eq!(
+        location(&other.sign_in("admin", &generated).await),
+        "/password"
+    );
     // The generated password signs in, and every page then asks for a new one.
     let page = b.sign_in("admin", &generated).await;
     assert_eq!((page.status, location(&page)), (303, "/password"));
