@@ -25,15 +25,27 @@ async fn request(
     cookie: Option<&str>,
     form: &str,
 ) -> Page {
+    let extra = cookie
+        .map(|c| format!("Cookie: {c}\r\n"))
+        .unwrap_or_default();
+    request_with(addr, method, path, extra, form).await
+}
+
+/// As `request`, with `extra` header lines (each ending in CRLF).
+async fn request_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    extra: String,
+    form: &str,
+) -> Page {
     postern::tls::install_provider();
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let connector = tokio_rustls::TlsConnector::from(postern::tls::unauthenticated_client_config());
     let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
     let mut tls = connector.connect(name, tcp).await.unwrap();
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    if let Some(c) = cookie {
-        req.push_str(&format!("Cookie: {c}\r\n"));
-    }
+    req.push_str(&extra);
     if method == "POST" {
         req.push_str(&format!(
             "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
@@ -238,13 +250,14 @@ async fn first_sign_in_forces_a_new_password_and_csrf_guards_every_form() {
         !dir.path().join("data/initial-admin-password").exists(),
         "the file goes"
     );
-    let home = b.go("GET", "/", "").await;
+    assert_eq!(location(&b.go("GET", "/", "").await), "/tls");
+    let home = b.go("GET", "/tls", "").await;
     assert_eq!(home.status, 200);
     assert!(home.body.contains("Password changed."), "{}", home.body);
 
     // No page carries the API token or a hash.
     let token = std::fs::read_to_string(dir.path().join("data/api-token")).unwrap();
-    for path in ["/", "/password", "/sign-in"] {
+    for path in ["/tls", "/password", "/sign-in"] {
         let body = b.go("GET", path, "").await.body;
         assert!(
             !body.contains(token.trim()) && !body.contains("$argon2"),
@@ -254,7 +267,7 @@ async fn first_sign_in_forces_a_new_password_and_csrf_guards_every_form() {
 
     // Sign-out needs the token too, then the session is gone.
     assert_eq!(b.go("POST", "/sign-out", "csrf=wrong").await.status, 403);
-    let csrf = b.csrf("/").await;
+    let csrf = b.csrf("/tls").await;
     assert_eq!(
         location(&b.go("POST", "/sign-out", &format!("csrf={csrf}")).await),
         "/sign-in"
@@ -306,6 +319,113 @@ async fn five_failures_lock_sign_in_and_say_so() {
         log.matches("warning: admin sign-in failed for user \"admin\" from 127.0.0.1")
             .count(),
         5
+    );
+    assert!(proc.stop().await);
+}
+
+/// A browser signed in as `admin` with its own password (the first start done).
+async fn admin_browser(proc: &Proc, dir: &std::path::Path) -> Browser {
+    let generated = initial_password(dir);
+    let mut b = Browser::new(proc);
+    b.sign_in("admin", &generated).await;
+    let csrf = b.csrf("/password").await;
+    let form = format!(
+        "csrf={csrf}&current={generated}&new=correct-horse-battery&confirm=correct-horse-battery"
+    );
+    assert_eq!(location(&b.go("POST", "/password", &form).await), "/");
+    b
+}
+
+/// SMTP TLS Settings: Hermes' message for a blank certificate next to the field; a
+/// certificate imported with the CLI picked by name; saved, it is what the next SMTP
+/// session's STARTTLS presents, `settings export` shows it, and the audit log names the user.
+#[tokio::test]
+async fn tls_page_saves_through_the_same_checks_and_applies_to_the_next_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let proc = spawn_postern(dir.path(), None, "");
+    let mut b = admin_browser(&proc, dir.path()).await;
+
+    let csrf = b.csrf("/tls").await;
+    let blank = format!("csrf={csrf}&inbound_mode=may&inbound_certificate=&outbound_mode=may");
+    let page = b.go("POST", "/tls", &blank).await;
+    assert_eq!(page.status, 400);
+    assert!(
+        page.body.contains("<p class=\"field-error\" role=\"alert\">SMTP TLS Certificate cannot be blank when TLS Mode is set to Opportunistic or Mandatory</p>"),
+        "{}",
+        page.body
+    );
+
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["mx.test.example".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let (cert_file, key_file) = (dir.path().join("mx.crt"), dir.path().join("mx.key"));
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    let out = proc.cli(&[
+        "cert",
+        "import",
+        "--name",
+        "gateway-mx-2026",
+        "--cert",
+        cert_file.to_str().unwrap(),
+        "--key",
+        key_file.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let page = b.go("GET", "/tls", "").await;
+    assert!(
+        page.body.contains("<option value=\"gateway-mx-2026\">"),
+        "{}",
+        page.body
+    );
+    assert!(
+        !page.body.contains("<option value=\"system\">"),
+        "the system one is not offered"
+    );
+    let csrf = b.csrf("/tls").await;
+    let form = format!(
+        "csrf={csrf}&inbound_mode=may&inbound_certificate=gateway-mx-2026&outbound_mode=may"
+    );
+    let page = b.go("POST", "/tls", &form).await;
+    assert_eq!((page.status, location(&page)), (303, "/tls"));
+    let page = b.go("GET", "/tls", "").await;
+    assert!(page.body.contains("Saved and applied"), "{}", page.body);
+    assert!(
+        page.body.contains("<dt>Serial</dt>"),
+        "the picked certificate's facts"
+    );
+
+    // The next SMTP session presents exactly that certificate (pinned).
+    let mut c = common::SmtpClient::connect(proc.smtp, None, Some(cert.der().clone())).await;
+    c.cmd("EHLO client.test.example").await;
+    c.starttls().await;
+    let out = proc.cli(&["settings", "export"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("certificate = \"gateway-mx-2026\""));
+    let token = std::fs::read_to_string(dir.path().join("data/api-token")).unwrap();
+    let audit = request_with(
+        proc.api(),
+        "GET",
+        "/api/v1/settings/audit?limit=1",
+        format!("Authorization: Bearer {}\r\n", token.trim()),
+        "",
+    )
+    .await;
+    assert!(
+        audit.body.contains("\"actor\":\"admin (admin page)\""),
+        "{}",
+        audit.body
+    );
+    assert!(
+        audit.body.contains("\"section\":\"inbound\""),
+        "{}",
+        audit.body
     );
     assert!(proc.stop().await);
 }

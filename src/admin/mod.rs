@@ -110,6 +110,7 @@ fn api_router(state: AdminState) -> Router {
             get(get_settings).put(put_settings).patch(patch_settings),
         )
         .route("/api/v1/settings/rollback", axum::routing::post(rollback))
+        .route("/api/v1/settings/audit", get(audit))
         .route("/api/v1/policy/explain", get(explain))
         .route("/api/v1/metrics", get(metrics))
         .route("/api/v1/certificates", get(certs::list).post(certs::import))
@@ -241,22 +242,12 @@ async fn change_settings(
     actor: &'static str,
     build: impl FnOnce(&crate::settings::Settings) -> Result<SettingsDoc, ApiError> + Send + 'static,
 ) -> Result<Response, ApiError> {
-    let (settings, certs) = (state.settings.clone(), state.certs.clone());
     let apply = if q.dry_run {
         crate::settings::Apply::No
     } else {
         crate::settings::Apply::Yes
     };
-    let result = tokio::task::spawn_blocking(move || {
-        let result = settings.change(build, actor, &Argon2Hasher, apply);
-        if apply == crate::settings::Apply::Yes {
-            // A new binding is served from the next handshake on.
-            certs.rebind();
-        }
-        result
-    })
-    .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))??;
+    let result = apply_settings(&state, actor.to_string(), apply, build).await?;
     if q.dry_run {
         return Ok(axum::Json(Preview {
             dry_run: true,
@@ -264,10 +255,39 @@ async fn change_settings(
         })
         .into_response());
     }
-    let summary: Vec<String> = result.changes.iter().map(ToString::to_string).collect();
-    tracing::info!(target: "postern/admin", "settings changed through the API (version {}): {}", result.snapshot.version,
-        if summary.is_empty() { "no change".to_string() } else { summary.join("; ") });
     Ok(axum::Json(result.snapshot.settings.to_doc()).into_response())
+}
+
+/// The one path of every settings change, from the API and from the pages: build under the
+/// writers' lock, validate whole, store with `actor` in the audit log, serve new certificate
+/// bindings from the next handshake, and log what changed.
+pub(crate) async fn apply_settings(
+    state: &AdminState,
+    actor: String,
+    apply: crate::settings::Apply,
+    build: impl FnOnce(&crate::settings::Settings) -> Result<SettingsDoc, ApiError> + Send + 'static,
+) -> Result<crate::settings::Changed, ApiError> {
+    let (settings, certs) = (state.settings.clone(), state.certs.clone());
+    let who = actor.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let result = settings.change(build, &who, &Argon2Hasher, apply);
+        if apply == crate::settings::Apply::Yes {
+            certs.rebind();
+        }
+        result
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))??;
+    if apply == crate::settings::Apply::Yes {
+        let summary: Vec<String> = result.changes.iter().map(ToString::to_string).collect();
+        let summary = if summary.is_empty() {
+            "no change".to_string()
+        } else {
+            summary.join("; ")
+        };
+        tracing::info!(target: "postern/admin", "settings changed by {actor} (version {}): {summary}", result.snapshot.version);
+    }
+    Ok(result)
 }
 
 impl From<ReplaceError> for ApiError {
@@ -285,6 +305,43 @@ fn replace_error(e: ReplaceError) -> ApiError {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None)
         }
     }
+}
+
+/// One change as the audit list shows it: who, when, and what by section; never the settings
+/// themselves (they hold hashes).
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct AuditLine {
+    pub version: u64,
+    pub unix_time: u64,
+    pub actor: String,
+    pub changes: Vec<crate::settings::SectionChange>,
+}
+
+/// The last changes, newest first (`?limit=N`, default 50).
+async fn audit(
+    State(state): State<AdminState>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Result<axum::Json<Vec<AuditLine>>, ApiError> {
+    let limit = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(50);
+    let settings = state.settings.clone();
+    let entries = tokio::task::spawn_blocking(move || settings.audit(limit))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))?
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))?;
+    Ok(axum::Json(
+        entries
+            .into_iter()
+            .map(|e| AuditLine {
+                version: e.seq,
+                unix_time: e.unix_time,
+                changes: match &e.previous {
+                    Some(p) => crate::settings::diff(p, &e.new),
+                    None => Vec::new(),
+                },
+                actor: e.actor,
+            })
+            .collect(),
+    ))
 }
 
 /// Back to the settings before the last change (the previous version kept in the audit log).

@@ -5,6 +5,7 @@
 
 mod auth;
 mod throttle;
+mod tls;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -88,7 +89,8 @@ pub fn router(state: AdminState) -> Router {
         .with_path("/")
         .with_expiry(Expiry::OnInactivity(time::Duration::seconds(idle)));
     let signed_in = Router::new()
-        .route("/", get(home))
+        .route("/", get(|| async { Redirect::to("/tls") }))
+        .route("/tls", get(tls::page).post(tls::save))
         .route(
             "/password",
             get(auth::password_form).post(auth::change_password),
@@ -206,46 +208,4 @@ fn render(page: impl Template) -> Response {
             (StatusCode::INTERNAL_SERVER_ERROR, "page rendering failed").into_response()
         }
     }
-}
-
-#[derive(Template)]
-#[template(path = "home.html")]
-struct Home {
-    hostname: String,
-    user: Option<String>,
-    csrf: String,
-    notice: Option<String>,
-    inbound_mode: String,
-    inbound_certificate: String,
-    outbound_mode: String,
-    policy_rows: usize,
-}
-
-async fn home(
-    State(state): State<AdminState>,
-    session: Session,
-    axum::Extension(auth): axum::Extension<SignedIn>,
-) -> Response {
-    let snapshot = state.settings.current();
-    let s = &snapshot.settings;
-    let mode = |m: crate::settings::TlsMode| match m {
-        crate::settings::TlsMode::Disabled => "Disabled".to_string(),
-        crate::settings::TlsMode::May => "Opportunistic (may)".to_string(),
-        crate::settings::TlsMode::Encrypt => "Mandatory (encrypt)".to_string(),
-    };
-    let notice = session.remove::<String>("notice").await.ok().flatten();
-    render(Home {
-        hostname: state.pages.hostname.clone(),
-        user: Some(auth.user),
-        csrf: csrf_token(&session).await,
-        notice,
-        inbound_mode: mode(s.inbound.tls_mode),
-        inbound_certificate: s
-            .inbound
-            .certificate
-            .clone()
-            .unwrap_or_else(|| "the system self-signed certificate (none bound)".into()),
-        outbound_mode: mode(s.outbound.tls_mode),
-        policy_rows: s.policy.len(),
-    })
 }

@@ -1,0 +1,218 @@
+//! SMTP TLS Settings (Hermes' page): the inbound and outbound STARTTLS modes and the
+//! certificate SMTP serves, saved through the same change path as the API.
+
+use askama::Template;
+use axum::extract::{Form, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use tower_sessions::Session;
+
+use super::{SignedIn, check_csrf, csrf_token, render};
+use crate::admin::{AdminState, ApiError, apply_settings};
+use crate::settings::{Apply, TlsMode};
+
+const MODES: [(&str, &str); 3] = [
+    ("disabled", "Disabled"),
+    ("may", "Opportunistic"),
+    ("encrypt", "Mandatory"),
+];
+
+/// A certificate as the picker offers it.
+struct Choice {
+    name: String,
+    subject: String,
+    issuer: String,
+    serial: String,
+    kind: String,
+}
+
+#[derive(Template)]
+#[template(path = "tls.html")]
+struct TlsPage {
+    hostname: String,
+    user: Option<String>,
+    csrf: String,
+    notice: Option<String>,
+    error: Option<String>,
+    modes: Vec<(&'static str, &'static str)>,
+    inbound_mode: String,
+    inbound_certificate: String,
+    certificate_error: Option<String>,
+    certificates: Vec<Choice>,
+    /// The facts of the certificate named in the field, when it is one of the store's.
+    bound: Option<Choice>,
+    outbound_mode: String,
+}
+
+#[derive(Deserialize)]
+pub struct TlsForm {
+    #[serde(default)]
+    csrf: String,
+    inbound_mode: String,
+    #[serde(default)]
+    inbound_certificate: String,
+    outbound_mode: String,
+}
+
+fn mode_name(m: TlsMode) -> String {
+    m.to_string()
+}
+
+fn parse_mode(s: &str) -> Option<TlsMode> {
+    match s {
+        "disabled" => Some(TlsMode::Disabled),
+        "may" => Some(TlsMode::May),
+        "encrypt" => Some(TlsMode::Encrypt),
+        _ => None,
+    }
+}
+
+/// Every certificate SMTP may serve: all but the system one (Hermes' error 3).
+async fn choices(state: &AdminState) -> Vec<Choice> {
+    let certs = state.certs.clone();
+    let list = tokio::task::spawn_blocking(move || certs.list())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    list.into_iter()
+        .filter(|c| !c.system)
+        .map(|c| Choice {
+            name: c.name,
+            subject: c.facts.subject,
+            issuer: c.facts.issuer,
+            serial: c.facts.serial,
+            kind: format!("{:?}", c.kind),
+        })
+        .collect()
+}
+
+struct Shown {
+    inbound_mode: String,
+    inbound_certificate: String,
+    outbound_mode: String,
+    notice: Option<String>,
+    error: Option<String>,
+    certificate_error: Option<String>,
+}
+
+async fn show(
+    state: &AdminState,
+    session: &Session,
+    auth: &SignedIn,
+    shown: Shown,
+    status: StatusCode,
+) -> Response {
+    let certificates = choices(state).await;
+    let bound = certificates
+        .iter()
+        .find(|c| c.name == shown.inbound_certificate)
+        .map(|c| Choice {
+            name: c.name.clone(),
+            subject: c.subject.clone(),
+            issuer: c.issuer.clone(),
+            serial: c.serial.clone(),
+            kind: c.kind.clone(),
+        });
+    let page = TlsPage {
+        hostname: state.pages.hostname.clone(),
+        user: Some(auth.user.clone()),
+        csrf: csrf_token(session).await,
+        notice: shown.notice,
+        error: shown.error,
+        modes: MODES.to_vec(),
+        inbound_mode: shown.inbound_mode,
+        inbound_certificate: shown.inbound_certificate,
+        certificate_error: shown.certificate_error,
+        certificates,
+        bound,
+        outbound_mode: shown.outbound_mode,
+    };
+    (status, render(page)).into_response()
+}
+
+pub async fn page(
+    State(state): State<AdminState>,
+    session: Session,
+    axum::Extension(auth): axum::Extension<SignedIn>,
+) -> Response {
+    let snapshot = state.settings.current();
+    let s = &snapshot.settings;
+    let shown = Shown {
+        inbound_mode: mode_name(s.inbound.tls_mode),
+        inbound_certificate: s.inbound.certificate.clone().unwrap_or_default(),
+        outbound_mode: mode_name(s.outbound.tls_mode),
+        notice: session.remove::<String>("notice").await.ok().flatten(),
+        error: None,
+        certificate_error: None,
+    };
+    show(&state, &session, &auth, shown, StatusCode::OK).await
+}
+
+pub async fn save(
+    State(state): State<AdminState>,
+    session: Session,
+    axum::Extension(auth): axum::Extension<SignedIn>,
+    Form(form): Form<TlsForm>,
+) -> Response {
+    if let Err(refused) = check_csrf(&session, &form.csrf).await {
+        return refused;
+    }
+    let (Some(inbound), Some(outbound)) = (
+        parse_mode(&form.inbound_mode),
+        parse_mode(&form.outbound_mode),
+    ) else {
+        return (StatusCode::BAD_REQUEST, "unknown TLS mode").into_response();
+    };
+    let certificate = form.inbound_certificate.trim().to_string();
+    // Blank while disabled: nothing bound. Blank otherwise is Hermes' error 1, said by the
+    // same binding check as the API's.
+    let binding = match (inbound, certificate.is_empty()) {
+        (TlsMode::Disabled, true) => None,
+        _ => Some(certificate.clone()),
+    };
+    let actor = format!("{} (admin page)", auth.user);
+    let result = apply_settings(&state, actor, Apply::Yes, move |current| {
+        let mut doc = current.to_doc();
+        doc.inbound.tls_mode = inbound;
+        doc.inbound.certificate = binding;
+        doc.outbound.tls_mode = outbound;
+        Ok(doc)
+    })
+    .await;
+    match result {
+        Ok(_) => {
+            let notice =
+                "Saved and applied: the next SMTP session uses it; sessions in flight keep theirs.";
+            let _ = session.insert("notice", notice).await;
+            Redirect::to("/tls").into_response()
+        }
+        Err(e) => {
+            let (error, certificate_error) = field_message(&e);
+            let shown = Shown {
+                inbound_mode: form.inbound_mode,
+                inbound_certificate: certificate,
+                outbound_mode: form.outbound_mode,
+                notice: None,
+                error,
+                certificate_error,
+            };
+            show(&state, &session, &auth, shown, StatusCode::BAD_REQUEST).await
+        }
+    }
+}
+
+/// The message under the certificate field when it concerns it, else at the top.
+fn field_message(e: &ApiError) -> (Option<String>, Option<String>) {
+    match e.field.as_deref() {
+        Some(field @ "inbound.certificate") => {
+            let text = e
+                .error
+                .strip_prefix(&format!("{field}: "))
+                .unwrap_or(&e.error);
+            (None, Some(text.to_string()))
+        }
+        _ => (Some(e.error.clone()), None),
+    }
+}
