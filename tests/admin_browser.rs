@@ -1,0 +1,220 @@
+//! The admin page in a real browser: headless Chromium driven through chromedriver
+//! (fantoccini) against the real binary. First sign-in with the generated password and the
+//! forced change, then SMTP TLS Settings: Hermes' message for a blank certificate. Every page
+//! is checked for sideways scrolling and unlabelled fields at 1280 px and 390 px, and saved
+//! as a screenshot under target/screenshots/. chromium and chromium-driver are installed by
+//! .ci/run; without them the test says so and passes only outside CI.
+
+mod common;
+
+use std::time::Duration;
+
+use common::process::spawn_postern;
+use fantoccini::{Client, ClientBuilder, Locator};
+
+struct Driver {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// chromedriver on a free loopback port, once it accepts connections.
+async fn chromedriver() -> Driver {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = std::process::Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("chromedriver");
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return Driver { child, port };
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("chromedriver did not start");
+}
+
+async fn browser(driver: &Driver, profile: &std::path::Path) -> Client {
+    let mut caps = serde_json::Map::new();
+    // No network but loopback: the background-networking flags keep Chromium from trying.
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                     "--no-first-run", "--disable-background-networking",
+                     "--disable-component-update", "--disable-sync",
+                     "--ignore-certificate-errors",
+                     format!("--user-data-dir={}", profile.display())],
+        }),
+    );
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{}", driver.port))
+        .await
+        .expect("a Chromium session")
+}
+
+/// At each width: no sideways scrolling, every field labelled, and a screenshot.
+async fn check_page(c: &Client, name: &str) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (width, height) in [(1280u32, 900u32), (390, 844)] {
+        c.set_window_size(width, height).await.unwrap();
+        let sideways = c
+            .execute(
+                "return document.documentElement.scrollWidth > document.documentElement.clientWidth;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            sideways,
+            serde_json::json!(false),
+            "{name} scrolls sideways at {width} px"
+        );
+        let unlabelled = c
+            .execute(
+                "return [...document.querySelectorAll('input:not([type=hidden]),select,textarea')]\
+                 .filter(e => !e.labels || e.labels.length === 0).map(e => e.name);",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            unlabelled,
+            serde_json::json!([]),
+            "{name}: fields without a label"
+        );
+        let png = c.screenshot().await.unwrap();
+        std::fs::write(dir.join(format!("{name}-{width}.png")), png).unwrap();
+    }
+}
+
+async fn fill(c: &Client, id: &str, text: &str) {
+    let field = c.find(Locator::Id(id)).await.unwrap();
+    field.clear().await.unwrap();
+    field.send_keys(text).await.unwrap();
+}
+
+async fn submit(c: &Client) {
+    c.find(Locator::Css("main button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+/// The page the last click led to has loaded: `css` is on it.
+async fn arrived(c: &Client, css: &str) {
+    c.wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css} never appeared: {e}"));
+}
+
+async fn text_of(c: &Client, css: &str) -> String {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn first_sign_in_and_smtp_tls_settings_in_chromium() {
+    if !common::have("chromium") || !common::have("chromedriver") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let proc = spawn_postern(dir.path(), None, "");
+    let generated = std::fs::read_to_string(dir.path().join("data/initial-admin-password"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let driver = chromedriver().await;
+    let c = browser(&driver, &dir.path().join("chromium")).await;
+    let base = format!("https://{}", proc.api());
+
+    c.goto(&format!("{base}/")).await.unwrap();
+    assert!(
+        c.current_url()
+            .await
+            .unwrap()
+            .as_str()
+            .ends_with("/sign-in")
+    );
+    check_page(&c, "sign-in").await;
+    fill(&c, "user", "admin").await;
+    fill(&c, "password", &generated).await;
+    submit(&c).await;
+    arrived(&c, "#confirm").await;
+
+    assert!(
+        c.current_url()
+            .await
+            .unwrap()
+            .as_str()
+            .ends_with("/password")
+    );
+    check_page(&c, "password").await;
+    fill(&c, "current", &generated).await;
+    fill(&c, "new", "correct-horse-battery").await;
+    fill(&c, "confirm", "correct-horse-battery").await;
+    submit(&c).await;
+    arrived(&c, "#inbound_mode").await;
+
+    assert!(c.current_url().await.unwrap().as_str().ends_with("/tls"));
+    assert_eq!(text_of(&c, "p.ok").await, "Password changed.");
+    check_page(&c, "smtp-tls").await;
+    // Opportunistic with no certificate: Hermes' message under the field.
+    c.find(Locator::Css("#inbound_mode option[value=may]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    fill(&c, "inbound_certificate", "").await;
+    submit(&c).await;
+    arrived(&c, ".cert .field-error").await;
+    assert_eq!(
+        text_of(&c, ".cert .field-error").await,
+        "SMTP TLS Certificate cannot be blank when TLS Mode is set to Opportunistic or Mandatory"
+    );
+    check_page(&c, "smtp-tls-error").await;
+    // While Disabled the certificate picker is hidden (stylesheet only, no script).
+    c.find(Locator::Css("#inbound_mode option[value=disabled]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let shown = c
+        .find(Locator::Id("inbound_certificate"))
+        .await
+        .unwrap()
+        .is_displayed()
+        .await
+        .unwrap();
+    assert!(!shown, "the picker shows while Disabled");
+    c.close().await.unwrap();
+    assert!(proc.stop().await);
+}
