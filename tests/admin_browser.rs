@@ -31,18 +31,22 @@ async fn chromedriver() -> Driver {
         .local_addr()
         .unwrap()
         .port();
-    let child = std::process::Command::new("chromedriver")
-        .arg(format!("--port={port}"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("chromedriver");
+    // Owned by the guard at once: killed and reaped on every path, the panic below included.
+    let driver = Driver {
+        child: std::process::Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("chromedriver"),
+        port,
+    };
     for _ in 0..200 {
         if tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .is_ok()
         {
-            return Driver { child, port };
+            return driver;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
