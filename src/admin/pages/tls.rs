@@ -211,7 +211,9 @@ fn field_message(e: &ApiError) -> (Option<String>, Option<String>) {
                 .error
                 .strip_prefix(&format!("{field}: "))
                 .unwrap_or(&e.error);
-            (None, Some(text.to_string()))
+            // On a phone the field is below the fold: say at the top that nothing was saved.
+            let summary = "Not saved: see the message under the certificate field.";
+            (Some(summary.to_string()), Some(text.to_string()))
         }
         _ => (Some(e.error.clone()), None),
     }
