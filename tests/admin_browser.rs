@@ -116,6 +116,15 @@ async fn fill(c: &Client, id: &str, text: &str) {
     field.send_keys(text).await.unwrap();
 }
 
+async fn choose(c: &Client, select: &str, value: &str) {
+    c.find(Locator::Css(&format!("#{select} option[value={value}]")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
 async fn submit(c: &Client) {
     c.find(Locator::Css("main button[type=submit]"))
         .await
@@ -190,12 +199,7 @@ async fn first_sign_in_and_smtp_tls_settings_in_chromium() {
     assert_eq!(text_of(&c, "p.ok").await, "Password changed.");
     check_page(&c, "smtp-tls").await;
     // Opportunistic with no certificate: Hermes' message under the field.
-    c.find(Locator::Css("#inbound_mode option[value=may]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    choose(&c, "inbound_mode", "may").await;
     fill(&c, "inbound_certificate", "").await;
     submit(&c).await;
     arrived(&c, ".cert .field-error").await;
@@ -205,12 +209,7 @@ async fn first_sign_in_and_smtp_tls_settings_in_chromium() {
     );
     check_page(&c, "smtp-tls-error").await;
     // While Disabled the certificate picker is hidden (stylesheet only, no script).
-    c.find(Locator::Css("#inbound_mode option[value=disabled]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    choose(&c, "inbound_mode", "disabled").await;
     let shown = c
         .find(Locator::Id("inbound_certificate"))
         .await

@@ -31,6 +31,25 @@ async fn submit(server: &TestServer, from_ip: &str, extra_header: &str) {
         .await;
 }
 
+/// A policy bounce as the sender's mail client reads it: one clean text, with its code, in
+/// the human part and as the Diagnostic-Code.
+fn assert_policy_dsn(data: &[u8], rcpt: &str, text: &str) {
+    let dsn = common::dsn::parse(data);
+    assert_eq!(dsn.subject, "Undelivered Mail Returned to Sender");
+    assert!(
+        dsn.notification.contains(&format!("<{rcpt}>: {text}\r\n")),
+        "{}",
+        dsn.notification
+    );
+    assert!(
+        dsn.delivery_status.contains(&format!(
+            "Status: 5.7.0\r\nDiagnostic-Code: X-Postern; {text}\r\n"
+        )),
+        "{}",
+        dsn.delivery_status
+    );
+}
+
 #[tokio::test]
 async fn plaintext_only_peer_with_required_row_bounces_0_less_than_112() {
     let mut sink = Sink::start(SinkOptions::default()).await;
@@ -54,22 +73,8 @@ async fn plaintext_only_peer_with_required_row_bounces_0_less_than_112() {
     // The only thing the sink ever gets is the DSN (null sender), never the message.
     let got = sink.next(20).await.expect("no DSN");
     assert_eq!(got.sender, "");
-    let dsn = common::dsn::parse(&got.data);
-    assert_eq!(dsn.subject, "Undelivered Mail Returned to Sender");
     let text = "5.7.0 encryption too weak 0 less than 112 (TLS is required, but was not offered by host 127.0.0.1[127.0.0.1])";
-    assert!(
-        dsn.notification
-            .contains(&format!("<partner@other.example>: {text}\r\n")),
-        "{}",
-        dsn.notification
-    );
-    assert!(
-        dsn.delivery_status.contains(&format!(
-            "Status: 5.7.0\r\nDiagnostic-Code: X-Postern; {text}\r\n"
-        )),
-        "{}",
-        dsn.delivery_status
-    );
+    assert_policy_dsn(&got.data, "partner@other.example", text);
     assert!(sink.try_next().is_none());
 }
 
@@ -98,20 +103,8 @@ async fn aes128_peer_below_256_bounces_or_defers_per_row() {
         got.sender, "",
         "the message itself went over a weak session"
     );
-    let dsn = common::dsn::parse(&got.data);
     let text = "5.7.0 encryption too weak 128 less than 256 (host 127.0.0.1[127.0.0.1])";
-    assert!(
-        dsn.notification
-            .contains(&format!("<partner@other.example>: {text}\r\n")),
-        "{}",
-        dsn.notification
-    );
-    assert!(
-        dsn.delivery_status
-            .contains(&format!("Diagnostic-Code: X-Postern; {text}\r\n")),
-        "{}",
-        dsn.delivery_status
-    );
+    assert_policy_dsn(&got.data, "partner@other.example", text);
 
     // The defer variant keeps it queued with 4.7.0.
     let sink = Sink::start(weak).await;
