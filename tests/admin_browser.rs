@@ -218,6 +218,63 @@ async fn first_sign_in_and_smtp_tls_settings_in_chromium() {
         .await
         .unwrap();
     assert!(!shown, "the picker shows while Disabled");
+
+    // System Certificates: a key that does not match is said under the key field.
+    let (cert_pem, key_pem, der) = self_signed("mx.test.example");
+    let (_, other_key, _) = self_signed("other.example");
+    c.goto(&format!("{base}/certificates")).await.unwrap();
+    check_page(&c, "certificates").await;
+    fill(&c, "name", "gateway-mx-2026").await;
+    fill(&c, "cert", &cert_pem).await;
+    fill(&c, "key", &other_key).await;
+    submit_form(&c, "form.wide").await;
+    arrived(&c, "#key + .field-error").await;
+    assert_eq!(
+        text_of(&c, "#key + .field-error").await,
+        "the private key does not match the certificate"
+    );
+    check_page(&c, "certificates-error").await;
+    // The right key: imported, and listed.
+    fill(&c, "key", &key_pem).await;
+    submit_form(&c, "form.wide").await;
+    arrived(&c, "p.ok").await;
+    assert!(
+        text_of(&c, "p.ok")
+            .await
+            .starts_with("Imported gateway-mx-2026")
+    );
+    check_page(&c, "certificates-imported").await;
+
+    // SMTP TLS Settings: the picker offers it by name; saved, the next STARTTLS presents it.
+    c.goto(&format!("{base}/tls")).await.unwrap();
+    choose(&c, "inbound_mode", "may").await;
+    fill(&c, "inbound_certificate", "gateway-mx-2026").await;
+    submit(&c).await;
+    arrived(&c, "p.ok").await;
+    assert!(text_of(&c, "p.ok").await.starts_with("Saved and applied"));
+    check_page(&c, "smtp-tls-saved").await;
+    let mut smtp = common::SmtpClient::connect(proc.smtp, None, Some(der)).await;
+    smtp.cmd("EHLO client.test.example").await;
+    smtp.starttls().await;
     c.close().await.unwrap();
     assert!(proc.stop().await);
+}
+
+/// A self-signed certificate for `name`: (certificate PEM, key PEM, certificate DER).
+fn self_signed(name: &str) -> (String, String, rustls_pki_types::CertificateDer<'static>) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec![name.to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    (cert.pem(), key.serialize_pem(), cert.der().clone())
+}
+
+async fn submit_form(c: &Client, form: &str) {
+    c.find(Locator::Css(&format!("{form} button[type=submit]")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
 }

@@ -402,6 +402,21 @@ async fn tls_page_saves_through_the_same_checks_and_applies_to_the_next_session(
         "the picked certificate's facts"
     );
 
+    // Bound, it cannot be deleted; the page says where it is bound.
+    let csrf = b.csrf("/certificates").await;
+    let page = b
+        .go(
+            "POST",
+            "/certificates/delete",
+            &format!("csrf={csrf}&name=gateway-mx-2026"),
+        )
+        .await;
+    assert_eq!(page.status, 409);
+    assert!(
+        page.body.contains("Not deleted: certificate &#34;gateway-mx-2026&#34; is in use: bound to inbound.certificate (SMTP TLS)"),
+        "{}",
+        page.body
+    );
     // The next SMTP session presents exactly that certificate (pinned).
     let mut c = common::SmtpClient::connect(proc.smtp, None, Some(cert.der().clone())).await;
     c.cmd("EHLO client.test.example").await;

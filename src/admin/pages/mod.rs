@@ -4,6 +4,7 @@
 //! session's CSRF token. Pages are a thin layer: they call the same code as the API.
 
 mod auth;
+mod certificates;
 mod throttle;
 mod tls;
 
@@ -91,6 +92,11 @@ pub fn router(state: AdminState) -> Router {
     let signed_in = Router::new()
         .route("/", get(|| async { Redirect::to("/tls") }))
         .route("/tls", get(tls::page).post(tls::save))
+        .route(
+            "/certificates",
+            get(certificates::page).post(certificates::import),
+        )
+        .route("/certificates/delete", post(certificates::delete))
         .route(
             "/password",
             get(auth::password_form).post(auth::change_password),

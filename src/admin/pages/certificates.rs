@@ -1,0 +1,249 @@
+//! System Certificates (Hermes' page): the list with where each is used, import with every
+//! check of the certificate store shown under the field it concerns, delete refused where
+//! bound. The same `Certs` calls as `/api/v1/certificates`.
+
+use askama::Template;
+use axum::extract::{Form, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use tower_sessions::Session;
+
+use super::{SignedIn, check_csrf, csrf_token, render};
+use crate::admin::AdminState;
+use crate::certs::{CertError, ImportRequest};
+use crate::settings::Secret;
+
+/// A row of the list.
+struct Row {
+    name: String,
+    kind: String,
+    system: bool,
+    subject: String,
+    issuer: String,
+    serial: String,
+    not_after: String,
+    days_left: i64,
+    used_for: String,
+}
+
+/// Messages under the import form's fields.
+#[derive(Default)]
+struct FieldErrors {
+    name: Option<String>,
+    cert: Option<String>,
+    key: Option<String>,
+    chain: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "certificates.html")]
+struct CertificatesPage {
+    hostname: String,
+    user: Option<String>,
+    csrf: String,
+    notice: Option<String>,
+    warnings: Vec<String>,
+    error: Option<String>,
+    certificates: Vec<Row>,
+    field_errors: FieldErrors,
+    form_name: String,
+    form_cert: String,
+    form_chain: String,
+}
+
+/// What the page shows besides the list.
+#[derive(Default)]
+struct Shown {
+    notice: Option<String>,
+    warnings: Vec<String>,
+    error: Option<String>,
+    field_errors: FieldErrors,
+    form_name: String,
+    form_cert: String,
+    form_chain: String,
+}
+
+async fn rows(state: &AdminState) -> Vec<Row> {
+    let certs = state.certs.clone();
+    let list = tokio::task::spawn_blocking(move || certs.list())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    list.into_iter()
+        .map(|c| Row {
+            kind: format!("{:?}", c.kind),
+            system: c.system,
+            subject: c.facts.subject,
+            issuer: c.facts.issuer,
+            serial: c.facts.serial,
+            not_after: c.facts.not_after,
+            days_left: c.days_left,
+            used_for: c.bound_to.join("; "),
+            name: c.name,
+        })
+        .collect()
+}
+
+async fn show(
+    state: &AdminState,
+    session: &Session,
+    auth: &SignedIn,
+    shown: Shown,
+    status: StatusCode,
+) -> Response {
+    let page = CertificatesPage {
+        hostname: state.pages.hostname.clone(),
+        user: Some(auth.user.clone()),
+        csrf: csrf_token(session).await,
+        notice: shown.notice,
+        warnings: shown.warnings,
+        error: shown.error,
+        certificates: rows(state).await,
+        field_errors: shown.field_errors,
+        form_name: shown.form_name,
+        form_cert: shown.form_cert,
+        form_chain: shown.form_chain,
+    };
+    (status, render(page)).into_response()
+}
+
+pub async fn page(
+    State(state): State<AdminState>,
+    session: Session,
+    axum::Extension(auth): axum::Extension<SignedIn>,
+) -> Response {
+    let shown = Shown {
+        notice: session.remove::<String>("notice").await.ok().flatten(),
+        warnings: session
+            .remove::<Vec<String>>("warnings")
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_default(),
+        ..Shown::default()
+    };
+    show(&state, &session, &auth, shown, StatusCode::OK).await
+}
+
+#[derive(Deserialize)]
+pub struct ImportForm {
+    #[serde(default)]
+    csrf: String,
+    name: String,
+    #[serde(default)]
+    cert: String,
+    #[serde(default)]
+    key: String,
+    #[serde(default)]
+    chain: String,
+    #[serde(default)]
+    replace: Option<String>,
+}
+
+pub async fn import(
+    State(state): State<AdminState>,
+    session: Session,
+    axum::Extension(auth): axum::Extension<SignedIn>,
+    Form(form): Form<ImportForm>,
+) -> Response {
+    if let Err(refused) = check_csrf(&session, &form.csrf).await {
+        return refused;
+    }
+    let req = ImportRequest {
+        name: form.name.clone(),
+        cert: Some(form.cert.clone()),
+        key: Some(Secret::new(form.key)),
+        chain: Some(form.chain.clone()).filter(|c| !c.trim().is_empty()),
+        acme: false,
+        replace: form.replace.is_some(),
+    };
+    let certs = state.certs.clone();
+    let result = tokio::task::spawn_blocking(move || certs.import(&req)).await;
+    let mut shown = Shown {
+        form_name: form.name,
+        form_cert: form.cert,
+        form_chain: form.chain,
+        ..Shown::default()
+    };
+    match result {
+        Ok(Ok(info)) => {
+            tracing::info!(target: "postern/admin", "certificate {} imported by {} (admin page)", info.name, auth.user);
+            let notice = format!("Imported {} ({}).", info.name, info.facts.subject);
+            let _ = session.insert("notice", notice).await;
+            let _ = session.insert("warnings", &info.warnings).await;
+            Redirect::to("/certificates").into_response()
+        }
+        Ok(Err(CertError::Invalid { field, error })) => {
+            let slot = match field.as_str() {
+                "name" => &mut shown.field_errors.name,
+                "cert" => &mut shown.field_errors.cert,
+                "key" => &mut shown.field_errors.key,
+                "chain" => &mut shown.field_errors.chain,
+                _ => &mut shown.error,
+            };
+            *slot = Some(error);
+            shown
+                .error
+                .get_or_insert_with(|| "Not imported: see the messages under the fields.".into());
+            show(&state, &session, &auth, shown, StatusCode::BAD_REQUEST).await
+        }
+        Ok(Err(CertError::Store(e))) => {
+            shown.error = Some(format!("Not imported: {e}"));
+            show(&state, &session, &auth, shown, StatusCode::CONFLICT).await
+        }
+        Err(e) => {
+            shown.error = Some(format!("Not imported: {e}"));
+            show(
+                &state,
+                &session,
+                &auth,
+                shown,
+                StatusCode::INTERNAL_SERVER_ERROR,
+            )
+            .await
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct DeleteForm {
+    #[serde(default)]
+    csrf: String,
+    name: String,
+}
+
+pub async fn delete(
+    State(state): State<AdminState>,
+    session: Session,
+    axum::Extension(auth): axum::Extension<SignedIn>,
+    Form(form): Form<DeleteForm>,
+) -> Response {
+    if let Err(refused) = check_csrf(&session, &form.csrf).await {
+        return refused;
+    }
+    let certs = state.certs.clone();
+    let name = form.name.clone();
+    match tokio::task::spawn_blocking(move || certs.delete(&name)).await {
+        Ok(Ok(())) => {
+            tracing::info!(target: "postern/admin", "certificate {} deleted by {} (admin page)", form.name, auth.user);
+            let _ = session
+                .insert("notice", format!("Deleted {}.", form.name))
+                .await;
+            Redirect::to("/certificates").into_response()
+        }
+        Ok(Err(e)) => {
+            let why = match e {
+                CertError::Invalid { field, error } => format!("{field}: {error}"),
+                CertError::Store(e) => e.to_string(),
+            };
+            let shown = Shown {
+                error: Some(format!("Not deleted: {why}")),
+                ..Shown::default()
+            };
+            show(&state, &session, &auth, shown, StatusCode::CONFLICT).await
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
