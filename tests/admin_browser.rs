@@ -253,6 +253,16 @@ async fn first_sign_in_and_smtp_tls_settings_in_chromium() {
     arrived(&c, "p.ok").await;
     assert!(text_of(&c, "p.ok").await.starts_with("Saved and applied"));
     check_page(&c, "smtp-tls-saved").await;
+    // Explain, as a new admin would first try it.
+    c.goto(&format!("{base}/explain?recipient=someone%40example.net"))
+        .await
+        .unwrap();
+    arrived(&c, "ol.sources").await;
+    assert_eq!(
+        text_of(&c, "ol.sources li.decides").await,
+        "global outbound mode may: may (decides)"
+    );
+    check_page(&c, "explain").await;
     let mut smtp = common::SmtpClient::connect(proc.smtp, None, Some(der)).await;
     smtp.cmd("EHLO client.test.example").await;
     smtp.starttls().await;

@@ -444,3 +444,41 @@ async fn tls_page_saves_through_the_same_checks_and_applies_to_the_next_session(
     );
     assert!(proc.stop().await);
 }
+
+/// Explain: the same decision as delivery, every source listed, the decider marked, a less
+/// specific row shown as overridden; a bad recipient named.
+#[tokio::test]
+async fn explain_page_lists_every_source_and_marks_the_decider() {
+    let dir = tempfile::tempdir().unwrap();
+    let proc = spawn_postern(dir.path(), None, "");
+    proc.import_settings(
+        "[[policy]]\npattern = \"*\"\nlevel = \"may\"\n[[policy]]\npattern = \"partner.example\"\nlevel = \"encrypt\"\nnote = \"contract 42\"\n",
+    );
+    let mut b = admin_browser(&proc, dir.path()).await;
+    let page = b
+        .go(
+            "GET",
+            "/explain?recipient=ceo%40partner.example&header=&sender=",
+            "",
+        )
+        .await;
+    assert_eq!(page.status, 200);
+    for wanted in [
+        "<dt>Level</dt><dd>encrypt</dd>",
+        "<dt>Decided by</dt><dd>row:partner.example</dd>",
+        "<dt>Minimum bits</dt><dd>112</dd>",
+        "<li class=\"decides\">policy row partner.example: encrypt (contract 42) (decides)</li>",
+        "<li class=\"overridden\">policy row *: may, overridden by the more specific row partner.example</li>",
+    ] {
+        assert!(page.body.contains(wanted), "{wanted} in {}", page.body);
+    }
+    let page = b.go("GET", "/explain?recipient=not+a+domain", "").await;
+    assert_eq!(page.status, 400);
+    assert!(
+        page.body
+            .contains("recipient: &#34;not a domain&#34; is not an address or domain"),
+        "{}",
+        page.body
+    );
+    assert!(proc.stop().await);
+}

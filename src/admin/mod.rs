@@ -406,7 +406,19 @@ async fn explain(
     State(state): State<AdminState>,
     axum::extract::Query(q): axum::extract::Query<ExplainQuery>,
 ) -> Result<axum::Json<crate::policy::Decision>, ApiError> {
-    let recipient = q.recipient.trim();
+    let header = q.header.unwrap_or_default();
+    let sender = q.sender.unwrap_or_default();
+    explain_decision(&state, &q.recipient, &header, &sender).map(axum::Json)
+}
+
+/// The one explain of the API and the page: `header` and `sender` may be empty.
+pub(crate) fn explain_decision(
+    state: &AdminState,
+    recipient: &str,
+    header: &str,
+    sender: &str,
+) -> Result<crate::policy::Decision, ApiError> {
+    let recipient = recipient.trim();
     if !recipient.contains('@') && !crate::settings::is_domain_name(recipient) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -415,15 +427,15 @@ async fn explain(
         ));
     }
     // `x-TLSLevel: Require` (folded or not) as well as the bare value.
-    let header = q.header.as_deref().map(crate::policy::header_argument);
+    let header = (!header.trim().is_empty()).then(|| crate::policy::header_argument(header));
     let snapshot = state.settings.current();
-    let rule = crate::policy::rule_for(&snapshot, q.sender.as_deref().unwrap_or(""), recipient);
-    Ok(axum::Json(crate::policy::decide(
+    let rule = crate::policy::rule_for(&snapshot, sender, recipient);
+    Ok(crate::policy::decide(
         &snapshot,
         recipient,
         header.as_deref(),
         rule.as_ref(),
-    )))
+    ))
 }
 
 fn parse_doc(body: &[u8]) -> Result<SettingsDoc, ApiError> {

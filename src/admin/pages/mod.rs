@@ -5,6 +5,7 @@
 
 mod auth;
 mod certificates;
+mod explain;
 mod throttle;
 mod tls;
 
@@ -97,6 +98,7 @@ pub fn router(state: AdminState) -> Router {
             get(certificates::page).post(certificates::import),
         )
         .route("/certificates/delete", post(certificates::delete))
+        .route("/explain", get(explain::page))
         .route(
             "/password",
             get(auth::password_form).post(auth::change_password),
