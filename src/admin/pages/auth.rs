@@ -7,7 +7,7 @@ use serde::Deserialize;
 use tower_sessions::Session;
 
 use super::{
-    AUTH_KEY, CSRF_KEY, ClientAddr, SignedIn, check_csrf, csrf_token, random_token, render,
+    AUTH_KEY, CSRF_KEY, Chrome, ClientAddr, SignedIn, check_csrf, chrome, random_token, render,
 };
 use crate::admin::AdminState;
 use crate::settings::{Argon2Hasher, FIRST_ADMIN, INITIAL_PASSWORD_FILE, PasswordHasher};
@@ -18,9 +18,7 @@ const MIN_PASSWORD: usize = 12;
 #[derive(Template)]
 #[template(path = "sign_in.html")]
 struct SignInPage {
-    hostname: String,
-    user: Option<String>,
-    csrf: String,
+    chrome: Chrome,
     error: Option<String>,
     user_name: String,
     first_start: bool,
@@ -35,9 +33,7 @@ async fn sign_in_page(
 ) -> Response {
     let file = state.pages.data_dir.join(INITIAL_PASSWORD_FILE);
     render(SignInPage {
-        hostname: state.pages.hostname.clone(),
-        user: None,
-        csrf: csrf_token(session).await,
+        chrome: chrome(state, session, None).await,
         error,
         user_name: user_name.to_string(),
         first_start: file.exists(),
@@ -138,9 +134,7 @@ pub async fn sign_out(
 #[derive(Template)]
 #[template(path = "password.html")]
 struct PasswordPage {
-    hostname: String,
-    user: Option<String>,
-    csrf: String,
+    chrome: Chrome,
     error: Option<String>,
     must_change: bool,
     min_len: usize,
@@ -153,9 +147,7 @@ async fn password_page(
     error: Option<String>,
 ) -> Response {
     render(PasswordPage {
-        hostname: state.pages.hostname.clone(),
-        user: Some(auth.user.clone()),
-        csrf: csrf_token(session).await,
+        chrome: chrome(state, session, Some(auth)).await,
         error,
         must_change: auth.must_change,
         min_len: MIN_PASSWORD,

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use tower_sessions::Session;
 
-use super::{SignedIn, check_csrf, csrf_token, render};
+use super::{Chrome, SignedIn, check_csrf, chrome, render};
 use crate::admin::AdminState;
 use crate::certs::{CertError, ImportRequest};
 use crate::settings::Secret;
@@ -39,9 +39,7 @@ struct FieldErrors {
 #[derive(Template)]
 #[template(path = "certificates.html")]
 struct CertificatesPage {
-    hostname: String,
-    user: Option<String>,
-    csrf: String,
+    chrome: Chrome,
     notice: Option<String>,
     warnings: Vec<String>,
     error: Option<String>,
@@ -94,9 +92,7 @@ async fn show(
     status: StatusCode,
 ) -> Response {
     let page = CertificatesPage {
-        hostname: state.pages.hostname.clone(),
-        user: Some(auth.user.clone()),
-        csrf: csrf_token(session).await,
+        chrome: chrome(state, session, Some(auth)).await,
         notice: shown.notice,
         warnings: shown.warnings,
         error: shown.error,

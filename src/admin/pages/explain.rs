@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tower_sessions::Session;
 
-use super::{SignedIn, csrf_token, render};
+use super::{Chrome, SignedIn, chrome, render};
 use crate::admin::AdminState;
 
 struct Line {
@@ -29,9 +29,7 @@ struct Shown {
 #[derive(Template)]
 #[template(path = "explain.html")]
 struct ExplainPage {
-    hostname: String,
-    user: Option<String>,
-    csrf: String,
+    chrome: Chrome,
     error: Option<String>,
     recipient: String,
     header: String,
@@ -70,9 +68,7 @@ pub async fn page(
         StatusCode::OK
     };
     let page = ExplainPage {
-        hostname: state.pages.hostname.clone(),
-        user: Some(auth.user),
-        csrf: csrf_token(&session).await,
+        chrome: chrome(&state, &session, Some(&auth)).await,
         error,
         recipient: form.recipient.clone(),
         header: form.header.clone(),

@@ -177,6 +177,22 @@ async fn signed_in(state: &AdminState, session: &Session) -> Option<SignedIn> {
     Some(auth)
 }
 
+/// What every page's frame (`base.html`) shows: the gateway's name, who is signed in, and
+/// the session's CSRF token for the sign-out form and the page's own forms.
+pub struct Chrome {
+    pub hostname: String,
+    pub user: Option<String>,
+    pub csrf: String,
+}
+
+async fn chrome(state: &AdminState, session: &Session, auth: Option<&SignedIn>) -> Chrome {
+    Chrome {
+        hostname: state.pages.hostname.clone(),
+        user: auth.map(|a| a.user.clone()),
+        csrf: csrf_token(session).await,
+    }
+}
+
 /// The session's CSRF token, made on first use.
 async fn csrf_token(session: &Session) -> String {
     if let Ok(Some(t)) = session.get::<String>(CSRF_KEY).await {

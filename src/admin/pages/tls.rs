@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use tower_sessions::Session;
 
-use super::{SignedIn, check_csrf, csrf_token, render};
+use super::{Chrome, SignedIn, check_csrf, chrome, render};
 use crate::admin::{AdminState, ApiError, apply_settings};
 use crate::settings::{Apply, TlsMode};
 
@@ -30,9 +30,7 @@ struct Choice {
 #[derive(Template)]
 #[template(path = "tls.html")]
 struct TlsPage {
-    hostname: String,
-    user: Option<String>,
-    csrf: String,
+    chrome: Chrome,
     notice: Option<String>,
     error: Option<String>,
     modes: Vec<(&'static str, &'static str)>,
@@ -116,9 +114,7 @@ async fn show(
             kind: c.kind.clone(),
         });
     let page = TlsPage {
-        hostname: state.pages.hostname.clone(),
-        user: Some(auth.user.clone()),
-        csrf: csrf_token(session).await,
+        chrome: chrome(state, session, Some(auth)).await,
         notice: shown.notice,
         error: shown.error,
         modes: MODES.to_vec(),
