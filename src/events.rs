@@ -159,6 +159,67 @@ impl EventLog {
     }
 }
 
+/// What the delivery records say of one host's STARTTLS (Hermes' "search the log for `Host
+/// offered STARTTLS`", answered directly).
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct StarttlsSeen {
+    pub host: String,
+    /// Records of deliveries (any status) that reached the host since the cut-off.
+    pub connections: u64,
+    /// Of those, how many saw STARTTLS offered.
+    pub offered: u64,
+    /// UNIX seconds of the latest such record.
+    pub last: Option<u64>,
+}
+
+/// The facts of a delivery record the STARTTLS history needs.
+#[derive(serde::Deserialize)]
+struct Seen {
+    unix_time: u64,
+    relay: String,
+    starttls_offered: bool,
+}
+
+/// For each of `hosts`: the records since `since` (UNIX seconds) whose relay is that host,
+/// from the rotated file and the current one. A missing file is an empty history.
+pub fn starttls_history(log: &Path, hosts: &[String], since: u64) -> Vec<StarttlsSeen> {
+    use std::io::BufRead;
+    let wanted: Vec<String> = hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
+    let mut out: Vec<StarttlsSeen> = hosts
+        .iter()
+        .map(|h| StarttlsSeen {
+            host: h.clone(),
+            ..StarttlsSeen::default()
+        })
+        .collect();
+    for path in [log.with_extension("jsonl.1"), log.to_path_buf()] {
+        let Ok(file) = std::fs::File::open(&path) else {
+            continue;
+        };
+        for line in std::io::BufReader::new(file).lines().map_while(Result::ok) {
+            // Most records are of other hosts: skip them before parsing.
+            let lower = line.to_ascii_lowercase();
+            if !wanted.iter().any(|h| lower.contains(h.as_str())) {
+                continue;
+            }
+            let Ok(seen) = serde_json::from_str::<Seen>(&line) else {
+                continue;
+            };
+            let host = seen.relay.split('[').next().unwrap_or("");
+            let Some(entry) = out.iter_mut().find(|e| e.host.eq_ignore_ascii_case(host)) else {
+                continue;
+            };
+            if seen.unix_time < since {
+                continue;
+            }
+            entry.connections += 1;
+            entry.offered += u64::from(seen.starttls_offered);
+            entry.last = entry.last.max(Some(seen.unix_time));
+        }
+    }
+    out
+}
+
 /// The delivery log file, owned by its writer thread.
 struct Writer {
     file: Option<(std::fs::File, u64)>,
@@ -222,6 +283,43 @@ mod tests {
             rule: None,
             hosts_tried: Vec::new(),
         }
+    }
+
+    #[test]
+    fn starttls_history_counts_each_host_since_the_cut_off_across_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("delivery.jsonl");
+        let line = |t: u64, relay: &str, offered: bool| {
+            let mut r = record(1);
+            r.unix_time = t;
+            r.relay = relay.into();
+            r.starttls_offered = offered;
+            serde_json::to_string(&r).unwrap() + "\n"
+        };
+        let old = line(500, "mx1.example.net[127.0.0.1]:25", true)
+            + &line(1500, "mx1.example.net[127.0.0.1]:25", true);
+        std::fs::write(log.with_extension("jsonl.1"), old).unwrap();
+        let new = line(2000, "MX1.example.net[127.0.0.1]:25", false)
+            + &line(2500, "mx9.example.org[127.0.0.9]:25", true)
+            + "not json mx1.example.net\n";
+        std::fs::write(&log, new).unwrap();
+        let hosts = vec!["mx1.example.net".to_string(), "mx2.example.net".to_string()];
+        let seen = starttls_history(&log, &hosts, 1000);
+        assert_eq!(
+            seen,
+            vec![
+                StarttlsSeen {
+                    host: "mx1.example.net".into(),
+                    connections: 2,
+                    offered: 1,
+                    last: Some(2000),
+                },
+                StarttlsSeen {
+                    host: "mx2.example.net".into(),
+                    ..StarttlsSeen::default()
+                },
+            ]
+        );
     }
 
     #[test]

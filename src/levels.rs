@@ -37,6 +37,27 @@ impl fmt::Display for Level {
     }
 }
 
+impl std::str::FromStr for Level {
+    type Err = String;
+
+    /// The names `Display` writes (and the settings document uses), any case.
+    fn from_str(s: &str) -> Result<Level, String> {
+        const ALL: [Level; 6] = [
+            Level::None,
+            Level::May,
+            Level::Encrypt,
+            Level::Verify,
+            Level::Secure,
+            Level::Fingerprint,
+        ];
+        ALL.into_iter()
+            .find(|l| l.to_string().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| {
+                format!("{s:?} is not a level: none, may, encrypt, verify, secure or fingerprint")
+            })
+    }
+}
+
 /// What a policy row does when its level cannot be met.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
@@ -48,4 +69,47 @@ pub enum OnFailure {
     Defer,
     /// Return to the sender now (5.7.x), GlobalCerts' behaviour.
     Bounce,
+}
+
+impl fmt::Display for OnFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OnFailure::Defer => "defer",
+            OnFailure::Bounce => "bounce",
+        })
+    }
+}
+
+impl std::str::FromStr for OnFailure {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<OnFailure, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "defer" => Ok(OnFailure::Defer),
+            "bounce" => Ok(OnFailure::Bounce),
+            _ => Err(format!("{s:?} is not a failure action: defer or bounce")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_read_back_as_written() {
+        for l in ["none", "may", "encrypt", "verify", "secure", "fingerprint"] {
+            assert_eq!(l.parse::<Level>().unwrap().to_string(), l);
+        }
+        assert_eq!(" Encrypt ".parse::<Level>(), Ok(Level::Encrypt));
+        assert!(
+            "require"
+                .parse::<Level>()
+                .unwrap_err()
+                .contains("not a level")
+        );
+        assert_eq!("BOUNCE".parse::<OnFailure>(), Ok(OnFailure::Bounce));
+        assert_eq!(OnFailure::Defer.to_string(), "defer");
+        assert!("retry".parse::<OnFailure>().is_err());
+    }
 }

@@ -284,7 +284,9 @@ impl Server {
             std::time::Duration::from_secs(config.admin.session_max_secs.max(60)),
         );
         let app = admin::router(
-            admin::AdminState::new(settings, spool.clone(), certs.clone(), token).with_pages(pages),
+            admin::AdminState::new(settings, spool.clone(), certs.clone(), token)
+                .with_pages(pages)
+                .with_engine(engine.clone()),
         );
         let acme = tokio::spawn(certs.clone().watch_acme(
             std::time::Duration::from_secs(config.tls.acme_watch_secs.max(1)),

@@ -244,9 +244,15 @@ async fn check_tls(config: &Config, target: &str, json: bool) -> ExitCode {
         .as_ref()
         .map(|r| r as &dyn postern::outbound::dns::Resolver);
     let timeout = std::time::Duration::from_secs(config.outbound.connect_timeout_secs.max(5));
-    match postern::outbound::check_tls::check(target, resolver, &config.server.hostname, timeout)
-        .await
-    {
+    let roots = match postern::tls::trust_roots(&config.tls.extra_roots) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("postern: fatal: tls.extra_roots: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let helo = &config.server.hostname;
+    match postern::outbound::check_tls::check(target, resolver, helo, timeout, &roots).await {
         Ok(report) => {
             if json {
                 println!(

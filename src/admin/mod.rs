@@ -5,6 +5,7 @@
 pub mod certs;
 pub mod client;
 pub mod pages;
+pub mod policy;
 pub mod queue;
 
 use std::path::Path;
@@ -34,6 +35,8 @@ pub struct AdminState {
     pub spool: crate::spool::Spool,
     pub certs: Arc<crate::certs::Certs>,
     pub pages: Arc<pages::Pages>,
+    /// The delivery engine, for the policy Test (its hosts, roots and delivery records).
+    pub engine: Option<Arc<crate::outbound::Engine>>,
     token: Arc<str>,
 }
 
@@ -54,8 +57,14 @@ impl AdminState {
                 Duration::from_secs(1800),
                 Duration::from_secs(43_200),
             )),
+            engine: None,
             token: token.into(),
         }
+    }
+
+    pub fn with_engine(mut self, engine: Arc<crate::outbound::Engine>) -> AdminState {
+        self.engine = Some(engine);
+        self
     }
 
     /// The admin page's settings: host name, data directory, session limits.
@@ -112,6 +121,12 @@ fn api_router(state: AdminState) -> Router {
         .route("/api/v1/settings/rollback", axum::routing::post(rollback))
         .route("/api/v1/settings/audit", get(audit))
         .route("/api/v1/policy/explain", get(explain))
+        .route("/api/v1/policy/rows", axum::routing::post(policy::add))
+        .route(
+            "/api/v1/policy/rows/{pattern}",
+            axum::routing::put(policy::replace).delete(policy::delete),
+        )
+        .route("/api/v1/policy/test", axum::routing::post(policy::test))
         .route("/api/v1/metrics", get(metrics))
         .route("/api/v1/certificates", get(certs::list).post(certs::import))
         .route(

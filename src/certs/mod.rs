@@ -156,6 +156,11 @@ impl Certs {
         certs
     }
 
+    /// Where ACME certificates are read from (`[tls] acme_live_dir`).
+    pub fn acme_dir(&self) -> &std::path::Path {
+        &self.acme_dir
+    }
+
     pub fn smtp_resolver(&self) -> Arc<CertResolver> {
         self.smtp.clone()
     }

@@ -70,14 +70,28 @@ impl Report {
 }
 
 /// `host:port`, `[host]:port`, an IP, or a domain (its first MX, or itself without MX).
+/// The certificate is verified against `roots`: the Mozilla set and `[tls] extra_roots`, as
+/// delivery at `verify` would.
 pub async fn check(
     target: &str,
     resolver: Option<&dyn Resolver>,
     helo: &str,
     timeout: Duration,
+    roots: &Arc<rustls::RootCertStore>,
 ) -> Result<Report, String> {
     let (host, addr) = resolve(target, resolver).await?;
     let probe = client::probe(&host, addr, helo, timeout).await?;
+    let relay = format!("{host}[{}]:{}", addr.ip(), addr.port());
+    Ok(report(target, relay, probe, roots, &host))
+}
+
+fn report(
+    target: &str,
+    relay: String,
+    probe: client::Probe,
+    roots: &Arc<rustls::RootCertStore>,
+    host: &str,
+) -> Report {
     let certificate = probe
         .chain
         .first()
@@ -85,10 +99,10 @@ pub async fn check(
     let verification = probe
         .chain
         .first()
-        .map(|ee| verify(ee, &probe.chain[1..], &host));
-    Ok(Report {
+        .map(|ee| verify(ee, &probe.chain[1..], host, roots));
+    Report {
         target: target.to_string(),
-        relay: format!("{host}[{}]:{}", addr.ip(), addr.port()),
+        relay,
         greeting: probe.greeting,
         starttls_offered: probe.starttls_offered,
         tls: probe.tls,
@@ -96,7 +110,24 @@ pub async fn check(
         certificate,
         chain_length: probe.chain.len(),
         verification,
-    })
+    }
+}
+
+impl Report {
+    /// A host that could not be reached: nothing seen.
+    fn unreachable(target: &str, relay: String) -> Report {
+        Report {
+            target: target.to_string(),
+            relay,
+            greeting: String::new(),
+            starttls_offered: false,
+            tls: None,
+            tls_error: None,
+            certificate: None,
+            chain_length: 0,
+            verification: None,
+        }
+    }
 }
 
 async fn resolve(
@@ -149,16 +180,15 @@ async fn resolve(
     Ok((host, SocketAddr::new(*ip, hop.port)))
 }
 
-/// Chain and name against the Mozilla roots shipped with the binary.
+/// Chain and name against the trust roots.
 fn verify(
     ee: &CertificateDer<'_>,
     intermediates: &[CertificateDer<'static>],
     host: &str,
+    roots: &Arc<rustls::RootCertStore>,
 ) -> String {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     let verifier = match rustls::client::WebPkiServerVerifier::builder_with_provider(
-        Arc::new(roots),
+        roots.clone(),
         crate::tls::provider(),
     )
     .build()
@@ -173,4 +203,174 @@ fn verify(
         Ok(_) => format!("verified for {host}"),
         Err(e) => format!("no: {}", crate::tls::words::rustls_error(&e)),
     }
+}
+
+/// One host of a policy Test: what the probe saw, and what delivery under the row would do.
+#[derive(Debug, Serialize)]
+pub struct HostCheck {
+    pub report: Report,
+    /// Whether mail would cross this host under the row.
+    pub passes: bool,
+    pub verdict: String,
+}
+
+/// The Test of a policy row before it is saved: every host delivery would try for the
+/// domain, probed as `postern check-tls` probes, judged against what the row demands.
+#[derive(Debug, Serialize)]
+pub struct RowTest {
+    pub domain: String,
+    pub level: crate::levels::Level,
+    pub min_bits: u16,
+    pub hosts: Vec<HostCheck>,
+    /// Every host passes: the row stops no mail.
+    pub passes: bool,
+}
+
+/// At most this many hosts are probed: an MX set is rarely larger, and the page waits.
+const MAX_TESTED_HOSTS: usize = 10;
+
+impl super::Engine {
+    /// Probe the hosts mail for `domain` goes to (the same `next_hops` as delivery: routes,
+    /// transports, relayhost, else MX by preference), one address each, in parallel.
+    pub async fn test_row(
+        &self,
+        domain: &str,
+        decision: &crate::policy::Decision,
+    ) -> Result<RowTest, String> {
+        let snapshot = self.settings.current();
+        let hops = super::next_hops(&self.cfg, self.resolver.as_deref(), &snapshot, domain)
+            .await
+            .map_err(|o| o.reason)?;
+        let mut seen = std::collections::HashSet::new();
+        let hops: Vec<(String, SocketAddr)> = hops
+            .into_iter()
+            .filter(|(host, _)| seen.insert(host.clone()))
+            .take(MAX_TESTED_HOSTS)
+            .collect();
+        let timeout = Duration::from_secs(self.cfg.connect_timeout_secs.clamp(1, 30));
+        let mut probes = tokio::task::JoinSet::new();
+        for (i, (host, addr)) in hops.iter().cloned().enumerate() {
+            let helo = self.helo.clone();
+            probes.spawn(async move { (i, client::probe(&host, addr, &helo, timeout).await) });
+        }
+        let mut results: Vec<Option<Result<client::Probe, String>>> =
+            (0..hops.len()).map(|_| None).collect();
+        while let Some(Ok((i, r))) = probes.join_next().await {
+            results[i] = Some(r);
+        }
+        let hosts: Vec<HostCheck> = hops
+            .iter()
+            .zip(results)
+            .map(|((host, addr), probe)| {
+                let probe = probe.unwrap_or_else(|| Err("probe did not finish".into()));
+                host_check(domain, (host, *addr), probe, decision, &self.roots)
+            })
+            .collect();
+        Ok(RowTest {
+            domain: domain.to_string(),
+            level: decision.level,
+            min_bits: decision.min_bits,
+            passes: hosts.iter().all(|h| h.passes),
+            hosts,
+        })
+    }
+}
+
+fn host_check(
+    domain: &str,
+    (host, addr): (&str, SocketAddr),
+    probe: Result<client::Probe, String>,
+    decision: &crate::policy::Decision,
+    roots: &Arc<rustls::RootCertStore>,
+) -> HostCheck {
+    let relay = format!("{host}[{}]:{}", addr.ip(), addr.port());
+    let probe = match probe {
+        Ok(p) => p,
+        Err(e) => {
+            return HostCheck {
+                report: Report::unreachable(domain, relay),
+                passes: false,
+                verdict: format!("not reached: {e}"),
+            };
+        }
+    };
+    let (passes, verdict) = judge(decision, host, &probe, roots);
+    HostCheck {
+        report: report(domain, relay, probe, roots, host),
+        passes,
+        verdict,
+    }
+}
+
+/// What delivery under `decision` would do with this host, in the words its log would use.
+pub fn judge(
+    decision: &crate::policy::Decision,
+    host: &str,
+    probe: &client::Probe,
+    roots: &Arc<rustls::RootCertStore>,
+) -> (bool, String) {
+    use crate::levels::{Level, OnFailure};
+    let stopped = match decision.on_failure {
+        OnFailure::Defer => "mail would be deferred",
+        OnFailure::Bounce => "mail would bounce",
+    };
+    let (tls, offered) = (probe.tls.as_ref(), probe.starttls_offered);
+    match decision.level {
+        Level::None => return (true, "no TLS asked for: delivered in plaintext".into()),
+        Level::May => {
+            let how = match tls {
+                Some(t) => format!("delivered over {}", t.describe()),
+                None if offered => "TLS fails: delivered in plaintext (level may allows it)".into(),
+                None => "STARTTLS not offered: delivered in plaintext (level may allows it)".into(),
+            };
+            return (true, how);
+        }
+        _ => {}
+    }
+    let Some(t) = tls else {
+        let why = match &probe.tls_error {
+            Some(e) if offered => e.clone(),
+            _ => format!("TLS is required, but was not offered by host {host}"),
+        };
+        return (false, format!("{why}: {stopped}"));
+    };
+    if decision.min_bits > 0 && t.bits < decision.min_bits {
+        let why = format!(
+            "encryption too weak {} less than {}",
+            t.bits, decision.min_bits
+        );
+        return (false, format!("{why}: {stopped}"));
+    }
+    let Some(check) = super::cert_check(decision, host) else {
+        return (true, format!("delivered over {}", t.describe()));
+    };
+    match certificate_passes(check, &probe.chain, roots) {
+        Ok(name) => (
+            true,
+            format!(
+                "delivered over {}, certificate verified for {name}",
+                t.describe()
+            ),
+        ),
+        Err(e) => (false, format!("{e}: {stopped}")),
+    }
+}
+
+/// The chain through the very verifier delivery builds for the level.
+fn certificate_passes(
+    check: crate::tls::CertCheck,
+    chain: &[CertificateDer<'static>],
+    roots: &Arc<rustls::RootCertStore>,
+) -> Result<String, String> {
+    let Some((leaf, intermediates)) = chain.split_first() else {
+        return Err("no certificate shown".into());
+    };
+    let (_, verifier) = crate::tls::policy_client_config(check, roots.clone(), None)
+        .map_err(|e| format!("cannot check certificates: {e}"))?;
+    // The names come from the check, not from the connection's SNI (PolicyVerifier).
+    let sni = ServerName::try_from("policy-test.invalid").expect("a literal valid DNS name");
+    verifier
+        .verify_server_cert(leaf, intermediates, &sni, &[], UnixTime::now())
+        .map_err(|e| crate::tls::words::rustls_error(&e))?;
+    Ok(verifier.verified_name().unwrap_or_default())
 }

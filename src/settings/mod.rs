@@ -26,7 +26,7 @@ pub use secret::Secret;
 pub use snapshot::{CompiledRule, Snapshot};
 pub use store::{AuditEntry, Store, StoreError, last_good_path};
 pub(crate) use validate::field_error;
-pub use validate::{FieldError, PasswordHasher};
+pub use validate::{FieldError, PasswordHasher, min_bits_out_of_range};
 
 /// Why a replacement was refused.
 #[derive(Debug, thiserror::Error)]
@@ -177,7 +177,8 @@ impl SettingsHandle {
     /// Build the new document from the settings in force (`build`, under the writers' lock, so
     /// a change of some sections never loses a concurrent change of others), validate it
     /// whole, and with `Apply::Yes` store and swap it. Returns what changed by section; with
-    /// `Apply::No` (a dry run) nothing is stored and the snapshot is the one in force.
+    /// `Apply::No` (a dry run) nothing is stored, and the snapshot is the one the change would
+    /// make (with the version in force), for a caller that asks what it would decide.
     pub fn change<E: From<ReplaceError>>(
         &self,
         build: impl FnOnce(&Settings) -> Result<SettingsDoc, E>,
@@ -202,7 +203,7 @@ impl SettingsHandle {
         let changes = diff(&old.settings, &new);
         if matches!(apply, Apply::No) {
             return Ok(Changed {
-                snapshot: old,
+                snapshot: Arc::new(Snapshot::new(new, old.version)),
                 changes,
             });
         }

@@ -34,6 +34,8 @@ struct FieldErrors {
     cert: Option<String>,
     key: Option<String>,
     chain: Option<String>,
+    /// Under the ACME form's name field.
+    acme: Option<String>,
 }
 
 #[derive(Template)]
@@ -48,6 +50,8 @@ struct CertificatesPage {
     form_name: String,
     form_cert: String,
     form_chain: String,
+    form_acme: String,
+    acme_dir: String,
 }
 
 /// What the page shows besides the list.
@@ -60,6 +64,7 @@ struct Shown {
     form_name: String,
     form_cert: String,
     form_chain: String,
+    form_acme: String,
 }
 
 async fn rows(state: &AdminState) -> Vec<Row> {
@@ -101,6 +106,8 @@ async fn show(
         form_name: shown.form_name,
         form_cert: shown.form_cert,
         form_chain: shown.form_chain,
+        form_acme: shown.form_acme,
+        acme_dir: state.certs.acme_dir().display().to_string(),
     };
     (status, render(page)).into_response()
 }
@@ -136,6 +143,9 @@ pub struct ImportForm {
     chain: String,
     #[serde(default)]
     replace: Option<String>,
+    /// The ACME form: read `<acme_live_dir>/<name>/` instead of pasted PEM.
+    #[serde(default)]
+    acme: Option<String>,
 }
 
 pub async fn import(
@@ -147,21 +157,40 @@ pub async fn import(
     if let Err(refused) = check_csrf(&session, &form.csrf).await {
         return refused;
     }
-    let req = ImportRequest {
-        name: form.name.clone(),
-        cert: Some(form.cert.clone()),
-        key: Some(Secret::new(form.key)),
-        chain: Some(form.chain.clone()).filter(|c| !c.trim().is_empty()),
-        acme: false,
-        replace: form.replace.is_some(),
+    let acme = form.acme.is_some();
+    let req = if acme {
+        ImportRequest {
+            name: form.name.clone(),
+            cert: None,
+            key: None,
+            chain: None,
+            acme: true,
+            replace: form.replace.is_some(),
+        }
+    } else {
+        ImportRequest {
+            name: form.name.clone(),
+            cert: Some(form.cert.clone()),
+            key: Some(Secret::new(form.key)),
+            chain: Some(form.chain.clone()).filter(|c| !c.trim().is_empty()),
+            acme: false,
+            replace: form.replace.is_some(),
+        }
     };
     let certs = state.certs.clone();
     let result = tokio::task::spawn_blocking(move || certs.import(&req)).await;
-    let mut shown = Shown {
-        form_name: form.name,
-        form_cert: form.cert,
-        form_chain: form.chain,
-        ..Shown::default()
+    let mut shown = if acme {
+        Shown {
+            form_acme: form.name,
+            ..Shown::default()
+        }
+    } else {
+        Shown {
+            form_name: form.name,
+            form_cert: form.cert,
+            form_chain: form.chain,
+            ..Shown::default()
+        }
     };
     match result {
         Ok(Ok(info)) => {
@@ -173,6 +202,8 @@ pub async fn import(
         }
         Ok(Err(CertError::Invalid { field, error })) => {
             let slot = match field.as_str() {
+                // The ACME form has one field: every message about it goes there.
+                _ if acme => &mut shown.field_errors.acme,
                 "name" => &mut shown.field_errors.name,
                 "cert" => &mut shown.field_errors.cert,
                 "key" => &mut shown.field_errors.key,

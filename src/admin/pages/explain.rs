@@ -93,7 +93,7 @@ fn shown(d: crate::policy::Decision) -> Shown {
         level: d.level.to_string(),
         source: d.source.to_string(),
         min_bits: d.min_bits,
-        on_failure: format!("{:?}", d.on_failure).to_lowercase(),
+        on_failure: d.on_failure.to_string(),
         lines,
     }
 }

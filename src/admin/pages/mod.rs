@@ -6,6 +6,8 @@
 mod auth;
 mod certificates;
 mod explain;
+pub mod policy;
+mod relay;
 mod throttle;
 mod tls;
 
@@ -98,6 +100,16 @@ pub fn router(state: AdminState) -> Router {
             get(certificates::page).post(certificates::import),
         )
         .route("/certificates/delete", post(certificates::delete))
+        .route("/policy", get(policy::page))
+        .route("/policy/add", post(policy::save))
+        .route("/policy/edit", post(policy::save))
+        .route("/policy/test", post(policy::test))
+        .route("/policy/bulk", post(policy::bulk))
+        .route(
+            "/policy/delete",
+            get(policy::confirm_delete).post(policy::delete),
+        )
+        .route("/relay", get(relay::page))
         .route("/explain", get(explain::page))
         .route(
             "/password",

@@ -12,6 +12,7 @@ use std::fmt;
 use serde::Serialize;
 
 pub(super) use networks::parse_networks;
+pub use policy::min_bits_out_of_range;
 pub(super) use policy::{check_policy, managed_rows, min_bits_any_integer};
 pub(super) use relay_domains::check_relay_domains;
 pub(super) use rules::{check_rule_data, check_rules};

@@ -10,7 +10,8 @@ use super::{FieldError, field_error};
 /// No cipher has more key bits.
 const MAX_MIN_BITS: u16 = 256;
 
-fn min_bits_out_of_range(b: i64) -> String {
+/// The words for a minimum strength out of range, wherever the number was read.
+pub fn min_bits_out_of_range(b: i64) -> String {
     format!("{b} is out of range (0–{MAX_MIN_BITS})")
 }
 
@@ -62,6 +63,13 @@ pub fn check_policy(
             Some(_) => "",
             None => pattern.strip_prefix('.').unwrap_or(&pattern),
         };
+        if pattern.is_empty() {
+            // Hermes' error 20: a field left blank is said as such, not as a bad domain.
+            return Err(field_error(
+                format!("policy[{i}].pattern"),
+                "required: a domain, .domain, user@domain or *",
+            ));
+        }
         if pattern != "*" && !is_domain_name(domain) {
             return Err(field_error(
                 format!("policy[{i}].pattern"),
@@ -74,7 +82,7 @@ pub fn check_policy(
         if let Some(j) = out.iter().position(|o| o.pattern == pattern) {
             return Err(field_error(
                 format!("policy[{i}].pattern"),
-                format!("duplicate row: {pattern:?} is already row {j}"),
+                format!("duplicate row: {pattern:?} is already in the table (policy[{j}])"),
             ));
         }
         if let Some(m) = managed.iter().find(|m| m.pattern == pattern) {

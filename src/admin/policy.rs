@@ -1,0 +1,215 @@
+//! The TLS policy table one row at a time (`/api/v1/policy/rows`) and the Test of a row
+//! before it is saved (`/api/v1/policy/test`). The admin page's TLS Policy Domains calls the
+//! same functions; every change goes through `apply_settings`, validated whole.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use super::{AdminState, ApiError, apply_settings};
+use crate::events::StarttlsSeen;
+use crate::outbound::check_tls::RowTest;
+use crate::settings::{Apply, PolicyRow, Settings, SettingsDoc};
+
+/// How far back the Test looks in the delivery records for a host's STARTTLS.
+pub const HISTORY_DAYS: u64 = 30;
+
+/// One edit of the table.
+#[derive(Debug, Clone)]
+pub enum RowChange {
+    /// New rows (the add form, the bulk box); a pattern already there is a duplicate.
+    Add(Vec<PolicyRow>),
+    /// The row stored as `original` becomes `row` (its pattern may change).
+    Replace {
+        original: String,
+        row: PolicyRow,
+    },
+    Delete(String),
+}
+
+/// The document with `change` made: what `apply_settings` validates.
+fn changed_doc(current: &Settings, change: RowChange) -> Result<SettingsDoc, ApiError> {
+    let mut doc = current.to_doc();
+    let find = |rows: &[PolicyRow], pattern: &str| {
+        let wanted = pattern.trim().trim_end_matches('.').to_ascii_lowercase();
+        rows.iter()
+            .position(|r| r.pattern == wanted)
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    format!("no policy row for {pattern:?}"),
+                    Some("pattern".into()),
+                )
+            })
+    };
+    match change {
+        RowChange::Add(rows) => doc.policy.extend(rows),
+        RowChange::Replace { original, row } => {
+            let i = find(&doc.policy, &original)?;
+            doc.policy[i] = row;
+        }
+        RowChange::Delete(pattern) => {
+            let i = find(&doc.policy, &pattern)?;
+            doc.policy.remove(i);
+        }
+    }
+    Ok(doc)
+}
+
+/// Make `change` (or with `Apply::No` only check it), audited as `actor`.
+pub(crate) async fn change_rows(
+    state: &AdminState,
+    actor: String,
+    apply: Apply,
+    change: RowChange,
+) -> Result<crate::settings::Changed, ApiError> {
+    apply_settings(state, actor, apply, move |current| {
+        changed_doc(current, change)
+    })
+    .await
+}
+
+pub async fn add(
+    State(state): State<AdminState>,
+    Json(rows): Json<Vec<PolicyRow>>,
+) -> Result<Json<Vec<PolicyRow>>, ApiError> {
+    let result = change_rows(&state, "api".into(), Apply::Yes, RowChange::Add(rows)).await?;
+    Ok(Json(result.snapshot.settings.policy.clone()))
+}
+
+pub async fn replace(
+    State(state): State<AdminState>,
+    Path(original): Path<String>,
+    Json(row): Json<PolicyRow>,
+) -> Result<Json<Vec<PolicyRow>>, ApiError> {
+    let change = RowChange::Replace { original, row };
+    let result = change_rows(&state, "api".into(), Apply::Yes, change).await?;
+    Ok(Json(result.snapshot.settings.policy.clone()))
+}
+
+pub async fn delete(
+    State(state): State<AdminState>,
+    Path(pattern): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    change_rows(&state, "api".into(), Apply::Yes, RowChange::Delete(pattern)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A row to test, as it would be added (or replace `replacing`).
+#[derive(Debug, Deserialize)]
+pub struct TestRequest {
+    pub row: PolicyRow,
+    #[serde(default)]
+    pub replacing: Option<String>,
+}
+
+/// What the Test says: the decision delivery would make with the row in place, each host's
+/// probe and verdict, and what the delivery records saw of those hosts.
+#[derive(Debug, Serialize)]
+pub struct PolicyTest {
+    /// The address the decision was made for (`postmaster@<domain>` for a domain row).
+    pub recipient: String,
+    /// Which source decides with the row in place (another may outrank it).
+    pub source: String,
+    pub test: RowTest,
+    pub history_days: u64,
+    pub history: Vec<StarttlsSeen>,
+}
+
+pub async fn test(
+    State(state): State<AdminState>,
+    Json(req): Json<TestRequest>,
+) -> Result<Json<PolicyTest>, ApiError> {
+    test_row(&state, req).await.map(Json)
+}
+
+/// The one Test of the API and the page: validate the row as the change would (nothing is
+/// stored), decide for its domain with it in place, probe the hosts delivery would use.
+pub(crate) async fn test_row(state: &AdminState, req: TestRequest) -> Result<PolicyTest, ApiError> {
+    let change = match req.replacing {
+        Some(original) => RowChange::Replace {
+            original,
+            row: req.row.clone(),
+        },
+        None => RowChange::Add(vec![req.row.clone()]),
+    };
+    let proposed = change_rows(state, "test".into(), Apply::No, change).await?;
+    let (domain, recipient) = tested_domain(&req.row.pattern)?;
+    let decision = crate::policy::decide(&proposed.snapshot, &recipient, None, None);
+    let Some(engine) = state.engine.clone() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the delivery engine is not running here: nothing to test with",
+            None,
+        ));
+    };
+    let test = engine
+        .test_row(&domain, &decision)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e, None))?;
+    let hosts: Vec<String> = test
+        .hosts
+        .iter()
+        .map(|h| h.report.relay.split('[').next().unwrap_or("").to_string())
+        .collect();
+    let log = engine.events().path().to_path_buf();
+    let since = crate::fsutil::unix_now().saturating_sub(HISTORY_DAYS * 86_400);
+    let history =
+        tokio::task::spawn_blocking(move || crate::events::starttls_history(&log, &hosts, since))
+            .await
+            .unwrap_or_default();
+    Ok(PolicyTest {
+        recipient,
+        source: decision.source.to_string(),
+        test,
+        history_days: HISTORY_DAYS,
+        history,
+    })
+}
+
+/// The domain whose hosts a row's Test probes, and the address to decide for.
+fn tested_domain(pattern: &str) -> Result<(String, String), ApiError> {
+    let pattern = pattern.trim().trim_end_matches('.').to_ascii_lowercase();
+    if pattern == "*" {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "pattern: * covers every domain; test one domain on a row of its own",
+            Some("pattern".into()),
+        ));
+    }
+    Ok(match pattern.rsplit_once('@') {
+        Some((_, domain)) => (domain.to_string(), pattern.clone()),
+        None => {
+            let domain = pattern.trim_start_matches('.').to_string();
+            let recipient = format!("postmaster@{domain}");
+            (domain, recipient)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tested_domain_is_the_rows_domain() {
+        let t = |p: &str| tested_domain(p).unwrap();
+        assert_eq!(
+            t("Example.NET."),
+            ("example.net".into(), "postmaster@example.net".into())
+        );
+        assert_eq!(
+            t(".example.net"),
+            ("example.net".into(), "postmaster@example.net".into())
+        );
+        assert_eq!(
+            t("ceo@example.net"),
+            ("example.net".into(), "ceo@example.net".into())
+        );
+        assert_eq!(
+            tested_domain("*").unwrap_err().field.as_deref(),
+            Some("pattern")
+        );
+    }
+}
