@@ -197,6 +197,20 @@ async fn first_sign_in_forces_a_new_password_and_csrf_guards_every_form() {
         ("GET", "/password"),
         ("POST", "/password"),
         ("POST", "/sign-out"),
+        ("GET", "/tls"),
+        ("POST", "/tls"),
+        ("GET", "/certificates"),
+        ("POST", "/certificates"),
+        ("POST", "/certificates/delete"),
+        ("GET", "/explain"),
+        ("GET", "/policy"),
+        ("POST", "/policy/add"),
+        ("POST", "/policy/edit"),
+        ("POST", "/policy/test"),
+        ("POST", "/policy/bulk"),
+        ("GET", "/policy/delete"),
+        ("POST", "/policy/delete"),
+        ("GET", "/relay"),
     ] {
         let page = stranger
             .go(method, path, "csrf=x&current=a&new=b&confirm=b")
@@ -479,6 +493,278 @@ async fn explain_page_lists_every_source_and_marks_the_decider() {
             .contains("recipient: &#34;not a domain&#34; is not an address or domain"),
         "{}",
         page.body
+    );
+    assert!(proc.stop().await);
+}
+
+/// The settings document's policy rows, through `postern settings export`.
+fn exported_policy(proc: &Proc) -> String {
+    let out = proc.cli(&["settings", "export"]);
+    assert!(out.status.success(), "{out:?}");
+    let doc = String::from_utf8_lossy(&out.stdout).into_owned();
+    doc.split("[[policy]]")
+        .skip(1)
+        .collect::<Vec<_>>()
+        .join("[[policy]]")
+}
+
+/// TLS Policy Domains over HTTPS: every action refused without the form's token; Hermes'
+/// errors 4, 5, 6 and 20 under the domain field; add, edit, delete (after a confirmation)
+/// and the bulk box each one audited change by the signed-in user; managed rows badged and
+/// not editable.
+#[tokio::test]
+async fn policy_page_adds_edits_and_deletes_rows_through_the_api_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let proc = spawn_postern(dir.path(), None, "");
+    proc.import_settings(
+        "[[relay_domains]]\ndomain = \"smarthost.example\"\ntransport = \"[127.0.0.1]:2525\"\n[relay_domains.auth]\nusername = \"gw\"\npassword = \"relay-secret-1\"\n",
+    );
+    let mut b = admin_browser(&proc, dir.path()).await;
+    let page = b.go("GET", "/policy", "").await;
+    assert_eq!(page.status, 200);
+    // The managed row: a badge linking to Relay Domains, no edit or delete.
+    assert!(
+        page.body
+            .contains("<td data-label=\"Domain\" class=\"pattern\">smarthost.example</td>"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("Managed by Relay Domains</a>"));
+    assert!(!page.body.contains("Edit smarthost.example"));
+    assert!(!page.body.contains("relay-secret-1"));
+
+    for (path, form) in [
+        ("/policy/add", "pattern=partner.example&level=encrypt"),
+        (
+            "/policy/edit",
+            "original=smarthost.example&pattern=x.example&level=may",
+        ),
+        ("/policy/test", "pattern=partner.example&level=encrypt"),
+        ("/policy/bulk", "entries=a.example&level=encrypt"),
+        ("/policy/delete", "pattern=smarthost.example"),
+    ] {
+        let page = b.go("POST", path, &format!("csrf=wrong&{form}")).await;
+        assert_eq!(page.status, 403, "{path}");
+    }
+    assert_eq!(
+        exported_policy(&proc).matches("pattern =").count(),
+        1,
+        "only the managed row"
+    );
+
+    let csrf = b.csrf("/policy").await;
+    let add = |pattern: &str| {
+        format!(
+            "csrf={csrf}&pattern={}&level=encrypt&min_bits=&on_failure=defer&note=contract+42",
+            urlencode(pattern)
+        )
+    };
+    // Error 4: not a domain, under the field; error 20: blank.
+    for (pattern, wanted) in [
+        (
+            "partner..example",
+            "&#34;partner..example&#34; is not a valid domain, .domain, user@domain or *",
+        ),
+        ("", "required: a domain, .domain, user@domain or *"),
+    ] {
+        let page = b.go("POST", "/policy/add", &add(pattern)).await;
+        assert_eq!(page.status, 400, "{pattern}");
+        assert!(
+            page.body.contains(&format!(
+                "<p class=\"field-error\" role=\"alert\">{wanted}</p>"
+            )),
+            "{wanted} in {}",
+            page.body
+        );
+        assert!(
+            page.body
+                .contains("Not saved: see the message under the field.")
+        );
+        assert!(
+            page.body
+                .contains(&format!("value=\"{}\"", pattern.replace('.', "."))),
+            "the form keeps what was typed"
+        );
+    }
+    let page = b.go("POST", "/policy/add", &add("Partner.example")).await;
+    assert_eq!((page.status, location(&page)), (303, "/policy"));
+    let page = b.go("GET", "/policy", "").await;
+    assert!(
+        page.body.contains("Added partner.example and applied"),
+        "{}",
+        page.body
+    );
+    assert!(exported_policy(&proc).contains("pattern = \"partner.example\"\nlevel = \"encrypt\""));
+    // Error 5: duplicate on add.
+    let page = b.go("POST", "/policy/add", &add("partner.example")).await;
+    assert_eq!(page.status, 400);
+    assert!(
+        page.body
+            .contains("duplicate row: &#34;partner.example&#34; is already in the table"),
+        "{}",
+        page.body
+    );
+    // The edit form comes filled; error 6: renaming onto another row.
+    b.go("POST", "/policy/add", &add("other.example")).await;
+    let page = b
+        .go("GET", "/policy?edit=1&pattern=other.example", "")
+        .await;
+    assert!(page.body.contains("Edit the row for other.example"));
+    assert!(
+        page.body
+            .contains("name=\"original\" value=\"other.example\"")
+    );
+    let edit = |pattern: &str, level: &str| {
+        format!(
+            "csrf={csrf}&original=other.example&pattern={pattern}&level={level}&min_bits=128&on_failure=bounce&note="
+        )
+    };
+    let page = b
+        .go("POST", "/policy/edit", &edit("partner.example", "verify"))
+        .await;
+    assert_eq!(page.status, 400);
+    assert!(page.body.contains("duplicate row"), "{}", page.body);
+    assert!(page.body.contains("Save row"), "still the edit form");
+    let page = b
+        .go("POST", "/policy/edit", &edit("other.example", "verify"))
+        .await;
+    assert_eq!((page.status, location(&page)), (303, "/policy"));
+    assert!(exported_policy(&proc).contains("pattern = \"other.example\"\nlevel = \"verify\"\ninclude_subdomains = false\nmin_bits = 128\non_failure = \"bounce\""), "{}", exported_policy(&proc));
+    // Delete asks first, then goes.
+    let page = b
+        .go("GET", "/policy/delete?pattern=other.example", "")
+        .await;
+    assert!(
+        page.body
+            .contains("Delete the row for <b>other.example</b>"),
+        "{}",
+        page.body
+    );
+    assert!(
+        exported_policy(&proc).contains("other.example"),
+        "asking deletes nothing"
+    );
+    let page = b
+        .go(
+            "POST",
+            "/policy/delete",
+            &format!("csrf={csrf}&pattern=other.example"),
+        )
+        .await;
+    assert_eq!(location(&page), "/policy");
+    assert!(!exported_policy(&proc).contains("other.example"));
+    // The managed row cannot be deleted here, whatever the form says.
+    let page = b
+        .go(
+            "POST",
+            "/policy/delete",
+            &format!("csrf={csrf}&pattern=smarthost.example"),
+        )
+        .await;
+    assert_eq!(page.status, 409);
+    assert!(
+        page.body
+            .contains("managed by relay domain smarthost.example"),
+        "{}",
+        page.body
+    );
+    // The bulk box: a bad line is named and nothing is added; then all at once.
+    let bulk = |entries: &str| {
+        format!(
+            "csrf={csrf}&entries={}&level=encrypt&note=bulk",
+            urlencode(entries)
+        )
+    };
+    let page = b
+        .go(
+            "POST",
+            "/policy/bulk",
+            &bulk("a.example\n.b.example\nnot a domain\n"),
+        )
+        .await;
+    assert_eq!(page.status, 400);
+    assert!(
+        page.body
+            .contains("line 3: &#34;not a domain&#34; is not a valid domain"),
+        "{}",
+        page.body
+    );
+    assert!(!exported_policy(&proc).contains("a.example"));
+    let page = b
+        .go(
+            "POST",
+            "/policy/bulk",
+            &bulk("a.example\n\n.b.example\nceo@c.example\n"),
+        )
+        .await;
+    assert_eq!(location(&page), "/policy");
+    let policy = exported_policy(&proc);
+    for p in ["a.example", ".b.example", "ceo@c.example"] {
+        assert!(
+            policy.contains(&format!("pattern = \"{p}\"")),
+            "{p} in {policy}"
+        );
+    }
+    // Each change is in the audit log with the user's name.
+    let token = std::fs::read_to_string(dir.path().join("data/api-token")).unwrap();
+    let audit = request_with(
+        proc.api(),
+        "GET",
+        "/api/v1/settings/audit?limit=20",
+        format!("Authorization: Bearer {}\r\n", token.trim()),
+        "",
+    )
+    .await
+    .body;
+    // add, add, edit, delete, bulk
+    assert_eq!(
+        audit.matches("\"actor\":\"admin (admin page)\"").count(),
+        5,
+        "{audit}"
+    );
+    assert!(proc.stop().await);
+}
+
+/// Ten thousand rows: fifty a page, a search that finds one, paging links that keep it.
+#[tokio::test]
+async fn policy_page_pages_and_searches_ten_thousand_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let proc = spawn_postern(dir.path(), None, "");
+    let mut toml = String::new();
+    for i in 0..10_000 {
+        toml.push_str(&format!(
+            "[[policy]]\npattern = \"d{i:05}.example\"\nlevel = \"encrypt\"\nnote = \"row {i}\"\n"
+        ));
+    }
+    proc.import_settings(&toml);
+    let mut b = admin_browser(&proc, dir.path()).await;
+    let page = b.go("GET", "/policy", "").await;
+    assert!(
+        page.body.contains("Rows 1–50 of 10000; page 1 of 200."),
+        "{}",
+        &page.body[..2000.min(page.body.len())]
+    );
+    assert_eq!(page.body.matches("<td data-label=\"Domain\"").count(), 50);
+    assert!(page.body.contains("href=\"/policy?page=2\" rel=\"next\""));
+    let page = b.go("GET", "/policy?page=200", "").await;
+    assert!(
+        page.body
+            .contains("Rows 9951–10000 of 10000; page 200 of 200.")
+    );
+    assert!(page.body.contains(">d09999.example<"));
+    let page = b.go("GET", "/policy?q=row+4242", "").await;
+    assert!(
+        page.body.contains("Rows 1–1 of 1 matching “row 4242”"),
+        "a note matches"
+    );
+    assert!(page.body.contains(">d04242.example<"));
+    let page = b.go("GET", "/policy?q=D012", "").await;
+    assert!(page.body.contains("of 100 matching"), "any case");
+    assert!(
+        page.body
+            .contains("href=\"/policy?q=D012&#38;page=2\" rel=\"next\""),
+        "paging keeps the search: {}",
+        page.body.split("<nav class=\"pages\"").nth(1).unwrap_or("")
     );
     assert!(proc.stop().await);
 }

@@ -112,6 +112,8 @@ pub struct PolicyTest {
     pub recipient: String,
     /// Which source decides with the row in place (another may outrank it).
     pub source: String,
+    /// Whether that is the row under test.
+    pub row_decides: bool,
     pub test: RowTest,
     pub history_days: u64,
     pub history: Vec<StarttlsSeen>,
@@ -137,6 +139,13 @@ pub(crate) async fn test_row(state: &AdminState, req: TestRequest) -> Result<Pol
     let proposed = change_rows(state, "test".into(), Apply::No, change).await?;
     let (domain, recipient) = tested_domain(&req.row.pattern)?;
     let decision = crate::policy::decide(&proposed.snapshot, &recipient, None, None);
+    let normalized = req
+        .row
+        .pattern
+        .trim()
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    let row_decides = matches!(&decision.source, crate::policy::Source::Row(p) if *p == normalized);
     let Some(engine) = state.engine.clone() else {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -162,6 +171,7 @@ pub(crate) async fn test_row(state: &AdminState, req: TestRequest) -> Result<Pol
     Ok(PolicyTest {
         recipient,
         source: decision.source.to_string(),
+        row_decides,
         test,
         history_days: HISTORY_DAYS,
         history,

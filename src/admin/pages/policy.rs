@@ -108,6 +108,7 @@ struct TestView {
     min_bits: u16,
     recipient: String,
     source: String,
+    row_decides: bool,
     passes: bool,
     hosts: Vec<HostView>,
     history_days: u64,
@@ -530,6 +531,7 @@ fn test_view(t: PolicyTest) -> TestView {
         min_bits: t.test.min_bits,
         recipient: t.recipient,
         source: t.source,
+        row_decides: t.row_decides,
         passes: t.test.passes,
         hosts,
         history_days: t.history_days,
@@ -636,7 +638,9 @@ pub async fn bulk(
     let result = match result {
         Ok((rows, lines)) => {
             let n = rows.len();
-            let before = state.settings.current().settings.policy.len();
+            // The document's rows are the stored ones, then the managed ones, then these.
+            let current = state.settings.current();
+            let before = current.settings.policy.len() + current.settings.managed_rows().len();
             change_rows(&state, actor(&auth), Apply::Yes, RowChange::Add(rows))
                 .await
                 .map(|_| n)
