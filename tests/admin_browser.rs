@@ -288,3 +288,189 @@ async fn submit_form(c: &Client, form: &str) {
         .await
         .unwrap();
 }
+
+/// Sign in with the generated password and set a new one, as a first-time admin does.
+async fn first_sign_in(c: &Client, base: &str, dir: &std::path::Path) {
+    let generated = std::fs::read_to_string(dir.join("data/initial-admin-password"))
+        .unwrap()
+        .trim()
+        .to_string();
+    c.goto(&format!("{base}/sign-in")).await.unwrap();
+    fill(c, "user", "admin").await;
+    fill(c, "password", &generated).await;
+    submit(c).await;
+    arrived(c, "#confirm").await;
+    fill(c, "current", &generated).await;
+    fill(c, "new", "correct-horse-battery").await;
+    fill(c, "confirm", "correct-horse-battery").await;
+    submit(c).await;
+    arrived(c, "#inbound_mode").await;
+}
+
+/// The row form's own submit button (not the Test button beside it).
+async fn add_row(c: &Client) {
+    click(c, "#save-row").await;
+}
+
+async fn click(c: &Client, css: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+/// TLS Policy Domains in Chromium: an invalid domain, a duplicate and a valid one, each
+/// answered under the field; Test against partner.example's two MX hosts on loopback (found
+/// through the tests' DNS server), one offering STARTTLS and one not, both results shown
+/// before anything is saved; then Explain names the new row as the deciding source.
+#[tokio::test]
+async fn policy_domains_with_test_and_explain_in_chromium() {
+    use common::dns::{Zone, serve};
+    use common::sink::{Sink, SinkOptions};
+    if !common::have("chromium") || !common::have("chromedriver") {
+        return;
+    }
+    let tls_mx = Sink::start_on(
+        "127.0.0.41:0".parse().unwrap(),
+        SinkOptions {
+            starttls: true,
+            ..SinkOptions::default()
+        },
+    )
+    .await;
+    let port = tls_mx.addr.port();
+    let _plain_mx = Sink::start_on(
+        format!("127.0.0.42:{port}").parse().unwrap(),
+        SinkOptions::default(),
+    )
+    .await;
+    let dns = serve(
+        Zone::default()
+            .mx("partner.example", 10, "mx1.partner.example")
+            .mx("partner.example", 20, "mx2.partner.example")
+            .a("mx1.partner.example", "127.0.0.41".parse().unwrap())
+            .a("mx2.partner.example", "127.0.0.42".parse().unwrap()),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let proc = spawn_postern(
+        dir.path(),
+        None,
+        &format!("[outbound]\nport = {port}\nnameservers = [\"{dns}\"]\n"),
+    );
+    proc.import_settings(
+        "[[policy]]\npattern = \"old.example\"\nlevel = \"encrypt\"\nnote = \"since 2024\"\n[[relay_domains]]\ndomain = \"smarthost.example\"\ntransport = \"[127.0.0.1]:2525\"\n[relay_domains.auth]\nusername = \"gw\"\npassword = \"relay-secret-1\"\n",
+    );
+    let driver = chromedriver().await;
+    let c = browser(&driver, &dir.path().join("chromium")).await;
+    let base = format!("https://{}", proc.api());
+    first_sign_in(&c, &base, dir.path()).await;
+
+    c.goto(&format!("{base}/policy")).await.unwrap();
+    arrived(&c, "#pattern").await;
+    check_page(&c, "policy-domains").await;
+    for (typed, wanted) in [
+        (
+            "partner..example",
+            "\"partner..example\" is not a valid domain, .domain, user@domain or *",
+        ),
+        (
+            "old.example",
+            "duplicate row: \"old.example\" is already in the table",
+        ),
+    ] {
+        fill(&c, "pattern", typed).await;
+        add_row(&c).await;
+        arrived(&c, "#pattern + .field-error").await;
+        assert_eq!(text_of(&c, "#pattern + .field-error").await, wanted);
+    }
+    check_page(&c, "policy-domains-error").await;
+
+    // Test before saving: one host offers STARTTLS, the other does not.
+    fill(&c, "pattern", "partner.example").await;
+    choose(&c, "level", "encrypt").await;
+    click(&c, "#test-row").await;
+    arrived(&c, "section.test").await;
+    let results = text_of(&c, "section.test").await;
+    assert!(
+        results.contains("This row would stop mail to partner.example"),
+        "{results}"
+    );
+    let cell = |n: usize, col: &'static str| {
+        let c = c.clone();
+        async move {
+            text_of(
+                &c,
+                &format!("section.test tbody tr:nth-child({n}) td[data-label=\"{col}\"]"),
+            )
+            .await
+        }
+    };
+    assert!(
+        cell(1, "Server")
+            .await
+            .starts_with("mx1.partner.example\n127.0.0.41 port ")
+    );
+    assert_eq!(cell(1, "STARTTLS").await, "offered");
+    assert!(
+        cell(1, "TLS").await.starts_with("TLSv1.3 with cipher"),
+        "{}",
+        cell(1, "TLS").await
+    );
+    assert!(
+        cell(1, "This row").await.starts_with("passes"),
+        "{}",
+        cell(1, "This row").await
+    );
+    assert!(
+        cell(2, "Server")
+            .await
+            .starts_with("mx2.partner.example\n127.0.0.42 port ")
+    );
+    assert_eq!(cell(2, "STARTTLS").await, "NOT offered");
+    assert_eq!(
+        cell(2, "This row").await,
+        "would fail: TLS is required, but was not offered by host mx2.partner.example: mail would be deferred"
+    );
+    assert_eq!(
+        cell(2, "Last 30 days").await,
+        "no deliveries to this host in the last 30 days"
+    );
+    check_page(&c, "policy-domains-test").await;
+    let out = proc.cli(&["settings", "export"]);
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("partner.example"),
+        "the Test saved nothing"
+    );
+
+    // The form kept what was typed: add it.
+    add_row(&c).await;
+    arrived(&c, "p.ok").await;
+    assert_eq!(
+        text_of(&c, "p.ok").await,
+        "Added partner.example and applied: the next delivery uses it."
+    );
+    // The managed row is badged, not editable.
+    c.goto(&format!("{base}/policy?q=smarthost")).await.unwrap();
+    arrived(&c, "a.badge").await;
+    assert_eq!(text_of(&c, "a.badge").await, "Managed by Relay Domains");
+    check_page(&c, "policy-domains-managed").await;
+    c.goto(&format!("{base}/relay")).await.unwrap();
+    arrived(&c, "table").await;
+    check_page(&c, "relay-domains").await;
+
+    // Explain a recipient of the domain: the new row decides.
+    c.goto(&format!("{base}/explain?recipient=ceo%40partner.example"))
+        .await
+        .unwrap();
+    arrived(&c, "ol.sources").await;
+    assert_eq!(
+        text_of(&c, "ol.sources li.decides").await,
+        "policy row partner.example: encrypt (decides)"
+    );
+    check_page(&c, "explain-partner").await;
+    c.close().await.unwrap();
+    assert!(proc.stop().await);
+}

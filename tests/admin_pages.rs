@@ -581,8 +581,7 @@ async fn policy_page_adds_edits_and_deletes_rows_through_the_api_checks() {
                 .contains("Not saved: see the message under the field.")
         );
         assert!(
-            page.body
-                .contains(&format!("value=\"{}\"", pattern.replace('.', "."))),
+            page.body.contains(&format!("value=\"{pattern}\"")),
             "the form keeps what was typed"
         );
     }

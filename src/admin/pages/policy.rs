@@ -20,21 +20,12 @@ use crate::settings::{Apply, PolicyRow};
 const PAGE_SIZE: usize = 50;
 
 const LEVELS: [(&str, &str); 6] = [
-    ("encrypt", "encrypt: TLS required, certificate not checked"),
-    (
-        "verify",
-        "verify: TLS required, certificate verified for the MX name",
-    ),
-    (
-        "secure",
-        "secure: TLS required, certificate verified for the domain",
-    ),
-    (
-        "fingerprint",
-        "fingerprint: TLS required, certificate pinned",
-    ),
-    ("may", "may: TLS if offered"),
-    ("none", "none: never TLS"),
+    ("encrypt", "encrypt (TLS required)"),
+    ("verify", "verify (TLS, certificate for the MX name)"),
+    ("secure", "secure (TLS, certificate for the domain)"),
+    ("fingerprint", "fingerprint (TLS, pinned certificate)"),
+    ("may", "may (TLS if offered)"),
+    ("none", "none (never TLS)"),
 ];
 
 /// A row as the table shows it.
@@ -115,7 +106,9 @@ struct TestView {
 }
 
 struct HostView {
-    relay: String,
+    host: String,
+    /// `ip port N`
+    address: String,
     starttls: String,
     tls: String,
     certificate: String,
@@ -229,17 +222,23 @@ pub fn listing(rows: &[&PolicyRow], q: &str, page: usize) -> Listing {
     }
 }
 
-/// Every row the table holds: stored ones and those relay domains manage.
-fn all_rows(settings: &crate::settings::Settings) -> (Vec<PolicyRow>, Vec<&PolicyRow>) {
+/// The listing of every row the table holds: stored ones and those relay domains manage.
+pub fn listing_of(settings: &crate::settings::Settings, q: &str, page: usize) -> Listing {
     let managed = settings.managed_rows();
-    let stored: Vec<&PolicyRow> = settings.policy.iter().collect();
-    (managed, stored)
+    let mut rows: Vec<&PolicyRow> = settings.policy.iter().collect();
+    rows.extend(managed.iter());
+    listing(&rows, q, page)
 }
 
-/// The page as a newcomer first sees it: the table and an empty form (also what the
-/// benchmark renders).
-pub fn page_html(chrome: Chrome, rows: &[&PolicyRow], q: &str, page: usize) -> String {
-    let page = base_page(chrome, listing(rows, q, page));
+/// The page as the handler renders it for a search and page, with an empty form (also what
+/// the benchmark times: `cargo bench --bench admin_page`).
+pub fn page_html(
+    chrome: Chrome,
+    settings: &crate::settings::Settings,
+    q: &str,
+    page: usize,
+) -> String {
+    let page = base_page(chrome, listing_of(settings, q, page));
     page.render().unwrap_or_else(|e| e.to_string())
 }
 
@@ -276,14 +275,16 @@ async fn page_for(
     query: &ListQuery,
 ) -> PolicyPage {
     let snapshot = state.settings.current();
-    let (managed, stored) = all_rows(&snapshot.settings);
-    let mut rows = stored;
-    rows.extend(managed.iter());
-    let listing = listing(&rows, &query.q, query.page.unwrap_or(1));
+    let listing = listing_of(&snapshot.settings, &query.q, query.page.unwrap_or(1));
     let mut page = base_page(chrome(state, session, Some(auth)).await, listing);
-    let editable =
-        |r: &&&PolicyRow| Some(&r.pattern) == query.pattern.as_ref() && r.managed_by.is_none();
-    if let Some(row) = rows.iter().find(editable).filter(|_| query.edit.is_some()) {
+    // Managed rows are not in `policy`: they cannot be opened for editing.
+    let wanted = query.pattern.as_ref().filter(|_| query.edit.is_some());
+    if let Some(row) = snapshot
+        .settings
+        .policy
+        .iter()
+        .find(|r| Some(&r.pattern) == wanted)
+    {
         page.editing = true;
         page.subdomains_checked = row.include_subdomains;
         page.form = form_of(row);
@@ -500,10 +501,12 @@ fn test_view(t: PolicyTest) -> TestView {
         .iter()
         .map(|h| {
             let r = &h.report;
-            let host = r.relay.split('[').next().unwrap_or("");
+            let (host, address) = r.relay.split_once('[').unwrap_or((&r.relay, ""));
+            let address = address.replace("]:", " port ");
             let seen = t.history.iter().find(|s| s.host == host);
             HostView {
-                relay: r.relay.clone(),
+                host: host.to_string(),
+                address,
                 starttls: match (r.greeting.is_empty(), r.starttls_offered) {
                     (true, _) => "not reached".into(),
                     (false, true) => "offered".into(),
@@ -515,7 +518,13 @@ fn test_view(t: PolicyTest) -> TestView {
                     (None, None) => "none".into(),
                 },
                 certificate: match (&r.certificate, &r.verification) {
-                    (Some(c), Some(v)) => format!("{} (issuer {}); {v}", c.subject, c.issuer),
+                    (Some(c), Some(v)) => {
+                        let v = match v.strip_prefix("no: ") {
+                            Some(why) => format!("not verified for {host}: {why}"),
+                            None => v.clone(),
+                        };
+                        format!("{}, issued by {}; {v}", c.subject, c.issuer)
+                    }
                     (Some(c), None) => c.subject.clone(),
                     _ => "none shown".into(),
                 },

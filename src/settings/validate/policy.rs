@@ -79,10 +79,11 @@ pub fn check_policy(
                 ),
             ));
         }
-        if let Some(j) = out.iter().position(|o| o.pattern == pattern) {
+        if out.iter().any(|o| o.pattern == pattern) {
+            // Hermes' errors 5 and 6 (duplicate on add, on edit): the field names this row.
             return Err(field_error(
                 format!("policy[{i}].pattern"),
-                format!("duplicate row: {pattern:?} is already in the table (policy[{j}])"),
+                format!("duplicate row: {pattern:?} is already in the table"),
             ));
         }
         if let Some(m) = managed.iter().find(|m| m.pattern == pattern) {
