@@ -271,7 +271,15 @@ async fn first_sign_in_forces_a_new_password_and_csrf_guards_every_form() {
 
     // No page carries the API token or a hash.
     let token = std::fs::read_to_string(dir.path().join("data/api-token")).unwrap();
-    for path in ["/tls", "/password", "/sign-in"] {
+    for path in [
+        "/tls",
+        "/password",
+        "/sign-in",
+        "/certificates",
+        "/policy",
+        "/relay",
+        "/explain?recipient=a%40b.example",
+    ] {
         let body = b.go("GET", path, "").await.body;
         assert!(
             !body.contains(token.trim()) && !body.contains("$argon2"),
@@ -766,4 +774,70 @@ async fn policy_page_pages_and_searches_ten_thousand_rows() {
         page.body.split("<nav class=\"pages\"").nth(1).unwrap_or("")
     );
     assert!(proc.stop().await);
+}
+
+/// A row added on the page decides the very next delivery, with no restart: mail to a
+/// domain whose host offers no STARTTLS goes out in plaintext before, and is deferred after.
+#[tokio::test]
+async fn a_row_added_on_the_page_applies_to_the_next_delivery() {
+    use common::sink::{Sink, SinkOptions};
+    let mut sink = Sink::start(SinkOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let proc = spawn_postern(
+        dir.path(),
+        None,
+        &format!(
+            "[outbound.routes]\n\"plain.example\" = \"[127.0.0.1]:{}\"\n",
+            sink.addr.port()
+        ),
+    );
+    let send = |rcpt: &'static str| {
+        let smtp = proc.smtp;
+        async move {
+            let mut c = common::SmtpClient::connect(smtp, None, None).await;
+            c.cmd("HELO client.test.example").await;
+            let r = c
+                .send("app@inside.example", &[rcpt], b"Subject: t\r\n\r\nhi\r\n")
+                .await;
+            assert!(r.first().starts_with("250"), "{}", r.text());
+        }
+    };
+    send("before@plain.example").await;
+    assert!(!sink.next(20).await.expect("delivered in plaintext").tls);
+
+    let mut b = admin_browser(&proc, dir.path()).await;
+    let csrf = b.csrf("/policy").await;
+    let page = b
+        .go(
+            "POST",
+            "/policy/add",
+            &format!(
+                "csrf={csrf}&pattern=plain.example&level=encrypt&min_bits=&on_failure=defer&note="
+            ),
+        )
+        .await;
+    assert_eq!(location(&page), "/policy");
+    send("after@plain.example").await;
+    let line = wait_for_line(&proc, "to=<after@plain.example>").await;
+    assert!(line.contains("status=deferred"), "{line}");
+    assert!(
+        line.contains("TLS is required, but was not offered by host 127.0.0.1[127.0.0.1]"),
+        "{line}"
+    );
+    assert!(
+        line.ends_with("policy=encrypt source=row:plain.example"),
+        "{line}"
+    );
+    assert!(proc.stop().await);
+}
+
+/// The first log line with `needle` (the process writes it when the delivery is recorded).
+async fn wait_for_line(proc: &Proc, needle: &str) -> String {
+    for _ in 0..400 {
+        if let Some(l) = proc.log.lock().unwrap().iter().find(|l| l.contains(needle)) {
+            return l.clone();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("no log line with {needle:?}");
 }
