@@ -80,6 +80,10 @@ pub struct OutboundConfig {
     pub connection_cache_secs: u64,
     /// Size at which `data/log/delivery.jsonl` is rotated (one previous file is kept).
     pub delivery_log_max_bytes: u64,
+    /// Delivery records the Logs page searches (`data/log/records.redb`): kept this many
+    /// days, and at most this many records (the oldest go first).
+    pub delivery_records_max_age_days: u64,
+    pub delivery_records_max: u64,
     /// Seconds to wait for each reply of the next hop.
     pub command_timeout_secs: u64,
 }
@@ -99,6 +103,8 @@ impl Default for OutboundConfig {
             connect_timeout_secs: 30,
             connection_cache_secs: 2,
             delivery_log_max_bytes: 64 * 1024 * 1024,
+            delivery_records_max_age_days: 30,
+            delivery_records_max: 2_000_000,
             command_timeout_secs: 300,
         }
     }

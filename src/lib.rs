@@ -178,13 +178,21 @@ pub fn prepare(config: Config) -> anyhow::Result<Server> {
     }
     let smtp_tls = tls::server_config(certs.smtp_resolver(), &[]);
     let admin_tls = tls::server_config(certs.admin_resolver(), &[b"http/1.1"]);
-    let events = events::EventLog::open(data, config.outbound.delivery_log_max_bytes)
-        .with_context(|| {
-            format!(
-                "{}: cannot open the delivery log",
-                data.join("log").display()
-            )
-        })?;
+    let retention = events::store::Retention {
+        max_age_secs: config.outbound.delivery_records_max_age_days.max(1) * 86_400,
+        max_records: config.outbound.delivery_records_max.max(1),
+    };
+    let events = events::EventLog::open_with(
+        data,
+        config.outbound.delivery_log_max_bytes,
+        Some(retention),
+    )
+    .with_context(|| {
+        format!(
+            "{}: cannot open the delivery log",
+            data.join("log").display()
+        )
+    })?;
     let resolver: Option<Arc<dyn outbound::dns::Resolver>> =
         if config.outbound.nameservers.is_empty() {
             None

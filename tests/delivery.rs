@@ -464,7 +464,7 @@ async fn delivers_over_ipv6() {
     let got = sink.next(20).await.expect("nothing over IPv6");
     assert!(got.tls);
     let event = server.next_event(20).await;
-    assert_eq!(event.status, "sent");
+    assert_eq!(event.status.as_ref(), "sent");
     assert_eq!(event.relay, format!("::1[::1]:{}", sink.addr.port()));
 }
 
@@ -495,7 +495,7 @@ async fn endless_reply_line_is_refused_not_buffered() {
         )
         .await;
     let event = server.next_event(20).await;
-    assert_eq!(event.status, "deferred");
+    assert_eq!(event.status.as_ref(), "deferred");
     assert!(
         event.reply.contains("reply line longer than 8192 bytes"),
         "{}",

@@ -60,7 +60,10 @@ async fn plaintext_only_peer_with_required_row_bounces_0_less_than_112() {
     .await;
     submit(&server, "127.0.0.1", "").await;
     let event = server.next_event_for("partner@other.example", 20).await;
-    assert_eq!((event.status, event.dsn.as_str()), ("bounced", "5.7.0"));
+    assert_eq!(
+        (event.status.as_ref(), event.dsn.as_str()),
+        ("bounced", "5.7.0")
+    );
     // The reference's words, then Postfix's with the host, in one sentence.
     assert_eq!(
         event.reply,
@@ -93,7 +96,10 @@ async fn aes128_peer_below_256_bounces_or_defers_per_row() {
     .await;
     submit(&server, "127.0.0.1", "").await;
     let event = server.next_event_for("partner@other.example", 20).await;
-    assert_eq!((event.status, event.dsn.as_str()), ("bounced", "5.7.0"));
+    assert_eq!(
+        (event.status.as_ref(), event.dsn.as_str()),
+        ("bounced", "5.7.0")
+    );
     assert_eq!(
         event.reply,
         "encryption too weak 128 less than 256 (host 127.0.0.1[127.0.0.1])"
@@ -115,7 +121,10 @@ async fn aes128_peer_below_256_bounces_or_defers_per_row() {
     .await;
     submit(&server, "127.0.0.1", "").await;
     let event = server.next_event_for("partner@other.example", 20).await;
-    assert_eq!((event.status, event.dsn.as_str()), ("deferred", "4.7.0"));
+    assert_eq!(
+        (event.status.as_ref(), event.dsn.as_str()),
+        ("deferred", "4.7.0")
+    );
     let (spool, _) = server.stop().await;
     assert_eq!(spool.len(), 1);
 
@@ -157,7 +166,7 @@ async fn header_require_from_trusted_client_is_enforced_from_outsider_ignored() 
     let event = server.next_event_for("partner@other.example", 20).await;
     assert_eq!(
         (
-            event.status,
+            event.status.as_ref(),
             event.policy_level.as_str(),
             event.policy_source.as_str()
         ),
@@ -171,7 +180,7 @@ async fn header_require_from_trusted_client_is_enforced_from_outsider_ignored() 
     submit(&server, "127.0.0.2", "x-TLSLevel: Require\r\n").await;
     let event = server.next_event_for("partner@other.example", 20).await;
     assert_eq!(
-        (event.status, event.policy_source.as_str()),
+        (event.status.as_ref(), event.policy_source.as_str()),
         ("sent", "global")
     );
     let got = sink.next(20).await.unwrap();
@@ -286,7 +295,7 @@ async fn verify_accepts_the_mx_name_and_refuses_another() {
         verified_setup(&ca, ca.leaf(&["mx.other.example"]), row.clone()).await;
     submit(&server, "127.0.0.1", "").await;
     let event = server.next_event_for("partner@other.example", 20).await;
-    assert_eq!(event.status, "sent", "{}", event.reply);
+    assert_eq!(event.status.as_ref(), "sent", "{}", event.reply);
     assert_eq!(event.verified_name.as_deref(), Some("mx.other.example"));
     assert!(sink.next(20).await.unwrap().tls);
 
@@ -294,7 +303,7 @@ async fn verify_accepts_the_mx_name_and_refuses_another() {
     submit(&server, "127.0.0.1", "").await;
     let event = server.next_event_for("partner@other.example", 20).await;
     assert_eq!(
-        (event.status, event.dsn.as_str()),
+        (event.status.as_ref(), event.dsn.as_str()),
         ("deferred", "4.7.5"),
         "{}",
         event.reply
@@ -326,7 +335,7 @@ async fn secure_wants_the_recipient_domain_not_the_mx_name() {
         verified_setup(&ca, ca.leaf(&["mx.other.example", "other.example"]), row).await;
     submit(&server, "127.0.0.1", "").await;
     let event = server.next_event_for("partner@other.example", 20).await;
-    assert_eq!(event.status, "sent", "{}", event.reply);
+    assert_eq!(event.status.as_ref(), "sent", "{}", event.reply);
     assert_eq!(event.verified_name.as_deref(), Some("other.example"));
     assert!(sink.next(20).await.is_some());
 }
@@ -344,7 +353,7 @@ async fn fingerprint_accepts_only_the_pinned_key() {
     .await;
     submit(&server, "127.0.0.1", "").await;
     let event = server.next_event_for("partner@other.example", 20).await;
-    assert_eq!(event.status, "sent", "{}", event.reply);
+    assert_eq!(event.status.as_ref(), "sent", "{}", event.reply);
     assert!(sink.next(20).await.is_some());
 
     let other = "ab".repeat(32);
@@ -357,7 +366,7 @@ async fn fingerprint_accepts_only_the_pinned_key() {
     submit(&server, "127.0.0.1", "").await;
     let event = server.next_event_for("partner@other.example", 20).await;
     assert_eq!(
-        (event.status, event.dsn.as_str()),
+        (event.status.as_ref(), event.dsn.as_str()),
         ("bounced", "5.7.5"),
         "{}",
         event.reply
@@ -453,7 +462,7 @@ async fn starttls_stripping_never_yields_plaintext_under_a_required_level() {
         submit(&server, "127.0.0.1", header).await;
         let event = server.next_event_for("partner@other.example", 20).await;
         assert_eq!(
-            (event.status, event.policy_source.as_str()),
+            (event.status.as_ref(), event.policy_source.as_str()),
             ("deferred", source),
             "{}",
             event.reply
@@ -476,7 +485,10 @@ async fn starttls_stripping_never_yields_plaintext_under_a_required_level() {
         .await;
     submit(&server, "127.0.0.1", "").await;
     let event = server.next_event_for("partner@other.example", 20).await;
-    assert_eq!((event.status, event.starttls_offered), ("sent", false));
+    assert_eq!(
+        (event.status.as_ref(), event.starttls_offered),
+        ("sent", false)
+    );
     assert!(event.tls.is_none());
     let got = sink.next(20).await.unwrap();
     assert!(!got.tls);
@@ -514,7 +526,7 @@ async fn rule_enforces_one_recipient_of_a_message_not_the_other() {
     assert_eq!(events[0].recipient, "a@enforced.example");
     assert_eq!(
         (
-            events[0].status,
+            events[0].status.as_ref(),
             events[0].policy_level.as_str(),
             events[0].policy_source.as_str()
         ),
@@ -531,7 +543,7 @@ async fn rule_enforces_one_recipient_of_a_message_not_the_other() {
     assert_eq!(events[1].rule, None);
     assert_eq!(
         (
-            events[1].status,
+            events[1].status.as_ref(),
             events[1].policy_level.as_str(),
             events[1].policy_source.as_str()
         ),
@@ -600,7 +612,7 @@ async fn may_retries_in_plaintext_after_a_failed_handshake() {
     submit(&server, "127.0.0.1", "").await;
     let event = server.next_event_for("partner@other.example", 20).await;
     assert_eq!(
-        (event.status, event.policy_level.as_str()),
+        (event.status.as_ref(), event.policy_level.as_str()),
         ("sent", "may"),
         "{}",
         event.reply
@@ -623,7 +635,7 @@ async fn may_retries_in_plaintext_after_a_failed_handshake() {
     submit(&server, "127.0.0.1", "").await;
     let event = server.next_event_for("partner@other.example", 20).await;
     assert_eq!(
-        (event.status, event.dsn.as_str()),
+        (event.status.as_ref(), event.dsn.as_str()),
         ("deferred", "4.7.5"),
         "{}",
         event.reply
@@ -669,7 +681,7 @@ async fn x_tlslevel_variants_enforced_and_explained_alike() {
         let event = server.next_event_for(&rcpt, 20).await;
         assert_eq!(
             (
-                event.status,
+                event.status.as_ref(),
                 event.policy_level.as_str(),
                 event.policy_source.as_str()
             ),
@@ -713,7 +725,7 @@ async fn x_tlslevel_variants_enforced_and_explained_alike() {
             .await;
         let event = server.next_event_for(&rcpt, 20).await;
         assert_eq!(
-            (event.status, event.policy_source.as_str()),
+            (event.status.as_ref(), event.policy_source.as_str()),
             ("sent", "global"),
             "{header:?}"
         );

@@ -4,6 +4,7 @@
 
 pub mod certs;
 pub mod client;
+pub mod logs;
 pub mod pages;
 pub mod policy;
 pub mod queue;
@@ -128,6 +129,8 @@ fn api_router(state: AdminState) -> Router {
         )
         .route("/api/v1/policy/test", axum::routing::post(policy::test))
         .route("/api/v1/metrics", get(metrics))
+        .route("/api/v1/logs", get(logs::search))
+        .route("/api/v1/logs/starttls", get(logs::starttls))
         .route("/api/v1/certificates", get(certs::list).post(certs::import))
         .route(
             "/api/v1/certificates/{name}",

@@ -162,12 +162,15 @@ pub(crate) async fn test_row(state: &AdminState, req: TestRequest) -> Result<Pol
         .iter()
         .map(|h| h.report.relay.split('[').next().unwrap_or("").to_string())
         .collect();
-    let log = engine.events().path().to_path_buf();
     let since = crate::fsutil::unix_now().saturating_sub(HISTORY_DAYS * 86_400);
-    let history =
-        tokio::task::spawn_blocking(move || crate::events::starttls_history(&log, &hosts, since))
+    let history = match engine.events().store().cloned() {
+        Some(store) => tokio::task::spawn_blocking(move || store.starttls_history(&hosts, since))
             .await
-            .unwrap_or_default();
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
     Ok(PolicyTest {
         recipient,
         source: decision.source.to_string(),

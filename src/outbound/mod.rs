@@ -691,7 +691,7 @@ impl RcptResult {
             delay: self.delays.iter().sum(),
             delays: self.delays,
             dsn: self.outcome.dsn.to_string(),
-            status: self.outcome.status(),
+            status: self.outcome.status().into(),
             reply: self.outcome.reason.clone(),
             starttls_offered: self.starttls_offered,
             tls: self.tls.clone(),
@@ -940,7 +940,7 @@ impl HostTried {
     fn of(relay: &str, outcome: &Outcome) -> HostTried {
         HostTried {
             relay: relay.to_string(),
-            status: outcome.status(),
+            status: outcome.status().into(),
             dsn: outcome.dsn.to_string(),
             reply: outcome.reason.clone(),
         }

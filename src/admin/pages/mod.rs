@@ -6,6 +6,7 @@
 mod auth;
 mod certificates;
 mod explain;
+mod logs;
 pub mod policy;
 mod relay;
 mod throttle;
@@ -110,6 +111,7 @@ pub fn router(state: AdminState) -> Router {
             get(policy::confirm_delete).post(policy::delete),
         )
         .route("/relay", get(relay::page))
+        .route("/logs", get(logs::page))
         .route("/explain", get(explain::page))
         .route(
             "/password",

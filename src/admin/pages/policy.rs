@@ -530,7 +530,7 @@ fn test_view(t: PolicyTest) -> TestView {
                 },
                 passes: h.passes,
                 verdict: h.verdict.clone(),
-                history: history_text(seen, t.history_days),
+                history: seen.cloned().unwrap_or_default().describe(t.history_days),
             }
         })
         .collect();
@@ -544,20 +544,6 @@ fn test_view(t: PolicyTest) -> TestView {
         passes: t.test.passes,
         hosts,
         history_days: t.history_days,
-    }
-}
-
-/// "offered STARTTLS in 12 of 12 deliveries, last 2026-11-30 10:02 UTC".
-fn history_text(seen: Option<&crate::events::StarttlsSeen>, days: u64) -> String {
-    match seen {
-        Some(s) if s.connections > 0 => {
-            let last = s.last.map(crate::proto::rfc5322_at).unwrap_or_default();
-            format!(
-                "offered STARTTLS in {} of {} deliveries in the last {days} days (last {last})",
-                s.offered, s.connections
-            )
-        }
-        _ => format!("no deliveries to this host in the last {days} days"),
     }
 }
 

@@ -1,14 +1,20 @@
 //! Delivery records: one per recipient per attempt, written as the Postfix line admins grep
-//! for and as a JSON line with the same facts (`data/log/delivery.jsonl`).
+//! for, as a JSON line with the same facts (`data/log/delivery.jsonl`, for log shippers), and
+//! into the indexed store the Logs page and the dashboard search (`store`).
 
+pub mod store;
+
+use std::borrow::Cow;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::tls::TlsInfo;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Delivery {
     pub unix_time: u64,
     pub queue_id: String,
@@ -22,7 +28,7 @@ pub struct Delivery {
     pub delays: [f64; 4],
     pub dsn: String,
     /// sent, deferred, bounced
-    pub status: &'static str,
+    pub status: Cow<'static, str>,
     pub reply: String,
     pub starttls_offered: bool,
     pub tls: Option<TlsInfo>,
@@ -40,12 +46,12 @@ pub struct Delivery {
 }
 
 /// One host of an attempt and how it went.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct HostTried {
     /// `host[ip]:port`
     pub relay: String,
     /// sent, deferred, bounced
-    pub status: &'static str,
+    pub status: Cow<'static, str>,
     pub dsn: String,
     pub reply: String,
 }
@@ -96,44 +102,80 @@ fn short(secs: f64) -> String {
 }
 
 /// Where delivery records go. The JSON file is kept to a size: past `max_bytes` it becomes
-/// `delivery.jsonl.1` (replacing the previous one) and a new file starts, so at most twice
-/// that is kept for the log search. The file is written by a thread of its own, so a slow
-/// disk never stalls the async workers that deliver mail.
+/// `delivery.jsonl.1` (replacing the previous one) and a new file starts. The indexed store
+/// keeps records by the retention of `[log]`. Both are written by a thread of their own, in
+/// batches, so a slow disk never stalls the async workers that deliver mail.
 pub struct EventLog {
-    writer: std::sync::mpsc::Sender<(Vec<u8>, tokio::sync::oneshot::Sender<()>)>,
+    writer: std::sync::mpsc::Sender<Pending>,
     path: PathBuf,
+    store: Option<Arc<store::Store>>,
     /// Live feed of records (tests, and later the admin page's live view).
     live: tokio::sync::broadcast::Sender<Delivery>,
 }
 
+/// A record on its way to the writer thread, and who waits for it.
+struct Pending {
+    record: Delivery,
+    line: Vec<u8>,
+    done: tokio::sync::oneshot::Sender<()>,
+}
+
+/// At most this many records go into one store transaction.
+const BATCH: usize = 1024;
+
 impl EventLog {
     pub fn open(data_dir: &Path, max_bytes: u64) -> std::io::Result<EventLog> {
+        EventLog::open_with(data_dir, max_bytes, None)
+    }
+
+    /// With `retention`, records also go into the indexed store `data/log/records.redb`; a
+    /// store that cannot be opened is said once and the JSON file goes on alone.
+    pub fn open_with(
+        data_dir: &Path,
+        max_bytes: u64,
+        retention: Option<store::Retention>,
+    ) -> std::io::Result<EventLog> {
         let dir = data_dir.join("log");
         crate::fsutil::private_dir(&dir)?;
         let path = dir.join("delivery.jsonl");
         let file = Writer::open_file(&path)?;
         let len = file.metadata()?.len();
-        let mut writer = Writer {
+        let store = retention.and_then(|r| {
+            let at = dir.join("records.redb");
+            match store::Store::open(&at, r) {
+                Ok(s) => {
+                    let _ = crate::fsutil::restrict_to_owner(&at);
+                    Some(Arc::new(s))
+                }
+                Err(e) => {
+                    tracing::warn!(target: "postern/smtp", "warning: {e}: the Logs page and the dashboard have no records until it can be opened");
+                    None
+                }
+            }
+        });
+        let writer = Writer {
             file: Some((file, len)),
             path: path.clone(),
             max_bytes: max_bytes.max(1),
+            store: store.clone(),
+            last_durable: Instant::now(),
+            since_prune: 0,
         };
-        let (tx, rx) = std::sync::mpsc::channel::<(Vec<u8>, tokio::sync::oneshot::Sender<()>)>();
+        let (tx, rx) = std::sync::mpsc::channel::<Pending>();
         std::thread::Builder::new()
             .name("delivery-log".into())
-            .spawn(move || {
-                for (line, done) in rx {
-                    if let Err(e) = writer.append(&line) {
-                        tracing::warn!(target: "postern/smtp", "warning: {}: cannot write delivery record: {e}", writer.path.display());
-                    }
-                    let _ = done.send(());
-                }
-            })?;
+            .spawn(move || writer.run(rx))?;
         Ok(EventLog {
             writer: tx,
             path,
+            store,
             live: tokio::sync::broadcast::channel(1024).0,
         })
+    }
+
+    /// The indexed store, when it is open.
+    pub fn store(&self) -> Option<&Arc<store::Store>> {
+        self.store.as_ref()
     }
 
     /// Every record from now on (a slow reader misses the oldest, never blocks delivery).
@@ -145,14 +187,19 @@ impl EventLog {
         &self.path
     }
 
-    /// Log the line, append the JSON record, then publish it: whoever sees it in the feed
-    /// finds it in the file.
+    /// Log the line, append the JSON record and store it, then publish it: whoever sees it
+    /// in the feed finds it in the file and in the store.
     pub async fn record(&self, d: &Delivery) {
         tracing::info!(target: "postern/smtp", "{}", d.postfix_line());
         let mut line = serde_json::to_vec(d).unwrap_or_default();
         line.push(b'\n');
         let (done, written) = tokio::sync::oneshot::channel();
-        if self.writer.send((line, done)).is_ok() {
+        let pending = Pending {
+            record: d.clone(),
+            line,
+            done,
+        };
+        if self.writer.send(pending).is_ok() {
             let _ = written.await;
         }
         let _ = self.live.send(d.clone());
@@ -172,62 +219,84 @@ pub struct StarttlsSeen {
     pub last: Option<u64>,
 }
 
-/// The facts of a delivery record the STARTTLS history needs.
-#[derive(serde::Deserialize)]
-struct Seen {
-    unix_time: u64,
-    relay: String,
-    starttls_offered: bool,
-}
-
-/// For each of `hosts`: the records since `since` (UNIX seconds) whose relay is that host,
-/// from the rotated file and the current one. A missing file is an empty history.
-pub fn starttls_history(log: &Path, hosts: &[String], since: u64) -> Vec<StarttlsSeen> {
-    use std::io::BufRead;
-    let wanted: Vec<String> = hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
-    let mut out: Vec<StarttlsSeen> = hosts
-        .iter()
-        .map(|h| StarttlsSeen {
-            host: h.clone(),
-            ..StarttlsSeen::default()
-        })
-        .collect();
-    for path in [log.with_extension("jsonl.1"), log.to_path_buf()] {
-        let Ok(file) = std::fs::File::open(&path) else {
-            continue;
-        };
-        for line in std::io::BufReader::new(file).lines().map_while(Result::ok) {
-            // Most records are of other hosts: skip them before parsing.
-            let lower = line.to_ascii_lowercase();
-            if !wanted.iter().any(|h| lower.contains(h.as_str())) {
-                continue;
-            }
-            let Ok(seen) = serde_json::from_str::<Seen>(&line) else {
-                continue;
-            };
-            let host = seen.relay.split('[').next().unwrap_or("");
-            let Some(entry) = out.iter_mut().find(|e| e.host.eq_ignore_ascii_case(host)) else {
-                continue;
-            };
-            if seen.unix_time < since {
-                continue;
-            }
-            entry.connections += 1;
-            entry.offered += u64::from(seen.starttls_offered);
-            entry.last = entry.last.max(Some(seen.unix_time));
+impl StarttlsSeen {
+    /// "offered STARTTLS in 12 of 12 deliveries in the last 30 days (last Mon, 30 Nov ...)".
+    pub fn describe(&self, days: u64) -> String {
+        if self.connections == 0 {
+            return format!("no deliveries to this host in the last {days} days");
         }
+        let last = self.last.map(crate::proto::rfc5322_at).unwrap_or_default();
+        format!(
+            "offered STARTTLS in {} of {} deliveries in the last {days} days (last {last})",
+            self.offered, self.connections
+        )
     }
-    out
 }
 
-/// The delivery log file, owned by its writer thread.
+/// The delivery log file and the store, owned by their writer thread.
 struct Writer {
     file: Option<(std::fs::File, u64)>,
     path: PathBuf,
     max_bytes: u64,
+    store: Option<Arc<store::Store>>,
+    last_durable: Instant,
+    /// Records stored since the last retention pass.
+    since_prune: usize,
 }
 
+/// How often the store's batches are made durable, and how many records between retention
+/// passes.
+const DURABLE_EVERY: Duration = Duration::from_secs(1);
+const PRUNE_EVERY: usize = 10_000;
+
 impl Writer {
+    /// Everything waiting is one batch: one write per line, one store transaction.
+    fn run(mut self, rx: std::sync::mpsc::Receiver<Pending>) {
+        while let Ok(first) = rx.recv() {
+            let mut batch = vec![first];
+            while batch.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(p) => batch.push(p),
+                    Err(_) => break,
+                }
+            }
+            for p in &batch {
+                if let Err(e) = self.append(&p.line) {
+                    tracing::warn!(target: "postern/smtp", "warning: {}: cannot write delivery record: {e}", self.path.display());
+                }
+            }
+            self.store_batch(&batch);
+            for p in batch {
+                let _ = p.done.send(());
+            }
+        }
+        // The last batches, made durable on the way out.
+        if let Some(store) = &self.store {
+            let _ = store.insert(&[], true);
+        }
+    }
+
+    fn store_batch(&mut self, batch: &[Pending]) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        let durable = self.last_durable.elapsed() >= DURABLE_EVERY;
+        let records: Vec<Delivery> = batch.iter().map(|p| p.record.clone()).collect();
+        if let Err(e) = store.insert(&records, durable) {
+            tracing::warn!(target: "postern/smtp", "warning: {e}");
+        }
+        if durable {
+            self.last_durable = Instant::now();
+        }
+        self.since_prune += batch.len();
+        if self.since_prune >= PRUNE_EVERY {
+            self.since_prune = 0;
+            if let Err(e) = store.prune(crate::fsutil::unix_now()) {
+                tracing::warn!(target: "postern/smtp", "warning: {e}");
+            }
+        }
+    }
+
     /// Created 0600; an older file with wider rights is narrowed (records name addresses).
     fn open_file(path: &Path) -> std::io::Result<std::fs::File> {
         use std::os::unix::fs::OpenOptionsExt;
@@ -273,7 +342,7 @@ mod tests {
             delay: 0.0,
             delays: [0.0; 4],
             dsn: "2.0.0".into(),
-            status: "sent",
+            status: "sent".into(),
             reply: "250 ok".into(),
             starttls_offered: false,
             tls: None,
@@ -283,43 +352,6 @@ mod tests {
             rule: None,
             hosts_tried: Vec::new(),
         }
-    }
-
-    #[test]
-    fn starttls_history_counts_each_host_since_the_cut_off_across_rotation() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("delivery.jsonl");
-        let line = |t: u64, relay: &str, offered: bool| {
-            let mut r = record(1);
-            r.unix_time = t;
-            r.relay = relay.into();
-            r.starttls_offered = offered;
-            serde_json::to_string(&r).unwrap() + "\n"
-        };
-        let old = line(500, "mx1.example.net[127.0.0.1]:25", true)
-            + &line(1500, "mx1.example.net[127.0.0.1]:25", true);
-        std::fs::write(log.with_extension("jsonl.1"), old).unwrap();
-        let new = line(2000, "MX1.example.net[127.0.0.1]:25", false)
-            + &line(2500, "mx9.example.org[127.0.0.9]:25", true)
-            + "not json mx1.example.net\n";
-        std::fs::write(&log, new).unwrap();
-        let hosts = vec!["mx1.example.net".to_string(), "mx2.example.net".to_string()];
-        let seen = starttls_history(&log, &hosts, 1000);
-        assert_eq!(
-            seen,
-            vec![
-                StarttlsSeen {
-                    host: "mx1.example.net".into(),
-                    connections: 2,
-                    offered: 1,
-                    last: Some(2000),
-                },
-                StarttlsSeen {
-                    host: "mx2.example.net".into(),
-                    ..StarttlsSeen::default()
-                },
-            ]
-        );
     }
 
     #[test]

@@ -1,0 +1,240 @@
+//! Logs (Hermes' Simple Search): recipient, sender, queue ID, host or free text in a time
+//! range, over the delivery records; each result as Postfix's line with its TLS and policy
+//! facts in columns; and "did host H offer STARTTLS in the last N days?" answered directly.
+//! The same `admin::logs` functions as `/api/v1/logs`.
+
+use askama::Template;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use tower_sessions::Session;
+
+use super::{Chrome, SignedIn, chrome, render};
+use crate::admin::AdminState;
+use crate::admin::logs::{LogQuery, search_records, starttls_seen};
+use crate::events::Delivery;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct LogForm {
+    #[serde(default)]
+    recipient: String,
+    #[serde(default)]
+    sender: String,
+    #[serde(default)]
+    queue_id: String,
+    #[serde(default)]
+    host: String,
+    #[serde(default)]
+    text: String,
+    /// `YYYY-MM-DDTHH:MM`, UTC (a datetime-local field).
+    #[serde(default)]
+    from: String,
+    #[serde(default)]
+    to: String,
+    #[serde(default)]
+    before: Option<u64>,
+    /// The STARTTLS question.
+    #[serde(default)]
+    starttls_host: String,
+    #[serde(default)]
+    days: Option<u64>,
+}
+
+struct Row {
+    time: String,
+    queue_id: String,
+    recipient: String,
+    status: String,
+    relay: String,
+    protocol: String,
+    cipher: String,
+    bits: String,
+    verified: String,
+    policy: String,
+    line: String,
+}
+
+#[derive(Template)]
+#[template(path = "logs.html")]
+struct LogsPage {
+    chrome: Chrome,
+    form: LogForm,
+    searched: bool,
+    error: Option<String>,
+    from_error: Option<String>,
+    to_error: Option<String>,
+    rows: Vec<Row>,
+    note: Option<String>,
+    older: Option<String>,
+    days: u64,
+    starttls: Option<String>,
+    starttls_error: Option<String>,
+}
+
+/// A `datetime-local` value read as UTC.
+fn unix_of(field: &str, value: &str) -> Result<Option<u64>, String> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Ok(None);
+    }
+    let format = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]");
+    let t = time::PrimitiveDateTime::parse(value, format).map_err(|_| {
+        format!("{field}: {value:?} is not a date and time (YYYY-MM-DD HH:MM, UTC)")
+    })?;
+    Ok(Some(t.assume_utc().unix_timestamp().max(0) as u64))
+}
+
+fn row(d: &Delivery) -> Row {
+    let t = time::OffsetDateTime::from_unix_timestamp(d.unix_time as i64)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+    Row {
+        time: t.format(format).unwrap_or_default(),
+        queue_id: d.queue_id.clone(),
+        recipient: d.recipient.clone(),
+        status: format!("{} ({})", d.status, d.dsn),
+        relay: d.relay.clone(),
+        protocol: d.tls.as_ref().map_or("none".into(), |t| t.protocol.clone()),
+        cipher: d.tls.as_ref().map_or(String::new(), |t| t.cipher.clone()),
+        bits: d.tls.as_ref().map_or("0".into(), |t| t.bits.to_string()),
+        verified: d
+            .verified_name
+            .clone()
+            .unwrap_or_else(|| "not verified".into()),
+        policy: format!("{} ({})", d.policy_level, d.policy_source),
+        line: d.postfix_line(),
+    }
+}
+
+pub async fn page(
+    State(state): State<AdminState>,
+    session: Session,
+    axum::Extension(auth): axum::Extension<SignedIn>,
+    Query(form): Query<LogForm>,
+) -> Response {
+    let days = form.days.unwrap_or(30);
+    let mut page = LogsPage {
+        chrome: chrome(&state, &session, Some(&auth)).await,
+        searched: false,
+        error: None,
+        from_error: None,
+        to_error: None,
+        rows: Vec::new(),
+        note: None,
+        older: None,
+        days,
+        starttls: None,
+        starttls_error: None,
+        form,
+    };
+    let mut status = StatusCode::OK;
+    if !page.form.starttls_host.trim().is_empty() {
+        match starttls_seen(&state, &page.form.starttls_host, days).await {
+            Ok(seen) => page.starttls = Some(format!("{}: {}", seen.host, seen.describe(days))),
+            Err(e) => {
+                page.starttls_error = Some(e.error);
+                status = StatusCode::BAD_REQUEST;
+            }
+        }
+    }
+    if let Err(s) = search(&state, &mut page).await {
+        status = s;
+    }
+    (status, render(page)).into_response()
+}
+
+/// The search the form asks for, if it asks one; the status to answer with if it failed.
+async fn search(state: &AdminState, page: &mut LogsPage) -> Result<(), StatusCode> {
+    let f = &page.form;
+    let asked = [
+        &f.recipient,
+        &f.sender,
+        &f.queue_id,
+        &f.host,
+        &f.text,
+        &f.from,
+        &f.to,
+    ]
+    .iter()
+    .any(|v| !v.trim().is_empty())
+        || f.before.is_some();
+    if !asked {
+        return Ok(());
+    }
+    page.searched = true;
+    let since = unix_of("from", &f.from).map_err(|e| page.from_error = Some(e));
+    let until = unix_of("to", &f.to)
+        .map(|t| t.map(|t| t + 59))
+        .map_err(|e| page.to_error = Some(e));
+    let (Ok(since), Ok(until)) = (since, until) else {
+        return Err(StatusCode::BAD_REQUEST);
+    };
+    let q = LogQuery {
+        recipient: Some(f.recipient.clone()),
+        sender: Some(f.sender.clone()),
+        queue_id: Some(f.queue_id.clone()),
+        host: Some(f.host.clone()),
+        text: Some(f.text.clone()),
+        since,
+        until,
+        before: f.before,
+        limit: None,
+    };
+    let found = match search_records(state, q.search()).await {
+        Ok(found) => found,
+        Err(e) => {
+            page.error = Some(e.error);
+            return Err(StatusCode::SERVICE_UNAVAILABLE);
+        }
+    };
+    page.rows = found.records.iter().map(|s| row(&s.record)).collect();
+    if found.stopped_early {
+        page.note = Some(format!(
+            "Looked at the newest {} records without filling a page: narrow the time range or give a recipient, sender, queue ID or host.",
+            found.scanned
+        ));
+    }
+    page.older = found.next.map(|before| older_link(&page.form, before));
+    Ok(())
+}
+
+/// The same search, one page older.
+fn older_link(f: &LogForm, before: u64) -> String {
+    let mut s = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in [
+        ("recipient", &f.recipient),
+        ("sender", &f.sender),
+        ("queue_id", &f.queue_id),
+        ("host", &f.host),
+        ("text", &f.text),
+        ("from", &f.from),
+        ("to", &f.to),
+    ] {
+        if !v.is_empty() {
+            s.append_pair(k, v);
+        }
+    }
+    format!(
+        "/logs?{}",
+        s.append_pair("before", &before.to_string()).finish()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_time_fields_are_utc_and_a_bad_one_is_named() {
+        assert_eq!(unix_of("from", "").unwrap(), None);
+        assert_eq!(
+            unix_of("from", "2026-12-01T14:30").unwrap(),
+            Some(1_796_135_400)
+        );
+        assert_eq!(
+            unix_of("to", "yesterday").unwrap_err(),
+            "to: \"yesterday\" is not a date and time (YYYY-MM-DD HH:MM, UTC)"
+        );
+    }
+}

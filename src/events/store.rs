@@ -1,0 +1,654 @@
+//! Delivery records in an embedded indexed store (`data/log/records.redb`), for the Logs
+//! page, the dashboard and "did host H offer STARTTLS?". redb because postern already keeps
+//! its settings in it (no second engine, no C library to build): each record is stored once
+//! by sequence number, with one index table per field admins search by (recipient, sender,
+//! queue ID, host) and one by time, each a `(key, seq)` range. Hourly counters are kept
+//! beside them, so the dashboard reads 24 rows, not a day of records.
+//!
+//! Records are written by the delivery-log thread in batches; a batch is made durable at
+//! most once a second (the JSON-lines file beside it is the record of last resort, and a
+//! log record is not a message: losing the last second of them in a crash loses no mail).
+
+use std::borrow::Cow;
+use std::path::Path;
+
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    TableHandle,
+};
+use serde::Serialize;
+
+use super::{Delivery, StarttlsSeen};
+
+const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
+const BY_RECIPIENT: TableDefinition<(&str, u64), ()> = TableDefinition::new("by_recipient");
+const BY_SENDER: TableDefinition<(&str, u64), ()> = TableDefinition::new("by_sender");
+const BY_QUEUE_ID: TableDefinition<(&str, u64), ()> = TableDefinition::new("by_queue_id");
+const BY_HOST: TableDefinition<(&str, u64), ()> = TableDefinition::new("by_host");
+const BY_TIME: TableDefinition<(u64, u64), ()> = TableDefinition::new("by_time");
+/// (hour start, outcome) → deliveries.
+const HOURLY: TableDefinition<(u64, u8), u64> = TableDefinition::new("hourly");
+/// (hour start, recipient domain) → (attempts, of which over TLS).
+const DESTINATIONS: TableDefinition<(u64, &str), (u64, u64)> = TableDefinition::new("destinations");
+
+/// How long and how many records are kept (`[log]` in the config).
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub max_age_secs: u64,
+    pub max_records: u64,
+}
+
+/// What a delivery's TLS came to, for the dashboard's chart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsOutcome {
+    /// Over TLS with the certificate verified for a name (verify, secure, fingerprint).
+    Verified,
+    /// Over TLS, certificate not checked (may, encrypt).
+    Encrypted,
+    /// In plaintext.
+    Plaintext,
+    /// Not sent: the policy demanded TLS the host could not give.
+    Refused,
+}
+
+impl TlsOutcome {
+    pub const ALL: [TlsOutcome; 4] = [
+        TlsOutcome::Verified,
+        TlsOutcome::Encrypted,
+        TlsOutcome::Plaintext,
+        TlsOutcome::Refused,
+    ];
+
+    /// Only records that reached a host count: a DNS failure says nothing about TLS.
+    pub fn of(d: &Delivery) -> Option<TlsOutcome> {
+        if d.dsn.starts_with("4.7.") || d.dsn.starts_with("5.7.") {
+            return Some(TlsOutcome::Refused);
+        }
+        if d.relay == "none" {
+            return None;
+        }
+        Some(match (&d.tls, &d.verified_name) {
+            (Some(_), Some(_)) => TlsOutcome::Verified,
+            (Some(_), None) => TlsOutcome::Encrypted,
+            (None, _) => TlsOutcome::Plaintext,
+        })
+    }
+
+    fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("delivery records {path}: {message}")]
+pub struct StoreError {
+    path: String,
+    message: String,
+}
+
+/// What the Logs page asks: every given field must hold; the newest first.
+#[derive(Debug, Clone, Default)]
+pub struct Search {
+    /// Exact address, any case.
+    pub recipient: Option<String>,
+    pub sender: Option<String>,
+    pub queue_id: Option<String>,
+    /// The host name of the relay (`mx.example.net`), any case.
+    pub host: Option<String>,
+    /// Anywhere in the record, any case.
+    pub text: Option<String>,
+    /// UNIX seconds, inclusive.
+    pub since: Option<u64>,
+    pub until: Option<u64>,
+    /// Paging: only records older than this sequence number.
+    pub before: Option<u64>,
+    pub limit: usize,
+}
+
+/// A page of results.
+#[derive(Debug, Default, Serialize)]
+pub struct Found {
+    pub records: Vec<Stored>,
+    /// The cursor for the next (older) page, if there may be one.
+    pub next: Option<u64>,
+    /// Records looked at; a free-text search stops at `MAX_SCAN` and says so.
+    pub scanned: u64,
+    pub stopped_early: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Stored {
+    pub seq: u64,
+    pub record: Delivery,
+}
+
+/// Free-text and time-only searches look at this many records at most per page.
+pub const MAX_SCAN: u64 = 200_000;
+
+pub struct Store {
+    db: Database,
+    path: String,
+    retention: Retention,
+}
+
+fn host_of(relay: &str) -> String {
+    relay.split('[').next().unwrap_or("").to_ascii_lowercase()
+}
+
+fn domain_of(address: &str) -> String {
+    address
+        .rsplit_once('@')
+        .map_or(address, |(_, d)| d)
+        .to_ascii_lowercase()
+}
+
+const HOUR: u64 = 3600;
+
+impl Store {
+    pub fn open(path: &Path, retention: Retention) -> Result<Store, StoreError> {
+        let name = path.display().to_string();
+        let db = Database::create(path).map_err(|e| StoreError {
+            path: name.clone(),
+            message: e.to_string(),
+        })?;
+        let store = Store {
+            db,
+            path: name,
+            retention,
+        };
+        // Every table exists from the start, so readers never meet a missing one.
+        let tx = store.db.begin_write().map_err(|e| store.err(e))?;
+        {
+            tx.open_table(RECORDS).map_err(|e| store.err(e))?;
+            for t in [BY_RECIPIENT, BY_SENDER, BY_QUEUE_ID, BY_HOST] {
+                tx.open_table(t).map_err(|e| store.err(e))?;
+            }
+            tx.open_table(BY_TIME).map_err(|e| store.err(e))?;
+            tx.open_table(HOURLY).map_err(|e| store.err(e))?;
+            tx.open_table(DESTINATIONS).map_err(|e| store.err(e))?;
+        }
+        tx.commit().map_err(|e| store.err(e))?;
+        Ok(store)
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> StoreError {
+        StoreError {
+            path: self.path.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    /// One transaction for the batch; `durable` makes it (and every batch before it) survive
+    /// a crash.
+    pub fn insert(&self, batch: &[Delivery], durable: bool) -> Result<(), StoreError> {
+        let mut tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        if !durable {
+            tx.set_durability(Durability::None)
+                .map_err(|e| self.err(e))?;
+        }
+        self.put_all(&tx, batch).map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    fn put_all(&self, tx: &redb::WriteTransaction, batch: &[Delivery]) -> Result<(), redb::Error> {
+        let mut records = tx.open_table(RECORDS)?;
+        let first = records.last()?.map_or(0, |(k, _)| k.value() + 1);
+        let mut indexes = [
+            tx.open_table(BY_RECIPIENT)?,
+            tx.open_table(BY_SENDER)?,
+            tx.open_table(BY_QUEUE_ID)?,
+            tx.open_table(BY_HOST)?,
+        ];
+        let mut by_time = tx.open_table(BY_TIME)?;
+        let mut hourly = tx.open_table(HOURLY)?;
+        let mut destinations = tx.open_table(DESTINATIONS)?;
+        for (seq, d) in (first..).zip(batch) {
+            let json = serde_json::to_vec(d).map_err(|e| redb::Error::Corrupted(e.to_string()))?;
+            records.insert(seq, json.as_slice())?;
+            for (table, key) in indexes.iter_mut().zip(index_keys(d)) {
+                table.insert((key.as_ref(), seq), ())?;
+            }
+            by_time.insert((d.unix_time, seq), ())?;
+            let Some(outcome) = TlsOutcome::of(d) else {
+                continue;
+            };
+            let hour = d.unix_time - d.unix_time % HOUR;
+            let n = hourly.get((hour, outcome.code()))?.map_or(0, |v| v.value());
+            hourly.insert((hour, outcome.code()), n + 1)?;
+            let domain = domain_of(&d.recipient);
+            let key = (hour, domain.as_str());
+            let (all, tls) = destinations.get(key)?.map_or((0, 0), |v| v.value());
+            destinations.insert(key, (all + 1, tls + u64::from(d.tls.is_some())))?;
+        }
+        Ok(())
+    }
+
+    /// Drop what retention no longer keeps: older than the age limit, and the oldest beyond
+    /// the count. Returns how many records went.
+    pub fn prune(&self, now: u64) -> Result<u64, StoreError> {
+        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        let removed;
+        {
+            let mut records = tx.open_table(RECORDS).map_err(|e| self.err(e))?;
+            let count = records.len().map_err(|e| self.err(e))?;
+            let over = count.saturating_sub(self.retention.max_records);
+            let cutoff = now.saturating_sub(self.retention.max_age_secs);
+            let mut doomed: Vec<(u64, Delivery)> = Vec::new();
+            for entry in records.iter().map_err(|e| self.err(e))? {
+                let (k, v) = entry.map_err(|e| self.err(e))?;
+                let d: Delivery = match serde_json::from_slice(v.value()) {
+                    Ok(d) => d,
+                    Err(_) => continue,
+                };
+                if (doomed.len() as u64) < over || d.unix_time < cutoff {
+                    doomed.push((k.value(), d));
+                } else {
+                    break;
+                }
+            }
+            let mut indexes = [
+                tx.open_table(BY_RECIPIENT).map_err(|e| self.err(e))?,
+                tx.open_table(BY_SENDER).map_err(|e| self.err(e))?,
+                tx.open_table(BY_QUEUE_ID).map_err(|e| self.err(e))?,
+                tx.open_table(BY_HOST).map_err(|e| self.err(e))?,
+            ];
+            let mut by_time = tx.open_table(BY_TIME).map_err(|e| self.err(e))?;
+            for (seq, d) in &doomed {
+                records.remove(*seq).map_err(|e| self.err(e))?;
+                for (table, key) in indexes.iter_mut().zip(index_keys(d)) {
+                    table
+                        .remove((key.as_ref(), *seq))
+                        .map_err(|e| self.err(e))?;
+                }
+                by_time
+                    .remove((d.unix_time, *seq))
+                    .map_err(|e| self.err(e))?;
+            }
+            let mut hourly = tx.open_table(HOURLY).map_err(|e| self.err(e))?;
+            hourly
+                .retain(|(hour, _), _| hour + HOUR > cutoff)
+                .map_err(|e| self.err(e))?;
+            let mut destinations = tx.open_table(DESTINATIONS).map_err(|e| self.err(e))?;
+            destinations
+                .retain(|(hour, _), _| hour + HOUR > cutoff)
+                .map_err(|e| self.err(e))?;
+            removed = doomed.len() as u64;
+        }
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(removed)
+    }
+
+    pub fn len(&self) -> Result<u64, StoreError> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let records = tx.open_table(RECORDS).map_err(|e| self.err(e))?;
+        records.len().map_err(|e| self.err(e))
+    }
+
+    pub fn is_empty(&self) -> Result<bool, StoreError> {
+        Ok(self.len()? == 0)
+    }
+
+    /// The newest records that match, a page at a time. An exact field uses its index; a
+    /// search by time or text alone walks the records newest first, at most `MAX_SCAN`.
+    pub fn search(&self, q: &Search) -> Result<Found, StoreError> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let records = tx.open_table(RECORDS).map_err(|e| self.err(e))?;
+        let before = q.before.unwrap_or(u64::MAX);
+        let limit = q.limit.max(1);
+        let indexed = [
+            (&q.queue_id, BY_QUEUE_ID),
+            (&q.recipient, BY_RECIPIENT),
+            (&q.sender, BY_SENDER),
+            (&q.host, BY_HOST),
+        ]
+        .into_iter()
+        .find_map(|(v, t)| v.as_ref().map(|v| (index_key(t, v.trim()), t)));
+        let mut found = Found::default();
+        let take = |seq: u64, bytes: &[u8], found: &mut Found| -> bool {
+            found.scanned += 1;
+            if let Some(d) = matching(q, bytes) {
+                found.records.push(Stored { seq, record: d });
+            }
+            found.records.len() >= limit
+        };
+        match indexed {
+            Some((key, table)) => {
+                let index = tx.open_table(table).map_err(|e| self.err(e))?;
+                let range = index
+                    .range((key.as_str(), 0)..(key.as_str(), before))
+                    .map_err(|e| self.err(e))?;
+                for entry in range.rev() {
+                    let seq = entry.map_err(|e| self.err(e))?.0.value().1;
+                    let Some(v) = records.get(seq).map_err(|e| self.err(e))? else {
+                        continue;
+                    };
+                    if take(seq, v.value(), &mut found) {
+                        found.next = Some(seq);
+                        break;
+                    }
+                }
+            }
+            None => {
+                for entry in records.range(..before).map_err(|e| self.err(e))?.rev() {
+                    let (k, v) = entry.map_err(|e| self.err(e))?;
+                    let seq = k.value();
+                    if take(seq, v.value(), &mut found) {
+                        found.next = Some(seq);
+                        break;
+                    }
+                    if found.scanned >= MAX_SCAN {
+                        found.stopped_early = true;
+                        found.next = Some(seq);
+                        break;
+                    }
+                    // Records are in time order: past `since`, nothing older can match.
+                    if q.since.is_some_and(|s| time_of(v.value()) < s) {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// For each host: the records since `since` whose relay is that host (by its index).
+    pub fn starttls_history(
+        &self,
+        hosts: &[String],
+        since: u64,
+    ) -> Result<Vec<StarttlsSeen>, StoreError> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let records = tx.open_table(RECORDS).map_err(|e| self.err(e))?;
+        let index = tx.open_table(BY_HOST).map_err(|e| self.err(e))?;
+        let mut out = Vec::with_capacity(hosts.len());
+        for host in hosts {
+            let key = host.to_ascii_lowercase();
+            let mut seen = StarttlsSeen {
+                host: host.clone(),
+                ..StarttlsSeen::default()
+            };
+            let range = index
+                .range((key.as_str(), 0)..=(key.as_str(), u64::MAX))
+                .map_err(|e| self.err(e))?;
+            for entry in range.rev() {
+                let seq = entry.map_err(|e| self.err(e))?.0.value().1;
+                let Some(v) = records.get(seq).map_err(|e| self.err(e))? else {
+                    continue;
+                };
+                let Ok(d) = serde_json::from_slice::<Delivery>(v.value()) else {
+                    continue;
+                };
+                if d.unix_time < since {
+                    break;
+                }
+                seen.connections += 1;
+                seen.offered += u64::from(d.starttls_offered);
+                seen.last = seen.last.max(Some(d.unix_time));
+            }
+            out.push(seen);
+        }
+        Ok(out)
+    }
+
+    /// Deliveries per hour by TLS outcome, from `since` (an hour boundary) on.
+    pub fn hourly(&self, since: u64) -> Result<Vec<(u64, TlsOutcome, u64)>, StoreError> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = tx.open_table(HOURLY).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for entry in table.range((since, 0)..).map_err(|e| self.err(e))? {
+            let (k, v) = entry.map_err(|e| self.err(e))?;
+            let (hour, code) = k.value();
+            if let Some(o) = TlsOutcome::ALL.get(usize::from(code)) {
+                out.push((hour, *o, v.value()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Recipient domains since `since`: (domain, attempts that reached a host, over TLS).
+    pub fn destinations(&self, since: u64) -> Result<Vec<(String, u64, u64)>, StoreError> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = tx.open_table(DESTINATIONS).map_err(|e| self.err(e))?;
+        let mut sums: std::collections::HashMap<String, (u64, u64)> = Default::default();
+        for entry in table.range((since, "")..).map_err(|e| self.err(e))? {
+            let (k, v) = entry.map_err(|e| self.err(e))?;
+            let (all, tls) = v.value();
+            let e = sums.entry(k.value().1.to_string()).or_default();
+            e.0 += all;
+            e.1 += tls;
+        }
+        let mut out: Vec<(String, u64, u64)> =
+            sums.into_iter().map(|(d, (a, t))| (d, a, t)).collect();
+        out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        Ok(out)
+    }
+}
+
+/// The index keys of a record, in the order of the index tables.
+fn index_keys(d: &Delivery) -> [Cow<'_, str>; 4] {
+    [
+        Cow::Owned(d.recipient.to_ascii_lowercase()),
+        Cow::Owned(d.sender.to_ascii_lowercase()),
+        Cow::Owned(d.queue_id.to_ascii_uppercase()),
+        Cow::Owned(host_of(&d.relay)),
+    ]
+}
+
+/// A searched value as its index keeps it: queue IDs in capitals, the rest in lower case.
+fn index_key(table: TableDefinition<(&str, u64), ()>, value: &str) -> String {
+    if table.name() == BY_QUEUE_ID.name() {
+        value.to_ascii_uppercase()
+    } else {
+        value.to_ascii_lowercase()
+    }
+}
+
+fn time_of(bytes: &[u8]) -> u64 {
+    #[derive(serde::Deserialize)]
+    struct Time {
+        unix_time: u64,
+    }
+    serde_json::from_slice::<Time>(bytes).map_or(0, |t| t.unix_time)
+}
+
+/// The record, if every field the search gives holds for it.
+fn matching(q: &Search, bytes: &[u8]) -> Option<Delivery> {
+    if let Some(text) = q.text.as_deref().filter(|t| !t.trim().is_empty()) {
+        let needle = text.trim().to_ascii_lowercase();
+        let hay = String::from_utf8_lossy(bytes).to_ascii_lowercase();
+        if !hay.contains(&needle) {
+            return None;
+        }
+    }
+    let d: Delivery = serde_json::from_slice(bytes).ok()?;
+    let same = |given: &Option<String>, value: &str| {
+        given
+            .as_deref()
+            .is_none_or(|g| g.trim().eq_ignore_ascii_case(value))
+    };
+    let ok = same(&q.recipient, &d.recipient)
+        && same(&q.sender, &d.sender)
+        && same(&q.queue_id, &d.queue_id)
+        && same(&q.host, &host_of(&d.relay))
+        && q.since.is_none_or(|s| d.unix_time >= s)
+        && q.until.is_none_or(|u| d.unix_time <= u);
+    ok.then_some(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::TlsInfo;
+
+    fn record(i: u64, rcpt: &str, relay: &str, tls: bool) -> Delivery {
+        Delivery {
+            unix_time: 1_000_000 + i * 60,
+            queue_id: format!("Q{i:04}"),
+            sender: format!("s{}@inside.example", i % 3),
+            recipient: rcpt.into(),
+            relay: relay.into(),
+            delay: 0.1,
+            delays: [0.0; 4],
+            dsn: "2.0.0".into(),
+            status: "sent".into(),
+            reply: "250 2.0.0 Ok: queued as X".into(),
+            starttls_offered: tls,
+            tls: tls.then(|| TlsInfo {
+                protocol: "TLSv1.3".into(),
+                cipher: "TLS_AES_256_GCM_SHA384".into(),
+                bits: 256,
+            }),
+            verified_name: None,
+            policy_level: "may".into(),
+            policy_source: "global".into(),
+            rule: None,
+            hosts_tried: Vec::new(),
+        }
+    }
+
+    fn store(max_records: u64) -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let retention = Retention {
+            max_age_secs: 365 * 86_400,
+            max_records,
+        };
+        let s = Store::open(&dir.path().join("r.redb"), retention).unwrap();
+        (dir, s)
+    }
+
+    fn filled(max_records: u64) -> (tempfile::TempDir, Store) {
+        let (dir, s) = store(max_records);
+        let batch: Vec<Delivery> = (0..100)
+            .map(|i| {
+                let rcpt = format!("u{}@d{}.example", i % 10, i % 4);
+                let relay = format!("mx{}.example[192.0.2.{}]:25", i % 2, i % 2);
+                record(i, &rcpt, &relay, i % 2 == 0)
+            })
+            .collect();
+        s.insert(&batch[..50], false).unwrap();
+        s.insert(&batch[50..], true).unwrap();
+        (dir, s)
+    }
+
+    fn ids(f: &Found) -> Vec<String> {
+        f.records
+            .iter()
+            .map(|r| r.record.queue_id.clone())
+            .collect()
+    }
+
+    #[test]
+    fn each_field_finds_its_records_newest_first_a_page_at_a_time() {
+        let (_d, s) = filled(1000);
+        assert_eq!(s.len().unwrap(), 100);
+        let by = |q: Search| s.search(&Search { limit: 3, ..q }).unwrap();
+        let f = by(Search {
+            recipient: Some("U3@D3.example".into()),
+            ..Search::default()
+        });
+        assert_eq!(
+            ids(&f),
+            ["Q0083", "Q0063", "Q0043"],
+            "any case, newest first"
+        );
+        let next = s
+            .search(&Search {
+                recipient: Some("u3@d3.example".into()),
+                before: f.next,
+                limit: 3,
+                ..Search::default()
+            })
+            .unwrap();
+        assert_eq!(ids(&next), ["Q0023", "Q0003"]);
+        let f = by(Search {
+            queue_id: Some("Q0042".into()),
+            ..Search::default()
+        });
+        assert_eq!(ids(&f), ["Q0042"]);
+        let f = by(Search {
+            host: Some("MX1.example".into()),
+            sender: Some("s0@inside.example".into()),
+            ..Search::default()
+        });
+        assert_eq!(
+            ids(&f),
+            ["Q0099", "Q0093", "Q0087"],
+            "two fields, both hold"
+        );
+        let f = by(Search {
+            text: Some("Q005".into()),
+            since: Some(1_000_000 + 52 * 60),
+            ..Search::default()
+        });
+        assert_eq!(ids(&f), ["Q0059", "Q0058", "Q0057"]);
+        let f = s
+            .search(&Search {
+                text: Some("q005".into()),
+                until: Some(1_000_000 + 52 * 60),
+                limit: 10,
+                ..Search::default()
+            })
+            .unwrap();
+        assert_eq!(ids(&f), ["Q0052", "Q0051", "Q0050"]);
+    }
+
+    #[test]
+    fn retention_drops_the_oldest_and_their_index_entries() {
+        let (_d, s) = filled(60);
+        assert_eq!(s.prune(1_000_000).unwrap(), 40);
+        assert_eq!(s.len().unwrap(), 60);
+        let f = s
+            .search(&Search {
+                recipient: Some("u3@d3.example".into()),
+                limit: 10,
+                ..Search::default()
+            })
+            .unwrap();
+        assert_eq!(ids(&f), ["Q0083", "Q0063", "Q0043"], "Q0023 and Q0003 went");
+        // By age: everything before minute 90 is older than a year at this `now`.
+        let now = 1_000_000 + 90 * 60 + 365 * 86_400;
+        assert_eq!(s.prune(now).unwrap(), 50);
+        assert_eq!(s.len().unwrap(), 10);
+    }
+
+    #[test]
+    fn starttls_history_and_dashboard_counters() {
+        let (_d, s) = filled(1000);
+        let seen = s
+            .starttls_history(
+                &["mx0.example".into(), "mx9.example".into()],
+                1_000_000 + 50 * 60,
+            )
+            .unwrap();
+        assert_eq!(seen[0].connections, 25);
+        assert_eq!(seen[0].offered, 25, "mx0 is the even records: all TLS");
+        assert_eq!(seen[0].last, Some(1_000_000 + 98 * 60));
+        assert_eq!(seen[1].connections, 0);
+        let hourly = s.hourly(0).unwrap();
+        let total: u64 = hourly.iter().map(|(_, _, n)| n).sum();
+        assert_eq!(total, 100);
+        let plain: u64 = hourly
+            .iter()
+            .filter(|(_, o, _)| *o == TlsOutcome::Plaintext)
+            .map(|(_, _, n)| n)
+            .sum();
+        assert_eq!(plain, 50);
+        let top = s.destinations(0).unwrap();
+        assert_eq!(top.len(), 4);
+        assert_eq!(top[0], ("d0.example".to_string(), 25, 25));
+        assert_eq!(top[1], ("d1.example".to_string(), 25, 0));
+    }
+
+    #[test]
+    fn a_policy_refusal_is_its_own_outcome_and_a_dns_failure_none() {
+        let mut d = record(1, "a@b.example", "none", false);
+        assert_eq!(TlsOutcome::of(&d), None);
+        d.dsn = "4.7.4".into();
+        assert_eq!(TlsOutcome::of(&d), Some(TlsOutcome::Refused));
+        let mut v = record(1, "a@b.example", "mx.b.example[192.0.2.1]:25", true);
+        assert_eq!(TlsOutcome::of(&v), Some(TlsOutcome::Encrypted));
+        v.verified_name = Some("mx.b.example".into());
+        assert_eq!(TlsOutcome::of(&v), Some(TlsOutcome::Verified));
+    }
+}
