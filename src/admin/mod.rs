@@ -2,6 +2,7 @@
 //! `data/api-token`. The one way to change a running postern; the CLI and (later) the admin
 //! pages are built on these handlers.
 
+pub mod audit;
 pub mod certs;
 pub mod client;
 pub mod logs;
@@ -121,6 +122,11 @@ fn api_router(state: AdminState) -> Router {
         )
         .route("/api/v1/settings/rollback", axum::routing::post(rollback))
         .route("/api/v1/settings/audit", get(audit))
+        .route("/api/v1/settings/audit/{version}", get(audit::show))
+        .route(
+            "/api/v1/settings/restore/{version}",
+            axum::routing::post(audit::restore),
+        )
         .route("/api/v1/policy/explain", get(explain))
         .route("/api/v1/policy/rows", axum::routing::post(policy::add))
         .route(
@@ -138,6 +144,8 @@ fn api_router(state: AdminState) -> Router {
         )
         .route("/api/v1/queue", get(queue::list))
         .route("/api/v1/queue/retry", axum::routing::post(queue::retry_all))
+        .route("/api/v1/queue/page", get(queue::page))
+        .route("/api/v1/queue/act", axum::routing::post(queue::bulk))
         .route("/api/v1/queue/damaged", get(queue::damaged))
         .route("/api/v1/queue/{id}", get(queue::show).delete(queue::delete))
         .route(

@@ -29,6 +29,9 @@ pub struct QueueItem {
     /// The message's header section (`show` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headers: Option<String>,
+    /// The body (`show?body=true` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
 }
 
 impl QueueItem {
@@ -59,45 +62,152 @@ impl QueueItem {
             attempts: e.attempts,
             last_error: e.last_error.clone(),
             headers: None,
+            body: None,
         }
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 pub struct Filter {
     /// Substring of the envelope sender, case-insensitive.
     pub sender: Option<String>,
     /// Substring of any recipient, case-insensitive.
     pub recipient: Option<String>,
+    /// A recipient domain (exact, any case; `.example.com` also its subdomains).
+    pub domain: Option<String>,
     /// Only held (true) or only not held (false) messages.
     pub held: Option<bool>,
+    /// `active` (not tried yet), `deferred` (tried, waiting), `held`.
+    pub state: Option<String>,
+    /// Only messages at least this old.
+    pub min_age_secs: Option<u64>,
+    /// Paging, oldest first: skip this many, show at most `limit` (default all).
+    pub offset: Option<usize>,
+    pub limit: Option<usize>,
+}
+
+/// The state the queue page counts by.
+pub fn state_of(e: &QueueEntry) -> &'static str {
+    if e.held {
+        "held"
+    } else if e.attempts == 0 && e.last_error.is_none() {
+        "active"
+    } else {
+        "deferred"
+    }
+}
+
+/// Messages by state, over the whole queue.
+#[derive(Debug, Default, Serialize, Deserialize, Clone, Copy)]
+pub struct Counts {
+    pub active: usize,
+    pub deferred: usize,
+    pub held: usize,
+}
+
+/// A page of the queue and what it came from.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Listing {
+    pub counts: Counts,
+    /// Messages matching the filter (all pages).
+    pub matching: usize,
+    pub items: Vec<QueueItem>,
+}
+
+impl Filter {
+    fn keeps(&self, e: &QueueEntry, now: u64) -> bool {
+        let contains = |hay: &str, needle: &Option<String>| {
+            needle.as_deref().is_none_or(|n| {
+                n.trim().is_empty()
+                    || hay
+                        .to_ascii_lowercase()
+                        .contains(&n.trim().to_ascii_lowercase())
+            })
+        };
+        let domain = self
+            .domain
+            .as_deref()
+            .map(|d| d.trim().to_ascii_lowercase())
+            .filter(|d| !d.is_empty());
+        let in_domain = |r: &str| {
+            let Some(d) = &domain else { return true };
+            let rd = r
+                .rsplit_once('@')
+                .map_or(r, |(_, x)| x)
+                .to_ascii_lowercase();
+            match d.strip_prefix('.') {
+                Some(parent) => rd == parent || rd.ends_with(d.as_str()),
+                None => rd == *d,
+            }
+        };
+        contains(&e.envelope.sender, &self.sender)
+            && e.envelope
+                .recipients
+                .iter()
+                .any(|r| contains(r, &self.recipient) && in_domain(r))
+            && self.held.is_none_or(|h| e.held == h)
+            && self
+                .state
+                .as_deref()
+                .is_none_or(|s| s.is_empty() || s == "all" || s == state_of(e))
+            && self
+                .min_age_secs
+                .is_none_or(|a| now.saturating_sub(e.envelope.received_unix) >= a)
+    }
+}
+
+/// The one listing of the API and the page: counts of the whole queue, the matching
+/// messages oldest first, one page of them.
+pub fn listing(spool: &crate::spool::Spool, filter: &Filter) -> Listing {
+    let now = crate::fsutil::unix_now();
+    let mut counts = Counts::default();
+    let mut kept: Vec<(u64, QueueId)> = Vec::new();
+    spool.visit(|e| {
+        match state_of(e) {
+            "held" => counts.held += 1,
+            "active" => counts.active += 1,
+            _ => counts.deferred += 1,
+        }
+        if filter.keeps(e, now) {
+            kept.push((e.envelope.received_unix, e.id));
+        }
+    });
+    kept.sort_unstable();
+    let offset = filter.offset.unwrap_or(0);
+    let limit = filter.limit.unwrap_or(usize::MAX);
+    let items = kept
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .filter_map(|(_, id)| spool.get(*id))
+        .map(|e| QueueItem::from_entry(&e))
+        .collect();
+    Listing {
+        counts,
+        matching: kept.len(),
+        items,
+    }
 }
 
 pub async fn list(
     State(state): State<AdminState>,
     Query(filter): Query<Filter>,
 ) -> Json<Vec<QueueItem>> {
-    let contains = |hay: &str, needle: &Option<String>| {
-        needle
-            .as_deref()
-            .is_none_or(|n| hay.to_ascii_lowercase().contains(&n.to_ascii_lowercase()))
-    };
-    let items = state
-        .spool
-        .list()
-        .iter()
-        .filter(|e| contains(&e.envelope.sender, &filter.sender))
-        .filter(|e| {
-            filter.recipient.is_none()
-                || e.envelope
-                    .recipients
-                    .iter()
-                    .any(|r| contains(r, &filter.recipient))
-        })
-        .filter(|e| filter.held.is_none_or(|h| e.held == h))
-        .map(QueueItem::from_entry)
-        .collect();
-    Json(items)
+    let spool = state.spool.clone();
+    let listing = tokio::task::spawn_blocking(move || listing(&spool, &filter)).await;
+    Json(listing.map(|l| l.items).unwrap_or_default())
+}
+
+/// Counts and one page: `GET /api/v1/queue/page?state=deferred&offset=0&limit=50`.
+pub async fn page(
+    State(state): State<AdminState>,
+    Query(filter): Query<Filter>,
+) -> Result<Json<Listing>, ApiError> {
+    let spool = state.spool.clone();
+    tokio::task::spawn_blocking(move || listing(&spool, &filter))
+        .await
+        .map(Json)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))
 }
 
 fn parse_id(id: &str) -> Result<QueueId, ApiError> {
@@ -126,12 +236,25 @@ fn storage(e: std::io::Error) -> ApiError {
     )
 }
 
+#[derive(Debug, Default, Deserialize)]
+pub struct ShowQuery {
+    /// Include the body (only when asked: it is the sender's mail).
+    #[serde(default)]
+    pub body: bool,
+}
+
 pub async fn show(
     State(state): State<AdminState>,
     Path(id): Path<String>,
+    Query(q): Query<ShowQuery>,
 ) -> Result<Json<QueueItem>, ApiError> {
-    let qid = parse_id(&id)?;
-    let entry = state.spool.get(qid).ok_or_else(|| not_found(&id))?;
+    message(&state, &id, q.body).map(Json)
+}
+
+/// One message with its header section, and its body when asked: the API's and the page's.
+pub(crate) fn message(state: &AdminState, id: &str, body: bool) -> Result<QueueItem, ApiError> {
+    let qid = parse_id(id)?;
+    let entry = state.spool.get(qid).ok_or_else(|| not_found(id))?;
     let mut item = QueueItem::from_entry(&entry);
     let message = state.spool.read_message(qid).map_err(storage)?;
     let end = message
@@ -140,7 +263,11 @@ pub async fn show(
         .map(|i| i + 2)
         .unwrap_or(message.len());
     item.headers = Some(String::from_utf8_lossy(&message[..end]).into_owned());
-    Ok(Json(item))
+    if body {
+        let start = (end + 2).min(message.len());
+        item.body = Some(String::from_utf8_lossy(&message[start..]).into_owned());
+    }
+    Ok(item)
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -153,8 +280,20 @@ pub async fn act(
     State(state): State<AdminState>,
     Path((id, action)): Path<(String, String)>,
 ) -> Result<Json<Done>, ApiError> {
-    let qid = parse_id(&id)?;
-    let found = match action.as_str() {
+    let done = act_on(&state, &id, &action, "control API").await?;
+    Ok(Json(done))
+}
+
+/// retry, hold, release or delete one message: the API's and the page's one action.
+/// `by` says where from, for the log line (`control API`, `admin page by alice`).
+pub(crate) async fn act_on(
+    state: &AdminState,
+    id: &str,
+    action: &str,
+    by: &str,
+) -> Result<Done, ApiError> {
+    let qid = parse_id(id)?;
+    let found = match action {
         "hold" => state.spool.set_held(qid, true).await.map_err(storage)?,
         "release" => state.spool.set_held(qid, false).await.map_err(storage)?,
         "retry" => {
@@ -164,34 +303,70 @@ pub async fn act(
             }
             found
         }
+        "delete" => state.spool.delete(qid).await.map_err(storage)?,
         _ => {
             return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("action {action:?}: expected retry, hold or release"),
+                StatusCode::BAD_REQUEST,
+                format!("action {action:?}: expected retry, hold, release or delete"),
                 Some("action".into()),
             ));
         }
     };
     if !found {
-        return Err(not_found(&id));
+        return Err(not_found(id));
     }
-    tracing::info!(target: "postern/admin", "{id}: {action} (control API)");
-    Ok(Json(Done { id, action }))
+    if action == "delete" {
+        tracing::info!(target: "postern/admin", "{id}: removed (deleted through the {by})");
+    } else {
+        tracing::info!(target: "postern/admin", "{id}: {action} ({by})");
+    }
+    Ok(Done {
+        id: id.to_string(),
+        action: action.to_string(),
+    })
+}
+
+/// Several messages at once: `{"ids": [...], "action": "hold"}`; each answers for itself.
+#[derive(Debug, Deserialize)]
+pub struct Bulk {
+    pub ids: Vec<String>,
+    pub action: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BulkResult {
+    pub done: Vec<Done>,
+    pub failed: Vec<ApiError>,
+}
+
+pub async fn bulk(State(state): State<AdminState>, Json(b): Json<Bulk>) -> Json<BulkResult> {
+    Json(act_on_all(&state, &b.ids, &b.action, "control API").await)
+}
+
+pub(crate) async fn act_on_all(
+    state: &AdminState,
+    ids: &[String],
+    action: &str,
+    by: &str,
+) -> BulkResult {
+    let mut out = BulkResult {
+        done: Vec::new(),
+        failed: Vec::new(),
+    };
+    for id in ids {
+        match act_on(state, id, action, by).await {
+            Ok(d) => out.done.push(d),
+            Err(e) => out.failed.push(e),
+        }
+    }
+    out
 }
 
 pub async fn delete(
     State(state): State<AdminState>,
     Path(id): Path<String>,
 ) -> Result<Json<Done>, ApiError> {
-    let qid = parse_id(&id)?;
-    if !state.spool.delete(qid).await.map_err(storage)? {
-        return Err(not_found(&id));
-    }
-    tracing::info!(target: "postern/admin", "{id}: removed (deleted through the control API)");
-    Ok(Json(Done {
-        id,
-        action: "delete".into(),
-    }))
+    Ok(Json(act_on(&state, &id, "delete", "control API").await?))
 }
 
 /// Postfix's `postqueue -f`: every message not on hold, now.

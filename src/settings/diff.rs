@@ -191,3 +191,120 @@ mod tests {
         assert_eq!(diff(&old, &new)[0].to_string(), "rules: 2 changed");
     }
 }
+
+/// One field that differs between two versions, as the audit page shows it:
+/// `policy[partner.example].level: "may" → "encrypt"`. Secrets are never in the document,
+/// so never here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldChange {
+    pub path: String,
+    /// JSON of the old value; `None` where the field did not exist.
+    pub before: Option<String>,
+    pub after: Option<String>,
+}
+
+/// Field by field, `old` → `new` (no `old`: the first version, every field added). List
+/// items are named by their key (pattern, domain, user name, name) so that a row added in
+/// the middle is one change, not a shift of every row after it.
+pub fn fields(old: Option<&Settings>, new: &Settings) -> Vec<FieldChange> {
+    let flat = |s: &Settings| {
+        let mut out = std::collections::BTreeMap::new();
+        let value = serde_json::to_value(s.to_doc()).unwrap_or_default();
+        flatten(String::new(), &value, &mut out);
+        out
+    };
+    let before = old.map(flat).unwrap_or_default();
+    let after = flat(new);
+    let mut paths: Vec<&String> = before.keys().chain(after.keys()).collect();
+    paths.sort();
+    paths.dedup();
+    paths
+        .into_iter()
+        .filter(|p| before.get(*p) != after.get(*p))
+        .map(|p| FieldChange {
+            path: p.clone(),
+            before: before.get(p).cloned(),
+            after: after.get(p).cloned(),
+        })
+        .collect()
+}
+
+fn flatten(
+    at: String,
+    value: &serde_json::Value,
+    out: &mut std::collections::BTreeMap<String, String>,
+) {
+    use serde_json::Value;
+    let join = |key: &str| {
+        if at.is_empty() {
+            key.to_string()
+        } else {
+            format!("{at}.{key}")
+        }
+    };
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                flatten(join(k), v, out);
+            }
+        }
+        Value::Array(items) if items.iter().all(|i| item_key(i).is_some()) && !items.is_empty() => {
+            for item in items {
+                let key = item_key(item).unwrap_or_default();
+                flatten(format!("{at}[{key}]"), item, out);
+            }
+        }
+        other => {
+            out.insert(at, other.to_string());
+        }
+    }
+}
+
+/// The field that names a list item, as `diff` counts rows.
+fn item_key(item: &serde_json::Value) -> Option<String> {
+    ["pattern", "domain", "username", "name"]
+        .iter()
+        .find_map(|k| item.get(*k).and_then(|v| v.as_str()))
+        .map(str::to_string)
+}
+
+#[cfg(test)]
+mod field_tests {
+    use super::*;
+    use crate::levels::Level;
+    use crate::settings::PolicyRow;
+
+    #[test]
+    fn each_changed_field_is_named_by_its_row() {
+        let mut old = Settings::default();
+        old.policy.push(PolicyRow::new("a.example", Level::May));
+        old.policy.push(PolicyRow::new("c.example", Level::May));
+        let mut new = old.clone();
+        new.policy
+            .insert(1, PolicyRow::new("b.example", Level::Encrypt));
+        new.policy[0].level = Level::Verify;
+        new.inbound.tls_mode = crate::settings::TlsMode::Encrypt;
+        let changes = fields(Some(&old), &new);
+        let paths: Vec<&str> = changes.iter().map(|c| c.path.as_str()).collect();
+        assert!(paths.contains(&"inbound.tls_mode"), "{paths:?}");
+        assert!(paths.contains(&"policy[a.example].level"), "{paths:?}");
+        assert!(paths.contains(&"policy[b.example].pattern"), "{paths:?}");
+        assert!(
+            !paths.iter().any(|p| p.starts_with("policy[c.example]")),
+            "the row after the insertion did not change: {paths:?}"
+        );
+        let level = changes
+            .iter()
+            .find(|c| c.path == "policy[a.example].level")
+            .unwrap();
+        assert_eq!(
+            (level.before.as_deref(), level.after.as_deref()),
+            (Some("\"may\""), Some("\"verify\""))
+        );
+        let added = changes
+            .iter()
+            .find(|c| c.path == "policy[b.example].level")
+            .unwrap();
+        assert_eq!(added.before, None);
+    }
+}

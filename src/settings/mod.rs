@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 
 pub use admins::{AdminUser, FIRST_ADMIN, INITIAL_PASSWORD_FILE};
-pub use diff::{SECTIONS, SectionChange, diff};
+pub use diff::{FieldChange, SECTIONS, SectionChange, diff, fields};
 pub use document::{
     AdminSettings, AuthUser, AuthUserDoc, Direction, InboundSettings, MessageRule, NextHop,
     OnFailure, OutboundSettings, PolicyRow, RelayAuth, RelayDomain, RuleData, RuleTls, Settings,
@@ -231,16 +231,42 @@ impl SettingsHandle {
         else {
             return Ok(None);
         };
+        self.put_back(previous, actor).map(Some)
+    }
+
+    /// Make the settings of audit version `version` the ones in force again, as a change of
+    /// its own. `None` when the audit log no longer holds that version.
+    pub fn restore(
+        &self,
+        version: u64,
+        actor: &str,
+    ) -> Result<Option<Arc<Snapshot>>, ReplaceError> {
+        let _guard = self.inner.write.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(entry) = self
+            .inner
+            .store
+            .audit(usize::MAX)?
+            .into_iter()
+            .find(|e| e.seq == version)
+        else {
+            return Ok(None);
+        };
+        self.put_back(entry.new, actor).map(Some)
+    }
+
+    /// Stored settings back in force (their hashes and secrets as they were): under the
+    /// writers' lock, which the caller holds.
+    fn put_back(&self, settings: Settings, actor: &str) -> Result<Arc<Snapshot>, ReplaceError> {
         // A certificate the old version bound may have been deleted since.
-        certificates::check_bindings(&previous, &self.inner.store.certificates()?)?;
+        certificates::check_bindings(&settings, &self.inner.store.certificates()?)?;
         let current = self.current();
         let version = self
             .inner
             .store
-            .save(Some(&current.settings), &previous, actor)?;
-        let snapshot = Arc::new(Snapshot::new(previous, version));
+            .save(Some(&current.settings), &settings, actor)?;
+        let snapshot = Arc::new(Snapshot::new(settings, version));
         self.inner.live.store(snapshot.clone());
-        Ok(Some(snapshot))
+        Ok(snapshot)
     }
 
     pub fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {

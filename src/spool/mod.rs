@@ -437,6 +437,14 @@ impl Spool {
         self.lock_index().messages.values().cloned().collect()
     }
 
+    /// Look at every message not yet final, under the index lock and without copying them
+    /// (the queue page filters 100,000 of them per request): keep `f` short.
+    pub fn visit(&self, mut f: impl FnMut(&QueueEntry)) {
+        for e in self.lock_index().messages.values() {
+            f(e);
+        }
+    }
+
     pub fn get(&self, id: QueueId) -> Option<QueueEntry> {
         self.lock_index().messages.get(&id).cloned()
     }

@@ -3,11 +3,13 @@
 //! cookie `HttpOnly; Secure; SameSite=Strict`; every form that changes something carries the
 //! session's CSRF token. Pages are a thin layer: they call the same code as the API.
 
+mod audit;
 mod auth;
 mod certificates;
 mod explain;
 mod logs;
 pub mod policy;
+mod queue;
 mod relay;
 mod throttle;
 mod tls;
@@ -112,6 +114,11 @@ pub fn router(state: AdminState) -> Router {
         )
         .route("/relay", get(relay::page))
         .route("/logs", get(logs::page))
+        .route("/audit", get(audit::page))
+        .route("/audit/restore", post(audit::restore))
+        .route("/queue", get(queue::page))
+        .route("/queue/act", post(queue::act))
+        .route("/queue/{id}", get(queue::message_page))
         .route("/explain", get(explain::page))
         .route(
             "/password",

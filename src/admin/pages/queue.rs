@@ -1,0 +1,345 @@
+//! Queue: counts by state, filters (sender, recipient, domain, state, age), paging, one
+//! message's envelope, headers (the body only when asked), per-recipient state, attempts
+//! and last error; retry / hold / release / delete for one message or every one ticked,
+//! delete after a confirmation. The same `admin::queue` functions as `/api/v1/queue`.
+
+use askama::Template;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use tower_sessions::Session;
+
+use super::{Chrome, SignedIn, check_csrf, chrome, render};
+use crate::admin::AdminState;
+use crate::admin::queue::{Counts, Filter, QueueItem, act_on_all, listing, message};
+
+const PAGE_SIZE: usize = 50;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct QueueQuery {
+    #[serde(default)]
+    sender: String,
+    #[serde(default)]
+    recipient: String,
+    #[serde(default)]
+    domain: String,
+    #[serde(default)]
+    state: String,
+    /// Only messages at least this many hours old.
+    #[serde(default)]
+    age_hours: String,
+    #[serde(default)]
+    page: Option<usize>,
+}
+
+struct Row {
+    id: String,
+    arrival: String,
+    age: String,
+    size: usize,
+    sender: String,
+    recipients: String,
+    state: &'static str,
+    attempts: u32,
+    last_error: String,
+}
+
+#[derive(Template)]
+#[template(path = "queue.html")]
+struct QueuePage {
+    chrome: Chrome,
+    notice: Option<String>,
+    error: Option<String>,
+    query: QueueQuery,
+    age_error: Option<String>,
+    counts: Counts,
+    matching: usize,
+    first: usize,
+    last: usize,
+    rows: Vec<Row>,
+    prev: Option<String>,
+    next: Option<String>,
+    /// The back link after an action: this very listing.
+    here: String,
+}
+
+/// UNIX seconds as `2026-12-01 14:02:03` (UTC), as every page shows a time.
+pub fn when(unix: u64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp(unix as i64)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+    t.format(format).unwrap_or_default()
+}
+
+/// "3 h 12 min", "2 d 4 h": how long a message has waited.
+fn age(secs: u64) -> String {
+    match secs {
+        s if s < 3600 => format!("{} min", s / 60),
+        s if s < 86_400 => format!("{} h {} min", s / 3600, s % 3600 / 60),
+        s => format!("{} d {} h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
+fn row(item: &QueueItem, now: u64) -> Row {
+    let pending: Vec<&str> = item
+        .recipients
+        .iter()
+        .filter(|r| r.state == "pending")
+        .map(|r| r.address.as_str())
+        .collect();
+    let recipients = match pending.len() {
+        0..=2 => pending.join(", "),
+        n => format!("{}, {} and {} more", pending[0], pending[1], n - 2),
+    };
+    Row {
+        id: item.id.clone(),
+        arrival: when(item.arrival_unix),
+        age: age(now.saturating_sub(item.arrival_unix)),
+        size: item.size,
+        sender: if item.sender.is_empty() {
+            "<>".into()
+        } else {
+            item.sender.clone()
+        },
+        recipients,
+        state: if item.held {
+            "held"
+        } else if item.attempts == 0 && item.last_error.is_none() {
+            "active"
+        } else {
+            "deferred"
+        },
+        attempts: item.attempts,
+        last_error: item.last_error.clone().unwrap_or_default(),
+    }
+}
+
+fn link(q: &QueueQuery, page: usize) -> String {
+    let mut s = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in [
+        ("sender", &q.sender),
+        ("recipient", &q.recipient),
+        ("domain", &q.domain),
+        ("state", &q.state),
+        ("age_hours", &q.age_hours),
+    ] {
+        if !v.is_empty() {
+            s.append_pair(k, v);
+        }
+    }
+    format!(
+        "/queue?{}",
+        s.append_pair("page", &page.to_string()).finish()
+    )
+}
+
+pub async fn page(
+    State(state): State<AdminState>,
+    session: Session,
+    axum::Extension(auth): axum::Extension<SignedIn>,
+    Query(query): Query<QueueQuery>,
+) -> Response {
+    let notice = session.remove::<String>("notice").await.ok().flatten();
+    let error = session.remove::<String>("queue_error").await.ok().flatten();
+    let age = query.age_hours.trim();
+    let (min_age_secs, age_error) = match age.parse::<u64>() {
+        _ if age.is_empty() => (None, None),
+        Ok(h) => (Some(h.saturating_mul(3600)), None),
+        Err(_) => (
+            None,
+            Some(format!("{age:?} is not a whole number of hours")),
+        ),
+    };
+    let page = query.page.unwrap_or(1).max(1);
+    let filter = Filter {
+        sender: Some(query.sender.clone()),
+        recipient: Some(query.recipient.clone()),
+        domain: Some(query.domain.clone()),
+        held: None,
+        state: Some(query.state.clone()),
+        min_age_secs,
+        offset: Some((page - 1) * PAGE_SIZE),
+        limit: Some(PAGE_SIZE),
+    };
+    let spool = state.spool.clone();
+    let found = tokio::task::spawn_blocking(move || listing(&spool, &filter))
+        .await
+        .unwrap_or(crate::admin::queue::Listing {
+            counts: Counts::default(),
+            matching: 0,
+            items: Vec::new(),
+        });
+    let now = crate::fsutil::unix_now();
+    let first = (page - 1) * PAGE_SIZE;
+    let status = if age_error.is_some() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    let view = QueuePage {
+        chrome: chrome(&state, &session, Some(&auth)).await,
+        notice,
+        error,
+        age_error,
+        counts: found.counts,
+        matching: found.matching,
+        first: if found.items.is_empty() { 0 } else { first + 1 },
+        last: first + found.items.len(),
+        rows: found.items.iter().map(|i| row(i, now)).collect(),
+        prev: (page > 1).then(|| link(&query, page - 1)),
+        next: (first + found.items.len() < found.matching).then(|| link(&query, page + 1)),
+        here: link(&query, page),
+        query,
+    };
+    (status, render(view)).into_response()
+}
+
+#[derive(Template)]
+#[template(path = "queue_message.html")]
+struct MessagePage {
+    chrome: Chrome,
+    notice: Option<String>,
+    item: QueueItem,
+    arrival: String,
+    show_body: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct MessageQuery {
+    #[serde(default)]
+    body: Option<String>,
+}
+
+pub async fn message_page(
+    State(state): State<AdminState>,
+    session: Session,
+    axum::Extension(auth): axum::Extension<SignedIn>,
+    Path(id): Path<String>,
+    Query(q): Query<MessageQuery>,
+) -> Response {
+    let show_body = q.body.is_some();
+    match message(&state, &id, show_body) {
+        Ok(item) => render(MessagePage {
+            chrome: chrome(&state, &session, Some(&auth)).await,
+            notice: session.remove::<String>("notice").await.ok().flatten(),
+            arrival: when(item.arrival_unix),
+            item,
+            show_body,
+        }),
+        Err(e) => {
+            let _ = session.insert("queue_error", e.error.clone()).await;
+            Redirect::to("/queue").into_response()
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "queue_confirm.html")]
+struct ConfirmPage {
+    chrome: Chrome,
+    ids: Vec<String>,
+    back: String,
+}
+
+/// The action form: `id` repeated (the ticked messages), `action`, `back`, and for delete
+/// `confirm=yes` from the confirmation page.
+struct ActForm {
+    csrf: String,
+    ids: Vec<String>,
+    action: String,
+    back: String,
+    confirmed: bool,
+}
+
+fn act_form(body: &[u8]) -> ActForm {
+    let mut f = ActForm {
+        csrf: String::new(),
+        ids: Vec::new(),
+        action: String::new(),
+        back: "/queue".into(),
+        confirmed: false,
+    };
+    for (k, v) in form_urlencoded::parse(body) {
+        match k.as_ref() {
+            "csrf" => f.csrf = v.into_owned(),
+            "id" => f.ids.push(v.into_owned()),
+            "action" => f.action = v.into_owned(),
+            // Only back to a queue page of postern's own: never an open redirect.
+            "back" if v.starts_with("/queue") => f.back = v.into_owned(),
+            "confirm" => f.confirmed = v == "yes",
+            _ => {}
+        }
+    }
+    f
+}
+
+pub async fn act(
+    State(state): State<AdminState>,
+    session: Session,
+    axum::Extension(auth): axum::Extension<SignedIn>,
+    body: Bytes,
+) -> Response {
+    let form = act_form(&body);
+    if let Err(refused) = check_csrf(&session, &form.csrf).await {
+        return refused;
+    }
+    if form.ids.is_empty() {
+        let _ = session
+            .insert("queue_error", "Nothing done: tick at least one message.")
+            .await;
+        return Redirect::to(&form.back).into_response();
+    }
+    if form.action == "delete" && !form.confirmed {
+        return render(ConfirmPage {
+            chrome: chrome(&state, &session, Some(&auth)).await,
+            ids: form.ids,
+            back: form.back,
+        });
+    }
+    let by = format!("admin page by {}", auth.user);
+    let result = act_on_all(&state, &form.ids, &form.action, &by).await;
+    let verb = match form.action.as_str() {
+        "retry" => "Retrying",
+        "hold" => "Held",
+        "release" => "Released",
+        "delete" => "Deleted",
+        _ => "Done:",
+    };
+    let mut notice = format!("{verb} {} message(s).", result.done.len());
+    for e in &result.failed {
+        notice.push_str(&format!(" {}", e.error));
+    }
+    let _ = session.insert("notice", notice).await;
+    // A deleted message has no page left to go back to.
+    let back = if form.action == "delete" && form.back.starts_with("/queue/") {
+        "/queue".to_string()
+    } else {
+        form.back
+    };
+    Redirect::to(&back).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_read_as_an_admin_says_them() {
+        assert_eq!(age(125), "2 min");
+        assert_eq!(age(3 * 3600 + 720), "3 h 12 min");
+        assert_eq!(age(2 * 86_400 + 4 * 3600), "2 d 4 h");
+    }
+
+    #[test]
+    fn the_action_form_keeps_every_ticked_id_and_only_local_back_links() {
+        let f = act_form(b"csrf=t&id=A1&id=B2&action=hold&back=https%3A%2F%2Fevil.example");
+        assert_eq!(f.ids, ["A1", "B2"]);
+        assert_eq!(f.back, "/queue");
+        assert!(!f.confirmed);
+        let f = act_form(b"id=A1&action=delete&confirm=yes&back=%2Fqueue%3Fstate%3Dheld");
+        assert!(f.confirmed);
+        assert_eq!(f.back, "/queue?state=held");
+    }
+}
