@@ -211,6 +211,12 @@ async fn first_sign_in_forces_a_new_password_and_csrf_guards_every_form() {
         ("GET", "/policy/delete"),
         ("POST", "/policy/delete"),
         ("GET", "/relay"),
+        ("GET", "/logs"),
+        ("GET", "/queue"),
+        ("POST", "/queue/act"),
+        ("GET", "/queue/0123456789ABC"),
+        ("GET", "/audit"),
+        ("POST", "/audit/restore"),
     ] {
         let page = stranger
             .go(method, path, "csrf=x&current=a&new=b&confirm=b")
@@ -264,8 +270,8 @@ async fn first_sign_in_forces_a_new_password_and_csrf_guards_every_form() {
         !dir.path().join("data/initial-admin-password").exists(),
         "the file goes"
     );
-    assert_eq!(location(&b.go("GET", "/", "").await), "/tls");
-    let home = b.go("GET", "/tls", "").await;
+    // The dashboard is the landing page.
+    let home = b.go("GET", "/", "").await;
     assert_eq!(home.status, 200);
     assert!(home.body.contains("Password changed."), "{}", home.body);
 
@@ -279,6 +285,10 @@ async fn first_sign_in_forces_a_new_password_and_csrf_guards_every_form() {
         "/policy",
         "/relay",
         "/explain?recipient=a%40b.example",
+        "/",
+        "/logs",
+        "/queue",
+        "/audit",
     ] {
         let body = b.go("GET", path, "").await.body;
         assert!(

@@ -53,6 +53,7 @@ impl LogQuery {
             until: self.until,
             before: self.before,
             limit: self.limit.unwrap_or(PAGE).clamp(1, MAX_PAGE),
+            failed_only: false,
         }
     }
 }

@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod certs;
 pub mod client;
+pub mod dashboard;
 pub mod logs;
 pub mod pages;
 pub mod policy;
@@ -136,6 +137,7 @@ fn api_router(state: AdminState) -> Router {
         .route("/api/v1/policy/test", axum::routing::post(policy::test))
         .route("/api/v1/metrics", get(metrics))
         .route("/api/v1/logs", get(logs::search))
+        .route("/api/v1/dashboard", get(dashboard::show))
         .route("/api/v1/logs/starttls", get(logs::starttls))
         .route("/api/v1/certificates", get(certs::list).post(certs::import))
         .route(

@@ -104,6 +104,8 @@ pub struct Search {
     /// Paging: only records older than this sequence number.
     pub before: Option<u64>,
     pub limit: usize,
+    /// Only deferrals and bounces (the dashboard's last errors).
+    pub failed_only: bool,
 }
 
 /// A page of results.
@@ -472,7 +474,8 @@ fn matching(q: &Search, bytes: &[u8]) -> Option<Delivery> {
         && same(&q.queue_id, &d.queue_id)
         && same(&q.host, &host_of(&d.relay))
         && q.since.is_none_or(|s| d.unix_time >= s)
-        && q.until.is_none_or(|u| d.unix_time <= u);
+        && q.until.is_none_or(|u| d.unix_time <= u)
+        && (!q.failed_only || d.status != "sent");
     ok.then_some(d)
 }
 

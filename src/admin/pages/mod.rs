@@ -6,6 +6,7 @@
 mod audit;
 mod auth;
 mod certificates;
+mod dashboard;
 mod explain;
 mod logs;
 pub mod policy;
@@ -96,7 +97,7 @@ pub fn router(state: AdminState) -> Router {
         .with_path("/")
         .with_expiry(Expiry::OnInactivity(time::Duration::seconds(idle)));
     let signed_in = Router::new()
-        .route("/", get(|| async { Redirect::to("/tls") }))
+        .route("/", get(dashboard::page))
         .route("/tls", get(tls::page).post(tls::save))
         .route(
             "/certificates",

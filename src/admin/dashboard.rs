@@ -1,0 +1,156 @@
+//! The dashboard's facts (`GET /api/v1/dashboard`, and the landing page): queue counts,
+//! the last 24 hours of deliveries by TLS outcome per hour, the top destinations with their
+//! share over TLS (as Google's email transparency report shows it), certificates expiring
+//! within 30 days, and the last 20 errors.
+
+use axum::Json;
+use axum::extract::State;
+use serde::Serialize;
+
+use super::{AdminState, ApiError};
+use crate::events::store::{Search, TlsOutcome};
+
+const HOUR: u64 = 3600;
+
+#[derive(Debug, Serialize)]
+pub struct Hour {
+    /// UNIX seconds of the hour's start.
+    pub start: u64,
+    pub verified: u64,
+    pub encrypted: u64,
+    pub plaintext: u64,
+    pub refused: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Destination {
+    pub domain: String,
+    pub deliveries: u64,
+    /// Of those, over TLS: the share in percent.
+    pub tls_percent: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Expiring {
+    pub name: String,
+    pub days_left: i64,
+    pub used_for: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Dashboard {
+    pub queue: crate::admin::queue::Counts,
+    pub hours: Vec<Hour>,
+    pub destinations: Vec<Destination>,
+    pub expiring: Vec<Expiring>,
+    /// Postfix-style lines of the newest deferrals and bounces.
+    pub errors: Vec<String>,
+}
+
+/// The one gathering of the API and the page.
+pub(crate) async fn gather(state: &AdminState) -> Result<Dashboard, ApiError> {
+    let spool = state.spool.clone();
+    let queue = tokio::task::spawn_blocking(move || {
+        let filter = crate::admin::queue::Filter {
+            limit: Some(0),
+            ..Default::default()
+        };
+        crate::admin::queue::listing(&spool, &filter).counts
+    })
+    .await
+    .unwrap_or_default();
+    let now = crate::fsutil::unix_now();
+    let first = now - now % HOUR - 23 * HOUR;
+    let store = state
+        .engine
+        .as_ref()
+        .and_then(|e| e.events().store().cloned());
+    let (hourly, top, errors) = match store {
+        Some(store) => tokio::task::spawn_blocking(move || {
+            let errors = store.search(&Search {
+                failed_only: true,
+                limit: 20,
+                ..Search::default()
+            });
+            (store.hourly(first), store.destinations(first), errors)
+        })
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                e.to_string(),
+                None,
+            )
+        })?,
+        None => (Ok(Vec::new()), Ok(Vec::new()), Ok(Default::default())),
+    };
+    let internal = |e: crate::events::store::StoreError| {
+        ApiError::new(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            e.to_string(),
+            None,
+        )
+    };
+    let (hourly, top, errors) = (
+        hourly.map_err(internal)?,
+        top.map_err(internal)?,
+        errors.map_err(internal)?,
+    );
+    let hours = (0..24)
+        .map(|i| {
+            let start = first + i * HOUR;
+            let count = |o: TlsOutcome| {
+                hourly
+                    .iter()
+                    .filter(|(h, out, _)| *h == start && *out == o)
+                    .map(|(_, _, n)| n)
+                    .sum()
+            };
+            Hour {
+                start,
+                verified: count(TlsOutcome::Verified),
+                encrypted: count(TlsOutcome::Encrypted),
+                plaintext: count(TlsOutcome::Plaintext),
+                refused: count(TlsOutcome::Refused),
+            }
+        })
+        .collect();
+    let destinations = top
+        .into_iter()
+        .take(10)
+        .map(|(domain, all, tls)| Destination {
+            tls_percent: (tls * 100).checked_div(all).unwrap_or(0),
+            domain,
+            deliveries: all,
+        })
+        .collect();
+    let certs = state.certs.clone();
+    let expiring = tokio::task::spawn_blocking(move || certs.list())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| c.days_left <= 30)
+        .map(|c| Expiring {
+            name: c.name,
+            days_left: c.days_left,
+            used_for: c.bound_to.join("; "),
+        })
+        .collect();
+    Ok(Dashboard {
+        queue,
+        hours,
+        destinations,
+        expiring,
+        errors: errors
+            .records
+            .iter()
+            .map(|s| s.record.postfix_line())
+            .collect(),
+    })
+}
+
+pub async fn show(State(state): State<AdminState>) -> Result<Json<Dashboard>, ApiError> {
+    gather(&state).await.map(Json)
+}
