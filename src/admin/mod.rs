@@ -10,6 +10,7 @@ pub mod logs;
 pub mod pages;
 pub mod policy;
 pub mod queue;
+pub mod sections;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -136,6 +137,7 @@ fn api_router(state: AdminState) -> Router {
         )
         .route("/api/v1/policy/test", axum::routing::post(policy::test))
         .route("/api/v1/metrics", get(metrics))
+        .merge(section_routes())
         .route("/api/v1/logs", get(logs::search))
         .route("/api/v1/dashboard", get(dashboard::show))
         .route("/api/v1/logs/starttls", get(logs::starttls))
@@ -156,6 +158,25 @@ fn api_router(state: AdminState) -> Router {
         )
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)
+}
+
+/// One set of routes per list of the settings: add, replace, delete, and move for rules.
+fn section_routes() -> Router<AdminState> {
+    use axum::routing::{post, put};
+    use sections::{Section, add, delete, move_item, replace};
+    fn rest<T: Section>(base: &str) -> Router<AdminState> {
+        Router::new()
+            .route(base, post(add::<T>))
+            .route(
+                &format!("{base}/{{key}}"),
+                put(replace::<T>).delete(delete::<T>),
+            )
+            .route(&format!("{base}/{{key}}/move"), post(move_item::<T>))
+    }
+    rest::<crate::settings::RelayDomain>("/api/v1/relay-domains")
+        .merge(rest::<crate::settings::AuthUserDoc>("/api/v1/users"))
+        .merge(rest::<crate::settings::RuleData>("/api/v1/rule-data"))
+        .merge(rest::<crate::settings::MessageRule>("/api/v1/rules"))
 }
 
 async fn require_token(

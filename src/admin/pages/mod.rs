@@ -114,6 +114,10 @@ pub fn router(state: AdminState) -> Router {
             get(policy::confirm_delete).post(policy::delete),
         )
         .route("/relay", get(relay::page))
+        .route("/relay/save", post(relay::save))
+        .route("/relay/delete", post(relay::delete))
+        .route("/relay/networks", post(relay::networks))
+        .route("/relay/users", post(relay::user))
         .route("/logs", get(logs::page))
         .route("/audit", get(audit::page))
         .route("/audit/restore", post(audit::restore))

@@ -48,6 +48,13 @@ pub fn check_rules(
         if rule.name.trim().is_empty() {
             return Err(field_error(format!("rules[{i}].name"), "must not be empty"));
         }
+        // Rules are moved, edited and named in delivery records by their name.
+        if rules[..i].iter().any(|r| r.name.trim() == rule.name.trim()) {
+            return Err(field_error(
+                format!("rules[{i}].name"),
+                format!("duplicate rule {:?}", rule.name.trim()),
+            ));
+        }
         for (field, list) in [
             ("recipient_matches", &rule.recipient_matches),
             ("recipient_not_matches", &rule.recipient_not_matches),
