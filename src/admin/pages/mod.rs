@@ -12,6 +12,7 @@ mod logs;
 pub mod policy;
 mod queue;
 mod relay;
+mod rules;
 mod throttle;
 mod tls;
 
@@ -119,6 +120,10 @@ pub fn router(state: AdminState) -> Router {
         .route("/relay/networks", post(relay::networks))
         .route("/relay/users", post(relay::user))
         .route("/logs", get(logs::page))
+        .route("/rules", get(rules::page))
+        .route("/rules/save", post(rules::save_rule))
+        .route("/rules/rule", post(rules::rule_action))
+        .route("/rules/list", post(rules::save_list))
         .route("/audit", get(audit::page))
         .route("/audit/restore", post(audit::restore))
         .route("/queue", get(queue::page))
