@@ -476,3 +476,217 @@ async fn policy_domains_with_test_and_explain_in_chromium() {
     c.close().await.unwrap();
     assert!(proc.stop().await);
 }
+
+/// Wait for a line of postern's log with `needle` (written as the delivery is recorded).
+async fn log_line(proc: &common::process::Proc, needle: &str) -> String {
+    for _ in 0..400 {
+        if let Some(l) = proc.log.lock().unwrap().iter().find(|l| l.contains(needle)) {
+            return l.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no log line with {needle:?}");
+}
+
+/// Part 2 in Chromium: a relay domain with credentials and its managed row; rule data and
+/// two rules, reordered, and Explain naming the rule; a message deferred by a sink answering
+/// 421, found in the Queue and retried once the sink behaves; the delivery in Logs with its
+/// TLS; a settings change in Audit with its diff, restored.
+#[tokio::test]
+async fn relay_rules_queue_logs_and_audit_in_chromium() {
+    use common::sink::{Act, Sink, SinkOptions, Stage};
+    if !common::have("chromium") || !common::have("chromedriver") {
+        return;
+    }
+    let mut sink = Sink::start(SinkOptions {
+        starttls: true,
+        ..SinkOptions::default()
+    })
+    .await;
+    sink.act(
+        Stage::Mail,
+        Act::Reply("421 4.3.2 Service busy, try later".into()),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let proc = spawn_postern(
+        dir.path(),
+        None,
+        &format!(
+            "[outbound]\nfirst_retry_secs = 3600\n[outbound.routes]\n\"partner.example\" = \"[127.0.0.1]:{}\"\n",
+            sink.addr.port()
+        ),
+    );
+    let driver = chromedriver().await;
+    let c = browser(&driver, &dir.path().join("chromium")).await;
+    let base = format!("https://{}", proc.api());
+    first_sign_in(&c, &base, dir.path()).await;
+
+    // Relay Domains: credentials for the next hop; the managed row it makes, linked.
+    c.goto(&format!("{base}/relay")).await.unwrap();
+    arrived(&c, "#domain").await;
+    check_page(&c, "relay-domains-empty").await;
+    fill(&c, "domain", "smarthost.example").await;
+    fill(&c, "transport", "[127.0.0.1]:2525").await;
+    fill(&c, "auth_username", "gw").await;
+    fill(&c, "auth_password", "relay-secret-1").await;
+    submit_form(&c, "form[action^='/relay/save']").await;
+    arrived(&c, "p.ok a").await;
+    assert_eq!(
+        text_of(&c, "p.ok a").await,
+        "the managed encrypt row for smarthost.example"
+    );
+    let html = c.source().await.unwrap();
+    assert!(
+        !html.contains("relay-secret-1"),
+        "the password is never shown"
+    );
+    check_page(&c, "relay-domains").await;
+    click(&c, "p.ok a").await;
+    arrived(&c, "a.badge").await;
+    assert_eq!(text_of(&c, "a.badge").await, "Managed by Relay Domains");
+    assert!(
+        c.find(Locator::Css("a[aria-label='Edit smarthost.example']"))
+            .await
+            .is_err(),
+        "no edit for a managed row"
+    );
+
+    // Rule data and two rules; the second moved above the first.
+    c.goto(&format!("{base}/rules")).await.unwrap();
+    arrived(&c, "#list_name").await;
+    fill(&c, "list_name", "partners").await;
+    fill(&c, "list_domains", "partner.example\n").await;
+    submit_form(&c, "form[action^='/rules/list']:last-of-type").await;
+    arrived(&c, "p.ok").await;
+    for (name, list, level) in [
+        ("try everyone", "", "try"),
+        ("require partners", "partners", "require"),
+    ] {
+        fill(&c, "rule_name", name).await;
+        if !list.is_empty() {
+            choose(&c, "recipient_matches", list).await;
+        }
+        choose(&c, "tls_level", level).await;
+        submit_form(&c, "form[action^='/rules/save']").await;
+        arrived(&c, "p.ok").await;
+    }
+    assert!(
+        text_of(&c, "p.warn").await.contains(
+            "Rules \"try everyone\" (Try) and \"require partners\" (Require) can both match a recipient in partner.example"
+        ),
+        "the overlap is said"
+    );
+    check_page(&c, "rules").await;
+    click(&c, "button[aria-label='Move require partners up']").await;
+    arrived(&c, "p.ok").await;
+    assert_eq!(
+        text_of(&c, "p.ok").await,
+        "Moved rule \"require partners\" up."
+    );
+    assert!(
+        text_of(&c, "ol.rules li:first-child")
+            .await
+            .starts_with("require partners")
+    );
+    c.goto(&format!("{base}/explain?recipient=ceo%40partner.example"))
+        .await
+        .unwrap();
+    arrived(&c, "ol.sources").await;
+    assert_eq!(
+        text_of(&c, "ol.sources li.decides").await,
+        "message rule \"require partners\": encrypt (decides)"
+    );
+
+    // A message the sink defers with 421: in the Queue, retried once the sink behaves.
+    let mut smtp = common::SmtpClient::connect(proc.smtp, None, None).await;
+    smtp.cmd("HELO client.test.example").await;
+    let r = smtp
+        .send(
+            "app@inside.example",
+            &["ceo@partner.example"],
+            &common::message("q", ""),
+        )
+        .await;
+    assert_eq!(r.code, 250, "{r:?}");
+    let deferred = log_line(&proc, "to=<ceo@partner.example>").await;
+    assert!(deferred.contains("status=deferred"), "{deferred}");
+    c.goto(&format!("{base}/queue?state=deferred"))
+        .await
+        .unwrap();
+    arrived(&c, "table.cards tbody tr").await;
+    assert!(
+        text_of(&c, "td[data-label='Last error']")
+            .await
+            .contains("421 4.3.2 Service busy"),
+    );
+    check_page(&c, "queue").await;
+    click(&c, "td[data-label='Queue ID'] a").await;
+    arrived(&c, "pre.message").await;
+    check_page(&c, "queue-message").await;
+    sink.behave();
+    click(&c, "button[value=retry]").await;
+    arrived(&c, "p.ok").await;
+    assert_eq!(text_of(&c, "p.ok").await, "Retrying 1 message(s).");
+    assert!(sink.next(20).await.expect("delivered after the retry").tls);
+    log_line(&proc, "status=sent").await;
+
+    // Logs: the delivery by its recipient, with its TLS columns.
+    c.goto(&format!("{base}/logs?recipient=ceo%40partner.example"))
+        .await
+        .unwrap();
+    arrived(&c, "table.logs").await;
+    assert_eq!(text_of(&c, "td[data-label='TLS']").await, "TLSv1.3");
+    assert_eq!(text_of(&c, "td[data-label='Bits']").await, "256");
+    assert_eq!(
+        text_of(&c, "td[data-label='Policy (source)']").await,
+        "encrypt (rule:require partners)"
+    );
+    assert!(
+        text_of(&c, "td[data-label='Status']")
+            .await
+            .starts_with("sent")
+    );
+    check_page(&c, "logs").await;
+
+    // A settings change, its diff in Audit, and the version before it restored.
+    c.goto(&format!("{base}/tls")).await.unwrap();
+    arrived(&c, "#inbound_mode").await;
+    choose(&c, "inbound_mode", "disabled").await;
+    submit(&c).await;
+    arrived(&c, "p.ok").await;
+    c.goto(&format!("{base}/audit")).await.unwrap();
+    arrived(&c, "ol.audit").await;
+    let newest = text_of(&c, "ol.audit > li:first-child").await;
+    assert!(newest.contains("admin (admin page)"), "{newest}");
+    click(&c, "ol.audit > li:first-child summary").await;
+    assert_eq!(
+        text_of(&c, "ol.audit > li:first-child td[data-label='Field']").await,
+        "inbound.tls_mode"
+    );
+    assert_eq!(
+        text_of(&c, "ol.audit > li:first-child td[data-label='After']").await,
+        "\"disabled\""
+    );
+    check_page(&c, "audit").await;
+    click(&c, "ol.audit > li:nth-child(2) a").await;
+    arrived(&c, "#restore-confirm").await;
+    check_page(&c, "audit-confirm").await;
+    click(&c, "#restore-confirm").await;
+    arrived(&c, "p.ok").await;
+    assert!(text_of(&c, "p.ok").await.starts_with("Restored version"));
+    c.goto(&format!("{base}/tls")).await.unwrap();
+    arrived(&c, "#inbound_mode").await;
+    let mode = c
+        .find(Locator::Css("#inbound_mode option:checked"))
+        .await
+        .unwrap()
+        .attr("value")
+        .await
+        .unwrap();
+    assert_eq!(mode.as_deref(), Some("may"), "the mode is back");
+    c.goto(&format!("{base}/")).await.unwrap();
+    arrived(&c, "figure.chart").await;
+    check_page(&c, "dashboard-after").await;
+    c.close().await.unwrap();
+    assert!(proc.stop().await);
+}

@@ -217,6 +217,14 @@ async fn first_sign_in_forces_a_new_password_and_csrf_guards_every_form() {
         ("GET", "/queue/0123456789ABC"),
         ("GET", "/audit"),
         ("POST", "/audit/restore"),
+        ("GET", "/rules"),
+        ("POST", "/rules/save"),
+        ("POST", "/rules/rule"),
+        ("POST", "/rules/list"),
+        ("POST", "/relay/save"),
+        ("POST", "/relay/delete"),
+        ("POST", "/relay/networks"),
+        ("POST", "/relay/users"),
     ] {
         let page = stranger
             .go(method, path, "csrf=x&current=a&new=b&confirm=b")
@@ -289,6 +297,7 @@ async fn first_sign_in_forces_a_new_password_and_csrf_guards_every_form() {
         "/logs",
         "/queue",
         "/audit",
+        "/rules",
     ] {
         let body = b.go("GET", path, "").await.body;
         assert!(
@@ -850,4 +859,113 @@ async fn wait_for_line(proc: &Proc, needle: &str) -> String {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     panic!("no log line with {needle:?}");
+}
+
+/// Part 2's forms: none changes anything without the session's token; passwords typed are
+/// never shown again, in a page, the export or the audit diff; bad lines are named.
+#[tokio::test]
+async fn part_two_forms_need_the_token_and_never_show_a_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let proc = spawn_postern(dir.path(), None, "");
+    let mut b = admin_browser(&proc, dir.path()).await;
+    let export = || String::from_utf8_lossy(&proc.cli(&["settings", "export"]).stdout).into_owned();
+    let before = export();
+    for (path, form) in [
+        ("/relay/save", "domain=x.example"),
+        ("/relay/delete", "key=x.example"),
+        ("/relay/networks", "networks=10.0.0.0%2F8"),
+        (
+            "/relay/users",
+            "action=add&username=u&password=long-enough-1",
+        ),
+        ("/rules/save", "name=r&direction=any&tls_level=require"),
+        ("/rules/rule", "name=r&action=delete"),
+        ("/rules/list", "name=l&domains=a.example&action=save"),
+        ("/queue/act", "id=0123456789ABC&action=delete&confirm=yes"),
+        ("/audit/restore", "version=1"),
+    ] {
+        let page = b.go("POST", path, &format!("csrf=wrong&{form}")).await;
+        assert_eq!(page.status, 403, "{path}");
+    }
+    assert_eq!(export(), before, "nothing changed");
+
+    let csrf = b.csrf("/relay").await;
+    let page = b
+        .go(
+            "POST",
+            "/relay/save",
+            &format!("csrf={csrf}&domain=smarthost.example&transport=%5B127.0.0.1%5D%3A2525&auth_username=gw&auth_password=relay-secret-1&recipients="),
+        )
+        .await;
+    assert_eq!(location(&page), "/relay?saved=smarthost.example");
+    let page = b.go("GET", "/relay?saved=smarthost.example", "").await;
+    assert!(
+        page.body
+            .contains("the managed <code>encrypt</code> row for smarthost.example")
+    );
+    // A bad transport is said under its field, the password typed not sent back.
+    let page = b
+        .go(
+            "POST",
+            "/relay/save",
+            &format!("csrf={csrf}&original=smarthost.example&domain=smarthost.example&transport=%5Bbad&auth_username=gw&auth_password=another-secret-2"),
+        )
+        .await;
+    assert_eq!(page.status, 400);
+    assert!(
+        page.body
+            .contains("<p class=\"field-error\" role=\"alert\">"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("(leave blank to keep)"));
+    assert!(!page.body.contains("another-secret-2"));
+    let page = b
+        .go(
+            "POST",
+            "/relay/networks",
+            &format!("csrf={csrf}&networks=10.0.0.0%2F8%0A%0Anot-a-network"),
+        )
+        .await;
+    assert_eq!(page.status, 400);
+    assert!(page.body.contains("line 3: "), "{}", page.body);
+    let page = b
+        .go(
+            "POST",
+            "/relay/users",
+            &format!("csrf={csrf}&action=add&username=alice&password=long-enough-1"),
+        )
+        .await;
+    assert_eq!(location(&page), "/relay");
+    let page = b
+        .go(
+            "POST",
+            "/relay/users",
+            &format!("csrf={csrf}&action=reset&username=alice&password="),
+        )
+        .await;
+    assert!(page.body.contains("alice: type the new password to set it"));
+    let page = b
+        .go(
+            "POST",
+            "/relay/users",
+            &format!("csrf={csrf}&action=add&username=bob&password=short"),
+        )
+        .await;
+    assert_eq!(page.status, 400);
+    assert!(
+        page.body.contains("must be at least 8 characters"),
+        "{}",
+        page.body
+    );
+    let token = std::fs::read_to_string(dir.path().join("data/api-token")).unwrap();
+    for path in ["/relay", "/audit", "/policy", "/"] {
+        let body = b.go("GET", path, "").await.body;
+        for secret in ["relay-secret-1", "long-enough-1", "$argon2", token.trim()] {
+            assert!(!body.contains(secret), "{secret} on {path}");
+        }
+    }
+    let exported = export();
+    assert!(!exported.contains("relay-secret-1") && !exported.contains("long-enough-1"));
+    assert!(proc.stop().await);
 }

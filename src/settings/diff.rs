@@ -254,6 +254,8 @@ fn flatten(
                 flatten(format!("{at}[{key}]"), item, out);
             }
         }
+        // An empty list is no field: its first item shows as added, its last as removed.
+        Value::Array(items) if items.is_empty() => {}
         other => {
             out.insert(at, other.to_string());
         }
