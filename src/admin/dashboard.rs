@@ -26,7 +26,7 @@ pub struct Hour {
 pub struct Destination {
     pub domain: String,
     pub deliveries: u64,
-    /// Of those, over TLS: the share in percent.
+    /// Messages delivered there; of those, over TLS: the share in percent.
     pub tls_percent: u64,
 }
 

@@ -60,12 +60,13 @@ impl TlsOutcome {
         TlsOutcome::Refused,
     ];
 
-    /// Only records that reached a host count: a DNS failure says nothing about TLS.
+    /// Deliveries by how they crossed, and refusals by the policy; any other failure (DNS,
+    /// a busy host) says nothing about TLS and is not counted.
     pub fn of(d: &Delivery) -> Option<TlsOutcome> {
         if d.dsn.starts_with("4.7.") || d.dsn.starts_with("5.7.") {
             return Some(TlsOutcome::Refused);
         }
-        if d.relay == "none" {
+        if d.status != "sent" {
             return None;
         }
         Some(match (&d.tls, &d.verified_name) {
@@ -215,13 +216,17 @@ impl Store {
             let Some(outcome) = TlsOutcome::of(d) else {
                 continue;
             };
+            // The destinations' share over TLS is of deliveries made, not of refusals.
+            let delivered = outcome != TlsOutcome::Refused;
             let hour = d.unix_time - d.unix_time % HOUR;
             let n = hourly.get((hour, outcome.code()))?.map_or(0, |v| v.value());
             hourly.insert((hour, outcome.code()), n + 1)?;
-            let domain = domain_of(&d.recipient);
-            let key = (hour, domain.as_str());
-            let (all, tls) = destinations.get(key)?.map_or((0, 0), |v| v.value());
-            destinations.insert(key, (all + 1, tls + u64::from(d.tls.is_some())))?;
+            if delivered {
+                let domain = domain_of(&d.recipient);
+                let key = (hour, domain.as_str());
+                let (all, tls) = destinations.get(key)?.map_or((0, 0), |v| v.value());
+                destinations.insert(key, (all + 1, tls + u64::from(d.tls.is_some())))?;
+            }
         }
         Ok(())
     }
@@ -644,8 +649,10 @@ mod tests {
     }
 
     #[test]
-    fn a_policy_refusal_is_its_own_outcome_and_a_dns_failure_none() {
+    fn a_policy_refusal_is_its_own_outcome_and_other_failures_none() {
         let mut d = record(1, "a@b.example", "none", false);
+        d.status = "deferred".into();
+        d.dsn = "4.4.1".into();
         assert_eq!(TlsOutcome::of(&d), None);
         d.dsn = "4.7.4".into();
         assert_eq!(TlsOutcome::of(&d), Some(TlsOutcome::Refused));
