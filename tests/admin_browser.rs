@@ -126,12 +126,33 @@ async fn choose(c: &Client, select: &str, value: &str) {
 }
 
 async fn submit(c: &Client) {
-    c.find(Locator::Css("main button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
+    click(c, "main button[type=submit]").await;
+}
+
+/// Mark the page shown now, so that `loaded` can tell the next one from it: an element the
+/// old page also had is no proof that the new one arrived.
+async fn mark(c: &Client) {
+    c.execute("window.__postern_old = true; return true;", vec![])
         .await
         .unwrap();
+}
+
+/// The page a click led to has replaced the marked one and finished loading.
+async fn loaded(c: &Client) {
+    for _ in 0..800 {
+        let done = c
+            .execute(
+                "return window.__postern_old === undefined && document.readyState === 'complete';",
+                vec![],
+            )
+            .await
+            .unwrap_or(serde_json::json!(false));
+        if done == serde_json::json!(true) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the next page never loaded");
 }
 
 /// The page the last click led to has loaded: `css` is on it.
@@ -283,12 +304,7 @@ fn self_signed(name: &str) -> (String, String, rustls_pki_types::CertificateDer<
 }
 
 async fn submit_form(c: &Client, form: &str) {
-    c.find(Locator::Css(&format!("{form} button[type=submit]")))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, &format!("{form} button[type=submit]")).await;
 }
 
 /// Sign in with the generated password and set a new one, as a first-time admin does.
@@ -314,13 +330,16 @@ async fn add_row(c: &Client) {
     click(c, "#save-row").await;
 }
 
+/// Click what leads to another page, and wait for it.
 async fn click(c: &Client, css: &str) {
+    mark(c).await;
     c.find(Locator::Css(css))
         .await
-        .unwrap()
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
         .click()
         .await
         .unwrap();
+    loaded(c).await;
 }
 
 /// TLS Policy Domains in Chromium: an invalid domain, a duplicate and a valid one, each
@@ -623,6 +642,13 @@ async fn relay_rules_queue_logs_and_audit_in_chromium() {
     click(&c, "td[data-label='Queue ID'] a").await;
     arrived(&c, "pre.message").await;
     check_page(&c, "queue-message").await;
+    // Delete asks first; cancelled, the message stays.
+    click(&c, "button[value=delete]").await;
+    arrived(&c, "form input[name=confirm]").await;
+    assert_eq!(text_of(&c, "h1").await, "Delete 1 message(s)?");
+    check_page(&c, "queue-confirm").await;
+    click(&c, "form .buttons a").await;
+    arrived(&c, "pre.message").await;
     sink.behave();
     click(&c, "button[value=retry]").await;
     arrived(&c, "p.ok").await;
@@ -658,7 +684,13 @@ async fn relay_rules_queue_logs_and_audit_in_chromium() {
     arrived(&c, "ol.audit").await;
     let newest = text_of(&c, "ol.audit > li:first-child").await;
     assert!(newest.contains("admin (admin page)"), "{newest}");
-    click(&c, "ol.audit > li:first-child summary").await;
+    // Opening the details stays on the page.
+    c.find(Locator::Css("ol.audit > li:first-child summary"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     assert_eq!(
         text_of(&c, "ol.audit > li:first-child td[data-label='Field']").await,
         "inbound.tls_mode"
