@@ -176,7 +176,7 @@ pub fn prepare(config: Config) -> anyhow::Result<Server> {
         // Once, at start-up: where it matters is the first sender that verifies.
         tracing::warn!(target: "postern/tls", "warning: SMTP STARTTLS serves the system self-signed certificate for {}: senders that verify certificates will not trust it; import one (postern cert import) and bind it as inbound.certificate", config.server.hostname);
     }
-    let smtp_tls = tls::server_config(certs.smtp_resolver(), &[]);
+    let smtp_tls = tls::smtp_server_config(certs.smtp_resolver());
     let admin_tls = tls::server_config(certs.admin_resolver(), &[b"http/1.1"]);
     let retention = events::store::Retention {
         max_age_secs: config.outbound.delivery_records_max_age_days.max(1) * 86_400,
@@ -201,6 +201,7 @@ pub fn prepare(config: Config) -> anyhow::Result<Server> {
                 .map_err(|e| anyhow::anyhow!("outbound.nameservers: {e}"))?;
             Some(Arc::new(r))
         };
+    let roots = tls::trust_roots(&config.tls.extra_roots).context("tls.extra_roots")?;
     let engine = Arc::new(
         outbound::Engine::new(
             spool.clone(),
@@ -209,11 +210,12 @@ pub fn prepare(config: Config) -> anyhow::Result<Server> {
             config.server.hostname.clone(),
             events,
             resolver,
-            tls::trust_roots(&config.tls.extra_roots).context("tls.extra_roots")?,
+            roots.clone(),
         )
         .with_certs(certs.clone()),
     );
     let ctx = Arc::new(inbound::Context {
+        client_roots: roots,
         hostname: config.server.hostname.clone(),
         limits: inbound::Limits::from_config(&config),
         settings: settings.clone(),

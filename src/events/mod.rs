@@ -39,6 +39,9 @@ pub struct Delivery {
     /// The message rule that matched the recipient, even where another source decided.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
+    /// The Microsoft 365 tenant the message came from, when the connector relayed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
     /// Every host tried in this attempt, in order, the one of `relay` last: an MX given up
     /// for the next one is on the record with its reason.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -350,6 +353,7 @@ mod tests {
             policy_level: "may".into(),
             policy_source: "global".into(),
             rule: None,
+            tenant: None,
             hosts_tried: Vec::new(),
         }
     }

@@ -511,6 +511,7 @@ mod tests {
             policy_level: "may".into(),
             policy_source: "global".into(),
             rule: None,
+            tenant: None,
             hosts_tried: Vec::new(),
         }
     }

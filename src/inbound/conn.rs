@@ -311,8 +311,12 @@ impl Conn {
         n
     }
 
-    /// Flush the 220, then handshake over the same TCP connection.
-    pub async fn start_tls(&mut self, acceptor: &TlsAcceptor) -> io::Result<TlsInfo> {
+    /// Flush the 220, then handshake over the same TCP connection. Returns what was
+    /// negotiated and the client's certificate chain (empty when it showed none).
+    pub async fn start_tls(
+        &mut self,
+        acceptor: &TlsAcceptor,
+    ) -> io::Result<(TlsInfo, Vec<rustls_pki_types::CertificateDer<'static>>)> {
         self.flush().await?;
         let tcp = match self.stream.take() {
             Some(Stream::Plain(tcp)) => tcp,
@@ -325,10 +329,15 @@ impl Conn {
         let tls = tokio::time::timeout(self.timeout, acceptor.accept(tcp))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timeout"))??;
-        let info = TlsInfo::from_connection(tls.get_ref().1)
+        let state = tls.get_ref().1;
+        let info = TlsInfo::from_connection(state)
             .ok_or_else(|| io::Error::other("handshake finished without a cipher suite"))?;
+        let chain = state
+            .peer_certificates()
+            .map(|c| c.iter().map(|d| d.clone().into_owned()).collect())
+            .unwrap_or_default();
         self.stream = Some(Stream::Tls(Box::new(tls)));
-        Ok(info)
+        Ok((info, chain))
     }
 
     pub async fn close(&mut self) {

@@ -9,11 +9,24 @@ use crate::tls::TlsInfo;
 /// Remove every header field named `name` (case-insensitive), with its continuation lines,
 /// from the header section. The body and every other byte are left as they are.
 pub fn strip_header<'a>(message: &'a [u8], name: &str) -> (Cow<'a, [u8]>, usize) {
+    strip_matching(message, |n| n.eq_ignore_ascii_case(name))
+}
+
+/// Every header field whose name `unwanted` says yes to, with its continuation lines.
+pub fn strip_matching<'a>(
+    message: &'a [u8],
+    unwanted: impl Fn(&str) -> bool,
+) -> (Cow<'a, [u8]>, usize) {
     let mut out: Option<Vec<u8>> = None;
     let mut removed = 0;
     let mut kept_to = 0;
     for field in header::fields(message) {
-        if header::is_named(&message[field.clone()], name) {
+        let text = &message[field.clone()];
+        let name = text
+            .iter()
+            .position(|&b| b == b':')
+            .map(|c| String::from_utf8_lossy(text[..c].trim_ascii_end()).into_owned());
+        if name.is_some_and(|n| unwanted(&n)) {
             removed += 1;
             out.get_or_insert_with(Vec::new)
                 .extend_from_slice(&message[kept_to..field.start]);
@@ -34,6 +47,8 @@ pub struct ReceivedFacts<'a> {
     pub helo: &'a str,
     pub client_ip: &'a str,
     pub tls: Option<&'a TlsInfo>,
+    /// Postfix's `(Client CN "…", Issuer "…" (verified OK))`, when one was shown.
+    pub client_cert: Option<String>,
     pub authenticated: bool,
     pub esmtp: bool,
     pub hostname: &'a str,
@@ -48,7 +63,10 @@ pub fn received_header(f: &ReceivedFacts<'_>) -> String {
     let mut h = format!("Received: from {} (unknown [{}])\r\n", f.helo, f.client_ip);
     if let Some(tls) = f.tls {
         h.push_str(&format!("\t(using {})\r\n", tls.describe()));
-        h.push_str("\t(No client certificate requested)\r\n");
+        match &f.client_cert {
+            Some(note) => h.push_str(&format!("\t{note}\r\n")),
+            None => h.push_str("\t(No client certificate presented)\r\n"),
+        }
     }
     let proto = match (f.esmtp, f.tls.is_some(), f.authenticated) {
         (false, _, _) => "SMTP",
@@ -108,6 +126,7 @@ mod tests {
             helo: "client.example",
             client_ip: "192.0.2.1",
             tls: Some(&tls),
+            client_cert: None,
             authenticated: false,
             esmtp: true,
             hostname: "mx.example",
@@ -119,7 +138,7 @@ mod tests {
             h,
             "Received: from client.example (unknown [192.0.2.1])\r\n\
              \t(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits))\r\n\
-             \t(No client certificate requested)\r\n\
+             \t(No client certificate presented)\r\n\
              \tby mx.example (postern) with ESMTPS id ABC\r\n\
              \tfor <r@ours.example>; Mon, 23 Nov 2026 10:00:00 +0000 (UTC)\r\n"
         );

@@ -4,6 +4,7 @@
 mod auth;
 mod auth_guard;
 mod conn;
+pub mod connector;
 mod message;
 mod relay;
 mod session;
@@ -68,6 +69,9 @@ pub struct Context {
     pub auth: AuthGuard,
     /// Asks relay domains' next hops about recipients (call-ahead verification).
     pub verifier: Option<std::sync::Arc<dyn verify::RecipientVerifier>>,
+    /// Mozilla roots plus `[tls] extra_roots`: what a client certificate must chain to
+    /// (the Microsoft 365 connector).
+    pub client_roots: std::sync::Arc<rustls::RootCertStore>,
 }
 
 /// Accept until `shutdown` turns true, then give sessions `shutdown_grace` to finish.
@@ -373,20 +377,62 @@ async fn start_tls(
         );
     }
     match conn.start_tls(&ctx.tls).await {
-        Ok(info) => {
-            tracing::info!(
-                target: "postern/smtpd",
-                "Anonymous TLS connection established from {}: {}",
-                session.client,
-                info.describe()
-            );
-            session.tls_established(info);
+        Ok((info, chain)) => {
+            session.tls_established(info, &chain);
+            log_tls_client(session);
             Ok((None, false))
         }
         Err(e) => {
             tracing::warn!(target: "postern/smtpd", "warning: TLS library problem: {} from {}", e, session.client);
             session.counters.record("starttls", false);
             Err(ReadError::Eof)
+        }
+    }
+}
+
+/// Postfix's smtpd line for the handshake: `Anonymous` without a client certificate,
+/// `Trusted` (chain verified) or `Untrusted` with one, and what it is worth here.
+fn log_tls_client(session: &session::Session) {
+    use connector::{ClientCert, Verdict};
+    let info = session
+        .tls
+        .as_ref()
+        .map(|t| t.describe())
+        .unwrap_or_default();
+    match &session.client_cert {
+        ClientCert::None => tracing::info!(
+            target: "postern/smtpd",
+            "Anonymous TLS connection established from {}: {info}",
+            session.client
+        ),
+        ClientCert::Presented {
+            cn,
+            issuer,
+            verdict,
+        } => {
+            let (trust, note) = match verdict {
+                Verdict::Connector(name) => {
+                    ("Trusted", format!("Microsoft 365 connector ({name})"))
+                }
+                Verdict::WrongName { .. } => (
+                    "Trusted",
+                    "not the Microsoft 365 connector: wrong name".into(),
+                ),
+                Verdict::OutsideRanges(_) => (
+                    "Trusted",
+                    "not the Microsoft 365 connector: outside its ranges".into(),
+                ),
+                Verdict::Untrusted(why) => ("Untrusted", format!("issuer not trusted: {why}")),
+                Verdict::Disabled => (
+                    "Untrusted",
+                    "client certificates give no rights (m365 off)".into(),
+                ),
+            };
+            tracing::info!(
+                target: "postern/smtpd",
+                "{trust} TLS connection established from {}: {info}, client CN=\"{cn}\", issuer=\"{issuer}\": {note}",
+                session.client
+            );
         }
     }
 }

@@ -21,6 +21,16 @@ pub fn check_recipient(snapshot: &Snapshot, authorised: bool, rcpt: &Address) ->
     Ok(())
 }
 
+/// Whether `rcpt` is one postern relays for only on a client's standing: not a relay
+/// domain's, or in one of the forms relay testers use.
+pub fn needs_relay(snapshot: &Snapshot, rcpt: &Address) -> bool {
+    let ours = match rcpt.domain.as_deref() {
+        Some(d) if !rcpt.is_address_literal() => snapshot.relay_domain(d).is_some(),
+        _ => false,
+    };
+    !ours || rcpt.has_sender_routing()
+}
+
 fn may_relay(snapshot: &Snapshot, authorised: bool, rcpt: &Address) -> Result<(), Reply> {
     if authorised {
         return match rcpt.domain {
@@ -30,14 +40,10 @@ fn may_relay(snapshot: &Snapshot, authorised: bool, rcpt: &Address) -> Result<()
             ))),
         };
     }
-    let ours = match rcpt.domain.as_deref() {
-        Some(d) if !rcpt.is_address_literal() => snapshot.relay_domain(d).is_some(),
-        _ => false,
-    };
-    if ours && !rcpt.has_sender_routing() {
-        Ok(())
-    } else {
+    if needs_relay(snapshot, rcpt) {
         Err(replies::relay_denied(&rcpt.to_string()))
+    } else {
+        Ok(())
     }
 }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::Context;
 use super::auth::{self, Credentials, Pending};
+use super::connector::{self, ClientCert};
 use super::message::{self, ReceivedFacts};
 use super::relay;
 use crate::proto::{
@@ -89,6 +90,9 @@ struct Transaction {
     chunks: Vec<u8>,
     /// A BDAT chunk overflowed the size limit: the rest of the chunks are discarded.
     bdat_failed: bool,
+    /// A recipient was accepted only because the session is the Microsoft 365 connector:
+    /// the message must name an allowed tenant at the end of DATA.
+    via_connector: bool,
 }
 
 /// A message ready for the spool: our Received header and the body as the client sent it
@@ -128,6 +132,8 @@ pub struct Session {
     helo: Option<String>,
     esmtp: bool,
     pub tls: Option<TlsInfo>,
+    /// The client certificate shown at STARTTLS, and what it is worth.
+    pub client_cert: ClientCert,
     /// The SMTP AUTH user, and the mechanism it logged in with (for Postfix's
     /// `sasl_method=` on the client line).
     user: Option<String>,
@@ -156,6 +162,7 @@ impl Session {
             helo: None,
             esmtp: false,
             tls: None,
+            client_cert: ClientCert::None,
             user: None,
             sasl_method: "",
             tx: None,
@@ -242,8 +249,18 @@ impl Session {
     }
 
     /// After the handshake: RFC 3207 section 4.2, forget everything learnt in plaintext.
-    pub fn tls_established(&mut self, info: TlsInfo) {
+    pub fn tls_established(
+        &mut self,
+        info: TlsInfo,
+        chain: &[rustls_pki_types::CertificateDer<'static>],
+    ) {
         self.tls = Some(info);
+        self.client_cert = connector::examine(
+            chain,
+            &self.ctx.client_roots,
+            &self.snapshot.settings.m365,
+            self.peer.ip(),
+        );
         self.helo = None;
         self.esmtp = false;
         self.tx = None;
@@ -281,6 +298,7 @@ impl Session {
             rcpts: Vec::new(),
             chunks: Vec::new(),
             bdat_failed: false,
+            via_connector: false,
         });
         replies::sender_ok()
     }
@@ -299,13 +317,26 @@ impl Session {
                 self.excess_recipients <= self.ctx.limits.recipient_overshoot_limit;
             return Step::Reply(replies::too_many_recipients());
         }
-        if let Err(reply) = relay::check_recipient(&self.snapshot, authorised, &to) {
+        // The connector may relay anywhere, pending the tenant check at the end of DATA.
+        let connector = !authorised && self.client_cert.is_connector();
+        if let Err(reply) = relay::check_recipient(&self.snapshot, authorised || connector, &to) {
+            let reply = self.connector_refusal(&to).unwrap_or(reply);
             return Step::Reply(self.rcpt_rejected(&to, reply));
+        }
+        if connector && relay::needs_relay(&self.snapshot, &to) {
+            tx.via_connector = true;
         }
         if self.snapshot.verifies_by_call_ahead(&to.to_string()) {
             return Step::VerifyRcpt(to);
         }
         Step::Reply(self.rcpt_accepted(to))
+    }
+
+    /// With the connector profile on, a relay refusal says which connector check failed.
+    fn connector_refusal(&self, to: &Address) -> Option<Reply> {
+        let relaying = !self.authorised() && relay::needs_relay(&self.snapshot, to);
+        (relaying && self.snapshot.settings.m365.enabled && self.tls.is_some())
+            .then(|| self.client_cert.refusal(&to.to_string()))
     }
 
     /// The next hop's answer about `to`, as the reply to its RCPT.
@@ -470,12 +501,18 @@ impl Session {
             .id
             .ok_or_else(|| replies::bad_sequence("need RCPT command"))?;
         let authorised = self.authorised();
+        let tenant = match tx.via_connector {
+            true => Some(self.connector_tenant(&message, &tx)?),
+            false => None,
+        };
         let body = self.without_outsider_tls_header(message, authorised, id);
+        let body = self.without_forged_tenant_headers(body, authorised, id);
         let single = (tx.rcpts.len() == 1).then(|| tx.rcpts[0].to_string());
         let received = message::received_header(&ReceivedFacts {
             helo: self.helo.as_deref().unwrap_or(""),
             client_ip: &self.peer.ip().to_canonical().to_string(),
             tls: self.tls.as_ref(),
+            client_cert: self.client_cert.received_note(),
             authenticated: self.user.is_some(),
             esmtp: self.esmtp,
             hostname: &self.ctx.hostname,
@@ -495,6 +532,7 @@ impl Session {
             rule_levels: Vec::new(),
             // After the strip: an outsider's header is gone, so it reads as absent.
             tls_header: crate::spool::TlsHeader::of(&body),
+            tenant,
         };
         let envelope = crate::spool::Envelope {
             rule_levels: self.rule_levels(&envelope),
@@ -506,6 +544,46 @@ impl Session {
             received,
             body,
         })
+    }
+
+    /// The connector's message must name an allowed tenant, or nothing of it is relayed:
+    /// the 550 and Postfix's reject line say which check failed.
+    fn connector_tenant(&self, message: &[u8], tx: &Transaction) -> Result<String, Reply> {
+        connector::tenant_of(message, &self.snapshot.settings.m365).inspect_err(|reply| {
+            let from = tx.from.as_ref().map(Address::to_string).unwrap_or_default();
+            let to = tx.rcpts.first().map(Address::to_string).unwrap_or_default();
+            tracing::info!(
+                target: "postern/smtpd",
+                "NOQUEUE: reject: END-OF-MESSAGE from {}: {}; from=<{from}> to=<{to}> proto=ESMTP helo=<{}>",
+                self.client,
+                reply.summary(),
+                self.helo.as_deref().unwrap_or("")
+            );
+        })
+    }
+
+    /// Tenant headers from anyone but the connector give no rights and must not reach a
+    /// tenant that would trust them: gone before the spool, as an outsider's x-TLSLevel.
+    fn without_forged_tenant_headers(
+        &self,
+        message: Vec<u8>,
+        authorised: bool,
+        id: crate::spool::QueueId,
+    ) -> Vec<u8> {
+        if authorised || self.client_cert.is_connector() {
+            return message;
+        }
+        match message::strip_matching(&message, connector::is_tenant_header) {
+            (std::borrow::Cow::Owned(kept), removed) => {
+                tracing::info!(
+                    target: "postern/cleanup",
+                    "{id}: removed {removed} Microsoft 365 tenant header(s) from client {}, which is not the connector",
+                    self.client
+                );
+                kept
+            }
+            (std::borrow::Cow::Borrowed(_), _) => message,
+        }
     }
 
     /// Outsiders must not choose our outbound TLS: their x-TLSLevel never reaches the spool.

@@ -47,6 +47,7 @@ pub fn build(
         received_unix: crate::fsutil::unix_now(),
         rule_levels: Vec::new(),
         tls_header: crate::spool::TlsHeader::Absent,
+        tenant: None,
     };
     Some((envelope, bytes))
 }

@@ -699,6 +699,7 @@ impl RcptResult {
             policy_level: decision.level.to_string(),
             policy_source: decision.source.to_string(),
             rule: decision.rule.clone(),
+            tenant: entry.envelope.tenant.clone(),
             hosts_tried: self.hosts_tried(),
         }
     }

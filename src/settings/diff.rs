@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::Settings;
 
 /// The top-level sections of the settings document, in the document's order.
-pub const SECTIONS: [&str; 9] = [
+pub const SECTIONS: [&str; 10] = [
     "inbound",
     "outbound",
     "admin",
@@ -16,6 +16,7 @@ pub const SECTIONS: [&str; 9] = [
     "policy",
     "rule_data",
     "rules",
+    "m365",
 ];
 
 /// One section's change. Lists count rows by their key (pattern, domain, user name, list or
@@ -79,6 +80,7 @@ pub fn diff(old: &Settings, new: &Settings) -> Vec<SectionChange> {
             l.name.clone()
         }),
         rows_ordered("rules", &old.rules, &new.rules, |r| r.name.clone()),
+        one("m365", old.m365 == new.m365),
     ];
     changes
         .into_iter()

@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 
 pub use super::secret::Secret;
 use super::validate::{
-    FieldError, PasswordHasher, check_policy, check_relay_domains, check_rule_data, check_rules,
-    check_users, managed_rows, parse_networks,
+    FieldError, PasswordHasher, check_m365, check_policy, check_relay_domains, check_rule_data,
+    check_rules, check_users, managed_rows, parse_networks,
 };
 
 pub use crate::levels::OnFailure;
@@ -238,6 +238,49 @@ pub struct AuthUserDoc {
     pub password: Option<String>,
 }
 
+/// The Microsoft 365 gateway profile: which Exchange Online connector may relay, and for
+/// which tenants (docs/m365.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct M365Settings {
+    /// Off: a client certificate gives no rights, whatever it is.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Tenant IDs (GUIDs) whose mail may relay, from `X-MS-Exchange-CrossTenant-Id`.
+    #[serde(default)]
+    pub tenants: Vec<String>,
+    /// Names the connector's client certificate must be valid for (Exchange Online presents
+    /// `mail.protection.outlook.com`).
+    #[serde(default = "M365Settings::default_names")]
+    pub certificate_names: Vec<String>,
+    /// When set, the connector must also connect from one of these (CIDR); empty: any
+    /// address. See config/m365-ranges.txt for Microsoft's published ranges.
+    #[serde(default)]
+    pub ranges: Vec<String>,
+    /// Without a tenant header, accept `X-OriginatorOrg` naming one of these domains (the
+    /// organisation's accepted domains). Empty: the tenant header is required.
+    #[serde(default)]
+    pub originator_domains: Vec<String>,
+}
+
+impl M365Settings {
+    pub fn default_names() -> Vec<String> {
+        vec!["mail.protection.outlook.com".to_string()]
+    }
+}
+
+impl Default for M365Settings {
+    fn default() -> Self {
+        M365Settings {
+            enabled: false,
+            tenants: Vec::new(),
+            certificate_names: M365Settings::default_names(),
+            ranges: Vec::new(),
+            originator_domains: Vec::new(),
+        }
+    }
+}
+
 /// The whole settings document.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -263,6 +306,8 @@ pub struct SettingsDoc {
     /// Message rules, in order.
     #[serde(default)]
     pub rules: Vec<MessageRule>,
+    #[serde(default)]
+    pub m365: M365Settings,
 }
 
 /// A stored SMTP AUTH user: the argon2 PHC string, never the password.
@@ -289,6 +334,8 @@ pub struct Settings {
     pub rule_data: Vec<RuleData>,
     #[serde(default)]
     pub rules: Vec<MessageRule>,
+    #[serde(default)]
+    pub m365: M365Settings,
 }
 
 impl Default for Settings {
@@ -308,6 +355,7 @@ impl Default for Settings {
             policy: Vec::new(),
             rule_data: Vec::new(),
             rules: Vec::new(),
+            m365: M365Settings::default(),
         }
     }
 }
@@ -347,6 +395,7 @@ impl Settings {
                 .collect(),
             rule_data: self.rule_data.clone(),
             rules: self.rules.clone(),
+            m365: self.m365.clone(),
         }
     }
 
@@ -392,6 +441,7 @@ impl Settings {
             policy,
             rule_data: check_rule_data(&doc.rule_data)?,
             rules: check_rules(&doc.rules, &doc.rule_data)?,
+            m365: check_m365(&doc.m365)?,
         })
     }
 }

@@ -18,9 +18,9 @@ use arc_swap::ArcSwap;
 pub use admins::{AdminUser, FIRST_ADMIN, INITIAL_PASSWORD_FILE};
 pub use diff::{FieldChange, SECTIONS, SectionChange, diff, fields};
 pub use document::{
-    AdminSettings, AuthUser, AuthUserDoc, Direction, InboundSettings, MessageRule, NextHop,
-    OnFailure, OutboundSettings, PolicyRow, RelayAuth, RelayDomain, RuleData, RuleTls, Settings,
-    SettingsDoc, TlsMode, is_domain_name,
+    AdminSettings, AuthUser, AuthUserDoc, Direction, InboundSettings, M365Settings, MessageRule,
+    NextHop, OnFailure, OutboundSettings, PolicyRow, RelayAuth, RelayDomain, RuleData, RuleTls,
+    Settings, SettingsDoc, TlsMode, is_domain_name,
 };
 pub use secret::Secret;
 pub use snapshot::{CompiledRule, Snapshot};

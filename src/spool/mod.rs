@@ -60,6 +60,9 @@ pub struct Envelope {
     /// recipient's level from the envelope, before it reads the body.
     #[serde(default)]
     pub tls_header: TlsHeader,
+    /// The Microsoft 365 tenant the connector's message named (`X-MS-Exchange-CrossTenant-Id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
 }
 
 /// What receipt found of the `x-TLSLevel` header.

@@ -1,6 +1,7 @@
 //! Validation of the settings document, one file per section: each check names the first
 //! bad field (`relay_domains[2].transport`) and says what is wrong with it.
 
+mod m365;
 mod networks;
 mod policy;
 mod relay_domains;
@@ -11,6 +12,7 @@ use std::fmt;
 
 use serde::Serialize;
 
+pub(super) use m365::check_m365;
 pub(super) use networks::parse_networks;
 pub use policy::min_bits_out_of_range;
 pub(super) use policy::{check_policy, managed_rows, min_bits_any_integer};
