@@ -307,3 +307,232 @@ async fn tenant_headers_from_anyone_else_give_nothing_and_do_not_travel() {
     assert!(!trusted.contains("\"tenant\""), "{trusted}");
     assert!(s.proc.stop().await);
 }
+
+fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        lines.join("\n")
+    )
+}
+
+/// Inbound mail for an accepted domain goes to the tenant at `verify` (the default for a
+/// `*.mail.protection.outlook.com` transport), presenting the gateway's client certificate;
+/// the sink stands in for Exchange Online and requires and verifies it.
+#[tokio::test]
+async fn inbound_mail_goes_to_the_tenant_verified_with_the_gateways_certificate() {
+    use common::dns::{Zone, serve};
+    use hyper::StatusCode;
+    use serde_json::json;
+    let microsoft = TestCa::new();
+    let ours = TestCa::new();
+    let mut tenant = Sink::start_on(
+        "127.0.0.51:0".parse().unwrap(),
+        SinkOptions {
+            starttls: true,
+            cert: Some(microsoft.leaf(&[
+                "*.mail.protection.outlook.com",
+                "mail.protection.outlook.com",
+            ])),
+            client_ca: Some(ours.pem.clone()),
+            ..SinkOptions::default()
+        },
+    )
+    .await;
+    let dns = serve(Zone::default().a(
+        "contoso-example.mail.protection.outlook.com",
+        "127.0.0.51".parse().unwrap(),
+    ))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let roots = dir.path().join("microsoft.pem");
+    std::fs::write(&roots, &microsoft.pem).unwrap();
+    let mut server = common::TestServer::start_with(&format!(
+        "[outbound]\nport = {}\nnameservers = [\"{dns}\"]\n[tls]\nextra_roots = [\"{}\"]\n",
+        tenant.addr.port(),
+        roots.display()
+    ))
+    .await;
+    let gateway = ours.leaf(&["mx.test.example"]);
+    let (status, body) = server
+        .api_json(
+            hyper::Method::POST,
+            "/api/v1/certificates",
+            Some(
+                &json!({"name": "gateway", "cert": pem("CERTIFICATE", &gateway.0),
+                         "key": pem("PRIVATE KEY", &gateway.1), "chain": ours.pem}),
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    server
+        .set(json!({"trusted_networks": [], "relay_domains": [{
+            "domain": "contoso.example",
+            "transport": "[contoso-example.mail.protection.outlook.com]",
+            "client_certificate": "gateway",
+        }]}))
+        .await;
+    let (_, decision) = server
+        .api_json(
+            hyper::Method::GET,
+            "/api/v1/policy/explain?recipient=alice%40contoso.example",
+            None,
+        )
+        .await;
+    assert_eq!(decision["level"], "verify", "{decision:#}");
+    // From the Internet (not a trusted address) to the accepted domain.
+    server
+        .submit_from(
+            "127.0.0.5",
+            "sender@internet.example",
+            &["alice@contoso.example"],
+            b"Subject: in\r\n\r\nhi\r\n",
+        )
+        .await;
+    let got = tenant.next(20).await.expect("delivered to the tenant");
+    assert!(got.tls);
+    assert_eq!(
+        got.client_cert.as_deref(),
+        Some(gateway.0.as_slice()),
+        "the gateway's certificate"
+    );
+    let event = server.next_event_for("alice@contoso.example", 20).await;
+    assert_eq!(event.status, "sent", "{event:?}");
+    assert_eq!(event.policy_level, "verify");
+    assert_eq!(event.policy_source, "m365:contoso.example");
+    assert_eq!(
+        event.verified_name.as_deref(),
+        Some("contoso-example.mail.protection.outlook.com")
+    );
+}
+
+/// TLS 1.2 only, with the client certificate: what Exchange Online's connector offers.
+fn tls12_with_cert(leaf: &Leaf) -> Arc<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(leaf.1.clone().into());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyServer))
+        .with_client_auth_cert(vec![leaf.0.clone().into()], key)
+        .unwrap();
+    config.enable_sni = true;
+    Arc::new(config)
+}
+
+/// The connector's side does not check postern's certificate in this test.
+#[derive(Debug)]
+struct AnyServer;
+
+impl rustls::client::danger::ServerCertVerifier for AnyServer {
+    fn verify_server_cert(
+        &self,
+        _: &rustls_pki_types::CertificateDer<'_>,
+        _: &[rustls_pki_types::CertificateDer<'_>],
+        _: &rustls_pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &rustls_pki_types::CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        let p = rustls::crypto::aws_lc_rs::default_provider();
+        rustls::crypto::verify_tls12_signature(m, c, d, &p.signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &rustls_pki_types::CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        let p = rustls::crypto::aws_lc_rs::default_provider();
+        rustls::crypto::verify_tls13_signature(m, c, d, &p.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::aws_lc_rs::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// A session shaped like Exchange Online's: its EHLO name, STARTTLS at TLS 1.2 with its
+/// certificate, BDAT in many chunks, a 1 MB message with an 8-bit body and a 2,000-character
+/// header line. Accepted, and what reaches the next hop is the message byte for byte under
+/// postern's Received header.
+#[tokio::test]
+async fn an_exchange_online_shaped_session_is_relayed_byte_for_byte() {
+    use sha2::{Digest, Sha256};
+    let mut s = setup("").await;
+    let cert = s.ca.leaf(&["mail.protection.outlook.com"]);
+    let mut message = format!(
+        "X-MS-Exchange-CrossTenant-Id: {TENANT}\r\nX-MS-Long: {}\r\nFrom: alice@contoso.example\r\nSubject: =?utf-8?q?gr=C3=BC=C3=9Fe?=\r\nContent-Transfer-Encoding: 8bit\r\n\r\n",
+        "x".repeat(2000)
+    )
+    .into_bytes();
+    while message.len() < 1 << 20 {
+        message.extend_from_slice(
+            "Grüße aus Zürich, ça va très bien — 8-bit body line\r\n".as_bytes(),
+        );
+    }
+    let mut c = SmtpClient::connect(s.proc.smtp, None, None).await;
+    let ehlo = c
+        .cmd("EHLO DB8EUR05FT012.mail.protection.outlook.com")
+        .await;
+    for ext in ["CHUNKING", "8BITMIME", "SMTPUTF8", "STARTTLS"] {
+        assert!(
+            ehlo.lines.iter().any(|l| l.starts_with(ext)),
+            "{ext} in {ehlo:?}"
+        );
+    }
+    c.starttls_with(tls12_with_cert(&cert)).await;
+    c.cmd("EHLO DB8EUR05FT012.mail.protection.outlook.com")
+        .await;
+    assert_eq!(
+        c.cmd("MAIL FROM:<alice@contoso.example> BODY=8BITMIME SMTPUTF8 SIZE=1100000")
+            .await
+            .code,
+        250
+    );
+    assert_eq!(c.cmd("RCPT TO:<bob@outside.example>").await.code, 250);
+    let chunks: Vec<&[u8]> = message.chunks(64 * 1024 + 7).collect();
+    for (i, chunk) in chunks.iter().enumerate() {
+        let last = if i + 1 == chunks.len() { " LAST" } else { "" };
+        c.write(format!("BDAT {}{last}\r\n", chunk.len()).as_bytes())
+            .await;
+        c.write(chunk).await;
+        let r = c.read().await;
+        assert_eq!(r.code, 250, "chunk {i}: {r:?}");
+    }
+    let got = s.sink.next(30).await.expect("relayed");
+    // Postern's own Received header comes first; after it, the bytes as sent.
+    let at = got
+        .data
+        .windows(4)
+        .position(|w| w == b"X-MS")
+        .expect("the message after our Received header");
+    let head = String::from_utf8_lossy(&got.data[..at]);
+    assert!(
+        head.starts_with("Received: from DB8EUR05FT012.mail.protection.outlook.com"),
+        "{head}"
+    );
+    assert_eq!(
+        Sha256::digest(&got.data[at..]),
+        Sha256::digest(&message),
+        "delivered byte for byte"
+    );
+    let tls = line(&s.proc, "TLS connection established from").await;
+    assert!(tls.contains("TLSv1.2 with cipher ECDHE-"), "{tls}");
+    assert!(s.proc.stop().await);
+}

@@ -22,6 +22,9 @@ pub enum Source {
     Rule(String),
     /// The row a relay domain with SASL credentials manages.
     Managed(String),
+    /// A relay domain delivered to its Microsoft 365 tenant (`*.mail.protection.outlook.com`):
+    /// `verify` unless a row says otherwise.
+    Tenant(String),
 }
 
 impl fmt::Display for Source {
@@ -32,6 +35,7 @@ impl fmt::Display for Source {
             Source::Header => f.write_str("header"),
             Source::Rule(name) => write!(f, "rule:{name}"),
             Source::Managed(domain) => write!(f, "managed:{domain}"),
+            Source::Tenant(domain) => write!(f, "m365:{domain}"),
         }
     }
 }
@@ -166,6 +170,7 @@ pub fn decide(
         )
     }));
     lines.extend(managed_source(snapshot, &domain));
+    lines.extend(tenant_source(snapshot, &domain, row.is_some()));
     let (mut considered, mut explanation): (Vec<Considered>, Vec<String>) =
         lines.into_iter().unzip();
     let decider = decider(&considered);
@@ -290,6 +295,31 @@ fn managed_source(snapshot: &Snapshot, domain: &str) -> Option<Line> {
             "managed row {}: encrypt (relay domain {} requires authentication)",
             relay.domain, relay.domain
         ),
+    ))
+}
+
+/// Microsoft 365 tenants take mail over TLS with certificates for their names: delivery to a
+/// tenant's `*.mail.protection.outlook.com` is `verify` by default. A row for the domain is
+/// the admin's word and overrides it (the line stays, struck through).
+fn tenant_source(snapshot: &Snapshot, domain: &str, has_row: bool) -> Option<Line> {
+    let relay = snapshot.relay_domain(domain)?;
+    let hop = crate::next_hop::NextHop::parse(relay.transport.as_deref()?).ok()?;
+    let host = hop.host.to_ascii_lowercase();
+    if !host.ends_with(".mail.protection.outlook.com") {
+        return None;
+    }
+    let line = if has_row {
+        format!("Microsoft 365 tenant {host}: verify, overridden by the policy row")
+    } else {
+        format!("Microsoft 365 tenant {host}: verify (its certificate is checked for its name)")
+    };
+    Some((
+        considered(
+            Source::Tenant(relay.domain.clone()),
+            Some(Level::Verify),
+            !has_row,
+        ),
+        line,
     ))
 }
 
