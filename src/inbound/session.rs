@@ -741,6 +741,16 @@ impl Session {
     }
 }
 
+/// SMTPUTF8 asked for, but is it needed? Only for addresses or header fields in UTF-8 (RFC
+/// 6531 section 3.4, RFC 6532): an 8-bit body is 8BITMIME's. Exchange Online asks for it on
+/// plain ASCII mail; demanding it downstream would bounce that mail at every host without
+/// it (Postfix's `smtputf8_autodetect_classes` decides so too).
+fn needs_smtputf8(tx: &Transaction, message: &[u8]) -> bool {
+    let addresses = tx.from.iter().chain(tx.rcpts.iter()).any(|a| !a.is_ascii());
+    let end = crate::proto::header::section_end(message);
+    addresses || !message[..end].is_ascii()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -759,14 +769,4 @@ mod tests {
             "ehlo=1 starttls=1 mail=1 rcpt=1/2 quit=1 commands=5/6"
         );
     }
-}
-
-/// SMTPUTF8 asked for, but is it needed? Only for addresses or header fields in UTF-8 (RFC
-/// 6531 section 3.4, RFC 6532): an 8-bit body is 8BITMIME's. Exchange Online asks for it on
-/// plain ASCII mail; demanding it downstream would bounce that mail at every host without
-/// it (Postfix's `smtputf8_autodetect_classes` decides so too).
-fn needs_smtputf8(tx: &Transaction, message: &[u8]) -> bool {
-    let addresses = tx.from.iter().chain(tx.rcpts.iter()).any(|a| !a.is_ascii());
-    let end = crate::proto::header::section_end(message);
-    addresses || !message[..end].is_ascii()
 }
