@@ -716,6 +716,46 @@ async fn relay_rules_queue_logs_and_audit_in_chromium() {
         .await
         .unwrap();
     assert_eq!(mode.as_deref(), Some("may"), "the mode is back");
+    // Microsoft 365: the section filled in, a bad tenant named by its line, the checklist.
+    c.goto(&format!("{base}/m365")).await.unwrap();
+    arrived(&c, "#tenants").await;
+    check_page(&c, "m365").await;
+    c.find(Locator::Id("enabled"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    fill(
+        &c,
+        "tenants",
+        "72f988bf-86f1-41af-91ab-2d7cd011db47\ncontoso",
+    )
+    .await;
+    submit_form(&c, "form[action='/m365']").await;
+    arrived(&c, "#tenants + .hint + .field-error").await;
+    assert_eq!(
+        text_of(&c, "#tenants + .hint + .field-error").await,
+        "line 2: \"contoso\" is not a tenant ID (a GUID such as 72f988bf-86f1-41af-91ab-2d7cd011db47)"
+    );
+    fill(&c, "tenants", "72f988bf-86f1-41af-91ab-2d7cd011db47").await;
+    submit_form(&c, "form[action='/m365']").await;
+    arrived(&c, "p.ok").await;
+    let steps = text_of(&c, "ol.checklist").await;
+    assert!(
+        steps.contains("New-OutboundConnector -Name \"postern mx.test.example\" -ConnectorType Partner -RecipientDomains \"*\" -UseMXRecord $false -SmartHosts \"mx.test.example\" -TlsSettings DomainValidation -TlsDomain \"mx.test.example\""),
+        "{steps}"
+    );
+    assert!(
+        steps.contains("-TlsSenderCertificateName \"mx.test.example\""),
+        "{steps}"
+    );
+    assert!(
+        steps.contains("72f988bf-86f1-41af-91ab-2d7cd011db47"),
+        "{steps}"
+    );
+    check_page(&c, "m365-saved").await;
+
     c.goto(&format!("{base}/")).await.unwrap();
     arrived(&c, "figure.chart").await;
     check_page(&c, "dashboard-after").await;

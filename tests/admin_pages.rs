@@ -225,6 +225,8 @@ async fn first_sign_in_forces_a_new_password_and_csrf_guards_every_form() {
         ("POST", "/relay/delete"),
         ("POST", "/relay/networks"),
         ("POST", "/relay/users"),
+        ("GET", "/m365"),
+        ("POST", "/m365"),
     ] {
         let page = stranger
             .go(method, path, "csrf=x&current=a&new=b&confirm=b")
@@ -883,6 +885,10 @@ async fn part_two_forms_need_the_token_and_never_show_a_password() {
         ("/rules/list", "name=l&domains=a.example&action=save"),
         ("/queue/act", "id=0123456789ABC&action=delete&confirm=yes"),
         ("/audit/restore", "version=1"),
+        (
+            "/m365",
+            "enabled=on&tenants=72f988bf-86f1-41af-91ab-2d7cd011db47",
+        ),
     ] {
         let page = b.go("POST", path, &format!("csrf=wrong&{form}")).await;
         assert_eq!(page.status, 403, "{path}");

@@ -7,6 +7,7 @@ pub mod certs;
 pub mod client;
 pub mod dashboard;
 pub mod logs;
+pub mod m365;
 pub mod pages;
 pub mod policy;
 pub mod queue;
@@ -140,6 +141,7 @@ fn api_router(state: AdminState) -> Router {
         .merge(section_routes())
         .route("/api/v1/logs", get(logs::search))
         .route("/api/v1/dashboard", get(dashboard::show))
+        .route("/api/v1/m365/checklist", get(m365::show))
         .route("/api/v1/logs/starttls", get(logs::starttls))
         .route("/api/v1/certificates", get(certs::list).post(certs::import))
         .route(

@@ -9,6 +9,7 @@ mod certificates;
 mod dashboard;
 mod explain;
 mod logs;
+mod m365;
 pub mod policy;
 mod queue;
 mod relay;
@@ -120,6 +121,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/relay/networks", post(relay::networks))
         .route("/relay/users", post(relay::user))
         .route("/logs", get(logs::page))
+        .route("/m365", get(m365::page).post(m365::save))
         .route("/rules", get(rules::page))
         .route("/rules/save", post(rules::save_rule))
         .route("/rules/rule", post(rules::rule_action))
