@@ -97,6 +97,18 @@ impl ApiError {
             field,
         }
     }
+
+    /// The words without the field they name, for a page that shows them under it.
+    pub fn message(&self) -> &str {
+        match &self.field {
+            Some(f) => self
+                .error
+                .strip_prefix(f.as_str())
+                .and_then(|r| r.strip_prefix(": "))
+                .unwrap_or(&self.error),
+            None => &self.error,
+        }
+    }
 }
 
 impl IntoResponse for ApiError {

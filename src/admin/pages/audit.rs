@@ -114,7 +114,7 @@ pub async fn restore(
     if let Err(refused) = check_csrf(&session, &form.csrf).await {
         return refused;
     }
-    let actor = format!("{} (admin page)", auth.user);
+    let actor = auth.actor();
     match restore_version(&state, form.version, actor).await {
         Ok(snapshot) => {
             let notice = format!(

@@ -87,11 +87,7 @@ pub async fn page(
 /// `m365.tenants[2]` under the tenants box, as `line N` of what was typed.
 fn place(e: &ApiError, form: &M365Form, errors: &mut Errors) -> String {
     let field = e.field.as_deref().unwrap_or("");
-    let text = e
-        .error
-        .strip_prefix(&format!("{field}: "))
-        .unwrap_or(&e.error)
-        .to_string();
+    let text = e.message().to_string();
     let rest = field.strip_prefix("m365.").unwrap_or(field);
     let (name, index) = match rest.split_once('[') {
         Some((n, i)) => (n, i.trim_end_matches(']').parse::<usize>().ok()),
@@ -136,7 +132,7 @@ pub async fn save(
         ranges: lines(&form.ranges),
         originator_domains: lines(&form.originator_domains),
     };
-    let actor = format!("{} (admin page)", auth.user);
+    let actor = auth.actor();
     let result = apply_settings(&state, actor, Apply::Yes, move |current| {
         let mut doc = current.to_doc();
         doc.m365 = m365;

@@ -85,6 +85,13 @@ pub struct SignedIn {
     pub must_change: bool,
 }
 
+impl SignedIn {
+    /// Who the audit log names for a change made on a page.
+    pub fn actor(&self) -> String {
+        format!("{} (admin page)", self.user)
+    }
+}
+
 const AUTH_KEY: &str = "auth";
 const CSRF_KEY: &str = "csrf";
 const SEEN_KEY: &str = "seen";

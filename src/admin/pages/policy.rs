@@ -384,11 +384,7 @@ fn place(e: &ApiError) -> (RowErrors, Option<String>) {
     let mut errors = RowErrors::default();
     let field = e.field.as_deref().unwrap_or("");
     let leaf = field.rsplit_once("].").map_or(field, |(_, f)| f);
-    let text = e
-        .error
-        .strip_prefix(&format!("{field}: "))
-        .unwrap_or(&e.error)
-        .to_string();
+    let text = e.message().to_string();
     let slot = match leaf.split('[').next().unwrap_or(leaf) {
         "pattern" => &mut errors.pattern,
         "min_bits" => &mut errors.min_bits,
@@ -421,10 +417,6 @@ async fn refused(
     (StatusCode::BAD_REQUEST, render(page)).into_response()
 }
 
-fn actor(auth: &SignedIn) -> String {
-    format!("{} (admin page)", auth.user)
-}
-
 /// Add (no `original`) or edit: one change through the API's path, then back to the table.
 pub async fn save(
     State(state): State<AdminState>,
@@ -448,7 +440,7 @@ pub async fn save(
         let original = form.original.clone();
         (RowChange::Replace { original, row }, "Saved")
     };
-    match change_rows(&state, actor(&auth), Apply::Yes, change).await {
+    match change_rows(&state, auth.actor(), Apply::Yes, change).await {
         Ok(_) => {
             let notice = format!(
                 "{done} {} and applied: the next delivery uses it.",
@@ -592,7 +584,7 @@ pub async fn delete(
         return refused;
     }
     let change = RowChange::Delete(form.pattern.clone());
-    match change_rows(&state, actor(&auth), Apply::Yes, change).await {
+    match change_rows(&state, auth.actor(), Apply::Yes, change).await {
         Ok(_) => {
             let notice = format!("Deleted {} and applied.", form.pattern);
             let _ = session.insert("notice", notice).await;
@@ -636,7 +628,7 @@ pub async fn bulk(
             // The document's rows are the stored ones, then the managed ones, then these.
             let current = state.settings.current();
             let before = current.settings.policy.len() + current.settings.managed_rows().len();
-            change_rows(&state, actor(&auth), Apply::Yes, RowChange::Add(rows))
+            change_rows(&state, auth.actor(), Apply::Yes, RowChange::Add(rows))
                 .await
                 .map(|_| n)
                 .map_err(|e| bulk_error(&e, before, &lines))
@@ -690,10 +682,7 @@ fn bulk_error(e: &ApiError, before: usize, lines: &[usize]) -> String {
         .and_then(|f| f.strip_prefix("policy["))
         .and_then(|f| f.split(']').next())
         .and_then(|i| i.parse::<usize>().ok());
-    let text = match e.field.as_deref() {
-        Some(f) => e.error.strip_prefix(&format!("{f}: ")).unwrap_or(&e.error),
-        None => &e.error,
-    };
+    let text = e.message();
     match index
         .and_then(|i| i.checked_sub(before))
         .and_then(|k| lines.get(k))

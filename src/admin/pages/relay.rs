@@ -229,11 +229,7 @@ fn domain_of(f: &DomainForm) -> RelayDomain {
 /// The validator's message under its field (`relay_domains[2].auth.password` → password).
 fn place(e: &ApiError, errors: &mut DomainErrors) -> Option<String> {
     let field = e.field.as_deref().unwrap_or("");
-    let text = e
-        .error
-        .strip_prefix(&format!("{field}: "))
-        .unwrap_or(&e.error)
-        .to_string();
+    let text = e.message().to_string();
     let leaf = field.split_once("].").map_or("", |(_, f)| f);
     let slot = match leaf.split('[').next().unwrap_or("") {
         "domain" => &mut errors.domain,
@@ -246,10 +242,6 @@ fn place(e: &ApiError, errors: &mut DomainErrors) -> Option<String> {
     };
     *slot = Some(text);
     Some("Not saved: see the message under the field.".into())
-}
-
-fn actor(auth: &SignedIn) -> String {
-    format!("{} (admin page)", auth.user)
 }
 
 pub async fn save(
@@ -270,7 +262,7 @@ pub async fn save(
             item,
         }
     };
-    match change_list(&state, actor(&auth), change).await {
+    match change_list(&state, auth.actor(), change).await {
         Ok(_) => {
             let domain = form.domain.trim().to_ascii_lowercase();
             let _ = session
@@ -332,7 +324,7 @@ async fn done_or_error<T: crate::admin::sections::Section>(
     change: ListChange<T>,
     notice: String,
 ) -> Response {
-    match change_list(state, actor(auth), change).await {
+    match change_list(state, auth.actor(), change).await {
         Ok(_) => {
             let _ = session.insert("notice", notice).await;
             Redirect::to("/relay").into_response()
@@ -376,7 +368,7 @@ pub async fn networks(
         .filter(|(_, l)| !l.is_empty())
         .collect();
     let list: Vec<String> = lines.iter().map(|(_, l)| l.clone()).collect();
-    let result = apply_settings(&state, actor(&auth), Apply::Yes, move |current| {
+    let result = apply_settings(&state, auth.actor(), Apply::Yes, move |current| {
         let mut doc = current.to_doc();
         doc.trusted_networks = list;
         Ok(doc)
@@ -397,10 +389,7 @@ pub async fn networks(
                 .and_then(|f| f.strip_prefix("trusted_networks["))
                 .and_then(|f| f.split(']').next())
                 .and_then(|i| i.parse::<usize>().ok());
-            let text = match &e.field {
-                Some(f) => e.error.strip_prefix(&format!("{f}: ")).unwrap_or(&e.error),
-                None => &e.error,
-            };
+            let text = e.message();
             page.networks_error = Some(match index.and_then(|i| lines.get(i)) {
                 Some((n, _)) => format!("line {n}: {text}"),
                 None => text.to_string(),

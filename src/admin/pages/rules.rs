@@ -185,10 +185,6 @@ pub async fn page(
     render(page)
 }
 
-fn actor(auth: &SignedIn) -> String {
-    format!("{} (admin page)", auth.user)
-}
-
 /// A change and where its error goes: back to the page with a notice, or the page again.
 async fn finish<T: Section>(
     state: &AdminState,
@@ -198,7 +194,7 @@ async fn finish<T: Section>(
     notice: String,
     on_error: impl FnOnce(&mut RulesPage, &ApiError),
 ) -> Response {
-    match change_list(state, actor(auth), change).await {
+    match change_list(state, auth.actor(), change).await {
         Ok(_) => {
             let _ = session.insert("notice", notice).await;
             Redirect::to("/rules").into_response()
@@ -213,11 +209,7 @@ async fn finish<T: Section>(
 
 /// The validator's words without the field they name (said by its place on the page).
 fn text(e: &ApiError) -> String {
-    match &e.field {
-        Some(f) => e.error.strip_prefix(&format!("{f}: ")).unwrap_or(&e.error),
-        None => &e.error,
-    }
-    .to_string()
+    e.message().to_string()
 }
 
 fn rule_of(f: &RuleForm) -> Result<MessageRule, String> {

@@ -168,7 +168,7 @@ pub async fn save(
         (TlsMode::Disabled, true) => None,
         _ => Some(certificate.clone()),
     };
-    let actor = format!("{} (admin page)", auth.user);
+    let actor = auth.actor();
     let result = apply_settings(&state, actor, Apply::Yes, move |current| {
         let mut doc = current.to_doc();
         doc.inbound.tls_mode = inbound;
@@ -202,11 +202,8 @@ pub async fn save(
 /// The message under the certificate field when it concerns it, else at the top.
 fn field_message(e: &ApiError) -> (Option<String>, Option<String>) {
     match e.field.as_deref() {
-        Some(field @ "inbound.certificate") => {
-            let text = e
-                .error
-                .strip_prefix(&format!("{field}: "))
-                .unwrap_or(&e.error);
+        Some("inbound.certificate") => {
+            let text = e.message();
             // On a phone the field is below the fold: say at the top that nothing was saved.
             let summary = "Not saved: see the message under the certificate field.";
             (Some(summary.to_string()), Some(text.to_string()))
