@@ -123,8 +123,14 @@ struct Pending {
     done: tokio::sync::oneshot::Sender<()>,
 }
 
-/// At most this many records go into one store transaction.
+/// Records read off the channel at once.
 const BATCH: usize = 1024;
+/// The store takes records in transactions of up to this many, or whatever has waited
+/// `STORE_LINGER`, or whatever is there when the channel is quiet for `STORE_QUIET`: a
+/// redb commit costs the same for one record as for hundreds (issue 15's measurement).
+const STORE_BATCH: usize = 512;
+const STORE_LINGER: Duration = Duration::from_millis(100);
+const STORE_QUIET: Duration = Duration::from_millis(5);
 
 impl EventLog {
     pub fn open(data_dir: &Path, max_bytes: u64) -> std::io::Result<EventLog> {
@@ -156,6 +162,7 @@ impl EventLog {
                 }
             }
         });
+        let live = tokio::sync::broadcast::channel(1024).0;
         let writer = Writer {
             file: Some((file, len)),
             path: path.clone(),
@@ -163,6 +170,8 @@ impl EventLog {
             store: store.clone(),
             last_durable: Instant::now(),
             since_prune: 0,
+            waiting: Vec::new(),
+            live: live.clone(),
         };
         let (tx, rx) = std::sync::mpsc::channel::<Pending>();
         std::thread::Builder::new()
@@ -172,7 +181,7 @@ impl EventLog {
             writer: tx,
             path,
             store,
-            live: tokio::sync::broadcast::channel(1024).0,
+            live,
         })
     }
 
@@ -190,8 +199,9 @@ impl EventLog {
         &self.path
     }
 
-    /// Log the line, append the JSON record and store it, then publish it: whoever sees it
-    /// in the feed finds it in the file and in the store.
+    /// Log the line and append the JSON record (the delivery waits for that much); the
+    /// writer then stores it and publishes it: whoever sees it in the feed finds it in the
+    /// file and in the store.
     pub async fn record(&self, d: &Delivery) {
         tracing::info!(target: "postern/smtp", "{}", d.postfix_line());
         let mut line = serde_json::to_vec(d).unwrap_or_default();
@@ -205,7 +215,6 @@ impl EventLog {
         if self.writer.send(pending).is_ok() {
             let _ = written.await;
         }
-        let _ = self.live.send(d.clone());
     }
 }
 
@@ -245,6 +254,10 @@ struct Writer {
     last_durable: Instant,
     /// Records stored since the last retention pass.
     since_prune: usize,
+    /// Written to the file, waiting for the store (JSON line without its newline), and
+    /// since when the oldest has waited.
+    waiting: Vec<(Delivery, Vec<u8>)>,
+    live: tokio::sync::broadcast::Sender<Delivery>,
 }
 
 /// How often the store's batches are made durable, and how many records between retention
@@ -253,39 +266,83 @@ const DURABLE_EVERY: Duration = Duration::from_secs(1);
 const PRUNE_EVERY: usize = 10_000;
 
 impl Writer {
-    /// Everything waiting is one batch: one write per line, one store transaction.
+    /// Each record is written to the file at once (its delivery waits for that), then
+    /// stored with the others in large transactions, then published.
     fn run(mut self, rx: std::sync::mpsc::Receiver<Pending>) {
-        while let Ok(first) = rx.recv() {
-            let mut batch = vec![first];
-            while batch.len() < BATCH {
-                match rx.try_recv() {
-                    Ok(p) => batch.push(p),
-                    Err(_) => break,
+        use std::sync::mpsc::RecvTimeoutError;
+        let mut oldest: Option<Instant> = None;
+        loop {
+            let next = match oldest {
+                None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                Some(since) => {
+                    let left = STORE_LINGER.saturating_sub(since.elapsed());
+                    rx.recv_timeout(left.min(STORE_QUIET))
                 }
-            }
-            for p in &batch {
-                if let Err(e) = self.append(&p.line) {
-                    tracing::warn!(target: "postern/smtp", "warning: {}: cannot write delivery record: {e}", self.path.display());
+            };
+            match next {
+                Ok(first) => {
+                    self.take(first, &rx);
+                    oldest.get_or_insert_with(Instant::now);
+                    let due = oldest.is_some_and(|t| t.elapsed() >= STORE_LINGER);
+                    if self.waiting.len() >= STORE_BATCH || due {
+                        self.flush();
+                        oldest = None;
+                    }
                 }
-            }
-            self.store_batch(&batch);
-            for p in batch {
-                let _ = p.done.send(());
+                Err(RecvTimeoutError::Timeout) => {
+                    self.flush();
+                    oldest = None;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
             }
         }
+        self.flush();
         // The last batches, made durable on the way out.
         if let Some(store) = &self.store {
             let _ = store.insert(&[], true);
         }
     }
 
-    fn store_batch(&mut self, batch: &[Pending]) {
+    /// `first` and whatever else is queued: to the file, each answered, kept for the store.
+    fn take(&mut self, first: Pending, rx: &std::sync::mpsc::Receiver<Pending>) {
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        for p in batch {
+            if let Err(e) = self.append(&p.line) {
+                tracing::warn!(target: "postern/smtp", "warning: {}: cannot write delivery record: {e}", self.path.display());
+            }
+            let _ = p.done.send(());
+            let mut line = p.line;
+            line.pop();
+            self.waiting.push((p.record, line));
+        }
+    }
+
+    /// Store what waits in one transaction, then publish it.
+    fn flush(&mut self) {
+        let waiting = std::mem::take(&mut self.waiting);
+        if waiting.is_empty() {
+            return;
+        }
+        self.store_batch(&waiting);
+        for (record, _) in waiting {
+            let _ = self.live.send(record);
+        }
+    }
+
+    fn store_batch(&mut self, batch: &[(Delivery, Vec<u8>)]) {
         let Some(store) = &self.store else {
             return;
         };
         let durable = self.last_durable.elapsed() >= DURABLE_EVERY;
-        let records: Vec<Delivery> = batch.iter().map(|p| p.record.clone()).collect();
-        if let Err(e) = store.insert(&records, durable) {
+        let records: Vec<(&Delivery, &[u8])> =
+            batch.iter().map(|(d, j)| (d, j.as_slice())).collect();
+        if let Err(e) = store.insert_encoded(&records, durable) {
             tracing::warn!(target: "postern/smtp", "warning: {e}");
         }
         if durable {

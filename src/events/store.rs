@@ -185,6 +185,25 @@ impl Store {
     /// One transaction for the batch; `durable` makes it (and every batch before it) survive
     /// a crash.
     pub fn insert(&self, batch: &[Delivery], durable: bool) -> Result<(), StoreError> {
+        let encoded: Vec<Vec<u8>> = batch
+            .iter()
+            .map(|d| serde_json::to_vec(d).map_err(|e| self.err(e)))
+            .collect::<Result<_, _>>()?;
+        let pairs: Vec<(&Delivery, &[u8])> = batch
+            .iter()
+            .zip(&encoded)
+            .map(|(d, j)| (d, j.as_slice()))
+            .collect();
+        self.insert_encoded(&pairs, durable)
+    }
+
+    /// As `insert`, with each record's JSON already made (the delivery log's line: the
+    /// writer thread serialises a record once for both).
+    pub fn insert_encoded(
+        &self,
+        batch: &[(&Delivery, &[u8])],
+        durable: bool,
+    ) -> Result<(), StoreError> {
         let mut tx = self.db.begin_write().map_err(|e| self.err(e))?;
         if !durable {
             tx.set_durability(Durability::None)
@@ -194,7 +213,11 @@ impl Store {
         tx.commit().map_err(|e| self.err(e))
     }
 
-    fn put_all(&self, tx: &redb::WriteTransaction, batch: &[Delivery]) -> Result<(), redb::Error> {
+    fn put_all(
+        &self,
+        tx: &redb::WriteTransaction,
+        batch: &[(&Delivery, &[u8])],
+    ) -> Result<(), redb::Error> {
         let mut records = tx.open_table(RECORDS)?;
         let first = records.last()?.map_or(0, |(k, _)| k.value() + 1);
         let mut indexes = [
@@ -204,11 +227,11 @@ impl Store {
             tx.open_table(BY_HOST)?,
         ];
         let mut by_time = tx.open_table(BY_TIME)?;
-        let mut hourly = tx.open_table(HOURLY)?;
-        let mut destinations = tx.open_table(DESTINATIONS)?;
-        for (seq, d) in (first..).zip(batch) {
-            let json = serde_json::to_vec(d).map_err(|e| redb::Error::Corrupted(e.to_string()))?;
-            records.insert(seq, json.as_slice())?;
+        // Counters summed over the batch first: one read and write per key, not per record.
+        let mut hours: std::collections::HashMap<(u64, u8), u64> = Default::default();
+        let mut dests: std::collections::HashMap<(u64, String), (u64, u64)> = Default::default();
+        for (seq, (d, json)) in (first..).zip(batch) {
+            records.insert(seq, *json)?;
             for (table, key) in indexes.iter_mut().zip(index_keys(d)) {
                 table.insert((key.as_ref(), seq), ())?;
             }
@@ -216,17 +239,25 @@ impl Store {
             let Some(outcome) = TlsOutcome::of(d) else {
                 continue;
             };
-            // The destinations' share over TLS is of deliveries made, not of refusals.
-            let delivered = outcome != TlsOutcome::Refused;
             let hour = d.unix_time - d.unix_time % HOUR;
-            let n = hourly.get((hour, outcome.code()))?.map_or(0, |v| v.value());
-            hourly.insert((hour, outcome.code()), n + 1)?;
-            if delivered {
-                let domain = domain_of(&d.recipient);
-                let key = (hour, domain.as_str());
-                let (all, tls) = destinations.get(key)?.map_or((0, 0), |v| v.value());
-                destinations.insert(key, (all + 1, tls + u64::from(d.tls.is_some())))?;
+            *hours.entry((hour, outcome.code())).or_default() += 1;
+            // The destinations' share over TLS is of deliveries made, not of refusals.
+            if outcome != TlsOutcome::Refused {
+                let e = dests.entry((hour, domain_of(&d.recipient))).or_default();
+                e.0 += 1;
+                e.1 += u64::from(d.tls.is_some());
             }
+        }
+        let mut hourly = tx.open_table(HOURLY)?;
+        for (key, n) in hours {
+            let had = hourly.get(key)?.map_or(0, |v| v.value());
+            hourly.insert(key, had + n)?;
+        }
+        let mut destinations = tx.open_table(DESTINATIONS)?;
+        for ((hour, domain), (all, tls)) in dests {
+            let key = (hour, domain.as_str());
+            let (a, t) = destinations.get(key)?.map_or((0, 0), |v| v.value());
+            destinations.insert(key, (a + all, t + tls))?;
         }
         Ok(())
     }
