@@ -305,6 +305,34 @@ async fn tenant_headers_from_anyone_else_give_nothing_and_do_not_travel() {
         .find(|l| l.contains("trusted@outside.example"))
         .unwrap();
     assert!(!trusted.contains("\"tenant\""), "{trusted}");
+    // An SMTP AUTH user relays as always; the header gains nothing either.
+    s.proc.import_settings(
+        "trusted_networks = [\"127.0.0.9/32\"]\n[[smtp_auth_users]]\nusername = \"scanner\"\npassword = \"long-enough-1\"\n",
+    );
+    let mut c = SmtpClient::connect(s.proc.smtp, Some("127.0.0.5".parse().unwrap()), None).await;
+    c.cmd("EHLO scanner.contoso.example").await;
+    c.starttls_with(with_cert(None)).await;
+    c.cmd("EHLO scanner.contoso.example").await;
+    use base64::Engine;
+    let plain = base64::engine::general_purpose::STANDARD.encode(b"\0scanner\0long-enough-1");
+    assert_eq!(c.cmd(&format!("AUTH PLAIN {plain}")).await.code, 235);
+    let msg = format!("{header}Subject: scan\r\n\r\nx\r\n");
+    let r = c
+        .send(
+            "scanner@contoso.example",
+            &["authed@outside.example"],
+            msg.as_bytes(),
+        )
+        .await;
+    assert_eq!(r.code, 250, "{r:?}");
+    s.sink.next(20).await.expect("relayed for the AUTH user");
+    line(&s.proc, "to=<authed@outside.example>").await;
+    let record = std::fs::read_to_string(s._dir.path().join("data/log/delivery.jsonl")).unwrap();
+    let authed = record
+        .lines()
+        .find(|l| l.contains("authed@outside.example"))
+        .unwrap();
+    assert!(!authed.contains("\"tenant\""), "{authed}");
     assert!(s.proc.stop().await);
 }
 
