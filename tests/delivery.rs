@@ -502,3 +502,40 @@ async fn endless_reply_line_is_refused_not_buffered() {
         event.reply
     );
 }
+
+/// A transaction refused inside an encrypted session is recorded with that session's TLS:
+/// the Logs page and the dashboard say how it crossed, not "plaintext".
+#[tokio::test]
+async fn a_deferral_inside_tls_keeps_the_sessions_tls_on_its_record() {
+    use common::sink::{Act, Stage};
+    let sink = Sink::start(SinkOptions {
+        starttls: true,
+        ..SinkOptions::default()
+    })
+    .await;
+    // 421: the server closes the session, so the next host is tried (none here).
+    sink.act(
+        Stage::Mail,
+        Act::Reply("421 4.3.2 Service busy, closing".into()),
+    );
+    let mut server = TestServer::start_with(&format!(
+        "[outbound]\nfirst_retry_secs = 3600\n[outbound.routes]\n\"tls.example\" = \"[127.0.0.1]:{}\"\n",
+        sink.addr.port()
+    ))
+    .await;
+    server
+        .submit(
+            "a@inside.example",
+            &["b@tls.example"],
+            b"Subject: s\r\n\r\nx\r\n",
+        )
+        .await;
+    let event = server.next_event_for("b@tls.example", 20).await;
+    assert_eq!(event.status, "deferred", "{event:?}");
+    assert!(event.starttls_offered);
+    assert_eq!(
+        event.tls.as_ref().map(|t| t.protocol.as_str()),
+        Some("TLSv1.3"),
+        "{event:?}"
+    );
+}

@@ -68,6 +68,9 @@ pub enum Failure {
         outcome: Outcome,
         try_next_host: bool,
         starttls_offered: bool,
+        /// The TLS in force when a transaction failed inside an encrypted session, and the
+        /// name the certificate was verified for: the delivery record says how it crossed.
+        tls: Option<(TlsInfo, Option<String>)>,
     },
     /// TLS handshake failed under `may`: the caller may retry this host in plaintext.
     TlsFailedMay { reason: String },
@@ -242,6 +245,7 @@ async fn connect(job: &Job<'_>, tls: &Arc<rustls::ClientConfig>) -> Result<Conne
         outcome,
         try_next_host: false,
         starttls_offered,
+        tls: None,
     };
     let upgraded = upgrade(conn, ext, job, tls).await?;
     let Upgraded {
@@ -264,6 +268,7 @@ async fn connect(job: &Job<'_>, tls: &Arc<rustls::ClientConfig>) -> Result<Conne
                 outcome: o,
                 try_next_host: true,
                 starttls_offered,
+                tls: None,
             });
         }
     }
@@ -294,6 +299,7 @@ async fn open(job: &Job<'_>) -> Result<(Conn, Extensions), Failure> {
         outcome,
         try_next_host: true,
         starttls_offered: false,
+        tls: None,
     };
     let connect_to = |why: String| {
         next_host(Outcome::connection(format!(
@@ -351,6 +357,7 @@ async fn upgrade(
         outcome,
         try_next_host: false,
         starttls_offered,
+        tls: None,
     };
     let plain = |conn, ext| Upgraded {
         conn,
@@ -399,6 +406,7 @@ async fn ask_starttls(
         outcome,
         try_next_host: false,
         starttls_offered,
+        tls: None,
     };
     let reply = conn.command("STARTTLS", "STARTTLS").await.map_err(fail)?;
     let o = Outcome::from_reply(&reply, peer, Stage::StartTls);
@@ -436,6 +444,7 @@ async fn handshake(
         outcome,
         try_next_host: false,
         starttls_offered,
+        tls: None,
     };
     let peer = conn.name.clone();
     let (config, verifier) = client_tls_config(job, tls).map_err(fail)?;
@@ -574,6 +583,7 @@ impl Connection {
             outcome,
             try_next_host: false,
             starttls_offered,
+            tls: self.tls.clone().map(|t| (t, self.verified_name.clone())),
         };
         if let Some(limit) = ext.size
             && job.message.len() as u64 > limit
@@ -614,6 +624,7 @@ impl Connection {
                 outcome: o.clone(),
                 try_next_host: true,
                 starttls_offered,
+                tls: self.tls.clone().map(|t| (t, self.verified_name.clone())),
             });
         }
         self.transactions += 1;

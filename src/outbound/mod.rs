@@ -738,9 +738,17 @@ struct Credentials<'a> {
 enum HostOutcome {
     Session(client::Session),
     /// Final for this attempt: the other hosts would not change it.
-    Stop(Outcome, bool),
+    Stop(Outcome, Seen),
     /// Given up for the next host.
-    Next(Outcome),
+    Next(Outcome, Seen),
+}
+
+/// What a host showed before it failed: whether it offered STARTTLS, and the TLS of the
+/// session a transaction failed in (none when it failed before or without TLS).
+#[derive(Default, Clone)]
+struct Seen {
+    starttls_offered: bool,
+    tls: Option<(crate::tls::TlsInfo, Option<String>)>,
 }
 
 impl Hop<'_> {
@@ -791,18 +799,19 @@ fn for_all(
     n: usize,
     outcome: Outcome,
     relay: String,
-    offered: bool,
+    seen: Seen,
     earlier: &[HostTried],
     queued: f64,
 ) -> Vec<RcptResult> {
+    let (tls, verified_name) = seen.tls.map_or((None, None), |(t, v)| (Some(t), v));
     (0..n)
         .map(|_| RcptResult {
             outcome: outcome.clone(),
             relay: relay.clone(),
             earlier: earlier.to_vec(),
-            starttls_offered: offered,
-            tls: None,
-            verified_name: None,
+            starttls_offered: seen.starttls_offered,
+            tls: tls.clone(),
+            verified_name: verified_name.clone(),
             delays: [0.0, queued, 0.0, 0.0],
         })
         .collect()
@@ -816,8 +825,8 @@ async fn deliver_group(
     rcpts: &[String],
 ) -> Vec<RcptResult> {
     let queued = hop.queued_secs();
-    let all = |outcome, relay, offered, earlier: &[HostTried]| {
-        for_all(rcpts.len(), outcome, relay, offered, earlier, queued)
+    let all = |outcome, relay, seen, earlier: &[HostTried]| {
+        for_all(rcpts.len(), outcome, relay, seen, earlier, queued)
     };
     let engine = hop.engine;
     let hosts = match next_hops(
@@ -829,16 +838,17 @@ async fn deliver_group(
     .await
     {
         Ok(h) => h,
-        Err(outcome) => return all(outcome, "none".into(), false, &[]),
+        Err(outcome) => return all(outcome, "none".into(), Seen::default(), &[]),
     };
     let creds = match credentials(hop, domain).await {
         Ok(c) => c,
-        Err(outcome) => return all(outcome, "none".into(), false, &[]),
+        Err(outcome) => return all(outcome, "none".into(), Seen::default(), &[]),
     };
     let queue_id = hop.entry.id.to_string();
     let mut tried: Vec<HostTried> = Vec::new();
     let mut last = Outcome::connection(format!("no host to try for {domain}"));
     let mut last_relay = "none".to_string();
+    let mut last_seen = Seen::default();
     for (host, addr) in &hosts {
         let relay = format!("{host}[{}]:{}", addr.ip(), addr.port());
         let job = hop.job((host, *addr), &queue_id, decision, rcpts, &creds);
@@ -847,8 +857,10 @@ async fn deliver_group(
                 log_tls(hop.entry.id, &relay, &session, decision.level);
                 return per_recipient(session, &relay, &tried, queued);
             }
-            HostOutcome::Stop(outcome, offered) => return all(outcome, relay, offered, &tried),
-            HostOutcome::Next(outcome) => (last, last_relay) = (outcome, relay),
+            HostOutcome::Stop(outcome, seen) => return all(outcome, relay, seen, &tried),
+            HostOutcome::Next(outcome, seen) => {
+                (last, last_relay, last_seen) = (outcome, relay, seen)
+            }
         }
         if hosts.len() > 1 {
             tried.push(HostTried::of(&last_relay, &last));
@@ -856,7 +868,7 @@ async fn deliver_group(
     }
     // The last host failed too: it is the record's own relay, not an earlier one.
     tried.pop();
-    all(last, last_relay, false, &tried)
+    all(last, last_relay, last_seen, &tried)
 }
 
 /// A session's outcomes, one result per recipient, with the facts of the session.
@@ -922,18 +934,31 @@ async fn try_host(hop: &Hop<'_>, mut job: client::Job<'_>, relay: &str) -> HostO
         Ok(session) => HostOutcome::Session(session),
         Err(client::Failure::All {
             outcome,
-            try_next_host: false,
+            try_next_host,
             starttls_offered,
-        }) => HostOutcome::Stop(outcome, starttls_offered),
-        Err(client::Failure::All { outcome, .. }) => {
+            tls,
+        }) => {
+            let seen = Seen {
+                starttls_offered,
+                tls,
+            };
+            if !try_next_host {
+                return HostOutcome::Stop(outcome, seen);
+            }
             // A host given up for the next one leaves its line, as in Postfix, so the log
             // shows the MX that failed before the one that worked.
             log_host_failure(hop.entry.id, &outcome);
-            HostOutcome::Next(outcome)
+            HostOutcome::Next(outcome, seen)
         }
-        Err(client::Failure::TlsFailedMay { reason }) => HostOutcome::Next(Outcome::connection(
-            format!("TLS and plaintext both failed with {relay}: {reason}"),
-        )),
+        Err(client::Failure::TlsFailedMay { reason }) => HostOutcome::Next(
+            Outcome::connection(format!(
+                "TLS and plaintext both failed with {relay}: {reason}"
+            )),
+            Seen {
+                starttls_offered: true,
+                tls: None,
+            },
+        ),
     }
 }
 
