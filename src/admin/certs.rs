@@ -9,12 +9,16 @@ use super::{AdminState, ApiError};
 use crate::certs::{CertError, CertInfo, ImportRequest, StoreOpError};
 
 pub async fn list(State(state): State<AdminState>) -> Result<axum::Json<Vec<CertInfo>>, ApiError> {
+    listed(&state).await.map(axum::Json)
+}
+
+/// Every certificate with its facts and bindings; the store is read off the async workers.
+pub(crate) async fn listed(state: &AdminState) -> Result<Vec<CertInfo>, ApiError> {
     let certs = state.certs.clone();
-    let list = tokio::task::spawn_blocking(move || certs.list())
+    tokio::task::spawn_blocking(move || certs.list())
         .await
         .map_err(internal)?
-        .map_err(internal)?;
-    Ok(axum::Json(list))
+        .map_err(internal)
 }
 
 /// 201 with the facts and warnings; 400 naming the field; 409 for a name in use.

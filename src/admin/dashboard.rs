@@ -124,11 +124,8 @@ pub(crate) async fn gather(state: &AdminState) -> Result<Dashboard, ApiError> {
             deliveries: all,
         })
         .collect();
-    let certs = state.certs.clone();
-    let expiring = tokio::task::spawn_blocking(move || certs.list())
+    let expiring = crate::admin::certs::listed(state)
         .await
-        .ok()
-        .and_then(Result::ok)
         .unwrap_or_default()
         .into_iter()
         .filter(|c| c.days_left <= 30)

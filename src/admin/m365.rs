@@ -30,12 +30,7 @@ pub(crate) async fn checklist(state: &AdminState) -> Checklist {
     let snapshot = state.settings.current();
     let s = &snapshot.settings;
     let host = state.pages.hostname.clone();
-    let certs = state.certs.clone();
-    let list = tokio::task::spawn_blocking(move || certs.list())
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or_default();
+    let list = crate::admin::certs::listed(state).await.unwrap_or_default();
     let bound = s
         .inbound
         .certificate

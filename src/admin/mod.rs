@@ -443,11 +443,7 @@ async fn metrics(State(state): State<AdminState>) -> Result<Response, ApiError> 
             .collect::<std::collections::BTreeSet<_>>()
             .len(),
     );
-    let certs = state.certs.clone();
-    tokio::task::spawn_blocking(move || certs.list())
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))?
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))?;
+    certs::listed(&state).await?;
     Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         crate::metrics::handle().render(),

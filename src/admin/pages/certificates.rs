@@ -68,12 +68,7 @@ struct Shown {
 }
 
 async fn rows(state: &AdminState) -> Vec<Row> {
-    let certs = state.certs.clone();
-    let list = tokio::task::spawn_blocking(move || certs.list())
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or_default();
+    let list = crate::admin::certs::listed(state).await.unwrap_or_default();
     list.into_iter()
         .map(|c| Row {
             kind: format!("{:?}", c.kind),

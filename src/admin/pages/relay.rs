@@ -133,11 +133,8 @@ fn form_of(d: &RelayDomain) -> DomainForm {
 async fn base(state: &AdminState, session: &Session, auth: &SignedIn) -> RelayPage {
     let snapshot = state.settings.current();
     let s = &snapshot.settings;
-    let certs = state.certs.clone();
-    let certificates = tokio::task::spawn_blocking(move || certs.list())
+    let certificates = crate::admin::certs::listed(state)
         .await
-        .ok()
-        .and_then(Result::ok)
         .unwrap_or_default()
         .into_iter()
         .filter(|c| !c.system)

@@ -68,12 +68,7 @@ fn parse_mode(s: &str) -> Option<TlsMode> {
 
 /// Every certificate SMTP may serve: all but the system one (Hermes' error 3).
 async fn choices(state: &AdminState) -> Vec<Choice> {
-    let certs = state.certs.clone();
-    let list = tokio::task::spawn_blocking(move || certs.list())
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or_default();
+    let list = crate::admin::certs::listed(state).await.unwrap_or_default();
     list.into_iter()
         .filter(|c| !c.system)
         .map(|c| Choice {
