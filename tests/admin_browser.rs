@@ -641,6 +641,12 @@ async fn relay_rules_queue_logs_and_audit_in_chromium() {
     check_page(&c, "queue").await;
     click(&c, "td[data-label='Queue ID'] a").await;
     arrived(&c, "pre.message").await;
+    assert!(
+        text_of(&c, "dl.facts")
+            .await
+            .contains("client.test.example [127.0.0.1]"),
+        "the envelope says where it came from"
+    );
     check_page(&c, "queue-message").await;
     // Delete asks first; cancelled, the message stays.
     click(&c, "button[value=delete]").await;

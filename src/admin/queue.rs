@@ -23,6 +23,11 @@ pub struct QueueItem {
     pub size: usize,
     pub sender: String,
     pub recipients: Vec<RecipientView>,
+    /// Where it came from: the client's address and its EHLO name.
+    #[serde(default)]
+    pub client_ip: String,
+    #[serde(default)]
+    pub helo: String,
     pub held: bool,
     pub attempts: u32,
     pub last_error: Option<String>,
@@ -58,6 +63,8 @@ impl QueueItem {
             size: e.size,
             sender: e.envelope.sender.clone(),
             recipients,
+            client_ip: e.envelope.client_ip.clone(),
+            helo: e.envelope.helo.clone(),
             held: e.held,
             attempts: e.attempts,
             last_error: e.last_error.clone(),
