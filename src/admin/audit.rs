@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Serialize;
 
-use super::{AdminState, ApiError, replace_error};
+use super::{AdminState, ApiError};
 use crate::settings::{FieldChange, SectionChange, SettingsDoc};
 
 /// Versions the Audit page lists.
@@ -72,22 +72,13 @@ pub(crate) async fn restore_version(
     version: u64,
     actor: String,
 ) -> Result<std::sync::Arc<crate::settings::Snapshot>, ApiError> {
-    let (settings, certs) = (state.settings.clone(), state.certs.clone());
     let who = format!("{actor} (restore of version {version})");
-    let result = tokio::task::spawn_blocking(move || {
-        let result = settings.restore(version, &who);
-        certs.rebind();
-        result
-    })
-    .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))?;
-    match result {
-        Ok(Some(snapshot)) => {
+    match super::put_back(state, move |settings| settings.restore(version, &who)).await? {
+        Some(snapshot) => {
             tracing::info!(target: "postern/admin", "settings restored to version {version} by {actor} (now version {})", snapshot.version);
             Ok(snapshot)
         }
-        Ok(None) => Err(gone(version)),
-        Err(e) => Err(replace_error(e)),
+        None => Err(gone(version)),
     }
 }
 

@@ -409,26 +409,36 @@ async fn audit(
 
 /// Back to the settings before the last change (the previous version kept in the audit log).
 async fn rollback(State(state): State<AdminState>) -> Result<axum::Json<SettingsDoc>, ApiError> {
+    match put_back(&state, |settings| settings.rollback("api rollback")).await? {
+        Some(snapshot) => {
+            tracing::info!(target: "postern/admin", "settings rolled back to the previous version (now version {})", snapshot.version);
+            Ok(axum::Json(snapshot.settings.to_doc()))
+        }
+        None => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "no previous version to roll back to",
+            None,
+        )),
+    }
+}
+
+/// A stored version back in force (rollback, restore): off the async workers, then the
+/// certificates it binds served from the next handshake. `None`: no such version.
+pub(crate) async fn put_back(
+    state: &AdminState,
+    how: impl FnOnce(&SettingsHandle) -> Result<Option<Arc<crate::settings::Snapshot>>, ReplaceError>
+    + Send
+    + 'static,
+) -> Result<Option<Arc<crate::settings::Snapshot>>, ApiError> {
     let (settings, certs) = (state.settings.clone(), state.certs.clone());
     let result = tokio::task::spawn_blocking(move || {
-        let result = settings.rollback("api rollback");
+        let result = how(&settings);
         certs.rebind();
         result
     })
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))?;
-    match result {
-        Ok(Some(snapshot)) => {
-            tracing::info!(target: "postern/admin", "settings rolled back to the previous version (now version {})", snapshot.version);
-            Ok(axum::Json(snapshot.settings.to_doc()))
-        }
-        Ok(None) => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "no previous version to roll back to",
-            None,
-        )),
-        Err(e) => Err(replace_error(e)),
-    }
+    result.map_err(replace_error)
 }
 
 /// Prometheus text format; the gauges are refreshed for the scrape.
