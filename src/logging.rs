@@ -4,6 +4,9 @@
 //! ...`), the form pflogsumm and the grep recipes written for Postfix's maillog expect.
 
 use std::fmt::Write as _;
+use std::io::Write as _;
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
 
 use serde::Deserialize;
 use tracing::field::{Field, Visit};
@@ -33,7 +36,7 @@ pub fn init(format: LogFormat, hostname: &str) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(false)
-        .with_writer(std::io::stderr);
+        .with_writer(|| Batched);
     // A second init (tests that run the CLI in-process) keeps the first subscriber.
     let _ = match format {
         LogFormat::Plain => builder.try_init(),
@@ -44,6 +47,99 @@ pub fn init(format: LogFormat, hostname: &str) {
             })
             .try_init(),
     };
+    start_flusher();
+}
+
+/// Lines wait at most this long in the buffer before they are written.
+const LINGER: Duration = Duration::from_millis(10);
+/// A buffer this full is written at once.
+const FLUSH_AT: usize = 64 * 1024;
+
+/// The lines formatted but not yet written to stderr. Every event used to be one `write(2)`
+/// (seven per relayed message); they are now gathered for up to `LINGER` and written
+/// together by one thread, which sleeps while nothing is logged.
+static PENDING: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+static WAKE: Condvar = Condvar::new();
+
+/// tracing's writer: appends the formatted event to `PENDING`.
+struct Batched;
+
+impl std::io::Write for Batched {
+    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+        let mut pending = lock_pending();
+        let was_empty = pending.is_empty();
+        pending.extend_from_slice(line);
+        // One wake-up per batch: the flusher is asleep only when the buffer is empty.
+        if was_empty || pending.len() >= FLUSH_AT {
+            WAKE.notify_one();
+        }
+        Ok(line.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn lock_pending() -> std::sync::MutexGuard<'static, Vec<u8>> {
+    // A panic while holding it cannot leave the bytes half-appended in a harmful way.
+    PENDING.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Write whatever is pending now (before the process exits, on a panic, after a fatal error).
+pub fn flush() {
+    let bytes = std::mem::take(&mut *lock_pending());
+    write_out(&bytes);
+}
+
+fn write_out(bytes: &[u8]) {
+    if !bytes.is_empty() {
+        let mut err = std::io::stderr().lock();
+        let _ = err.write_all(bytes);
+        let _ = err.flush();
+    }
+}
+
+fn start_flusher() {
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    STARTED.call_once(|| {
+        let spawned = std::thread::Builder::new()
+            .name("log-writer".into())
+            .spawn(flusher);
+        if spawned.is_err() {
+            eprintln!("postern: warning: cannot start the log writer thread; log lines are written at exit only");
+        }
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            flush();
+            previous(info);
+        }));
+    });
+}
+
+fn flusher() {
+    let mut spare = Vec::new();
+    loop {
+        {
+            let mut pending = lock_pending();
+            while pending.is_empty() {
+                pending = WAKE.wait(pending).unwrap_or_else(|e| e.into_inner());
+            }
+            if pending.len() < FLUSH_AT {
+                // Gather the lines the next few milliseconds bring.
+                pending = WAKE
+                    .wait_timeout(pending, LINGER)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+            std::mem::swap(&mut *pending, &mut spare);
+        }
+        write_out(&spare);
+        spare.clear();
+        if spare.capacity() > 4 * FLUSH_AT {
+            spare = Vec::new();
+        }
+    }
 }
 
 /// One event as a syslog line.

@@ -187,7 +187,9 @@ fn main() -> ExitCode {
         Err(e) => return fail(format!("cannot start the runtime: {e}")),
     };
     if let Command::CheckTls { target, json } = &cli.command {
-        return runtime.block_on(check_tls(&config, target, *json));
+        let code = runtime.block_on(check_tls(&config, target, *json));
+        postern::logging::flush();
+        return code;
     }
     let result = runtime.block_on(async {
         match cli.command {
@@ -210,13 +212,17 @@ fn main() -> ExitCode {
             Command::CheckTls { .. } => unreachable!("handled above"),
         }
     });
-    match result {
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(format!("{e:#}")),
-    }
+    };
+    postern::logging::flush();
+    code
 }
 
 fn fail(message: impl std::fmt::Display) -> ExitCode {
+    // The lines logged before it come first.
+    postern::logging::flush();
     eprintln!("postern: fatal: {message}");
     ExitCode::FAILURE
 }
