@@ -47,6 +47,15 @@ fn data(c: &mut Criterion) {
             black_box(r.into_message())
         })
     });
+    g.throughput(Throughput::Bytes(message.len() as u64));
+    g.bench_function("dot_stuff_100k", |b| {
+        let mut out = Vec::with_capacity(wire.len());
+        b.iter(|| {
+            out.clear();
+            dot_stuff(black_box(&message), &mut out);
+            black_box(out.len())
+        })
+    });
     g.finish();
 }
 

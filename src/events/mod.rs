@@ -105,10 +105,12 @@ fn short(secs: f64) -> String {
 }
 
 /// Where delivery records go. The JSON file is kept to a size: past `max_bytes` it becomes
-/// `delivery.jsonl.1` (replacing the previous one) and a new file starts. The indexed store
-/// keeps records by the retention of `[log]`. Both are written by a thread of their own, in
-/// batches, so a slow disk never stalls the async workers that deliver mail.
+/// `delivery.jsonl.1` (replacing the previous one) and a new file starts; each record is
+/// appended by the delivery that made it (one `write(2)` into the page cache, no thread
+/// hop). The indexed store keeps records by the retention of `[log]`; it is written by a
+/// thread of its own, in large transactions, so its commits never stall a delivery.
 pub struct EventLog {
+    file: std::sync::Mutex<JsonFile>,
     writer: std::sync::mpsc::Sender<Pending>,
     path: PathBuf,
     store: Option<Arc<store::Store>>,
@@ -116,11 +118,17 @@ pub struct EventLog {
     live: tokio::sync::broadcast::Sender<Delivery>,
 }
 
-/// A record on its way to the writer thread, and who waits for it.
+/// A record on its way to the store's thread, with its JSON line (no newline).
 struct Pending {
     record: Delivery,
     line: Vec<u8>,
-    done: tokio::sync::oneshot::Sender<()>,
+}
+
+/// `delivery.jsonl` and its length, rotated past `max_bytes`.
+struct JsonFile {
+    file: Option<(std::fs::File, u64)>,
+    path: PathBuf,
+    max_bytes: u64,
 }
 
 /// Records read off the channel at once.
@@ -147,7 +155,7 @@ impl EventLog {
         let dir = data_dir.join("log");
         crate::fsutil::private_dir(&dir)?;
         let path = dir.join("delivery.jsonl");
-        let file = Writer::open_file(&path)?;
+        let file = JsonFile::open_file(&path)?;
         let len = file.metadata()?.len();
         let store = retention.and_then(|r| {
             let at = dir.join("records.redb");
@@ -163,10 +171,12 @@ impl EventLog {
             }
         });
         let live = tokio::sync::broadcast::channel(1024).0;
-        let writer = Writer {
+        let json = JsonFile {
             file: Some((file, len)),
             path: path.clone(),
             max_bytes: max_bytes.max(1),
+        };
+        let writer = Writer {
             store: store.clone(),
             last_durable: Instant::now(),
             since_prune: 0,
@@ -178,6 +188,7 @@ impl EventLog {
             .name("delivery-log".into())
             .spawn(move || writer.run(rx))?;
         Ok(EventLog {
+            file: std::sync::Mutex::new(json),
             writer: tx,
             path,
             store,
@@ -199,22 +210,24 @@ impl EventLog {
         &self.path
     }
 
-    /// Log the line and append the JSON record (the delivery waits for that much); the
-    /// writer then stores it and publishes it: whoever sees it in the feed finds it in the
-    /// file and in the store.
+    /// Log the line and append the JSON record (before this returns); the store's thread
+    /// then stores it and publishes it: whoever sees it in the feed finds it in the file and
+    /// in the store.
     pub async fn record(&self, d: &Delivery) {
         tracing::info!(target: "postern/smtp", "{}", d.postfix_line());
         let mut line = serde_json::to_vec(d).unwrap_or_default();
         line.push(b'\n');
-        let (done, written) = tokio::sync::oneshot::channel();
-        let pending = Pending {
+        {
+            let mut json = self.file.lock().unwrap_or_else(|e| e.into_inner());
+            if let Err(e) = json.append(&line) {
+                tracing::warn!(target: "postern/smtp", "warning: {}: cannot write delivery record: {e}", json.path.display());
+            }
+        }
+        line.pop();
+        let _ = self.writer.send(Pending {
             record: d.clone(),
             line,
-            done,
-        };
-        if self.writer.send(pending).is_ok() {
-            let _ = written.await;
-        }
+        });
     }
 }
 
@@ -245,11 +258,8 @@ impl StarttlsSeen {
     }
 }
 
-/// The delivery log file and the store, owned by their writer thread.
+/// The store, owned by its writer thread.
 struct Writer {
-    file: Option<(std::fs::File, u64)>,
-    path: PathBuf,
-    max_bytes: u64,
     store: Option<Arc<store::Store>>,
     last_durable: Instant,
     /// Records stored since the last retention pass.
@@ -266,8 +276,7 @@ const DURABLE_EVERY: Duration = Duration::from_secs(1);
 const PRUNE_EVERY: usize = 10_000;
 
 impl Writer {
-    /// Each record is written to the file at once (its delivery waits for that), then
-    /// stored with the others in large transactions, then published.
+    /// Records are stored in large transactions, then published.
     fn run(mut self, rx: std::sync::mpsc::Receiver<Pending>) {
         use std::sync::mpsc::RecvTimeoutError;
         let mut oldest: Option<Instant> = None;
@@ -303,23 +312,14 @@ impl Writer {
         }
     }
 
-    /// `first` and whatever else is queued: to the file, each answered, kept for the store.
+    /// `first` and whatever else is queued, kept for the store.
     fn take(&mut self, first: Pending, rx: &std::sync::mpsc::Receiver<Pending>) {
-        let mut batch = vec![first];
-        while batch.len() < BATCH {
+        self.waiting.push((first.record, first.line));
+        for _ in 1..BATCH {
             match rx.try_recv() {
-                Ok(p) => batch.push(p),
+                Ok(p) => self.waiting.push((p.record, p.line)),
                 Err(_) => break,
             }
-        }
-        for p in batch {
-            if let Err(e) = self.append(&p.line) {
-                tracing::warn!(target: "postern/smtp", "warning: {}: cannot write delivery record: {e}", self.path.display());
-            }
-            let _ = p.done.send(());
-            let mut line = p.line;
-            line.pop();
-            self.waiting.push((p.record, line));
         }
     }
 
@@ -356,7 +356,9 @@ impl Writer {
             }
         }
     }
+}
 
+impl JsonFile {
     /// Created 0600; an older file with wider rights is narrowed (records name addresses).
     fn open_file(path: &Path) -> std::io::Result<std::fs::File> {
         use std::os::unix::fs::OpenOptionsExt;
@@ -379,7 +381,7 @@ impl Writer {
             std::fs::rename(&self.path, self.path.with_extension("jsonl.1"))?;
         }
         if self.file.is_none() {
-            self.file = Some((Writer::open_file(&self.path)?, 0));
+            self.file = Some((JsonFile::open_file(&self.path)?, 0));
         }
         let (file, len) = self.file.as_mut().expect("opened just above");
         file.write_all(line)?;

@@ -90,6 +90,9 @@ struct Conn {
     io: BufReader<Box<dyn Io>>,
     timeout: Duration,
     name: String,
+    /// Replies read so far: a reused session whose transaction failed before any reply
+    /// cannot have accepted the message.
+    replies: u64,
 }
 
 impl Conn {
@@ -119,6 +122,7 @@ impl Conn {
             })?;
             texts.push(parsed.text.to_string());
             if parsed.last {
+                self.replies += 1;
                 return Ok(Reply::from_lines(parsed.code, texts));
             }
         }
@@ -317,6 +321,7 @@ async fn open(job: &Job<'_>) -> Result<(Conn, Extensions), Failure> {
         io: BufReader::new(Box::new(tcp)),
         timeout: job.command_timeout,
         name: peer.clone(),
+        replies: 0,
     };
     let greeting = conn
         .read_reply("receiving the initial server greeting")
@@ -638,12 +643,19 @@ impl Connection {
         })
     }
 
-    /// RSET before reuse: the server may have closed an idle session.
-    async fn reset(&mut self) -> bool {
-        self.conn
-            .command("RSET", "RSET")
-            .await
-            .is_ok_and(|r| r.code == 250)
+    /// Whether an idle session can take the next transaction, without a round trip: the
+    /// stream is polled once, and only "nothing to read yet" means open. An end of file or
+    /// bytes nobody asked for (a 421 before closing) mean the server has gone. A TLS
+    /// stream handles records such as session tickets itself and still says "nothing yet".
+    /// After a completed transaction the server is in its initial state (RFC 5321 section
+    /// 4.1.1.5: RSET is not needed between transactions), so no RSET is sent.
+    fn still_open(&mut self) -> bool {
+        use tokio::io::AsyncBufRead;
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        matches!(
+            std::pin::Pin::new(&mut self.conn.io).poll_fill_buf(&mut cx),
+            std::task::Poll::Pending
+        )
     }
 
     /// Close the session: with QUIT (in the background) while it is in step with the
@@ -763,8 +775,10 @@ impl Pool {
     }
 }
 
-/// Deliver `job`: over an idle session to the same host under the same level when there is
-/// one that still answers RSET, else over a new connection; the session is kept afterwards.
+/// Deliver `job`: over an idle session to the same host under the same level when one is
+/// still open, else over a new connection; the session is kept afterwards. A reused
+/// session that fails before the server answered anything (it closed as we began) is
+/// dropped and the next one tried: nothing of the message can have been accepted.
 pub async fn deliver(
     job: &Job<'_>,
     tls: &Arc<rustls::ClientConfig>,
@@ -772,10 +786,15 @@ pub async fn deliver(
 ) -> Result<Session, Failure> {
     let key = Pool::key(job);
     while let Some(mut c) = pool.take(&key) {
-        if !c.reset().await {
+        if !c.still_open() {
             continue;
         }
+        let answered = c.conn.replies;
         let mut result = c.send(job).await;
+        if c.conn.replies == answered && result.as_ref().is_err_and(Failure::is_temporary) {
+            c.close();
+            continue;
+        }
         if let Ok(session) = result.as_mut() {
             // Nothing was spent on set-up for this message.
             session.setup_secs = 0.0;
@@ -787,6 +806,15 @@ pub async fn deliver(
     let result = c.send(job).await;
     keep_or_close(pool, key, c, result.is_ok());
     result
+}
+
+impl Failure {
+    fn is_temporary(&self) -> bool {
+        match self {
+            Failure::All { outcome, .. } => outcome.class == super::classify::Class::Temporary,
+            Failure::TlsFailedMay { .. } => true,
+        }
+    }
 }
 
 fn keep_or_close(pool: &Pool, key: PoolKey, c: Connection, ok: bool) {
@@ -820,6 +848,7 @@ pub async fn probe_recipient(
         io: BufReader::new(Box::new(tcp)),
         timeout,
         name: peer.clone(),
+        replies: 0,
     };
     let greeting = conn
         .read_reply("receiving the initial server greeting")
@@ -883,6 +912,7 @@ pub async fn probe(
         io: BufReader::new(Box::new(tcp)),
         timeout,
         name: name.clone(),
+        replies: 0,
     };
     let greeting = conn.read_reply("greeting").await.map_err(|o| o.reason)?;
     let ext = hello(&mut conn, helo, &name).await.map_err(|o| o.reason)?;
@@ -979,6 +1009,7 @@ async fn start_tls(
             io: BufReader::new(Box::new(tls_stream)),
             timeout: conn.timeout,
             name: conn.name,
+            replies: conn.replies,
         },
         info,
         chain_trusted,

@@ -577,7 +577,11 @@ async fn queue_bounce_notice(
 
 /// Outcomes into the spool, then the records out; returns whether any remain pending.
 async fn record(engine: &Engine, id: QueueId, mut tally: Tally) -> (QueueId, bool) {
-    if let Err(e) = engine.spool.record_outcomes(id, &tally.finals).await {
+    if let Err(e) = engine
+        .spool
+        .record_delivery_outcomes(id, &tally.finals)
+        .await
+    {
         // Not recorded means retried: at-least-once, never lost.
         tracing::error!(target: "postern/qmgr", "{id}: cannot record delivery outcomes, will retry them: {e}");
         tally.still_pending = true;

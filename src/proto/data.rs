@@ -54,10 +54,22 @@ impl DotReader {
     }
 
     pub fn feed(&mut self, input: &[u8]) -> Progress {
-        for (i, &b) in input.iter().enumerate() {
-            if self.step(b) {
+        let mut i = 0;
+        while i < input.len() {
+            if self.state == State::Text {
+                // Inside a line only CR and LF change anything: the run up to the next one
+                // is copied at once (memchr), the rest goes byte by byte.
+                let run = memchr::memchr2(b'\r', b'\n', &input[i..]).unwrap_or(input.len() - i);
+                self.push_slice(&input[i..i + run]);
+                i += run;
+                if i == input.len() {
+                    break;
+                }
+            }
+            if self.step(input[i]) {
                 return Progress::Done { consumed: i + 1 };
             }
+            i += 1;
         }
         Progress::NeedMore
     }
@@ -113,6 +125,12 @@ impl DotReader {
         }
     }
 
+    fn push_slice(&mut self, bytes: &[u8]) {
+        let room = self.limit.saturating_sub(self.size);
+        self.out.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        self.size += bytes.len();
+    }
+
     pub fn overflowed(&self) -> bool {
         self.size > self.limit
     }
@@ -156,18 +174,26 @@ pub fn bare_line_ending(message: &[u8]) -> Option<BareEnding> {
 }
 
 /// Dot-stuff a message for sending (RFC 5321 section 4.5.2), ending it with `.<CR><LF>`.
+/// A line at a time (memchr for each LF).
 pub fn dot_stuff(message: &[u8], out: &mut Vec<u8>) {
     out.reserve(message.len() + 8);
-    let mut line_start = true;
-    for &b in message {
-        if line_start && b == b'.' {
+    let mut rest = message;
+    while !rest.is_empty() {
+        if rest[0] == b'.' {
             out.push(b'.');
         }
-        out.push(b);
-        line_start = b == b'\n';
-    }
-    if !line_start {
-        out.extend_from_slice(b"\r\n");
+        match memchr::memchr(b'\n', rest) {
+            Some(at) => {
+                out.extend_from_slice(&rest[..=at]);
+                rest = &rest[at + 1..];
+            }
+            None => {
+                // The last line has no LF: the end needs a line of its own.
+                out.extend_from_slice(rest);
+                out.extend_from_slice(b"\r\n");
+                break;
+            }
+        }
     }
     out.extend_from_slice(b".\r\n");
 }
@@ -270,6 +296,79 @@ mod tests {
         assert!(matches!(r.feed(b"123456\r\n.\r\n"), Progress::Done { .. }));
         assert!(r.overflowed());
         assert_eq!(r.into_message(), b"1234");
+    }
+
+    /// The byte-at-a-time reader and stuffer these replaced, as the reference.
+    fn reference_read(input: &[u8], limit: usize) -> (Progress, Vec<u8>, bool, bool, bool) {
+        let mut r = DotReader::new(limit);
+        let mut progress = Progress::NeedMore;
+        for (i, &b) in input.iter().enumerate() {
+            if r.step(b) {
+                progress = Progress::Done { consumed: i + 1 };
+                break;
+            }
+        }
+        let flags = (r.overflowed(), r.saw_bare_lf(), r.saw_bare_cr());
+        (progress, r.into_message(), flags.0, flags.1, flags.2)
+    }
+
+    fn reference_stuff(message: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut line_start = true;
+        for &b in message {
+            if line_start && b == b'.' {
+                out.push(b'.');
+            }
+            out.push(b);
+            line_start = b == b'\n';
+        }
+        if !line_start {
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b".\r\n");
+        out
+    }
+
+    /// Seeded random inputs over the bytes that matter (`.`, CR, LF, text), fed in random
+    /// chunks: the fast paths give exactly what the byte-at-a-time versions gave.
+    #[test]
+    fn fast_paths_agree_with_the_byte_at_a_time_reference() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(17);
+        for _ in 0..5_000 {
+            let len = rng.gen_range(0..200);
+            let input: Vec<u8> = (0..len)
+                .map(|_| {
+                    *[b'.', b'\r', b'\n', b'a', b'b']
+                        .get(rng.gen_range(0..5))
+                        .unwrap()
+                })
+                .collect();
+            let limit = rng.gen_range(0..250);
+            let mut r = DotReader::new(limit);
+            let mut progress = Progress::NeedMore;
+            let mut at = 0;
+            while at < input.len() && progress == Progress::NeedMore {
+                let end = (at + rng.gen_range(1..40)).min(input.len());
+                progress = match r.feed(&input[at..end]) {
+                    Progress::Done { consumed } => Progress::Done {
+                        consumed: at + consumed,
+                    },
+                    p => p,
+                };
+                at = end;
+            }
+            let flags = (r.overflowed(), r.saw_bare_lf(), r.saw_bare_cr());
+            let got = (progress, r.into_message(), flags.0, flags.1, flags.2);
+            assert_eq!(
+                got,
+                reference_read(&input, limit),
+                "{input:?} limit {limit}"
+            );
+            let mut stuffed = Vec::new();
+            dot_stuff(&input, &mut stuffed);
+            assert_eq!(stuffed, reference_stuff(&input), "{input:?}");
+        }
     }
 
     #[test]

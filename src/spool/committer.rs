@@ -6,7 +6,7 @@ use std::io::{self, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Condvar, Mutex};
 
 use tokio::sync::oneshot;
@@ -28,8 +28,17 @@ pub struct Commit {
     /// sync and before it answers, so a message is indexed (and its segment pinned) before
     /// anyone can say 250 for it, and before the segment stops being the active one.
     pub entry: Option<(QueueId, Envelope, usize)>,
-    pub done: oneshot::Sender<io::Result<Location>>,
+    /// Who waits for the record to be durable. `None`: a record nobody waits for (a
+    /// delivery's outcome), written at once and synced with the next batch that needs a
+    /// sync, or within `LAZY_SYNC`.
+    pub done: Option<oneshot::Sender<io::Result<Location>>>,
 }
+
+/// The longest a record nobody waits for stays written but not synced. A process crash
+/// does not lose it (it is in the page cache); a power cut within this window loses at
+/// most the outcome, and the recipient is delivered again: at least once, as Postfix's
+/// queue manager, which does not fsync when it marks a recipient done.
+const LAZY_SYNC: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Test hook: while paused, the committer holds the batch it has started, so every record
 /// sent meanwhile joins it (a deterministic group commit, not a lucky one).
@@ -63,6 +72,8 @@ pub struct Stats {
 
 /// The most one batch gathers before it syncs.
 const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
+/// Records per `writev` (Linux's IOV_MAX is 1024).
+const MAX_IOV: usize = 1024;
 
 pub fn segment_path(dir: &Path, n: u64) -> PathBuf {
     dir.join(format!("seg-{n:08}.log"))
@@ -93,18 +104,35 @@ impl Segment {
         })
     }
 
-    fn write_batch(&mut self, batch: &[Commit]) -> io::Result<Vec<Location>> {
+    /// The batch's records in one `writev` (more only for a short write), synced if
+    /// `sync`.
+    fn write_batch(&mut self, batch: &[Commit], sync: bool) -> io::Result<Vec<Location>> {
         let mut locations = Vec::with_capacity(batch.len());
+        let mut offset = self.len;
         for c in batch {
             locations.push(Location {
                 segment: self.number,
-                offset: self.len,
+                offset,
                 len: c.record.len() as u64,
             });
-            self.file.write_all(&c.record)?;
-            self.len += c.record.len() as u64;
+            offset += c.record.len() as u64;
         }
-        self.file.sync_data()?;
+        for chunk in batch.chunks(MAX_IOV) {
+            let mut slices: Vec<io::IoSlice<'_>> =
+                chunk.iter().map(|c| io::IoSlice::new(&c.record)).collect();
+            let mut left = &mut slices[..];
+            while !left.is_empty() {
+                let n = self.file.write_vectored(left)?;
+                if n == 0 {
+                    return Err(io::ErrorKind::WriteZero.into());
+                }
+                self.len += n as u64;
+                io::IoSlice::advance_slices(&mut left, n);
+            }
+        }
+        if sync {
+            self.file.sync_data()?;
+        }
         Ok(locations)
     }
 
@@ -139,7 +167,26 @@ pub fn run(rx: Receiver<Commit>, first_segment: u64, shared: Shared) {
     } = shared;
     let mut next_number = first_segment;
     let mut segment: Option<Segment> = None;
-    while let Ok(first) = rx.recv() {
+    // Records written and not yet synced (only ever records nobody waits for).
+    let mut unsynced = false;
+    loop {
+        let first = if unsynced {
+            match rx.recv_timeout(LAZY_SYNC) {
+                Ok(c) => c,
+                Err(timeout_or_gone) => {
+                    sync_lazy(&mut segment, &stats, &mut unsynced);
+                    if timeout_or_gone == RecvTimeoutError::Disconnected {
+                        break;
+                    }
+                    continue;
+                }
+            }
+        } else {
+            match rx.recv() {
+                Ok(c) => c,
+                Err(_) => break,
+            }
+        };
         gate.wait();
         let mut batch = vec![first];
         let mut bytes = batch[0].record.len();
@@ -152,32 +199,57 @@ pub fn run(rx: Receiver<Commit>, first_segment: u64, shared: Shared) {
                 Err(_) => break,
             }
         }
-        let result = commit_batch(&mut segment, &dir, &mut next_number, &batch);
+        let sync = batch.iter().any(|c| c.done.is_some());
+        let result = commit_batch(&mut segment, &dir, &mut next_number, &batch, sync);
         if let Some(seg) = segment.as_ref() {
             active.store(seg.number, Ordering::SeqCst);
         }
-        stats.syncs.fetch_add(1, Ordering::Relaxed);
+        if sync {
+            stats.syncs.fetch_add(1, Ordering::Relaxed);
+        }
         match result {
             Ok(locations) => {
+                unsynced = !sync;
                 stats
                     .records
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
                 index_batch(&index, &mut batch, &locations);
                 for (c, loc) in batch.into_iter().zip(locations) {
-                    let _ = c.done.send(Ok(loc));
+                    if let Some(done) = c.done {
+                        let _ = done.send(Ok(loc));
+                    }
                 }
             }
             Err(e) => {
-                tracing::error!(target: "postern/spool", "warning: spool write failed, {} message(s) refused with 452: {e}", batch.len());
+                let lazy = batch.iter().filter(|c| c.done.is_none()).count();
+                tracing::error!(target: "postern/spool", "warning: spool write failed, {} message(s) refused with 452, {lazy} delivery outcome(s) not recorded (delivered again after a restart): {e}", batch.len() - lazy);
                 for c in batch {
-                    let _ = c.done.send(Err(io::Error::new(e.kind(), e.to_string())));
+                    if let Some(done) = c.done {
+                        let _ = done.send(Err(io::Error::new(e.kind(), e.to_string())));
+                    }
                 }
             }
         }
         if segment.as_ref().is_some_and(|s| s.len >= segment_bytes) {
+            // A segment is closed only with everything in it synced.
+            sync_lazy(&mut segment, &stats, &mut unsynced);
             segment = None;
             // Until the next batch opens it, the next segment is the active one.
             active.store(next_number, Ordering::SeqCst);
+        }
+    }
+    sync_lazy(&mut segment, &stats, &mut unsynced);
+}
+
+/// Sync the records nobody waited for, if any are unsynced.
+fn sync_lazy(segment: &mut Option<Segment>, stats: &Stats, unsynced: &mut bool) {
+    if !std::mem::take(unsynced) {
+        return;
+    }
+    if let Some(seg) = segment.as_ref() {
+        stats.syncs.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = seg.file.sync_data() {
+            tracing::error!(target: "postern/spool", "warning: spool sync failed, delivery outcomes may be lost on a power cut (delivered again after it): {e}");
         }
     }
 }
@@ -199,6 +271,7 @@ fn commit_batch(
     dir: &Path,
     next_number: &mut u64,
     batch: &[Commit],
+    sync: bool,
 ) -> io::Result<Vec<Location>> {
     if segment.is_none() {
         *segment = Some(Segment::create(dir, *next_number)?);
@@ -206,7 +279,7 @@ fn commit_batch(
     }
     let seg = segment.as_mut().expect("set just above");
     let start = seg.len;
-    match seg.write_batch(batch) {
+    match seg.write_batch(batch, sync) {
         Ok(locations) => Ok(locations),
         Err(e) => {
             if let Err(rewind) = seg.rewind(start) {

@@ -315,18 +315,47 @@ impl Spool {
         Ok(())
     }
 
-    /// Durably record recipients that reached a final state. Once every recipient of the
-    /// message is final, it leaves the queue; on restart, final recipients are not retried.
+    /// Durably record recipients that reached a final state (returns once synced). Once
+    /// every recipient of the message is final, it leaves the queue; on restart, final
+    /// recipients are not retried.
     pub async fn record_outcomes(&self, id: QueueId, outcomes: &[(u32, Final)]) -> io::Result<()> {
         if outcomes.is_empty() {
             return Ok(());
         }
-        let location = self
-            .append(record::encode_outcome(id, outcomes), None)
+        self.append(record::encode_outcome(id, outcomes), None)
             .await?;
-        let finished = {
+        self.apply_final(id, outcomes).await;
+        Ok(())
+    }
+
+    /// `record_outcomes` for a delivery's outcomes, without waiting: the record is handed
+    /// to the committer, which writes it with its next batch and syncs it within
+    /// `committer::LAZY_SYNC`. Losing it (a power cut in that window, a failed write, said
+    /// in the log) means the recipient is delivered again, never that a message is lost:
+    /// the message's own record stays until the outcome is applied here, and a segment goes
+    /// only when every message in it is final.
+    pub async fn record_delivery_outcomes(
+        &self,
+        id: QueueId,
+        outcomes: &[(u32, Final)],
+    ) -> io::Result<()> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        self.send(Commit {
+            record: record::encode_outcome(id, outcomes),
+            entry: None,
+            done: None,
+        })?;
+        self.apply_final(id, outcomes).await;
+        Ok(())
+    }
+
+    /// Apply recorded outcomes to the index; a finished message leaves it, and segments
+    /// left with no live message are deleted.
+    async fn apply_final(&self, id: QueueId, outcomes: &[(u32, Final)]) {
+        let deletable = {
             let mut index = self.lock_index();
-            index.touch(location.segment);
             let finished = index.messages.get_mut(&id).is_some_and(|e| {
                 e.apply(outcomes);
                 e.is_final()
@@ -336,12 +365,11 @@ impl Spool {
             }
             finished && index.has_deletable(self.inner.active_segment.load(Ordering::SeqCst))
         };
-        if finished {
+        if deletable {
             // Unlinking is file-system work: off the async workers.
             let spool = self.clone();
             let _ = tokio::task::spawn_blocking(move || spool.delete_finished_segments()).await;
         }
-        Ok(())
     }
 
     /// Put a message on hold or release it, durably. False if there is no such message.
@@ -409,21 +437,24 @@ impl Spool {
         entry: Option<(QueueId, Envelope, usize)>,
     ) -> io::Result<Location> {
         let (done, wait) = oneshot::channel();
-        {
-            let tx = self.inner.tx.lock().unwrap_or_else(|e| e.into_inner());
-            let tx = tx
-                .as_ref()
-                .ok_or_else(|| io::Error::other("spool is shut down"))?;
-            tx.send(Commit {
-                record,
-                entry,
-                done,
-            })
-            .map_err(|_| io::Error::other("spool committer stopped"))?;
-            self.inner.stats.submitted.fetch_add(1, Ordering::SeqCst);
-        }
+        self.send(Commit {
+            record,
+            entry,
+            done: Some(done),
+        })?;
         wait.await
             .map_err(|_| io::Error::other("spool committer stopped"))?
+    }
+
+    fn send(&self, commit: Commit) -> io::Result<()> {
+        let tx = self.inner.tx.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = tx
+            .as_ref()
+            .ok_or_else(|| io::Error::other("spool is shut down"))?;
+        tx.send(commit)
+            .map_err(|_| io::Error::other("spool committer stopped"))?;
+        self.inner.stats.submitted.fetch_add(1, Ordering::SeqCst);
+        Ok(())
     }
 
     fn delete_finished_segments(&self) {
