@@ -415,6 +415,37 @@ async fn messages_to_one_host_share_a_tls_session() {
     assert_eq!(sessions, 1, "5 messages took {sessions} connections");
 }
 
+/// No RSET before a reused session's MAIL (RFC 5321 section 4.1.1.5: none is needed after
+/// a completed transaction). A cached session the server dropped as the next MAIL went out
+/// (no reply at all) cannot have taken the message: it goes over a new session at once,
+/// not into the queue for a retry.
+#[tokio::test]
+async fn a_reused_session_dropped_at_mail_is_retried_on_a_new_one() {
+    let mut sink = Sink::start(SinkOptions {
+        drop_second_mail: true,
+        ..SinkOptions::default()
+    })
+    .await;
+    let mut server = relay_to(&sink, "connection_cache_secs = 30").await;
+    let mut c = server.connect().await;
+    c.ehlo().await;
+    for n in 0..2 {
+        let subject = format!("dropped {n}");
+        c.send(
+            "app@inside.example",
+            &["partner@other.example"],
+            &message(&subject, ""),
+        )
+        .await;
+        let got = sink.next(20).await.expect("not delivered");
+        assert!(got.data.ends_with(&message(&subject, "")));
+        let event = server.next_event(20).await;
+        assert_eq!(event.status, "sent", "message {n}: {event:?}");
+    }
+    let sessions = sink.sessions.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(sessions, 2, "the second message needed a second session");
+}
+
 #[tokio::test]
 async fn reuse_off_opens_one_connection_per_message() {
     let mut sink = Sink::start(SinkOptions::default()).await;

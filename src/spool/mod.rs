@@ -901,6 +901,39 @@ mod tests {
         assert!(spool.inner.readers.lock().unwrap().len() <= OPEN_READERS);
     }
 
+    /// A delivery's outcome is not waited for, but the committer syncs it by itself (no
+    /// other record needs to come along), and a restart from the files then knows it.
+    #[tokio::test]
+    async fn delivery_outcomes_are_synced_without_being_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(dir.path(), 1 << 20).unwrap();
+        let (a, b) = (spool.next_id(), spool.next_id());
+        spool.commit(a, env("a@x.example"), b"a\r\n").await.unwrap();
+        spool.commit(b, env("b@x.example"), b"b\r\n").await.unwrap();
+        let (_, syncs) = spool.stats();
+        spool
+            .record_delivery_outcomes(a, &[(0, Final::Delivered)])
+            .await
+            .unwrap();
+        assert!(spool.get(a).is_none(), "final at once in the index");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while spool.stats().1 == syncs {
+            assert!(std::time::Instant::now() < deadline, "never synced");
+            tokio::task::yield_now().await;
+        }
+        let copy = tempfile::tempdir().unwrap();
+        for f in std::fs::read_dir(dir.path()).unwrap() {
+            let f = f.unwrap().path();
+            if f.is_file() {
+                std::fs::copy(&f, copy.path().join(f.file_name().unwrap())).unwrap();
+            }
+        }
+        let (after, rec) = Spool::open(copy.path(), 1 << 20).unwrap();
+        assert_eq!(rec.messages, 1);
+        assert!(after.get(a).is_none() && after.get(b).is_some());
+        spool.shutdown();
+    }
+
     #[tokio::test]
     async fn commit_recover_and_torn_tail() {
         let dir = tempfile::tempdir().unwrap();

@@ -34,6 +34,9 @@ pub struct SinkOptions {
     pub client_ca: Option<String>,
     /// Misbehaviour per stage (see `Sink::act`).
     pub script: Script,
+    /// Close a session without a word at its second MAIL: a server that timed out an idle
+    /// session just as the client began its next transaction.
+    pub drop_second_mail: bool,
 }
 
 /// Where in a session the sink can be told to misbehave.
@@ -311,6 +314,7 @@ async fn session(
     let mut sender = String::new();
     let mut in_transaction = false;
     let mut rcpts = Vec::new();
+    let mut mails = 0;
     let script = opts.script.clone();
     if !answer(
         &mut io,
@@ -379,7 +383,10 @@ async fn session(
             }
         } else if upper.starts_with("MAIL FROM:") && opts.auth.is_some() && auth_user.is_none() {
             "530 5.7.0 Authentication required\r\n".into()
+        } else if upper.starts_with("MAIL FROM:") && opts.drop_second_mail && mails == 1 {
+            return Ok(());
         } else if upper.starts_with("MAIL FROM:") {
+            mails += 1;
             let n = counters.transactions.fetch_add(1, Ordering::SeqCst);
             if opts.closing {
                 "421 4.3.2 Service shutting down\r\n".into()
