@@ -49,7 +49,14 @@ ours)
   conf="$state/run/postern.toml"
   {
     echo "[server]"; echo "hostname = \"relay-bench.localdomain\""; echo "data_dir = \"$state/run/data\""
-    echo "[smtp]"; echo "listen = \"$listen\""; echo "max_connections = ${LB_MAX_CONNECTIONS:-200}"
+    echo "[smtp]"; echo "listen = \"$listen\""
+    if [[ $mode == hold ]]; then
+      # Room for the held sessions, all from 127.0.0.1.
+      echo "max_connections = $(( ${LB_HOLD:-10000} + 100 ))"; echo "max_connections_per_client = $(( ${LB_HOLD:-10000} + 100 ))"
+      echo "max_connection_rate_per_client = 0"
+    else
+      echo "max_connections = ${LB_MAX_CONNECTIONS:-200}"
+    fi
     if [[ $mode == tls* ]]; then echo "tls_cert = \"$state/tls/cert.pem\""; echo "tls_key = \"$state/tls/key.pem\""; fi
     echo "[admin]"; echo "listen = \"127.0.0.1:0\""
     echo "[outbound]"; echo "relayhost = \"[${sink%:*}]:${sink##*:}\""

@@ -14,6 +14,7 @@ pub mod fsutil;
 pub mod inbound;
 pub mod levels;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod next_hop;
 pub mod outbound;

@@ -84,7 +84,7 @@ pub enum Line {
 
 /// Bytes asked of the socket per read: small between commands (an idle session should
 /// cost little; the buffer's pages are touched when it grows), large inside DATA and BDAT.
-const COMMAND_CHUNK: usize = 4 * 1024;
+const COMMAND_CHUNK: usize = 1024;
 const READ_CHUNK: usize = 64 * 1024;
 
 pub struct Conn {
@@ -104,7 +104,7 @@ impl Conn {
             stream: Some(Stream::Plain(tcp)),
             buf: Vec::with_capacity(COMMAND_CHUNK),
             pos: 0,
-            out: Vec::with_capacity(1024),
+            out: Vec::with_capacity(512),
             timeout,
             min_data_rate: 0,
         }
@@ -187,9 +187,12 @@ impl Conn {
             self.pos = 0;
         }
         let start = self.buf.len();
-        self.buf.resize(start + chunk, 0);
+        // Read into the spare capacity: nothing is zero-filled first (a 64 KiB memset per
+        // DATA read was 1 % of the relay's CPU), and an idle session's buffer pages are
+        // touched only as far as bytes arrive.
+        self.buf.reserve(chunk);
         let stream = self.stream.as_mut().ok_or(ReadError::Eof)?;
-        let read = tokio::time::timeout_at(deadline, stream.read(&mut self.buf[start..]));
+        let read = tokio::time::timeout_at(deadline, stream.read_buf(&mut self.buf));
         let result = match idle {
             Some(shutdown) if *shutdown.borrow() => Err(ReadError::ShuttingDown),
             Some(shutdown) => tokio::select! {

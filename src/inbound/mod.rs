@@ -79,44 +79,38 @@ pub struct Context {
 /// its message (its 250 is only sent after the spool sync) or is cut at the grace limit,
 /// before any 250, so nothing acknowledged is lost.
 pub async fn run(listener: TcpListener, ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
-    let slots = Arc::new(Semaphore::new(ctx.limits.max_connections));
-    let per_client = Arc::new(ClientCounts::default());
-    let mut rates = ConnectionRates::default();
+    let mut admission = Admission {
+        slots: Arc::new(Semaphore::new(ctx.limits.max_connections)),
+        per_client: Arc::new(ClientCounts::default()),
+        rates: ConnectionRates::default(),
+    };
     let mut sessions = JoinSet::new();
+    let mut memory = crate::memory::Trim::default();
     loop {
-        while sessions.try_join_next().is_some() {}
         let (tcp, peer) = tokio::select! {
             accepted = crate::accept(&listener) => accepted,
+            // Ended sessions are reaped as they end: a finished task's cell is freed only
+            // when joined, and 10,000 of them once held their memory until the next accept.
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => {
+                memory.ended(sessions.len());
+                continue;
+            }
             _ = crate::stopped(&mut shutdown) => break,
         };
         let _ = tcp.set_nodelay(true);
-        let limit = ctx.limits.max_connection_rate_per_client;
-        if limit > 0 && !ctx.settings.current().is_trusted(peer.ip()) {
-            let n = rates.count(peer.ip());
-            if n > limit {
-                tracing::warn!(target: "postern/smtpd", "warning: Connection rate limit exceeded: {n} from unknown[{}] for service smtp", peer.ip().to_canonical());
-                let reply =
-                    replies::too_many_connections_from(&peer.ip().to_canonical().to_string());
+        match admission.admit(&ctx, peer) {
+            Ok(slots) => {
+                let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
+                sessions.spawn(async move {
+                    serve(tcp, peer, ctx, shutdown).await;
+                    drop(slots);
+                });
+            }
+            Err(reply) => {
                 sessions.spawn(refuse(tcp, peer, reply));
-                continue;
             }
         }
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            sessions.spawn(refuse(tcp, peer, replies::too_many_connections()));
-            continue;
-        };
-        let Some(client_slot) =
-            per_client.acquire(peer.ip(), ctx.limits.max_connections_per_client)
-        else {
-            let reply = replies::too_many_connections_from(&peer.ip().to_canonical().to_string());
-            sessions.spawn(refuse(tcp, peer, reply));
-            continue;
-        };
-        let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
-        sessions.spawn(async move {
-            serve(tcp, peer, ctx, shutdown).await;
-            drop((slot, client_slot));
-        });
+        memory.started(sessions.len());
     }
     drop(listener);
     let grace = ctx.limits.shutdown_grace;
@@ -128,6 +122,43 @@ pub async fn run(listener: TcpListener, ctx: Arc<Context>, mut shutdown: watch::
     {
         tracing::warn!(target: "postern/smtpd", "warning: {} session(s) cut at the shutdown grace limit", sessions.len());
         sessions.shutdown().await;
+    }
+}
+
+/// The limits a new connection must pass: connection rate per client, sessions in all,
+/// sessions per client.
+struct Admission {
+    slots: Arc<Semaphore>,
+    per_client: Arc<ClientCounts>,
+    rates: ConnectionRates,
+}
+
+impl Admission {
+    /// The session's slots, or the reply that refuses it.
+    fn admit(
+        &mut self,
+        ctx: &Context,
+        peer: SocketAddr,
+    ) -> Result<(tokio::sync::OwnedSemaphorePermit, ClientSlot), Reply> {
+        let client = || peer.ip().to_canonical().to_string();
+        let limit = ctx.limits.max_connection_rate_per_client;
+        if limit > 0 && !ctx.settings.current().is_trusted(peer.ip()) {
+            let n = self.rates.count(peer.ip());
+            if n > limit {
+                tracing::warn!(target: "postern/smtpd", "warning: Connection rate limit exceeded: {n} from unknown[{}] for service smtp", client());
+                return Err(replies::too_many_connections_from(&client()));
+            }
+        }
+        let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+            return Err(replies::too_many_connections());
+        };
+        let Some(client_slot) = self
+            .per_client
+            .acquire(peer.ip(), ctx.limits.max_connections_per_client)
+        else {
+            return Err(replies::too_many_connections_from(&client()));
+        };
+        Ok((slot, client_slot))
     }
 }
 

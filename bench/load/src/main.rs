@@ -189,6 +189,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
 async fn hold(args: HoldArgs) -> anyhow::Result<()> {
     proc::raise_fd_limit(args.sessions as u64 + 64)?;
+    // "Idle" is a server that has served: a few sessions first, so that what is made once
+    // (thread caches, lazily built tables) is not counted as what the crowd left behind.
+    drop(source::hold(args.relay, 100).await?);
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let idle = proc::Usage::of(args.pid)?;
     let held = source::hold(args.relay, args.sessions).await?;
     let with = proc::Usage::of(args.pid)?;
