@@ -170,35 +170,16 @@ pub fn run(rx: Receiver<Commit>, first_segment: u64, shared: Shared) {
     // Records written and not yet synced (only ever records nobody waits for).
     let mut unsynced = false;
     loop {
-        let first = if unsynced {
-            match rx.recv_timeout(LAZY_SYNC) {
-                Ok(c) => c,
-                Err(timeout_or_gone) => {
-                    sync_lazy(&mut segment, &stats, &mut unsynced);
-                    if timeout_or_gone == RecvTimeoutError::Disconnected {
-                        break;
-                    }
-                    continue;
-                }
+        let first = match next(&rx, unsynced) {
+            Next::Record(c) => c,
+            Next::SyncLazy => {
+                sync_lazy(&mut segment, &stats, &mut unsynced);
+                continue;
             }
-        } else {
-            match rx.recv() {
-                Ok(c) => c,
-                Err(_) => break,
-            }
+            Next::Stop => break,
         };
         gate.wait();
-        let mut batch = vec![first];
-        let mut bytes = batch[0].record.len();
-        while bytes < MAX_BATCH_BYTES {
-            match rx.try_recv() {
-                Ok(c) => {
-                    bytes += c.record.len();
-                    batch.push(c);
-                }
-                Err(_) => break,
-            }
-        }
+        let mut batch = gather(first, &rx);
         let sync = batch.iter().any(|c| c.done.is_some());
         let result = commit_batch(&mut segment, &dir, &mut next_number, &batch, sync);
         if let Some(seg) = segment.as_ref() {
@@ -214,21 +195,9 @@ pub fn run(rx: Receiver<Commit>, first_segment: u64, shared: Shared) {
                     .records
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
                 index_batch(&index, &mut batch, &locations);
-                for (c, loc) in batch.into_iter().zip(locations) {
-                    if let Some(done) = c.done {
-                        let _ = done.send(Ok(loc));
-                    }
-                }
+                answer(batch, locations);
             }
-            Err(e) => {
-                let lazy = batch.iter().filter(|c| c.done.is_none()).count();
-                tracing::error!(target: "postern/spool", "warning: spool write failed, {} message(s) refused with 452, {lazy} delivery outcome(s) not recorded (delivered again after a restart): {e}", batch.len() - lazy);
-                for c in batch {
-                    if let Some(done) = c.done {
-                        let _ = done.send(Err(io::Error::new(e.kind(), e.to_string())));
-                    }
-                }
-            }
+            Err(e) => refuse(batch, &e),
         }
         if segment.as_ref().is_some_and(|s| s.len >= segment_bytes) {
             // A segment is closed only with everything in it synced.
@@ -239,6 +208,60 @@ pub fn run(rx: Receiver<Commit>, first_segment: u64, shared: Shared) {
         }
     }
     sync_lazy(&mut segment, &stats, &mut unsynced);
+}
+
+enum Next {
+    Record(Commit),
+    /// Nothing came within `LAZY_SYNC` of an unsynced write.
+    SyncLazy,
+    Stop,
+}
+
+/// The next record; with records written but unsynced, waiting at most `LAZY_SYNC`.
+fn next(rx: &Receiver<Commit>, unsynced: bool) -> Next {
+    if !unsynced {
+        return rx.recv().map_or(Next::Stop, Next::Record);
+    }
+    match rx.recv_timeout(LAZY_SYNC) {
+        Ok(c) => Next::Record(c),
+        Err(RecvTimeoutError::Timeout) => Next::SyncLazy,
+        // The last sync happens on the way out.
+        Err(RecvTimeoutError::Disconnected) => Next::Stop,
+    }
+}
+
+/// `first` and every record already waiting, up to `MAX_BATCH_BYTES`.
+fn gather(first: Commit, rx: &Receiver<Commit>) -> Vec<Commit> {
+    let mut bytes = first.record.len();
+    let mut batch = vec![first];
+    while bytes < MAX_BATCH_BYTES {
+        match rx.try_recv() {
+            Ok(c) => {
+                bytes += c.record.len();
+                batch.push(c);
+            }
+            Err(_) => break,
+        }
+    }
+    batch
+}
+
+fn answer(batch: Vec<Commit>, locations: Vec<Location>) {
+    for (c, loc) in batch.into_iter().zip(locations) {
+        if let Some(done) = c.done {
+            let _ = done.send(Ok(loc));
+        }
+    }
+}
+
+fn refuse(batch: Vec<Commit>, e: &io::Error) {
+    let lazy = batch.iter().filter(|c| c.done.is_none()).count();
+    tracing::error!(target: "postern/spool", "warning: spool write failed, {} message(s) refused with 452, {lazy} delivery outcome(s) not recorded (delivered again after a restart): {e}", batch.len() - lazy);
+    for c in batch {
+        if let Some(done) = c.done {
+            let _ = done.send(Err(io::Error::new(e.kind(), e.to_string())));
+        }
+    }
 }
 
 /// Sync the records nobody waited for, if any are unsynced.
