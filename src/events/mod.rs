@@ -134,11 +134,11 @@ struct JsonFile {
 /// Records read off the channel at once.
 const BATCH: usize = 1024;
 /// The store takes records in transactions of up to this many, or whatever has waited
-/// `STORE_LINGER`, or whatever is there when the channel is quiet for `STORE_QUIET`: a
-/// redb commit costs the same for one record as for hundreds (issue 15's measurement).
+/// `STORE_LINGER`, or whatever is there when nothing came for `GATHER`: a redb commit
+/// costs the same for one record as for hundreds (issue 15's measurement).
 const STORE_BATCH: usize = 512;
 const STORE_LINGER: Duration = Duration::from_millis(100);
-const STORE_QUIET: Duration = Duration::from_millis(5);
+const GATHER: Duration = Duration::from_millis(10);
 
 impl EventLog {
     pub fn open(data_dir: &Path, max_bytes: u64) -> std::io::Result<EventLog> {
@@ -278,32 +278,24 @@ const PRUNE_EVERY: usize = 10_000;
 impl Writer {
     /// Records are stored in large transactions, then published.
     fn run(mut self, rx: std::sync::mpsc::Receiver<Pending>) {
-        use std::sync::mpsc::RecvTimeoutError;
-        let mut oldest: Option<Instant> = None;
-        loop {
-            let next = match oldest {
-                None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
-                Some(since) => {
-                    let left = STORE_LINGER.saturating_sub(since.elapsed());
-                    rx.recv_timeout(left.min(STORE_QUIET))
+        while let Ok(first) = rx.recv() {
+            self.take(first, &rx);
+            // Records that come now are taken in `GATHER` steps: the thread sleeps rather
+            // than waits on the channel, so a delivery's send wakes nobody (a wake-up per
+            // record was a context switch per message).
+            let since = Instant::now();
+            while self.waiting.len() < STORE_BATCH && since.elapsed() < STORE_LINGER {
+                std::thread::sleep(GATHER);
+                let before = self.waiting.len();
+                match rx.try_recv() {
+                    Ok(p) => self.take(p, &rx),
+                    Err(_) => break,
                 }
-            };
-            match next {
-                Ok(first) => {
-                    self.take(first, &rx);
-                    oldest.get_or_insert_with(Instant::now);
-                    let due = oldest.is_some_and(|t| t.elapsed() >= STORE_LINGER);
-                    if self.waiting.len() >= STORE_BATCH || due {
-                        self.flush();
-                        oldest = None;
-                    }
+                if self.waiting.len() == before {
+                    break;
                 }
-                Err(RecvTimeoutError::Timeout) => {
-                    self.flush();
-                    oldest = None;
-                }
-                Err(RecvTimeoutError::Disconnected) => break,
             }
+            self.flush();
         }
         self.flush();
         // The last batches, made durable on the way out.
