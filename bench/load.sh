@@ -4,7 +4,8 @@
 #
 #   cargo build --release && cargo build --release -p postern-bench
 #   bench/load.sh TARGET MODE [SIZE] [COUNT] [postern-bench run options...]
-#     TARGET  ours | postfix   (postfix: Debian's, configured from ../shared/relay-bench/conf)
+#     TARGET  ours | postfix | direct  (postfix: Debian's, configured from ../shared/relay-bench/conf;
+#             direct: no relay, the source sends straight to the sink: the harness's own ceiling)
 #     MODE    plain | tls | tls-noresume   (tls: STARTTLS both ways, RSA-2048 relay certificate)
 #     SIZE    body bytes (default 4096; 100k = 102400)      COUNT  messages (default 20000)
 #   e.g. bench/load.sh ours plain 4096 20000 --per-conn 10
@@ -60,8 +61,15 @@ ours)
     if [[ $mode == tls* ]]; then echo "tls_cert = \"$state/tls/cert.pem\""; echo "tls_key = \"$state/tls/key.pem\""; fi
     echo "[admin]"; echo "listen = \"127.0.0.1:0\""
     echo "[outbound]"; echo "relayhost = \"[${sink%:*}]:${sink##*:}\""
+    # LB_DEFERRED=N: first N messages to deferred.example, whose next hop (port 1) refuses:
+    # they wait in the queue for their retry while the measured load runs past them.
+    if [[ -n ${LB_DEFERRED:-} ]]; then
+      echo "first_retry_secs = 3600"; echo "max_retry_secs = 3600"
+      echo "[outbound.routes]"; echo "\"deferred.example\" = \"[127.0.0.1]:1\""
+    fi
   } > "$conf"
-  POSTERN_LOG=${POSTERN_LOG:-info} "$postern" serve --config "$conf" 2> "$state/run/postern.log" &
+  # LB_WRAP: a command to run postern under (e.g. 'perf record -g -o /tmp/perf.data --').
+  POSTERN_LOG=${POSTERN_LOG:-info} ${LB_WRAP:-} "$postern" serve --config "$conf" 2> "$state/run/postern.log" &
   pid=$!
   ;;
 postfix)
@@ -83,17 +91,26 @@ smtpd_tls_received_header = yes"
   postfix -c "$pf/etc" start >/dev/null 2>&1
   pid=$(tr -d ' \n' < "$pf/spool/pid/master.pid")
   ;;
-*) echo "target: ours | postfix" >&2; exit 2 ;;
+direct) listen=$sink ;;
+*) echo "target: ours | postfix | direct" >&2; exit 2 ;;
 esac
-wait_listen "$listen" || { echo "relay did not listen on $listen" >&2; exit 1; }
+[[ $target == direct ]] || wait_listen "$listen" || { echo "relay did not listen on $listen" >&2; exit 1; }
 
 if [[ $mode == hold ]]; then
   "$bench" hold --relay "$listen" --pid "$pid" -n "${LB_HOLD:-10000}" "$@"
   exit
 fi
-args=(run --relay "$listen" --sink "$sink" -l "$size" -m "$count" --pid "$pid" --label "$target")
+args=(run --relay "$listen" --sink "$sink" -l "$size" -m "$count" --label "$target")
+[[ -n $pid ]] && args+=(--pid "$pid")
 [[ $mode == tls* ]] && args+=(--starttls --sink-starttls)
 [[ $mode == tls-noresume ]] && args+=(--no-resume)
+if [[ -n ${LB_DEFERRED:-} ]]; then
+  "$bench" run --relay "$listen" --sink 127.0.0.1:0 -m "$LB_DEFERRED" -t x@deferred.example --submit-only --label fill >&2
+  for _ in $(seq 600); do
+    [[ $(grep -c 'status=deferred' "$state/run/postern.log") -ge $LB_DEFERRED ]] && break; sleep 1
+  done
+  echo "queue: $(grep -c 'status=deferred' "$state/run/postern.log") deferred" >&2
+fi
 perf_out="$state/run/perf.txt"
 if [[ $target == ours ]] && command -v perf >/dev/null; then
   perf stat -e raw_syscalls:sys_enter,context-switches -p "$pid" -x, -o "$perf_out" 2>/dev/null &
