@@ -175,9 +175,6 @@ enum SettingsAction {
     Recipients { domain: String, file: PathBuf },
 }
 
-#[global_allocator]
-static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let config = match Config::load(cli.config.as_deref()) {

@@ -35,20 +35,8 @@ impl Trim {
     }
 }
 
-/// Return free heap pages to the system: jemalloc's purge of every arena
-/// (`arena.<MALLCTL_ARENAS_ALL>.purge`), glibc's trim for what glibc itself allocated.
+/// Return free heap pages to the system.
 pub fn release_free_memory() {
-    // SAFETY: a "void" mallctl takes no arguments (all null, length 0); the name is a
-    // NUL-terminated constant.
-    unsafe {
-        tikv_jemalloc_sys::mallctl(
-            c"arena.4096.purge".as_ptr(),
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            0,
-        );
-    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only walks the allocator's own free lists; it is thread-safe.
     unsafe {
