@@ -163,13 +163,49 @@ impl Conn {
         Ok(raw)
     }
 
+    /// The message and the end of data (RFC 5321 section 4.5.2). A message with no line
+    /// starting with a dot goes as it is, the terminator after it in the same `writev`;
+    /// only one that needs stuffing is copied.
+    async fn write_message(&mut self, message: &[u8]) -> Result<(), Outcome> {
+        const STAGE: &str = "sending message body";
+        let Some(end) = crate::proto::end_without_stuffing(message) else {
+            let mut wire = Vec::with_capacity(message.len() + 16);
+            dot_stuff(message, &mut wire);
+            return self.write(&wire, STAGE).await;
+        };
+        let w = self.io.get_mut();
+        let write = async {
+            let mut parts = [std::io::IoSlice::new(message), std::io::IoSlice::new(end)];
+            let mut left = &mut parts[..];
+            while !left.is_empty() {
+                let n = w.write_vectored(left).await?;
+                if n == 0 {
+                    return Err(std::io::ErrorKind::WriteZero.into());
+                }
+                std::io::IoSlice::advance_slices(&mut left, n);
+            }
+            w.flush().await
+        };
+        let result = tokio::time::timeout(self.timeout, write).await;
+        self.finish_write(result, STAGE)
+    }
+
     async fn write(&mut self, bytes: &[u8], stage: &str) -> Result<(), Outcome> {
         let io = self.io.get_mut();
         let write = async {
             io.write_all(bytes).await?;
             io.flush().await
         };
-        match tokio::time::timeout(self.timeout, write).await {
+        let result = tokio::time::timeout(self.timeout, write).await;
+        self.finish_write(result, stage)
+    }
+
+    fn finish_write(
+        &self,
+        result: Result<std::io::Result<()>, tokio::time::error::Elapsed>,
+        stage: &str,
+    ) -> Result<(), Outcome> {
+        match result {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(Outcome::connection(format!(
                 "lost connection with {} while {stage}: {}",
@@ -1047,9 +1083,7 @@ async fn transaction(
     }
     let data = checked(Outcome::from_reply(&data_reply, name, Stage::Data))?;
     let final_outcome = if data.class == Class::Delivered {
-        let mut wire = Vec::with_capacity(job.message.len() + 16);
-        dot_stuff(job.message, &mut wire);
-        conn.write(&wire, "sending message body").await?;
+        conn.write_message(job.message).await?;
         let end = conn.read_reply("end of DATA").await?;
         checked(Outcome::from_reply(&end, name, Stage::EndOfData))?
     } else {

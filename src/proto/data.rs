@@ -174,6 +174,19 @@ pub fn bare_line_ending(message: &[u8]) -> Option<BareEnding> {
 }
 
 /// Dot-stuff a message for sending (RFC 5321 section 4.5.2), ending it with `.<CR><LF>`.
+/// What to send after `message` when it can go as it is: `None` when a line starts with a
+/// dot (it needs `dot_stuff`), else the end of data, with the line end the message lacks.
+pub fn end_without_stuffing(message: &[u8]) -> Option<&'static [u8]> {
+    if message.first() == Some(&b'.') || memchr::memmem::find(message, b"\n.").is_some() {
+        return None;
+    }
+    Some(if message.is_empty() || message.ends_with(b"\n") {
+        b".\r\n"
+    } else {
+        b"\r\n.\r\n"
+    })
+}
+
 /// A line at a time (memchr for each LF).
 pub fn dot_stuff(message: &[u8], out: &mut Vec<u8>) {
     out.reserve(message.len() + 8);
@@ -368,6 +381,15 @@ mod tests {
             let mut stuffed = Vec::new();
             dot_stuff(&input, &mut stuffed);
             assert_eq!(stuffed, reference_stuff(&input), "{input:?}");
+            if let Some(end) = end_without_stuffing(&input) {
+                assert_eq!([&input[..], end].concat(), stuffed, "{input:?}");
+            } else {
+                let dots = |b: &[u8]| b.iter().filter(|&&c| c == b'.').count();
+                assert!(
+                    dots(&stuffed) > dots(&input) + 1,
+                    "{input:?} needed no stuffing"
+                );
+            }
         }
     }
 

@@ -542,7 +542,7 @@ impl Spool {
         let file = self.segment_file(location.segment)?;
         let mut buf = vec![0; location.len as usize];
         file.read_exact_at(&mut buf, location.offset)?;
-        decode_message(id, &buf)
+        decode_message(id, buf)
     }
 
     /// `read_message` if the record's pages are all cached (`preadv2` with `RWF_NOWAIT`
@@ -552,7 +552,7 @@ impl Spool {
         let file = self.segment_file(location.segment)?;
         let mut buf = vec![0; location.len as usize];
         match crate::fsutil::pread_nowait(&file, &mut buf, location.offset) {
-            Some(n) if n == buf.len() => decode_message(id, &buf).map(Some),
+            Some(n) if n == buf.len() => decode_message(id, buf).map(Some),
             _ => Ok(None),
         }
     }
@@ -617,18 +617,30 @@ impl Spool {
     }
 }
 
-fn decode_message(id: QueueId, buf: &[u8]) -> io::Result<Vec<u8>> {
-    match record::decode(buf) {
-        Decoded::Message { message, .. } => Ok(message.to_vec()),
-        Decoded::Outcome { .. } | Decoded::Hold { .. } => Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{id}: index points at an outcome record"),
-        )),
-        Decoded::Torn(why) => Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{id}: spool record damaged: {why}"),
-        )),
-    }
+/// The message bytes of a record read whole into `buf`, in `buf` itself (a 100 KiB message
+/// is not copied into a new allocation).
+fn decode_message(id: QueueId, mut buf: Vec<u8>) -> io::Result<Vec<u8>> {
+    let (start, len) = match record::decode(&buf) {
+        Decoded::Message { message, .. } => (
+            message.as_ptr() as usize - buf.as_ptr() as usize,
+            message.len(),
+        ),
+        Decoded::Outcome { .. } | Decoded::Hold { .. } => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{id}: index points at an outcome record"),
+            ));
+        }
+        Decoded::Torn(why) => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{id}: spool record damaged: {why}"),
+            ));
+        }
+    };
+    buf.truncate(start + len);
+    buf.drain(..start);
+    Ok(buf)
 }
 
 fn now_micros() -> u64 {
