@@ -60,6 +60,8 @@ ours)
     fi
     if [[ $mode == tls* ]]; then echo "tls_cert = \"$state/tls/cert.pem\""; echo "tls_key = \"$state/tls/key.pem\""; fi
     echo "[admin]"; echo "listen = \"127.0.0.1:0\""
+    # LB_SEGMENT_BYTES: tiny spool segments (deliveries racing appends and deletions).
+    [[ -n ${LB_SEGMENT_BYTES:-} ]] && { echo "[spool]"; echo "segment_bytes = $LB_SEGMENT_BYTES"; }
     echo "[outbound]"; echo "relayhost = \"[${sink%:*}]:${sink##*:}\""
     # LB_DEFERRED=N: first N messages to deferred.example, whose next hop (port 1) refuses:
     # they wait in the queue for their retry while the measured load runs past them.
