@@ -333,6 +333,7 @@ pub async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 pub mod policy;
+pub mod postfix;
 
 /// The next connection on `listener`. An accept error (EMFILE and friends) is logged and
 /// followed by a short pause rather than a busy loop; the caller never sees it.
