@@ -42,12 +42,12 @@ pub fn logical_lines(text: &str) -> Vec<(usize, String)> {
         if trimmed.is_empty() || trimmed.starts_with('#') {
             continue;
         }
-        if line.starts_with([' ', '\t']) {
-            if let Some((_, last)) = out.last_mut() {
-                last.push(' ');
-                last.push_str(trimmed);
-                continue;
-            }
+        if line.starts_with([' ', '\t'])
+            && let Some((_, last)) = out.last_mut()
+        {
+            last.push(' ');
+            last.push_str(trimmed);
+            continue;
         }
         out.push((n + 1, trimmed.to_string()));
     }
