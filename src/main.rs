@@ -49,6 +49,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Translate a Postfix configuration directory (main.cf and the tables it names) into a
+    /// settings document (OUT/settings.toml, for `postern settings import`) and config keys
+    /// (OUT/postern.toml). Prints one line per main.cf parameter: what it became, or why not.
+    /// Exit code 0 only when nothing security-relevant was left behind.
+    ImportPostfix {
+        /// The Postfix configuration directory.
+        #[arg(default_value = "/etc/postfix")]
+        dir: PathBuf,
+        /// Where to write settings.toml and postern.toml.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// The outbound TLS policy of the running server.
     Policy {
         #[command(subcommand)]
@@ -186,6 +198,11 @@ fn main() -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(format!("cannot start the runtime: {e}")),
     };
+    if let Command::ImportPostfix { dir, out } = &cli.command {
+        let code = import_postfix(dir, out);
+        postern::logging::flush();
+        return code;
+    }
     if let Command::CheckTls { target, json } = &cli.command {
         let code = runtime.block_on(check_tls(&config, target, *json));
         postern::logging::flush();
@@ -209,7 +226,9 @@ fn main() -> ExitCode {
             Command::Queue { action } => queue(config, cli.api, action).await,
             Command::Cert { action } => cert(config, cli.api, action).await,
             Command::Policy { action } => policy(config, cli.api, action).await,
-            Command::CheckTls { .. } => unreachable!("handled above"),
+            Command::CheckTls { .. } | Command::ImportPostfix { .. } => {
+                unreachable!("handled above")
+            }
         }
     });
     let code = match result {
@@ -218,6 +237,71 @@ fn main() -> ExitCode {
     };
     postern::logging::flush();
     code
+}
+
+/// `postern import-postfix DIR --out OUT`.
+fn import_postfix(dir: &std::path::Path, out: &std::path::Path) -> ExitCode {
+    use postern::postfix::import::{Outcome, import};
+    let imported = match import(dir) {
+        Ok(i) => i,
+        Err(e) => return fail(e),
+    };
+    let settings = match toml::to_string_pretty(&imported.settings) {
+        Ok(t) => t,
+        Err(e) => return fail(format!("cannot write the settings document: {e}")),
+    };
+    let mut config = toml::Table::new();
+    for (section, keys) in &imported.config {
+        let mut at = &mut config;
+        for part in section.split('.') {
+            at = match at
+                .entry(part.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            {
+                toml::Value::Table(t) => t,
+                _ => unreachable!("sections are only ever tables here"),
+            };
+        }
+        at.extend(keys.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+    let written = std::fs::create_dir_all(out)
+        .and_then(|()| std::fs::write(out.join("settings.toml"), settings))
+        .and_then(|()| std::fs::write(out.join("postern.toml"), config.to_string()));
+    if let Err(e) = written {
+        return fail(format!("{}: {e}", out.display()));
+    }
+    for line in &imported.report {
+        match &line.outcome {
+            Outcome::Carried(what) => println!("{}: {what}", line.parameter),
+            Outcome::Dropped { why, security } => println!(
+                "{}: not carried over{}: {why}",
+                line.parameter,
+                if *security {
+                    " (security-relevant)"
+                } else {
+                    ""
+                }
+            ),
+        }
+    }
+    for c in &imported.certificates {
+        println!(
+            "next: postern cert import --name {} --cert {} --key {}",
+            c.name,
+            c.cert.display(),
+            c.key.display()
+        );
+    }
+    println!(
+        "next: postern settings import {}  (and merge {} into the config file)",
+        out.join("settings.toml").display(),
+        out.join("postern.toml").display()
+    );
+    if imported.dropped_security() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn fail(message: impl std::fmt::Display) -> ExitCode {

@@ -3,4 +3,5 @@
 //! they name, from their text sources.
 
 pub mod conf;
+pub mod import;
 pub mod maps;

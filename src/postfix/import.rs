@@ -1,0 +1,660 @@
+//! What a Postfix gateway's configuration becomes in postern: a settings document, the
+//! config file's keys, and one report line per main.cf parameter saying what it became or
+//! why it was not carried over.
+//!
+//! The TLS policy is carried over by Postfix's lookup, not by copying rows: Postfix looks
+//! `smtp_tls_policy_maps` up by *next hop* (the recipient domain, or the transport's
+//! `[host]`, or `relayhost`), and a `.domain` key matches only subdomains; postern looks
+//! its rows up by recipient domain, and `.domain` covers the domain too. So each row is
+//! placed where Postfix would have found it, and a `.domain` key without its `domain` gets
+//! a `domain` row at the global level beside it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::conf::{MainCf, list};
+use super::maps::{self, Entry, MapRef};
+use crate::levels::Level;
+use crate::settings::{PolicyRow, RelayDomain, SettingsDoc, TlsMode};
+
+/// One line of the report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportLine {
+    pub parameter: String,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// What it became.
+    Carried(String),
+    /// Not carried over, and why; `security`: the gateway would be less strict (or serve
+    /// another certificate) than Postfix was, so the import's exit code says so.
+    Dropped { why: String, security: bool },
+}
+
+/// A certificate main.cf names, to import into the certificate store and bind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertFiles {
+    pub name: String,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Imported {
+    pub settings: SettingsDoc,
+    /// Config-file keys: section → key → value.
+    pub config: BTreeMap<String, BTreeMap<String, toml::Value>>,
+    pub certificates: Vec<CertFiles>,
+    pub report: Vec<ReportLine>,
+}
+
+impl Imported {
+    /// True when something security-relevant was not carried over.
+    pub fn dropped_security(&self) -> bool {
+        self.report
+            .iter()
+            .any(|l| matches!(l.outcome, Outcome::Dropped { security: true, .. }))
+    }
+
+    fn carried(&mut self, parameter: &str, what: impl Into<String>) {
+        self.report.push(ReportLine {
+            parameter: parameter.to_string(),
+            outcome: Outcome::Carried(what.into()),
+        });
+    }
+
+    fn dropped(&mut self, parameter: &str, why: impl Into<String>, security: bool) {
+        self.report.push(ReportLine {
+            parameter: parameter.to_string(),
+            outcome: Outcome::Dropped {
+                why: why.into(),
+                security,
+            },
+        });
+    }
+
+    fn set(&mut self, section: &str, key: &str, value: toml::Value) {
+        self.config
+            .entry(section.to_string())
+            .or_default()
+            .insert(key.to_string(), value);
+    }
+}
+
+/// Why an import could not be made at all.
+#[derive(Debug)]
+pub struct ImportError(pub String);
+
+impl std::fmt::Display for ImportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Read `dir` (a copy of /etc/postfix, or the directory itself) and translate it.
+pub fn import(dir: &Path) -> Result<Imported, ImportError> {
+    let path = dir.join("main.cf");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| ImportError(format!("{}: {e}", path.display())))?;
+    let mut cf =
+        MainCf::parse(&text).map_err(|e| ImportError(format!("{}: {e}", path.display())))?;
+    cf.set_default("config_directory", "/etc/postfix");
+    let mut tables = Tables {
+        dir: dir.to_path_buf(),
+        config_directory: cf.get("config_directory").unwrap_or_default(),
+    };
+    let mut out = Imported::default();
+    let outbound_level = outbound_level(&cf, &mut out);
+    let transport = transports(&cf, &mut tables, &mut out)?;
+    relay_domains(&cf, &mut tables, &transport, &mut out)?;
+    policy(&cf, &mut tables, &transport, outbound_level, &mut out)?;
+    for p in &cf.parameters {
+        if !out.report.iter().any(|l| l.parameter == p.name) {
+            simple(&cf, &p.name, &mut out);
+        }
+    }
+    master(dir, &mut out)?;
+    Ok(out)
+}
+
+/// master.cf's `-o` overrides: postern has one SMTP listener, whose settings are main.cf's;
+/// an override is named so that nothing changes silently.
+fn master(dir: &Path, out: &mut Imported) -> Result<(), ImportError> {
+    let path = dir.join("master.cf");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(());
+    };
+    let services = super::conf::master_cf(&text)
+        .map_err(|e| ImportError(format!("{}: {e}", path.display())))?;
+    for s in services.iter().filter(|s| s.command == "smtpd") {
+        for (k, v) in &s.overrides {
+            let security = k.starts_with("smtpd_tls_")
+                || k.starts_with("smtpd_sasl_")
+                || k.ends_with("_restrictions");
+            out.dropped(
+                &format!("master.cf {} -o {k}", s.name),
+                format!("{v:?}: postern has one SMTP listener, configured by main.cf's values"),
+                security,
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Reads the tables main.cf names.
+struct Tables {
+    dir: PathBuf,
+    config_directory: String,
+}
+
+impl Tables {
+    /// The entries of every table in `value` (a list of references), or why not.
+    fn read(&mut self, value: &str) -> Result<Vec<Entry>, String> {
+        let mut all = Vec::new();
+        for item in list(value) {
+            let map = MapRef::parse(&item).ok_or_else(|| format!("{item}: not a table"))?;
+            if !map.readable() {
+                return Err(format!("{map}: table type {} is not read", map.kind));
+            }
+            let path = map.source(&self.config_directory, &self.dir);
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| format!("{map}: {}: {e}", path.display()))?;
+            all.extend(maps::table(&text));
+        }
+        Ok(all)
+    }
+}
+
+fn mode(level: &str) -> Option<TlsMode> {
+    match level {
+        "none" | "" => Some(TlsMode::Disabled),
+        "may" => Some(TlsMode::May),
+        "encrypt" => Some(TlsMode::Encrypt),
+        _ => None,
+    }
+}
+
+/// `smtpd_tls_security_level` and `smtp_tls_security_level`; the outbound level Postfix
+/// uses where no policy row applies.
+fn outbound_level(cf: &MainCf, out: &mut Imported) -> Level {
+    if let Some(v) = cf.get("smtpd_tls_security_level") {
+        match mode(&v) {
+            Some(m) => {
+                out.settings.inbound.tls_mode = m;
+                out.carried(
+                    "smtpd_tls_security_level",
+                    format!("inbound.tls_mode = {m}"),
+                );
+            }
+            None => out.dropped(
+                "smtpd_tls_security_level",
+                format!("{v:?}: postern takes none, may or encrypt"),
+                true,
+            ),
+        }
+    } else {
+        // Postfix's default: no STARTTLS offered.
+        out.settings.inbound.tls_mode = TlsMode::Disabled;
+    }
+    let level = cf.get("smtp_tls_security_level").unwrap_or_default();
+    let parsed = level_of(if level.is_empty() { "none" } else { &level });
+    match (parsed, mode(&level)) {
+        (Some(l), Some(m)) => {
+            out.settings.outbound.tls_mode = m;
+            if cf.has("smtp_tls_security_level") {
+                out.carried(
+                    "smtp_tls_security_level",
+                    format!("outbound.tls_mode = {m}"),
+                );
+            }
+            l
+        }
+        (Some(l), None) => {
+            // verify, secure, fingerprint: the global mode stays may, a `*` row says the rest.
+            out.settings.outbound.tls_mode = TlsMode::May;
+            out.settings.policy.push(PolicyRow {
+                note: "imported: smtp_tls_security_level".into(),
+                ..PolicyRow::new("*", l)
+            });
+            out.carried("smtp_tls_security_level", format!("policy row * {l}"));
+            l
+        }
+        (None, _) => {
+            out.dropped(
+                "smtp_tls_security_level",
+                format!(
+                    "{level:?}: not a level postern has (dane and dane-only come with DANE support)"
+                ),
+                true,
+            );
+            Level::May
+        }
+    }
+}
+
+fn level_of(word: &str) -> Option<Level> {
+    word.parse().ok()
+}
+
+/// `transport_maps`: domain key (`d` exact, `.d` subdomains) → `[host]:port` next hop.
+type Transports = Vec<(String, String)>;
+
+fn transports(
+    cf: &MainCf,
+    tables: &mut Tables,
+    out: &mut Imported,
+) -> Result<Transports, ImportError> {
+    let Some(value) = cf.get("transport_maps").filter(|v| !v.is_empty()) else {
+        return Ok(Vec::new());
+    };
+    let entries = match tables.read(&value) {
+        Ok(e) => e,
+        Err(why) => {
+            out.dropped("transport_maps", why, false);
+            return Ok(Vec::new());
+        }
+    };
+    let mut routes = Vec::new();
+    let mut skipped = Vec::new();
+    for e in entries {
+        // `smtp:[host]:port`, `relay:[host]`, `:[host]`: the next hop after the transport.
+        let hop = e.value.split_once(':').map(|(_, h)| h.trim()).unwrap_or("");
+        let transport = e.value.split(':').next().unwrap_or("");
+        if matches!(transport, "smtp" | "relay" | "lmtp" | "") && !hop.is_empty() {
+            routes.push((e.key, hop.to_string()));
+        } else {
+            skipped.push(format!("{} {}", e.key, e.value));
+        }
+    }
+    let what = format!(
+        "{} route(s) (relay domains' transport, else outbound.routes)",
+        routes.len()
+    );
+    if skipped.is_empty() {
+        out.carried("transport_maps", what);
+    } else {
+        out.carried(
+            "transport_maps",
+            format!(
+                "{what}; not carried: {} (postern delivers by SMTP only)",
+                skipped.join(", ")
+            ),
+        );
+    }
+    Ok(routes)
+}
+
+/// Postfix's transport lookup for `domain`: the exact key, then `.parent` keys.
+fn route_for<'a>(transport: &'a Transports, domain: &str) -> Option<&'a str> {
+    let exact = transport.iter().find(|(k, _)| k == domain);
+    exact
+        .or_else(|| {
+            parents(domain).find_map(|p| transport.iter().find(|(k, _)| *k == format!(".{p}")))
+        })
+        .map(|(_, hop)| hop.as_str())
+}
+
+/// `a.b.c` → `b.c`, `c`.
+fn parents(domain: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(domain);
+    std::iter::from_fn(move || {
+        let next = rest?.split_once('.').map(|(_, r)| r);
+        rest = next;
+        next
+    })
+}
+
+fn relay_domains(
+    cf: &MainCf,
+    tables: &mut Tables,
+    transport: &Transports,
+    out: &mut Imported,
+) -> Result<(), ImportError> {
+    if let Some(v) = cf.get("mynetworks") {
+        let nets: Vec<String> = list(&v)
+            .into_iter()
+            .map(|n| n.replace(['[', ']'], ""))
+            .collect();
+        out.carried("mynetworks", format!("trusted_networks = {nets:?}"));
+        out.settings.trusted_networks = nets;
+    }
+    let Some(value) = cf.get("relay_domains") else {
+        return Ok(());
+    };
+    let mut names = Vec::new();
+    for item in list(&value) {
+        if item.contains(':') {
+            match tables.read(&item) {
+                Ok(entries) => names.extend(entries.into_iter().map(|e| e.key)),
+                Err(why) => out.dropped("relay_domains", why, false),
+            }
+        } else {
+            names.push(item.to_ascii_lowercase());
+        }
+    }
+    for domain in &names {
+        let hop = route_for(transport, domain.trim_start_matches('.'));
+        out.settings.relay_domains.push(RelayDomain {
+            domain: domain.clone(),
+            transport: hop.map(str::to_string),
+            ..RelayDomain::default()
+        });
+    }
+    // Routes for domains that are not relay domains go to outbound.routes.
+    for (key, hop) in transport {
+        if !names.contains(key) {
+            out.set("outbound.routes", key, toml::Value::String(hop.clone()));
+        }
+    }
+    out.carried("relay_domains", format!("{} relay domain(s)", names.len()));
+    Ok(())
+}
+
+/// A parsed policy value: the level and its attributes.
+struct PolicyValue {
+    level: Option<Level>,
+    word: String,
+    matches: Vec<String>,
+    /// Attributes and match patterns not carried over.
+    ignored: Vec<String>,
+}
+
+fn policy_value(value: &str) -> PolicyValue {
+    let mut words = value.split_whitespace();
+    let word = words.next().unwrap_or("").to_ascii_lowercase();
+    let mut v = PolicyValue {
+        level: level_of(&word),
+        word,
+        matches: Vec::new(),
+        ignored: Vec::new(),
+    };
+    for attr in words {
+        match attr.split_once('=') {
+            Some(("match", names)) => {
+                for n in names.split(':') {
+                    match n {
+                        // Postfix's own words for what postern checks by default.
+                        "nexthop" | "dot-nexthop" | "hostname" => {}
+                        // "any subdomain of": postern matches names, so it is stricter here.
+                        n if n.starts_with('.') => v.ignored.push(format!("match {n}")),
+                        n => v.matches.push(n.to_string()),
+                    }
+                }
+            }
+            _ => v.ignored.push(attr.to_string()),
+        }
+    }
+    v
+}
+
+/// Postfix's policy lookup for a next hop: `[host]` keys verbatim; a domain exact, then
+/// `.parent` keys (subdomains only).
+fn policy_for<'a>(entries: &'a [Entry], hop: &str) -> Option<&'a Entry> {
+    if hop.starts_with('[') {
+        let bare = hop.strip_suffix(":25").unwrap_or(hop);
+        return maps::find(entries, hop).or_else(|| maps::find(entries, bare));
+    }
+    maps::find(entries, hop)
+        .or_else(|| parents(hop).find_map(|p| maps::find(entries, &format!(".{p}"))))
+}
+
+fn policy(
+    cf: &MainCf,
+    tables: &mut Tables,
+    transport: &Transports,
+    global: Level,
+    out: &mut Imported,
+) -> Result<(), ImportError> {
+    let Some(value) = cf.get("smtp_tls_policy_maps").filter(|v| !v.is_empty()) else {
+        return Ok(());
+    };
+    let entries = match tables.read(&value) {
+        Ok(e) => e,
+        Err(why) => {
+            out.dropped("smtp_tls_policy_maps", why, true);
+            return Ok(());
+        }
+    };
+    let relayhost = cf.get("relayhost").filter(|r| !r.is_empty());
+    let mut rows: Vec<PolicyRow> = Vec::new();
+    let mut notes: Vec<String> = Vec::new();
+    // Mail routed by the transport table: its rows are found by the route's next hop.
+    for (key, hop) in transport {
+        if let Some(e) = policy_for(&entries, hop) {
+            rows.extend(row(key, e, &mut notes));
+        }
+    }
+    match &relayhost {
+        // Everything else goes to the relayhost: one lookup decides it all.
+        Some(hop) => {
+            if let Some(e) = policy_for(&entries, hop) {
+                rows.extend(row("*", e, &mut notes));
+            }
+            notes.push(format!(
+                "domain rows are not used by Postfix with relayhost {hop}"
+            ));
+        }
+        None => domain_rows(&entries, transport, global, &mut rows, &mut notes),
+    }
+    rows.retain(|r| {
+        if r.level < global && r.pattern != "*" {
+            notes.push(format!(
+                "{} {}: below the global level {global}, which postern keeps (the stricter wins)",
+                r.pattern, r.level
+            ));
+        }
+        true
+    });
+    let dropped_level = notes.iter().any(|n| n.contains("not a level postern has"));
+    let what = format!("{} policy row(s)", rows.len());
+    out.settings.policy.extend(rows);
+    if dropped_level {
+        out.dropped(
+            "smtp_tls_policy_maps",
+            format!("{what}; {}", notes.join("; ")),
+            true,
+        );
+    } else if notes.is_empty() {
+        out.carried("smtp_tls_policy_maps", what);
+    } else {
+        out.carried(
+            "smtp_tls_policy_maps",
+            format!("{what}; {}", notes.join("; ")),
+        );
+    }
+    Ok(())
+}
+
+/// Domain keys, for mail delivered by MX: `d` as `d`; `.d` as `.d`, with a `d` row at the
+/// global level when the table has none (postern's `.d` covers `d` too, Postfix's does not).
+fn domain_rows(
+    entries: &[Entry],
+    transport: &Transports,
+    global: Level,
+    rows: &mut Vec<PolicyRow>,
+    notes: &mut Vec<String>,
+) {
+    for e in entries {
+        if e.key.starts_with('[') || transport.iter().any(|(k, _)| *k == e.key) {
+            continue;
+        }
+        rows.extend(row(&e.key, e, notes));
+        if let Some(bare) = e.key.strip_prefix('.')
+            && maps::find(entries, bare).is_none()
+        {
+            rows.push(PolicyRow {
+                note: format!("imported: Postfix's .{bare} does not cover {bare} itself"),
+                ..PolicyRow::new(bare, global)
+            });
+        }
+    }
+}
+
+/// The postern row for Postfix's entry `e`, placed at `pattern`.
+fn row(pattern: &str, e: &Entry, notes: &mut Vec<String>) -> Option<PolicyRow> {
+    let v = policy_value(&e.value);
+    let Some(level) = v.level else {
+        notes.push(format!("{} {}: not a level postern has", e.key, v.word));
+        return None;
+    };
+    if !v.ignored.is_empty() {
+        notes.push(format!(
+            "{}: {} not carried (postern's TLS baseline is fixed; it matches certificate names, not subdomains of them)",
+            e.key,
+            v.ignored.join(" ")
+        ));
+    }
+    let mut r = PolicyRow::new(pattern, level);
+    r.note = format!("imported from smtp_tls_policy_maps line {}", e.line);
+    if level == Level::Fingerprint {
+        r.fingerprints = v.matches;
+    } else {
+        r.match_names = v.matches;
+    }
+    Some(r)
+}
+
+/// Parameters carried over one to one, or reported as not carried.
+fn simple(cf: &MainCf, name: &str, out: &mut Imported) {
+    let value = cf.get(name).unwrap_or_default();
+    let int = |v: &str| v.parse::<i64>().ok().map(toml::Value::Integer);
+    match name {
+        "myhostname" => {
+            out.set("server", "hostname", toml::Value::String(value.clone()));
+            out.carried(name, format!("server.hostname = {value:?}"));
+        }
+        "relayhost" if value.is_empty() => out.carried(name, "none (delivery by MX)"),
+        "relayhost" => {
+            out.set("outbound", "relayhost", toml::Value::String(value.clone()));
+            out.carried(name, format!("outbound.relayhost = {value:?}"));
+        }
+        "message_size_limit" => config_int(out, name, &value, "smtp", "max_message_size", int),
+        "smtpd_recipient_limit" => config_int(out, name, &value, "smtp", "max_recipients", int),
+        "smtpd_client_connection_count_limit" => {
+            config_int(out, name, &value, "smtp", "max_connections_per_client", int)
+        }
+        "maximal_queue_lifetime" => match postfix_time(&value, 'd') {
+            Some(secs) => {
+                out.set(
+                    "outbound",
+                    "queue_lifetime_secs",
+                    toml::Value::Integer(secs),
+                );
+                out.carried(name, format!("outbound.queue_lifetime_secs = {secs}"));
+            }
+            None => out.dropped(name, format!("{value:?}: not a Postfix time"), false),
+        },
+        "smtp_tls_CAfile" => {
+            out.set(
+                "tls",
+                "extra_roots",
+                toml::Value::Array(vec![toml::Value::String(value.clone())]),
+            );
+            out.carried(name, format!("tls.extra_roots = [{value:?}]"));
+        }
+        "smtpd_tls_cert_file" | "smtpd_tls_key_file" => certificate(cf, name, out),
+        _ => {
+            let security = ["smtpd_tls_", "smtp_tls_", "smtpd_sasl_", "smtp_sasl_"]
+                .iter()
+                .any(|p| name.starts_with(p))
+                || name.ends_with("_restrictions");
+            out.dropped(name, "no postern setting for it", security);
+        }
+    }
+}
+
+fn config_int(
+    out: &mut Imported,
+    name: &str,
+    value: &str,
+    section: &str,
+    key: &str,
+    int: impl Fn(&str) -> Option<toml::Value>,
+) {
+    match int(value) {
+        Some(v) => {
+            out.carried(name, format!("{section}.{key} = {v}"));
+            out.set(section, key, v);
+        }
+        None => out.dropped(name, format!("{value:?}: not a number"), false),
+    }
+}
+
+/// `5d`, `12h`, `30m`, `90s`, `2w`, or a bare number in `unit`.
+fn postfix_time(value: &str, unit: char) -> Option<i64> {
+    let (num, u) = match value.chars().last()? {
+        c if c.is_ascii_digit() => (value, unit),
+        c => (&value[..value.len() - 1], c),
+    };
+    let n: i64 = num.parse().ok()?;
+    let secs = match u {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        'w' => 7 * 86_400,
+        _ => return None,
+    };
+    Some(n * secs)
+}
+
+/// `smtpd_tls_cert_file` + `smtpd_tls_key_file`: a certificate to import and bind.
+fn certificate(cf: &MainCf, name: &str, out: &mut Imported) {
+    let (cert, key) = (cf.get("smtpd_tls_cert_file"), cf.get("smtpd_tls_key_file"));
+    let (Some(cert), Some(key)) = (
+        cert.filter(|c| !c.is_empty()),
+        key.filter(|k| !k.is_empty()),
+    ) else {
+        out.dropped(
+            name,
+            "needs both smtpd_tls_cert_file and smtpd_tls_key_file",
+            true,
+        );
+        return;
+    };
+    if out.certificates.is_empty() {
+        out.certificates.push(CertFiles {
+            name: "postfix-smtpd".into(),
+            cert: PathBuf::from(&cert),
+            key: PathBuf::from(&key),
+        });
+        out.settings.inbound.certificate = Some("postfix-smtpd".into());
+    }
+    out.carried(
+        name,
+        "certificate postfix-smtpd (import it first: postern cert import --name postfix-smtpd --cert CERT --key KEY), bound as inbound.certificate",
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postfix_times() {
+        assert_eq!(postfix_time("5d", 'd'), Some(5 * 86_400));
+        assert_eq!(postfix_time("3", 'd'), Some(3 * 86_400));
+        assert_eq!(postfix_time("12h", 'd'), Some(12 * 3600));
+        assert_eq!(postfix_time("1y", 'd'), None);
+    }
+
+    #[test]
+    fn lookups_as_postfix_does_them() {
+        let t = maps::table(".example.com encrypt\nexample.org may\n[relay.example]:2525 verify\n");
+        assert_eq!(policy_for(&t, "a.example.com").unwrap().value, "encrypt");
+        assert!(
+            policy_for(&t, "example.com").is_none(),
+            ".d is subdomains only"
+        );
+        assert!(policy_for(&t, "a.example.org").is_none(), "d is exact");
+        assert_eq!(
+            policy_for(&t, "[relay.example]:2525").unwrap().value,
+            "verify"
+        );
+        let routes = vec![(".corp.example".to_string(), "[10.0.0.5]".to_string())];
+        assert_eq!(route_for(&routes, "mail.corp.example"), Some("[10.0.0.5]"));
+        assert_eq!(route_for(&routes, "corp.example"), None);
+    }
+}

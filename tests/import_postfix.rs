@@ -1,0 +1,268 @@
+//! `postern import-postfix` (issue 19, first piece): a Postfix gateway configured as Hermes
+//! is (main.cf, master.cf, tls_policy with `.domain` rows and an "Auto-added" row for an
+//! authenticated next hop, transport to the internal hosts) is read, and postern's
+//! `decide()` on the imported settings gives every recipient the level Postfix's own lookup
+//! gives. The expected table follows Postfix's map semantics (by next hop; `.domain` matches
+//! subdomains only); where postmap is installed, its answers on the same file are compared
+//! too.
+
+use std::path::Path;
+
+use postern::policy::{Level, decide};
+use postern::postfix::import::{Outcome, import};
+use postern::settings::{Settings, Snapshot};
+
+const MAIN_CF: &str = "\
+compatibility_level = 3.6
+myhostname = gateway.example.net
+mydomain = example.net
+mynetworks = 127.0.0.0/8 [::1]/128 10.1.0.0/16
+relay_domains = example.net, corp.example
+transport_maps = hash:/etc/postfix/transport
+smtpd_tls_security_level = may
+smtp_tls_security_level = may
+smtp_tls_policy_maps = hash:${config_directory}/tls_policy
+smtpd_tls_cert_file = /etc/postfix/certs/gateway.pem
+smtpd_tls_key_file = /etc/postfix/certs/gateway.key
+smtp_tls_CAfile = /etc/ssl/certs/ca-certificates.crt
+message_size_limit = 52428800
+smtpd_recipient_limit = 500
+maximal_queue_lifetime = 3d
+smtpd_client_connection_count_limit = 30
+smtpd_banner = $myhostname ESMTP
+smtpd_relay_restrictions = permit_mynetworks,
+    permit_sasl_authenticated, reject_unauth_destination
+";
+
+const TRANSPORT: &str = "\
+example.net     smtp:[10.1.0.25]
+corp.example    smtp:[exchange.corp.example]:587
+";
+
+const TLS_POLICY: &str = "\
+# TLS policy domains
+.partner.example            encrypt
+partner2.example            encrypt
+secure.example              secure match=secure.example:.secure.example
+# Auto-added: domain requires authentication
+[exchange.corp.example]:587 encrypt
+";
+
+/// Recipient → the level Postfix applies (smtp_tls_security_level where no row matches).
+const EXPECTED: &[(&str, Level)] = &[
+    // `.partner.example` covers subdomains only.
+    ("a@partner.example", Level::May),
+    ("a@mail.partner.example", Level::Encrypt),
+    ("a@partner2.example", Level::Encrypt),
+    // `partner2.example` is exact.
+    ("a@sub.partner2.example", Level::May),
+    ("a@secure.example", Level::Secure),
+    // Routed to [exchange.corp.example]:587, whose row decides.
+    ("a@corp.example", Level::Encrypt),
+    // Routed to [10.1.0.25]: no row.
+    ("a@example.net", Level::May),
+    ("a@elsewhere.example", Level::May),
+];
+
+fn postfix_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+    write("main.cf", MAIN_CF);
+    write(
+        "master.cf",
+        "smtp inet n - y - - smtpd\nsubmission inet n - y - - smtpd\n  -o smtpd_tls_security_level=encrypt\n",
+    );
+    write("transport", TRANSPORT);
+    write("tls_policy", TLS_POLICY);
+    dir
+}
+
+struct NoPasswords;
+impl postern::settings::PasswordHasher for NoPasswords {
+    fn hash(&self, _: &str) -> Result<String, String> {
+        Err("no passwords in this import".into())
+    }
+}
+
+#[test]
+fn hermes_shaped_policy_gives_postfixs_levels() {
+    let dir = postfix_dir();
+    let imported = import(dir.path()).unwrap();
+    let settings = Settings::default()
+        .apply(&imported.settings, &NoPasswords)
+        .unwrap_or_else(|e| panic!("the imported document does not validate: {e}"));
+    let snapshot = Snapshot::new(settings, 1);
+    for (rcpt, want) in EXPECTED {
+        let d = decide(&snapshot, rcpt, None, None);
+        assert_eq!(d.level, *want, "{rcpt}: {:#?}", d.explanation);
+    }
+    let secure = decide(&snapshot, "a@secure.example", None, None);
+    // Postfix's `.secure.example` (any subdomain) has no postern form: the name is kept.
+    assert_eq!(secure.match_names, ["secure.example"]);
+}
+
+#[test]
+fn every_parameter_is_in_the_report() {
+    let dir = postfix_dir();
+    let imported = import(dir.path()).unwrap();
+    let cf = postern::postfix::conf::MainCf::parse(MAIN_CF).unwrap();
+    for p in &cf.parameters {
+        assert!(
+            imported.report.iter().any(|l| l.parameter == p.name),
+            "{} is not in the report",
+            p.name
+        );
+    }
+    let line = |name: &str| {
+        imported
+            .report
+            .iter()
+            .find(|l| l.parameter == name)
+            .unwrap()
+            .outcome
+            .clone()
+    };
+    assert!(matches!(
+        line("smtpd_banner"),
+        Outcome::Dropped {
+            security: false,
+            ..
+        }
+    ));
+    assert!(matches!(
+        line("smtpd_relay_restrictions"),
+        Outcome::Dropped { security: true, .. }
+    ));
+    assert!(
+        imported.dropped_security(),
+        "the relay restrictions are security-relevant"
+    );
+    let smtp = &imported.config["smtp"];
+    assert_eq!(smtp["max_message_size"].as_integer(), Some(52_428_800));
+    assert_eq!(smtp["max_recipients"].as_integer(), Some(500));
+    assert_eq!(smtp["max_connections_per_client"].as_integer(), Some(30));
+    assert_eq!(
+        imported.config["outbound"]["queue_lifetime_secs"].as_integer(),
+        Some(3 * 86_400)
+    );
+    assert_eq!(
+        imported.settings.inbound.certificate.as_deref(),
+        Some("postfix-smtpd")
+    );
+    assert_eq!(
+        imported.certificates[0].cert,
+        Path::new("/etc/postfix/certs/gateway.pem")
+    );
+    let corp = imported
+        .settings
+        .relay_domains
+        .iter()
+        .find(|d| d.domain == "corp.example")
+        .unwrap();
+    assert_eq!(
+        corp.transport.as_deref(),
+        Some("[exchange.corp.example]:587")
+    );
+}
+
+/// Postfix's own lookup (postmap -q on the same source, next hop first, then `.parent`
+/// keys) against the table the test expects, where Postfix is installed.
+#[test]
+fn postmap_agrees_with_the_expected_table() {
+    if std::process::Command::new("postmap")
+        .arg("-h")
+        .output()
+        .is_err()
+    {
+        assert!(std::env::var_os("CI").is_none(), "CI installs postfix");
+        return;
+    }
+    let dir = postfix_dir();
+    let table = dir.path().join("tls_policy");
+    let config = dir.path().display().to_string();
+    let built = std::process::Command::new("postmap")
+        .args(["-c", &config])
+        .arg(format!("hash:{}", table.display()))
+        .status()
+        .unwrap();
+    assert!(built.success());
+    let query = |key: &str| {
+        let out = std::process::Command::new("postmap")
+            .args([
+                "-c",
+                &config,
+                "-q",
+                key,
+                &format!("hash:{}", table.display()),
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    for (rcpt, want) in EXPECTED {
+        let domain = rcpt.split('@').nth(1).unwrap();
+        let hop = TRANSPORT
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(char::is_whitespace)?;
+                (k == domain).then(|| v.trim().trim_start_matches("smtp:").to_string())
+            })
+            .unwrap_or_else(|| domain.to_string());
+        let mut keys = vec![hop.clone()];
+        if !hop.starts_with('[') {
+            let mut rest = hop.as_str();
+            while let Some((_, parent)) = rest.split_once('.') {
+                keys.push(format!(".{parent}"));
+                rest = parent;
+            }
+        }
+        let found = keys.iter().map(|k| query(k)).find(|v| !v.is_empty());
+        let level = found
+            .map(|v| {
+                v.split_whitespace()
+                    .next()
+                    .unwrap()
+                    .parse::<Level>()
+                    .unwrap()
+            })
+            .unwrap_or(Level::May);
+        assert_eq!(level, *want, "{rcpt}: postmap looked up {keys:?}");
+    }
+}
+
+/// The command: files a newcomer can use as they are (the settings document parses and
+/// validates, the config keys load), the report on stdout, exit 1 for what is left behind.
+#[test]
+fn the_command_writes_the_files_and_the_report() {
+    let dir = postfix_dir();
+    let out = tempfile::tempdir().unwrap();
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_postern"))
+        .arg("import-postfix")
+        .arg(dir.path())
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&run.stdout);
+    assert_eq!(run.status.code(), Some(1), "{report}");
+    assert!(
+        report.contains("smtpd_relay_restrictions: not carried over (security-relevant)"),
+        "{report}"
+    );
+    assert!(
+        report.contains("smtp_tls_policy_maps: 5 policy row(s)"),
+        "{report}"
+    );
+    assert!(
+        report.contains("next: postern cert import --name postfix-smtpd"),
+        "{report}"
+    );
+    let doc: postern::settings::SettingsDoc =
+        toml::from_str(&std::fs::read_to_string(out.path().join("settings.toml")).unwrap())
+            .unwrap();
+    Settings::default().apply(&doc, &NoPasswords).unwrap();
+    let config = postern::config::Config::load(Some(&out.path().join("postern.toml"))).unwrap();
+    assert_eq!(config.smtp.max_message_size, 52_428_800);
+    assert_eq!(config.outbound.queue_lifetime_secs, 3 * 86_400);
+    assert_eq!(config.server.hostname, "gateway.example.net");
+}
