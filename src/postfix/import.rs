@@ -348,7 +348,13 @@ fn relay_domains(
             out.set("outbound.routes", key, toml::Value::String(hop.clone()));
         }
     }
-    out.carried("relay_domains", format!("{} relay domain(s)", names.len()));
+    out.carried(
+        "relay_domains",
+        format!(
+            "{} relay domain(s); Postfix's also cover their subdomains (parent_domain_matches_subdomains), postern's rows are exact: add a .domain row where subdomains must be relayed",
+            names.len()
+        ),
+    );
     Ok(())
 }
 
