@@ -264,8 +264,21 @@ fn import_postfix(dir: &std::path::Path, out: &std::path::Path) -> ExitCode {
         }
         at.extend(keys.iter().map(|(k, v)| (k.clone(), v.clone())));
     }
+    // 0600: the document may hold relay passwords (smtp_sasl_password_maps).
+    let private = |path: std::path::PathBuf, text: String| {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .and_then(|()| postern::fsutil::restrict_to_owner(&path))
+    };
     let written = std::fs::create_dir_all(out)
-        .and_then(|()| std::fs::write(out.join("settings.toml"), settings))
+        .and_then(|()| private(out.join("settings.toml"), settings))
         .and_then(|()| std::fs::write(out.join("postern.toml"), config.to_string()));
     if let Err(e) = written {
         return fail(format!("{}: {e}", out.display()));

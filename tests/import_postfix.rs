@@ -30,6 +30,8 @@ smtpd_recipient_limit = 500
 maximal_queue_lifetime = 3d
 smtpd_client_connection_count_limit = 30
 smtpd_banner = $myhostname ESMTP
+smtp_sasl_password_maps = hash:/etc/postfix/sasl_passwd
+relay_recipient_maps = hash:/etc/postfix/relay_recipients
 smtpd_relay_restrictions = permit_mynetworks,
     permit_sasl_authenticated, reject_unauth_destination
 ";
@@ -74,6 +76,14 @@ fn postfix_dir() -> tempfile::TempDir {
     );
     write("transport", TRANSPORT);
     write("tls_policy", TLS_POLICY);
+    write(
+        "sasl_passwd",
+        "[exchange.corp.example]:587 gateway@corp.example:s3cret-pass\n",
+    );
+    write(
+        "relay_recipients",
+        "alice@example.net OK\nbob@example.net OK\n@corp.example OK\n",
+    );
     dir
 }
 
@@ -257,9 +267,14 @@ fn the_command_writes_the_files_and_the_report() {
         report.contains("next: postern cert import --name postfix-smtpd"),
         "{report}"
     );
+    assert!(!report.contains("s3cret-pass"), "{report}");
+    let settings_file = out.path().join("settings.toml");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&settings_file).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "settings.toml holds relay passwords");
     let doc: postern::settings::SettingsDoc =
-        toml::from_str(&std::fs::read_to_string(out.path().join("settings.toml")).unwrap())
-            .unwrap();
+        toml::from_str(&std::fs::read_to_string(&settings_file).unwrap()).unwrap();
     Settings::default().apply(&doc, &NoPasswords).unwrap();
     let config = postern::config::Config::load(Some(&out.path().join("postern.toml"))).unwrap();
     assert_eq!(config.smtp.max_message_size, 52_428_800);

@@ -110,6 +110,8 @@ pub fn import(dir: &Path) -> Result<Imported, ImportError> {
     let transport = transports(&cf, &mut tables, &mut out)?;
     relay_domains(&cf, &mut tables, &transport, &mut out)?;
     policy(&cf, &mut tables, &transport, outbound_level, &mut out)?;
+    credentials(&cf, &mut tables, &mut out);
+    recipients(&cf, &mut tables, &mut out);
     for p in &cf.parameters {
         if !out.report.iter().any(|l| l.parameter == p.name) {
             simple(&cf, &p.name, &mut out);
@@ -520,6 +522,101 @@ fn row(pattern: &str, e: &Entry, notes: &mut Vec<String>) -> Option<PolicyRow> {
         r.match_names = v.matches;
     }
     Some(r)
+}
+
+/// `smtp_sasl_password_maps` (`[host]:port` or domain → `user:password`): credentials of the
+/// relay domains whose transport goes to that next hop. postern then keeps an `encrypt` row
+/// for each (Hermes' "Auto-added: domain requires authentication"), which takes the place
+/// of an imported row of that pattern at `encrypt` or below. Passwords never appear in the
+/// report.
+fn credentials(cf: &MainCf, tables: &mut Tables, out: &mut Imported) {
+    const NAME: &str = "smtp_sasl_password_maps";
+    let Some(value) = cf.get(NAME).filter(|v| !v.is_empty()) else {
+        return;
+    };
+    let entries = match tables.read(&value) {
+        Ok(e) => e,
+        Err(why) => return out.dropped(NAME, why, false),
+    };
+    let mut carried = Vec::new();
+    let mut left = Vec::new();
+    for e in &entries {
+        let Some((user, password)) = e.value.split_once(':') else {
+            left.push(format!("{} (no user:password)", e.key));
+            continue;
+        };
+        let domains: Vec<usize> = (0..out.settings.relay_domains.len())
+            .filter(|&i| {
+                let d = &out.settings.relay_domains[i];
+                d.transport.as_deref() == Some(e.key.as_str()) || d.domain == e.key
+            })
+            .collect();
+        if domains.is_empty() {
+            left.push(format!("{} (not a relay domain's next hop)", e.key));
+        }
+        for i in domains {
+            let domain = out.settings.relay_domains[i].domain.clone();
+            let stricter = out
+                .settings
+                .policy
+                .iter()
+                .any(|r| r.pattern == domain && r.level > Level::Encrypt);
+            if stricter {
+                left.push(format!(
+                    "{} for {domain} (its policy row is stricter than the managed encrypt row)",
+                    e.key
+                ));
+                continue;
+            }
+            out.settings.policy.retain(|r| r.pattern != domain);
+            out.settings.relay_domains[i].auth = Some(crate::settings::RelayAuth {
+                username: user.to_string(),
+                password: Some(crate::settings::Secret::new(password)),
+            });
+            carried.push(domain);
+        }
+    }
+    let what = format!(
+        "credentials for {} relay domain(s) {carried:?}, each with its managed encrypt row",
+        carried.len()
+    );
+    if left.is_empty() {
+        out.carried(NAME, what);
+    } else {
+        out.carried(NAME, format!("{what}; not carried: {}", left.join(", ")));
+    }
+}
+
+/// `relay_recipient_maps`: the addresses that exist behind each relay domain (`@domain`:
+/// every address). A relay domain with no entry accepts nobody, as in Postfix.
+fn recipients(cf: &MainCf, tables: &mut Tables, out: &mut Imported) {
+    const NAME: &str = "relay_recipient_maps";
+    let Some(value) = cf.get(NAME).filter(|v| !v.is_empty()) else {
+        return;
+    };
+    let entries = match tables.read(&value) {
+        Ok(e) => e,
+        Err(why) => return out.dropped(NAME, why, true),
+    };
+    let mut counts = Vec::new();
+    for d in &mut out.settings.relay_domains {
+        let domain = d.domain.trim_start_matches('.');
+        let mine: Vec<&Entry> = entries
+            .iter()
+            .filter(|e| e.key.rsplit_once('@').is_some_and(|(_, dom)| dom == domain))
+            .collect();
+        if mine.iter().any(|e| e.key.starts_with('@')) {
+            d.recipients = None;
+            counts.push(format!("{domain}: every address"));
+        } else {
+            d.recipients = Some(mine.iter().map(|e| e.key.clone()).collect());
+            counts.push(format!("{domain}: {}", mine.len()));
+        }
+    }
+    out.carried(
+        NAME,
+        format!("relay_domains[].recipients ({})", counts.join(", ")),
+    );
 }
 
 /// Parameters carried over one to one, or reported as not carried.
