@@ -60,6 +60,11 @@ enum Command {
         /// Where to write settings.toml and postern.toml.
         #[arg(long)]
         out: PathBuf,
+        /// Then import the certificates and the settings document into the running server
+        /// (its API, as `postern cert import` and `postern settings import` do). The config
+        /// keys are for the config file: merge them and restart.
+        #[arg(long)]
+        apply: bool,
     },
     /// The outbound TLS policy of the running server.
     Policy {
@@ -198,8 +203,22 @@ fn main() -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(format!("cannot start the runtime: {e}")),
     };
-    if let Command::ImportPostfix { dir, out } = &cli.command {
-        let code = import_postfix(dir, out);
+    if let Command::ImportPostfix { dir, out, apply } = &cli.command {
+        let code = match import_postfix(dir, out) {
+            Err(code) => code,
+            Ok((left_behind, certificates)) => {
+                let applied = if *apply {
+                    runtime.block_on(apply_import(&config, cli.api, out, &certificates))
+                } else {
+                    Ok(())
+                };
+                match applied {
+                    Err(e) => fail(format!("{e:#}")),
+                    Ok(()) if left_behind => ExitCode::from(1),
+                    Ok(()) => ExitCode::SUCCESS,
+                }
+            }
+        };
         postern::logging::flush();
         return code;
     }
@@ -239,17 +258,16 @@ fn main() -> ExitCode {
     code
 }
 
-/// `postern import-postfix DIR --out OUT`.
-fn import_postfix(dir: &std::path::Path, out: &std::path::Path) -> ExitCode {
+/// `postern import-postfix DIR --out OUT`: the files and the report; whether something
+/// security-relevant was left behind, and the certificates to import.
+fn import_postfix(
+    dir: &std::path::Path,
+    out: &std::path::Path,
+) -> Result<(bool, Vec<postern::postfix::import::CertFiles>), ExitCode> {
     use postern::postfix::import::{Outcome, import};
-    let imported = match import(dir) {
-        Ok(i) => i,
-        Err(e) => return fail(e),
-    };
-    let settings = match toml::to_string_pretty(&imported.settings) {
-        Ok(t) => t,
-        Err(e) => return fail(format!("cannot write the settings document: {e}")),
-    };
+    let imported = import(dir).map_err(fail)?;
+    let settings = toml::to_string_pretty(&imported.settings)
+        .map_err(|e| fail(format!("cannot write the settings document: {e}")))?;
     let mut config = toml::Table::new();
     for (section, keys) in &imported.config {
         let mut at = &mut config;
@@ -281,7 +299,7 @@ fn import_postfix(dir: &std::path::Path, out: &std::path::Path) -> ExitCode {
         .and_then(|()| private(out.join("settings.toml"), settings))
         .and_then(|()| std::fs::write(out.join("postern.toml"), config.to_string()));
     if let Err(e) = written {
-        return fail(format!("{}: {e}", out.display()));
+        return Err(fail(format!("{}: {e}", out.display())));
     }
     for line in &imported.report {
         match &line.outcome {
@@ -310,11 +328,39 @@ fn import_postfix(dir: &std::path::Path, out: &std::path::Path) -> ExitCode {
         out.join("settings.toml").display(),
         out.join("postern.toml").display()
     );
-    if imported.dropped_security() {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
+    Ok((imported.dropped_security(), imported.certificates))
+}
+
+/// `import-postfix --apply`: the certificates, then the settings document (which binds
+/// them), into the running server.
+async fn apply_import(
+    config: &Config,
+    api: Option<SocketAddr>,
+    out: &std::path::Path,
+    certificates: &[postern::postfix::import::CertFiles],
+) -> anyhow::Result<()> {
+    postern::tls::install_provider();
+    let client = ApiClient::new(api.unwrap_or(config.admin.listen), &config.server.data_dir)?;
+    for c in certificates {
+        let read = |p: &std::path::Path| {
+            std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
+        };
+        let body = serde_json::json!({
+            "name": c.name, "cert": read(&c.cert)?, "key": read(&c.key)?, "chain": null,
+            "acme": false, "replace": false,
+        });
+        let (status, body) = client
+            .request(
+                Method::POST,
+                "/api/v1/certificates",
+                Some(serde_json::to_vec(&body)?),
+            )
+            .await?;
+        parse_response::<serde_json::Value>(status, &body)
+            .map_err(|e| anyhow::anyhow!("certificate {}: {e:#}", c.name))?;
+        eprintln!("postern: imported certificate {}", c.name);
     }
+    import_settings(&client, &out.join("settings.toml"), false, false).await
 }
 
 fn fail(message: impl std::fmt::Display) -> ExitCode {

@@ -4,9 +4,10 @@
 //! `decide()` on the imported settings gives every recipient the level Postfix's own lookup
 //! gives. The expected table follows Postfix's map semantics (by next hop; `.domain` matches
 //! subdomains only); where postmap is installed, its answers on the same file are compared
-//! too.
+//! too. Then `--apply` into a running server, and `postern policy explain` there says the
+//! same for every recipient.
 
-use std::path::Path;
+mod common;
 
 use postern::policy::{Level, decide};
 use postern::postfix::import::{Outcome, import};
@@ -159,9 +160,10 @@ fn every_parameter_is_in_the_report() {
         imported.settings.inbound.certificate.as_deref(),
         Some("postfix-smtpd")
     );
+    // /etc/postfix/certs/gateway.pem, found in the copied directory.
     assert_eq!(
         imported.certificates[0].cert,
-        Path::new("/etc/postfix/certs/gateway.pem")
+        dir.path().join("certs/gateway.pem")
     );
     let corp = imported
         .settings
@@ -280,4 +282,49 @@ fn the_command_writes_the_files_and_the_report() {
     assert_eq!(config.smtp.max_message_size, 52_428_800);
     assert_eq!(config.outbound.queue_lifetime_secs, 3 * 86_400);
     assert_eq!(config.server.hostname, "gateway.example.net");
+}
+
+#[test]
+fn applied_to_a_running_server_policy_explain_gives_postfixs_levels() {
+    let pf = postfix_dir();
+    std::fs::create_dir(pf.path().join("certs")).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["gateway.example.net".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    std::fs::write(pf.path().join("certs/gateway.pem"), cert.pem()).unwrap();
+    std::fs::write(pf.path().join("certs/gateway.key"), key.serialize_pem()).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let proc = common::process::spawn_postern(data.path(), None, "");
+    let out = data.path().join("imported");
+    let run = proc.cli(&[
+        "import-postfix",
+        pf.path().to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--apply",
+    ]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "left behind: exit 1; {stderr}");
+    assert!(
+        stderr.contains("imported certificate postfix-smtpd"),
+        "{stderr}"
+    );
+    for (rcpt, want) in EXPECTED {
+        let explain = proc.cli(&["policy", "explain", rcpt, "--json"]);
+        assert!(
+            explain.status.success(),
+            "{}",
+            String::from_utf8_lossy(&explain.stderr)
+        );
+        let d: serde_json::Value = serde_json::from_slice(&explain.stdout).unwrap();
+        assert_eq!(d["level"], want.to_string(), "{rcpt}: {d:#}");
+    }
+    let exported = proc.cli(&["settings", "export"]);
+    let doc: toml::Table = toml::from_str(&String::from_utf8_lossy(&exported.stdout)).unwrap();
+    assert_eq!(
+        doc["inbound"]["certificate"].as_str(),
+        Some("postfix-smtpd")
+    );
 }

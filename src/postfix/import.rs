@@ -118,6 +118,10 @@ pub fn import(dir: &Path) -> Result<Imported, ImportError> {
         }
     }
     master(dir, &mut out)?;
+    for c in &mut out.certificates {
+        c.cert = tables.file(&c.cert);
+        c.key = tables.file(&c.key);
+    }
     Ok(out)
 }
 
@@ -152,6 +156,15 @@ struct Tables {
 }
 
 impl Tables {
+    /// A file main.cf names, found in `dir` when it lies inside `config_directory`.
+    fn file(&self, path: &Path) -> PathBuf {
+        MapRef {
+            kind: "file".into(),
+            name: path.display().to_string(),
+        }
+        .source(&self.config_directory, &self.dir)
+    }
+
     /// The entries of every table in `value` (a list of references), or why not.
     fn read(&mut self, value: &str) -> Result<Vec<Entry>, String> {
         let mut all = Vec::new();
