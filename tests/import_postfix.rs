@@ -112,6 +112,28 @@ fn hermes_shaped_policy_gives_postfixs_levels() {
     assert_eq!(secure.match_names, ["secure.example"]);
 }
 
+/// Postfix's older switches count where the security level is not set.
+#[test]
+fn legacy_tls_switches_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("main.cf"),
+        "smtpd_use_tls = yes\nsmtp_enforce_tls = yes\nsmtp_use_tls = yes\n",
+    )
+    .unwrap();
+    let imported = import(dir.path()).unwrap();
+    assert_eq!(
+        imported.settings.inbound.tls_mode,
+        postern::settings::TlsMode::May
+    );
+    assert_eq!(
+        imported.settings.outbound.tls_mode,
+        postern::settings::TlsMode::Encrypt
+    );
+    assert!(!imported.dropped_security(), "{:#?}", imported.report);
+    assert_eq!(imported.report.len(), 3, "{:#?}", imported.report);
+}
+
 #[test]
 fn every_parameter_is_in_the_report() {
     let dir = postfix_dir();

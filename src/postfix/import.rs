@@ -194,14 +194,19 @@ fn mode(level: &str) -> Option<TlsMode> {
 /// `smtpd_tls_security_level` and `smtp_tls_security_level`; the outbound level Postfix
 /// uses where no policy row applies.
 fn outbound_level(cf: &MainCf, out: &mut Imported) -> Level {
-    if let Some(v) = cf.get("smtpd_tls_security_level") {
+    if let Some(v) = cf
+        .get("smtpd_tls_security_level")
+        .or_else(|| legacy(cf, "smtpd", out))
+    {
         match mode(&v) {
             Some(m) => {
                 out.settings.inbound.tls_mode = m;
-                out.carried(
-                    "smtpd_tls_security_level",
-                    format!("inbound.tls_mode = {m}"),
-                );
+                if cf.has("smtpd_tls_security_level") {
+                    out.carried(
+                        "smtpd_tls_security_level",
+                        format!("inbound.tls_mode = {m}"),
+                    );
+                }
             }
             None => out.dropped(
                 "smtpd_tls_security_level",
@@ -213,7 +218,10 @@ fn outbound_level(cf: &MainCf, out: &mut Imported) -> Level {
         // Postfix's default: no STARTTLS offered.
         out.settings.inbound.tls_mode = TlsMode::Disabled;
     }
-    let level = cf.get("smtp_tls_security_level").unwrap_or_default();
+    let level = cf
+        .get("smtp_tls_security_level")
+        .or_else(|| legacy(cf, "smtp", out))
+        .unwrap_or_default();
     let parsed = level_of(if level.is_empty() { "none" } else { &level });
     match (parsed, mode(&level)) {
         (Some(l), Some(m)) => {
@@ -247,6 +255,34 @@ fn outbound_level(cf: &MainCf, out: &mut Imported) -> Level {
             Level::May
         }
     }
+}
+
+/// Postfix's older switches, used when `<side>_tls_security_level` is not set:
+/// `<side>_enforce_tls = yes` is encrypt, `<side>_use_tls = yes` is may.
+fn legacy(cf: &MainCf, side: &str, out: &mut Imported) -> Option<String> {
+    let yes = |name: &str| cf.get(name).is_some_and(|v| v.eq_ignore_ascii_case("yes"));
+    let (enforce, use_tls) = (format!("{side}_enforce_tls"), format!("{side}_use_tls"));
+    let level = if yes(&enforce) {
+        "encrypt"
+    } else if yes(&use_tls) {
+        "may"
+    } else {
+        return None;
+    };
+    for name in [&enforce, &use_tls] {
+        if cf.has(name) {
+            let mode = if side == "smtpd" {
+                "inbound"
+            } else {
+                "outbound"
+            };
+            out.carried(
+                name,
+                format!("read as {side}_tls_security_level = {level} ({mode}.tls_mode)"),
+            );
+        }
+    }
+    Some(level.to_string())
 }
 
 fn level_of(word: &str) -> Option<Level> {
@@ -498,7 +534,19 @@ fn domain_rows(
     notes: &mut Vec<String>,
 ) {
     for e in entries {
-        if e.key.starts_with('[') || transport.iter().any(|(k, _)| *k == e.key) {
+        if e.key.starts_with('[') {
+            if !transport
+                .iter()
+                .any(|(_, hop)| policy_for(std::slice::from_ref(e), hop).is_some())
+            {
+                notes.push(format!(
+                    "{}: no transport route goes there, so Postfix never uses it",
+                    e.key
+                ));
+            }
+            continue;
+        }
+        if transport.iter().any(|(k, _)| *k == e.key) {
             continue;
         }
         rows.extend(row(&e.key, e, notes));
