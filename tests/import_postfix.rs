@@ -40,6 +40,7 @@ smtpd_relay_restrictions = permit_mynetworks,
 const TRANSPORT: &str = "\
 example.net     smtp:[10.1.0.25]
 corp.example    smtp:[exchange.corp.example]:587
+.branch.example smtp:[10.2.0.25]
 ";
 
 const TLS_POLICY: &str = "\
@@ -49,6 +50,9 @@ partner2.example            encrypt
 secure.example              secure match=secure.example:.secure.example
 # Auto-added: domain requires authentication
 [exchange.corp.example]:587 encrypt
+[10.2.0.25]                 encrypt
+# Routed by the transport table: Postfix looks up [10.1.0.25], never this row.
+example.net                 encrypt
 ";
 
 /// Recipient → the level Postfix applies (smtp_tls_security_level where no row matches).
@@ -62,8 +66,11 @@ const EXPECTED: &[(&str, Level)] = &[
     ("a@secure.example", Level::Secure),
     // Routed to [exchange.corp.example]:587, whose row decides.
     ("a@corp.example", Level::Encrypt),
-    // Routed to [10.1.0.25]: no row.
+    // Routed to [10.1.0.25]: no row (its domain row is not looked up).
     ("a@example.net", Level::May),
+    // `.branch.example` routes subdomains to [10.2.0.25]; branch.example itself goes by MX.
+    ("a@x.branch.example", Level::Encrypt),
+    ("a@branch.example", Level::May),
     ("a@elsewhere.example", Level::May),
 ];
 
@@ -134,6 +141,26 @@ fn legacy_tls_switches_are_read() {
     assert_eq!(imported.report.len(), 3, "{:#?}", imported.report);
 }
 
+/// Restrictions beyond postern's relay control are named, and the exit code says so.
+#[test]
+fn other_restrictions_are_left_behind_and_named() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("main.cf"),
+        "smtpd_recipient_restrictions = permit_mynetworks, check_client_access hash:/etc/postfix/access, reject_unauth_destination\n",
+    )
+    .unwrap();
+    let imported = import(dir.path()).unwrap();
+    assert!(imported.dropped_security());
+    let Outcome::Dropped { why, .. } = &imported.report[0].outcome else {
+        panic!("{:#?}", imported.report)
+    };
+    assert!(
+        why.starts_with("check_client_access, hash:/etc/postfix/access:"),
+        "{why}"
+    );
+}
+
 #[test]
 fn every_parameter_is_in_the_report() {
     let dir = postfix_dir();
@@ -164,11 +191,11 @@ fn every_parameter_is_in_the_report() {
     ));
     assert!(matches!(
         line("smtpd_relay_restrictions"),
-        Outcome::Dropped { security: true, .. }
+        Outcome::Carried(_)
     ));
     assert!(
         imported.dropped_security(),
-        "the relay restrictions are security-relevant"
+        "master.cf's encrypt override is security-relevant"
     );
     let smtp = &imported.config["smtp"];
     assert_eq!(smtp["max_message_size"].as_integer(), Some(52_428_800));
@@ -235,11 +262,20 @@ fn postmap_agrees_with_the_expected_table() {
     };
     for (rcpt, want) in EXPECTED {
         let domain = rcpt.split('@').nth(1).unwrap();
-        let hop = TRANSPORT
-            .lines()
-            .find_map(|l| {
-                let (k, v) = l.split_once(char::is_whitespace)?;
-                (k == domain).then(|| v.trim().trim_start_matches("smtp:").to_string())
+        // The transport lookup: the domain, then `.parent` keys.
+        let mut transport_keys = vec![domain.to_string()];
+        let mut rest = domain;
+        while let Some((_, parent)) = rest.split_once('.') {
+            transport_keys.push(format!(".{parent}"));
+            rest = parent;
+        }
+        let hop = transport_keys
+            .iter()
+            .find_map(|key| {
+                TRANSPORT.lines().find_map(|l| {
+                    let (k, v) = l.split_once(char::is_whitespace)?;
+                    (k == key).then(|| v.trim().trim_start_matches("smtp:").to_string())
+                })
             })
             .unwrap_or_else(|| domain.to_string());
         let mut keys = vec![hop.clone()];
@@ -280,11 +316,13 @@ fn the_command_writes_the_files_and_the_report() {
     let report = String::from_utf8_lossy(&run.stdout);
     assert_eq!(run.status.code(), Some(1), "{report}");
     assert!(
-        report.contains("smtpd_relay_restrictions: not carried over (security-relevant)"),
+        report.contains(
+            "master.cf submission -o smtpd_tls_security_level: not carried over (security-relevant)"
+        ),
         "{report}"
     );
     assert!(
-        report.contains("smtp_tls_policy_maps: 5 policy row(s)"),
+        report.contains("smtp_tls_policy_maps: 7 policy row(s)"),
         "{report}"
     );
     assert!(

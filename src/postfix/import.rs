@@ -481,6 +481,21 @@ fn policy(
     for (key, hop) in transport {
         if let Some(e) = policy_for(&entries, hop) {
             rows.extend(row(key, e, &mut notes));
+            // Postfix's `.d` route leaves `d` itself to the MX (and its own row); postern's
+            // `.d` row would cover it, so `d` gets the row Postfix finds for it.
+            if let Some(bare) = key.strip_prefix('.')
+                && route_for(transport, bare).is_none()
+            {
+                match policy_for(&entries, bare) {
+                    Some(own) => rows.extend(row(bare, own, &mut notes)),
+                    None => rows.push(PolicyRow {
+                        note: format!(
+                            "imported: Postfix's route .{bare} does not cover {bare} itself"
+                        ),
+                        ..PolicyRow::new(bare, global)
+                    }),
+                }
+            }
         }
     }
     match &relayhost {
@@ -546,7 +561,13 @@ fn domain_rows(
             }
             continue;
         }
-        if transport.iter().any(|(k, _)| *k == e.key) {
+        if let Some(hop) = route_for(transport, e.key.trim_start_matches('.'))
+            && transport.iter().any(|(k, _)| *k == e.key)
+        {
+            notes.push(format!(
+                "{}: routed to {hop}, so Postfix looks up {hop}, not this row",
+                e.key
+            ));
             continue;
         }
         rows.extend(row(&e.key, e, notes));
@@ -719,6 +740,9 @@ fn simple(cf: &MainCf, name: &str, out: &mut Imported) {
             out.carried(name, format!("tls.extra_roots = [{value:?}]"));
         }
         "smtpd_tls_cert_file" | "smtpd_tls_key_file" => certificate(cf, name, out),
+        "smtpd_relay_restrictions" | "smtpd_recipient_restrictions" => {
+            restrictions(name, &value, out)
+        }
         _ => {
             let security = ["smtpd_tls_", "smtp_tls_", "smtpd_sasl_", "smtp_sasl_"]
                 .iter()
@@ -726,6 +750,37 @@ fn simple(cf: &MainCf, name: &str, out: &mut Imported) {
                 || name.ends_with("_restrictions");
             out.dropped(name, "no postern setting for it", security);
         }
+    }
+}
+
+/// The relay restrictions postern's own relay control already is (trusted networks, SMTP
+/// AUTH, relay domains); anything else is named as left behind.
+fn restrictions(name: &str, value: &str, out: &mut Imported) {
+    const SAME: &[&str] = &[
+        "permit_mynetworks",
+        "permit_sasl_authenticated",
+        "reject_unauth_destination",
+        "defer_unauth_destination",
+        "reject_unlisted_recipient",
+    ];
+    let other: Vec<String> = list(value)
+        .into_iter()
+        .filter(|r| !SAME.contains(&r.as_str()))
+        .collect();
+    if other.is_empty() {
+        out.carried(
+            name,
+            "postern's relay control does the same: trusted networks, SMTP AUTH, relay domains",
+        );
+    } else {
+        out.dropped(
+            name,
+            format!(
+                "{}: not postern's relay control (trusted networks, SMTP AUTH, relay domains)",
+                other.join(", ")
+            ),
+            true,
+        );
     }
 }
 
