@@ -265,7 +265,7 @@ fn import_postfix(
     out: &std::path::Path,
 ) -> Result<(bool, Vec<postern::postfix::import::CertFiles>), ExitCode> {
     use postern::postfix::import::{Outcome, import};
-    let imported = import(dir).map_err(fail)?;
+    let mut imported = import(dir).map_err(fail)?;
     let settings = toml::to_string_pretty(&imported.settings)
         .map_err(|e| fail(format!("cannot write the settings document: {e}")))?;
     let mut config = toml::Table::new();
@@ -300,6 +300,25 @@ fn import_postfix(
         .and_then(|()| std::fs::write(out.join("postern.toml"), config.to_string()));
     if let Err(e) = written {
         return Err(fail(format!("{}: {e}", out.display())));
+    }
+    // smtpd_tls_chain_files: split into the certificate chain and the key (0600) in OUT.
+    for c in imported
+        .certificates
+        .iter_mut()
+        .filter(|c| !c.chain.is_empty())
+    {
+        let mut pem = String::new();
+        for f in &c.chain {
+            pem.push_str(
+                &std::fs::read_to_string(f).map_err(|e| fail(format!("{}: {e}", f.display())))?,
+            );
+        }
+        let (certs, key) = postern::postfix::import::split_chain(&pem)
+            .map_err(|e| fail(format!("smtpd_tls_chain_files: {e}")))?;
+        (c.cert, c.key) = (out.join(&c.cert), out.join(&c.key));
+        std::fs::write(&c.cert, certs)
+            .and_then(|()| private(c.key.clone(), key))
+            .map_err(|e| fail(format!("{}: {e}", out.display())))?;
     }
     for line in &imported.report {
         match &line.outcome {

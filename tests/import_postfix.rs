@@ -388,3 +388,61 @@ fn applied_to_a_running_server_policy_explain_gives_postfixs_levels() {
         Some("postfix-smtpd")
     );
 }
+
+/// `smtpd_tls_chain_files` (the key, then its chain, in one file; Postfix prefers it to
+/// cert_file/key_file): split into OUT/postfix-smtpd.crt and .key (0600), bound.
+#[test]
+fn chain_files_become_a_certificate_to_import() {
+    let pf = tempfile::tempdir().unwrap();
+    std::fs::create_dir(pf.path().join("certs")).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["gateway.example.net".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    std::fs::write(
+        pf.path().join("certs/chain.pem"),
+        format!("{}{}", key.serialize_pem(), cert.pem()),
+    )
+    .unwrap();
+    std::fs::write(
+        pf.path().join("main.cf"),
+        "smtpd_tls_security_level = may\nsmtpd_tls_chain_files = ${config_directory}/certs/chain.pem\nsmtpd_tls_cert_file = /old/cert.pem\n",
+    )
+    .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args(["import-postfix", pf.path().to_str().unwrap(), "--out"])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&run.stdout);
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{report}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        report.contains("smtpd_tls_cert_file: not used: smtpd_tls_chain_files is set"),
+        "{report}"
+    );
+    let crt = std::fs::read_to_string(out.path().join("postfix-smtpd.crt")).unwrap();
+    let key_file = out.path().join("postfix-smtpd.key");
+    assert_eq!(crt.trim(), cert.pem().trim());
+    assert_eq!(
+        std::fs::read_to_string(&key_file).unwrap().trim(),
+        key.serialize_pem().trim()
+    );
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&key_file).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(
+        report.contains(&format!(
+            "next: postern cert import --name postfix-smtpd --cert {}",
+            out.path().join("postfix-smtpd.crt").display()
+        )),
+        "{report}"
+    );
+}
