@@ -350,6 +350,20 @@ fn import_postfix(
     Ok((imported.dropped_security(), imported.certificates))
 }
 
+/// `POST /api/v1/certificates`: `postern cert import` and `import-postfix --apply`.
+async fn post_certificate(
+    client: &ApiClient,
+    body: &serde_json::Value,
+) -> anyhow::Result<(hyper::StatusCode, Vec<u8>)> {
+    Ok(client
+        .request(
+            Method::POST,
+            "/api/v1/certificates",
+            Some(serde_json::to_vec(body)?),
+        )
+        .await?)
+}
+
 /// `import-postfix --apply`: the certificates, then the settings document (which binds
 /// them), into the running server.
 async fn apply_import(
@@ -368,13 +382,7 @@ async fn apply_import(
             "name": c.name, "cert": read(&c.cert)?, "key": read(&c.key)?, "chain": null,
             "acme": false, "replace": false,
         });
-        let (status, body) = client
-            .request(
-                Method::POST,
-                "/api/v1/certificates",
-                Some(serde_json::to_vec(&body)?),
-            )
-            .await?;
+        let (status, body) = post_certificate(&client, &body).await?;
         parse_response::<serde_json::Value>(status, &body)
             .map_err(|e| anyhow::anyhow!("certificate {}: {e:#}", c.name))?;
         eprintln!("postern: imported certificate {}", c.name);
@@ -646,13 +654,7 @@ async fn cert(config: Config, api: Option<SocketAddr>, action: CertAction) -> an
                 "name": name, "cert": read(&cert)?, "key": read(&key)?, "chain": read(&chain)?,
                 "acme": acme, "replace": replace,
             });
-            let (status, body) = client
-                .request(
-                    Method::POST,
-                    "/api/v1/certificates",
-                    Some(serde_json::to_vec(&body)?),
-                )
-                .await?;
+            let (status, body) = post_certificate(&client, &body).await?;
             // Name the file the server's field refers to.
             let info: serde_json::Value = parse_response(status, &body).map_err(|e| {
                 let file = match serde_json::from_slice::<serde_json::Value>(&body)

@@ -119,16 +119,18 @@ fn hermes_shaped_policy_gives_postfixs_levels() {
     assert_eq!(secure.match_names, ["secure.example"]);
 }
 
+/// The import of a directory holding only this main.cf.
+fn import_main_cf(text: &str) -> postern::postfix::import::Imported {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("main.cf"), text).unwrap();
+    import(dir.path()).unwrap()
+}
+
 /// Postfix's older switches count where the security level is not set.
 #[test]
 fn legacy_tls_switches_are_read() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("main.cf"),
-        "smtpd_use_tls = yes\nsmtp_enforce_tls = yes\nsmtp_use_tls = yes\n",
-    )
-    .unwrap();
-    let imported = import(dir.path()).unwrap();
+    let imported =
+        import_main_cf("smtpd_use_tls = yes\nsmtp_enforce_tls = yes\nsmtp_use_tls = yes\n");
     assert_eq!(
         imported.settings.inbound.tls_mode,
         postern::settings::TlsMode::May
@@ -144,13 +146,9 @@ fn legacy_tls_switches_are_read() {
 /// Restrictions beyond postern's relay control are named, and the exit code says so.
 #[test]
 fn other_restrictions_are_left_behind_and_named() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("main.cf"),
+    let imported = import_main_cf(
         "smtpd_recipient_restrictions = permit_mynetworks, check_client_access hash:/etc/postfix/access, reject_unauth_destination\n",
-    )
-    .unwrap();
-    let imported = import(dir.path()).unwrap();
+    );
     assert!(imported.dropped_security());
     let Outcome::Dropped { why, .. } = &imported.report[0].outcome else {
         panic!("{:#?}", imported.report)
