@@ -4,6 +4,8 @@
 //! the policy table, `x-TLSLevel`, message rules and minimum strength join here (issue 5),
 //! and `decide()` stays the single function behind delivery and `postern policy explain`.
 
+pub mod dane;
+pub mod mta_sts;
 pub mod overlap;
 
 use std::fmt;
