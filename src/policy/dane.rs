@@ -99,7 +99,7 @@ mod tests {
             assert!(!r.names(&other), "{r:?}");
         }
         assert_eq!(
-            matching(std::slice::from_ref(&by_key), &[leaf.clone()]),
+            matching(std::slice::from_ref(&by_key), std::slice::from_ref(&leaf)),
             Some(&by_key)
         );
         assert_eq!(matching(std::slice::from_ref(&by_key), &[other]), None);
@@ -120,7 +120,7 @@ mod tests {
             Some(&ta)
         );
         assert_eq!(
-            matching(std::slice::from_ref(&ta), &[anchor.clone()]),
+            matching(std::slice::from_ref(&ta), std::slice::from_ref(&anchor)),
             None,
             "the anchor is not the leaf"
         );
