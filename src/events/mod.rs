@@ -3,6 +3,7 @@
 //! into the indexed store the Logs page and the dashboard search (`store`).
 
 pub mod store;
+pub mod tls_rpt;
 
 use std::borrow::Cow;
 use std::io::Write;
