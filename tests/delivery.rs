@@ -388,6 +388,22 @@ async fn no_bounce_for_a_bounce() {
     assert!(sink.try_next().is_none(), "a DSN was sent for a bounce");
 }
 
+/// One message through the session `c`: what the sink received (checked to end with the
+/// message as sent) and its delivery record.
+async fn relay_one(
+    c: &mut SmtpClient,
+    sink: &mut Sink,
+    server: &mut TestServer,
+    subject: &str,
+) -> (common::sink::Received, postern::events::Delivery) {
+    let sent = message(subject, "");
+    c.send("app@inside.example", &["partner@other.example"], &sent)
+        .await;
+    let got = sink.next(20).await.expect("not delivered");
+    assert!(got.data.ends_with(&sent), "{subject}: altered");
+    (got, server.next_event(20).await)
+}
+
 #[tokio::test]
 async fn messages_to_one_host_share_a_tls_session() {
     let mut sink = Sink::start(SinkOptions {
@@ -399,17 +415,9 @@ async fn messages_to_one_host_share_a_tls_session() {
     let mut c = server.connect().await;
     c.ehlo().await;
     for n in 0..5 {
-        let subject = format!("reuse {n}");
-        c.send(
-            "app@inside.example",
-            &["partner@other.example"],
-            &message(&subject, ""),
-        )
-        .await;
-        let got = sink.next(20).await.expect("not delivered");
+        let (got, event) = relay_one(&mut c, &mut sink, &mut server, &format!("reuse {n}")).await;
         assert!(got.tls, "message {n} went without TLS");
-        assert!(got.data.ends_with(&message(&subject, "")));
-        assert_eq!(server.next_event(20).await.status, "sent");
+        assert_eq!(event.status, "sent");
     }
     let sessions = sink.sessions.load(std::sync::atomic::Ordering::SeqCst);
     assert_eq!(sessions, 1, "5 messages took {sessions} connections");
@@ -430,16 +438,7 @@ async fn a_reused_session_dropped_at_mail_is_retried_on_a_new_one() {
     let mut c = server.connect().await;
     c.ehlo().await;
     for n in 0..2 {
-        let subject = format!("dropped {n}");
-        c.send(
-            "app@inside.example",
-            &["partner@other.example"],
-            &message(&subject, ""),
-        )
-        .await;
-        let got = sink.next(20).await.expect("not delivered");
-        assert!(got.data.ends_with(&message(&subject, "")));
-        let event = server.next_event(20).await;
+        let (_, event) = relay_one(&mut c, &mut sink, &mut server, &format!("dropped {n}")).await;
         assert_eq!(event.status, "sent", "message {n}: {event:?}");
     }
     let sessions = sink.sessions.load(std::sync::atomic::Ordering::SeqCst);

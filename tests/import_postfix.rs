@@ -95,6 +95,18 @@ fn postfix_dir() -> tempfile::TempDir {
     dir
 }
 
+/// A self-signed certificate for gateway.example.net (PEM, then its key), and `certs/` in
+/// `dir` to put them in.
+fn gateway_cert(dir: &std::path::Path) -> (String, String) {
+    std::fs::create_dir_all(dir.join("certs")).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["gateway.example.net".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
 struct NoPasswords;
 impl postern::settings::PasswordHasher for NoPasswords {
     fn hash(&self, _: &str) -> Result<String, String> {
@@ -347,14 +359,9 @@ fn the_command_writes_the_files_and_the_report() {
 #[test]
 fn applied_to_a_running_server_policy_explain_gives_postfixs_levels() {
     let pf = postfix_dir();
-    std::fs::create_dir(pf.path().join("certs")).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["gateway.example.net".to_string()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
-    std::fs::write(pf.path().join("certs/gateway.pem"), cert.pem()).unwrap();
-    std::fs::write(pf.path().join("certs/gateway.key"), key.serialize_pem()).unwrap();
+    let (cert, key) = gateway_cert(pf.path());
+    std::fs::write(pf.path().join("certs/gateway.pem"), cert).unwrap();
+    std::fs::write(pf.path().join("certs/gateway.key"), key).unwrap();
     let data = tempfile::tempdir().unwrap();
     let proc = common::process::spawn_postern(data.path(), None, "");
     let out = data.path().join("imported");
@@ -394,17 +401,8 @@ fn applied_to_a_running_server_policy_explain_gives_postfixs_levels() {
 #[test]
 fn chain_files_become_a_certificate_to_import() {
     let pf = tempfile::tempdir().unwrap();
-    std::fs::create_dir(pf.path().join("certs")).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["gateway.example.net".to_string()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
-    std::fs::write(
-        pf.path().join("certs/chain.pem"),
-        format!("{}{}", key.serialize_pem(), cert.pem()),
-    )
-    .unwrap();
+    let (cert, key) = gateway_cert(pf.path());
+    std::fs::write(pf.path().join("certs/chain.pem"), format!("{key}{cert}")).unwrap();
     std::fs::write(
         pf.path().join("main.cf"),
         "smtpd_tls_security_level = may\nsmtpd_tls_chain_files = ${config_directory}/certs/chain.pem\nsmtpd_tls_cert_file = /old/cert.pem\n",
@@ -429,10 +427,10 @@ fn chain_files_become_a_certificate_to_import() {
     );
     let crt = std::fs::read_to_string(out.path().join("postfix-smtpd.crt")).unwrap();
     let key_file = out.path().join("postfix-smtpd.key");
-    assert_eq!(crt.trim(), cert.pem().trim());
+    assert_eq!(crt.trim(), cert.trim());
     assert_eq!(
         std::fs::read_to_string(&key_file).unwrap().trim(),
-        key.serialize_pem().trim()
+        key.trim()
     );
     let mode = std::os::unix::fs::PermissionsExt::mode(
         &std::fs::metadata(&key_file).unwrap().permissions(),
