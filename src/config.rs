@@ -66,6 +66,10 @@ pub struct OutboundConfig {
     /// Static routes for labs: recipient domain -> next hop (`[127.0.0.1]:2526`). They come
     /// before relay-domain transports and MX lookups.
     pub routes: std::collections::BTreeMap<String, String>,
+    /// Labs and tests: where a domain's MTA-STS policy host is (`"mta-sts.example.com" =
+    /// "127.0.0.1:8443"`), as `routes` says where mail goes. Others are looked up and
+    /// reached on port 443.
+    pub policy_hosts: std::collections::BTreeMap<String, String>,
     /// Seconds before the first retry of a deferred message; doubles up to `max_retry_secs`.
     pub first_retry_secs: u64,
     pub max_retry_secs: u64,
@@ -95,6 +99,7 @@ impl Default for OutboundConfig {
             nameservers: Vec::new(),
             relayhost: None,
             routes: Default::default(),
+            policy_hosts: Default::default(),
             first_retry_secs: 300,
             max_retry_secs: 3600,
             queue_lifetime_secs: 5 * 24 * 3600,

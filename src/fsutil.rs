@@ -22,6 +22,26 @@ pub fn write_secret(path: &Path, contents: &[u8]) -> io::Result<()> {
     f.sync_all()
 }
 
+/// Replace `path` with `contents` so that a crash leaves the old file or the new one, never
+/// a part: written to a temporary file beside it (0600), synced, renamed, directory synced.
+pub fn replace_file(path: &Path, contents: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(contents)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
 /// Create a directory (and parents) with mode 0700; one that already exists with wider
 /// rights is narrowed to 0700, saying so (the spool and logs hold other people's mail).
 pub fn private_dir(path: &Path) -> io::Result<()> {

@@ -92,6 +92,45 @@ impl std::str::FromStr for OnFailure {
     }
 }
 
+/// How postern treats a domain's published MTA-STS policy (RFC 8461): globally, and per
+/// policy row. `monitor` takes an `enforce` policy as `testing` (FortiMail's monitor mode):
+/// delivered anyway, the failure counted for TLS-RPT and logged.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum StsSwitch {
+    #[default]
+    Enforce,
+    Monitor,
+    Off,
+}
+
+impl fmt::Display for StsSwitch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StsSwitch::Enforce => "enforce",
+            StsSwitch::Monitor => "monitor",
+            StsSwitch::Off => "off",
+        })
+    }
+}
+
+impl std::str::FromStr for StsSwitch {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<StsSwitch, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "enforce" => Ok(StsSwitch::Enforce),
+            "monitor" => Ok(StsSwitch::Monitor),
+            "off" => Ok(StsSwitch::Off),
+            _ => Err(format!(
+                "{s:?} is not an MTA-STS setting: enforce, monitor or off"
+            )),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

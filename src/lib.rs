@@ -213,7 +213,8 @@ pub fn prepare(config: Config) -> anyhow::Result<Server> {
             resolver,
             roots.clone(),
         )
-        .with_certs(certs.clone()),
+        .with_certs(certs.clone())
+        .with_mta_sts(config.server.data_dir.join("mta-sts.json")),
     );
     let ctx = Arc::new(inbound::Context {
         client_roots: roots,

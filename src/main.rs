@@ -409,16 +409,15 @@ async fn check_tls(config: &Config, target: &str, json: bool) -> ExitCode {
         None
     } else {
         match postern::outbound::dns::Hickory::new(&config.outbound.nameservers) {
-            Ok(r) => Some(r),
+            Ok(r) => {
+                Some(std::sync::Arc::new(r) as std::sync::Arc<dyn postern::outbound::dns::Resolver>)
+            }
             Err(e) => {
                 eprintln!("postern: fatal: outbound.nameservers: {e}");
                 return ExitCode::from(2);
             }
         }
     };
-    let resolver = resolver
-        .as_ref()
-        .map(|r| r as &dyn postern::outbound::dns::Resolver);
     let timeout = std::time::Duration::from_secs(config.outbound.connect_timeout_secs.max(5));
     let roots = match postern::tls::trust_roots(&config.tls.extra_roots) {
         Ok(r) => r,
@@ -428,8 +427,25 @@ async fn check_tls(config: &Config, target: &str, json: bool) -> ExitCode {
         }
     };
     let helo = &config.server.hostname;
-    match postern::outbound::check_tls::check(target, resolver, helo, timeout, &roots).await {
-        Ok(report) => {
+    let checked =
+        postern::outbound::check_tls::check(target, resolver.as_deref(), helo, timeout, &roots)
+            .await;
+    match checked {
+        Ok(mut report) => {
+            if let Some(resolver) = resolver {
+                let sts = postern::outbound::sts::Sts::uncached(
+                    resolver,
+                    roots.clone(),
+                    config.outbound.policy_hosts.clone(),
+                );
+                let host = report
+                    .relay
+                    .split('[')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+                report.mta_sts = postern::outbound::check_tls::mta_sts(target, &host, &sts).await;
+            }
             if json {
                 println!(
                     "{}",

@@ -477,11 +477,14 @@ async fn explain(
 ) -> Result<axum::Json<crate::policy::Decision>, ApiError> {
     let header = q.header.unwrap_or_default();
     let sender = q.sender.unwrap_or_default();
-    explain_decision(&state, &q.recipient, &header, &sender).map(axum::Json)
+    explain_decision(&state, &q.recipient, &header, &sender)
+        .await
+        .map(axum::Json)
 }
 
-/// The one explain of the API and the page: `header` and `sender` may be empty.
-pub(crate) fn explain_decision(
+/// The one explain of the API and the page: `header` and `sender` may be empty. What the
+/// recipient domain publishes (MTA-STS) is looked up as delivery would, through its cache.
+pub(crate) async fn explain_decision(
     state: &AdminState,
     recipient: &str,
     header: &str,
@@ -499,11 +502,20 @@ pub(crate) fn explain_decision(
     let header = (!header.trim().is_empty()).then(|| crate::policy::header_argument(header));
     let snapshot = state.settings.current();
     let rule = crate::policy::rule_for(&snapshot, sender, recipient);
-    Ok(crate::policy::decide(
+    let domain = recipient
+        .rsplit_once('@')
+        .map_or(recipient, |(_, d)| d)
+        .to_ascii_lowercase();
+    let published = match &state.engine {
+        Some(engine) => engine.published(&snapshot, &domain).await,
+        None => crate::policy::Published::default(),
+    };
+    Ok(crate::policy::decide_published(
         &snapshot,
         recipient,
         header.as_deref(),
         rule.as_ref(),
+        &published,
     ))
 }
 

@@ -47,6 +47,10 @@ pub struct Delivery {
     /// for the next one is on the record with its reason.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts_tried: Vec<HostTried>,
+    /// What this attempt counts for in the recipient domain's TLS-RPT report, where its
+    /// published policies were looked up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_rpt: Option<tls_rpt::RptOutcome>,
 }
 
 /// One host of an attempt and how it went.
@@ -407,6 +411,7 @@ mod tests {
             rule: None,
             tenant: None,
             hosts_tried: Vec::new(),
+            tls_rpt: None,
         }
     }
 

@@ -544,6 +544,7 @@ mod tests {
             rule: None,
             tenant: None,
             hosts_tried: Vec::new(),
+            tls_rpt: None,
         }
     }
 

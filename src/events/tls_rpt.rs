@@ -4,10 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The policy an attempt was made under (section 4.4, `policy-type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PolicyType {
     Sts,
@@ -16,7 +16,7 @@ pub enum PolicyType {
 }
 
 /// Why a session failed (section 4.3), as the RFC spells them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ResultType {
     StarttlsNotSupported,
@@ -30,6 +30,21 @@ pub enum ResultType {
     StsPolicyFetchError,
     StsPolicyInvalid,
     StsWebpkiInvalid,
+}
+
+/// What one delivery attempt counts for in TLS-RPT, kept on its delivery record: the day's
+/// report is the sum of these.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RptOutcome {
+    pub policy_type: PolicyType,
+    pub policy_domain: String,
+    /// `None`: a successful session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_type: Option<ResultType>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receiving_mx_hostname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receiving_ip: Option<String>,
 }
 
 /// One failed session's facts (a `failure-details` entry groups equal ones).

@@ -27,6 +27,67 @@ pub struct Report {
     pub chain_length: usize,
     /// `verified for <name>` against the Mozilla roots, or why not.
     pub verification: Option<String>,
+    /// What the domain publishes, when the target was a domain.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mta_sts: Option<StsStatus>,
+}
+
+/// A domain's MTA-STS policy as `check-tls` shows it, and whether the probed host is one
+/// of its MX patterns.
+#[derive(Debug, Serialize)]
+pub struct StsStatus {
+    pub domain: String,
+    #[serde(flatten)]
+    pub fact: crate::policy::mta_sts::StsFact,
+    pub host_matches: Option<bool>,
+}
+
+impl StsStatus {
+    fn text(&self) -> String {
+        use crate::policy::mta_sts::StsFact;
+        match &self.fact {
+            StsFact::NoPolicy => format!("none published by {}", self.domain),
+            StsFact::Unavailable { reason, .. } => {
+                format!(
+                    "{} has a record, but no usable policy: {reason}",
+                    self.domain
+                )
+            }
+            StsFact::Policy { id, policy, .. } => format!(
+                "mode {} (id {id}, max_age {}), mx: {}; this host {}",
+                policy.mode,
+                policy.max_age,
+                policy.mx.join(", "),
+                match self.host_matches {
+                    Some(true) => "matches",
+                    _ => "does NOT match",
+                }
+            ),
+        }
+    }
+}
+
+/// The MTA-STS policy of `target` when it names a domain (not a host and port, nor an
+/// address), fetched now; `host` is the MX host probed.
+pub async fn mta_sts(target: &str, host: &str, sts: &super::sts::Sts) -> Option<StsStatus> {
+    let bare = target.trim_end_matches('.');
+    let is_domain = !bare.contains(':')
+        && !bare.starts_with('[')
+        && bare.parse::<IpAddr>().is_err()
+        && crate::settings::is_domain_name(bare);
+    if !is_domain {
+        return None;
+    }
+    let fact = sts.lookup(bare).await;
+    let host_matches = match &fact {
+        crate::policy::mta_sts::StsFact::Policy { policy, .. } => Some(policy.names(host)),
+        _ => None,
+    };
+    Some(StsStatus {
+        domain: bare.to_ascii_lowercase(),
+        fact,
+        host_matches,
+    })
 }
 
 impl Report {
@@ -64,6 +125,9 @@ impl Report {
         }
         if let Some(v) = &self.verification {
             out.push(format!("verified:    {v}"));
+        }
+        if let Some(s) = &self.mta_sts {
+            out.push(format!("MTA-STS:     {}", s.text()));
         }
         out.join("\n")
     }
@@ -110,6 +174,7 @@ fn report(
         certificate,
         chain_length: probe.chain.len(),
         verification,
+        mta_sts: None,
     }
 }
 
@@ -126,6 +191,7 @@ impl Report {
             certificate: None,
             chain_length: 0,
             verification: None,
+            mta_sts: None,
         }
     }
 }

@@ -79,6 +79,22 @@ pub struct Outcome {
     /// The reply was not one the stage allows (neither its success nor a 4xx/5xx): the
     /// session is out of step with the server and must not be used again.
     pub protocol_error: bool,
+    /// Set when the failure was the TLS the policy demands: typed, so TLS-RPT's result type
+    /// (RFC 8460 section 4.3) does not come from reading `reason`.
+    pub tls_failure: Option<TlsFailure>,
+}
+
+/// What a TLS policy failure was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsFailure {
+    /// STARTTLS not offered, or refused.
+    NoStarttls,
+    /// The certificate failed the level's check.
+    Certificate(crate::tls::CertProblem),
+    /// The handshake itself failed, or the cipher was too weak.
+    Handshake,
+    /// The MX host is not one the MTA-STS policy names.
+    MxMismatch,
 }
 
 impl Outcome {
@@ -122,6 +138,7 @@ impl Outcome {
             reason,
             remote_reply: Some(reply.summary()),
             protocol_error,
+            tls_failure: None,
         }
     }
 
@@ -132,6 +149,7 @@ impl Outcome {
             reason: reason.into(),
             remote_reply: None,
             protocol_error: false,
+            tls_failure: None,
         }
     }
 
@@ -142,7 +160,14 @@ impl Outcome {
             reason: reason.into(),
             remote_reply: None,
             protocol_error: false,
+            tls_failure: None,
         }
+    }
+
+    /// The same, marked as the policy's TLS demand failing.
+    pub fn tls(mut self, failure: TlsFailure) -> Outcome {
+        self.tls_failure = Some(failure);
+        self
     }
 
     /// A connection-level failure: network errors are never final (RFC 5321 section 4.5.4.1).

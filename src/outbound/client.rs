@@ -11,7 +11,7 @@ use rustls_pki_types::ServerName;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use super::classify::{Class, Outcome, Stage};
+use super::classify::{Class, Outcome, Stage, TlsFailure};
 use crate::policy::Level;
 use crate::proto::{Enhanced, Reply, ReplyLine, dot_stuff};
 use crate::tls::TlsInfo;
@@ -54,6 +54,8 @@ pub struct Session {
     pub starttls_offered: bool,
     /// The name (or pin) the certificate was verified for, at `verify`/`secure`/`fingerprint`.
     pub verified_name: Option<String>,
+    /// At an observing check (MTA-STS `testing`): why the certificate would have failed.
+    pub cert_problem: Option<crate::tls::CertProblem>,
     pub tls: Option<TlsInfo>,
     /// Seconds: connection set-up (connect, greeting, EHLO, TLS) and transmission.
     pub setup_secs: f64,
@@ -293,6 +295,7 @@ async fn connect(job: &Job<'_>, tls: &Arc<rustls::ClientConfig>) -> Result<Conne
         ext,
         tls: negotiated,
         verified_name,
+        cert_problem,
     } = upgraded;
     let peer = conn.name.clone();
     if let Err(o) = check_strength(job, negotiated.as_ref(), &peer) {
@@ -318,6 +321,7 @@ async fn connect(job: &Job<'_>, tls: &Arc<rustls::ClientConfig>) -> Result<Conne
         name: peer,
         starttls_offered,
         verified_name,
+        cert_problem,
         tls: negotiated,
         setup_secs: started.elapsed().as_secs_f64(),
         transactions: 0,
@@ -383,6 +387,7 @@ struct Upgraded {
     tls: Option<TlsInfo>,
     /// The name (or pin) the certificate was verified for.
     verified_name: Option<String>,
+    cert_problem: Option<crate::tls::CertProblem>,
 }
 
 /// STARTTLS as the level demands. A required level never falls back to plaintext; `may`
@@ -405,6 +410,7 @@ async fn upgrade(
         ext,
         tls: None,
         verified_name: None,
+        cert_problem: None,
     };
     let peer = conn.name.clone();
     match (job.level, ext.starttls) {
@@ -419,11 +425,14 @@ async fn upgrade(
                 min => format!("encryption too weak 0 less than {min} ({not_offered})"),
             };
             let detail = if job.bounce_on_failure { 0 } else { 4 };
-            Err(fail(policy_failure(job, detail, reason)))
+            Err(fail(
+                policy_failure(job, detail, reason).tls(TlsFailure::NoStarttls),
+            ))
         }
         (_, true) => {
             ask_starttls(&mut conn, job, &peer, starttls_offered).await?;
-            let (conn, tls, verified_name) = handshake(conn, job, tls, starttls_offered).await?;
+            let (conn, tls, verified_name, cert_problem) =
+                handshake(conn, job, tls, starttls_offered).await?;
             let mut conn = conn;
             let ext = hello(&mut conn, job.helo, &peer).await.map_err(fail)?;
             Ok(Upgraded {
@@ -431,6 +440,7 @@ async fn upgrade(
                 ext,
                 tls: Some(tls),
                 verified_name,
+                cert_problem,
             })
         }
     }
@@ -464,14 +474,17 @@ async fn ask_starttls(
             reason: format!("STARTTLS refused: {}", reply.summary()),
         });
     }
-    Err(fail(policy_failure(
-        job,
-        5,
-        format!(
-            "TLS is required, but host {peer} refused to start TLS: {}",
-            reply.summary()
-        ),
-    )))
+    Err(fail(
+        policy_failure(
+            job,
+            5,
+            format!(
+                "TLS is required, but host {peer} refused to start TLS: {}",
+                reply.summary()
+            ),
+        )
+        .tls(TlsFailure::NoStarttls),
+    ))
 }
 
 /// The handshake under the level's certificate check, and its one log line.
@@ -480,7 +493,7 @@ async fn handshake(
     job: &Job<'_>,
     tls: &Arc<rustls::ClientConfig>,
     starttls_offered: bool,
-) -> Result<(Conn, TlsInfo, Option<String>), Failure> {
+) -> Result<Handshaken, Failure> {
     let fail = |outcome: Outcome| Failure::All {
         outcome,
         try_next_host: false,
@@ -493,7 +506,7 @@ async fn handshake(
     let peer_at = (job.host, job.addr);
     match start_tls(conn, peer_at, job.command_timeout, &config, chain_check).await {
         Ok((conn, info, chain_trusted)) => {
-            let verified_name = verifier.and_then(|v| v.verified_name());
+            let verified_name = verifier.as_ref().and_then(|v| v.verified_name());
             // Once per handshake, in Postfix's words (smtp(8)): Verified when the chain and
             // the name (or pin) were checked, Trusted when the chain leads to a trusted root
             // but no name was asked for (`may`, `encrypt`), Untrusted otherwise.
@@ -503,16 +516,29 @@ async fn handshake(
                 (false, false) => "Untrusted",
             };
             tracing::info!(target: "postern/smtp", "{trust} TLS connection established to {}: {}", with_port(job), info.describe());
-            Ok((conn, info, verified_name))
+            let problem = verifier.as_ref().and_then(|v| v.problem());
+            Ok((conn, info, verified_name, problem))
         }
         Err(reason) if job.level == Level::May => Err(Failure::TlsFailedMay { reason }),
-        Err(reason) => Err(fail(policy_failure(
-            job,
-            5,
-            format!("Cannot start TLS with {peer}: {reason}"),
-        ))),
+        Err(reason) => {
+            let kind = match verifier.as_ref().and_then(|v| v.problem()) {
+                Some(p) => TlsFailure::Certificate(p),
+                None => TlsFailure::Handshake,
+            };
+            let reason = format!("Cannot start TLS with {peer}: {reason}");
+            Err(fail(policy_failure(job, 5, reason).tls(kind)))
+        }
     }
 }
+
+/// A finished handshake: the session, its TLS, the name the certificate was verified for,
+/// and (at an observing check) why it would have failed.
+type Handshaken = (
+    Conn,
+    TlsInfo,
+    Option<String>,
+    Option<crate::tls::CertProblem>,
+);
 
 /// The client config for this job's level: shared and unauthenticated at `may`/`encrypt`
 /// (with the relay domain's client certificate if it has one), checking at the others.
@@ -609,6 +635,7 @@ pub struct Connection {
     name: String,
     starttls_offered: bool,
     verified_name: Option<String>,
+    cert_problem: Option<crate::tls::CertProblem>,
     tls: Option<TlsInfo>,
     setup_secs: f64,
     transactions: u32,
@@ -616,32 +643,41 @@ pub struct Connection {
     in_step: bool,
 }
 
+/// What the server's EHLO already rules out: a message over its SIZE, or one that needs
+/// SMTPUTF8 from a server without it (RFC 6531 section 3.4: returned, not downgraded).
+fn refused_before_mail(job: &Job<'_>, ext: &Extensions, name: &str) -> Option<Outcome> {
+    if let Some(limit) = ext.size
+        && job.message.len() as u64 > limit
+    {
+        return Some(Outcome::permanent(
+            Enhanced(5, 3, 4),
+            format!(
+                "message size {} exceeds size limit {limit} of server {name}",
+                job.message.len()
+            ),
+        ));
+    }
+    (job.smtputf8 && !ext.smtputf8).then(|| {
+        Outcome::permanent(
+            Enhanced(5, 6, 7),
+            format!("SMTPUTF8 is required, but was not offered by host {name}"),
+        )
+    })
+}
+
 impl Connection {
     /// One transaction: MAIL, RCPTs, DATA.
     async fn send(&mut self, job: &Job<'_>) -> Result<Session, Failure> {
         let (name, ext, starttls_offered) = (self.name.clone(), &self.ext, self.starttls_offered);
+        let seen_tls = self.tls.clone().map(|t| (t, self.verified_name.clone()));
         let fail = |outcome: Outcome| Failure::All {
             outcome,
             try_next_host: false,
             starttls_offered,
-            tls: self.tls.clone().map(|t| (t, self.verified_name.clone())),
+            tls: seen_tls.clone(),
         };
-        if let Some(limit) = ext.size
-            && job.message.len() as u64 > limit
-        {
-            return Err(fail(Outcome::permanent(
-                Enhanced(5, 3, 4),
-                format!(
-                    "message size {} exceeds size limit {limit} of server {name}",
-                    job.message.len()
-                ),
-            )));
-        }
-        if job.smtputf8 && !ext.smtputf8 {
-            return Err(fail(Outcome::permanent(
-                Enhanced(5, 6, 7),
-                format!("SMTPUTF8 is required, but was not offered by host {name}"),
-            )));
+        if let Some(o) = refused_before_mail(job, ext, &name) {
+            return Err(fail(o));
         }
         let transmit = Instant::now();
         let results = transaction(&mut self.conn, job, ext, &name)
@@ -665,7 +701,7 @@ impl Connection {
                 outcome: o.clone(),
                 try_next_host: true,
                 starttls_offered,
-                tls: self.tls.clone().map(|t| (t, self.verified_name.clone())),
+                tls: seen_tls,
             });
         }
         self.transactions += 1;
@@ -674,6 +710,7 @@ impl Connection {
             starttls_offered,
             tls: self.tls.clone(),
             verified_name: self.verified_name.clone(),
+            cert_problem: self.cert_problem,
             setup_secs: self.setup_secs,
             transmit_secs: transmit.elapsed().as_secs_f64(),
         })

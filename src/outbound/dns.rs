@@ -36,6 +36,9 @@ pub trait Resolver: Send + Sync {
     fn mx<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, Result<MxAnswer, DnsError>>;
     /// A and AAAA; empty when the name exists without addresses.
     fn ips<'a>(&'a self, host: &'a str) -> BoxFuture<'a, Result<Vec<IpAddr>, DnsError>>;
+    /// TXT records, each one's strings joined (RFC 7208 section 3.3's rule, which MTA-STS
+    /// and TLS-RPT records follow); empty when the name has none.
+    fn txt<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Vec<String>, DnsError>>;
 }
 
 pub struct Hickory {
@@ -128,6 +131,28 @@ impl Resolver for Hickory {
                 Ok(l) => Ok(l.iter().collect()),
                 Err(e) => classify(e).map(|()| Vec::new()),
             }
+        })
+    }
+
+    fn txt<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Vec<String>, DnsError>> {
+        Box::pin(async move {
+            let lookup = match self.inner.txt_lookup(fqdn(name)).await {
+                Ok(l) => l,
+                Err(e) => return classify(e).map(|()| Vec::new()),
+            };
+            Ok(lookup
+                .answers()
+                .iter()
+                .filter_map(|r| match &r.data {
+                    RData::TXT(txt) => Some(
+                        txt.txt_data
+                            .iter()
+                            .map(|part| String::from_utf8_lossy(part))
+                            .collect::<String>(),
+                    ),
+                    _ => None,
+                })
+                .collect())
         })
     }
 }

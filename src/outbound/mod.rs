@@ -8,6 +8,7 @@ pub mod classify;
 pub mod client;
 pub mod dns;
 pub mod dsn;
+pub mod sts;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
@@ -50,6 +51,8 @@ pub struct Engine {
     bodies: Arc<BodyGauge>,
     /// Call-ahead answers: address -> (verdict, until when it holds).
     verified: Mutex<HashMap<String, (crate::inbound::verify::Verdict, Instant)>>,
+    /// MTA-STS lookups and their cache; none without DNS.
+    sts: Option<Arc<sts::Sts>>,
 }
 
 /// Attempts in flight: twice the global limit, so the next transactions are ready as slots
@@ -85,6 +88,44 @@ impl Engine {
             per_destination: Mutex::new(HashMap::new()),
             certs: None,
             bodies: Arc::default(),
+            sts: None,
+        }
+    }
+
+    /// MTA-STS (RFC 8461), its policies cached at `cache` across restarts: for every
+    /// domain delivered to by its MX records, when there is DNS to ask.
+    pub fn with_mta_sts(mut self, cache: std::path::PathBuf) -> Engine {
+        self.sts = self.resolver.clone().map(|resolver| {
+            Arc::new(sts::Sts::open(
+                cache,
+                resolver,
+                self.roots.clone(),
+                self.cfg.policy_hosts.clone(),
+            ))
+        });
+        self
+    }
+
+    /// What `domain` publishes, as delivery to it would find it now: looked up only for a
+    /// domain reached by its own MX records (a next hop the admin set is the admin's
+    /// policy), and not when MTA-STS is off everywhere.
+    pub async fn published(&self, snapshot: &Snapshot, domain: &str) -> policy::Published {
+        use crate::levels::StsSwitch;
+        let Some(sts) = &self.sts else {
+            return policy::Published::default();
+        };
+        let by_mx = matches!(configured_hop(&self.cfg, snapshot, domain), Ok((ref n, _, true)) if n == domain);
+        let settings = &snapshot.settings;
+        let wanted = settings.outbound.mta_sts != StsSwitch::Off
+            || settings
+                .policy
+                .iter()
+                .any(|r| r.mta_sts.is_some_and(|m| m != StsSwitch::Off));
+        if !by_mx || !wanted {
+            return policy::Published::default();
+        }
+        policy::Published {
+            sts: Some(sts.lookup(domain).await),
         }
     }
 
@@ -483,8 +524,15 @@ struct Tally {
 }
 
 impl Tally {
-    fn add(&mut self, index: usize, result: RcptResult, entry: &QueueEntry, decision: &Decision) {
-        self.records.push(result.event(entry, index, decision));
+    fn add(
+        &mut self,
+        index: usize,
+        result: RcptResult,
+        entry: &QueueEntry,
+        (decision, fact): (&Decision, Option<&policy::mta_sts::StsFact>),
+    ) {
+        self.records
+            .push(result.event(entry, index, decision, fact));
         match result.outcome.class {
             Class::Delivered => self.finals.push((index as u32, Final::Delivered)),
             Class::Permanent => {
@@ -514,7 +562,13 @@ async fn attempt(engine: Arc<Engine>, entry: QueueEntry) -> (QueueId, bool) {
     let snapshot = engine.settings.current();
     let started = Instant::now();
     let mut tally = Tally::default();
-    for ((domain, _, _, _), group) in group_recipients(&entry, &snapshot, header.as_deref()) {
+    let mut published = HashMap::new();
+    for domain in destination_domains(&entry) {
+        let facts = engine.published(&snapshot, &domain).await;
+        published.insert(domain, facts);
+    }
+    let groups = group_recipients(&entry, &snapshot, header.as_deref(), &published);
+    for ((domain, ..), group) in groups {
         // The destination first, then the global limit: waiting for a busy destination
         // never holds a slot another destination could use.
         let slots = engine.destination_slots(&domain);
@@ -541,9 +595,11 @@ async fn attempt(engine: Arc<Engine>, entry: QueueEntry) -> (QueueId, bool) {
             started,
         };
         let results = deliver_group(&hop, &domain, decision, &rcpts).await;
+        let fact = published.get(&domain).and_then(|p| p.sts.as_ref());
         for ((index, _), mut result) in group.iter().zip(results) {
+            sts::attribute(decision.sts.as_ref(), &mut result.outcome);
             expire_if_too_old(&engine.cfg, &entry, &mut result.outcome);
-            tally.add(*index, result, &entry, decision);
+            tally.add(*index, result, &entry, (decision, fact));
         }
     }
     queue_bounce_notice(&engine, &entry, &mut loaded, &mut tally).await;
@@ -636,25 +692,35 @@ type Group = Vec<(usize, Decision)>;
 
 /// Pending recipients by (destination domain, TLS level): one SMTP transaction each.
 /// Recipients that can share one transaction: same domain, same policy demands.
-type GroupKey = (String, Level, u16, crate::settings::OnFailure);
+type GroupKey = (
+    String,
+    Level,
+    u16,
+    crate::settings::OnFailure,
+    Option<policy::StsDemand>,
+);
 
 fn group_recipients(
     entry: &QueueEntry,
     snapshot: &Snapshot,
     header: Option<&str>,
+    published: &HashMap<String, policy::Published>,
 ) -> BTreeMap<GroupKey, Group> {
     let mut groups: BTreeMap<GroupKey, Group> = BTreeMap::new();
+    let none = policy::Published::default();
     for i in entry.pending() {
         let rcpt = &entry.envelope.recipients[i];
         let domain = recipient_domain(rcpt);
         let rule = entry.envelope.rule_levels.get(i).and_then(Option::as_ref);
-        let decision = policy::decide(snapshot, rcpt, header, rule);
+        let facts = published.get(&domain).unwrap_or(&none);
+        let decision = policy::decide_published(snapshot, rcpt, header, rule, facts);
         groups
             .entry((
                 domain,
                 decision.level,
                 decision.min_bits,
                 decision.on_failure,
+                decision.sts.clone(),
             ))
             .or_default()
             .push((i, decision));
@@ -671,6 +737,7 @@ struct RcptResult {
     starttls_offered: bool,
     tls: Option<crate::tls::TlsInfo>,
     verified_name: Option<String>,
+    cert_problem: Option<crate::tls::CertProblem>,
     delays: [f64; 4],
 }
 
@@ -684,8 +751,24 @@ impl RcptResult {
         hosts
     }
 
-    fn event(&self, entry: &QueueEntry, index: usize, decision: &Decision) -> Delivery {
+    fn event(
+        &self,
+        entry: &QueueEntry,
+        index: usize,
+        decision: &Decision,
+        fact: Option<&policy::mta_sts::StsFact>,
+    ) -> Delivery {
         let now = crate::fsutil::unix_now();
+        let recipient = &entry.envelope.recipients[index];
+        let session = sts::Session {
+            relay: &self.relay,
+            outcome: &self.outcome,
+            tls: self.tls.is_some(),
+            starttls_offered: self.starttls_offered,
+            cert_problem: self.cert_problem,
+        };
+        let domain = recipient_domain(recipient);
+        let tls_rpt = sts::rpt_outcome(&domain, fact, decision.sts.as_ref(), &session);
         Delivery {
             unix_time: now,
             queue_id: entry.id.to_string(),
@@ -705,6 +788,7 @@ impl RcptResult {
             rule: decision.rule.clone(),
             tenant: entry.envelope.tenant.clone(),
             hosts_tried: self.hosts_tried(),
+            tls_rpt,
         }
     }
 }
@@ -816,6 +900,7 @@ fn for_all(
             starttls_offered: seen.starttls_offered,
             tls: tls.clone(),
             verified_name: verified_name.clone(),
+            cert_problem: None,
             delays: [0.0, queued, 0.0, 0.0],
         })
         .collect()
@@ -841,6 +926,10 @@ async fn deliver_group(
     )
     .await
     {
+        Ok(h) => h,
+        Err(outcome) => return all(outcome, "none".into(), Seen::default(), &[]),
+    };
+    let hosts = match sts::allowed_hosts(decision.sts.as_ref(), hosts) {
         Ok(h) => h,
         Err(outcome) => return all(outcome, "none".into(), Seen::default(), &[]),
     };
@@ -892,6 +981,7 @@ fn per_recipient(
             starttls_offered: session.starttls_offered,
             tls: session.tls.clone(),
             verified_name: session.verified_name.clone(),
+            cert_problem: session.cert_problem,
             delays: [0.0, queued, session.setup_secs, session.transmit_secs],
         })
         .collect()
@@ -1000,6 +1090,11 @@ fn cert_check(decision: &Decision, host: &str) -> Option<crate::tls::CertCheck> 
         Level::Verify => Some(CertCheck::Names(vec![host.to_string()])),
         Level::Secure => Some(CertCheck::Names(decision.match_names.clone())),
         Level::Fingerprint => Some(CertCheck::Pins(decision.fingerprints.clone())),
+        // An MTA-STS policy in `testing` (or monitored): checked as `verify` would, not
+        // enforced, for TLS-RPT (RFC 8461 section 5).
+        Level::May | Level::Encrypt if decision.sts.is_some() => {
+            Some(CertCheck::Observe(vec![host.to_string()]))
+        }
         Level::None | Level::May | Level::Encrypt => None,
     }
 }

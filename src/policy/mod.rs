@@ -27,6 +27,8 @@ pub enum Source {
     /// A relay domain delivered to its Microsoft 365 tenant (`*.mail.protection.outlook.com`):
     /// `verify` unless a row says otherwise.
     Tenant(String),
+    /// The recipient domain's own MTA-STS policy (RFC 8461), as published.
+    MtaSts(String),
 }
 
 impl fmt::Display for Source {
@@ -38,6 +40,7 @@ impl fmt::Display for Source {
             Source::Rule(name) => write!(f, "rule:{name}"),
             Source::Managed(domain) => write!(f, "managed:{domain}"),
             Source::Tenant(domain) => write!(f, "m365:{domain}"),
+            Source::MtaSts(domain) => write!(f, "mta-sts:{domain}"),
         }
     }
 }
@@ -68,6 +71,30 @@ pub struct Decision {
     pub explanation: Vec<String>,
     /// Every source looked at: `explanation[i]` is the line of `considered[i]`.
     pub considered: Vec<Considered>,
+    /// What the domain's MTA-STS policy asks of delivery, where one is in force and not
+    /// switched off.
+    pub sts: Option<StsDemand>,
+}
+
+/// The facts delivery looked up about what a recipient domain publishes, handed to
+/// `decide_published` as more sources. `None`: not looked up (no DNS, or a next hop the
+/// admin set, which no published policy is about).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Published {
+    pub sts: Option<mta_sts::StsFact>,
+}
+
+/// An MTA-STS policy in force for a recipient (RFC 8461 section 5).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub struct StsDemand {
+    pub domain: String,
+    pub id: String,
+    /// The policy's `mx` patterns: only hosts matching one may get the mail.
+    pub mx: Vec<String>,
+    /// `enforce`: non-matching MX hosts are skipped and TLS must verify for the MX name.
+    /// False for `testing` (or `enforce` under `monitor`): delivered anyway, and what
+    /// enforcement would have stopped is reported (TLS-RPT).
+    pub enforce: bool,
 }
 
 /// The minimum strength a required level gets when its row names none (GlobalCerts' 112).
@@ -154,25 +181,26 @@ pub fn decide(
     header: Option<&str>,
     rule: Option<&RuleLevel>,
 ) -> Decision {
+    decide_published(snapshot, recipient, header, rule, &Published::default())
+}
+
+/// `decide()` with what the recipient domain publishes (MTA-STS) as one more source; an
+/// `enforce` policy asks for `verify` (TLS, and a certificate for the MX host's name,
+/// section 4.2), and is the decision's `sts` either way.
+pub fn decide_published(
+    snapshot: &Snapshot,
+    recipient: &str,
+    header: Option<&str>,
+    rule: Option<&RuleLevel>,
+    published: &Published,
+) -> Decision {
     let domain = recipient
         .rsplit_once('@')
         .map_or(recipient, |(_, d)| d)
         .to_ascii_lowercase();
     let rows = snapshot.policy_rows(recipient);
     let row = rows.first().copied();
-    let mut lines: Vec<Line> = Vec::with_capacity(rows.len() + 6);
-    lines.push(global_source(snapshot));
-    row_sources(&rows, &mut lines);
-    lines.extend(header.map(header_source));
-    lines.extend(rule.map(|r| {
-        let line = format!("message rule {:?}: {}", r.rule, r.level);
-        (
-            considered(Source::Rule(r.rule.clone()), Some(r.level), true),
-            line,
-        )
-    }));
-    lines.extend(managed_source(snapshot, &domain));
-    lines.extend(tenant_source(snapshot, &domain, row.is_some()));
+    let (lines, sts) = sources(snapshot, &rows, &domain, (header, rule), published);
     let (mut considered, mut explanation): (Vec<Considered>, Vec<String>) =
         lines.into_iter().unzip();
     let decider = decider(&considered);
@@ -204,6 +232,108 @@ pub fn decide(
         rule: rule.map(|r| r.rule.clone()),
         explanation,
         considered,
+        sts,
+    }
+}
+
+/// Every source's line, in the order `policy explain` lists them, and the MTA-STS demand.
+fn sources(
+    snapshot: &Snapshot,
+    rows: &[&crate::settings::PolicyRow],
+    domain: &str,
+    (header, rule): (Option<&str>, Option<&RuleLevel>),
+    published: &Published,
+) -> (Vec<Line>, Option<StsDemand>) {
+    let row = rows.first().copied();
+    let mut lines: Vec<Line> = Vec::with_capacity(rows.len() + 6);
+    lines.push(global_source(snapshot));
+    row_sources(rows, &mut lines);
+    lines.extend(header.map(header_source));
+    lines.extend(rule.map(|r| {
+        let line = format!("message rule {:?}: {}", r.rule, r.level);
+        (
+            considered(Source::Rule(r.rule.clone()), Some(r.level), true),
+            line,
+        )
+    }));
+    lines.extend(managed_source(snapshot, domain));
+    lines.extend(tenant_source(snapshot, domain, row.is_some()));
+    let by_row = row.and_then(|r| r.mta_sts);
+    let switch = by_row.unwrap_or(snapshot.settings.outbound.mta_sts);
+    let mut sts = None;
+    if let Some(fact) = &published.sts {
+        let (line, demand) = sts_source(domain, fact, switch, by_row.is_some());
+        lines.push(line);
+        sts = demand;
+    }
+    (lines, sts)
+}
+
+/// The MTA-STS line, and what the policy demands of delivery (`None` when nothing: no
+/// policy, `mode: none`, or switched off).
+fn sts_source(
+    domain: &str,
+    fact: &mta_sts::StsFact,
+    switch: crate::levels::StsSwitch,
+    by_row: bool,
+) -> (Line, Option<StsDemand>) {
+    use mta_sts::{Mode, StsFact};
+    let source = Source::MtaSts(domain.to_string());
+    let (id, policy, cached) = match fact {
+        StsFact::NoPolicy => {
+            let text = format!("MTA-STS: {domain} publishes no policy");
+            return ((considered(source, None, false), text), None);
+        }
+        StsFact::Unavailable { reason, .. } => {
+            let text = format!(
+                "MTA-STS: {domain} has a record but no usable policy ({reason}): delivered as without one (RFC 8461 section 5)"
+            );
+            return ((considered(source, None, false), text), None);
+        }
+        StsFact::Policy {
+            id, policy, cached, ..
+        } => (id, policy, *cached),
+    };
+    let (counts, said, enforce) = sts_effect(policy, switch, by_row);
+    let whence = if cached { ", cached" } else { "" };
+    let text = format!(
+        "MTA-STS policy of {domain} (id {id}, mode {}{whence}): {said}",
+        policy.mode
+    );
+    let level = (policy.mode != Mode::None).then_some(Level::Verify);
+    let demand = enforce.map(|enforce| StsDemand {
+        domain: domain.to_string(),
+        id: id.clone(),
+        mx: policy.mx.clone(),
+        enforce,
+    });
+    ((considered(source, level, counts), text), demand)
+}
+
+/// What the switch makes of a policy: whether it counts, the explanation's words, and
+/// (where it applies at all) whether it is enforced.
+fn sts_effect(
+    policy: &mta_sts::StsPolicy,
+    switch: crate::levels::StsSwitch,
+    by_row: bool,
+) -> (bool, String, Option<bool>) {
+    use crate::levels::StsSwitch;
+    use mta_sts::Mode;
+    let mx = policy.mx.join(", ");
+    let whose = if by_row { "for this row" } else { "globally" };
+    let reported = format!("a host outside {mx} or a certificate not verified for it is reported");
+    match (policy.mode, switch) {
+        (Mode::None, _) => (false, "no policy in force".into(), None),
+        (_, StsSwitch::Off) => (false, format!("ignored, MTA-STS is off {whose}"), None),
+        (Mode::Enforce, StsSwitch::Enforce) => {
+            (true, format!("verify, MX must match {mx}"), Some(true))
+        }
+        (Mode::Enforce, StsSwitch::Monitor) => (
+            false,
+            format!("monitored {whose} (delivered anyway; {reported})"),
+            Some(false),
+        ),
+        (Mode::Testing, _) => (false, format!("not enforced ({reported})"), Some(false)),
     }
 }
 

@@ -48,7 +48,8 @@ pub fn parse_record(txt: &[String]) -> Result<Option<StsRecord>, String> {
         .ok_or_else(|| "TXT record without id".to_string())
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// The MX must match and TLS must verify for its name, else no delivery.
     Enforce,
@@ -59,7 +60,7 @@ pub enum Mode {
 }
 
 /// `https://mta-sts.<domain>/.well-known/mta-sts.txt` (section 3.2).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct StsPolicy {
     pub mode: Mode,
     pub mx: Vec<String>,
@@ -116,6 +117,36 @@ pub fn parse_policy(text: &str) -> Result<StsPolicy, String> {
         return Err("no mx".into());
     }
     Ok(StsPolicy { mode, mx, max_age })
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mode::Enforce => "enforce",
+            Mode::Testing => "testing",
+            Mode::None => "none",
+        })
+    }
+}
+
+/// What delivery found out about a domain's MTA-STS policy, for `decide()`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "state", rename_all = "kebab-case")]
+pub enum StsFact {
+    /// No `_mta-sts` record, and no policy in the cache.
+    NoPolicy,
+    /// The policy in force: fetched for this lookup, or from the cache (`cached`), which
+    /// holds until `expires_unix` (fetch time plus `max_age`).
+    Policy {
+        id: String,
+        policy: StsPolicy,
+        cached: bool,
+        expires_unix: u64,
+    },
+    /// The domain has a record but no policy could be had (fetch failed, file invalid,
+    /// record malformed) and none is cached: delivery goes on as if it had none (section 5),
+    /// and TLS-RPT hears of it.
+    Unavailable { reason: String, invalid: bool },
 }
 
 impl StsPolicy {

@@ -69,6 +69,10 @@ pub struct AdminSettings {
 pub struct OutboundSettings {
     #[serde(default)]
     pub tls_mode: TlsMode,
+    /// Published MTA-STS policies (RFC 8461): `enforce` (the default, as the RFC asks of a
+    /// sender that implements it), `monitor` or `off`. A policy row may say otherwise.
+    #[serde(default)]
+    pub mta_sts: crate::levels::StsSwitch,
 }
 
 /// One row of the outbound TLS policy table (Hermes' TLS policy domains, GlobalCerts'
@@ -105,6 +109,10 @@ pub struct PolicyRow {
     /// the document, changed only through the relay domain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub managed_by: Option<String>,
+    /// The recipient domain's MTA-STS policy for this row's recipients, instead of the
+    /// global `outbound.mta_sts`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mta_sts: Option<crate::levels::StsSwitch>,
 }
 
 impl PolicyRow {
@@ -120,6 +128,7 @@ impl PolicyRow {
             match_names: Vec::new(),
             fingerprints: Vec::new(),
             managed_by: None,
+            mta_sts: None,
         }
     }
 

@@ -398,6 +398,37 @@ pub enum CertCheck {
     Names(Vec<String>),
     /// `fingerprint`: SHA-256 of the certificate or its public key (lower-case hex).
     Pins(Vec<String>),
+    /// Any certificate is accepted, but it is checked as `Names` would check it and the
+    /// result kept: MTA-STS `testing` (and `monitor`) deliver anyway and report what
+    /// `enforce` would have stopped (RFC 8461 section 5).
+    Observe(Vec<String>),
+}
+
+/// Why a certificate check failed, in the kinds TLS-RPT reports (RFC 8460 section 4.3.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertProblem {
+    /// The chain is good but no name matched.
+    HostMismatch,
+    Expired,
+    /// The chain does not lead to a trusted root.
+    NotTrusted,
+    /// Anything else (bad signature, wrong purpose, unparsable).
+    Other,
+}
+
+impl CertProblem {
+    pub fn of(e: &rustls::Error) -> CertProblem {
+        use rustls::CertificateError as C;
+        match e {
+            rustls::Error::InvalidCertificate(c) => match c {
+                C::NotValidForName | C::NotValidForNameContext { .. } => CertProblem::HostMismatch,
+                C::Expired | C::ExpiredContext { .. } => CertProblem::Expired,
+                C::UnknownIssuer => CertProblem::NotTrusted,
+                _ => CertProblem::Other,
+            },
+            _ => CertProblem::Other,
+        }
+    }
 }
 
 /// The Mozilla roots shipped with the binary, plus the admin's extra roots (PEM files).
@@ -487,6 +518,8 @@ pub struct PolicyVerifier {
     webpki: Option<Arc<rustls::client::WebPkiServerVerifier>>,
     provider: Arc<rustls::crypto::CryptoProvider>,
     verified: std::sync::Mutex<Option<String>>,
+    /// Why the last check failed (or, at `Observe`, would have).
+    problem: std::sync::Mutex<Option<CertProblem>>,
 }
 
 impl PolicyVerifier {
@@ -499,7 +532,44 @@ impl PolicyVerifier {
             webpki,
             provider: provider(),
             verified: std::sync::Mutex::new(None),
+            problem: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Why the certificate failed the check (at `Observe`: would have failed it).
+    pub fn problem(&self) -> Option<CertProblem> {
+        *self.problem.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn note_problem(&self, e: &rustls::Error) {
+        *self.problem.lock().unwrap_or_else(|e| e.into_inner()) = Some(CertProblem::of(e));
+    }
+
+    /// A chain to the roots and one of `names`: the name it was verified for, or the error
+    /// of the last name tried.
+    fn check_names(
+        &self,
+        names: &[String],
+        (end_entity, intermediates): (&CertificateDer<'_>, &[CertificateDer<'_>]),
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<String, rustls::Error> {
+        let Some(webpki) = &self.webpki else {
+            return Err(rustls::Error::General(
+                "no trust roots to verify against".into(),
+            ));
+        };
+        let mut last = None;
+        for name in names {
+            let Ok(server_name) = ServerName::try_from(name.clone()) else {
+                continue;
+            };
+            match webpki.verify_server_cert(end_entity, intermediates, &server_name, ocsp, now) {
+                Ok(_) => return Ok(name.clone()),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| rustls::Error::General("no valid name to check".into())))
     }
 
     pub fn verified_name(&self) -> Option<String> {
@@ -550,33 +620,24 @@ impl ServerCertVerifier for PolicyVerifier {
             CertCheck::Names(names) => {
                 // The names come from the policy, not from the connection's SNI: for `secure`
                 // that is the recipient domain, whatever MX host we reached.
-                let Some(webpki) = &self.webpki else {
-                    return Err(rustls::Error::General(
-                        "no trust roots to verify against".into(),
-                    ));
-                };
-                let mut last = None;
-                for name in names {
-                    let Ok(server_name) = ServerName::try_from(name.clone()) else {
-                        continue;
-                    };
-                    match webpki.verify_server_cert(
-                        end_entity,
-                        intermediates,
-                        &server_name,
-                        ocsp,
-                        now,
-                    ) {
-                        Ok(_) => return self.accept(name.clone()),
-                        Err(e) => last = Some(e),
+                match self.check_names(names, (end_entity, intermediates), ocsp, now) {
+                    Ok(name) => self.accept(name),
+                    Err(e) => {
+                        self.note_problem(&e);
+                        Err(rustls::Error::General(format!(
+                            "Server certificate not verified for {}: {}",
+                            names.join(", "),
+                            words::rustls_error(&e)
+                        )))
                     }
                 }
-                Err(rustls::Error::General(format!(
-                    "Server certificate not verified for {}: {}",
-                    names.join(", "),
-                    last.map(|e| words::rustls_error(&e))
-                        .unwrap_or_else(|| "no valid name to check".into())
-                )))
+            }
+            CertCheck::Observe(names) => {
+                match self.check_names(names, (end_entity, intermediates), ocsp, now) {
+                    Ok(name) => return self.accept(name),
+                    Err(e) => self.note_problem(&e),
+                }
+                Ok(ServerCertVerified::assertion())
             }
             CertCheck::Pins(pins) => {
                 let (cert, spki) = fingerprints(end_entity);

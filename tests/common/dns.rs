@@ -1,11 +1,14 @@
-//! A DNS server on loopback for delivery tests: answers A, AAAA and MX from a fixed zone,
-//! NXDOMAIN for names it does not know, an empty answer for known names without that type.
+//! A DNS server on loopback for delivery tests: answers A, AAAA, MX and TXT from a zone the
+//! test may change while it runs (`serve_live`), NXDOMAIN for names it does not know, an
+//! empty answer for known names without that type. TXT answers have TTL 0, so a changed
+//! record (an MTA-STS id) is seen at the next lookup.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, RwLock};
 
 use hickory_proto::op::{Message, ResponseCode};
-use hickory_proto::rr::rdata::{A, MX};
+use hickory_proto::rr::rdata::{A, MX, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use tokio::net::UdpSocket;
 
@@ -28,6 +31,14 @@ impl Zone {
         self
     }
 
+    pub fn txt(mut self, name: &str, text: &str) -> Zone {
+        self.records
+            .entry(name.to_string())
+            .or_default()
+            .push(RData::TXT(TXT::new(vec![text.to_string()])));
+        self
+    }
+
     pub fn a(mut self, name: &str, ip: Ipv4Addr) -> Zone {
         self.records
             .entry(name.to_string())
@@ -39,6 +50,23 @@ impl Zone {
 
 /// Serve `zone` on 127.0.0.1 (UDP) until the test ends; returns the address.
 pub async fn serve(zone: Zone) -> SocketAddr {
+    serve_live(zone).await.0
+}
+
+/// A zone the test changes while postern asks it.
+#[derive(Clone)]
+pub struct LiveZone(Arc<RwLock<Zone>>);
+
+impl LiveZone {
+    pub fn set(&self, zone: Zone) {
+        *self.0.write().unwrap() = zone;
+    }
+}
+
+/// The same, with a handle to change the zone.
+pub async fn serve_live(zone: Zone) -> (SocketAddr, LiveZone) {
+    let live = LiveZone(Arc::new(RwLock::new(zone)));
+    let zone = live.clone();
     let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let addr = socket.local_addr().unwrap();
     tokio::spawn(async move {
@@ -50,11 +78,11 @@ pub async fn serve(zone: Zone) -> SocketAddr {
             let Ok(query) = Message::from_vec(&buf[..n]) else {
                 continue;
             };
-            let reply = answer(&zone, &query);
+            let reply = answer(&zone.0.read().unwrap(), &query);
             let _ = socket.send_to(&reply.to_vec().unwrap(), peer).await;
         }
     });
-    addr
+    (addr, live)
 }
 
 fn answer(zone: &Zone, query: &Message) -> Message {
@@ -75,7 +103,12 @@ fn answer(zone: &Zone, query: &Message) -> Message {
         };
         for rdata in records {
             if rdata.record_type() == q.query_type() || (q.query_type() == RecordType::ANY) {
-                reply.add_answer(Record::from_rdata(q.name().clone(), 60, rdata.clone()));
+                let ttl = if rdata.record_type() == RecordType::TXT {
+                    0
+                } else {
+                    60
+                };
+                reply.add_answer(Record::from_rdata(q.name().clone(), ttl, rdata.clone()));
             }
         }
     }

@@ -4,6 +4,7 @@
 
 pub mod dns;
 pub mod dsn;
+pub mod https;
 pub mod process;
 pub mod sink;
 
@@ -48,7 +49,11 @@ impl TestServer {
 
     /// `extra`: TOML appended to the config (e.g. `[smtp]\nmax_recipients = 2`).
     pub async fn start_with(extra: &str) -> TestServer {
-        let dir = tempfile::tempdir().unwrap();
+        TestServer::start_in(tempfile::tempdir().unwrap(), extra).await
+    }
+
+    /// Start on the data directory a stopped server left (`stop()` returns it): a restart.
+    pub async fn start_in(dir: tempfile::TempDir, extra: &str) -> TestServer {
         let mut config = test_config(dir.path(), extra);
         config.smtp.listen = "127.0.0.1:0".parse().unwrap();
         config.admin.listen = "127.0.0.1:0".parse().unwrap();

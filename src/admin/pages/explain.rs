@@ -57,7 +57,7 @@ pub async fn page(
     let (decision, error) = if recipient.is_empty() {
         (None, None)
     } else {
-        match crate::admin::explain_decision(&state, recipient, &form.header, &form.sender) {
+        match crate::admin::explain_decision(&state, recipient, &form.header, &form.sender).await {
             Ok(d) => (Some(shown(d)), None),
             Err(e) => (None, Some(e.error)),
         }

@@ -79,6 +79,9 @@ pub struct RowForm {
     match_names: String,
     #[serde(default)]
     fingerprints: String,
+    /// `` (the global setting), `enforce`, `monitor` or `off`.
+    #[serde(default)]
+    mta_sts: String,
 }
 
 /// Messages under the form's fields.
@@ -88,6 +91,7 @@ struct RowErrors {
     level: Option<String>,
     min_bits: Option<String>,
     on_failure: Option<String>,
+    mta_sts: Option<String>,
     match_names: Option<String>,
     fingerprints: Option<String>,
 }
@@ -304,6 +308,7 @@ fn form_of(row: &PolicyRow) -> RowForm {
         note: row.note.clone(),
         match_names: row.match_names.join(", "),
         fingerprints: row.fingerprints.join(", "),
+        mta_sts: row.mta_sts.map(|m| m.to_string()).unwrap_or_default(),
     }
 }
 
@@ -342,7 +347,17 @@ fn row_of(form: &RowForm) -> Result<PolicyRow, Box<RowErrors>> {
     let min_bits = min_bits_of(&form.min_bits)
         .map_err(|e| errors.min_bits = Some(e))
         .ok();
-    let (Some(level), Some(on_failure), Some(min_bits)) = (level, on_failure, min_bits) else {
+    let mta_sts = match form.mta_sts.trim() {
+        "" => Some(None),
+        s => s
+            .parse::<crate::levels::StsSwitch>()
+            .map(Some)
+            .map_err(|e| errors.mta_sts = Some(e))
+            .ok(),
+    };
+    let (Some(level), Some(on_failure), Some(min_bits), Some(mta_sts)) =
+        (level, on_failure, min_bits, mta_sts)
+    else {
         return Err(Box::new(errors));
     };
     let list = |s: &str| -> Vec<String> {
@@ -361,6 +376,7 @@ fn row_of(form: &RowForm) -> Result<PolicyRow, Box<RowErrors>> {
         match_names: list(&form.match_names),
         fingerprints: list(&form.fingerprints),
         managed_by: None,
+        mta_sts,
     })
 }
 

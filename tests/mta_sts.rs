@@ -1,0 +1,327 @@
+//! MTA-STS (RFC 8461) end to end: the tests' DNS server publishes `_mta-sts` TXT, MX and A
+//! records, a loopback HTTPS server serves the policy file with a certificate from a test CA
+//! (`[tls] extra_roots`), and the policy host's address is mapped in the config
+//! (`outbound.policy_hosts`), as `outbound.port` maps the MX host's port to the sink.
+
+mod common;
+
+use common::dns::{LiveZone, Zone, serve_live};
+use common::https::HttpsServer;
+use common::sink::{Sink, SinkOptions, TestCa};
+use common::*;
+use postern::events::Delivery;
+use postern::events::tls_rpt::{PolicyType, ResultType};
+
+const RCPT: &str = "user@good.example";
+
+fn policy(mode: &str, mx: &str) -> String {
+    format!("version: STSv1\r\nmode: {mode}\r\nmx: {mx}\r\nmax_age: 86400\r\n")
+}
+
+/// `good.example`: MX mx.good.example at 127.0.0.1, MTA-STS record with `id`.
+fn zone(id: &str) -> Zone {
+    Zone::default()
+        .mx("good.example", 10, "mx.good.example")
+        .a("mx.good.example", "127.0.0.1".parse().unwrap())
+        .txt("_mta-sts.good.example", &format!("v=STSv1; id={id};"))
+}
+
+struct Lab {
+    ca: TestCa,
+    ca_file: tempfile::NamedTempFile,
+    https: HttpsServer,
+    zone: LiveZone,
+    dns: std::net::SocketAddr,
+}
+
+impl Lab {
+    async fn new(policy_text: &str) -> Lab {
+        let ca = TestCa::new();
+        let ca_file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(ca_file.path(), &ca.pem).unwrap();
+        let https = HttpsServer::start(ca.leaf(&["mta-sts.good.example"]), 200, policy_text).await;
+        let (dns, zone) = serve_live(zone("20261201")).await;
+        Lab {
+            ca,
+            ca_file,
+            https,
+            zone,
+            dns,
+        }
+    }
+
+    /// A sink offering STARTTLS with a certificate from the lab's CA for `names`.
+    async fn sink(&self, names: &[&str]) -> Sink {
+        Sink::start(SinkOptions {
+            starttls: true,
+            cert: Some(self.ca.leaf(names)),
+            ..SinkOptions::default()
+        })
+        .await
+    }
+
+    fn config(&self, sink: &Sink) -> String {
+        format!(
+            "[outbound]\nport = {}\nnameservers = [\"{}\"]\n[outbound.policy_hosts]\n\"mta-sts.good.example\" = \"{}\"\n[tls]\nextra_roots = [\"{}\"]\n",
+            sink.addr.port(),
+            self.dns,
+            self.https.addr,
+            self.ca_file.path().display()
+        )
+    }
+
+    fn fetches(&self) -> usize {
+        self.https
+            .requests()
+            .iter()
+            .filter(|r| r.path == "/.well-known/mta-sts.txt")
+            .count()
+    }
+}
+
+async fn send(server: &mut TestServer) -> Delivery {
+    server
+        .submit("app@inside.example", &[RCPT], &message("sts", ""))
+        .await;
+    server.next_event_for(RCPT, 30).await
+}
+
+fn rpt(event: &Delivery) -> (PolicyType, String, Option<ResultType>) {
+    let r = event
+        .tls_rpt
+        .clone()
+        .expect("a TLS-RPT outcome on the record");
+    (r.policy_type, r.policy_domain, r.result_type)
+}
+
+#[tokio::test]
+async fn enforce_with_a_matching_mx_and_a_verified_certificate_delivers() {
+    let lab = Lab::new(&policy("enforce", "mx.good.example")).await;
+    let mut sink = lab.sink(&["mx.good.example"]).await;
+    let mut server = TestServer::start_with(&lab.config(&sink)).await;
+    let event = send(&mut server).await;
+    assert_eq!(event.status, "sent", "{}", event.reply);
+    assert_eq!(
+        (event.policy_level.as_str(), event.policy_source.as_str()),
+        ("verify", "mta-sts:good.example")
+    );
+    assert_eq!(event.verified_name.as_deref(), Some("mx.good.example"));
+    assert_eq!(
+        rpt(&event),
+        (PolicyType::Sts, "good.example".into(), None),
+        "a success for the sts policy"
+    );
+    assert!(sink.next(5).await.is_some());
+    let get = &lab.https.requests()[0];
+    assert_eq!(get.method, "GET");
+    assert!(
+        get.headers
+            .iter()
+            .any(|(k, v)| k == "host" && v == "mta-sts.good.example")
+    );
+}
+
+#[tokio::test]
+async fn an_mx_outside_the_policy_is_not_used() {
+    let lab = Lab::new(&policy("enforce", "mx.elsewhere.example")).await;
+    let mut sink = lab.sink(&["mx.good.example"]).await;
+    let mut server = TestServer::start_with(&lab.config(&sink)).await;
+    let event = send(&mut server).await;
+    assert_eq!(
+        (event.status.as_ref(), event.dsn.as_str()),
+        ("deferred", "4.7.5")
+    );
+    assert!(
+        event.reply.contains(
+            "MX host mx.good.example does not match the MTA-STS policy of good.example (mx: mx.elsewhere.example)"
+        ),
+        "{}",
+        event.reply
+    );
+    assert_eq!(event.relay, "none");
+    assert_eq!(rpt(&event).2, Some(ResultType::ValidationFailure));
+    assert!(
+        sink.try_next().is_none(),
+        "nothing may reach a host the policy does not name"
+    );
+}
+
+#[tokio::test]
+async fn a_certificate_for_another_name_defers() {
+    let lab = Lab::new(&policy("enforce", "*.good.example")).await;
+    let mut sink = lab.sink(&["other.example"]).await;
+    let mut server = TestServer::start_with(&lab.config(&sink)).await;
+    let event = send(&mut server).await;
+    assert_eq!(event.status, "deferred");
+    assert!(
+        event
+            .reply
+            .contains("Server certificate not verified for mx.good.example"),
+        "{}",
+        event.reply
+    );
+    assert!(
+        event
+            .reply
+            .ends_with("(MTA-STS policy of good.example, mode enforce)"),
+        "{}",
+        event.reply
+    );
+    assert_eq!(rpt(&event).2, Some(ResultType::CertificateHostMismatch));
+    assert!(sink.try_next().is_none());
+}
+
+#[tokio::test]
+async fn a_stripped_starttls_defers() {
+    let lab = Lab::new(&policy("enforce", "mx.good.example")).await;
+    let mut sink = Sink::start(SinkOptions::default()).await; // no STARTTLS on offer
+    let mut server = TestServer::start_with(&lab.config(&sink)).await;
+    let event = send(&mut server).await;
+    assert_eq!(event.status, "deferred");
+    assert!(
+        event
+            .reply
+            .contains("TLS is required, but was not offered by host")
+            && event
+                .reply
+                .ends_with("(MTA-STS policy of good.example, mode enforce)"),
+        "{}",
+        event.reply
+    );
+    assert_eq!(rpt(&event).2, Some(ResultType::StarttlsNotSupported));
+    assert!(sink.try_next().is_none());
+}
+
+#[tokio::test]
+async fn testing_mode_delivers_and_counts_the_failure() {
+    let lab = Lab::new(&policy("testing", "mx.good.example")).await;
+    let mut sink = lab.sink(&["other.example"]).await;
+    let mut server = TestServer::start_with(&lab.config(&sink)).await;
+    let event = send(&mut server).await;
+    assert_eq!(event.status, "sent", "{}", event.reply);
+    assert_eq!(event.policy_level, "may");
+    assert!(event.tls.is_some() && event.verified_name.is_none());
+    assert_eq!(
+        rpt(&event),
+        (
+            PolicyType::Sts,
+            "good.example".into(),
+            Some(ResultType::CertificateHostMismatch)
+        )
+    );
+    assert!(sink.next(5).await.is_some());
+}
+
+/// FortiMail's monitor mode on one row: an `enforce` policy is taken as `testing` there.
+#[tokio::test]
+async fn a_monitor_row_delivers_what_enforce_would_stop() {
+    let lab = Lab::new(&policy("enforce", "mx.elsewhere.example")).await;
+    let mut sink = lab.sink(&["mx.good.example"]).await;
+    let mut server = TestServer::start_with(&lab.config(&sink)).await;
+    let mut doc = server.get_settings().await;
+    doc["policy"] = serde_json::json!([
+        {"pattern": "good.example", "level": "may", "mta_sts": "monitor"}
+    ]);
+    server.set(doc).await;
+    let event = send(&mut server).await;
+    assert_eq!(event.status, "sent", "{}", event.reply);
+    assert_eq!(rpt(&event).2, Some(ResultType::ValidationFailure));
+    assert!(sink.next(5).await.is_some());
+    let (ok, out, err) = server.cli(&["policy", "explain", RCPT]).await;
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("MTA-STS policy of good.example (id 20261201, mode enforce, cached): monitored for this row"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn the_cache_survives_a_restart_and_a_new_id_is_fetched() {
+    let lab = Lab::new(&policy("enforce", "mx.good.example")).await;
+    let mut sink = lab.sink(&["mx.good.example"]).await;
+    let config = lab.config(&sink);
+    let mut server = TestServer::start_with(&config).await;
+    assert_eq!(send(&mut server).await.status, "sent");
+    assert_eq!(lab.fetches(), 1);
+    sink.next(5).await.unwrap();
+
+    // Restarted, with the policy server failing: the cached policy still holds.
+    let (_, dir) = server.stop().await;
+    lab.https.answer(500, "down");
+    let mut server = TestServer::start_in(dir, &config).await;
+    let (ok, out, err) = server.cli(&["policy", "explain", RCPT]).await;
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("MTA-STS policy of good.example (id 20261201, mode enforce, cached): verify, MX must match mx.good.example (decides)"),
+        "{out}"
+    );
+    let event = send(&mut server).await;
+    assert_eq!(
+        (event.status.as_ref(), event.policy_source.as_str()),
+        ("sent", "mta-sts:good.example")
+    );
+    assert_eq!(lab.fetches(), 1, "same id: not fetched again");
+    sink.next(5).await.unwrap();
+
+    // A new id: fetched again, and the new policy (another MX) applies at once.
+    lab.https
+        .answer(200, &policy("enforce", "mx.elsewhere.example"));
+    lab.zone.set(zone("20261202"));
+    let event = send(&mut server).await;
+    assert_eq!(lab.fetches(), 2);
+    assert_eq!(event.status, "deferred");
+    assert!(
+        event.reply.contains("does not match the MTA-STS policy"),
+        "{}",
+        event.reply
+    );
+    assert!(sink.try_next().is_none());
+}
+
+/// A record whose policy cannot be fetched, with nothing cached: delivered as without a
+/// policy (RFC 8461 section 5), said in the explanation and counted as a fetch error.
+#[tokio::test]
+async fn an_unfetchable_policy_is_no_policy_and_is_reported() {
+    let lab = Lab::new("not found").await;
+    lab.https.answer(404, "not found");
+    let mut sink = lab.sink(&["other.example"]).await;
+    let mut server = TestServer::start_with(&lab.config(&sink)).await;
+    let event = send(&mut server).await;
+    assert_eq!(event.status, "sent", "{}", event.reply);
+    assert_eq!(event.policy_source, "global");
+    assert_eq!(
+        rpt(&event),
+        (
+            PolicyType::Sts,
+            "good.example".into(),
+            Some(ResultType::StsPolicyFetchError)
+        )
+    );
+    assert!(sink.next(5).await.is_some());
+    let (ok, out, _) = server.cli(&["policy", "explain", RCPT]).await;
+    assert!(ok);
+    assert!(
+        out.contains("MTA-STS: good.example has a record but no usable policy (https://mta-sts.good.example/.well-known/mta-sts.txt answered 404 Not Found)"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn a_domain_without_a_record_is_counted_as_no_policy_found() {
+    let lab = Lab::new(&policy("enforce", "mx.good.example")).await;
+    lab.zone.set(
+        Zone::default()
+            .mx("good.example", 10, "mx.good.example")
+            .a("mx.good.example", "127.0.0.1".parse().unwrap()),
+    );
+    let mut sink = lab.sink(&["mx.good.example"]).await;
+    let mut server = TestServer::start_with(&lab.config(&sink)).await;
+    let event = send(&mut server).await;
+    assert_eq!(event.status, "sent");
+    assert_eq!(
+        rpt(&event),
+        (PolicyType::NoPolicyFound, "good.example".into(), None)
+    );
+    assert_eq!(lab.fetches(), 0);
+    assert!(sink.next(5).await.is_some());
+}
