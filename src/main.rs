@@ -427,9 +427,14 @@ async fn check_tls(config: &Config, target: &str, json: bool) -> ExitCode {
         }
     };
     let helo = &config.server.hostname;
-    let checked =
-        postern::outbound::check_tls::check(target, resolver.as_deref(), helo, timeout, &roots)
-            .await;
+    let checked = postern::outbound::check_tls::check(
+        target,
+        (resolver.as_deref(), config.outbound.port),
+        helo,
+        timeout,
+        &roots,
+    )
+    .await;
     match checked {
         Ok(mut report) => {
             if let Some(resolver) = resolver {

@@ -367,19 +367,45 @@ async fn policy_domains_with_test_and_explain_in_chromium() {
         SinkOptions::default(),
     )
     .await;
+    // sts.example publishes an MTA-STS policy (enforce) served by a loopback HTTPS server.
+    let ca = common::sink::TestCa::new();
+    let _sts_mx = Sink::start_on(
+        format!("127.0.0.43:{port}").parse().unwrap(),
+        SinkOptions {
+            starttls: true,
+            cert: Some(ca.leaf(&["mx.sts.example"])),
+            ..SinkOptions::default()
+        },
+    )
+    .await;
+    let policy_host = common::https::HttpsServer::start(
+        ca.leaf(&["mta-sts.sts.example"]),
+        200,
+        "version: STSv1\nmode: enforce\nmx: mx.sts.example\nmax_age: 86400\n",
+    )
+    .await;
     let dns = serve(
         Zone::default()
             .mx("partner.example", 10, "mx1.partner.example")
             .mx("partner.example", 20, "mx2.partner.example")
             .a("mx1.partner.example", "127.0.0.41".parse().unwrap())
-            .a("mx2.partner.example", "127.0.0.42".parse().unwrap()),
+            .a("mx2.partner.example", "127.0.0.42".parse().unwrap())
+            .mx("sts.example", 10, "mx.sts.example")
+            .a("mx.sts.example", "127.0.0.43".parse().unwrap())
+            .txt("_mta-sts.sts.example", "v=STSv1; id=20261201;"),
     )
     .await;
     let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("test-ca.pem");
+    std::fs::write(&ca_file, &ca.pem).unwrap();
     let proc = spawn_postern(
         dir.path(),
         None,
-        &format!("[outbound]\nport = {port}\nnameservers = [\"{dns}\"]\n"),
+        &format!(
+            "[outbound]\nport = {port}\nnameservers = [\"{dns}\"]\n[outbound.policy_hosts]\n\"mta-sts.sts.example\" = \"{}\"\n[tls]\nextra_roots = [\"{}\"]\n",
+            policy_host.addr,
+            ca_file.display()
+        ),
     );
     proc.import_settings(
         "[[policy]]\npattern = \"old.example\"\nlevel = \"encrypt\"\nnote = \"since 2024\"\n[[relay_domains]]\ndomain = \"smarthost.example\"\ntransport = \"[127.0.0.1]:2525\"\n[relay_domains.auth]\nusername = \"gw\"\npassword = \"relay-secret-1\"\n",
@@ -492,6 +518,29 @@ async fn policy_domains_with_test_and_explain_in_chromium() {
         "policy row partner.example: encrypt (decides)"
     );
     check_page(&c, "explain-partner").await;
+
+    // A domain with its own MTA-STS policy: the Test shows it, and a monitor row says so.
+    c.goto(&format!("{base}/policy")).await.unwrap();
+    arrived(&c, "#pattern").await;
+    fill(&c, "pattern", "sts.example").await;
+    choose(&c, "level", "may").await;
+    choose(&c, "mta_sts", "monitor").await;
+    click(&c, "#test-row").await;
+    arrived(&c, "section.test").await;
+    assert_eq!(
+        text_of(&c, "section.test p.published").await,
+        "MTA-STS policy of sts.example (id 20261201, mode enforce): monitored for this row (delivered anyway; a host outside mx.sts.example or a certificate not verified for it is reported)"
+    );
+    check_page(&c, "policy-domains-test-mta-sts").await;
+    c.goto(&format!("{base}/explain?recipient=ceo%40sts.example"))
+        .await
+        .unwrap();
+    arrived(&c, "ol.sources").await;
+    assert_eq!(
+        text_of(&c, "ol.sources li.decides").await,
+        "MTA-STS policy of sts.example (id 20261201, mode enforce, cached): verify, MX must match mx.sts.example (decides)"
+    );
+    check_page(&c, "explain-mta-sts").await;
     c.close().await.unwrap();
     assert!(proc.stop().await);
 }

@@ -325,3 +325,74 @@ async fn a_domain_without_a_record_is_counted_as_no_policy_found() {
     assert_eq!(lab.fetches(), 0);
     assert!(sink.next(5).await.is_some());
 }
+
+/// `postern check-tls DOMAIN` shows the policy beside what the MX offers, fetched now and
+/// not kept (the running server's cache is its own).
+#[tokio::test]
+async fn check_tls_shows_the_policy() {
+    let lab = Lab::new(&policy("enforce", "*.good.example")).await;
+    let sink = lab.sink(&["mx.good.example"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("postern.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\ndata_dir = \"{}\"\n{}",
+            dir.path().display(),
+            lab.config(&sink)
+        ),
+    )
+    .unwrap();
+    let run = |json: bool| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_postern"));
+        cmd.args(["check-tls", "good.example", "--config"])
+            .arg(&config);
+        if json {
+            cmd.arg("--json");
+        }
+        cmd.output()
+    };
+    let out = run(true).await.unwrap();
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(out.status.success(), "{r}");
+    assert_eq!(r["verification"], "verified for mx.good.example", "{r}");
+    assert_eq!(r["mta_sts"]["state"], "policy", "{r}");
+    assert_eq!(r["mta_sts"]["policy"]["mode"], "enforce", "{r}");
+    assert_eq!(r["mta_sts"]["host_matches"], true, "{r}");
+    let out = run(false).await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(
+            "MTA-STS:     mode enforce (id 20261201, max_age 86400), mx: *.good.example; this host matches"
+        ),
+        "{text}"
+    );
+    assert!(!dir.path().join("mta-sts.json").exists());
+}
+
+/// The policy row's Test shows what the domain publishes and judges each MX by it.
+#[tokio::test]
+async fn the_row_test_shows_the_policy_and_judges_hosts_by_it() {
+    let lab = Lab::new(&policy("enforce", "mx.elsewhere.example")).await;
+    let sink = lab.sink(&["mx.good.example"]).await;
+    let server = TestServer::start_with(&lab.config(&sink)).await;
+    let row = serde_json::json!({"row": {"pattern": "good.example", "level": "may"}});
+    let (status, t) = server
+        .api_json(hyper::Method::POST, "/api/v1/policy/test", Some(&row))
+        .await;
+    assert_eq!(status, hyper::StatusCode::OK, "{t}");
+    assert_eq!(t["source"], "mta-sts:good.example", "{t}");
+    assert!(
+        t["published"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("MTA-STS policy of good.example (id 20261201, mode enforce): verify"),
+        "{t}"
+    );
+    let host = &t["test"]["hosts"][0];
+    assert_eq!(host["passes"], false, "{t}");
+    assert_eq!(
+        host["verdict"],
+        "not in the MTA-STS policy of good.example (mx: mx.elsewhere.example): never used"
+    );
+}

@@ -115,6 +115,8 @@ pub struct PolicyTest {
     /// Whether that is the row under test.
     pub row_decides: bool,
     pub test: RowTest,
+    /// What the domain publishes, as the decision explains it (its MTA-STS line).
+    pub published: Vec<String>,
     pub history_days: u64,
     pub history: Vec<StarttlsSeen>,
 }
@@ -138,14 +140,6 @@ pub(crate) async fn test_row(state: &AdminState, req: TestRequest) -> Result<Pol
     };
     let proposed = change_rows(state, "test".into(), Apply::No, change).await?;
     let (domain, recipient) = tested_domain(&req.row.pattern)?;
-    let decision = crate::policy::decide(&proposed.snapshot, &recipient, None, None);
-    let normalized = req
-        .row
-        .pattern
-        .trim()
-        .trim_end_matches('.')
-        .to_ascii_lowercase();
-    let row_decides = matches!(&decision.source, crate::policy::Source::Row(p) if *p == normalized);
     let Some(engine) = state.engine.clone() else {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -153,6 +147,17 @@ pub(crate) async fn test_row(state: &AdminState, req: TestRequest) -> Result<Pol
             None,
         ));
     };
+    let facts = engine.published(&proposed.snapshot, &domain).await;
+    let decision =
+        crate::policy::decide_published(&proposed.snapshot, &recipient, None, None, &facts);
+    let published = published_lines(&decision);
+    let normalized = req
+        .row
+        .pattern
+        .trim()
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    let row_decides = matches!(&decision.source, crate::policy::Source::Row(p) if *p == normalized);
     let test = engine
         .test_row(&domain, &decision)
         .await
@@ -176,9 +181,21 @@ pub(crate) async fn test_row(state: &AdminState, req: TestRequest) -> Result<Pol
         source: decision.source.to_string(),
         row_decides,
         test,
+        published,
         history_days: HISTORY_DAYS,
         history,
     })
+}
+
+/// The explanation's lines about what the domain publishes.
+fn published_lines(decision: &crate::policy::Decision) -> Vec<String> {
+    decision
+        .considered
+        .iter()
+        .zip(&decision.explanation)
+        .filter(|(c, _)| matches!(c.source, crate::policy::Source::MtaSts(_)))
+        .map(|(_, line)| line.clone())
+        .collect()
 }
 
 /// The domain whose hosts a row's Test probes, and the address to decide for.

@@ -133,17 +133,24 @@ impl Report {
     }
 }
 
-/// `host:port`, `[host]:port`, an IP, or a domain (its first MX, or itself without MX).
+/// `host:port`, `[host]:port`, an IP, or a domain (its first MX, or itself without MX),
+/// on `port` when the target names none (`outbound.port`, as delivery uses it), else 25.
 /// The certificate is verified against `roots`: the Mozilla set and `[tls] extra_roots`, as
 /// delivery at `verify` would.
 pub async fn check(
     target: &str,
-    resolver: Option<&dyn Resolver>,
+    (resolver, port): (Option<&dyn Resolver>, Option<u16>),
     helo: &str,
     timeout: Duration,
     roots: &Arc<rustls::RootCertStore>,
 ) -> Result<Report, String> {
-    let (host, addr) = resolve(target, resolver).await?;
+    let (host, mut addr) = resolve(target, resolver).await?;
+    let explicit_port = target
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok());
+    if let Some(port) = port.filter(|_| !explicit_port) {
+        addr.set_port(port);
+    }
     let probe = client::probe(&host, addr, helo, timeout).await?;
     let relay = format!("{host}[{}]:{}", addr.ip(), addr.port());
     Ok(report(target, relay, probe, roots, &host))
@@ -360,7 +367,24 @@ fn host_check(
             };
         }
     };
-    let (passes, verdict) = judge(decision, host, &probe, roots);
+    let (passes, verdict) = match decision.sts.as_ref().filter(|d| d.enforce) {
+        Some(d)
+            if !d
+                .mx
+                .iter()
+                .any(|p| crate::policy::mta_sts::mx_matches(p, host)) =>
+        {
+            (
+                false,
+                format!(
+                    "not in the MTA-STS policy of {} (mx: {}): never used",
+                    d.domain,
+                    d.mx.join(", ")
+                ),
+            )
+        }
+        _ => judge(decision, host, &probe, roots),
+    };
     HostCheck {
         report: report(domain, relay, probe, roots, host),
         passes,

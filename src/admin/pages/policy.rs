@@ -106,6 +106,7 @@ struct TestView {
     row_decides: bool,
     passes: bool,
     hosts: Vec<HostView>,
+    published: Vec<String>,
     history_days: u64,
 }
 
@@ -551,6 +552,7 @@ fn test_view(t: PolicyTest) -> TestView {
         row_decides: t.row_decides,
         passes: t.test.passes,
         hosts,
+        published: t.published,
         history_days: t.history_days,
     }
 }
