@@ -396,3 +396,60 @@ async fn the_row_test_shows_the_policy_and_judges_hosts_by_it() {
         "not in the MTA-STS policy of good.example (mx: mx.elsewhere.example): never used"
     );
 }
+
+/// RFC 8689 section 5: `TLS-Required: No` from a client that may set policy sets the
+/// domain's published policy aside (here an enforced one naming another MX).
+#[tokio::test]
+async fn tls_required_no_sets_the_published_policy_aside() {
+    let lab = Lab::new(&policy("enforce", "mx.elsewhere.example")).await;
+    let mut sink = lab.sink(&["mx.good.example"]).await;
+    let mut server = TestServer::start_with(&lab.config(&sink)).await;
+    server
+        .submit(
+            "app@inside.example",
+            &[RCPT],
+            &message("no tls required", "TLS-Required: No\r\n"),
+        )
+        .await;
+    let event = server.next_event_for(RCPT, 30).await;
+    assert_eq!(event.status, "sent", "{}", event.reply);
+    assert_eq!(event.policy_source, "global");
+    assert!(event.tls_rpt.is_none());
+    assert_eq!(lab.fetches(), 0, "nothing published was looked up");
+    assert!(sink.next(5).await.is_some());
+}
+
+/// REQUIRETLS under an enforced MTA-STS policy: the verified policy RFC 8689 asks for.
+#[tokio::test]
+async fn requiretls_goes_out_under_an_enforced_policy() {
+    let lab = Lab::new(&policy("enforce", "mx.good.example")).await;
+    let mut sink = Sink::start(SinkOptions {
+        starttls: true,
+        requiretls: true,
+        cert: Some(lab.ca.leaf(&["mx.good.example"])),
+        ..SinkOptions::default()
+    })
+    .await;
+    let mut server = TestServer::start_with(&lab.config(&sink)).await;
+    let mut c = server.connect().await;
+    c.ehlo().await;
+    c.starttls().await;
+    c.ehlo().await;
+    let r = c.cmd("MAIL FROM:<app@inside.example> REQUIRETLS").await;
+    assert_eq!(r.code, 250, "{r:?}");
+    assert_eq!(c.cmd(&format!("RCPT TO:<{RCPT}>")).await.code, 250);
+    assert_eq!(c.data(&message("sts", "")).await.code, 250);
+    let event = server.next_event_for(RCPT, 30).await;
+    assert_eq!(
+        (event.status.as_ref(), event.policy_source.as_str()),
+        ("sent", "mta-sts:good.example"),
+        "{}",
+        event.reply
+    );
+    let got = sink.next(5).await.unwrap();
+    assert!(
+        got.mail_params.contains("REQUIRETLS"),
+        "{:?}",
+        got.mail_params
+    );
+}

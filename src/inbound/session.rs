@@ -227,6 +227,8 @@ impl Session {
                 starttls: self.tls.is_none() && self.mode() != TlsMode::Disabled,
                 // RFC 4954 section 4: never offer AUTH where the password would cross in plaintext.
                 auth: self.tls.is_some() && has_users && self.user.is_none(),
+                // RFC 8689 section 2: only inside TLS.
+                requiretls: self.tls.is_some(),
             },
         )
     }
@@ -285,6 +287,9 @@ impl Session {
         }
         if from.as_ref().is_some_and(|a| !a.is_ascii()) && !params.smtputf8 {
             return replies::smtputf8_required();
+        }
+        if params.requiretls && self.tls.is_none() {
+            return replies::requiretls_without_tls();
         }
         if params.body == Body::BinaryMime {
             // RFC 3030 section 3: BINARYMIME only where advertised, and we do not advertise
@@ -533,6 +538,10 @@ impl Session {
             // After the strip: an outsider's header is gone, so it reads as absent.
             tls_header: crate::spool::TlsHeader::of(&body),
             tenant,
+            requiretls: tx.params.requiretls,
+            // RFC 8689 section 5: ignored when REQUIRETLS is also asked for, and here only
+            // honoured from clients that may set postern's policy at all.
+            tls_required_no: authorised && !tx.params.requiretls && tls_required_no(&body),
         };
         let envelope = crate::spool::Envelope {
             rule_levels: self.rule_levels(&envelope),
@@ -739,6 +748,12 @@ impl Session {
         );
         replies::queued(&prepared.id.to_string())
     }
+}
+
+/// `TLS-Required: No` (RFC 8689 section 5; the only value the field has).
+fn tls_required_no(message: &[u8]) -> bool {
+    crate::proto::header::first_value(message, "TLS-Required")
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("no"))
 }
 
 /// SMTPUTF8 asked for, but is it needed? Only for addresses or header fields in UTF-8 (RFC

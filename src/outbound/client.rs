@@ -29,6 +29,8 @@ pub struct Job<'a> {
     pub message: &'a [u8],
     pub smtputf8: bool,
     pub eight_bit: bool,
+    /// Sent with `REQUIRETLS` (RFC 8689): only to a server that offers it.
+    pub requiretls: bool,
     /// Minimum cipher key bits (0 without TLS); below it, no transaction.
     pub min_bits: u16,
     /// A policy failure is final (the row says `bounce`) rather than retried.
@@ -247,6 +249,7 @@ struct Extensions {
     size: Option<u64>,
     eight_bit: bool,
     smtputf8: bool,
+    requiretls: bool,
     /// SASL mechanisms, upper-case.
     auth: Vec<String>,
 }
@@ -263,6 +266,7 @@ fn extensions(reply: &Reply) -> Extensions {
             Some("PIPELINING") => ext.pipelining = true,
             Some("8BITMIME") => ext.eight_bit = true,
             Some("SMTPUTF8") => ext.smtputf8 = true,
+            Some("REQUIRETLS") => ext.requiretls = true,
             Some("SIZE") => ext.size = words.next().and_then(|n| n.parse().ok()).filter(|n| *n > 0),
             Some("AUTH") => ext.auth.extend(words.map(str::to_ascii_uppercase)),
             // The pre-RFC 4954 form some servers still send: `AUTH=LOGIN PLAIN`.
@@ -643,25 +647,35 @@ pub struct Connection {
     in_step: bool,
 }
 
-/// What the server's EHLO already rules out: a message over its SIZE, or one that needs
-/// SMTPUTF8 from a server without it (RFC 6531 section 3.4: returned, not downgraded).
-fn refused_before_mail(job: &Job<'_>, ext: &Extensions, name: &str) -> Option<Outcome> {
+/// What the server's EHLO already rules out, and whether another host may differ: a
+/// message over its SIZE, one that needs SMTPUTF8 from a server without it (RFC 6531
+/// section 3.4: returned, not downgraded), a REQUIRETLS message to a server that does not
+/// offer REQUIRETLS (RFC 8689 section 4.2.1: another MX may; none left, it is returned).
+fn refused_before_mail(job: &Job<'_>, ext: &Extensions, name: &str) -> Option<(Outcome, bool)> {
     if let Some(limit) = ext.size
         && job.message.len() as u64 > limit
     {
-        return Some(Outcome::permanent(
-            Enhanced(5, 3, 4),
-            format!(
-                "message size {} exceeds size limit {limit} of server {name}",
-                job.message.len()
+        let size = job.message.len();
+        return Some((
+            Outcome::permanent(
+                Enhanced(5, 3, 4),
+                format!("message size {size} exceeds size limit {limit} of server {name}"),
             ),
+            false,
         ));
     }
-    (job.smtputf8 && !ext.smtputf8).then(|| {
-        Outcome::permanent(
-            Enhanced(5, 6, 7),
-            format!("SMTPUTF8 is required, but was not offered by host {name}"),
-        )
+    if job.smtputf8 && !ext.smtputf8 {
+        return Some((
+            Outcome::permanent(
+                Enhanced(5, 6, 7),
+                format!("SMTPUTF8 is required, but was not offered by host {name}"),
+            ),
+            false,
+        ));
+    }
+    (job.requiretls && !ext.requiretls).then(|| {
+        let why = format!("REQUIRETLS support required, but not offered by host {name}");
+        (Outcome::permanent(Enhanced(5, 7, 30), why), true)
     })
 }
 
@@ -676,8 +690,14 @@ impl Connection {
             starttls_offered,
             tls: seen_tls.clone(),
         };
-        if let Some(o) = refused_before_mail(job, ext, &name) {
-            return Err(fail(o));
+        if let Some((outcome, try_next_host)) = refused_before_mail(job, ext, &name) {
+            let tls = seen_tls;
+            return Err(Failure::All {
+                outcome,
+                try_next_host,
+                starttls_offered,
+                tls,
+            });
         }
         let transmit = Instant::now();
         let results = transaction(&mut self.conn, job, ext, &name)
@@ -1152,6 +1172,9 @@ async fn envelope(
     }
     if job.smtputf8 {
         mail.push_str(" SMTPUTF8");
+    }
+    if job.requiretls {
+        mail.push_str(" REQUIRETLS");
     }
     let rcpt_lines: Vec<String> = job
         .recipients

@@ -48,6 +48,10 @@ pub fn build(
         rule_levels: Vec::new(),
         tls_header: crate::spool::TlsHeader::Absent,
         tenant: None,
+        // RFC 8689 section 4.3: the notice of a REQUIRETLS message goes back under
+        // REQUIRETLS too (it carries the headers only, as every notice here does).
+        requiretls: entry.envelope.requiretls,
+        tls_required_no: false,
     };
     Some((envelope, bytes))
 }

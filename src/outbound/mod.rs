@@ -126,6 +126,7 @@ impl Engine {
         }
         policy::Published {
             sts: Some(sts.lookup(domain).await),
+            tls_required_no: false,
         }
     }
 
@@ -562,11 +563,7 @@ async fn attempt(engine: Arc<Engine>, entry: QueueEntry) -> (QueueId, bool) {
     let snapshot = engine.settings.current();
     let started = Instant::now();
     let mut tally = Tally::default();
-    let mut published = HashMap::new();
-    for domain in destination_domains(&entry) {
-        let facts = engine.published(&snapshot, &domain).await;
-        published.insert(domain, facts);
-    }
+    let published = published_for(&engine, &entry, &snapshot).await;
     let groups = group_recipients(&entry, &snapshot, header.as_deref(), &published);
     for ((domain, ..), group) in groups {
         // The destination first, then the global limit: waiting for a busy destination
@@ -605,6 +602,27 @@ async fn attempt(engine: Arc<Engine>, entry: QueueEntry) -> (QueueId, bool) {
     queue_bounce_notice(&engine, &entry, &mut loaded, &mut tally).await;
     drop(loaded);
     record(&engine, id, tally).await
+}
+
+/// What each destination domain of `entry` publishes, looked up once per attempt; nothing
+/// for a message that says `TLS-Required: No` and may.
+async fn published_for(
+    engine: &Engine,
+    entry: &QueueEntry,
+    snapshot: &Snapshot,
+) -> HashMap<String, policy::Published> {
+    let mut published = HashMap::new();
+    for domain in destination_domains(entry) {
+        let facts = match entry.envelope.tls_required_no {
+            true => policy::Published {
+                tls_required_no: true,
+                ..policy::Published::default()
+            },
+            false => engine.published(snapshot, &domain).await,
+        };
+        published.insert(domain, facts);
+    }
+    published
 }
 
 /// The notice is queued before the bounce is recorded: a crash in between sends it twice
@@ -870,6 +888,7 @@ impl Hop<'_> {
             message: self.message,
             smtputf8: self.entry.envelope.smtputf8,
             eight_bit: self.entry.envelope.eight_bit,
+            requiretls: self.entry.envelope.requiretls,
             min_bits: decision.min_bits,
             bounce_on_failure: decision.on_failure == crate::settings::OnFailure::Bounce,
             check: cert_check(decision, host).map(|c| (c, engine.roots.clone())),
@@ -906,6 +925,21 @@ fn for_all(
         .collect()
 }
 
+/// RFC 8689 section 4.2.1: a REQUIRETLS message goes only where the certificate is checked
+/// under a policy (MTA-STS `enforce`, or a `verify`, `secure` or `fingerprint` row), else
+/// it is returned at once: no retry would change the policy.
+fn requiretls_unmet(entry: &QueueEntry, decision: &Decision, domain: &str) -> Option<Outcome> {
+    (entry.envelope.requiretls && decision.level < Level::Verify).then(|| {
+        Outcome::permanent(
+            Enhanced(5, 7, 30),
+            format!(
+                "REQUIRETLS support required: no verified TLS policy for {domain} (level {} from {}; needs MTA-STS enforce or a verify, secure or fingerprint row)",
+                decision.level, decision.source
+            ),
+        )
+    })
+}
+
 /// One destination's recipients: its hosts in order until one takes or finally refuses them.
 async fn deliver_group(
     hop: &Hop<'_>,
@@ -933,6 +967,9 @@ async fn deliver_group(
         Ok(h) => h,
         Err(outcome) => return all(outcome, "none".into(), Seen::default(), &[]),
     };
+    if let Some(outcome) = requiretls_unmet(hop.entry, decision, domain) {
+        return all(outcome, "none".into(), Seen::default(), &[]);
+    }
     let creds = match credentials(hop, domain).await {
         Ok(c) => c,
         Err(outcome) => return all(outcome, "none".into(), Seen::default(), &[]),

@@ -29,6 +29,8 @@ pub enum Source {
     Tenant(String),
     /// The recipient domain's own MTA-STS policy (RFC 8461), as published.
     MtaSts(String),
+    /// The message's `TLS-Required: No` (RFC 8689 section 5).
+    TlsRequired,
 }
 
 impl fmt::Display for Source {
@@ -41,6 +43,7 @@ impl fmt::Display for Source {
             Source::Managed(domain) => write!(f, "managed:{domain}"),
             Source::Tenant(domain) => write!(f, "m365:{domain}"),
             Source::MtaSts(domain) => write!(f, "mta-sts:{domain}"),
+            Source::TlsRequired => f.write_str("tls-required"),
         }
     }
 }
@@ -82,6 +85,9 @@ pub struct Decision {
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Published {
     pub sts: Option<mta_sts::StsFact>,
+    /// The message says `TLS-Required: No` (RFC 8689 section 5) and may: nothing published
+    /// was looked up, and the explanation says why.
+    pub tls_required_no: bool,
 }
 
 /// An MTA-STS policy in force for a recipient (RFC 8461 section 5).
@@ -261,6 +267,10 @@ fn sources(
     let by_row = row.and_then(|r| r.mta_sts);
     let switch = by_row.unwrap_or(snapshot.settings.outbound.mta_sts);
     let mut sts = None;
+    if published.tls_required_no {
+        let text = "TLS-Required: No: the domain's published policies (MTA-STS) are not applied (RFC 8689 section 5)";
+        lines.push((considered(Source::TlsRequired, None, false), text.into()));
+    }
     if let Some(fact) = &published.sts {
         let (line, demand) = sts_source(domain, fact, switch, by_row.is_some());
         lines.push(line);

@@ -10,6 +10,8 @@ pub struct Capabilities {
     pub starttls: bool,
     /// AUTH offered: only once TLS is active, so passwords never cross in plaintext.
     pub auth: bool,
+    /// REQUIRETLS offered (RFC 8689): only once TLS is active.
+    pub requiretls: bool,
 }
 
 pub fn ehlo_reply(hostname: &str, caps: &Capabilities) -> Reply {
@@ -29,6 +31,9 @@ pub fn ehlo_reply(hostname: &str, caps: &Capabilities) -> Reply {
             .iter()
             .map(|s| s.to_string()),
     );
+    if caps.requiretls {
+        lines.push("REQUIRETLS".into());
+    }
     Reply::multiline(250, lines)
 }
 
@@ -44,13 +49,14 @@ mod tests {
                 max_size: 10,
                 starttls: true,
                 auth: false,
+                requiretls: false,
             },
         );
         let text = String::from_utf8(plain.to_wire()).unwrap();
         assert!(text.starts_with("250-mx\r\n"));
         assert!(text.contains("250-STARTTLS\r\n"));
         assert!(text.contains("250-SIZE 10\r\n"));
-        assert!(!text.contains("AUTH"));
+        assert!(!text.contains("AUTH") && !text.contains("REQUIRETLS"));
         assert!(text.ends_with("250 CHUNKING\r\n"));
 
         let tls = ehlo_reply(
@@ -59,10 +65,12 @@ mod tests {
                 max_size: 10,
                 starttls: false,
                 auth: true,
+                requiretls: true,
             },
         );
         let text = String::from_utf8(tls.to_wire()).unwrap();
         assert!(!text.contains("STARTTLS"));
         assert!(text.contains("250-AUTH PLAIN LOGIN\r\n"));
+        assert!(text.ends_with("250 REQUIRETLS\r\n"));
     }
 }

@@ -383,6 +383,15 @@ pub mod replies {
             "Error: non-ASCII address requires SMTPUTF8",
         )
     }
+    /// RFC 8689 section 2: REQUIRETLS is offered, and taken, only inside TLS.
+    pub fn requiretls_without_tls() -> Reply {
+        Reply::new(
+            530,
+            Enhanced(5, 7, 10),
+            "REQUIRETLS needs a TLS session: issue STARTTLS first",
+        )
+    }
+
     pub fn param_unrecognized(param: &str) -> Reply {
         Reply::new(
             555,

@@ -63,6 +63,14 @@ pub struct Envelope {
     /// The Microsoft 365 tenant the connector's message named (`X-MS-Exchange-CrossTenant-Id`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
+    /// `MAIL FROM:<..> REQUIRETLS` (RFC 8689): relayed only over TLS verified under a
+    /// policy, to a next hop that offers REQUIRETLS too, else returned with 5.7.30.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub requiretls: bool,
+    /// `TLS-Required: No` from an authorised client, without REQUIRETLS (RFC 8689 section
+    /// 5): the recipient domain's published policies (MTA-STS) are not applied.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tls_required_no: bool,
 }
 
 /// What receipt found of the `x-TLSLevel` header.

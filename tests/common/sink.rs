@@ -37,6 +37,8 @@ pub struct SinkOptions {
     /// Close a session without a word at its second MAIL: a server that timed out an idle
     /// session just as the client began its next transaction.
     pub drop_second_mail: bool,
+    /// Offer REQUIRETLS (RFC 8689) once in TLS.
+    pub requiretls: bool,
 }
 
 /// Where in a session the sink can be told to misbehave.
@@ -101,6 +103,8 @@ pub struct Received {
     pub auth_user: Option<String>,
     /// The client certificate (DER) presented in the TLS handshake.
     pub client_cert: Option<Vec<u8>>,
+    /// What followed `MAIL FROM:<...>`: the parameters, upper-case (` SIZE=12 REQUIRETLS`).
+    pub mail_params: String,
 }
 
 pub struct Sink {
@@ -312,6 +316,7 @@ async fn session(
     let mut auth_user: Option<String> = None;
     let mut client_cert: Option<Vec<u8>> = None;
     let mut sender = String::new();
+    let mut mail_params = String::new();
     let mut in_transaction = false;
     let mut rcpts = Vec::new();
     let mut mails = 0;
@@ -343,6 +348,9 @@ async fn session(
                 && (in_tls || a.in_plaintext)
             {
                 r.push_str(&format!("250-AUTH {}\r\n", a.mechanisms));
+            }
+            if opts.requiretls && in_tls {
+                r.push_str("250-REQUIRETLS\r\n");
             }
             r.push_str("250 ENHANCEDSTATUSCODES\r\n");
             r
@@ -394,6 +402,10 @@ async fn session(
                 "451 4.3.0 try again later\r\n".into()
             } else {
                 sender = between(&line);
+                mail_params = upper
+                    .split_once('>')
+                    .map(|(_, p)| p.to_string())
+                    .unwrap_or_default();
                 in_transaction = true;
                 rcpts.clear();
                 "250 2.1.0 Ok\r\n".into()
@@ -447,6 +459,7 @@ async fn session(
                     tls: in_tls,
                     auth_user: auth_user.clone(),
                     client_cert: client_cert.clone(),
+                    mail_params: std::mem::take(&mut mail_params),
                 });
                 continue;
             }
