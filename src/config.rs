@@ -70,6 +70,10 @@ pub struct OutboundConfig {
     /// "127.0.0.1:8443"`), as `routes` says where mail goes. Others are looked up and
     /// reached on port 443.
     pub policy_hosts: std::collections::BTreeMap<String, String>,
+    /// Daily TLS-RPT reports (RFC 8460) to the domains that publish `_smtp._tls` records.
+    pub tls_rpt: bool,
+    /// The reports' `contact-info`, envelope sender and From; empty: postmaster@hostname.
+    pub tls_rpt_contact: String,
     /// Seconds before the first retry of a deferred message; doubles up to `max_retry_secs`.
     pub first_retry_secs: u64,
     pub max_retry_secs: u64,
@@ -100,6 +104,8 @@ impl Default for OutboundConfig {
             relayhost: None,
             routes: Default::default(),
             policy_hosts: Default::default(),
+            tls_rpt: true,
+            tls_rpt_contact: String::new(),
             first_retry_secs: 300,
             max_retry_secs: 3600,
             queue_lifetime_secs: 5 * 24 * 3600,

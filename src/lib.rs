@@ -214,7 +214,8 @@ pub fn prepare(config: Config) -> anyhow::Result<Server> {
             roots.clone(),
         )
         .with_certs(certs.clone())
-        .with_mta_sts(config.server.data_dir.join("mta-sts.json")),
+        .with_mta_sts(config.server.data_dir.join("mta-sts.json"))
+        .with_tls_rpt_if(config.outbound.tls_rpt, tls_reporting(&config)),
     );
     let ctx = Arc::new(inbound::Context {
         client_roots: roots,
@@ -312,7 +313,8 @@ impl Server {
             config.admin.clone(),
             stop_rx.clone(),
         ));
-        let delivery = tokio::spawn(outbound::run(engine, incoming, stop_rx));
+        let reports = tokio::spawn(outbound::tls_report::run(engine.clone(), stop_rx.clone()));
+        let delivery = tokio::spawn(outbound::run(engine.clone(), incoming, stop_rx));
 
         shutdown.await;
         tracing::info!(target: "postern/master", "terminating: no new connections; sessions have {}s to finish", config.smtp.shutdown_grace_secs);
@@ -320,11 +322,28 @@ impl Server {
         let _ = smtp.await;
         let _ = api.await;
         let _ = delivery.await;
+        let _ = reports.await;
         let _ = acme.await;
         let _ = expiry.await;
+        // Delivery has stopped: its last records are made durable and the store let go.
+        tokio::task::spawn_blocking(move || engine.events().close()).await?;
         tokio::task::spawn_blocking(move || spool.shutdown()).await?;
         tracing::info!(target: "postern/master", "stopped");
         Ok(())
+    }
+}
+
+/// Who TLS-RPT reports come from: this host, and `outbound.tls_rpt_contact`.
+fn tls_reporting(config: &Config) -> outbound::tls_report::Reporting {
+    let host = &config.server.hostname;
+    let contact = match config.outbound.tls_rpt_contact.trim() {
+        "" => format!("postmaster@{host}"),
+        c => c.to_string(),
+    };
+    outbound::tls_report::Reporting {
+        organization: host.clone(),
+        contact,
+        state: config.server.data_dir.join("tls-rpt.json"),
     }
 }
 

@@ -86,6 +86,24 @@ enum Command {
         #[command(subcommand)]
         action: SettingsAction,
     },
+    /// TLS-RPT (RFC 8460) aggregate reports of the running server.
+    TlsRpt {
+        #[command(subcommand)]
+        action: TlsRptAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum TlsRptAction {
+    /// Send a day's reports now to every address not reached yet (the daily round sends
+    /// yesterday's a little after midnight UTC). One line per policy domain.
+    Send {
+        /// The UTC day, YYYY-MM-DD; default: yesterday.
+        #[arg(long)]
+        day: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -245,6 +263,7 @@ fn main() -> ExitCode {
             Command::Queue { action } => queue(config, cli.api, action).await,
             Command::Cert { action } => cert(config, cli.api, action).await,
             Command::Policy { action } => policy(config, cli.api, action).await,
+            Command::TlsRpt { action } => tls_rpt(config, cli.api, action).await,
             Command::CheckTls { .. } | Command::ImportPostfix { .. } => {
                 unreachable!("handled above")
             }
@@ -754,6 +773,52 @@ fn cert_text(c: &serde_json::Value) -> String {
         s("sha256"),
         list("bound_to"),
     )
+}
+
+async fn tls_rpt(
+    config: Config,
+    api: Option<SocketAddr>,
+    action: TlsRptAction,
+) -> anyhow::Result<()> {
+    postern::tls::install_provider();
+    let client = ApiClient::new(api.unwrap_or(config.admin.listen), &config.server.data_dir)?;
+    let TlsRptAction::Send { day, json } = action;
+    let body = serde_json::to_vec(&serde_json::json!({ "day": day }))?;
+    let (status, body) = client
+        .request(Method::POST, "/api/v1/tls-rpt/send", Some(body))
+        .await?;
+    let sent: postern::admin::TlsRptSent = parse_response(status, &body)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&sent)?);
+        return Ok(());
+    }
+    if sent.reports.is_empty() {
+        println!("{}: no TLS-RPT outcomes recorded", sent.day);
+    }
+    for r in &sent.reports {
+        let list = |k: &str| {
+            r[k].as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default()
+        };
+        let domain = r["domain"].as_str().unwrap_or("");
+        for (word, key) in [
+            ("sent to", "sent"),
+            ("already sent to", "already"),
+            ("not sent", "failed"),
+        ] {
+            let l = list(key);
+            if !l.is_empty() {
+                println!("{} {domain}: {word} {l}", sent.day);
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn queue(config: Config, api: Option<SocketAddr>, action: QueueAction) -> anyhow::Result<()> {

@@ -26,6 +26,7 @@ async fn every_new_route_needs_the_token() {
         ("POST", "/api/v1/settings/restore/1"),
         ("POST", "/api/v1/policy/rows"),
         ("POST", "/api/v1/policy/test"),
+        ("POST", "/api/v1/tls-rpt/send"),
     ] {
         let tcp = tokio::net::TcpStream::connect(server.api).await.unwrap();
         let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();

@@ -5,79 +5,14 @@
 
 mod common;
 
-use common::dns::{LiveZone, Zone, serve_live};
-use common::https::HttpsServer;
-use common::sink::{Sink, SinkOptions, TestCa};
+use common::dns::Zone;
+use common::published::{Lab, policy, zone};
+use common::sink::{Sink, SinkOptions};
 use common::*;
 use postern::events::Delivery;
 use postern::events::tls_rpt::{PolicyType, ResultType};
 
 const RCPT: &str = "user@good.example";
-
-fn policy(mode: &str, mx: &str) -> String {
-    format!("version: STSv1\r\nmode: {mode}\r\nmx: {mx}\r\nmax_age: 86400\r\n")
-}
-
-/// `good.example`: MX mx.good.example at 127.0.0.1, MTA-STS record with `id`.
-fn zone(id: &str) -> Zone {
-    Zone::default()
-        .mx("good.example", 10, "mx.good.example")
-        .a("mx.good.example", "127.0.0.1".parse().unwrap())
-        .txt("_mta-sts.good.example", &format!("v=STSv1; id={id};"))
-}
-
-struct Lab {
-    ca: TestCa,
-    ca_file: tempfile::NamedTempFile,
-    https: HttpsServer,
-    zone: LiveZone,
-    dns: std::net::SocketAddr,
-}
-
-impl Lab {
-    async fn new(policy_text: &str) -> Lab {
-        let ca = TestCa::new();
-        let ca_file = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(ca_file.path(), &ca.pem).unwrap();
-        let https = HttpsServer::start(ca.leaf(&["mta-sts.good.example"]), 200, policy_text).await;
-        let (dns, zone) = serve_live(zone("20261201")).await;
-        Lab {
-            ca,
-            ca_file,
-            https,
-            zone,
-            dns,
-        }
-    }
-
-    /// A sink offering STARTTLS with a certificate from the lab's CA for `names`.
-    async fn sink(&self, names: &[&str]) -> Sink {
-        Sink::start(SinkOptions {
-            starttls: true,
-            cert: Some(self.ca.leaf(names)),
-            ..SinkOptions::default()
-        })
-        .await
-    }
-
-    fn config(&self, sink: &Sink) -> String {
-        format!(
-            "[outbound]\nport = {}\nnameservers = [\"{}\"]\n[outbound.policy_hosts]\n\"mta-sts.good.example\" = \"{}\"\n[tls]\nextra_roots = [\"{}\"]\n",
-            sink.addr.port(),
-            self.dns,
-            self.https.addr,
-            self.ca_file.path().display()
-        )
-    }
-
-    fn fetches(&self) -> usize {
-        self.https
-            .requests()
-            .iter()
-            .filter(|r| r.path == "/.well-known/mta-sts.txt")
-            .count()
-    }
-}
 
 async fn send(server: &mut TestServer) -> Delivery {
     server

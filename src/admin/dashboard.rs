@@ -61,10 +61,7 @@ pub(crate) async fn gather(state: &AdminState) -> Result<Dashboard, ApiError> {
     .unwrap_or_default();
     let now = crate::fsutil::unix_now();
     let first = now - now % HOUR - 23 * HOUR;
-    let store = state
-        .engine
-        .as_ref()
-        .and_then(|e| e.events().store().cloned());
+    let store = state.engine.as_ref().and_then(|e| e.events().store());
     let (hourly, top, errors) = match store {
         Some(store) => tokio::task::spawn_blocking(move || {
             let errors = store.search(&Search {

@@ -62,7 +62,7 @@ fn store(state: &AdminState) -> Result<std::sync::Arc<Store>, ApiError> {
     state
         .engine
         .as_ref()
-        .and_then(|e| e.events().store().cloned())
+        .and_then(|e| e.events().store())
         .ok_or_else(|| {
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -141,7 +141,7 @@ fn names_host(n: &str, host: &str) -> bool {
 
 /// A tenant the connector relayed for in the last 24 hours, from the delivery records.
 async fn connector_seen(state: &AdminState) -> Option<String> {
-    let store = state.engine.as_ref()?.events().store()?.clone();
+    let store = state.engine.as_ref()?.events().store()?;
     let since = crate::fsutil::unix_now().saturating_sub(86_400);
     tokio::task::spawn_blocking(move || {
         store

@@ -149,6 +149,10 @@ fn api_router(state: AdminState) -> Router {
             axum::routing::put(policy::replace).delete(policy::delete),
         )
         .route("/api/v1/policy/test", axum::routing::post(policy::test))
+        .route(
+            "/api/v1/tls-rpt/send",
+            axum::routing::post(send_tls_reports),
+        )
         .route("/api/v1/metrics", get(metrics))
         .merge(section_routes())
         .route("/api/v1/logs", get(logs::search))
@@ -517,6 +521,61 @@ pub(crate) async fn explain_decision(
         rule.as_ref(),
         &published,
     ))
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct TlsRptRequest {
+    /// `YYYY-MM-DD` (UTC); absent: yesterday, the day the daily round sends.
+    pub day: Option<String>,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct TlsRptSent {
+    pub day: String,
+    pub reports: Vec<serde_json::Value>,
+}
+
+/// Send a day's TLS-RPT reports now, to every address not reached yet (the daily round
+/// does the same for yesterday).
+async fn send_tls_reports(
+    State(state): State<AdminState>,
+    body: axum::body::Bytes,
+) -> Result<axum::Json<TlsRptSent>, ApiError> {
+    let req: TlsRptRequest = if body.is_empty() {
+        TlsRptRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("day: {e}"),
+                Some("day".into()),
+            )
+        })?
+    };
+    let now = crate::fsutil::unix_now();
+    let day = match req.day.as_deref() {
+        Some(d) => crate::outbound::tls_report::day_start(d)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e, Some("day".into())))?,
+        None => now - now % 86_400 - 86_400,
+    };
+    let Some(engine) = state.engine.clone() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the delivery engine is not running here",
+            None,
+        ));
+    };
+    let reports = engine
+        .send_tls_reports(day)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::CONFLICT, e, None))?;
+    Ok(axum::Json(TlsRptSent {
+        day: crate::outbound::tls_report::day_name(day),
+        reports: reports
+            .iter()
+            .filter_map(|r| serde_json::to_value(r).ok())
+            .collect(),
+    }))
 }
 
 fn parse_doc(body: &[u8]) -> Result<SettingsDoc, ApiError> {

@@ -168,7 +168,7 @@ pub(crate) async fn test_row(state: &AdminState, req: TestRequest) -> Result<Pol
         .map(|h| h.report.relay.split('[').next().unwrap_or("").to_string())
         .collect();
     let since = crate::fsutil::unix_now().saturating_sub(HISTORY_DAYS * 86_400);
-    let history = match engine.events().store().cloned() {
+    let history = match engine.events().store() {
         Some(store) => tokio::task::spawn_blocking(move || store.starttls_history(&hosts, since))
             .await
             .ok()

@@ -116,9 +116,10 @@ fn short(secs: f64) -> String {
 /// thread of its own, in large transactions, so its commits never stall a delivery.
 pub struct EventLog {
     file: std::sync::Mutex<JsonFile>,
-    writer: std::sync::mpsc::Sender<Pending>,
+    writer: std::sync::mpsc::Sender<Msg>,
     path: PathBuf,
-    store: Option<Arc<store::Store>>,
+    /// Emptied by `close`: a stopped server lets go of the store.
+    store: arc_swap::ArcSwapOption<store::Store>,
     /// Live feed of records (tests, and later the admin page's live view).
     live: tokio::sync::broadcast::Sender<Delivery>,
 }
@@ -127,6 +128,16 @@ pub struct EventLog {
 struct Pending {
     record: Delivery,
     line: Vec<u8>,
+}
+
+/// What the store's thread is sent: records, and at a graceful stop, the last word.
+/// Records are nearly all of it, moved as before: boxing them would cost an allocation per
+/// delivery to spare the one close message its size.
+#[allow(clippy::large_enum_variant)]
+enum Msg {
+    Record(Pending),
+    /// Store what came before, make it durable, let go of the store, then say so.
+    Close(std::sync::mpsc::SyncSender<()>),
 }
 
 /// `delivery.jsonl` and its length, rotated past `max_bytes`.
@@ -188,7 +199,7 @@ impl EventLog {
             waiting: Vec::new(),
             live: live.clone(),
         };
-        let (tx, rx) = std::sync::mpsc::channel::<Pending>();
+        let (tx, rx) = std::sync::mpsc::channel::<Msg>();
         std::thread::Builder::new()
             .name("delivery-log".into())
             .spawn(move || writer.run(rx))?;
@@ -196,14 +207,25 @@ impl EventLog {
             file: std::sync::Mutex::new(json),
             writer: tx,
             path,
-            store,
+            store: arc_swap::ArcSwapOption::new(store),
             live,
         })
     }
 
     /// The indexed store, when it is open.
-    pub fn store(&self) -> Option<&Arc<store::Store>> {
-        self.store.as_ref()
+    pub fn store(&self) -> Option<Arc<store::Store>> {
+        self.store.load_full()
+    }
+
+    /// At a graceful stop: every record so far stored and made durable (the TLS-RPT counts
+    /// of the last second too), and the store closed, so the next start opens it, even in
+    /// this process. Blocks until the store's thread has done so (at most 10 s).
+    pub fn close(&self) {
+        let (ack, done) = std::sync::mpsc::sync_channel(1);
+        if self.writer.send(Msg::Close(ack)).is_ok() {
+            let _ = done.recv_timeout(Duration::from_secs(10));
+        }
+        self.store.store(None);
     }
 
     /// Every record from now on (a slow reader misses the oldest, never blocks delivery).
@@ -229,10 +251,10 @@ impl EventLog {
             }
         }
         line.pop();
-        let _ = self.writer.send(Pending {
+        let _ = self.writer.send(Msg::Record(Pending {
             record: d.clone(),
             line,
-        });
+        }));
     }
 }
 
@@ -282,18 +304,23 @@ const PRUNE_EVERY: usize = 10_000;
 
 impl Writer {
     /// Records are stored in large transactions, then published.
-    fn run(mut self, rx: std::sync::mpsc::Receiver<Pending>) {
-        while let Ok(first) = rx.recv() {
-            self.take(first, &rx);
+    fn run(mut self, rx: std::sync::mpsc::Receiver<Msg>) {
+        let mut closing = None;
+        while closing.is_none() {
+            let Ok(first) = rx.recv() else { break };
+            closing = self.take(first, &rx);
             // Records that come now are taken in `GATHER` steps: the thread sleeps rather
             // than waits on the channel, so a delivery's send wakes nobody (a wake-up per
             // record was a context switch per message).
             let since = Instant::now();
-            while self.waiting.len() < STORE_BATCH && since.elapsed() < STORE_LINGER {
+            while closing.is_none()
+                && self.waiting.len() < STORE_BATCH
+                && since.elapsed() < STORE_LINGER
+            {
                 std::thread::sleep(GATHER);
                 let before = self.waiting.len();
                 match rx.try_recv() {
-                    Ok(p) => self.take(p, &rx),
+                    Ok(m) => closing = self.take(m, &rx),
                     Err(_) => break,
                 }
                 if self.waiting.len() == before {
@@ -303,21 +330,30 @@ impl Writer {
             self.flush();
         }
         self.flush();
-        // The last batches, made durable on the way out.
-        if let Some(store) = &self.store {
+        // The last batches, made durable on the way out; then the store is let go.
+        if let Some(store) = self.store.take() {
             let _ = store.insert(&[], true);
+        }
+        if let Some(ack) = closing {
+            let _ = ack.send(());
         }
     }
 
-    /// `first` and whatever else is queued, kept for the store.
-    fn take(&mut self, first: Pending, rx: &std::sync::mpsc::Receiver<Pending>) {
-        self.waiting.push((first.record, first.line));
-        for _ in 1..BATCH {
-            match rx.try_recv() {
-                Ok(p) => self.waiting.push((p.record, p.line)),
-                Err(_) => break,
+    /// `first` and whatever else is queued, kept for the store; a close request ends it.
+    fn take(
+        &mut self,
+        first: Msg,
+        rx: &std::sync::mpsc::Receiver<Msg>,
+    ) -> Option<std::sync::mpsc::SyncSender<()>> {
+        let mut next = Some(first);
+        for _ in 0..BATCH {
+            match next.take()? {
+                Msg::Record(p) => self.waiting.push((p.record, p.line)),
+                Msg::Close(ack) => return Some(ack),
             }
+            next = rx.try_recv().ok();
         }
+        None
     }
 
     /// Store what waits in one transaction, then publish it.

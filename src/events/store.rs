@@ -30,6 +30,9 @@ const BY_TIME: TableDefinition<(u64, u64), ()> = TableDefinition::new("by_time")
 const HOURLY: TableDefinition<(u64, u8), u64> = TableDefinition::new("hourly");
 /// (hour start, recipient domain) → (attempts, of which over TLS).
 const DESTINATIONS: TableDefinition<(u64, &str), (u64, u64)> = TableDefinition::new("destinations");
+/// (UTC day start, TLS-RPT outcome as JSON) → attempts: the day's report is read from here.
+const TLS_RPT: TableDefinition<(u64, &str), u64> = TableDefinition::new("tls_rpt");
+const DAY: u64 = 86_400;
 
 /// How long and how many records are kept (`[log]` in the config).
 #[derive(Debug, Clone, Copy)]
@@ -170,6 +173,7 @@ impl Store {
             tx.open_table(BY_TIME).map_err(|e| store.err(e))?;
             tx.open_table(HOURLY).map_err(|e| store.err(e))?;
             tx.open_table(DESTINATIONS).map_err(|e| store.err(e))?;
+            tx.open_table(TLS_RPT).map_err(|e| store.err(e))?;
         }
         tx.commit().map_err(|e| store.err(e))?;
         Ok(store)
@@ -230,12 +234,20 @@ impl Store {
         // Counters summed over the batch first: one read and write per key, not per record.
         let mut hours: std::collections::HashMap<(u64, u8), u64> = Default::default();
         let mut dests: std::collections::HashMap<(u64, String), (u64, u64)> = Default::default();
+        let mut rpt: std::collections::HashMap<(u64, String), u64> = Default::default();
         for (seq, (d, json)) in (first..).zip(batch) {
             records.insert(seq, *json)?;
             for (table, key) in indexes.iter_mut().zip(index_keys(d)) {
                 table.insert((key.as_ref(), seq), ())?;
             }
             by_time.insert((d.unix_time, seq), ())?;
+            if let Some(o) = d
+                .tls_rpt
+                .as_ref()
+                .and_then(|o| serde_json::to_string(o).ok())
+            {
+                *rpt.entry((d.unix_time - d.unix_time % DAY, o)).or_default() += 1;
+            }
             let Some(outcome) = TlsOutcome::of(d) else {
                 continue;
             };
@@ -258,6 +270,12 @@ impl Store {
             let key = (hour, domain.as_str());
             let (a, t) = destinations.get(key)?.map_or((0, 0), |v| v.value());
             destinations.insert(key, (a + all, t + tls))?;
+        }
+        let mut tls_rpt = tx.open_table(TLS_RPT)?;
+        for ((day, outcome), n) in rpt {
+            let key = (day, outcome.as_str());
+            let had = tls_rpt.get(key)?.map_or(0, |v| v.value());
+            tls_rpt.insert(key, had + n)?;
         }
         Ok(())
     }
@@ -310,6 +328,10 @@ impl Store {
             let mut destinations = tx.open_table(DESTINATIONS).map_err(|e| self.err(e))?;
             destinations
                 .retain(|(hour, _), _| hour + HOUR > cutoff)
+                .map_err(|e| self.err(e))?;
+            let mut tls_rpt = tx.open_table(TLS_RPT).map_err(|e| self.err(e))?;
+            tls_rpt
+                .retain(|(day, _), _| day + DAY > cutoff)
                 .map_err(|e| self.err(e))?;
             removed = doomed.len() as u64;
         }
@@ -439,6 +461,26 @@ impl Store {
             let (hour, code) = k.value();
             if let Some(o) = TlsOutcome::ALL.get(usize::from(code)) {
                 out.push((hour, *o, v.value()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The TLS-RPT outcomes of the UTC day starting at `day` (a day boundary), counted.
+    pub fn tls_rpt_day(
+        &self,
+        day: u64,
+    ) -> Result<Vec<(super::tls_rpt::RptOutcome, u64)>, StoreError> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = tx.open_table(TLS_RPT).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for entry in table
+            .range((day, "")..(day + 1, ""))
+            .map_err(|e| self.err(e))?
+        {
+            let (k, v) = entry.map_err(|e| self.err(e))?;
+            if let Ok(o) = serde_json::from_str(k.value().1) {
+                out.push((o, v.value()));
             }
         }
         Ok(out)

@@ -91,6 +91,30 @@ impl Aggregate {
         *self.counts(domain, kind).failed.entry(failure).or_default() += 1;
     }
 
+    /// `n` attempts with the same outcome, as the day's counters hold them.
+    pub fn add(&mut self, o: &RptOutcome, n: u64) {
+        let c = self.counts(&o.policy_domain, o.policy_type);
+        match o.result_type {
+            None => c.successful += n,
+            Some(result_type) => {
+                let f = Failure {
+                    result_type,
+                    sending_mta_ip: None,
+                    receiving_mx_hostname: o.receiving_mx_hostname.clone(),
+                    receiving_ip: o.receiving_ip.clone(),
+                };
+                *c.failed.entry(f).or_default() += n;
+            }
+        }
+    }
+
+    /// The policy domains counted, each once.
+    pub fn domains(&self) -> Vec<String> {
+        let mut d: Vec<String> = self.policies.keys().map(|(d, _)| d.clone()).collect();
+        d.dedup();
+        d
+    }
+
     fn counts(&mut self, domain: &str, kind: PolicyType) -> &mut Counts {
         self.policies
             .entry((domain.to_ascii_lowercase(), kind))
@@ -136,10 +160,68 @@ impl Aggregate {
                 end_datetime: about.end.to_string(),
             },
             contact_info: about.contact.to_string(),
-            report_id: format!("{}@{}", about.start, about.organization),
+            report_id: format!("{}.{domain}@{}", about.start, about.organization),
             policies,
         })
     }
+}
+
+/// Where a domain wants its reports (section 3, `rua`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rua {
+    Mailto(String),
+    Https(String),
+}
+
+/// As the record writes it: `mailto:reports@example.com`, `https://...`.
+impl std::fmt::Display for Rua {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rua::Mailto(to) => write!(f, "mailto:{to}"),
+            Rua::Https(url) => f.write_str(url),
+        }
+    }
+}
+
+/// The `_smtp._tls.<domain>` TXT record (section 3): the one record starting with
+/// `v=TLSRPTv1;`, its `rua` URIs, comma-separated; unknown schemes are skipped, as are
+/// extension fields. `Ok(None)`: no record (or several: none counts).
+pub fn parse_record(txt: &[String]) -> Result<Option<Vec<Rua>>, String> {
+    let ours: Vec<&String> = txt
+        .iter()
+        .filter(|t| {
+            t.trim_start()
+                .strip_prefix("v=TLSRPTv1")
+                .is_some_and(|rest| rest.trim_start().starts_with(';'))
+        })
+        .collect();
+    let [record] = ours.as_slice() else {
+        return Ok(None);
+    };
+    let rua = record
+        .split(';')
+        .filter_map(|f| f.trim().split_once('='))
+        .find(|(k, _)| k.trim() == "rua")
+        .map(|(_, v)| v)
+        .ok_or("TLS-RPT record without rua")?;
+    let uris: Vec<Rua> = rua
+        .split(',')
+        .map(str::trim)
+        .filter_map(|u| {
+            if let Some(to) = u.strip_prefix("mailto:") {
+                // Section 3: the address may carry %-escapes (a ',' is %2C, ';' is %3B).
+                Some(Rua::Mailto(to.replace("%2C", ",").replace("%3B", ";")))
+            } else if u.starts_with("https://") {
+                Some(Rua::Https(u.to_string()))
+            } else {
+                None
+            }
+        })
+        .collect();
+    if uris.is_empty() {
+        return Err(format!("rua {rua:?} names no mailto: or https: address"));
+    }
+    Ok(Some(uris))
 }
 
 /// Who reports, and for which span of time.
@@ -211,6 +293,29 @@ pub struct FailureDetail {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_rua_record() {
+        let txt = |s: &[&str]| s.iter().map(|t| t.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            parse_record(&txt(&[
+                "v=spf1 -all",
+                "v=TLSRPTv1; rua=mailto:reports@example.com, https://reporting.example.com/v1/tlsrpt"
+            ]))
+            .unwrap(),
+            Some(vec![
+                Rua::Mailto("reports@example.com".into()),
+                Rua::Https("https://reporting.example.com/v1/tlsrpt".into())
+            ])
+        );
+        assert_eq!(parse_record(&txt(&["v=spf1 -all"])).unwrap(), None);
+        assert!(parse_record(&txt(&["v=TLSRPTv1;"])).is_err());
+        assert!(parse_record(&txt(&["v=TLSRPTv1; rua=ftp://x"])).is_err());
+        assert_eq!(
+            parse_record(&txt(&["v=TLSRPTv1; rua=mailto:a%2Cb@example.com"])).unwrap(),
+            Some(vec![Rua::Mailto("a,b@example.com".into())])
+        );
+    }
 
     fn failure(kind: ResultType, mx: &str) -> Failure {
         Failure {

@@ -8,7 +8,9 @@ pub mod classify;
 pub mod client;
 pub mod dns;
 pub mod dsn;
+pub mod https;
 pub mod sts;
+pub mod tls_report;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
@@ -53,6 +55,10 @@ pub struct Engine {
     verified: Mutex<HashMap<String, (crate::inbound::verify::Verdict, Instant)>>,
     /// MTA-STS lookups and their cache; none without DNS.
     sts: Option<Arc<sts::Sts>>,
+    /// Who TLS-RPT reports come from; none when they are off.
+    tls_rpt: Option<tls_report::Reporting>,
+    /// One round of reports at a time (the daily one, one asked for through the API).
+    tls_rpt_round: tokio::sync::Mutex<()>,
 }
 
 /// Attempts in flight: twice the global limit, so the next transactions are ready as slots
@@ -89,7 +95,15 @@ impl Engine {
             certs: None,
             bodies: Arc::default(),
             sts: None,
+            tls_rpt: None,
+            tls_rpt_round: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// TLS-RPT reports (RFC 8460), sent daily as `reporting` says, when `on`.
+    pub fn with_tls_rpt_if(mut self, on: bool, reporting: tls_report::Reporting) -> Engine {
+        self.tls_rpt = on.then_some(reporting);
+        self
     }
 
     /// MTA-STS (RFC 8461), its policies cached at `cache` across restarts: for every

@@ -8,10 +8,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use http_body_util::BodyExt;
-use hyper_util::rt::TokioIo;
-use rustls_pki_types::ServerName;
-
 use super::dns::{DnsError, Resolver};
 use crate::policy::mta_sts::{self, StsFact, StsPolicy};
 
@@ -132,6 +128,19 @@ impl Sts {
         }
     }
 
+    /// The cached policy of `domain` for a TLS-RPT report: its lines, and its `mx` patterns.
+    pub fn policy_text(&self, domain: &str) -> Option<(Vec<String>, Vec<String>)> {
+        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let c = cache.get(domain)?;
+        let lines = c
+            .text
+            .lines()
+            .map(|l| l.trim_end_matches('\r').to_string())
+            .filter(|l| !l.trim().is_empty())
+            .collect();
+        Some((lines, c.policy.as_ref()?.mx.clone()))
+    }
+
     fn cached(&self, domain: &str, now: u64) -> Option<Cached> {
         let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         cache
@@ -225,42 +234,16 @@ impl Sts {
     }
 
     async fn get(&self, host: &str) -> Result<Vec<u8>, String> {
-        let addr = self.address(host).await?;
-        let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| {
-            format!(
-                "connect to {host}[{}]:{}: {}",
-                addr.ip(),
-                addr.port(),
-                crate::fsutil::os_text(&e)
-            )
-        })?;
-        let check = crate::tls::CertCheck::Names(vec![host.to_string()]);
-        let (config, _) = crate::tls::policy_client_config(check, self.roots.clone(), None)
-            .map_err(|e| e.to_string())?;
-        let name = ServerName::try_from(host.to_string()).map_err(|e| format!("{host}: {e}"))?;
-        let tls = tokio_rustls::TlsConnector::from(config)
-            .connect(name, tcp)
-            .await
-            .map_err(|e| {
-                format!(
-                    "TLS with {host}: {}",
-                    crate::tls::words::handshake_error(&e)
-                )
-            })?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(|e| format!("HTTP with {host}: {e}"))?;
-        tokio::spawn(conn);
-        let req = hyper::Request::get("/.well-known/mta-sts.txt")
-            .header("host", host)
-            .header("user-agent", concat!("postern/", env!("CARGO_PKG_VERSION")))
-            .body(http_body_util::Empty::<hyper::body::Bytes>::new())
-            .map_err(|e| e.to_string())?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| format!("HTTP with {host}: {e}"))?;
-        let status = resp.status();
+        let addr = super::https::address(&self.hosts, self.resolver.as_ref(), host).await?;
+        let req = super::https::Request {
+            method: hyper::Method::GET,
+            host,
+            path: "/.well-known/mta-sts.txt",
+            content_type: None,
+            body: Vec::new(),
+            limit: MAX_POLICY_BYTES,
+        };
+        let (status, body) = super::https::send(addr, req, &self.roots).await?;
         if status.is_redirection() {
             return Err(format!(
                 "https://{host}/ answered {status}: redirects are not followed (RFC 8461 section 3.3)"
@@ -271,30 +254,7 @@ impl Sts {
                 "https://{host}/.well-known/mta-sts.txt answered {status}"
             ));
         }
-        let body = http_body_util::Limited::new(resp.into_body(), MAX_POLICY_BYTES)
-            .collect()
-            .await
-            .map_err(|e| {
-                format!("policy from {host} not read (at most {MAX_POLICY_BYTES} bytes): {e}")
-            })?;
-        Ok(body.to_bytes().to_vec())
-    }
-
-    /// The mapped address of a lab's policy host, else its first address on port 443.
-    async fn address(&self, host: &str) -> Result<SocketAddr, String> {
-        if let Some(mapped) = self.hosts.get(host) {
-            return mapped
-                .parse()
-                .map_err(|_| format!("outbound.policy_hosts: {mapped:?} is not ip:port"));
-        }
-        match self.resolver.ips(host).await {
-            Ok(ips) => ips
-                .first()
-                .map(|ip| SocketAddr::new(*ip, 443))
-                .ok_or_else(|| format!("{host} has no address")),
-            Err(DnsError::NotFound) => Err(format!("{host} does not exist")),
-            Err(DnsError::Temporary(why)) => Err(format!("{host}: lookup failed: {why}")),
-        }
+        Ok(body)
     }
 }
 

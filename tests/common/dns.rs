@@ -1,7 +1,7 @@
 //! A DNS server on loopback for delivery tests: answers A, AAAA, MX and TXT from a zone the
 //! test may change while it runs (`serve_live`), NXDOMAIN for names it does not know, an
-//! empty answer for known names without that type. TXT answers have TTL 0, so a changed
-//! record (an MTA-STS id) is seen at the next lookup.
+//! empty answer for known names without that type. Answers have TTL 0, so a changed record
+//! (an MTA-STS id, a moved MX host) is seen at the next lookup.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -103,12 +103,7 @@ fn answer(zone: &Zone, query: &Message) -> Message {
         };
         for rdata in records {
             if rdata.record_type() == q.query_type() || (q.query_type() == RecordType::ANY) {
-                let ttl = if rdata.record_type() == RecordType::TXT {
-                    0
-                } else {
-                    60
-                };
-                reply.add_answer(Record::from_rdata(q.name().clone(), ttl, rdata.clone()));
+                reply.add_answer(Record::from_rdata(q.name().clone(), 0, rdata.clone()));
             }
         }
     }

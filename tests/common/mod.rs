@@ -6,6 +6,7 @@ pub mod dns;
 pub mod dsn;
 pub mod https;
 pub mod process;
+pub mod published;
 pub mod sink;
 
 use std::net::{IpAddr, SocketAddr};
