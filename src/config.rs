@@ -70,6 +70,10 @@ pub struct OutboundConfig {
     /// "127.0.0.1:8443"`), as `routes` says where mail goes. Others are looked up and
     /// reached on port 443.
     pub policy_hosts: std::collections::BTreeMap<String, String>,
+    /// DNSSEC trust anchor for DANE: a file of DNSKEY records (`. 172800 IN DNSKEY 257 3 8
+    /// ...`). Absent: the root zone's keys built into the resolver (labs and tests name their
+    /// own signed root).
+    pub dnssec_trust_anchor: Option<PathBuf>,
     /// Daily TLS-RPT reports (RFC 8460) to the domains that publish `_smtp._tls` records.
     pub tls_rpt: bool,
     /// The reports' `contact-info`, envelope sender and From; empty: postmaster@hostname.
@@ -104,6 +108,7 @@ impl Default for OutboundConfig {
             relayhost: None,
             routes: Default::default(),
             policy_hosts: Default::default(),
+            dnssec_trust_anchor: None,
             tls_rpt: true,
             tls_rpt_contact: String::new(),
             first_retry_secs: 300,

@@ -17,6 +17,12 @@ pub enum Level {
     Encrypt,
     /// Chain to the trust roots, and a name that matches the MX host.
     Verify,
+    /// DANE (RFC 7672, Postfix's `dane`): where the MX host has DNSSEC-secured TLSA
+    /// records, TLS authenticated by them; elsewhere `may`.
+    Dane,
+    /// DANE required (Postfix's `dane-only`): without secured TLSA records, no delivery.
+    #[serde(rename = "dane-only")]
+    DaneOnly,
     /// Chain, and a name that matches the recipient domain (or the row's match list), so a
     /// spoofed MX record does not help.
     Secure,
@@ -31,6 +37,8 @@ impl fmt::Display for Level {
             Level::May => "may",
             Level::Encrypt => "encrypt",
             Level::Verify => "verify",
+            Level::Dane => "dane",
+            Level::DaneOnly => "dane-only",
             Level::Secure => "secure",
             Level::Fingerprint => "fingerprint",
         })
@@ -42,18 +50,22 @@ impl std::str::FromStr for Level {
 
     /// The names `Display` writes (and the settings document uses), any case.
     fn from_str(s: &str) -> Result<Level, String> {
-        const ALL: [Level; 6] = [
+        const ALL: [Level; 8] = [
             Level::None,
             Level::May,
             Level::Encrypt,
             Level::Verify,
+            Level::Dane,
+            Level::DaneOnly,
             Level::Secure,
             Level::Fingerprint,
         ];
         ALL.into_iter()
             .find(|l| l.to_string().eq_ignore_ascii_case(s.trim()))
             .ok_or_else(|| {
-                format!("{s:?} is not a level: none, may, encrypt, verify, secure or fingerprint")
+                format!(
+                    "{s:?} is not a level: none, may, encrypt, verify, dane, dane-only, secure or fingerprint"
+                )
             })
     }
 }
@@ -137,7 +149,16 @@ mod tests {
 
     #[test]
     fn names_read_back_as_written() {
-        for l in ["none", "may", "encrypt", "verify", "secure", "fingerprint"] {
+        for l in [
+            "none",
+            "may",
+            "encrypt",
+            "verify",
+            "dane",
+            "dane-only",
+            "secure",
+            "fingerprint",
+        ] {
             assert_eq!(l.parse::<Level>().unwrap().to_string(), l);
         }
         assert_eq!(" Encrypt ".parse::<Level>(), Ok(Level::Encrypt));

@@ -202,6 +202,7 @@ pub fn prepare(config: Config) -> anyhow::Result<Server> {
                 .map_err(|e| anyhow::anyhow!("outbound.nameservers: {e}"))?;
             Some(Arc::new(r))
         };
+    let secure = validating_resolver(&config.outbound)?;
     let roots = tls::trust_roots(&config.tls.extra_roots).context("tls.extra_roots")?;
     let engine = Arc::new(
         outbound::Engine::new(
@@ -215,6 +216,7 @@ pub fn prepare(config: Config) -> anyhow::Result<Server> {
         )
         .with_certs(certs.clone())
         .with_mta_sts(config.server.data_dir.join("mta-sts.json"))
+        .with_dane(secure)
         .with_tls_rpt_if(config.outbound.tls_rpt, tls_reporting(&config)),
     );
     let ctx = Arc::new(inbound::Context {
@@ -331,6 +333,20 @@ impl Server {
         tracing::info!(target: "postern/master", "stopped");
         Ok(())
     }
+}
+
+/// The resolver DANE asks: the same nameservers, every answer validated here from the
+/// trust anchor (RFC 7672 section 2.1); none without nameservers.
+fn validating_resolver(
+    cfg: &config::OutboundConfig,
+) -> anyhow::Result<Option<Arc<dyn outbound::dns::SecureResolver>>> {
+    if cfg.nameservers.is_empty() {
+        return Ok(None);
+    }
+    let r =
+        outbound::dns::Hickory::validating(&cfg.nameservers, cfg.dnssec_trust_anchor.as_deref())
+            .map_err(|e| anyhow::anyhow!("outbound.dnssec_trust_anchor: {e}"))?;
+    Ok(Some(Arc::new(r)))
 }
 
 /// Who TLS-RPT reports come from: this host, and `outbound.tls_rpt_contact`.

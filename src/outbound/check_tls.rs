@@ -405,7 +405,8 @@ pub fn judge(
         OnFailure::Bounce => "mail would bounce",
     };
     let (tls, offered) = (probe.tls.as_ref(), probe.starttls_offered);
-    match decision.level {
+    let (level, check) = super::tls_for(decision, host);
+    match level {
         Level::None => return (true, "no TLS asked for: delivered in plaintext".into()),
         Level::May => {
             let how = match tls {
@@ -431,7 +432,7 @@ pub fn judge(
         );
         return (false, format!("{why}: {stopped}"));
     }
-    let Some(check) = super::cert_check(decision, host) else {
+    let Some(check) = check else {
         return (true, format!("delivered over {}", t.describe()));
     };
     match certificate_passes(check, &probe.chain, roots) {

@@ -95,6 +95,8 @@ pub enum TlsFailure {
     Handshake,
     /// The MX host is not one the MTA-STS policy names.
     MxMismatch,
+    /// DANE left no host to try (bogus DNSSEC, or no TLSA records under `dane-only`).
+    Dane,
 }
 
 impl Outcome {

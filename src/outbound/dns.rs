@@ -41,14 +41,65 @@ pub trait Resolver: Send + Sync {
     fn txt<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Vec<String>, DnsError>>;
 }
 
+/// What a DNSSEC-validating lookup found (RFC 4035 section 4.3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecureError {
+    /// The answer failed validation: an attack, or a broken zone.
+    Bogus(String),
+    /// No such name or no such record.
+    NotFound,
+    Temporary(String),
+}
+
+/// An answer and whether it was validated as secure (false: the zone is provably unsigned).
+pub type Secured<T> = (T, bool);
+
+/// A validating lookup in flight.
+pub type SecureLookup<'a, T> = BoxFuture<'a, Result<Secured<T>, SecureError>>;
+
+/// Lookups whose answers are validated in-process from a trust anchor: the MX and TLSA
+/// records DANE relies on (RFC 7672 section 2.1).
+pub trait SecureResolver: Send + Sync {
+    fn mx_secure<'a>(&'a self, domain: &'a str) -> SecureLookup<'a, Vec<(u16, String)>>;
+    fn tlsa<'a>(&'a self, name: &'a str) -> SecureLookup<'a, Vec<crate::policy::dane::Tlsa>>;
+}
+
 pub struct Hickory {
     inner: hickory_resolver::Resolver<TokioRuntimeProvider>,
 }
 
 impl Hickory {
+    /// The same nameservers, with every answer validated from `anchors` (a file of DNSKEY
+    /// records; absent, the root zone's published keys).
+    pub fn validating(
+        nameservers: &[String],
+        anchors: Option<&std::path::Path>,
+    ) -> Result<Hickory, String> {
+        use hickory_resolver::proto::dnssec::TrustAnchors;
+        let anchors = match anchors {
+            Some(path) => {
+                TrustAnchors::from_file(path).map_err(|e| format!("{}: {e}", path.display()))?
+            }
+            None => TrustAnchors::default(),
+        };
+        let mut builder = Hickory::builder(nameservers)?;
+        builder = builder.with_trust_anchor(std::sync::Arc::new(anchors));
+        builder.options_mut().validate = true;
+        let inner = builder.build().map_err(|e| e.to_string())?;
+        Ok(Hickory { inner })
+    }
+
     /// Nameservers as `ip:port` (UDP, then TCP for truncated answers); `system` alone means
     /// /etc/resolv.conf.
     pub fn new(nameservers: &[String]) -> Result<Hickory, String> {
+        let builder = Hickory::builder(nameservers)?;
+        let inner = builder.build().map_err(|e| e.to_string())?;
+        Ok(Hickory { inner })
+    }
+
+    fn builder(
+        nameservers: &[String],
+    ) -> Result<hickory_resolver::ResolverBuilder<TokioRuntimeProvider>, String> {
         let mut builder = if nameservers.len() == 1 && nameservers[0] == "system" {
             hickory_resolver::Resolver::builder_tokio()
                 .map_err(|e| format!("system resolver: {e}"))?
@@ -77,8 +128,80 @@ impl Hickory {
         };
         // Mail routing comes from the DNS only, not from /etc/hosts.
         builder.options_mut().use_hosts_file = ResolveHosts::Never;
-        let inner = builder.build().map_err(|e| e.to_string())?;
-        Ok(Hickory { inner })
+        Ok(builder)
+    }
+}
+
+fn secure_error(e: hickory_resolver::net::NetError) -> SecureError {
+    use hickory_resolver::net::DnsError as D;
+    use hickory_resolver::net::NetError as N;
+    match &e {
+        N::Dns(D::DnssecBogus) => SecureError::Bogus("DNSSEC validation failed".into()),
+        N::Dns(D::Nsec { proof, .. }) if proof.is_bogus() => {
+            SecureError::Bogus(format!("DNSSEC validation failed ({proof})"))
+        }
+        N::Dns(D::Nsec { .. }) | N::Dns(D::NoRecordsFound(_)) => SecureError::NotFound,
+        _ => SecureError::Temporary(e.to_string()),
+    }
+}
+
+/// Secure when every record of the answer (signatures aside) was proven secure.
+fn all_secure(records: &[hickory_resolver::proto::rr::Record]) -> bool {
+    use hickory_resolver::proto::rr::RecordType;
+    let data: Vec<_> = records
+        .iter()
+        .filter(|r| r.record_type() != RecordType::RRSIG)
+        .collect();
+    !data.is_empty() && data.iter().all(|r| r.proof.is_secure())
+}
+
+impl SecureResolver for Hickory {
+    fn mx_secure<'a>(&'a self, domain: &'a str) -> SecureLookup<'a, Vec<(u16, String)>> {
+        Box::pin(async move {
+            use hickory_resolver::proto::rr::RecordType;
+            let lookup = self
+                .inner
+                .lookup(fqdn(domain), RecordType::MX)
+                .await
+                .map_err(secure_error)?;
+            let hosts = lookup
+                .answers()
+                .iter()
+                .filter_map(|r| match &r.data {
+                    RData::MX(mx) => Some((
+                        mx.preference,
+                        mx.exchange.to_utf8().trim_end_matches('.').to_string(),
+                    )),
+                    _ => None,
+                })
+                .collect();
+            Ok((hosts, all_secure(lookup.answers())))
+        })
+    }
+
+    fn tlsa<'a>(&'a self, name: &'a str) -> SecureLookup<'a, Vec<crate::policy::dane::Tlsa>> {
+        Box::pin(async move {
+            use hickory_resolver::proto::rr::RecordType;
+            let lookup = self
+                .inner
+                .lookup(fqdn(name), RecordType::TLSA)
+                .await
+                .map_err(secure_error)?;
+            let records = lookup
+                .answers()
+                .iter()
+                .filter_map(|r| match &r.data {
+                    RData::TLSA(t) => Some(crate::policy::dane::Tlsa {
+                        usage: u8::from(t.cert_usage),
+                        selector: u8::from(t.selector),
+                        matching: u8::from(t.matching),
+                        data: t.cert_data.clone(),
+                    }),
+                    _ => None,
+                })
+                .collect();
+            Ok((records, all_secure(lookup.answers())))
+        })
     }
 }
 

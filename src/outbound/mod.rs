@@ -6,6 +6,7 @@
 pub mod check_tls;
 pub mod classify;
 pub mod client;
+pub mod dane;
 pub mod dns;
 pub mod dsn;
 pub mod https;
@@ -55,6 +56,8 @@ pub struct Engine {
     verified: Mutex<HashMap<String, (crate::inbound::verify::Verdict, Instant)>>,
     /// MTA-STS lookups and their cache; none without DNS.
     sts: Option<Arc<sts::Sts>>,
+    /// The DNSSEC-validating resolver DANE asks; none without DNS.
+    dane: Option<Arc<dyn dns::SecureResolver>>,
     /// Who TLS-RPT reports come from; none when they are off.
     tls_rpt: Option<tls_report::Reporting>,
     /// One round of reports at a time (the daily one, one asked for through the API).
@@ -95,9 +98,16 @@ impl Engine {
             certs: None,
             bodies: Arc::default(),
             sts: None,
+            dane: None,
             tls_rpt: None,
             tls_rpt_round: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// DANE (RFC 7672) through `resolver`, which validates DNSSEC itself.
+    pub fn with_dane(mut self, resolver: Option<Arc<dyn dns::SecureResolver>>) -> Engine {
+        self.dane = resolver;
+        self
     }
 
     /// TLS-RPT reports (RFC 8460), sent daily as `reporting` says, when `on`.
@@ -130,17 +140,28 @@ impl Engine {
         };
         let by_mx = matches!(configured_hop(&self.cfg, snapshot, domain), Ok((ref n, _, true)) if n == domain);
         let settings = &snapshot.settings;
+        let dane_wanted = settings.outbound.dane
+            || settings
+                .policy
+                .iter()
+                .any(|r| matches!(r.level, Level::Dane | Level::DaneOnly));
+        let dane = match (&self.dane, by_mx && dane_wanted) {
+            (Some(resolver), true) => Some(dane::lookup(resolver.as_ref(), domain).await),
+            _ => None,
+        };
         let wanted = settings.outbound.mta_sts != StsSwitch::Off
             || settings
                 .policy
                 .iter()
                 .any(|r| r.mta_sts.is_some_and(|m| m != StsSwitch::Off));
-        if !by_mx || !wanted {
-            return policy::Published::default();
-        }
+        let sts = match by_mx && wanted {
+            true => Some(sts.lookup(domain).await),
+            false => None,
+        };
         policy::Published {
-            sts: Some(sts.lookup(domain).await),
+            sts,
             tls_required_no: false,
+            dane,
         }
     }
 
@@ -800,7 +821,7 @@ impl RcptResult {
             cert_problem: self.cert_problem,
         };
         let domain = recipient_domain(recipient);
-        let tls_rpt = sts::rpt_outcome(&domain, fact, decision.sts.as_ref(), &session);
+        let tls_rpt = sts::rpt_outcome(&domain, fact, decision, &session);
         Delivery {
             unix_time: now,
             queue_id: entry.id.to_string(),
@@ -891,12 +912,13 @@ impl Hop<'_> {
         creds: &Credentials<'j>,
     ) -> client::Job<'j> {
         let engine = self.engine;
+        let (level, check) = tls_for(decision, host);
         client::Job {
             queue_id,
             host,
             addr,
             helo: &engine.helo,
-            level: decision.level,
+            level,
             sender: &self.entry.envelope.sender,
             recipients: rcpts,
             message: self.message,
@@ -905,7 +927,7 @@ impl Hop<'_> {
             requiretls: self.entry.envelope.requiretls,
             min_bits: decision.min_bits,
             bounce_on_failure: decision.on_failure == crate::settings::OnFailure::Bounce,
-            check: cert_check(decision, host).map(|c| (c, engine.roots.clone())),
+            check: check.map(|c| (c, engine.roots.clone())),
             chain_check: engine.chain_check.clone(),
             connect_timeout: Duration::from_secs(engine.cfg.connect_timeout_secs),
             command_timeout: Duration::from_secs(engine.cfg.command_timeout_secs),
@@ -937,6 +959,21 @@ fn for_all(
             delays: [0.0, queued, 0.0, 0.0],
         })
         .collect()
+}
+
+/// The hosts the published policies and REQUIRETLS leave, or why there are none.
+fn usable_hosts(
+    entry: &QueueEntry,
+    decision: &Decision,
+    domain: &str,
+    hosts: Vec<(String, SocketAddr)>,
+) -> Result<Vec<(String, SocketAddr)>, Outcome> {
+    let hosts = sts::allowed_hosts(decision.sts.as_ref(), hosts)?;
+    let hosts = dane::allowed_hosts(decision.dane.as_ref(), hosts)?;
+    match requiretls_unmet(entry, decision, domain) {
+        Some(outcome) => Err(outcome),
+        None => Ok(hosts),
+    }
 }
 
 /// RFC 8689 section 4.2.1: a REQUIRETLS message goes only where the certificate is checked
@@ -977,13 +1014,10 @@ async fn deliver_group(
         Ok(h) => h,
         Err(outcome) => return all(outcome, "none".into(), Seen::default(), &[]),
     };
-    let hosts = match sts::allowed_hosts(decision.sts.as_ref(), hosts) {
+    let hosts = match usable_hosts(hop.entry, decision, domain, hosts) {
         Ok(h) => h,
         Err(outcome) => return all(outcome, "none".into(), Seen::default(), &[]),
     };
-    if let Some(outcome) = requiretls_unmet(hop.entry, decision, domain) {
-        return all(outcome, "none".into(), Seen::default(), &[]);
-    }
     let creds = match credentials(hop, domain).await {
         Ok(c) => c,
         Err(outcome) => return all(outcome, "none".into(), Seen::default(), &[]),
@@ -1133,11 +1167,36 @@ async fn client_key(
     )
 }
 
+/// The level and certificate check for one host. Under DANE (RFC 7672 section 2.2) a host
+/// with secured TLSA records is authenticated by them; the others get the level the other
+/// sources decide (`dane-only` hosts without records were left out before).
+fn tls_for(decision: &Decision, host: &str) -> (Level, Option<crate::tls::CertCheck>) {
+    use crate::tls::CertCheck;
+    let dane = |records: Vec<policy::dane::Tlsa>| {
+        let names = vec![host.to_string()];
+        Some(CertCheck::Dane { records, names })
+    };
+    match &decision.dane {
+        Some(d) => match d.tlsa.get(&host.to_ascii_lowercase()) {
+            Some(records) => (Level::Dane, dane(records.clone())),
+            None if d.only => (Level::DaneOnly, dane(Vec::new())),
+            None => (d.otherwise, cert_check(decision, d.otherwise, host)),
+        },
+        // DANE asked for, but nothing could be looked up: `dane` is opportunistic,
+        // `dane-only` fails (no records to authenticate by).
+        None if decision.level == Level::Dane => {
+            (Level::May, cert_check(decision, Level::May, host))
+        }
+        None if decision.level == Level::DaneOnly => (Level::DaneOnly, dane(Vec::new())),
+        None => (decision.level, cert_check(decision, decision.level, host)),
+    }
+}
+
 /// What the level demands of the certificate: `verify` the MX host name, `secure` the
 /// recipient domain or the row's names, `fingerprint` the row's pins.
-fn cert_check(decision: &Decision, host: &str) -> Option<crate::tls::CertCheck> {
+fn cert_check(decision: &Decision, level: Level, host: &str) -> Option<crate::tls::CertCheck> {
     use crate::tls::CertCheck;
-    match decision.level {
+    match level {
         Level::Verify => Some(CertCheck::Names(vec![host.to_string()])),
         Level::Secure => Some(CertCheck::Names(decision.match_names.clone())),
         Level::Fingerprint => Some(CertCheck::Pins(decision.fingerprints.clone())),
@@ -1147,6 +1206,8 @@ fn cert_check(decision: &Decision, host: &str) -> Option<crate::tls::CertCheck> 
             Some(CertCheck::Observe(vec![host.to_string()]))
         }
         Level::None | Level::May | Level::Encrypt => None,
+        // Handled by `tls_for`, which knows the host's records.
+        Level::Dane | Level::DaneOnly => None,
     }
 }
 

@@ -335,32 +335,46 @@ pub(super) struct Session<'a> {
 pub(super) fn rpt_outcome(
     domain: &str,
     fact: Option<&StsFact>,
-    demand: Option<&crate::policy::StsDemand>,
+    decision: &crate::policy::Decision,
     s: &Session<'_>,
 ) -> Option<crate::events::tls_rpt::RptOutcome> {
     use crate::events::tls_rpt::{PolicyType, ResultType, RptOutcome};
-    let (kind, policy_domain) = match (fact?, demand) {
-        (_, Some(d)) => (PolicyType::Sts, d.domain.clone()),
-        (StsFact::Unavailable { .. }, None) => (PolicyType::Sts, domain.to_string()),
-        (_, None) => (PolicyType::NoPolicyFound, domain.to_string()),
-    };
     let host = s.relay.split('[').next().filter(|h| *h != "none");
     let ip = s
         .relay
         .split_once('[')
         .and_then(|(_, r)| r.split(']').next());
+    let outcome = |kind, policy_domain, result_type| RptOutcome {
+        policy_type: kind,
+        policy_domain,
+        result_type,
+        receiving_mx_hostname: host.map(str::to_string),
+        receiving_ip: ip.map(str::to_string),
+    };
+    // A DANE host's session counts for the domain's TLSA policy (RFC 8460 section 4.4).
+    if let Some(d) = &decision.dane {
+        let dane_host = host.is_some_and(|h| d.tlsa.contains_key(&h.to_ascii_lowercase()));
+        if d.bogus_mx.is_some() {
+            let r = Some(ResultType::DnssecInvalid);
+            return Some(outcome(PolicyType::Tlsa, domain.to_string(), r));
+        }
+        if dane_host || host.is_none() {
+            let r = session_result(None, host, s)?;
+            return Some(outcome(PolicyType::Tlsa, domain.to_string(), r));
+        }
+    }
+    let demand = decision.sts.as_ref();
+    let (kind, policy_domain) = match (fact?, demand) {
+        (_, Some(d)) => (PolicyType::Sts, d.domain.clone()),
+        (StsFact::Unavailable { .. }, None) => (PolicyType::Sts, domain.to_string()),
+        (_, None) => (PolicyType::NoPolicyFound, domain.to_string()),
+    };
     let result = match fact? {
         StsFact::Unavailable { invalid: true, .. } => Some(ResultType::StsPolicyInvalid),
         StsFact::Unavailable { .. } => Some(ResultType::StsPolicyFetchError),
         _ => session_result(demand, host, s)?,
     };
-    Some(RptOutcome {
-        policy_type: kind,
-        policy_domain,
-        result_type: result,
-        receiving_mx_hostname: host.map(str::to_string),
-        receiving_ip: ip.map(str::to_string),
-    })
+    Some(outcome(kind, policy_domain, result))
 }
 
 /// `Some(None)`: a success; `None`: not a TLS session at all.
@@ -382,6 +396,7 @@ fn session_result(
         Some(TlsFailure::NoStarttls) => Some(ResultType::StarttlsNotSupported),
         Some(TlsFailure::Certificate(p)) => Some(cert(p)),
         Some(TlsFailure::Handshake | TlsFailure::MxMismatch) => Some(ResultType::ValidationFailure),
+        Some(TlsFailure::Dane) => Some(ResultType::DaneRequired),
         None => None,
     };
     if failed.is_some() {

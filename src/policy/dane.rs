@@ -5,7 +5,7 @@
 use sha2::{Digest, Sha256, Sha512};
 
 /// One TLSA record of `_25._tcp.<mx>`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 pub struct Tlsa {
     /// 2: DANE-TA (a trust anchor in the chain), 3: DANE-EE (the server's own certificate).
     /// 0 and 1 (PKIX-TA, PKIX-EE) are not used for SMTP (RFC 7672 section 3.1.3).
@@ -40,6 +40,43 @@ impl Tlsa {
             _ => false,
         }
     }
+}
+
+/// Presentation form (RFC 6698 section 2.2): `3 1 1 <hex>`.
+impl std::fmt::Display for Tlsa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} {} ", self.usage, self.selector, self.matching)?;
+        self.data.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+/// What delivery found of a domain's DANE (RFC 7672 section 2).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "state", rename_all = "kebab-case")]
+pub enum DaneFact {
+    /// The MX records are not DNSSEC-signed: DANE does not apply (section 2.2).
+    Insecure { reason: String },
+    /// Signed MX records; per host, what its `_25._tcp` TLSA answer was.
+    Secure { hosts: Vec<HostTlsa> },
+    /// Validation failed for the MX records: nothing goes until it does (section 2.1.1).
+    Bogus { reason: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct HostTlsa {
+    pub host: String,
+    pub tlsa: TlsaAnswer,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "state", content = "records", rename_all = "kebab-case")]
+pub enum TlsaAnswer {
+    /// Secured records, the usable ones (section 3.1).
+    Records(Vec<Tlsa>),
+    /// No records, none secured, or none usable: this host is not a DANE host.
+    None,
+    /// Validation failed: this host is not used (section 2.2).
+    Bogus(String),
 }
 
 /// The usable record that `chain` (leaf first, DER) matches: DANE-EE against the leaf,

@@ -31,6 +31,8 @@ pub enum Source {
     MtaSts(String),
     /// The message's `TLS-Required: No` (RFC 8689 section 5).
     TlsRequired,
+    /// TLSA records of the recipient domain's MX hosts, under DNSSEC (RFC 7672).
+    Dane(String),
 }
 
 impl fmt::Display for Source {
@@ -44,6 +46,7 @@ impl fmt::Display for Source {
             Source::Tenant(domain) => write!(f, "m365:{domain}"),
             Source::MtaSts(domain) => write!(f, "mta-sts:{domain}"),
             Source::TlsRequired => f.write_str("tls-required"),
+            Source::Dane(domain) => write!(f, "dane:{domain}"),
         }
     }
 }
@@ -77,6 +80,24 @@ pub struct Decision {
     /// What the domain's MTA-STS policy asks of delivery, where one is in force and not
     /// switched off.
     pub sts: Option<StsDemand>,
+    /// What DANE asks of delivery, where it was looked up and applies.
+    pub dane: Option<DaneDemand>,
+}
+
+/// DANE for one recipient (RFC 7672 section 2.2): its MX hosts with secured TLSA records
+/// are authenticated by them, the others get `otherwise` (none under `dane-only`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub struct DaneDemand {
+    /// MX host (lower case) → its usable records.
+    pub tlsa: std::collections::BTreeMap<String, Vec<dane::Tlsa>>,
+    /// Hosts whose TLSA answer failed validation, and why: never used.
+    pub bogus: std::collections::BTreeMap<String, String>,
+    /// The MX records themselves failed validation: nothing is delivered.
+    pub bogus_mx: Option<String>,
+    /// `dane-only`: a host without secured TLSA records is not used.
+    pub only: bool,
+    /// The level for hosts without TLSA records: what the other sources decide.
+    pub otherwise: Level,
 }
 
 /// The facts delivery looked up about what a recipient domain publishes, handed to
@@ -88,6 +109,8 @@ pub struct Published {
     /// The message says `TLS-Required: No` (RFC 8689 section 5) and may: nothing published
     /// was looked up, and the explanation says why.
     pub tls_required_no: bool,
+    /// DANE, where it was asked for and a validating resolver looked.
+    pub dane: Option<dane::DaneFact>,
 }
 
 /// An MTA-STS policy in force for a recipient (RFC 8461 section 5).
@@ -206,7 +229,7 @@ pub fn decide_published(
         .to_ascii_lowercase();
     let rows = snapshot.policy_rows(recipient);
     let row = rows.first().copied();
-    let (lines, sts) = sources(snapshot, &rows, &domain, (header, rule), published);
+    let (lines, sts, dane) = sources(snapshot, &rows, &domain, (header, rule), published);
     let (mut considered, mut explanation): (Vec<Considered>, Vec<String>) =
         lines.into_iter().unzip();
     let decider = decider(&considered);
@@ -214,6 +237,10 @@ pub fn decide_published(
     explanation[decider].push_str(" (decides)");
     let level = considered[decider].level.unwrap_or(Level::May);
     let source = considered[decider].source.clone();
+    let dane = dane.map(|d| DaneDemand {
+        otherwise: otherwise(&considered),
+        ..d
+    });
     let (min_bits, on_failure) = strength(row, level);
     if min_bits > 0 {
         explanation.push(format!(
@@ -239,7 +266,19 @@ pub fn decide_published(
         explanation,
         considered,
         sts,
+        dane,
     }
+}
+
+/// The strictest counting level apart from DANE's own line: what a host without TLSA
+/// records gets. A `dane` row counts as `may` here, a `dane-only` row as itself.
+fn otherwise(considered: &[Considered]) -> Level {
+    considered
+        .iter()
+        .filter(|c| c.counts && !matches!(c.source, Source::Dane(_)))
+        .filter_map(|c| c.level)
+        .max()
+        .unwrap_or(Level::May)
 }
 
 /// Every source's line, in the order `policy explain` lists them, and the MTA-STS demand.
@@ -249,7 +288,7 @@ fn sources(
     domain: &str,
     (header, rule): (Option<&str>, Option<&RuleLevel>),
     published: &Published,
-) -> (Vec<Line>, Option<StsDemand>) {
+) -> (Vec<Line>, Option<StsDemand>, Option<DaneDemand>) {
     let row = rows.first().copied();
     let mut lines: Vec<Line> = Vec::with_capacity(rows.len() + 6);
     lines.push(global_source(snapshot));
@@ -276,7 +315,109 @@ fn sources(
         lines.push(line);
         sts = demand;
     }
-    (lines, sts)
+    let row_level = row.map(|r| r.level);
+    let wanted =
+        snapshot.settings.outbound.dane || matches!(row_level, Some(Level::Dane | Level::DaneOnly));
+    let only = row_level == Some(Level::DaneOnly);
+    let mut dane = None;
+    if wanted {
+        let (line, demand) = dane_source(domain, published.dane.as_ref(), only);
+        lines.push(line);
+        dane = demand;
+    }
+    // RFC 7672 section 1.3, RFC 8461 section 2: where DANE authenticates, MTA-STS yields.
+    if dane
+        .as_ref()
+        .is_some_and(|d: &DaneDemand| !d.tlsa.is_empty())
+        && sts.is_some()
+    {
+        if let Some((c, text)) = lines
+            .iter_mut()
+            .find(|(c, _)| matches!(c.source, Source::MtaSts(_)))
+        {
+            c.counts = false;
+            text.push_str(", overridden by DANE");
+        }
+        sts = None;
+    }
+    (lines, sts, dane)
+}
+
+/// Each host's TLSA answer into `demand`, and said for the explanation.
+fn dane_hosts(hosts: &[dane::HostTlsa], demand: &mut DaneDemand) -> String {
+    use dane::TlsaAnswer;
+    let mut said = Vec::new();
+    for h in hosts {
+        let host = h.host.to_ascii_lowercase();
+        match &h.tlsa {
+            TlsaAnswer::Records(r) => {
+                let first = r.first().map(|t| t.to_string()).unwrap_or_default();
+                said.push(format!("{host} TLSA {first}"));
+                demand.tlsa.insert(host, r.clone());
+            }
+            TlsaAnswer::Bogus(why) => {
+                said.push(format!("{host} TLSA {why}: not used"));
+                demand.bogus.insert(host, why.clone());
+            }
+            TlsaAnswer::None => said.push(format!("{host} no TLSA")),
+        }
+    }
+    said.join("; ")
+}
+
+/// The DANE line, and what it demands of delivery.
+fn dane_source(
+    domain: &str,
+    fact: Option<&dane::DaneFact>,
+    only: bool,
+) -> (Line, Option<DaneDemand>) {
+    use dane::DaneFact;
+    let source = Source::Dane(domain.to_string());
+    let mut demand = DaneDemand {
+        tlsa: Default::default(),
+        bogus: Default::default(),
+        bogus_mx: None,
+        only,
+        otherwise: Level::May,
+    };
+    let (level, counts, text) = match fact {
+        None => (
+            None,
+            false,
+            "DANE: no DNSSEC-validating resolver (outbound.nameservers): no TLSA looked up"
+                .to_string(),
+        ),
+        Some(DaneFact::Insecure { reason }) => (
+            None,
+            false,
+            format!("DANE: {reason}: no DANE (RFC 7672 section 2.2)"),
+        ),
+        Some(DaneFact::Bogus { reason }) => {
+            demand.bogus_mx = Some(reason.clone());
+            (
+                Some(Level::DaneOnly),
+                true,
+                format!(
+                    "DANE: MX records of {domain}: {reason}: deferred until they validate (RFC 7672 section 2.1.1)"
+                ),
+            )
+        }
+        Some(DaneFact::Secure { hosts }) => {
+            let said = dane_hosts(hosts, &mut demand);
+            let any = !demand.tlsa.is_empty();
+            let text = match any {
+                true => format!("DANE: DNSSEC-secured TLSA records ({said}): dane"),
+                false => format!("DANE: signed MX records, no secured TLSA ({said}): no DANE"),
+            };
+            (any.then_some(Level::Dane), any, text)
+        }
+    };
+    let needed =
+        only || !demand.tlsa.is_empty() || !demand.bogus.is_empty() || demand.bogus_mx.is_some();
+    (
+        (considered(source, level, counts), text),
+        needed.then_some(demand),
+    )
 }
 
 /// The MTA-STS line, and what the policy demands of delivery (`None` when nothing: no
@@ -410,7 +551,13 @@ fn row_sources(rows: &[&crate::settings::PolicyRow], out: &mut Vec<Line>) {
             ));
         }
         let source = Source::Row(row.pattern.clone());
-        out.push((considered(source, Some(row.level), i == 0), line));
+        // `dane` asks for no TLS where no TLSA records are published: the DANE line raises
+        // it where they are.
+        let level = match row.level {
+            Level::Dane => Level::May,
+            l => l,
+        };
+        out.push((considered(source, Some(level), i == 0), line));
     }
 }
 

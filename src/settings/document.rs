@@ -73,6 +73,11 @@ pub struct OutboundSettings {
     /// sender that implements it), `monitor` or `off`. A policy row may say otherwise.
     #[serde(default)]
     pub mta_sts: crate::levels::StsSwitch,
+    /// DANE (RFC 7672) for every domain, as Postfix's `smtp_tls_security_level = dane`:
+    /// TLSA records under DNSSEC authenticate the MX hosts that publish them. Off: only
+    /// rows at `dane` or `dane-only` look them up.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dane: bool,
 }
 
 /// One row of the outbound TLS policy table (Hermes' TLS policy domains, GlobalCerts'

@@ -402,6 +402,13 @@ pub enum CertCheck {
     /// result kept: MTA-STS `testing` (and `monitor`) deliver anyway and report what
     /// `enforce` would have stopped (RFC 8461 section 5).
     Observe(Vec<String>),
+    /// DANE (RFC 7672 section 3): the chain matches one of these DNSSEC-secured TLSA
+    /// records. DANE-EE: the leaf itself, no name or date check (section 3.1.1); DANE-TA: the
+    /// leaf chains to the named anchor and names one of `names` (section 3.1.2).
+    Dane {
+        records: Vec<crate::policy::dane::Tlsa>,
+        names: Vec<String>,
+    },
 }
 
 /// Why a certificate check failed, in the kinds TLS-RPT reports (RFC 8460 section 4.3.2).
@@ -545,6 +552,65 @@ impl PolicyVerifier {
         *self.problem.lock().unwrap_or_else(|e| e.into_inner()) = Some(CertProblem::of(e));
     }
 
+    fn check_dane(
+        &self,
+        records: &[crate::policy::dane::Tlsa],
+        names: &[String],
+        (leaf, intermediates): (&CertificateDer<'_>, &[CertificateDer<'_>]),
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let chain: Vec<Vec<u8>> = std::iter::once(leaf)
+            .chain(intermediates)
+            .map(|c| c.as_ref().to_vec())
+            .collect();
+        let Some(record) = crate::policy::dane::matching(records, &chain) else {
+            *self.problem.lock().unwrap_or_else(|e| e.into_inner()) = Some(CertProblem::Other);
+            let shown = match records.first() {
+                Some(r) => format!("TLSA {r}"),
+                None => "no DNSSEC-secured TLSA records".into(),
+            };
+            return Err(rustls::Error::General(format!(
+                "Server certificate not verified by DANE: the chain matches none of {} record(s) ({shown})",
+                records.len()
+            )));
+        };
+        if record.usage == 3 {
+            return self.accept(format!("DANE-EE TLSA {record}"));
+        }
+        // DANE-TA: the matching certificate is the anchor; the leaf must chain to it and
+        // carry the MX host's name.
+        let anchor_at = chain[1..]
+            .iter()
+            .position(|c| record.names(c))
+            .map_or(0, |i| i + 1);
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from(chain[anchor_at].clone()))?;
+        let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider(),
+        )
+        .build()
+        .map_err(|e| rustls::Error::General(e.to_string()))?;
+        let below: Vec<CertificateDer<'_>> = intermediates[..anchor_at.saturating_sub(1)].to_vec();
+        let mut last = None;
+        for name in names {
+            let Ok(server_name) = ServerName::try_from(name.clone()) else {
+                continue;
+            };
+            match webpki.verify_server_cert(leaf, &below, &server_name, &[], now) {
+                Ok(_) => return self.accept(format!("DANE-TA TLSA {record} for {name}")),
+                Err(e) => last = Some(e),
+            }
+        }
+        let e = last.unwrap_or_else(|| rustls::Error::General("no valid name to check".into()));
+        self.note_problem(&e);
+        Err(rustls::Error::General(format!(
+            "Server certificate not verified by DANE-TA for {}: {}",
+            names.join(", "),
+            words::rustls_error(&e)
+        )))
+    }
+
     /// A chain to the roots and one of `names`: the name it was verified for, or the error
     /// of the last name tried.
     fn check_names(
@@ -631,6 +697,9 @@ impl ServerCertVerifier for PolicyVerifier {
                         )))
                     }
                 }
+            }
+            CertCheck::Dane { records, names } => {
+                self.check_dane(records, names, (end_entity, intermediates), now)
             }
             CertCheck::Observe(names) => {
                 match self.check_names(names, (end_entity, intermediates), ocsp, now) {

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod dns;
+pub mod dnssec;
 pub mod dsn;
 pub mod https;
 pub mod process;

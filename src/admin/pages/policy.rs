@@ -19,9 +19,17 @@ use crate::settings::{Apply, PolicyRow};
 /// Rows per page: a screenful, and a page that renders in well under a millisecond.
 const PAGE_SIZE: usize = 50;
 
-const LEVELS: [(&str, &str); 6] = [
+const LEVELS: [(&str, &str); 8] = [
     ("encrypt", "encrypt (TLS required)"),
     ("verify", "verify (TLS, certificate for the MX name)"),
+    (
+        "dane",
+        "dane (TLSA records where published under DNSSEC, else may)",
+    ),
+    (
+        "dane-only",
+        "dane-only (TLSA records under DNSSEC required)",
+    ),
     ("secure", "secure (TLS, certificate for the domain)"),
     ("fingerprint", "fingerprint (TLS, pinned certificate)"),
     ("may", "may (TLS if offered)"),

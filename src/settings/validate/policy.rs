@@ -239,11 +239,17 @@ mod tests {
                 .unwrap_err();
             assert_eq!(err.field, field, "{text}");
         }
-        // Unknown levels (DANE and MTA-STS are not built yet) are refused by name, never
-        // accepted silently.
+        // Unknown levels are refused by name, never accepted silently; dane and dane-only
+        // are Postfix's names.
         assert!(
-            toml::from_str::<SettingsDoc>("[[policy]]\npattern = \"a.example\"\nlevel = \"dane\"")
-                .is_err()
+            toml::from_str::<SettingsDoc>(
+                "[[policy]]\npattern = \"a.example\"\nlevel = \"mta-sts\""
+            )
+            .is_err()
         );
+        for level in ["dane", "dane-only"] {
+            let text = format!("[[policy]]\npattern = \"a.example\"\nlevel = \"{level}\"");
+            assert!(toml::from_str::<SettingsDoc>(&text).is_ok(), "{level}");
+        }
     }
 }

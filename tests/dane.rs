@@ -1,0 +1,200 @@
+//! DANE (RFC 7672) end to end against a DNSSEC-signed zone on a loopback authoritative
+//! server (hickory-server; the test signs a root zone and gives postern its key as the
+//! trust anchor, `outbound.dnssec_trust_anchor`): a matching DANE-EE record authenticates a
+//! self-signed certificate, a mismatching one defers, a bogus signature defers (never
+//! plaintext), an unsigned zone is insecure (ordinary opportunistic TLS).
+
+mod common;
+
+use std::sync::Arc;
+
+use common::dnssec::{Records, SignedDns, Zones, serve, spki_sha256};
+use common::sink::{Sink, SinkOptions};
+use common::*;
+use postern::events::Delivery;
+use postern::events::tls_rpt::{PolicyType, ResultType};
+
+struct Lab {
+    server: TestServer,
+    sink: Sink,
+    _dns: SignedDns,
+}
+
+fn mx(records: Records, domain: &str) -> Records {
+    records
+        .mx(domain, 10, &format!("mx.{domain}"))
+        .a(&format!("mx.{domain}"), "127.0.0.1".parse().unwrap())
+}
+
+/// One sink (a self-signed certificate) is every domain's MX: dane.example publishes its
+/// key as `3 1 1`, wrong.example another key's; bogus.example's signatures do not validate;
+/// plain.example is not signed. DANE is on for every domain (`outbound.dane`).
+async fn lab() -> Lab {
+    let cert = rcgen::generate_simple_self_signed(vec!["mx.dane.example".to_string()]).unwrap();
+    let (der, key) = (cert.cert.der().to_vec(), cert.signing_key.serialize_der());
+    let other = rcgen::generate_simple_self_signed(vec!["x.example".to_string()]).unwrap();
+    let signed = mx(mx(Records::default(), "dane.example"), "wrong.example")
+        .tlsa("_25._tcp.mx.dane.example", (3, 1, 1), spki_sha256(&der))
+        .tlsa(
+            "_25._tcp.mx.wrong.example",
+            (3, 1, 1),
+            spki_sha256(other.cert.der()),
+        );
+    let bogus = mx(Records::default(), "bogus.example").tlsa(
+        "_25._tcp.mx.bogus.example",
+        (3, 1, 1),
+        spki_sha256(&der),
+    );
+    let dns = serve(Zones {
+        signed,
+        unsigned: vec![(
+            "plain.example".into(),
+            mx(Records::default(), "plain.example"),
+        )],
+        bogus: vec![("bogus.example".into(), bogus)],
+    })
+    .await;
+    let sink = Sink::start(SinkOptions {
+        starttls: true,
+        cert: Some(Arc::new((der, key))),
+        ..SinkOptions::default()
+    })
+    .await;
+    let server = TestServer::start_with(&format!(
+        "[outbound]\nport = {}\nnameservers = [\"{}\"]\ndnssec_trust_anchor = \"{}\"\n",
+        sink.addr.port(),
+        dns.addr,
+        dns.anchor_file.path().display()
+    ))
+    .await;
+    let mut doc = server.get_settings().await;
+    doc["outbound"]["dane"] = serde_json::json!(true);
+    server.set(doc).await;
+    Lab {
+        server,
+        sink,
+        _dns: dns,
+    }
+}
+
+async fn send(lab: &mut Lab, rcpt: &str) -> Delivery {
+    lab.server
+        .submit("app@inside.example", &[rcpt], &message("dane", ""))
+        .await;
+    lab.server.next_event_for(rcpt, 30).await
+}
+
+#[tokio::test]
+async fn a_matching_dane_ee_record_authenticates_a_self_signed_certificate() {
+    let mut lab = lab().await;
+    let event = send(&mut lab, "a@dane.example").await;
+    assert_eq!(event.status, "sent", "{}", event.reply);
+    assert_eq!(
+        (event.policy_level.as_str(), event.policy_source.as_str()),
+        ("dane", "dane:dane.example")
+    );
+    assert!(
+        event
+            .verified_name
+            .as_deref()
+            .is_some_and(|v| v.starts_with("DANE-EE TLSA 3 1 1 ")),
+        "{:?}",
+        event.verified_name
+    );
+    let rpt = event.tls_rpt.clone().unwrap();
+    assert_eq!((rpt.policy_type, rpt.result_type), (PolicyType::Tlsa, None));
+    assert!(lab.sink.next(5).await.unwrap().tls);
+    let (ok, out, err) = lab
+        .server
+        .cli(&["policy", "explain", "a@dane.example"])
+        .await;
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("DANE: DNSSEC-secured TLSA records (mx.dane.example TLSA 3 1 1 ")
+            && out.contains("): dane (decides)"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn a_record_that_matches_another_key_defers() {
+    let mut lab = lab().await;
+    let event = send(&mut lab, "a@wrong.example").await;
+    assert_eq!(event.status, "deferred");
+    assert!(
+        event.reply.contains(
+            "Server certificate not verified by DANE: the chain matches none of 1 record(s)"
+        ),
+        "{}",
+        event.reply
+    );
+    let rpt = event.tls_rpt.clone().unwrap();
+    assert_eq!(
+        (rpt.policy_type, rpt.result_type),
+        (PolicyType::Tlsa, Some(ResultType::ValidationFailure))
+    );
+    assert!(lab.sink.try_next().is_none());
+}
+
+#[tokio::test]
+async fn a_bogus_signature_defers_and_never_falls_back_to_plaintext() {
+    let mut lab = lab().await;
+    let event = send(&mut lab, "a@bogus.example").await;
+    assert_eq!(
+        (event.status.as_ref(), event.dsn.as_str()),
+        ("deferred", "4.7.5")
+    );
+    assert!(
+        event.reply.contains("DNSSEC validation failed"),
+        "{}",
+        event.reply
+    );
+    assert_eq!(event.relay, "none", "no host was even tried");
+    assert_eq!(
+        event.tls_rpt.clone().unwrap().result_type,
+        Some(ResultType::DnssecInvalid)
+    );
+    assert!(lab.sink.try_next().is_none());
+}
+
+#[tokio::test]
+async fn an_unsigned_zone_is_insecure_and_gets_ordinary_opportunistic_tls() {
+    let mut lab = lab().await;
+    let event = send(&mut lab, "a@plain.example").await;
+    assert_eq!(event.status, "sent", "{}", event.reply);
+    assert_eq!(
+        (event.policy_level.as_str(), event.policy_source.as_str()),
+        ("may", "global")
+    );
+    assert!(event.tls.is_some() && event.verified_name.is_none());
+    assert!(lab.sink.next(5).await.is_some());
+    let (ok, out, _) = lab
+        .server
+        .cli(&["policy", "explain", "a@plain.example"])
+        .await;
+    assert!(ok);
+    assert!(
+        out.contains("DANE: the MX records of plain.example are not DNSSEC-signed: no DANE (RFC 7672 section 2.2)"),
+        "{out}"
+    );
+}
+
+/// `dane-only` on a row: a domain without TLSA records gets nothing.
+#[tokio::test]
+async fn dane_only_without_records_defers() {
+    let mut lab = lab().await;
+    let mut doc = lab.server.get_settings().await;
+    doc["outbound"]["dane"] = serde_json::json!(false);
+    doc["policy"] = serde_json::json!([{"pattern": "plain.example", "level": "dane-only"}]);
+    lab.server.set(doc).await;
+    let event = send(&mut lab, "a@plain.example").await;
+    assert_eq!(event.status, "deferred", "{}", event.reply);
+    assert!(
+        event.reply.contains(
+            "DANE: no usable MX host: mx.plain.example: no DNSSEC-secured TLSA records (level dane-only)"
+        ),
+        "{}",
+        event.reply
+    );
+    assert!(lab.sink.try_next().is_none());
+}
