@@ -422,6 +422,39 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     postern::run(config, listeners, stop).await
 }
 
+/// What the target domain publishes, looked up now: MTA-STS (fetched, not cached) and
+/// DANE (validated from the trust anchor), beside what its MX showed.
+async fn published(
+    config: &Config,
+    target: &str,
+    (resolver, roots): (
+        std::sync::Arc<dyn postern::outbound::dns::Resolver>,
+        &std::sync::Arc<rustls::RootCertStore>,
+    ),
+    report: &mut postern::outbound::check_tls::Report,
+) {
+    use postern::outbound::check_tls;
+    let sts = postern::outbound::sts::Sts::uncached(
+        resolver,
+        roots.clone(),
+        config.outbound.policy_hosts.clone(),
+    );
+    let host = report
+        .relay
+        .split('[')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    report.mta_sts = check_tls::mta_sts(target, &host, &sts).await;
+    let trust_anchor = config.outbound.dnssec_trust_anchor.as_deref();
+    if let Ok(secure) =
+        postern::outbound::dns::Hickory::validating(&config.outbound.nameservers, trust_anchor)
+    {
+        let chain = report.chain.clone();
+        report.dane = check_tls::dane(target, &host, &chain, &secure).await;
+    }
+}
+
 async fn check_tls(config: &Config, target: &str, json: bool) -> ExitCode {
     postern::tls::install_provider();
     let resolver = if config.outbound.nameservers.is_empty() {
@@ -457,18 +490,7 @@ async fn check_tls(config: &Config, target: &str, json: bool) -> ExitCode {
     match checked {
         Ok(mut report) => {
             if let Some(resolver) = resolver {
-                let sts = postern::outbound::sts::Sts::uncached(
-                    resolver,
-                    roots.clone(),
-                    config.outbound.policy_hosts.clone(),
-                );
-                let host = report
-                    .relay
-                    .split('[')
-                    .next()
-                    .unwrap_or_default()
-                    .to_string();
-                report.mta_sts = postern::outbound::check_tls::mta_sts(target, &host, &sts).await;
+                published(config, target, (resolver, &roots), &mut report).await;
             }
             if json {
                 println!(

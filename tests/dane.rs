@@ -18,6 +18,9 @@ struct Lab {
     server: TestServer,
     sink: Sink,
     _dns: SignedDns,
+    _ca_file: tempfile::NamedTempFile,
+    /// The `[outbound]` section the server runs with.
+    outbound: String,
 }
 
 fn mx(records: Records, domain: &str) -> Records {
@@ -33,7 +36,18 @@ async fn lab() -> Lab {
     let cert = rcgen::generate_simple_self_signed(vec!["mx.dane.example".to_string()]).unwrap();
     let (der, key) = (cert.cert.der().to_vec(), cert.signing_key.serialize_der());
     let other = rcgen::generate_simple_self_signed(vec!["x.example".to_string()]).unwrap();
+    // dane.example also publishes an MTA-STS policy that names another MX: DANE wins.
+    let ca = common::sink::TestCa::new();
+    let ca_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(ca_file.path(), &ca.pem).unwrap();
+    let sts = common::https::HttpsServer::start(
+        ca.leaf(&["mta-sts.dane.example"]),
+        200,
+        "version: STSv1\nmode: enforce\nmx: mx.elsewhere.example\nmax_age: 86400\n",
+    )
+    .await;
     let signed = mx(mx(Records::default(), "dane.example"), "wrong.example")
+        .txt("_mta-sts.dane.example", "v=STSv1; id=1;")
         .tlsa("_25._tcp.mx.dane.example", (3, 1, 1), spki_sha256(&der))
         .tlsa(
             "_25._tcp.mx.wrong.example",
@@ -60,13 +74,15 @@ async fn lab() -> Lab {
         ..SinkOptions::default()
     })
     .await;
-    let server = TestServer::start_with(&format!(
-        "[outbound]\nport = {}\nnameservers = [\"{}\"]\ndnssec_trust_anchor = \"{}\"\n",
+    let outbound = format!(
+        "[outbound]\nport = {}\nnameservers = [\"{}\"]\ndnssec_trust_anchor = \"{}\"\n[outbound.policy_hosts]\n\"mta-sts.dane.example\" = \"{}\"\n[tls]\nextra_roots = [\"{}\"]\n",
         sink.addr.port(),
         dns.addr,
-        dns.anchor_file.path().display()
-    ))
-    .await;
+        dns.anchor_file.path().display(),
+        sts.addr,
+        ca_file.path().display()
+    );
+    let server = TestServer::start_with(&outbound).await;
     let mut doc = server.get_settings().await;
     doc["outbound"]["dane"] = serde_json::json!(true);
     server.set(doc).await;
@@ -74,6 +90,8 @@ async fn lab() -> Lab {
         server,
         sink,
         _dns: dns,
+        _ca_file: ca_file,
+        outbound,
     }
 }
 
@@ -112,6 +130,12 @@ async fn a_matching_dane_ee_record_authenticates_a_self_signed_certificate() {
     assert!(
         out.contains("DANE: DNSSEC-secured TLSA records (mx.dane.example TLSA 3 1 1 ")
             && out.contains("): dane (decides)"),
+        "{out}"
+    );
+    // Its MTA-STS policy names another MX; where DANE authenticates, it yields (RFC 8461
+    // section 2), so the mail went to the DANE host.
+    assert!(
+        out.contains("MTA-STS policy of dane.example (id 1, mode enforce, cached): verify, MX must match mx.elsewhere.example, overridden by DANE"),
         "{out}"
     );
 }
@@ -197,4 +221,79 @@ async fn dane_only_without_records_defers() {
         event.reply
     );
     assert!(lab.sink.try_next().is_none());
+}
+
+/// `postern check-tls DOMAIN` says what the domain publishes under DNSSEC and whether the
+/// probed MX's chain matches it.
+#[tokio::test]
+async fn check_tls_shows_dane() {
+    let lab = lab().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("postern.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\ndata_dir = \"{}\"\n{}",
+            dir.path().display(),
+            lab.outbound
+        ),
+    )
+    .unwrap();
+    let run = |target: &'static str, json: bool| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_postern"));
+        cmd.args(["check-tls", target, "--config"]).arg(&config);
+        if json {
+            cmd.arg("--json");
+        }
+        cmd.output()
+    };
+    let out = run("dane.example", true).await.unwrap();
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["dane"]["state"], "secure", "{r}");
+    assert_eq!(r["dane"]["chain_matches"], true, "{r}");
+    let out = run("wrong.example", false).await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("DANE:        signed MX: mx.wrong.example TLSA 3 1 1 ")
+            && text.contains("; this host's certificate does NOT match"),
+        "{text}"
+    );
+    let out = run("plain.example", false).await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(
+            "DANE:        not in use: the MX records of plain.example are not DNSSEC-signed"
+        ),
+        "{text}"
+    );
+}
+
+/// The policy row's Test shows the domain's DANE and judges its MX by the TLSA records.
+#[tokio::test]
+async fn the_row_test_shows_dane() {
+    let lab = lab().await;
+    for (domain, passes) in [("dane.example", true), ("wrong.example", false)] {
+        let row = serde_json::json!({"row": {"pattern": domain, "level": "may"}});
+        let (status, t) = lab
+            .server
+            .api_json(hyper::Method::POST, "/api/v1/policy/test", Some(&row))
+            .await;
+        assert_eq!(status, hyper::StatusCode::OK, "{t}");
+        assert_eq!(t["source"], format!("dane:{domain}"), "{t}");
+        let lines: Vec<&str> = t["published"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|l| l.as_str())
+            .collect();
+        assert!(
+            lines.iter().any(|l| l.starts_with("MTA-STS"))
+                && lines
+                    .iter()
+                    .any(|l| l.starts_with("DANE: DNSSEC-secured TLSA records")),
+            "{t}"
+        );
+        let host = &t["test"]["hosts"][0];
+        assert_eq!(host["passes"], passes, "{t}");
+    }
 }

@@ -115,7 +115,7 @@ pub struct PolicyTest {
     /// Whether that is the row under test.
     pub row_decides: bool,
     pub test: RowTest,
-    /// What the domain publishes, as the decision explains it (its MTA-STS line).
+    /// What the domain publishes, as the decision explains it (its MTA-STS and DANE lines).
     pub published: Vec<String>,
     pub history_days: u64,
     pub history: Vec<StarttlsSeen>,
@@ -193,7 +193,10 @@ fn published_lines(decision: &crate::policy::Decision) -> Vec<String> {
         .considered
         .iter()
         .zip(&decision.explanation)
-        .filter(|(c, _)| matches!(c.source, crate::policy::Source::MtaSts(_)))
+        .filter(|(c, _)| {
+            use crate::policy::Source;
+            matches!(c.source, Source::MtaSts(_) | Source::Dane(_))
+        })
         .map(|(_, line)| line.clone())
         .collect()
 }

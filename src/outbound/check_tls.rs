@@ -30,6 +30,85 @@ pub struct Report {
     /// What the domain publishes, when the target was a domain.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mta_sts: Option<StsStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dane: Option<DaneStatus>,
+    /// The chain the server sent (DER), for the DANE match.
+    #[serde(skip)]
+    pub chain: Vec<Vec<u8>>,
+}
+
+/// A domain's DANE as `check-tls` shows it, and whether the probed chain matches its host's
+/// TLSA records.
+#[derive(Debug, Serialize)]
+pub struct DaneStatus {
+    #[serde(flatten)]
+    pub fact: crate::policy::dane::DaneFact,
+    pub chain_matches: Option<bool>,
+}
+
+impl DaneStatus {
+    fn text(&self) -> String {
+        use crate::policy::dane::{DaneFact, TlsaAnswer};
+        match &self.fact {
+            DaneFact::Insecure { reason } => format!("not in use: {reason}"),
+            DaneFact::Bogus { reason } => format!("BOGUS: {reason}: delivery would defer"),
+            DaneFact::Secure { hosts } => {
+                let hosts: Vec<String> = hosts
+                    .iter()
+                    .map(|h| match &h.tlsa {
+                        TlsaAnswer::Records(r) => format!(
+                            "{} TLSA {}",
+                            h.host,
+                            r.iter()
+                                .map(|t| t.to_string())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                        TlsaAnswer::None => format!("{} no TLSA", h.host),
+                        TlsaAnswer::Bogus(why) => format!("{} TLSA BOGUS ({why})", h.host),
+                    })
+                    .collect();
+                let verdict = match self.chain_matches {
+                    Some(true) => "; this host's certificate matches",
+                    Some(false) => "; this host's certificate does NOT match",
+                    None => "",
+                };
+                format!("signed MX: {}{verdict}", hosts.join("; "))
+            }
+        }
+    }
+}
+
+/// The DANE of `target` when it names a domain; `host` is the MX host probed.
+pub async fn dane(
+    target: &str,
+    host: &str,
+    chain: &[Vec<u8>],
+    resolver: &dyn super::dns::SecureResolver,
+) -> Option<DaneStatus> {
+    use crate::policy::dane::{DaneFact, TlsaAnswer};
+    let bare = target.trim_end_matches('.');
+    if bare.contains(':')
+        || bare.parse::<IpAddr>().is_ok()
+        || !crate::settings::is_domain_name(bare)
+    {
+        return None;
+    }
+    let fact = super::dane::lookup(resolver, bare).await;
+    let chain_matches = match &fact {
+        DaneFact::Secure { hosts } => hosts
+            .iter()
+            .find(|h| h.host.eq_ignore_ascii_case(host))
+            .and_then(|h| match &h.tlsa {
+                TlsaAnswer::Records(r) => Some(crate::policy::dane::matching(r, chain).is_some()),
+                _ => None,
+            }),
+        _ => None,
+    };
+    Some(DaneStatus {
+        fact,
+        chain_matches,
+    })
 }
 
 /// A domain's MTA-STS policy as `check-tls` shows it, and whether the probed host is one
@@ -129,6 +208,9 @@ impl Report {
         if let Some(s) = &self.mta_sts {
             out.push(format!("MTA-STS:     {}", s.text()));
         }
+        if let Some(d) = &self.dane {
+            out.push(format!("DANE:        {}", d.text()));
+        }
         out.join("\n")
     }
 }
@@ -182,6 +264,8 @@ fn report(
         chain_length: probe.chain.len(),
         verification,
         mta_sts: None,
+        dane: None,
+        chain: probe.chain.iter().map(|c| c.as_ref().to_vec()).collect(),
     }
 }
 
@@ -199,6 +283,8 @@ impl Report {
             chain_length: 0,
             verification: None,
             mta_sts: None,
+            dane: None,
+            chain: Vec::new(),
         }
     }
 }

@@ -776,6 +776,112 @@ mod tests {
         assert!(err.to_string().starts_with("smtp.tls_cert: "), "{err}");
     }
 
+    /// RFC 7672 section 3.1: DANE-TA needs the chain to reach the named anchor and the MX
+    /// name on the leaf; DANE-EE takes the leaf as it is, expired or not.
+    #[test]
+    fn dane_ta_and_ee_checks() {
+        use crate::policy::dane::Tlsa;
+        use sha2::{Digest, Sha256};
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["mx.ta.example".to_string()])
+            .unwrap()
+            .signed_by(&leaf_key, &issuer)
+            .unwrap();
+        let stranger = rcgen::generate_simple_self_signed(vec!["mx.ta.example".into()]).unwrap();
+        let (leaf, ca) = (leaf.der().clone(), ca.der().clone());
+        let check = |records: Vec<Tlsa>,
+                     name: &str,
+                     chain: (&CertificateDer<'_>, &[CertificateDer<'_>])| {
+            let v = PolicyVerifier::new(
+                CertCheck::Dane {
+                    records,
+                    names: vec![name.to_string()],
+                },
+                None,
+            );
+            let sni = ServerName::try_from("mx.ta.example").unwrap();
+            v.verify_server_cert(chain.0, chain.1, &sni, &[], UnixTime::now())
+                .map(|_| v.verified_name().unwrap_or_default())
+                .map_err(|e| e.to_string())
+        };
+        let ta = |selector: u8, bytes: &[u8]| Tlsa {
+            usage: 2,
+            selector,
+            matching: 1,
+            data: Sha256::digest(bytes).to_vec(),
+        };
+        let ca_spki = x509_parser::parse_x509_certificate(&ca)
+            .unwrap()
+            .1
+            .public_key()
+            .raw
+            .to_vec();
+        for record in [ta(0, &ca), ta(1, &ca_spki)] {
+            let ok = check(
+                vec![record.clone()],
+                "mx.ta.example",
+                (&leaf, std::slice::from_ref(&ca)),
+            );
+            assert!(
+                ok.as_deref()
+                    .is_ok_and(|n| n.starts_with("DANE-TA TLSA 2 ")),
+                "{ok:?}"
+            );
+            let wrong = check(
+                vec![record.clone()],
+                "other.example",
+                (&leaf, std::slice::from_ref(&ca)),
+            );
+            assert!(
+                wrong
+                    .unwrap_err()
+                    .contains("not verified by DANE-TA for other.example")
+            );
+            // The anchor is in the chain, but the leaf is not signed by it.
+            let forged = check(
+                vec![record],
+                "mx.ta.example",
+                (stranger.cert.der(), std::slice::from_ref(&ca)),
+            );
+            assert!(forged.is_err());
+        }
+        // DANE-EE: the leaf's own key, no name or issuer asked.
+        let mut params =
+            rcgen::CertificateParams::new(vec!["anything.example".to_string()]).unwrap();
+        params.not_after = rcgen::date_time_ymd(2001, 1, 1);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let expired = params.self_signed(&key).unwrap();
+        let spki = x509_parser::parse_x509_certificate(expired.der())
+            .unwrap()
+            .1
+            .public_key()
+            .raw
+            .to_vec();
+        let ee = Tlsa {
+            usage: 3,
+            selector: 1,
+            matching: 1,
+            data: Sha256::digest(&spki).to_vec(),
+        };
+        let ok = check(vec![ee.clone()], "mx.ta.example", (expired.der(), &[]));
+        assert!(
+            ok.as_deref()
+                .is_ok_and(|n| n.starts_with("DANE-EE TLSA 3 1 1 ")),
+            "{ok:?}"
+        );
+        assert!(check(vec![ee], "mx.ta.example", (&leaf, &[])).is_err());
+        assert!(
+            check(Vec::new(), "mx.ta.example", (&leaf, &[]))
+                .unwrap_err()
+                .contains("no DNSSEC-secured TLSA records")
+        );
+    }
+
     #[test]
     fn only_forward_secret_aead_suites() {
         for s in provider().cipher_suites.iter() {

@@ -41,6 +41,13 @@ impl Records {
         self
     }
 
+    pub fn txt(mut self, owner: &str, text: &str) -> Records {
+        let txt = hickory_proto::rr::rdata::TXT::new(vec![text.to_string()]);
+        self.0
+            .push(Record::from_rdata(name(owner), 300, RData::TXT(txt)));
+        self
+    }
+
     /// `usage selector matching` and the data, as in `3 1 1 <sha-256 of the SPKI>`.
     pub fn tlsa(mut self, owner: &str, (u, s, m): (u8, u8, u8), data: Vec<u8>) -> Records {
         let tlsa = TLSA::new(
