@@ -76,10 +76,19 @@ async fn browser(driver: &Driver, profile: &std::path::Path) -> Client {
 
 /// At each width: no sideways scrolling, every field labelled, and a screenshot.
 async fn check_page(c: &Client, name: &str) {
+    check_page_at(c, name, None).await;
+}
+
+/// The same, the screenshot taken with the element of id `at` scrolled into view.
+async fn check_page_at(c: &Client, name: &str, at: Option<&str>) {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
     std::fs::create_dir_all(&dir).unwrap();
     for (width, height) in [(1280u32, 900u32), (390, 844)] {
         c.set_window_size(width, height).await.unwrap();
+        if let Some(id) = at {
+            let js = format!("document.getElementById('{id}').scrollIntoView({{block: 'center'}})");
+            c.execute(&js, vec![]).await.unwrap();
+        }
         let sideways = c
             .execute(
                 "return document.documentElement.scrollWidth > document.documentElement.clientWidth;",
@@ -272,10 +281,24 @@ async fn first_sign_in_and_smtp_tls_settings_in_chromium() {
     c.goto(&format!("{base}/tls")).await.unwrap();
     choose(&c, "inbound_mode", "may").await;
     fill(&c, "inbound_certificate", "gateway-mx-2026").await;
+    // The published policies' global switches sit with the outbound mode.
+    choose(&c, "outbound_mta_sts", "monitor").await;
+    c.find(fantoccini::Locator::Css("#outbound_dane"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     submit(&c).await;
     arrived(&c, "p.ok").await;
     assert!(text_of(&c, "p.ok").await.starts_with("Saved and applied"));
     check_page(&c, "smtp-tls-saved").await;
+    check_page_at(&c, "smtp-tls-published-policies", Some("outbound_mta_sts")).await;
+    let exported = String::from_utf8_lossy(&proc.cli(&["settings", "export"]).stdout).into_owned();
+    assert!(
+        exported.contains("mta_sts = \"monitor\"") && exported.contains("dane = true"),
+        "{exported}"
+    );
     // Explain, as a new admin would first try it.
     c.goto(&format!("{base}/explain?recipient=someone%40example.net"))
         .await
@@ -525,6 +548,7 @@ async fn policy_domains_with_test_and_explain_in_chromium() {
     fill(&c, "pattern", "sts.example").await;
     choose(&c, "level", "may").await;
     choose(&c, "mta_sts", "monitor").await;
+    check_page_at(&c, "policy-domains-row-mta-sts", Some("mta_sts")).await;
     click(&c, "#test-row").await;
     arrived(&c, "section.test").await;
     assert_eq!(

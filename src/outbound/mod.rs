@@ -970,10 +970,24 @@ fn usable_hosts(
 ) -> Result<Vec<(String, SocketAddr)>, Outcome> {
     let hosts = sts::allowed_hosts(decision.sts.as_ref(), hosts)?;
     let hosts = dane::allowed_hosts(decision.dane.as_ref(), hosts)?;
-    match requiretls_unmet(entry, decision, domain) {
-        Some(outcome) => Err(outcome),
-        None => Ok(hosts),
+    if let Some(outcome) = requiretls_unmet(entry, decision, domain) {
+        return Err(outcome);
     }
+    // Under opportunistic DANE a host without TLSA records gets the other sources' level:
+    // a REQUIRETLS message goes there only if that level verifies too.
+    let verified = |h: &str| tls_for(decision, h).0 >= Level::Verify;
+    if entry.envelope.requiretls && !hosts.iter().any(|(h, _)| verified(h)) {
+        return Err(Outcome::permanent(
+            Enhanced(5, 7, 30),
+            format!(
+                "REQUIRETLS support required: no MX host of {domain} is verified under a policy"
+            ),
+        ));
+    }
+    Ok(match entry.envelope.requiretls {
+        true => hosts.into_iter().filter(|(h, _)| verified(h)).collect(),
+        false => hosts,
+    })
 }
 
 /// RFC 8689 section 4.2.1: a REQUIRETLS message goes only where the certificate is checked

@@ -288,7 +288,7 @@ fn outbound_level(cf: &MainCf, out: &mut Imported) -> Level {
             out.dropped(
                 "smtp_tls_security_level",
                 format!(
-                    "{level:?}: not a level postern has (dane and dane-only come with DANE support)"
+                    "{level:?}: not a level postern has (none, may, encrypt, verify, dane, dane-only, secure, fingerprint)"
                 ),
                 true,
             );

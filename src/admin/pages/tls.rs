@@ -41,6 +41,8 @@ struct TlsPage {
     /// The facts of the certificate named in the field, when it is one of the store's.
     bound: Option<Choice>,
     outbound_mode: String,
+    mta_sts: String,
+    dane: bool,
 }
 
 #[derive(Deserialize)]
@@ -51,6 +53,12 @@ pub struct TlsForm {
     #[serde(default)]
     inbound_certificate: String,
     outbound_mode: String,
+    /// `enforce`, `monitor` or `off`; absent (an older form): unchanged.
+    #[serde(default)]
+    outbound_mta_sts: Option<String>,
+    /// The DANE checkbox, read when the form has the MTA-STS field (it is one form).
+    #[serde(default)]
+    outbound_dane: Option<String>,
 }
 
 fn mode_name(m: TlsMode) -> String {
@@ -85,6 +93,8 @@ struct Shown {
     inbound_mode: String,
     inbound_certificate: String,
     outbound_mode: String,
+    mta_sts: String,
+    dane: bool,
     notice: Option<String>,
     error: Option<String>,
     certificate_error: Option<String>,
@@ -119,6 +129,8 @@ async fn show(
         certificates,
         bound,
         outbound_mode: shown.outbound_mode,
+        mta_sts: shown.mta_sts,
+        dane: shown.dane,
     };
     (status, render(page)).into_response()
 }
@@ -134,6 +146,8 @@ pub async fn page(
         inbound_mode: mode_name(s.inbound.tls_mode),
         inbound_certificate: s.inbound.certificate.clone().unwrap_or_default(),
         outbound_mode: mode_name(s.outbound.tls_mode),
+        mta_sts: s.outbound.mta_sts.to_string(),
+        dane: s.outbound.dane,
         notice: session.remove::<String>("notice").await.ok().flatten(),
         error: None,
         certificate_error: None,
@@ -156,6 +170,13 @@ pub async fn save(
     ) else {
         return (StatusCode::BAD_REQUEST, "unknown TLS mode").into_response();
     };
+    let published = match form.outbound_mta_sts.as_deref() {
+        None => None,
+        Some(m) => match m.parse::<crate::levels::StsSwitch>() {
+            Ok(m) => Some((m, form.outbound_dane.is_some())),
+            Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
+        },
+    };
     let certificate = form.inbound_certificate.trim().to_string();
     // Blank while disabled: nothing bound. Blank otherwise is Hermes' error 1, said by the
     // same binding check as the API's.
@@ -169,6 +190,10 @@ pub async fn save(
         doc.inbound.tls_mode = inbound;
         doc.inbound.certificate = binding;
         doc.outbound.tls_mode = outbound;
+        if let Some((mta_sts, dane)) = published {
+            doc.outbound.mta_sts = mta_sts;
+            doc.outbound.dane = dane;
+        }
         Ok(doc)
     })
     .await;
@@ -185,6 +210,8 @@ pub async fn save(
                 inbound_mode: form.inbound_mode,
                 inbound_certificate: certificate,
                 outbound_mode: form.outbound_mode,
+                mta_sts: form.outbound_mta_sts.unwrap_or_else(|| "enforce".into()),
+                dane: form.outbound_dane.is_some(),
                 notice: None,
                 error,
                 certificate_error,
