@@ -388,3 +388,38 @@ async fn requiretls_goes_out_under_an_enforced_policy() {
         got.mail_params
     );
 }
+
+/// Section 3.3: a redirect is not followed, and a policy over 64 KiB is not read; either
+/// way the domain is treated as having none (nothing cached), and the explanation says why.
+#[tokio::test]
+async fn redirects_and_oversized_policies_are_refused() {
+    let lab = Lab::new("").await;
+    let sink = lab.sink(&["mx.good.example"]).await;
+    let server = TestServer::start_with(&lab.config(&sink)).await;
+    let explain = || async {
+        let (ok, out, err) = server.cli(&["policy", "explain", RCPT]).await;
+        assert!(ok, "{err}");
+        out
+    };
+    lab.https.answer(301, "moved");
+    let out = explain().await;
+    assert!(
+        out.contains(
+            "answered 301 Moved Permanently: redirects are not followed (RFC 8461 section 3.3)"
+        ),
+        "{out}"
+    );
+    // A failed fetch is not tried again for every message: a new id is.
+    lab.https.answer(
+        200,
+        &format!(
+            "{}{}",
+            policy("enforce", "mx.good.example"),
+            "x".repeat(70_000)
+        ),
+    );
+    lab.zone.set(zone("20261203"));
+    let out = explain().await;
+    assert!(out.contains("at most 65536 bytes"), "{out}");
+    assert_eq!(lab.fetches(), 2);
+}
