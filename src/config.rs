@@ -25,9 +25,35 @@ pub struct Config {
     pub outbound: OutboundConfig,
     #[serde(default)]
     pub tls: TlsConfig,
+    #[serde(default)]
+    pub settings: SettingsConfig,
     /// From the command line (`serve --reset-settings`, `--restore-settings`), not the file.
     #[serde(skip)]
     pub settings_start: crate::settings::StartMode,
+}
+
+/// Where runtime settings live: the embedded store (one node), or a PostgreSQL database the
+/// nodes of a cluster share.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SettingsConfig {
+    /// `postgres://user@host:port/db`; absent: `data/postern.redb`.
+    pub database: Option<String>,
+    /// The key that seals every row in the database (64 hex digits); empty: the
+    /// `POSTERN_SETTINGS_KEY` environment variable. Every node needs the same one.
+    pub key: String,
+}
+
+impl SettingsConfig {
+    /// The key, from the file or the environment; an error names both.
+    pub fn key_hex(&self) -> Result<String, String> {
+        match self.key.trim() {
+            "" => std::env::var("POSTERN_SETTINGS_KEY").map_err(|_| {
+                "settings.key is empty and POSTERN_SETTINGS_KEY is not set: a shared settings database needs the key that seals its rows".to_string()
+            }),
+            k => Ok(k.to_string()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

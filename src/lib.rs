@@ -112,22 +112,9 @@ pub fn prepare(config: Config) -> anyhow::Result<Server> {
     let data = &config.server.data_dir;
     fsutil::private_dir(data).with_context(|| format!("server.data_dir = {}", data.display()))?;
     let store_path = data.join("postern.redb");
-    let settings = match settings::SettingsHandle::open_with(
-        &store_path,
-        config.settings_start.clone(),
-        config.server.settings_history,
-    ) {
-        Ok(s) => s,
-        // Missing or damaged: the error names the file and what to do.
-        Err(e @ (settings::StoreError::Missing { .. } | settings::StoreError::Damaged { .. })) => {
-            return Err(e.into());
-        }
-        Err(e) => {
-            return Err(anyhow::Error::new(e).context(format!(
-                "{}: cannot open the settings store (is another postern running on it?)",
-                store_path.display()
-            )));
-        }
+    let settings = match shared_settings(&config)? {
+        Some(shared) => shared,
+        None => local_settings(&config, &store_path)?,
     };
     let (spool, recovery) = spool::Spool::open(&config.spool_dir(), config.spool.segment_bytes)
         .with_context(|| format!("{}: cannot open the spool", config.spool_dir().display()))?;
@@ -150,9 +137,16 @@ pub fn prepare(config: Config) -> anyhow::Result<Server> {
         }
         _ => system.clone(),
     };
-    let created = settings
-        .ensure_initial_admin(data, &settings::Argon2Hasher)
-        .context("cannot create the first admin user")?;
+    let created = match settings.ensure_initial_admin(data, &settings::Argon2Hasher) {
+        Ok(created) => created,
+        // A shared database away at start: its admin users are there, not lost; sign-in
+        // waits for it (the node relays meanwhile).
+        Err(e @ settings::StoreError::Unreachable(_)) => {
+            tracing::warn!(target: "postern/admin", "warning: admin users not checked: {e}");
+            None
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context("cannot create the first admin user")),
+    };
     if let Some(file) = created {
         tracing::warn!(target: "postern/admin", "first start: admin page user \"{}\" created; its password is in {} (0600): sign in at https://{}/ and choose a new one", settings::FIRST_ADMIN, file.display(), config.admin.listen);
     }
@@ -291,6 +285,9 @@ impl Server {
             listeners.admin_addr()
         );
         let (stop_tx, stop_rx) = watch::channel(false);
+        let mut settings_rx = settings.subscribe();
+        // Bindings changed here are rebound by the change itself; what comes from now on.
+        settings_rx.mark_unchanged();
         let smtp = tokio::spawn(inbound::run(listeners.smtp, ctx, stop_rx.clone()));
         let pages = admin::pages::Pages::new(
             &config.server.hostname,
@@ -307,6 +304,7 @@ impl Server {
             std::time::Duration::from_secs(config.tls.acme_watch_secs.max(1)),
             stop_rx.clone(),
         ));
+        let bindings = tokio::spawn(follow_bindings(settings_rx, certs.clone(), stop_rx.clone()));
         let expiry = tokio::spawn(certs.warn_daily(stop_rx.clone()));
         let api = tokio::spawn(admin::run(
             listeners.admin,
@@ -327,12 +325,67 @@ impl Server {
         let _ = reports.await;
         let _ = acme.await;
         let _ = expiry.await;
+        let _ = bindings.await;
         // Delivery has stopped: its last records are made durable and the store let go.
         tokio::task::spawn_blocking(move || engine.events().close()).await?;
         tokio::task::spawn_blocking(move || spool.shutdown()).await?;
         tracing::info!(target: "postern/master", "stopped");
         Ok(())
     }
+}
+
+/// Certificate bindings follow the settings, wherever they were changed (another node's
+/// change reaches this one through the shared store).
+async fn follow_bindings(
+    mut changed: watch::Receiver<u64>,
+    certs: Arc<certs::Certs>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            c = changed.changed() => if c.is_err() { return },
+            _ = stopped(&mut stop) => return,
+        }
+        let certs = certs.clone();
+        let _ = tokio::task::spawn_blocking(move || certs.rebind()).await;
+    }
+}
+
+/// The embedded store, `data/postern.redb`.
+fn local_settings(
+    config: &Config,
+    store_path: &std::path::Path,
+) -> anyhow::Result<settings::SettingsHandle> {
+    match settings::SettingsHandle::open_with(
+        store_path,
+        config.settings_start.clone(),
+        config.server.settings_history,
+    ) {
+        Ok(s) => Ok(s),
+        // Missing or damaged: the error names the file and what to do.
+        Err(e @ (settings::StoreError::Missing { .. } | settings::StoreError::Damaged { .. })) => {
+            Err(e.into())
+        }
+        Err(e) => Err(anyhow::Error::new(e).context(format!(
+            "{}: cannot open the settings store (is another postern running on it?)",
+            store_path.display()
+        ))),
+    }
+}
+
+/// Settings in the PostgreSQL database the nodes share (`settings.database`), when set.
+fn shared_settings(config: &Config) -> anyhow::Result<Option<settings::SettingsHandle>> {
+    let Some(url) = config.settings.database.as_deref() else {
+        return Ok(None);
+    };
+    let key = config.settings.key_hex().map_err(|e| anyhow::anyhow!(e))?;
+    let sealer = settings::postgres::Sealer::from_hex(&key)
+        .map_err(|e| anyhow::anyhow!("settings.key: {e}"))?;
+    let cache = config.server.data_dir.join("settings.shared-copy.json");
+    let (handle, _health) =
+        settings::SettingsHandle::open_postgres(url, sealer, cache, config.server.settings_history)
+            .context("settings.database")?;
+    Ok(Some(handle))
 }
 
 /// The resolver DANE asks: the same nameservers, every answer validated here from the

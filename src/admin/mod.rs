@@ -368,6 +368,12 @@ fn replace_error(e: ReplaceError) -> ApiError {
         ReplaceError::Invalid(e) => {
             ApiError::new(StatusCode::BAD_REQUEST, e.to_string(), Some(e.field))
         }
+        ReplaceError::Store(e @ crate::settings::StoreError::Unreachable(_)) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), None)
+        }
+        ReplaceError::Store(e @ crate::settings::StoreError::Conflict(_)) => {
+            ApiError::new(StatusCode::CONFLICT, e.to_string(), None)
+        }
         ReplaceError::Store(e) => {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None)
         }

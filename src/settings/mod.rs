@@ -2,9 +2,11 @@
 //! (ArcSwap) that every session and delivery attempt reads once.
 
 mod admins;
+mod backend;
 pub mod certificates;
 mod diff;
 mod document;
+pub mod postgres;
 mod secret;
 mod snapshot;
 mod store;
@@ -58,10 +60,13 @@ pub struct SettingsHandle {
 }
 
 struct Inner {
-    store: Store,
+    store: Box<dyn backend::Backend>,
     live: ArcSwap<Snapshot>,
     /// Serialises writers so validation sees the settings it replaces.
     write: Mutex<()>,
+    /// The version in force, for whoever acts on a change (certificate bindings), local or
+    /// made on another node.
+    changed: tokio::sync::watch::Sender<u64>,
 }
 
 /// How start-up treats the settings store.
@@ -143,13 +148,77 @@ impl SettingsHandle {
             crate::fsutil::write_secret(&marker, format!("{}\n", path.display()).as_bytes())
                 .map_err(|e| StoreError::Db(format!("{}: {e}", marker.display())))?;
         }
-        Ok(SettingsHandle {
+        Ok(SettingsHandle::over(Box::new(store), settings, version))
+    }
+
+    /// Settings on PostgreSQL, shared with the other nodes (see `postgres`): the document
+    /// stored there, or on first use the defaults stored there. With the database away at
+    /// start, the copy this node kept of what it last applied (`cache`); without one, an
+    /// error: never the defaults.
+    pub fn open_postgres(
+        url: &str,
+        sealer: postgres::Sealer,
+        cache: std::path::PathBuf,
+        history_keep: usize,
+    ) -> Result<(SettingsHandle, Arc<postgres::Health>), StoreError> {
+        let store = postgres::PgStore::new(url, sealer, history_keep, cache.clone());
+        let health = Arc::new(postgres::Health::default());
+        let (settings, version) = match store.ensure_schema().and_then(|()| store.current()) {
+            Ok(Some(current)) => current,
+            Ok(None) => {
+                use backend::Backend;
+                let s = Settings::default();
+                let seq = store.save(Some(0), None, &s, "first start")?;
+                (s, seq)
+            }
+            Err(e) => {
+                let Some(kept) = store.remembered() else {
+                    return Err(StoreError::Db(format!(
+                        "{e}; and this node has no copy of the settings it last applied ({}): refusing to start on defaults",
+                        cache.display()
+                    )));
+                };
+                tracing::warn!(target: "postern/master", "warning: {e}: starting on the settings this node last applied (version {})", kept.1);
+                *health.down.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                kept
+            }
+        };
+        let handle = SettingsHandle::over(Box::new(store), settings, version);
+        postgres::follow(
+            Arc::downgrade(&handle.inner),
+            url.to_string(),
+            health.clone(),
+        );
+        Ok((handle, health))
+    }
+
+    /// A newer version from the shared store, applied here (the follower's step).
+    fn catch_up(inner: &Inner) -> Result<(), StoreError> {
+        let _guard = inner.write.lock().unwrap_or_else(|e| e.into_inner());
+        let version = inner.live.load().version;
+        if let Some((settings, seq)) = inner.store.newer(version)? {
+            inner.live.store(Arc::new(Snapshot::new(settings, seq)));
+            inner.changed.send_replace(seq);
+            tracing::info!(target: "postern/master", "settings version {seq} applied (changed on another node)");
+        }
+        Ok(())
+    }
+
+    /// A handle over `store`, with `settings` at `version` in force.
+    fn over(store: Box<dyn backend::Backend>, settings: Settings, version: u64) -> SettingsHandle {
+        SettingsHandle {
             inner: Arc::new(Inner {
                 store,
                 live: ArcSwap::from_pointee(Snapshot::new(settings, version)),
                 write: Mutex::new(()),
+                changed: tokio::sync::watch::Sender::new(version),
             }),
-        })
+        }
+    }
+
+    /// The version in force, changing with every change applied here.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.changed.subscribe()
     }
 
     /// The snapshot in force now; keep it for the whole session or attempt.
@@ -210,10 +279,11 @@ impl SettingsHandle {
         let version = self
             .inner
             .store
-            .save(Some(&old.settings), &new, actor)
+            .save(Some(old.version), Some(&old.settings), &new, actor)
             .map_err(ReplaceError::from)?;
         let snapshot = Arc::new(Snapshot::new(new, version));
         self.inner.live.store(snapshot.clone());
+        self.inner.changed.send_replace(version);
         Ok(Changed { snapshot, changes })
     }
 
@@ -260,12 +330,15 @@ impl SettingsHandle {
         // A certificate the old version bound may have been deleted since.
         certificates::check_bindings(&settings, &self.inner.store.certificates()?)?;
         let current = self.current();
-        let version = self
-            .inner
-            .store
-            .save(Some(&current.settings), &settings, actor)?;
+        let version = self.inner.store.save(
+            Some(current.version),
+            Some(&current.settings),
+            &settings,
+            actor,
+        )?;
         let snapshot = Arc::new(Snapshot::new(settings, version));
         self.inner.live.store(snapshot.clone());
+        self.inner.changed.send_replace(version);
         Ok(snapshot)
     }
 

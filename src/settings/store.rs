@@ -21,6 +21,16 @@ const KEY: &str = "current";
 pub enum StoreError {
     #[error("settings store: {0}")]
     Db(String),
+    /// The shared settings database cannot be reached (several nodes).
+    #[error(
+        "settings database unreachable ({0}): the settings in force stay, changes are refused until it is back"
+    )]
+    Unreachable(String),
+    /// Another node stored a newer version while this change was made.
+    #[error(
+        "the settings changed on another node (version {0}) while this change was made: reload and make it again"
+    )]
+    Conflict(u64),
     #[error("settings store: stored settings do not decode: {0}")]
     Decode(#[from] serde_json::Error),
     /// The store is gone or empty, but this data directory had one: starting on defaults

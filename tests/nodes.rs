@@ -1,0 +1,198 @@
+//! Several gateway nodes, one configuration (issue 20, first piece): two postern nodes on
+//! loopback share their settings in a real PostgreSQL (a cluster in a temporary directory,
+//! `tests/common/postgres.rs`). A change made through node A's API applies to node B's next
+//! delivery within a second, is audited once, and is sealed in the database. With the
+//! database stopped both keep relaying on the settings in force and refuse changes; when it
+//! is back, a change applies on both.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::postgres::Postgres;
+use common::sink::{Sink, SinkOptions};
+use common::*;
+use hyper::{Method, StatusCode};
+
+const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+fn node_config(pg: &Postgres, sink: &Sink) -> String {
+    format!(
+        "[settings]\ndatabase = \"{}\"\nkey = \"{KEY}\"\n[outbound.routes]\n\"partner.example\" = \"[127.0.0.1]:{}\"\n",
+        pg.url(),
+        sink.addr.port()
+    )
+}
+
+/// Wait until `node` serves settings with a policy row for `pattern` at `level`; how long it
+/// took. Fails past `within`.
+async fn until_applied(
+    node: &TestServer,
+    pattern: &str,
+    level: &str,
+    within: Duration,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        let doc = node.get_settings().await;
+        let has = doc["policy"].as_array().is_some_and(|rows| {
+            rows.iter()
+                .any(|r| r["pattern"] == pattern && r["level"] == level)
+        });
+        if has {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < within,
+            "{pattern} {level} not applied within {within:?}: {doc}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn policy_row(
+    node: &TestServer,
+    pattern: &str,
+    level: &str,
+) -> (StatusCode, serde_json::Value) {
+    let mut doc = node.get_settings().await;
+    doc["policy"] = serde_json::json!([{"pattern": pattern, "level": level}]);
+    node.put_settings(doc).await
+}
+
+async fn relay(node: &mut TestServer, rcpt: &str) -> postern::events::Delivery {
+    node.submit("app@inside.example", &[rcpt], &message("nodes", ""))
+        .await;
+    node.next_event_for(rcpt, 30).await
+}
+
+#[tokio::test]
+async fn a_change_on_one_node_applies_on_the_other_within_a_second() {
+    let Some(pg) = Postgres::start() else { return };
+    // The partner's server offers no STARTTLS: an `encrypt` row defers its mail.
+    let mut sink = Sink::start(SinkOptions::default()).await;
+    let a = TestServer::start_with(&node_config(&pg, &sink)).await;
+    let mut b = TestServer::start_with(&node_config(&pg, &sink)).await;
+    let sent = relay(&mut b, "x@partner.example").await;
+    assert_eq!(sent.status, "sent", "{}", sent.reply);
+    sink.next(5).await.unwrap();
+
+    let (status, body) = policy_row(&a, "partner.example", "encrypt").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let took = until_applied(&b, "partner.example", "encrypt", Duration::from_secs(1)).await;
+    eprintln!("applied on node B after {took:?}");
+    let deferred = relay(&mut b, "y@partner.example").await;
+    assert_eq!(
+        (deferred.status.as_ref(), deferred.policy_source.as_str()),
+        ("deferred", "row:partner.example"),
+        "{}",
+        deferred.reply
+    );
+
+    // One audit entry for the change, seen alike from both nodes.
+    for node in [&a, &b] {
+        let (status, audit) = node
+            .api_json(Method::GET, "/api/v1/settings/audit", None)
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let versions: Vec<u64> = audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["version"].as_u64().unwrap())
+            .collect();
+        assert_eq!(
+            versions,
+            vec![2, 1],
+            "first start, then the change: {audit}"
+        );
+    }
+
+    // Nothing in the database is readable without the key.
+    let url = pg.url();
+    let rows = tokio::task::spawn_blocking(move || {
+        let mut db = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+        db.query("SELECT sealed FROM postern_settings_current UNION ALL SELECT sealed FROM postern_settings_audit UNION ALL SELECT sealed FROM postern_admin_users", &[])
+            .unwrap()
+            .into_iter()
+            .map(|r| r.get::<_, Vec<u8>>(0))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    assert!(
+        rows.len() >= 3,
+        "current, two audit entries, the admin user"
+    );
+    for sealed in rows {
+        let text = String::from_utf8_lossy(&sealed);
+        assert!(
+            !text.contains("partner.example") && !text.contains("argon2"),
+            "{text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn with_the_database_away_nodes_relay_on_what_they_have_and_refuse_changes() {
+    let Some(pg) = Postgres::start() else { return };
+    let mut sink = Sink::start(SinkOptions::default()).await;
+    let a = TestServer::start_with(&node_config(&pg, &sink)).await;
+    let mut b = TestServer::start_with(&node_config(&pg, &sink)).await;
+    let (status, _) = policy_row(&a, "partner.example", "may").await;
+    assert_eq!(status, StatusCode::OK);
+    until_applied(&b, "partner.example", "may", Duration::from_secs(1)).await;
+
+    pg.down();
+    let sent = relay(&mut b, "x@partner.example").await;
+    assert_eq!(
+        (sent.status.as_ref(), sent.policy_source.as_str()),
+        ("sent", "global"),
+        "{}",
+        sent.reply
+    );
+    sink.next(5).await.unwrap();
+    let (status, body) = policy_row(&a, "partner.example", "encrypt").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("settings database unreachable ("),
+        "{body}"
+    );
+
+    pg.up();
+    let (status, body) = policy_row(&a, "partner.example", "encrypt").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // After an outage each follower reconnects first (each try is bounded by its connect
+    // timeout), then catches up at once.
+    until_applied(&b, "partner.example", "encrypt", Duration::from_secs(10)).await;
+    until_applied(&a, "partner.example", "encrypt", Duration::from_secs(1)).await;
+}
+
+/// A node that starts while the database is away starts on the settings it last applied,
+/// never on the defaults; a node that never had any refuses to start.
+#[tokio::test]
+async fn a_node_never_starts_on_defaults_when_the_database_is_away() {
+    let Some(pg) = Postgres::start() else { return };
+    let sink = Sink::start(SinkOptions::default()).await;
+    let config = node_config(&pg, &sink);
+    let a = TestServer::start_with(&config).await;
+    let (status, _) = policy_row(&a, "partner.example", "encrypt").await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, dir) = a.stop().await;
+    pg.down();
+    let a = TestServer::start_in(dir, &config).await;
+    until_applied(&a, "partner.example", "encrypt", Duration::from_secs(1)).await;
+
+    let fresh = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(fresh.path(), &config);
+    cfg.smtp.listen = "127.0.0.1:0".parse().unwrap();
+    cfg.admin.listen = "127.0.0.1:0".parse().unwrap();
+    let err = postern::prepare(cfg)
+        .err()
+        .expect("no copy, no database: no start");
+    let text = format!("{err:#}");
+    assert!(text.contains("refusing to start on defaults"), "{text}");
+}
