@@ -42,6 +42,9 @@ pub struct SettingsConfig {
     /// The key that seals every row in the database (64 hex digits); empty: the
     /// `POSTERN_SETTINGS_KEY` environment variable. Every node needs the same one.
     pub key: String,
+    /// This node's name on the delivery records of the shared database; empty:
+    /// `server.hostname`. Unique per node.
+    pub node: String,
 }
 
 impl SettingsConfig {

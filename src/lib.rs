@@ -177,11 +177,18 @@ pub fn prepare(config: Config) -> anyhow::Result<Server> {
         max_age_secs: config.outbound.delivery_records_max_age_days.max(1) * 86_400,
         max_records: config.outbound.delivery_records_max.max(1),
     };
-    let events = events::EventLog::open_with(
-        data,
-        config.outbound.delivery_log_max_bytes,
-        Some(retention),
-    )
+    let events = match shared_records(&config, retention) {
+        Some(store) => events::EventLog::open_with_store(
+            data,
+            config.outbound.delivery_log_max_bytes,
+            Some(store),
+        ),
+        None => events::EventLog::open_with(
+            data,
+            config.outbound.delivery_log_max_bytes,
+            Some(retention),
+        ),
+    }
     .with_context(|| {
         format!(
             "{}: cannot open the delivery log",
@@ -370,6 +377,26 @@ fn local_settings(
             "{}: cannot open the settings store (is another postern running on it?)",
             store_path.display()
         ))),
+    }
+}
+
+/// Delivery records in the database the nodes share, when there is one; one that cannot be
+/// reached at start leaves this node on its own records (said).
+fn shared_records(
+    config: &Config,
+    retention: events::store::Retention,
+) -> Option<Arc<events::store::Store>> {
+    let url = config.settings.database.as_deref()?;
+    let node = match config.settings.node.trim() {
+        "" => config.server.hostname.as_str(),
+        n => n,
+    };
+    match events::shared::SharedRecords::open(url, node, retention) {
+        Ok(s) => Some(Arc::new(events::store::Store::Shared(s))),
+        Err(e) => {
+            tracing::warn!(target: "postern/master", "warning: {e}: delivery records stay on this node until the next start");
+            None
+        }
     }
 }
 

@@ -16,9 +16,9 @@ use hyper::{Method, StatusCode};
 
 const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 
-fn node_config(pg: &Postgres, sink: &Sink) -> String {
+fn node_config(pg: &Postgres, sink: &Sink, node: &str) -> String {
     format!(
-        "[settings]\ndatabase = \"{}\"\nkey = \"{KEY}\"\n[outbound.routes]\n\"partner.example\" = \"[127.0.0.1]:{}\"\n",
+        "[settings]\ndatabase = \"{}\"\nkey = \"{KEY}\"\nnode = \"{node}\"\n[outbound.routes]\n\"partner.example\" = \"[127.0.0.1]:{}\"\n",
         pg.url(),
         sink.addr.port()
     )
@@ -71,8 +71,8 @@ async fn a_change_on_one_node_applies_on_the_other_within_a_second() {
     let Some(pg) = Postgres::start() else { return };
     // The partner's server offers no STARTTLS: an `encrypt` row defers its mail.
     let mut sink = Sink::start(SinkOptions::default()).await;
-    let a = TestServer::start_with(&node_config(&pg, &sink)).await;
-    let mut b = TestServer::start_with(&node_config(&pg, &sink)).await;
+    let a = TestServer::start_with(&node_config(&pg, &sink, "a")).await;
+    let mut b = TestServer::start_with(&node_config(&pg, &sink, "b")).await;
     let sent = relay(&mut b, "x@partner.example").await;
     assert_eq!(sent.status, "sent", "{}", sent.reply);
     sink.next(5).await.unwrap();
@@ -88,6 +88,20 @@ async fn a_change_on_one_node_applies_on_the_other_within_a_second() {
         "{}",
         deferred.reply
     );
+
+    // B's deliveries are in A's Logs, naming B.
+    let (status, logs) = a
+        .api_json(
+            Method::GET,
+            "/api/v1/logs?recipient=y%40partner.example",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{logs}");
+    let records = logs["records"].as_array().expect("records");
+    assert_eq!(records.len(), 1, "{logs}");
+    assert_eq!(records[0]["record"]["node"], "b", "{logs}");
+    assert_eq!(records[0]["record"]["status"], "deferred", "{logs}");
 
     // One audit entry for the change, seen alike from both nodes.
     for node in [&a, &b] {
@@ -137,8 +151,8 @@ async fn a_change_on_one_node_applies_on_the_other_within_a_second() {
 async fn with_the_database_away_nodes_relay_on_what_they_have_and_refuse_changes() {
     let Some(pg) = Postgres::start() else { return };
     let mut sink = Sink::start(SinkOptions::default()).await;
-    let a = TestServer::start_with(&node_config(&pg, &sink)).await;
-    let mut b = TestServer::start_with(&node_config(&pg, &sink)).await;
+    let a = TestServer::start_with(&node_config(&pg, &sink, "a")).await;
+    let mut b = TestServer::start_with(&node_config(&pg, &sink, "b")).await;
     let (status, _) = policy_row(&a, "partner.example", "may").await;
     assert_eq!(status, StatusCode::OK);
     until_applied(&b, "partner.example", "may", Duration::from_secs(1)).await;
@@ -177,7 +191,7 @@ async fn with_the_database_away_nodes_relay_on_what_they_have_and_refuse_changes
 async fn a_node_never_starts_on_defaults_when_the_database_is_away() {
     let Some(pg) = Postgres::start() else { return };
     let sink = Sink::start(SinkOptions::default()).await;
-    let config = node_config(&pg, &sink);
+    let config = node_config(&pg, &sink, "a");
     let a = TestServer::start_with(&config).await;
     let (status, _) = policy_row(&a, "partner.example", "encrypt").await;
     assert_eq!(status, StatusCode::OK);
@@ -195,4 +209,62 @@ async fn a_node_never_starts_on_defaults_when_the_database_is_away() {
         .expect("no copy, no database: no start");
     let text = format!("{err:#}");
     assert!(text.contains("refusing to start on defaults"), "{text}");
+}
+
+/// The TLS-RPT counts are the cluster's, and one node sends each report: a day with a
+/// delivery made by each node gives one report that counts both.
+#[tokio::test]
+async fn one_node_reports_the_clusters_tls_rpt_counts() {
+    use common::published::{Lab, policy, zone};
+    use std::io::Read;
+    let Some(pg) = Postgres::start() else { return };
+    let lab = Lab::new(&policy("enforce", "mx.good.example")).await;
+    lab.zone.set(zone("20261201").txt(
+        "_smtp._tls.good.example",
+        "v=TLSRPTv1; rua=https://rpt.good.example/v1/tlsrpt",
+    ));
+    let mut sink = lab.sink(&["mx.good.example"]).await;
+    let shared = |node: &str| {
+        format!(
+            "{}[settings]\ndatabase = \"{}\"\nkey = \"{KEY}\"\nnode = \"{node}\"\n",
+            lab.config(&sink),
+            pg.url()
+        )
+    };
+    let mut a = TestServer::start_with(&shared("a")).await;
+    let mut b = TestServer::start_with(&shared("b")).await;
+    for (node, rcpt) in [(&mut a, "x@good.example"), (&mut b, "y@good.example")] {
+        assert_eq!(relay(node, rcpt).await.status, "sent");
+        sink.next(5).await.unwrap();
+    }
+    let now = postern::fsutil::unix_now();
+    let day = postern::outbound::tls_report::day_name(now - now % 86_400);
+    let (ok, out_a, err) = a.cli(&["tls-rpt", "send", "--day", &day]).await;
+    assert!(ok, "{err}");
+    let (ok, out_b, err) = b.cli(&["tls-rpt", "send", "--day", &day]).await;
+    assert!(ok, "{err}");
+    assert!(
+        out_a.contains("good.example: sent to https://rpt.good.example/v1/tlsrpt"),
+        "{out_a}"
+    );
+    assert!(
+        out_b.contains("good.example: already sent to https://rpt.good.example/v1/tlsrpt"),
+        "{out_b}"
+    );
+    let posts: Vec<_> = lab
+        .https
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST")
+        .collect();
+    assert_eq!(posts.len(), 1);
+    let mut json = Vec::new();
+    flate2::read::GzDecoder::new(posts[0].body.as_slice())
+        .read_to_end(&mut json)
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    assert_eq!(
+        report["policies"][0]["summary"]["total-successful-session-count"], 2,
+        "one delivery by each node: {report}"
+    );
 }

@@ -2,6 +2,7 @@
 //! for, as a JSON line with the same facts (`data/log/delivery.jsonl`, for log shippers), and
 //! into the indexed store the Logs page and the dashboard search (`store`).
 
+pub mod shared;
 pub mod store;
 pub mod tls_rpt;
 
@@ -51,6 +52,10 @@ pub struct Delivery {
     /// published policies were looked up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_rpt: Option<tls_rpt::RptOutcome>,
+    /// The node that made the attempt, on records read from the database several nodes
+    /// share (`settings.node`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// One host of an attempt and how it went.
@@ -170,9 +175,6 @@ impl EventLog {
     ) -> std::io::Result<EventLog> {
         let dir = data_dir.join("log");
         crate::fsutil::private_dir(&dir)?;
-        let path = dir.join("delivery.jsonl");
-        let file = JsonFile::open_file(&path)?;
-        let len = file.metadata()?.len();
         let store = retention.and_then(|r| {
             let at = dir.join("records.redb");
             match store::Store::open(&at, r) {
@@ -186,6 +188,20 @@ impl EventLog {
                 }
             }
         });
+        EventLog::open_with_store(data_dir, max_bytes, store)
+    }
+
+    /// The JSON file, and `store` (this node's, or the one the nodes share) for the pages.
+    pub fn open_with_store(
+        data_dir: &Path,
+        max_bytes: u64,
+        store: Option<Arc<store::Store>>,
+    ) -> std::io::Result<EventLog> {
+        let dir = data_dir.join("log");
+        crate::fsutil::private_dir(&dir)?;
+        let path = dir.join("delivery.jsonl");
+        let file = JsonFile::open_file(&path)?;
+        let len = file.metadata()?.len();
         let live = tokio::sync::broadcast::channel(1024).0;
         let json = JsonFile {
             file: Some((file, len)),
@@ -448,6 +464,7 @@ mod tests {
             tenant: None,
             hosts_tried: Vec::new(),
             tls_rpt: None,
+            node: None,
         }
     }
 

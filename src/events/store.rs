@@ -79,7 +79,7 @@ impl TlsOutcome {
         })
     }
 
-    fn code(self) -> u8 {
+    pub(super) fn code(self) -> u8 {
         self as u8
     }
 }
@@ -87,8 +87,8 @@ impl TlsOutcome {
 #[derive(Debug, thiserror::Error)]
 #[error("delivery records {path}: {message}")]
 pub struct StoreError {
-    path: String,
-    message: String,
+    pub(super) path: String,
+    pub(super) message: String,
 }
 
 /// What the Logs page asks: every given field must hold; the newest first.
@@ -132,17 +132,110 @@ pub struct Stored {
 /// Free-text and time-only searches look at this many records at most per page.
 pub const MAX_SCAN: u64 = 200_000;
 
-pub struct Store {
+/// The records of this node (redb), or of every node (PostgreSQL, `super::shared`).
+pub enum Store {
+    Local(Local),
+    Shared(super::shared::SharedRecords),
+}
+
+impl Store {
+    pub fn open(path: &Path, retention: Retention) -> Result<Store, StoreError> {
+        Local::open(path, retention).map(Store::Local)
+    }
+
+    pub fn insert(&self, batch: &[Delivery], durable: bool) -> Result<(), StoreError> {
+        match self {
+            Store::Local(s) => s.insert(batch, durable),
+            Store::Shared(s) => s.insert(batch),
+        }
+    }
+
+    pub fn insert_encoded(
+        &self,
+        batch: &[(&Delivery, &[u8])],
+        durable: bool,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Local(s) => s.insert_encoded(batch, durable),
+            Store::Shared(s) => {
+                s.insert(&batch.iter().map(|(d, _)| (*d).clone()).collect::<Vec<_>>())
+            }
+        }
+    }
+
+    pub fn prune(&self, now: u64) -> Result<u64, StoreError> {
+        match self {
+            Store::Local(s) => s.prune(now),
+            Store::Shared(s) => s.prune(now),
+        }
+    }
+
+    pub fn len(&self) -> Result<u64, StoreError> {
+        match self {
+            Store::Local(s) => s.len(),
+            Store::Shared(s) => s.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> Result<bool, StoreError> {
+        Ok(self.len()? == 0)
+    }
+
+    pub fn search(&self, q: &Search) -> Result<Found, StoreError> {
+        match self {
+            Store::Local(s) => s.search(q),
+            Store::Shared(s) => s.search(q),
+        }
+    }
+
+    pub fn starttls_history(
+        &self,
+        hosts: &[String],
+        since: u64,
+    ) -> Result<Vec<StarttlsSeen>, StoreError> {
+        match self {
+            Store::Local(s) => s.starttls_history(hosts, since),
+            Store::Shared(s) => s.starttls_history(hosts, since),
+        }
+    }
+
+    pub fn hourly(&self, since: u64) -> Result<Vec<(u64, TlsOutcome, u64)>, StoreError> {
+        match self {
+            Store::Local(s) => s.hourly(since),
+            Store::Shared(s) => s.hourly(since),
+        }
+    }
+
+    pub fn destinations(&self, since: u64) -> Result<Vec<(String, u64, u64)>, StoreError> {
+        match self {
+            Store::Local(s) => s.destinations(since),
+            Store::Shared(s) => s.destinations(since),
+        }
+    }
+
+    pub fn tls_rpt_day(
+        &self,
+        day: u64,
+    ) -> Result<Vec<(super::tls_rpt::RptOutcome, u64)>, StoreError> {
+        match self {
+            Store::Local(s) => s.tls_rpt_day(day),
+            Store::Shared(s) => s.tls_rpt_day(day),
+        }
+    }
+}
+
+/// The embedded store of one node.
+pub struct Local {
     db: Database,
     path: String,
     retention: Retention,
 }
 
-fn host_of(relay: &str) -> String {
+pub(super) fn host_of(relay: &str) -> String {
     relay.split('[').next().unwrap_or("").to_ascii_lowercase()
 }
 
-fn domain_of(address: &str) -> String {
+pub(super) fn domain_of(address: &str) -> String {
     address
         .rsplit_once('@')
         .map_or(address, |(_, d)| d)
@@ -151,14 +244,14 @@ fn domain_of(address: &str) -> String {
 
 const HOUR: u64 = 3600;
 
-impl Store {
-    pub fn open(path: &Path, retention: Retention) -> Result<Store, StoreError> {
+impl Local {
+    pub fn open(path: &Path, retention: Retention) -> Result<Local, StoreError> {
         let name = path.display().to_string();
         let db = Database::create(path).map_err(|e| StoreError {
             path: name.clone(),
             message: e.to_string(),
         })?;
-        let store = Store {
+        let store = Local {
             db,
             path: name,
             retention,
@@ -587,6 +680,7 @@ mod tests {
             tenant: None,
             hosts_tried: Vec::new(),
             tls_rpt: None,
+            node: None,
         }
     }
 

@@ -842,6 +842,7 @@ impl RcptResult {
             tenant: entry.envelope.tenant.clone(),
             hosts_tried: self.hosts_tried(),
             tls_rpt,
+            node: None,
         }
     }
 }

@@ -177,13 +177,57 @@ impl Engine {
                 outcome.already.push(label);
                 continue;
             }
-            match self.send_to(&rua, &built, reporting).await {
-                Ok(()) => outcome.sent.push(label),
-                Err(why) => outcome.failed.push(format!("{label}: {why}")),
-            }
+            self.send_claimed(&rua, &built, (day, reporting), &mut outcome)
+                .await;
         }
         log_outcome(&outcome, day);
         outcome
+    }
+
+    /// Send to `rua` once this node has claimed it (a report another node has is `already`).
+    async fn send_claimed(
+        &self,
+        rua: &Rua,
+        built: &Built<'_>,
+        (day, reporting): (u64, &Reporting),
+        outcome: &mut Outcome,
+    ) {
+        let (label, domain) = (rua.to_string(), built.domain);
+        match self.claim(day, domain, &label, true).await {
+            Ok(true) => {}
+            Ok(false) => return outcome.already.push(label),
+            Err(why) => return outcome.failed.push(format!("{label}: {why}")),
+        }
+        match self.send_to(rua, built, reporting).await {
+            Ok(()) => outcome.sent.push(label),
+            Err(why) => {
+                let _ = self.claim(day, domain, &label, false).await;
+                outcome.failed.push(format!("{label}: {why}"))
+            }
+        }
+    }
+
+    /// With records shared by several nodes, one node sends each report: claim it (or give a
+    /// failed one back). True where this node may send; always with its own records.
+    async fn claim(&self, day: u64, domain: &str, rua: &str, take: bool) -> Result<bool, String> {
+        let Some(store) = self.events.store() else {
+            return Ok(true);
+        };
+        let (domain, rua) = (domain.to_string(), rua.to_string());
+        let claimed = tokio::task::spawn_blocking(move || match &*store {
+            crate::events::store::Store::Shared(s) if take => s.claim_report(day, &domain, &rua),
+            crate::events::store::Store::Shared(s) => {
+                s.unclaim_report(day, &domain, &rua).map(|()| true)
+            }
+            crate::events::store::Store::Local(_) => Ok(true),
+        })
+        .await;
+        // Not knowing whether another node sent it: not sent now, tried at the next round.
+        match claimed {
+            Ok(Ok(c)) => Ok(c),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     async fn send_to(&self, rua: &Rua, b: &Built<'_>, reporting: &Reporting) -> Result<(), String> {

@@ -92,12 +92,57 @@ impl Sealer {
 /// One database operation, run on the connection's own thread.
 type Job = Box<dyn FnOnce(&mut Option<postgres::Client>) + Send>;
 
-pub struct PgStore {
+/// One PostgreSQL connection on a thread of its own: the synchronous client runs its own
+/// runtime, which may not be entered from an async worker (start-up runs on one). Each call
+/// waits for its job; a failed job drops the connection, so the next one reconnects.
+pub struct DbThread {
     url: String,
-    sealer: Arc<Sealer>,
-    /// The connection lives on a thread of its own: the synchronous client runs its own
-    /// runtime, which may not be entered from an async worker (start-up runs on one).
     jobs: Mutex<std::sync::mpsc::Sender<Job>>,
+}
+
+impl DbThread {
+    pub fn new(url: &str, name: &str) -> DbThread {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let spawned = std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(move || {
+                let mut client = None;
+                while let Ok(job) = rx.recv() {
+                    job(&mut client);
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(target: "postern/master", "error: cannot start the {name} thread: {e}");
+        }
+        DbThread {
+            url: url.to_string(),
+            jobs: Mutex::new(tx),
+        }
+    }
+
+    /// Run `f` on the connection, connecting first if needed.
+    pub fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut postgres::Client) -> Result<T, postgres::Error> + Send + 'static,
+    ) -> Result<T, String> {
+        let (done, result) = std::sync::mpsc::sync_channel(1);
+        let url = self.url.clone();
+        let job: Job = Box::new(move |slot: &mut Option<postgres::Client>| {
+            let _ = done.send(run_job(slot, &url, f));
+        });
+        let stopped = || "the database thread has stopped".to_string();
+        self.jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(job)
+            .map_err(|_| stopped())?;
+        result.recv().map_err(|_| stopped())?
+    }
+}
+
+pub struct PgStore {
+    sealer: Arc<Sealer>,
+    db: DbThread,
     history_keep: u64,
     /// This node's copy of the settings it last applied (0600), to start on when the
     /// database is away.
@@ -116,22 +161,9 @@ impl PgStore {
         history_keep: usize,
         cache: std::path::PathBuf,
     ) -> PgStore {
-        let (tx, rx) = std::sync::mpsc::channel::<Job>();
-        let spawned = std::thread::Builder::new()
-            .name("settings-db".into())
-            .spawn(move || {
-                let mut client = None;
-                while let Ok(job) = rx.recv() {
-                    job(&mut client);
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::error!(target: "postern/master", "error: cannot start the settings database thread: {e}");
-        }
         PgStore {
-            url: url.to_string(),
             sealer: Arc::new(sealer),
-            jobs: Mutex::new(tx),
+            db: DbThread::new(url, "settings-db"),
             history_keep: history_keep.max(1) as u64,
             cache,
         }
@@ -178,19 +210,7 @@ impl PgStore {
         &self,
         f: impl FnOnce(&mut postgres::Client) -> Result<T, postgres::Error> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let (done, result) = std::sync::mpsc::sync_channel(1);
-        let url = self.url.clone();
-        let job: Job = Box::new(move |slot: &mut Option<postgres::Client>| {
-            let _ = done.send(run_job(slot, &url, f));
-        });
-        self.jobs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .send(job)
-            .map_err(|_| unreachable("the settings database thread has stopped"))?;
-        result
-            .recv()
-            .map_err(|_| unreachable("the settings database thread has stopped"))?
+        self.db.with(f).map_err(unreachable)
     }
 
     fn sealed_json<T: serde::Serialize>(&self, what: &str, v: &T) -> Result<Vec<u8>, StoreError> {
@@ -240,16 +260,16 @@ fn run_job<T>(
     slot: &mut Option<postgres::Client>,
     url: &str,
     f: impl FnOnce(&mut postgres::Client) -> Result<T, postgres::Error>,
-) -> Result<T, StoreError> {
+) -> Result<T, String> {
     if slot.as_ref().is_none_or(|c| c.is_closed()) {
-        *slot = Some(connect(url).map_err(unreachable)?);
+        *slot = Some(connect(url).map_err(|e| e.to_string())?);
     }
     let Some(client) = slot.as_mut() else {
-        return Err(unreachable("not connected"));
+        return Err("not connected".into());
     };
     f(client).map_err(|e| {
         *slot = None;
-        unreachable(e)
+        e.to_string()
     })
 }
 

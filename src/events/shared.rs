@@ -1,0 +1,381 @@
+//! Delivery records of every node in the PostgreSQL database they share (issue 20): one
+//! table partitioned by UTC day, each record naming its node, so the Logs page, the
+//! dashboard, "did host H offer STARTTLS?" and the TLS-RPT counts cover the whole cluster.
+//! Retention drops whole days. The fields searched have their own columns and indexes; the
+//! record itself is kept as JSON.
+
+use std::sync::Arc;
+
+use super::store::{Found, Retention, Search, StoreError, Stored, TlsOutcome, domain_of, host_of};
+use super::{Delivery, StarttlsSeen};
+use crate::settings::postgres::DbThread;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS postern_deliveries (
+    seq BIGSERIAL,
+    unix_time BIGINT NOT NULL,
+    node TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    queue_id TEXT NOT NULL,
+    host TEXT NOT NULL,
+    rcpt_domain TEXT NOT NULL,
+    outcome SMALLINT,
+    tls BOOLEAN NOT NULL,
+    starttls_offered BOOLEAN NOT NULL,
+    sent BOOLEAN NOT NULL,
+    tls_rpt TEXT,
+    record JSONB NOT NULL,
+    PRIMARY KEY (unix_time, seq)
+) PARTITION BY RANGE (unix_time);
+CREATE INDEX IF NOT EXISTS postern_deliveries_recipient ON postern_deliveries (recipient, seq);
+CREATE INDEX IF NOT EXISTS postern_deliveries_sender ON postern_deliveries (sender, seq);
+CREATE INDEX IF NOT EXISTS postern_deliveries_queue_id ON postern_deliveries (queue_id, seq);
+CREATE INDEX IF NOT EXISTS postern_deliveries_host ON postern_deliveries (host, unix_time);
+CREATE INDEX IF NOT EXISTS postern_deliveries_seq ON postern_deliveries (seq);
+CREATE TABLE IF NOT EXISTS postern_tls_rpt_sent (
+    day BIGINT NOT NULL,
+    domain TEXT NOT NULL,
+    rua TEXT NOT NULL,
+    node TEXT NOT NULL,
+    PRIMARY KEY (day, domain, rua)
+);
+";
+
+const DAY: u64 = 86_400;
+
+pub struct SharedRecords {
+    db: DbThread,
+    node: Arc<str>,
+    retention: Retention,
+    /// Days whose partition exists (created on first use).
+    days: std::sync::Mutex<std::collections::BTreeSet<u64>>,
+}
+
+fn err(message: String) -> StoreError {
+    StoreError {
+        path: "settings.database (delivery records)".into(),
+        message,
+    }
+}
+
+impl SharedRecords {
+    pub fn open(url: &str, node: &str, retention: Retention) -> Result<SharedRecords, StoreError> {
+        let records = SharedRecords {
+            db: DbThread::new(url, "records-db"),
+            node: node.into(),
+            retention,
+            days: Default::default(),
+        };
+        records.db.with(|c| c.batch_execute(SCHEMA)).map_err(err)?;
+        Ok(records)
+    }
+
+    /// The day partitions `batch` needs.
+    fn partitions(&self, batch: &[Delivery]) -> Result<(), StoreError> {
+        let needed: Vec<u64> = {
+            let days = self.days.lock().unwrap_or_else(|e| e.into_inner());
+            let mut n: Vec<u64> = batch
+                .iter()
+                .map(|d| d.unix_time - d.unix_time % DAY)
+                .filter(|d| !days.contains(d))
+                .collect();
+            n.dedup();
+            n
+        };
+        for day in needed {
+            let sql = format!(
+                "CREATE TABLE IF NOT EXISTS postern_deliveries_{day} PARTITION OF postern_deliveries FOR VALUES FROM ({day}) TO ({})",
+                day + DAY
+            );
+            self.db.with(move |c| c.batch_execute(&sql)).map_err(err)?;
+            self.days
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(day);
+        }
+        Ok(())
+    }
+
+    pub fn insert(&self, batch: &[Delivery]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.partitions(batch)?;
+        let node = self.node.to_string();
+        let batch = batch.to_vec();
+        self.db
+            .with(move |c| {
+                let mut tx = c.transaction()?;
+                let stmt = tx.prepare(
+                    "INSERT INTO postern_deliveries (unix_time, node, recipient, sender, queue_id, host, rcpt_domain, outcome, tls, starttls_offered, sent, tls_rpt, record) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                )?;
+                for d in &batch {
+                    let mut d = d.clone();
+                    d.node = Some(node.clone());
+                    let d = &d;
+                    let record = serde_json::to_value(d).unwrap_or_default();
+                    let rpt = d.tls_rpt.as_ref().and_then(|o| serde_json::to_string(o).ok());
+                    let outcome = TlsOutcome::of(d).map(|o| i16::from(o.code()));
+                    tx.execute(
+                        &stmt,
+                        &[
+                            &(d.unix_time as i64),
+                            &node,
+                            &d.recipient.to_ascii_lowercase(),
+                            &d.sender.to_ascii_lowercase(),
+                            &d.queue_id.to_ascii_uppercase(),
+                            &host_of(&d.relay),
+                            &domain_of(&d.recipient),
+                            &outcome,
+                            &d.tls.is_some(),
+                            &d.starttls_offered,
+                            &(d.status == "sent"),
+                            &rpt,
+                            &postgres::types::Json(record),
+                        ],
+                    )?;
+                }
+                tx.commit()
+            })
+            .map_err(err)
+    }
+
+    /// Whole days past the age limit go (the count limit is the embedded store's; here the
+    /// database's size is the admin's).
+    pub fn prune(&self, now: u64) -> Result<u64, StoreError> {
+        let cutoff = now.saturating_sub(self.retention.max_age_secs);
+        let cutoff_day = cutoff - cutoff % DAY;
+        let days: Vec<u64> = self
+            .days
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .copied()
+            .filter(|d| *d < cutoff_day)
+            .collect();
+        let dropped = days.len() as u64;
+        for day in days {
+            let sql = format!("DROP TABLE IF EXISTS postern_deliveries_{day}");
+            self.db.with(move |c| c.batch_execute(&sql)).map_err(err)?;
+            self.days
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&day);
+        }
+        Ok(dropped)
+    }
+
+    /// Claim the sending of a day's report to one address for this node: false when a node
+    /// (this one or another) has it already. The counts are the whole cluster's, so one node
+    /// sends each report.
+    pub fn claim_report(&self, day: u64, domain: &str, rua: &str) -> Result<bool, StoreError> {
+        let (domain, rua, node) = (domain.to_string(), rua.to_string(), self.node.to_string());
+        self.db
+            .with(move |c| {
+                c.execute(
+                    "INSERT INTO postern_tls_rpt_sent (day, domain, rua, node) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                    &[&(day as i64), &domain, &rua, &node],
+                )
+            })
+            .map(|n| n == 1)
+            .map_err(err)
+    }
+
+    /// Give a claim back after the report could not be sent, for the next round.
+    pub fn unclaim_report(&self, day: u64, domain: &str, rua: &str) -> Result<(), StoreError> {
+        let (domain, rua) = (domain.to_string(), rua.to_string());
+        self.db
+            .with(move |c| {
+                c.execute(
+                    "DELETE FROM postern_tls_rpt_sent WHERE day = $1 AND domain = $2 AND rua = $3",
+                    &[&(day as i64), &domain, &rua],
+                )
+            })
+            .map(|_| ())
+            .map_err(err)
+    }
+
+    pub fn is_empty(&self) -> Result<bool, StoreError> {
+        Ok(self.len()? == 0)
+    }
+
+    pub fn len(&self) -> Result<u64, StoreError> {
+        self.db
+            .with(|c| c.query_one("SELECT count(*) FROM postern_deliveries", &[]))
+            .map(|r| r.get::<_, i64>(0) as u64)
+            .map_err(err)
+    }
+
+    /// The Logs page's search, newest first, a page at a time (`before` a sequence number).
+    pub fn search(&self, q: &Search) -> Result<Found, StoreError> {
+        let mut conds: Vec<String> = Vec::new();
+        let mut args: Vec<String> = Vec::new();
+        let mut arg = |col: &str, v: String, conds: &mut Vec<String>| {
+            args.push(v);
+            conds.push(format!("{col} = ${}", args.len()));
+        };
+        for (col, v, upper) in [
+            ("recipient", &q.recipient, false),
+            ("sender", &q.sender, false),
+            ("queue_id", &q.queue_id, true),
+            ("host", &q.host, false),
+        ] {
+            if let Some(v) = v.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
+                let v = if upper {
+                    v.to_ascii_uppercase()
+                } else {
+                    v.to_ascii_lowercase()
+                };
+                arg(col, v, &mut conds);
+            }
+        }
+        if let Some(text) = q.text.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+            args.push(format!(
+                "%{}%",
+                text.replace('%', "\\%").replace('_', "\\_")
+            ));
+            conds.push(format!("record::text ILIKE ${}", args.len()));
+        }
+        let num = |col: &str, op: &str, v: Option<u64>| v.map(|v| format!("{col} {op} {v}"));
+        conds.extend(num("unix_time", ">=", q.since));
+        conds.extend(num("unix_time", "<=", q.until));
+        conds.extend(num("seq", "<", q.before));
+        if q.failed_only {
+            conds.push("NOT sent".into());
+        }
+        let limit = q.limit.max(1);
+        let sql = format!(
+            "SELECT seq, record FROM postern_deliveries {} ORDER BY seq DESC LIMIT {}",
+            match conds.is_empty() {
+                true => String::new(),
+                false => format!("WHERE {}", conds.join(" AND ")),
+            },
+            limit + 1
+        );
+        let rows = self
+            .db
+            .with(move |c| {
+                let params: Vec<&(dyn postgres::types::ToSql + Sync)> = args
+                    .iter()
+                    .map(|a| a as &(dyn postgres::types::ToSql + Sync))
+                    .collect();
+                c.query(&sql, &params)
+            })
+            .map_err(err)?;
+        let mut found = Found::default();
+        for row in rows.iter().take(limit) {
+            let seq = row.get::<_, i64>(0) as u64;
+            let postgres::types::Json(record): postgres::types::Json<Delivery> = row.get(1);
+            found.records.push(Stored { seq, record });
+        }
+        found.scanned = found.records.len() as u64;
+        if rows.len() > limit {
+            found.next = found.records.last().map(|s| s.seq);
+        }
+        Ok(found)
+    }
+
+    pub fn starttls_history(
+        &self,
+        hosts: &[String],
+        since: u64,
+    ) -> Result<Vec<StarttlsSeen>, StoreError> {
+        let hosts: Vec<String> = hosts.to_vec();
+        let keys: Vec<String> = hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
+        let rows = self
+            .db
+            .with(move |c| {
+                c.query(
+                    "SELECT host, count(*), count(*) FILTER (WHERE starttls_offered), max(unix_time) FROM postern_deliveries WHERE host = ANY($1) AND unix_time >= $2 GROUP BY host",
+                    &[&keys, &(since as i64)],
+                )
+            })
+            .map_err(err)?;
+        Ok(hosts
+            .iter()
+            .map(|h| {
+                let row = rows
+                    .iter()
+                    .find(|r| r.get::<_, String>(0) == h.to_ascii_lowercase());
+                StarttlsSeen {
+                    host: h.clone(),
+                    connections: row.map_or(0, |r| r.get::<_, i64>(1) as u64),
+                    offered: row.map_or(0, |r| r.get::<_, i64>(2) as u64),
+                    last: row
+                        .and_then(|r| r.get::<_, Option<i64>>(3))
+                        .map(|t| t as u64),
+                }
+            })
+            .collect())
+    }
+
+    pub fn hourly(&self, since: u64) -> Result<Vec<(u64, TlsOutcome, u64)>, StoreError> {
+        let rows = self
+            .db
+            .with(move |c| {
+                c.query(
+                    "SELECT unix_time - unix_time % 3600 AS hour, outcome, count(*) FROM postern_deliveries WHERE unix_time >= $1 AND outcome IS NOT NULL GROUP BY hour, outcome ORDER BY hour",
+                    &[&(since as i64)],
+                )
+            })
+            .map_err(err)?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                let code = r.get::<_, i16>(1) as usize;
+                let outcome = *TlsOutcome::ALL.get(code)?;
+                Some((
+                    r.get::<_, i64>(0) as u64,
+                    outcome,
+                    r.get::<_, i64>(2) as u64,
+                ))
+            })
+            .collect())
+    }
+
+    pub fn destinations(&self, since: u64) -> Result<Vec<(String, u64, u64)>, StoreError> {
+        let refused = i16::from(TlsOutcome::Refused.code());
+        let rows = self
+            .db
+            .with(move |c| {
+                c.query(
+                    "SELECT rcpt_domain, count(*), count(*) FILTER (WHERE tls) FROM postern_deliveries WHERE unix_time >= $1 AND outcome IS NOT NULL AND outcome <> $2 GROUP BY rcpt_domain ORDER BY count(*) DESC, rcpt_domain",
+                    &[&(since as i64), &refused],
+                )
+            })
+            .map_err(err)?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    r.get::<_, String>(0),
+                    r.get::<_, i64>(1) as u64,
+                    r.get::<_, i64>(2) as u64,
+                )
+            })
+            .collect())
+    }
+
+    pub fn tls_rpt_day(
+        &self,
+        day: u64,
+    ) -> Result<Vec<(super::tls_rpt::RptOutcome, u64)>, StoreError> {
+        let rows = self
+            .db
+            .with(move |c| {
+                c.query(
+                    "SELECT tls_rpt, count(*) FROM postern_deliveries WHERE unix_time >= $1 AND unix_time < $2 AND tls_rpt IS NOT NULL GROUP BY tls_rpt",
+                    &[&(day as i64), &((day + DAY) as i64)],
+                )
+            })
+            .map_err(err)?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                let o = serde_json::from_str(&r.get::<_, String>(0)).ok()?;
+                Some((o, r.get::<_, i64>(1) as u64))
+            })
+            .collect())
+    }
+}
