@@ -769,19 +769,22 @@ async fn cert(config: Config, api: Option<SocketAddr>, action: CertAction) -> an
     Ok(())
 }
 
+/// A JSON list of strings, comma-separated (empty for anything else).
+fn joined(v: &serde_json::Value) -> String {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default()
+}
+
 /// The fields Hermes shows, one per line.
 fn cert_text(c: &serde_json::Value) -> String {
     let s = |k: &str| c[k].as_str().unwrap_or("").to_string();
-    let list = |k: &str| {
-        c[k].as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            })
-            .unwrap_or_default()
-    };
+    let list = |k: &str| joined(&c[k]);
     format!(
         "Name:        {}\nType:        {}\nSubject:     {}\nIssuer:      {}\nSerial:      {}\nSANs:        {}\nNot After:   {} ({} days left)\nSHA-256:     {}\nUsed for:    {}\n",
         s("name"),
@@ -818,16 +821,7 @@ async fn tls_rpt(
         println!("{}: no TLS-RPT outcomes recorded", sent.day);
     }
     for r in &sent.reports {
-        let list = |k: &str| {
-            r[k].as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                })
-                .unwrap_or_default()
-        };
+        let list = |k: &str| joined(&r[k]);
         let domain = r["domain"].as_str().unwrap_or("");
         for (word, key) in [
             ("sent to", "sent"),

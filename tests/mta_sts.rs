@@ -162,8 +162,7 @@ async fn a_monitor_row_delivers_what_enforce_would_stop() {
     assert_eq!(event.status, "sent", "{}", event.reply);
     assert_eq!(rpt(&event).2, Some(ResultType::ValidationFailure));
     assert!(sink.next(5).await.is_some());
-    let (ok, out, err) = server.cli(&["policy", "explain", RCPT]).await;
-    assert!(ok, "{err}");
+    let out = server.explain(RCPT).await;
     assert!(
         out.contains("MTA-STS policy of good.example (id 20261201, mode enforce, cached): monitored for this row"),
         "{out}"
@@ -184,8 +183,7 @@ async fn the_cache_survives_a_restart_and_a_new_id_is_fetched() {
     let (_, dir) = server.stop().await;
     lab.https.answer(500, "down");
     let mut server = TestServer::start_in(dir, &config).await;
-    let (ok, out, err) = server.cli(&["policy", "explain", RCPT]).await;
-    assert!(ok, "{err}");
+    let out = server.explain(RCPT).await;
     assert!(
         out.contains("MTA-STS policy of good.example (id 20261201, mode enforce, cached): verify, MX must match mx.good.example (decides)"),
         "{out}"
@@ -233,8 +231,7 @@ async fn an_unfetchable_policy_is_no_policy_and_is_reported() {
         )
     );
     assert!(sink.next(5).await.is_some());
-    let (ok, out, _) = server.cli(&["policy", "explain", RCPT]).await;
-    assert!(ok);
+    let out = server.explain(RCPT).await;
     assert!(
         out.contains("MTA-STS: good.example has a record but no usable policy (https://mta-sts.good.example/.well-known/mta-sts.txt answered 404 Not Found)"),
         "{out}"
@@ -396,11 +393,7 @@ async fn redirects_and_oversized_policies_are_refused() {
     let lab = Lab::new("").await;
     let sink = lab.sink(&["mx.good.example"]).await;
     let server = TestServer::start_with(&lab.config(&sink)).await;
-    let explain = || async {
-        let (ok, out, err) = server.cli(&["policy", "explain", RCPT]).await;
-        assert!(ok, "{err}");
-        out
-    };
+    let explain = || server.explain(RCPT);
     lab.https.answer(301, "moved");
     let out = explain().await;
     assert!(

@@ -216,7 +216,6 @@ async fn a_node_never_starts_on_defaults_when_the_database_is_away() {
 #[tokio::test]
 async fn one_node_reports_the_clusters_tls_rpt_counts() {
     use common::published::{Lab, policy, zone};
-    use std::io::Read;
     let Some(pg) = Postgres::start() else { return };
     let lab = Lab::new(&policy("enforce", "mx.good.example")).await;
     lab.zone.set(zone("20261201").txt(
@@ -258,11 +257,7 @@ async fn one_node_reports_the_clusters_tls_rpt_counts() {
         .filter(|r| r.method == "POST")
         .collect();
     assert_eq!(posts.len(), 1);
-    let mut json = Vec::new();
-    flate2::read::GzDecoder::new(posts[0].body.as_slice())
-        .read_to_end(&mut json)
-        .unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    let report = gunzip_json(&posts[0].body);
     assert_eq!(
         report["policies"][0]["summary"]["total-successful-session-count"], 2,
         "one delivery by each node: {report}"

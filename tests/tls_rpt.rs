@@ -7,8 +7,6 @@
 
 mod common;
 
-use std::io::Read;
-
 use common::dns::Zone;
 use common::published::{Lab, policy};
 use common::sink::{Sink, SinkOptions};
@@ -21,14 +19,6 @@ const RUA: &str =
 fn today() -> String {
     let now = postern::fsutil::unix_now();
     postern::outbound::tls_report::day_name(now - now % 86_400)
-}
-
-fn gunzip(gz: &[u8]) -> serde_json::Value {
-    let mut json = Vec::new();
-    flate2::read::GzDecoder::new(gz)
-        .read_to_end(&mut json)
-        .expect("gzip");
-    serde_json::from_slice(&json).expect("JSON")
 }
 
 fn valid(report: &serde_json::Value) {
@@ -52,7 +42,7 @@ fn attached(message: &[u8]) -> serde_json::Value {
         .expect("a tlsrpt+gzip part");
     let body = part.split("\r\n\r\n").nth(1).unwrap();
     let b64: String = body.lines().take_while(|l| !l.starts_with("--")).collect();
-    gunzip(
+    gunzip_json(
         &base64::engine::general_purpose::STANDARD
             .decode(b64)
             .unwrap(),
@@ -166,7 +156,7 @@ async fn a_day_of_mixed_outcomes_is_reported_once_to_both_rua_kinds() {
             .iter()
             .any(|(k, v)| k == "content-type" && v == "application/tlsrpt+gzip")
     );
-    let posted = gunzip(&post.body);
+    let posted = gunzip_json(&post.body);
     valid(&posted);
     assert_eq!(posted["policies"], mailed["policies"]);
 
@@ -203,7 +193,7 @@ async fn a_day_of_mixed_outcomes_is_reported_once_to_both_rua_kinds() {
     assert_eq!(detail["receiving-mx-hostname"], "mx.good.example");
     assert_eq!(detail["receiving-ip"], "127.0.0.2");
     assert_eq!(detail["failed-session-count"], 2);
-    let other = gunzip(
+    let other = gunzip_json(
         &posts
             .iter()
             .find(|r| r.path == "/v1/nopolicy")

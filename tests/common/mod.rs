@@ -144,6 +144,13 @@ impl TestServer {
         )
     }
 
+    /// `postern policy explain RCPT` as an admin runs it; its output, asserting success.
+    pub async fn explain(&self, rcpt: &str) -> String {
+        let (ok, out, err) = self.cli(&["policy", "explain", rcpt]).await;
+        assert!(ok, "{err}");
+        out
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().to_path_buf()
     }
@@ -461,6 +468,16 @@ pub fn message(subject: &str, extra_headers: &str) -> Vec<u8> {
         "From: <sender@client.test.example>\r\nTo: <rcpt@ours.example>\r\nSubject: {subject}\r\n{extra_headers}\r\nBody of {subject}.\r\n.leading dot line\r\n"
     )
     .into_bytes()
+}
+
+/// A gzip body (a TLS-RPT report) as JSON.
+pub fn gunzip_json(gz: &[u8]) -> serde_json::Value {
+    use std::io::Read;
+    let mut json = Vec::new();
+    flate2::read::GzDecoder::new(gz)
+        .read_to_end(&mut json)
+        .expect("gzip");
+    serde_json::from_slice(&json).expect("JSON")
 }
 
 pub fn arc<T>(t: T) -> Arc<T> {
