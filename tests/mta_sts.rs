@@ -81,26 +81,26 @@ async fn an_mx_outside_the_policy_is_not_used() {
     );
 }
 
+/// Deferred, saying `why` and that it was the enforced policy's demand.
+fn deferred_by_the_policy(event: &Delivery, why: &str) {
+    assert_eq!(event.status, "deferred", "{}", event.reply);
+    let r = &event.reply;
+    assert!(r.contains(why), "{r}");
+    assert!(
+        r.ends_with("(MTA-STS policy of good.example, mode enforce)"),
+        "{r}"
+    );
+}
+
 #[tokio::test]
 async fn a_certificate_for_another_name_defers() {
     let lab = Lab::new(&policy("enforce", "*.good.example")).await;
     let mut sink = lab.sink(&["other.example"]).await;
     let mut server = TestServer::start_with(&lab.config(&sink)).await;
     let event = send(&mut server).await;
-    assert_eq!(event.status, "deferred");
-    assert!(
-        event
-            .reply
-            .contains("Server certificate not verified for mx.good.example"),
-        "{}",
-        event.reply
-    );
-    assert!(
-        event
-            .reply
-            .ends_with("(MTA-STS policy of good.example, mode enforce)"),
-        "{}",
-        event.reply
+    deferred_by_the_policy(
+        &event,
+        "Server certificate not verified for mx.good.example",
     );
     assert_eq!(rpt(&event).2, Some(ResultType::CertificateHostMismatch));
     assert!(sink.try_next().is_none());
@@ -112,17 +112,7 @@ async fn a_stripped_starttls_defers() {
     let mut sink = Sink::start(SinkOptions::default()).await; // no STARTTLS on offer
     let mut server = TestServer::start_with(&lab.config(&sink)).await;
     let event = send(&mut server).await;
-    assert_eq!(event.status, "deferred");
-    assert!(
-        event
-            .reply
-            .contains("TLS is required, but was not offered by host")
-            && event
-                .reply
-                .ends_with("(MTA-STS policy of good.example, mode enforce)"),
-        "{}",
-        event.reply
-    );
+    deferred_by_the_policy(&event, "TLS is required, but was not offered by host");
     assert_eq!(rpt(&event).2, Some(ResultType::StarttlsNotSupported));
     assert!(sink.try_next().is_none());
 }
