@@ -233,6 +233,7 @@ pub fn prepare(config: Config) -> anyhow::Result<Server> {
             failure_delay: std::time::Duration::from_millis(config.smtp.auth_failure_delay_ms),
         }),
         verifier: Some(engine.clone()),
+        draining: engine.draining_flag(),
     });
     let (new_tx, incoming) = tokio::sync::mpsc::unbounded_channel();
     spool.subscribe(new_tx);

@@ -91,6 +91,30 @@ enum Command {
         #[command(subcommand)]
         action: TlsRptAction,
     },
+    /// This node of a cluster: its state, and draining it for maintenance.
+    Node {
+        #[command(subcommand)]
+        action: NodeAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum NodeAction {
+    /// Draining or not, and how many messages are queued here.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Refuse new mail (421) and hand every queued message to the peer node over SMTP, with
+    /// its original envelope; each is deleted here only after the peer's 250.
+    Drain {
+        /// The peer's SMTP listener, ip:port.
+        #[arg(long)]
+        to: String,
+        /// Wait this many seconds for the queue to empty (held messages stay); 0: return now.
+        #[arg(long, default_value_t = 0)]
+        wait: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -264,6 +288,7 @@ fn main() -> ExitCode {
             Command::Cert { action } => cert(config, cli.api, action).await,
             Command::Policy { action } => policy(config, cli.api, action).await,
             Command::TlsRpt { action } => tls_rpt(config, cli.api, action).await,
+            Command::Node { action } => node(config, cli.api, action).await,
             Command::CheckTls { .. } | Command::ImportPostfix { .. } => {
                 unreachable!("handled above")
             }
@@ -798,6 +823,53 @@ fn cert_text(c: &serde_json::Value) -> String {
         s("sha256"),
         list("bound_to"),
     )
+}
+
+async fn node(config: Config, api: Option<SocketAddr>, action: NodeAction) -> anyhow::Result<()> {
+    use postern::admin::NodeStatus;
+    postern::tls::install_provider();
+    let client = ApiClient::new(api.unwrap_or(config.admin.listen), &config.server.data_dir)?;
+    let status = || async {
+        let (status, body) = client.request(Method::GET, "/api/v1/node", None).await?;
+        parse_response::<NodeStatus>(status, &body)
+    };
+    match action {
+        NodeAction::Status { json } => {
+            let s = status().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                let draining = match &s.peer {
+                    Some(p) => format!("draining to {p}"),
+                    None => "accepting mail".into(),
+                };
+                println!("{draining}; {} queued ({} on hold)", s.queued, s.held);
+            }
+        }
+        NodeAction::Drain { to, wait } => {
+            let body = serde_json::to_vec(&serde_json::json!({ "peer": to }))?;
+            let (code, body) = client
+                .request(Method::POST, "/api/v1/node/drain", Some(body))
+                .await?;
+            let s: NodeStatus = parse_response(code, &body)?;
+            println!(
+                "draining to {to}: new mail refused, {} queued message(s) handed over",
+                s.queued - s.held
+            );
+            let until = std::time::Instant::now() + std::time::Duration::from_secs(wait);
+            let mut left = s.queued - s.held;
+            while left > 0 && std::time::Instant::now() < until {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                let s = status().await?;
+                left = s.queued - s.held;
+            }
+            if wait > 0 {
+                anyhow::ensure!(left == 0, "{left} message(s) still queued after {wait}s");
+                println!("drained: the queue is empty");
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn tls_rpt(

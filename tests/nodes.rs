@@ -263,3 +263,82 @@ async fn one_node_reports_the_clusters_tls_rpt_counts() {
         "one delivery by each node: {report}"
     );
 }
+
+/// `postern node drain` with 1,000 queued messages: A refuses new mail and hands its whole
+/// queue to B over SMTP with each message's envelope; every message reaches the sink through
+/// B once, and A's spool is empty afterwards. No database is needed for this.
+#[tokio::test]
+async fn a_drained_node_hands_its_queue_to_a_peer() {
+    let mut sink = Sink::start(SinkOptions::default()).await;
+    // A's route for partner.example refuses connections: its mail stays queued.
+    let a = TestServer::start_with("[outbound.routes]\n\"partner.example\" = \"[127.0.0.1]:1\"\n")
+        .await;
+    let b = TestServer::start_with(&format!(
+        "[outbound.routes]\n\"partner.example\" = \"[127.0.0.1]:{}\"\n",
+        sink.addr.port()
+    ))
+    .await;
+    const N: usize = 1000;
+    let mut c = a.connect().await;
+    c.ehlo().await;
+    for i in 0..N {
+        let r = c
+            .send(
+                "app@inside.example",
+                &[&format!("u{i}@partner.example")],
+                &message(&format!("drain {i}"), ""),
+            )
+            .await;
+        assert_eq!(r.code, 250, "{r:?}");
+    }
+    c.cmd("QUIT").await;
+
+    let (ok, out, err) = a
+        .cli(&[
+            "node",
+            "drain",
+            "--to",
+            &b.smtp.to_string(),
+            "--wait",
+            "120",
+        ])
+        .await;
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("drained: the queue is empty"), "{out}");
+    let refused = SmtpClient::connect(a.smtp, None, None).await;
+    assert_eq!(refused.greeting.code, 421, "{:?}", refused.greeting);
+    assert!(
+        refused.greeting.lines[0].contains("being drained"),
+        "{:?}",
+        refused.greeting
+    );
+
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < N {
+        let got = sink.next(60).await.expect("every message reaches the sink");
+        assert_eq!(got.sender, "app@inside.example");
+        assert!(
+            seen.insert(got.recipients[0].clone()),
+            "twice: {:?}",
+            got.recipients
+        );
+    }
+    // B's queue empties; nothing more arrives.
+    let start = Instant::now();
+    loop {
+        let (_, s) = b.api_json(Method::GET, "/api/v1/node", None).await;
+        if s["queued"] == 0 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "{s}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(sink.try_next().is_none(), "a message arrived twice");
+    let (_, s) = a.api_json(Method::GET, "/api/v1/node", None).await;
+    assert_eq!(
+        (s["draining"].clone(), s["queued"].clone()),
+        (serde_json::json!(true), serde_json::json!(0))
+    );
+    let (spool, _dir) = a.stop().await;
+    assert!(spooled(&spool).is_empty(), "A's spool is empty");
+}

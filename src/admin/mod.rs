@@ -153,6 +153,8 @@ fn api_router(state: AdminState) -> Router {
             "/api/v1/tls-rpt/send",
             axum::routing::post(send_tls_reports),
         )
+        .route("/api/v1/node", get(node_status))
+        .route("/api/v1/node/drain", axum::routing::post(node_drain))
         .route("/api/v1/metrics", get(metrics))
         .merge(section_routes())
         .route("/api/v1/logs", get(logs::search))
@@ -527,6 +529,68 @@ pub(crate) async fn explain_decision(
         rule.as_ref(),
         &published,
     ))
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct DrainRequest {
+    /// The peer's SMTP address, `ip:port`.
+    pub peer: String,
+}
+
+/// This node as `postern node` shows it.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct NodeStatus {
+    pub draining: bool,
+    /// Where queued mail is handed while draining.
+    pub peer: Option<String>,
+    /// Messages in this node's queue now (held ones included).
+    pub queued: usize,
+    pub held: usize,
+}
+
+async fn node_status(State(state): State<AdminState>) -> axum::Json<NodeStatus> {
+    let list = state.spool.list();
+    let peer = state.engine.as_ref().and_then(|e| e.handing_over());
+    axum::Json(NodeStatus {
+        draining: peer.is_some(),
+        peer: peer.map(|p| p.to_string()),
+        queued: list.len(),
+        held: list.iter().filter(|e| e.held).count(),
+    })
+}
+
+/// `postern node drain`: refuse new mail, hand the queue to the peer.
+async fn node_drain(
+    State(state): State<AdminState>,
+    body: Bytes,
+) -> Result<axum::Json<NodeStatus>, ApiError> {
+    let req: DrainRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("peer: {e}"),
+            Some("peer".into()),
+        )
+    })?;
+    let peer: std::net::SocketAddr = req.peer.trim().parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "peer: {:?} is not ip:port (the peer node's SMTP listener)",
+                req.peer
+            ),
+            Some("peer".into()),
+        )
+    })?;
+    let Some(engine) = state.engine.clone() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the delivery engine is not running here",
+            None,
+        ));
+    };
+    engine.drain_to(peer);
+    tracing::warn!(target: "postern/admin", "node drain to {peer} (control API)");
+    Ok(node_status(State(state)).await)
 }
 
 #[derive(Debug, Default, serde::Deserialize)]

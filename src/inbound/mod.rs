@@ -72,6 +72,8 @@ pub struct Context {
     /// Mozilla roots plus `[tls] extra_roots`: what a client certificate must chain to
     /// (the Microsoft 365 connector).
     pub client_roots: std::sync::Arc<rustls::RootCertStore>,
+    /// Set by `postern node drain`: new connections are told 421.
+    pub draining: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Accept until `shutdown` turns true, then give sessions `shutdown_grace` to finish.
@@ -140,6 +142,9 @@ impl Admission {
         ctx: &Context,
         peer: SocketAddr,
     ) -> Result<(tokio::sync::OwnedSemaphorePermit, ClientSlot), Reply> {
+        if ctx.draining.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(replies::draining(&ctx.hostname));
+        }
         let client = || peer.ip().to_canonical().to_string();
         let limit = ctx.limits.max_connection_rate_per_client;
         if limit > 0 && !ctx.settings.current().is_trusted(peer.ip()) {

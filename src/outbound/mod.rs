@@ -62,6 +62,10 @@ pub struct Engine {
     tls_rpt: Option<tls_report::Reporting>,
     /// One round of reports at a time (the daily one, one asked for through the API).
     tls_rpt_round: tokio::sync::Mutex<()>,
+    /// `postern node drain`: every queued message goes to this peer, with its envelope.
+    handover: arc_swap::ArcSwapOption<SocketAddr>,
+    /// Set while draining: SMTP refuses new mail (the inbound side reads it).
+    draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Attempts in flight: twice the global limit, so the next transactions are ready as slots
@@ -101,7 +105,34 @@ impl Engine {
             dane: None,
             tls_rpt: None,
             tls_rpt_round: tokio::sync::Mutex::new(()),
+            handover: arc_swap::ArcSwapOption::empty(),
+            draining: Arc::default(),
         }
+    }
+
+    /// `postern node drain`: from now on SMTP refuses new mail, and every queued message not
+    /// on hold is handed to `peer` over SMTP with its original envelope; each is recorded as
+    /// delivered only after the peer's 250, as any delivery (so a crash in between sends it
+    /// twice, never loses it). Returns how many messages were queued.
+    pub fn drain_to(&self, peer: SocketAddr) -> usize {
+        self.handover.store(Some(Arc::new(peer)));
+        self.draining.store(true, Ordering::SeqCst);
+        let queued: Vec<_> = self.spool.list().into_iter().filter(|e| !e.held).collect();
+        for e in &queued {
+            self.spool.poke(e.id);
+        }
+        tracing::warn!(target: "postern/qmgr", "draining: new mail refused; {} queued message(s) handed over to [{}]:{}", queued.len(), peer.ip(), peer.port());
+        queued.len()
+    }
+
+    /// The peer queued mail is handed to, while draining.
+    pub fn handing_over(&self) -> Option<SocketAddr> {
+        self.handover.load_full().map(|a| *a)
+    }
+
+    /// Shared with the SMTP side: true while draining.
+    pub fn draining_flag(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.draining.clone()
     }
 
     /// DANE (RFC 7672) through `resolver`, which validates DNSSEC itself.
@@ -598,8 +629,8 @@ async fn attempt(engine: Arc<Engine>, entry: QueueEntry) -> (QueueId, bool) {
     let snapshot = engine.settings.current();
     let started = Instant::now();
     let mut tally = Tally::default();
-    let published = published_for(&engine, &entry, &snapshot).await;
-    let groups = group_recipients(&entry, &snapshot, header.as_deref(), &published);
+    let handover = engine.handing_over();
+    let (published, groups) = plan(&engine, &entry, &snapshot, header.as_deref(), handover).await;
     for ((domain, ..), group) in groups {
         // The destination first, then the global limit: waiting for a busy destination
         // never holds a slot another destination could use.
@@ -625,6 +656,7 @@ async fn attempt(engine: Arc<Engine>, entry: QueueEntry) -> (QueueId, bool) {
             message,
             snapshot: &snapshot,
             started,
+            handover,
         };
         let results = deliver_group(&hop, &domain, decision, &rcpts).await;
         let fact = published.get(&domain).and_then(|p| p.sts.as_ref());
@@ -637,6 +669,26 @@ async fn attempt(engine: Arc<Engine>, entry: QueueEntry) -> (QueueId, bool) {
     queue_bounce_notice(&engine, &entry, &mut loaded, &mut tally).await;
     drop(loaded);
     record(&engine, id, tally).await
+}
+
+/// The attempt's transactions: while draining, one to the peer; else one per destination
+/// and policy, with what each destination publishes.
+async fn plan(
+    engine: &Engine,
+    entry: &QueueEntry,
+    snapshot: &Snapshot,
+    header: Option<&str>,
+    handover: Option<SocketAddr>,
+) -> (
+    HashMap<String, policy::Published>,
+    BTreeMap<GroupKey, Group>,
+) {
+    if let Some(peer) = handover {
+        return (HashMap::new(), handover_group(entry, peer));
+    }
+    let published = published_for(engine, entry, snapshot).await;
+    let groups = group_recipients(entry, snapshot, header, &published);
+    (published, groups)
 }
 
 /// What each destination domain of `entry` publishes, looked up once per attempt; nothing
@@ -868,6 +920,8 @@ struct Hop<'a> {
     message: &'a [u8],
     snapshot: &'a Snapshot,
     started: Instant,
+    /// Draining: the peer every recipient goes to, whatever its domain.
+    handover: Option<SocketAddr>,
 }
 
 /// What a relay domain's next hop needs of us: SASL credentials, a client certificate.
@@ -1006,6 +1060,55 @@ fn requiretls_unmet(entry: &QueueEntry, decision: &Decision, domain: &str) -> Op
     })
 }
 
+/// The hosts to try and what they need of us: the peer alone while draining (our own node:
+/// no published policy, no relay-domain credentials), else the domain's next hops as the
+/// policies leave them.
+async fn hosts_for<'a>(
+    hop: &Hop<'a>,
+    domain: &str,
+    decision: &Decision,
+) -> Result<(Vec<(String, SocketAddr)>, Credentials<'a>), Outcome> {
+    if let Some(peer) = hop.handover {
+        let none = Credentials {
+            auth: None,
+            client_cert: None,
+        };
+        return Ok((vec![(peer.ip().to_string(), peer)], none));
+    }
+    let engine = hop.engine;
+    let resolver = engine.resolver.as_deref();
+    let hosts = next_hops(&engine.cfg, resolver, hop.snapshot, domain).await?;
+    let hosts = usable_hosts(hop.entry, decision, domain, hosts)?;
+    Ok((hosts, credentials(hop, domain).await?))
+}
+
+/// Draining: every pending recipient in one transaction to the peer, at `may` (the peer is
+/// one of ours; it applies the policies when it relays).
+fn handover_group(entry: &QueueEntry, peer: SocketAddr) -> BTreeMap<GroupKey, Group> {
+    let defaults = Snapshot::new(crate::settings::Settings::default(), 0);
+    let key = (
+        format!("[{}]:{}", peer.ip(), peer.port()),
+        Level::May,
+        0,
+        crate::settings::OnFailure::Defer,
+        None,
+    );
+    let group = entry
+        .pending()
+        .into_iter()
+        .map(|i| {
+            let mut d = policy::decide(&defaults, &entry.envelope.recipients[i], None, None);
+            d.explanation = vec![format!(
+                "handed over to [{}]:{} (node drain): may",
+                peer.ip(),
+                peer.port()
+            )];
+            (i, d)
+        })
+        .collect();
+    BTreeMap::from([(key, group)])
+}
+
 /// One destination's recipients: its hosts in order until one takes or finally refuses them.
 async fn deliver_group(
     hop: &Hop<'_>,
@@ -1017,24 +1120,8 @@ async fn deliver_group(
     let all = |outcome, relay, seen, earlier: &[HostTried]| {
         for_all(rcpts.len(), outcome, relay, seen, earlier, queued)
     };
-    let engine = hop.engine;
-    let hosts = match next_hops(
-        &engine.cfg,
-        engine.resolver.as_deref(),
-        hop.snapshot,
-        domain,
-    )
-    .await
-    {
+    let (hosts, creds) = match hosts_for(hop, domain, decision).await {
         Ok(h) => h,
-        Err(outcome) => return all(outcome, "none".into(), Seen::default(), &[]),
-    };
-    let hosts = match usable_hosts(hop.entry, decision, domain, hosts) {
-        Ok(h) => h,
-        Err(outcome) => return all(outcome, "none".into(), Seen::default(), &[]),
-    };
-    let creds = match credentials(hop, domain).await {
-        Ok(c) => c,
         Err(outcome) => return all(outcome, "none".into(), Seen::default(), &[]),
     };
     let queue_id = hop.entry.id.to_string();

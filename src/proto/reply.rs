@@ -225,6 +225,18 @@ pub mod replies {
     }
 
     // 4xx
+    /// `postern node drain`: this node takes no new mail while its queue goes to a peer;
+    /// senders try the next MX (RFC 5321 section 3.8).
+    pub fn draining(hostname: &str) -> Reply {
+        Reply::new(
+            421,
+            Enhanced(4, 3, 2),
+            format!(
+                "{hostname} Service not available: this node is being drained for maintenance, try another MX"
+            ),
+        )
+    }
+
     pub fn too_many_connections() -> Reply {
         Reply::new(421, Enhanced(4, 7, 0), "Error: too many connections")
     }
