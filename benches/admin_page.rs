@@ -36,6 +36,7 @@ fn chrome() -> Chrome {
         hostname: "mx.bench.example".into(),
         user: Some("admin".into()),
         csrf: "0".repeat(64),
+        database_down: None,
     }
 }
 

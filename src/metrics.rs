@@ -29,6 +29,12 @@ pub fn certificate_days_left(name: &str, kind: &str, days: i64) {
         .set(days as f64);
 }
 
+/// `postern_settings_database_up`: 1 while the shared settings database answers, 0 while
+/// this node relays on the settings it last applied.
+pub fn settings_database_up(up: bool) {
+    metrics::gauge!("postern_settings_database_up").set(f64::from(u8::from(up)));
+}
+
 pub fn queue_messages(n: usize) {
     metrics::gauge!("postern_queue_messages").set(n as f64);
 }

@@ -841,3 +841,53 @@ async fn relay_rules_queue_logs_and_audit_in_chromium() {
     c.close().await.unwrap();
     assert!(proc.stop().await);
 }
+
+/// With the shared settings database away, every page says so (issue 20), and the node goes
+/// on serving its pages.
+#[tokio::test]
+async fn the_settings_database_away_is_said_on_every_page_in_chromium() {
+    if !common::have("chromium") || !common::have("chromedriver") {
+        return;
+    }
+    let Some(pg) = common::postgres::Postgres::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let proc = spawn_postern(
+        dir.path(),
+        None,
+        &format!(
+            "[settings]\ndatabase = \"{}\"\nkey = \"{}\"\n",
+            pg.url(),
+            "ab".repeat(32)
+        ),
+    );
+    let driver = chromedriver().await;
+    let c = browser(&driver, &dir.path().join("chromium")).await;
+    let base = format!("https://{}", proc.api());
+    first_sign_in(&c, &base, dir.path()).await;
+    assert!(c.find(Locator::Css("#database-down")).await.is_err());
+
+    pg.down();
+    let start = std::time::Instant::now();
+    loop {
+        c.goto(&format!("{base}/policy")).await.unwrap();
+        arrived(&c, "#pattern").await;
+        if c.find(Locator::Css("#database-down")).await.is_ok() {
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "no banner"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(
+        text_of(&c, "#database-down")
+            .await
+            .starts_with("The settings database cannot be reached ("),
+    );
+    check_page(&c, "settings-database-down").await;
+    c.close().await.unwrap();
+    assert!(proc.stop().await);
+}

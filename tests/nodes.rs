@@ -158,6 +158,16 @@ async fn with_the_database_away_nodes_relay_on_what_they_have_and_refuse_changes
     until_applied(&b, "partner.example", "may", Duration::from_secs(1)).await;
 
     pg.down();
+    // The node says so where admins look: a gauge (and a line on every page).
+    let start = Instant::now();
+    loop {
+        let (_, text) = b.api(Method::GET, "/api/v1/metrics", None).await;
+        if text.contains("postern_settings_database_up 0") {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let sent = relay(&mut b, "x@partner.example").await;
     assert_eq!(
         (sent.status.as_ref(), sent.policy_source.as_str()),
@@ -183,6 +193,8 @@ async fn with_the_database_away_nodes_relay_on_what_they_have_and_refuse_changes
     // timeout), then catches up at once.
     until_applied(&b, "partner.example", "encrypt", Duration::from_secs(10)).await;
     until_applied(&a, "partner.example", "encrypt", Duration::from_secs(1)).await;
+    let (_, text) = b.api(Method::GET, "/api/v1/metrics", None).await;
+    assert!(text.contains("postern_settings_database_up 1"), "{text}");
 }
 
 /// A node that starts while the database is away starts on the settings it last applied,

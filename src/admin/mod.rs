@@ -456,6 +456,9 @@ pub(crate) async fn put_back(
 /// Prometheus text format; the gauges are refreshed for the scrape.
 async fn metrics(State(state): State<AdminState>) -> Result<Response, ApiError> {
     crate::metrics::queue_messages(state.spool.len());
+    if state.settings.is_shared() {
+        crate::metrics::settings_database_up(state.settings.shared_database_down().is_none());
+    }
     crate::metrics::damaged_segments(
         state
             .spool
@@ -465,7 +468,12 @@ async fn metrics(State(state): State<AdminState>) -> Result<Response, ApiError> 
             .collect::<std::collections::BTreeSet<_>>()
             .len(),
     );
-    certs::listed(&state).await?;
+    // With the shared database away, the certificate gauges wait for it; the rest is served.
+    if let Err(e) = certs::listed(&state).await
+        && state.settings.shared_database_down().is_none()
+    {
+        return Err(e);
+    }
     Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         crate::metrics::handle().render(),

@@ -67,6 +67,8 @@ struct Inner {
     /// The version in force, for whoever acts on a change (certificate bindings), local or
     /// made on another node.
     changed: tokio::sync::watch::Sender<u64>,
+    /// A shared database's reachability; `None` for the embedded store.
+    shared: Option<Arc<postgres::Health>>,
 }
 
 /// How start-up treats the settings store.
@@ -148,7 +150,11 @@ impl SettingsHandle {
             crate::fsutil::write_secret(&marker, format!("{}\n", path.display()).as_bytes())
                 .map_err(|e| StoreError::Db(format!("{}: {e}", marker.display())))?;
         }
-        Ok(SettingsHandle::over(Box::new(store), settings, version))
+        Ok(SettingsHandle::over(
+            Box::new(store),
+            (settings, version),
+            None,
+        ))
     }
 
     /// Settings on PostgreSQL, shared with the other nodes (see `postgres`): the document
@@ -183,7 +189,8 @@ impl SettingsHandle {
                 kept
             }
         };
-        let handle = SettingsHandle::over(Box::new(store), settings, version);
+        let handle =
+            SettingsHandle::over(Box::new(store), (settings, version), Some(health.clone()));
         postgres::follow(
             Arc::downgrade(&handle.inner),
             url.to_string(),
@@ -205,15 +212,36 @@ impl SettingsHandle {
     }
 
     /// A handle over `store`, with `settings` at `version` in force.
-    fn over(store: Box<dyn backend::Backend>, settings: Settings, version: u64) -> SettingsHandle {
+    fn over(
+        store: Box<dyn backend::Backend>,
+        (settings, version): (Settings, u64),
+        shared: Option<Arc<postgres::Health>>,
+    ) -> SettingsHandle {
         SettingsHandle {
             inner: Arc::new(Inner {
                 store,
                 live: ArcSwap::from_pointee(Snapshot::new(settings, version)),
                 write: Mutex::new(()),
                 changed: tokio::sync::watch::Sender::new(version),
+                shared,
             }),
         }
+    }
+
+    /// Why the shared settings database cannot be reached now; `None` while it can, and
+    /// always for the embedded store.
+    pub fn shared_database_down(&self) -> Option<String> {
+        let health = self.inner.shared.as_ref()?;
+        health
+            .down
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Whether settings live in a database the nodes share.
+    pub fn is_shared(&self) -> bool {
+        self.inner.shared.is_some()
     }
 
     /// The version in force, changing with every change applied here.

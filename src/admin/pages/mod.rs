@@ -223,6 +223,8 @@ pub struct Chrome {
     pub hostname: String,
     pub user: Option<String>,
     pub csrf: String,
+    /// Why the shared settings database cannot be reached, shown on every page.
+    pub database_down: Option<String>,
 }
 
 async fn chrome(state: &AdminState, session: &Session, auth: Option<&SignedIn>) -> Chrome {
@@ -230,6 +232,7 @@ async fn chrome(state: &AdminState, session: &Session, auth: Option<&SignedIn>) 
         hostname: state.pages.hostname.clone(),
         user: auth.map(|a| a.user.clone()),
         csrf: csrf_token(session).await,
+        database_down: state.settings.shared_database_down(),
     }
 }
 
