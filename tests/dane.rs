@@ -221,37 +221,16 @@ async fn dane_only_without_records_defers() {
 async fn check_tls_shows_dane() {
     let lab = lab().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("postern.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\ndata_dir = \"{}\"\n{}",
-            dir.path().display(),
-            lab.outbound
-        ),
-    )
-    .unwrap();
-    let run = |target: &'static str, json: bool| {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_postern"));
-        cmd.args(["check-tls", target, "--config"]).arg(&config);
-        if json {
-            cmd.arg("--json");
-        }
-        cmd.output()
-    };
-    let out = run("dane.example", true).await.unwrap();
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (_, r) = check_tls(dir.path(), &lab.outbound, "dane.example", true).await;
     assert_eq!(r["dane"]["state"], "secure", "{r}");
     assert_eq!(r["dane"]["chain_matches"], true, "{r}");
-    let out = run("wrong.example", false).await.unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let (text, _) = check_tls(dir.path(), &lab.outbound, "wrong.example", false).await;
     assert!(
         text.contains("DANE:        signed MX: mx.wrong.example TLSA 3 1 1 ")
             && text.contains("; this host's certificate does NOT match"),
         "{text}"
     );
-    let out = run("plain.example", false).await.unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let (text, _) = check_tls(dir.path(), &lab.outbound, "plain.example", false).await;
     assert!(
         text.contains(
             "DANE:        not in use: the MX records of plain.example are not DNSSEC-signed"

@@ -255,34 +255,13 @@ async fn check_tls_shows_the_policy() {
     let lab = Lab::new(&policy("enforce", "*.good.example")).await;
     let sink = lab.sink(&["mx.good.example"]).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("postern.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\ndata_dir = \"{}\"\n{}",
-            dir.path().display(),
-            lab.config(&sink)
-        ),
-    )
-    .unwrap();
-    let run = |json: bool| {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_postern"));
-        cmd.args(["check-tls", "good.example", "--config"])
-            .arg(&config);
-        if json {
-            cmd.arg("--json");
-        }
-        cmd.output()
-    };
-    let out = run(true).await.unwrap();
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(out.status.success(), "{r}");
+    let config = lab.config(&sink);
+    let (_, r) = check_tls(dir.path(), &config, "good.example", true).await;
     assert_eq!(r["verification"], "verified for mx.good.example", "{r}");
     assert_eq!(r["mta_sts"]["state"], "policy", "{r}");
     assert_eq!(r["mta_sts"]["policy"]["mode"], "enforce", "{r}");
     assert_eq!(r["mta_sts"]["host_matches"], true, "{r}");
-    let out = run(false).await.unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let (text, _) = check_tls(dir.path(), &config, "good.example", false).await;
     assert!(
         text.contains(
             "MTA-STS:     mode enforce (id 20261201, max_age 86400), mx: *.good.example; this host matches"

@@ -262,12 +262,7 @@ async fn one_node_reports_the_clusters_tls_rpt_counts() {
         out_b.contains("good.example: already sent to https://rpt.good.example/v1/tlsrpt"),
         "{out_b}"
     );
-    let posts: Vec<_> = lab
-        .https
-        .requests()
-        .into_iter()
-        .filter(|r| r.method == "POST")
-        .collect();
+    let posts = lab.https.posts();
     assert_eq!(posts.len(), 1);
     let report = gunzip_json(&posts[0].body);
     assert_eq!(

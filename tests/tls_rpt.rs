@@ -143,12 +143,7 @@ async fn a_day_of_mixed_outcomes_is_reported_once_to_both_rua_kinds() {
     valid(&mailed);
 
     // By HTTPS.
-    let posts: Vec<_> = lab
-        .https
-        .requests()
-        .into_iter()
-        .filter(|r| r.method == "POST")
-        .collect();
+    let posts = lab.https.posts();
     assert_eq!(posts.len(), 2, "one per domain");
     let post = posts.iter().find(|r| r.path == "/v1/tlsrpt").unwrap();
     assert!(
@@ -223,14 +218,7 @@ async fn a_day_of_mixed_outcomes_is_reported_once_to_both_rua_kinds() {
         out.contains("good.example: already sent to"),
         "the records survived the restart: {out}"
     );
-    assert_eq!(
-        lab.https
-            .requests()
-            .iter()
-            .filter(|r| r.method == "POST")
-            .count(),
-        2
-    );
+    assert_eq!(lab.https.posts().len(), 2);
     assert!(good.try_next().is_none(), "the report was mailed once");
 }
 

@@ -395,7 +395,7 @@ pub(super) fn follow(handle: Weak<super::Inner>, url: String, health: Arc<Health
             let mut listening: Option<postgres::Client> = None;
             loop {
                 let Some(inner) = handle.upgrade() else { return };
-                let result = follow_once(&inner, &url, &mut listening);
+                let result = follow_once(&inner, &url, &mut listening, &health);
                 drop(inner);
                 note_health(&health, result.err());
                 std::thread::sleep(Duration::from_millis(50));
@@ -410,12 +410,15 @@ fn follow_once(
     inner: &super::Inner,
     url: &str,
     listening: &mut Option<postgres::Client>,
+    health: &Health,
 ) -> Result<(), String> {
     if listening.as_ref().is_none_or(|c| c.is_closed()) {
         let mut c = connect(url).map_err(|e| e.to_string())?;
         c.batch_execute("LISTEN postern_settings")
             .map_err(|e| e.to_string())?;
         *listening = Some(c);
+        // Reachable again: said at once, not after the next wait.
+        note_health(health, None);
         // What changed while this node was not listening.
         super::SettingsHandle::catch_up(inner).map_err(|e| e.to_string())?;
     }

@@ -57,6 +57,14 @@ impl HttpsServer {
         self.requests.lock().unwrap().clone()
     }
 
+    /// The POSTs received (TLS-RPT reports).
+    pub fn posts(&self) -> Vec<Request> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.method == "POST")
+            .collect()
+    }
+
     async fn serve_one(&self, mut io: tokio_rustls::server::TlsStream<tokio::net::TcpStream>) {
         let mut buf = Vec::new();
         let mut chunk = [0u8; 4096];

@@ -470,6 +470,29 @@ pub fn message(subject: &str, extra_headers: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// `postern check-tls TARGET [--json]` with a config of `[server] data_dir = DIR` and
+/// `extra` (the `[outbound]` a lab's server runs with): its stdout, and the parsed JSON
+/// (`Null` for text).
+pub async fn check_tls(
+    dir: &Path,
+    extra: &str,
+    target: &str,
+    json: bool,
+) -> (String, serde_json::Value) {
+    let config = dir.join("postern.toml");
+    let text = format!("[server]\ndata_dir = \"{}\"\n{extra}", dir.display());
+    std::fs::write(&config, text).unwrap();
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_postern"));
+    cmd.args(["check-tls", target, "--config"]).arg(&config);
+    if json {
+        cmd.arg("--json");
+    }
+    let out = cmd.output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let parsed = serde_json::from_str(&stdout).unwrap_or_default();
+    (stdout, parsed)
+}
+
 /// A gzip body (a TLS-RPT report) as JSON.
 pub fn gunzip_json(gz: &[u8]) -> serde_json::Value {
     use std::io::Read;
