@@ -41,7 +41,9 @@ fn leaf_for_days(ca: &Ca, cn: &str, days: i64) -> (String, String, CertificateDe
     params.distinguished_name.push(DnType::CommonName, cn);
     let now = time::OffsetDateTime::now_utc();
     params.not_before = now - time::Duration::days(1);
-    params.not_after = now + time::Duration::days(days);
+    // Half a day past the whole days: `days_left`, read twice a moment apart (the gauge and
+    // the listing), cannot cross a day boundary between the reads.
+    params.not_after = now + time::Duration::days(days) + time::Duration::hours(12);
     let cert = params.signed_by(&key, &ca.issuer).unwrap();
     (cert.pem(), key.serialize_pem(), cert.der().clone())
 }
