@@ -392,13 +392,26 @@ fn shared_records(
         "" => config.server.hostname.as_str(),
         n => n,
     };
-    match events::shared::SharedRecords::open(url, node, retention) {
+    let tls = match database_tls(config) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(target: "postern/master", "warning: {e:#}: delivery records stay on this node");
+            return None;
+        }
+    };
+    match events::shared::SharedRecords::open(url, node, retention, tls) {
         Ok(s) => Some(Arc::new(events::store::Store::Shared(s))),
         Err(e) => {
             tracing::warn!(target: "postern/master", "warning: {e}: delivery records stay on this node until the next start");
             None
         }
     }
+}
+
+/// TLS to the shared database: verified against the Mozilla roots and `[tls] extra_roots`.
+fn database_tls(config: &Config) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    let roots = tls::trust_roots(&config.tls.extra_roots).context("tls.extra_roots")?;
+    settings::pg_tls::config(roots).map_err(|e| anyhow::anyhow!("settings.database TLS: {e}"))
 }
 
 /// Settings in the PostgreSQL database the nodes share (`settings.database`), when set.
@@ -410,9 +423,13 @@ fn shared_settings(config: &Config) -> anyhow::Result<Option<settings::SettingsH
     let sealer = settings::postgres::Sealer::from_hex(&key)
         .map_err(|e| anyhow::anyhow!("settings.key: {e}"))?;
     let cache = config.server.data_dir.join("settings.shared-copy.json");
-    let (handle, _health) =
-        settings::SettingsHandle::open_postgres(url, sealer, cache, config.server.settings_history)
-            .context("settings.database")?;
+    let (handle, _health) = settings::SettingsHandle::open_postgres(
+        url,
+        sealer,
+        cache,
+        (config.server.settings_history, database_tls(config)?),
+    )
+    .context("settings.database")?;
     Ok(Some(handle))
 }
 

@@ -349,3 +349,37 @@ async fn a_drained_node_hands_its_queue_to_a_peer() {
     let (spool, _dir) = a.stop().await;
     assert!(spooled(&spool).is_empty(), "A's spool is empty");
 }
+
+/// TLS to the database is the default (a URL without `sslmode=disable`), verified against
+/// the trust roots: here the test CA in `[tls] extra_roots`. A server whose certificate does
+/// not verify is not used.
+#[tokio::test]
+async fn the_database_connection_is_tls_and_verified() {
+    let ca = common::sink::TestCa::new();
+    let Some(pg) = Postgres::start_tls(&ca.leaf(&["127.0.0.1"])) else {
+        return;
+    };
+    let ca_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(ca_file.path(), &ca.pem).unwrap();
+    let config = |roots: &str| {
+        format!(
+            "[settings]\ndatabase = \"{}\"\nkey = \"{KEY}\"\n[tls]\nextra_roots = [{roots}]\n",
+            pg.url_tls()
+        )
+    };
+    let trusted = config(&format!("\"{}\"", ca_file.path().display()));
+    let a = TestServer::start_with(&trusted).await;
+    let (status, body) = policy_row(&a, "partner.example", "encrypt").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // Without the CA the certificate does not verify: no connection, so no start (this node
+    // has no copy of its own yet).
+    let fresh = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(fresh.path(), &config(""));
+    cfg.smtp.listen = "127.0.0.1:0".parse().unwrap();
+    cfg.admin.listen = "127.0.0.1:0".parse().unwrap();
+    let err = postern::prepare(cfg)
+        .err()
+        .expect("an unverified database is not used");
+    let text = format!("{err:#}");
+    assert!(text.contains("settings database unreachable"), "{text}");
+}

@@ -60,9 +60,14 @@ fn err(message: String) -> StoreError {
 }
 
 impl SharedRecords {
-    pub fn open(url: &str, node: &str, retention: Retention) -> Result<SharedRecords, StoreError> {
+    pub fn open(
+        url: &str,
+        node: &str,
+        retention: Retention,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> Result<SharedRecords, StoreError> {
         let records = SharedRecords {
-            db: DbThread::new(url, "records-db"),
+            db: DbThread::new(url, "records-db", tls),
             node: node.into(),
             retention,
             days: Default::default(),

@@ -6,6 +6,7 @@ mod backend;
 pub mod certificates;
 mod diff;
 mod document;
+pub mod pg_tls;
 pub mod postgres;
 mod secret;
 mod snapshot;
@@ -165,9 +166,9 @@ impl SettingsHandle {
         url: &str,
         sealer: postgres::Sealer,
         cache: std::path::PathBuf,
-        history_keep: usize,
+        (history_keep, tls): (usize, Arc<rustls::ClientConfig>),
     ) -> Result<(SettingsHandle, Arc<postgres::Health>), StoreError> {
-        let store = postgres::PgStore::new(url, sealer, history_keep, cache.clone());
+        let store = postgres::PgStore::new(url, sealer, (history_keep, tls.clone()), cache.clone());
         let health = Arc::new(postgres::Health::default());
         let (settings, version) = match store.ensure_schema().and_then(|()| store.current()) {
             Ok(Some(current)) => current,
@@ -193,7 +194,7 @@ impl SettingsHandle {
             SettingsHandle::over(Box::new(store), (settings, version), Some(health.clone()));
         postgres::follow(
             Arc::downgrade(&handle.inner),
-            url.to_string(),
+            (url.to_string(), tls),
             health.clone(),
         );
         Ok((handle, health))

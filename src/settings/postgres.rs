@@ -97,11 +97,12 @@ type Job = Box<dyn FnOnce(&mut Option<postgres::Client>) + Send>;
 /// waits for its job; a failed job drops the connection, so the next one reconnects.
 pub struct DbThread {
     url: String,
+    tls: Arc<rustls::ClientConfig>,
     jobs: Mutex<std::sync::mpsc::Sender<Job>>,
 }
 
 impl DbThread {
-    pub fn new(url: &str, name: &str) -> DbThread {
+    pub fn new(url: &str, name: &str, tls: Arc<rustls::ClientConfig>) -> DbThread {
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
         let spawned = std::thread::Builder::new()
             .name(name.to_string())
@@ -116,6 +117,7 @@ impl DbThread {
         }
         DbThread {
             url: url.to_string(),
+            tls,
             jobs: Mutex::new(tx),
         }
     }
@@ -126,9 +128,9 @@ impl DbThread {
         f: impl FnOnce(&mut postgres::Client) -> Result<T, postgres::Error> + Send + 'static,
     ) -> Result<T, String> {
         let (done, result) = std::sync::mpsc::sync_channel(1);
-        let url = self.url.clone();
+        let (url, tls) = (self.url.clone(), self.tls.clone());
         let job: Job = Box::new(move |slot: &mut Option<postgres::Client>| {
-            let _ = done.send(run_job(slot, &url, f));
+            let _ = done.send(run_job(slot, (&url, &tls), f));
         });
         let stopped = || "the database thread has stopped".to_string();
         self.jobs
@@ -158,12 +160,12 @@ impl PgStore {
     pub fn new(
         url: &str,
         sealer: Sealer,
-        history_keep: usize,
+        (history_keep, tls): (usize, Arc<rustls::ClientConfig>),
         cache: std::path::PathBuf,
     ) -> PgStore {
         PgStore {
             sealer: Arc::new(sealer),
-            db: DbThread::new(url, "settings-db"),
+            db: DbThread::new(url, "settings-db", tls),
             history_keep: history_keep.max(1) as u64,
             cache,
         }
@@ -258,11 +260,11 @@ impl PgStore {
 /// so the next job reconnects.
 fn run_job<T>(
     slot: &mut Option<postgres::Client>,
-    url: &str,
+    (url, tls): (&str, &Arc<rustls::ClientConfig>),
     f: impl FnOnce(&mut postgres::Client) -> Result<T, postgres::Error>,
 ) -> Result<T, String> {
     if slot.as_ref().is_none_or(|c| c.is_closed()) {
-        *slot = Some(connect(url).map_err(|e| e.to_string())?);
+        *slot = Some(connect(url, tls).map_err(|e| e.to_string())?);
     }
     let Some(client) = slot.as_mut() else {
         return Err("not connected".into());
@@ -273,10 +275,20 @@ fn run_job<T>(
     })
 }
 
-fn connect(url: &str) -> Result<postgres::Client, postgres::Error> {
+/// TLS, verified, unless the URL says `sslmode=disable` (a loopback or private link): a
+/// `prefer` that would fall back to plaintext is taken as `require`.
+fn connect(
+    url: &str,
+    tls: &Arc<rustls::ClientConfig>,
+) -> Result<postgres::Client, postgres::Error> {
+    use postgres::config::SslMode;
     let mut config: postgres::Config = url.parse()?;
     config.connect_timeout(Duration::from_secs(5));
-    config.connect(postgres::NoTls)
+    if config.get_ssl_mode() == SslMode::Disable {
+        return config.connect(postgres::NoTls);
+    }
+    config.ssl_mode(SslMode::Require);
+    config.connect(super::pg_tls::Rustls(tls.clone()))
 }
 
 impl super::backend::Backend for PgStore {
@@ -388,14 +400,18 @@ pub struct Health {
 /// Follow the other nodes' changes until `handle` is gone: `LISTEN`, and the version checked
 /// every second, so a missed notification costs at most a second. A database that goes
 /// away is said once, and again when it is back.
-pub(super) fn follow(handle: Weak<super::Inner>, url: String, health: Arc<Health>) {
+pub(super) fn follow(
+    handle: Weak<super::Inner>,
+    (url, tls): (String, Arc<rustls::ClientConfig>),
+    health: Arc<Health>,
+) {
     std::thread::Builder::new()
         .name("settings-follow".into())
         .spawn(move || {
             let mut listening: Option<postgres::Client> = None;
             loop {
                 let Some(inner) = handle.upgrade() else { return };
-                let result = follow_once(&inner, &url, &mut listening, &health);
+                let result = follow_once(&inner, (&url, &tls), &mut listening, &health);
                 drop(inner);
                 note_health(&health, result.err());
                 std::thread::sleep(Duration::from_millis(50));
@@ -408,12 +424,12 @@ pub(super) fn follow(handle: Weak<super::Inner>, url: String, health: Arc<Health
 /// Wait up to `CHECK_EVERY` for a notification, then apply a newer version if there is one.
 fn follow_once(
     inner: &super::Inner,
-    url: &str,
+    (url, tls): (&str, &Arc<rustls::ClientConfig>),
     listening: &mut Option<postgres::Client>,
     health: &Health,
 ) -> Result<(), String> {
     if listening.as_ref().is_none_or(|c| c.is_closed()) {
-        let mut c = connect(url).map_err(|e| e.to_string())?;
+        let mut c = connect(url, tls).map_err(|e| e.to_string())?;
         c.batch_execute("LISTEN postern_settings")
             .map_err(|e| e.to_string())?;
         *listening = Some(c);

@@ -10,6 +10,8 @@ pub struct Postgres {
     pub port: u16,
     dir: tempfile::TempDir,
     bin: PathBuf,
+    /// Serving TLS with this certificate and key (PEM), for 127.0.0.1.
+    tls: bool,
 }
 
 fn bin_dir() -> Option<PathBuf> {
@@ -47,6 +49,15 @@ impl Postgres {
     /// `None` (said) where PostgreSQL is not installed; CI installs it, so there its absence
     /// fails instead.
     pub fn start() -> Option<Postgres> {
+        Postgres::start_with(None)
+    }
+
+    /// The same, serving TLS with `cert` (certificate and PKCS#8 key, DER) for 127.0.0.1.
+    pub fn start_tls(cert: &(Vec<u8>, Vec<u8>)) -> Option<Postgres> {
+        Postgres::start_with(Some(cert))
+    }
+
+    fn start_with(cert: Option<&(Vec<u8>, Vec<u8>)>) -> Option<Postgres> {
         let Some(bin) = bin_dir() else {
             assert!(
                 std::env::var_os("CI").is_none(),
@@ -87,7 +98,42 @@ impl Postgres {
             .local_addr()
             .unwrap()
             .port();
-        let pg = Postgres { port, dir, bin };
+        if let Some((der, key)) = cert {
+            let pem = |label: &str, der: &[u8]| {
+                use base64::Engine;
+                let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+                let lines: Vec<&str> = b64
+                    .as_bytes()
+                    .chunks(64)
+                    .map(|c| std::str::from_utf8(c).unwrap())
+                    .collect();
+                format!(
+                    "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+                    lines.join("\n")
+                )
+            };
+            std::fs::write(data.join("server.crt"), pem("CERTIFICATE", der)).unwrap();
+            std::fs::write(data.join("server.key"), pem("PRIVATE KEY", key)).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(
+                data.join("server.key"),
+                std::fs::Permissions::from_mode(0o600),
+            )
+            .unwrap();
+            if is_root() {
+                let _ = Command::new("chown")
+                    .args(["postgres:postgres"])
+                    .arg(data.join("server.crt"))
+                    .arg(data.join("server.key"))
+                    .status();
+            }
+        }
+        let pg = Postgres {
+            port,
+            dir,
+            bin,
+            tls: cert.is_some(),
+        };
         pg.up();
         Some(pg)
     }
@@ -98,11 +144,14 @@ impl Postgres {
 
     /// Start (again) on the same port and data; returns once it accepts connections.
     pub fn up(&self) {
-        let opts = format!(
+        let mut opts = format!(
             "-p {} -c listen_addresses=127.0.0.1 -k {}",
             self.port,
             self.dir.path().display()
         );
+        if self.tls {
+            opts.push_str(" -c ssl=on");
+        }
         let log = self.dir.path().join("log").display().to_string();
         let out = run(
             &self.bin,
@@ -126,7 +175,16 @@ impl Postgres {
         );
     }
 
+    /// Plaintext, said in the URL (postern requires TLS otherwise).
     pub fn url(&self) -> String {
+        format!(
+            "postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable",
+            self.port
+        )
+    }
+
+    /// With TLS required (postern's default for a URL without `sslmode`).
+    pub fn url_tls(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 }
