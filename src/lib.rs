@@ -411,7 +411,7 @@ fn shared_records(
 /// TLS to the shared database: verified against the Mozilla roots and `[tls] extra_roots`.
 fn database_tls(config: &Config) -> anyhow::Result<Arc<rustls::ClientConfig>> {
     let roots = tls::trust_roots(&config.tls.extra_roots).context("tls.extra_roots")?;
-    settings::pg_tls::config(roots).map_err(|e| anyhow::anyhow!("settings.database TLS: {e}"))
+    tls::webpki_client_config(roots).map_err(|e| anyhow::anyhow!("settings.database TLS: {e}"))
 }
 
 /// Settings in the PostgreSQL database the nodes share (`settings.database`), when set.

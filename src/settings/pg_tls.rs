@@ -14,17 +14,8 @@ use postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect, TlsStream};
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// The client config for the database: WebPKI against `roots`, for the host connected to.
-pub fn config(roots: Arc<rustls::RootCertStore>) -> Result<Arc<rustls::ClientConfig>, String> {
-    let config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
-}
-
-/// Makes one verified TLS connector per connection.
+/// Makes one verified TLS connector per connection, from a config that verifies the host
+/// (`tls::webpki_client_config`).
 #[derive(Clone)]
 pub struct Rustls(pub Arc<rustls::ClientConfig>);
 

@@ -458,6 +458,19 @@ pub fn trust_roots(extra: &[std::path::PathBuf]) -> Result<Arc<rustls::RootCertS
     Ok(Arc::new(roots))
 }
 
+/// A client config that verifies the server for the name connected to, against `roots` (the
+/// shared settings database's connection).
+pub fn webpki_client_config(
+    roots: Arc<rustls::RootCertStore>,
+) -> Result<Arc<rustls::ClientConfig>, String> {
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 /// A client config that enforces `check`; after the handshake, `verified_name()` says which
 /// name (or pin) the certificate was accepted for.
 pub fn policy_client_config(
