@@ -6,6 +6,8 @@
 
 mod common;
 
+use postern::certs::check::pem;
+
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -334,20 +336,6 @@ async fn tenant_headers_from_anyone_else_give_nothing_and_do_not_travel() {
         .unwrap();
     assert!(!authed.contains("\"tenant\""), "{authed}");
     assert!(s.proc.stop().await);
-}
-
-fn pem(label: &str, der: &[u8]) -> String {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let lines: Vec<&str> = b64
-        .as_bytes()
-        .chunks(64)
-        .map(|c| std::str::from_utf8(c).unwrap())
-        .collect();
-    format!(
-        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
-        lines.join("\n")
-    )
 }
 
 /// Inbound mail for an accepted domain goes to the tenant at `verify` (the default for a

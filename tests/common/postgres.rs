@@ -99,19 +99,7 @@ impl Postgres {
             .unwrap()
             .port();
         if let Some((der, key)) = cert {
-            let pem = |label: &str, der: &[u8]| {
-                use base64::Engine;
-                let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-                let lines: Vec<&str> = b64
-                    .as_bytes()
-                    .chunks(64)
-                    .map(|c| std::str::from_utf8(c).unwrap())
-                    .collect();
-                format!(
-                    "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
-                    lines.join("\n")
-                )
-            };
+            use postern::certs::check::pem;
             std::fs::write(data.join("server.crt"), pem("CERTIFICATE", der)).unwrap();
             std::fs::write(data.join("server.key"), pem("PRIVATE KEY", key)).unwrap();
             use std::os::unix::fs::PermissionsExt;
