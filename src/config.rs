@@ -45,9 +45,29 @@ pub struct SettingsConfig {
     /// This node's name on the delivery records of the shared database; empty:
     /// `server.hostname`. Unique per node.
     pub node: String,
+    /// Where the other nodes reach this node's control API (`ip:port`), registered in the
+    /// node list for their Queue pages; absent: `admin.listen`, unless that is a wildcard
+    /// address.
+    pub api_address: Option<std::net::SocketAddr>,
 }
 
 impl SettingsConfig {
+    /// This node's name in the cluster: `node`, else the host name. Checked at start, as
+    /// it is written after a queue ID (`4F2A91C0@gw2`).
+    pub fn node_name<'a>(&'a self, hostname: &'a str) -> Result<&'a str, String> {
+        let name = match self.node.trim() {
+            "" => hostname,
+            n => n,
+        };
+        let fits = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_');
+        if name.is_empty() || !name.chars().all(fits) {
+            return Err(format!(
+                "settings.node = {name:?}: a node name is letters, digits, '.', '-' and '_'"
+            ));
+        }
+        Ok(name)
+    }
+
     /// The key, from the file or the environment; an error names both.
     pub fn key_hex(&self) -> Result<String, String> {
         match self.key.trim() {

@@ -100,6 +100,8 @@ pub struct Server {
     engine: Arc<outbound::Engine>,
     /// New message IDs for the delivery engine; subscribed before SMTP accepts anything.
     incoming: tokio::sync::mpsc::UnboundedReceiver<spool::QueueId>,
+    /// The node list, when the settings are shared.
+    cluster: Option<Arc<admin::cluster::Cluster>>,
 }
 
 /// Open the data directory (creating what a first start needs). Blocking; errors name the
@@ -116,6 +118,7 @@ pub fn prepare(config: Config) -> anyhow::Result<Server> {
         Some(shared) => shared,
         None => local_settings(&config, &store_path)?,
     };
+    let cluster = cluster(&config)?;
     let (spool, recovery) = spool::Spool::open(&config.spool_dir(), config.spool.segment_bytes)
         .with_context(|| format!("{}: cannot open the spool", config.spool_dir().display()))?;
     tracing::info!(
@@ -247,6 +250,7 @@ pub fn prepare(config: Config) -> anyhow::Result<Server> {
         token,
         engine,
         incoming,
+        cluster,
     })
 }
 
@@ -284,6 +288,7 @@ impl Server {
             token,
             engine,
             incoming,
+            cluster,
         } = self;
         tracing::info!(
             target: "postern/master",
@@ -296,6 +301,7 @@ impl Server {
         let mut settings_rx = settings.subscribe();
         // Bindings changed here are rebound by the change itself; what comes from now on.
         settings_rx.mark_unchanged();
+        let admin_addr = listeners.admin_addr();
         let smtp = tokio::spawn(inbound::run(listeners.smtp, ctx, stop_rx.clone()));
         let pages = admin::pages::Pages::new(
             &config.server.hostname,
@@ -306,8 +312,20 @@ impl Server {
         let app = admin::router(
             admin::AdminState::new(settings, spool.clone(), certs.clone(), token)
                 .with_pages(pages)
-                .with_engine(engine.clone()),
+                .with_engine(engine.clone())
+                .with_cluster(cluster.clone()),
         );
+        let heartbeat = cluster.map(|c| {
+            let api = config
+                .settings
+                .api_address
+                .or(Some(admin_addr).filter(|a| !a.ip().is_unspecified()));
+            if api.is_none() {
+                tracing::warn!(target: "postern/master", "warning: admin.listen is a wildcard address and settings.api_address is not set: the other nodes cannot reach this node's queue");
+            }
+            let data = config.server.data_dir.clone();
+            tokio::spawn(admin::cluster::heartbeat(c, api, data, stop_rx.clone()))
+        });
         let acme = tokio::spawn(certs.clone().watch_acme(
             std::time::Duration::from_secs(config.tls.acme_watch_secs.max(1)),
             stop_rx.clone(),
@@ -334,6 +352,9 @@ impl Server {
         let _ = acme.await;
         let _ = expiry.await;
         let _ = bindings.await;
+        if let Some(h) = heartbeat {
+            let _ = h.await;
+        }
         // Delivery has stopped: its last records are made durable and the store let go.
         tokio::task::spawn_blocking(move || engine.events().close()).await?;
         tokio::task::spawn_blocking(move || spool.shutdown()).await?;
@@ -388,9 +409,12 @@ fn shared_records(
     retention: events::store::Retention,
 ) -> Option<Arc<events::store::Store>> {
     let url = config.settings.database.as_deref()?;
-    let node = match config.settings.node.trim() {
-        "" => config.server.hostname.as_str(),
-        n => n,
+    let node = match config.settings.node_name(&config.server.hostname) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(target: "postern/master", "warning: {e}: delivery records stay on this node");
+            return None;
+        }
     };
     let tls = match database_tls(config) {
         Ok(t) => t,
@@ -412,6 +436,23 @@ fn shared_records(
 fn database_tls(config: &Config) -> anyhow::Result<Arc<rustls::ClientConfig>> {
     let roots = tls::trust_roots(&config.tls.extra_roots).context("tls.extra_roots")?;
     tls::webpki_client_config(roots).map_err(|e| anyhow::anyhow!("settings.database TLS: {e}"))
+}
+
+/// The node list in the shared database, when there is one: this node registers itself
+/// there, and finds the others.
+fn cluster(config: &Config) -> anyhow::Result<Option<Arc<admin::cluster::Cluster>>> {
+    let Some(url) = config.settings.database.as_deref() else {
+        return Ok(None);
+    };
+    let me = config
+        .settings
+        .node_name(&config.server.hostname)
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let key = config.settings.key_hex().map_err(|e| anyhow::anyhow!(e))?;
+    let sealer = settings::postgres::Sealer::from_hex(&key)
+        .map_err(|e| anyhow::anyhow!("settings.key: {e}"))?;
+    let registry = settings::nodes::Registry::new(url, sealer, me, database_tls(config)?);
+    Ok(Some(Arc::new(admin::cluster::Cluster::new(registry))))
 }
 
 /// Settings in the PostgreSQL database the nodes share (`settings.database`), when set.

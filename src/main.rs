@@ -115,6 +115,14 @@ enum NodeAction {
         #[arg(long, default_value_t = 0)]
         wait: u64,
     },
+    /// Every node in the node list of the shared database: address, last heartbeat, and
+    /// whether it answers now.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take a node out of the node list (one taken out of service for good).
+    Forget { name: String },
 }
 
 #[derive(Subcommand)]
@@ -868,8 +876,50 @@ async fn node(config: Config, api: Option<SocketAddr>, action: NodeAction) -> an
                 println!("drained: the queue is empty");
             }
         }
+        NodeAction::List { json } => {
+            let (code, body) = client
+                .request(Method::GET, "/api/v1/cluster/nodes", None)
+                .await?;
+            let nodes: Vec<postern::admin::cluster::NodeView> = parse_response(code, &body)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&nodes)?);
+            } else {
+                print!("{}", node_listing(&nodes));
+            }
+        }
+        NodeAction::Forget { name } => {
+            let path = format!("/api/v1/cluster/nodes/{}", url_escape(&name));
+            let (code, body) = client.request(Method::DELETE, &path, None).await?;
+            let _: serde_json::Value = parse_response(code, &body)?;
+            println!("node {name} removed from the node list");
+        }
     }
     Ok(())
+}
+
+/// One line per node: name, API, heartbeat age, and what it said or why it did not answer.
+fn node_listing(nodes: &[postern::admin::cluster::NodeView]) -> String {
+    let mut out = String::new();
+    for n in nodes {
+        let me = if n.this { " (this node)" } else { "" };
+        let api = n.api.as_deref().unwrap_or("no API address");
+        let state = match (&n.status, &n.error) {
+            (Some(s), _) => {
+                let mode = match &s.peer {
+                    Some(p) => format!("draining to {p}"),
+                    None => "accepting mail".into(),
+                };
+                format!("{mode}; {} queued ({} on hold)", s.queued, s.held)
+            }
+            (None, Some(e)) => format!("not answering: {e}"),
+            (None, None) => "not answering".into(),
+        };
+        out.push_str(&format!(
+            "{}{me}  {api}  heartbeat {}s ago  {state}\n",
+            n.name, n.heartbeat_age_secs
+        ));
+    }
+    out
 }
 
 async fn tls_rpt(
@@ -910,13 +960,16 @@ async fn tls_rpt(
 }
 
 async fn queue(config: Config, api: Option<SocketAddr>, action: QueueAction) -> anyhow::Result<()> {
+    use postern::admin::cluster::ClusterListing;
     use postern::admin::queue::{Done, QueueItem};
     postern::tls::install_provider();
     let client = ApiClient::new(api.unwrap_or(config.admin.listen), &config.server.data_dir)?;
-    let act = |method: Method, path: String| {
+    // One message, on whichever node holds it (`ID@node`, or an ID one node has).
+    let act = |action: &'static str, id: String| {
         let client = &client;
         async move {
-            let (status, body) = client.request(method, &path, None).await?;
+            let path = format!("/api/v1/cluster/queue/{}/{action}", url_escape(&id));
+            let (status, body) = client.request(Method::POST, &path, None).await?;
             parse_response::<Done>(status, &body)
         }
     };
@@ -933,21 +986,33 @@ async fn queue(config: Config, api: Option<SocketAddr>, action: QueueAction) -> 
             if let Some(r) = recipient {
                 query.push(format!("recipient={}", url_escape(&r)));
             }
-            let path = format!("/api/v1/queue?{}", query.join("&"));
+            // Every node's queue (one node's on its own).
+            let path = format!("/api/v1/cluster/queue?{}", query.join("&"));
             let (status, body) = client.request(Method::GET, &path, None).await?;
-            let items: Vec<QueueItem> = parse_response(status, &body)?;
+            let listing: ClusterListing = parse_response(status, &body)?;
+            let several = listing.several();
+            let mut items = listing.items;
+            if several {
+                for i in &mut items {
+                    i.id = format!("{}@{}", i.id, i.node.as_deref().unwrap_or(""));
+                }
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&items)?);
             } else {
                 print!("{}", postqueue_listing(&items));
             }
+            silent_nodes(&listing.nodes, listing.registry_error.as_deref())?;
         }
         QueueAction::Show { id } => {
             let (status, body) = client
-                .request(Method::GET, &format!("/api/v1/queue/{id}"), None)
+                .request(Method::GET, &format!("/api/v1/cluster/queue/{id}"), None)
                 .await?;
             let item: QueueItem = parse_response(status, &body)?;
             print!("{}", postqueue_listing(std::slice::from_ref(&item)));
+            if let Some(node) = &item.node {
+                println!("node: {node}");
+            }
             for r in &item.recipients {
                 println!("recipient {}: {}", r.address, r.state);
             }
@@ -956,30 +1021,25 @@ async fn queue(config: Config, api: Option<SocketAddr>, action: QueueAction) -> 
         }
         QueueAction::Retry { all: true, .. } => {
             let (status, body) = client
-                .request(Method::POST, "/api/v1/queue/retry", None)
+                .request(Method::POST, "/api/v1/cluster/queue/retry", None)
                 .await?;
-            let done: Vec<Done> = parse_response(status, &body)?;
-            eprintln!(
-                "postern: {} message(s) scheduled for delivery now",
-                done.len()
-            );
+            let done: serde_json::Value = parse_response(status, &body)?;
+            let count = done["done"].as_array().map_or(0, Vec::len);
+            eprintln!("postern: {count} message(s) scheduled for delivery now");
+            let failed = done["failed"].as_array().cloned().unwrap_or_default();
+            for f in &failed {
+                eprintln!("postern: {}", f["error"].as_str().unwrap_or(""));
+            }
+            anyhow::ensure!(failed.is_empty(), "{} node(s) did not answer", failed.len());
         }
-        QueueAction::Retry { id: Some(id), .. } => {
-            report(act(Method::POST, format!("/api/v1/queue/{id}/retry")).await?)
-        }
+        QueueAction::Retry { id: Some(id), .. } => report(act("retry", id).await?),
         QueueAction::Retry {
             id: None,
             all: false,
         } => anyhow::bail!("queue retry: give a queue ID, or --all"),
-        QueueAction::Hold { id } => {
-            report(act(Method::POST, format!("/api/v1/queue/{id}/hold")).await?)
-        }
-        QueueAction::Release { id } => {
-            report(act(Method::POST, format!("/api/v1/queue/{id}/release")).await?)
-        }
-        QueueAction::Delete { id } => {
-            report(act(Method::DELETE, format!("/api/v1/queue/{id}")).await?)
-        }
+        QueueAction::Hold { id } => report(act("hold", id).await?),
+        QueueAction::Release { id } => report(act("release", id).await?),
+        QueueAction::Delete { id } => report(act("delete", id).await?),
         QueueAction::Damaged { json } => {
             let (status, body) = client
                 .request(Method::GET, "/api/v1/queue/damaged", None)
@@ -1045,6 +1105,27 @@ async fn policy(
     for line in decision["explanation"].as_array().into_iter().flatten() {
         println!("  - {}", line.as_str().unwrap_or(""));
     }
+    Ok(())
+}
+
+/// Nodes whose messages a listing could not show, said on stderr; an error when any.
+fn silent_nodes(
+    nodes: &[postern::admin::cluster::NodeAnswer],
+    registry_error: Option<&str>,
+) -> anyhow::Result<()> {
+    if let Some(e) = registry_error {
+        eprintln!("postern: the node list cannot be read ({e}): the nodes known before were asked");
+    }
+    let silent: Vec<_> = nodes.iter().filter(|n| !n.answered).collect();
+    for n in &silent {
+        let at = n.api.as_deref().unwrap_or("no address");
+        eprintln!(
+            "postern: node {} ({at}) did not answer: {}; its messages are not listed",
+            n.name,
+            n.error.as_deref().unwrap_or("")
+        );
+    }
+    anyhow::ensure!(silent.is_empty(), "{} node(s) did not answer", silent.len());
     Ok(())
 }
 

@@ -383,3 +383,146 @@ async fn the_database_connection_is_tls_and_verified() {
     let text = format!("{err:#}");
     assert!(text.contains("settings database unreachable"), "{text}");
 }
+
+/// Wait until `node`'s node list holds every one of `names`, each answering.
+async fn until_listed(node: &TestServer, names: &[&str]) -> serde_json::Value {
+    let start = Instant::now();
+    loop {
+        let (status, list) = node
+            .api_json(Method::GET, "/api/v1/cluster/nodes", None)
+            .await;
+        let answering = |n: &&str| {
+            list.as_array().is_some_and(|l| {
+                l.iter()
+                    .any(|x| x["name"] == *n && x["answered"] == true)
+            })
+        };
+        if status == StatusCode::OK && names.iter().all(|n| answering(&n)) {
+            return list;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{names:?} not all listed and answering: {status} {list}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Acceptance 1's queue: a message queued on A is seen from B (its Queue listing, `postern
+/// queue list` run against B) naming node a, and retried from B: A delivers it. A node that
+/// has stopped is listed as not answering, never left out; the nodes' credential opens a
+/// node's own queue only.
+#[tokio::test]
+async fn a_message_queued_on_one_node_is_seen_and_retried_from_another() {
+    let Some(pg) = Postgres::start() else { return };
+    let mut sink = Sink::start(SinkOptions {
+        defer_first: 1,
+        ..SinkOptions::default()
+    })
+    .await;
+    // Retries an hour apart: only the retry asked for from B delivers within the test.
+    let config = |node: &str| {
+        format!(
+            "{}[outbound]\nfirst_retry_secs = 3600\n",
+            node_config(&pg, &sink, node)
+        )
+    };
+    let mut a = TestServer::start_with(&config("a")).await;
+    let b = TestServer::start_with(&config("b")).await;
+    let c = TestServer::start_with(&config("c")).await;
+    until_listed(&b, &["a", "b", "c"]).await;
+
+    let mut client = a.connect().await;
+    client.ehlo().await;
+    let id = queue_id(
+        &client
+            .send(
+                "app@inside.example",
+                &["x@partner.example"],
+                &message("seen from b", ""),
+            )
+            .await,
+    );
+    let first = a.next_event_for("x@partner.example", 20).await;
+    assert_eq!(first.status, "deferred", "{}", first.reply);
+    c.stop().await;
+
+    // B's listing: A's message, named with its node; C said to be stopped.
+    let (status, listing) = b
+        .api_json(Method::GET, "/api/v1/cluster/queue?state=deferred", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{listing}");
+    let items = listing["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{listing}");
+    assert_eq!((items[0]["id"].as_str(), items[0]["node"].as_str()), (Some(id.as_str()), Some("a")));
+    assert_eq!(listing["counts"]["deferred"], 1, "{listing}");
+    let nodes = listing["nodes"].as_array().unwrap();
+    let node = |n: &str| nodes.iter().find(|x| x["name"] == n).cloned().unwrap();
+    assert_eq!(node("a")["answered"], true, "{listing}");
+    assert_eq!(node("b")["this"], true, "{listing}");
+    assert_eq!(node("c")["answered"], false, "{listing}");
+    let why = node("c")["error"].as_str().unwrap().to_string();
+    assert!(why.starts_with("stopped "), "{why}");
+
+    // `postern queue list` against B: the ID with its node; C named on stderr, and an exit
+    // status that says the list is incomplete.
+    let (ok, out, err) = b.cli(&["queue", "list"]).await;
+    assert!(out.contains(&format!("{id}@a ")), "{out}");
+    assert!(out.contains("451 4.3.0 try again later"), "{out}");
+    assert!(
+        err.contains("node c (") && err.contains("did not answer: stopped "),
+        "{err}"
+    );
+    assert!(!ok, "an incomplete listing is not a success");
+    let (ok, out, err) = b.cli(&["queue", "show", &id]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("node: a"), "{out}");
+    assert!(out.contains("Subject: seen from b"), "{out}");
+
+    // Retried from B: A delivers it now (its own retry is an hour away).
+    let (ok, _, err) = b.cli(&["queue", "retry", &id]).await;
+    assert!(ok, "{err}");
+    assert!(err.contains(&format!("{id}@a: retry")), "{err}");
+    let got = sink.next(20).await.expect("retried from b, delivered by a");
+    assert!(got.data.ends_with(&message("seen from b", "")));
+    let sent = a.next_event_for("x@partner.example", 20).await;
+    assert_eq!(sent.status, "sent", "{}", sent.reply);
+    let (ok, out, _) = b.cli(&["queue", "list"]).await;
+    assert_eq!(out, "Mail queue is empty\n");
+    assert!(!ok, "c still does not answer");
+
+    // An ID no node holds, and a node that is not in the list: precise errors.
+    let (status, body) = b
+        .api_json(Method::POST, "/api/v1/cluster/queue/ABCDEF/hold", None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, body) = b
+        .api_json(Method::POST, "/api/v1/cluster/queue/ABCDEF@zz/hold", None)
+        .await;
+    assert_eq!((status, body["field"].as_str()), (StatusCode::NOT_FOUND, Some("node")), "{body}");
+
+    // The nodes' credential: a node's own queue, nothing else, and never passed on.
+    let token = postern::settings::postgres::Sealer::from_hex(KEY)
+        .unwrap()
+        .cluster_token();
+    let pinned = postern::admin::client::ApiClient::pinned(a.api, &token, a.system_cert());
+    let (status, _) = pinned
+        .request(Method::GET, "/api/v1/queue/page", None)
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    for path in ["/api/v1/settings", "/api/v1/cluster/queue"] {
+        let (status, _) = pinned.request(Method::GET, path, None).await.unwrap();
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}");
+    }
+
+    // A node taken out of service leaves the list; then the listing is whole again.
+    let (ok, out, err) = b.cli(&["node", "list"]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("b (this node)") && out.contains("c  "), "{out}");
+    let (ok, _, err) = b.cli(&["node", "forget", "c"]).await;
+    assert!(ok, "{err}");
+    let (ok, out, err) = b.cli(&["queue", "list"]).await;
+    assert!(ok, "{err}");
+    assert_eq!(out, "Mail queue is empty\n");
+}

@@ -29,6 +29,17 @@ pub enum ClientError {
     Http(String),
 }
 
+/// The certificate the admin listener of the postern on `data_dir` serves: `admin.crt` when
+/// one is bound (written by the server at each rebinding), else the system one.
+pub fn served_cert_path(data_dir: &Path) -> std::path::PathBuf {
+    let bound = data_dir.join("tls/admin.crt");
+    if bound.exists() {
+        bound
+    } else {
+        data_dir.join("tls/system.crt")
+    }
+}
+
 pub struct ApiClient {
     addr: SocketAddr,
     token: String,
@@ -47,23 +58,22 @@ impl ApiClient {
         };
         let token_path = data_dir.join("api-token");
         let token = std::fs::read_to_string(&token_path).map_err(setup(&token_path))?;
-        // The certificate the admin listener serves: `admin.crt` when one is bound
-        // (written by the server at each rebinding), else the system one.
-        let bound = data_dir.join("tls/admin.crt");
-        let cert_path = if bound.exists() {
-            bound
-        } else {
-            data_dir.join("tls/system.crt")
-        };
+        let cert_path = served_cert_path(data_dir);
         let pem = std::fs::read(&cert_path).map_err(setup(&cert_path))?;
         let pinned = CertificateDer::from_pem_slice(&pem)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))
             .map_err(setup(&cert_path))?;
-        Ok(ApiClient {
+        Ok(ApiClient::pinned(addr, token.trim(), pinned.into_owned()))
+    }
+
+    /// Client for the API at `addr` that serves exactly `cert`, with `token`: another node's,
+    /// as found in the node list.
+    pub fn pinned(addr: SocketAddr, token: &str, cert: CertificateDer<'static>) -> ApiClient {
+        ApiClient {
             addr,
-            token: token.trim().to_string(),
-            connector: TlsConnector::from(crate::tls::pinned_client_config(pinned.into_owned())),
-        })
+            token: token.to_string(),
+            connector: TlsConnector::from(crate::tls::pinned_client_config(cert)),
+        }
     }
 
     /// One request; returns the status and the body.

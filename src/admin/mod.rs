@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod certs;
 pub mod client;
+pub mod cluster;
 pub mod dashboard;
 pub mod logs;
 pub mod m365;
@@ -42,6 +43,8 @@ pub struct AdminState {
     pub pages: Arc<pages::Pages>,
     /// The delivery engine, for the policy Test (its hosts, roots and delivery records).
     pub engine: Option<Arc<crate::outbound::Engine>>,
+    /// The other nodes, when the settings are shared: every node's queue from this one.
+    pub cluster: Option<Arc<cluster::Cluster>>,
     token: Arc<str>,
 }
 
@@ -63,12 +66,19 @@ impl AdminState {
                 Duration::from_secs(43_200),
             )),
             engine: None,
+            cluster: None,
             token: token.into(),
         }
     }
 
     pub fn with_engine(mut self, engine: Arc<crate::outbound::Engine>) -> AdminState {
         self.engine = Some(engine);
+        self
+    }
+
+    /// The nodes this one shares its settings with.
+    pub fn with_cluster(mut self, cluster: Option<Arc<cluster::Cluster>>) -> AdminState {
+        self.cluster = cluster;
         self
     }
 
@@ -80,7 +90,7 @@ impl AdminState {
 }
 
 /// An API error body: `{"error": "...", "field": "..."}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct ApiError {
     #[serde(skip)]
     status: StatusCode,
@@ -166,6 +176,22 @@ fn api_router(state: AdminState) -> Router {
             "/api/v1/certificates/{name}",
             axum::routing::delete(certs::delete),
         )
+        .route("/api/v1/cluster/queue", get(cluster::list))
+        .route("/api/v1/cluster/queue/act", axum::routing::post(cluster::act))
+        .route(
+            "/api/v1/cluster/queue/retry",
+            axum::routing::post(cluster::retry_all),
+        )
+        .route("/api/v1/cluster/queue/{id}", get(cluster::show))
+        .route(
+            "/api/v1/cluster/queue/{id}/{action}",
+            axum::routing::post(cluster::act_one),
+        )
+        .route("/api/v1/cluster/nodes", get(cluster::nodes))
+        .route(
+            "/api/v1/cluster/nodes/{name}",
+            axum::routing::delete(cluster::forget),
+        )
         .route("/api/v1/queue", get(queue::list))
         .route("/api/v1/queue/retry", axum::routing::post(queue::retry_all))
         .route("/api/v1/queue/page", get(queue::page))
@@ -209,9 +235,20 @@ async fn require_token(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        Some(t) if constant_time_eq(t.trim().as_bytes(), state.token.as_bytes()) => {
-            next.run(req).await
+    match given.map(str::trim) {
+        Some(t) if constant_time_eq(t.as_bytes(), state.token.as_bytes()) => next.run(req).await,
+        // Another node: its own queue and status only, never passed on.
+        Some(t) if state.cluster.as_ref().is_some_and(|c| c.admits(t)) => {
+            if cluster::admits_path(req.method(), req.uri().path()) {
+                next.run(req).await
+            } else {
+                ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "the cluster credential opens a node's own queue and status only",
+                    None,
+                )
+                .into_response()
+            }
         }
         Some(_) => {
             ApiError::new(StatusCode::UNAUTHORIZED, "invalid bearer token", None).into_response()
@@ -226,7 +263,7 @@ async fn require_token(
 }
 
 /// Compare without an early exit, so response time says nothing about the token.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -556,7 +593,7 @@ pub struct NodeStatus {
     pub held: usize,
 }
 
-async fn node_status(State(state): State<AdminState>) -> axum::Json<NodeStatus> {
+pub(crate) async fn node_status(State(state): State<AdminState>) -> axum::Json<NodeStatus> {
     let list = state.spool.list();
     let peer = state.engine.as_ref().and_then(|e| e.handing_over());
     axum::Json(NodeStatus {

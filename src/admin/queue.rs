@@ -9,16 +9,19 @@ use serde::{Deserialize, Serialize};
 use super::{AdminState, ApiError};
 use crate::spool::{Final, QueueEntry, QueueId};
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RecipientView {
     pub address: String,
     /// pending, delivered, bounced, deleted
     pub state: String,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct QueueItem {
     pub id: String,
+    /// The node that holds it, in a listing of several nodes (`settings.node`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     pub arrival_unix: u64,
     pub size: usize,
     pub sender: String,
@@ -59,6 +62,7 @@ impl QueueItem {
             .collect();
         QueueItem {
             id: e.id.to_string(),
+            node: None,
             arrival_unix: e.envelope.received_unix,
             size: e.size,
             sender: e.envelope.sender.clone(),
@@ -74,7 +78,7 @@ impl QueueItem {
     }
 }
 
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct Filter {
     /// Substring of the envelope sender, case-insensitive.
     pub sender: Option<String>,
@@ -277,17 +281,29 @@ pub(crate) fn message(state: &AdminState, id: &str, body: bool) -> Result<QueueI
     Ok(item)
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Done {
     pub id: String,
     pub action: String,
 }
 
+/// Who asked, when another node passes an admin's action on (`?by=admin page by alice on
+/// node gw1`), for the log line here.
+#[derive(Debug, Default, Deserialize)]
+pub struct ByQuery {
+    pub by: Option<String>,
+}
+
 pub async fn act(
     State(state): State<AdminState>,
     Path((id, action)): Path<(String, String)>,
+    Query(q): Query<ByQuery>,
 ) -> Result<Json<Done>, ApiError> {
-    let done = act_on(&state, &id, &action, "control API").await?;
+    let by = match &q.by {
+        Some(who) => format!("control API, for {who}"),
+        None => "control API".to_string(),
+    };
+    let done = act_on(&state, &id, &action, &by).await?;
     Ok(Json(done))
 }
 
@@ -334,13 +350,13 @@ pub(crate) async fn act_on(
 }
 
 /// Several messages at once: `{"ids": [...], "action": "hold"}`; each answers for itself.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Bulk {
     pub ids: Vec<String>,
     pub action: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize)]
 pub struct BulkResult {
     pub done: Vec<Done>,
     pub failed: Vec<ApiError>,

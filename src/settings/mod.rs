@@ -5,6 +5,7 @@ mod admins;
 mod backend;
 pub mod certificates;
 mod diff;
+pub mod nodes;
 mod document;
 pub mod pg_tls;
 pub mod postgres;

@@ -38,6 +38,9 @@ const CHECK_EVERY: Duration = Duration::from_secs(1);
 /// The settings key: 32 bytes, given as 64 hex digits.
 pub struct Sealer {
     key: LessSafeKey,
+    /// The same key for HMAC: the nodes' credential between their control APIs is derived
+    /// from it (`cluster_token`), so there is no second secret to hand out.
+    mac: aws_lc_rs::hmac::Key,
 }
 
 impl Sealer {
@@ -55,12 +58,21 @@ impl Sealer {
         let key = UnboundKey::new(&AES_256_GCM, &bytes).map_err(|_| "bad settings key")?;
         Ok(Sealer {
             key: LessSafeKey::new(key),
+            mac: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &bytes),
         })
+    }
+
+    /// The bearer token one node shows another's control API: HMAC-SHA256 of a fixed label
+    /// under the settings key, in hex. Every node holding the key derives the same one; the
+    /// database never sees it.
+    pub fn cluster_token(&self) -> String {
+        let tag = aws_lc_rs::hmac::sign(&self.mac, b"postern cluster control API v1");
+        tag.as_ref().iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// Nonce, then ciphertext and tag; `what` (the row's key) is authenticated with it, so a
     /// sealed row cannot be moved to another.
-    fn seal(&self, what: &str, plain: &[u8]) -> Vec<u8> {
+    pub(crate) fn seal(&self, what: &str, plain: &[u8]) -> Vec<u8> {
         use rand::RngCore;
         let mut nonce = [0u8; NONCE_LEN];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
@@ -76,7 +88,7 @@ impl Sealer {
         out
     }
 
-    fn open(&self, what: &str, sealed: &[u8]) -> Result<Vec<u8>, StoreError> {
+    pub(crate) fn open(&self, what: &str, sealed: &[u8]) -> Result<Vec<u8>, StoreError> {
         let fail = || StoreError::Db(format!("{what}: cannot be opened with this settings key"));
         let (nonce, data) = sealed.split_at_checked(NONCE_LEN).ok_or_else(fail)?;
         let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| fail())?;

@@ -13,7 +13,8 @@ use tower_sessions::Session;
 
 use super::{Chrome, SignedIn, check_csrf, chrome, render};
 use crate::admin::AdminState;
-use crate::admin::queue::{Counts, Filter, QueueItem, act_on_all, listing, message};
+use crate::admin::cluster::{NodeAnswer, act_on_all, listing, message};
+use crate::admin::queue::{Counts, Filter, QueueItem};
 
 const PAGE_SIZE: usize = 50;
 
@@ -36,6 +37,10 @@ pub struct QueueQuery {
 
 struct Row {
     id: String,
+    /// The ID the forms and links use: `ID@node` when several nodes are listed.
+    key: String,
+    /// The node that holds it; empty on a node on its own.
+    node: String,
     arrival: String,
     age: String,
     size: usize,
@@ -59,6 +64,12 @@ struct QueuePage {
     first: usize,
     last: usize,
     rows: Vec<Row>,
+    /// Several nodes listed: the Node column is shown.
+    several: bool,
+    /// Nodes that did not answer, each with why: their messages are not in the list.
+    silent: Vec<String>,
+    /// Why the node list is the one read last.
+    registry_error: Option<String>,
     prev: Option<String>,
     next: Option<String>,
     /// The back link after an action: this very listing.
@@ -82,7 +93,37 @@ fn age(secs: u64) -> String {
     }
 }
 
-fn row(item: &QueueItem, now: u64) -> Row {
+/// What the page says of a node that did not answer.
+fn silence(n: &NodeAnswer) -> Option<String> {
+    let why = n.error.as_deref()?;
+    let at = n.api.as_deref().map(|a| format!(" ({a})")).unwrap_or_default();
+    let beat = n
+        .heartbeat_age_secs
+        .map(|s| format!("; last heartbeat {} ago", age_short(s)))
+        .unwrap_or_default();
+    Some(format!(
+        "Node {}{at} did not answer: {why}{beat}. Its messages are not in this list.",
+        n.name
+    ))
+}
+
+fn age_short(secs: u64) -> String {
+    if secs < 120 {
+        format!("{secs} s")
+    } else {
+        age(secs)
+    }
+}
+
+/// The ID as the forms and links use it: with its node when several nodes are listed.
+fn key(item: &QueueItem, several: bool) -> String {
+    match (&item.node, several) {
+        (Some(n), true) => format!("{}@{n}", item.id),
+        _ => item.id.clone(),
+    }
+}
+
+fn row(item: &QueueItem, now: u64, several: bool) -> Row {
     let pending: Vec<&str> = item
         .recipients
         .iter()
@@ -95,6 +136,8 @@ fn row(item: &QueueItem, now: u64) -> Row {
     };
     Row {
         id: item.id.clone(),
+        key: key(item, several),
+        node: item.node.clone().unwrap_or_default(),
         arrival: when(item.arrival_unix),
         age: age(now.saturating_sub(item.arrival_unix)),
         size: item.size,
@@ -163,14 +206,8 @@ pub async fn page(
         offset: Some((page - 1) * PAGE_SIZE),
         limit: Some(PAGE_SIZE),
     };
-    let spool = state.spool.clone();
-    let found = tokio::task::spawn_blocking(move || listing(&spool, &filter))
-        .await
-        .unwrap_or(crate::admin::queue::Listing {
-            counts: Counts::default(),
-            matching: 0,
-            items: Vec::new(),
-        });
+    let found = listing(&state, &filter).await;
+    let several = found.several();
     let now = crate::fsutil::unix_now();
     let first = (page - 1) * PAGE_SIZE;
     let status = if age_error.is_some() {
@@ -187,7 +224,10 @@ pub async fn page(
         matching: found.matching,
         first: if found.items.is_empty() { 0 } else { first + 1 },
         last: first + found.items.len(),
-        rows: found.items.iter().map(|i| row(i, now)).collect(),
+        rows: found.items.iter().map(|i| row(i, now, several)).collect(),
+        several,
+        silent: found.nodes.iter().filter_map(silence).collect(),
+        registry_error: found.registry_error.clone(),
         prev: (page > 1).then(|| link(&query, page - 1)),
         next: (first + found.items.len() < found.matching).then(|| link(&query, page + 1)),
         here: link(&query, page),
@@ -202,6 +242,8 @@ struct MessagePage {
     chrome: Chrome,
     notice: Option<String>,
     item: QueueItem,
+    /// The ID the forms and links use (`ID@node` in a cluster).
+    key: String,
     arrival: String,
     show_body: bool,
 }
@@ -220,11 +262,12 @@ pub async fn message_page(
     Query(q): Query<MessageQuery>,
 ) -> Response {
     let show_body = q.body.is_some();
-    match message(&state, &id, show_body) {
+    match message(&state, &id, show_body).await {
         Ok(item) => render(MessagePage {
             chrome: chrome(&state, &session, Some(&auth)).await,
             notice: session.remove::<String>("notice").await.ok().flatten(),
             arrival: when(item.arrival_unix),
+            key: key(&item, state.cluster.is_some()),
             item,
             show_body,
         }),
