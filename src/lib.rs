@@ -402,8 +402,8 @@ fn local_settings(
     }
 }
 
-/// Delivery records in the database the nodes share, when there is one; one that cannot be
-/// reached at start leaves this node on its own records (said).
+/// Delivery records in the database the nodes share, when there is one; while it cannot be
+/// reached they wait on this node's disk and are stored when it is back.
 fn shared_records(
     config: &Config,
     retention: events::store::Retention,
@@ -423,13 +423,9 @@ fn shared_records(
             return None;
         }
     };
-    match events::shared::SharedRecords::open(url, node, retention, tls) {
-        Ok(s) => Some(Arc::new(events::store::Store::Shared(s))),
-        Err(e) => {
-            tracing::warn!(target: "postern/master", "warning: {e}: delivery records stay on this node until the next start");
-            None
-        }
-    }
+    let store =
+        events::shared::SharedRecords::open(url, node, retention, (tls, &config.server.data_dir));
+    Some(Arc::new(events::store::Store::Shared(store)))
 }
 
 /// TLS to the shared database: verified against the Mozilla roots and `[tls] extra_roots`.

@@ -27,6 +27,13 @@ async fn every_new_route_needs_the_token() {
         ("POST", "/api/v1/policy/rows"),
         ("POST", "/api/v1/policy/test"),
         ("POST", "/api/v1/tls-rpt/send"),
+        ("GET", "/api/v1/cluster/queue"),
+        ("GET", "/api/v1/cluster/queue/ABC"),
+        ("POST", "/api/v1/cluster/queue/ABC/retry"),
+        ("POST", "/api/v1/cluster/queue/act"),
+        ("POST", "/api/v1/cluster/queue/retry"),
+        ("GET", "/api/v1/cluster/nodes"),
+        ("DELETE", "/api/v1/cluster/nodes/b"),
     ] {
         let tcp = tokio::net::TcpStream::connect(server.api).await.unwrap();
         let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();

@@ -891,3 +891,103 @@ async fn the_settings_database_away_is_said_on_every_page_in_chromium() {
     c.close().await.unwrap();
     assert!(proc.stop().await);
 }
+
+/// Issue 20's Queue page: node B's page lists a message queued on node A, with its node,
+/// says which node does not answer, and retries A's message from B.
+#[tokio::test]
+async fn every_nodes_queue_on_one_queue_page_in_chromium() {
+    use common::sink::{Act, Sink, SinkOptions, Stage};
+    if !common::have("chromium") || !common::have("chromedriver") {
+        return;
+    }
+    let Some(pg) = common::postgres::Postgres::start() else {
+        return;
+    };
+    let mut sink = Sink::start(SinkOptions::default()).await;
+    sink.act(
+        Stage::Mail,
+        Act::Reply("421 4.3.2 Service busy, try later".into()),
+    );
+    let config = |node: &str| {
+        format!(
+            "[settings]\ndatabase = \"{}\"\nkey = \"{}\"\nnode = \"{node}\"\n[outbound]\nfirst_retry_secs = 3600\n[outbound.routes]\n\"partner.example\" = \"[127.0.0.1]:{}\"\n",
+            pg.url(),
+            "cd".repeat(32),
+            sink.addr.port()
+        )
+    };
+    let dirs = [(); 3].map(|_| tempfile::tempdir().unwrap());
+    let a = spawn_postern(dirs[0].path(), None, &config("gw-a"));
+    let b = spawn_postern(dirs[1].path(), None, &config("gw-b"));
+    let c3 = spawn_postern(dirs[2].path(), None, &config("gw-c"));
+    log_line(&c3, "daemon started").await;
+    assert!(c3.stop().await);
+
+    let mut smtp = common::SmtpClient::connect(a.smtp, None, None).await;
+    smtp.cmd("HELO client.test.example").await;
+    let r = smtp
+        .send(
+            "app@inside.example",
+            &["ceo@partner.example"],
+            &common::message("from a", ""),
+        )
+        .await;
+    assert_eq!(r.code, 250, "{r:?}");
+    let id = common::queue_id(&r);
+    assert!(log_line(&a, "status=deferred").await.contains(&id));
+
+    let driver = chromedriver().await;
+    let c = browser(&driver, &dirs[1].path().join("chromium")).await;
+    let base = format!("https://{}", b.api());
+    // The first node made the cluster's admin user, with its password in its data directory.
+    first_sign_in(&c, &base, dirs[0].path()).await;
+    c.goto(&format!("{base}/queue")).await.unwrap();
+    arrived(&c, "table.cards tbody tr").await;
+    assert_eq!(text_of(&c, "#this-node").await, "gw-b");
+    assert_eq!(text_of(&c, "td[data-label='Node']").await, "gw-a");
+    assert_eq!(text_of(&c, "td[data-label='Queue ID']").await, id);
+    let silent = text_of(&c, "p.node-silent").await;
+    assert!(
+        silent.starts_with("Node gw-c (127.0.0.1:") && silent.contains("did not answer: stopped "),
+        "{silent}"
+    );
+    assert!(
+        silent.ends_with("Its messages are not in this list."),
+        "{silent}"
+    );
+    check_page(&c, "queue-several-nodes").await;
+
+    // The message's page, from B: its node said; retried from there, A delivers it.
+    click(&c, "td[data-label='Queue ID'] a").await;
+    arrived(&c, "#node").await;
+    assert_eq!(text_of(&c, "#node").await, "gw-a (queued on its disk)");
+    assert!(text_of(&c, "pre.message").await.contains("Subject: from a"));
+    check_page(&c, "queue-message-other-node").await;
+    c.goto(&format!("{base}/queue")).await.unwrap();
+    arrived(&c, "table.cards tbody tr").await;
+    // Ticking is no navigation: a plain click.
+    c.find(Locator::Css(&format!("input[value='{id}@gw-a']")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    sink.behave();
+    click(&c, "button[value=retry]").await;
+    arrived(&c, "p.ok").await;
+    assert_eq!(text_of(&c, "p.ok").await, "Retrying 1 message(s).");
+    let got = sink
+        .next(20)
+        .await
+        .expect("retried from gw-b, delivered by gw-a");
+    let text = String::from_utf8_lossy(&got.data).into_owned();
+    assert!(text.contains("Subject: from a"), "{text}");
+    let line = log_line(&a, &format!("{id}: retry")).await;
+    assert!(
+        line.contains("(control API, for admin page by admin on node gw-b)"),
+        "{line}"
+    );
+    c.close().await.unwrap();
+    assert!(a.stop().await);
+    assert!(b.stop().await);
+}

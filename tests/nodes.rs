@@ -195,6 +195,79 @@ async fn with_the_database_away_nodes_relay_on_what_they_have_and_refuse_changes
     until_applied(&a, "partner.example", "encrypt", Duration::from_secs(1)).await;
     let (_, text) = b.api(Method::GET, "/api/v1/metrics", None).await;
     assert!(text.contains("postern_settings_database_up 1"), "{text}");
+
+    // What B delivered while the database was away waited on B's disk; B stores it once
+    // the database is back (its store's thread looks every second), and A's Logs find it.
+    let start = Instant::now();
+    let records = loop {
+        let (status, logs) = a
+            .api_json(
+                Method::GET,
+                "/api/v1/logs?recipient=x%40partner.example",
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{logs}");
+        let records = logs["records"].as_array().cloned().unwrap_or_default();
+        if !records.is_empty() {
+            break records;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "never replayed: {logs}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["record"]["node"], "b");
+    assert_eq!(records[0]["record"]["status"], "sent");
+    assert!(
+        !b.data_dir().join("log/shared-pending.jsonl").exists(),
+        "the waiting records go once they are stored"
+    );
+
+    // A replay cut short by a crash after its commit (the file not yet removed) is replayed
+    // again at the next start, and stores nothing twice: each record carries its own ID.
+    let url = pg.url();
+    let (rid, record) = tokio::task::spawn_blocking(move || {
+        let mut db = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+        let row = db
+            .query_one("SELECT rid, record::text FROM postern_deliveries WHERE recipient = 'x@partner.example'", &[])
+            .unwrap();
+        (row.get::<_, i64>(0), row.get::<_, String>(1))
+    })
+    .await
+    .unwrap();
+    let (_, dir) = b.stop().await;
+    let fresh = record.replace("x@partner.example", "replayed@partner.example");
+    std::fs::write(
+        dir.path().join("log/shared-pending.jsonl"),
+        format!(
+            "{{\"rid\":{rid},\"record\":{record}}}\n{{\"rid\":{},\"record\":{fresh}}}\n",
+            rid ^ 1
+        ),
+    )
+    .unwrap();
+    let b = TestServer::start_in(dir, &node_config(&pg, &sink, "b")).await;
+    let start = Instant::now();
+    while b.data_dir().join("log/shared-pending.jsonl").exists() {
+        assert!(start.elapsed() < Duration::from_secs(10), "not replayed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for (rcpt, want) in [("x", 1), ("replayed", 1)] {
+        let (_, logs) = a
+            .api_json(
+                Method::GET,
+                &format!("/api/v1/logs?recipient={rcpt}%40partner.example"),
+                None,
+            )
+            .await;
+        assert_eq!(
+            logs["records"].as_array().map(Vec::len),
+            Some(want),
+            "{rcpt}: {logs}"
+        );
+    }
 }
 
 /// A node that starts while the database is away starts on the settings it last applied,
@@ -392,10 +465,8 @@ async fn until_listed(node: &TestServer, names: &[&str]) -> serde_json::Value {
             .api_json(Method::GET, "/api/v1/cluster/nodes", None)
             .await;
         let answering = |n: &&str| {
-            list.as_array().is_some_and(|l| {
-                l.iter()
-                    .any(|x| x["name"] == *n && x["answered"] == true)
-            })
+            list.as_array()
+                .is_some_and(|l| l.iter().any(|x| x["name"] == *n && x["answered"] == true))
         };
         if status == StatusCode::OK && names.iter().all(|n| answering(&n)) {
             return list;
@@ -454,7 +525,10 @@ async fn a_message_queued_on_one_node_is_seen_and_retried_from_another() {
     assert_eq!(status, StatusCode::OK, "{listing}");
     let items = listing["items"].as_array().unwrap();
     assert_eq!(items.len(), 1, "{listing}");
-    assert_eq!((items[0]["id"].as_str(), items[0]["node"].as_str()), (Some(id.as_str()), Some("a")));
+    assert_eq!(
+        (items[0]["id"].as_str(), items[0]["node"].as_str()),
+        (Some(id.as_str()), Some("a"))
+    );
     assert_eq!(listing["counts"]["deferred"], 1, "{listing}");
     let nodes = listing["nodes"].as_array().unwrap();
     let node = |n: &str| nodes.iter().find(|x| x["name"] == n).cloned().unwrap();
@@ -499,7 +573,11 @@ async fn a_message_queued_on_one_node_is_seen_and_retried_from_another() {
     let (status, body) = b
         .api_json(Method::POST, "/api/v1/cluster/queue/ABCDEF@zz/hold", None)
         .await;
-    assert_eq!((status, body["field"].as_str()), (StatusCode::NOT_FOUND, Some("node")), "{body}");
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (StatusCode::NOT_FOUND, Some("node")),
+        "{body}"
+    );
 
     // The nodes' credential: a node's own queue, nothing else, and never passed on.
     let token = postern::settings::postgres::Sealer::from_hex(KEY)
@@ -519,7 +597,10 @@ async fn a_message_queued_on_one_node_is_seen_and_retried_from_another() {
     // A node taken out of service leaves the list; then the listing is whole again.
     let (ok, out, err) = b.cli(&["node", "list"]).await;
     assert!(ok, "{err}");
-    assert!(out.contains("b (this node)") && out.contains("c  "), "{out}");
+    assert!(
+        out.contains("b (this node)") && out.contains("c  "),
+        "{out}"
+    );
     let (ok, _, err) = b.cli(&["node", "forget", "c"]).await;
     assert!(ok, "{err}");
     let (ok, out, err) = b.cli(&["queue", "list"]).await;

@@ -135,7 +135,11 @@ fn answer<T: serde::de::DeserializeOwned>(
     }
     let said: Option<ApiError> = serde_json::from_slice(&body).ok();
     let (error, field) = said.map_or((format!("HTTP {status}"), None), |e| (e.error, e.field));
-    Err(ApiError::new(status, format!("node {node}: {error}"), field))
+    Err(ApiError::new(
+        status,
+        format!("node {node}: {error}"),
+        field,
+    ))
 }
 
 fn unreachable_node(node: &str, why: String) -> ApiError {
@@ -232,7 +236,10 @@ pub async fn listing(state: &AdminState, filter: &Filter) -> ClusterListing {
             items: local.items,
         };
     };
-    let (offset, limit) = (filter.offset.unwrap_or(0), filter.limit.unwrap_or(usize::MAX));
+    let (offset, limit) = (
+        filter.offset.unwrap_or(0),
+        filter.limit.unwrap_or(usize::MAX),
+    );
     let wide = Filter {
         offset: Some(0),
         limit: Some(offset.saturating_add(limit)),
@@ -259,9 +266,8 @@ pub async fn listing(state: &AdminState, filter: &Filter) -> ClusterListing {
         }
         out.nodes.push(node);
     }
-    out.items.sort_by(|a, b| {
-        (a.arrival_unix, &a.node, &a.id).cmp(&(b.arrival_unix, &b.node, &b.id))
-    });
+    out.items
+        .sort_by(|a, b| (a.arrival_unix, &a.node, &a.id).cmp(&(b.arrival_unix, &b.node, &b.id)));
     out.items = out.items.into_iter().skip(offset).take(limit).collect();
     out
 }
@@ -348,11 +354,14 @@ async fn locate(state: &AdminState, cluster: &Arc<Cluster>, id: &str) -> Result<
         return Ok(cluster.me().to_string());
     }
     let (nodes, _) = cluster.nodes().await;
-    let asks = nodes.iter().filter(|n| n.name != cluster.me()).map(|n| async move {
-        let path = format!("/api/v1/queue/{id}");
-        let got = call(n, &cluster.token, (Method::GET, path, None)).await;
-        matches!(got, Ok((s, _)) if s.is_success()).then(|| n.name.clone())
-    });
+    let asks = nodes
+        .iter()
+        .filter(|n| n.name != cluster.me())
+        .map(|n| async move {
+            let path = format!("/api/v1/queue/{id}");
+            let got = call(n, &cluster.token, (Method::GET, path, None)).await;
+            matches!(got, Ok((s, _)) if s.is_success()).then(|| n.name.clone())
+        });
     let holders: Vec<String> = futures_util::future::join_all(asks)
         .await
         .into_iter()
@@ -400,7 +409,11 @@ pub async fn message(state: &AdminState, id: &str, body: bool) -> Result<QueueIt
         item.node = state.cluster.as_ref().map(|c| c.me().to_string());
         return Ok(item);
     };
-    let token = &state.cluster.as_ref().map(|c| c.token.clone()).unwrap_or_default();
+    let token = &state
+        .cluster
+        .as_ref()
+        .map(|c| c.token.clone())
+        .unwrap_or_default();
     let path = format!("/api/v1/queue/{bare}?body={body}");
     let got = call(&node, token, (Method::GET, path, None))
         .await
@@ -418,7 +431,10 @@ pub async fn act_on_all(state: &AdminState, ids: &[String], action: &str, by: &s
         match holder(state, id).await {
             Ok((bare, node)) => {
                 let name = node.as_ref().map(|n| n.name.clone());
-                match by_node.iter_mut().find(|(n, _)| n.as_ref().map(|n| &n.name) == name.as_ref()) {
+                match by_node
+                    .iter_mut()
+                    .find(|(n, _)| n.as_ref().map(|n| &n.name) == name.as_ref())
+                {
                     Some((_, list)) => list.push(bare),
                     None => by_node.push((node, vec![bare])),
                 }
@@ -522,10 +538,14 @@ pub async fn retry_all(State(state): State<AdminState>) -> Json<BulkResult> {
     };
     let (nodes, _) = cluster.nodes().await;
     for n in nodes.iter().filter(|n| n.name != cluster.me()) {
-        let got = call(n, &cluster.token, (Method::POST, "/api/v1/queue/retry".into(), None))
-            .await
-            .map_err(|e| unreachable_node(&n.name, e))
-            .and_then(|a| answer::<Vec<Done>>(&n.name, a));
+        let got = call(
+            n,
+            &cluster.token,
+            (Method::POST, "/api/v1/queue/retry".into(), None),
+        )
+        .await
+        .map_err(|e| unreachable_node(&n.name, e))
+        .and_then(|a| answer::<Vec<Done>>(&n.name, a));
         match got {
             Ok(done) => out.done.extend(done.into_iter().map(|mut d| {
                 d.id = format!("{}@{}", d.id, n.name);
@@ -571,9 +591,13 @@ pub async fn nodes(State(state): State<AdminState>) -> Result<Json<Vec<NodeView>
             let status = if n.name == cluster.me() {
                 Ok(super::node_status(State(state)).await.0)
             } else {
-                call(n, &cluster.token, (Method::GET, "/api/v1/node".into(), None))
-                    .await
-                    .and_then(|a| answer(&n.name, a).map_err(|e| e.error))
+                call(
+                    n,
+                    &cluster.token,
+                    (Method::GET, "/api/v1/node".into(), None),
+                )
+                .await
+                .and_then(|a| answer(&n.name, a).map_err(|e| e.error))
             };
             NodeView {
                 name: n.name.clone(),
@@ -600,7 +624,10 @@ pub async fn forget(
     if name == cluster.me() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
-            format!("{name} is this node: it registers itself again within {}s; forget it from another node after stopping it", HEARTBEAT.as_secs()),
+            format!(
+                "{name} is this node: it registers itself again within {}s; forget it from another node after stopping it",
+                HEARTBEAT.as_secs()
+            ),
             Some("name".into()),
         ));
     }

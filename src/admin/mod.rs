@@ -177,7 +177,10 @@ fn api_router(state: AdminState) -> Router {
             axum::routing::delete(certs::delete),
         )
         .route("/api/v1/cluster/queue", get(cluster::list))
-        .route("/api/v1/cluster/queue/act", axum::routing::post(cluster::act))
+        .route(
+            "/api/v1/cluster/queue/act",
+            axum::routing::post(cluster::act),
+        )
         .route(
             "/api/v1/cluster/queue/retry",
             axum::routing::post(cluster::retry_all),

@@ -212,6 +212,7 @@ impl EventLog {
             store: store.clone(),
             last_durable: Instant::now(),
             since_prune: 0,
+            last_prune: None,
             waiting: Vec::new(),
             live: live.clone(),
         };
@@ -305,8 +306,10 @@ impl StarttlsSeen {
 struct Writer {
     store: Option<Arc<store::Store>>,
     last_durable: Instant,
-    /// Records stored since the last retention pass.
+    /// Records stored since the last retention pass, and when it was (none yet: the first
+    /// batch after start has one).
     since_prune: usize,
+    last_prune: Option<Instant>,
     /// Written to the file, waiting for the store (JSON line without its newline), and
     /// since when the oldest has waited.
     waiting: Vec<(Delivery, Vec<u8>)>,
@@ -317,13 +320,25 @@ struct Writer {
 /// passes.
 const DURABLE_EVERY: Duration = Duration::from_secs(1);
 const PRUNE_EVERY: usize = 10_000;
+const PRUNE_AFTER: Duration = Duration::from_secs(3600);
+/// How often a quiet store's thread looks up from its channel (`Store::tick`).
+const TICK: Duration = Duration::from_secs(1);
 
 impl Writer {
     /// Records are stored in large transactions, then published.
     fn run(mut self, rx: std::sync::mpsc::Receiver<Msg>) {
         let mut closing = None;
         while closing.is_none() {
-            let Ok(first) = rx.recv() else { break };
+            let first = match rx.recv_timeout(TICK) {
+                Ok(m) => m,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    if let Some(store) = &self.store {
+                        store.tick();
+                    }
+                    continue;
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            };
             closing = self.take(first, &rx);
             // Records that come now are taken in `GATHER` steps: the thread sleeps rather
             // than waits on the channel, so a delivery's send wakes nobody (a wake-up per
@@ -398,8 +413,11 @@ impl Writer {
             self.last_durable = Instant::now();
         }
         self.since_prune += batch.len();
-        if self.since_prune >= PRUNE_EVERY {
+        // By count, and by time too, so a quiet gateway still lets old days go.
+        let due = self.last_prune.is_none_or(|t| t.elapsed() >= PRUNE_AFTER);
+        if self.since_prune >= PRUNE_EVERY || due {
             self.since_prune = 0;
+            self.last_prune = Some(Instant::now());
             if let Err(e) = store.prune(crate::fsutil::unix_now()) {
                 tracing::warn!(target: "postern/smtp", "warning: {e}");
             }

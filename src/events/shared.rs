@@ -4,7 +4,11 @@
 //! Retention drops whole days. The fields searched have their own columns and indexes; the
 //! record itself is kept as JSON.
 
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use super::store::{Found, Retention, Search, StoreError, Stored, TlsOutcome, domain_of, host_of};
 use super::{Delivery, StarttlsSeen};
@@ -26,8 +30,10 @@ CREATE TABLE IF NOT EXISTS postern_deliveries (
     sent BOOLEAN NOT NULL,
     tls_rpt TEXT,
     record JSONB NOT NULL,
+    rid BIGINT NOT NULL,
     PRIMARY KEY (unix_time, seq)
 ) PARTITION BY RANGE (unix_time);
+CREATE UNIQUE INDEX IF NOT EXISTS postern_deliveries_rid ON postern_deliveries (unix_time, node, rid);
 CREATE INDEX IF NOT EXISTS postern_deliveries_recipient ON postern_deliveries (recipient, seq);
 CREATE INDEX IF NOT EXISTS postern_deliveries_sender ON postern_deliveries (sender, seq);
 CREATE INDEX IF NOT EXISTS postern_deliveries_queue_id ON postern_deliveries (queue_id, seq);
@@ -50,6 +56,29 @@ pub struct SharedRecords {
     retention: Retention,
     /// Days whose partition exists (created on first use).
     days: std::sync::Mutex<std::collections::BTreeSet<u64>>,
+    /// The tables exist (made by this process's first successful call).
+    ready: AtomicBool,
+    /// Records not stored while the database was away (`data/log/shared-pending.jsonl`),
+    /// stored first when it is back.
+    pending: PathBuf,
+    /// After a failure, the database is not asked again before this: records go straight to
+    /// `pending` rather than each batch waiting for a connection that is not there.
+    retry_at: std::sync::Mutex<Option<Instant>>,
+    /// Said once per outage.
+    away: AtomicBool,
+}
+
+/// How long a failed database is left alone before the next try.
+const RETRY_AFTER: Duration = Duration::from_secs(2);
+
+/// Records replayed per transaction.
+const REPLAY_CHUNK: usize = 2_000;
+
+/// A record waiting in `pending`, with the ID that makes its replay idempotent.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Pending {
+    rid: i64,
+    record: Delivery,
 }
 
 fn err(message: String) -> StoreError {
@@ -60,20 +89,39 @@ fn err(message: String) -> StoreError {
 }
 
 impl SharedRecords {
+    /// Not connected yet: a database away at start is no reason to keep the records
+    /// elsewhere; they wait in `pending` (kept in `data_dir`) until it is back.
     pub fn open(
         url: &str,
         node: &str,
         retention: Retention,
-        tls: Arc<rustls::ClientConfig>,
-    ) -> Result<SharedRecords, StoreError> {
-        let records = SharedRecords {
+        (tls, data_dir): (Arc<rustls::ClientConfig>, &std::path::Path),
+    ) -> SharedRecords {
+        SharedRecords {
             db: DbThread::new(url, "records-db", tls),
             node: node.into(),
             retention,
             days: Default::default(),
-        };
-        records.db.with(|c| c.batch_execute(SCHEMA)).map_err(err)?;
-        Ok(records)
+            ready: AtomicBool::new(false),
+            pending: data_dir.join("log/shared-pending.jsonl"),
+            retry_at: std::sync::Mutex::new(None),
+            away: AtomicBool::new(false),
+        }
+    }
+
+    /// The connection, the tables made first if this process has not yet.
+    fn db(&self) -> Result<&DbThread, StoreError> {
+        self.ensure_schema()?;
+        Ok(&self.db)
+    }
+
+    /// Make the tables if this process has not yet.
+    fn ensure_schema(&self) -> Result<(), StoreError> {
+        if !self.ready.load(Ordering::Relaxed) {
+            self.db.with(|c| c.batch_execute(SCHEMA)).map_err(err)?;
+            self.ready.store(true, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     /// The day partitions `batch` needs.
@@ -93,7 +141,9 @@ impl SharedRecords {
                 "CREATE TABLE IF NOT EXISTS postern_deliveries_{day} PARTITION OF postern_deliveries FOR VALUES FROM ({day}) TO ({})",
                 day + DAY
             );
-            self.db.with(move |c| c.batch_execute(&sql)).map_err(err)?;
+            self.db()?
+                .with(move |c| c.batch_execute(&sql))
+                .map_err(err)?;
             self.days
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -102,20 +152,137 @@ impl SharedRecords {
         Ok(())
     }
 
+    /// Store `batch`, after whatever waits in `pending`; with the database away the batch
+    /// joins `pending` (said once per outage). An error: not even `pending` could keep it
+    /// (the record is in `delivery.jsonl` all the same).
     pub fn insert(&self, batch: &[Delivery]) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
         }
-        self.partitions(batch)?;
+        self.store_or_keep(batch)
+    }
+
+    /// Store what waits in `pending` if the database is back; the store's thread asks every
+    /// few seconds when no record comes.
+    pub fn tick(&self) {
+        if !self.pending.exists() || self.ready_to_try().is_err() {
+            return;
+        }
+        match self.replay() {
+            Ok(()) => self.away.store(false, Ordering::Relaxed),
+            Err(_) => self.failed(),
+        }
+    }
+
+    fn store_or_keep(&self, batch: &[Delivery]) -> Result<(), StoreError> {
+        let batch: Vec<Pending> = batch
+            .iter()
+            .map(|d| Pending {
+                rid: rand::random::<i64>(),
+                record: d.clone(),
+            })
+            .collect();
+        let stored = self.ready_to_try().and_then(|()| {
+            self.replay()?;
+            self.store(&batch)
+        });
+        match stored {
+            Ok(()) => {
+                self.away.store(false, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => {
+                self.failed();
+                self.keep_pending(&batch)?;
+                if !self.away.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(target: "postern/master", "warning: {}: delivery records are kept in {} until the database is back", e.message, self.pending.display());
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Not within `RETRY_AFTER` of a failure.
+    fn ready_to_try(&self) -> Result<(), StoreError> {
+        let at = *self.retry_at.lock().unwrap_or_else(|e| e.into_inner());
+        match at {
+            Some(t) if Instant::now() < t => Err(err("the database was away a moment ago".into())),
+            _ => self.ensure_schema(),
+        }
+    }
+
+    fn failed(&self) {
+        *self.retry_at.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(Instant::now() + RETRY_AFTER);
+    }
+
+    /// Append to `pending` (0600, synced: it holds what the database has not got yet).
+    fn keep_pending(&self, batch: &[Pending]) -> Result<(), StoreError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let fail = |e: std::io::Error| err(format!("{}: {e}", self.pending.display()));
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&self.pending)
+            .map_err(fail)?;
+        let mut out = Vec::new();
+        for p in batch {
+            serde_json::to_writer(&mut out, p).map_err(|e| fail(e.into()))?;
+            out.push(b'\n');
+        }
+        file.write_all(&out)
+            .and_then(|()| file.sync_data())
+            .map_err(fail)
+    }
+
+    /// Store what waited in `pending`, a chunk per transaction; the file goes only once all
+    /// of it is in. A replay cut short is replayed again: each record's `rid` makes a second
+    /// insert a no-op.
+    fn replay(&self) -> Result<(), StoreError> {
+        let file = match std::fs::File::open(&self.pending) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(err(format!("{}: {e}", self.pending.display()))),
+        };
+        let mut chunk = Vec::new();
+        let mut replayed = 0usize;
+        for line in std::io::BufReader::new(file).lines() {
+            let line = line.map_err(|e| err(format!("{}: {e}", self.pending.display())))?;
+            // A torn last line (a crash mid-append) is in delivery.jsonl all the same.
+            if let Ok(p) = serde_json::from_str::<Pending>(&line) {
+                chunk.push(p);
+            }
+            if chunk.len() >= REPLAY_CHUNK {
+                self.store(&chunk)?;
+                replayed += chunk.len();
+                chunk.clear();
+            }
+        }
+        self.store(&chunk)?;
+        replayed += chunk.len();
+        std::fs::remove_file(&self.pending)
+            .map_err(|e| err(format!("{}: {e}", self.pending.display())))?;
+        tracing::info!(target: "postern/master", "{replayed} delivery record(s) kept while the settings database was away are now stored in it");
+        Ok(())
+    }
+
+    /// One transaction; a record stored before (same `rid`) is skipped.
+    fn store(&self, batch: &[Pending]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let records: Vec<Delivery> = batch.iter().map(|p| p.record.clone()).collect();
+        self.partitions(&records)?;
         let node = self.node.to_string();
-        let batch = batch.to_vec();
-        self.db
+        let rids: Vec<i64> = batch.iter().map(|p| p.rid).collect();
+        self.db()?
             .with(move |c| {
                 let mut tx = c.transaction()?;
                 let stmt = tx.prepare(
-                    "INSERT INTO postern_deliveries (unix_time, node, recipient, sender, queue_id, host, rcpt_domain, outcome, tls, starttls_offered, sent, tls_rpt, record) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                    "INSERT INTO postern_deliveries (unix_time, node, recipient, sender, queue_id, host, rcpt_domain, outcome, tls, starttls_offered, sent, tls_rpt, record, rid) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT DO NOTHING",
                 )?;
-                for d in &batch {
+                for (d, rid) in records.iter().zip(&rids) {
                     let mut d = d.clone();
                     d.node = Some(node.clone());
                     let d = &d;
@@ -138,6 +305,7 @@ impl SharedRecords {
                             &(d.status == "sent"),
                             &rpt,
                             &postgres::types::Json(record),
+                            rid,
                         ],
                     )?;
                 }
@@ -146,28 +314,51 @@ impl SharedRecords {
             .map_err(err)
     }
 
-    /// Whole days past the age limit go (the count limit is the embedded store's; here the
-    /// database's size is the admin's).
+    /// Whole days past the age limit go, every node's, as the catalog lists them (not only
+    /// the days this process wrote); the count limit is the embedded store's, here the
+    /// database's size is the admin's. Report claims older than that go with them.
     pub fn prune(&self, now: u64) -> Result<u64, StoreError> {
         let cutoff = now.saturating_sub(self.retention.max_age_secs);
         let cutoff_day = cutoff - cutoff % DAY;
-        let days: Vec<u64> = self
-            .days
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        let names = self
+            .db()?
+            .with(|c| {
+                c.query(
+                    "SELECT c.relname::TEXT FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'postern_deliveries'::regclass",
+                    &[],
+                )
+            })
+            .map_err(err)?;
+        let days: Vec<u64> = names
             .iter()
-            .copied()
+            .filter_map(|r| {
+                r.get::<_, String>(0)
+                    .strip_prefix("postern_deliveries_")?
+                    .parse()
+                    .ok()
+            })
             .filter(|d| *d < cutoff_day)
             .collect();
         let dropped = days.len() as u64;
         for day in days {
             let sql = format!("DROP TABLE IF EXISTS postern_deliveries_{day}");
-            self.db.with(move |c| c.batch_execute(&sql)).map_err(err)?;
+            self.db()?
+                .with(move |c| c.batch_execute(&sql))
+                .map_err(err)?;
             self.days
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&day);
         }
+        let before = cutoff_day as i64;
+        self.db()?
+            .with(move |c| {
+                c.execute(
+                    "DELETE FROM postern_tls_rpt_sent WHERE day < $1",
+                    &[&before],
+                )
+            })
+            .map_err(err)?;
         Ok(dropped)
     }
 
@@ -176,21 +367,23 @@ impl SharedRecords {
     /// sends each report.
     pub fn claim_report(&self, day: u64, domain: &str, rua: &str) -> Result<bool, StoreError> {
         let (domain, rua, node) = (domain.to_string(), rua.to_string(), self.node.to_string());
-        self.db
+        self.db()?
             .with(move |c| {
-                c.execute(
-                    "INSERT INTO postern_tls_rpt_sent (day, domain, rua, node) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                // Whose the claim is, not whether this insert made it: asked twice (a
+                // connection lost after the commit), the answer is the same.
+                c.query_one(
+                    "INSERT INTO postern_tls_rpt_sent (day, domain, rua, node) VALUES ($1, $2, $3, $4) ON CONFLICT (day, domain, rua) DO UPDATE SET node = postern_tls_rpt_sent.node RETURNING node",
                     &[&(day as i64), &domain, &rua, &node],
                 )
+                .map(|row| row.get::<_, String>(0) == node)
             })
-            .map(|n| n == 1)
             .map_err(err)
     }
 
     /// Give a claim back after the report could not be sent, for the next round.
     pub fn unclaim_report(&self, day: u64, domain: &str, rua: &str) -> Result<(), StoreError> {
         let (domain, rua) = (domain.to_string(), rua.to_string());
-        self.db
+        self.db()?
             .with(move |c| {
                 c.execute(
                     "DELETE FROM postern_tls_rpt_sent WHERE day = $1 AND domain = $2 AND rua = $3",
@@ -206,7 +399,7 @@ impl SharedRecords {
     }
 
     pub fn len(&self) -> Result<u64, StoreError> {
-        self.db
+        self.db()?
             .with(|c| c.query_one("SELECT count(*) FROM postern_deliveries", &[]))
             .map(|r| r.get::<_, i64>(0) as u64)
             .map_err(err)
@@ -259,7 +452,7 @@ impl SharedRecords {
             limit + 1
         );
         let rows = self
-            .db
+            .db()?
             .with(move |c| {
                 let params: Vec<&(dyn postgres::types::ToSql + Sync)> = args
                     .iter()
@@ -289,7 +482,7 @@ impl SharedRecords {
         let hosts: Vec<String> = hosts.to_vec();
         let keys: Vec<String> = hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
         let rows = self
-            .db
+            .db()?
             .with(move |c| {
                 c.query(
                     "SELECT host, count(*), count(*) FILTER (WHERE starttls_offered), max(unix_time) FROM postern_deliveries WHERE host = ANY($1) AND unix_time >= $2 GROUP BY host",
@@ -317,7 +510,7 @@ impl SharedRecords {
 
     pub fn hourly(&self, since: u64) -> Result<Vec<(u64, TlsOutcome, u64)>, StoreError> {
         let rows = self
-            .db
+            .db()?
             .with(move |c| {
                 c.query(
                     "SELECT unix_time - unix_time % 3600 AS hour, outcome, count(*) FROM postern_deliveries WHERE unix_time >= $1 AND outcome IS NOT NULL GROUP BY hour, outcome ORDER BY hour",
@@ -342,7 +535,7 @@ impl SharedRecords {
     pub fn destinations(&self, since: u64) -> Result<Vec<(String, u64, u64)>, StoreError> {
         let refused = i16::from(TlsOutcome::Refused.code());
         let rows = self
-            .db
+            .db()?
             .with(move |c| {
                 c.query(
                     "SELECT rcpt_domain, count(*), count(*) FILTER (WHERE tls) FROM postern_deliveries WHERE unix_time >= $1 AND outcome IS NOT NULL AND outcome <> $2 GROUP BY rcpt_domain ORDER BY count(*) DESC, rcpt_domain",
@@ -367,7 +560,7 @@ impl SharedRecords {
         day: u64,
     ) -> Result<Vec<(super::tls_rpt::RptOutcome, u64)>, StoreError> {
         let rows = self
-            .db
+            .db()?
             .with(move |c| {
                 c.query(
                     "SELECT tls_rpt, count(*) FROM postern_deliveries WHERE unix_time >= $1 AND unix_time < $2 AND tls_rpt IS NOT NULL GROUP BY tls_rpt",

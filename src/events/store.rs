@@ -163,6 +163,13 @@ impl Store {
         }
     }
 
+    /// Between records: the shared store stores what waited while its database was away.
+    pub fn tick(&self) {
+        if let Store::Shared(s) = self {
+            s.tick();
+        }
+    }
+
     pub fn prune(&self, now: u64) -> Result<u64, StoreError> {
         match self {
             Store::Local(s) => s.prune(now),

@@ -74,7 +74,7 @@ impl Registry {
     /// Run `f` on the connection, the table made first if this process has not yet.
     fn with<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut postgres::Client) -> Result<T, postgres::Error> + Send + 'static,
+        f: impl FnMut(&mut postgres::Client) -> Result<T, postgres::Error> + Send + 'static,
     ) -> Result<T, StoreError> {
         if !self.ready.load(Ordering::Relaxed) {
             self.db

@@ -137,7 +137,7 @@ impl DbThread {
     /// Run `f` on the connection, connecting first if needed.
     pub fn with<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut postgres::Client) -> Result<T, postgres::Error> + Send + 'static,
+        f: impl FnMut(&mut postgres::Client) -> Result<T, postgres::Error> + Send + 'static,
     ) -> Result<T, String> {
         let (done, result) = std::sync::mpsc::sync_channel(1);
         let (url, tls) = (self.url.clone(), self.tls.clone());
@@ -222,7 +222,7 @@ impl PgStore {
     /// call reconnects.
     fn with<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut postgres::Client) -> Result<T, postgres::Error> + Send + 'static,
+        f: impl FnMut(&mut postgres::Client) -> Result<T, postgres::Error> + Send + 'static,
     ) -> Result<T, StoreError> {
         self.db.with(f).map_err(unreachable)
     }
@@ -269,22 +269,58 @@ impl PgStore {
 }
 
 /// On the connection's thread: connect if needed, run `f`; an error drops the connection,
-/// so the next job reconnects.
+/// so the next job reconnects. A connection from before a database restart fails its first
+/// use without running anything; that job runs once more on a new connection.
 fn run_job<T>(
     slot: &mut Option<postgres::Client>,
     (url, tls): (&str, &Arc<rustls::ClientConfig>),
-    f: impl FnOnce(&mut postgres::Client) -> Result<T, postgres::Error>,
+    mut f: impl FnMut(&mut postgres::Client) -> Result<T, postgres::Error>,
 ) -> Result<T, String> {
-    if slot.as_ref().is_none_or(|c| c.is_closed()) {
-        *slot = Some(connect(url, tls).map_err(|e| e.to_string())?);
+    let fresh = slot.as_ref().is_none_or(|c| c.is_closed());
+    if fresh {
+        *slot = Some(connect(url, tls).map_err(|e| describe(&e))?);
     }
     let Some(client) = slot.as_mut() else {
         return Err("not connected".into());
     };
-    f(client).map_err(|e| {
-        *slot = None;
-        e.to_string()
-    })
+    match f(client) {
+        Ok(v) => Ok(v),
+        Err(e) if !fresh && never_ran(&e) => {
+            let mut client = connect(url, tls).map_err(|e| describe(&e))?;
+            let result = f(&mut client).map_err(|e| describe(&e));
+            *slot = result.is_ok().then_some(client);
+            result
+        }
+        Err(e) => {
+            *slot = None;
+            Err(describe(&e))
+        }
+    }
+}
+
+/// The connection failed rather than the statement: the server closed it (a restart, an
+/// administrator's kill), or it broke. Every job here may run twice: reads, upserts,
+/// records with their own IDs, saves checked against the version, claims that say whose
+/// they are; so the job runs once more on a new connection. An SQL error is the answer.
+fn never_ran(e: &postgres::Error) -> bool {
+    use postgres::error::SqlState;
+    e.as_db_error().is_none()
+        || e.code().is_some_and(|c| {
+            [
+                SqlState::ADMIN_SHUTDOWN,
+                SqlState::CRASH_SHUTDOWN,
+                SqlState::CANNOT_CONNECT_NOW,
+            ]
+            .contains(c)
+        })
+}
+
+/// The server's own words (`db error` alone says nothing), with the SQLSTATE.
+pub fn describe(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
 }
 
 /// TLS, verified, unless the URL says `sslmode=disable` (a loopback or private link): a

@@ -477,6 +477,24 @@ async fn session(
         match stage_of(&upper) {
             None => io.get_mut().write_all(reply.as_bytes()).await?,
             Some(stage) => {
+                // A refusal the script says instead of the sink's acceptance takes back what
+                // the command did: a refused MAIL opens no transaction, a refused RCPT adds
+                // no recipient, as on a real server.
+                let refused =
+                    matches!(scripted(&script, stage), Some(Act::Reply(t)) if !t.starts_with('2'));
+                if refused && reply.starts_with('2') {
+                    match stage {
+                        Stage::Mail => {
+                            in_transaction = false;
+                            sender.clear();
+                            rcpts.clear();
+                        }
+                        Stage::Rcpt => {
+                            rcpts.pop();
+                        }
+                        _ => {}
+                    }
+                }
                 if !answer(&mut io, &script, stage, &reply).await? {
                     return Ok(());
                 }

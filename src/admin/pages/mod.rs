@@ -225,6 +225,8 @@ pub struct Chrome {
     pub csrf: String,
     /// Why the shared settings database cannot be reached, shown on every page.
     pub database_down: Option<String>,
+    /// This node's name, when it is one of several.
+    pub node: Option<String>,
 }
 
 async fn chrome(state: &AdminState, session: &Session, auth: Option<&SignedIn>) -> Chrome {
@@ -233,6 +235,7 @@ async fn chrome(state: &AdminState, session: &Session, auth: Option<&SignedIn>) 
         user: auth.map(|a| a.user.clone()),
         csrf: csrf_token(session).await,
         database_down: state.settings.shared_database_down(),
+        node: state.cluster.as_ref().map(|c| c.me().to_string()),
     }
 }
 

@@ -96,9 +96,15 @@ fn age(secs: u64) -> String {
 /// What the page says of a node that did not answer.
 fn silence(n: &NodeAnswer) -> Option<String> {
     let why = n.error.as_deref()?;
-    let at = n.api.as_deref().map(|a| format!(" ({a})")).unwrap_or_default();
+    let at = n
+        .api
+        .as_deref()
+        .map(|a| format!(" ({a})"))
+        .unwrap_or_default();
+    // A node that said it stopped has said when; another, when it was last heard of.
     let beat = n
         .heartbeat_age_secs
+        .filter(|_| !why.starts_with("stopped"))
         .map(|s| format!("; last heartbeat {} ago", age_short(s)))
         .unwrap_or_default();
     Some(format!(
