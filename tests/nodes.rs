@@ -468,7 +468,7 @@ async fn until_listed(node: &TestServer, names: &[&str]) -> serde_json::Value {
             list.as_array()
                 .is_some_and(|l| l.iter().any(|x| x["name"] == *n && x["answered"] == true))
         };
-        if status == StatusCode::OK && names.iter().all(|n| answering(&n)) {
+        if status == StatusCode::OK && names.iter().all(answering) {
             return list;
         }
         assert!(
