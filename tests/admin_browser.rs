@@ -987,6 +987,22 @@ async fn every_nodes_queue_on_one_queue_page_in_chromium() {
         line.contains("(control API, for admin page by admin on node gw-b)"),
         "{line}"
     );
+    // The delivery gw-a made, in gw-b's Logs page, naming its node.
+    c.goto(&format!("{base}/logs?recipient=ceo%40partner.example"))
+        .await
+        .unwrap();
+    arrived(&c, "table.logs").await;
+    let start = std::time::Instant::now();
+    while !c.source().await.unwrap().contains("sent (2.0.0)") {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "gw-a's delivery not in gw-b's Logs"
+        );
+        c.refresh().await.unwrap();
+        arrived(&c, "table.logs").await;
+    }
+    assert_eq!(text_of(&c, "td[data-label='Node']").await, "gw-a");
+    check_page(&c, "logs-several-nodes").await;
     c.close().await.unwrap();
     assert!(a.stop().await);
     assert!(b.stop().await);

@@ -606,4 +606,35 @@ async fn a_message_queued_on_one_node_is_seen_and_retried_from_another() {
     let (ok, out, err) = b.cli(&["queue", "list"]).await;
     assert!(ok, "{err}");
     assert_eq!(out, "Mail queue is empty\n");
+
+    // The database away: the nodes known before are asked all the same, and the listing
+    // says the node list is an old one (the message has no route: it stays queued).
+    let mut client = a.connect().await;
+    client.ehlo().await;
+    let second = queue_id(
+        &client
+            .send(
+                "app@inside.example",
+                &["y@unrouted.example"],
+                &message("db away", ""),
+            )
+            .await,
+    );
+    pg.down();
+    let (status, listing) = b.api_json(Method::GET, "/api/v1/cluster/queue", None).await;
+    assert_eq!(status, StatusCode::OK, "{listing}");
+    assert!(listing["registry_error"].is_string(), "{listing}");
+    let ids: Vec<&str> = listing["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["id"].as_str())
+        .collect();
+    assert_eq!(ids, [second.as_str()], "{listing}");
+    let (_, _, err) = b.cli(&["queue", "list"]).await;
+    assert!(
+        err.contains("postern: the node list cannot be read ("),
+        "{err}"
+    );
+    pg.up();
 }

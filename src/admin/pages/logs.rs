@@ -43,6 +43,8 @@ pub struct LogForm {
 
 struct Row {
     time: String,
+    /// The node that made the attempt (records shared by several nodes).
+    node: String,
     queue_id: String,
     recipient: String,
     status: String,
@@ -65,6 +67,8 @@ struct LogsPage {
     from_error: Option<String>,
     to_error: Option<String>,
     rows: Vec<Row>,
+    /// Records of several nodes: the Node column is shown.
+    several: bool,
     note: Option<String>,
     older: Option<String>,
     days: u64,
@@ -91,6 +95,7 @@ fn row(d: &Delivery) -> Row {
     let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
     Row {
         time: t.format(format).unwrap_or_default(),
+        node: d.node.clone().unwrap_or_default(),
         queue_id: d.queue_id.clone(),
         recipient: d.recipient.clone(),
         status: format!("{} ({})", d.status, d.dsn),
@@ -121,6 +126,7 @@ pub async fn page(
         from_error: None,
         to_error: None,
         rows: Vec::new(),
+        several: state.cluster.is_some(),
         note: None,
         older: None,
         days,
