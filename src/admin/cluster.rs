@@ -151,7 +151,7 @@ fn unreachable_node(node: &str, why: String) -> ApiError {
 }
 
 /// "12 s", "3 min", "2 h": how long ago a heartbeat was.
-fn age(secs: u64) -> String {
+pub fn age(secs: u64) -> String {
     match secs {
         s if s < 120 => format!("{s} s"),
         s if s < 7200 => format!("{} min", s / 60),

@@ -115,6 +115,15 @@ impl SharedRecords {
         Ok(&self.db)
     }
 
+    /// One statement without an answer (a partition made or dropped).
+    fn batch(&self, sql: String) -> Result<(), StoreError> {
+        self.db()?.with(move |c| c.batch_execute(&sql)).map_err(err)
+    }
+
+    fn known_days(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<u64>> {
+        self.days.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Make the tables if this process has not yet.
     fn ensure_schema(&self) -> Result<(), StoreError> {
         if !self.ready.load(Ordering::Relaxed) {
@@ -127,7 +136,7 @@ impl SharedRecords {
     /// The day partitions `batch` needs.
     fn partitions(&self, batch: &[Delivery]) -> Result<(), StoreError> {
         let needed: Vec<u64> = {
-            let days = self.days.lock().unwrap_or_else(|e| e.into_inner());
+            let days = self.known_days();
             let mut n: Vec<u64> = batch
                 .iter()
                 .map(|d| d.unix_time - d.unix_time % DAY)
@@ -141,13 +150,8 @@ impl SharedRecords {
                 "CREATE TABLE IF NOT EXISTS postern_deliveries_{day} PARTITION OF postern_deliveries FOR VALUES FROM ({day}) TO ({})",
                 day + DAY
             );
-            self.db()?
-                .with(move |c| c.batch_execute(&sql))
-                .map_err(err)?;
-            self.days
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(day);
+            self.batch(sql)?;
+            self.known_days().insert(day);
         }
         Ok(())
     }
@@ -342,13 +346,8 @@ impl SharedRecords {
         let dropped = days.len() as u64;
         for day in days {
             let sql = format!("DROP TABLE IF EXISTS postern_deliveries_{day}");
-            self.db()?
-                .with(move |c| c.batch_execute(&sql))
-                .map_err(err)?;
-            self.days
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&day);
+            self.batch(sql)?;
+            self.known_days().remove(&day);
         }
         let before = cutoff_day as i64;
         self.db()?

@@ -105,20 +105,12 @@ fn silence(n: &NodeAnswer) -> Option<String> {
     let beat = n
         .heartbeat_age_secs
         .filter(|_| !why.starts_with("stopped"))
-        .map(|s| format!("; last heartbeat {} ago", age_short(s)))
+        .map(|s| format!("; last heartbeat {} ago", crate::admin::cluster::age(s)))
         .unwrap_or_default();
     Some(format!(
         "Node {}{at} did not answer: {why}{beat}. Its messages are not in this list.",
         n.name
     ))
-}
-
-fn age_short(secs: u64) -> String {
-    if secs < 120 {
-        format!("{secs} s")
-    } else {
-        age(secs)
-    }
 }
 
 /// The ID as the forms and links use it: with its node when several nodes are listed.
