@@ -638,3 +638,49 @@ async fn a_message_queued_on_one_node_is_seen_and_retried_from_another() {
     );
     pg.up();
 }
+
+/// Somebody who can write to the database but has no settings key cannot add a node of his
+/// own: its entry cannot be opened, so it is listed as not answering and never contacted
+/// (the nodes' credential never reaches it).
+#[tokio::test]
+async fn a_node_entry_sealed_with_another_key_is_never_contacted() {
+    let Some(pg) = Postgres::start() else { return };
+    let sink = Sink::start(SinkOptions::default()).await;
+    let b = TestServer::start_with(&node_config(&pg, &sink, "b")).await;
+    let trap = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let trap_addr = trap.local_addr().unwrap();
+    let url = pg.url();
+    tokio::task::spawn_blocking(move || {
+        postern::tls::install_provider();
+        let other = postern::settings::postgres::Sealer::from_hex(&"ee".repeat(32)).unwrap();
+        let tls =
+            postern::tls::webpki_client_config(postern::tls::trust_roots(&[]).unwrap()).unwrap();
+        let rogue = postern::settings::nodes::Registry::new(&url, other, "rogue", tls);
+        rogue.beat(Some(trap_addr), "", false).unwrap();
+    })
+    .await
+    .unwrap();
+
+    let (status, listing) = b.api_json(Method::GET, "/api/v1/cluster/queue", None).await;
+    assert_eq!(status, StatusCode::OK, "{listing}");
+    let rogue = listing["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "rogue")
+        .cloned()
+        .unwrap_or_else(|| panic!("the entry is listed, not left out: {listing}"));
+    assert_eq!(rogue["answered"], false);
+    assert_eq!(rogue["api"], serde_json::Value::Null, "{rogue}");
+    assert_eq!(
+        rogue["error"],
+        "its entry in the node list is sealed with another settings key"
+    );
+    // Nothing connected to the address the entry named: a connection made while B answered
+    // would be waiting in the listener's backlog now, and one poll of accept would take it.
+    use futures_util::FutureExt;
+    assert!(
+        trap.accept().now_or_never().is_none(),
+        "the rogue entry was contacted"
+    );
+}
