@@ -681,7 +681,9 @@ pub async fn heartbeat(
             _ = stop.wait_for(|s| *s) => break,
         }
     }
-    let _ = beat(&cluster, api, &data_dir, true).await;
+    // Said if the database answers soon; a stop does not wait on one that is away.
+    let _ =
+        tokio::time::timeout(Duration::from_secs(2), beat(&cluster, api, &data_dir, true)).await;
 }
 
 async fn beat(
