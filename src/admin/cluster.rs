@@ -333,27 +333,42 @@ fn peer_answer(n: &Node, listing: Result<Listing, String>) -> (NodeAnswer, Optio
     }
 }
 
-/// The node named, from the list (the one last read while the database is away).
-async fn find_node(cluster: &Arc<Cluster>, name: &str) -> Result<Node, ApiError> {
-    let (nodes, _) = cluster.nodes().await;
-    nodes.into_iter().find(|n| n.name == name).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("node {name:?} is not in the node list (postern node list)"),
-            Some("node".into()),
-        )
-    })
+/// The node list once per request (the one last read while the database is away); empty on
+/// a node of its own.
+async fn node_list(state: &AdminState) -> Vec<Node> {
+    match &state.cluster {
+        Some(c) => c.nodes().await.0,
+        None => Vec::new(),
+    }
+}
+
+/// The node named, from the list.
+fn find_node(nodes: &[Node], name: &str) -> Result<Node, ApiError> {
+    nodes
+        .iter()
+        .find(|n| n.name == name)
+        .cloned()
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("node {name:?} is not in the node list (postern node list)"),
+                Some("node".into()),
+            )
+        })
 }
 
 /// Which node holds `id` when the admin did not say: the one node that has it.
-async fn locate(state: &AdminState, cluster: &Arc<Cluster>, id: &str) -> Result<String, ApiError> {
+async fn locate(
+    state: &AdminState,
+    (cluster, nodes): (&Arc<Cluster>, &[Node]),
+    id: &str,
+) -> Result<String, ApiError> {
     if let Ok(qid) = id.parse()
         && state.spool.get(qid).is_some()
     {
         // Here: asked first, and the usual case on a node that relays alone.
         return Ok(cluster.me().to_string());
     }
-    let (nodes, _) = cluster.nodes().await;
     let asks = nodes
         .iter()
         .filter(|n| n.name != cluster.me())
@@ -386,36 +401,44 @@ async fn locate(state: &AdminState, cluster: &Arc<Cluster>, id: &str) -> Result<
 }
 
 /// The node holding a possibly qualified ID: `None` for this one.
-async fn holder(state: &AdminState, id: &str) -> Result<(String, Option<Node>), ApiError> {
+async fn holder(
+    state: &AdminState,
+    nodes: &[Node],
+    id: &str,
+) -> Result<(String, Option<Node>), ApiError> {
     let Some(cluster) = &state.cluster else {
         return Ok((id.to_string(), None));
     };
     let (bare, node) = qualified(id);
     let name = match node {
         Some(n) => n.to_string(),
-        None => locate(state, cluster, bare).await?,
+        None => locate(state, (cluster, nodes), bare).await?,
     };
     if name == cluster.me() {
         return Ok((bare.to_string(), None));
     }
-    Ok((bare.to_string(), Some(find_node(cluster, &name).await?)))
+    Ok((bare.to_string(), Some(find_node(nodes, &name)?)))
+}
+
+fn token(state: &AdminState) -> String {
+    state
+        .cluster
+        .as_ref()
+        .map(|c| c.token.clone())
+        .unwrap_or_default()
 }
 
 /// One message, wherever it is queued: the API's and the page's.
 pub async fn message(state: &AdminState, id: &str, body: bool) -> Result<QueueItem, ApiError> {
-    let (bare, node) = holder(state, id).await?;
+    let nodes = node_list(state).await;
+    let (bare, node) = holder(state, &nodes, id).await?;
     let Some(node) = node else {
         let mut item = super::queue::message(state, &bare, body)?;
         item.node = state.cluster.as_ref().map(|c| c.me().to_string());
         return Ok(item);
     };
-    let token = &state
-        .cluster
-        .as_ref()
-        .map(|c| c.token.clone())
-        .unwrap_or_default();
     let path = format!("/api/v1/queue/{bare}?body={body}");
-    let got = call(&node, token, (Method::GET, path, None))
+    let got = call(&node, &token(state), (Method::GET, path, None))
         .await
         .map_err(|e| unreachable_node(&node.name, e))?;
     let mut item: QueueItem = answer(&node.name, got)?;
@@ -425,65 +448,41 @@ pub async fn message(state: &AdminState, id: &str, body: bool) -> Result<QueueIt
 
 /// retry, hold, release or delete messages wherever each is queued; each answers for itself.
 pub async fn act_on_all(state: &AdminState, ids: &[String], action: &str, by: &str) -> BulkResult {
+    let nodes = node_list(state).await;
     let mut out = BulkResult::default();
-    let mut by_node: Vec<(Option<Node>, Vec<String>)> = Vec::new();
     for id in ids {
-        match holder(state, id).await {
-            Ok((bare, node)) => {
-                let name = node.as_ref().map(|n| n.name.clone());
-                match by_node
-                    .iter_mut()
-                    .find(|(n, _)| n.as_ref().map(|n| &n.name) == name.as_ref())
-                {
-                    Some((_, list)) => list.push(bare),
-                    None => by_node.push((node, vec![bare])),
-                }
-            }
+        let done = match holder(state, &nodes, id).await {
+            Ok((bare, None)) => super::queue::act_on(state, &bare, action, by).await,
+            Ok((bare, Some(node))) => act_on_peer(state, &node, &bare, (action, by)).await,
+            Err(e) => Err(e),
+        };
+        match done {
+            Ok(d) => out.done.push(d),
             Err(e) => out.failed.push(e),
         }
-    }
-    for (node, list) in by_node {
-        let done = match node {
-            None => super::queue::act_on_all(state, &list, action, by).await,
-            Some(node) => act_on_peer(state, &node, list, action, by).await,
-        };
-        out.done.extend(done.done);
-        out.failed.extend(done.failed);
     }
     out
 }
 
-/// Each message on `node` by its own request, so each error keeps its status.
+/// One message on another node, by its own request, so its error keeps its status; the
+/// node's log line names who asked.
 async fn act_on_peer(
     state: &AdminState,
     node: &Node,
-    ids: Vec<String>,
-    action: &str,
-    by: &str,
-) -> BulkResult {
-    let (me, token) = match &state.cluster {
-        Some(c) => (c.me().to_string(), c.token.clone()),
-        None => (String::new(), String::new()),
-    };
+    id: &str,
+    (action, by): (&str, &str),
+) -> Result<Done, ApiError> {
+    let me = state.cluster.as_ref().map_or("", |c| c.me());
     let who = form_urlencoded::Serializer::new(String::new())
         .append_pair("by", &format!("{by} on node {me}"))
         .finish();
-    let mut out = BulkResult::default();
-    for id in ids {
-        let path = format!("/api/v1/queue/{id}/{action}?{who}");
-        let got = call(node, &token, (Method::POST, path, None))
-            .await
-            .map_err(|e| unreachable_node(&node.name, e))
-            .and_then(|a| answer::<Done>(&node.name, a));
-        match got {
-            Ok(mut d) => {
-                d.id = format!("{}@{}", d.id, node.name);
-                out.done.push(d);
-            }
-            Err(e) => out.failed.push(e),
-        }
-    }
-    out
+    let path = format!("/api/v1/queue/{id}/{action}?{who}");
+    let mut done = call(node, &token(state), (Method::POST, path, None))
+        .await
+        .map_err(|e| unreachable_node(&node.name, e))
+        .and_then(|a| answer::<Done>(&node.name, a))?;
+    done.id = format!("{}@{}", done.id, node.name);
+    Ok(done)
 }
 
 /// `GET /api/v1/cluster/queue`: the listing of every node.
