@@ -237,6 +237,15 @@ pub struct AdminConfig {
     /// Seconds a client has for its TLS handshake and for each request's headers, and may
     /// stay idle between requests.
     pub header_read_timeout_secs: u64,
+    /// Seconds a request from someone not signed in may take in all, body included (plus
+    /// its length at `min_body_rate`); past it, 408 and the connection closes.
+    pub request_timeout_secs: u64,
+    /// Bytes per second a request body must average: each byte declared extends the
+    /// request's deadline by 1/rate seconds.
+    pub min_body_rate: u64,
+    /// Connections of `max_connections` kept for the signed-in and the API (bearer token):
+    /// a stranger who gets one is answered 503 at once.
+    pub reserved_connections: usize,
     /// Admin page sessions end after this many seconds without a request...
     pub session_idle_secs: u64,
     /// ...and this many after sign-in, whatever happens.
@@ -290,6 +299,9 @@ impl Default for AdminConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
             max_connections: 64,
             header_read_timeout_secs: 10,
+            request_timeout_secs: 20,
+            min_body_rate: 4096,
+            reserved_connections: 8,
             session_idle_secs: 1800,
             session_max_secs: 43200,
         }

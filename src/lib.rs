@@ -309,12 +309,10 @@ impl Server {
             std::time::Duration::from_secs(config.admin.session_idle_secs.max(60)),
             std::time::Duration::from_secs(config.admin.session_max_secs.max(60)),
         );
-        let app = admin::router(
-            admin::AdminState::new(settings, spool.clone(), certs.clone(), token)
-                .with_pages(pages)
-                .with_engine(engine.clone())
-                .with_cluster(cluster.clone()),
-        );
+        let admin_state = admin::AdminState::new(settings, spool.clone(), certs.clone(), token)
+            .with_pages(pages)
+            .with_engine(engine.clone())
+            .with_cluster(cluster.clone());
         let heartbeat = cluster.map(|c| {
             let api = config
                 .settings
@@ -335,7 +333,7 @@ impl Server {
         let api = tokio::spawn(admin::run(
             listeners.admin,
             TlsAcceptor::from(admin_tls),
-            app,
+            admin_state,
             config.admin.clone(),
             stop_rx.clone(),
         ));

@@ -85,10 +85,12 @@ async fn request_with(
     }
 }
 
-/// A browser's cookie jar for one site: the session cookie, replaced when the server sets it.
+/// A browser's cookie jar for one site: the session cookie and the sign-in form's nonce,
+/// each replaced when the server sets it.
 struct Browser {
     addr: SocketAddr,
     cookie: Option<String>,
+    jar: std::collections::BTreeMap<String, String>,
 }
 
 impl Browser {
@@ -96,17 +98,22 @@ impl Browser {
         Browser {
             addr: proc.api(),
             cookie: None,
+            jar: Default::default(),
         }
     }
 
     async fn go(&mut self, method: &str, path: &str, form: &str) -> Page {
-        let page = request(self.addr, method, path, self.cookie.as_deref(), form).await;
-        if let Some(c) = page
-            .cookies
-            .iter()
-            .find(|c| c.starts_with("postern_session="))
-        {
-            self.cookie = Some(c.split(';').next().unwrap().to_string());
+        let mut sent: Vec<String> = self.jar.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        sent.extend(self.cookie.clone());
+        let sent = (!sent.is_empty()).then(|| sent.join("; "));
+        let page = request(self.addr, method, path, sent.as_deref(), form).await;
+        for c in &page.cookies {
+            let pair = c.split(';').next().unwrap();
+            if c.starts_with("postern_session=") {
+                self.cookie = Some(pair.to_string());
+            } else if let Some((k, v)) = pair.split_once('=') {
+                self.jar.insert(k.to_string(), v.to_string());
+            }
         }
         page
     }
@@ -181,8 +188,17 @@ async fn first_sign_in_forces_a_new_password_and_csrf_guards_every_form() {
     ] {
         assert_eq!(page.headers.get(h).map(String::as_str), Some(v), "{h}");
     }
+    assert!(
+        page.headers
+            .get("strict-transport-security")
+            .is_some_and(|v| v.starts_with("max-age=")),
+        "HSTS"
+    );
+    // Before sign-in only the form's nonce cookie: no session is stored for a stranger.
+    assert_eq!(page.cookies.len(), 1, "{:?}", page.cookies);
     let cookie = &page.cookies[0];
-    for flag in ["HttpOnly", "SameSite=Strict", "Secure", "Path=/"] {
+    assert!(cookie.starts_with("postern_sign_in="), "{cookie}");
+    for flag in ["HttpOnly", "SameSite=Strict", "Secure", "Path=/sign-in"] {
         assert!(cookie.contains(flag), "{flag} in {cookie}");
     }
     assert!(
@@ -257,6 +273,14 @@ async fn first_sign_in_forces_a_new_password_and_csrf_guards_every_form() {
     // The generated password signs in, and every page then asks for a new one.
     let page = b.sign_in("admin", &generated).await;
     assert_eq!((page.status, location(&page)), (303, "/password"));
+    let cookie = page
+        .cookies
+        .iter()
+        .find(|c| c.starts_with("postern_session="))
+        .expect("a session at sign-in");
+    for flag in ["HttpOnly", "SameSite=Strict", "Secure", "Path=/"] {
+        assert!(cookie.contains(flag), "{flag} in {cookie}");
+    }
     assert_eq!(location(&b.go("GET", "/", "").await), "/password");
     // A change with a wrong token changes nothing.
     let form = format!(
@@ -340,28 +364,33 @@ async fn five_failures_lock_sign_in_and_say_so() {
         let page = b.sign_in("admin", "not-the-password").await;
         assert!(page.body.contains("Wrong user name or password."));
     }
-    // Locked: even the right password is refused now, and the page says why.
+    // Locked for this address: even the right password is refused now, and the page says why.
     let page = b.sign_in("admin", &generated).await;
     assert_eq!(page.status, 200);
     assert!(
-        page.body.contains("Too many failed sign-ins for this user or from this address: try again in 15 minute(s)."),
+        page.body
+            .contains("Too many failed attempts from your address: try again in 15 minute(s)."),
         "{}",
         page.body
     );
     assert_eq!(location(&b.go("GET", "/", "").await), "/sign-in");
     // The log pipe is read by a thread of the test: wait for the line to be through it.
-    let locked = "warning: admin sign-in locked for user \"admin\" and address 127.0.0.1 for 15 minutes after 5 failures";
+    let locked =
+        "warning: admin sign-in refused from 127.0.0.1 for 15 minutes after 5 failed attempts";
+    let refused = "warning: admin sign-in failed for user \"admin\" from 127.0.0.1: too many failed attempts from this address";
     let log = loop {
         let log = proc.log.lock().unwrap().join("\n");
-        if log.contains(locked) {
+        if log.contains(locked) && log.contains(refused) {
             break log;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     };
+    // Five wrong passwords and the refused right one: one line each, for fail2ban.
     assert_eq!(
         log.matches("warning: admin sign-in failed for user \"admin\" from 127.0.0.1")
             .count(),
-        5
+        6,
+        "{log}"
     );
     assert!(proc.stop().await);
 }

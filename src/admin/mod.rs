@@ -7,12 +7,15 @@ pub mod certs;
 pub mod client;
 pub mod cluster;
 pub mod dashboard;
+mod listener;
 pub mod logs;
 pub mod m365;
 pub mod pages;
 pub mod policy;
 pub mod queue;
 pub mod sections;
+
+pub use listener::run;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -25,13 +28,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
 use serde::Serialize;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinSet;
-use tokio_rustls::TlsAcceptor;
 
 use crate::settings::{Argon2Hasher, ReplaceError, SettingsDoc, SettingsHandle};
 
@@ -262,6 +259,33 @@ async fn require_token(
             None,
         )
         .into_response(),
+    }
+}
+
+impl AdminState {
+    /// The request carries this node's bearer token, another node's, or the cookie of a
+    /// signed-in session: what the listener's reserve and pre-sign-in limits ask.
+    pub(crate) fn privileged(&self, headers: &HeaderMap) -> bool {
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        if let Some(t) = bearer {
+            let node = self.cluster.as_ref().is_some_and(|c| c.admits(t));
+            return node || constant_time_eq(t.as_bytes(), self.token.as_bytes());
+        }
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|kv| {
+                kv.trim()
+                    .strip_prefix(pages::SESSION_COOKIE)?
+                    .strip_prefix('=')
+            })
+            .any(|id| self.pages.sessions.signed_in(id))
     }
 }
 
@@ -727,56 +751,6 @@ pub fn ensure_token(data_dir: &Path) -> std::io::Result<String> {
         crate::fsutil::write_secret(&path, format!("{token}\n").as_bytes())?;
     }
     Ok(std::fs::read_to_string(&path)?.trim().to_string())
-}
-
-/// Serve the API over TLS until `shutdown` turns true. At most `limits.max_connections` at
-/// once (the rest wait in the listen queue), and each must finish its handshake and every
-/// request's headers in time, idle ones included: nobody holds sockets by connecting.
-pub async fn run(
-    listener: TcpListener,
-    tls: TlsAcceptor,
-    app: Router,
-    limits: crate::config::AdminConfig,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
-    let timeout = Duration::from_secs(limits.header_read_timeout_secs.max(1));
-    let mut conns = JoinSet::new();
-    loop {
-        while conns.try_join_next().is_some() {}
-        let slot = tokio::select! {
-            slot = slots.clone().acquire_owned() => slot,
-            _ = crate::stopped(&mut shutdown) => break,
-        };
-        let Ok(slot) = slot else { break };
-        let (tcp, peer) = tokio::select! {
-            accepted = crate::accept(&listener) => accepted,
-            _ = crate::stopped(&mut shutdown) => break,
-        };
-        let tls = tls.clone();
-        // The pages throttle and log by client address.
-        let app = app
-            .clone()
-            .layer(axum::Extension(pages::ClientAddr(peer.ip().to_canonical())));
-        conns.spawn(async move {
-            let _slot = slot;
-            let stream = match tokio::time::timeout(timeout, tls.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::info!(target: "postern/admin", "TLS handshake failed from {peer}: {e}");
-                    return;
-                }
-                Err(_) => return,
-            };
-            let service = TowerToHyperService::new(app);
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(timeout)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
-    conns.shutdown().await;
 }
 
 #[cfg(test)]

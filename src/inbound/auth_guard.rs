@@ -1,32 +1,19 @@
 //! What stands between SMTP AUTH and a password-guessing client: password checks run in a
-//! small pool (argon2 takes memory; an unbounded number at once took gigabytes), each
-//! failure delays the next reply a little more, and past a limit the client address or the
-//! user name is locked out for a while, logged once (Postfix's anvil and
+//! small pool (argon2 takes memory; an unbounded number at once took gigabytes), and every
+//! attempt goes through the client-address throttle of `throttle.rs` (Postfix's anvil and
 //! smtpd_client_auth_rate_limit play this part there).
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-/// Failures counted against a client address and against a user name.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum Key {
-    Client(IpAddr),
-    User(String),
-}
-
-struct Failures {
-    count: u32,
-    first: Instant,
-    locked_until: Option<Instant>,
-}
+use super::throttle::{Attempt, Failure, Throttle, ThrottleLimits};
 
 #[derive(Debug, Clone)]
 pub struct AuthLimits {
-    /// Failures (per address, per user) within `lockout` before the lockout starts.
+    /// Attempts from one address within `lockout` before it is refused for `lockout`.
     pub failure_limit: u32,
     pub lockout: Duration,
     /// Added to the reply delay with each failure, up to `MAX_DELAY`.
@@ -42,8 +29,7 @@ pub struct AuthGuard {
     /// Password checks run on one thread per core, no more: a bound on the checks at once
     /// and on the memory they keep (each thread's allocator keeps its last 8 MiB).
     hashing: std::sync::mpsc::Sender<Check>,
-    failures: Mutex<HashMap<Key, Failures>>,
-    limits: AuthLimits,
+    throttle: Throttle,
 }
 
 impl AuthGuard {
@@ -70,27 +56,18 @@ impl AuthGuard {
         }
         AuthGuard {
             hashing: tx,
-            failures: Mutex::new(HashMap::new()),
-            limits,
+            throttle: Throttle::new(ThrottleLimits {
+                failure_limit: limits.failure_limit,
+                window: limits.lockout,
+                step: limits.failure_delay,
+                max_delay: MAX_DELAY,
+            }),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Failures>> {
-        // Counters only: a poisoned map is still a usable map.
-        self.failures.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Whether the client or the user is locked out now.
-    pub fn locked(&self, ip: IpAddr, user: &str) -> bool {
-        let now = Instant::now();
-        let map = self.lock();
-        [Key::Client(ip), Key::User(user.to_string())]
-            .iter()
-            .any(|k| {
-                map.get(k)
-                    .and_then(|f| f.locked_until)
-                    .is_some_and(|t| t > now)
-            })
+    /// An attempt arrives from `ip` for `user`: counted before its password is checked.
+    pub fn arrive(&self, ip: IpAddr, user: &str) -> Attempt {
+        self.throttle.arrive(ip, user)
     }
 
     /// Check `password` against `hash` (or against a dummy of the same cost when the user
@@ -103,46 +80,27 @@ impl AuthGuard {
         wait.await.unwrap_or(false)
     }
 
-    /// A failure: how long to hold the reply. Starts a lockout (logged once, here) when
-    /// the address or the user reaches the limit.
+    /// A failed check: how long to hold the reply, and whether the address is now out of
+    /// attempts (logged once, here).
     pub fn failed(&self, ip: IpAddr, user: &str, client: &str) -> Duration {
-        let now = Instant::now();
-        let mut map = self.lock();
-        if map.len() >= 100_000 {
-            map.retain(|_, f| now.duration_since(f.first) < self.limits.lockout);
+        let Failure { delay, locks } = self.throttle.failed(ip, user);
+        if locks {
+            tracing::warn!(target: "postern/smtpd", "warning: {client}: SASL authentication locked out for {}s after {} failures", self.lockout_secs(), self.failure_limit());
         }
-        let mut worst = 0;
-        for key in [Key::Client(ip), Key::User(user.to_string())] {
-            let f = map.entry(key.clone()).or_insert(Failures {
-                count: 0,
-                first: now,
-                locked_until: None,
-            });
-            if now.duration_since(f.first) >= self.limits.lockout
-                && f.locked_until.is_none_or(|t| t <= now)
-            {
-                // An old run of failures: start counting again.
-                (f.count, f.first, f.locked_until) = (0, now, None);
-            }
-            f.count += 1;
-            worst = worst.max(f.count);
-            if f.count == self.limits.failure_limit {
-                f.locked_until = Some(now + self.limits.lockout);
-                let what = match &key {
-                    Key::Client(_) => format!("client {client}"),
-                    Key::User(u) => format!("sasl_username={u}"),
-                };
-                tracing::warn!(target: "postern/smtpd", "warning: {what}: SASL authentication locked out for {}s after {} failures", self.limits.lockout.as_secs(), f.count);
-            }
-        }
-        (self.limits.failure_delay * worst).min(MAX_DELAY)
+        delay
     }
 
-    /// A success clears the client's and the user's failures.
-    pub fn succeeded(&self, ip: IpAddr, user: &str) {
-        let mut map = self.lock();
-        map.remove(&Key::Client(ip));
-        map.remove(&Key::User(user.to_string()));
+    fn lockout_secs(&self) -> u64 {
+        self.throttle.limits().window.as_secs()
+    }
+
+    fn failure_limit(&self) -> u32 {
+        self.throttle.limits().failure_limit
+    }
+
+    /// A success clears the client address's count.
+    pub fn succeeded(&self, ip: IpAddr) {
+        self.throttle.succeeded(ip);
     }
 }
 
@@ -170,47 +128,19 @@ fn dummy_hash() -> &'static str {
 mod tests {
     use super::*;
 
-    fn guard(limit: u32) -> AuthGuard {
-        AuthGuard::new(AuthLimits {
-            failure_limit: limit,
+    #[tokio::test]
+    async fn the_pool_checks_and_an_unknown_user_fails() {
+        use crate::settings::PasswordHasher;
+        let g = AuthGuard::new(AuthLimits {
+            failure_limit: 3,
             lockout: Duration::from_secs(60),
             failure_delay: Duration::from_millis(500),
-        })
-    }
-
-    #[test]
-    fn delay_grows_then_locks_the_address_and_the_user() {
-        let g = guard(3);
-        let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        assert!(!g.locked(ip, "alice"));
-        assert_eq!(g.failed(ip, "alice", "c"), Duration::from_millis(500));
-        assert_eq!(g.failed(ip, "bob", "c"), Duration::from_millis(1000));
-        assert!(!g.locked(ip, "carol"));
-        g.failed(ip, "carol", "c");
-        // The address reached 3; alice has 1, but the address is locked whatever the user.
-        assert!(g.locked(ip, "alice"));
-        let other: IpAddr = "192.0.2.2".parse().unwrap();
-        assert!(!g.locked(other, "alice"));
-        // The user name reaches its limit from several addresses.
-        for n in 3..5 {
-            g.failed(format!("198.51.100.{n}").parse().unwrap(), "alice", "c");
-        }
-        assert!(g.locked(other, "alice"));
-        // Delays stay bounded.
-        for _ in 0..20 {
-            assert!(g.failed(other, "dave", "c") <= MAX_DELAY);
-        }
-    }
-
-    #[test]
-    fn success_clears_the_counts() {
-        let g = guard(3);
-        let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        g.failed(ip, "alice", "c");
-        g.failed(ip, "alice", "c");
-        g.succeeded(ip, "alice");
-        g.failed(ip, "alice", "c");
-        g.failed(ip, "alice", "c");
-        assert!(!g.locked(ip, "alice"));
+        });
+        let hash = crate::settings::Argon2Hasher
+            .hash("right one here")
+            .unwrap();
+        assert!(g.verify("right one here".into(), Some(hash.clone())).await);
+        assert!(!g.verify("wrong".into(), Some(hash)).await);
+        assert!(!g.verify("anything".into(), None).await);
     }
 }

@@ -8,6 +8,7 @@ pub mod connector;
 mod message;
 mod relay;
 mod session;
+mod throttle;
 pub mod verify;
 
 use std::collections::HashMap;
@@ -27,6 +28,7 @@ pub use auth_guard::{AuthGuard, AuthLimits};
 use conn::{Conn, Line, ReadError};
 pub use message::strip_header;
 use session::{Session, Step};
+pub use throttle::{Attempt, Throttle, ThrottleLimits};
 
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -475,15 +477,19 @@ fn log_tls_client(session: &session::Session) {
 
 /// AUTH: a locked-out address or user is not even checked (no hashing); a failure holds
 /// this session, never a thread, for its growing delay.
+/// SMTP AUTH: counted on arrival (a client over its limit gets 454 without a check, and a
+/// line fail2ban can match), slowed by the user's failures if this address failed too, then
+/// checked in the bounded pool.
 async fn auth(creds: auth::Credentials, session: &mut Session, ctx: &Context) -> Reply {
     let ip = session.peer_ip();
-    if ctx.auth.locked(ip, &creds.user) {
-        return replies::auth_locked_out();
+    match ctx.auth.arrive(ip, &creds.user) {
+        Attempt::Refused { .. } => return session.auth_refused(&creds),
+        Attempt::Check { delay } => tokio::time::sleep(delay).await,
     }
     let hash = session.password_hash(&creds.user);
     let ok = ctx.auth.verify(creds.password.clone(), hash).await;
     if ok {
-        ctx.auth.succeeded(ip, &creds.user);
+        ctx.auth.succeeded(ip);
     } else {
         let delay = ctx.auth.failed(ip, &creds.user, &session.client);
         tokio::time::sleep(delay).await;

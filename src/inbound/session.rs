@@ -724,16 +724,29 @@ impl Session {
             self.sasl_method = creds.mechanism;
             replies::auth_ok()
         } else {
-            // Postfix's wording; the password itself is never logged.
-            tracing::warn!(
-                target: "postern/smtpd",
-                "warning: {}: SASL {} authentication failed: authentication failure, sasl_username={}",
-                self.client,
-                creds.mechanism,
-                creds.user
-            );
+            self.log_auth_failure(creds, "authentication failure");
             replies::auth_failed()
         }
+    }
+
+    /// The client address is over its limit: refused without a check, and logged as a
+    /// failure so fail2ban sees every attempt.
+    pub fn auth_refused(&mut self, creds: &Credentials) -> Reply {
+        self.log_auth_failure(creds, "too many failed attempts from this address");
+        replies::auth_locked_out()
+    }
+
+    /// Postfix's wording, one line per failed attempt naming client and user (fail2ban's
+    /// `postfix[mode=auth]` filter matches it); the user name escaped, the password never
+    /// logged.
+    fn log_auth_failure(&self, creds: &Credentials, why: &str) {
+        tracing::warn!(
+            target: "postern/smtpd",
+            "warning: {}: SASL {} authentication failed: {why}, sasl_username={}",
+            self.client,
+            creds.mechanism,
+            creds.user.escape_debug()
+        );
     }
 
     /// The message is on disk: the 250, and qmgr's line.

@@ -2,18 +2,19 @@
 
 use askama::Template;
 use axum::extract::{Form, State};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use tower_sessions::Session;
 
+use super::password_rules::{self, MIN_PASSWORD};
+use super::sign_in_token::SignInTokens;
 use super::{
     AUTH_KEY, CSRF_KEY, Chrome, ClientAddr, SignedIn, check_csrf, chrome, random_token, render,
 };
 use crate::admin::AdminState;
+use crate::inbound::Attempt;
 use crate::settings::{Argon2Hasher, FIRST_ADMIN, INITIAL_PASSWORD_FILE, PasswordHasher};
-
-/// A chosen password: long enough that the throttle, not the guessing, is what limits.
-const MIN_PASSWORD: usize = 12;
 
 #[derive(Template)]
 #[template(path = "sign_in.html")]
@@ -25,24 +26,38 @@ struct SignInPage {
     password_file: String,
 }
 
-async fn sign_in_page(
+/// The sign-in form: its token from the browser's nonce cookie (set here when new); nothing
+/// is stored on the server (`sign_in_token.rs`).
+fn sign_in_page(
     state: &AdminState,
-    session: &Session,
+    headers: &HeaderMap,
     user_name: &str,
     error: Option<String>,
 ) -> Response {
     let file = state.pages.data_dir.join(INITIAL_PASSWORD_FILE);
-    render(SignInPage {
-        chrome: chrome(state, session, None).await,
+    let nonce = SignInTokens::nonce(headers);
+    let mut response = render(SignInPage {
+        chrome: Chrome {
+            hostname: state.pages.hostname.clone(),
+            user: None,
+            csrf: state.pages.sign_in.token(&nonce.value),
+            database_down: state.settings.shared_database_down(),
+            node: state.cluster.as_ref().map(|c| c.me().to_string()),
+        },
         error,
         user_name: user_name.to_string(),
         first_start: file.exists(),
         password_file: file.display().to_string(),
-    })
+    });
+    if nonce.new {
+        let (name, value) = SignInTokens::set_cookie(&nonce.value);
+        response.headers_mut().insert(name, value);
+    }
+    response
 }
 
-pub async fn sign_in_form(State(state): State<AdminState>, session: Session) -> Response {
-    sign_in_page(&state, &session, "", None).await
+pub async fn sign_in_form(State(state): State<AdminState>, headers: HeaderMap) -> Response {
+    sign_in_page(&state, &headers, "", None)
 }
 
 #[derive(Deserialize)]
@@ -56,42 +71,23 @@ pub struct SignInForm {
 pub async fn sign_in(
     State(state): State<AdminState>,
     session: Session,
+    headers: HeaderMap,
     axum::Extension(ClientAddr(ip)): axum::Extension<ClientAddr>,
     Form(form): Form<SignInForm>,
 ) -> Response {
-    if let Err(refused) = check_csrf(&session, &form.csrf).await {
-        return refused;
+    if !state.pages.sign_in.check(&headers, &form.csrf) {
+        return super::csrf_refused();
     }
     let name = form.user.trim().to_string();
-    let throttle = &state.pages.throttle;
-    if let Some(minutes) = throttle.locked(&name, ip) {
-        let error = format!(
-            "Too many failed sign-ins for this user or from this address: try again in {minutes} minute(s)."
-        );
-        return sign_in_page(&state, &session, &name, Some(error)).await;
-    }
     let user = state.settings.admin_user(&name).ok().flatten();
     let hash = user.as_ref().map(|u| u.password_hash.clone());
-    let password = form.password;
-    // Checked even for an unknown name, against a fixed hash: the time says nothing.
-    let ok = tokio::task::spawn_blocking(move || match hash {
-        Some(h) => crate::settings::verify_password(&password, &h),
-        None => {
-            crate::settings::verify_password(&password, UNKNOWN_USER_HASH);
-            false
-        }
-    })
-    .await
-    .unwrap_or(false);
-    let Some(user) = user.filter(|_| ok) else {
-        tracing::warn!(target: "postern/admin", "warning: admin sign-in failed for user {name:?} from {ip}");
-        if throttle.failed(&name, ip) {
-            tracing::warn!(target: "postern/admin", "warning: admin sign-in locked for user {name:?} and address {ip} for 15 minutes after 5 failures");
-        }
-        let error = "Wrong user name or password.".to_string();
-        return sign_in_page(&state, &session, &name, Some(error)).await;
+    if let Err(error) = checked(&state, ip, &name, form.password, hash, "sign-in").await {
+        return sign_in_page(&state, &headers, &name, Some(error));
+    }
+    let Some(user) = user else {
+        // `checked` fails an unknown name; no user, no sign-in whatever it said.
+        return sign_in_page(&state, &headers, &name, Some(WRONG.into()));
     };
-    throttle.succeeded(&name);
     // A new session id at sign-in: an id planted before it is worth nothing after.
     let _ = session.cycle_id().await;
     let auth = SignedIn {
@@ -103,10 +99,61 @@ pub async fn sign_in(
     let stored = session.insert(AUTH_KEY, &auth).await;
     let fresh = session.insert(CSRF_KEY, random_token()).await;
     if stored.is_err() || fresh.is_err() {
-        return sign_in_page(&state, &session, &name, Some("Session store error.".into())).await;
+        let error = Some("Session store error.".into());
+        return sign_in_page(&state, &headers, &name, error);
     }
     tracing::info!(target: "postern/admin", "admin sign-in of {} from {ip}", user.name);
     Redirect::to(if user.must_change { "/password" } else { "/" }).into_response()
+}
+
+const WRONG: &str = "Wrong user name or password.";
+
+/// One password check of the page (sign-in, the current password of a change), through the
+/// throttle: counted on arrival, refused past the address's limit, slowed by the user's
+/// failures; every failure one line with user and address (fail2ban's filter is in
+/// README). `Err` holds the words for the form.
+async fn checked(
+    state: &AdminState,
+    ip: std::net::IpAddr,
+    name: &str,
+    password: String,
+    hash: Option<String>,
+    what: &str,
+) -> Result<(), String> {
+    let throttle = &state.pages.throttle;
+    match throttle.arrive(ip, name) {
+        Attempt::Refused { retry_after } => {
+            tracing::warn!(target: "postern/admin", "warning: admin {what} failed for user {name:?} from {ip}: too many failed attempts from this address");
+            return Err(super::throttle::refusal(retry_after));
+        }
+        Attempt::Check { delay } => tokio::time::sleep(delay).await,
+    }
+    // Checked even for an unknown name, against a fixed hash: the time says nothing.
+    let ok = tokio::task::spawn_blocking(move || match hash {
+        Some(h) => crate::settings::verify_password(&password, &h),
+        None => {
+            crate::settings::verify_password(&password, UNKNOWN_USER_HASH);
+            false
+        }
+    })
+    .await
+    .unwrap_or(false);
+    if ok {
+        throttle.succeeded(ip);
+        return Ok(());
+    }
+    tracing::warn!(target: "postern/admin", "warning: admin {what} failed for user {name:?} from {ip}");
+    let failure = throttle.failed(ip, name);
+    if failure.locks {
+        let minutes = super::throttle::WINDOW.as_secs() / 60;
+        tracing::warn!(target: "postern/admin", "warning: admin sign-in refused from {ip} for {minutes} minutes after {} failed attempts", super::throttle::LIMIT);
+    }
+    tokio::time::sleep(failure.delay).await;
+    Err(if what == "sign-in" {
+        WRONG.into()
+    } else {
+        "The current password is wrong.".into()
+    })
 }
 
 /// An argon2id hash of a random password nobody knows, for unknown user names.
@@ -181,37 +228,29 @@ pub async fn change_password(
     if let Err(refused) = check_csrf(&session, &form.csrf).await {
         return refused;
     }
-    let refuse = |why: &str| Some(why.to_string());
-    let error = if form.new.chars().count() < MIN_PASSWORD {
-        refuse("The new password must have at least 12 characters.")
+    let error = if let Some(why) = password_rules::weak(&form.new, &auth.user) {
+        Some(why)
     } else if form.new != form.confirm {
-        refuse("The two new passwords differ.")
+        Some("The two new passwords differ.")
     } else if form.new == form.current {
-        refuse("The new password must differ from the current one.")
+        Some("The new password must differ from the current one.")
     } else {
         None
     };
-    if error.is_some() {
-        return password_page(&state, &session, &auth, error).await;
+    if let Some(error) = error {
+        return password_page(&state, &session, &auth, Some(error.into())).await;
     }
     let stored = state.settings.admin_user(&auth.user).ok().flatten();
-    let (current, new) = (form.current, form.new);
-    let hashed = tokio::task::spawn_blocking(move || {
-        let ok = stored
-            .as_ref()
-            .is_some_and(|u| crate::settings::verify_password(&current, &u.password_hash));
-        ok.then(|| Argon2Hasher.hash(&new))
-    })
-    .await
-    .ok()
-    .flatten();
-    let hash = match hashed {
-        None => {
-            let error = refuse("The current password is wrong.");
-            return password_page(&state, &session, &auth, error).await;
-        }
-        Some(Err(e)) => return password_page(&state, &session, &auth, Some(e)).await,
-        Some(Ok(hash)) => hash,
+    let hash = stored.map(|u| u.password_hash);
+    let what = "password change";
+    if let Err(e) = checked(&state, ip, &auth.user, form.current, hash, what).await {
+        return password_page(&state, &session, &auth, Some(e)).await;
+    }
+    let new = form.new;
+    let hash = match tokio::task::spawn_blocking(move || Argon2Hasher.hash(&new)).await {
+        Ok(Ok(hash)) => hash,
+        Ok(Err(e)) => return password_page(&state, &session, &auth, Some(e)).await,
+        Err(e) => return password_page(&state, &session, &auth, Some(e.to_string())).await,
     };
     if let Err(e) = state.settings.set_admin_password(&auth.user, hash, false) {
         let error = Some(format!("The password could not be stored: {e}"));

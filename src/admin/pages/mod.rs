@@ -10,10 +10,13 @@ mod dashboard;
 mod explain;
 mod logs;
 mod m365;
+mod password_rules;
 pub mod policy;
 mod queue;
 mod relay;
 mod rules;
+pub mod sessions;
+mod sign_in_token;
 mod throttle;
 mod tls;
 
@@ -30,7 +33,7 @@ use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
-use tower_sessions::{Expiry, MemoryStore, Session, SessionManagerLayer, cookie::SameSite};
+use tower_sessions::{Expiry, Session, SessionManagerLayer, cookie::SameSite};
 
 use super::AdminState;
 
@@ -40,7 +43,10 @@ pub struct Pages {
     pub data_dir: PathBuf,
     pub idle: Duration,
     pub max_age: Duration,
-    throttle: throttle::Throttle,
+    throttle: crate::inbound::Throttle,
+    sign_in: sign_in_token::SignInTokens,
+    /// Signed-in sessions, bounded (`sessions.rs`); the listener's reserve asks it.
+    pub sessions: sessions::Sessions,
     /// Bumped by a password change: sessions signed in before it end.
     generations: Mutex<HashMap<String, u64>>,
 }
@@ -52,7 +58,9 @@ impl Pages {
             data_dir,
             idle,
             max_age,
-            throttle: throttle::Throttle::default(),
+            throttle: throttle::admin_throttle(),
+            sign_in: sign_in_token::SignInTokens::default(),
+            sessions: sessions::Sessions::default(),
             generations: Mutex::new(HashMap::new()),
         }
     }
@@ -92,14 +100,17 @@ impl SignedIn {
     }
 }
 
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "postern_session";
+/// The session's `SignedIn`; `sessions.rs` knows a signed-in session by it.
 const AUTH_KEY: &str = "auth";
 const CSRF_KEY: &str = "csrf";
 const SEEN_KEY: &str = "seen";
 
 pub fn router(state: AdminState) -> Router {
     let idle = i64::try_from(state.pages.idle.as_secs()).unwrap_or(i64::MAX);
-    let sessions = SessionManagerLayer::new(MemoryStore::default())
-        .with_name("postern_session")
+    let sessions = SessionManagerLayer::new(state.pages.sessions.clone())
+        .with_name(SESSION_COOKIE)
         .with_secure(true)
         .with_http_only(true)
         .with_same_site(SameSite::Strict)
@@ -254,12 +265,16 @@ async fn check_csrf(session: &Session, given: &str) -> Result<(), Response> {
     let expected = session.get::<String>(CSRF_KEY).await.ok().flatten();
     match expected {
         Some(t) if super::constant_time_eq(t.as_bytes(), given.as_bytes()) => Ok(()),
-        _ => Err((
-            StatusCode::FORBIDDEN,
-            "403 Forbidden: the form's security token is missing or out of date; reload the page and try again",
-        )
-            .into_response()),
+        _ => Err(csrf_refused()),
     }
+}
+
+fn csrf_refused() -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        "403 Forbidden: the form's security token is missing or out of date; reload the page and try again",
+    )
+        .into_response()
 }
 
 /// 256 random bits, hex.

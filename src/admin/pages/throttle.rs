@@ -1,90 +1,27 @@
-//! Sign-in throttling: after `LIMIT` failures for one user name or one client address within
-//! `WINDOW`, both are refused for `WINDOW`, with a message saying so.
+//! Sign-in throttling for the admin page: the credential throttle SMTP AUTH uses
+//! (`inbound::Throttle`: counted on arrival, keyed on the client address, a user's failures
+//! only slow addresses that fail too), with the page's limits. The password change goes
+//! through it as well: a stolen session guesses no faster than a stranger.
 
-use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-pub const LIMIT: usize = 5;
+use crate::inbound::{Throttle, ThrottleLimits};
+
+/// Attempts from one client address within `WINDOW` before it is refused for `WINDOW`.
+pub const LIMIT: u32 = 5;
 pub const WINDOW: Duration = Duration::from_secs(15 * 60);
 
-#[derive(Default)]
-pub struct Throttle {
-    state: Mutex<State>,
+pub fn admin_throttle() -> Throttle {
+    Throttle::new(ThrottleLimits {
+        failure_limit: LIMIT,
+        window: WINDOW,
+        step: Duration::from_millis(500),
+        max_delay: Duration::from_secs(5),
+    })
 }
 
-#[derive(Default)]
-struct State {
-    failures: HashMap<Key, Vec<Instant>>,
-    locked: HashMap<Key, Instant>,
-}
-
-#[derive(Clone, PartialEq, Eq, Hash)]
-enum Key {
-    User(String),
-    Addr(IpAddr),
-}
-
-impl Throttle {
-    /// Minutes left when `user` or `addr` is locked out.
-    pub fn locked(&self, user: &str, addr: IpAddr) -> Option<u64> {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        state.locked.retain(|_, until| *until > now);
-        [Key::User(user.to_string()), Key::Addr(addr)]
-            .iter()
-            .filter_map(|k| state.locked.get(k))
-            .max()
-            .map(|until| until.duration_since(now).as_secs().div_ceil(60).max(1))
-    }
-
-    /// Count a failure; true when it locks the user or the address out.
-    pub fn failed(&self, user: &str, addr: IpAddr) -> bool {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        let mut locks = false;
-        for key in [Key::User(user.to_string()), Key::Addr(addr)] {
-            let list = state.failures.entry(key.clone()).or_default();
-            list.retain(|t| now.duration_since(*t) < WINDOW);
-            list.push(now);
-            if list.len() >= LIMIT {
-                list.clear();
-                state.locked.insert(key, now + WINDOW);
-                locks = true;
-            }
-        }
-        // Bounded: entries older than the window are dropped as they are met.
-        if state.failures.len() > 100_000 {
-            state
-                .failures
-                .retain(|_, l| l.last().is_some_and(|t| now.duration_since(*t) < WINDOW));
-        }
-        locks
-    }
-
-    pub fn succeeded(&self, user: &str) {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.failures.remove(&Key::User(user.to_string()));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn five_failures_lock_the_user_and_the_address() {
-        let t = Throttle::default();
-        let a: IpAddr = "192.0.2.1".parse().unwrap();
-        let b: IpAddr = "192.0.2.2".parse().unwrap();
-        for _ in 0..LIMIT - 1 {
-            assert!(!t.failed("admin", a));
-        }
-        assert_eq!(t.locked("admin", a), None);
-        assert!(t.failed("admin", a));
-        assert_eq!(t.locked("admin", b), Some(15), "the user, from anywhere");
-        assert_eq!(t.locked("other", a), Some(15), "the address, for any user");
-        assert_eq!(t.locked("other", b), None);
-    }
+/// The refusal's words, in whole minutes (at least one).
+pub fn refusal(retry_after: Duration) -> String {
+    let minutes = retry_after.as_secs().div_ceil(60).max(1);
+    format!("Too many failed attempts from your address: try again in {minutes} minute(s).")
 }
