@@ -11,6 +11,8 @@ use postern::admin::client::ApiClient;
 use postern::config::Config;
 use postern::settings::SettingsDoc;
 
+mod cli;
+
 #[derive(Parser)]
 #[command(
     name = "postern",
@@ -90,6 +92,11 @@ enum Command {
     TlsRpt {
         #[command(subcommand)]
         action: TlsRptAction,
+    },
+    /// Admin page users: `postern admin reset-password USER`.
+    Admin {
+        #[command(subcommand)]
+        action: cli::admin::AdminAction,
     },
     /// This node of a cluster: its state, and draining it for maintenance.
     Node {
@@ -297,6 +304,7 @@ fn main() -> ExitCode {
             Command::Policy { action } => policy(config, cli.api, action).await,
             Command::TlsRpt { action } => tls_rpt(config, cli.api, action).await,
             Command::Node { action } => node(config, cli.api, action).await,
+            Command::Admin { action } => cli::admin::run(config, cli.api, action).await,
             Command::CheckTls { .. } | Command::ImportPostfix { .. } => {
                 unreachable!("handled above")
             }

@@ -35,6 +35,11 @@ pub fn settings_database_up(up: bool) {
     metrics::gauge!("postern_settings_database_up").set(f64::from(u8::from(up)));
 }
 
+/// `postern_admin_sessions`: admin page sessions held (signed-in ones; bounded).
+pub fn admin_sessions(n: usize) {
+    metrics::gauge!("postern_admin_sessions").set(n as f64);
+}
+
 pub fn queue_messages(n: usize) {
     metrics::gauge!("postern_queue_messages").set(n as f64);
 }

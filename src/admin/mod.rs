@@ -2,6 +2,7 @@
 //! `data/api-token`. The one way to change a running postern; the CLI and (later) the admin
 //! pages are built on these handlers.
 
+pub mod admins;
 pub mod audit;
 pub mod certs;
 pub mod client;
@@ -159,6 +160,10 @@ fn api_router(state: AdminState) -> Router {
         .route(
             "/api/v1/tls-rpt/send",
             axum::routing::post(send_tls_reports),
+        )
+        .route(
+            "/api/v1/admins/{name}/password",
+            axum::routing::post(admins::reset_password),
         )
         .route("/api/v1/node", get(node_status))
         .route("/api/v1/node/drain", axum::routing::post(node_drain))
@@ -520,6 +525,7 @@ pub(crate) async fn put_back(
 /// Prometheus text format; the gauges are refreshed for the scrape.
 async fn metrics(State(state): State<AdminState>) -> Result<Response, ApiError> {
     crate::metrics::queue_messages(state.spool.len());
+    crate::metrics::admin_sessions(state.pages.sessions.len());
     if state.settings.is_shared() {
         crate::metrics::settings_database_up(state.settings.shared_database_down().is_none());
     }

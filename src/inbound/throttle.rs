@@ -163,9 +163,9 @@ impl Throttle {
         self.lock().addrs.remove(&ip);
     }
 
-    /// `postern admin reset-password`: the user's failures are forgotten.
-    pub fn forget_user(&self, user: &str) {
-        self.lock().users.remove(user);
+    /// Forget every count (`postern admin reset-password`).
+    pub fn clear(&self) {
+        *self.lock() = State::default();
     }
 
     fn delay(&self, failures: u32) -> Duration {

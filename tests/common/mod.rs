@@ -6,6 +6,7 @@ pub mod dns;
 pub mod dnssec;
 pub mod dsn;
 pub mod https;
+pub mod page;
 pub mod postgres;
 pub mod process;
 pub mod published;

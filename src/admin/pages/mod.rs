@@ -70,6 +70,13 @@ impl Pages {
         map.get(user).copied().unwrap_or(0)
     }
 
+    /// `postern admin reset-password`: the user's sessions end, and the sign-in throttle
+    /// forgets every address and user (the operator must get in from wherever they are).
+    pub fn password_reset(&self, user: &str) {
+        self.bump_generation(user);
+        self.throttle.clear();
+    }
+
     fn bump_generation(&self, user: &str) -> u64 {
         let mut map = self.generations.lock().unwrap_or_else(|e| e.into_inner());
         let g = map.entry(user.to_string()).or_insert(0);
