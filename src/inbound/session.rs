@@ -595,7 +595,9 @@ impl Session {
         }
     }
 
-    /// Outsiders must not choose our outbound TLS: their x-TLSLevel never reaches the spool.
+    /// Outsiders must not choose our outbound TLS: their x-TLSLevel never reaches the spool,
+    /// nor one a lenient next hop would read past a malformed line (up to the first empty
+    /// line). Stripped, not refused: Postfix accepts such a header section, and so must we.
     /// The reader's buffer itself is kept, unless a header had to go.
     fn without_outsider_tls_header(
         &self,
