@@ -241,6 +241,11 @@ impl Session {
     }
 
     fn handle_starttls(&mut self) -> Step {
+        // RFC 3207 section 4.2 discards what the client told before TLS, a transaction
+        // included; Postfix refuses the command in one rather than lose it silently.
+        if self.tx.is_some() {
+            return Step::Reply(replies::bad_sequence("MAIL transaction in progress"));
+        }
         if self.tls.is_some() {
             return Step::Reply(replies::bad_sequence("TLS already active"));
         }
