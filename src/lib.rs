@@ -4,7 +4,7 @@
 //! I/O), `inbound` (listener and sessions), `spool` (durable queue), `outbound` (delivery),
 //! `policy` (the TLS level of each recipient), `settings` (runtime settings and the live
 //! snapshot), `certs` (the certificate store), `tls` (rustls configs), `admin` (control
-//! API), `logging` (Postfix-style lines).
+//! API), `logging` (Postfix-style lines), `printable` (outside text made safe to show).
 
 pub mod admin;
 pub mod certs;
@@ -18,6 +18,7 @@ pub mod memory;
 pub mod metrics;
 pub mod next_hop;
 pub mod outbound;
+pub mod printable;
 pub mod proto;
 pub mod settings;
 pub mod spool;

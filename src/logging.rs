@@ -14,6 +14,8 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
+use crate::printable::escaped;
+
 /// `server.log_format` in the config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -36,6 +38,7 @@ pub fn init(format: LogFormat, hostname: &str) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(false)
+        .fmt_fields(EscapedFields)
         .with_writer(|| Batched);
     // A second init (tests that run the CLI in-process) keeps the first subscriber.
     let _ = match format {
@@ -167,8 +170,26 @@ where
             "{} {} {}",
             rfc3339_now(),
             self.hostname,
-            line(meta.target(), self.pid, &fields.text)
+            line(meta.target(), self.pid, &escaped(&fields.text))
         )
+    }
+}
+
+/// The fields of an event (or span) as tracing writes them, then escaped: a line of the log
+/// is one line, whatever a client put in its command (tracing's own escaping covers ESC and
+/// the C1 controls only, and not U+2028, bidi overrides or a line feed).
+struct EscapedFields;
+
+impl<'w> FormatFields<'w> for EscapedFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        mut writer: Writer<'w>,
+        fields: R,
+    ) -> std::fmt::Result {
+        let mut text = String::new();
+        tracing_subscriber::fmt::format::DefaultFields::new()
+            .format_fields(Writer::new(&mut text), fields)?;
+        writer.write_str(&escaped(&text))
     }
 }
 
@@ -231,5 +252,52 @@ mod tests {
         );
         let t = rfc3339_now();
         assert_eq!((t.len(), &t[10..11], &t[26..]), (32, "T", "+00:00"), "{t}");
+    }
+
+    /// What one event comes out as, in either format.
+    fn logged(format: LogFormat, text: &str) -> String {
+        let out = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let sink = out.clone();
+        let make = move || Capture(sink.clone());
+        let builder = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .fmt_fields(EscapedFields)
+            .with_writer(make);
+        let emit = || tracing::info!(target: "postern/smtpd", "helo=<{text}>");
+        match format {
+            LogFormat::Plain => tracing::subscriber::with_default(builder.finish(), emit),
+            LogFormat::Syslog => {
+                let syslog = builder.event_format(SyslogLine {
+                    hostname: "mx.example".into(),
+                    pid: 1,
+                });
+                tracing::subscriber::with_default(syslog.finish(), emit)
+            }
+        }
+        let bytes = out.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    struct Capture(std::sync::Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Capture {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn client_text_is_escaped_in_both_formats() {
+        let evil = "a\u{2028}b\u{202e}c\x1b[31md\r\nfake: line\u{9b}";
+        let want = "helo=<a\\u{2028}b\\u{202e}c\\x1b[31md\\x0d\\x0afake: line\\u{9b}>\n";
+        for format in [LogFormat::Plain, LogFormat::Syslog] {
+            let line = logged(format, evil);
+            assert!(line.ends_with(want), "{format:?}: {line:?}");
+            assert_eq!(line.lines().count(), 1, "{line:?}");
+        }
     }
 }

@@ -9,6 +9,7 @@ use hyper::{Method, StatusCode};
 
 use postern::admin::client::ApiClient;
 use postern::config::Config;
+use postern::printable::escaped;
 use postern::settings::SettingsDoc;
 
 mod cli;
@@ -1019,13 +1020,16 @@ async fn queue(config: Config, api: Option<SocketAddr>, action: QueueAction) -> 
             let item: QueueItem = parse_response(status, &body)?;
             print!("{}", postqueue_listing(std::slice::from_ref(&item)));
             if let Some(node) = &item.node {
-                println!("node: {node}");
+                println!("node: {}", escaped(node));
             }
             for r in &item.recipients {
-                println!("recipient {}: {}", r.address, r.state);
+                println!("recipient {}: {}", escaped(&r.address), r.state);
             }
             println!("attempts: {}", item.attempts);
-            println!("\n{}", item.headers.unwrap_or_default().trim_end());
+            // The sender's bytes reach a terminal: line by line, escaped (issue 27).
+            let headers = item.headers.unwrap_or_default();
+            let lines: Vec<_> = headers.trim_end().lines().map(escaped).collect();
+            println!("\n{}", lines.join("\n"));
         }
         QueueAction::Retry { all: true, .. } => {
             let (status, body) = client
@@ -1168,20 +1172,21 @@ fn postqueue_listing(items: &[postern::admin::queue::QueueItem]) -> String {
             .and_then(|t| t.format(time::macros::format_description!("[weekday repr:short] [month repr:short] [day padding:space] [hour]:[minute]:[second]")).ok())
             .unwrap_or_default();
         let id = format!("{}{}", item.id, if item.held { "!" } else { "" });
+        // Addresses and a next hop's words come from outside: escaped for the terminal.
         let sender = if item.sender.is_empty() {
-            "MAILER-DAEMON"
+            "MAILER-DAEMON".into()
         } else {
-            &item.sender
+            escaped(&item.sender)
         };
         out.push_str(&format!(
             "{id:<15} {:>8} {arrival:<20} {sender}\n",
             item.size
         ));
         if let Some(e) = &item.last_error {
-            out.push_str(&format!("{:42}({e})\n", ""));
+            out.push_str(&format!("{:42}({})\n", "", escaped(e)));
         }
         for r in item.recipients.iter().filter(|r| r.state == "pending") {
-            out.push_str(&format!("{:42}{}\n", "", r.address));
+            out.push_str(&format!("{:42}{}\n", "", escaped(&r.address)));
         }
         out.push('\n');
     }

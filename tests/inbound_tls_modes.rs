@@ -269,3 +269,36 @@ async fn api_bad_field_is_400_naming_it_and_changes_nothing() {
         "{text}"
     );
 }
+
+/// Issue 27: STARTTLS inside a MAIL transaction gets Postfix's 503 and changes nothing; after
+/// RSET it is accepted, and the handshake works.
+#[tokio::test]
+async fn starttls_in_a_mail_transaction_is_refused() {
+    let server = TestServer::start().await;
+    server.set(mode_doc("may")).await;
+    let mut c = server.connect().await;
+    c.ehlo().await;
+    assert_eq!(c.cmd("MAIL FROM:<s@client.test.example>").await.code, 250);
+    assert_eq!(
+        c.cmd("STARTTLS").await.first(),
+        "503 5.5.1 Error: MAIL transaction in progress"
+    );
+    assert_eq!(c.cmd("RCPT TO:<r@other.example>").await.code, 250);
+    assert_eq!(
+        c.cmd("STARTTLS").await.first(),
+        "503 5.5.1 Error: MAIL transaction in progress"
+    );
+    // Still the plaintext session, transaction intact.
+    let r = c.data(&message("plain", "")).await;
+    assert_eq!(r.code, 250, "{r:?}");
+    c.starttls().await;
+    c.ehlo().await;
+    let r = c
+        .send(
+            "s@client.test.example",
+            &["r@other.example"],
+            &message("tls", ""),
+        )
+        .await;
+    assert_eq!(r.code, 250, "{r:?}");
+}

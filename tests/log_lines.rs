@@ -385,3 +385,27 @@ async fn inbound_lost_connections_and_timeouts_name_the_stage() {
     }
     assert!(proc.stop().await);
 }
+
+/// Issue 27: what a client puts in its commands is escaped in the log (U+2028, a bidi
+/// override, a C1 CSI), so one log line stays one line and reads as it was sent.
+#[tokio::test]
+async fn client_text_in_a_log_line_is_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let proc = spawn_postern(dir.path(), None, "");
+    proc.import_settings("trusted_networks = [\"127.0.0.1/32\"]\n");
+    let mut c = SmtpClient::connect(proc.smtp, Some("127.0.0.2".parse().unwrap()), None).await;
+    assert_eq!(c.cmd("EHLO evil\u{202e}\u{9b}31mname").await.code, 250);
+    let r = c
+        .cmd("MAIL FROM:<a\u{2028}fake@client.test.example> SMTPUTF8")
+        .await;
+    assert_eq!(r.code, 250, "{r:?}");
+    assert_eq!(c.cmd("RCPT TO:<x@other.example>").await.code, 554);
+    let lines = lines_once(&proc, "NOQUEUE: reject", 1, "NOQUEUE: reject").await;
+    assert!(
+        lines[0].ends_with(
+            "from=<a\\u{2028}fake@client.test.example> to=<x@other.example> proto=ESMTP helo=<evil\\u{202e}\\u{9b}31mname>"
+        ),
+        "{lines:?}"
+    );
+    assert!(proc.stop().await);
+}

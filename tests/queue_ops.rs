@@ -118,3 +118,44 @@ async fn retry_now_and_delete() {
         String::from_utf8_lossy(&body)
     );
 }
+
+/// Issue 27: a header carrying terminal escapes is printed escaped by `queue show` (and
+/// nothing of it reaches the terminal raw): ESC, a C1 CSI, BEL, U+2028, an RLO.
+#[tokio::test]
+async fn queue_show_escapes_control_characters_from_the_message() {
+    let sink = Sink::start(SinkOptions {
+        defer_first: 1,
+        ..SinkOptions::default()
+    })
+    .await;
+    let mut server = TestServer::start_with(&format!(
+        "[outbound]\nfirst_retry_secs = 3600\n[outbound.routes]\n\"other.example\" = \"[127.0.0.1]:{}\"\n",
+        sink.addr.port()
+    ))
+    .await;
+    let subject = "\x1b[31mred\x1b[0m \u{9b}2J bell\x07\u{2028}next \u{202e}fdp.exe";
+    let id = server
+        .submit(
+            "app@inside.example",
+            &["partner@other.example"],
+            &message(subject, ""),
+        )
+        .await;
+    assert_eq!(server.next_event(20).await.status, "deferred");
+
+    let (ok, out, err) = server.cli(&["queue", "show", &id]).await;
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(
+            "Subject: \\x1b[31mred\\x1b[0m \\u{9b}2J bell\\x07\\u{2028}next \\u{202e}fdp.exe\n"
+        ),
+        "{out:?}"
+    );
+    for raw in ['\x1b', '\u{9b}', '\x07', '\u{2028}', '\u{202e}'] {
+        assert!(!out.contains(raw), "{raw:?} printed raw: {out:?}");
+    }
+    assert!(
+        out.contains("\nFrom: <sender@client.test.example>\n"),
+        "{out:?}"
+    );
+}

@@ -353,3 +353,76 @@ async fn recipient_table_imported_from_a_file() {
     assert_eq!(c.cmd("RCPT TO:<bob@ours.example>").await.code, 550);
     assert_eq!(c.cmd("RCPT TO:<alice@ours.example>").await.code, 250);
 }
+
+/// Issue 27, break 7: a next hop that reads headers past a malformed line (no colon, an
+/// 8-bit or empty name) must find no outsider's x-TLSLevel either. Every variant reaches the
+/// sink with no x-TLSLevel line, nor its folded value, before the first empty line; the
+/// malformed line and the body are relayed as sent.
+#[tokio::test]
+async fn x_tlslevel_after_a_malformed_line_is_removed_too() {
+    let mut sink = common::sink::Sink::start(common::sink::SinkOptions::default()).await;
+    let server = TestServer::start().await;
+    server
+        .set(json!({
+            "trusted_networks": ["127.0.0.1/32"],
+            "relay_domains": [{"domain": "ours.example", "transport": format!("[127.0.0.1]:{}", sink.addr.port())}],
+        }))
+        .await;
+    let variants: [(&str, &[u8]); 6] = [
+        (
+            "no colon",
+            b"a line without a colon\r\nx-TLSLevel: Require\r\n",
+        ),
+        (
+            "8-bit name",
+            "Sübject: s\r\nx-TLSLevel: Require\r\n".as_bytes(),
+        ),
+        ("empty name", b": x\r\nx-TLSLevel: Require\r\n"),
+        (
+            "space before colon",
+            b"no colon\r\nX-TLSLevel : Require\r\n",
+        ),
+        ("folded", b"no colon\r\nx-tlslevel:\r\n\tRequire\r\n"),
+        (
+            "first line",
+            b"x-TLSLevel\t:Require\r\nno colon\r\nX-TLSLEVEL: Require\r\n",
+        ),
+    ];
+    let mut relayed = Vec::new();
+    for (name, lines) in variants {
+        let mut message =
+            format!("From: <a@elsewhere.example>\r\nSubject: {name}\r\n").into_bytes();
+        message.extend_from_slice(lines);
+        message.extend_from_slice(b"\r\nBody: x-TLSLevel: Require stays in the body\r\n");
+        let mut c = server.connect_from(OUTSIDER).await;
+        c.ehlo().await;
+        queue_id(
+            &c.send("a@elsewhere.example", &["user@ours.example"], &message)
+                .await,
+        );
+        let got = sink.next(20).await.expect("relayed to the sink");
+        let text = String::from_utf8_lossy(&got.data).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").expect("an empty line");
+        let lower = head.to_ascii_lowercase();
+        if lower.contains("x-tlslevel") || lower.contains("require") {
+            relayed.push(name);
+        }
+        let junk = String::from_utf8_lossy(lines)
+            .lines()
+            .find(|l| !l.to_ascii_lowercase().contains("tlslevel") && !l.contains("Require"))
+            .map(str::to_string);
+        if let Some(junk) = junk {
+            assert!(head.contains(&junk), "{name}: malformed line lost: {text}");
+        }
+        assert_eq!(
+            body, "Body: x-TLSLevel: Require stays in the body\r\n",
+            "{name}"
+        );
+    }
+    assert!(
+        relayed.is_empty(),
+        "x-TLSLevel relayed in {} of {} variants: {relayed:?}",
+        relayed.len(),
+        variants.len()
+    );
+}

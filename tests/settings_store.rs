@@ -163,3 +163,40 @@ async fn the_store_is_reopened_after_a_write_error() {
     assert!(String::from_utf8_lossy(&body).contains("192.0.2.0/24"));
     assert!(proc.stop().await);
 }
+
+/// Issue 27: a crash between the store's commit and the copy's rename leaves
+/// `last-good.json` a version behind; the next start makes it the settings in force.
+#[tokio::test]
+async fn a_stale_last_good_copy_is_rewritten_at_start_up() {
+    let server = TestServer::start().await;
+    server
+        .set(serde_json::json!({"trusted_networks": ["192.0.2.0/24"]}))
+        .await;
+    let last_good = server.data_dir().join("postern.redb.last-good.json");
+    let older = std::fs::read(&last_good).unwrap();
+    server
+        .set(serde_json::json!({"trusted_networks": ["198.51.100.0/24"]}))
+        .await;
+    let (_, dir) = server.stop().await;
+    std::fs::write(&last_good, &older).unwrap();
+
+    let log = serve(dir.path(), &[]).unwrap();
+    assert!(
+        log.contains(&format!(
+            "{}: the copy of the settings differed from the store; rewritten",
+            last_good.display()
+        )),
+        "{log}"
+    );
+    let copy: postern::settings::Settings =
+        serde_json::from_slice(&std::fs::read(&last_good).unwrap()).unwrap();
+    let store = postern::settings::SettingsHandle::open(&dir.path().join("postern.redb")).unwrap();
+    assert_eq!(copy, store.current().settings);
+    let networks = format!("{:?}", copy.trusted_networks);
+    assert!(networks.contains("198.51.100.0/24"), "{networks}");
+    drop(store);
+
+    // In step: left alone, and nothing said.
+    let log = serve(dir.path(), &[]).unwrap();
+    assert!(!log.contains("copy of the settings"), "{log}");
+}

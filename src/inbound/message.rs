@@ -7,12 +7,15 @@ use crate::proto::header;
 use crate::tls::TlsInfo;
 
 /// Remove every header field named `name` (case-insensitive), with its continuation lines,
-/// from the header section. The body and every other byte are left as they are.
+/// from everything a lenient next hop could read as the header section (up to the first
+/// empty line, past malformed lines). The body and every other byte are left as they are.
 pub fn strip_header<'a>(message: &'a [u8], name: &str) -> (Cow<'a, [u8]>, usize) {
     strip_matching(message, |n| n.eq_ignore_ascii_case(name))
 }
 
-/// Every header field whose name `unwanted` says yes to, with its continuation lines.
+/// Every header field whose name `unwanted` says yes to, with its continuation lines, as
+/// `header::lenient_fields` finds them: a field postern would not read (after a line that
+/// ends its own reading) is still one a next hop may read.
 pub fn strip_matching<'a>(
     message: &'a [u8],
     unwanted: impl Fn(&str) -> bool,
@@ -20,13 +23,9 @@ pub fn strip_matching<'a>(
     let mut out: Option<Vec<u8>> = None;
     let mut removed = 0;
     let mut kept_to = 0;
-    for field in header::fields(message) {
-        let text = &message[field.clone()];
-        let name = text
-            .iter()
-            .position(|&b| b == b':')
-            .map(|c| String::from_utf8_lossy(text[..c].trim_ascii_end()).into_owned());
-        if name.is_some_and(|n| unwanted(&n)) {
+    for field in header::lenient_fields(message) {
+        let name = header::lenient_name(&message[field.clone()]);
+        if name.is_some_and(|n| unwanted(&String::from_utf8_lossy(n))) {
             removed += 1;
             out.get_or_insert_with(Vec::new)
                 .extend_from_slice(&message[kept_to..field.start]);
@@ -110,9 +109,33 @@ mod tests {
     }
 
     #[test]
-    fn header_section_ends_at_non_header_line() {
-        let msg = b"not a header line\r\nX-TLSLevel: Require\r\n";
-        assert_eq!(strip_header(msg, "x-tlslevel").1, 0);
+    fn past_malformed_lines_up_to_the_first_empty_line() {
+        // Issue 27: a next hop that skips the malformed line would read what follows it.
+        for (msg, kept) in [
+            (
+                &b"not a header line\r\nX-TLSLevel: Require\r\n\r\nbody\r\n"[..],
+                &b"not a header line\r\n\r\nbody\r\n"[..],
+            ),
+            (
+                "Fr\u{f6}m: a\r\nx-TLSLevel : Require\r\n\r\n".as_bytes(),
+                "Fr\u{f6}m: a\r\n\r\n".as_bytes(),
+            ),
+            (
+                b": x\r\nx-tlslevel:\r\n\tRequire\r\nTo: b\r\n\r\n",
+                b": x\r\nTo: b\r\n\r\n",
+            ),
+            (b"junk\r\n x-TLSLevel: Require\r\n\r\n", b"junk\r\n\r\n"),
+            (b"junk\r\nx-TLSLevel: Require", b"junk\r\n"),
+        ] {
+            let (out, n) = strip_header(msg, "x-TLSLevel");
+            assert_eq!((&*out, n), (kept, 1), "{}", String::from_utf8_lossy(msg));
+        }
+        // The first empty line ends every reading: the body is left alone.
+        let msg = b"junk\r\n\r\nx-TLSLevel: Require\r\n";
+        assert_eq!(strip_header(msg, "x-TLSLevel").1, 0);
+        // A folded line under a real field is that field's value.
+        let msg = b"Subject: a\r\n x-TLSLevel: b\r\n\r\n";
+        assert_eq!(strip_header(msg, "x-TLSLevel").1, 0);
     }
 
     #[test]

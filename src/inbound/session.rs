@@ -241,6 +241,10 @@ impl Session {
     }
 
     fn handle_starttls(&mut self) -> Step {
+        // RFC 3207 section 4.2 would discard the transaction: Postfix refuses STARTTLS in one.
+        if self.tx.is_some() {
+            return Step::Reply(replies::bad_sequence("MAIL transaction in progress"));
+        }
         if self.tls.is_some() {
             return Step::Reply(replies::bad_sequence("TLS already active"));
         }
@@ -595,8 +599,8 @@ impl Session {
         }
     }
 
-    /// Outsiders must not choose our outbound TLS: their x-TLSLevel never reaches the spool.
-    /// The reader's buffer itself is kept, unless a header had to go.
+    /// Outsiders must not choose our outbound TLS: no x-TLSLevel a lenient next hop could read
+    /// reaches the spool (`strip_header`). The reader's buffer is kept unless a header goes.
     fn without_outsider_tls_header(
         &self,
         message: Vec<u8>,

@@ -1,7 +1,13 @@
 //! The header section of a message (RFC 5322 section 2.2), no I/O: its fields with their
 //! folded continuation lines, and a field's value unfolded (section 2.2.3). The one reader
-//! of header fields: receipt (removing `x-TLSLevel` from outsiders), delivery and `policy
-//! explain` (its value) all go through it, so they cannot disagree on a header.
+//! of header fields: receipt, delivery and `policy explain` (a field's value) all go through
+//! it, so they cannot disagree on a header.
+//!
+//! Two readings. The strict one (`fields`) ends the section at the first line that is not a
+//! field, as Postfix's cleanup does; what postern honours is read so. The lenient one
+//! (`lenient_fields`) goes on to the first empty line, as a next hop that skips a malformed
+//! line would: what receipt removes from outsiders is found so, since the earliest a next
+//! hop can end the header section is never later than that empty line (issue 27).
 
 /// Byte ranges of each header field, continuation lines included, in order.
 pub fn fields(message: &[u8]) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
@@ -61,6 +67,51 @@ pub fn first_value(message: &[u8], name: &str) -> Option<String> {
         .map(|r| &message[r])
         .find(|f| is_named(f, name))
         .map(unfolded_value)
+}
+
+/// Offset of the first empty line (or the end of the message): RFC 5322 section 2.1 ends
+/// the header section there, and no reader, however lenient, reads a field past it.
+pub fn first_empty_line(message: &[u8]) -> usize {
+    let mut at = 0;
+    while at < message.len() {
+        let line_end = next_line(message, at);
+        if matches!(&message[at..line_end], b"\r\n" | b"\n") {
+            return at;
+        }
+        at = line_end;
+    }
+    message.len()
+}
+
+/// Byte ranges of everything a lenient reader could take for a header field, in order, up to
+/// the first empty line: each line the strict reader would stop at (no colon, an empty or
+/// 8-bit name) is a piece of its own, and so is a folded line that follows one (a reader that
+/// skipped the line before may trim it and read a field). A field start takes its folded
+/// continuation lines with it, as in `fields`.
+pub fn lenient_fields(message: &[u8]) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+    let end = first_empty_line(message);
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        if at >= end {
+            return None;
+        }
+        let line_end = next_line(message, at);
+        let field = match is_field_start(message[at..line_end].trim_ascii_start()) {
+            true => at..field_end(message, at, end),
+            false => at..line_end,
+        };
+        at = field.end;
+        Some(field)
+    })
+}
+
+/// The name a lenient reader sees in a piece `lenient_fields` gave: what comes before the
+/// first colon of its first line, without the spaces and tabs around it (`X-TLSLevel :`
+/// and a folded ` x-TLSLevel:` both give `X-TLSLevel`). `None` without a colon.
+pub fn lenient_name(field: &[u8]) -> Option<&[u8]> {
+    let line = &field[..next_line(field, 0)];
+    let colon = line.iter().position(|&b| b == b':')?;
+    Some(line[..colon].trim_ascii())
 }
 
 fn is_field_start(line: &[u8]) -> bool {
@@ -128,5 +179,50 @@ mod tests {
             first_value(b"x-TLSLevels: Require\r\n\r\n", "x-TLSLevel"),
             None
         );
+    }
+
+    /// The pieces of `m` as text, with their lenient names.
+    fn lenient(m: &[u8]) -> Vec<(String, Option<String>)> {
+        lenient_fields(m)
+            .map(|r| {
+                let piece = &m[r];
+                let name = lenient_name(piece).map(|n| String::from_utf8_lossy(n).into_owned());
+                (String::from_utf8_lossy(piece).into_owned(), name)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn lenient_reading_goes_past_malformed_lines_to_the_first_empty_line() {
+        let m = "From: a\r\n folded\r\nno colon\r\nSübject: s\r\n: x\r\n x-TLSLevel :\r\n\tRequire\r\nX-TLSLevel: Try\r\n\r\nx-TLSLevel: body\r\n";
+        let pieces = lenient(m.as_bytes());
+        let name = |s: &str| Some(s.to_string());
+        assert_eq!(
+            pieces,
+            vec![
+                ("From: a\r\n folded\r\n".into(), name("From")),
+                ("no colon\r\n".into(), None),
+                ("Sübject: s\r\n".into(), name("Sübject")),
+                (": x\r\n".into(), name("")),
+                (" x-TLSLevel :\r\n\tRequire\r\n".into(), name("x-TLSLevel")),
+                ("X-TLSLevel: Try\r\n".into(), name("X-TLSLevel")),
+            ]
+        );
+        // The strict reader stops at the line without a colon; neither goes past the empty line.
+        assert_eq!(first_value(m.as_bytes(), "x-TLSLevel"), None);
+        assert_eq!(
+            first_empty_line(m.as_bytes()),
+            m.find("\r\n\r\n").unwrap() + 2
+        );
+    }
+
+    #[test]
+    fn lenient_reading_without_an_empty_line_reads_to_the_end() {
+        let m = b"no header at all\r\nx-TLSLevel: Require";
+        assert_eq!(first_empty_line(m), m.len());
+        assert_eq!(lenient(m).len(), 2);
+        assert_eq!(lenient(b"\r\nx-TLSLevel: Require\r\n"), vec![]);
+        // A folded line under a real field is its value, never a field of its own.
+        assert_eq!(lenient(b"Subject: a\r\n x-TLSLevel: b\r\n\r\n").len(), 1);
     }
 }

@@ -125,6 +125,7 @@ impl SettingsHandle {
             }
             (Some(s), StartMode::Normal) => {
                 let version = store.audit(1)?.first().map(|e| e.seq).unwrap_or(0);
+                store.refresh_last_good(&s);
                 (s, version)
             }
             (None, StartMode::Normal) if seen => return Err(missing()),

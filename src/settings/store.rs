@@ -239,14 +239,38 @@ impl Store {
     /// The copy outside the store, written whole and renamed into place; a failure is
     /// logged, never fatal (the store itself is the truth).
     fn write_last_good(&self, settings: &Settings) {
-        let tmp = self.last_good.with_extension("json.tmp");
-        let _ = std::fs::remove_file(&tmp);
         let written = serde_json::to_vec_pretty(settings)
             .map_err(std::io::Error::other)
-            .and_then(|bytes| crate::fsutil::write_secret(&tmp, &bytes))
-            .and_then(|()| std::fs::rename(&tmp, &self.last_good));
+            .and_then(|bytes| self.replace_last_good(&bytes));
         if let Err(e) = written {
             tracing::warn!(target: "postern/master", "warning: {}: cannot write the copy of the settings: {e}", self.last_good.display());
+        }
+    }
+
+    fn replace_last_good(&self, bytes: &[u8]) -> std::io::Result<()> {
+        let tmp = self.last_good.with_extension("json.tmp");
+        let _ = std::fs::remove_file(&tmp);
+        crate::fsutil::write_secret(&tmp, bytes)?;
+        std::fs::rename(&tmp, &self.last_good)
+    }
+
+    /// At start-up, the copy as the settings in force: a crash between the store's commit
+    /// and the copy's rename leaves it a version behind (or missing), and the copy is what
+    /// `--restore-settings` would be given on the day the store is lost.
+    pub fn refresh_last_good(&self, settings: &Settings) {
+        let Ok(bytes) = serde_json::to_vec_pretty(settings) else {
+            return self.write_last_good(settings);
+        };
+        if std::fs::read(&self.last_good).is_ok_and(|kept| kept == bytes) {
+            return;
+        }
+        match self.replace_last_good(&bytes) {
+            Ok(()) => {
+                tracing::info!(target: "postern/master", "{}: the copy of the settings differed from the store; rewritten", self.last_good.display())
+            }
+            Err(e) => {
+                tracing::warn!(target: "postern/master", "warning: {}: cannot write the copy of the settings: {e}", self.last_good.display())
+            }
         }
     }
 
