@@ -741,15 +741,15 @@ impl Session {
     }
 
     /// Postfix's wording, one line per failed attempt naming client and user (fail2ban's
-    /// `postfix[mode=auth]` filter matches it); the user name escaped, the password never
-    /// logged.
+    /// `postfix[mode=auth]` filter matches it; the log escapes what the client sent). The
+    /// password is never logged.
     fn log_auth_failure(&self, creds: &Credentials, why: &str) {
         tracing::warn!(
             target: "postern/smtpd",
             "warning: {}: SASL {} authentication failed: {why}, sasl_username={}",
             self.client,
             creds.mechanism,
-            creds.user.escape_debug()
+            creds.user
         );
     }
 
