@@ -366,3 +366,38 @@ async fn password_change_is_throttled_and_refuses_weak_passwords() {
     assert_eq!(refused, 25, "5 checked, the rest refused");
     assert!(proc.stop().await);
 }
+
+/// The day the admin is locked out anyway: `postern admin reset-password admin` on the
+/// gateway prints a new password once (never logged), which signs in from the locked-out
+/// address at once and must then be changed.
+#[tokio::test]
+async fn reset_password_lets_a_locked_out_admin_back_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let proc = spawn_postern(dir.path(), None, "");
+    let api = proc.api();
+    for n in 0..6 {
+        sign_in_once(api, "127.0.0.1", &format!("forgotten {n}")).await;
+    }
+    let generated = initial_password(dir.path());
+    assert_eq!(sign_in_once(api, "127.0.0.1", &generated).await, "refused");
+    let out = proc.cli(&["admin", "reset-password", "admin"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let password = stdout
+        .strip_prefix("New password for admin: ")
+        .and_then(|r| r.lines().next())
+        .unwrap_or_else(|| panic!("{stdout}"))
+        .to_string();
+    assert_eq!(sign_in_once(api, "127.0.0.1", &generated).await, "wrong");
+    assert_eq!(sign_in_once(api, "127.0.0.1", &password).await, "signed in");
+    let log = proc.log.lock().unwrap().join("\n");
+    assert!(!log.contains(&password), "the password reached the log");
+    let unknown = proc.cli(&["admin", "reset-password", "nobody"]);
+    assert!(!unknown.status.success());
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("no admin page user \"nobody\""),
+        "{}",
+        String::from_utf8_lossy(&unknown.stderr)
+    );
+    assert!(proc.stop().await);
+}
