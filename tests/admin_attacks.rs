@@ -313,6 +313,16 @@ async fn concurrent_auth_guesses_are_counted_and_the_real_user_still_logs_in() {
             .await
             .starts_with("235")
     );
+    // A client that logs in on many connections at once takes turns, and is never refused.
+    let mut logins = JoinSet::new();
+    for _ in 0..30 {
+        let server = server.clone();
+        logins.spawn(async move { auth_once(&server, "127.0.0.3", "scanner", right).await });
+    }
+    while let Some(a) = logins.join_next().await {
+        let answer = a.unwrap();
+        assert!(answer.starts_with("235"), "{answer}");
+    }
 }
 
 /// Break 6: 30 wrong "current password" tries in 0.6 s were only refused, and twelve
@@ -382,7 +392,11 @@ async fn reset_password_lets_a_locked_out_admin_back_in() {
     assert_eq!(sign_in_once(api, "127.0.0.1", &generated).await, "refused");
     let out = proc.cli(&["admin", "reset-password", "admin"]);
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let password = stdout
         .strip_prefix("New password for admin: ")
         .and_then(|r| r.lines().next())

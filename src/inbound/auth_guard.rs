@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use super::throttle::{Attempt, Failure, Throttle, ThrottleLimits};
+use super::throttle::{Attempt, Failure, Throttle, ThrottleLimits, Turn};
 
 #[derive(Debug, Clone)]
 pub struct AuthLimits {
@@ -65,7 +65,12 @@ impl AuthGuard {
         }
     }
 
-    /// An attempt arrives from `ip` for `user`: counted before its password is checked.
+    /// Wait for `ip`'s turn: one attempt from an address at a time.
+    pub async fn turn(&self, ip: IpAddr) -> Turn {
+        self.throttle.turn(ip).await
+    }
+
+    /// An attempt from `ip` for `user`, in its turn: counted before its password is checked.
     pub fn arrive(&self, ip: IpAddr, user: &str) -> Attempt {
         self.throttle.arrive(ip, user)
     }

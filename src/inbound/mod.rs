@@ -28,7 +28,7 @@ pub use auth_guard::{AuthGuard, AuthLimits};
 use conn::{Conn, Line, ReadError};
 pub use message::strip_header;
 use session::{Session, Step};
-pub use throttle::{Attempt, Throttle, ThrottleLimits};
+pub use throttle::{Attempt, Throttle, ThrottleLimits, Turn};
 
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -477,11 +477,13 @@ fn log_tls_client(session: &session::Session) {
 
 /// AUTH: a locked-out address or user is not even checked (no hashing); a failure holds
 /// this session, never a thread, for its growing delay.
-/// SMTP AUTH: counted on arrival (a client over its limit gets 454 without a check, and a
-/// line fail2ban can match), slowed by the user's failures if this address failed too, then
-/// checked in the bounded pool.
+/// SMTP AUTH: one attempt per client address at a time, counted before its check (a client
+/// over its limit gets 454 without one, and a line fail2ban can match), slowed by the user's
+/// failures if this address failed too, then checked in the bounded pool. The failure's
+/// delay runs after the turn, so the next attempt is not held behind it.
 async fn auth(creds: auth::Credentials, session: &mut Session, ctx: &Context) -> Reply {
     let ip = session.peer_ip();
+    let turn = ctx.auth.turn(ip).await;
     match ctx.auth.arrive(ip, &creds.user) {
         Attempt::Refused { .. } => return session.auth_refused(&creds),
         Attempt::Check { delay } => tokio::time::sleep(delay).await,
@@ -492,6 +494,7 @@ async fn auth(creds: auth::Credentials, session: &mut Session, ctx: &Context) ->
         ctx.auth.succeeded(ip);
     } else {
         let delay = ctx.auth.failed(ip, &creds.user, &session.client);
+        drop(turn);
         tokio::time::sleep(delay).await;
     }
     session.auth_result(&creds, ok)

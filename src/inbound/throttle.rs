@@ -2,9 +2,11 @@
 //! change). Modelled on Postfix's anvil, which rate-limits per client address and never
 //! locks an account for everyone (OWASP's advice against hard lock-outs says the same):
 //!
-//! - An attempt is counted when it **arrives**, before its password is checked, under one
-//!   lock: concurrent attempts from one address are serialised by that count, so a client
-//!   cannot fit more guesses into a window by sending them at once.
+//! - Attempts from one address take **turns** (`turn`): one is checked at a time, so a
+//!   client cannot fit more guesses into a window by sending them at once, and a client
+//!   that logs in on many connections at once waits a little instead of being refused.
+//! - An attempt is counted when its turn comes, **before** its password is checked (Postfix's
+//!   anvil counts on arrival); a success clears the address's count.
 //! - Past `failure_limit` attempts in `window`, the **address** is refused until the window
 //!   ends; a success from it clears its count.
 //! - Failures for a **user name** slow only addresses that have failed themselves (a delay
@@ -15,8 +17,14 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// One address's turn: while it is held, no other attempt from that address is counted or
+/// checked. Dropping it ends the turn.
+pub struct Turn {
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+}
 
 #[derive(Debug, Clone)]
 pub struct ThrottleLimits {
@@ -81,6 +89,7 @@ const MAX_ENTRIES: usize = 100_000;
 pub struct Throttle {
     limits: ThrottleLimits,
     state: Mutex<State>,
+    turns: Mutex<HashMap<IpAddr, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Throttle {
@@ -88,6 +97,7 @@ impl Throttle {
         Throttle {
             limits,
             state: Mutex::new(State::default()),
+            turns: Mutex::new(HashMap::new()),
         }
     }
 
@@ -100,7 +110,22 @@ impl Throttle {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// An attempt for `user` arrives from `ip`: counted now, whatever its password.
+    /// Wait for `ip`'s turn: attempts from one address are counted and checked one at a time.
+    pub async fn turn(&self, ip: IpAddr) -> Turn {
+        let gate = {
+            let mut turns = self.turns.lock().unwrap_or_else(|e| e.into_inner());
+            if turns.len() >= MAX_ENTRIES {
+                // Only the map holds an idle gate.
+                turns.retain(|_, g| Arc::strong_count(g) > 1);
+            }
+            turns.entry(ip).or_default().clone()
+        };
+        Turn {
+            _guard: gate.lock_owned().await,
+        }
+    }
+
+    /// An attempt for `user` from `ip`, in its turn: counted now, whatever its password.
     pub fn arrive(&self, ip: IpAddr, user: &str) -> Attempt {
         self.arrive_at(ip, user, Instant::now())
     }

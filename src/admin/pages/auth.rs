@@ -109,9 +109,9 @@ pub async fn sign_in(
 const WRONG: &str = "Wrong user name or password.";
 
 /// One password check of the page (sign-in, the current password of a change), through the
-/// throttle: counted on arrival, refused past the address's limit, slowed by the user's
-/// failures; every failure one line with user and address (fail2ban's filter is in
-/// README). `Err` holds the words for the form.
+/// throttle: in the address's turn, counted before the check, refused past the address's
+/// limit, slowed by the user's failures; every failure one line with user and address
+/// (fail2ban's filter is in README). `Err` holds the words for the form.
 async fn checked(
     state: &AdminState,
     ip: std::net::IpAddr,
@@ -121,6 +121,7 @@ async fn checked(
     what: &str,
 ) -> Result<(), String> {
     let throttle = &state.pages.throttle;
+    let turn = throttle.turn(ip).await;
     match throttle.arrive(ip, name) {
         Attempt::Refused { retry_after } => {
             tracing::warn!(target: "postern/admin", "warning: admin {what} failed for user {name:?} from {ip}: too many failed attempts from this address");
@@ -148,6 +149,7 @@ async fn checked(
         let minutes = super::throttle::WINDOW.as_secs() / 60;
         tracing::warn!(target: "postern/admin", "warning: admin sign-in refused from {ip} for {minutes} minutes after {} failed attempts", super::throttle::LIMIT);
     }
+    drop(turn);
     tokio::time::sleep(failure.delay).await;
     Err(if what == "sign-in" {
         WRONG.into()
