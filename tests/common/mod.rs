@@ -2,6 +2,7 @@
 //! that can upgrade to TLS with rustls, and helpers to read the spool from disk.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod dns;
 pub mod dnssec;
 pub mod dsn;
