@@ -35,6 +35,12 @@ pub fn settings_database_up(up: bool) {
     metrics::gauge!("postern_settings_database_up").set(f64::from(u8::from(up)));
 }
 
+/// `postern_settings_refused`: 1 while this node refuses something the shared settings
+/// database holds (a sealed row written back without the key), 0 otherwise.
+pub fn settings_refused(refused: bool) {
+    metrics::gauge!("postern_settings_refused").set(f64::from(u8::from(refused)));
+}
+
 pub fn queue_messages(n: usize) {
     metrics::gauge!("postern_queue_messages").set(n as f64);
 }
