@@ -24,13 +24,16 @@ struct Node {
     proc: Proc,
 }
 
-fn node(pg: &Postgres, name: &'static str) -> Node {
-    let dir = tempfile::tempdir().unwrap();
-    let settings = format!(
+fn settings_keys(pg: &Postgres, name: &str) -> String {
+    format!(
         "[settings]\ndatabase = \"{}\"\nkey = \"{KEY}\"\nnode = \"{name}\"\n",
         pg.url()
-    );
-    let proc = spawn_postern(dir.path(), None, &settings);
+    )
+}
+
+fn node(pg: &Postgres, name: &'static str) -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let proc = spawn_postern(dir.path(), None, &settings_keys(pg, name));
     Node { name, dir, proc }
 }
 
@@ -63,9 +66,16 @@ impl Node {
         })
     }
 
-    async fn refused_in_metrics(&self) -> bool {
-        let (_, text) = self.api(Method::GET, "/api/v1/metrics", None).await;
-        text.contains("postern_settings_refused 1")
+    /// Stop, and start again on the same data directory (so on its own copy of the settings).
+    async fn restart(self, pg: &Postgres) -> Node {
+        let (name, dir) = self.stop().await;
+        let proc = spawn_postern(dir.path(), None, &settings_keys(pg, name));
+        Node { name, dir, proc }
+    }
+
+    async fn stop(self) -> (&'static str, tempfile::TempDir) {
+        assert!(self.proc.stop().await);
+        (self.name, self.dir)
     }
 
     fn log_lines(&self, needle: &str) -> Vec<String> {
@@ -96,9 +106,11 @@ async fn attacker(pg: &Postgres, statement: &'static str, param: Option<Vec<u8>>
     .unwrap()
 }
 
-/// Wait until `node` reports the refusal in its metrics; with `kept`, fails at once when that
-/// policy row (pattern, level) is no longer in force (the node took what was put back).
-async fn until_refused(node: &Node, kept: Option<(&str, &str)>) {
+/// Wait until `node`'s metrics say it refuses something (`refused`) or no longer does; with
+/// `kept`, fails at once when that policy row (pattern, level) is no longer in force (the node
+/// took what was put back).
+async fn until_refusal(node: &Node, refused: bool, kept: Option<(&str, &str)>) {
+    let gauge = format!("postern_settings_refused {}", u8::from(refused));
     let start = Instant::now();
     loop {
         if let Some((pattern, level)) = kept
@@ -110,17 +122,48 @@ async fn until_refused(node: &Node, kept: Option<(&str, &str)>) {
                 start.elapsed()
             );
         }
-        if node.refused_in_metrics().await {
-            eprintln!("node {} refused it after {:?}", node.name, start.elapsed());
+        let (_, metrics) = node.api(Method::GET, "/api/v1/metrics", None).await;
+        if metrics.contains(&gauge) {
+            eprintln!("node {}: {gauge} after {:?}", node.name, start.elapsed());
             return;
         }
         assert!(
             start.elapsed() < Duration::from_secs(10),
-            "node {}: no refusal within 10 s",
+            "node {}: no {gauge} within 10 s",
             node.name
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Until `node` has the policy row (pattern, level) in force.
+async fn until_row(node: &Node, pattern: &str, level: &str) {
+    let start = Instant::now();
+    while !node.has_row(pattern, level).await {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "node {}: {pattern} {level} not applied",
+            node.name
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The attacker's write: `sealed` as the settings row, under a newer sequence number, and a
+/// notification to every node.
+async fn put_back(pg: &Postgres, sealed: &[u8]) {
+    attacker(
+        pg,
+        "UPDATE postern_settings_current SET seq = seq + 1, sealed = $1 RETURNING sealed",
+        Some(sealed.to_vec()),
+    )
+    .await;
+    attacker(
+        pg,
+        "SELECT ''::bytea FROM pg_notify('postern_settings', '9')",
+        None,
+    )
+    .await;
 }
 
 async fn policy_row(node: &Node, pattern: &str, level: &str) -> (StatusCode, String) {
@@ -142,27 +185,12 @@ async fn a_settings_row_written_back_is_refused_on_every_node() {
     let old = attacker(&pg, "SELECT sealed FROM postern_settings_current", None).await;
     let (status, body) = policy_row(&a, "bank.example", "encrypt").await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let start = Instant::now();
-    while !b.has_row("bank.example", "encrypt").await {
-        assert!(start.elapsed() < Duration::from_secs(5), "not applied on b");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_row(&b, "bank.example", "encrypt").await;
+    let genuine = attacker(&pg, "SELECT sealed FROM postern_settings_current", None).await;
 
-    // Put back under a newer sequence number, and tell every node.
-    attacker(
-        &pg,
-        "UPDATE postern_settings_current SET seq = seq + 1, sealed = $1 RETURNING sealed",
-        Some(old[0].clone()),
-    )
-    .await;
-    attacker(
-        &pg,
-        "SELECT ''::bytea FROM pg_notify('postern_settings', '9')",
-        None,
-    )
-    .await;
+    put_back(&pg, &old[0]).await;
     for n in [&b, &a] {
-        until_refused(n, Some(("bank.example", "encrypt"))).await;
+        until_refusal(n, true, Some(("bank.example", "encrypt"))).await;
         assert!(
             n.has_row("bank.example", "encrypt").await,
             "node {}",
@@ -198,6 +226,19 @@ async fn a_settings_row_written_back_is_refused_on_every_node() {
         "{}",
         page.body
     );
+
+    // A restart does not forget the version B held: it starts on it, and refuses again.
+    let b = b.restart(&pg).await;
+    assert!(b.has_row("bank.example", "encrypt").await);
+    until_refusal(&b, true, None).await;
+    // The database holds what the nodes hold again (restored from a backup taken before the
+    // write): the refusal ends and changes are taken again.
+    put_back(&pg, &genuine[0]).await;
+    until_refusal(&a, false, None).await;
+    until_refusal(&b, false, None).await;
+    let (status, body) = policy_row(&b, "other.example", "encrypt").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    until_row(&a, "other.example", "encrypt").await;
     assert!(a.proc.stop().await && b.proc.stop().await);
 }
 
@@ -237,7 +278,7 @@ async fn an_admin_row_written_back_does_not_bring_the_old_password_back() {
             "{}",
             page.body
         );
-        until_refused(n, None).await;
+        until_refusal(n, true, None).await;
         let lines = n.log_lines("postern_admin_users/admin");
         assert!(
             lines
@@ -254,7 +295,139 @@ async fn an_admin_row_written_back_does_not_bring_the_old_password_back() {
             page.body
         );
     }
+
+    // No admin user left that the nodes accept: a restarted node makes `admin` anew, with a
+    // generated password on its own disk, and every node takes the new row.
+    let a = a.restart(&pg).await;
+    let fresh = std::fs::read_to_string(a.dir.path().join("data/initial-admin-password"))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_ne!(fresh, generated);
+    for n in [&a, &b] {
+        until_refusal(n, false, None).await;
+        let page = n.browser().sign_in("admin", &fresh).await;
+        assert_eq!(page.status, 303, "node {}: {}", n.name, page.body);
+    }
     assert!(a.proc.stop().await && b.proc.stop().await);
+}
+
+/// As an older postern sealed it (the test holds the key): the settings row is the bare
+/// document under `settings`, and audit entries do not name the one before. Returns the head.
+fn unchain(url: &str) -> serde_json::Value {
+    let mut db = ::postgres::Client::connect(url, ::postgres::NoTls).unwrap();
+    let row = db
+        .query_one("SELECT sealed FROM postern_settings_current", &[])
+        .unwrap();
+    let head: serde_json::Value =
+        serde_json::from_slice(&sealing::open("settings-head", row.get(0))).unwrap();
+    let old = sealing::seal("settings", &serde_json::to_vec(&head["settings"]).unwrap());
+    let version = head["version"].as_u64().unwrap() as i64;
+    db.execute(
+        "UPDATE postern_settings_current SET seq = $1, sealed = $2",
+        &[&version, &old],
+    )
+    .unwrap();
+    for r in db
+        .query("SELECT seq, sealed FROM postern_settings_audit", &[])
+        .unwrap()
+    {
+        let what = format!("audit/{}", r.get::<_, i64>(0));
+        let mut entry: serde_json::Value =
+            serde_json::from_slice(&sealing::open(&what, r.get(1))).unwrap();
+        assert!(entry.as_object_mut().unwrap().remove("chain").is_some());
+        let old = sealing::seal(&what, &serde_json::to_vec(&entry).unwrap());
+        db.execute(
+            "UPDATE postern_settings_audit SET sealed = $2 WHERE seq = $1",
+            &[&r.get::<_, i64>(0), &old],
+        )
+        .unwrap();
+    }
+    head
+}
+
+#[tokio::test]
+async fn a_database_sealed_before_the_chain_is_resealed_once_and_then_protected() {
+    let Some(pg) = Postgres::start() else { return };
+    let a = node(&pg, "a");
+    let generated = std::fs::read_to_string(a.dir.path().join("data/initial-admin-password"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let (status, body) = policy_row(&a, "bank.example", "encrypt").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (name, dir) = a.stop().await;
+    let url = pg.url();
+    let head = tokio::task::spawn_blocking(move || unchain(&url))
+        .await
+        .unwrap();
+    // And the node's copy as an older postern wrote it: no head held.
+    let copy = serde_json::json!({"version": head["version"], "settings": head["settings"]});
+    let copy_path = dir.path().join("data/settings.shared-copy.json");
+    std::fs::write(&copy_path, serde_json::to_vec(&copy).unwrap()).unwrap();
+
+    let proc = spawn_postern(dir.path(), None, &settings_keys(&pg, name));
+    let a = Node { name, dir, proc };
+    let lines = a.log_lines("re-sealed in chained form");
+    assert_eq!(lines.len(), 1, "{:?}", a.proc.log.lock().unwrap());
+    eprintln!("{}", lines[0]);
+    assert!(a.has_row("bank.example", "encrypt").await);
+    let (status, audit) = a.api(Method::GET, "/api/v1/settings/audit", None).await;
+    assert_eq!(status, StatusCode::OK, "{audit}");
+    let audit: serde_json::Value = serde_json::from_str(&audit).unwrap();
+    let versions: Vec<u64> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(versions, vec![2, 1], "{audit}");
+    let page = a.browser().sign_in("admin", &generated).await;
+    assert_eq!(page.status, 303, "{}", page.body);
+
+    // From then on, what is put back is refused.
+    let old = attacker(&pg, "SELECT sealed FROM postern_settings_current", None).await;
+    let (status, body) = policy_row(&a, "bank.example", "may").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    put_back(&pg, &old[0]).await;
+    until_refusal(&a, true, Some(("bank.example", "may"))).await;
+    assert!(a.proc.stop().await);
+}
+
+/// AES-256-GCM under the test's key, as postern seals: nonce, then ciphertext and tag, with
+/// the row's name as associated data.
+mod sealing {
+    use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+
+    fn key() -> LessSafeKey {
+        let bytes: Vec<u8> = (0..32)
+            .map(|i| u8::from_str_radix(&super::KEY[2 * i..2 * i + 2], 16).unwrap())
+            .collect();
+        LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &bytes).unwrap())
+    }
+
+    pub fn open(what: &str, sealed: &[u8]) -> Vec<u8> {
+        let (nonce, data) = sealed.split_at(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).unwrap();
+        let mut data = data.to_vec();
+        key()
+            .open_in_place(nonce, Aad::from(what.as_bytes()), &mut data)
+            .unwrap()
+            .to_vec()
+    }
+
+    pub fn seal(what: &str, plain: &[u8]) -> Vec<u8> {
+        let nonce: [u8; NONCE_LEN] = rand::random();
+        let mut data = plain.to_vec();
+        key()
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(what.as_bytes()),
+                &mut data,
+            )
+            .unwrap();
+        [nonce.to_vec(), data].concat()
+    }
 }
 
 struct Page {

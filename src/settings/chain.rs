@@ -268,8 +268,10 @@ mod tests {
 
     #[test]
     fn rows_are_used_only_as_the_head_names_them() {
-        let mut links = Links::default();
-        links.generation = 7;
+        let mut links = Links {
+            generation: 7,
+            ..Links::default()
+        };
         links.rows.insert("admins/alice".into(), "a1".into());
         links.rows.insert("admins/bob".into(), "b1".into());
         links.rows.insert("certs/mx".into(), "c1".into());

@@ -366,7 +366,7 @@ impl Ctx {
         }
         let settings: Settings = serde_json::from_slice(&self.sealer.open("settings", &sealed)?)?;
         let mut head = chain::next(None, row.get::<_, i64>(0) as u64, settings);
-        let mut before = String::new();
+        let (mut before, mut chained) = (String::new(), 0);
         let audit = tx.query(
             "SELECT seq, sealed FROM postern_settings_audit ORDER BY seq",
             &[],
@@ -388,6 +388,7 @@ impl Ctx {
                 &[&seq, &resealed],
             )?;
             before = digest(&resealed);
+            chained += 1;
             if seq as u64 == head.version {
                 head.links.audit = before.clone();
             }
@@ -403,7 +404,7 @@ impl Ctx {
         let (version, rows) = (head.version, head.links.rows.len());
         self.store_head(&mut tx, head)?;
         tx.commit()?;
-        tracing::info!(target: "postern/master", "settings database: re-sealed in chained form (settings version {version}, {rows} admin-user and certificate rows, {} audit entries)", audit.len());
+        tracing::info!(target: "postern/master", "settings database: re-sealed in chained form: settings version {version}, {rows} admin-user and certificate row(s) named, {chained} audit entries chained");
         Ok(())
     }
 }
