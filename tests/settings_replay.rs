@@ -166,6 +166,27 @@ async fn put_back(pg: &Postgres, sealed: &[u8]) {
     .await;
 }
 
+/// The refusal's warning is in `node`'s log, with `what`.
+fn assert_logged(node: &Node, what: &str) {
+    let lines = node.log_lines("warning: settings database: ");
+    let line = lines
+        .iter()
+        .find(|l| l.contains(what) && l.contains(": refused ("))
+        .unwrap_or_else(|| panic!("node {}: no refusal of {what:?}: {lines:?}", node.name));
+    eprintln!("node {}: {line}", node.name);
+}
+
+/// The page at `path` says at its top what the node refuses.
+async fn assert_banner(browser: &mut Browser, path: &str) {
+    let page = browser.go("GET", path, "").await;
+    assert!(
+        page.body
+            .contains("<p class=\"error\" role=\"alert\" id=\"settings-refused\">"),
+        "{path}: {}",
+        page.body
+    );
+}
+
 async fn policy_row(node: &Node, pattern: &str, level: &str) -> (StatusCode, String) {
     let mut doc = node.settings().await;
     doc["policy"] = serde_json::json!([{"pattern": pattern, "level": level}]);
@@ -196,15 +217,7 @@ async fn a_settings_row_written_back_is_refused_on_every_node() {
             "node {}",
             n.name
         );
-        let lines = n.log_lines("refused");
-        assert!(
-            lines
-                .iter()
-                .any(|l| l.contains("warning: settings database: ") && l.contains("older than")),
-            "node {}: {lines:?}",
-            n.name
-        );
-        eprintln!("node {}: {}", n.name, lines[0]);
+        assert_logged(n, "older than");
     }
     // Changes wait, as with the database away.
     let (status, body) = policy_row(&b, "other.example", "encrypt").await;
@@ -213,19 +226,9 @@ async fn a_settings_row_written_back_is_refused_on_every_node() {
 
     // Every page says so: the signed-in admin's pages on A, and B's sign-in page.
     for path in ["/", "/policy", "/audit", "/tls", "/logs"] {
-        let page = admin.go("GET", path, "").await;
-        assert!(
-            page.body.contains("id=\"settings-refused\""),
-            "{path}: {}",
-            page.body
-        );
+        assert_banner(&mut admin, path).await;
     }
-    let page = b.browser().go("GET", "/sign-in", "").await;
-    assert!(
-        page.body.contains("id=\"settings-refused\""),
-        "{}",
-        page.body
-    );
+    assert_banner(&mut b.browser(), "/sign-in").await;
 
     // A restart does not forget the version B held: it starts on it, and refuses again.
     let b = b.restart(&pg).await;
@@ -279,21 +282,8 @@ async fn an_admin_row_written_back_does_not_bring_the_old_password_back() {
             page.body
         );
         until_refusal(n, true, None).await;
-        let lines = n.log_lines("postern_admin_users/admin");
-        assert!(
-            lines
-                .iter()
-                .any(|l| l.contains("warning: settings database: ") && l.contains("refused")),
-            "node {}: {lines:?}",
-            n.name
-        );
-        eprintln!("node {}: {}", n.name, lines[0]);
-        let page = n.browser().go("GET", "/sign-in", "").await;
-        assert!(
-            page.body.contains("id=\"settings-refused\""),
-            "{}",
-            page.body
-        );
+        assert_logged(n, "postern_admin_users/admin is not the row");
+        assert_banner(&mut n.browser(), "/sign-in").await;
     }
 
     // No admin user left that the nodes accept: a restarted node makes `admin` anew, with a
