@@ -71,7 +71,7 @@ impl Health {
                     "audit" => "the audit log is shown down to there",
                     _ => "that row is not used",
                 };
-                tracing::warn!(target: "postern/master", "warning: settings database: {why}: refused (written back without the settings key?); {then}");
+                tracing::warn!(target: "postern/master", "warning: settings database: {why}: refused (written without the settings key?); {then}");
                 refused.insert(what, why);
             }
             None if refused.remove(what).is_some() => {
