@@ -37,6 +37,7 @@ fn chrome() -> Chrome {
         user: Some("admin".into()),
         csrf: "0".repeat(64),
         database_down: None,
+        settings_refused: None,
         node: None,
     }
 }

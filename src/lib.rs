@@ -144,8 +144,9 @@ pub fn prepare(config: Config) -> anyhow::Result<Server> {
     let created = match settings.ensure_initial_admin(data, &settings::Argon2Hasher) {
         Ok(created) => created,
         // A shared database away at start: its admin users are there, not lost; sign-in
-        // waits for it (the node relays meanwhile).
-        Err(e @ settings::StoreError::Unreachable(_)) => {
+        // waits for it (the node relays meanwhile). One whose settings row this node refuses
+        // takes no write until it holds a version that follows; the node relays meanwhile.
+        Err(e @ (settings::StoreError::Unreachable(_) | settings::StoreError::Refused(_))) => {
             tracing::warn!(target: "postern/admin", "warning: admin users not checked: {e}");
             None
         }

@@ -40,6 +40,12 @@ pub fn admin_sessions(n: usize) {
     metrics::gauge!("postern_admin_sessions").set(n as f64);
 }
 
+/// `postern_settings_refused`: 1 while this node refuses something the shared settings
+/// database holds (a sealed row written back without the key), 0 otherwise.
+pub fn settings_refused(refused: bool) {
+    metrics::gauge!("postern_settings_refused").set(f64::from(u8::from(refused)));
+}
+
 pub fn queue_messages(n: usize) {
     metrics::gauge!("postern_queue_messages").set(n as f64);
 }

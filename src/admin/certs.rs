@@ -69,6 +69,12 @@ fn cert_error(e: CertError) -> ApiError {
                 | StoreOpError::NameTaken { .. }
                 | StoreOpError::InUse { .. }
                 | StoreOpError::System => StatusCode::CONFLICT,
+                // The shared database away, or its settings row refused: the store's
+                // state, not a fault here; the same answer as a settings change gets.
+                StoreOpError::Store(
+                    crate::settings::StoreError::Unreachable(_)
+                    | crate::settings::StoreError::Refused(_),
+                ) => StatusCode::SERVICE_UNAVAILABLE,
                 StoreOpError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
             };
             ApiError::new(status, e.to_string(), None)

@@ -439,9 +439,10 @@ fn replace_error(e: ReplaceError) -> ApiError {
         ReplaceError::Invalid(e) => {
             ApiError::new(StatusCode::BAD_REQUEST, e.to_string(), Some(e.field))
         }
-        ReplaceError::Store(e @ crate::settings::StoreError::Unreachable(_)) => {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), None)
-        }
+        ReplaceError::Store(
+            e @ (crate::settings::StoreError::Unreachable(_)
+            | crate::settings::StoreError::Refused(_)),
+        ) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), None),
         ReplaceError::Store(e @ crate::settings::StoreError::Conflict(_)) => {
             ApiError::new(StatusCode::CONFLICT, e.to_string(), None)
         }
@@ -528,6 +529,7 @@ async fn metrics(State(state): State<AdminState>) -> Result<Response, ApiError> 
     crate::metrics::admin_sessions(state.pages.sessions.len());
     if state.settings.is_shared() {
         crate::metrics::settings_database_up(state.settings.shared_database_down().is_none());
+        crate::metrics::settings_refused(state.settings.shared_settings_refused().is_some());
     }
     crate::metrics::damaged_segments(
         state

@@ -4,9 +4,12 @@
 mod admins;
 mod backend;
 pub mod certificates;
+mod chain;
 mod diff;
 mod document;
 pub mod nodes;
+mod pg_conn;
+mod pg_head;
 pub mod pg_tls;
 pub mod postgres;
 mod secret;
@@ -171,7 +174,7 @@ impl SettingsHandle {
         (history_keep, tls): (usize, Arc<rustls::ClientConfig>),
     ) -> Result<(SettingsHandle, Arc<postgres::Health>), StoreError> {
         let store = postgres::PgStore::new(url, sealer, (history_keep, tls.clone()), cache.clone());
-        let health = Arc::new(postgres::Health::default());
+        let health = store.health();
         let (settings, version) = match store.ensure_schema().and_then(|()| store.current()) {
             Ok(Some(current)) => current,
             Ok(None) => {
@@ -240,6 +243,12 @@ impl SettingsHandle {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// What this node refuses of what the shared settings database holds (rows written back
+    /// without the key), in one line; `None` when nothing is, and always for the embedded store.
+    pub fn shared_settings_refused(&self) -> Option<String> {
+        self.inner.shared.as_ref()?.refused()
     }
 
     /// Whether settings live in a database the nodes share.

@@ -5,16 +5,24 @@
 //! the database in the clear. A save notifies the other nodes (`NOTIFY postern_settings`);
 //! each follows with `LISTEN` and checks the version every second in case a notification
 //! was missed. A node whose database is away keeps the settings it last applied, refuses
-//! changes, and says so; it never starts on defaults.
+//! changes, and says so; it never starts on defaults. The rows hang together in a chain
+//! (`chain.rs`, `pg_head.rs`), so an old sealed row written back by somebody without the key
+//! is refused, not applied.
 
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 
 use super::certificates::StoredCert;
+use super::chain::{self, AuditRecord, Trusted};
+use super::pg_conn::connect;
+use super::pg_head::{ADMINS, CERTS, Ctx, Fail};
 use super::store::{AuditEntry, StoreError};
 use super::{AdminUser, Settings};
+
+pub use super::pg_conn::{DbThread, describe};
+pub use super::pg_head::Health;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS postern_settings_audit (
@@ -101,66 +109,10 @@ impl Sealer {
     }
 }
 
-/// One database operation, run on the connection's own thread.
-type Job = Box<dyn FnOnce(&mut Option<postgres::Client>) + Send>;
-
-/// One PostgreSQL connection on a thread of its own: the synchronous client runs its own
-/// runtime, which may not be entered from an async worker (start-up runs on one). Each call
-/// waits for its job; a failed job drops the connection, so the next one reconnects.
-pub struct DbThread {
-    url: String,
-    tls: Arc<rustls::ClientConfig>,
-    jobs: Mutex<std::sync::mpsc::Sender<Job>>,
-}
-
-impl DbThread {
-    pub fn new(url: &str, name: &str, tls: Arc<rustls::ClientConfig>) -> DbThread {
-        let (tx, rx) = std::sync::mpsc::channel::<Job>();
-        let spawned = std::thread::Builder::new()
-            .name(name.to_string())
-            .spawn(move || {
-                let mut client = None;
-                while let Ok(job) = rx.recv() {
-                    job(&mut client);
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::error!(target: "postern/master", "error: cannot start the {name} thread: {e}");
-        }
-        DbThread {
-            url: url.to_string(),
-            tls,
-            jobs: Mutex::new(tx),
-        }
-    }
-
-    /// Run `f` on the connection, connecting first if needed.
-    pub fn with<T: Send + 'static>(
-        &self,
-        f: impl FnMut(&mut postgres::Client) -> Result<T, postgres::Error> + Send + 'static,
-    ) -> Result<T, String> {
-        let (done, result) = std::sync::mpsc::sync_channel(1);
-        let (url, tls) = (self.url.clone(), self.tls.clone());
-        let job: Job = Box::new(move |slot: &mut Option<postgres::Client>| {
-            let _ = done.send(run_job(slot, (&url, &tls), f));
-        });
-        let stopped = || "the database thread has stopped".to_string();
-        self.jobs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .send(job)
-            .map_err(|_| stopped())?;
-        result.recv().map_err(|_| stopped())?
-    }
-}
-
 pub struct PgStore {
-    sealer: Arc<Sealer>,
+    ctx: Ctx,
     db: DbThread,
     history_keep: u64,
-    /// This node's copy of the settings it last applied (0600), to start on when the
-    /// database is away.
-    cache: std::path::PathBuf,
 }
 
 fn unreachable(e: impl std::fmt::Display) -> StoreError {
@@ -168,7 +120,8 @@ fn unreachable(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl PgStore {
-    /// Not connected yet: `ensure_schema` connects.
+    /// Not connected yet: `ensure_schema` connects. `cache`: this node's copy of the settings
+    /// it last applied (0600), to start on when the database is away, with the head it holds.
     pub fn new(
         url: &str,
         sealer: Sealer,
@@ -176,175 +129,143 @@ impl PgStore {
         cache: std::path::PathBuf,
     ) -> PgStore {
         PgStore {
-            sealer: Arc::new(sealer),
+            ctx: Ctx::new(sealer, cache),
             db: DbThread::new(url, "settings-db", tls),
             history_keep: history_keep.max(1) as u64,
-            cache,
         }
     }
 
-    /// Connect and create the tables if they are missing.
+    pub fn health(&self) -> Arc<Health> {
+        self.ctx.health.clone()
+    }
+
+    /// Connect, create the tables if they are missing, and re-seal a database sealed before
+    /// the chain (`Ctx::upgrade`).
     pub fn ensure_schema(&self) -> Result<(), StoreError> {
-        self.with(|c| c.batch_execute(SCHEMA))
+        self.job(|c| Ok(c.batch_execute(SCHEMA)?))?;
+        let ctx = self.ctx.clone();
+        self.job(move |c| ctx.upgrade(c))
     }
 
-    /// The settings and version stored now.
+    /// The settings and version this node holds after a look at the database: what it
+    /// stores now, unless refused (then what this node held, and the refusal is said).
     pub fn current(&self) -> Result<Option<(Settings, u64)>, StoreError> {
-        let row =
-            self.with(|c| c.query_opt("SELECT seq, sealed FROM postern_settings_current", &[]))?;
-        let Some(row) = row else { return Ok(None) };
-        let seq = row.get::<_, i64>(0) as u64;
-        let settings: Settings = self.opened_json("settings", row.get(1))?;
-        self.remember(&settings, seq);
-        Ok(Some((settings, seq)))
+        let held = self.read(|_, _, held| Ok(held.cloned()))?;
+        Ok(held.map(|t| (t.head.settings, t.head.version)))
     }
 
-    /// The copy of what this node applies, written whole and renamed into place.
-    fn remember(&self, settings: &Settings, seq: u64) {
-        let doc = serde_json::json!({ "version": seq, "settings": settings });
-        let written = serde_json::to_vec(&doc)
-            .map_err(std::io::Error::other)
-            .and_then(|b| crate::fsutil::replace_file(&self.cache, &b));
-        if let Err(e) = written {
-            tracing::warn!(target: "postern/master", "warning: {}: cannot keep the copy of the settings: {e}", self.cache.display());
-        }
-    }
-
-    /// What `remember` kept, to start on while the database is away.
+    /// What this node's copy holds, to start on while the database is away.
     pub fn remembered(&self) -> Option<(Settings, u64)> {
-        let bytes = std::fs::read(&self.cache).ok()?;
-        let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-        let settings = serde_json::from_value(v.get("settings")?.clone()).ok()?;
-        Some((settings, v.get("version")?.as_u64()?))
+        self.ctx.remembered()
     }
 
-    /// Run `f` on the connection, opening it first if needed; an error drops it, so the next
-    /// call reconnects.
-    fn with<T: Send + 'static>(
+    /// Run `f` on the connection, opening it first if needed; a connection or SQL error
+    /// drops it, so the next call reconnects.
+    fn job<T: Send + 'static>(
         &self,
-        f: impl FnMut(&mut postgres::Client) -> Result<T, postgres::Error> + Send + 'static,
+        mut f: impl FnMut(&mut postgres::Client) -> Result<T, Fail> + Send + 'static,
     ) -> Result<T, StoreError> {
-        self.db.with(f).map_err(unreachable)
+        let result = self.db.with(move |c| match f(c) {
+            Ok(v) => Ok(Ok(v)),
+            Err(Fail::Pg(e)) => Err(e),
+            Err(Fail::Store(e)) => Ok(Err(e)),
+        });
+        result.map_err(unreachable)?
     }
 
-    fn sealed_json<T: serde::Serialize>(&self, what: &str, v: &T) -> Result<Vec<u8>, StoreError> {
-        Ok(self.sealer.seal(what, &serde_json::to_vec(v)?))
-    }
-
-    fn opened_json<T: serde::de::DeserializeOwned>(
+    /// In one read-only snapshot: the head looked at (`Ctx::look`), then `f` with the head
+    /// held, which the other rows are checked against.
+    fn read<T: Send + 'static>(
         &self,
-        what: &str,
-        sealed: &[u8],
+        mut f: impl FnMut(&Ctx, &mut postgres::Transaction<'_>, Option<&Trusted>) -> Result<T, Fail>
+        + Send
+        + 'static,
     ) -> Result<T, StoreError> {
-        Ok(serde_json::from_slice(&self.sealer.open(what, sealed)?)?)
+        let ctx = self.ctx.clone();
+        self.job(move |c| {
+            let mut tx = c
+                .build_transaction()
+                .isolation_level(postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()?;
+            let held = ctx.look(&mut tx)?;
+            let out = f(&ctx, &mut tx, held.as_deref())?;
+            tx.commit()?;
+            Ok(out)
+        })
     }
 
-    /// The version stored now.
-    pub fn version(&self) -> Result<u64, StoreError> {
-        let row = self.with(|c| c.query_opt("SELECT seq FROM postern_settings_current", &[]))?;
-        Ok(row.map_or(0, |r| r.get::<_, i64>(0) as u64))
+    fn rows<T: serde::de::DeserializeOwned + Send + 'static>(
+        &self,
+        table: &'static str,
+    ) -> Result<Vec<T>, StoreError> {
+        self.read(move |ctx, tx, held| ctx.rows(tx, table, held))
     }
 
-    fn rows<T: serde::de::DeserializeOwned>(&self, table: &str) -> Result<Vec<T>, StoreError> {
-        let sql = format!("SELECT name, sealed FROM {table} ORDER BY name");
-        let rows = self.with(move |c| c.query(&sql, &[]))?;
-        rows.iter()
-            .map(|r| self.opened_json(&format!("{table}/{}", r.get::<_, String>(0)), r.get(1)))
-            .collect()
+    /// Store (`Some`) or delete a row of `table`, and a head one generation on that names it
+    /// as it is now: in one transaction, under the head's lock. False: no such row to delete.
+    fn put_row(
+        &self,
+        table: &'static str,
+        name: &str,
+        sealed: Option<Vec<u8>>,
+    ) -> Result<bool, StoreError> {
+        let ctx = self.ctx.clone();
+        let name = name.to_string();
+        self.job(move |c| {
+            let mut tx = c.transaction()?;
+            let Some(prev) = ctx.lock_head(&mut tx)? else {
+                return Err(StoreError::Db("the settings database holds no settings yet".into()).into());
+            };
+            let key = format!("{table}/{name}");
+            let mut head = chain::next(
+                Some((&prev.head, &prev.digest)),
+                prev.head.version,
+                prev.head.settings.clone(),
+            );
+            if let Some(sealed) = &sealed {
+                let sql = format!("INSERT INTO {table} (name, sealed) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET sealed = EXCLUDED.sealed");
+                tx.execute(&sql, &[&name, sealed])?;
+                head.links.rows.insert(key, chain::digest(sealed));
+            } else {
+                let sql = format!("DELETE FROM {table} WHERE name = $1");
+                if tx.execute(&sql, &[&name])? == 0 {
+                    return Ok(false);
+                }
+                head.links.rows.remove(&key);
+            }
+            let stored = ctx.store_head(&mut tx, head)?;
+            tx.commit()?;
+            ctx.adopt(stored);
+            Ok(true)
+        })
     }
 
-    fn put_row<T: serde::Serialize>(
+    fn seal_row<T: serde::Serialize>(
         &self,
         table: &str,
         name: &str,
         v: &T,
-    ) -> Result<(), StoreError> {
-        let sealed = self.sealed_json(&format!("{table}/{name}"), v)?;
-        let sql = format!(
-            "INSERT INTO {table} (name, sealed) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET sealed = EXCLUDED.sealed"
-        );
-        let name = name.to_string();
-        self.with(move |c| c.execute(&sql, &[&name, &sealed]).map(|_| ()))
+    ) -> Result<Vec<u8>, StoreError> {
+        Ok(self
+            .ctx
+            .sealer
+            .seal(&format!("{table}/{name}"), &serde_json::to_vec(v)?))
     }
-}
-
-/// On the connection's thread: connect if needed, run `f`; an error drops the connection,
-/// so the next job reconnects. A connection from before a database restart fails its first
-/// use without running anything; that job runs once more on a new connection.
-fn run_job<T>(
-    slot: &mut Option<postgres::Client>,
-    (url, tls): (&str, &Arc<rustls::ClientConfig>),
-    mut f: impl FnMut(&mut postgres::Client) -> Result<T, postgres::Error>,
-) -> Result<T, String> {
-    let fresh = slot.as_ref().is_none_or(|c| c.is_closed());
-    if fresh {
-        *slot = Some(connect(url, tls).map_err(|e| describe(&e))?);
-    }
-    let Some(client) = slot.as_mut() else {
-        return Err("not connected".into());
-    };
-    match f(client) {
-        Ok(v) => Ok(v),
-        Err(e) if !fresh && never_ran(&e) => {
-            let mut client = connect(url, tls).map_err(|e| describe(&e))?;
-            let result = f(&mut client).map_err(|e| describe(&e));
-            *slot = result.is_ok().then_some(client);
-            result
-        }
-        Err(e) => {
-            *slot = None;
-            Err(describe(&e))
-        }
-    }
-}
-
-/// The connection failed rather than the statement: the server closed it (a restart, an
-/// administrator's kill), or it broke. Every job here may run twice: reads, upserts,
-/// records with their own IDs, saves checked against the version, claims that say whose
-/// they are; so the job runs once more on a new connection. An SQL error is the answer.
-fn never_ran(e: &postgres::Error) -> bool {
-    use postgres::error::SqlState;
-    e.as_db_error().is_none()
-        || e.code().is_some_and(|c| {
-            [
-                SqlState::ADMIN_SHUTDOWN,
-                SqlState::CRASH_SHUTDOWN,
-                SqlState::CANNOT_CONNECT_NOW,
-            ]
-            .contains(c)
-        })
-}
-
-/// The server's own words (`db error` alone says nothing), with the SQLSTATE.
-pub fn describe(e: &postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
-        None => e.to_string(),
-    }
-}
-
-/// TLS, verified, unless the URL says `sslmode=disable` (a loopback or private link): a
-/// `prefer` that would fall back to plaintext is taken as `require`.
-fn connect(
-    url: &str,
-    tls: &Arc<rustls::ClientConfig>,
-) -> Result<postgres::Client, postgres::Error> {
-    use postgres::config::SslMode;
-    let mut config: postgres::Config = url.parse()?;
-    config.connect_timeout(Duration::from_secs(5));
-    if config.get_ssl_mode() == SslMode::Disable {
-        return config.connect(postgres::NoTls);
-    }
-    config.ssl_mode(SslMode::Require);
-    config.connect(super::pg_tls::Rustls(tls.clone()))
 }
 
 impl super::backend::Backend for PgStore {
+    /// The follower's look, each second and at each notification: the head, and every
+    /// admin-user and certificate row by its digest, so what is put back is refused (and
+    /// said) at once, not at its next use.
     fn newer(&self, than: u64) -> Result<Option<(Settings, u64)>, StoreError> {
-        if self.version()? <= than {
-            return Ok(None);
-        }
-        self.current()
+        self.read(move |ctx, tx, held| {
+            ctx.checked(tx, ADMINS, held, false)?;
+            ctx.checked(tx, CERTS, held, false)?;
+            Ok(held
+                .filter(|t| t.head.version > than)
+                .map(|t| (t.head.settings.clone(), t.head.version)))
+        })
     }
 
     fn save(
@@ -354,8 +275,7 @@ impl super::backend::Backend for PgStore {
         new: &Settings,
         actor: &str,
     ) -> Result<u64, StoreError> {
-        let current = self.sealed_json("settings", new)?;
-        let mut entry = AuditEntry {
+        let entry = AuditEntry {
             seq: 0,
             unix_time: crate::fsutil::unix_now(),
             actor: actor.to_string(),
@@ -363,86 +283,65 @@ impl super::backend::Backend for PgStore {
             new: new.clone(),
         };
         let keep = self.history_keep as i64;
-        let sealer = self.sealer.clone();
-        let actor = actor.to_string();
-        let saved = self.with(move |c| {
+        let ctx = self.ctx.clone();
+        let saved = self.job(move |c| {
             let mut tx = c.transaction()?;
-            // The row lock orders writers of every node.
-            let stored: Option<i64> = tx
-                .query_opt("SELECT seq FROM postern_settings_current FOR UPDATE", &[])?
-                .map(|r| r.get(0));
-            let stored = stored.unwrap_or(0) as u64;
+            // The row lock orders writers of every node; a head put back refuses the save.
+            let prev = ctx.lock_head(&mut tx)?;
+            let stored = prev.as_ref().map_or(0, |t| t.head.version);
             if expected.is_some_and(|e| e != stored) {
                 return Ok(Err(stored));
             }
             let seq = stored + 1;
-            entry.seq = seq;
-            // An AuditEntry always serialises.
-            let json = serde_json::to_vec(&entry).unwrap_or_default();
-            let audit = sealer.seal(&format!("audit/{seq}"), &json);
+            let record = AuditRecord {
+                entry: AuditEntry { seq, ..entry.clone() },
+                chain: prev.as_ref().map(|t| t.head.links.audit.clone()).unwrap_or_default(),
+            };
+            let audit = ctx.sealer.seal(&format!("audit/{seq}"), &serde_json::to_vec(&record)?);
             tx.execute(
                 "INSERT INTO postern_settings_audit (seq, unix_time, actor, sealed) VALUES ($1, $2, $3, $4)",
-                &[&(seq as i64), &(crate::fsutil::unix_now() as i64), &actor, &audit],
-            )?;
-            tx.execute(
-                "INSERT INTO postern_settings_current (id, seq, sealed) VALUES (1, $1, $2) ON CONFLICT (id) DO UPDATE SET seq = EXCLUDED.seq, sealed = EXCLUDED.sealed",
-                &[&(seq as i64), &current],
+                &[&(seq as i64), &(record.entry.unix_time as i64), &record.entry.actor, &audit],
             )?;
             tx.execute(
                 "DELETE FROM postern_settings_audit WHERE seq <= $1",
                 &[&(seq as i64 - keep)],
             )?;
-            tx.execute(&format!("NOTIFY postern_settings, '{seq}'"), &[])?;
+            let prev = prev.as_ref().map(|t| (&t.head, t.digest.as_str()));
+            let mut head = chain::next(prev, seq, entry.new.clone());
+            head.links.audit = chain::digest(&audit);
+            let stored = ctx.store_head(&mut tx, head)?;
             tx.commit()?;
+            ctx.adopt(stored);
             Ok(Ok(seq))
         })?;
-        let seq = saved.map_err(StoreError::Conflict)?;
-        self.remember(new, seq);
-        Ok(seq)
+        saved.map_err(StoreError::Conflict)
     }
 
     fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
-        let rows = self.with(move |c| {
-            c.query(
-                "SELECT seq, sealed FROM postern_settings_audit ORDER BY seq DESC LIMIT $1",
-                &[&(limit.min(i64::MAX as usize) as i64)],
-            )
-        })?;
-        rows.iter()
-            .map(|r| self.opened_json(&format!("audit/{}", r.get::<_, i64>(0)), r.get(1)))
-            .collect()
+        self.read(move |ctx, tx, held| ctx.audit(tx, held, limit))
     }
 
     fn certificates(&self) -> Result<Vec<StoredCert>, StoreError> {
-        self.rows("postern_certificates")
+        self.rows(CERTS)
     }
 
     fn put_certificate(&self, cert: &StoredCert) -> Result<(), StoreError> {
-        self.put_row("postern_certificates", &cert.name, cert)
+        let sealed = self.seal_row(CERTS, &cert.name, cert)?;
+        self.put_row(CERTS, &cert.name, Some(sealed)).map(|_| ())
     }
 
     fn delete_certificate(&self, name: &str) -> Result<bool, StoreError> {
-        let name = name.to_string();
-        let n = self.with(move |c| {
-            c.execute("DELETE FROM postern_certificates WHERE name = $1", &[&name])
-        })?;
-        Ok(n > 0)
+        self.put_row(CERTS, name, None)
     }
 
     fn admin_users(&self) -> Result<Vec<AdminUser>, StoreError> {
-        self.rows("postern_admin_users")
+        self.rows(ADMINS)
     }
 
     fn put_admin_user(&self, user: &AdminUser) -> Result<(), StoreError> {
-        self.put_row("postern_admin_users", &user.name, user)
+        let sealed = self.seal_row(ADMINS, &user.name, user)?;
+        self.put_row(ADMINS, &user.name, Some(sealed)).map(|_| ())
     }
-}
-
-/// A node's view of the shared store, for its page and metrics.
-#[derive(Debug, Default)]
-pub struct Health {
-    /// Why the database cannot be reached now; `None` while it can.
-    pub down: Mutex<Option<String>>,
 }
 
 /// Follow the other nodes' changes until `handle` is gone: `LISTEN`, and the version checked

@@ -26,6 +26,12 @@ pub enum StoreError {
         "settings database unreachable ({0}): the settings in force stay, changes are refused until it is back"
     )]
     Unreachable(String),
+    /// The shared database holds a settings row this node does not take: older than the one
+    /// it holds, or not on top of it (written back without the key).
+    #[error(
+        "settings database refused ({0}): the settings in force stay, changes are refused until the database holds a version that follows them"
+    )]
+    Refused(String),
     /// Another node stored a newer version while this change was made.
     #[error(
         "the settings changed on another node (version {0}) while this change was made: reload and make it again"

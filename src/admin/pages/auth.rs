@@ -42,6 +42,7 @@ fn sign_in_page(
             user: None,
             csrf: state.pages.sign_in.token(&nonce.value),
             database_down: state.settings.shared_database_down(),
+            settings_refused: state.settings.shared_settings_refused(),
             node: state.cluster.as_ref().map(|c| c.me().to_string()),
         },
         error,

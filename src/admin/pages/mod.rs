@@ -243,6 +243,8 @@ pub struct Chrome {
     pub csrf: String,
     /// Why the shared settings database cannot be reached, shown on every page.
     pub database_down: Option<String>,
+    /// What this node refuses of what the shared settings database holds, shown on every page.
+    pub settings_refused: Option<String>,
     /// This node's name, when it is one of several.
     pub node: Option<String>,
 }
@@ -253,6 +255,7 @@ async fn chrome(state: &AdminState, session: &Session, auth: Option<&SignedIn>) 
         user: auth.map(|a| a.user.clone()),
         csrf: csrf_token(session).await,
         database_down: state.settings.shared_database_down(),
+        settings_refused: state.settings.shared_settings_refused(),
         node: state.cluster.as_ref().map(|c| c.me().to_string()),
     }
 }
