@@ -127,7 +127,9 @@ impl SharedRecords {
     /// Make the tables if this process has not yet.
     fn ensure_schema(&self) -> Result<(), StoreError> {
         if !self.ready.load(Ordering::Relaxed) {
-            self.db.with(|c| c.batch_execute(SCHEMA)).map_err(err)?;
+            self.db
+                .with(|c| crate::settings::postgres::create_schema(c, SCHEMA))
+                .map_err(err)?;
             self.ready.store(true, Ordering::Relaxed);
         }
         Ok(())

@@ -78,7 +78,7 @@ impl Registry {
     ) -> Result<T, StoreError> {
         if !self.ready.load(Ordering::Relaxed) {
             self.db
-                .with(|c| c.batch_execute(SCHEMA))
+                .with(|c| super::postgres::create_schema(c, SCHEMA))
                 .map_err(unreachable)?;
             self.ready.store(true, Ordering::Relaxed);
         }

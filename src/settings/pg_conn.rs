@@ -128,3 +128,16 @@ pub(super) fn connect(
     config.ssl_mode(SslMode::Require);
     config.connect(super::pg_tls::Rustls(tls.clone()))
 }
+
+/// Create tables that may not exist yet, one node at a time: two nodes starting together
+/// both running `CREATE TABLE IF NOT EXISTS` can collide in PostgreSQL's catalog
+/// (`duplicate key value violates unique constraint "pg_type_typname_nsp_index"`), so the
+/// statements run in a transaction under one advisory lock every postern node takes.
+pub fn create_schema(c: &mut postgres::Client, schema: &str) -> Result<(), postgres::Error> {
+    // Any fixed number: the lock's name among postern's nodes ("pstn").
+    const SCHEMA_LOCK: i64 = 0x7073_746e;
+    let mut tx = c.transaction()?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])?;
+    tx.batch_execute(schema)?;
+    tx.commit()
+}

@@ -21,7 +21,7 @@ use super::pg_head::{ADMINS, CERTS, Ctx, Fail};
 use super::store::{AuditEntry, StoreError};
 use super::{AdminUser, Settings};
 
-pub use super::pg_conn::{DbThread, describe};
+pub use super::pg_conn::{DbThread, create_schema, describe};
 pub use super::pg_head::Health;
 
 const SCHEMA: &str = "
@@ -142,7 +142,7 @@ impl PgStore {
     /// Connect, create the tables if they are missing, and re-seal a database sealed before
     /// the chain (`Ctx::upgrade`).
     pub fn ensure_schema(&self) -> Result<(), StoreError> {
-        self.job(|c| Ok(c.batch_execute(SCHEMA)?))?;
+        self.job(|c| Ok(create_schema(c, SCHEMA)?))?;
         let ctx = self.ctx.clone();
         self.job(move |c| ctx.upgrade(c))
     }
