@@ -7,13 +7,12 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use common::page::{Browser, urlencode};
 use common::postgres::Postgres;
 use common::process::{Proc, spawn_postern};
 use hyper::{Method, StatusCode};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 const PASSWORD: &str = "replay-test-Qx7v-2Lm9";
@@ -84,10 +83,7 @@ impl Node {
     }
 
     fn browser(&self) -> Browser {
-        Browser {
-            addr: self.proc.api(),
-            cookie: None,
-        }
+        Browser::new(&self.proc)
     }
 }
 
@@ -212,7 +208,7 @@ async fn a_settings_row_written_back_is_refused_on_every_node() {
     let b = node(&pg, "b");
     // The admin signs in on A while the database is whole (the first start's password).
     let mut admin = a.browser();
-    admin.sign_in_and_choose(&a, PASSWORD).await;
+    sign_in_and_choose(&mut admin, &a, PASSWORD).await;
 
     // What the attacker keeps: the settings as sealed before the bank's row was added.
     let old = attacker(&pg, "SELECT sealed FROM postern_settings_current", None).await;
@@ -273,7 +269,7 @@ async fn an_admin_row_written_back_does_not_bring_the_old_password_back() {
         None,
     )
     .await;
-    a.browser().sign_in_and_choose(&a, PASSWORD).await;
+    sign_in_and_choose(&mut a.browser(), &a, PASSWORD).await;
 
     attacker(
         &pg,
@@ -438,111 +434,20 @@ mod sealing {
     }
 }
 
-struct Page {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-/// A browser's cookie jar for one node's admin page; one TLS connection per request.
-struct Browser {
-    addr: SocketAddr,
-    cookie: Option<String>,
-}
-
-impl Browser {
-    async fn go(&mut self, method: &str, path: &str, form: &str) -> Page {
-        postern::tls::install_provider();
-        let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
-        let config = postern::tls::unauthenticated_client_config();
-        let name = rustls_pki_types::ServerName::IpAddress(self.addr.ip().into());
-        let mut tls = tokio_rustls::TlsConnector::from(config)
-            .connect(name, tcp)
-            .await
-            .unwrap();
-        let mut req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
-            self.addr
-        );
-        if let Some(c) = &self.cookie {
-            req.push_str(&format!("Cookie: {c}\r\n"));
-        }
-        if method == "POST" {
-            req.push_str("Content-Type: application/x-www-form-urlencoded\r\n");
-            req.push_str(&format!("Content-Length: {}\r\n", form.len()));
-        }
-        req.push_str("\r\n");
-        req.push_str(form);
-        tls.write_all(req.as_bytes()).await.unwrap();
-        let mut raw = Vec::new();
-        let _ = tls.read_to_end(&mut raw).await;
-        let text = String::from_utf8_lossy(&raw).into_owned();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        let mut lines = head.lines();
-        let status = lines
-            .next()
-            .unwrap()
-            .split(' ')
-            .nth(1)
-            .unwrap()
-            .parse()
-            .unwrap();
-        let headers: Vec<(String, String)> = lines
-            .filter_map(|l| l.split_once(": "))
-            .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
-            .collect();
-        for (_, v) in headers.iter().filter(|(k, _)| k == "set-cookie") {
-            if v.starts_with("postern_session=") {
-                self.cookie = v.split(';').next().map(str::to_string);
-            }
-        }
-        Page {
-            status,
-            headers,
-            body: body.to_string(),
-        }
-    }
-
-    async fn csrf(&mut self, path: &str) -> String {
-        let page = self.go("GET", path, "").await;
-        page.body
-            .split("name=\"csrf\" value=\"")
-            .nth(1)
-            .and_then(|r| r.split('"').next())
-            .unwrap_or_else(|| panic!("no csrf field on {path}: {}", page.body))
-            .to_string()
-    }
-
-    async fn sign_in(&mut self, user: &str, password: &str) -> Page {
-        let csrf = self.csrf("/sign-in").await;
-        let form = format!("csrf={csrf}&user={user}&password={}", urlencode(password));
-        self.go("POST", "/sign-in", &form).await
-    }
-
-    /// The first sign-in on `node` (which made the admin user) and the new password it asks for.
-    async fn sign_in_and_choose(&mut self, node: &Node, new: &str) {
-        let generated =
-            std::fs::read_to_string(node.dir.path().join("data/initial-admin-password")).unwrap();
-        let generated = generated.trim();
-        let page = self.sign_in("admin", generated).await;
-        assert_eq!(page.status, 303, "{}", page.body);
-        let csrf = self.csrf("/password").await;
-        let form = format!(
-            "csrf={csrf}&current={}&new={}&confirm={}",
-            urlencode(generated),
-            urlencode(new),
-            urlencode(new)
-        );
-        let page = self.go("POST", "/password", &form).await;
-        assert_eq!(page.status, 303, "{}", page.body);
-    }
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+/// The first sign-in on `node` (which made the admin user) and the new password it asks for.
+async fn sign_in_and_choose(browser: &mut Browser, node: &Node, new: &str) {
+    let generated =
+        std::fs::read_to_string(node.dir.path().join("data/initial-admin-password")).unwrap();
+    let generated = generated.trim();
+    let page = browser.sign_in("admin", generated).await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    let csrf = browser.csrf("/password").await;
+    let form = format!(
+        "csrf={csrf}&current={}&new={}&confirm={}",
+        urlencode(generated),
+        urlencode(new),
+        urlencode(new)
+    );
+    let page = browser.go("POST", "/password", &form).await;
+    assert_eq!(page.status, 303, "{}", page.body);
 }
