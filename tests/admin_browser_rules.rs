@@ -163,7 +163,7 @@ async fn a_rule_without_a_condition_asks_with_what_it_reaches_in_chromium() {
     arrived(&c, "#rule-error").await;
     assert_eq!(
         text_of(&c, "#rule-error").await,
-        "A rule needs a condition: choose a list for at least one of the four conditions, or tick “Every recipient” to apply it to all mail of its direction (you are shown what that reaches before it is saved)."
+        "A rule needs a condition: choose a list for at least one of the four conditions, or tick “No condition: every recipient” to apply it to all mail of its direction (you are shown what that reaches before it is saved)."
     );
     no_settings_path(&c, "main").await;
     assert_eq!(
@@ -179,6 +179,7 @@ async fn a_rule_without_a_condition_asks_with_what_it_reaches_in_chromium() {
         .click()
         .await
         .unwrap();
+    check_page_at(&c, "rules-every-recipient-ticked", Some("every_recipient")).await;
     submit_form(&c, "form[action^='/rules/save']").await;
     arrived(&c, "#confirm-every").await;
     assert_eq!(

@@ -376,15 +376,15 @@ fn rule_words(e: &ApiError, rule: Option<&MessageRule>) -> String {
     let said = text(e);
     let label = match leaf {
         Some("every_recipient") if rule.is_some_and(MessageRule::has_condition) => {
-            return "“Every recipient” is ticked and conditions are chosen: untick it to apply \
-                    the rule only where the conditions hold, or set each condition to \
-                    “(no condition)”."
+            return "“No condition: every recipient” is ticked and conditions are chosen: \
+                    untick it to apply the rule only where the conditions hold, or set each \
+                    condition to “(no condition)”."
                 .into();
         }
         Some("every_recipient") => {
             return "A rule needs a condition: choose a list for at least one of the four \
-                    conditions, or tick “Every recipient” to apply it to all mail of its \
-                    direction (you are shown what that reaches before it is saved)."
+                    conditions, or tick “No condition: every recipient” to apply it to all \
+                    mail of its direction (you are shown what that reaches before it is saved)."
                 .into();
         }
         Some("name") => "Name",
@@ -505,23 +505,28 @@ pub async fn save_list(
     }
     let (name, domains) = (form.name.clone(), form.domains.clone());
     finish(&state, &session, &auth, change, notice, move |page, e| {
-        // `rule_data[i].domains[k]` is line `lines[k]` of the box.
-        let line = e
-            .field
-            .as_deref()
-            .and_then(|f| f.split_once("domains["))
-            .and_then(|(_, r)| r.split(']').next())
-            .and_then(|k| k.parse::<usize>().ok())
-            .and_then(|k| lines.get(k));
-        let about_name = e.field.as_deref().is_some_and(|f| f.ends_with("].name"));
-        page.list_error = Some(match line {
-            Some((n, _)) => format!("line {n}: {}", text(e)),
-            None if about_name => format!("Name: {}", text(e)),
-            None => text(e),
-        });
+        page.list_error = Some(list_words(e, &lines));
         page.list_form_name = name;
         page.list_form_domains = domains;
         page.error = Some("List not saved: see the message under its box.".into());
     })
     .await
+}
+
+/// The validator's message about a list, said by the line of the box or the name it is about
+/// (`rule_data[i].domains[k]` is line `lines[k]` of the box).
+fn list_words(e: &ApiError, lines: &[(usize, String)]) -> String {
+    let line = e
+        .field
+        .as_deref()
+        .and_then(|f| f.split_once("domains["))
+        .and_then(|(_, r)| r.split(']').next())
+        .and_then(|k| k.parse::<usize>().ok())
+        .and_then(|k| lines.get(k));
+    let about_name = e.field.as_deref().is_some_and(|f| f.ends_with("].name"));
+    match line {
+        Some((n, _)) => format!("line {n}: {}", text(e)),
+        None if about_name => format!("Name: {}", text(e)),
+        None => text(e),
+    }
 }
