@@ -162,10 +162,15 @@ async fn base(state: &AdminState, session: &Session, auth: &SignedIn) -> RulesPa
                 name: l.name.clone(),
                 domains: l.domains.join("\n"),
                 count: l.domains.len(),
-                used_by: rules_using(&s.rules, &l.name)
-                    .iter()
-                    .map(|(r, _)| r.name.clone())
-                    .collect(),
+                used_by: {
+                    // A rule naming the list in two conditions is one user of it.
+                    let mut names: Vec<String> = rules_using(&s.rules, &l.name)
+                        .iter()
+                        .map(|(r, _)| r.name.clone())
+                        .collect();
+                    names.dedup();
+                    names
+                },
             })
             .collect(),
         list_names: s.rule_data.iter().map(|l| l.name.clone()).collect(),
