@@ -38,6 +38,7 @@ fn settings() -> Snapshot {
             recipient_not_matches: None,
             sender_matches: None,
             sender_not_matches: None,
+            every_recipient: false,
             tls_level: RuleTls::Require,
         });
     }

@@ -142,8 +142,10 @@ async fn lists_rules_restore_logs_and_dashboard_through_the_api() {
         ("require partners", Some("partners"), "require"),
     ] {
         let mut rule = json!({"name": name, "direction": "outbound", "tls_level": level});
-        if let Some(l) = rcpt {
-            rule["recipient_matches"] = json!(l);
+        match rcpt {
+            Some(l) => rule["recipient_matches"] = json!(l),
+            // Without a condition, every recipient is chosen explicitly (issue 28).
+            None => rule["every_recipient"] = json!(true),
         }
         let (status, e) = s.api_json(Method::POST, "/api/v1/rules", Some(&rule)).await;
         assert_eq!(status, StatusCode::OK, "{e}");

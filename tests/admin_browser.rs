@@ -428,9 +428,21 @@ async fn relay_rules_queue_logs_and_audit_in_chromium() {
         fill(&c, "rule_name", name).await;
         if !list.is_empty() {
             choose(&c, "recipient_matches", list).await;
+        } else {
+            // No condition: every recipient, chosen and confirmed (issue 28).
+            c.find(Locator::Id("every_recipient"))
+                .await
+                .unwrap()
+                .click()
+                .await
+                .unwrap();
         }
         choose(&c, "tls_level", level).await;
         submit_form(&c, "form[action^='/rules/save']").await;
+        if list.is_empty() {
+            arrived(&c, "#confirm-every").await;
+            click(&c, "#confirm-every").await;
+        }
         arrived(&c, "p.ok").await;
     }
     assert!(

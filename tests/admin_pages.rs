@@ -66,6 +66,7 @@ async fn first_sign_in_forces_a_new_password_and_csrf_guards_every_form() {
         ("POST", "/tls"),
         ("GET", "/certificates"),
         ("POST", "/certificates"),
+        ("GET", "/certificates/delete"),
         ("POST", "/certificates/delete"),
         ("GET", "/explain"),
         ("GET", "/policy"),
@@ -334,7 +335,7 @@ async fn tls_page_saves_through_the_same_checks_and_applies_to_the_next_session(
         .await;
     assert_eq!(page.status, 409);
     assert!(
-        page.body.contains("Not deleted: certificate &#34;gateway-mx-2026&#34; is in use: bound to inbound.certificate (SMTP TLS)"),
+        page.body.contains("Not deleted: gateway-mx-2026 is in use (SMTP TLS): bind another certificate there first"),
         "{}",
         page.body
     );

@@ -14,6 +14,7 @@ pub mod m365;
 pub mod pages;
 pub mod policy;
 pub mod queue;
+pub mod reach;
 pub mod sections;
 
 pub use listener::run;

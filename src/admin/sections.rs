@@ -18,6 +18,10 @@ pub trait Section: Clone + Serialize + DeserializeOwned + Send + Sync + 'static 
     const WHAT: &'static str;
     fn list(doc: &mut SettingsDoc) -> &mut Vec<Self>;
     fn key(&self) -> String;
+    /// What else in `doc` uses the item `key`, in words: its delete is refused while any does.
+    fn used_by(_doc: &SettingsDoc, _key: &str) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 fn normal(key: &str) -> String {
@@ -52,6 +56,34 @@ impl Section for RuleData {
     fn key(&self) -> String {
         self.name.trim().to_string()
     }
+    fn used_by(doc: &SettingsDoc, key: &str) -> Vec<String> {
+        rules_using(&doc.rules, key)
+            .into_iter()
+            .map(|(rule, condition)| format!("rule {:?} ({condition})", rule.name))
+            .collect()
+    }
+}
+
+/// The rules whose conditions name the rule data list `list`, each with the condition that
+/// does: a list they use cannot go (the rule would name nothing).
+pub fn rules_using<'a>(
+    rules: &'a [MessageRule],
+    list: &str,
+) -> Vec<(&'a MessageRule, &'static str)> {
+    let mut out = Vec::new();
+    for rule in rules {
+        for (condition, named) in [
+            ("recipient matches", &rule.recipient_matches),
+            ("recipient does not match", &rule.recipient_not_matches),
+            ("sender matches", &rule.sender_matches),
+            ("sender does not match", &rule.sender_not_matches),
+        ] {
+            if named.as_deref().map(str::trim) == Some(list.trim()) {
+                out.push((rule, condition));
+            }
+        }
+    }
+    out
 }
 
 impl Section for MessageRule {
@@ -98,6 +130,9 @@ fn position<T: Section>(list: &[T], key: &str) -> Result<usize, ApiError> {
 }
 
 fn edit<T: Section>(doc: &mut SettingsDoc, change: ListChange<T>) -> Result<(), ApiError> {
+    if let ListChange::Delete(key) = &change {
+        refuse_in_use::<T>(doc, key)?;
+    }
     let list = T::list(doc);
     match change {
         // Duplicates are the validator's to refuse, as for every other change.
@@ -121,6 +156,27 @@ fn edit<T: Section>(doc: &mut SettingsDoc, change: ListChange<T>) -> Result<(), 
     Ok(())
 }
 
+/// A delete of an item something else uses is refused, naming what (409: the settings'
+/// state, not the request, is in the way).
+fn refuse_in_use<T: Section>(doc: &mut SettingsDoc, key: &str) -> Result<(), ApiError> {
+    let i = position(T::list(doc), key)?;
+    let key = T::list(doc)[i].key();
+    let users = T::used_by(doc, &key);
+    if users.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::CONFLICT,
+        format!(
+            "{} {key:?} is in use by {}: change or delete {} first",
+            T::WHAT,
+            users.join(", "),
+            if users.len() == 1 { "it" } else { "them" }
+        ),
+        None,
+    ))
+}
+
 /// Make `change`, audited as `actor`: the API's and the pages' one path for these lists.
 pub(crate) async fn change_list<T: Section>(
     state: &AdminState,
@@ -133,6 +189,22 @@ pub(crate) async fn change_list<T: Section>(
         Ok(doc)
     })
     .await
+}
+
+/// Validate `change` as `change_list` would make it, and make nothing: what a page checks
+/// before it asks the admin to confirm.
+pub(crate) async fn check_list<T: Section>(
+    state: &AdminState,
+    actor: String,
+    change: ListChange<T>,
+) -> Result<(), ApiError> {
+    apply_settings(state, actor, Apply::No, move |current| {
+        let mut doc = current.to_doc();
+        edit(&mut doc, change)?;
+        Ok(doc)
+    })
+    .await
+    .map(|_| ())
 }
 
 /// The list as the document shows it after the change (no secret: the document has none).
@@ -205,6 +277,7 @@ mod tests {
             recipient_not_matches: None,
             sender_matches: None,
             sender_not_matches: None,
+            every_recipient: true,
             tls_level: RuleTls::Require,
         }
     }
@@ -245,5 +318,35 @@ mod tests {
         assert_eq!(names, ["a", "c", "b"], "nor the last lower");
         let e = edit::<MessageRule>(&mut doc, ListChange::Delete("zz".into())).unwrap_err();
         assert_eq!(e.error, "no message rule \"zz\"");
+    }
+
+    #[test]
+    fn a_list_in_use_is_not_deleted_and_its_rules_are_named() {
+        let mut doc = SettingsDoc::default();
+        let list = |name: &str| RuleData {
+            name: name.into(),
+            domains: vec!["partner.example".into()],
+        };
+        edit(&mut doc, ListChange::Add(list("partners"))).unwrap();
+        edit(&mut doc, ListChange::Add(list("spare"))).unwrap();
+        for (name, condition) in [("a", 0), ("b", 3)] {
+            let mut r = rule(name);
+            let slot = [
+                &mut r.recipient_matches,
+                &mut r.recipient_not_matches,
+                &mut r.sender_matches,
+                &mut r.sender_not_matches,
+            ];
+            *slot.into_iter().nth(condition).unwrap() = Some("partners".into());
+            edit(&mut doc, ListChange::Add(r)).unwrap();
+        }
+        let e = edit::<RuleData>(&mut doc, ListChange::Delete("partners".into())).unwrap_err();
+        assert_eq!(
+            e.error,
+            "rule data list \"partners\" is in use by rule \"a\" (recipient matches), rule \"b\" (sender does not match): change or delete them first"
+        );
+        assert_eq!(doc.rule_data.len(), 2, "nothing deleted");
+        edit::<RuleData>(&mut doc, ListChange::Delete("spare".into())).unwrap();
+        assert_eq!(doc.rule_data.len(), 1);
     }
 }

@@ -139,7 +139,7 @@ pub struct RuleLevel {
 /// The first message rule whose conditions hold for this sender and recipient (evaluated at
 /// receipt). Direction: inbound when the recipient is in one of our relay domains.
 pub fn rule_for(snapshot: &Snapshot, sender: &str, recipient: &str) -> Option<RuleLevel> {
-    use crate::settings::{Direction, RuleTls};
+    use crate::settings::RuleTls;
     let domain_of = |a: &str| {
         a.rsplit_once('@')
             .map_or(a, |(_, d)| d)
@@ -153,12 +153,7 @@ pub fn rule_for(snapshot: &Snapshot, sender: &str, recipient: &str) -> Option<Ru
         |list: Option<u16>, of: &[u16], want: bool| list.is_none_or(|id| of.contains(&id) == want);
     snapshot.compiled_rules().iter().find_map(|c| {
         let rule = &snapshot.settings.rules[c.index];
-        let direction_ok = match rule.direction {
-            Direction::Any => true,
-            Direction::Inbound => inbound,
-            Direction::Outbound => !inbound,
-        };
-        let matches = direction_ok
+        let matches = rule.direction.covers(inbound)
             && holds(c.recipient_in, &rcpt_lists, true)
             && holds(c.recipient_not_in, &rcpt_lists, false)
             && holds(c.sender_in, &sender_lists, true)
@@ -791,6 +786,7 @@ mod tests {
             recipient_not_matches: None,
             sender_matches: None,
             sender_not_matches: None,
+            every_recipient: false,
             tls_level: tls,
         };
         s.rules

@@ -132,6 +132,7 @@ mod tests {
             recipient_not_matches: not.map(str::to_string),
             sender_matches: None,
             sender_not_matches: None,
+            every_recipient: rcpt.is_none() && not.is_none(),
             tls_level: level,
         }
     }

@@ -52,24 +52,67 @@ pub enum StoreOpError {
     Store(#[from] StoreError),
 }
 
-/// Where `name` is bound in `settings`, as the settings document names the fields.
-pub fn bound_at(settings: &Settings, name: &str) -> Vec<String> {
+/// One place a certificate is bound.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Binding {
+    /// `inbound.certificate`: served to SMTP clients for STARTTLS.
+    Inbound,
+    /// `admin.certificate`: served by the admin listener.
+    Admin,
+    /// `relay_domains[index].client_certificate`: presented to that domain's next hop.
+    RelayClient { index: usize, domain: String },
+}
+
+impl Binding {
+    /// The field of the settings document, for the API and the CLI.
+    pub fn field(&self) -> String {
+        match self {
+            Binding::Inbound => "inbound.certificate".into(),
+            Binding::Admin => "admin.certificate".into(),
+            Binding::RelayClient { index, .. } => {
+                format!("relay_domains[{index}].client_certificate")
+            }
+        }
+    }
+
+    /// What it is for, in the admin's words.
+    pub fn words(&self) -> String {
+        match self {
+            Binding::Inbound => "SMTP TLS".into(),
+            Binding::Admin => "admin listener".into(),
+            Binding::RelayClient { domain, .. } => {
+                format!("client certificate towards {domain}")
+            }
+        }
+    }
+}
+
+/// Where `name` is bound in `settings`.
+pub fn bindings(settings: &Settings, name: &str) -> Vec<Binding> {
     let mut out = Vec::new();
     if settings.inbound.certificate.as_deref() == Some(name) {
-        out.push("inbound.certificate (SMTP TLS)".to_string());
+        out.push(Binding::Inbound);
     }
     if settings.admin.certificate.as_deref() == Some(name) {
-        out.push("admin.certificate (admin listener)".to_string());
+        out.push(Binding::Admin);
     }
-    for (i, d) in settings.relay_domains.iter().enumerate() {
+    for (index, d) in settings.relay_domains.iter().enumerate() {
         if d.client_certificate.as_deref() == Some(name) {
-            out.push(format!(
-                "relay_domains[{i}].client_certificate (client certificate towards {})",
-                d.domain
-            ));
+            out.push(Binding::RelayClient {
+                index,
+                domain: d.domain.clone(),
+            });
         }
     }
     out
+}
+
+/// Where `name` is bound in `settings`, as the settings document names the fields.
+pub fn bound_at(settings: &Settings, name: &str) -> Vec<String> {
+    bindings(settings, name)
+        .iter()
+        .map(|b| format!("{} ({})", b.field(), b.words()))
+        .collect()
 }
 
 /// Hermes' binding rules for SMTP TLS (its internals document: errors 1-3), decided by the

@@ -146,6 +146,7 @@ mod tests {
             recipient_not_matches: None,
             sender_matches: None,
             sender_not_matches: None,
+            every_recipient: true,
             tls_level: RuleTls::Require,
         }
     }

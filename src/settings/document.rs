@@ -171,6 +171,18 @@ pub enum Direction {
     Outbound,
 }
 
+impl Direction {
+    /// Whether a rule of this direction looks at a recipient that is (`inbound`) or is not in
+    /// one of our relay domains.
+    pub fn covers(self, inbound: bool) -> bool {
+        match self {
+            Direction::Any => true,
+            Direction::Inbound => inbound,
+            Direction::Outbound => !inbound,
+        }
+    }
+}
+
 /// The action of a message rule: the `x-TLSLevel` it stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -197,7 +209,39 @@ pub struct MessageRule {
     pub sender_matches: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sender_not_matches: Option<String>,
+    /// The admin's explicit choice of a rule without conditions: it applies to every
+    /// recipient of its direction. A rule needs a condition or this (issue 28: a rule saved
+    /// without a condition used to require TLS for all outbound mail, unasked).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub every_recipient: bool,
     pub tls_level: RuleTls,
+}
+
+impl MessageRule {
+    /// Whether any of the four conditions is set.
+    pub fn has_condition(&self) -> bool {
+        [
+            &self.recipient_matches,
+            &self.recipient_not_matches,
+            &self.sender_matches,
+            &self.sender_not_matches,
+        ]
+        .iter()
+        .any(|c| c.is_some())
+    }
+}
+
+/// Stored rules from before `every_recipient` existed: a rule without conditions applied to
+/// every recipient then, so it is read as having chosen that, and keeps applying (and later
+/// changes of other sections still validate).
+fn stored_rules<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<MessageRule>, D::Error> {
+    let mut rules = Vec::<MessageRule>::deserialize(d)?;
+    for r in &mut rules {
+        if !r.has_condition() {
+            r.every_recipient = true;
+        }
+    }
+    Ok(rules)
 }
 
 /// A domain we accept mail for from anyone, and where it goes next.
@@ -346,7 +390,7 @@ pub struct Settings {
     pub policy: Vec<PolicyRow>,
     #[serde(default)]
     pub rule_data: Vec<RuleData>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "stored_rules")]
     pub rules: Vec<MessageRule>,
     #[serde(default)]
     pub m365: M365Settings,

@@ -1,9 +1,10 @@
 //! System Certificates (Hermes' page): the list with where each is used, import with every
-//! check of the certificate store shown under the field it concerns, delete refused where
-//! bound. The same `Certs` calls as `/api/v1/certificates`.
+//! check of the certificate store shown under the field it concerns, delete asked first and
+//! refused where bound (the confirmation names the bindings). The same `Certs` calls as
+//! `/api/v1/certificates`.
 
 use askama::Template;
-use axum::extract::{Form, State};
+use axum::extract::{Form, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
@@ -13,6 +14,7 @@ use super::{Chrome, SignedIn, check_csrf, chrome, render};
 use crate::admin::AdminState;
 use crate::certs::{CertError, ImportRequest};
 use crate::settings::Secret;
+use crate::settings::certificates::Binding;
 
 /// A row of the list.
 struct Row {
@@ -52,6 +54,16 @@ struct CertificatesPage {
     form_chain: String,
     form_acme: String,
     acme_dir: String,
+    confirm_delete: Option<ConfirmDelete>,
+}
+
+/// The delete waiting for its confirmation: the certificate and what uses it.
+struct ConfirmDelete {
+    name: String,
+    subject: String,
+    not_after: String,
+    /// (what it is for, the page where another can be bound)
+    bound: Vec<(String, Option<String>)>,
 }
 
 /// What the page shows besides the list.
@@ -65,6 +77,7 @@ struct Shown {
     form_cert: String,
     form_chain: String,
     form_acme: String,
+    confirm_delete: Option<ConfirmDelete>,
 }
 
 async fn rows(state: &AdminState) -> Vec<Row> {
@@ -103,6 +116,7 @@ async fn show(
         form_chain: shown.form_chain,
         form_acme: shown.form_acme,
         acme_dir: state.certs.acme_dir().display().to_string(),
+        confirm_delete: shown.confirm_delete,
     };
     (status, render(page)).into_response()
 }
@@ -230,6 +244,55 @@ pub async fn import(
 }
 
 #[derive(Deserialize)]
+pub struct DeleteQuery {
+    #[serde(default)]
+    name: String,
+}
+
+/// Delete asks first, and says what binds the certificate: bound, it cannot go, and the
+/// confirmation says where to bind another instead of offering the delete.
+pub async fn confirm_delete(
+    State(state): State<AdminState>,
+    session: Session,
+    axum::Extension(auth): axum::Extension<SignedIn>,
+    Query(q): Query<DeleteQuery>,
+) -> Response {
+    let listed = crate::admin::certs::listed(&state)
+        .await
+        .unwrap_or_default();
+    let mut shown = Shown::default();
+    match listed.into_iter().find(|c| c.name == q.name && !c.system) {
+        Some(c) => {
+            let settings = &state.settings.current().settings;
+            let bound = crate::settings::certificates::bindings(settings, &c.name)
+                .into_iter()
+                .map(|b| {
+                    let fix = match &b {
+                        Binding::Inbound => Some("/tls".to_string()),
+                        Binding::Admin => None,
+                        Binding::RelayClient { domain, .. } => Some(format!(
+                            "/relay?{}#domain-form",
+                            form_urlencoded::Serializer::new(String::new())
+                                .append_pair("edit", domain)
+                                .finish()
+                        )),
+                    };
+                    (b.words(), fix)
+                })
+                .collect();
+            shown.confirm_delete = Some(ConfirmDelete {
+                name: c.name,
+                subject: c.facts.subject,
+                not_after: c.facts.not_after,
+                bound,
+            });
+        }
+        None => shown.error = Some(format!("No certificate {:?} to delete.", q.name)),
+    }
+    show(&state, &session, &auth, shown, StatusCode::OK).await
+}
+
+#[derive(Deserialize)]
 pub struct DeleteForm {
     #[serde(default)]
     csrf: String,
@@ -257,7 +320,20 @@ pub async fn delete(
         }
         Ok(Err(e)) => {
             let why = match e {
-                CertError::Invalid { field, error } => format!("{field}: {error}"),
+                CertError::Invalid { error, .. } => error,
+                // Said by what the bindings are for, not by their settings paths.
+                CertError::Store(crate::certs::StoreOpError::InUse { name, .. }) => {
+                    let settings = &state.settings.current().settings;
+                    let bound: Vec<String> =
+                        crate::settings::certificates::bindings(settings, &name)
+                            .iter()
+                            .map(Binding::words)
+                            .collect();
+                    format!(
+                        "{name} is in use ({}): bind another certificate there first",
+                        bound.join("; ")
+                    )
+                }
                 CertError::Store(e) => e.to_string(),
             };
             let shown = Shown {

@@ -15,6 +15,7 @@ pub mod policy;
 mod queue;
 mod relay;
 mod rules;
+mod rules_confirm;
 pub mod sessions;
 mod sign_in_token;
 mod throttle;
@@ -130,7 +131,10 @@ pub fn router(state: AdminState) -> Router {
             "/certificates",
             get(certificates::page).post(certificates::import),
         )
-        .route("/certificates/delete", post(certificates::delete))
+        .route(
+            "/certificates/delete",
+            get(certificates::confirm_delete).post(certificates::delete),
+        )
         .route("/policy", get(policy::page))
         .route("/policy/add", post(policy::save))
         .route("/policy/edit", post(policy::save))

@@ -75,6 +75,10 @@ struct RelayPage {
     errors: DomainErrors,
     has_password: bool,
     confirm_delete: Option<String>,
+    /// The domain waiting for its delete has credentials: its managed row goes with it.
+    delete_drops_row: bool,
+    /// The SMTP AUTH user waiting for its delete.
+    confirm_user_delete: Option<String>,
     certificates: Vec<String>,
     networks: String,
     networks_error: Option<String>,
@@ -88,6 +92,8 @@ pub struct RelayQuery {
     edit: Option<String>,
     #[serde(default)]
     delete: Option<String>,
+    #[serde(default)]
+    delete_user: Option<String>,
     #[serde(default)]
     saved: Option<String>,
 }
@@ -151,6 +157,8 @@ async fn base(state: &AdminState, session: &Session, auth: &SignedIn) -> RelayPa
         errors: DomainErrors::default(),
         has_password: false,
         confirm_delete: None,
+        delete_drops_row: false,
+        confirm_user_delete: None,
         certificates,
         networks: s
             .trusted_networks
@@ -193,6 +201,19 @@ pub async fn page(
         page.form = form_of(d);
     }
     page.confirm_delete = find(&q.delete).map(|d| d.domain.clone());
+    page.delete_drops_row = find(&q.delete).is_some_and(|d| d.auth.is_some());
+    // Delete asks first for a user too: clients signing in as it lose relaying.
+    if let Some(name) = &q.delete_user {
+        match snapshot
+            .settings
+            .smtp_auth_users
+            .iter()
+            .find(|u| &u.username == name)
+        {
+            Some(u) => page.confirm_user_delete = Some(u.username.clone()),
+            None => page.user_error = Some(format!("No SMTP AUTH user {name:?} to delete.")),
+        }
+    }
     // Saved with credentials: the row it manages, to follow.
     page.managed_row = find(&q.saved)
         .filter(|d| d.auth.is_some())

@@ -1,8 +1,10 @@
 //! Message Rules and Rule Data (the "Email Security" reference): named domain lists edited
 //! one domain per line; ordered rules, each with its direction, recipient and sender
 //! conditions and its action (`x-TLSLevel: Require` or `Try`), moved up and down; a warning
-//! where two rules can both match one recipient with different levels. The same
-//! `admin::sections` functions as the API.
+//! where two rules can both match one recipient with different levels. A rule needs a
+//! condition, or "every recipient" ticked and confirmed with what it reaches
+//! (`rules_confirm`); every delete asks first and says what depends on the thing (the rules
+//! that use a list). The same `admin::sections` functions as the API.
 
 use askama::Template;
 use axum::extract::{Form, Query, State};
@@ -12,7 +14,7 @@ use serde::Deserialize;
 use tower_sessions::Session;
 
 use super::{Chrome, SignedIn, check_csrf, chrome, render};
-use crate::admin::sections::{ListChange, Section, change_list};
+use crate::admin::sections::{ListChange, Section, change_list, rules_using};
 use crate::admin::{AdminState, ApiError};
 use crate::settings::{Direction, MessageRule, RuleData, RuleTls};
 
@@ -20,37 +22,53 @@ struct ListView {
     name: String,
     domains: String,
     count: usize,
+    /// The names of the rules that use it.
+    used_by: Vec<String>,
 }
 
-struct RuleView {
+/// A list's delete waiting for its confirmation; refused while rules use it.
+struct ListDelete {
     name: String,
-    direction: &'static str,
-    conditions: Vec<String>,
-    action: &'static str,
-    first: bool,
-    last: bool,
+    count: usize,
+    /// (rule, the condition that names the list)
+    used_by: Vec<(String, &'static str)>,
+}
+
+pub(super) struct RuleView {
+    pub(super) name: String,
+    pub(super) direction: &'static str,
+    pub(super) conditions: Vec<String>,
+    pub(super) action: &'static str,
+    pub(super) first: bool,
+    pub(super) last: bool,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
 pub struct RuleForm {
     #[serde(default)]
-    csrf: String,
+    pub(super) csrf: String,
     #[serde(default)]
-    original: String,
+    pub(super) original: String,
     #[serde(default)]
-    name: String,
+    pub(super) name: String,
     #[serde(default)]
-    direction: String,
+    pub(super) direction: String,
     #[serde(default)]
-    recipient_matches: String,
+    pub(super) recipient_matches: String,
     #[serde(default)]
-    recipient_not_matches: String,
+    pub(super) recipient_not_matches: String,
     #[serde(default)]
-    sender_matches: String,
+    pub(super) sender_matches: String,
     #[serde(default)]
-    sender_not_matches: String,
+    pub(super) sender_not_matches: String,
+    /// The "every recipient" box: a rule without conditions, chosen.
     #[serde(default)]
-    tls_level: String,
+    pub(super) every_recipient: Option<String>,
+    #[serde(default)]
+    pub(super) tls_level: String,
+    /// `yes` once the admin has seen what an every-recipient rule reaches.
+    #[serde(default)]
+    pub(super) confirmed: String,
 }
 
 #[derive(Template)]
@@ -65,6 +83,10 @@ struct RulesPage {
     rules: Vec<RuleView>,
     editing: bool,
     form: RuleForm,
+    /// The rule form's error, in the admin's words, under the form.
+    rule_error: Option<String>,
+    confirm_rule_delete: Option<RuleView>,
+    confirm_list_delete: Option<ListDelete>,
     list_form_name: String,
     list_form_domains: String,
     list_error: Option<String>,
@@ -78,7 +100,7 @@ fn direction_name(d: Direction) -> &'static str {
     }
 }
 
-fn view(r: &MessageRule, i: usize, n: usize) -> RuleView {
+pub(super) fn view(r: &MessageRule, i: usize, n: usize) -> RuleView {
     let mut conditions = Vec::new();
     for (what, list) in [
         ("recipient matches", &r.recipient_matches),
@@ -112,6 +134,7 @@ fn form_of(r: &MessageRule) -> RuleForm {
         recipient_not_matches: r.recipient_not_matches.clone().unwrap_or_default(),
         sender_matches: r.sender_matches.clone().unwrap_or_default(),
         sender_not_matches: r.sender_not_matches.clone().unwrap_or_default(),
+        every_recipient: r.every_recipient.then(|| "on".into()),
         tls_level: match r.tls_level {
             RuleTls::Require => "require".into(),
             RuleTls::Try => "try".into(),
@@ -139,6 +162,15 @@ async fn base(state: &AdminState, session: &Session, auth: &SignedIn) -> RulesPa
                 name: l.name.clone(),
                 domains: l.domains.join("\n"),
                 count: l.domains.len(),
+                used_by: {
+                    // A rule naming the list in two conditions is one user of it.
+                    let mut names: Vec<String> = rules_using(&s.rules, &l.name)
+                        .iter()
+                        .map(|(r, _)| r.name.clone())
+                        .collect();
+                    names.dedup();
+                    names
+                },
             })
             .collect(),
         list_names: s.rule_data.iter().map(|l| l.name.clone()).collect(),
@@ -154,6 +186,9 @@ async fn base(state: &AdminState, session: &Session, auth: &SignedIn) -> RulesPa
             tls_level: "require".into(),
             ..RuleForm::default()
         },
+        rule_error: None,
+        confirm_rule_delete: None,
+        confirm_list_delete: None,
         list_form_name: String::new(),
         list_form_domains: String::new(),
         list_error: None,
@@ -164,6 +199,12 @@ async fn base(state: &AdminState, session: &Session, auth: &SignedIn) -> RulesPa
 pub struct RulesQuery {
     #[serde(default)]
     edit: Option<String>,
+    /// A rule to delete, once confirmed.
+    #[serde(default)]
+    delete: Option<String>,
+    /// A rule data list to delete, once confirmed.
+    #[serde(default)]
+    delete_list: Option<String>,
 }
 
 pub async fn page(
@@ -182,7 +223,33 @@ pub async fn page(
         page.editing = true;
         page.form = form_of(r);
     }
+    confirm_deletes(&mut page, &snapshot.settings, &q);
     render(page)
+}
+
+/// Delete asks first: the rule, or the list and the rules that use it.
+fn confirm_deletes(page: &mut RulesPage, s: &crate::settings::Settings, q: &RulesQuery) {
+    if let Some(name) = &q.delete {
+        match s.rules.iter().position(|r| &r.name == name) {
+            Some(i) => page.confirm_rule_delete = Some(view(&s.rules[i], i, s.rules.len())),
+            None => page.error = Some(format!("No rule {name:?} to delete.")),
+        }
+    }
+    if let Some(name) = &q.delete_list {
+        match s.rule_data.iter().find(|l| &l.name == name) {
+            Some(l) => {
+                page.confirm_list_delete = Some(ListDelete {
+                    name: l.name.clone(),
+                    count: l.domains.len(),
+                    used_by: rules_using(&s.rules, &l.name)
+                        .into_iter()
+                        .map(|(r, condition)| (r.name.clone(), condition))
+                        .collect(),
+                })
+            }
+            None => page.error = Some(format!("No list {name:?} to delete.")),
+        }
+    }
 }
 
 /// A change and where its error goes: back to the page with a notice, or the page again.
@@ -230,6 +297,7 @@ fn rule_of(f: &RuleForm) -> Result<MessageRule, String> {
         recipient_not_matches: list(&f.recipient_not_matches),
         sender_matches: list(&f.sender_matches),
         sender_not_matches: list(&f.sender_not_matches),
+        every_recipient: f.every_recipient.is_some(),
         tls_level: match f.tls_level.as_str() {
             "try" => RuleTls::Try,
             "require" => RuleTls::Require,
@@ -247,35 +315,91 @@ pub async fn save_rule(
     if let Err(refused) = check_csrf(&session, &form.csrf).await {
         return refused;
     }
-    let editing = !form.original.is_empty();
-    let on_error = {
-        let form = form.clone();
-        move |page: &mut RulesPage, e: &ApiError| {
-            page.error = Some(format!("Rule not saved: {}", text(e)));
-            page.editing = editing;
-            page.form = form;
-        }
-    };
     let rule = match rule_of(&form) {
         Ok(r) => r,
         Err(e) => {
-            let mut page = base(&state, &session, &auth).await;
-            on_error(&mut page, &ApiError::new(StatusCode::BAD_REQUEST, e, None));
-            return (StatusCode::BAD_REQUEST, render(page)).into_response();
+            let e = ApiError::new(StatusCode::BAD_REQUEST, e, None);
+            return form_again(&state, &session, &auth, form, None, &e).await;
         }
     };
-    let name = rule.name.clone();
-    let change = if editing {
+    let change = if form.original.is_empty() {
+        ListChange::Add(rule.clone())
+    } else {
         ListChange::Replace {
             key: form.original.clone(),
-            item: rule,
+            item: rule.clone(),
         }
-    } else {
-        ListChange::Add(rule)
     };
-    let notice =
-        format!("Saved rule {name:?} and applied: it counts for mail received from now on.");
-    finish(&state, &session, &auth, change, notice, on_error).await
+    // Every recipient is applied only once the admin has seen what it reaches.
+    if rule.every_recipient && form.confirmed != "yes" {
+        return match crate::admin::sections::check_list(&state, auth.actor(), change).await {
+            Ok(()) => super::rules_confirm::ask(&state, &session, &auth, form, &rule).await,
+            Err(e) => form_again(&state, &session, &auth, form, Some(&rule), &e).await,
+        };
+    }
+    let notice = format!(
+        "Saved rule {:?} and applied: it counts for mail received from now on.",
+        rule.name
+    );
+    match change_list(&state, auth.actor(), change).await {
+        Ok(_) => {
+            let _ = session.insert("notice", notice).await;
+            Redirect::to("/rules").into_response()
+        }
+        Err(e) => form_again(&state, &session, &auth, form, Some(&rule), &e).await,
+    }
+}
+
+/// The rule form again, as typed, with the validator's message under it in the page's words.
+async fn form_again(
+    state: &AdminState,
+    session: &Session,
+    auth: &SignedIn,
+    form: RuleForm,
+    rule: Option<&MessageRule>,
+    e: &ApiError,
+) -> Response {
+    let mut page = base(state, session, auth).await;
+    page.error = Some("Rule not saved: see the message at the rule form.".into());
+    page.rule_error = Some(rule_words(e, rule));
+    page.editing = !form.original.is_empty();
+    page.form = RuleForm {
+        confirmed: String::new(),
+        ..form
+    };
+    (StatusCode::BAD_REQUEST, render(page)).into_response()
+}
+
+/// The validator names a field of the document (`rules[2].every_recipient`); the page says
+/// which part of the form it is about instead.
+fn rule_words(e: &ApiError, rule: Option<&MessageRule>) -> String {
+    let leaf = e
+        .field
+        .as_deref()
+        .and_then(|f| f.split_once("]."))
+        .map(|(_, leaf)| leaf);
+    let said = text(e);
+    let label = match leaf {
+        Some("every_recipient") if rule.is_some_and(MessageRule::has_condition) => {
+            return "“No condition: every recipient” is ticked and conditions are chosen: \
+                    untick it to apply the rule only where the conditions hold, or set each \
+                    condition to “(no condition)”."
+                .into();
+        }
+        Some("every_recipient") => {
+            return "A rule needs a condition: choose a list for at least one of the four \
+                    conditions, or tick “No condition: every recipient” to apply it to all \
+                    mail of its direction (you are shown what that reaches before it is saved)."
+                .into();
+        }
+        Some("name") => "Name",
+        Some("recipient_matches") => "Recipient matches",
+        Some("recipient_not_matches") => "Recipient does not match",
+        Some("sender_matches") => "Sender matches",
+        Some("sender_not_matches") => "Sender does not match",
+        _ => return said,
+    };
+    format!("{label}: {said}")
 }
 
 #[derive(Debug, Deserialize)]
@@ -315,8 +439,13 @@ pub async fn rule_action(
             return (StatusCode::BAD_REQUEST, format!("unknown action {other:?}")).into_response();
         }
     };
+    let failed = if form.action == "delete" {
+        "Not deleted"
+    } else {
+        "Not moved"
+    };
     finish(&state, &session, &auth, change, notice, |page, e| {
-        page.error = Some(format!("Not done: {}", text(e)));
+        page.error = Some(format!("{failed}: {}", text(e)));
     })
     .await
 }
@@ -373,23 +502,36 @@ pub async fn save_list(
         let notice = format!("Saved list {:?} and applied.", form.name.trim());
         (ListChange::Replace { key, item: list }, notice)
     };
+    if form.action == "delete" {
+        return finish(&state, &session, &auth, change, notice, |page, e| {
+            page.error = Some(format!("List not deleted: {}", text(e)));
+        })
+        .await;
+    }
     let (name, domains) = (form.name.clone(), form.domains.clone());
     finish(&state, &session, &auth, change, notice, move |page, e| {
-        // `rule_data[i].domains[k]` is line `lines[k]` of the box.
-        let line = e
-            .field
-            .as_deref()
-            .and_then(|f| f.split_once("domains["))
-            .and_then(|(_, r)| r.split(']').next())
-            .and_then(|k| k.parse::<usize>().ok())
-            .and_then(|k| lines.get(k));
-        page.list_error = Some(match line {
-            Some((n, _)) => format!("line {n}: {}", text(e)),
-            None => text(e),
-        });
+        page.list_error = Some(list_words(e, &lines));
         page.list_form_name = name;
         page.list_form_domains = domains;
         page.error = Some("List not saved: see the message under its box.".into());
     })
     .await
+}
+
+/// The validator's message about a list, said by the line of the box or the name it is about
+/// (`rule_data[i].domains[k]` is line `lines[k]` of the box).
+fn list_words(e: &ApiError, lines: &[(usize, String)]) -> String {
+    let line = e
+        .field
+        .as_deref()
+        .and_then(|f| f.split_once("domains["))
+        .and_then(|(_, r)| r.split(']').next())
+        .and_then(|k| k.parse::<usize>().ok())
+        .and_then(|k| lines.get(k));
+    let about_name = e.field.as_deref().is_some_and(|f| f.ends_with("].name"));
+    match line {
+        Some((n, _)) => format!("line {n}: {}", text(e)),
+        None if about_name => format!("Name: {}", text(e)),
+        None => text(e),
+    }
 }

@@ -70,8 +70,28 @@ pub fn check_rules(
                 ));
             }
         }
+        check_reach(i, rule)?;
     }
     Ok(rules.to_vec())
+}
+
+/// A rule needs a condition, or the explicit choice of every recipient: a rule saved with
+/// none used to apply to all mail of its direction without anyone having asked for that.
+fn check_reach(i: usize, rule: &MessageRule) -> Result<(), FieldError> {
+    let name = rule.name.trim();
+    let error = match (rule.has_condition(), rule.every_recipient) {
+        (false, false) => format!(
+            "rule {name:?} has no condition, so it would apply to every recipient: give it a \
+             condition (recipient_matches, recipient_not_matches, sender_matches or \
+             sender_not_matches), or set every_recipient to true to apply it to every recipient"
+        ),
+        (true, true) => format!(
+            "rule {name:?} has conditions and every_recipient set: remove the conditions, or \
+             set every_recipient to false to apply it only where they hold"
+        ),
+        _ => return Ok(()),
+    };
+    Err(field_error(format!("rules[{i}].every_recipient"), error))
 }
 
 #[cfg(test)]
@@ -104,5 +124,32 @@ mod tests {
         );
         let s = Settings::default().apply(&ok, &FakeHasher).unwrap();
         assert_eq!(s.rule_data[0].domains, vec!["ok.example"]);
+    }
+
+    #[test]
+    fn a_rule_needs_a_condition_or_every_recipient_chosen() {
+        let apply = |text: &str| Settings::default().apply(&doc(text), &FakeHasher);
+        let none = apply("[[rules]]\nname = \"r\"\ntls_level = \"require\"").unwrap_err();
+        assert_eq!(none.field, "rules[0].every_recipient");
+        assert!(none.error.contains("has no condition"), "{none}");
+        let every = apply("[[rules]]\nname = \"r\"\nevery_recipient = true\ntls_level = \"try\"");
+        assert!(every.unwrap().rules[0].every_recipient);
+        let both = apply(
+            "[[rule_data]]\nname = \"l\"\ndomains = [\"a.example\"]\n[[rules]]\nname = \"r\"\nrecipient_matches = \"l\"\nevery_recipient = true\ntls_level = \"try\"",
+        )
+        .unwrap_err();
+        assert_eq!(both.field, "rules[0].every_recipient");
+        assert!(both.error.contains("has conditions"), "{both}");
+    }
+
+    #[test]
+    fn a_stored_rule_without_conditions_is_read_as_every_recipient() {
+        // As a version stored before `every_recipient` existed keeps it.
+        let mut stored = serde_json::to_value(Settings::default()).unwrap();
+        stored["rules"] = serde_json::json!([{"name": "old", "tls_level": "require"}]);
+        let s: Settings = serde_json::from_value(stored).unwrap();
+        assert!(s.rules[0].every_recipient);
+        // So any later change, which validates the whole document, still goes through.
+        assert!(s.apply(&s.to_doc(), &FakeHasher).is_ok());
     }
 }
