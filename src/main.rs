@@ -11,6 +11,8 @@ use postern::admin::client::ApiClient;
 use postern::config::Config;
 use postern::settings::SettingsDoc;
 
+mod cli;
+
 #[derive(Parser)]
 #[command(
     name = "postern",
@@ -41,6 +43,10 @@ enum Command {
         #[arg(long, conflicts_with = "reset_settings")]
         restore_settings: Option<PathBuf>,
     },
+    /// Check the configuration and the data directory, as `postfix check`: one line per
+    /// problem naming the file and key; exit 1 on any error (warnings do not count). The
+    /// systemd unit runs it before each start.
+    Check,
     /// Probe a remote MTA's STARTTLS: offered?, protocol, cipher, bits, certificate, chain.
     /// Exit code 0 when TLS was negotiated, 1 when not, 2 when the probe failed.
     CheckTls {
@@ -244,6 +250,9 @@ enum SettingsAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Check = cli.command {
+        return crate::cli::check::run(cli.config.as_deref());
+    }
     let config = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => return fail(e),
@@ -297,7 +306,7 @@ fn main() -> ExitCode {
             Command::Policy { action } => policy(config, cli.api, action).await,
             Command::TlsRpt { action } => tls_rpt(config, cli.api, action).await,
             Command::Node { action } => node(config, cli.api, action).await,
-            Command::CheckTls { .. } | Command::ImportPostfix { .. } => {
+            Command::Check | Command::CheckTls { .. } | Command::ImportPostfix { .. } => {
                 unreachable!("handled above")
             }
         }
