@@ -20,8 +20,8 @@ mod cli;
     about = "A gateway mail relay that owns the TLS policy of every hop"
 )]
 struct Cli {
-    /// Configuration file; without it (and without POSTERN_CONFIG), the embedded defaults
-    /// (config/postern.toml).
+    /// Configuration file; without it (and without POSTERN_CONFIG), /etc/postern/postern.toml
+    /// when it exists (the package's), else the embedded defaults (config/postern.toml).
     #[arg(long, global = true, env = "POSTERN_CONFIG")]
     config: Option<PathBuf>,
     /// Control API address (host:port) of the running postern; default: admin.listen.
@@ -249,7 +249,8 @@ enum SettingsAction {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    cli.config = crate::cli::config_path(cli.config.take());
     if let Command::Check = cli.command {
         return crate::cli::check::run(cli.config.as_deref());
     }

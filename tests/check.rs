@@ -203,3 +203,23 @@ fn a_running_server_is_noted_not_an_error() {
         "{all}"
     );
 }
+
+#[test]
+fn the_package_and_container_configurations_parse_with_the_same_layout() {
+    let load = |rel: &str| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
+        postern::config::Config::load(Some(&path)).unwrap()
+    };
+    let deb = load("debian/postern.toml");
+    assert_eq!(deb.smtp.listen.to_string(), "0.0.0.0:25");
+    assert_eq!(deb.admin.listen.to_string(), "127.0.0.1:8443");
+    let docker = load("docker/postern.toml");
+    assert_eq!(docker.smtp.listen.to_string(), "0.0.0.0:2525");
+    for c in [&deb, &docker] {
+        assert_eq!(c.server.data_dir, Path::new("/var/lib/postern"));
+        assert!(
+            c.outbound.nameservers.is_empty(),
+            "nothing leaves a test machine"
+        );
+    }
+}

@@ -99,7 +99,7 @@ fn check_all(config: &Config, path: Option<&Path>, found: &mut Findings) {
     match path {
         Some(p) => config_file(p, config, found),
         None => found.note(
-            "no --config (and no POSTERN_CONFIG): checking the embedded defaults, which `postern serve` without --config runs on",
+            "no --config, no POSTERN_CONFIG and no /etc/postern/postern.toml: checking the embedded defaults, which `postern serve` runs on then",
         ),
     }
     data_dir(config, found);
