@@ -61,7 +61,9 @@ cargo deb --output "$work/" -- --locked
 deb=$(ls "$work"/postern_*.deb)
 say "built $(basename "$deb")"
 dpkg-deb --field "$deb" Package Version Architecture Depends
-echo "conffiles:"; dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./conffiles
+conffiles=$(dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./conffiles 2>/dev/null || true)
+echo "conffiles: $conffiles"
+[ "$conffiles" = /etc/postern/postern.toml ] || fail "the package's conffiles are not /etc/postern/postern.toml"
 dpkg-deb --contents "$deb" | awk '{print $1, $2, $6}'
 
 # apt-get, as an admin installs; it waits for the dpkg lock rather than failing at once.

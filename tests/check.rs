@@ -44,7 +44,11 @@ fn a_good_installation_passes() {
     let (_dir, config) = installed();
     let (code, errors, all) = check(&config);
     assert_eq!((code, errors.len()), (0, 0), "{all}");
-    assert!(all.contains(": ok ("), "{all}");
+    assert!(all.contains(": ok (1 warning(s))"), "{all}");
+    assert!(
+        all.contains("postern: warning: inbound.certificate: SMTP STARTTLS serves the self-signed system certificate"),
+        "{all}"
+    );
 }
 
 #[test]
@@ -159,7 +163,7 @@ fn a_listener_that_cannot_bind_is_one_error() {
 }
 
 #[tokio::test]
-async fn a_dns_server_that_does_not_answer_is_one_error() {
+async fn a_dns_server_that_does_not_answer_is_one_warning_not_an_error() {
     let (_dir, config) = installed();
     let answering = common::dns::serve(common::dns::Zone::default()).await;
     // Bound, so nothing else answers on it, and never read.
@@ -178,13 +182,18 @@ async fn a_dns_server_that_does_not_answer_is_one_error() {
     let (code, errors, all) = tokio::task::spawn_blocking(move || check(&config2))
         .await
         .unwrap();
-    assert_eq!((code, errors.len()), (1, 1), "{all}");
+    // A resolver away for a moment must not keep port 25 closed (the unit's ExecStartPre).
+    assert_eq!((code, errors.len()), (0, 0), "{all}");
+    let warnings: Vec<&str> = all
+        .lines()
+        .filter(|l| l.starts_with("postern: warning: outbound.nameservers"))
+        .collect();
     assert_eq!(
-        errors[0],
-        format!(
-            "postern: error: outbound.nameservers: {}: did not answer a DNS query within 3 s: mail that needs an MX lookup would wait",
+        warnings,
+        [format!(
+            "postern: warning: outbound.nameservers: {}: did not answer a DNS query within 3 s: mail that needs an MX lookup would wait",
             silent.1
-        )
+        )]
     );
 }
 

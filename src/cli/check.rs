@@ -7,9 +7,9 @@
 //! directory is readable by others, owned by another user, or holds files postern cannot
 //! write; a secret file readable by others; a settings store that cannot be opened or read; a
 //! bound certificate that is expired, unreadable or does not match its key; a listener that
-//! cannot bind; a DNS server that does not answer; an open-file limit below the limits.
-//! Warnings (exit 0): a certificate near expiry or not valid for `server.hostname`. Notes: what
-//! was not checked, and why.
+//! cannot bind; an open-file limit below the limits. Warnings (exit 0): a certificate near
+//! expiry or not valid for `server.hostname`, STARTTLS on the self-signed system certificate,
+//! a DNS server that does not answer. Notes: what was not checked, and why.
 //!
 //! Nothing is changed. The settings store is opened only when no postern holds it (redb
 //! locks it): with a server running, its certificates and listeners are that server's to
@@ -24,7 +24,7 @@ use std::time::Duration;
 use postern::config::Config;
 use postern::fsutil::os_text;
 use postern::settings::certificates::{Kind, StoredCert, bound_at};
-use postern::settings::{Settings, Store, StoreError};
+use postern::settings::{Settings, Store, StoreError, TlsMode};
 
 /// How long a DNS server has to answer one query.
 const DNS_TIMEOUT: Duration = Duration::from_secs(3);
@@ -256,7 +256,10 @@ fn settings_store(config: &Config, found: &mut Findings) -> bool {
         }
     };
     match (store.load(), store.certificates()) {
-        (Ok(Some(settings)), Ok(certs)) => certificates(config, &settings, &certs, found),
+        (Ok(Some(settings)), Ok(certs)) => {
+            self_signed_smtp(config, &settings, found);
+            certificates(config, &settings, &certs, found);
+        }
         (Ok(None), _) => found.note(format!(
             "{}: no settings stored yet: the first start stores the defaults",
             path.display()
@@ -266,6 +269,20 @@ fn settings_store(config: &Config, found: &mut Findings) -> bool {
         }
     }
     false
+}
+
+/// STARTTLS on the certificate postern generated: senders that verify will not trust it.
+fn self_signed_smtp(config: &Config, settings: &Settings, found: &mut Findings) {
+    let unbound = settings
+        .inbound
+        .certificate
+        .as_deref()
+        .is_none_or(str::is_empty);
+    if settings.inbound.tls_mode != TlsMode::Disabled && unbound && config.smtp.tls_cert.is_none() {
+        found.warning(
+            "inbound.certificate: SMTP STARTTLS serves the self-signed system certificate: senders that verify certificates will not trust it (postern cert import, then bind it as inbound.certificate)",
+        );
+    }
 }
 
 /// The process that has `path` open, from /proc (ours to read for the same user, or root).
@@ -440,8 +457,10 @@ fn nameservers(config: &Config, found: &mut Findings) {
                 "outbound.nameservers: {s:?} is not an ip:port nameserver address"
             )),
             Ok(addr) => {
+                // A warning: a resolver that starts after postern at boot, or is away for a
+                // moment, must not keep port 25 closed; mail waits in the queue meanwhile.
                 if let Err(e) = dns_answers(addr) {
-                    found.error(format!("outbound.nameservers: {addr}: {e}"));
+                    found.warning(format!("outbound.nameservers: {addr}: {e}"));
                 }
             }
         }
