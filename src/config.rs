@@ -183,7 +183,8 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Settings changes kept in the audit history (at least 1; older ones are dropped).
     pub settings_history: usize,
-    /// `plain` (tracing's line) or `syslog` (a maillog line, for pflogsumm).
+    /// `plain` (tracing's line), `syslog` (a maillog line, for pflogsumm) or `journal`
+    /// (systemd's journal, Postfix's identifiers).
     pub log_format: crate::logging::LogFormat,
 }
 
@@ -350,10 +351,11 @@ impl Config {
 
     /// Parse and check; errors name the file and the key (toml's message carries the line).
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: origin.to_string(),
-            message: e.to_string().trim_end().replace('\n', " "),
-        })?;
+        let mut config: Config = serde_path_to_error::deserialize(toml::Deserializer::new(text))
+            .map_err(|e| ConfigError::Parse {
+                path: origin.to_string(),
+                message: parse_message(text, e),
+            })?;
         config.check(origin)?;
         if config.server.hostname.is_empty() {
             config.server.hostname = default_hostname();
@@ -455,6 +457,28 @@ impl Config {
     }
 }
 
+/// `smtp.max_mesage_size: unknown field ..., expected one of ... (line 2)`: the key's whole
+/// path first, as admins name it, then toml's message and the line.
+fn parse_message(text: &str, e: serde_path_to_error::Error<toml::de::Error>) -> String {
+    let path = e.path().to_string();
+    let inner = e.into_inner();
+    let line = inner
+        .span()
+        .map(|s| {
+            let before = &text.as_bytes()[..s.start.min(text.len())];
+            format!(
+                " (line {})",
+                before.iter().filter(|&&b| b == b'\n').count() + 1
+            )
+        })
+        .unwrap_or_default();
+    let message = inner.message().trim_end().replace('\n', " ");
+    match path.as_str() {
+        "." => format!("{message}{line}"),
+        p => format!("{p}: {message}{line}"),
+    }
+}
+
 /// `server.hostname = ""`: `POSTERN_HOSTNAME` (a container's own name is its ID), else the
 /// machine's name.
 fn default_hostname() -> String {
@@ -490,8 +514,16 @@ mod tests {
     fn unknown_key_names_file_and_key() {
         let err = Config::parse("[smtp]\nmax_mesage_size = 3\n", "x.toml").unwrap_err();
         let text = err.to_string();
-        assert!(text.starts_with("x.toml: "), "{text}");
-        assert!(text.contains("max_mesage_size"), "{text}");
+        assert!(
+            text.starts_with("x.toml: smtp.max_mesage_size: unknown field `max_mesage_size`"),
+            "{text}"
+        );
+        assert!(text.ends_with("(line 2)"), "{text}");
+        let err = Config::parse("[smtp]\nlisten = \"nowhere\"\n", "x.toml").unwrap_err();
+        assert!(
+            err.to_string().starts_with("x.toml: smtp.listen: "),
+            "{err}"
+        );
     }
 
     #[test]

@@ -303,7 +303,7 @@ impl Server {
         let mut settings_rx = settings.subscribe();
         // Bindings changed here are rebound by the change itself; what comes from now on.
         settings_rx.mark_unchanged();
-        let admin_addr = listeners.admin_addr();
+        let (admin_addr, smtp_addr) = (listeners.admin_addr(), listeners.smtp_addr());
         let smtp = tokio::spawn(inbound::run(listeners.smtp, ctx, stop_rx.clone()));
         let pages = admin::pages::Pages::new(
             &config.server.hostname,
@@ -342,7 +342,15 @@ impl Server {
         let reports = tokio::spawn(outbound::tls_report::run(engine.clone(), stop_rx.clone()));
         let delivery = tokio::spawn(outbound::run(engine.clone(), incoming, stop_rx));
 
+        // systemd (Type=notify): ready once every listener is bound and served, so units
+        // ordered after postern find it accepting; nothing happens outside systemd.
+        let status = format!("smtp on {smtp_addr}, control API on https://{admin_addr}");
+        let _ = sd_notify::notify(&[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status(&status),
+        ]);
         shutdown.await;
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         tracing::info!(target: "postern/master", "terminating: no new connections; sessions have {}s to finish", config.smtp.shutdown_grace_secs);
         let _ = stop_tx.send(true);
         let _ = smtp.await;

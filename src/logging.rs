@@ -1,7 +1,9 @@
 //! The log as admins read it: Postfix's lines on stderr, either as tracing prints them
-//! (`plain`, for a terminal or journald, which adds its own time and host) or as a syslog file
-//! holds them (`syslog`: `2026-12-01T09:30:00.123456+00:00 mx.example.com postern/smtp[812]:
-//! ...`), the form pflogsumm and the grep recipes written for Postfix's maillog expect.
+//! (`plain`, for a terminal) or as a syslog file holds them (`syslog`:
+//! `2026-12-01T09:30:00.123456+00:00 mx.example.com postern/smtp[812]: ...`), the form
+//! pflogsumm and the grep recipes written for Postfix's maillog expect; or straight into the
+//! systemd journal (`journal`, and `plain` when stderr is the journal), one entry per line
+//! with Postfix's identifiers (`journalctl -t postern/smtp`).
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -25,10 +27,19 @@ pub enum LogFormat {
     Plain,
     /// A syslog file's line (RFC 3339 time, host, `postern/<service>[pid]:`), for pflogsumm.
     Syslog,
+    /// Entries sent to the systemd journal, each with its own `SYSLOG_IDENTIFIER`
+    /// (`postern/smtpd`, `postern/smtp`, `postern/qmgr`, ...).
+    Journal,
 }
 
 /// Install the global subscriber; `POSTERN_LOG` filters as `RUST_LOG` would (default `info`).
+/// `plain` becomes `journal` when stderr is the journal (systemd says so in `JOURNAL_STREAM`):
+/// a line on that stream would carry the unit's one identifier, not Postfix's per service.
 pub fn init(format: LogFormat, hostname: &str) {
+    let format = match format {
+        LogFormat::Plain if journal::stderr_is_journal() => LogFormat::Journal,
+        f => f,
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("POSTERN_LOG")
         // tower-sessions wraps each request in an info-level span of its own; the lines are
         // Postfix's, without it.
@@ -49,6 +60,14 @@ pub fn init(format: LogFormat, hostname: &str) {
                 pid: std::process::id(),
             })
             .try_init(),
+        LogFormat::Journal => {
+            let _ = JOURNAL.set(journal::Journal::new());
+            builder
+                .event_format(journal::Entry {
+                    pid: std::process::id(),
+                })
+                .try_init()
+        }
     };
     start_flusher();
 }
@@ -95,8 +114,13 @@ pub fn flush() {
     write_out(&bytes);
 }
 
+/// Set when the lines go to the journal: the pending bytes are then entries, not lines.
+static JOURNAL: std::sync::OnceLock<journal::Journal> = std::sync::OnceLock::new();
+
 fn write_out(bytes: &[u8]) {
-    if !bytes.is_empty() {
+    if let Some(journal) = JOURNAL.get() {
+        journal.send_all(bytes);
+    } else if !bytes.is_empty() {
         let mut err = std::io::stderr().lock();
         let _ = err.write_all(bytes);
         let _ = err.flush();
@@ -196,10 +220,17 @@ impl<'w> FormatFields<'w> for EscapedFields {
 /// `postern/smtp[812]: text`; an event of a library (target `rustls::...`) is named in the
 /// text under postern's own name, so every line still has the form syslog readers parse.
 fn line(target: &str, pid: u32, text: &str) -> String {
+    let (tag, text) = tagged(target, text);
+    format!("{tag}[{pid}]: {text}")
+}
+
+/// The syslog tag of an event and its text: `postern/smtp` for postern's own targets,
+/// `postern` with the target before the text for a library's.
+fn tagged<'a>(target: &'a str, text: &str) -> (&'a str, String) {
     if target.starts_with("postern/") {
-        format!("{target}[{pid}]: {text}")
+        (target, text.to_string())
     } else {
-        format!("postern[{pid}]: {target}: {text}")
+        ("postern", format!("{target}: {text}"))
     }
 }
 
@@ -235,6 +266,8 @@ fn rfc3339_now() -> String {
     );
     now.format(&format).unwrap_or_default()
 }
+
+mod journal;
 
 #[cfg(test)]
 mod tests {

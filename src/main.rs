@@ -21,8 +21,8 @@ mod cli;
     about = "A gateway mail relay that owns the TLS policy of every hop"
 )]
 struct Cli {
-    /// Configuration file; without it (and without POSTERN_CONFIG), the embedded defaults
-    /// (config/postern.toml).
+    /// Configuration file; without it (and without POSTERN_CONFIG), /etc/postern/postern.toml
+    /// when it exists (the package's), else the embedded defaults (config/postern.toml).
     #[arg(long, global = true, env = "POSTERN_CONFIG")]
     config: Option<PathBuf>,
     /// Control API address (host:port) of the running postern; default: admin.listen.
@@ -44,6 +44,10 @@ enum Command {
         #[arg(long, conflicts_with = "reset_settings")]
         restore_settings: Option<PathBuf>,
     },
+    /// Check the configuration and the data directory, as `postfix check`: one line per
+    /// problem naming the file and key; exit 1 on any error (warnings do not count). The
+    /// systemd unit runs it before each start.
+    Check,
     /// Probe a remote MTA's STARTTLS: offered?, protocol, cipher, bits, certificate, chain.
     /// Exit code 0 when TLS was negotiated, 1 when not, 2 when the probe failed.
     CheckTls {
@@ -251,7 +255,11 @@ enum SettingsAction {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    cli.config = crate::cli::config_path(cli.config.take());
+    if let Command::Check = cli.command {
+        return crate::cli::check::run(cli.config.as_deref());
+    }
     let config = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => return fail(e),
@@ -306,7 +314,7 @@ fn main() -> ExitCode {
             Command::TlsRpt { action } => tls_rpt(config, cli.api, action).await,
             Command::Node { action } => node(config, cli.api, action).await,
             Command::Admin { action } => cli::admin::run(config, cli.api, action).await,
-            Command::CheckTls { .. } | Command::ImportPostfix { .. } => {
+            Command::Check | Command::CheckTls { .. } | Command::ImportPostfix { .. } => {
                 unreachable!("handled above")
             }
         }
