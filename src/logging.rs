@@ -306,6 +306,10 @@ mod tests {
                 });
                 tracing::subscriber::with_default(syslog.finish(), emit)
             }
+            LogFormat::Journal => {
+                let journal = builder.event_format(journal::Entry { pid: 1 });
+                tracing::subscriber::with_default(journal.finish(), emit)
+            }
         }
         let bytes = out.lock().unwrap().clone();
         String::from_utf8(bytes).unwrap()
@@ -332,5 +336,12 @@ mod tests {
             assert!(line.ends_with(want), "{format:?}: {line:?}");
             assert_eq!(line.lines().count(), 1, "{line:?}");
         }
+        // A journal entry is several FIELD=value lines; its MESSAGE is escaped the same way.
+        let entry = logged(LogFormat::Journal, evil);
+        assert!(entry.contains(want.trim_end()), "{entry:?}");
+        assert!(
+            !entry.contains(['\u{2028}', '\u{202e}', '\x1b', '\u{9b}']),
+            "{entry:?}"
+        );
     }
 }

@@ -91,8 +91,7 @@ pub fn entries(mut bytes: &[u8]) -> Vec<&[u8]> {
     out
 }
 
-/// One event's fields, then the empty line that ends it. A newline inside the text becomes a
-/// space: a Postfix line is one line, and the simple `NAME=value` form needs no binary length.
+/// One event's fields, then the empty line that ends it.
 pub fn entry(level: tracing::Level, target: &str, pid: u32, text: &str) -> String {
     let priority = match level {
         tracing::Level::ERROR => 3,
@@ -101,7 +100,9 @@ pub fn entry(level: tracing::Level, target: &str, pid: u32, text: &str) -> Strin
         _ => 7,
     };
     let (tag, text) = super::tagged(target, text);
-    let text = text.replace(['\n', '\r'], " ");
+    // Client text escaped as in the other formats (a newline too: a Postfix line is one line,
+    // and the simple `NAME=value` form needs no binary length).
+    let text = crate::printable::escaped(&text);
     format!(
         "PRIORITY={priority}\nSYSLOG_FACILITY={FACILITY_MAIL}\nSYSLOG_IDENTIFIER={tag}\nSYSLOG_PID={pid}\nMESSAGE={text}\n\n"
     )
@@ -162,7 +163,7 @@ mod tests {
         );
         assert_eq!(
             e,
-            "PRIORITY=4\nSYSLOG_FACILITY=2\nSYSLOG_IDENTIFIER=postern/smtp\nSYSLOG_PID=812\nMESSAGE=ABC: to=<a@b> second line\n\n"
+            "PRIORITY=4\nSYSLOG_FACILITY=2\nSYSLOG_IDENTIFIER=postern/smtp\nSYSLOG_PID=812\nMESSAGE=ABC: to=<a@b>\\x0asecond line\n\n"
         );
         let lib = entry(tracing::Level::INFO, "rustls::conn", 812, "x");
         assert_eq!(field(&lib, "SYSLOG_IDENTIFIER"), Some("postern"));
