@@ -446,6 +446,9 @@ fn replace_error(e: ReplaceError) -> ApiError {
         ReplaceError::Store(e @ crate::settings::StoreError::Conflict(_)) => {
             ApiError::new(StatusCode::CONFLICT, e.to_string(), None)
         }
+        e @ ReplaceError::Changed { .. } => {
+            ApiError::new(StatusCode::CONFLICT, e.to_string(), None)
+        }
         ReplaceError::Store(e) => {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None)
         }
@@ -460,6 +463,9 @@ pub struct AuditLine {
     pub unix_time: u64,
     pub actor: String,
     pub changes: Vec<crate::settings::SectionChange>,
+    /// Certificates imported, renewed, deleted, bound or unbound: subject, serial, SHA-256.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<crate::settings::certificates::CertChange>,
 }
 
 /// The last changes, newest first (`?limit=N`, default 50).
@@ -484,6 +490,7 @@ async fn audit(
                     None => Vec::new(),
                 },
                 actor: e.actor,
+                certificates: e.certificates,
             })
             .collect(),
     ))
