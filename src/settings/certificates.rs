@@ -443,4 +443,90 @@ mod tests {
         assert_eq!(json["sha256"], "ab");
         assert_eq!(json["action"], "unbound");
     }
+
+    /// The newest audit entry's certificate changes as (action, name, serial, replaced serial).
+    fn newest(h: &SettingsHandle) -> (u64, String, Vec<(CertAction, String, String, String)>) {
+        let e = h.audit(1).unwrap().remove(0);
+        let serial = |i: &Option<CertId>| i.as_ref().map(|i| i.serial.clone()).unwrap_or_default();
+        let changes = e
+            .certificates
+            .iter()
+            .map(|c| (c.action, c.name.clone(), serial(&c.id), serial(&c.replaced)))
+            .collect();
+        (e.seq, e.actor, changes)
+    }
+
+    #[test]
+    fn every_certificate_change_is_a_version_of_the_audit_log() {
+        use CertAction::*;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let h = SettingsHandle::open(&path).unwrap();
+        let hasher = &super::super::Argon2Hasher;
+        let mut doc = h.current().settings.to_doc();
+        doc.inbound.tls_mode = TlsMode::Encrypt;
+        h.replace(&doc, "carol", hasher).unwrap();
+
+        h.put_certificate(&stored("mx"), false, "alice").unwrap();
+        let imported = (Imported, "mx".to_string(), "01".to_string(), String::new());
+        assert_eq!(newest(&h), (3, "alice".into(), vec![imported]));
+        assert_eq!(h.current().version, 3);
+        let entry = h.audit(1).unwrap().remove(0);
+        assert_eq!(
+            entry.previous.as_ref(),
+            Some(&entry.new),
+            "settings as they were"
+        );
+        // Rollback undoes the last settings change, not the import.
+        h.rollback("carol").unwrap().unwrap();
+        assert_eq!(h.current().settings.inbound.tls_mode, TlsMode::May);
+        assert_eq!(h.certificates().unwrap().len(), 1);
+
+        let mut renewed = stored("mx");
+        renewed.id.as_mut().unwrap().serial = "02".into();
+        assert!(matches!(
+            h.put_certificate(&renewed, false, "alice"),
+            Err(StoreOpError::Exists(_))
+        ));
+        h.put_certificate(&renewed, true, "alice").unwrap();
+        let replaced = (
+            Replaced,
+            "mx".to_string(),
+            "02".to_string(),
+            "01".to_string(),
+        );
+        assert_eq!(newest(&h), (5, "alice".into(), vec![replaced]));
+
+        let mut doc = h.current().settings.to_doc();
+        doc.inbound.certificate = Some("mx".into());
+        h.replace(&doc, "carol", hasher).unwrap();
+        let bound = (Bound, "mx".to_string(), "02".to_string(), String::new());
+        assert_eq!(newest(&h).2, vec![bound]);
+
+        // A restore says first what it undoes, and is refused once the settings moved on.
+        let plan = h.restore_plan(2).unwrap().unwrap();
+        assert_eq!(plan.certificates[0].action, Unbound);
+        assert!(plan.missing.is_empty());
+        assert!(matches!(
+            h.restore(2, "carol", Some(5)),
+            Err(super::super::ReplaceError::Changed { shown: 5, now: 6 })
+        ));
+        h.restore(2, "carol", Some(6)).unwrap().unwrap();
+        assert_eq!(newest(&h).2[0].0, Unbound);
+
+        h.delete_certificate("mx", "bob").unwrap();
+        let deleted = (Deleted, "mx".to_string(), "02".to_string(), String::new());
+        assert_eq!(newest(&h), (8, "bob".into(), vec![deleted]));
+        assert!(h.certificates().unwrap().is_empty());
+        let plan = h.restore_plan(6).unwrap().unwrap();
+        assert_eq!(
+            plan.missing,
+            vec![(SMTP_PLACE.to_string(), "mx".to_string())]
+        );
+        drop(h);
+        // Reopened, the log reads back whole.
+        let h = SettingsHandle::open(&path).unwrap();
+        assert_eq!(h.audit(100).unwrap().len(), 8);
+        assert_eq!(h.current().version, 8);
+    }
 }
