@@ -1,4 +1,5 @@
-//! The audit log over the API: one version's changes field by field
+//! The audit log over the API: the newest versions by section (`GET /api/v1/settings/audit`),
+//! one version's changes field by field
 //! (`GET /api/v1/settings/audit/{version}`), what putting a version back in force would change
 //! (`POST /api/v1/settings/restore/{version}?dry_run=true`), and doing it
 //! (`POST /api/v1/settings/restore/{version}`), itself a change. The Audit page calls these.
@@ -7,11 +8,52 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{AdminState, ApiError, ChangeQuery};
 use crate::settings::certificates::CertChange;
 use crate::settings::{FieldChange, SectionChange};
+
+/// One change as the audit list shows it: who, when, and what by section; never the settings
+/// themselves (they hold hashes).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AuditLine {
+    pub version: u64,
+    pub unix_time: u64,
+    pub actor: String,
+    pub changes: Vec<SectionChange>,
+    /// Certificates imported, renewed, deleted, bound or unbound: subject, serial, SHA-256.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<CertChange>,
+}
+
+/// The last changes, newest first (`?limit=N`, default 50).
+pub async fn list(
+    State(state): State<AdminState>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> Result<Json<Vec<AuditLine>>, ApiError> {
+    let limit = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(50);
+    let settings = state.settings.clone();
+    let entries = tokio::task::spawn_blocking(move || settings.audit(limit))
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
+    Ok(Json(
+        entries
+            .into_iter()
+            .map(|e| AuditLine {
+                version: e.seq,
+                unix_time: e.unix_time,
+                changes: match &e.previous {
+                    Some(p) => crate::settings::diff(p, &e.new),
+                    None => Vec::new(),
+                },
+                actor: e.actor,
+                certificates: e.certificates,
+            })
+            .collect(),
+    ))
+}
 
 /// Versions the Audit page lists.
 pub const LISTED: usize = 50;

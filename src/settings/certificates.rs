@@ -444,8 +444,11 @@ mod tests {
         assert_eq!(json["action"], "unbound");
     }
 
-    /// The newest audit entry's certificate changes as (action, name, serial, replaced serial).
-    fn newest(h: &SettingsHandle) -> (u64, String, Vec<(CertAction, String, String, String)>) {
+    /// A certificate change as (action, name, serial, replaced serial).
+    type Seen = (CertAction, String, String, String);
+
+    /// The newest audit entry: its version, its actor and its certificate changes.
+    fn newest(h: &SettingsHandle) -> (u64, String, Vec<Seen>) {
         let e = h.audit(1).unwrap().remove(0);
         let serial = |i: &Option<CertId>| i.as_ref().map(|i| i.serial.clone()).unwrap_or_default();
         let changes = e
