@@ -247,7 +247,8 @@ enum SettingsAction {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Go back to the settings before the last change (kept in the audit log).
+    /// Go back to the settings before the last settings change (kept in the audit log; a
+    /// certificate imported or deleted since is not undone).
     Rollback,
     /// Replace a relay domain's recipient table with the addresses in FILE, one per line
     /// (`#` comments and blank lines ignored), e.g. exported from the directory.

@@ -112,7 +112,10 @@ async fn first_sign_in_and_smtp_tls_settings_in_chromium() {
     c.goto(&format!("{base}/tls")).await.unwrap();
     choose(&c, "inbound_mode", "may").await;
     fill(&c, "inbound_certificate", "gateway-mx-2026").await;
-    // The published policies' global switches sit with the outbound mode.
+    submit_form(&c, "form#inbound").await;
+    arrived(&c, "p.ok").await;
+    assert!(text_of(&c, "p.ok").await.starts_with("Saved and applied"));
+    // The published policies' global switches sit with the outbound mode, in its own card.
     choose(&c, "outbound_mta_sts", "monitor").await;
     c.find(fantoccini::Locator::Css("#outbound_dane"))
         .await
@@ -120,7 +123,7 @@ async fn first_sign_in_and_smtp_tls_settings_in_chromium() {
         .click()
         .await
         .unwrap();
-    submit(&c).await;
+    submit_form(&c, "form#outbound").await;
     arrived(&c, "p.ok").await;
     assert!(text_of(&c, "p.ok").await.starts_with("Saved and applied"));
     check_page(&c, "smtp-tls-saved").await;

@@ -36,7 +36,7 @@ pub async fn import(
         )
     })?;
     let certs = state.certs.clone();
-    let info = tokio::task::spawn_blocking(move || certs.import(&req))
+    let info = tokio::task::spawn_blocking(move || certs.import(&req, "api"))
         .await
         .map_err(internal)?
         .map_err(cert_error)?;
@@ -48,7 +48,7 @@ pub async fn delete(
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let certs = state.certs.clone();
-    tokio::task::spawn_blocking(move || certs.delete(&name))
+    tokio::task::spawn_blocking(move || certs.delete(&name, "api"))
         .await
         .map_err(internal)?
         .map_err(cert_error)?;

@@ -145,7 +145,7 @@ fn api_router(state: AdminState) -> Router {
             get(get_settings).put(put_settings).patch(patch_settings),
         )
         .route("/api/v1/settings/rollback", axum::routing::post(rollback))
-        .route("/api/v1/settings/audit", get(audit))
+        .route("/api/v1/settings/audit", get(audit::list))
         .route("/api/v1/settings/audit/{version}", get(audit::show))
         .route(
             "/api/v1/settings/restore/{version}",
@@ -447,47 +447,13 @@ fn replace_error(e: ReplaceError) -> ApiError {
         ReplaceError::Store(e @ crate::settings::StoreError::Conflict(_)) => {
             ApiError::new(StatusCode::CONFLICT, e.to_string(), None)
         }
+        e @ ReplaceError::Changed { .. } => {
+            ApiError::new(StatusCode::CONFLICT, e.to_string(), None)
+        }
         ReplaceError::Store(e) => {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None)
         }
     }
-}
-
-/// One change as the audit list shows it: who, when, and what by section; never the settings
-/// themselves (they hold hashes).
-#[derive(Debug, Serialize, serde::Deserialize)]
-pub struct AuditLine {
-    pub version: u64,
-    pub unix_time: u64,
-    pub actor: String,
-    pub changes: Vec<crate::settings::SectionChange>,
-}
-
-/// The last changes, newest first (`?limit=N`, default 50).
-async fn audit(
-    State(state): State<AdminState>,
-    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
-) -> Result<axum::Json<Vec<AuditLine>>, ApiError> {
-    let limit = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(50);
-    let settings = state.settings.clone();
-    let entries = tokio::task::spawn_blocking(move || settings.audit(limit))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))?
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))?;
-    Ok(axum::Json(
-        entries
-            .into_iter()
-            .map(|e| AuditLine {
-                version: e.seq,
-                unix_time: e.unix_time,
-                changes: match &e.previous {
-                    Some(p) => crate::settings::diff(p, &e.new),
-                    None => Vec::new(),
-                },
-                actor: e.actor,
-            })
-            .collect(),
-    ))
 }
 
 /// Back to the settings before the last change (the previous version kept in the audit log).

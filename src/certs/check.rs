@@ -70,6 +70,15 @@ impl Facts {
     pub fn days_left(&self, now_unix: i64) -> i64 {
         (self.not_after_unix - now_unix).div_euclid(86_400)
     }
+
+    /// What the audit log names the certificate by.
+    pub fn id(&self) -> crate::settings::certificates::CertId {
+        crate::settings::certificates::CertId {
+            subject: self.subject.clone(),
+            serial: self.serial.clone(),
+            sha256: self.sha256.clone(),
+        }
+    }
 }
 
 /// Material that passed every check, in canonical PEM (comments and blank lines dropped).

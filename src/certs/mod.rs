@@ -135,6 +135,7 @@ impl Certs {
             .first()
             .and_then(|c| check::describe(c.as_ref()))
             .unwrap_or_else(unknown_facts);
+        settings.know_system_certificate(facts.id());
         let system = Arc::new(system);
         let default_smtp = Arc::new(default_smtp);
         let certs = Arc::new(Certs {
@@ -335,8 +336,9 @@ impl Certs {
         }
     }
 
-    /// Check and store a certificate. Blocking (store commit). Nothing is stored on error.
-    pub fn import(&self, req: &ImportRequest) -> Result<CertInfo, CertError> {
+    /// Check and store a certificate, audited as `actor`'s. Blocking (store commit). Nothing
+    /// is stored on error.
+    pub fn import(&self, req: &ImportRequest, actor: &str) -> Result<CertInfo, CertError> {
         let name = check_name(&req.name)?;
         let now = crate::fsutil::unix_now() as i64;
         let (stored, checked, digest) = if req.acme {
@@ -345,7 +347,11 @@ impl Certs {
             let (stored, checked) = self.pem_material(req, name, now)?;
             (stored, checked, None)
         };
-        self.settings.put_certificate(&stored, req.replace)?;
+        let stored = StoredCert {
+            id: Some(checked.facts.id()),
+            ..stored
+        };
+        self.settings.put_certificate(&stored, req.replace, actor)?;
         self.forget(name);
         if let Some(digest) = digest {
             // After the commit: a poll before this finds no entry and leaves it alone.
@@ -361,7 +367,7 @@ impl Certs {
         for w in &checked.warnings {
             tracing::warn!(target: "postern/tls", "warning: certificate {name}: {w}");
         }
-        tracing::info!(target: "postern/tls", "certificate {name} imported: subject {}, serial {}, not after {}", checked.facts.subject, checked.facts.serial, checked.facts.not_after);
+        tracing::info!(target: "postern/tls", "certificate {name} imported by {actor}: subject {}, serial {}, sha256 {}, not after {}", checked.facts.subject, checked.facts.serial, checked.facts.sha256, checked.facts.not_after);
         self.rebind();
         let settings = self.settings.current().settings.clone();
         let mut info = self.info(name, stored.kind, checked.facts, &settings, now);
@@ -396,6 +402,7 @@ impl Certs {
             chain_pem: checked.chain_pem.clone(),
             key_pem: Some(Secret::new(checked.key_pem.clone())),
             added_unix: now as u64,
+            id: None,
         };
         Ok((stored, checked))
     }
@@ -423,14 +430,16 @@ impl Certs {
             chain_pem: String::new(),
             key_pem: None,
             added_unix: now as u64,
+            id: None,
         };
         Ok((stored, checked, Some(digest)))
     }
 
-    pub fn delete(&self, name: &str) -> Result<(), CertError> {
-        self.settings.delete_certificate(name)?;
+    /// Delete a certificate nothing binds, audited as `actor`'s.
+    pub fn delete(&self, name: &str, actor: &str) -> Result<(), CertError> {
+        self.settings.delete_certificate(name, actor)?;
         self.forget(name);
-        tracing::info!(target: "postern/tls", "certificate {name} deleted");
+        tracing::info!(target: "postern/tls", "certificate {name} deleted by {actor}");
         Ok(())
     }
 
@@ -721,7 +730,7 @@ mod tests {
                 acme: false,
                 replace: false,
             };
-            certs.import(&req).unwrap();
+            certs.import(&req, "test").unwrap();
             let mut doc = settings.current().settings.to_doc();
             doc.inbound.certificate = Some("mx".into());
             settings

@@ -3,25 +3,24 @@
 //! the current document, its audit log, certificates and admin users.
 
 use super::certificates::StoredCert;
-use super::store::{AuditEntry, StoreError};
+use super::store::{AuditEntry, Record, StoreError};
 use super::{AdminUser, Settings};
 
 pub trait Backend: Send + Sync {
-    /// Store `new` and its audit entry, atomically; returns its version. `expected`: the
-    /// version the change was validated against. A shared store refuses the save when another
-    /// node has stored a newer one since, so no change is validated against stale settings.
+    /// Store `new`, its audit entry and the certificate row `record` names, atomically;
+    /// returns its version. `expected`: the version the change was validated against. A
+    /// shared store refuses the save when another node has stored a newer one since, so no
+    /// change is validated against stale settings.
     fn save(
         &self,
         expected: Option<u64>,
         previous: Option<&Settings>,
         new: &Settings,
-        actor: &str,
+        record: &Record<'_>,
     ) -> Result<u64, StoreError>;
     /// Newest first.
     fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
     fn certificates(&self) -> Result<Vec<StoredCert>, StoreError>;
-    fn put_certificate(&self, cert: &StoredCert) -> Result<(), StoreError>;
-    fn delete_certificate(&self, name: &str) -> Result<bool, StoreError>;
     fn admin_users(&self) -> Result<Vec<AdminUser>, StoreError>;
     fn put_admin_user(&self, user: &AdminUser) -> Result<(), StoreError>;
     /// A shared store's current settings and version, when newer than `than`, for a node
@@ -37,9 +36,9 @@ impl Backend for super::Store {
         _expected: Option<u64>,
         previous: Option<&Settings>,
         new: &Settings,
-        actor: &str,
+        record: &Record<'_>,
     ) -> Result<u64, StoreError> {
-        super::Store::save(self, previous, new, actor)
+        super::Store::record(self, previous, new, record)
     }
 
     fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
@@ -48,14 +47,6 @@ impl Backend for super::Store {
 
     fn certificates(&self) -> Result<Vec<StoredCert>, StoreError> {
         super::Store::certificates(self)
-    }
-
-    fn put_certificate(&self, cert: &StoredCert) -> Result<(), StoreError> {
-        super::Store::put_certificate(self, cert)
-    }
-
-    fn delete_certificate(&self, name: &str) -> Result<bool, StoreError> {
-        super::Store::delete_certificate(self, name)
     }
 
     fn admin_users(&self) -> Result<Vec<AdminUser>, StoreError> {

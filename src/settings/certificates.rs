@@ -4,7 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{FieldError, Secret, Settings, StoreError, TlsMode, field_error};
+use super::store::{CertRow, Record};
+use super::{FieldError, Secret, Settings, SettingsHandle, StoreError, TlsMode, field_error};
 
 /// The name of the certificate generated at first start.
 pub const SYSTEM: &str = "system";
@@ -29,6 +30,59 @@ pub struct StoredCert {
     #[serde(default)]
     pub key_pem: Option<Secret>,
     pub added_unix: u64,
+    /// What the certificate was when stored, for the audit log to name it by when it is
+    /// bound or unbound; absent in records stored before certificates were audited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<CertId>,
+}
+
+/// A certificate as the audit log names it: what an admin checks it by, never its key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertId {
+    pub subject: String,
+    pub serial: String,
+    /// SHA-256 of the certificate (DER), lower-case hex.
+    pub sha256: String,
+}
+
+/// What happened to a certificate in one audited version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CertAction {
+    Imported,
+    /// Imported again under its name (a renewal): `replaced` names the one before.
+    Replaced,
+    Deleted,
+    Bound,
+    Unbound,
+}
+
+impl std::fmt::Display for CertAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CertAction::Imported => "imported",
+            CertAction::Replaced => "replaced (renewed)",
+            CertAction::Deleted => "deleted",
+            CertAction::Bound => "bound to",
+            CertAction::Unbound => "unbound from",
+        })
+    }
+}
+
+/// One certificate change of an audit entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertChange {
+    pub action: CertAction,
+    pub name: String,
+    /// Bound and Unbound: where, in words (`SMTP STARTTLS (inbound)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub place: Option<String>,
+    /// The certificate; absent when its record predates the audit of certificates.
+    #[serde(flatten)]
+    pub id: Option<CertId>,
+    /// Replaced: the certificate it replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaced: Option<CertId>,
 }
 
 /// Why a store operation was refused.
@@ -115,6 +169,180 @@ pub fn bound_at(settings: &Settings, name: &str) -> Vec<String> {
         .collect()
 }
 
+/// Where SMTP STARTTLS's certificate is bound, as audit entries name the place.
+pub const SMTP_PLACE: &str = "SMTP STARTTLS (inbound)";
+
+/// Every place a certificate is bound in `settings`, in words, with its name.
+fn every_binding(settings: &Settings) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut add = |place: String, name: Option<&str>| {
+        if let Some(n) = name.filter(|n| !n.is_empty()) {
+            out.push((place, n.to_string()));
+        }
+    };
+    add(SMTP_PLACE.into(), settings.inbound.certificate.as_deref());
+    add(
+        "the admin listener".into(),
+        settings.admin.certificate.as_deref(),
+    );
+    for d in &settings.relay_domains {
+        add(
+            format!("the client certificate towards {}", d.domain),
+            d.client_certificate.as_deref(),
+        );
+    }
+    out
+}
+
+/// The bindings `new` changes from `old`, each named with what the certificate is (from
+/// `stored`, or `system` for the system one): what the audit entry of the change records.
+pub fn binding_changes(
+    old: &Settings,
+    new: &Settings,
+    stored: &[StoredCert],
+    system: Option<&CertId>,
+) -> Vec<CertChange> {
+    let id = |name: &str| match name {
+        SYSTEM => system.cloned(),
+        _ => stored
+            .iter()
+            .find(|c| c.name == name)
+            .and_then(|c| c.id.clone()),
+    };
+    let change = |action, (place, name): &(String, String)| CertChange {
+        action,
+        name: name.clone(),
+        place: Some(place.clone()),
+        id: id(name),
+        replaced: None,
+    };
+    let (before, after) = (every_binding(old), every_binding(new));
+    let mut out: Vec<CertChange> = before
+        .iter()
+        .filter(|b| !after.contains(b))
+        .map(|b| change(CertAction::Unbound, b))
+        .collect();
+    out.extend(
+        after
+            .iter()
+            .filter(|b| !before.contains(b))
+            .map(|b| change(CertAction::Bound, b)),
+    );
+    out
+}
+
+/// The certificates `settings` binds that `stored` no longer holds, with where (in words).
+pub fn missing(settings: &Settings, stored: &[StoredCert]) -> Vec<(String, String)> {
+    every_binding(settings)
+        .into_iter()
+        .filter(|(_, name)| name != SYSTEM && !stored.iter().any(|c| c.name == *name))
+        .collect()
+}
+
+/// The certificate store's writes: each a version of its own in the audit log, with the
+/// settings as they are, so an import, a renewal and a deletion say who, when and what.
+impl SettingsHandle {
+    /// The system certificate's facts, for the audit entries that bind or unbind it.
+    pub fn know_system_certificate(&self, id: CertId) {
+        let _ = self.inner.system.set(id);
+    }
+
+    pub(super) fn binding_changes(
+        &self,
+        old: &Settings,
+        new: &Settings,
+        stored: &[StoredCert],
+    ) -> Vec<CertChange> {
+        binding_changes(old, new, stored, self.inner.system.get())
+    }
+
+    /// Store a certificate; one of the same name is replaced only when `replace` (a renewal).
+    /// Under the writers' lock, so a binding check never races a deletion.
+    pub fn put_certificate(
+        &self,
+        cert: &StoredCert,
+        replace: bool,
+        actor: &str,
+    ) -> Result<(), StoreOpError> {
+        let _guard = self.inner.write.lock().unwrap_or_else(|e| e.into_inner());
+        if cert.name.eq_ignore_ascii_case(SYSTEM) {
+            return Err(StoreOpError::System);
+        }
+        // Names are unique without regard to case: `Partner` and `partner` side by side would
+        // be one typo away from binding the wrong one.
+        let stored = self.inner.store.certificates()?;
+        let before = match stored
+            .iter()
+            .find(|c| c.name.eq_ignore_ascii_case(&cert.name))
+        {
+            Some(c) if c.name != cert.name => {
+                return Err(StoreOpError::NameTaken {
+                    name: cert.name.clone(),
+                    existing: c.name.clone(),
+                });
+            }
+            Some(_) if !replace => return Err(StoreOpError::Exists(cert.name.clone())),
+            found => found,
+        };
+        let change = CertChange {
+            action: match before {
+                Some(_) => CertAction::Replaced,
+                None => CertAction::Imported,
+            },
+            name: cert.name.clone(),
+            place: None,
+            id: cert.id.clone(),
+            replaced: before.and_then(|c| c.id.clone()),
+        };
+        self.record_certificate(change, CertRow::Put(cert), actor)
+    }
+
+    /// Delete a certificate that nothing binds.
+    pub fn delete_certificate(&self, name: &str, actor: &str) -> Result<(), StoreOpError> {
+        let _guard = self.inner.write.lock().unwrap_or_else(|e| e.into_inner());
+        if name == SYSTEM {
+            return Err(StoreOpError::System);
+        }
+        let bound = bound_at(&self.current().settings, name);
+        if !bound.is_empty() {
+            return Err(StoreOpError::InUse {
+                name: name.to_string(),
+                bound,
+            });
+        }
+        let stored = self.inner.store.certificates()?;
+        let Some(gone) = stored.iter().find(|c| c.name == name) else {
+            return Err(StoreOpError::NotFound(name.to_string()));
+        };
+        let change = CertChange {
+            action: CertAction::Deleted,
+            name: name.to_string(),
+            place: None,
+            id: gone.id.clone(),
+            replaced: None,
+        };
+        self.record_certificate(change, CertRow::Delete(name), actor)
+    }
+
+    /// `row` written with a version of its own that records `change`. Under the writers'
+    /// lock, which the caller holds.
+    fn record_certificate(
+        &self,
+        change: CertChange,
+        row: CertRow<'_>,
+        actor: &str,
+    ) -> Result<(), StoreOpError> {
+        let current = self.current();
+        let record = Record {
+            actor,
+            certificates: vec![change],
+            row: Some(row),
+        };
+        self.commit(&current, current.settings.clone(), &record)?;
+        Ok(())
+    }
+}
+
 /// Hermes' binding rules for SMTP TLS (its internals document: errors 1-3), decided by the
 /// certificate's kind rather than a row number; the admin listener may use the system one.
 pub fn check_bindings(settings: &Settings, stored: &[StoredCert]) -> Result<(), FieldError> {
@@ -174,6 +402,11 @@ mod tests {
             chain_pem: String::new(),
             key_pem: None,
             added_unix: 0,
+            id: Some(CertId {
+                subject: format!("CN={name}"),
+                serial: "01".into(),
+                sha256: "ab".into(),
+            }),
         }
     }
 
@@ -215,5 +448,131 @@ mod tests {
         assert_eq!(check_bindings(&s, &store), Ok(()));
         s.inbound.certificate = Some("mx".into());
         assert_eq!(bound_at(&s, "mx"), vec!["inbound.certificate (SMTP TLS)"]);
+    }
+
+    #[test]
+    fn a_binding_changed_is_named_by_place_and_certificate() {
+        let store = [stored("mx"), stored("mx-2027")];
+        let mut old = Settings::default();
+        old.inbound.certificate = Some("mx".into());
+        let mut new = old.clone();
+        new.inbound.certificate = Some("mx-2027".into());
+        new.admin.certificate = Some(SYSTEM.into());
+        let system = CertId {
+            subject: "CN=system".into(),
+            serial: "02".into(),
+            sha256: "cd".into(),
+        };
+        let changes = binding_changes(&old, &new, &store, Some(&system));
+        let words: Vec<String> = changes
+            .iter()
+            .map(|c| {
+                let place = c.place.as_deref().unwrap_or_default();
+                let subject = c.id.as_ref().map_or("?", |i| i.subject.as_str());
+                format!("{} {} {place} ({subject})", c.name, c.action)
+            })
+            .collect();
+        assert_eq!(
+            words,
+            [
+                "mx unbound from SMTP STARTTLS (inbound) (CN=mx)",
+                "mx-2027 bound to SMTP STARTTLS (inbound) (CN=mx-2027)",
+                "system bound to the admin listener (CN=system)",
+            ]
+        );
+        assert!(binding_changes(&new, &new, &store, None).is_empty());
+        // A JSON entry carries the facts flat, never a key.
+        let json = serde_json::to_value(&changes[0]).unwrap();
+        assert_eq!(json["sha256"], "ab");
+        assert_eq!(json["action"], "unbound");
+    }
+
+    /// A certificate change as (action, name, serial, replaced serial).
+    type Seen = (CertAction, String, String, String);
+
+    /// The newest audit entry: its version, its actor and its certificate changes.
+    fn newest(h: &SettingsHandle) -> (u64, String, Vec<Seen>) {
+        let e = h.audit(1).unwrap().remove(0);
+        let serial = |i: &Option<CertId>| i.as_ref().map(|i| i.serial.clone()).unwrap_or_default();
+        let changes = e
+            .certificates
+            .iter()
+            .map(|c| (c.action, c.name.clone(), serial(&c.id), serial(&c.replaced)))
+            .collect();
+        (e.seq, e.actor, changes)
+    }
+
+    #[test]
+    fn every_certificate_change_is_a_version_of_the_audit_log() {
+        use CertAction::*;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let h = SettingsHandle::open(&path).unwrap();
+        let hasher = &super::super::Argon2Hasher;
+        let mut doc = h.current().settings.to_doc();
+        doc.inbound.tls_mode = TlsMode::Encrypt;
+        h.replace(&doc, "carol", hasher).unwrap();
+
+        h.put_certificate(&stored("mx"), false, "alice").unwrap();
+        let imported = (Imported, "mx".to_string(), "01".to_string(), String::new());
+        assert_eq!(newest(&h), (3, "alice".into(), vec![imported]));
+        assert_eq!(h.current().version, 3);
+        let entry = h.audit(1).unwrap().remove(0);
+        assert_eq!(
+            entry.previous.as_ref(),
+            Some(&entry.new),
+            "settings as they were"
+        );
+        // Rollback undoes the last settings change, not the import.
+        h.rollback("carol").unwrap().unwrap();
+        assert_eq!(h.current().settings.inbound.tls_mode, TlsMode::May);
+        assert_eq!(h.certificates().unwrap().len(), 1);
+
+        let mut renewed = stored("mx");
+        renewed.id.as_mut().unwrap().serial = "02".into();
+        assert!(matches!(
+            h.put_certificate(&renewed, false, "alice"),
+            Err(StoreOpError::Exists(_))
+        ));
+        h.put_certificate(&renewed, true, "alice").unwrap();
+        let replaced = (
+            Replaced,
+            "mx".to_string(),
+            "02".to_string(),
+            "01".to_string(),
+        );
+        assert_eq!(newest(&h), (5, "alice".into(), vec![replaced]));
+
+        let mut doc = h.current().settings.to_doc();
+        doc.inbound.certificate = Some("mx".into());
+        h.replace(&doc, "carol", hasher).unwrap();
+        let bound = (Bound, "mx".to_string(), "02".to_string(), String::new());
+        assert_eq!(newest(&h).2, vec![bound]);
+
+        // A restore says first what it undoes, and is refused once the settings moved on.
+        let plan = h.restore_plan(2).unwrap().unwrap();
+        assert_eq!(plan.certificates[0].action, Unbound);
+        assert!(plan.missing.is_empty());
+        assert!(matches!(
+            h.restore(2, "carol", Some(5)),
+            Err(super::super::ReplaceError::Changed { shown: 5, now: 6 })
+        ));
+        h.restore(2, "carol", Some(6)).unwrap().unwrap();
+        assert_eq!(newest(&h).2[0].0, Unbound);
+
+        h.delete_certificate("mx", "bob").unwrap();
+        let deleted = (Deleted, "mx".to_string(), "02".to_string(), String::new());
+        assert_eq!(newest(&h), (8, "bob".into(), vec![deleted]));
+        assert!(h.certificates().unwrap().is_empty());
+        let plan = h.restore_plan(6).unwrap().unwrap();
+        assert_eq!(
+            plan.missing,
+            vec![(SMTP_PLACE.to_string(), "mx".to_string())]
+        );
+        drop(h);
+        // Reopened, the log reads back whole.
+        let h = SettingsHandle::open(&path).unwrap();
+        assert_eq!(h.audit(100).unwrap().len(), 8);
+        assert_eq!(h.current().version, 8);
     }
 }

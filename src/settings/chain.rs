@@ -306,6 +306,7 @@ mod tests {
                 actor: "t".into(),
                 previous: None,
                 new: Settings::default(),
+                certificates: Vec::new(),
             },
             chain: chain.into(),
         }

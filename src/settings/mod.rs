@@ -31,6 +31,7 @@ pub use document::{
 };
 pub use secret::Secret;
 pub use snapshot::{CompiledRule, Snapshot};
+use store::Record;
 pub use store::{AuditEntry, Store, StoreError, last_good_path};
 pub(crate) use validate::field_error;
 pub use validate::{FieldError, PasswordHasher, min_bits_out_of_range};
@@ -42,6 +43,12 @@ pub enum ReplaceError {
     Invalid(#[from] FieldError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A confirmation showed what a change would do against version `shown`; the settings
+    /// have changed since, so it would do something else.
+    #[error(
+        "the settings changed since this was shown (version {shown} then, {now} now): look at what it changes again"
+    )]
+    Changed { shown: u64, now: u64 },
 }
 
 /// Whether `SettingsHandle::change` stores what it validated.
@@ -74,6 +81,8 @@ struct Inner {
     changed: tokio::sync::watch::Sender<u64>,
     /// A shared database's reachability; `None` for the embedded store.
     shared: Option<Arc<postgres::Health>>,
+    /// The system certificate's facts, for the audit entries that bind it (set by `certs`).
+    system: std::sync::OnceLock<certificates::CertId>,
 }
 
 /// How start-up treats the settings store.
@@ -180,7 +189,7 @@ impl SettingsHandle {
             Ok(None) => {
                 use backend::Backend;
                 let s = Settings::default();
-                let seq = store.save(Some(0), None, &s, "first start")?;
+                let seq = store.save(Some(0), None, &s, &Record::by("first start"))?;
                 (s, seq)
             }
             Err(e) => {
@@ -230,6 +239,7 @@ impl SettingsHandle {
                 write: Mutex::new(()),
                 changed: tokio::sync::watch::Sender::new(version),
                 shared,
+                system: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -316,27 +326,46 @@ impl SettingsHandle {
                 changes,
             });
         }
-        let version = self
-            .inner
-            .store
-            .save(Some(old.version), Some(&old.settings), &new, actor)
+        let record = Record {
+            certificates: self.binding_changes(&old.settings, &new, &certificates),
+            ..Record::by(actor)
+        };
+        let snapshot = self
+            .commit(&old, new, &record)
             .map_err(ReplaceError::from)?;
+        Ok(Changed { snapshot, changes })
+    }
+
+    /// Store `new` as the version after `old` with its audit record, then put it in force.
+    /// Under the writers' lock, which the caller holds.
+    fn commit(
+        &self,
+        old: &Snapshot,
+        new: Settings,
+        record: &Record<'_>,
+    ) -> Result<Arc<Snapshot>, StoreError> {
+        let version =
+            self.inner
+                .store
+                .save(Some(old.version), Some(&old.settings), &new, record)?;
         let snapshot = Arc::new(Snapshot::new(new, version));
         self.inner.live.store(snapshot.clone());
         self.inner.changed.send_replace(version);
-        Ok(Changed { snapshot, changes })
+        Ok(snapshot)
     }
 
     /// Restore the settings the last change replaced, as a change of its own (audited, so a
     /// rollback can itself be rolled back). `None` when there is nothing to go back to.
     pub fn rollback(&self, actor: &str) -> Result<Option<Arc<Snapshot>>, ReplaceError> {
         let _guard = self.inner.write.lock().unwrap_or_else(|e| e.into_inner());
+        // The last version that changed the settings: a certificate imported since is a
+        // version of its own, with the settings as they were.
         let Some(previous) = self
             .inner
             .store
-            .audit(1)?
+            .audit(usize::MAX)?
             .into_iter()
-            .next()
+            .find(|e| e.previous.as_ref() != Some(&e.new))
             .and_then(|e| e.previous)
         else {
             return Ok(None);
@@ -345,13 +374,19 @@ impl SettingsHandle {
     }
 
     /// Make the settings of audit version `version` the ones in force again, as a change of
-    /// its own. `None` when the audit log no longer holds that version.
+    /// its own. `None` when the audit log no longer holds that version. `shown`: the version
+    /// in force when the admin was shown what the restore changes; refused if it moved on.
     pub fn restore(
         &self,
         version: u64,
         actor: &str,
+        shown: Option<u64>,
     ) -> Result<Option<Arc<Snapshot>>, ReplaceError> {
         let _guard = self.inner.write.lock().unwrap_or_else(|e| e.into_inner());
+        let now = self.current().version;
+        if let Some(shown) = shown.filter(|s| *s != now) {
+            return Err(ReplaceError::Changed { shown, now });
+        }
         let Some(entry) = self
             .inner
             .store
@@ -364,22 +399,43 @@ impl SettingsHandle {
         self.put_back(entry.new, actor).map(Some)
     }
 
+    /// What restoring version `version` would change, without changing anything: the
+    /// settings in force, those of that version, and the certificate bindings it would make
+    /// and undo. `None` when the audit log no longer holds that version.
+    pub fn restore_plan(&self, version: u64) -> Result<Option<RestorePlan>, StoreError> {
+        let Some(entry) = self
+            .inner
+            .store
+            .audit(usize::MAX)?
+            .into_iter()
+            .find(|e| e.seq == version)
+        else {
+            return Ok(None);
+        };
+        let current = self.current();
+        let stored = self.inner.store.certificates()?;
+        let certificates = self.binding_changes(&current.settings, &entry.new, &stored);
+        let missing = certificates::missing(&entry.new, &stored);
+        Ok(Some(RestorePlan {
+            current,
+            target: entry.new,
+            certificates,
+            missing,
+        }))
+    }
+
     /// Stored settings back in force (their hashes and secrets as they were): under the
     /// writers' lock, which the caller holds.
     fn put_back(&self, settings: Settings, actor: &str) -> Result<Arc<Snapshot>, ReplaceError> {
         // A certificate the old version bound may have been deleted since.
-        certificates::check_bindings(&settings, &self.inner.store.certificates()?)?;
+        let stored = self.inner.store.certificates()?;
+        certificates::check_bindings(&settings, &stored)?;
         let current = self.current();
-        let version = self.inner.store.save(
-            Some(current.version),
-            Some(&current.settings),
-            &settings,
-            actor,
-        )?;
-        let snapshot = Arc::new(Snapshot::new(settings, version));
-        self.inner.live.store(snapshot.clone());
-        self.inner.changed.send_replace(version);
-        Ok(snapshot)
+        let record = Record {
+            certificates: self.binding_changes(&current.settings, &settings, &stored),
+            ..Record::by(actor)
+        };
+        Ok(self.commit(&current, settings, &record)?)
     }
 
     pub fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
@@ -389,59 +445,18 @@ impl SettingsHandle {
     pub fn certificates(&self) -> Result<Vec<certificates::StoredCert>, StoreError> {
         self.inner.store.certificates()
     }
+}
 
-    /// Store a certificate; one of the same name is replaced only when `replace` (a renewal).
-    /// Under the writers' lock, so a binding check never races a deletion.
-    pub fn put_certificate(
-        &self,
-        cert: &certificates::StoredCert,
-        replace: bool,
-    ) -> Result<(), certificates::StoreOpError> {
-        use certificates::StoreOpError;
-        let _guard = self.inner.write.lock().unwrap_or_else(|e| e.into_inner());
-        if cert.name.eq_ignore_ascii_case(certificates::SYSTEM) {
-            return Err(StoreOpError::System);
-        }
-        // Names are unique without regard to case: `Partner` and `partner` side by side would
-        // be one typo away from binding the wrong one.
-        let stored = self.inner.store.certificates()?;
-        match stored
-            .iter()
-            .find(|c| c.name.eq_ignore_ascii_case(&cert.name))
-        {
-            Some(c) if c.name != cert.name => {
-                return Err(StoreOpError::NameTaken {
-                    name: cert.name.clone(),
-                    existing: c.name.clone(),
-                });
-            }
-            Some(_) if !replace => return Err(StoreOpError::Exists(cert.name.clone())),
-            _ => {}
-        }
-        self.inner.store.put_certificate(cert)?;
-        Ok(())
-    }
-
-    /// Delete a certificate that nothing binds.
-    pub fn delete_certificate(&self, name: &str) -> Result<(), certificates::StoreOpError> {
-        use certificates::StoreOpError;
-        let _guard = self.inner.write.lock().unwrap_or_else(|e| e.into_inner());
-        if name == certificates::SYSTEM {
-            return Err(StoreOpError::System);
-        }
-        let bound = certificates::bound_at(&self.current().settings, name);
-        if !bound.is_empty() {
-            return Err(StoreOpError::InUse {
-                name: name.to_string(),
-                bound,
-            });
-        }
-        if self.inner.store.delete_certificate(name)? {
-            Ok(())
-        } else {
-            Err(StoreOpError::NotFound(name.to_string()))
-        }
-    }
+/// What a restore would change: shown before it applies.
+pub struct RestorePlan {
+    /// The settings in force now, with their version.
+    pub current: Arc<Snapshot>,
+    /// The settings of the version to restore.
+    pub target: Settings,
+    /// The certificate bindings it makes and undoes.
+    pub certificates: Vec<certificates::CertChange>,
+    /// Certificates it binds that are no longer stored, with where: the restore is refused.
+    pub missing: Vec<(String, String)>,
 }
 
 /// argon2id at 8 MiB and 2 passes (within OWASP's argon2id range; a few ms of one core):

@@ -341,6 +341,7 @@ impl Ctx {
                     actor: String::new(),
                     previous: None,
                     new: Settings::default(),
+                    certificates: Vec::new(),
                 },
                 chain: String::new(),
             })

@@ -18,7 +18,7 @@ use super::certificates::StoredCert;
 use super::chain::{self, AuditRecord, Trusted};
 use super::pg_conn::connect;
 use super::pg_head::{ADMINS, CERTS, Ctx, Fail};
-use super::store::{AuditEntry, StoreError};
+use super::store::{AuditEntry, CertRow, Record, StoreError};
 use super::{AdminUser, Settings};
 
 pub use super::pg_conn::{DbThread, create_schema, describe};
@@ -202,42 +202,29 @@ impl PgStore {
         self.read(move |ctx, tx, held| ctx.rows(tx, table, held))
     }
 
-    /// Store (`Some`) or delete a row of `table`, and a head one generation on that names it
-    /// as it is now: in one transaction, under the head's lock. False: no such row to delete.
-    fn put_row(
-        &self,
-        table: &'static str,
-        name: &str,
-        sealed: Option<Vec<u8>>,
-    ) -> Result<bool, StoreError> {
+    /// Store a row of `table` (an admin user), and a head one generation on that names it as
+    /// it is now: in one transaction, under the head's lock. Certificate rows are stored with
+    /// a version of their own (`write_version`): they are audited.
+    fn put_row(&self, table: &'static str, name: &str, sealed: Vec<u8>) -> Result<(), StoreError> {
         let ctx = self.ctx.clone();
         let name = name.to_string();
         self.job(move |c| {
             let mut tx = c.transaction()?;
             let Some(prev) = ctx.lock_head(&mut tx)? else {
-                return Err(StoreError::Db("the settings database holds no settings yet".into()).into());
+                return Err(
+                    StoreError::Db("the settings database holds no settings yet".into()).into(),
+                );
             };
-            let key = format!("{table}/{name}");
             let mut head = chain::next(
                 Some((&prev.head, &prev.digest)),
                 prev.head.version,
                 prev.head.settings.clone(),
             );
-            if let Some(sealed) = &sealed {
-                let sql = format!("INSERT INTO {table} (name, sealed) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET sealed = EXCLUDED.sealed");
-                tx.execute(&sql, &[&name, sealed])?;
-                head.links.rows.insert(key, chain::digest(sealed));
-            } else {
-                let sql = format!("DELETE FROM {table} WHERE name = $1");
-                if tx.execute(&sql, &[&name])? == 0 {
-                    return Ok(false);
-                }
-                head.links.rows.remove(&key);
-            }
+            write_row(&mut tx, &mut head.links, table, &name, Some(&sealed))?;
             let stored = ctx.store_head(&mut tx, head)?;
             tx.commit()?;
             ctx.adopt(stored);
-            Ok(true)
+            Ok(())
         })
     }
 
@@ -273,46 +260,30 @@ impl super::backend::Backend for PgStore {
         expected: Option<u64>,
         previous: Option<&Settings>,
         new: &Settings,
-        actor: &str,
+        record: &Record<'_>,
     ) -> Result<u64, StoreError> {
-        let entry = AuditEntry {
-            seq: 0,
-            unix_time: crate::fsutil::unix_now(),
-            actor: actor.to_string(),
-            previous: previous.cloned(),
-            new: new.clone(),
+        let entry = record.entry(0, previous, new);
+        // Sealed before the job: the certificate row, stored or deleted with the version.
+        let row = match record.row {
+            Some(CertRow::Put(cert)) => Some((
+                cert.name.clone(),
+                Some(self.seal_row(CERTS, &cert.name, cert)?),
+            )),
+            Some(CertRow::Delete(name)) => Some((name.to_string(), None)),
+            None => None,
         };
-        let keep = self.history_keep as i64;
+        let keep = self.history_keep;
         let ctx = self.ctx.clone();
         let saved = self.job(move |c| {
             let mut tx = c.transaction()?;
-            // The row lock orders writers of every node; a head put back refuses the save.
-            let prev = ctx.lock_head(&mut tx)?;
-            let stored = prev.as_ref().map_or(0, |t| t.head.version);
-            if expected.is_some_and(|e| e != stored) {
-                return Ok(Err(stored));
+            let version = write_version(&ctx, &mut tx, (expected, keep), &entry, row.as_ref())?;
+            if version.is_ok() {
+                tx.commit()?;
             }
-            let seq = stored + 1;
-            let record = AuditRecord {
-                entry: AuditEntry { seq, ..entry.clone() },
-                chain: prev.as_ref().map(|t| t.head.links.audit.clone()).unwrap_or_default(),
-            };
-            let audit = ctx.sealer.seal(&format!("audit/{seq}"), &serde_json::to_vec(&record)?);
-            tx.execute(
-                "INSERT INTO postern_settings_audit (seq, unix_time, actor, sealed) VALUES ($1, $2, $3, $4)",
-                &[&(seq as i64), &(record.entry.unix_time as i64), &record.entry.actor, &audit],
-            )?;
-            tx.execute(
-                "DELETE FROM postern_settings_audit WHERE seq <= $1",
-                &[&(seq as i64 - keep)],
-            )?;
-            let prev = prev.as_ref().map(|t| (&t.head, t.digest.as_str()));
-            let mut head = chain::next(prev, seq, entry.new.clone());
-            head.links.audit = chain::digest(&audit);
-            let stored = ctx.store_head(&mut tx, head)?;
-            tx.commit()?;
-            ctx.adopt(stored);
-            Ok(Ok(seq))
+            Ok(version.map(|(stored, seq)| {
+                ctx.adopt(stored);
+                seq
+            }))
         })?;
         saved.map_err(StoreError::Conflict)
     }
@@ -325,23 +296,93 @@ impl super::backend::Backend for PgStore {
         self.rows(CERTS)
     }
 
-    fn put_certificate(&self, cert: &StoredCert) -> Result<(), StoreError> {
-        let sealed = self.seal_row(CERTS, &cert.name, cert)?;
-        self.put_row(CERTS, &cert.name, Some(sealed)).map(|_| ())
-    }
-
-    fn delete_certificate(&self, name: &str) -> Result<bool, StoreError> {
-        self.put_row(CERTS, name, None)
-    }
-
     fn admin_users(&self) -> Result<Vec<AdminUser>, StoreError> {
         self.rows(ADMINS)
     }
 
     fn put_admin_user(&self, user: &AdminUser) -> Result<(), StoreError> {
         let sealed = self.seal_row(ADMINS, &user.name, user)?;
-        self.put_row(ADMINS, &user.name, Some(sealed)).map(|_| ())
+        self.put_row(ADMINS, &user.name, sealed)
     }
+}
+
+/// In `tx`, under the head's lock: audit entry `entry` as the next version, the certificate
+/// row `row` stored (`Some` sealed bytes) or deleted, and the head one generation on naming
+/// both. `Err(version stored)`: not written, as another node changed the settings first (or
+/// deleted the row), and the caller rolls back.
+fn write_version(
+    ctx: &Ctx,
+    tx: &mut postgres::Transaction<'_>,
+    (expected, keep): (Option<u64>, u64),
+    entry: &AuditEntry,
+    row: Option<&(String, Option<Vec<u8>>)>,
+) -> Result<Result<(Trusted, u64), u64>, Fail> {
+    // The row lock orders writers of every node; a head put back refuses the save.
+    let prev = ctx.lock_head(tx)?;
+    let stored = prev.as_ref().map_or(0, |t| t.head.version);
+    if expected.is_some_and(|e| e != stored) {
+        return Ok(Err(stored));
+    }
+    let seq = stored + 1;
+    let record = AuditRecord {
+        entry: AuditEntry {
+            seq,
+            ..entry.clone()
+        },
+        chain: prev
+            .as_ref()
+            .map(|t| t.head.links.audit.clone())
+            .unwrap_or_default(),
+    };
+    let audit = ctx
+        .sealer
+        .seal(&format!("audit/{seq}"), &serde_json::to_vec(&record)?);
+    tx.execute(
+        "INSERT INTO postern_settings_audit (seq, unix_time, actor, sealed) VALUES ($1, $2, $3, $4)",
+        &[&(seq as i64), &(record.entry.unix_time as i64), &record.entry.actor, &audit],
+    )?;
+    tx.execute(
+        "DELETE FROM postern_settings_audit WHERE seq <= $1",
+        &[&(seq as i64 - keep as i64)],
+    )?;
+    let prev = prev.as_ref().map(|t| (&t.head, t.digest.as_str()));
+    let mut head = chain::next(prev, seq, entry.new.clone());
+    head.links.audit = chain::digest(&audit);
+    if let Some((name, sealed)) = row
+        && !write_row(tx, &mut head.links, CERTS, name, sealed.as_deref())?
+    {
+        return Ok(Err(stored));
+    }
+    Ok(Ok((ctx.store_head(tx, head)?, seq)))
+}
+
+/// Store (`Some`) or delete the row `name` of `table` in `tx`, and name it in `links` as it is
+/// now. False: no such row to delete.
+fn write_row(
+    tx: &mut postgres::Transaction<'_>,
+    links: &mut chain::Links,
+    table: &str,
+    name: &str,
+    sealed: Option<&[u8]>,
+) -> Result<bool, Fail> {
+    let key = format!("{table}/{name}");
+    match sealed {
+        Some(sealed) => {
+            let sql = format!(
+                "INSERT INTO {table} (name, sealed) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET sealed = EXCLUDED.sealed"
+            );
+            tx.execute(&sql, &[&name, &sealed])?;
+            links.rows.insert(key, chain::digest(sealed));
+        }
+        None => {
+            let sql = format!("DELETE FROM {table} WHERE name = $1");
+            if tx.execute(&sql, &[&name])? == 0 {
+                return Ok(false);
+            }
+            links.rows.remove(&key);
+        }
+    }
+    Ok(true)
 }
 
 /// Follow the other nodes' changes until `handle` is gone: `LISTEN`, and the version checked

@@ -6,6 +6,7 @@ use std::path::Path;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
+use super::certificates::{CertChange, StoredCert};
 use super::document::Settings;
 
 const CURRENT: TableDefinition<&str, &[u8]> = TableDefinition::new("settings");
@@ -64,7 +65,8 @@ fn db_err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Db(e.to_string())
 }
 
-/// One change: who made it, when, and the settings before and after.
+/// One change: who made it, when, the settings before and after, and the certificates it
+/// stored, deleted, bound or unbound (named by their facts, never their keys).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AuditEntry {
     pub seq: u64,
@@ -72,6 +74,46 @@ pub struct AuditEntry {
     pub actor: String,
     pub previous: Option<Settings>,
     pub new: Settings,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<CertChange>,
+}
+
+/// What a version records besides the settings: who made it, the certificate changes the
+/// audit entry names, and the certificate row written in the same transaction.
+pub struct Record<'a> {
+    pub actor: &'a str,
+    pub certificates: Vec<CertChange>,
+    pub row: Option<CertRow<'a>>,
+}
+
+impl<'a> Record<'a> {
+    /// A settings change and nothing else.
+    pub fn by(actor: &'a str) -> Record<'a> {
+        Record {
+            actor,
+            certificates: Vec::new(),
+            row: None,
+        }
+    }
+
+    /// The audit entry of version `seq`.
+    pub fn entry(&self, seq: u64, previous: Option<&Settings>, new: &Settings) -> AuditEntry {
+        AuditEntry {
+            seq,
+            unix_time: crate::fsutil::unix_now(),
+            actor: self.actor.to_string(),
+            previous: previous.cloned(),
+            new: new.clone(),
+            certificates: self.certificates.clone(),
+        }
+    }
+}
+
+/// A certificate row stored or deleted with a version (an import, a renewal, a deletion).
+#[derive(Clone, Copy)]
+pub enum CertRow<'a> {
+    Put(&'a StoredCert),
+    Delete(&'a str),
 }
 
 pub struct Store {
@@ -196,7 +238,18 @@ impl Store {
         new: &Settings,
         actor: &str,
     ) -> Result<u64, StoreError> {
-        let saved = self.save_once(previous, new, actor);
+        self.record(previous, new, &Record::by(actor))
+    }
+
+    /// As `save`, with the certificate changes the entry names and the certificate row
+    /// stored or deleted in the same transaction: a certificate never changes unaudited.
+    pub fn record(
+        &self,
+        previous: Option<&Settings>,
+        new: &Settings,
+        record: &Record<'_>,
+    ) -> Result<u64, StoreError> {
+        let saved = self.save_once(previous, new, record);
         self.wrote(saved)
     }
 
@@ -204,7 +257,7 @@ impl Store {
         &self,
         previous: Option<&Settings>,
         new: &Settings,
-        actor: &str,
+        record: &Record<'_>,
     ) -> Result<u64, StoreError> {
         let db = self.db()?;
         let txn = db.begin_write().map_err(db_err)?;
@@ -215,13 +268,7 @@ impl Store {
                 .map_err(db_err)?
                 .map(|(k, _)| k.value() + 1)
                 .unwrap_or(1);
-            let entry = AuditEntry {
-                seq,
-                unix_time: crate::fsutil::unix_now(),
-                actor: actor.to_string(),
-                previous: previous.cloned(),
-                new: new.clone(),
-            };
+            let entry = record.entry(seq, previous, new);
             audit
                 .insert(seq, serde_json::to_vec(&entry)?.as_slice())
                 .map_err(db_err)?;
@@ -235,6 +282,18 @@ impl Store {
             current
                 .insert(KEY, serde_json::to_vec(new)?.as_slice())
                 .map_err(db_err)?;
+            let mut certs = txn.open_table(CERTS).map_err(db_err)?;
+            match record.row {
+                Some(CertRow::Put(cert)) => {
+                    certs
+                        .insert(cert.name.as_str(), serde_json::to_vec(cert)?.as_slice())
+                        .map_err(db_err)?;
+                }
+                Some(CertRow::Delete(name)) => {
+                    certs.remove(name).map_err(db_err)?;
+                }
+                None => {}
+            }
             seq
         };
         txn.commit().map_err(db_err)?;
@@ -284,21 +343,6 @@ impl Store {
         self.rows(CERTS)
     }
 
-    /// Insert or replace, durably.
-    pub fn put_certificate(
-        &self,
-        cert: &super::certificates::StoredCert,
-    ) -> Result<(), StoreError> {
-        let put = self.put_row(CERTS, &cert.name, cert);
-        self.wrote(put)
-    }
-
-    /// False if there was no such certificate.
-    pub fn delete_certificate(&self, name: &str) -> Result<bool, StoreError> {
-        let deleted = self.delete_row(CERTS, name);
-        self.wrote(deleted)
-    }
-
     pub fn admin_users(&self) -> Result<Vec<super::AdminUser>, StoreError> {
         self.rows(ADMINS)
     }
@@ -342,23 +386,6 @@ impl Store {
             .insert(key, serde_json::to_vec(value)?.as_slice())
             .map_err(db_err)?;
         txn.commit().map_err(db_err)
-    }
-
-    fn delete_row(
-        &self,
-        table: TableDefinition<&str, &[u8]>,
-        key: &str,
-    ) -> Result<bool, StoreError> {
-        let db = self.db()?;
-        let txn = db.begin_write().map_err(db_err)?;
-        let found = txn
-            .open_table(table)
-            .map_err(db_err)?
-            .remove(key)
-            .map_err(db_err)?
-            .is_some();
-        txn.commit().map_err(db_err)?;
-        Ok(found)
     }
 
     /// Audit entries, newest first.

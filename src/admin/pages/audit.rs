@@ -1,5 +1,7 @@
-//! Audit: every change, newest first, who (user or api), when, the sections that changed and
-//! each field before and after; "Restore this version" after a confirmation, itself recorded
+//! Audit: every change, newest first, who (user or api), when, the sections that changed,
+//! each field before and after, and the certificates imported, renewed, deleted, bound or
+//! unbound (subject, serial, SHA-256; never a key). "Restore this version" first shows what
+//! the restore would change, bindings it undoes included; confirmed, it is itself recorded
 //! as a change. The same `admin::audit` functions as the API.
 
 use askama::Template;
@@ -11,7 +13,9 @@ use tower_sessions::Session;
 
 use super::{Chrome, SignedIn, check_csrf, chrome, render};
 use crate::admin::AdminState;
-use crate::admin::audit::{LISTED, Version, restore_version, versions};
+use crate::admin::audit::{LISTED, RestorePreview, Version, preview, restore_version, versions};
+use crate::settings::FieldChange;
+use crate::settings::certificates::{CertAction, CertChange, SMTP_PLACE};
 
 struct Entry {
     version: u64,
@@ -19,8 +23,32 @@ struct Entry {
     actor: String,
     sections: String,
     fields: Vec<(String, String, String)>,
+    certificates: Vec<CertLine>,
     /// The newest version is the one in force: nothing to restore.
     current: bool,
+}
+
+/// A certificate change in words, with what identifies the certificate.
+struct CertLine {
+    what: String,
+    /// (subject, serial, SHA-256); `None` for a record stored before certificates were
+    /// audited.
+    id: Option<(String, String, String)>,
+    /// A renewal: the serial and SHA-256 of the certificate it replaced.
+    replaced: Option<(String, String)>,
+}
+
+/// The restore asked for, and what it would change.
+struct Confirm {
+    entry: Entry,
+    against: u64,
+    /// (field, in force now, after the restore).
+    fields: Vec<(String, String, String)>,
+    certificates: Vec<CertLine>,
+    /// What the bindings it undoes leave behind, in words.
+    consequences: Vec<String>,
+    /// Certificates it binds that are gone, in words: the restore would be refused.
+    missing: Vec<String>,
 }
 
 #[derive(Template)]
@@ -30,33 +58,102 @@ struct AuditPage {
     notice: Option<String>,
     error: Option<String>,
     entries: Vec<Entry>,
-    confirm: Option<Entry>,
+    confirm: Option<Confirm>,
+}
+
+fn cert_line(c: CertChange) -> CertLine {
+    let what = match (&c.action, &c.place) {
+        (CertAction::Bound | CertAction::Unbound, Some(place)) => {
+            format!("{} {} {place}", c.name, c.action)
+        }
+        _ => format!("{} {}", c.name, c.action),
+    };
+    CertLine {
+        what,
+        id: c.id.map(|i| (i.subject, i.serial, i.sha256)),
+        replaced: c.replaced.map(|i| (i.serial, i.sha256)),
+    }
+}
+
+/// (field, before, after) as the tables show them; `(none)` where a value is absent.
+fn field_rows(fields: Vec<FieldChange>) -> Vec<(String, String, String)> {
+    let absent = || "(none)".to_string();
+    fields
+        .into_iter()
+        .map(|f| {
+            (
+                f.path,
+                f.before.unwrap_or_else(absent),
+                f.after.unwrap_or_else(absent),
+            )
+        })
+        .collect()
 }
 
 fn entry(v: Version, current: bool) -> Entry {
     let sections: Vec<String> = v.changes.iter().map(ToString::to_string).collect();
-    let absent = || "(none)".to_string();
+    let sections = match (v.first, sections.is_empty(), v.certificates.is_empty()) {
+        (true, _, _) => "first version".to_string(),
+        (false, true, false) => "a certificate change; the settings did not change".to_string(),
+        (false, true, true) => "no change".to_string(),
+        (false, false, _) => sections.join("; "),
+    };
     Entry {
         version: v.version,
         when: super::queue::when(v.unix_time),
         actor: v.actor,
-        sections: if sections.is_empty() {
-            "first version".into()
-        } else {
-            sections.join("; ")
-        },
-        fields: v
-            .fields
-            .into_iter()
-            .map(|f| {
-                (
-                    f.path,
-                    f.before.unwrap_or_else(absent),
-                    f.after.unwrap_or_else(absent),
-                )
-            })
-            .collect(),
+        sections,
+        fields: field_rows(v.fields),
+        certificates: v.certificates.into_iter().map(cert_line).collect(),
         current,
+    }
+}
+
+/// What undoing a binding leaves: SMTP STARTTLS with nothing bound serves the default
+/// certificate (the TLS page says the same under its field).
+fn consequences(changes: &[CertChange]) -> Vec<String> {
+    let smtp = |a: CertAction| {
+        changes
+            .iter()
+            .any(|c| c.action == a && c.place.as_deref() == Some(SMTP_PLACE))
+    };
+    let mut out = Vec::new();
+    if smtp(CertAction::Unbound) && !smtp(CertAction::Bound) {
+        out.push("After the restore no certificate is bound for SMTP STARTTLS: it serves the system self-signed certificate, which senders that verify will not trust.".to_string());
+    }
+    out
+}
+
+fn confirm(entry: Entry, p: RestorePreview) -> Confirm {
+    Confirm {
+        entry,
+        against: p.against,
+        consequences: consequences(&p.certificates),
+        fields: field_rows(p.fields),
+        certificates: p.certificates.into_iter().map(cert_line).collect(),
+        missing: p
+            .missing
+            .into_iter()
+            .map(|m| format!("{} (was bound to {})", m.name, m.place))
+            .collect(),
+    }
+}
+
+/// The listed versions as entries, the newest marked as in force.
+async fn listed(state: &AdminState) -> (Vec<Entry>, Option<String>) {
+    match versions(state, LISTED).await {
+        Ok(list) => {
+            let newest = list.first().map(|v| v.version);
+            let entries = list
+                .into_iter()
+                .map(|v| {
+                    let current = Some(v.version) == newest;
+                    entry(v, current)
+                })
+                .collect();
+            (entries, None)
+        }
+        Err(e) => (Vec::new(), Some(e.error)),
     }
 }
 
@@ -73,22 +170,24 @@ pub async fn page(
     axum::Extension(auth): axum::Extension<SignedIn>,
     Query(q): Query<AuditQuery>,
 ) -> Response {
-    let (entries, error) = match versions(&state, LISTED).await {
-        Ok(list) => (list, None),
-        Err(e) => (Vec::new(), Some(e.error)),
-    };
-    let newest = entries.first().map(|v| v.version);
-    let mut entries: Vec<Entry> = entries
-        .into_iter()
-        .map(|v| {
-            let current = Some(v.version) == newest;
-            entry(v, current)
-        })
-        .collect();
-    let confirm = q
+    let (mut entries, mut error) = listed(&state).await;
+    let asked = q
         .restore
         .and_then(|n| entries.iter().position(|e| e.version == n && !e.current))
         .map(|i| entries.remove(i));
+    let confirm = match asked {
+        Some(e) => match preview(&state, e.version).await {
+            Ok(p) => Some(confirm(e, p)),
+            Err(why) => {
+                error = Some(format!(
+                    "Cannot show what the restore changes: {}",
+                    why.error
+                ));
+                None
+            }
+        },
+        None => None,
+    };
     render(AuditPage {
         chrome: chrome(&state, &session, Some(&auth)).await,
         notice: session.remove::<String>("notice").await.ok().flatten(),
@@ -103,6 +202,9 @@ pub struct RestoreForm {
     #[serde(default)]
     csrf: String,
     version: u64,
+    /// The version in force when the confirmation was shown.
+    #[serde(default)]
+    against: Option<u64>,
 }
 
 pub async fn restore(
@@ -115,7 +217,7 @@ pub async fn restore(
         return refused;
     }
     let actor = auth.actor();
-    match restore_version(&state, form.version, actor).await {
+    match restore_version(&state, form.version, actor, form.against).await {
         Ok(snapshot) => {
             let notice = format!(
                 "Restored version {} and applied (now version {}).",
@@ -125,23 +227,23 @@ pub async fn restore(
             Redirect::to("/audit").into_response()
         }
         Err(e) => {
-            let mut page = AuditPage {
+            let (entries, _) = listed(&state).await;
+            // A field at fault can only be a binding of a certificate deleted since: said in
+            // words, without the settings path.
+            let why = match e.field {
+                Some(_) => format!(
+                    "{} (this version binds a certificate that is no longer stored: import it again on System Certificates first)",
+                    e.message()
+                ),
+                None => e.error.clone(),
+            };
+            let page = AuditPage {
                 chrome: chrome(&state, &session, Some(&auth)).await,
                 notice: None,
-                error: Some(format!("Not restored: {}", e.error)),
-                entries: Vec::new(),
+                error: Some(format!("Not restored: {why}")),
+                entries,
                 confirm: None,
             };
-            if let Ok(list) = versions(&state, LISTED).await {
-                let newest = list.first().map(|v| v.version);
-                page.entries = list
-                    .into_iter()
-                    .map(|v| {
-                        let current = Some(v.version) == newest;
-                        entry(v, current)
-                    })
-                    .collect();
-            }
             (StatusCode::CONFLICT, render(page)).into_response()
         }
     }

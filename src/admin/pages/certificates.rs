@@ -186,8 +186,8 @@ pub async fn import(
             replace: form.replace.is_some(),
         }
     };
-    let certs = state.certs.clone();
-    let result = tokio::task::spawn_blocking(move || certs.import(&req)).await;
+    let (certs, actor) = (state.certs.clone(), auth.actor());
+    let result = tokio::task::spawn_blocking(move || certs.import(&req, &actor)).await;
     let mut shown = if acme {
         Shown {
             form_acme: form.name,
@@ -308,9 +308,9 @@ pub async fn delete(
     if let Err(refused) = check_csrf(&session, &form.csrf).await {
         return refused;
     }
-    let certs = state.certs.clone();
+    let (certs, actor) = (state.certs.clone(), auth.actor());
     let name = form.name.clone();
-    match tokio::task::spawn_blocking(move || certs.delete(&name)).await {
+    match tokio::task::spawn_blocking(move || certs.delete(&name, &actor)).await {
         Ok(Ok(())) => {
             tracing::info!(target: "postern/admin", "certificate {} deleted by {} (admin page)", form.name, auth.user);
             let _ = session

@@ -1,5 +1,8 @@
-//! SMTP TLS Settings (Hermes' page): the inbound and outbound STARTTLS modes and the
-//! certificate SMTP serves, saved through the same change path as the API.
+//! SMTP TLS Settings (Hermes' page): two cards, each a form that saves only what it owns
+//! through the same change path as the API. The inbound card holds the inbound STARTTLS mode
+//! and the certificate SMTP serves, and Hermes' binding rules (a blank certificate while
+//! Opportunistic or Mandatory is refused there); the outbound card holds the outbound mode,
+//! MTA-STS and DANE, and saves with no certificate imported.
 
 use askama::Template;
 use axum::extract::{Form, State};
@@ -10,7 +13,8 @@ use tower_sessions::Session;
 
 use super::{Chrome, SignedIn, check_csrf, chrome, render};
 use crate::admin::{AdminState, ApiError, apply_settings};
-use crate::settings::{Apply, TlsMode};
+use crate::levels::StsSwitch;
+use crate::settings::{Apply, Settings, TlsMode};
 
 const MODES: [(&str, &str); 3] = [
     ("disabled", "Disabled"),
@@ -34,35 +38,30 @@ struct TlsPage {
     notice: Option<String>,
     error: Option<String>,
     modes: Vec<(&'static str, &'static str)>,
-    inbound_mode: String,
-    inbound_certificate: String,
-    certificate_error: Option<String>,
+    shown: Shown,
     certificates: Vec<Choice>,
     /// The facts of the certificate named in the field, when it is one of the store's.
     bound: Option<Choice>,
-    outbound_mode: String,
-    mta_sts: String,
-    dane: bool,
 }
 
+/// The inbound card's fields: absent when the form posted is the outbound card.
 #[derive(Deserialize)]
 pub struct TlsForm {
     #[serde(default)]
     csrf: String,
-    inbound_mode: String,
     #[serde(default)]
-    inbound_certificate: String,
-    outbound_mode: String,
+    inbound_mode: Option<String>,
+    #[serde(default)]
+    inbound_certificate: Option<String>,
+    /// The outbound card's fields: absent when the form posted is the inbound card.
+    #[serde(default)]
+    outbound_mode: Option<String>,
     /// `enforce`, `monitor` or `off`; absent (an older form): unchanged.
     #[serde(default)]
     outbound_mta_sts: Option<String>,
-    /// The DANE checkbox, read when the form has the MTA-STS field (it is one form).
+    /// The DANE checkbox, read when the form has the MTA-STS field.
     #[serde(default)]
     outbound_dane: Option<String>,
-}
-
-fn mode_name(m: TlsMode) -> String {
-    m.to_string()
 }
 
 fn parse_mode(s: &str) -> Option<TlsMode> {
@@ -89,22 +88,35 @@ async fn choices(state: &AdminState) -> Vec<Choice> {
         .collect()
 }
 
+/// What the cards show: the settings in force, or what was typed into the card refused.
 struct Shown {
     inbound_mode: String,
     inbound_certificate: String,
     outbound_mode: String,
     mta_sts: String,
     dane: bool,
-    notice: Option<String>,
-    error: Option<String>,
+    /// Under the certificate field.
     certificate_error: Option<String>,
+}
+
+impl Shown {
+    fn of(s: &Settings) -> Shown {
+        Shown {
+            inbound_mode: s.inbound.tls_mode.to_string(),
+            inbound_certificate: s.inbound.certificate.clone().unwrap_or_default(),
+            outbound_mode: s.outbound.tls_mode.to_string(),
+            mta_sts: s.outbound.mta_sts.to_string(),
+            dane: s.outbound.dane,
+            certificate_error: None,
+        }
+    }
 }
 
 async fn show(
     state: &AdminState,
     session: &Session,
     auth: &SignedIn,
-    shown: Shown,
+    (shown, notice, error): (Shown, Option<String>, Option<String>),
     status: StatusCode,
 ) -> Response {
     let certificates = choices(state).await;
@@ -120,17 +132,12 @@ async fn show(
         });
     let page = TlsPage {
         chrome: chrome(state, session, Some(auth)).await,
-        notice: shown.notice,
-        error: shown.error,
+        notice,
+        error,
         modes: MODES.to_vec(),
-        inbound_mode: shown.inbound_mode,
-        inbound_certificate: shown.inbound_certificate,
-        certificate_error: shown.certificate_error,
+        shown,
         certificates,
         bound,
-        outbound_mode: shown.outbound_mode,
-        mta_sts: shown.mta_sts,
-        dane: shown.dane,
     };
     (status, render(page)).into_response()
 }
@@ -140,19 +147,71 @@ pub async fn page(
     session: Session,
     axum::Extension(auth): axum::Extension<SignedIn>,
 ) -> Response {
-    let snapshot = state.settings.current();
-    let s = &snapshot.settings;
-    let shown = Shown {
-        inbound_mode: mode_name(s.inbound.tls_mode),
-        inbound_certificate: s.inbound.certificate.clone().unwrap_or_default(),
-        outbound_mode: mode_name(s.outbound.tls_mode),
-        mta_sts: s.outbound.mta_sts.to_string(),
-        dane: s.outbound.dane,
-        notice: session.remove::<String>("notice").await.ok().flatten(),
-        error: None,
-        certificate_error: None,
+    let shown = Shown::of(&state.settings.current().settings);
+    let notice = session.remove::<String>("notice").await.ok().flatten();
+    show(
+        &state,
+        &session,
+        &auth,
+        (shown, notice, None),
+        StatusCode::OK,
+    )
+    .await
+}
+
+/// What a card changes, read from the fields it posted.
+struct Change {
+    /// The inbound card: its mode, and the certificate bound (`None`: nothing bound).
+    inbound: Option<(TlsMode, Option<String>)>,
+    /// The outbound card: its mode, and MTA-STS with DANE when the form has them.
+    outbound: Option<(TlsMode, Option<(StsSwitch, bool)>)>,
+}
+
+fn read(form: &TlsForm) -> Result<Change, String> {
+    let mode = |m: &str| parse_mode(m).ok_or_else(|| format!("unknown TLS mode {m:?}"));
+    let inbound = match form.inbound_mode.as_deref() {
+        None => None,
+        Some(m) => {
+            let mode = mode(m)?;
+            let certificate = form.inbound_certificate.as_deref().unwrap_or("").trim();
+            // Blank while disabled: nothing bound. Blank otherwise is Hermes' error 1, said by
+            // the same binding check as the API's.
+            let binding = match (mode, certificate.is_empty()) {
+                (TlsMode::Disabled, true) => None,
+                _ => Some(certificate.to_string()),
+            };
+            Some((mode, binding))
+        }
     };
-    show(&state, &session, &auth, shown, StatusCode::OK).await
+    let outbound = match form.outbound_mode.as_deref() {
+        None => None,
+        Some(m) => {
+            let published = match form.outbound_mta_sts.as_deref() {
+                None => None,
+                Some(s) => Some((s.parse::<StsSwitch>()?, form.outbound_dane.is_some())),
+            };
+            Some((mode(m)?, published))
+        }
+    };
+    if inbound.is_none() && outbound.is_none() {
+        return Err("the form names neither inbound_mode nor outbound_mode".into());
+    }
+    Ok(Change { inbound, outbound })
+}
+
+/// What the notice says was saved, and from when it applies.
+fn saved(change: &Change) -> &'static str {
+    match (change.inbound.is_some(), change.outbound.is_some()) {
+        (true, false) => {
+            "Saved and applied: inbound STARTTLS and its certificate, from the next SMTP session (sessions in flight keep theirs)."
+        }
+        (false, _) => {
+            "Saved and applied: outbound STARTTLS, MTA-STS and DANE, from the next delivery attempt."
+        }
+        (true, true) => {
+            "Saved and applied: the next SMTP session and delivery attempt use it; sessions in flight keep theirs."
+        }
+    }
 }
 
 pub async fn save(
@@ -164,59 +223,49 @@ pub async fn save(
     if let Err(refused) = check_csrf(&session, &form.csrf).await {
         return refused;
     }
-    let (Some(inbound), Some(outbound)) = (
-        parse_mode(&form.inbound_mode),
-        parse_mode(&form.outbound_mode),
-    ) else {
-        return (StatusCode::BAD_REQUEST, "unknown TLS mode").into_response();
+    let change = match read(&form) {
+        Ok(change) => change,
+        Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
     };
-    let published = match form.outbound_mta_sts.as_deref() {
-        None => None,
-        Some(m) => match m.parse::<crate::levels::StsSwitch>() {
-            Ok(m) => Some((m, form.outbound_dane.is_some())),
-            Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
-        },
-    };
-    let certificate = form.inbound_certificate.trim().to_string();
-    // Blank while disabled: nothing bound. Blank otherwise is Hermes' error 1, said by the
-    // same binding check as the API's.
-    let binding = match (inbound, certificate.is_empty()) {
-        (TlsMode::Disabled, true) => None,
-        _ => Some(certificate.clone()),
-    };
-    let actor = auth.actor();
-    let result = apply_settings(&state, actor, Apply::Yes, move |current| {
+    let notice = saved(&change);
+    let (inbound, outbound) = (change.inbound.clone(), change.outbound);
+    let result = apply_settings(&state, auth.actor(), Apply::Yes, move |current| {
         let mut doc = current.to_doc();
-        doc.inbound.tls_mode = inbound;
-        doc.inbound.certificate = binding;
-        doc.outbound.tls_mode = outbound;
-        if let Some((mta_sts, dane)) = published {
-            doc.outbound.mta_sts = mta_sts;
-            doc.outbound.dane = dane;
+        if let Some((mode, certificate)) = inbound {
+            doc.inbound.tls_mode = mode;
+            doc.inbound.certificate = certificate;
+        }
+        if let Some((mode, published)) = outbound {
+            doc.outbound.tls_mode = mode;
+            if let Some((mta_sts, dane)) = published {
+                doc.outbound.mta_sts = mta_sts;
+                doc.outbound.dane = dane;
+            }
         }
         Ok(doc)
     })
     .await;
     match result {
         Ok(_) => {
-            let notice =
-                "Saved and applied: the next SMTP session uses it; sessions in flight keep theirs.";
             let _ = session.insert("notice", notice).await;
             Redirect::to("/tls").into_response()
         }
         Err(e) => {
+            // The card posted shows what was typed; the other one what is in force.
+            let mut shown = Shown::of(&state.settings.current().settings);
+            if let Some(mode) = form.inbound_mode {
+                shown.inbound_mode = mode;
+                shown.inbound_certificate = change.inbound.and_then(|(_, c)| c).unwrap_or_default();
+            }
+            if let Some(mode) = form.outbound_mode {
+                shown.outbound_mode = mode;
+                shown.mta_sts = form.outbound_mta_sts.unwrap_or(shown.mta_sts);
+                shown.dane = form.outbound_dane.is_some();
+            }
             let (error, certificate_error) = field_message(&e);
-            let shown = Shown {
-                inbound_mode: form.inbound_mode,
-                inbound_certificate: certificate,
-                outbound_mode: form.outbound_mode,
-                mta_sts: form.outbound_mta_sts.unwrap_or_else(|| "enforce".into()),
-                dane: form.outbound_dane.is_some(),
-                notice: None,
-                error,
-                certificate_error,
-            };
-            show(&state, &session, &auth, shown, StatusCode::BAD_REQUEST).await
+            shown.certificate_error = certificate_error;
+            let page = (shown, None, error);
+            show(&state, &session, &auth, page, StatusCode::BAD_REQUEST).await
         }
     }
 }
@@ -230,6 +279,6 @@ fn field_message(e: &ApiError) -> (Option<String>, Option<String>) {
             let summary = "Not saved: see the message under the certificate field.";
             (Some(summary.to_string()), Some(text.to_string()))
         }
-        _ => (Some(e.error.clone()), None),
+        _ => (Some(format!("Not saved: {}", e.message())), None),
     }
 }
