@@ -112,8 +112,9 @@ fn an_expired_bound_certificate_is_one_error() {
             chain_pem,
             key_pem: Some(Secret::new(key_pem)),
             added_unix: 0,
+            id: None,
         };
-        store.put_certificate(&cert, false).unwrap();
+        store.put_certificate(&cert, false, "test").unwrap();
         let doc: SettingsDoc = serde_json::from_value(serde_json::json!({
             "inbound": {"tls_mode": "may", "certificate": "mx"},
             "trusted_networks": ["127.0.0.0/8"],
