@@ -216,9 +216,10 @@ pub struct SmtpConfig {
     /// New connections per client address per minute, trusted networks excepted (Postfix's
     /// `smtpd_client_connection_rate_limit`). 0: no limit.
     pub max_connection_rate_per_client: u32,
-    /// Failed SMTP AUTH attempts per client address, and per user name, before both are
-    /// locked out for `auth_lockout_secs` (logged once). Each failure also delays its reply
-    /// by `auth_failure_delay_ms` more than the last, up to 5 s.
+    /// SMTP AUTH attempts from one client address (counted before each check) before that
+    /// address is refused for `auth_lockout_secs`; a success clears its count. A user name
+    /// is never locked for everyone. Each failure also delays its reply by
+    /// `auth_failure_delay_ms` more than the last, up to 5 s.
     pub auth_failure_limit: u32,
     pub auth_lockout_secs: u64,
     pub auth_failure_delay_ms: u64,
