@@ -54,6 +54,7 @@ impl LogQuery {
             before: self.before,
             limit: self.limit.unwrap_or(PAGE).clamp(1, MAX_PAGE),
             failed_only: false,
+            from_tenant: false,
         }
     }
 }

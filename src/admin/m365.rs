@@ -146,7 +146,7 @@ async fn connector_seen(state: &AdminState) -> Option<String> {
     tokio::task::spawn_blocking(move || {
         store
             .search(&crate::events::store::Search {
-                text: Some("\"tenant\":\"".into()),
+                from_tenant: true,
                 since: Some(since),
                 limit: 1,
                 ..Default::default()
