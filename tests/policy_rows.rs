@@ -150,7 +150,7 @@ async fn the_test_probes_every_mx_and_says_which_would_stop_the_row() {
         mx1["verdict"]
             .as_str()
             .unwrap()
-            .ends_with("certificate verified for mx1.partner.example"),
+            .contains("certificate verified for mx1.partner.example: mail would go over TLS"),
         "{mx1:#}"
     );
     let (_, t) = test_row(
@@ -175,7 +175,7 @@ async fn the_test_probes_every_mx_and_says_which_would_stop_the_row() {
     assert_eq!(t["test"]["passes"], true, "{t:#}");
     assert_eq!(
         host(&t, "mx2.partner.example")["verdict"],
-        "STARTTLS not offered: delivered in plaintext (level may allows it)"
+        "STARTTLS not offered to the probe: mail would go in plaintext (level may allows it)"
     );
     // The Test saved nothing.
     assert_eq!(p.server.get_settings().await["policy"], json!([]));
