@@ -79,7 +79,11 @@ pub(crate) async fn checklist(state: &AdminState) -> Checklist {
     let steps = vec![
         Step {
             title: "A certificate for this gateway's name, bound to SMTP".into(),
-            command: Some(format!("postern cert import --name {host} --cert {host}.crt --key {host}.key --chain chain.pem")),
+            command: Some({
+                // File names, not the placeholder, while the name is not a full one.
+                let file = if host == FULL_NAME_WANTED { "gateway" } else { &host };
+                format!("postern cert import --name {file} --cert {file}.crt --key {file}.key --chain chain.pem")
+            }),
             explanation: format!("Exchange Online's outbound connector checks that the smart host's certificate is valid for {host} (DomainValidation) and issued by a public certificate authority. Import it on Certificates, then bind it on SMTP TLS Settings."),
             status: cert_status.0,
             seen: cert_status.1,

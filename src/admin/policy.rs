@@ -208,7 +208,7 @@ pub(crate) async fn test_row(state: &AdminState, req: TestRequest) -> Result<Pol
 }
 
 /// What to do when the Test cannot look up a domain's servers because postern asks no DNS.
-const NO_DNS: &str = "postern looks up mail servers only through the nameservers of its config file, and none are set. To set them: in the config file postern runs with (postern serve --config FILE), under [outbound], write nameservers = [\"system\"] to use this machine's /etc/resolv.conf, or your resolver's address (nameservers = [\"192.0.2.53:53\"]); then restart postern. Mail to a relay domain whose next hop is an address ([192.0.2.25]:25, on Relay Domains) needs no DNS";
+const NO_DNS: &str = "How to set them: in the config file postern runs with (postern serve --config FILE), under [outbound], write nameservers = [\"system\"] to use this machine's /etc/resolv.conf, or your resolver's address: nameservers = [\"192.0.2.53:53\"]. Then restart postern. Mail to a relay domain whose next hop is an address ([192.0.2.25]:25, on Relay Domains) needs no DNS.";
 
 /// The explanation's lines about what the domain publishes.
 fn published_lines(decision: &crate::policy::Decision) -> Vec<String> {

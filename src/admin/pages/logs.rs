@@ -68,6 +68,8 @@ struct LogsPage {
     form: LogForm,
     /// No field given: the newest records.
     newest: bool,
+    /// A field could not be read: nothing was searched.
+    refused: bool,
     error: Option<String>,
     recipient_error: Option<String>,
     sender_error: Option<String>,
@@ -82,6 +84,8 @@ struct LogsPage {
     older: Option<String>,
     days: u64,
     starttls: Option<String>,
+    /// The text search for the host's `Host offered STARTTLS` lines.
+    starttls_lines: Option<String>,
     starttls_error: Option<String>,
 }
 
@@ -130,6 +134,7 @@ pub async fn page(
     let mut page = LogsPage {
         chrome: chrome(&state, &session, Some(&auth)).await,
         newest: false,
+        refused: false,
         error: None,
         recipient_error: None,
         sender_error: None,
@@ -142,13 +147,21 @@ pub async fn page(
         older: None,
         days,
         starttls: None,
+        starttls_lines: None,
         starttls_error: None,
         form,
     };
     let mut status = StatusCode::OK;
     if !page.form.starttls_host.trim().is_empty() {
         match starttls_seen(&state, &page.form.starttls_host, days).await {
-            Ok(seen) => page.starttls = Some(format!("{}: {}", seen.host, seen.describe(days))),
+            Ok(seen) => {
+                let text = format!("Host offered STARTTLS: [{}]", seen.host.trim());
+                let query = form_urlencoded::Serializer::new(String::new())
+                    .append_pair("text", &text)
+                    .finish();
+                page.starttls_lines = Some(format!("/logs?{query}#results"));
+                page.starttls = Some(format!("{}: {}", seen.host, seen.describe(days)));
+            }
             Err(e) => {
                 page.starttls_error = Some(e.error);
                 status = StatusCode::BAD_REQUEST;
@@ -189,6 +202,7 @@ async fn search(state: &AdminState, page: &mut LogsPage) -> Result<(), StatusCod
         _ => page.error = Some(e.error),
     });
     let (Ok(_), Ok(_), Ok(search)) = (since, until, search) else {
+        page.refused = true;
         return Err(StatusCode::BAD_REQUEST);
     };
     page.policy_row = match Party::parse(&page.form.recipient) {
