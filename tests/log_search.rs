@@ -212,3 +212,86 @@ fn the_shared_store_searches_the_same() {
     assert_eq!(store.len().unwrap(), all.len() as u64);
     every_search_finds_the_same(&store, "PostgreSQL");
 }
+
+/// `GET /api/v1/logs` over a real delivery: a `.domain`, the text of a line, each record
+/// with its lines; nothing given, the newest; a recipient that is no address or domain is
+/// refused naming the field.
+#[tokio::test]
+async fn the_api_answers_with_the_lines_and_refuses_what_is_no_address() {
+    use common::sink::{Sink, SinkOptions};
+    use hyper::{Method, StatusCode};
+    let mut sink = Sink::start(SinkOptions {
+        starttls: true,
+        ..SinkOptions::default()
+    })
+    .await;
+    let mut server = common::TestServer::start_with(&format!(
+        "[outbound.routes]\n\"eu.partner.example\" = \"[127.0.0.1]:{}\"\n",
+        sink.addr.port()
+    ))
+    .await;
+    server
+        .set(serde_json::json!({"trusted_networks": ["127.0.0.1/32"]}))
+        .await;
+    server
+        .submit("app@inside.example", &["ceo@eu.partner.example"], b"Subject: t\r\n\r\nhi\r\n")
+        .await;
+    assert!(sink.next(20).await.expect("delivered").tls);
+    let sent = server.next_event_for("ceo@eu.partner.example", 20).await;
+    let found = |query: &'static str| {
+        let server = &server;
+        async move {
+            let start = std::time::Instant::now();
+            loop {
+                let (status, body) = server
+                    .api_json(Method::GET, &format!("/api/v1/logs?{query}"), None)
+                    .await;
+                assert_eq!(status, StatusCode::OK, "{query}: {body}");
+                // The feed may come a moment before the store has the record.
+                if !body["records"].as_array().unwrap().is_empty()
+                    || start.elapsed().as_secs() >= 10
+                {
+                    return body;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    };
+    for query in [
+        "recipient=.partner.example",
+        "recipient=eu.partner.example",
+        "sender=inside.example",
+        "text=Host%20offered%20STARTTLS%3A%20%5B127.0.0.1%5D",
+        "",
+    ] {
+        let body = found(query).await;
+        let record = &body["records"][0];
+        assert_eq!(record["record"]["queue_id"], sent.queue_id, "{query}: {body}");
+        let lines: Vec<&str> = record["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l.as_str().unwrap())
+            .collect();
+        assert_eq!(
+            lines[0],
+            format!("postern/smtp: {}: Host offered STARTTLS: [127.0.0.1]", sent.queue_id),
+            "{query}"
+        );
+        assert_eq!(lines.last().unwrap(), &format!("postern/smtp: {}", sent.postfix_line()));
+    }
+    let (status, body) = server
+        .api_json(Method::GET, "/api/v1/logs?recipient=partner.example", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["records"], serde_json::json!([]), "not a subdomain's");
+    let (status, e) = server
+        .api_json(Method::GET, "/api/v1/logs?sender=a%20b", None)
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(e["field"], "sender");
+    assert_eq!(
+        e["error"],
+        "sender: \"a b\" is not an address, a domain or a .domain"
+    );
+}
