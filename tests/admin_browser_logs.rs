@@ -178,11 +178,9 @@ async fn the_seeds_workflow_on_the_logs_and_policy_pages_in_chromium() {
             .is_err(),
         "no duplicate-row error"
     );
-    assert!(
-        text_of(&c, "#replaces")
-            .await
-            .starts_with("The row for partner.example is in the table: this Test used what you typed in its place."),
-    );
+    assert!(text_of(&c, "#replaces").await.starts_with(
+        "The row for partner.example is in the table: this Test used what you typed in its place."
+    ),);
     assert!(
         text_of(&c, "section.test h2")
             .await

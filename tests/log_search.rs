@@ -14,18 +14,102 @@ use postern::events::{Delivery, HostTried};
 fn records(now: u64) -> Vec<Delivery> {
     let rows = [
         // (recipient, sender, relay, STARTTLS offered, TLS, status)
-        ("ceo@partner.example", "app@inside.example", "mx.partner.example[127.0.0.41]:25", true, true, "sent"),
-        ("ops@eu.partner.example", "app@inside.example", "mx.eu.partner.example[127.0.0.42]:25", true, true, "sent"),
-        ("ceo@mypartner.example", "billing@inside.example", "mx.mypartner.example[127.0.0.43]:25", false, false, "sent"),
-        ("ceo@partner.example", "app@inside.example", "none", false, false, "deferred"),
-        ("a@plain.example", "app@eu.inside.example", "mx.plain.example[127.0.0.44]:25", false, false, "sent"),
-        ("b@plain.example", "app@eu.inside.example", "mx.plain.example[127.0.0.44]:25", false, false, "deferred"),
-        ("c@partner.example", "app@inside.example", "mx.partner.example[127.0.0.41]:25", true, false, "deferred"),
-        ("d@other.example", "app@inside.example", "mx.other.example[127.0.0.45]:25", true, true, "sent"),
-        ("e@other.example", "app@inside.example", "mx.other.example[127.0.0.45]:25", true, true, "sent"),
-        ("f@other.example", "ext@outside.example", "mx.other.example[127.0.0.45]:25", true, true, "sent"),
-        ("g@other.example", "app@inside.example", "mx.other.example[127.0.0.45]:25", true, true, "sent"),
-        ("h@other.example", "app@inside.example", "mx.other.example[127.0.0.45]:25", true, true, "sent"),
+        (
+            "ceo@partner.example",
+            "app@inside.example",
+            "mx.partner.example[127.0.0.41]:25",
+            true,
+            true,
+            "sent",
+        ),
+        (
+            "ops@eu.partner.example",
+            "app@inside.example",
+            "mx.eu.partner.example[127.0.0.42]:25",
+            true,
+            true,
+            "sent",
+        ),
+        (
+            "ceo@mypartner.example",
+            "billing@inside.example",
+            "mx.mypartner.example[127.0.0.43]:25",
+            false,
+            false,
+            "sent",
+        ),
+        (
+            "ceo@partner.example",
+            "app@inside.example",
+            "none",
+            false,
+            false,
+            "deferred",
+        ),
+        (
+            "a@plain.example",
+            "app@eu.inside.example",
+            "mx.plain.example[127.0.0.44]:25",
+            false,
+            false,
+            "sent",
+        ),
+        (
+            "b@plain.example",
+            "app@eu.inside.example",
+            "mx.plain.example[127.0.0.44]:25",
+            false,
+            false,
+            "deferred",
+        ),
+        (
+            "c@partner.example",
+            "app@inside.example",
+            "mx.partner.example[127.0.0.41]:25",
+            true,
+            false,
+            "deferred",
+        ),
+        (
+            "d@other.example",
+            "app@inside.example",
+            "mx.other.example[127.0.0.45]:25",
+            true,
+            true,
+            "sent",
+        ),
+        (
+            "e@other.example",
+            "app@inside.example",
+            "mx.other.example[127.0.0.45]:25",
+            true,
+            true,
+            "sent",
+        ),
+        (
+            "f@other.example",
+            "ext@outside.example",
+            "mx.other.example[127.0.0.45]:25",
+            true,
+            true,
+            "sent",
+        ),
+        (
+            "g@other.example",
+            "app@inside.example",
+            "mx.other.example[127.0.0.45]:25",
+            true,
+            true,
+            "sent",
+        ),
+        (
+            "h@other.example",
+            "app@inside.example",
+            "mx.other.example[127.0.0.45]:25",
+            true,
+            true,
+            "sent",
+        ),
     ];
     rows.iter()
         .enumerate()
@@ -88,10 +172,22 @@ fn searches() -> Vec<(&'static str, Search, Vec<&'static str>)> {
         (
             "the text of the lines: STARTTLS offered, or not offered and said",
             text("STARTTLS"),
-            vec!["Q12", "Q11", "Q10", "Q09", "Q08", "Q07", "Q05", "Q03", "Q02", "Q01"],
+            vec![
+                "Q12", "Q11", "Q10", "Q09", "Q08", "Q07", "Q05", "Q03", "Q02", "Q01",
+            ],
         ),
-        ("offered", text("Offered"), vec!["Q12", "Q11", "Q10", "Q09", "Q08", "Q07", "Q05", "Q03", "Q02", "Q01"]),
-        ("Host offered STARTTLS", text("Host offered STARTTLS"), offered),
+        (
+            "offered",
+            text("Offered"),
+            vec![
+                "Q12", "Q11", "Q10", "Q09", "Q08", "Q07", "Q05", "Q03", "Q02", "Q01",
+            ],
+        ),
+        (
+            "Host offered STARTTLS",
+            text("Host offered STARTTLS"),
+            offered,
+        ),
         ("a JSON field name", text("unix_time"), vec![]),
         ("another", text("starttls_offered"), vec![]),
         (
@@ -104,18 +200,50 @@ fn searches() -> Vec<(&'static str, Search, Vec<&'static str>)> {
             text("Host offered STARTTLS: [mx.plain.example]"),
             vec![],
         ),
-        ("a value, any case", text("EXT@outside.example"), vec!["Q10"]),
-        ("the TLS line", text("TLS connection established to mx.eu."), vec!["Q02"]),
-        ("a recipient domain", rcpt("partner.example"), vec!["Q07", "Q04", "Q01"]),
-        ("@domain", rcpt("@Partner.Example"), vec!["Q07", "Q04", "Q01"]),
+        (
+            "a value, any case",
+            text("EXT@outside.example"),
+            vec!["Q10"],
+        ),
+        (
+            "the TLS line",
+            text("TLS connection established to mx.eu."),
+            vec!["Q02"],
+        ),
+        (
+            "a recipient domain",
+            rcpt("partner.example"),
+            vec!["Q07", "Q04", "Q01"],
+        ),
+        (
+            "@domain",
+            rcpt("@Partner.Example"),
+            vec!["Q07", "Q04", "Q01"],
+        ),
         (
             ".domain: the domain and its subdomains",
             rcpt(".partner.example"),
             vec!["Q07", "Q04", "Q02", "Q01"],
         ),
-        ("an address", rcpt("CEO@partner.example"), vec!["Q04", "Q01"]),
-        ("a sender domain", sender("inside.example"), vec!["Q12", "Q11", "Q09", "Q08", "Q07", "Q04", "Q03", "Q02", "Q01"]),
-        ("a sender .domain", sender(".inside.example"), vec!["Q12", "Q11", "Q09", "Q08", "Q07", "Q06", "Q05", "Q04", "Q03", "Q02", "Q01"]),
+        (
+            "an address",
+            rcpt("CEO@partner.example"),
+            vec!["Q04", "Q01"],
+        ),
+        (
+            "a sender domain",
+            sender("inside.example"),
+            vec![
+                "Q12", "Q11", "Q09", "Q08", "Q07", "Q04", "Q03", "Q02", "Q01",
+            ],
+        ),
+        (
+            "a sender .domain",
+            sender(".inside.example"),
+            vec![
+                "Q12", "Q11", "Q09", "Q08", "Q07", "Q06", "Q05", "Q04", "Q03", "Q02", "Q01",
+            ],
+        ),
         (
             "a domain and a text",
             Search {
@@ -150,9 +278,17 @@ fn every_search_finds_the_same(store: &Store, backend: &str) {
         ..Search::default()
     };
     let first = store.search(&newest(None)).unwrap();
-    assert_eq!(ids(&first), ["Q12", "Q11", "Q10", "Q09", "Q08"], "{backend}");
+    assert_eq!(
+        ids(&first),
+        ["Q12", "Q11", "Q10", "Q09", "Q08"],
+        "{backend}"
+    );
     let second = store.search(&newest(first.next)).unwrap();
-    assert_eq!(ids(&second), ["Q07", "Q06", "Q05", "Q04", "Q03"], "{backend}");
+    assert_eq!(
+        ids(&second),
+        ["Q07", "Q06", "Q05", "Q04", "Q03"],
+        "{backend}"
+    );
     let third = store.search(&newest(second.next)).unwrap();
     assert_eq!(ids(&third), ["Q02", "Q01"], "{backend}");
     assert_eq!(third.next, None, "{backend}: the last page");
@@ -165,7 +301,11 @@ fn every_search_finds_the_same(store: &Store, backend: &str) {
     };
     let one = store.search(&page(None)).unwrap();
     assert_eq!(ids(&one), ["Q07", "Q04", "Q02"], "{backend}");
-    assert_eq!(ids(&store.search(&page(one.next)).unwrap()), ["Q01"], "{backend}");
+    assert_eq!(
+        ids(&store.search(&page(one.next)).unwrap()),
+        ["Q01"],
+        "{backend}"
+    );
 }
 
 fn retention() -> Retention {
@@ -234,7 +374,11 @@ async fn the_api_answers_with_the_lines_and_refuses_what_is_no_address() {
         .set(serde_json::json!({"trusted_networks": ["127.0.0.1/32"]}))
         .await;
     server
-        .submit("app@inside.example", &["ceo@eu.partner.example"], b"Subject: t\r\n\r\nhi\r\n")
+        .submit(
+            "app@inside.example",
+            &["ceo@eu.partner.example"],
+            b"Subject: t\r\n\r\nhi\r\n",
+        )
         .await;
     assert!(sink.next(20).await.expect("delivered").tls);
     let sent = server.next_event_for("ceo@eu.partner.example", 20).await;
@@ -266,7 +410,10 @@ async fn the_api_answers_with_the_lines_and_refuses_what_is_no_address() {
     ] {
         let body = found(query).await;
         let record = &body["records"][0];
-        assert_eq!(record["record"]["queue_id"], sent.queue_id, "{query}: {body}");
+        assert_eq!(
+            record["record"]["queue_id"], sent.queue_id,
+            "{query}: {body}"
+        );
         let lines: Vec<&str> = record["lines"]
             .as_array()
             .unwrap()
@@ -275,10 +422,16 @@ async fn the_api_answers_with_the_lines_and_refuses_what_is_no_address() {
             .collect();
         assert_eq!(
             lines[0],
-            format!("postern/smtp: {}: Host offered STARTTLS: [127.0.0.1]", sent.queue_id),
+            format!(
+                "postern/smtp: {}: Host offered STARTTLS: [127.0.0.1]",
+                sent.queue_id
+            ),
             "{query}"
         );
-        assert_eq!(lines.last().unwrap(), &format!("postern/smtp: {}", sent.postfix_line()));
+        assert_eq!(
+            lines.last().unwrap(),
+            &format!("postern/smtp: {}", sent.postfix_line())
+        );
     }
     let (status, body) = server
         .api_json(Method::GET, "/api/v1/logs?recipient=partner.example", None)

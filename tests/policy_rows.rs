@@ -311,15 +311,14 @@ async fn a_row_in_the_table_is_tested_in_its_place() {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, t) = test_row(
-        s,
-        json!({"pattern": "Partner.example", "level": "encrypt"}),
-    )
-    .await;
+    let (status, t) = test_row(s, json!({"pattern": "Partner.example", "level": "encrypt"})).await;
     assert_eq!(status, StatusCode::OK, "{t:#}");
     assert_eq!(t["replaces"], "partner.example");
     assert_eq!(t["source"], "row:partner.example");
-    assert_eq!(t["test"]["level"], "encrypt", "the typed level, not the stored one");
+    assert_eq!(
+        t["test"]["level"], "encrypt",
+        "the typed level, not the stored one"
+    );
     assert_eq!(t["test"]["passes"], false, "mx2 offers no STARTTLS");
     assert_eq!(
         s.get_settings().await["policy"][0]["level"],

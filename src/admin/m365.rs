@@ -192,7 +192,10 @@ fn certificate_status(
         }
         1 => ("missing", problems.remove(0), Vec::new()),
         n => {
-            let seen = format!("{} is bound, but Exchange Online would refuse it ({n} problems):", c.name);
+            let seen = format!(
+                "{} is bound, but Exchange Online would refuse it ({n} problems):",
+                c.name
+            );
             ("missing", seen, problems)
         }
     }
@@ -271,22 +274,39 @@ mod tests {
         let (status, seen, _) = certificate_status("mx.example.net", Some((&c, Ok(false))));
         assert_eq!(status, "missing");
         assert!(
-            seen.starts_with("gw does not chain to the public trust roots (issued by CN=Private CA)"),
+            seen.starts_with(
+                "gw does not chain to the public trust roots (issued by CN=Private CA)"
+            ),
             "{seen}"
         );
         // A single-label host name, and a private CA: both said.
         let vm = cert(&["vm"], 80);
         let (status, seen, problems) = certificate_status("vm", Some((&vm, Ok(false))));
         assert_eq!(status, "missing");
-        assert_eq!(seen, "gw is bound, but Exchange Online would refuse it (2 problems):");
-        assert!(problems[0].starts_with("vm is not a fully qualified host name"), "{problems:?}");
+        assert_eq!(
+            seen,
+            "gw is bound, but Exchange Online would refuse it (2 problems):"
+        );
+        assert!(
+            problems[0].starts_with("vm is not a fully qualified host name"),
+            "{problems:?}"
+        );
         assert!(problems[1].starts_with("gw does not chain to the public trust roots"));
         // A publicly trusted one for a single-label name is refused all the same.
         let (status, seen, _) = certificate_status("vm", Some((&vm, Ok(true))));
         assert_eq!(status, "missing");
         assert!(seen.contains("config file's [server] hostname"), "{seen}");
-        let (status, seen, _) = certificate_status("mx.example.net", Some((&cert(&["other.example"], 80), Ok(true))));
-        assert_eq!((status, seen.as_str()), ("missing", "gw does not name mx.example.net (it names other.example)"));
+        let (status, seen, _) = certificate_status(
+            "mx.example.net",
+            Some((&cert(&["other.example"], 80), Ok(true))),
+        );
+        assert_eq!(
+            (status, seen.as_str()),
+            (
+                "missing",
+                "gw does not name mx.example.net (it names other.example)"
+            )
+        );
     }
 
     #[test]

@@ -236,7 +236,11 @@ impl Certs {
         static PUBLIC: std::sync::OnceLock<Option<Arc<rustls::client::WebPkiServerVerifier>>> =
             std::sync::OnceLock::new();
         let verifier = PUBLIC
-            .get_or_init(|| crate::tls::trust_roots(&[]).ok().and_then(crate::tls::chain_verifier))
+            .get_or_init(|| {
+                crate::tls::trust_roots(&[])
+                    .ok()
+                    .and_then(crate::tls::chain_verifier)
+            })
             .as_ref()
             .ok_or("the public trust roots could not be loaded")?;
         let (key, _) = self.load(name)?;

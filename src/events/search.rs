@@ -290,7 +290,11 @@ fn write_lines(d: &Delivery, out: &mut String) {
                 t.describe()
             );
         }
-        None if reached && !d.starttls_offered && d.status == "sent" && d.policy_level != "none" => {
+        None if reached
+            && !d.starttls_offered
+            && d.status == "sent"
+            && d.policy_level != "none" =>
+        {
             let _ = writeln!(
                 out,
                 "{PROGRAM}{id}: STARTTLS not offered by {}: delivered without TLS (policy level {})",
@@ -401,7 +405,10 @@ mod tests {
         // And each value is set off from the words around it.
         for line in d.lines() {
             for w in line.split(|c: char| !c.is_ascii_alphanumeric()) {
-                assert!(!w.contains("qv") || (w.starts_with("qv") && w.ends_with('q')), "{w}");
+                assert!(
+                    !w.contains("qv") || (w.starts_with("qv") && w.ends_with('q')),
+                    "{w}"
+                );
             }
         }
     }
@@ -421,7 +428,12 @@ mod tests {
         let t = Text::new("Host offered STARTTLS: [MX2.partner.example]").unwrap();
         assert_eq!(t.offered_by.as_deref(), Some("mx2.partner.example"));
         assert_eq!(t.words, ["mx2", "partner", "example"]);
-        assert!(Text::new("host offered starttls: [127.0.0.1]").unwrap().words.is_empty());
+        assert!(
+            Text::new("host offered starttls: [127.0.0.1]")
+                .unwrap()
+                .words
+                .is_empty()
+        );
         assert_eq!(Text::new("unix_time").unwrap().words, ["unix", "time"]);
     }
 
@@ -434,19 +446,40 @@ mod tests {
             text: Text::new(t),
             ..Query::default()
         };
-        for t in ["ceo@partner", "TLS connection established to mx2", "4XyZ", "delays=0.01"] {
+        for t in [
+            "ceo@partner",
+            "TLS connection established to mx2",
+            "4XyZ",
+            "delays=0.01",
+        ] {
             assert!(q(t).judge_stored(&stored, &mut buf).is_some(), "{t}");
         }
-        assert!(q("nowhere.example").judge_stored(&stored, &mut buf).is_none());
+        assert!(
+            q("nowhere.example")
+                .judge_stored(&stored, &mut buf)
+                .is_none()
+        );
     }
 
     #[test]
     fn a_party_is_an_address_a_domain_or_a_dot_domain() {
         let p = |s: &str| Party::parse(s).unwrap();
-        assert_eq!(p(" CEO@Partner.example "), Party::Address("ceo@partner.example".into()));
-        assert_eq!(p("partner.example."), Party::Domain("partner.example".into()));
-        assert_eq!(p("@partner.example"), Party::Domain("partner.example".into()));
-        assert_eq!(p(".partner.example"), Party::Subdomains("partner.example".into()));
+        assert_eq!(
+            p(" CEO@Partner.example "),
+            Party::Address("ceo@partner.example".into())
+        );
+        assert_eq!(
+            p("partner.example."),
+            Party::Domain("partner.example".into())
+        );
+        assert_eq!(
+            p("@partner.example"),
+            Party::Domain("partner.example".into())
+        );
+        assert_eq!(
+            p(".partner.example"),
+            Party::Subdomains("partner.example".into())
+        );
         assert_eq!(Party::parse("  "), None);
         assert!(p("partner.example").matches("ceo@PARTNER.example"));
         assert!(!p("partner.example").matches("ceo@eu.partner.example"));

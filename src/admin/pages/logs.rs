@@ -178,9 +178,17 @@ pub async fn page(
 /// with if it failed.
 async fn search(state: &AdminState, page: &mut LogsPage) -> Result<(), StatusCode> {
     let f = &page.form;
-    page.newest = [&f.recipient, &f.sender, &f.queue_id, &f.host, &f.text, &f.from, &f.to]
-        .iter()
-        .all(|v| v.trim().is_empty());
+    page.newest = [
+        &f.recipient,
+        &f.sender,
+        &f.queue_id,
+        &f.host,
+        &f.text,
+        &f.from,
+        &f.to,
+    ]
+    .iter()
+    .all(|v| v.trim().is_empty());
     let since = unix_of("from", &f.from).map_err(|e| page.from_error = Some(e));
     let until = unix_of("to", &f.to)
         .map(|t| t.map(|t| t + 59))

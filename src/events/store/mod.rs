@@ -31,8 +31,7 @@ const BY_QUEUE_ID: TableDefinition<(&str, u64), ()> = TableDefinition::new("by_q
 const BY_HOST: TableDefinition<(&str, u64), ()> = TableDefinition::new("by_host");
 /// Keyed by `search::domain_key`: `partner.example` as `elpmaxe.rentrap`.
 const BY_RCPT_DOMAIN: TableDefinition<(&str, u64), ()> = TableDefinition::new("by_rcpt_domain");
-const BY_SENDER_DOMAIN: TableDefinition<(&str, u64), ()> =
-    TableDefinition::new("by_sender_domain");
+const BY_SENDER_DOMAIN: TableDefinition<(&str, u64), ()> = TableDefinition::new("by_sender_domain");
 /// The index tables, in the order of `index_keys`.
 const INDEXES: [TableDefinition<(&str, u64), ()>; 6] = [
     BY_RECIPIENT,
@@ -309,7 +308,10 @@ impl Local {
 
     /// A store written before the domain indexes gets them from its address indexes, once.
     fn index_domains(&self, tx: &redb::WriteTransaction) -> Result<(), redb::Error> {
-        for (from, to) in [(BY_RECIPIENT, BY_RCPT_DOMAIN), (BY_SENDER, BY_SENDER_DOMAIN)] {
+        for (from, to) in [
+            (BY_RECIPIENT, BY_RCPT_DOMAIN),
+            (BY_SENDER, BY_SENDER_DOMAIN),
+        ] {
             let from = tx.open_table(from)?;
             let mut to = tx.open_table(to)?;
             let mut n = 0u64;
