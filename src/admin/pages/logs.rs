@@ -199,8 +199,8 @@ async fn search(state: &AdminState, page: &mut LogsPage) -> Result<(), StatusCod
         queue_id: Some(f.queue_id.clone()),
         host: Some(f.host.clone()),
         text: Some(f.text.clone()),
-        since: since.clone().ok().flatten(),
-        until: until.clone().ok().flatten(),
+        since: since.ok().flatten(),
+        until: until.ok().flatten(),
         before: f.before,
         limit: None,
     };
