@@ -150,7 +150,7 @@ async fn the_test_probes_every_mx_and_says_which_would_stop_the_row() {
         mx1["verdict"]
             .as_str()
             .unwrap()
-            .ends_with("certificate verified for mx1.partner.example"),
+            .contains("certificate verified for mx1.partner.example: mail would go over TLS"),
         "{mx1:#}"
     );
     let (_, t) = test_row(
@@ -175,7 +175,7 @@ async fn the_test_probes_every_mx_and_says_which_would_stop_the_row() {
     assert_eq!(t["test"]["passes"], true, "{t:#}");
     assert_eq!(
         host(&t, "mx2.partner.example")["verdict"],
-        "STARTTLS not offered: delivered in plaintext (level may allows it)"
+        "STARTTLS not offered to the probe: mail would go in plaintext (level may allows it)"
     );
     // The Test saved nothing.
     assert_eq!(p.server.get_settings().await["policy"], json!([]));
@@ -295,4 +295,34 @@ async fn rows_are_added_edited_and_deleted_one_at_a_time_with_hermes_errors() {
         .api_json(Method::GET, "/api/v1/settings/audit", None)
         .await;
     assert_eq!(audit[0]["actor"], "api", "{audit:#}");
+}
+
+/// A row the table has is tested, with what was typed in its place (not refused as a
+/// duplicate); nothing is saved.
+#[tokio::test]
+async fn a_row_in_the_table_is_tested_in_its_place() {
+    let p = partner().await;
+    let s = &p.server;
+    let (status, body) = s
+        .api_json(
+            Method::POST,
+            "/api/v1/policy/rows",
+            Some(&json!([{"pattern": "partner.example", "level": "may"}])),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, t) = test_row(s, json!({"pattern": "Partner.example", "level": "encrypt"})).await;
+    assert_eq!(status, StatusCode::OK, "{t:#}");
+    assert_eq!(t["replaces"], "partner.example");
+    assert_eq!(t["source"], "row:partner.example");
+    assert_eq!(
+        t["test"]["level"], "encrypt",
+        "the typed level, not the stored one"
+    );
+    assert_eq!(t["test"]["passes"], false, "mx2 offers no STARTTLS");
+    assert_eq!(
+        s.get_settings().await["policy"][0]["level"],
+        "may",
+        "nothing saved"
+    );
 }

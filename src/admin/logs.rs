@@ -1,16 +1,19 @@
-//! Delivery records over the API (`/api/v1/logs`), Hermes' Simple Search: recipient,
-//! sender, queue ID, host or free text in a time range, newest first, a page at a time; and
-//! "did host H offer STARTTLS in the last N days?" (`/api/v1/logs/starttls`). The Logs page
-//! calls the same functions.
+//! Delivery records over the API (`/api/v1/logs`), Hermes' Simple Search: recipient and
+//! sender (an address, a domain or a `.domain`), queue ID, host, and text in the record's
+//! Postfix lines and values (`Host offered STARTTLS: [host]`), in a time range, newest
+//! first, a page at a time (nothing given: the newest records); each record with its
+//! Postfix lines. And "did host H offer STARTTLS in the last N days?"
+//! (`/api/v1/logs/starttls`). The Logs page calls the same functions.
 
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{AdminState, ApiError};
-use crate::events::StarttlsSeen;
+use crate::events::search::Party;
 use crate::events::store::{Found, Search, Store};
+use crate::events::{Delivery, StarttlsSeen};
 
 /// Records per page unless asked otherwise, and at most.
 pub const PAGE: usize = 50;
@@ -41,9 +44,20 @@ pub struct LogQuery {
 }
 
 impl LogQuery {
-    pub fn search(&self) -> Search {
+    /// The search asked for; a recipient or sender that is neither an address, a domain
+    /// nor a `.domain` is refused, naming the field.
+    pub fn search(&self) -> Result<Search, ApiError> {
+        for (field, v) in [("recipient", &self.recipient), ("sender", &self.sender)] {
+            if let Err(e) = Party::check(v.as_deref().unwrap_or("")) {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("{field}: {e}"),
+                    Some(field.into()),
+                ));
+            }
+        }
         let given = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
-        Search {
+        Ok(Search {
             recipient: given(&self.recipient),
             sender: given(&self.sender),
             queue_id: given(&self.queue_id),
@@ -54,6 +68,44 @@ impl LogQuery {
             before: self.before,
             limit: self.limit.unwrap_or(PAGE).clamp(1, MAX_PAGE),
             failed_only: false,
+            from_tenant: false,
+        })
+    }
+}
+
+/// A page of records as the API answers it: each with the Postfix lines it stands for.
+#[derive(Debug, Serialize)]
+pub struct LogPage {
+    pub records: Vec<LogRecord>,
+    /// `before` for the next (older) page, if there may be one.
+    pub next: Option<u64>,
+    pub scanned: u64,
+    /// The search looked at `scanned` records without filling the page, and stopped.
+    pub stopped_early: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LogRecord {
+    pub seq: u64,
+    pub record: Delivery,
+    pub lines: Vec<String>,
+}
+
+impl From<Found> for LogPage {
+    fn from(f: Found) -> LogPage {
+        LogPage {
+            records: f
+                .records
+                .into_iter()
+                .map(|s| LogRecord {
+                    seq: s.seq,
+                    lines: s.record.lines(),
+                    record: s.record,
+                })
+                .collect(),
+            next: f.next,
+            scanned: f.scanned,
+            stopped_early: f.stopped_early,
         }
     }
 }
@@ -114,8 +166,9 @@ pub(crate) async fn starttls_seen(
 pub async fn search(
     State(state): State<AdminState>,
     Query(q): Query<LogQuery>,
-) -> Result<Json<Found>, ApiError> {
-    search_records(&state, q.search()).await.map(Json)
+) -> Result<Json<LogPage>, ApiError> {
+    let found = search_records(&state, q.search()?).await?;
+    Ok(Json(found.into()))
 }
 
 #[derive(Debug, Deserialize)]

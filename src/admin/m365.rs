@@ -1,12 +1,16 @@
 //! The Microsoft 365 checklist (`GET /api/v1/m365/checklist`, and the Microsoft 365 page):
 //! the Exchange Online PowerShell for both connectors, filled in with this gateway's values,
-//! and a status beside each step postern can check itself.
+//! and a status beside each step postern can check itself. The certificate step is done
+//! only when Exchange Online would accept what STARTTLS serves: a certificate in date, for
+//! this gateway's fully qualified name, chaining to the public trust roots (not `[tls]
+//! extra_roots`); each of these that fails is said.
 
 use axum::Json;
 use axum::extract::State;
 use serde::Serialize;
 
 use super::AdminState;
+use crate::certs::CertInfo;
 
 #[derive(Debug, Serialize)]
 pub struct Step {
@@ -17,7 +21,15 @@ pub struct Step {
     /// `ok`, `missing` or `unknown` (postern cannot see it), and what was seen.
     pub status: &'static str,
     pub seen: String,
+    /// Each reason the step is not done, when there are several to fix.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
 }
+
+/// Stands in for the gateway's name in the PowerShell while `server.hostname` is not a
+/// fully qualified name: Exchange Online refuses such a smart host, and a command that
+/// names this is refused at once rather than making a connector that cannot work.
+const FULL_NAME_WANTED: &str = "<this gateway's full host name>";
 
 #[derive(Debug, Serialize)]
 pub struct Checklist {
@@ -29,24 +41,26 @@ pub struct Checklist {
 pub(crate) async fn checklist(state: &AdminState) -> Checklist {
     let snapshot = state.settings.current();
     let s = &snapshot.settings;
-    let host = state.pages.hostname.clone();
+    let gateway = state.pages.hostname.clone();
     let list = crate::admin::certs::listed(state).await.unwrap_or_default();
     let bound = s
         .inbound
         .certificate
         .as_ref()
         .and_then(|n| list.iter().find(|c| &c.name == n));
-    let cert_status = match bound {
-        Some(c) if c.days_left > 0 && c.facts.sans.iter().any(|n| names_host(n, &host)) => (
-            "ok",
-            format!("{} is bound, valid for {host}, {} days left", c.name, c.days_left),
-        ),
-        Some(c) if c.days_left <= 0 => ("missing", format!("{} has expired", c.name)),
-        Some(c) => (
-            "missing",
-            format!("{} does not name {host} (it names {})", c.name, c.facts.sans.join(", ")),
-        ),
-        None => ("missing", "no certificate bound to SMTP: STARTTLS serves the system self-signed one, which Exchange Online refuses".into()),
+    let public = match bound {
+        Some(c) => {
+            let (certs, name) = (state.certs.clone(), c.name.clone());
+            let checked = tokio::task::spawn_blocking(move || certs.publicly_trusted(&name)).await;
+            Some(checked.unwrap_or_else(|e| Err(e.to_string())))
+        }
+        None => None,
+    };
+    let cert_status = certificate_status(&gateway, bound.zip(public));
+    let host = if crate::next_hop::is_domain_name(&gateway) {
+        gateway.clone()
+    } else {
+        FULL_NAME_WANTED.to_string()
     };
     let tenant_transport = s.relay_domains.iter().find(|d| {
         d.transport.as_deref().is_some_and(|t| {
@@ -65,10 +79,15 @@ pub(crate) async fn checklist(state: &AdminState) -> Checklist {
     let steps = vec![
         Step {
             title: "A certificate for this gateway's name, bound to SMTP".into(),
-            command: Some(format!("postern cert import --name {host} --cert {host}.crt --key {host}.key --chain chain.pem")),
-            explanation: format!("Exchange Online's outbound connector checks that the smart host's certificate is valid for {host} (DomainValidation). Bind it on SMTP TLS Settings."),
+            command: Some({
+                // File names, not the placeholder, while the name is not a full one.
+                let file = if host == FULL_NAME_WANTED { "gateway" } else { &host };
+                format!("postern cert import --name {file} --cert {file}.crt --key {file}.key --chain chain.pem")
+            }),
+            explanation: format!("Exchange Online's outbound connector checks that the smart host's certificate is valid for {host} (DomainValidation) and issued by a public certificate authority. Import it on Certificates, then bind it on SMTP TLS Settings."),
             status: cert_status.0,
             seen: cert_status.1,
+            problems: cert_status.2,
         },
         Step {
             title: "Exchange Online: the outbound connector to this gateway".into(),
@@ -83,6 +102,7 @@ pub(crate) async fn checklist(state: &AdminState) -> Checklist {
             } else {
                 "unknown"
             },
+            problems: Vec::new(),
             seen: match (&seen, s.m365.enabled) {
                 (_, false) => "the connector profile is off (Enabled, below)".into(),
                 (Some(t), true) => format!("the connector relayed mail in the last 24 hours (tenant {t})"),
@@ -93,6 +113,7 @@ pub(crate) async fn checklist(state: &AdminState) -> Checklist {
             title: "The tenants whose mail may relay".into(),
             command: Some("Get-OrganizationConfig | Format-List Guid".into()),
             explanation: "The tenant ID (the organisation's Guid) goes in Allowed tenant IDs below; mail naming any other tenant is refused with 550 5.7.1.".into(),
+            problems: Vec::new(),
             status: if s.m365.tenants.is_empty() { "missing" } else { "ok" },
             seen: if s.m365.tenants.is_empty() {
                 "none set".into()
@@ -106,6 +127,7 @@ pub(crate) async fn checklist(state: &AdminState) -> Checklist {
                 "New-InboundConnector -Name \"postern {host}\" -ConnectorType Partner -SenderDomains \"*\" -RequireTls $true -RestrictDomainsToCertificate $true -TlsSenderCertificateName \"{sender_name}\""
             )),
             explanation: "On Relay Domains, the organisation's domains go to <tenant>.mail.protection.outlook.com (level verify by default) and present the gateway's certificate, which the inbound connector recognises by name.".into(),
+            problems: Vec::new(),
             status: match (tenant_transport, &client_cert) {
                 (Some(_), Some(_)) => "ok",
                 _ => "missing",
@@ -122,11 +144,60 @@ pub(crate) async fn checklist(state: &AdminState) -> Checklist {
             explanation: "Mail from the Internet reaches the tenant through this gateway: without Enhanced Filtering for Connectors, Exchange Online Protection sees every message as coming from the gateway's address and judges SPF and reputation on it.".into(),
             status: "unknown",
             seen: "set in Exchange Online; postern cannot see it".into(),
+            problems: Vec::new(),
         },
     ];
     Checklist {
-        hostname: host,
+        hostname: gateway,
         steps,
+    }
+}
+
+/// The certificate step: done only when Exchange Online would accept the certificate bound
+/// to SMTP for `host` (`public`: whether its chain leads to the public trust roots); else
+/// each reason, so the admin knows which to fix.
+fn certificate_status(
+    host: &str,
+    bound: Option<(&CertInfo, Result<bool, String>)>,
+) -> (&'static str, String, Vec<String>) {
+    let Some((c, public)) = bound else {
+        let seen = "no certificate bound to SMTP: STARTTLS serves the system self-signed one, which Exchange Online refuses";
+        return ("missing", seen.into(), Vec::new());
+    };
+    let mut problems = Vec::new();
+    if !crate::next_hop::is_domain_name(host) {
+        problems.push(format!("{host} is not a fully qualified host name: Exchange Online's smart host must be the gateway's full name (such as mx.example.com). Set it as the config file's [server] hostname (or POSTERN_HOSTNAME) and restart postern, with a certificate for that name"));
+    }
+    if c.days_left <= 0 {
+        problems.push(format!("{} has expired", c.name));
+    } else if !c.facts.sans.iter().any(|n| names_host(n, host)) {
+        problems.push(format!(
+            "{} does not name {host} (it names {})",
+            c.name,
+            c.facts.sans.join(", ")
+        ));
+    }
+    match public {
+        Ok(true) => {}
+        Ok(false) => problems.push(format!("{} does not chain to the public trust roots (issued by {}): Exchange Online accepts only a certificate from a public certificate authority, whatever the config file's [tls] extra_roots trusts here. Import one from a public CA (an ACME certificate such as Let's Encrypt's) and bind it", c.name, c.facts.issuer)),
+        Err(e) => problems.push(format!("{}: its chain could not be checked: {e}", c.name)),
+    }
+    match problems.len() {
+        0 => {
+            let seen = format!(
+                "{} is bound, valid for {host}, chains to the public trust roots, {} days left",
+                c.name, c.days_left
+            );
+            ("ok", seen, Vec::new())
+        }
+        1 => ("missing", problems.remove(0), Vec::new()),
+        n => {
+            let seen = format!(
+                "{} is bound, but Exchange Online would refuse it ({n} problems):",
+                c.name
+            );
+            ("missing", seen, problems)
+        }
     }
 }
 
@@ -146,7 +217,7 @@ async fn connector_seen(state: &AdminState) -> Option<String> {
     tokio::task::spawn_blocking(move || {
         store
             .search(&crate::events::store::Search {
-                text: Some("\"tenant\":\"".into()),
+                from_tenant: true,
                 since: Some(since),
                 limit: 1,
                 ..Default::default()
@@ -169,6 +240,75 @@ pub async fn show(State(state): State<AdminState>) -> Json<Checklist> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    fn cert(names: &[&str], days_left: i64) -> CertInfo {
+        CertInfo {
+            name: "gw".into(),
+            kind: crate::certs::Kind::Imported,
+            system: false,
+            facts: crate::certs::Facts {
+                subject: "CN=gw".into(),
+                issuer: "CN=Private CA".into(),
+                serial: "01".into(),
+                sans: names.iter().map(|n| n.to_string()).collect(),
+                not_before: String::new(),
+                not_after: String::new(),
+                not_after_unix: 0,
+                sha256: String::new(),
+                chain_length: 1,
+            },
+            days_left,
+            bound_to: vec!["SMTP STARTTLS".into()],
+            warnings: Vec::new(),
+            directory: None,
+        }
+    }
+
+    #[test]
+    fn the_certificate_step_is_done_only_when_exchange_online_would_accept_it() {
+        let c = cert(&["mx.example.net"], 80);
+        let (status, seen, problems) = certificate_status("mx.example.net", Some((&c, Ok(true))));
+        assert_eq!((status, problems.len()), ("ok", 0), "{seen}");
+        // A private CA: said, alone.
+        let (status, seen, _) = certificate_status("mx.example.net", Some((&c, Ok(false))));
+        assert_eq!(status, "missing");
+        assert!(
+            seen.starts_with(
+                "gw does not chain to the public trust roots (issued by CN=Private CA)"
+            ),
+            "{seen}"
+        );
+        // A single-label host name, and a private CA: both said.
+        let vm = cert(&["vm"], 80);
+        let (status, seen, problems) = certificate_status("vm", Some((&vm, Ok(false))));
+        assert_eq!(status, "missing");
+        assert_eq!(
+            seen,
+            "gw is bound, but Exchange Online would refuse it (2 problems):"
+        );
+        assert!(
+            problems[0].starts_with("vm is not a fully qualified host name"),
+            "{problems:?}"
+        );
+        assert!(problems[1].starts_with("gw does not chain to the public trust roots"));
+        // A publicly trusted one for a single-label name is refused all the same.
+        let (status, seen, _) = certificate_status("vm", Some((&vm, Ok(true))));
+        assert_eq!(status, "missing");
+        assert!(seen.contains("config file's [server] hostname"), "{seen}");
+        let (status, seen, _) = certificate_status(
+            "mx.example.net",
+            Some((&cert(&["other.example"], 80), Ok(true))),
+        );
+        assert_eq!(
+            (status, seen.as_str()),
+            (
+                "missing",
+                "gw does not name mx.example.net (it names other.example)"
+            )
+        );
+    }
+
     #[test]
     fn wildcards_cover_one_label() {
         assert!(super::names_host("*.example.net", "mx.example.net"));

@@ -1,5 +1,6 @@
 //! The TLS policy table one row at a time (`/api/v1/policy/rows`) and the Test of a row
-//! before it is saved (`/api/v1/policy/test`). The admin page's TLS Policy Domains calls the
+//! before it is saved (`/api/v1/policy/test`), a new one or one in the table (tested with
+//! what was typed in its place). The admin page's TLS Policy Domains calls the
 //! same functions; every change goes through `apply_settings`, validated whole.
 
 use axum::Json;
@@ -96,7 +97,8 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// A row to test, as it would be added (or replace `replacing`).
+/// A row to test, as it would be added (or replace `replacing`; a row whose pattern is in
+/// the table already is tested in that row's place).
 #[derive(Debug, Deserialize)]
 pub struct TestRequest {
     pub row: PolicyRow,
@@ -114,6 +116,9 @@ pub struct PolicyTest {
     pub source: String,
     /// Whether that is the row under test.
     pub row_decides: bool,
+    /// The stored row the tested one took the place of (the row was in the table already).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<String>,
     pub test: RowTest,
     /// What the domain publishes, as the decision explains it (its MTA-STS and DANE lines).
     pub published: Vec<String>,
@@ -131,7 +136,24 @@ pub async fn test(
 /// The one Test of the API and the page: validate the row as the change would (nothing is
 /// stored), decide for its domain with it in place, probe the hosts delivery would use.
 pub(crate) async fn test_row(state: &AdminState, req: TestRequest) -> Result<PolicyTest, ApiError> {
-    let change = match req.replacing {
+    let normalized = req
+        .row
+        .pattern
+        .trim()
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    // A row the table has already is tested with what was typed in its place, not refused
+    // as a duplicate: testing a row in use is what an admin does before tightening it.
+    let replaces = req.replacing.clone().or_else(|| {
+        let current = state.settings.current();
+        current
+            .settings
+            .policy
+            .iter()
+            .any(|r| r.pattern == normalized)
+            .then(|| normalized.clone())
+    });
+    let change = match replaces.clone() {
         Some(original) => RowChange::Replace {
             original,
             row: req.row.clone(),
@@ -151,17 +173,14 @@ pub(crate) async fn test_row(state: &AdminState, req: TestRequest) -> Result<Pol
     let decision =
         crate::policy::decide_published(&proposed.snapshot, &recipient, None, None, &facts);
     let published = published_lines(&decision);
-    let normalized = req
-        .row
-        .pattern
-        .trim()
-        .trim_end_matches('.')
-        .to_ascii_lowercase();
     let row_decides = matches!(&decision.source, crate::policy::Source::Row(p) if *p == normalized);
-    let test = engine
-        .test_row(&domain, &decision)
-        .await
-        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e, None))?;
+    let test = engine.test_row(&domain, &decision).await.map_err(|e| {
+        let e = match engine.asks_dns() {
+            true => e,
+            false => format!("{e}. {NO_DNS}"),
+        };
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e, None)
+    })?;
     let hosts: Vec<String> = test
         .hosts
         .iter()
@@ -180,12 +199,16 @@ pub(crate) async fn test_row(state: &AdminState, req: TestRequest) -> Result<Pol
         recipient,
         source: decision.source.to_string(),
         row_decides,
+        replaces: req.replacing.is_none().then_some(replaces).flatten(),
         test,
         published,
         history_days: HISTORY_DAYS,
         history,
     })
 }
+
+/// What to do when the Test cannot look up a domain's servers because postern asks no DNS.
+const NO_DNS: &str = "How to set them: in the config file postern runs with (postern serve --config FILE), under [outbound], write nameservers = [\"system\"] to use this machine's /etc/resolv.conf, or your resolver's address: nameservers = [\"192.0.2.53:53\"]. Then restart postern. Mail to a relay domain whose next hop is an address ([192.0.2.25]:25, on Relay Domains) needs no DNS.";
 
 /// The explanation's lines about what the domain publishes.
 fn published_lines(decision: &crate::policy::Decision) -> Vec<String> {

@@ -229,6 +229,25 @@ impl Certs {
         }
     }
 
+    /// Whether the certificate called `name`, with the intermediates stored with it, chains
+    /// to the public trust roots: the Mozilla set shipped with postern, never `[tls]
+    /// extra_roots` (a private CA there is trusted by this gateway, not by Exchange Online
+    /// or other senders). Blocking (the store may be read).
+    pub fn publicly_trusted(&self, name: &str) -> Result<bool, String> {
+        static PUBLIC: std::sync::OnceLock<Option<Arc<rustls::client::WebPkiServerVerifier>>> =
+            std::sync::OnceLock::new();
+        let verifier = PUBLIC
+            .get_or_init(|| {
+                crate::tls::trust_roots(&[])
+                    .ok()
+                    .and_then(crate::tls::chain_verifier)
+            })
+            .as_ref()
+            .ok_or("the public trust roots could not be loaded")?;
+        let (key, _) = self.load(name)?;
+        Ok(crate::tls::chain_trusted(verifier, &key.cert))
+    }
+
     /// The certificate and key called `name`, to present as a TLS client.
     pub fn client_key(&self, name: &str) -> Result<Arc<CertifiedKey>, String> {
         self.load(name).map(|(key, _)| key)
@@ -741,5 +760,7 @@ mod tests {
         let served = certs.smtp_resolver().current();
         let want = rustls_pki_types::CertificateDer::from_pem_slice(cert.as_bytes()).unwrap();
         assert_eq!(served.cert[0], want);
+        assert_eq!(certs.publicly_trusted("mx"), Ok(false), "self-signed");
+        assert!(certs.publicly_trusted("no-such").is_err());
     }
 }

@@ -1,8 +1,9 @@
 //! Delivery records of every node in the PostgreSQL database they share (issue 20): one
 //! table partitioned by UTC day, each record naming its node, so the Logs page, the
 //! dashboard, "did host H offer STARTTLS?" and the TLS-RPT counts cover the whole cluster.
-//! Retention drops whole days. The fields searched have their own columns and indexes; the
-//! record itself is kept as JSON.
+//! Retention drops whole days. The fields searched have their own columns and indexes (a
+//! recipient's or sender's domain an expression index on the address, written backwards as
+//! the embedded store keys it); the record itself is kept as JSON.
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -10,7 +11,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use super::store::{Found, Retention, Search, StoreError, Stored, TlsOutcome, domain_of, host_of};
+use super::search::{Party, Query, domain_key};
+use super::store::{
+    Found, MAX_SCAN, Retention, Search, StoreError, Stored, TlsOutcome, domain_of, host_of,
+};
 use super::{Delivery, StarttlsSeen};
 use crate::settings::postgres::DbThread;
 
@@ -39,6 +43,8 @@ CREATE INDEX IF NOT EXISTS postern_deliveries_sender ON postern_deliveries (send
 CREATE INDEX IF NOT EXISTS postern_deliveries_queue_id ON postern_deliveries (queue_id, seq);
 CREATE INDEX IF NOT EXISTS postern_deliveries_host ON postern_deliveries (host, unix_time);
 CREATE INDEX IF NOT EXISTS postern_deliveries_seq ON postern_deliveries (seq);
+CREATE INDEX IF NOT EXISTS postern_deliveries_rcpt_domain ON postern_deliveries ((split_part(reverse(recipient), '@', 1)) text_pattern_ops, seq);
+CREATE INDEX IF NOT EXISTS postern_deliveries_sender_domain ON postern_deliveries ((split_part(reverse(sender), '@', 1)) text_pattern_ops, seq);
 CREATE TABLE IF NOT EXISTS postern_tls_rpt_sent (
     day BIGINT NOT NULL,
     domain TEXT NOT NULL,
@@ -407,51 +413,62 @@ impl SharedRecords {
     }
 
     /// The Logs page's search, newest first, a page at a time (`before` a sequence number).
+    /// The fields narrow the rows in SQL, by their indexes, and so do the words of the text
+    /// (`search::Text`); each row is then judged as the embedded store judges its records,
+    /// a chunk of rows at a time, at most `MAX_SCAN` rows.
     pub fn search(&self, q: &Search) -> Result<Found, StoreError> {
-        let mut conds: Vec<String> = Vec::new();
-        let mut args: Vec<String> = Vec::new();
-        let mut arg = |col: &str, v: String, conds: &mut Vec<String>| {
-            args.push(v);
-            conds.push(format!("{col} = ${}", args.len()));
-        };
-        for (col, v, upper) in [
-            ("recipient", &q.recipient, false),
-            ("sender", &q.sender, false),
-            ("queue_id", &q.queue_id, true),
-            ("host", &q.host, false),
-        ] {
-            if let Some(v) = v.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
-                let v = if upper {
-                    v.to_ascii_uppercase()
-                } else {
-                    v.to_ascii_lowercase()
-                };
-                arg(col, v, &mut conds);
-            }
-        }
-        if let Some(text) = q.text.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
-            args.push(format!(
-                "%{}%",
-                text.replace('%', "\\%").replace('_', "\\_")
-            ));
-            conds.push(format!("record::text ILIKE ${}", args.len()));
-        }
-        let num = |col: &str, op: &str, v: Option<u64>| v.map(|v| format!("{col} {op} {v}"));
-        conds.extend(num("unix_time", ">=", q.since));
-        conds.extend(num("unix_time", "<=", q.until));
-        conds.extend(num("seq", "<", q.before));
-        if q.failed_only {
-            conds.push("NOT sent".into());
-        }
+        let query = Query::of(q);
+        let (conds, args) = conditions(&query);
         let limit = q.limit.max(1);
+        let mut found = Found::default();
+        let mut cursor = q.before;
+        let mut chunk = limit + 1;
+        loop {
+            let rows = self.rows(&conds, &args, cursor, chunk)?;
+            let exhausted = rows.len() < chunk;
+            let n = rows.len();
+            for (i, (seq, record)) in rows.into_iter().enumerate() {
+                found.scanned += 1;
+                cursor = Some(seq);
+                if let Some(record) = query.judge(record) {
+                    found.records.push(Stored { seq, record });
+                }
+                let more = !exhausted || i + 1 < n;
+                if found.records.len() >= limit {
+                    found.next = more.then_some(seq);
+                    return Ok(found);
+                }
+                if found.scanned >= MAX_SCAN && more {
+                    found.stopped_early = true;
+                    found.next = Some(seq);
+                    return Ok(found);
+                }
+            }
+            if exhausted {
+                return Ok(found);
+            }
+            chunk = (chunk * 4).min(10_000);
+        }
+    }
+
+    /// Up to `chunk` rows that meet `conds`, newest first, below `before`.
+    fn rows(
+        &self,
+        conds: &[String],
+        args: &[String],
+        before: Option<u64>,
+        chunk: usize,
+    ) -> Result<Vec<(u64, Delivery)>, StoreError> {
+        let mut conds = conds.to_vec();
+        conds.extend(before.map(|b| format!("seq < {b}")));
         let sql = format!(
-            "SELECT seq, record FROM postern_deliveries {} ORDER BY seq DESC LIMIT {}",
+            "SELECT seq, record FROM postern_deliveries {} ORDER BY seq DESC LIMIT {chunk}",
             match conds.is_empty() {
                 true => String::new(),
                 false => format!("WHERE {}", conds.join(" AND ")),
             },
-            limit + 1
         );
+        let args = args.to_vec();
         let rows = self
             .db()?
             .with(move |c| {
@@ -462,17 +479,13 @@ impl SharedRecords {
                 c.query(&sql, &params)
             })
             .map_err(err)?;
-        let mut found = Found::default();
-        for row in rows.iter().take(limit) {
-            let seq = row.get::<_, i64>(0) as u64;
-            let postgres::types::Json(record): postgres::types::Json<Delivery> = row.get(1);
-            found.records.push(Stored { seq, record });
-        }
-        found.scanned = found.records.len() as u64;
-        if rows.len() > limit {
-            found.next = found.records.last().map(|s| s.seq);
-        }
-        Ok(found)
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let postgres::types::Json(record): postgres::types::Json<Delivery> = row.get(1);
+                (row.get::<_, i64>(0) as u64, record)
+            })
+            .collect())
     }
 
     pub fn starttls_history(
@@ -577,4 +590,61 @@ impl SharedRecords {
             })
             .collect())
     }
+}
+
+/// The search in SQL, as far as SQL can say it: `$n` arguments (all text) in `args`. What
+/// it cannot (a word's place in a line) `Query::judge` decides on each row.
+fn conditions(q: &Query) -> (Vec<String>, Vec<String>) {
+    let mut conds: Vec<String> = Vec::new();
+    let mut args: Vec<String> = Vec::new();
+    let mut arg = |v: String| {
+        args.push(v);
+        format!("${}", args.len())
+    };
+    for (col, party) in [("recipient", &q.recipient), ("sender", &q.sender)] {
+        // The expression of the domain index (`SCHEMA`).
+        let key = format!("split_part(reverse({col}), '@', 1)");
+        match party {
+            Some(Party::Address(a)) => conds.push(format!("{col} = {}", arg(a.clone()))),
+            Some(Party::Domain(d)) => conds.push(format!("{key} = {}", arg(domain_key(d)))),
+            Some(Party::Subdomains(d)) => {
+                let exact = arg(domain_key(d));
+                let under = arg(format!("{}.%", like_escaped(&domain_key(d))));
+                conds.push(format!("({key} = {exact} OR {key} LIKE {under})"));
+            }
+            None => {}
+        }
+    }
+    if let Some(id) = &q.queue_id {
+        conds.push(format!("queue_id = {}", arg(id.clone())));
+    }
+    if let Some(host) = &q.host {
+        conds.push(format!("host = {}", arg(host.clone())));
+    }
+    if let Some(text) = &q.text {
+        if let Some(host) = &text.offered_by {
+            conds.push(format!("host = {} AND starttls_offered", arg(host.clone())));
+        }
+        for word in &text.words {
+            let pattern = arg(format!("%{}%", like_escaped(word)));
+            conds.push(format!("record::text ILIKE {pattern}"));
+        }
+    }
+    let num = |col: &str, op: &str, v: Option<u64>| v.map(|v| format!("{col} {op} {v}"));
+    conds.extend(num("unix_time", ">=", q.since));
+    conds.extend(num("unix_time", "<=", q.until));
+    if q.failed_only {
+        conds.push("NOT sent".into());
+    }
+    if q.from_tenant {
+        conds.push("record->>'tenant' IS NOT NULL".into());
+    }
+    (conds, args)
+}
+
+/// `text` matched literally by LIKE (its default escape is the backslash).
+fn like_escaped(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
 }

@@ -389,6 +389,12 @@ pub struct RowTest {
 const MAX_TESTED_HOSTS: usize = 10;
 
 impl super::Engine {
+    /// Whether DNS nameservers are configured (`[outbound] nameservers` of the config
+    /// file): without them no next hop that needs a lookup can be found.
+    pub fn asks_dns(&self) -> bool {
+        self.resolver.is_some()
+    }
+
     /// Probe the hosts mail for `domain` goes to (the same `next_hops` as delivery: routes,
     /// transports, relayhost, else MX by preference), one address each, in parallel.
     pub async fn test_row(
@@ -478,7 +484,8 @@ fn host_check(
     }
 }
 
-/// What delivery under `decision` would do with this host, in the words its log would use.
+/// What delivery under `decision` would do with this host, from what the probe saw (a
+/// connection, EHLO, STARTTLS and QUIT: no mail is sent), in the words its log would use.
 pub fn judge(
     decision: &crate::policy::Decision,
     host: &str,
@@ -493,12 +500,12 @@ pub fn judge(
     let (tls, offered) = (probe.tls.as_ref(), probe.starttls_offered);
     let (level, check) = super::tls_for(decision, host);
     match level {
-        Level::None => return (true, "no TLS asked for: delivered in plaintext".into()),
+        Level::None => return (true, "no TLS asked for: mail would go in plaintext".into()),
         Level::May => {
             let how = match tls {
-                Some(t) => format!("delivered over {}", t.describe()),
-                None if offered => "TLS fails: delivered in plaintext (level may allows it)".into(),
-                None => "STARTTLS not offered: delivered in plaintext (level may allows it)".into(),
+                Some(t) => format!("the probe got {}: mail would go over TLS", t.describe()),
+                None if offered => "the probe's TLS handshake failed: mail would go in plaintext (level may allows it)".into(),
+                None => "STARTTLS not offered to the probe: mail would go in plaintext (level may allows it)".into(),
             };
             return (true, how);
         }
@@ -519,13 +526,14 @@ pub fn judge(
         return (false, format!("{why}: {stopped}"));
     }
     let Some(check) = check else {
-        return (true, format!("delivered over {}", t.describe()));
+        let how = format!("the probe got {}: mail would go over TLS", t.describe());
+        return (true, how);
     };
     match certificate_passes(check, &probe.chain, roots) {
         Ok(name) => (
             true,
             format!(
-                "delivered over {}, certificate verified for {name}",
+                "the probe got {}, certificate verified for {name}: mail would go over TLS",
                 t.describe()
             ),
         ),

@@ -1,7 +1,10 @@
-//! Logs (Hermes' Simple Search): recipient, sender, queue ID, host or free text in a time
-//! range, over the delivery records; each result as Postfix's line with its TLS and policy
-//! facts in columns; and "did host H offer STARTTLS in the last N days?" answered directly.
-//! The same `admin::logs` functions as `/api/v1/logs`.
+//! Logs (Hermes' Simple Search): recipient or sender (an address, a domain or a
+//! `.domain`), queue ID, host, and text in the log lines (`Host offered STARTTLS: [host]`),
+//! in a time range, over the delivery records; nothing given, the newest records. Each
+//! result is its Postfix lines, with its TLS and policy facts in columns; a search by
+//! recipient domain links to adding a TLS policy row for it. And "did host H offer STARTTLS
+//! in the last N days?" answered directly. The same `admin::logs` functions as
+//! `/api/v1/logs`.
 
 use askama::Template;
 use axum::extract::{Query, State};
@@ -14,6 +17,7 @@ use super::{Chrome, SignedIn, chrome, render};
 use crate::admin::AdminState;
 use crate::admin::logs::{LogQuery, search_records, starttls_seen};
 use crate::events::Delivery;
+use crate::events::search::Party;
 
 #[derive(Debug, Default, Deserialize)]
 pub struct LogForm {
@@ -50,11 +54,11 @@ struct Row {
     status: String,
     relay: String,
     protocol: String,
-    cipher: String,
     bits: String,
     verified: String,
     policy: String,
-    line: String,
+    /// The Postfix lines the record stands for (`Delivery::lines`).
+    lines: String,
 }
 
 #[derive(Template)]
@@ -62,10 +66,17 @@ struct Row {
 struct LogsPage {
     chrome: Chrome,
     form: LogForm,
-    searched: bool,
+    /// No field given: the newest records.
+    newest: bool,
+    /// A field could not be read: nothing was searched.
+    refused: bool,
     error: Option<String>,
+    recipient_error: Option<String>,
+    sender_error: Option<String>,
     from_error: Option<String>,
     to_error: Option<String>,
+    /// A search by recipient domain: the row to add on TLS Policy Domains, and its link.
+    policy_row: Option<(String, String)>,
     rows: Vec<Row>,
     /// Records of several nodes: the Node column is shown.
     several: bool,
@@ -73,6 +84,8 @@ struct LogsPage {
     older: Option<String>,
     days: u64,
     starttls: Option<String>,
+    /// The text search for the host's `Host offered STARTTLS` lines.
+    starttls_lines: Option<String>,
     starttls_error: Option<String>,
 }
 
@@ -101,14 +114,13 @@ fn row(d: &Delivery) -> Row {
         status: format!("{} ({})", d.status, d.dsn),
         relay: d.relay.clone(),
         protocol: d.tls.as_ref().map_or("none".into(), |t| t.protocol.clone()),
-        cipher: d.tls.as_ref().map_or(String::new(), |t| t.cipher.clone()),
         bits: d.tls.as_ref().map_or("0".into(), |t| t.bits.to_string()),
         verified: d
             .verified_name
             .clone()
             .unwrap_or_else(|| "not verified".into()),
         policy: format!("{} ({})", d.policy_level, d.policy_source),
-        line: d.postfix_line(),
+        lines: d.lines().join("\n"),
     }
 }
 
@@ -121,23 +133,35 @@ pub async fn page(
     let days = form.days.unwrap_or(30);
     let mut page = LogsPage {
         chrome: chrome(&state, &session, Some(&auth)).await,
-        searched: false,
+        newest: false,
+        refused: false,
         error: None,
+        recipient_error: None,
+        sender_error: None,
         from_error: None,
         to_error: None,
+        policy_row: None,
         rows: Vec::new(),
         several: state.cluster.is_some(),
         note: None,
         older: None,
         days,
         starttls: None,
+        starttls_lines: None,
         starttls_error: None,
         form,
     };
     let mut status = StatusCode::OK;
     if !page.form.starttls_host.trim().is_empty() {
         match starttls_seen(&state, &page.form.starttls_host, days).await {
-            Ok(seen) => page.starttls = Some(format!("{}: {}", seen.host, seen.describe(days))),
+            Ok(seen) => {
+                let text = format!("Host offered STARTTLS: [{}]", seen.host.trim());
+                let query = form_urlencoded::Serializer::new(String::new())
+                    .append_pair("text", &text)
+                    .finish();
+                page.starttls_lines = Some(format!("/logs?{query}#results"));
+                page.starttls = Some(format!("{}: {}", seen.host, seen.describe(days)));
+            }
             Err(e) => {
                 page.starttls_error = Some(e.error);
                 status = StatusCode::BAD_REQUEST;
@@ -150,10 +174,11 @@ pub async fn page(
     (status, render(page)).into_response()
 }
 
-/// The search the form asks for, if it asks one; the status to answer with if it failed.
+/// The search the form asks for (nothing given: the newest records); the status to answer
+/// with if it failed.
 async fn search(state: &AdminState, page: &mut LogsPage) -> Result<(), StatusCode> {
     let f = &page.form;
-    let asked = [
+    page.newest = [
         &f.recipient,
         &f.sender,
         &f.queue_id,
@@ -163,31 +188,43 @@ async fn search(state: &AdminState, page: &mut LogsPage) -> Result<(), StatusCod
         &f.to,
     ]
     .iter()
-    .any(|v| !v.trim().is_empty())
-        || f.before.is_some();
-    if !asked {
-        return Ok(());
-    }
-    page.searched = true;
+    .all(|v| v.trim().is_empty());
     let since = unix_of("from", &f.from).map_err(|e| page.from_error = Some(e));
     let until = unix_of("to", &f.to)
         .map(|t| t.map(|t| t + 59))
         .map_err(|e| page.to_error = Some(e));
-    let (Ok(since), Ok(until)) = (since, until) else {
-        return Err(StatusCode::BAD_REQUEST);
-    };
     let q = LogQuery {
         recipient: Some(f.recipient.clone()),
         sender: Some(f.sender.clone()),
         queue_id: Some(f.queue_id.clone()),
         host: Some(f.host.clone()),
         text: Some(f.text.clone()),
-        since,
-        until,
+        since: since.ok().flatten(),
+        until: until.ok().flatten(),
         before: f.before,
         limit: None,
     };
-    let found = match search_records(state, q.search()).await {
+    let search = q.search().map_err(|e| match e.field.as_deref() {
+        Some("recipient") => page.recipient_error = Some(e.message().to_string()),
+        Some("sender") => page.sender_error = Some(e.message().to_string()),
+        _ => page.error = Some(e.error),
+    });
+    let (Ok(_), Ok(_), Ok(search)) = (since, until, search) else {
+        page.refused = true;
+        return Err(StatusCode::BAD_REQUEST);
+    };
+    page.policy_row = match Party::parse(&page.form.recipient) {
+        Some(Party::Domain(d)) => Some(d),
+        Some(Party::Subdomains(d)) => Some(format!(".{d}")),
+        _ => None,
+    }
+    .map(|pattern| {
+        let query = form_urlencoded::Serializer::new(String::new())
+            .append_pair("add", &pattern)
+            .finish();
+        (pattern, format!("/policy?{query}#row-form"))
+    });
+    let found = match search_records(state, search).await {
         Ok(found) => found,
         Err(e) => {
             page.error = Some(e.error);

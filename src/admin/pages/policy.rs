@@ -112,6 +112,8 @@ struct TestView {
     recipient: String,
     source: String,
     row_decides: bool,
+    /// The row in the table the Test used the typed one in place of, and its edit link.
+    replaces: Option<(String, String)>,
     passes: bool,
     hosts: Vec<HostView>,
     published: Vec<String>,
@@ -163,6 +165,9 @@ pub struct ListQuery {
     edit: Option<String>,
     #[serde(default)]
     pattern: Option<String>,
+    /// `add=partner.example` fills the add form's domain (the Logs page links here).
+    #[serde(default)]
+    add: Option<String>,
 }
 
 fn encoded(pattern: &str) -> String {
@@ -301,6 +306,8 @@ async fn page_for(
         page.editing = true;
         page.subdomains_checked = row.include_subdomains;
         page.form = form_of(row);
+    } else if let Some(pattern) = &query.add {
+        page.form.pattern = pattern.trim().to_string();
     }
     page
 }
@@ -558,6 +565,10 @@ fn test_view(t: PolicyTest) -> TestView {
         recipient: t.recipient,
         source: t.source,
         row_decides: t.row_decides,
+        replaces: t.replaces.map(|p| {
+            let link = format!("/policy?edit=1&{}#row-form", encoded(&p));
+            (p, link)
+        }),
         passes: t.test.passes,
         hosts,
         published: t.published,

@@ -2,14 +2,14 @@
 //! page, the dashboard and "did host H offer STARTTLS?". redb because postern already keeps
 //! its settings in it (no second engine, no C library to build): each record is stored once
 //! by sequence number, with one index table per field admins search by (recipient, sender,
-//! queue ID, host) and one by time, each a `(key, seq)` range. Hourly counters are kept
+//! queue ID, host, and the recipient's and sender's domains, written backwards so a
+//! `.domain` is a key range) and one by time, each a `(key, seq)` range. Hourly counters are kept
 //! beside them, so the dashboard reads 24 rows, not a day of records.
 //!
 //! Records are written by the delivery-log thread in batches; a batch is made durable at
 //! most once a second (the JSON-lines file beside it is the record of last resort, and a
 //! log record is not a message: losing the last second of them in a crash loses no mail).
 
-use std::borrow::Cow;
 use std::path::Path;
 
 use redb::{
@@ -18,13 +18,29 @@ use redb::{
 };
 use serde::Serialize;
 
+mod walk;
+
+use super::search::{Party, Query, domain_key};
 use super::{Delivery, StarttlsSeen};
+use walk::{Page, Seqs, keys_under};
 
 const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
 const BY_RECIPIENT: TableDefinition<(&str, u64), ()> = TableDefinition::new("by_recipient");
 const BY_SENDER: TableDefinition<(&str, u64), ()> = TableDefinition::new("by_sender");
 const BY_QUEUE_ID: TableDefinition<(&str, u64), ()> = TableDefinition::new("by_queue_id");
 const BY_HOST: TableDefinition<(&str, u64), ()> = TableDefinition::new("by_host");
+/// Keyed by `search::domain_key`: `partner.example` as `elpmaxe.rentrap`.
+const BY_RCPT_DOMAIN: TableDefinition<(&str, u64), ()> = TableDefinition::new("by_rcpt_domain");
+const BY_SENDER_DOMAIN: TableDefinition<(&str, u64), ()> = TableDefinition::new("by_sender_domain");
+/// The index tables, in the order of `index_keys`.
+const INDEXES: [TableDefinition<(&str, u64), ()>; 6] = [
+    BY_RECIPIENT,
+    BY_SENDER,
+    BY_QUEUE_ID,
+    BY_HOST,
+    BY_RCPT_DOMAIN,
+    BY_SENDER_DOMAIN,
+];
 const BY_TIME: TableDefinition<(u64, u64), ()> = TableDefinition::new("by_time");
 /// (hour start, outcome) → deliveries.
 const HOURLY: TableDefinition<(u64, u8), u64> = TableDefinition::new("hourly");
@@ -94,13 +110,14 @@ pub struct StoreError {
 /// What the Logs page asks: every given field must hold; the newest first.
 #[derive(Debug, Clone, Default)]
 pub struct Search {
-    /// Exact address, any case.
+    /// An address, a `domain` or a `.domain` (the domain and its subdomains), any case
+    /// (`search::Party`).
     pub recipient: Option<String>,
     pub sender: Option<String>,
     pub queue_id: Option<String>,
     /// The host name of the relay (`mx.example.net`), any case.
     pub host: Option<String>,
-    /// Anywhere in the record, any case.
+    /// In the record's Postfix lines or its values, any case (`search::Text`).
     pub text: Option<String>,
     /// UNIX seconds, inclusive.
     pub since: Option<u64>,
@@ -110,6 +127,8 @@ pub struct Search {
     pub limit: usize,
     /// Only deferrals and bounces (the dashboard's last errors).
     pub failed_only: bool,
+    /// Only mail the Microsoft 365 connector relayed (the record names its tenant).
+    pub from_tenant: bool,
 }
 
 /// A page of results.
@@ -129,7 +148,8 @@ pub struct Stored {
     pub record: Delivery,
 }
 
-/// Free-text and time-only searches look at this many records at most per page.
+/// A search looks at this many records at most per page (a free text or a time range
+/// alone walks the records; a field narrows it to its index).
 pub const MAX_SCAN: u64 = 200_000;
 
 /// The records of this node (redb), or of every node (PostgreSQL, `super::shared`).
@@ -265,10 +285,17 @@ impl Local {
         };
         // Every table exists from the start, so readers never meet a missing one.
         let tx = store.db.begin_write().map_err(|e| store.err(e))?;
+        let domains_indexed = tx
+            .list_tables()
+            .map_err(|e| store.err(e))?
+            .any(|t| t.name() == BY_RCPT_DOMAIN.name());
         {
             tx.open_table(RECORDS).map_err(|e| store.err(e))?;
-            for t in [BY_RECIPIENT, BY_SENDER, BY_QUEUE_ID, BY_HOST] {
+            for t in INDEXES {
                 tx.open_table(t).map_err(|e| store.err(e))?;
+            }
+            if !domains_indexed {
+                store.index_domains(&tx).map_err(|e| store.err(e))?;
             }
             tx.open_table(BY_TIME).map_err(|e| store.err(e))?;
             tx.open_table(HOURLY).map_err(|e| store.err(e))?;
@@ -277,6 +304,28 @@ impl Local {
         }
         tx.commit().map_err(|e| store.err(e))?;
         Ok(store)
+    }
+
+    /// A store written before the domain indexes gets them from its address indexes, once.
+    fn index_domains(&self, tx: &redb::WriteTransaction) -> Result<(), redb::Error> {
+        for (from, to) in [
+            (BY_RECIPIENT, BY_RCPT_DOMAIN),
+            (BY_SENDER, BY_SENDER_DOMAIN),
+        ] {
+            let from = tx.open_table(from)?;
+            let mut to = tx.open_table(to)?;
+            let mut n = 0u64;
+            for entry in from.iter()? {
+                let (key, _) = entry?;
+                let (address, seq) = key.value();
+                to.insert((domain_key(address).as_str(), seq), ())?;
+                n += 1;
+            }
+            if n > 0 {
+                tracing::info!(target: "postern/smtp", "{}: {n} delivery records indexed by {} (once, after an upgrade)", self.path, to.name());
+            }
+        }
+        Ok(())
     }
 
     fn err(&self, e: impl std::fmt::Display) -> StoreError {
@@ -324,12 +373,10 @@ impl Local {
     ) -> Result<(), redb::Error> {
         let mut records = tx.open_table(RECORDS)?;
         let first = records.last()?.map_or(0, |(k, _)| k.value() + 1);
-        let mut indexes = [
-            tx.open_table(BY_RECIPIENT)?,
-            tx.open_table(BY_SENDER)?,
-            tx.open_table(BY_QUEUE_ID)?,
-            tx.open_table(BY_HOST)?,
-        ];
+        let mut indexes = Vec::with_capacity(INDEXES.len());
+        for t in INDEXES {
+            indexes.push(tx.open_table(t)?);
+        }
         let mut by_time = tx.open_table(BY_TIME)?;
         // Counters summed over the batch first: one read and write per key, not per record.
         let mut hours: std::collections::HashMap<(u64, u8), u64> = Default::default();
@@ -338,7 +385,7 @@ impl Local {
         for (seq, (d, json)) in (first..).zip(batch) {
             records.insert(seq, *json)?;
             for (table, key) in indexes.iter_mut().zip(index_keys(d)) {
-                table.insert((key.as_ref(), seq), ())?;
+                table.insert((key.as_str(), seq), ())?;
             }
             by_time.insert((d.unix_time, seq), ())?;
             if let Some(o) = d
@@ -403,18 +450,16 @@ impl Local {
                     break;
                 }
             }
-            let mut indexes = [
-                tx.open_table(BY_RECIPIENT).map_err(|e| self.err(e))?,
-                tx.open_table(BY_SENDER).map_err(|e| self.err(e))?,
-                tx.open_table(BY_QUEUE_ID).map_err(|e| self.err(e))?,
-                tx.open_table(BY_HOST).map_err(|e| self.err(e))?,
-            ];
+            let mut indexes = Vec::with_capacity(INDEXES.len());
+            for t in INDEXES {
+                indexes.push(tx.open_table(t).map_err(|e| self.err(e))?);
+            }
             let mut by_time = tx.open_table(BY_TIME).map_err(|e| self.err(e))?;
             for (seq, d) in &doomed {
                 records.remove(*seq).map_err(|e| self.err(e))?;
                 for (table, key) in indexes.iter_mut().zip(index_keys(d)) {
                     table
-                        .remove((key.as_ref(), *seq))
+                        .remove((key.as_str(), *seq))
                         .map_err(|e| self.err(e))?;
                 }
                 by_time
@@ -449,42 +494,23 @@ impl Local {
         Ok(self.len()? == 0)
     }
 
-    /// The newest records that match, a page at a time. An exact field uses its index; a
-    /// search by time or text alone walks the records newest first, at most `MAX_SCAN`.
+    /// The newest records that match, a page at a time. A field uses its index (a
+    /// `.domain` the index ranges of the domain and each subdomain, merged); a search by
+    /// time or text alone walks the records newest first. At most `MAX_SCAN` either way.
     pub fn search(&self, q: &Search) -> Result<Found, StoreError> {
+        let query = Query::of(q);
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
         let records = tx.open_table(RECORDS).map_err(|e| self.err(e))?;
         let before = q.before.unwrap_or(u64::MAX);
-        let limit = q.limit.max(1);
-        let indexed = [
-            (&q.queue_id, BY_QUEUE_ID),
-            (&q.recipient, BY_RECIPIENT),
-            (&q.sender, BY_SENDER),
-            (&q.host, BY_HOST),
-        ]
-        .into_iter()
-        .find_map(|(v, t)| v.as_ref().map(|v| (index_key(t, v.trim()), t)));
-        let mut found = Found::default();
-        let take = |seq: u64, bytes: &[u8], found: &mut Found| -> bool {
-            found.scanned += 1;
-            if let Some(d) = matching(q, bytes) {
-                found.records.push(Stored { seq, record: d });
-            }
-            found.records.len() >= limit
-        };
-        match indexed {
-            Some((key, table)) => {
-                let index = tx.open_table(table).map_err(|e| self.err(e))?;
-                let range = index
-                    .range((key.as_str(), 0)..(key.as_str(), before))
-                    .map_err(|e| self.err(e))?;
-                for entry in range.rev() {
-                    let seq = entry.map_err(|e| self.err(e))?.0.value().1;
+        let mut page = Page::new(&query, q.limit);
+        match self.candidates(&tx, &query, before)? {
+            Some(seqs) => {
+                for seq in seqs {
+                    let seq = seq.map_err(|e| self.err(e))?;
                     let Some(v) = records.get(seq).map_err(|e| self.err(e))? else {
                         continue;
                     };
-                    if take(seq, v.value(), &mut found) {
-                        found.next = Some(seq);
+                    if page.look(seq, v.value()) {
                         break;
                     }
                 }
@@ -492,14 +518,7 @@ impl Local {
             None => {
                 for entry in records.range(..before).map_err(|e| self.err(e))?.rev() {
                     let (k, v) = entry.map_err(|e| self.err(e))?;
-                    let seq = k.value();
-                    if take(seq, v.value(), &mut found) {
-                        found.next = Some(seq);
-                        break;
-                    }
-                    if found.scanned >= MAX_SCAN {
-                        found.stopped_early = true;
-                        found.next = Some(seq);
+                    if page.look(k.value(), v.value()) {
                         break;
                     }
                     // Records are in time order: past `since`, nothing older can match.
@@ -509,7 +528,58 @@ impl Local {
                 }
             }
         }
-        Ok(found)
+        Ok(page.found)
+    }
+
+    /// The sequence numbers an index gives for the search, newest first (below `before`);
+    /// none when no field has one, or a `.domain` has too many subdomains to merge.
+    fn candidates(
+        &self,
+        tx: &redb::ReadTransaction,
+        q: &Query,
+        before: u64,
+    ) -> Result<Option<Seqs>, StoreError> {
+        let address = |p: &Option<Party>, table| match p {
+            Some(Party::Address(a)) => Some((table, a.clone(), false)),
+            _ => None,
+        };
+        let domain = |p: &Option<Party>, table| match p {
+            Some(Party::Domain(d)) => Some((table, domain_key(d), false)),
+            Some(Party::Subdomains(d)) => Some((table, domain_key(d), true)),
+            _ => None,
+        };
+        let exact = |table, key: &str| Some((table, key.to_string(), false));
+        // The likely narrowest first: every other field is checked on each record anyway.
+        let chosen = q
+            .queue_id
+            .as_deref()
+            .and_then(|id| exact(BY_QUEUE_ID, id))
+            .or_else(|| address(&q.recipient, BY_RECIPIENT))
+            .or_else(|| address(&q.sender, BY_SENDER))
+            .or_else(|| q.host.as_deref().and_then(|h| exact(BY_HOST, h)))
+            .or_else(|| domain(&q.recipient, BY_RCPT_DOMAIN))
+            .or_else(|| domain(&q.sender, BY_SENDER_DOMAIN))
+            .or_else(|| q.relay_host().and_then(|h| exact(BY_HOST, h)));
+        let Some((table, key, subdomains)) = chosen else {
+            return Ok(None);
+        };
+        let index = tx.open_table(table).map_err(|e| self.err(e))?;
+        let keys = if subdomains {
+            match keys_under(&index, &key).map_err(|e| self.err(e))? {
+                Some(keys) => keys,
+                None => return Ok(None),
+            }
+        } else {
+            vec![key]
+        };
+        let mut ranges = Vec::with_capacity(keys.len());
+        for key in &keys {
+            let range = index
+                .range((key.as_str(), 0)..(key.as_str(), before))
+                .map_err(|e| self.err(e))?;
+            ranges.push(range.rev());
+        }
+        Seqs::new(ranges).map(Some).map_err(|e| self.err(e))
     }
 
     /// For each host: the records since `since` whose relay is that host (by its index).
@@ -605,23 +675,16 @@ impl Local {
     }
 }
 
-/// The index keys of a record, in the order of the index tables.
-fn index_keys(d: &Delivery) -> [Cow<'_, str>; 4] {
+/// The index keys of a record, in the order of `INDEXES`.
+fn index_keys(d: &Delivery) -> [String; 6] {
     [
-        Cow::Owned(d.recipient.to_ascii_lowercase()),
-        Cow::Owned(d.sender.to_ascii_lowercase()),
-        Cow::Owned(d.queue_id.to_ascii_uppercase()),
-        Cow::Owned(host_of(&d.relay)),
+        d.recipient.to_ascii_lowercase(),
+        d.sender.to_ascii_lowercase(),
+        d.queue_id.to_ascii_uppercase(),
+        host_of(&d.relay),
+        domain_key(&d.recipient),
+        domain_key(&d.sender),
     ]
-}
-
-/// A searched value as its index keeps it: queue IDs in capitals, the rest in lower case.
-fn index_key(table: TableDefinition<(&str, u64), ()>, value: &str) -> String {
-    if table.name() == BY_QUEUE_ID.name() {
-        value.to_ascii_uppercase()
-    } else {
-        value.to_ascii_lowercase()
-    }
 }
 
 fn time_of(bytes: &[u8]) -> u64 {
@@ -632,209 +695,5 @@ fn time_of(bytes: &[u8]) -> u64 {
     serde_json::from_slice::<Time>(bytes).map_or(0, |t| t.unix_time)
 }
 
-/// The record, if every field the search gives holds for it.
-fn matching(q: &Search, bytes: &[u8]) -> Option<Delivery> {
-    if let Some(text) = q.text.as_deref().filter(|t| !t.trim().is_empty()) {
-        let needle = text.trim().to_ascii_lowercase();
-        let hay = String::from_utf8_lossy(bytes).to_ascii_lowercase();
-        if !hay.contains(&needle) {
-            return None;
-        }
-    }
-    let d: Delivery = serde_json::from_slice(bytes).ok()?;
-    let same = |given: &Option<String>, value: &str| {
-        given
-            .as_deref()
-            .is_none_or(|g| g.trim().eq_ignore_ascii_case(value))
-    };
-    let ok = same(&q.recipient, &d.recipient)
-        && same(&q.sender, &d.sender)
-        && same(&q.queue_id, &d.queue_id)
-        && same(&q.host, &host_of(&d.relay))
-        && q.since.is_none_or(|s| d.unix_time >= s)
-        && q.until.is_none_or(|u| d.unix_time <= u)
-        && (!q.failed_only || d.status != "sent");
-    ok.then_some(d)
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::tls::TlsInfo;
-
-    fn record(i: u64, rcpt: &str, relay: &str, tls: bool) -> Delivery {
-        Delivery {
-            unix_time: 1_000_000 + i * 60,
-            queue_id: format!("Q{i:04}"),
-            sender: format!("s{}@inside.example", i % 3),
-            recipient: rcpt.into(),
-            relay: relay.into(),
-            delay: 0.1,
-            delays: [0.0; 4],
-            dsn: "2.0.0".into(),
-            status: "sent".into(),
-            reply: "250 2.0.0 Ok: queued as X".into(),
-            starttls_offered: tls,
-            tls: tls.then(|| TlsInfo {
-                protocol: "TLSv1.3".into(),
-                cipher: "TLS_AES_256_GCM_SHA384".into(),
-                bits: 256,
-            }),
-            verified_name: None,
-            policy_level: "may".into(),
-            policy_source: "global".into(),
-            rule: None,
-            tenant: None,
-            hosts_tried: Vec::new(),
-            tls_rpt: None,
-            node: None,
-        }
-    }
-
-    fn store(max_records: u64) -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let retention = Retention {
-            max_age_secs: 365 * 86_400,
-            max_records,
-        };
-        let s = Store::open(&dir.path().join("r.redb"), retention).unwrap();
-        (dir, s)
-    }
-
-    fn filled(max_records: u64) -> (tempfile::TempDir, Store) {
-        let (dir, s) = store(max_records);
-        let batch: Vec<Delivery> = (0..100)
-            .map(|i| {
-                let rcpt = format!("u{}@d{}.example", i % 10, i % 4);
-                let relay = format!("mx{}.example[192.0.2.{}]:25", i % 2, i % 2);
-                record(i, &rcpt, &relay, i % 2 == 0)
-            })
-            .collect();
-        s.insert(&batch[..50], false).unwrap();
-        s.insert(&batch[50..], true).unwrap();
-        (dir, s)
-    }
-
-    fn ids(f: &Found) -> Vec<String> {
-        f.records
-            .iter()
-            .map(|r| r.record.queue_id.clone())
-            .collect()
-    }
-
-    #[test]
-    fn each_field_finds_its_records_newest_first_a_page_at_a_time() {
-        let (_d, s) = filled(1000);
-        assert_eq!(s.len().unwrap(), 100);
-        let by = |q: Search| s.search(&Search { limit: 3, ..q }).unwrap();
-        let f = by(Search {
-            recipient: Some("U3@D3.example".into()),
-            ..Search::default()
-        });
-        assert_eq!(
-            ids(&f),
-            ["Q0083", "Q0063", "Q0043"],
-            "any case, newest first"
-        );
-        let next = s
-            .search(&Search {
-                recipient: Some("u3@d3.example".into()),
-                before: f.next,
-                limit: 3,
-                ..Search::default()
-            })
-            .unwrap();
-        assert_eq!(ids(&next), ["Q0023", "Q0003"]);
-        let f = by(Search {
-            queue_id: Some("Q0042".into()),
-            ..Search::default()
-        });
-        assert_eq!(ids(&f), ["Q0042"]);
-        let f = by(Search {
-            host: Some("MX1.example".into()),
-            sender: Some("s0@inside.example".into()),
-            ..Search::default()
-        });
-        assert_eq!(
-            ids(&f),
-            ["Q0099", "Q0093", "Q0087"],
-            "two fields, both hold"
-        );
-        let f = by(Search {
-            text: Some("Q005".into()),
-            since: Some(1_000_000 + 52 * 60),
-            ..Search::default()
-        });
-        assert_eq!(ids(&f), ["Q0059", "Q0058", "Q0057"]);
-        let f = s
-            .search(&Search {
-                text: Some("q005".into()),
-                until: Some(1_000_000 + 52 * 60),
-                limit: 10,
-                ..Search::default()
-            })
-            .unwrap();
-        assert_eq!(ids(&f), ["Q0052", "Q0051", "Q0050"]);
-    }
-
-    #[test]
-    fn retention_drops_the_oldest_and_their_index_entries() {
-        let (_d, s) = filled(60);
-        assert_eq!(s.prune(1_000_000).unwrap(), 40);
-        assert_eq!(s.len().unwrap(), 60);
-        let f = s
-            .search(&Search {
-                recipient: Some("u3@d3.example".into()),
-                limit: 10,
-                ..Search::default()
-            })
-            .unwrap();
-        assert_eq!(ids(&f), ["Q0083", "Q0063", "Q0043"], "Q0023 and Q0003 went");
-        // By age: everything before minute 90 is older than a year at this `now`.
-        let now = 1_000_000 + 90 * 60 + 365 * 86_400;
-        assert_eq!(s.prune(now).unwrap(), 50);
-        assert_eq!(s.len().unwrap(), 10);
-    }
-
-    #[test]
-    fn starttls_history_and_dashboard_counters() {
-        let (_d, s) = filled(1000);
-        let seen = s
-            .starttls_history(
-                &["mx0.example".into(), "mx9.example".into()],
-                1_000_000 + 50 * 60,
-            )
-            .unwrap();
-        assert_eq!(seen[0].connections, 25);
-        assert_eq!(seen[0].offered, 25, "mx0 is the even records: all TLS");
-        assert_eq!(seen[0].last, Some(1_000_000 + 98 * 60));
-        assert_eq!(seen[1].connections, 0);
-        let hourly = s.hourly(0).unwrap();
-        let total: u64 = hourly.iter().map(|(_, _, n)| n).sum();
-        assert_eq!(total, 100);
-        let plain: u64 = hourly
-            .iter()
-            .filter(|(_, o, _)| *o == TlsOutcome::Plaintext)
-            .map(|(_, _, n)| n)
-            .sum();
-        assert_eq!(plain, 50);
-        let top = s.destinations(0).unwrap();
-        assert_eq!(top.len(), 4);
-        assert_eq!(top[0], ("d0.example".to_string(), 25, 25));
-        assert_eq!(top[1], ("d1.example".to_string(), 25, 0));
-    }
-
-    #[test]
-    fn a_policy_refusal_is_its_own_outcome_and_other_failures_none() {
-        let mut d = record(1, "a@b.example", "none", false);
-        d.status = "deferred".into();
-        d.dsn = "4.4.1".into();
-        assert_eq!(TlsOutcome::of(&d), None);
-        d.dsn = "4.7.4".into();
-        assert_eq!(TlsOutcome::of(&d), Some(TlsOutcome::Refused));
-        let mut v = record(1, "a@b.example", "mx.b.example[192.0.2.1]:25", true);
-        assert_eq!(TlsOutcome::of(&v), Some(TlsOutcome::Encrypted));
-        v.verified_name = Some("mx.b.example".into());
-        assert_eq!(TlsOutcome::of(&v), Some(TlsOutcome::Verified));
-    }
-}
+mod tests;
