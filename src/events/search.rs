@@ -232,8 +232,12 @@ impl Query {
         ok.then_some(d)
     }
 
-    /// The same, from the stored JSON: a record without the text's words is not parsed.
+    /// The same, from the stored JSON: a record without the text's words, or without a
+    /// tenant when one is asked for (the field is left out when empty), is not parsed.
     pub fn judge_stored(&self, stored: &[u8], lower: &mut Vec<u8>) -> Option<Delivery> {
+        if self.from_tenant && memchr::memmem::find(stored, b"\"tenant\":").is_none() {
+            return None;
+        }
         if let Some(t) = &self.text
             && !t.may_match(stored, lower)
         {
