@@ -84,7 +84,7 @@ pub(crate) async fn checklist(state: &AdminState) -> Checklist {
                 let file = if host == FULL_NAME_WANTED { "gateway" } else { &host };
                 format!("postern cert import --name {file} --cert {file}.crt --key {file}.key --chain chain.pem")
             }),
-            explanation: format!("Exchange Online's outbound connector checks that the smart host's certificate is valid for {host} (DomainValidation) and issued by a public certificate authority. Import it on Certificates, then bind it on SMTP TLS Settings."),
+            explanation: format!("Exchange Online's outbound connector checks that the smart host's certificate is valid for {} (DomainValidation) and issued by a public certificate authority. Import it on Certificates, then bind it on SMTP TLS Settings.", if host == FULL_NAME_WANTED { "the gateway's full host name" } else { &host }),
             status: cert_status.0,
             seen: cert_status.1,
             problems: cert_status.2,

@@ -70,49 +70,35 @@ pub struct HostTried {
     pub reply: String,
 }
 
-impl Delivery {
-    /// `ID: to=<r>, relay=h[ip]:25, delay=0.3, delays=0/0.01/0.2/0.09, dsn=2.0.0, status=sent (250 ...)`
-    pub fn postfix_line(&self) -> String {
-        let [a, b, c, d] = self.delays;
-        let rule = self
-            .rule
-            .as_ref()
-            .map(|r| format!(" rule={r}"))
-            .unwrap_or_default();
-        format!(
-            "{}: to=<{}>, relay={}, delay={}, delays={}/{}/{}/{}, dsn={}, status={} ({}) policy={} source={}{rule}",
-            self.queue_id,
-            self.recipient,
-            self.relay,
-            short(self.delay),
-            short(a),
-            short(b),
-            short(c),
-            short(d),
-            self.dsn,
-            self.status,
-            self.reply,
-            self.policy_level,
-            self.policy_source,
-        )
-    }
+/// Postfix prints delays with at most two significant decimals and no trailing zeros.
+#[cfg(test)]
+fn short(secs: f64) -> String {
+    let mut out = String::new();
+    write_short(&mut out, secs);
+    out
 }
 
-/// Postfix prints delays with at most two significant decimals and no trailing zeros.
-fn short(secs: f64) -> String {
-    let text = if secs >= 10.0 {
-        format!("{secs:.0}")
+/// `short`, written into `out` (the lines are made for every record a search reads).
+fn write_short(out: &mut String, secs: f64) {
+    use std::fmt::Write as _;
+    let start = out.len();
+    let _ = if secs >= 10.0 {
+        write!(out, "{secs:.0}")
     } else if secs >= 0.1 {
-        format!("{secs:.1}")
+        write!(out, "{secs:.1}")
     } else {
-        format!("{secs:.2}")
+        write!(out, "{secs:.2}")
     };
-    let text = if text.contains('.') {
-        text.trim_end_matches('0').trim_end_matches('.').to_string()
-    } else {
-        text
-    };
-    if text.is_empty() { "0".into() } else { text }
+    if out[start..].contains('.') {
+        let kept = out[start..]
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .len();
+        out.truncate(start + kept);
+    }
+    if out.len() == start {
+        out.push('0');
+    }
 }
 
 /// Where delivery records go. The JSON file is kept to a size: past `max_bytes` it becomes

@@ -5,7 +5,10 @@
 //! delivery line) and its values — never in the JSON it is stored as, whose field names
 //! (`starttls_offered`, `unix_time`) would match every record.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
+
+use serde::Deserialize;
 
 use super::Delivery;
 use super::store::{Search, domain_of, host_of};
@@ -151,15 +154,15 @@ impl Text {
             .all(|w| memchr::memmem::find(lower, w.as_bytes()).is_some())
     }
 
-    /// Whether a line of the record, or one of its values, holds the text (any case).
-    pub fn matches(&self, d: &Delivery) -> bool {
-        let mut read = String::with_capacity(512);
-        write_lines(d, &mut read);
-        for v in [&d.sender, &d.recipient]
+    /// Whether a line of the record, or one of its values, holds the text (any case);
+    /// `read` is a buffer to reuse.
+    pub fn matches(&self, f: &Facts<'_>, read: &mut String) -> bool {
+        read.clear();
+        write_lines(f, read);
+        for v in [Some(&f.sender), Some(&f.recipient), f.tenant.as_ref(), f.node.as_ref()]
             .into_iter()
-            .chain(&d.tenant)
-            .chain(&d.node)
-            .chain(&d.verified_name)
+            .chain([f.verified_name.as_ref()])
+            .flatten()
         {
             read.push('\n');
             read.push_str(v);
@@ -214,32 +217,150 @@ impl Query {
             .or(self.text.as_ref().and_then(|t| t.offered_by.as_deref()))
     }
 
-    /// The record, if every field the search gives holds for it.
-    pub fn judge(&self, d: Delivery) -> Option<Delivery> {
+    /// Whether every field the search gives holds for the record.
+    fn holds(&self, f: &Facts<'_>, read: &mut String) -> bool {
         let party = |p: &Option<Party>, a: &str| p.as_ref().is_none_or(|p| p.matches(a));
-        let ok = party(&self.recipient, &d.recipient)
-            && party(&self.sender, &d.sender)
+        party(&self.recipient, &f.recipient)
+            && party(&self.sender, &f.sender)
             && self
                 .queue_id
                 .as_deref()
-                .is_none_or(|id| d.queue_id.eq_ignore_ascii_case(id))
-            && self.host.as_deref().is_none_or(|h| host_of(&d.relay) == h)
-            && self.since.is_none_or(|s| d.unix_time >= s)
-            && self.until.is_none_or(|u| d.unix_time <= u)
-            && (!self.failed_only || d.status != "sent")
-            && (!self.from_tenant || d.tenant.is_some())
-            && self.text.as_ref().is_none_or(|t| t.matches(&d));
-        ok.then_some(d)
+                .is_none_or(|id| f.queue_id.eq_ignore_ascii_case(id))
+            && self.host.as_deref().is_none_or(|h| host_of(&f.relay) == h)
+            && self.since.is_none_or(|s| f.unix_time >= s)
+            && self.until.is_none_or(|u| f.unix_time <= u)
+            && (!self.failed_only || f.status != "sent")
+            && (!self.from_tenant || f.tenant.is_some())
+            && self.text.as_ref().is_none_or(|t| t.matches(f, read))
     }
 
-    /// The same, from the stored JSON: a record without the text's words is not parsed.
-    pub fn judge_stored(&self, stored: &[u8], lower: &mut Vec<u8>) -> Option<Delivery> {
+    /// The record, if every field the search gives holds for it.
+    pub fn judge(&self, d: Delivery) -> Option<Delivery> {
+        self.holds(&Facts::of(&d), &mut String::new())
+            .then_some(d)
+    }
+
+    /// The same, from the stored JSON: a record without the text's words, or without a
+    /// tenant when one is asked for (the field is left out when empty), is not parsed; the
+    /// others are judged on their text borrowed where it lies, and only a match is read
+    /// whole.
+    pub fn judge_stored(&self, stored: &[u8], buffers: &mut Buffers) -> Option<Delivery> {
+        if self.from_tenant && memchr::memmem::find(stored, b"\"tenant\":").is_none() {
+            return None;
+        }
         if let Some(t) = &self.text
-            && !t.may_match(stored, lower)
+            && !t.may_match(stored, &mut buffers.lower)
         {
             return None;
         }
-        self.judge(serde_json::from_slice(stored).ok()?)
+        let facts: Facts<'_> = serde_json::from_slice(stored).ok()?;
+        if !self.holds(&facts, &mut buffers.read) {
+            return None;
+        }
+        serde_json::from_slice(stored).ok()
+    }
+}
+
+/// Buffers a store reuses from one record to the next.
+#[derive(Debug, Default)]
+pub struct Buffers {
+    lower: Vec<u8>,
+    read: String,
+}
+
+/// What the lines and the search need of a record, borrowed: from a `Delivery`, or from
+/// its stored JSON where no string needed unescaping (parsing it whole, each string its own
+/// allocation, was most of a search's time).
+#[derive(Debug, Deserialize)]
+pub struct Facts<'a> {
+    pub unix_time: u64,
+    #[serde(borrow)]
+    pub queue_id: Cow<'a, str>,
+    #[serde(borrow)]
+    pub sender: Cow<'a, str>,
+    #[serde(borrow)]
+    pub recipient: Cow<'a, str>,
+    #[serde(borrow)]
+    pub relay: Cow<'a, str>,
+    pub delay: f64,
+    pub delays: [f64; 4],
+    #[serde(borrow)]
+    pub dsn: Cow<'a, str>,
+    #[serde(borrow)]
+    pub status: Cow<'a, str>,
+    #[serde(borrow)]
+    pub reply: Cow<'a, str>,
+    pub starttls_offered: bool,
+    #[serde(borrow)]
+    pub tls: Option<TlsFacts<'a>>,
+    #[serde(borrow)]
+    pub verified_name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub policy_level: Cow<'a, str>,
+    #[serde(borrow)]
+    pub policy_source: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub rule: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub tenant: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub node: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub hosts_tried: Vec<HostFacts<'a>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TlsFacts<'a> {
+    #[serde(borrow)]
+    pub protocol: Cow<'a, str>,
+    #[serde(borrow)]
+    pub cipher: Cow<'a, str>,
+    pub bits: u16,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct HostFacts<'a> {
+    #[serde(borrow)]
+    pub relay: Cow<'a, str>,
+    #[serde(borrow)]
+    pub reply: Cow<'a, str>,
+}
+
+impl<'a> Facts<'a> {
+    pub fn of(d: &'a Delivery) -> Facts<'a> {
+        let b = |s: &'a String| Cow::Borrowed(s.as_str());
+        Facts {
+            unix_time: d.unix_time,
+            queue_id: b(&d.queue_id),
+            sender: b(&d.sender),
+            recipient: b(&d.recipient),
+            relay: b(&d.relay),
+            delay: d.delay,
+            delays: d.delays,
+            dsn: b(&d.dsn),
+            status: Cow::Borrowed(&d.status),
+            reply: b(&d.reply),
+            starttls_offered: d.starttls_offered,
+            tls: d.tls.as_ref().map(|t| TlsFacts {
+                protocol: b(&t.protocol),
+                cipher: b(&t.cipher),
+                bits: t.bits,
+            }),
+            verified_name: d.verified_name.as_ref().map(b),
+            policy_level: b(&d.policy_level),
+            policy_source: b(&d.policy_source),
+            rule: d.rule.as_ref().map(b),
+            tenant: d.tenant.as_ref().map(b),
+            node: d.node.as_ref().map(b),
+            hosts_tried: d
+                .hosts_tried
+                .iter()
+                .map(|h| HostFacts {
+                    relay: b(&h.relay),
+                    reply: b(&h.reply),
+                })
+                .collect(),
+        }
     }
 }
 
@@ -250,19 +371,27 @@ impl Delivery {
     /// the record does not keep whether an unverified chain was Trusted.)
     pub fn lines(&self) -> Vec<String> {
         let mut out = String::with_capacity(512);
-        write_lines(self, &mut out);
+        write_lines(&Facts::of(self), &mut out);
         out.split('\n').map(str::to_string).collect()
+    }
+
+    /// `ID: to=<r>, relay=h[ip]:25, delay=0.3, delays=0/0.01/0.2/0.09, dsn=2.0.0,
+    /// status=sent (250 ...) policy=may source=global`, as logged for the attempt.
+    pub fn postfix_line(&self) -> String {
+        let mut out = String::with_capacity(256);
+        write_delivery_line(&Facts::of(self), &mut out);
+        out
     }
 }
 
 /// `lines`, one per line of `out`. Every value is set off by a character that is not a
 /// letter or digit from the words around it, and those words are all in `LINE_WORDS`.
-fn write_lines(d: &Delivery, out: &mut String) {
-    let id = &d.queue_id;
-    let reached = d.relay != "none";
-    let given_up = match d.hosts_tried.split_last() {
-        Some((last, earlier)) if reached && last.relay == d.relay => earlier,
-        _ => &d.hosts_tried[..],
+fn write_lines(f: &Facts<'_>, out: &mut String) {
+    let id = &f.queue_id;
+    let reached = f.relay != "none";
+    let given_up = match f.hosts_tried.split_last() {
+        Some((last, earlier)) if reached && last.relay == f.relay => earlier,
+        _ => &f.hosts_tried[..],
     };
     for h in given_up {
         // Postfix logs a refused connection without the queue ID.
@@ -272,39 +401,58 @@ fn write_lines(d: &Delivery, out: &mut String) {
             let _ = writeln!(out, "{PROGRAM}{id}: {}", h.reply);
         }
     }
-    if reached && d.starttls_offered {
-        let host = d.relay.split('[').next().unwrap_or("");
+    if reached && f.starttls_offered {
+        let host = f.relay.split('[').next().unwrap_or("");
         let _ = writeln!(out, "{PROGRAM}{id}: Host offered STARTTLS: [{host}]");
     }
-    match &d.tls {
+    match &f.tls {
         Some(t) => {
-            let trust = if d.verified_name.is_some() {
+            let trust = if f.verified_name.is_some() {
                 "Verified "
             } else {
                 ""
             };
+            // `TlsInfo::describe`'s words.
             let _ = writeln!(
                 out,
-                "{PROGRAM}{trust}TLS connection established to {}: {}",
-                d.relay,
-                t.describe()
+                "{PROGRAM}{trust}TLS connection established to {}: {} with cipher {} ({}/{} bits)",
+                f.relay, t.protocol, t.cipher, t.bits, t.bits
             );
         }
-        None if reached
-            && !d.starttls_offered
-            && d.status == "sent"
-            && d.policy_level != "none" =>
-        {
+        None if reached && !f.starttls_offered && f.status == "sent" && f.policy_level != "none" => {
             let _ = writeln!(
                 out,
                 "{PROGRAM}{id}: STARTTLS not offered by {}: delivered without TLS (policy level {})",
-                d.relay, d.policy_level
+                f.relay, f.policy_level
             );
         }
         None => {}
     }
     out.push_str(PROGRAM);
-    out.push_str(&d.postfix_line());
+    write_delivery_line(f, out);
+}
+
+/// The delivery line (`Delivery::postfix_line`), written into `out`.
+fn write_delivery_line(f: &Facts<'_>, out: &mut String) {
+    let [a, b, c, d] = f.delays;
+    let _ = write!(
+        out,
+        "{}: to=<{}>, relay={}, delay=",
+        f.queue_id, f.recipient, f.relay
+    );
+    super::write_short(out, f.delay);
+    for (i, secs) in [a, b, c, d].into_iter().enumerate() {
+        out.push_str(if i == 0 { ", delays=" } else { "/" });
+        super::write_short(out, secs);
+    }
+    let _ = write!(
+        out,
+        ", dsn={}, status={} ({}) policy={} source={}",
+        f.dsn, f.status, f.reply, f.policy_level, f.policy_source
+    );
+    if let Some(rule) = &f.rule {
+        let _ = write!(out, " rule={rule}");
+    }
 }
 
 #[cfg(test)]
@@ -416,7 +564,7 @@ mod tests {
     #[test]
     fn text_is_looked_for_in_the_lines_and_values_not_the_json() {
         let d = record();
-        let found = |t: &str| Text::new(t).unwrap().matches(&d);
+        let found = |t: &str| Text::new(t).unwrap().matches(&Facts::of(&d), &mut String::new());
         assert!(found("Host offered STARTTLS: [mx2.partner.example]"));
         assert!(found("host offered starttls"));
         assert!(found("app@inside.example"), "the sender, a value");
@@ -441,7 +589,7 @@ mod tests {
     fn the_shortcut_never_loses_a_record_the_lines_match() {
         let d = record();
         let stored = serde_json::to_vec(&d).unwrap();
-        let mut buf = Vec::new();
+        let mut buf = Buffers::default();
         let q = |t: &str| Query {
             text: Text::new(t),
             ..Query::default()
@@ -459,6 +607,31 @@ mod tests {
                 .judge_stored(&stored, &mut buf)
                 .is_none()
         );
+    }
+
+    /// The lines read from the stored JSON (borrowed, or unescaped where a string needs it)
+    /// are the record's own, and the TLS line has `TlsInfo::describe`'s words.
+    #[test]
+    fn the_stored_json_reads_as_the_record() {
+        let mut d = record();
+        d.reply = "250 \"quoted\" \\ ok".into();
+        d.tenant = Some("72f988bf-86f1-41af-91ab-2d7cd011db47".into());
+        d.rule = Some("partners".into());
+        let stored = serde_json::to_vec(&d).unwrap();
+        let facts: Facts<'_> = serde_json::from_slice(&stored).unwrap();
+        let (mut from_json, mut from_record) = (String::new(), String::new());
+        write_lines(&facts, &mut from_json);
+        write_lines(&Facts::of(&d), &mut from_record);
+        assert_eq!(from_json, from_record);
+        assert!(from_json.contains(&d.tls.as_ref().unwrap().describe()));
+        assert!(from_json.ends_with(&d.postfix_line()));
+        let q = Query {
+            text: Text::new("\"QUOTED\""),
+            from_tenant: true,
+            ..Query::default()
+        };
+        let found = q.judge_stored(&stored, &mut Buffers::default()).unwrap();
+        assert_eq!(found.reply, d.reply);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::iter::Rev;
 
 use redb::{Range, ReadOnlyTable, StorageError};
 
-use super::super::search::Query;
+use super::super::search::{Buffers, Query};
 use super::{Found, MAX_SCAN, Stored};
 
 /// Past this many subdomains a `.domain` search walks the records instead of merging the
@@ -83,8 +83,8 @@ pub(super) struct Page<'q> {
     query: &'q Query,
     limit: usize,
     pub(super) found: Found,
-    /// Reused for each record's lower-case copy.
-    lower: Vec<u8>,
+    /// Reused from one record to the next.
+    buffers: Buffers,
 }
 
 impl<'q> Page<'q> {
@@ -93,7 +93,7 @@ impl<'q> Page<'q> {
             query,
             limit: limit.max(1),
             found: Found::default(),
-            lower: Vec::new(),
+            buffers: Buffers::default(),
         }
     }
 
@@ -101,7 +101,7 @@ impl<'q> Page<'q> {
     /// records looked at: said, with the cursor to go on from).
     pub(super) fn look(&mut self, seq: u64, stored: &[u8]) -> bool {
         self.found.scanned += 1;
-        if let Some(record) = self.query.judge_stored(stored, &mut self.lower) {
+        if let Some(record) = self.query.judge_stored(stored, &mut self.buffers) {
             self.found.records.push(Stored { seq, record });
         }
         if self.found.records.len() >= self.limit {
