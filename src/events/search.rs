@@ -159,10 +159,15 @@ impl Text {
     pub fn matches(&self, f: &Facts<'_>, read: &mut String) -> bool {
         read.clear();
         write_lines(f, read);
-        for v in [Some(&f.sender), Some(&f.recipient), f.tenant.as_ref(), f.node.as_ref()]
-            .into_iter()
-            .chain([f.verified_name.as_ref()])
-            .flatten()
+        for v in [
+            Some(&f.sender),
+            Some(&f.recipient),
+            f.tenant.as_ref(),
+            f.node.as_ref(),
+        ]
+        .into_iter()
+        .chain([f.verified_name.as_ref()])
+        .flatten()
         {
             read.push('\n');
             read.push_str(v);
@@ -236,8 +241,7 @@ impl Query {
 
     /// The record, if every field the search gives holds for it.
     pub fn judge(&self, d: Delivery) -> Option<Delivery> {
-        self.holds(&Facts::of(&d), &mut String::new())
-            .then_some(d)
+        self.holds(&Facts::of(&d), &mut String::new()).then_some(d)
     }
 
     /// The same, from the stored JSON: a record without the text's words, or without a
@@ -419,7 +423,11 @@ fn write_lines(f: &Facts<'_>, out: &mut String) {
                 f.relay, t.protocol, t.cipher, t.bits, t.bits
             );
         }
-        None if reached && !f.starttls_offered && f.status == "sent" && f.policy_level != "none" => {
+        None if reached
+            && !f.starttls_offered
+            && f.status == "sent"
+            && f.policy_level != "none" =>
+        {
             let _ = writeln!(
                 out,
                 "{PROGRAM}{id}: STARTTLS not offered by {}: delivered without TLS (policy level {})",
@@ -564,7 +572,11 @@ mod tests {
     #[test]
     fn text_is_looked_for_in_the_lines_and_values_not_the_json() {
         let d = record();
-        let found = |t: &str| Text::new(t).unwrap().matches(&Facts::of(&d), &mut String::new());
+        let found = |t: &str| {
+            Text::new(t)
+                .unwrap()
+                .matches(&Facts::of(&d), &mut String::new())
+        };
         assert!(found("Host offered STARTTLS: [mx2.partner.example]"));
         assert!(found("host offered starttls"));
         assert!(found("app@inside.example"), "the sender, a value");
