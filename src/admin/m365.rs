@@ -43,20 +43,8 @@ pub(crate) async fn checklist(state: &AdminState) -> Checklist {
     let s = &snapshot.settings;
     let gateway = state.pages.hostname.clone();
     let list = crate::admin::certs::listed(state).await.unwrap_or_default();
-    let bound = s
-        .inbound
-        .certificate
-        .as_ref()
-        .and_then(|n| list.iter().find(|c| &c.name == n));
-    let public = match bound {
-        Some(c) => {
-            let (certs, name) = (state.certs.clone(), c.name.clone());
-            let checked = tokio::task::spawn_blocking(move || certs.publicly_trusted(&name)).await;
-            Some(checked.unwrap_or_else(|e| Err(e.to_string())))
-        }
-        None => None,
-    };
-    let cert_status = certificate_status(&gateway, bound.zip(public));
+    let bound = bound_certificate(state, s.inbound.certificate.as_deref(), &list).await;
+    let cert_status = certificate_status(&gateway, bound);
     let host = if crate::next_hop::is_domain_name(&gateway) {
         gateway.clone()
     } else {
@@ -151,6 +139,20 @@ pub(crate) async fn checklist(state: &AdminState) -> Checklist {
         hostname: gateway,
         steps,
     }
+}
+
+/// The certificate bound to SMTP (`name`), and whether it chains to the public roots.
+async fn bound_certificate<'l>(
+    state: &AdminState,
+    name: Option<&str>,
+    list: &'l [CertInfo],
+) -> Option<(&'l CertInfo, Result<bool, String>)> {
+    let c = list.iter().find(|c| Some(c.name.as_str()) == name)?;
+    let (certs, name) = (state.certs.clone(), c.name.clone());
+    let public = tokio::task::spawn_blocking(move || certs.publicly_trusted(&name))
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+    Some((c, public))
 }
 
 /// The certificate step: done only when Exchange Online would accept the certificate bound

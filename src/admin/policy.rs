@@ -144,15 +144,7 @@ pub(crate) async fn test_row(state: &AdminState, req: TestRequest) -> Result<Pol
         .to_ascii_lowercase();
     // A row the table has already is tested with what was typed in its place, not refused
     // as a duplicate: testing a row in use is what an admin does before tightening it.
-    let replaces = req.replacing.clone().or_else(|| {
-        let current = state.settings.current();
-        current
-            .settings
-            .policy
-            .iter()
-            .any(|r| r.pattern == normalized)
-            .then(|| normalized.clone())
-    });
+    let replaces = req.replacing.clone().or_else(|| stored(state, &normalized));
     let change = match replaces.clone() {
         Some(original) => RowChange::Replace {
             original,
@@ -174,13 +166,10 @@ pub(crate) async fn test_row(state: &AdminState, req: TestRequest) -> Result<Pol
         crate::policy::decide_published(&proposed.snapshot, &recipient, None, None, &facts);
     let published = published_lines(&decision);
     let row_decides = matches!(&decision.source, crate::policy::Source::Row(p) if *p == normalized);
-    let test = engine.test_row(&domain, &decision).await.map_err(|e| {
-        let e = match engine.asks_dns() {
-            true => e,
-            false => format!("{e}. {NO_DNS}"),
-        };
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e, None)
-    })?;
+    let test = engine
+        .test_row(&domain, &decision)
+        .await
+        .map_err(|e| not_tested(&engine, e))?;
     let hosts: Vec<String> = test
         .hosts
         .iter()
@@ -205,6 +194,26 @@ pub(crate) async fn test_row(state: &AdminState, req: TestRequest) -> Result<Pol
         history_days: HISTORY_DAYS,
         history,
     })
+}
+
+/// The stored row whose pattern is `normalized`, if the table has one.
+fn stored(state: &AdminState, normalized: &str) -> Option<String> {
+    let current = state.settings.current();
+    current
+        .settings
+        .policy
+        .iter()
+        .any(|r| r.pattern == normalized)
+        .then(|| normalized.to_string())
+}
+
+/// Why the hosts could not be found, and without DNS how to configure it.
+fn not_tested(engine: &crate::outbound::Engine, e: String) -> ApiError {
+    let e = match engine.asks_dns() {
+        true => e,
+        false => format!("{e}. {NO_DNS}"),
+    };
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e, None)
 }
 
 /// What to do when the Test cannot look up a domain's servers because postern asks no DNS.

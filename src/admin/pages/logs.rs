@@ -213,17 +213,7 @@ async fn search(state: &AdminState, page: &mut LogsPage) -> Result<(), StatusCod
         page.refused = true;
         return Err(StatusCode::BAD_REQUEST);
     };
-    page.policy_row = match Party::parse(&page.form.recipient) {
-        Some(Party::Domain(d)) => Some(d),
-        Some(Party::Subdomains(d)) => Some(format!(".{d}")),
-        _ => None,
-    }
-    .map(|pattern| {
-        let query = form_urlencoded::Serializer::new(String::new())
-            .append_pair("add", &pattern)
-            .finish();
-        (pattern, format!("/policy?{query}#row-form"))
-    });
+    page.policy_row = policy_row(&page.form.recipient);
     let found = match search_records(state, search).await {
         Ok(found) => found,
         Err(e) => {
@@ -240,6 +230,20 @@ async fn search(state: &AdminState, page: &mut LogsPage) -> Result<(), StatusCod
     }
     page.older = found.next.map(|before| older_link(&page.form, before));
     Ok(())
+}
+
+/// A recipient domain (or `.domain`) searched: the policy row to add for it, and the link
+/// that opens TLS Policy Domains' add form with it.
+fn policy_row(recipient: &str) -> Option<(String, String)> {
+    let pattern = match Party::parse(recipient)? {
+        Party::Domain(d) => d,
+        Party::Subdomains(d) => format!(".{d}"),
+        Party::Address(_) => return None,
+    };
+    let query = form_urlencoded::Serializer::new(String::new())
+        .append_pair("add", &pattern)
+        .finish();
+    Some((pattern, format!("/policy?{query}#row-form")))
 }
 
 /// The same search, one page older.
