@@ -2,6 +2,7 @@
 //! for, as a JSON line with the same facts (`data/log/delivery.jsonl`, for log shippers), and
 //! into the indexed store the Logs page and the dashboard search (`store`).
 
+pub mod records;
 pub mod search;
 pub mod shared;
 pub mod store;

@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use serde::Deserialize;
 
 use super::Delivery;
-use super::store::{Search, domain_of, host_of};
+use super::records::{Search, domain_of, host_of};
 
 /// Every line starts with the program name, as the log has it.
 const PROGRAM: &str = "postern/smtp: ";

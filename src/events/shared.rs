@@ -11,10 +11,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use super::search::{Party, Query, domain_key};
-use super::store::{
-    Found, MAX_SCAN, Retention, Search, StoreError, Stored, TlsOutcome, domain_of, host_of,
+use super::records::{
+    Found, MAX_SCAN, Records, Retention, Search, StoreError, Stored, TlsOutcome, domain_of, host_of,
 };
+use super::search::{Party, Query, domain_key};
+use super::tls_rpt::RptOutcome;
 use super::{Delivery, StarttlsSeen};
 use crate::settings::postgres::DbThread;
 
@@ -164,28 +165,6 @@ impl SharedRecords {
         Ok(())
     }
 
-    /// Store `batch`, after whatever waits in `pending`; with the database away the batch
-    /// joins `pending` (said once per outage). An error: not even `pending` could keep it
-    /// (the record is in `delivery.jsonl` all the same).
-    pub fn insert(&self, batch: &[Delivery]) -> Result<(), StoreError> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        self.store_or_keep(batch)
-    }
-
-    /// Store what waits in `pending` if the database is back; the store's thread asks every
-    /// few seconds when no record comes.
-    pub fn tick(&self) {
-        if !self.pending.exists() || self.ready_to_try().is_err() {
-            return;
-        }
-        match self.replay() {
-            Ok(()) => self.away.store(false, Ordering::Relaxed),
-            Err(_) => self.failed(),
-        }
-    }
-
     fn store_or_keep(&self, batch: &[Delivery]) -> Result<(), StoreError> {
         let batch: Vec<Pending> = batch
             .iter()
@@ -326,10 +305,81 @@ impl SharedRecords {
             .map_err(err)
     }
 
+    /// Up to `chunk` rows that meet `conds`, newest first, below `before`.
+    fn rows(
+        &self,
+        conds: &[String],
+        args: &[String],
+        before: Option<u64>,
+        chunk: usize,
+    ) -> Result<Vec<(u64, Delivery)>, StoreError> {
+        let mut conds = conds.to_vec();
+        conds.extend(before.map(|b| format!("seq < {b}")));
+        let sql = format!(
+            "SELECT seq, record FROM postern_deliveries {} ORDER BY seq DESC LIMIT {chunk}",
+            match conds.is_empty() {
+                true => String::new(),
+                false => format!("WHERE {}", conds.join(" AND ")),
+            },
+        );
+        let args = args.to_vec();
+        let rows = self
+            .db()?
+            .with(move |c| {
+                let params: Vec<&(dyn postgres::types::ToSql + Sync)> = args
+                    .iter()
+                    .map(|a| a as &(dyn postgres::types::ToSql + Sync))
+                    .collect();
+                c.query(&sql, &params)
+            })
+            .map_err(err)?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let postgres::types::Json(record): postgres::types::Json<Delivery> = row.get(1);
+                (row.get::<_, i64>(0) as u64, record)
+            })
+            .collect())
+    }
+}
+
+impl Records for SharedRecords {
+    /// Store `batch`, after whatever waits in `pending`; with the database away the batch
+    /// joins `pending` (said once per outage). An error: not even `pending` could keep it
+    /// (the record is in `delivery.jsonl` all the same).
+    fn insert(&self, batch: &[Delivery], _durable: bool) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.store_or_keep(batch)
+    }
+
+    /// The JSON of the delivery log is not what the table keeps (the record names its node).
+    fn insert_encoded(
+        &self,
+        batch: &[(&Delivery, &[u8])],
+        durable: bool,
+    ) -> Result<(), StoreError> {
+        let records: Vec<Delivery> = batch.iter().map(|(d, _)| (*d).clone()).collect();
+        self.insert(&records, durable)
+    }
+
+    /// Store what waits in `pending` if the database is back; the store's thread asks every
+    /// few seconds when no record comes.
+    fn tick(&self) {
+        if !self.pending.exists() || self.ready_to_try().is_err() {
+            return;
+        }
+        match self.replay() {
+            Ok(()) => self.away.store(false, Ordering::Relaxed),
+            Err(_) => self.failed(),
+        }
+    }
+
     /// Whole days past the age limit go, every node's, as the catalog lists them (not only
     /// the days this process wrote); the count limit is the embedded store's, here the
     /// database's size is the admin's. Report claims older than that go with them.
-    pub fn prune(&self, now: u64) -> Result<u64, StoreError> {
+    fn prune(&self, now: u64) -> Result<u64, StoreError> {
         let cutoff = now.saturating_sub(self.retention.max_age_secs);
         let cutoff_day = cutoff - cutoff % DAY;
         let names = self
@@ -372,7 +422,7 @@ impl SharedRecords {
     /// Claim the sending of a day's report to one address for this node: false when a node
     /// (this one or another) has it already. The counts are the whole cluster's, so one node
     /// sends each report.
-    pub fn claim_report(&self, day: u64, domain: &str, rua: &str) -> Result<bool, StoreError> {
+    fn claim_report(&self, day: u64, domain: &str, rua: &str) -> Result<bool, StoreError> {
         let (domain, rua, node) = (domain.to_string(), rua.to_string(), self.node.to_string());
         self.db()?
             .with(move |c| {
@@ -388,7 +438,7 @@ impl SharedRecords {
     }
 
     /// Give a claim back after the report could not be sent, for the next round.
-    pub fn unclaim_report(&self, day: u64, domain: &str, rua: &str) -> Result<(), StoreError> {
+    fn unclaim_report(&self, day: u64, domain: &str, rua: &str) -> Result<(), StoreError> {
         let (domain, rua) = (domain.to_string(), rua.to_string());
         self.db()?
             .with(move |c| {
@@ -401,11 +451,7 @@ impl SharedRecords {
             .map_err(err)
     }
 
-    pub fn is_empty(&self) -> Result<bool, StoreError> {
-        Ok(self.len()? == 0)
-    }
-
-    pub fn len(&self) -> Result<u64, StoreError> {
+    fn len(&self) -> Result<u64, StoreError> {
         self.db()?
             .with(|c| c.query_one("SELECT count(*) FROM postern_deliveries", &[]))
             .map(|r| r.get::<_, i64>(0) as u64)
@@ -416,7 +462,7 @@ impl SharedRecords {
     /// The fields narrow the rows in SQL, by their indexes, and so do the words of the text
     /// (`search::Text`); each row is then judged as the embedded store judges its records,
     /// a chunk of rows at a time, at most `MAX_SCAN` rows.
-    pub fn search(&self, q: &Search) -> Result<Found, StoreError> {
+    fn search(&self, q: &Search) -> Result<Found, StoreError> {
         let query = Query::of(q);
         let (conds, args) = conditions(&query);
         let limit = q.limit.max(1);
@@ -451,44 +497,7 @@ impl SharedRecords {
         }
     }
 
-    /// Up to `chunk` rows that meet `conds`, newest first, below `before`.
-    fn rows(
-        &self,
-        conds: &[String],
-        args: &[String],
-        before: Option<u64>,
-        chunk: usize,
-    ) -> Result<Vec<(u64, Delivery)>, StoreError> {
-        let mut conds = conds.to_vec();
-        conds.extend(before.map(|b| format!("seq < {b}")));
-        let sql = format!(
-            "SELECT seq, record FROM postern_deliveries {} ORDER BY seq DESC LIMIT {chunk}",
-            match conds.is_empty() {
-                true => String::new(),
-                false => format!("WHERE {}", conds.join(" AND ")),
-            },
-        );
-        let args = args.to_vec();
-        let rows = self
-            .db()?
-            .with(move |c| {
-                let params: Vec<&(dyn postgres::types::ToSql + Sync)> = args
-                    .iter()
-                    .map(|a| a as &(dyn postgres::types::ToSql + Sync))
-                    .collect();
-                c.query(&sql, &params)
-            })
-            .map_err(err)?;
-        Ok(rows
-            .iter()
-            .map(|row| {
-                let postgres::types::Json(record): postgres::types::Json<Delivery> = row.get(1);
-                (row.get::<_, i64>(0) as u64, record)
-            })
-            .collect())
-    }
-
-    pub fn starttls_history(
+    fn starttls_history(
         &self,
         hosts: &[String],
         since: u64,
@@ -522,7 +531,7 @@ impl SharedRecords {
             .collect())
     }
 
-    pub fn hourly(&self, since: u64) -> Result<Vec<(u64, TlsOutcome, u64)>, StoreError> {
+    fn hourly(&self, since: u64) -> Result<Vec<(u64, TlsOutcome, u64)>, StoreError> {
         let rows = self
             .db()?
             .with(move |c| {
@@ -546,7 +555,7 @@ impl SharedRecords {
             .collect())
     }
 
-    pub fn destinations(&self, since: u64) -> Result<Vec<(String, u64, u64)>, StoreError> {
+    fn destinations(&self, since: u64) -> Result<Vec<(String, u64, u64)>, StoreError> {
         let refused = i16::from(TlsOutcome::Refused.code());
         let rows = self
             .db()?
@@ -569,10 +578,7 @@ impl SharedRecords {
             .collect())
     }
 
-    pub fn tls_rpt_day(
-        &self,
-        day: u64,
-    ) -> Result<Vec<(super::tls_rpt::RptOutcome, u64)>, StoreError> {
+    fn tls_rpt_day(&self, day: u64) -> Result<Vec<(RptOutcome, u64)>, StoreError> {
         let rows = self
             .db()?
             .with(move |c| {

@@ -214,12 +214,9 @@ impl Engine {
             return Ok(true);
         };
         let (domain, rua) = (domain.to_string(), rua.to_string());
-        let claimed = tokio::task::spawn_blocking(move || match &*store {
-            crate::events::store::Store::Shared(s) if take => s.claim_report(day, &domain, &rua),
-            crate::events::store::Store::Shared(s) => {
-                s.unclaim_report(day, &domain, &rua).map(|()| true)
-            }
-            crate::events::store::Store::Local(_) => Ok(true),
+        let claimed = tokio::task::spawn_blocking(move || match take {
+            true => store.claim_report(day, &domain, &rua),
+            false => store.unclaim_report(day, &domain, &rua).map(|()| true),
         })
         .await;
         // Not knowing whether another node sent it: not sent now, tried at the next round.

@@ -16,11 +16,15 @@ use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
     TableHandle,
 };
-use serde::Serialize;
-
 mod walk;
 
+pub use super::records::{
+    Found, MAX_SCAN, Records, Retention, Search, StoreError, Stored, TlsOutcome,
+};
+use super::records::{domain_of, host_of};
 use super::search::{Party, Query, domain_key};
+use super::shared::SharedRecords;
+use super::tls_rpt::RptOutcome;
 use super::{Delivery, StarttlsSeen};
 use walk::{Page, Seqs, keys_under};
 
@@ -50,204 +54,30 @@ const DESTINATIONS: TableDefinition<(u64, &str), (u64, u64)> = TableDefinition::
 const TLS_RPT: TableDefinition<(u64, &str), u64> = TableDefinition::new("tls_rpt");
 const DAY: u64 = 86_400;
 
-/// How long and how many records are kept (`[log]` in the config).
-#[derive(Debug, Clone, Copy)]
-pub struct Retention {
-    pub max_age_secs: u64,
-    pub max_records: u64,
-}
-
-/// What a delivery's TLS came to, for the dashboard's chart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TlsOutcome {
-    /// Over TLS with the certificate verified for a name (verify, secure, fingerprint).
-    Verified,
-    /// Over TLS, certificate not checked (may, encrypt).
-    Encrypted,
-    /// In plaintext.
-    Plaintext,
-    /// Not sent: the policy demanded TLS the host could not give.
-    Refused,
-}
-
-impl TlsOutcome {
-    pub const ALL: [TlsOutcome; 4] = [
-        TlsOutcome::Verified,
-        TlsOutcome::Encrypted,
-        TlsOutcome::Plaintext,
-        TlsOutcome::Refused,
-    ];
-
-    /// Deliveries by how they crossed, and refusals by the policy; any other failure (DNS,
-    /// a busy host) says nothing about TLS and is not counted.
-    pub fn of(d: &Delivery) -> Option<TlsOutcome> {
-        if d.dsn.starts_with("4.7.") || d.dsn.starts_with("5.7.") {
-            return Some(TlsOutcome::Refused);
-        }
-        if d.status != "sent" {
-            return None;
-        }
-        Some(match (&d.tls, &d.verified_name) {
-            (Some(_), Some(_)) => TlsOutcome::Verified,
-            (Some(_), None) => TlsOutcome::Encrypted,
-            (None, _) => TlsOutcome::Plaintext,
-        })
-    }
-
-    pub(super) fn code(self) -> u8 {
-        self as u8
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("delivery records {path}: {message}")]
-pub struct StoreError {
-    pub(super) path: String,
-    pub(super) message: String,
-}
-
-/// What the Logs page asks: every given field must hold; the newest first.
-#[derive(Debug, Clone, Default)]
-pub struct Search {
-    /// An address, a `domain` or a `.domain` (the domain and its subdomains), any case
-    /// (`search::Party`).
-    pub recipient: Option<String>,
-    pub sender: Option<String>,
-    pub queue_id: Option<String>,
-    /// The host name of the relay (`mx.example.net`), any case.
-    pub host: Option<String>,
-    /// In the record's Postfix lines or its values, any case (`search::Text`).
-    pub text: Option<String>,
-    /// UNIX seconds, inclusive.
-    pub since: Option<u64>,
-    pub until: Option<u64>,
-    /// Paging: only records older than this sequence number.
-    pub before: Option<u64>,
-    pub limit: usize,
-    /// Only deferrals and bounces (the dashboard's last errors).
-    pub failed_only: bool,
-    /// Only mail the Microsoft 365 connector relayed (the record names its tenant).
-    pub from_tenant: bool,
-}
-
-/// A page of results.
-#[derive(Debug, Default, Serialize)]
-pub struct Found {
-    pub records: Vec<Stored>,
-    /// The cursor for the next (older) page, if there may be one.
-    pub next: Option<u64>,
-    /// Records looked at; a free-text search stops at `MAX_SCAN` and says so.
-    pub scanned: u64,
-    pub stopped_early: bool,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Stored {
-    pub seq: u64,
-    pub record: Delivery,
-}
-
-/// A search looks at this many records at most per page (a free text or a time range
-/// alone walks the records; a field narrows it to its index).
-pub const MAX_SCAN: u64 = 200_000;
-
-/// The records of this node (redb), or of every node (PostgreSQL, `super::shared`).
-pub enum Store {
-    Local(Local),
-    Shared(super::shared::SharedRecords),
-}
+/// The delivery records the pages read: this node's (`Local`, redb) or every node's
+/// (`SharedRecords`, PostgreSQL), behind the one `Records` trait; callers hold this and never
+/// ask which it is.
+pub struct Store(Box<dyn Records>);
 
 impl Store {
+    /// This node's embedded store at `path`.
     pub fn open(path: &Path, retention: Retention) -> Result<Store, StoreError> {
-        Local::open(path, retention).map(Store::Local)
+        Local::open(path, retention).map(|l| Store(Box::new(l)))
     }
 
-    pub fn insert(&self, batch: &[Delivery], durable: bool) -> Result<(), StoreError> {
-        match self {
-            Store::Local(s) => s.insert(batch, durable),
-            Store::Shared(s) => s.insert(batch),
-        }
+    /// The records the nodes share. Spelt as the enum variant it replaced (issue 30), so
+    /// `Store::Shared(records)` reads as it did where a store is made.
+    #[allow(non_snake_case)]
+    pub fn Shared(records: SharedRecords) -> Store {
+        Store(Box::new(records))
     }
+}
 
-    pub fn insert_encoded(
-        &self,
-        batch: &[(&Delivery, &[u8])],
-        durable: bool,
-    ) -> Result<(), StoreError> {
-        match self {
-            Store::Local(s) => s.insert_encoded(batch, durable),
-            Store::Shared(s) => {
-                s.insert(&batch.iter().map(|(d, _)| (*d).clone()).collect::<Vec<_>>())
-            }
-        }
-    }
+impl std::ops::Deref for Store {
+    type Target = dyn Records;
 
-    /// Between records: the shared store stores what waited while its database was away.
-    pub fn tick(&self) {
-        if let Store::Shared(s) = self {
-            s.tick();
-        }
-    }
-
-    pub fn prune(&self, now: u64) -> Result<u64, StoreError> {
-        match self {
-            Store::Local(s) => s.prune(now),
-            Store::Shared(s) => s.prune(now),
-        }
-    }
-
-    pub fn len(&self) -> Result<u64, StoreError> {
-        match self {
-            Store::Local(s) => s.len(),
-            Store::Shared(s) => s.len(),
-        }
-    }
-
-    pub fn is_empty(&self) -> Result<bool, StoreError> {
-        Ok(self.len()? == 0)
-    }
-
-    pub fn search(&self, q: &Search) -> Result<Found, StoreError> {
-        match self {
-            Store::Local(s) => s.search(q),
-            Store::Shared(s) => s.search(q),
-        }
-    }
-
-    pub fn starttls_history(
-        &self,
-        hosts: &[String],
-        since: u64,
-    ) -> Result<Vec<StarttlsSeen>, StoreError> {
-        match self {
-            Store::Local(s) => s.starttls_history(hosts, since),
-            Store::Shared(s) => s.starttls_history(hosts, since),
-        }
-    }
-
-    pub fn hourly(&self, since: u64) -> Result<Vec<(u64, TlsOutcome, u64)>, StoreError> {
-        match self {
-            Store::Local(s) => s.hourly(since),
-            Store::Shared(s) => s.hourly(since),
-        }
-    }
-
-    pub fn destinations(&self, since: u64) -> Result<Vec<(String, u64, u64)>, StoreError> {
-        match self {
-            Store::Local(s) => s.destinations(since),
-            Store::Shared(s) => s.destinations(since),
-        }
-    }
-
-    pub fn tls_rpt_day(
-        &self,
-        day: u64,
-    ) -> Result<Vec<(super::tls_rpt::RptOutcome, u64)>, StoreError> {
-        match self {
-            Store::Local(s) => s.tls_rpt_day(day),
-            Store::Shared(s) => s.tls_rpt_day(day),
-        }
+    fn deref(&self) -> &(dyn Records + 'static) {
+        &*self.0
     }
 }
 
@@ -256,17 +86,6 @@ pub struct Local {
     db: Database,
     path: String,
     retention: Retention,
-}
-
-pub(super) fn host_of(relay: &str) -> String {
-    relay.split('[').next().unwrap_or("").to_ascii_lowercase()
-}
-
-pub(super) fn domain_of(address: &str) -> String {
-    address
-        .rsplit_once('@')
-        .map_or(address, |(_, d)| d)
-        .to_ascii_lowercase()
 }
 
 const HOUR: u64 = 3600;
@@ -335,37 +154,6 @@ impl Local {
         }
     }
 
-    /// One transaction for the batch; `durable` makes it (and every batch before it) survive
-    /// a crash.
-    pub fn insert(&self, batch: &[Delivery], durable: bool) -> Result<(), StoreError> {
-        let encoded: Vec<Vec<u8>> = batch
-            .iter()
-            .map(|d| serde_json::to_vec(d).map_err(|e| self.err(e)))
-            .collect::<Result<_, _>>()?;
-        let pairs: Vec<(&Delivery, &[u8])> = batch
-            .iter()
-            .zip(&encoded)
-            .map(|(d, j)| (d, j.as_slice()))
-            .collect();
-        self.insert_encoded(&pairs, durable)
-    }
-
-    /// As `insert`, with each record's JSON already made (the delivery log's line: the
-    /// writer thread serialises a record once for both).
-    pub fn insert_encoded(
-        &self,
-        batch: &[(&Delivery, &[u8])],
-        durable: bool,
-    ) -> Result<(), StoreError> {
-        let mut tx = self.db.begin_write().map_err(|e| self.err(e))?;
-        if !durable {
-            tx.set_durability(Durability::None)
-                .map_err(|e| self.err(e))?;
-        }
-        self.put_all(&tx, batch).map_err(|e| self.err(e))?;
-        tx.commit().map_err(|e| self.err(e))
-    }
-
     fn put_all(
         &self,
         tx: &redb::WriteTransaction,
@@ -427,9 +215,93 @@ impl Local {
         Ok(())
     }
 
+    /// The sequence numbers an index gives for the search, newest first (below `before`);
+    /// none when no field has one, or a `.domain` has too many subdomains to merge.
+    fn candidates(
+        &self,
+        tx: &redb::ReadTransaction,
+        q: &Query,
+        before: u64,
+    ) -> Result<Option<Seqs>, StoreError> {
+        let address = |p: &Option<Party>, table| match p {
+            Some(Party::Address(a)) => Some((table, a.clone(), false)),
+            _ => None,
+        };
+        let domain = |p: &Option<Party>, table| match p {
+            Some(Party::Domain(d)) => Some((table, domain_key(d), false)),
+            Some(Party::Subdomains(d)) => Some((table, domain_key(d), true)),
+            _ => None,
+        };
+        let exact = |table, key: &str| Some((table, key.to_string(), false));
+        // The likely narrowest first: every other field is checked on each record anyway.
+        let chosen = q
+            .queue_id
+            .as_deref()
+            .and_then(|id| exact(BY_QUEUE_ID, id))
+            .or_else(|| address(&q.recipient, BY_RECIPIENT))
+            .or_else(|| address(&q.sender, BY_SENDER))
+            .or_else(|| q.host.as_deref().and_then(|h| exact(BY_HOST, h)))
+            .or_else(|| domain(&q.recipient, BY_RCPT_DOMAIN))
+            .or_else(|| domain(&q.sender, BY_SENDER_DOMAIN))
+            .or_else(|| q.relay_host().and_then(|h| exact(BY_HOST, h)));
+        let Some((table, key, subdomains)) = chosen else {
+            return Ok(None);
+        };
+        let index = tx.open_table(table).map_err(|e| self.err(e))?;
+        let keys = if subdomains {
+            match keys_under(&index, &key).map_err(|e| self.err(e))? {
+                Some(keys) => keys,
+                None => return Ok(None),
+            }
+        } else {
+            vec![key]
+        };
+        let mut ranges = Vec::with_capacity(keys.len());
+        for key in &keys {
+            let range = index
+                .range((key.as_str(), 0)..(key.as_str(), before))
+                .map_err(|e| self.err(e))?;
+            ranges.push(range.rev());
+        }
+        Seqs::new(ranges).map(Some).map_err(|e| self.err(e))
+    }
+}
+
+impl Records for Local {
+    /// One transaction for the batch; `durable` makes it (and every batch before it) survive
+    /// a crash.
+    fn insert(&self, batch: &[Delivery], durable: bool) -> Result<(), StoreError> {
+        let encoded: Vec<Vec<u8>> = batch
+            .iter()
+            .map(|d| serde_json::to_vec(d).map_err(|e| self.err(e)))
+            .collect::<Result<_, _>>()?;
+        let pairs: Vec<(&Delivery, &[u8])> = batch
+            .iter()
+            .zip(&encoded)
+            .map(|(d, j)| (d, j.as_slice()))
+            .collect();
+        self.insert_encoded(&pairs, durable)
+    }
+
+    /// As `insert`, with each record's JSON already made (the delivery log's line: the
+    /// writer thread serialises a record once for both).
+    fn insert_encoded(
+        &self,
+        batch: &[(&Delivery, &[u8])],
+        durable: bool,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        if !durable {
+            tx.set_durability(Durability::None)
+                .map_err(|e| self.err(e))?;
+        }
+        self.put_all(&tx, batch).map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))
+    }
+
     /// Drop what retention no longer keeps: older than the age limit, and the oldest beyond
     /// the count. Returns how many records went.
-    pub fn prune(&self, now: u64) -> Result<u64, StoreError> {
+    fn prune(&self, now: u64) -> Result<u64, StoreError> {
         let tx = self.db.begin_write().map_err(|e| self.err(e))?;
         let removed;
         {
@@ -484,20 +356,16 @@ impl Local {
         Ok(removed)
     }
 
-    pub fn len(&self) -> Result<u64, StoreError> {
+    fn len(&self) -> Result<u64, StoreError> {
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
         let records = tx.open_table(RECORDS).map_err(|e| self.err(e))?;
         records.len().map_err(|e| self.err(e))
     }
 
-    pub fn is_empty(&self) -> Result<bool, StoreError> {
-        Ok(self.len()? == 0)
-    }
-
     /// The newest records that match, a page at a time. A field uses its index (a
     /// `.domain` the index ranges of the domain and each subdomain, merged); a search by
     /// time or text alone walks the records newest first. At most `MAX_SCAN` either way.
-    pub fn search(&self, q: &Search) -> Result<Found, StoreError> {
+    fn search(&self, q: &Search) -> Result<Found, StoreError> {
         let query = Query::of(q);
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
         let records = tx.open_table(RECORDS).map_err(|e| self.err(e))?;
@@ -531,59 +399,8 @@ impl Local {
         Ok(page.found)
     }
 
-    /// The sequence numbers an index gives for the search, newest first (below `before`);
-    /// none when no field has one, or a `.domain` has too many subdomains to merge.
-    fn candidates(
-        &self,
-        tx: &redb::ReadTransaction,
-        q: &Query,
-        before: u64,
-    ) -> Result<Option<Seqs>, StoreError> {
-        let address = |p: &Option<Party>, table| match p {
-            Some(Party::Address(a)) => Some((table, a.clone(), false)),
-            _ => None,
-        };
-        let domain = |p: &Option<Party>, table| match p {
-            Some(Party::Domain(d)) => Some((table, domain_key(d), false)),
-            Some(Party::Subdomains(d)) => Some((table, domain_key(d), true)),
-            _ => None,
-        };
-        let exact = |table, key: &str| Some((table, key.to_string(), false));
-        // The likely narrowest first: every other field is checked on each record anyway.
-        let chosen = q
-            .queue_id
-            .as_deref()
-            .and_then(|id| exact(BY_QUEUE_ID, id))
-            .or_else(|| address(&q.recipient, BY_RECIPIENT))
-            .or_else(|| address(&q.sender, BY_SENDER))
-            .or_else(|| q.host.as_deref().and_then(|h| exact(BY_HOST, h)))
-            .or_else(|| domain(&q.recipient, BY_RCPT_DOMAIN))
-            .or_else(|| domain(&q.sender, BY_SENDER_DOMAIN))
-            .or_else(|| q.relay_host().and_then(|h| exact(BY_HOST, h)));
-        let Some((table, key, subdomains)) = chosen else {
-            return Ok(None);
-        };
-        let index = tx.open_table(table).map_err(|e| self.err(e))?;
-        let keys = if subdomains {
-            match keys_under(&index, &key).map_err(|e| self.err(e))? {
-                Some(keys) => keys,
-                None => return Ok(None),
-            }
-        } else {
-            vec![key]
-        };
-        let mut ranges = Vec::with_capacity(keys.len());
-        for key in &keys {
-            let range = index
-                .range((key.as_str(), 0)..(key.as_str(), before))
-                .map_err(|e| self.err(e))?;
-            ranges.push(range.rev());
-        }
-        Seqs::new(ranges).map(Some).map_err(|e| self.err(e))
-    }
-
     /// For each host: the records since `since` whose relay is that host (by its index).
-    pub fn starttls_history(
+    fn starttls_history(
         &self,
         hosts: &[String],
         since: u64,
@@ -622,7 +439,7 @@ impl Local {
     }
 
     /// Deliveries per hour by TLS outcome, from `since` (an hour boundary) on.
-    pub fn hourly(&self, since: u64) -> Result<Vec<(u64, TlsOutcome, u64)>, StoreError> {
+    fn hourly(&self, since: u64) -> Result<Vec<(u64, TlsOutcome, u64)>, StoreError> {
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
         let table = tx.open_table(HOURLY).map_err(|e| self.err(e))?;
         let mut out = Vec::new();
@@ -637,10 +454,7 @@ impl Local {
     }
 
     /// The TLS-RPT outcomes of the UTC day starting at `day` (a day boundary), counted.
-    pub fn tls_rpt_day(
-        &self,
-        day: u64,
-    ) -> Result<Vec<(super::tls_rpt::RptOutcome, u64)>, StoreError> {
+    fn tls_rpt_day(&self, day: u64) -> Result<Vec<(RptOutcome, u64)>, StoreError> {
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
         let table = tx.open_table(TLS_RPT).map_err(|e| self.err(e))?;
         let mut out = Vec::new();
@@ -657,7 +471,7 @@ impl Local {
     }
 
     /// Recipient domains since `since`: (domain, attempts that reached a host, over TLS).
-    pub fn destinations(&self, since: u64) -> Result<Vec<(String, u64, u64)>, StoreError> {
+    fn destinations(&self, since: u64) -> Result<Vec<(String, u64, u64)>, StoreError> {
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
         let table = tx.open_table(DESTINATIONS).map_err(|e| self.err(e))?;
         let mut sums: std::collections::HashMap<String, (u64, u64)> = Default::default();

@@ -6,8 +6,8 @@ use std::iter::Rev;
 
 use redb::{Range, ReadOnlyTable, StorageError};
 
+use super::super::records::{Found, MAX_SCAN, Stored};
 use super::super::search::{Buffers, Query};
-use super::{Found, MAX_SCAN, Stored};
 
 /// Past this many subdomains a `.domain` search walks the records instead of merging the
 /// index ranges of each.
