@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod certs;
+pub mod cluster;
 pub mod config;
 pub mod events;
 pub mod fsutil;
@@ -102,7 +103,7 @@ pub struct Server {
     /// New message IDs for the delivery engine; subscribed before SMTP accepts anything.
     incoming: tokio::sync::mpsc::UnboundedReceiver<spool::QueueId>,
     /// The node list, when the settings are shared.
-    cluster: Option<Arc<admin::cluster::Cluster>>,
+    cluster: Option<Arc<cluster::Cluster>>,
 }
 
 /// Open the data directory (creating what a first start needs). Blocking; errors name the
@@ -324,7 +325,7 @@ impl Server {
                 tracing::warn!(target: "postern/master", "warning: admin.listen is a wildcard address and settings.api_address is not set: the other nodes cannot reach this node's queue");
             }
             let data = config.server.data_dir.clone();
-            tokio::spawn(admin::cluster::heartbeat(c, api, data, stop_rx.clone()))
+            tokio::spawn(cluster::heartbeat(c, api, data, stop_rx.clone()))
         });
         let acme = tokio::spawn(certs.clone().watch_acme(
             std::time::Duration::from_secs(config.tls.acme_watch_secs.max(1)),
@@ -444,7 +445,7 @@ fn database_tls(config: &Config) -> anyhow::Result<Arc<rustls::ClientConfig>> {
 
 /// The node list in the shared database, when there is one: this node registers itself
 /// there, and finds the others.
-fn cluster(config: &Config) -> anyhow::Result<Option<Arc<admin::cluster::Cluster>>> {
+fn cluster(config: &Config) -> anyhow::Result<Option<Arc<cluster::Cluster>>> {
     let Some(url) = config.settings.database.as_deref() else {
         return Ok(None);
     };
@@ -456,7 +457,7 @@ fn cluster(config: &Config) -> anyhow::Result<Option<Arc<admin::cluster::Cluster
     let sealer = settings::postgres::Sealer::from_hex(&key)
         .map_err(|e| anyhow::anyhow!("settings.key: {e}"))?;
     let registry = settings::nodes::Registry::new(url, sealer, me, database_tls(config)?);
-    Ok(Some(Arc::new(admin::cluster::Cluster::new(registry))))
+    Ok(Some(Arc::new(cluster::Cluster::new(registry))))
 }
 
 /// Settings in the PostgreSQL database the nodes share (`settings.database`), when set.

@@ -1,162 +1,30 @@
-//! Every node's queue from any node (issue 20). Each node keeps its own spool; the Queue
-//! page and `postern queue` ask every node in the list the nodes keep in their shared
-//! database (`settings::nodes`), merge the answers, and say which node holds each message.
-//! A node that does not answer is listed as such with the reason, never silently left out.
-//! An action on another node's message is sent to that node.
-//!
-//! Between nodes: HTTPS to the address a node registered, pinned to the certificate it
-//! registered (both sealed with the settings key), and the cluster credential derived from
-//! that key. The credential opens a node's own queue and status only (`admits_path`): it
-//! changes no settings, and a request made with it is never passed on, so asking cannot loop.
+//! Every node's queue from any node (issue 20), as the control API and the Queue page ask
+//! it: each node keeps its own spool; this merges what every node in the list answers
+//! (`crate::cluster` asks them) and says which node holds each message. A node that does not
+//! answer is listed as such with the reason, never silently left out. An action on another
+//! node's message is sent to that node. The node list's own routes are here too.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{Method, StatusCode};
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
 
 use super::queue::{Bulk, BulkResult, Counts, Done, Filter, Listing, QueueItem, ShowQuery};
 use super::{AdminState, ApiError};
-use crate::settings::nodes::{Node, Registry};
+pub use crate::cluster::age;
+use crate::cluster::{Cluster, ClusterError, ForgetError, HEARTBEAT, Node};
 
-/// How often a node says it is here.
-pub const HEARTBEAT: Duration = Duration::from_secs(5);
-
-/// How long one node waits for another's answer.
-const PEER_TIMEOUT: Duration = Duration::from_secs(5);
-
-pub struct Cluster {
-    registry: Registry,
-    token: String,
-    /// The node list as last read: what is asked while the database is away.
-    known: Mutex<Vec<Node>>,
-}
-
-impl Cluster {
-    pub fn new(registry: Registry) -> Cluster {
-        Cluster {
-            token: registry.cluster_token(),
-            registry,
-            known: Mutex::new(Vec::new()),
-        }
-    }
-
-    pub fn me(&self) -> &str {
-        self.registry.me()
-    }
-
-    /// The bearer token is the cluster credential (compared without an early exit).
-    pub fn admits(&self, token: &str) -> bool {
-        super::constant_time_eq(token.as_bytes(), self.token.as_bytes())
-    }
-
-    /// The registered nodes, and why the list is the one last read when it cannot be read.
-    async fn nodes(self: &Arc<Self>) -> (Vec<Node>, Option<String>) {
-        let me = self.clone();
-        let read = tokio::task::spawn_blocking(move || me.registry.nodes()).await;
-        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
-        match read {
-            Ok(Ok(nodes)) => {
-                *known = nodes.clone();
-                (nodes, None)
-            }
-            Ok(Err(e)) => (known.clone(), Some(e.to_string())),
-            Err(e) => (known.clone(), Some(e.to_string())),
-        }
+impl From<ClusterError> for ApiError {
+    fn from(e: ClusterError) -> ApiError {
+        ApiError::new(e.status, e.error, e.field)
     }
 }
 
-/// What the cluster credential may reach: one node's own queue and status.
-pub fn admits_path(method: &Method, path: &str) -> bool {
-    path == "/api/v1/queue"
-        || path.starts_with("/api/v1/queue/")
-        || (path == "/api/v1/node" && method == Method::GET)
-}
-
-/// A queue ID with the node that holds it: `4F2A91C0@gw2`; without `@node`, wherever it is.
-fn qualified(id: &str) -> (&str, Option<&str>) {
-    match id.split_once('@') {
-        Some((id, node)) => (id, Some(node)),
-        None => (id, None),
-    }
-}
-
-/// One request to another node's control API; the error says why it did not answer.
-async fn call(
-    node: &Node,
-    token: &str,
-    (method, path, body): (Method, String, Option<Vec<u8>>),
-) -> Result<(StatusCode, Vec<u8>), String> {
-    if node.unreadable {
-        return Err("its entry in the node list is sealed with another settings key".into());
-    }
-    if node.stopped {
-        return Err(format!(
-            "stopped {} ago (a graceful stop); its queue waits on its own disk",
-            age(node.heartbeat_age_secs)
-        ));
-    }
-    let api = node.api.ok_or(
-        "it registered no control API address (admin.listen is a wildcard address: set settings.api_address on it)",
-    )?;
-    let cert = CertificateDer::from_pem_slice(node.cert_pem.as_bytes())
-        .map_err(|e| format!("its registered certificate cannot be read: {e}"))?;
-    let client = super::client::ApiClient::pinned(api, token, cert);
-    match tokio::time::timeout(PEER_TIMEOUT, client.request(method, &path, body)).await {
-        Ok(Ok(answer)) => Ok(answer),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!(
-            "no answer from https://{api} within {}s",
-            PEER_TIMEOUT.as_secs()
-        )),
-    }
-}
-
-/// A node's answer as JSON, or its error passed on with its status.
-fn answer<T: serde::de::DeserializeOwned>(
-    node: &str,
-    (status, body): (StatusCode, Vec<u8>),
-) -> Result<T, ApiError> {
-    if status.is_success() {
-        return serde_json::from_slice(&body).map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                format!("node {node}: unreadable answer: {e}"),
-                None,
-            )
-        });
-    }
-    let said: Option<ApiError> = serde_json::from_slice(&body).ok();
-    let (error, field) = said.map_or((format!("HTTP {status}"), None), |e| (e.error, e.field));
-    Err(ApiError::new(
-        status,
-        format!("node {node}: {error}"),
-        field,
-    ))
-}
-
-fn unreachable_node(node: &str, why: String) -> ApiError {
-    ApiError::new(
-        StatusCode::BAD_GATEWAY,
-        format!("node {node} does not answer: {why}"),
-        None,
-    )
-}
-
-/// "12 s", "3 min", "2 h": how long ago a heartbeat was.
-pub fn age(secs: u64) -> String {
-    match secs {
-        s if s < 120 => format!("{s} s"),
-        s if s < 7200 => format!("{} min", s / 60),
-        s => format!("{} h", s / 3600),
-    }
+/// Whether a bearer token is the cluster credential (compared without an early exit).
+pub fn admits(cluster: &Cluster, token: &str) -> bool {
+    super::constant_time_eq(token.as_bytes(), cluster.token().as_bytes())
 }
 
 /// One node in a listing of several: whether it answered, and why not.
@@ -280,18 +148,12 @@ async fn ask_all(
     filter: &Filter,
 ) -> Vec<(NodeAnswer, Option<Listing>)> {
     let query = serde_urlencoded::to_string(filter).unwrap_or_default();
-    let peers = nodes.iter().filter(|n| n.name != cluster.me()).map(|n| {
-        let path = format!("/api/v1/queue/page?{query}");
-        async move {
-            let got = call(n, &cluster.token, (Method::GET, path, None)).await;
-            let listing = got.and_then(|a| answer::<Listing>(&n.name, a).map_err(|e| e.error));
-            peer_answer(n, listing)
-        }
-    });
-    let (mine, mut all) = tokio::join!(
+    let ask = (Method::GET, format!("/api/v1/queue/page?{query}"), None);
+    let (mine, peers) = tokio::join!(
         local_listing(state, filter.clone()),
-        futures_util::future::join_all(peers)
+        cluster.ask_peers::<Listing>(nodes, &ask)
     );
+    let mut all: Vec<_> = peers.into_iter().map(|(n, l)| peer_answer(n, l)).collect();
     let me = nodes.iter().find(|n| n.name == cluster.me());
     all.push((
         NodeAnswer {
@@ -342,106 +204,33 @@ async fn node_list(state: &AdminState) -> Vec<Node> {
     }
 }
 
-/// The node named, from the list.
-fn find_node(nodes: &[Node], name: &str) -> Result<Node, ApiError> {
-    nodes
-        .iter()
-        .find(|n| n.name == name)
-        .cloned()
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("node {name:?} is not in the node list (postern node list)"),
-                Some("node".into()),
-            )
-        })
-}
-
-/// Which node holds `id` when the admin did not say: the one node that has it.
-async fn locate(
-    state: &AdminState,
-    (cluster, nodes): (&Arc<Cluster>, &[Node]),
-    id: &str,
-) -> Result<String, ApiError> {
-    if let Ok(qid) = id.parse()
-        && state.spool.get(qid).is_some()
-    {
-        // Here: asked first, and the usual case on a node that relays alone.
-        return Ok(cluster.me().to_string());
-    }
-    let asks = nodes
-        .iter()
-        .filter(|n| n.name != cluster.me())
-        .map(|n| async move {
-            let path = format!("/api/v1/queue/{id}");
-            let got = call(n, &cluster.token, (Method::GET, path, None)).await;
-            matches!(got, Ok((s, _)) if s.is_success()).then(|| n.name.clone())
-        });
-    let holders: Vec<String> = futures_util::future::join_all(asks)
-        .await
-        .into_iter()
-        .flatten()
-        .collect();
-    match holders.as_slice() {
-        [one] => Ok(one.clone()),
-        [] => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("{id}: no such message in the queue of any node that answered"),
-            None,
-        )),
-        many => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!(
-                "{id}: queued on nodes {}: say which, as {id}@NODE",
-                many.join(", ")
-            ),
-            Some("id".into()),
-        )),
-    }
-}
-
-/// The node holding a possibly qualified ID: `None` for this one.
+/// The node holding a possibly qualified ID, with the cluster that reaches it: `None` for
+/// this one.
 async fn holder(
     state: &AdminState,
     nodes: &[Node],
     id: &str,
-) -> Result<(String, Option<Node>), ApiError> {
+) -> Result<(String, Option<(Arc<Cluster>, Node)>), ApiError> {
     let Some(cluster) = &state.cluster else {
         return Ok((id.to_string(), None));
     };
-    let (bare, node) = qualified(id);
-    let name = match node {
-        Some(n) => n.to_string(),
-        None => locate(state, (cluster, nodes), bare).await?,
-    };
-    if name == cluster.me() {
-        return Ok((bare.to_string(), None));
-    }
-    Ok((bare.to_string(), Some(find_node(nodes, &name)?)))
-}
-
-fn token(state: &AdminState) -> String {
-    state
-        .cluster
-        .as_ref()
-        .map(|c| c.token.clone())
-        .unwrap_or_default()
+    let spool = &state.spool;
+    let here = |bare: &str| bare.parse().is_ok_and(|qid| spool.get(qid).is_some());
+    let (bare, node) = cluster.holder(nodes, id, here).await?;
+    Ok((bare, node.map(|n| (cluster.clone(), n))))
 }
 
 /// One message, wherever it is queued: the API's and the page's.
 pub async fn message(state: &AdminState, id: &str, body: bool) -> Result<QueueItem, ApiError> {
     let nodes = node_list(state).await;
     let (bare, node) = holder(state, &nodes, id).await?;
-    let Some(node) = node else {
+    let Some((cluster, node)) = node else {
         let mut item = super::queue::message(state, &bare, body)?;
         item.node = state.cluster.as_ref().map(|c| c.me().to_string());
         return Ok(item);
     };
     let path = format!("/api/v1/queue/{bare}?body={body}");
-    let got = call(&node, &token(state), (Method::GET, path, None))
-        .await
-        .map_err(|e| unreachable_node(&node.name, e))?;
-    let mut item: QueueItem = answer(&node.name, got)?;
+    let mut item: QueueItem = cluster.ask(&node, (Method::GET, path, None)).await?;
     item.node = Some(node.name.clone());
     Ok(item)
 }
@@ -453,7 +242,9 @@ pub async fn act_on_all(state: &AdminState, ids: &[String], action: &str, by: &s
     for id in ids {
         let done = match holder(state, &nodes, id).await {
             Ok((bare, None)) => super::queue::act_on(state, &bare, action, by).await,
-            Ok((bare, Some(node))) => act_on_peer(state, &node, &bare, (action, by)).await,
+            Ok((bare, Some((cluster, node)))) => {
+                act_on_peer(&cluster, &node, &bare, (action, by)).await
+            }
             Err(e) => Err(e),
         };
         match done {
@@ -467,20 +258,16 @@ pub async fn act_on_all(state: &AdminState, ids: &[String], action: &str, by: &s
 /// One message on another node, by its own request, so its error keeps its status; the
 /// node's log line names who asked.
 async fn act_on_peer(
-    state: &AdminState,
+    cluster: &Cluster,
     node: &Node,
     id: &str,
     (action, by): (&str, &str),
 ) -> Result<Done, ApiError> {
-    let me = state.cluster.as_ref().map_or("", |c| c.me());
     let who = form_urlencoded::Serializer::new(String::new())
-        .append_pair("by", &format!("{by} on node {me}"))
+        .append_pair("by", &format!("{by} on node {}", cluster.me()))
         .finish();
     let path = format!("/api/v1/queue/{id}/{action}?{who}");
-    let mut done = call(node, &token(state), (Method::POST, path, None))
-        .await
-        .map_err(|e| unreachable_node(&node.name, e))
-        .and_then(|a| answer::<Done>(&node.name, a))?;
+    let mut done: Done = cluster.ask(node, (Method::POST, path, None)).await?;
     done.id = format!("{}@{}", done.id, node.name);
     Ok(done)
 }
@@ -537,20 +324,14 @@ pub async fn retry_all(State(state): State<AdminState>) -> Json<BulkResult> {
     };
     let (nodes, _) = cluster.nodes().await;
     for n in nodes.iter().filter(|n| n.name != cluster.me()) {
-        let got = call(
-            n,
-            &cluster.token,
-            (Method::POST, "/api/v1/queue/retry".into(), None),
-        )
-        .await
-        .map_err(|e| unreachable_node(&n.name, e))
-        .and_then(|a| answer::<Vec<Done>>(&n.name, a));
+        let retry = (Method::POST, "/api/v1/queue/retry".into(), None);
+        let got = cluster.ask::<Vec<Done>>(n, retry).await;
         match got {
             Ok(done) => out.done.extend(done.into_iter().map(|mut d| {
                 d.id = format!("{}@{}", d.id, n.name);
                 d
             })),
-            Err(e) => out.failed.push(e),
+            Err(e) => out.failed.push(e.into()),
         }
     }
     for d in out.done.iter_mut().filter(|d| !d.id.contains('@')) {
@@ -590,13 +371,8 @@ pub async fn nodes(State(state): State<AdminState>) -> Result<Json<Vec<NodeView>
             let status = if n.name == cluster.me() {
                 Ok(super::node_status(State(state)).await.0)
             } else {
-                call(
-                    n,
-                    &cluster.token,
-                    (Method::GET, "/api/v1/node".into(), None),
-                )
-                .await
-                .and_then(|a| answer(&n.name, a).map_err(|e| e.error))
+                let ask = (Method::GET, "/api/v1/node".into(), None);
+                cluster.ask_words(n, ask).await
             };
             NodeView {
                 name: n.name.clone(),
@@ -630,12 +406,12 @@ pub async fn forget(
             Some("name".into()),
         ));
     }
-    let c = cluster.clone();
-    let n = name.clone();
-    let gone = tokio::task::spawn_blocking(move || c.registry.forget(&n))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))?
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), None))?;
+    let gone = cluster.forget(&name).await.map_err(|e| match e {
+        ForgetError::Task(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e, None),
+        ForgetError::Database(e) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), None)
+        }
+    })?;
     if !gone {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -653,72 +429,4 @@ fn not_clustered() -> ApiError {
         "this node runs on its own: no settings.database, so no node list",
         None,
     )
-}
-
-/// Register this node and beat until `stop`; a graceful stop is said in the list.
-pub async fn heartbeat(
-    cluster: Arc<Cluster>,
-    api: Option<SocketAddr>,
-    data_dir: PathBuf,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut failing = false;
-    loop {
-        let ok = beat(&cluster, api, &data_dir, false).await;
-        match (&ok, failing) {
-            (Err(e), false) => {
-                tracing::warn!(target: "postern/master", "warning: cannot register this node in the node list: {e}; the other nodes' Queue pages show it as not answering until it can");
-            }
-            (Ok(()), true) => {
-                tracing::info!(target: "postern/master", "node {} registered in the node list again", cluster.me());
-            }
-            _ => {}
-        }
-        failing = ok.is_err();
-        tokio::select! {
-            _ = tokio::time::sleep(HEARTBEAT) => {}
-            _ = stop.wait_for(|s| *s) => break,
-        }
-    }
-    // Said if the database answers soon; a stop does not wait on one that is away.
-    let _ =
-        tokio::time::timeout(Duration::from_secs(2), beat(&cluster, api, &data_dir, true)).await;
-}
-
-async fn beat(
-    cluster: &Arc<Cluster>,
-    api: Option<SocketAddr>,
-    data_dir: &std::path::Path,
-    stopped: bool,
-) -> Result<(), String> {
-    let cert = super::client::served_cert_path(data_dir);
-    let pem = std::fs::read_to_string(&cert).map_err(|e| format!("{}: {e}", cert.display()))?;
-    let c = cluster.clone();
-    tokio::task::spawn_blocking(move || c.registry.beat(api, &pem, stopped))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_cluster_credential_opens_a_nodes_own_queue_and_status_only() {
-        assert!(admits_path(&Method::GET, "/api/v1/queue/page"));
-        assert!(admits_path(&Method::POST, "/api/v1/queue/act"));
-        assert!(admits_path(&Method::DELETE, "/api/v1/queue/4F2A"));
-        assert!(admits_path(&Method::GET, "/api/v1/node"));
-        assert!(!admits_path(&Method::POST, "/api/v1/node/drain"));
-        assert!(!admits_path(&Method::GET, "/api/v1/queuex"));
-        assert!(!admits_path(&Method::GET, "/api/v1/cluster/queue"));
-        assert!(!admits_path(&Method::PUT, "/api/v1/settings"));
-    }
-
-    #[test]
-    fn a_queue_id_may_name_its_node() {
-        assert_eq!(qualified("4F2A@gw2"), ("4F2A", Some("gw2")));
-        assert_eq!(qualified("4F2A"), ("4F2A", None));
-    }
 }

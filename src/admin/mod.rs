@@ -43,7 +43,7 @@ pub struct AdminState {
     /// The delivery engine, for the policy Test (its hosts, roots and delivery records).
     pub engine: Option<Arc<crate::outbound::Engine>>,
     /// The other nodes, when the settings are shared: every node's queue from this one.
-    pub cluster: Option<Arc<cluster::Cluster>>,
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
     token: Arc<str>,
 }
 
@@ -76,7 +76,7 @@ impl AdminState {
     }
 
     /// The nodes this one shares its settings with.
-    pub fn with_cluster(mut self, cluster: Option<Arc<cluster::Cluster>>) -> AdminState {
+    pub fn with_cluster(mut self, cluster: Option<Arc<crate::cluster::Cluster>>) -> AdminState {
         self.cluster = cluster;
         self
     }
@@ -244,8 +244,13 @@ async fn require_token(
     match given.map(str::trim) {
         Some(t) if constant_time_eq(t.as_bytes(), state.token.as_bytes()) => next.run(req).await,
         // Another node: its own queue and status only, never passed on.
-        Some(t) if state.cluster.as_ref().is_some_and(|c| c.admits(t)) => {
-            if cluster::admits_path(req.method(), req.uri().path()) {
+        Some(t)
+            if state
+                .cluster
+                .as_ref()
+                .is_some_and(|c| cluster::admits(c, t)) =>
+        {
+            if crate::cluster::admits_path(req.method(), req.uri().path()) {
                 next.run(req).await
             } else {
                 ApiError::new(
@@ -278,7 +283,7 @@ impl AdminState {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
         if let Some(t) = bearer {
-            let node = self.cluster.as_ref().is_some_and(|c| c.admits(t));
+            let node = self.cluster.as_ref().is_some_and(|c| cluster::admits(c, t));
             return node || constant_time_eq(t.as_bytes(), self.token.as_bytes());
         }
         headers
