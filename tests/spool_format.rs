@@ -3,8 +3,7 @@
 //! written today come out byte for byte the same. Moving a type between modules must not
 //! change a serde name: a queue on disk outlives the binary that wrote it.
 
-use postern::levels::Level;
-use postern::policy::RuleLevel;
+use postern::levels::{Level, RuleLevel};
 use postern::spool::{Envelope, Final, QueueId, Spool, TlsHeader};
 
 const GOLDEN: &str = concat!(

@@ -625,7 +625,7 @@ impl Session {
 
     /// Message rules run per recipient now, at receipt; the result travels in the spool
     /// (nothing at all when no rule matched).
-    fn rule_levels(&self, envelope: &Envelope) -> Vec<Option<crate::policy::RuleLevel>> {
+    fn rule_levels(&self, envelope: &Envelope) -> Vec<Option<crate::levels::RuleLevel>> {
         let levels: Vec<_> = envelope
             .recipients
             .iter()

@@ -55,7 +55,7 @@ pub struct Envelope {
     pub received_unix: u64,
     /// Per recipient: the TLS level a message rule set at receipt, if any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub rule_levels: Vec<Option<crate::policy::RuleLevel>>,
+    pub rule_levels: Vec<Option<crate::levels::RuleLevel>>,
     /// The message's `x-TLSLevel` header, read at receipt: delivery decides each
     /// recipient's level from the envelope, before it reads the body.
     #[serde(default)]
@@ -87,7 +87,7 @@ pub enum TlsHeader {
 
 impl TlsHeader {
     pub fn of(message: &[u8]) -> TlsHeader {
-        match crate::policy::first_tls_level_header(message) {
+        match crate::proto::header::first_tls_level_header(message) {
             Some(v) => TlsHeader::Value(v),
             None => TlsHeader::Absent,
         }
