@@ -57,11 +57,20 @@ const C: QueueId = QueueId(0x1A2B3C4D60);
 /// The records of the golden segment, written through the spool's API.
 async fn write(dir: &std::path::Path) {
     let (spool, _) = Spool::open(dir, 1 << 20).unwrap();
-    spool.commit(A, full(), b"Subject: a\r\n\r\na\r\n").await.unwrap();
+    spool
+        .commit(A, full(), b"Subject: a\r\n\r\na\r\n")
+        .await
+        .unwrap();
     let b = bare(TlsHeader::Absent);
-    spool.commit(B, b, b"Subject: b\r\n\r\nb\r\n").await.unwrap();
+    spool
+        .commit(B, b, b"Subject: b\r\n\r\nb\r\n")
+        .await
+        .unwrap();
     let c = bare(TlsHeader::NotRead);
-    spool.commit(C, c, b"Subject: c\r\n\r\nc\r\n").await.unwrap();
+    spool
+        .commit(C, c, b"Subject: c\r\n\r\nc\r\n")
+        .await
+        .unwrap();
     assert!(spool.set_held(B, true).await.unwrap());
     spool
         .record_outcomes(A, &[(1, Final::Bounced)])
