@@ -1,5 +1,7 @@
-//! The vocabulary the settings, the policy and delivery share: how much TLS a hop must have,
-//! and what happens when it does not. A leaf: it depends on nothing of postern's.
+//! The vocabulary the settings, the policy, the spool and delivery share: how much TLS a hop
+//! must have, what happens when it does not, and the level a message rule set at receipt (a
+//! fact of the envelope, kept in the spool, which knows no policy). A leaf: it depends on
+//! nothing of postern's.
 
 use std::fmt;
 
@@ -141,6 +143,16 @@ impl std::str::FromStr for StsSwitch {
             )),
         }
     }
+}
+
+/// A message rule's result for one recipient, decided at receipt (`policy::rule_for`) and
+/// kept with the recipient in the spool's envelope, so delivery applies the rule that held
+/// when the message was accepted. Serde names are the stored format: never rename them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleLevel {
+    pub level: Level,
+    /// The rule's name, for the log and `policy explain`.
+    pub rule: String,
 }
 
 #[cfg(test)]

@@ -13,7 +13,10 @@ use std::fmt;
 use crate::levels::OnFailure;
 use crate::settings::{Snapshot, TlsMode};
 
-pub use crate::levels::Level;
+pub use crate::levels::{Level, RuleLevel};
+/// The header reader is pure parsing and lives with the other header fields (proto), where
+/// the spool reads it too; policy names it here for the callers that ask policy.
+pub use crate::proto::header::first_tls_level_header;
 
 /// What decided the level, as delivery records show it (`source=row:partner.example`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,13 +131,6 @@ pub struct StsDemand {
 
 /// The minimum strength a required level gets when its row names none (GlobalCerts' 112).
 pub const DEFAULT_MIN_BITS: u16 = 112;
-
-/// A message rule's result for one recipient, kept with the recipient in the spool.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct RuleLevel {
-    pub level: Level,
-    pub rule: String,
-}
 
 /// The first message rule whose conditions hold for this sender and recipient (evaluated at
 /// receipt). Direction: inbound when the recipient is in one of our relay domains.
@@ -605,11 +601,6 @@ fn tenant_source(snapshot: &Snapshot, domain: &str, has_row: bool) -> Option<Lin
         ),
         line,
     ))
-}
-
-/// The first `x-TLSLevel` header's value in a message's header section, unfolded.
-pub fn first_tls_level_header(message: &[u8]) -> Option<String> {
-    crate::proto::header::first_value(message, "x-TLSLevel")
 }
 
 /// What an admin gives `policy explain` as the header: the bare value (`Require`) or the

@@ -69,6 +69,17 @@ pub fn first_value(message: &[u8], name: &str) -> Option<String> {
         .map(unfolded_value)
 }
 
+/// The header Email Security's message rules set to ask delivery for TLS (`Require`,
+/// `Try`): receipt keeps it from authorised clients, strips it from others.
+pub const TLS_LEVEL: &str = "x-TLSLevel";
+
+/// The first `x-TLSLevel` header's value in a message's header section, unfolded. Only the
+/// first field counts: receipt records it in the envelope, and delivery and `policy
+/// explain` read the same value.
+pub fn first_tls_level_header(message: &[u8]) -> Option<String> {
+    first_value(message, TLS_LEVEL)
+}
+
 /// Offset of the first empty line (or the end of the message): RFC 5322 section 2.1 ends
 /// the header section there, and no reader, however lenient, reads a field past it.
 pub fn first_empty_line(message: &[u8]) -> usize {

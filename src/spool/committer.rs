@@ -11,16 +11,8 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use tokio::sync::oneshot;
 
-use super::{Envelope, Index, QueueEntry, QueueId};
-
-/// Where a committed record starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Location {
-    pub segment: u64,
-    pub offset: u64,
-    /// Bytes of the whole record.
-    pub len: u64,
-}
+use super::envelope::{Envelope, Location, QueueEntry, QueueId};
+use super::index::Index;
 
 pub struct Commit {
     pub record: Vec<u8>,

@@ -1,162 +1,33 @@
 //! The durable queue (`data/spool/`): append-only segment files, a CRC per record, one
 //! committer that fdatasyncs a batch before any of its 250s go out, recovery at start-up that
 //! skips a torn tail, and the in-memory index the delivery engine and the admin page read.
+//!
+//! This file is the surface (`Spool` and what it hands out); the parts live beside it:
+//! `envelope` (the queue's data: IDs, envelopes, entries), `record` (the on-disk record),
+//! `committer` (group commit), `index` (messages not yet final, live messages per segment)
+//! and `recovery` (start-up replay, torn tails, damage).
 
 mod committer;
+mod envelope;
+mod index;
 mod record;
+mod recovery;
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-pub use committer::Location;
 use committer::{Commit, Gate, Shared, Stats, segment_path};
+pub use envelope::{Envelope, Final, Location, QueueEntry, QueueId, TlsHeader};
+use index::Index;
 use record::Decoded;
-pub use record::Final;
-
-/// Postfix-style queue ID: uppercase hex, unique across restarts (seeded from the clock and
-/// from the highest ID recovered).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct QueueId(pub u64);
-
-impl fmt::Display for QueueId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:X}", self.0)
-    }
-}
-
-impl std::str::FromStr for QueueId {
-    type Err = std::num::ParseIntError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        u64::from_str_radix(s, 16).map(QueueId)
-    }
-}
-
-/// What the spool keeps besides the message bytes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub struct Envelope {
-    /// Envelope sender; empty for the null sender `<>`.
-    pub sender: String,
-    pub recipients: Vec<String>,
-    pub client_ip: String,
-    pub helo: String,
-    /// The client was authorised to relay (trusted network or SMTP AUTH): its `x-TLSLevel`
-    /// header counts for the TLS policy.
-    pub authorised: bool,
-    pub smtputf8: bool,
-    pub eight_bit: bool,
-    pub received_unix: u64,
-    /// Per recipient: the TLS level a message rule set at receipt, if any.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub rule_levels: Vec<Option<crate::policy::RuleLevel>>,
-    /// The message's `x-TLSLevel` header, read at receipt: delivery decides each
-    /// recipient's level from the envelope, before it reads the body.
-    #[serde(default)]
-    pub tls_header: TlsHeader,
-    /// The Microsoft 365 tenant the connector's message named (`X-MS-Exchange-CrossTenant-Id`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tenant: Option<String>,
-    /// `MAIL FROM:<..> REQUIRETLS` (RFC 8689): relayed only over TLS verified under a
-    /// policy, to a next hop that offers REQUIRETLS too, else returned with 5.7.30.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub requiretls: bool,
-    /// `TLS-Required: No` from an authorised client, without REQUIRETLS (RFC 8689 section
-    /// 5): the recipient domain's published policies (MTA-STS) are not applied.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub tls_required_no: bool,
-}
-
-/// What receipt found of the `x-TLSLevel` header.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum TlsHeader {
-    /// A record written before receipt read the header: delivery reads it from the body.
-    #[default]
-    NotRead,
-    Absent,
-    /// The first field's value, unfolded.
-    Value(String),
-}
-
-impl TlsHeader {
-    pub fn of(message: &[u8]) -> TlsHeader {
-        match crate::policy::first_tls_level_header(message) {
-            Some(v) => TlsHeader::Value(v),
-            None => TlsHeader::Absent,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QueueEntry {
-    pub id: QueueId,
-    pub envelope: Envelope,
-    pub size: usize,
-    pub location: Location,
-    /// Per recipient (same order as `envelope.recipients`): its final state once recorded.
-    pub done: Vec<Option<Final>>,
-    /// On hold: not delivered until released (kept across restarts).
-    pub held: bool,
-    /// Attempts since start-up and the last temporary problem (for the queue listing).
-    pub attempts: u32,
-    pub last_error: Option<String>,
-}
-
-impl QueueEntry {
-    fn new(id: QueueId, envelope: Envelope, size: usize, location: Location) -> QueueEntry {
-        let done = vec![None; envelope.recipients.len()];
-        QueueEntry {
-            id,
-            envelope,
-            size,
-            location,
-            done,
-            held: false,
-            attempts: 0,
-            last_error: None,
-        }
-    }
-
-    /// Indexes of recipients still to be delivered.
-    pub fn pending(&self) -> Vec<usize> {
-        (0..self.done.len())
-            .filter(|&i| self.done[i].is_none())
-            .collect()
-    }
-
-    fn apply(&mut self, outcomes: &[(u32, Final)]) {
-        for &(i, state) in outcomes {
-            if let Some(slot) = self.done.get_mut(i as usize) {
-                *slot = Some(state);
-            }
-        }
-    }
-
-    fn is_final(&self) -> bool {
-        self.done.iter().all(Option::is_some)
-    }
-}
-
-/// What start-up found.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Recovery {
-    /// Messages still to be delivered (final ones are not counted).
-    pub messages: usize,
-    /// Highest queue ID seen, final or not: new IDs must be above it.
-    pub max_id: Option<QueueId>,
-    pub segments: usize,
-    /// Torn tails of the newest segment, cut off: (segment file, offset, bytes skipped, why)
-    pub torn: Vec<(String, u64, u64, &'static str)>,
-    /// Regions that could not be read elsewhere: their segments are kept in `damaged/`.
-    pub damaged: Vec<Damage>,
-}
+use recovery::recover;
+pub use recovery::{DAMAGED_DIR, Damage, Recovery, damaged_segments};
 
 #[derive(Clone)]
 pub struct Spool {
@@ -183,68 +54,6 @@ struct Inner {
 
 /// How many segment files stay open for reads (within `Config::fd_budget`'s reserve).
 const OPEN_READERS: usize = 4;
-
-/// Messages not yet final, and per segment how many of them it holds.
-#[derive(Default)]
-struct Index {
-    messages: BTreeMap<QueueId, QueueEntry>,
-    live_per_segment: BTreeMap<u64, usize>,
-}
-
-impl Index {
-    fn insert(&mut self, entry: QueueEntry) {
-        *self
-            .live_per_segment
-            .entry(entry.location.segment)
-            .or_insert(0) += 1;
-        self.messages.insert(entry.id, entry);
-    }
-
-    /// Record that `segment` exists (it may hold only outcome records).
-    fn touch(&mut self, segment: u64) {
-        self.live_per_segment.entry(segment).or_insert(0);
-    }
-
-    /// A replayed outcome record: applied, and the message finished if nothing is left.
-    fn apply_outcomes(&mut self, id: QueueId, outcomes: &[(u32, Final)]) {
-        if let Some(entry) = self.messages.get_mut(&id) {
-            entry.apply(outcomes);
-            if entry.is_final() {
-                self.finish(id);
-            }
-        }
-    }
-
-    fn finish(&mut self, id: QueueId) {
-        if let Some(entry) = self.messages.remove(&id)
-            && let Some(n) = self.live_per_segment.get_mut(&entry.location.segment)
-        {
-            *n = n.saturating_sub(1);
-        }
-    }
-
-    /// Segments that may be deleted: oldest first, while they hold no live message, and
-    /// never the active one. Oldest-first matters: an outcome record always sits in the
-    /// message's segment or a later one, so a later segment never goes before an earlier.
-    /// Whether `take_deletable` would find a segment (checked before a thread is asked to).
-    fn has_deletable(&self, active: u64) -> bool {
-        self.live_per_segment
-            .first_key_value()
-            .is_some_and(|(&seg, &live)| live == 0 && seg < active)
-    }
-
-    fn take_deletable(&mut self, active: u64) -> Vec<u64> {
-        let mut out = Vec::new();
-        while let Some((&seg, &live)) = self.live_per_segment.iter().next() {
-            if live > 0 || seg >= active {
-                break;
-            }
-            self.live_per_segment.remove(&seg);
-            out.push(seg);
-        }
-        out
-    }
-}
 
 impl Spool {
     /// Open the spool in `dir`, replaying every segment into the index, and start the
@@ -656,214 +465,6 @@ fn now_micros() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)
         .unwrap_or(0)
-}
-
-type Recovered = (Index, Recovery, u64);
-
-/// Where damaged segments are kept (hard links: the bytes stay when the spool lets the
-/// original go), each with a `.damage.json` naming the regions that could not be read.
-pub const DAMAGED_DIR: &str = "damaged";
-
-/// A region of a segment recovery could not read.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Damage {
-    pub segment: String,
-    pub offset: u64,
-    pub bytes: u64,
-    pub why: String,
-}
-
-/// Replay every segment in order. A record that fails its checks is skipped, and reading
-/// resumes at the next intact record: damage in one record loses that record only. A bad
-/// region with nothing intact after it in the newest segment is the torn tail of a write
-/// that was never acknowledged (the process died before its sync) and is cut off; anything
-/// else may have held acknowledged mail, is reported as damage, and the segment is kept in
-/// `damaged/`, never deleted.
-fn recover(dir: &Path) -> io::Result<Recovered> {
-    let mut numbers: Vec<u64> = std::fs::read_dir(dir)?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            name.strip_prefix("seg-")?
-                .strip_suffix(".log")?
-                .parse()
-                .ok()
-        })
-        .collect();
-    numbers.sort_unstable();
-    let mut index = Index::default();
-    let mut report = Recovery {
-        segments: numbers.len(),
-        ..Recovery::default()
-    };
-    for &n in &numbers {
-        let newest = numbers.last() == Some(&n);
-        replay_segment(dir, n, newest, &mut index, &mut report)?;
-    }
-    report.messages = index.messages.len();
-    Ok((index, report, numbers.last().copied().unwrap_or(0)))
-}
-
-fn replay_segment(
-    dir: &Path,
-    n: u64,
-    newest: bool,
-    index: &mut Index,
-    report: &mut Recovery,
-) -> io::Result<()> {
-    let path = segment_path(dir, n);
-    narrow_to_owner(&path)?;
-    let data = std::fs::read(&path)?;
-    let name = file_name(&path);
-    index.touch(n);
-    let torn = Torn {
-        path: &path,
-        name: &name,
-        data: &data,
-        newest,
-    };
-    let mut damage = Vec::new();
-    let mut at = 0usize;
-    while at < data.len() {
-        at += match record::decode(&data[at..]) {
-            Decoded::Message {
-                id,
-                envelope,
-                message,
-                len,
-            } => {
-                let location = Location {
-                    segment: n,
-                    offset: at as u64,
-                    len: len as u64,
-                };
-                report.max_id = report.max_id.max(Some(id));
-                index.insert(QueueEntry::new(id, envelope, message.len(), location));
-                len
-            }
-            Decoded::Hold { id, held, len } => {
-                if let Some(entry) = index.messages.get_mut(&id) {
-                    entry.held = held;
-                }
-                len
-            }
-            Decoded::Outcome { id, outcomes, len } => {
-                index.apply_outcomes(id, &outcomes);
-                len
-            }
-            Decoded::Torn(why) => match torn.skip(at, why, report, &mut damage)? {
-                Some(next) => next - at,
-                None => break,
-            },
-        };
-    }
-    if !damage.is_empty() {
-        keep_damaged(dir, &path, &name, &damage)?;
-        report.damaged.extend(damage);
-    }
-    Ok(())
-}
-
-fn file_name(path: &Path) -> String {
-    path.file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_default()
-}
-
-/// A record that does not decode, in the segment being replayed.
-struct Torn<'a> {
-    path: &'a Path,
-    name: &'a str,
-    data: &'a [u8],
-    newest: bool,
-}
-
-impl Torn<'_> {
-    /// Where reading resumes (the next intact record), or `None` to stop. A write cut short
-    /// by a crash leaves a record that runs past the end of the newest file: never
-    /// acknowledged, cut off. Anything else was written whole and is damage, kept.
-    fn skip(
-        &self,
-        at: usize,
-        why: &'static str,
-        report: &mut Recovery,
-        damage: &mut Vec<Damage>,
-    ) -> io::Result<Option<usize>> {
-        let name = self.name;
-        let next = record::resync(self.data, at);
-        let lost = (next.unwrap_or(self.data.len()) - at) as u64;
-        let short = matches!(why, "short header" | "record runs past end of file");
-        if next.is_none() && self.newest && short {
-            tracing::warn!(
-                target: "postern/spool",
-                "warning: {name}: torn record at offset {at}, {lost} bytes skipped ({why}); it was never acknowledged"
-            );
-            report.torn.push((name.to_string(), at as u64, lost, why));
-            // Cut off, so a later start (when this is no longer the newest) does not take
-            // the old tail for damage.
-            truncate(self.path, at as u64)?;
-            return Ok(None);
-        }
-        tracing::error!(
-            target: "postern/spool",
-            "error: {name}: damaged record at offset {at}: {lost} bytes unreadable ({why}); they may have held acknowledged mail; segment kept as {DAMAGED_DIR}/{name}"
-        );
-        damage.push(Damage {
-            segment: name.to_string(),
-            offset: at as u64,
-            bytes: lost,
-            why: why.to_string(),
-        });
-        Ok(next)
-    }
-}
-
-/// A segment written by an older version may be 0644: it holds other people's mail.
-fn narrow_to_owner(path: &Path) -> io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        crate::fsutil::restrict_to_owner(path)?;
-        tracing::warn!(target: "postern/spool", "warning: {}: mode was {mode:04o}, now 0600", path.display());
-    }
-    Ok(())
-}
-
-fn truncate(path: &Path, len: u64) -> io::Result<()> {
-    let file = std::fs::OpenOptions::new().write(true).open(path)?;
-    file.set_len(len)?;
-    file.sync_all()
-}
-
-/// Link the segment into `damaged/` (once) and write what was lost next to it.
-fn keep_damaged(dir: &Path, path: &Path, name: &str, damage: &[Damage]) -> io::Result<()> {
-    let kept = dir.join(DAMAGED_DIR);
-    crate::fsutil::private_dir(&kept)?;
-    match std::fs::hard_link(path, kept.join(name)) {
-        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
-        _ => {}
-    }
-    let report = serde_json::to_vec_pretty(damage).map_err(io::Error::other)?;
-    let sidecar = kept.join(format!("{name}.damage.json"));
-    let _ = std::fs::remove_file(&sidecar);
-    crate::fsutil::write_secret(&sidecar, &report)?;
-    std::fs::File::open(&kept)?.sync_all()
-}
-
-/// Every damaged segment kept in `dir/damaged/`, with its regions.
-pub fn damaged_segments(dir: &Path) -> Vec<Damage> {
-    let Ok(entries) = std::fs::read_dir(dir.join(DAMAGED_DIR)) else {
-        return Vec::new();
-    };
-    let mut out: Vec<Damage> = entries
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".damage.json"))
-        .filter_map(|e| std::fs::read(e.path()).ok())
-        .filter_map(|bytes| serde_json::from_slice::<Vec<Damage>>(&bytes).ok())
-        .flatten()
-        .collect();
-    out.sort_by(|a, b| (&a.segment, a.offset).cmp(&(&b.segment, b.offset)));
-    out
 }
 
 #[cfg(test)]

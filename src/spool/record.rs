@@ -2,7 +2,7 @@
 //! and payload. A record whose CRC does not match, or that runs past the end of the file, is a
 //! torn write: recovery stops reading that segment there.
 
-use super::{Envelope, QueueId};
+use super::envelope::{Envelope, Final, QueueId};
 
 const MAGIC: &[u8; 4] = b"PSTN";
 const HEADER_LEN: usize = 4 + 1 + 4;
@@ -17,15 +17,6 @@ pub enum Kind {
     Outcome = 2,
     /// An admin put the message on hold, or released it (Postfix's hold queue).
     Hold = 3,
-}
-
-/// A recipient's final state, as recorded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum Final {
-    Delivered = 1,
-    Bounced = 2,
-    /// Removed by an admin (`postern queue delete`): no delivery, no DSN.
-    Deleted = 3,
 }
 
 /// Frame a payload given in parts (so a message body is copied once, into the record).

@@ -1,0 +1,64 @@
+//! The facts of a TLS session that log lines, Received headers and the minimum-strength
+//! policy report: protocol, cipher (OpenSSL's names, as Postfix logs them) and key bits.
+
+use rustls::{CipherSuite, ProtocolVersion};
+
+/// What was negotiated, in the words Postfix logs use.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TlsInfo {
+    /// `TLSv1.3`, `TLSv1.2`.
+    pub protocol: String,
+    /// OpenSSL's name, as Postfix logs it: `TLS_AES_256_GCM_SHA384`, `ECDHE-RSA-AES128-GCM-SHA256`.
+    pub cipher: String,
+    /// Symmetric key bits (Postfix's `(256/256 bits)`); the minimum-strength policy compares these.
+    pub bits: u16,
+}
+
+impl TlsInfo {
+    pub fn from_connection(conn: &rustls::CommonState) -> Option<TlsInfo> {
+        let protocol = match conn.protocol_version()? {
+            ProtocolVersion::TLSv1_3 => "TLSv1.3",
+            ProtocolVersion::TLSv1_2 => "TLSv1.2",
+            _ => "TLS",
+        };
+        let suite = conn.negotiated_cipher_suite()?.suite();
+        let (cipher, bits) = openssl_name(suite);
+        Some(TlsInfo {
+            protocol: protocol.to_string(),
+            cipher,
+            bits,
+        })
+    }
+
+    /// `TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)`
+    pub fn describe(&self) -> String {
+        format!(
+            "{} with cipher {} ({}/{} bits)",
+            self.protocol, self.cipher, self.bits, self.bits
+        )
+    }
+}
+
+fn openssl_name(suite: CipherSuite) -> (String, u16) {
+    let (name, bits) = match suite {
+        CipherSuite::TLS13_AES_256_GCM_SHA384 => ("TLS_AES_256_GCM_SHA384", 256),
+        CipherSuite::TLS13_AES_128_GCM_SHA256 => ("TLS_AES_128_GCM_SHA256", 128),
+        CipherSuite::TLS13_CHACHA20_POLY1305_SHA256 => ("TLS_CHACHA20_POLY1305_SHA256", 256),
+        CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384 => {
+            ("ECDHE-ECDSA-AES256-GCM-SHA384", 256)
+        }
+        CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 => {
+            ("ECDHE-ECDSA-AES128-GCM-SHA256", 128)
+        }
+        CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256 => {
+            ("ECDHE-ECDSA-CHACHA20-POLY1305", 256)
+        }
+        CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => ("ECDHE-RSA-AES256-GCM-SHA384", 256),
+        CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => ("ECDHE-RSA-AES128-GCM-SHA256", 128),
+        CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256 => {
+            ("ECDHE-RSA-CHACHA20-POLY1305", 256)
+        }
+        other => return (format!("{other:?}"), 0),
+    };
+    (name.to_string(), bits)
+}
