@@ -177,3 +177,82 @@ fn cert_text(c: &serde_json::Value) -> String {
         list("bound_to"),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use postern::certs::{CertInfo, Facts, Kind};
+
+    fn info(name: &str, kind: Kind, bound_to: &[&str]) -> serde_json::Value {
+        let c = CertInfo {
+            name: name.into(),
+            kind,
+            system: kind == Kind::System,
+            facts: Facts {
+                subject: format!("CN={name}.example"),
+                issuer: "CN=Example CA".into(),
+                serial: "0a:1b".into(),
+                sans: vec![format!("{name}.example"), format!("www.{name}.example")],
+                not_before: "2025-01-01T00:00:00Z".into(),
+                not_after: "2026-01-01T00:00:00Z".into(),
+                not_after_unix: 1_767_225_600,
+                sha256: "ab".repeat(32),
+                chain_length: 1,
+            },
+            days_left: 42,
+            bound_to: bound_to.iter().map(|b| b.to_string()).collect(),
+            warnings: Vec::new(),
+            directory: None,
+        };
+        // What the API sends: the listing is read from this JSON, as from the server.
+        serde_json::to_value(&c).unwrap()
+    }
+
+    #[test]
+    fn cert_list_shows_the_fields_hermes_shows() {
+        let list = [
+            info("mx", Kind::Imported, &["inbound", "admin"]),
+            info("system", Kind::System, &[]),
+        ];
+        let sha = "ab".repeat(32);
+        assert_eq!(
+            cert_listing(&list),
+            format!(
+                "Name:        mx\n\
+                 Type:        Imported\n\
+                 Subject:     CN=mx.example\n\
+                 Issuer:      CN=Example CA\n\
+                 Serial:      0a:1b\n\
+                 SANs:        mx.example, www.mx.example\n\
+                 Not After:   2026-01-01T00:00:00Z (42 days left)\n\
+                 SHA-256:     {sha}\n\
+                 Used for:    inbound, admin\n\
+                 \n\
+                 Name:        system\n\
+                 Type:        System\n\
+                 Subject:     CN=system.example\n\
+                 Issuer:      CN=Example CA\n\
+                 Serial:      0a:1b\n\
+                 SANs:        system.example, www.system.example\n\
+                 Not After:   2026-01-01T00:00:00Z (42 days left)\n\
+                 SHA-256:     {sha}\n\
+                 Used for:    \n\
+                 \n"
+            )
+        );
+        assert_eq!(cert_listing(&[]), "");
+    }
+
+    #[test]
+    fn an_error_names_the_file_of_the_field_the_server_refused() {
+        let files = Files {
+            cert: Some("/tmp/c.pem".into()),
+            key: Some("/tmp/k.pem".into()),
+            chain: None,
+        };
+        assert_eq!(files.named(Some("key")), Some(&PathBuf::from("/tmp/k.pem")));
+        assert_eq!(files.named(Some("chain")), None);
+        assert_eq!(files.named(Some("name")), None);
+        assert_eq!(files.named(None), None);
+    }
+}

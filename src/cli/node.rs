@@ -134,3 +134,47 @@ fn node_listing(nodes: &[NodeView]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(name: &str, this: bool, status: Option<NodeStatus>, error: Option<&str>) -> NodeView {
+        NodeView {
+            name: name.into(),
+            api: (name != "gw3").then(|| format!("192.0.2.{}:8443", &name[2..])),
+            this,
+            heartbeat_age_secs: 4,
+            answered: status.is_some(),
+            error: error.map(str::to_string),
+            status,
+        }
+    }
+
+    #[test]
+    fn node_list_says_what_each_node_answered_or_why_not() {
+        let accepting = NodeStatus {
+            draining: false,
+            peer: None,
+            queued: 3,
+            held: 1,
+        };
+        let draining = NodeStatus {
+            draining: true,
+            peer: Some("192.0.2.9:25".into()),
+            queued: 0,
+            held: 0,
+        };
+        let nodes = [
+            view("gw1", true, Some(accepting), None),
+            view("gw2", false, Some(draining), None),
+            view("gw3", false, None, Some("connection refused")),
+        ];
+        assert_eq!(
+            node_listing(&nodes),
+            "gw1 (this node)  192.0.2.1:8443  heartbeat 4s ago  accepting mail; 3 queued (1 on hold)\n\
+             gw2  192.0.2.2:8443  heartbeat 4s ago  draining to 192.0.2.9:25; 0 queued (0 on hold)\n\
+             gw3  no API address  heartbeat 4s ago  not answering: connection refused\n"
+        );
+    }
+}

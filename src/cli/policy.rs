@@ -71,3 +71,54 @@ fn explain_text(recipient: &str, decision: &serde_json::Value) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use postern::policy::{Level, decide};
+    use postern::settings::{PolicyRow, Settings, Snapshot, TlsMode};
+
+    #[test]
+    fn policy_explain_text() {
+        let decision = serde_json::json!({
+            "level": "encrypt",
+            "min_bits": 128,
+            "on_failure": "bounce",
+            "explanation": [
+                "x-TLSLevel: Require: encrypt (decides)",
+                "policy row .partner.example: encrypt (contract 42)",
+                "effective: encrypt (from header)",
+            ],
+        });
+        assert_eq!(
+            explain_text("ceo@mail.partner.example", &decision),
+            "recipient: ceo@mail.partner.example\n\
+             level:     encrypt\n\
+             min bits:  128\n\
+             on failure: bounce\n  \
+             - x-TLSLevel: Require: encrypt (decides)\n  \
+             - policy row .partner.example: encrypt (contract 42)\n  \
+             - effective: encrypt (from header)\n"
+        );
+    }
+
+    /// The text reads the fields `decide()`'s answer has, under the names the API gives
+    /// them: a renamed field would show as an empty line here.
+    #[test]
+    fn policy_explain_reads_what_the_api_sends() {
+        let mut s = Settings::default();
+        s.outbound.tls_mode = TlsMode::May;
+        s.policy = vec![PolicyRow::new("partner.example", Level::Verify)];
+        let d = decide(&Snapshot::new(s, 0), "a@partner.example", None, None);
+        let text = explain_text("a@partner.example", &serde_json::to_value(&d).unwrap());
+        let mut expected = format!(
+            "recipient: a@partner.example\nlevel:     verify\nmin bits:  {}\non failure: {}\n",
+            d.min_bits, d.on_failure
+        );
+        for line in &d.explanation {
+            expected.push_str(&format!("  - {line}\n"));
+        }
+        assert_eq!(text, expected);
+        assert!(d.min_bits > 0 && !d.explanation.is_empty(), "{text}");
+    }
+}

@@ -251,3 +251,126 @@ fn damage_text(damage: &[postern::spool::Damage], spool_dir: &std::path::Path) -
     ));
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use postern::admin::queue::RecipientView;
+
+    /// Tue Nov 14 2023 22:13:20 UTC.
+    const ARRIVAL: u64 = 1_700_000_000;
+
+    fn item(id: &str, size: usize, sender: &str, recipients: &[(&str, &str)]) -> QueueItem {
+        QueueItem {
+            id: id.into(),
+            node: None,
+            arrival_unix: ARRIVAL,
+            size,
+            sender: sender.into(),
+            recipients: recipients
+                .iter()
+                .map(|(address, state)| RecipientView {
+                    address: (*address).into(),
+                    state: (*state).into(),
+                })
+                .collect(),
+            client_ip: "192.0.2.7".into(),
+            helo: "client.example".into(),
+            held: false,
+            attempts: 0,
+            last_error: None,
+            headers: None,
+            body: None,
+        }
+    }
+
+    /// `postqueue -p`: held `!`, the bounce sender as MAILER-DAEMON, the last error in
+    /// parentheses (a terminal escape in it shown, not sent), pending recipients only, the
+    /// Kbytes rounded up.
+    #[test]
+    fn queue_list_is_postqueues_layout() {
+        let mut held = item(
+            "4F2A1B3C9D",
+            2048,
+            "sender@example.com",
+            &[("a@example.org", "delivered"), ("b@example.org", "pending")],
+        );
+        held.held = true;
+        held.last_error = Some("452 4.2.2 mailbox full \x1b[31m".into());
+        let bounce = item("7A0000000001@gw2", 300, "", &[("c@example.org", "pending")]);
+        let indent = " ".repeat(42);
+        assert_eq!(
+            postqueue_listing(&[held, bounce]),
+            format!(
+                "-Queue ID-      --Size-- ----Arrival Time---- -Sender/Recipient-------\n\
+                 4F2A1B3C9D!         2048 Tue Nov 14 22:13:20  sender@example.com\n\
+                 {indent}(452 4.2.2 mailbox full \\x1b[31m)\n\
+                 {indent}b@example.org\n\
+                 \n\
+                 7A0000000001@gw2      300 Tue Nov 14 22:13:20  MAILER-DAEMON\n\
+                 {indent}c@example.org\n\
+                 \n\
+                 -- 3 Kbytes in 2 Requests.\n"
+            )
+        );
+    }
+
+    #[test]
+    fn an_empty_queue_says_so_and_one_message_is_one_request() {
+        assert_eq!(postqueue_listing(&[]), "Mail queue is empty\n");
+        let one = postqueue_listing(&[item("1A", 1, "s@example.com", &[])]);
+        assert!(one.ends_with("\n\n-- 1 Kbytes in 1 Request.\n"), "{one}");
+    }
+
+    /// `queue show`: the listing, the node, every recipient's state, attempts, then the
+    /// header section line by line with control characters escaped.
+    #[test]
+    fn queue_show_adds_node_states_attempts_and_headers() {
+        let mut m = item(
+            "4F2A1B3C9D",
+            900,
+            "sender@example.com",
+            &[("a@example.org", "delivered"), ("b@example.org", "pending")],
+        );
+        m.node = Some("gw1".into());
+        m.attempts = 2;
+        m.headers = Some("Subject: hi\x07\r\nFrom: s@example.com\r\n\r\n".into());
+        let indent = " ".repeat(42);
+        assert_eq!(
+            message_text(&m),
+            format!(
+                "-Queue ID-      --Size-- ----Arrival Time---- -Sender/Recipient-------\n\
+                 4F2A1B3C9D           900 Tue Nov 14 22:13:20  sender@example.com\n\
+                 {indent}b@example.org\n\
+                 \n\
+                 -- 1 Kbytes in 1 Request.\n\
+                 node: gw1\n\
+                 recipient a@example.org: delivered\n\
+                 recipient b@example.org: pending\n\
+                 attempts: 2\n\
+                 \n\
+                 Subject: hi\\x07\n\
+                 From: s@example.com\n"
+            )
+        );
+    }
+
+    #[test]
+    fn queue_damaged_names_each_region_and_where_it_is_kept() {
+        let damage = [postern::spool::Damage {
+            segment: "00000003.seg".into(),
+            offset: 4096,
+            bytes: 512,
+            why: "checksum mismatch".into(),
+        }];
+        assert_eq!(
+            damage_text(&damage, std::path::Path::new("/var/lib/postern/spool")),
+            "00000003.seg: 512 bytes unreadable at offset 4096 (checksum mismatch)\n\
+             -- kept in /var/lib/postern/spool/damaged/; intact messages in them were recovered\n"
+        );
+        assert_eq!(
+            damage_text(&[], std::path::Path::new("/x")),
+            "no damaged spool segments\n"
+        );
+    }
+}

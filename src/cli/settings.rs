@@ -210,3 +210,31 @@ fn at_line(file: &Path, lines: &[(usize, String)], index: usize, text: &str) -> 
         None => anyhow::anyhow!("{}: {text}", file.display()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The server names the n-th address it refused; the admin reads the line of the file.
+    #[test]
+    fn a_refused_recipient_is_named_by_its_line_in_the_file() {
+        let lines = address_lines("# exported\n\na@example.com\n  b@@example.com \n");
+        assert_eq!(
+            lines,
+            [
+                (3, "a@example.com".to_string()),
+                (4, "b@@example.com".to_string())
+            ]
+        );
+        let file = Path::new("users.txt");
+        let refused = "400 Bad Request: relay_domains[2].recipients[1]: not an address";
+        assert_eq!(
+            at_line(file, &lines, 2, refused).to_string(),
+            format!("users.txt:4: {refused}")
+        );
+        assert_eq!(
+            at_line(file, &lines, 0, refused).to_string(),
+            format!("users.txt: {refused}")
+        );
+    }
+}
