@@ -66,11 +66,11 @@ pub async fn run(
         while conns.try_join_next().is_some() {}
         let slot = tokio::select! {
             slot = slot(&open, &reserve) => slot,
-            _ = crate::stopped(&mut shutdown) => break,
+            _ = crate::server::stopped(&mut shutdown) => break,
         };
         let (tcp, peer) = tokio::select! {
-            accepted = crate::accept(&listener) => accepted,
-            _ = crate::stopped(&mut shutdown) => break,
+            accepted = crate::server::accept(&listener) => accepted,
+            _ = crate::server::stopped(&mut shutdown) => break,
         };
         let conn = Conn {
             state: state.clone(),

@@ -605,7 +605,7 @@ impl Certs {
     pub async fn watch_acme(self: Arc<Self>, every: Duration, mut stop: watch::Receiver<bool>) {
         loop {
             tokio::select! {
-                _ = crate::stopped(&mut stop) => return,
+                _ = crate::server::stopped(&mut stop) => return,
                 _ = tokio::time::sleep(every) => {}
             }
             let me = self.clone();
@@ -644,7 +644,7 @@ impl Certs {
             let me = self.clone();
             let _ = tokio::task::spawn_blocking(move || me.expiry_warnings()).await;
             tokio::select! {
-                _ = crate::stopped(&mut stop) => return,
+                _ = crate::server::stopped(&mut stop) => return,
                 _ = tokio::time::sleep(Duration::from_secs(86_400)) => {}
             }
         }

@@ -92,14 +92,14 @@ pub async fn run(listener: TcpListener, ctx: Arc<Context>, mut shutdown: watch::
     let mut memory = crate::memory::Trim::default();
     loop {
         let (tcp, peer) = tokio::select! {
-            accepted = crate::accept(&listener) => accepted,
+            accepted = crate::server::accept(&listener) => accepted,
             // Ended sessions are reaped as they end: a finished task's cell is freed only
             // when joined, and 10,000 of them once held their memory until the next accept.
             Some(_) = sessions.join_next(), if !sessions.is_empty() => {
                 memory.ended(sessions.len());
                 continue;
             }
-            _ = crate::stopped(&mut shutdown) => break,
+            _ = crate::server::stopped(&mut shutdown) => break,
         };
         let _ = tcp.set_nodelay(true);
         match admission.admit(&ctx, peer) {
