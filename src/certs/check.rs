@@ -155,64 +155,45 @@ struct Block {
     der: Vec<u8>,
 }
 
+/// A block whose BEGIN line was read and whose END line was not yet.
+struct Open {
+    label: String,
+    /// The line of its BEGIN, which the errors name.
+    start: usize,
+    encrypted: bool,
+    /// The base64 read so far, without line breaks.
+    body: String,
+}
+
+/// Every PEM block of `text`, in order; the first fault named by its line.
 fn blocks(text: &str, field: Field) -> Result<Vec<Block>, CheckError> {
     let mut out = Vec::new();
-    let mut open: Option<(String, usize, bool, String)> = None;
+    let mut open: Option<Open> = None;
     for (n, raw) in text.lines().enumerate() {
         let (line_no, line) = (n + 1, raw.trim());
         match &mut open {
             None => {
                 if let Some(label) = boundary(line, "BEGIN") {
-                    open = Some((label.to_string(), line_no, false, String::new()));
+                    open = Some(Open {
+                        label: label.to_string(),
+                        start: line_no,
+                        encrypted: false,
+                        body: String::new(),
+                    });
                 }
                 // Text outside blocks (OpenSSL's "subject=" lines, bag attributes) is allowed.
             }
-            Some((label, start, encrypted, body)) => {
+            Some(o) => {
                 if let Some(end) = boundary(line, "END") {
-                    if end != label {
-                        return Err(err(
-                            field,
-                            format!(
-                                "line {line_no}: -----END {end}----- does not close -----BEGIN {label}----- of line {start}"
-                            ),
-                        ));
-                    }
-                    let der = STANDARD.decode(body.as_bytes()).map_err(|_| {
-                        err(
-                            field,
-                            format!("the {label} block of line {start} is not valid base64"),
-                        )
-                    })?;
-                    out.push(Block {
-                        label: label.clone(),
-                        line: *start,
-                        encrypted_header: *encrypted,
-                        der,
-                    });
+                    out.push(close(o, end, line_no, field)?);
                     open = None;
-                } else if let Some((name, value)) = line.split_once(':') {
-                    // RFC 1421 headers of legacy encrypted keys: `Proc-Type: 4,ENCRYPTED`.
-                    *encrypted |=
-                        name.eq_ignore_ascii_case("proc-type") && value.contains("ENCRYPTED");
-                } else if !line.is_empty() {
-                    if !line
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b))
-                    {
-                        return Err(err(
-                            field,
-                            format!(
-                                "line {line_no}: not base64 inside the {label} block: {:?}",
-                                short(line)
-                            ),
-                        ));
-                    }
-                    body.push_str(line);
+                } else {
+                    inside(o, line, line_no, field)?;
                 }
             }
         }
     }
-    if let Some((label, start, ..)) = open {
+    if let Some(Open { label, start, .. }) = open {
         return Err(err(
             field,
             format!("line {start}: -----BEGIN {label}----- has no matching -----END {label}-----"),
@@ -229,6 +210,61 @@ fn blocks(text: &str, field: Field) -> Result<Vec<Block>, CheckError> {
         ));
     }
     Ok(out)
+}
+
+/// The block `open` ends at line `line_no` with `-----END <end>-----`: the labels must
+/// agree and the body must decode.
+fn close(open: &Open, end: &str, line_no: usize, field: Field) -> Result<Block, CheckError> {
+    let Open {
+        label,
+        start,
+        encrypted,
+        body,
+    } = open;
+    if end != label.as_str() {
+        return Err(err(
+            field,
+            format!(
+                "line {line_no}: -----END {end}----- does not close -----BEGIN {label}----- of line {start}"
+            ),
+        ));
+    }
+    let der = STANDARD.decode(body.as_bytes()).map_err(|_| {
+        err(
+            field,
+            format!("the {label} block of line {start} is not valid base64"),
+        )
+    })?;
+    Ok(Block {
+        label: label.clone(),
+        line: *start,
+        encrypted_header: *encrypted,
+        der,
+    })
+}
+
+/// A line inside `open`: a header, base64, or blank; anything else is refused by its line.
+fn inside(open: &mut Open, line: &str, line_no: usize, field: Field) -> Result<(), CheckError> {
+    if let Some((name, value)) = line.split_once(':') {
+        // RFC 1421 headers of legacy encrypted keys: `Proc-Type: 4,ENCRYPTED`.
+        open.encrypted |= name.eq_ignore_ascii_case("proc-type") && value.contains("ENCRYPTED");
+    } else if !line.is_empty() {
+        if !line
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b))
+        {
+            return Err(err(
+                field,
+                format!(
+                    "line {line_no}: not base64 inside the {} block: {:?}",
+                    open.label,
+                    short(line)
+                ),
+            ));
+        }
+        open.body.push_str(line);
+    }
+    Ok(())
 }
 
 fn boundary<'a>(line: &'a str, kind: &str) -> Option<&'a str> {

@@ -2,7 +2,7 @@
 //! sharing one configuration, `postgres.rs`). `SettingsHandle` holds one of them; both keep
 //! the current document, its audit log, certificates and admin users.
 
-use super::certificates::StoredCert;
+use super::cert_record::StoredCert;
 use super::store::{AuditEntry, Record, StoreError};
 use super::{AdminUser, Settings};
 

@@ -3,6 +3,7 @@
 
 mod admins;
 mod backend;
+mod cert_record;
 pub mod certificates;
 mod chain;
 mod diff;
@@ -12,6 +13,7 @@ mod pg_conn;
 mod pg_head;
 pub mod pg_tls;
 pub mod postgres;
+mod sealer;
 mod secret;
 mod snapshot;
 mod store;
@@ -97,6 +99,54 @@ pub enum StartMode {
     Restore(std::path::PathBuf),
 }
 
+/// The settings a node starts with, and their audit number, as `mode` says: the stored
+/// ones, the defaults (first start, `--reset-settings`) or a saved copy
+/// (`--restore-settings`). A store that was used before (`seen`) and is now empty is an
+/// error (`missing`), never a silent first start.
+fn start_settings(
+    store: &mut Store,
+    path: &Path,
+    mode: &StartMode,
+    seen: bool,
+    missing: impl Fn() -> StoreError,
+) -> Result<(Settings, u64), StoreError> {
+    let found = match (store.load()?, mode) {
+        (Some(_), StartMode::Restore(from)) => {
+            return Err(StoreError::Db(format!(
+                "{}: --restore-settings {}: the store already holds settings; move it aside first",
+                path.display(),
+                from.display()
+            )));
+        }
+        (Some(s), StartMode::Normal) => {
+            let version = store.audit(1)?.first().map(|e| e.seq).unwrap_or(0);
+            store.refresh_last_good(&s);
+            (s, version)
+        }
+        (None, StartMode::Normal) if seen => return Err(missing()),
+        (current, StartMode::Reset) => {
+            tracing::warn!(target: "postern/master", "warning: {}: settings reset to the defaults (--reset-settings)", path.display());
+            let s = Settings::default();
+            let seq = store.save(current.as_ref(), &s, "reset at start-up")?;
+            (s, seq)
+        }
+        (None, StartMode::Restore(from)) => {
+            let bytes = std::fs::read(from)
+                .map_err(|e| StoreError::Db(format!("{}: cannot read: {e}", from.display())))?;
+            let s: Settings = serde_json::from_slice(&bytes)?;
+            tracing::warn!(target: "postern/master", "warning: {}: settings restored from {}", path.display(), from.display());
+            let seq = store.save(None, &s, "restored at start-up")?;
+            (s, seq)
+        }
+        (None, StartMode::Normal) => {
+            let s = Settings::default();
+            let seq = store.save(None, &s, "first start")?;
+            (s, seq)
+        }
+    };
+    Ok(found)
+}
+
 /// `<store>.seen`: written once a store has been used, so a vanished one is noticed.
 fn marker_path(path: &Path) -> std::path::PathBuf {
     std::path::PathBuf::from(format!("{}.seen", path.display()))
@@ -127,40 +177,7 @@ impl SettingsHandle {
         }
         let mut store = Store::open(path)?;
         store.keep_history(history_keep);
-        let (settings, version) = match (store.load()?, &mode) {
-            (Some(_), StartMode::Restore(from)) => {
-                return Err(StoreError::Db(format!(
-                    "{}: --restore-settings {}: the store already holds settings; move it aside first",
-                    path.display(),
-                    from.display()
-                )));
-            }
-            (Some(s), StartMode::Normal) => {
-                let version = store.audit(1)?.first().map(|e| e.seq).unwrap_or(0);
-                store.refresh_last_good(&s);
-                (s, version)
-            }
-            (None, StartMode::Normal) if seen => return Err(missing()),
-            (current, StartMode::Reset) => {
-                tracing::warn!(target: "postern/master", "warning: {}: settings reset to the defaults (--reset-settings)", path.display());
-                let s = Settings::default();
-                let seq = store.save(current.as_ref(), &s, "reset at start-up")?;
-                (s, seq)
-            }
-            (None, StartMode::Restore(from)) => {
-                let bytes = std::fs::read(from)
-                    .map_err(|e| StoreError::Db(format!("{}: cannot read: {e}", from.display())))?;
-                let s: Settings = serde_json::from_slice(&bytes)?;
-                tracing::warn!(target: "postern/master", "warning: {}: settings restored from {}", path.display(), from.display());
-                let seq = store.save(None, &s, "restored at start-up")?;
-                (s, seq)
-            }
-            (None, StartMode::Normal) => {
-                let s = Settings::default();
-                let seq = store.save(None, &s, "first start")?;
-                (s, seq)
-            }
-        };
+        let (settings, version) = start_settings(&mut store, path, &mode, seen, missing)?;
         if !seen {
             crate::fsutil::write_secret(&marker, format!("{}\n", path.display()).as_bytes())
                 .map_err(|e| StoreError::Db(format!("{}: {e}", marker.display())))?;

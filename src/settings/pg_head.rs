@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use super::Settings;
 use super::chain::{self, AuditRecord, Head, Trusted, Verdict, digest, hex};
-use super::postgres::Sealer;
+use super::sealer::Sealer;
 use super::store::{AuditEntry, StoreError};
 
 /// The head's associated data. Not `settings`, which sealed the bare document before the

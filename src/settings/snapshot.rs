@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use super::document::{RelayDomain, Settings};
+use super::document::{MessageRule, PolicyRow, RelayDomain, RuleData, Settings};
 
 #[derive(Debug)]
 pub struct Snapshot {
@@ -16,17 +16,96 @@ pub struct Snapshot {
     relay_exact: HashMap<String, usize>,
     /// `.example.com` rows, stored as `example.com`.
     relay_parents: Vec<(String, usize)>,
-    /// Policy rows: `user@domain` and `domain` by exact key, `.domain` and subdomain-flagged
-    /// rows by the domain they cover, and the `*` row.
-    policy_exact: HashMap<String, usize>,
-    policy_parents: HashMap<String, usize>,
-    policy_every: Option<usize>,
+    /// Policy rows by the keys a recipient is looked up with.
+    policy: PolicyIndex,
     /// Rule-data index: domain -> ids of the lists that name it.
     lists_by_domain: HashMap<String, Vec<u16>>,
     /// Message rules with their list names resolved to ids, in order.
     compiled_rules: Vec<CompiledRule>,
     /// Per relay domain (same index), its recipient table when it has one.
     recipient_tables: Vec<Option<RecipientTable>>,
+}
+
+/// Policy rows: `user@domain` and `domain` by exact key, `.domain` and subdomain-flagged
+/// rows by the domain they cover, and the `*` row (indexes into `Settings::policy`).
+#[derive(Debug, Default)]
+struct PolicyIndex {
+    exact: HashMap<String, usize>,
+    parents: HashMap<String, usize>,
+    every: Option<usize>,
+}
+
+impl PolicyIndex {
+    fn new(rows: &[PolicyRow]) -> PolicyIndex {
+        let mut index = PolicyIndex::default();
+        for (i, row) in rows.iter().enumerate() {
+            match row.pattern.as_str() {
+                "*" => index.every = Some(i),
+                p if p.starts_with('.') => {
+                    index.parents.insert(p[1..].to_string(), i);
+                }
+                p => {
+                    index.exact.insert(p.to_string(), i);
+                    if row.include_subdomains && !p.contains('@') {
+                        index.parents.insert(p.to_string(), i);
+                    }
+                }
+            }
+        }
+        index
+    }
+}
+
+/// Relay domains by name: exact domains, and `.parent` rows (stored without the dot) that
+/// cover every subdomain.
+fn index_relay_domains(domains: &[RelayDomain]) -> (HashMap<String, usize>, Vec<(String, usize)>) {
+    let mut exact = HashMap::new();
+    let mut parents = Vec::new();
+    for (i, d) in domains.iter().enumerate() {
+        match d.domain.strip_prefix('.') {
+            Some(parent) => parents.push((parent.to_string(), i)),
+            None => {
+                exact.insert(d.domain.clone(), i);
+            }
+        }
+    }
+    (exact, parents)
+}
+
+/// Domain -> ids of the rule-data lists that name it, so a rule test is one walk up the
+/// recipient's labels whatever the number of lists.
+fn index_rule_data(lists: &[RuleData]) -> HashMap<String, Vec<u16>> {
+    let mut by_domain: HashMap<String, Vec<u16>> = HashMap::new();
+    for (id, list) in lists.iter().enumerate() {
+        for d in &list.domains {
+            by_domain.entry(d.clone()).or_default().push(id as u16);
+        }
+    }
+    by_domain
+}
+
+/// Message rules with their list names resolved to list ids, in order.
+fn compile_rules(rules: &[MessageRule], lists: &[RuleData]) -> Vec<CompiledRule> {
+    let mut list_ids: HashMap<&str, u16> = HashMap::new();
+    for (id, list) in lists.iter().enumerate() {
+        list_ids.insert(list.name.as_str(), id as u16);
+    }
+    // A name validation let through but that resolves to nothing matches nothing (u16::MAX).
+    let resolve = |name: &Option<String>| {
+        name.as_deref()
+            .map(|n| list_ids.get(n).copied().unwrap_or(u16::MAX))
+    };
+    rules
+        .iter()
+        .enumerate()
+        .map(|(index, r)| CompiledRule {
+            index,
+            recipient_in: resolve(&r.recipient_matches),
+            recipient_not_in: resolve(&r.recipient_not_matches),
+            sender_in: resolve(&r.sender_matches),
+            sender_not_in: resolve(&r.sender_not_matches),
+        })
+        .collect()
 }
 
 /// A relay domain's known recipients: exact addresses, and `prefix*suffix` patterns.
@@ -72,61 +151,10 @@ pub struct CompiledRule {
 
 impl Snapshot {
     pub fn new(settings: Settings, version: u64) -> Snapshot {
-        let mut relay_exact = HashMap::new();
-        let mut relay_parents = Vec::new();
-        for (i, d) in settings.relay_domains.iter().enumerate() {
-            match d.domain.strip_prefix('.') {
-                Some(parent) => relay_parents.push((parent.to_string(), i)),
-                None => {
-                    relay_exact.insert(d.domain.clone(), i);
-                }
-            }
-        }
-        let mut policy_exact = HashMap::new();
-        let mut policy_parents = HashMap::new();
-        let mut policy_every = None;
-        for (i, row) in settings.policy.iter().enumerate() {
-            match row.pattern.as_str() {
-                "*" => policy_every = Some(i),
-                p if p.starts_with('.') => {
-                    policy_parents.insert(p[1..].to_string(), i);
-                }
-                p => {
-                    policy_exact.insert(p.to_string(), i);
-                    if row.include_subdomains && !p.contains('@') {
-                        policy_parents.insert(p.to_string(), i);
-                    }
-                }
-            }
-        }
-        let mut lists_by_domain: HashMap<String, Vec<u16>> = HashMap::new();
-        let mut list_ids: HashMap<&str, u16> = HashMap::new();
-        for (id, list) in settings.rule_data.iter().enumerate() {
-            list_ids.insert(list.name.as_str(), id as u16);
-            for d in &list.domains {
-                lists_by_domain
-                    .entry(d.clone())
-                    .or_default()
-                    .push(id as u16);
-            }
-        }
-        // A name validation let through but that resolves to nothing matches nothing (u16::MAX).
-        let resolve = |name: &Option<String>| {
-            name.as_deref()
-                .map(|n| list_ids.get(n).copied().unwrap_or(u16::MAX))
-        };
-        let compiled_rules = settings
-            .rules
-            .iter()
-            .enumerate()
-            .map(|(index, r)| CompiledRule {
-                index,
-                recipient_in: resolve(&r.recipient_matches),
-                recipient_not_in: resolve(&r.recipient_not_matches),
-                sender_in: resolve(&r.sender_matches),
-                sender_not_in: resolve(&r.sender_not_matches),
-            })
-            .collect();
+        let (relay_exact, relay_parents) = index_relay_domains(&settings.relay_domains);
+        let policy = PolicyIndex::new(&settings.policy);
+        let lists_by_domain = index_rule_data(&settings.rule_data);
+        let compiled_rules = compile_rules(&settings.rules, &settings.rule_data);
         let recipient_tables = settings
             .relay_domains
             .iter()
@@ -137,9 +165,7 @@ impl Snapshot {
             settings,
             relay_exact,
             relay_parents,
-            policy_exact,
-            policy_parents,
-            policy_every,
+            policy,
             lists_by_domain,
             compiled_rules,
             recipient_tables,
@@ -185,14 +211,14 @@ impl Snapshot {
                 found.push(i);
             }
         };
-        add(self.policy_exact.get(recipient.as_str()));
-        add(self.policy_exact.get(domain));
+        add(self.policy.exact.get(recipient.as_str()));
+        add(self.policy.exact.get(domain));
         let mut parent = Some(domain);
         while let Some(d) = parent {
-            add(self.policy_parents.get(d));
+            add(self.policy.parents.get(d));
             parent = d.split_once('.').map(|(_, rest)| rest);
         }
-        add(self.policy_every.as_ref());
+        add(self.policy.every.as_ref());
         found
             .into_iter()
             .map(|i| &self.settings.policy[i])

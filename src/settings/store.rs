@@ -6,7 +6,7 @@ use std::path::Path;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use super::certificates::{CertChange, StoredCert};
+use super::cert_record::{CertChange, StoredCert};
 use super::document::Settings;
 
 const CURRENT: TableDefinition<&str, &[u8]> = TableDefinition::new("settings");
@@ -339,7 +339,7 @@ impl Store {
         }
     }
 
-    pub fn certificates(&self) -> Result<Vec<super::certificates::StoredCert>, StoreError> {
+    pub fn certificates(&self) -> Result<Vec<StoredCert>, StoreError> {
         self.rows(CERTS)
     }
 

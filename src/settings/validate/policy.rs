@@ -53,83 +53,15 @@ pub fn check_policy(
             check_managed_row(i, row, by, managed)?;
             continue;
         }
-        let pattern = row
-            .pattern
-            .trim()
-            .trim_end_matches('.')
-            .to_ascii_lowercase();
-        let domain = match pattern.rsplit_once('@') {
-            Some((user, d)) if !user.is_empty() && !user.contains('@') => d,
-            Some(_) => "",
-            None => pattern.strip_prefix('.').unwrap_or(&pattern),
-        };
-        if pattern.is_empty() {
-            // Hermes' error 20: a field left blank is said as such, not as a bad domain.
-            return Err(field_error(
-                format!("policy[{i}].pattern"),
-                "required: a domain, .domain, user@domain or *",
-            ));
-        }
-        if pattern != "*" && !is_domain_name(domain) {
-            return Err(field_error(
-                format!("policy[{i}].pattern"),
-                format!(
-                    "{:?} is not a valid domain, .domain, user@domain or *",
-                    row.pattern
-                ),
-            ));
-        }
-        if out.iter().any(|o| o.pattern == pattern) {
-            // Hermes' errors 5 and 6 (duplicate on add, on edit): the field names this row.
-            return Err(field_error(
-                format!("policy[{i}].pattern"),
-                format!("duplicate row: {pattern:?} is already in the table"),
-            ));
-        }
-        if let Some(m) = managed.iter().find(|m| m.pattern == pattern) {
-            return Err(field_error(
-                format!("policy[{i}].pattern"),
-                format!(
-                    "duplicate row: {pattern:?} is managed by relay domain {} (its next hop requires authentication)",
-                    m.pattern
-                ),
-            ));
-        }
+        let pattern = check_pattern(i, row, &out, managed)?;
         if let Some(b) = row.min_bits.filter(|b| *b > MAX_MIN_BITS) {
             return Err(field_error(
                 format!("policy[{i}].min_bits"),
                 min_bits_out_of_range(b.into()),
             ));
         }
-        let mut fingerprints = Vec::with_capacity(row.fingerprints.len());
-        for (k, f) in row.fingerprints.iter().enumerate() {
-            let hex: String = f
-                .chars()
-                .filter(|c| *c != ':')
-                .collect::<String>()
-                .to_ascii_lowercase();
-            if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(field_error(
-                    format!("policy[{i}].fingerprints[{k}]"),
-                    "must be a SHA-256 fingerprint: 64 hex digits, colons allowed",
-                ));
-            }
-            fingerprints.push(hex);
-        }
-        if row.level == crate::levels::Level::Fingerprint && fingerprints.is_empty() {
-            return Err(field_error(
-                format!("policy[{i}].fingerprints"),
-                "required for level fingerprint",
-            ));
-        }
-        for (k, n) in row.match_names.iter().enumerate() {
-            if !is_domain_name(n.trim_start_matches("*.")) {
-                return Err(field_error(
-                    format!("policy[{i}].match_names[{k}]"),
-                    format!("{n:?} is not a domain name"),
-                ));
-            }
-        }
+        let fingerprints = check_fingerprints(i, row)?;
+        check_match_names(i, row)?;
         out.push(PolicyRow {
             pattern,
             fingerprints,
@@ -141,6 +73,112 @@ pub fn check_policy(
             ..row.clone()
         });
     }
+    check_managed_kept(rows, managed, was_managed)?;
+    Ok(out)
+}
+
+/// A pattern as stored: trimmed, lower case, without the trailing dot of an absolute name.
+fn normal_pattern(raw: &str) -> String {
+    raw.trim().trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// Row `i`'s pattern, normalised: present, a domain, `.domain`, `user@domain` or `*`, and
+/// not already in the table (`out`, the rows before it) nor managed by a relay domain.
+fn check_pattern(
+    i: usize,
+    row: &PolicyRow,
+    out: &[PolicyRow],
+    managed: &[PolicyRow],
+) -> Result<String, FieldError> {
+    let pattern = normal_pattern(&row.pattern);
+    let domain = match pattern.rsplit_once('@') {
+        Some((user, d)) if !user.is_empty() && !user.contains('@') => d,
+        Some(_) => "",
+        None => pattern.strip_prefix('.').unwrap_or(&pattern),
+    };
+    let field = format!("policy[{i}].pattern");
+    if pattern.is_empty() {
+        // Hermes' error 20: a field left blank is said as such, not as a bad domain.
+        return Err(field_error(
+            field,
+            "required: a domain, .domain, user@domain or *",
+        ));
+    }
+    if pattern != "*" && !is_domain_name(domain) {
+        return Err(field_error(
+            field,
+            format!(
+                "{:?} is not a valid domain, .domain, user@domain or *",
+                row.pattern
+            ),
+        ));
+    }
+    if out.iter().any(|o| o.pattern == pattern) {
+        // Hermes' errors 5 and 6 (duplicate on add, on edit): the field names this row.
+        return Err(field_error(
+            field,
+            format!("duplicate row: {pattern:?} is already in the table"),
+        ));
+    }
+    if let Some(m) = managed.iter().find(|m| m.pattern == pattern) {
+        return Err(field_error(
+            field,
+            format!(
+                "duplicate row: {pattern:?} is managed by relay domain {} (its next hop requires authentication)",
+                m.pattern
+            ),
+        ));
+    }
+    Ok(pattern)
+}
+
+/// Row `i`'s pinned certificates as stored (lower-case hex, colons dropped); level
+/// `fingerprint` needs at least one, or nothing would ever match.
+fn check_fingerprints(i: usize, row: &PolicyRow) -> Result<Vec<String>, FieldError> {
+    let mut fingerprints = Vec::with_capacity(row.fingerprints.len());
+    for (k, f) in row.fingerprints.iter().enumerate() {
+        let hex: String = f
+            .chars()
+            .filter(|c| *c != ':')
+            .collect::<String>()
+            .to_ascii_lowercase();
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(field_error(
+                format!("policy[{i}].fingerprints[{k}]"),
+                "must be a SHA-256 fingerprint: 64 hex digits, colons allowed",
+            ));
+        }
+        fingerprints.push(hex);
+    }
+    if row.level == crate::levels::Level::Fingerprint && fingerprints.is_empty() {
+        return Err(field_error(
+            format!("policy[{i}].fingerprints"),
+            "required for level fingerprint",
+        ));
+    }
+    Ok(fingerprints)
+}
+
+/// Row `i`'s names to match in the peer's certificate: domain names, `*.` allowed.
+fn check_match_names(i: usize, row: &PolicyRow) -> Result<(), FieldError> {
+    for (k, n) in row.match_names.iter().enumerate() {
+        if !is_domain_name(n.trim_start_matches("*.")) {
+            return Err(field_error(
+                format!("policy[{i}].match_names[{k}]"),
+                format!("{n:?} is not a domain name"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A managed row that existed before must still be in the document while its relay domain
+/// needs authentication: deleting it here would be undone by the relay domain anyway.
+fn check_managed_kept(
+    rows: &[PolicyRow],
+    managed: &[PolicyRow],
+    was_managed: &[PolicyRow],
+) -> Result<(), FieldError> {
     for m in managed.iter().filter(|m| was_managed.contains(m)) {
         if !rows.iter().any(|r| r.managed_by == m.managed_by) {
             return Err(field_error(
@@ -152,7 +190,7 @@ pub fn check_policy(
             ));
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// A managed row in the document must be what its relay domain makes it; if the domain no
@@ -171,11 +209,7 @@ fn check_managed_row(
         return Ok(());
     };
     let given = PolicyRow {
-        pattern: row
-            .pattern
-            .trim()
-            .trim_end_matches('.')
-            .to_ascii_lowercase(),
+        pattern: normal_pattern(&row.pattern),
         managed_by: Some(by.clone()),
         ..row.clone()
     };
