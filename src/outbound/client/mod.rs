@@ -99,6 +99,11 @@ pub enum Failure {
     TlsFailedMay { reason: String },
 }
 
+/// `host[ip]:port`, as Postfix names a peer in `connect to` and TLS lines.
+fn with_port(job: &Job<'_>) -> String {
+    format!("{}[{}]:{}", job.host, job.addr.ip(), job.addr.port())
+}
+
 impl Failure {
     fn is_temporary(&self) -> bool {
         match self {

@@ -12,7 +12,7 @@ use super::conn::Conn;
 use super::ehlo::{Extensions, hello};
 use super::starttls::{Upgraded, check_strength, upgrade};
 use super::transaction::transaction;
-use super::{Failure, Job, Session};
+use super::{Failure, Job, Session, with_port};
 use crate::fsutil::os_text;
 use crate::proto::Enhanced;
 use crate::tls::TlsInfo;
@@ -70,11 +70,6 @@ pub(super) async fn connect(
         transactions: 0,
         in_step: true,
     })
-}
-
-/// `host[ip]:port`, as Postfix names a peer in `connect to` and TLS lines.
-pub(super) fn with_port(job: &Job<'_>) -> String {
-    format!("{}[{}]:{}", job.host, job.addr.ip(), job.addr.port())
 }
 
 /// TCP connect, greeting and first EHLO. Any failure here tries the next host: a server
