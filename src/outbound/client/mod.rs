@@ -21,6 +21,8 @@ mod pool;
 mod probe;
 mod session;
 mod starttls;
+#[cfg(test)]
+mod tests;
 mod transaction;
 
 use std::net::SocketAddr;
