@@ -403,9 +403,10 @@ impl super::Engine {
         decision: &crate::policy::Decision,
     ) -> Result<RowTest, String> {
         let snapshot = self.settings.current();
-        let hops = super::next_hops(&self.cfg, self.resolver.as_deref(), &snapshot, domain)
-            .await
-            .map_err(|o| o.reason)?;
+        let hops =
+            super::next_hop::next_hops(&self.cfg, self.resolver.as_deref(), &snapshot, domain)
+                .await
+                .map_err(|o| o.reason)?;
         let mut seen = std::collections::HashSet::new();
         let hops: Vec<(String, SocketAddr)> = hops
             .into_iter()
@@ -498,7 +499,7 @@ pub fn judge(
         OnFailure::Bounce => "mail would bounce",
     };
     let (tls, offered) = (probe.tls.as_ref(), probe.starttls_offered);
-    let (level, check) = super::tls_for(decision, host);
+    let (level, check) = super::tls_choice::tls_for(decision, host);
     match level {
         Level::None => return (true, "no TLS asked for: mail would go in plaintext".into()),
         Level::May => {

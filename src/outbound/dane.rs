@@ -56,12 +56,12 @@ pub async fn lookup(resolver: &dyn SecureResolver, domain: &str) -> DaneFact {
 pub(super) fn allowed_hosts(
     demand: Option<&crate::policy::DaneDemand>,
     hosts: Vec<(String, std::net::SocketAddr)>,
-) -> Result<Vec<(String, std::net::SocketAddr)>, super::Outcome> {
+) -> Result<Vec<(String, std::net::SocketAddr)>, super::classify::Outcome> {
     use crate::proto::Enhanced;
     let Some(d) = demand else {
         return Ok(hosts);
     };
-    let refuse = |why: String| super::Outcome::temporary(Enhanced(4, 7, 5), why);
+    let refuse = |why: String| super::classify::Outcome::temporary(Enhanced(4, 7, 5), why);
     if let Some(why) = &d.bogus_mx {
         return Err(refuse(format!(
             "DANE: MX records: {why}: not delivered until they validate (RFC 7672 section 2.1.1)"

@@ -1,6 +1,8 @@
 //! Name resolution for delivery, behind a trait so tests can point it at a DNS server of
 //! their own on loopback. The real one is hickory-resolver with the nameservers of the config
 //! (`outbound.nameservers`); with none configured, nothing is ever asked.
+//! The MX hosts of a domain in the order to try, and name service errors in Postfix's words,
+//! are here too: what the next hop logic asks of DNS.
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -11,6 +13,9 @@ use hickory_resolver::config::{
 };
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::RData;
+
+use super::classify::Outcome;
+use crate::proto::Enhanced;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -277,5 +282,45 @@ impl Resolver for Hickory {
                 })
                 .collect())
         })
+    }
+}
+
+/// MX hosts by preference, equal preferences in random order (RFC 5321 section 5.1); the
+/// domain itself when it has no MX; null MX and NXDOMAIN are final.
+pub(super) async fn mx_hosts(
+    resolver: &dyn Resolver,
+    domain: &str,
+) -> Result<Vec<String>, Outcome> {
+    match resolver.mx(domain).await {
+        Ok(MxAnswer::Hosts(mut hosts)) => {
+            use rand::seq::SliceRandom;
+            hosts.shuffle(&mut rand::thread_rng());
+            hosts.sort_by_key(|(pref, _)| *pref); // stable: shuffled order kept within a preference
+            Ok(hosts.into_iter().map(|(_, h)| h).collect())
+        }
+        Ok(MxAnswer::NoMx) => Ok(vec![domain.to_string()]),
+        Ok(MxAnswer::NullMx) => Err(Outcome::permanent(
+            Enhanced(5, 1, 10),
+            format!("Domain {domain} does not accept mail (nullMX)"),
+        )),
+        Err(e) => Err(dns_outcome(domain, "MX", e)),
+    }
+}
+
+/// Postfix's wording for name service errors.
+pub(super) fn dns_outcome(name: &str, rtype: &str, e: DnsError) -> Outcome {
+    match e {
+        DnsError::NotFound => Outcome::permanent(
+            Enhanced(5, 1, 2),
+            format!(
+                "Host or domain name not found. Name service error for name={name} type={rtype}: Host not found"
+            ),
+        ),
+        DnsError::Temporary(why) => Outcome::temporary(
+            Enhanced(4, 4, 3),
+            format!(
+                "Host or domain name not found. Name service error for name={name} type={rtype}: Host not found, try again ({why})"
+            ),
+        ),
     }
 }

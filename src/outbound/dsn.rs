@@ -1,6 +1,8 @@
 //! Delivery status notifications (RFC 3464, in a multipart/report of RFC 6522), written the
 //! way Postfix's bounce daemon words them, sent with the null sender through the same engine.
 
+use super::Engine;
+use super::classify::Outcome;
 use crate::spool::{Envelope, QueueEntry};
 
 /// One failed recipient as the report states it.
@@ -136,6 +138,40 @@ fn header_section(message: &[u8]) -> &[u8] {
         .map(|i| i + 2)
         .unwrap_or(message.len());
     &message[..end]
+}
+
+/// Queue the DSN for `bounced` recipients; false if it could not be queued.
+pub(super) async fn queue(
+    engine: &Engine,
+    entry: &QueueEntry,
+    message: &[u8],
+    bounced: &[(usize, Outcome, String)],
+) -> bool {
+    let failed: Vec<Failed<'_>> = bounced
+        .iter()
+        .map(|(i, outcome, relay)| Failed {
+            recipient: &entry.envelope.recipients[*i],
+            status: outcome.dsn.to_string(),
+            remote_mta: outcome.remote_reply.as_ref().and(relay.split('[').next()),
+            diagnostic: outcome.diagnostic(),
+            explanation: outcome.explanation(),
+        })
+        .collect();
+    let Some((envelope, bytes)) = build(entry, message, &failed, &engine.helo) else {
+        tracing::info!(target: "postern/bounce", "{}: sender is null: no non-delivery notification", entry.id);
+        return true;
+    };
+    let dsn_id = engine.spool.next_id();
+    match engine.spool.commit(dsn_id, envelope, &bytes).await {
+        Ok(()) => {
+            tracing::info!(target: "postern/bounce", "{}: sender non-delivery notification: {dsn_id}", entry.id);
+            true
+        }
+        Err(e) => {
+            tracing::error!(target: "postern/bounce", "{}: cannot queue the non-delivery notification, will retry: {e}", entry.id);
+            false
+        }
+    }
 }
 
 #[cfg(test)]

@@ -32,27 +32,7 @@ pub async fn send(
     roots: &Arc<rustls::RootCertStore>,
 ) -> Result<(hyper::StatusCode, Vec<u8>), String> {
     let host = req.host;
-    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| {
-        format!(
-            "connect to {host}[{}]:{}: {}",
-            addr.ip(),
-            addr.port(),
-            crate::fsutil::os_text(&e)
-        )
-    })?;
-    let check = crate::tls::CertCheck::Names(vec![host.to_string()]);
-    let (config, _) =
-        crate::tls::policy_client_config(check, roots.clone(), None).map_err(|e| e.to_string())?;
-    let name = ServerName::try_from(host.to_string()).map_err(|e| format!("{host}: {e}"))?;
-    let tls = tokio_rustls::TlsConnector::from(config)
-        .connect(name, tcp)
-        .await
-        .map_err(|e| {
-            format!(
-                "TLS with {host}: {}",
-                crate::tls::words::handshake_error(&e)
-            )
-        })?;
+    let tls = verified_tls(addr, host, roots).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
         .map_err(|e| format!("HTTP with {host}: {e}"))?;
@@ -85,6 +65,36 @@ pub async fn send(
             )
         })?;
     Ok((status, body.to_bytes().to_vec()))
+}
+
+/// TCP to `addr`, then TLS with the certificate verified for `host` (WebPKI): nothing is
+/// sent to a server that cannot prove it is `host`.
+async fn verified_tls(
+    addr: SocketAddr,
+    host: &str,
+    roots: &Arc<rustls::RootCertStore>,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| {
+        format!(
+            "connect to {host}[{}]:{}: {}",
+            addr.ip(),
+            addr.port(),
+            crate::fsutil::os_text(&e)
+        )
+    })?;
+    let check = crate::tls::CertCheck::Names(vec![host.to_string()]);
+    let (config, _) =
+        crate::tls::policy_client_config(check, roots.clone(), None).map_err(|e| e.to_string())?;
+    let name = ServerName::try_from(host.to_string()).map_err(|e| format!("{host}: {e}"))?;
+    tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| {
+            format!(
+                "TLS with {host}: {}",
+                crate::tls::words::handshake_error(&e)
+            )
+        })
 }
 
 /// Where `host` is: mapped in the config (`outbound.policy_hosts`, for labs and tests),

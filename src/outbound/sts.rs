@@ -280,7 +280,7 @@ fn parse_cache(bytes: &[u8]) -> Result<HashMap<String, Cached>, String> {
 pub(super) fn allowed_hosts(
     demand: Option<&crate::policy::StsDemand>,
     hosts: Vec<(String, SocketAddr)>,
-) -> Result<Vec<(String, SocketAddr)>, super::Outcome> {
+) -> Result<Vec<(String, SocketAddr)>, super::classify::Outcome> {
     let Some(d) = demand.filter(|d| d.enforce) else {
         return Ok(hosts);
     };
@@ -292,7 +292,7 @@ pub(super) fn allowed_hosts(
     if kept.is_empty() {
         let mut listed: Vec<&str> = refused.iter().map(|(h, _)| h.as_str()).collect();
         listed.dedup();
-        return Err(super::Outcome::temporary(
+        return Err(super::classify::Outcome::temporary(
             crate::proto::Enhanced(4, 7, 5),
             format!(
                 "MX host {} does not match the MTA-STS policy of {} (mx: {}): not delivered (RFC 8461 section 4.1)",
@@ -307,7 +307,10 @@ pub(super) fn allowed_hosts(
 }
 
 /// A TLS failure under an enforced policy says whose demand it failed.
-pub(super) fn attribute(demand: Option<&crate::policy::StsDemand>, outcome: &mut super::Outcome) {
+pub(super) fn attribute(
+    demand: Option<&crate::policy::StsDemand>,
+    outcome: &mut super::classify::Outcome,
+) {
     if let Some(d) = demand.filter(|d| d.enforce)
         && outcome
             .tls_failure
@@ -326,7 +329,7 @@ pub(super) fn attribute(demand: Option<&crate::policy::StsDemand>, outcome: &mut
 /// not sessions and not counted.
 pub(super) struct Session<'a> {
     pub relay: &'a str,
-    pub outcome: &'a super::Outcome,
+    pub outcome: &'a super::classify::Outcome,
     pub tls: bool,
     pub starttls_offered: bool,
     pub cert_problem: Option<crate::tls::CertProblem>,
@@ -411,8 +414,8 @@ fn session_result(
     }
     if !s.tls {
         // Plaintext is a failure only where STARTTLS was not on offer at a reached host.
-        let reached =
-            s.outcome.remote_reply.is_some() || s.outcome.class == super::Class::Delivered;
+        let reached = s.outcome.remote_reply.is_some()
+            || s.outcome.class == super::classify::Class::Delivered;
         let plaintext = !s.starttls_offered && host.is_some() && reached;
         return plaintext.then_some(Some(ResultType::StarttlsNotSupported));
     }
