@@ -30,10 +30,6 @@ pub mod spool;
 pub mod tls;
 
 pub use server::Listeners;
-// src/outbound still names `crate::stopped` (two uses); it is worked on elsewhere, and
-// takes `server::stopped` there. Until then this alias keeps it building.
-#[doc(hidden)]
-pub use server::stopped;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -171,7 +171,7 @@ pub async fn run(
             _ = sleep_until(next_due) => {}
             // Never awaited here: a QUIT that is not answered must not hold up scheduling.
             _ = sweep.tick() => engine.pool.sweep(),
-            _ = crate::stopped(&mut shutdown) => break,
+            _ = crate::server::stopped(&mut shutdown) => break,
         }
     }
     // Attempts in flight finish their transaction or are cut; one cut after the peer's 250

@@ -426,7 +426,7 @@ pub async fn run(engine: std::sync::Arc<Engine>, mut shutdown: tokio::sync::watc
         let wait = Duration::from_secs(next.saturating_sub(crate::fsutil::unix_now()));
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = crate::stopped(&mut shutdown) => return,
+            _ = crate::server::stopped(&mut shutdown) => return,
         }
     }
 }
