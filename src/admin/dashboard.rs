@@ -43,8 +43,15 @@ pub struct Dashboard {
     pub hours: Vec<Hour>,
     pub destinations: Vec<Destination>,
     pub expiring: Vec<Expiring>,
-    /// Postfix-style lines of the newest deferrals and bounces.
-    pub errors: Vec<String>,
+    /// The newest deferrals and bounces, newest first.
+    pub errors: Vec<LastError>,
+}
+
+/// A deferral or bounce: when (UNIX seconds), and its Postfix-style line.
+#[derive(Debug, Serialize)]
+pub struct LastError {
+    pub unix_time: u64,
+    pub line: String,
 }
 
 /// The one gathering of the API and the page.
@@ -140,7 +147,10 @@ pub(crate) async fn gather(state: &AdminState) -> Result<Dashboard, ApiError> {
         errors: errors
             .records
             .iter()
-            .map(|s| s.record.postfix_line())
+            .map(|s| LastError {
+                unix_time: s.record.unix_time,
+                line: s.record.postfix_line(),
+            })
             .collect(),
     })
 }
