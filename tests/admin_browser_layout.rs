@@ -208,7 +208,7 @@ async fn queue_and_logs_fit_at_1280_and_say_what_happened_in_chromium() {
     arrived(&c, "table.cards tbody tr").await;
     no_table_wider_than_its_box(&c, "queue").await;
     no_word_broken_in_the_queue(&c, 1280).await;
-    check_page(&c, "queue-long-addresses").await;
+    check_page_at(&c, "queue-long-addresses", Some("messages")).await;
     no_word_broken_in_the_queue(&c, 390).await;
 
     // The message page in the listing's words, with when it was tried and will be.
@@ -257,7 +257,7 @@ async fn queue_and_logs_fit_at_1280_and_say_what_happened_in_chromium() {
         text_of(&c, "p.ok").await,
         "Released 1 message. 1 was not on hold."
     );
-    check_page(&c, "queue-released").await;
+    check_page_at(&c, "queue-released", Some("messages")).await;
 
     logs_and_dashboard(&c, base).await;
     days_left_and_password(&c, &gw).await;
@@ -277,7 +277,7 @@ async fn logs_and_dashboard(c: &Client, base: &str) {
         arrived(c, "#results").await;
     }
     no_table_wider_than_its_box(c, "logs").await;
-    check_page(c, "logs-long-names").await;
+    check_page_at(c, "logs-long-names", Some("results")).await;
 
     c.set_window_size(1280, 900).await.unwrap();
     c.goto(&format!("{base}/")).await.unwrap();
@@ -291,7 +291,7 @@ async fn logs_and_dashboard(c: &Client, base: &str) {
         assert!((now - 600..=now).contains(&when), "{text}");
         assert!(text.contains("status=deferred"), "{text}");
     }
-    check_page(c, "dashboard-errors").await;
+    check_page_at(c, "dashboard-errors", Some("last-errors")).await;
 }
 
 /// The system certificate's expiry in words; the password form's refusal not sent again
