@@ -144,15 +144,17 @@ pub(crate) async fn gather(state: &AdminState) -> Result<Dashboard, ApiError> {
         hours,
         destinations,
         expiring,
-        errors: errors
-            .records
-            .iter()
-            .map(|s| LastError {
-                unix_time: s.record.unix_time,
-                line: s.record.postfix_line(),
-            })
-            .collect(),
+        errors: errors.records.iter().map(LastError::of).collect(),
     })
+}
+
+impl LastError {
+    fn of(s: &crate::events::store::Stored) -> LastError {
+        LastError {
+            unix_time: s.record.unix_time,
+            line: s.record.postfix_line(),
+        }
+    }
 }
 
 pub async fn show(State(state): State<AdminState>) -> Result<Json<Dashboard>, ApiError> {

@@ -209,7 +209,11 @@ pub async fn password_form(
     session: Session,
     axum::Extension(auth): axum::Extension<SignedIn>,
 ) -> Response {
-    let error = session.remove::<String>(PASSWORD_ERROR).await.ok().flatten();
+    let error = session
+        .remove::<String>(PASSWORD_ERROR)
+        .await
+        .ok()
+        .flatten();
     password_page(&state, &session, &auth, error).await
 }
 

@@ -278,7 +278,12 @@ fn timing(item: &QueueItem, now: u64) -> (String, String) {
     (last, next)
 }
 
-fn message_view(chrome: Chrome, notice: Option<String>, key: String, item: QueueItem) -> MessagePage {
+fn message_view(
+    chrome: Chrome,
+    notice: Option<String>,
+    key: String,
+    item: QueueItem,
+) -> MessagePage {
     let (last_attempt, next_retry) = timing(&item, crate::fsutil::unix_now());
     let recipients = item
         .recipients
@@ -511,7 +516,10 @@ mod tests {
             timing(&item, 1_060).1,
             "none while it is held: Release sends it"
         );
-        assert_eq!(state_words(item.state()), "held (on hold: not delivered until released)");
+        assert_eq!(
+            state_words(item.state()),
+            "held (on hold: not delivered until released)"
+        );
     }
 
     #[test]

@@ -57,15 +57,7 @@ mod tests {
         assert_eq!(
             breakable("ceo@mx1.partner.example[127.0.0.1]:25"),
             [
-                "ceo@",
-                "mx1.",
-                "partner.",
-                "example",
-                "[127.",
-                "0.",
-                "0.",
-                "1]:",
-                "25"
+                "ceo@", "mx1.", "partner.", "example", "[127.", "0.", "0.", "1]:", "25"
             ]
         );
         assert_eq!(breakable("<>"), ["<>"]);
