@@ -352,14 +352,13 @@ async fn password_change_is_throttled_and_refuses_weak_passwords() {
         ("Password1234", "one of the most common passwords"),
         ("zzzzzzzzzzzzzz", "one character repeated"),
     ] {
-        let page = b.go("POST", "/password", &change(&generated, weak)).await;
+        let page = b.submit("/password", &change(&generated, weak)).await;
         assert!(page.body.contains(why), "{weak:?}: {}", page.body);
     }
     let mut refused = 0;
     for n in 0..30 {
         let page = b
-            .go(
-                "POST",
+            .submit(
                 "/password",
                 &change(&format!("wrong {n}"), "violet kettle harbour"),
             )

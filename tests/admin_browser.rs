@@ -510,14 +510,14 @@ async fn relay_rules_queue_logs_and_audit_in_chromium() {
     // Delete asks first; cancelled, the message stays.
     click(&c, "button[value=delete]").await;
     arrived(&c, "form input[name=confirm]").await;
-    assert_eq!(text_of(&c, "h1").await, "Delete 1 message(s)?");
+    assert_eq!(text_of(&c, "h1").await, "Delete 1 message?");
     check_page(&c, "queue-confirm").await;
     click(&c, "form .buttons a").await;
     arrived(&c, "pre.message").await;
     sink.behave();
     click(&c, "button[value=retry]").await;
     arrived(&c, "p.ok").await;
-    assert_eq!(text_of(&c, "p.ok").await, "Retrying 1 message(s).");
+    assert_eq!(text_of(&c, "p.ok").await, "Retrying 1 message.");
     assert!(sink.next(20).await.expect("delivered after the retry").tls);
     log_line(&proc, "status=sent").await;
 
@@ -761,7 +761,7 @@ async fn every_nodes_queue_on_one_queue_page_in_chromium() {
     sink.behave();
     click(&c, "button[value=retry]").await;
     arrived(&c, "p.ok").await;
-    assert_eq!(text_of(&c, "p.ok").await, "Retrying 1 message(s).");
+    assert_eq!(text_of(&c, "p.ok").await, "Retrying 1 message.");
     let got = sink
         .next(20)
         .await

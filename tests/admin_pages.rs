@@ -140,7 +140,7 @@ async fn first_sign_in_forces_a_new_password_and_csrf_guards_every_form() {
     let csrf = b.csrf("/password").await;
     let short = format!("csrf={csrf}&current={generated}&new=short&confirm=short");
     assert!(
-        b.go("POST", "/password", &short)
+        b.submit("/password", &short)
             .await
             .body
             .contains("at least 12 characters")

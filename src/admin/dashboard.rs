@@ -43,8 +43,15 @@ pub struct Dashboard {
     pub hours: Vec<Hour>,
     pub destinations: Vec<Destination>,
     pub expiring: Vec<Expiring>,
-    /// Postfix-style lines of the newest deferrals and bounces.
-    pub errors: Vec<String>,
+    /// The newest deferrals and bounces, newest first.
+    pub errors: Vec<LastError>,
+}
+
+/// A deferral or bounce: when (UNIX seconds), and its Postfix-style line.
+#[derive(Debug, Serialize)]
+pub struct LastError {
+    pub unix_time: u64,
+    pub line: String,
 }
 
 /// The one gathering of the API and the page.
@@ -137,12 +144,17 @@ pub(crate) async fn gather(state: &AdminState) -> Result<Dashboard, ApiError> {
         hours,
         destinations,
         expiring,
-        errors: errors
-            .records
-            .iter()
-            .map(|s| s.record.postfix_line())
-            .collect(),
+        errors: errors.records.iter().map(LastError::of).collect(),
     })
+}
+
+impl LastError {
+    fn of(s: &crate::events::store::Stored) -> LastError {
+        LastError {
+            unix_time: s.record.unix_time,
+            line: s.record.postfix_line(),
+        }
+    }
 }
 
 pub async fn show(State(state): State<AdminState>) -> Result<Json<Dashboard>, ApiError> {

@@ -34,6 +34,11 @@ pub struct QueueItem {
     pub held: bool,
     pub attempts: u32,
     pub last_error: Option<String>,
+    /// When the last attempt ended and when the next is due (UNIX seconds), since start-up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_attempt_unix: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_unix: Option<u64>,
     /// The message's header section (`show` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headers: Option<String>,
@@ -72,9 +77,16 @@ impl QueueItem {
             held: e.held,
             attempts: e.attempts,
             last_error: e.last_error.clone(),
+            last_attempt_unix: e.last_attempt_unix,
+            next_attempt_unix: e.next_attempt_unix,
             headers: None,
             body: None,
         }
+    }
+
+    /// Its state in the words of the listing: active, deferred or held.
+    pub fn state(&self) -> &'static str {
+        state_word(self.held, self.attempts, self.last_error.is_some())
     }
 }
 
@@ -99,9 +111,15 @@ pub struct Filter {
 
 /// The state the queue page counts by.
 pub fn state_of(e: &QueueEntry) -> &'static str {
-    if e.held {
+    state_word(e.held, e.attempts, e.last_error.is_some())
+}
+
+/// Postfix's queue names: `hold`, `active` (not tried yet), `deferred` (tried, waiting for
+/// its retry).
+fn state_word(held: bool, attempts: u32, failed: bool) -> &'static str {
+    if held {
         "held"
-    } else if e.attempts == 0 && e.last_error.is_none() {
+    } else if attempts == 0 && !failed {
         "active"
     } else {
         "deferred"
@@ -285,6 +303,14 @@ pub(crate) fn message(state: &AdminState, id: &str, body: bool) -> Result<QueueI
 pub struct Done {
     pub id: String,
     pub action: String,
+    /// False for a hold of a message already held, a release of one not held: nothing was
+    /// done to it (absent from an older node's answer, which did not say).
+    #[serde(default = "changed")]
+    pub changed: bool,
+}
+
+fn changed() -> bool {
+    true
 }
 
 /// Who asked, when another node passes an admin's action on (`?by=admin page by alice on
@@ -316,17 +342,15 @@ pub(crate) async fn act_on(
     by: &str,
 ) -> Result<Done, ApiError> {
     let qid = parse_id(id)?;
+    let held = |h| state.spool.set_held(qid, h);
     let found = match action {
-        "hold" => state.spool.set_held(qid, true).await.map_err(storage)?,
-        "release" => state.spool.set_held(qid, false).await.map_err(storage)?,
-        "retry" => {
-            let found = state.spool.get(qid).is_some();
-            if found {
-                state.spool.poke(qid);
-            }
-            found
-        }
-        "delete" => state.spool.delete(qid).await.map_err(storage)?,
+        "hold" => held(true).await.map_err(storage)?,
+        "release" => held(false).await.map_err(storage)?,
+        "retry" => state.spool.get(qid).map(|_| {
+            state.spool.poke(qid);
+            true
+        }),
+        "delete" => (state.spool.delete(qid).await.map_err(storage)?).then_some(true),
         _ => {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -335,17 +359,18 @@ pub(crate) async fn act_on(
             ));
         }
     };
-    if !found {
+    let Some(changed) = found else {
         return Err(not_found(id));
-    }
+    };
     if action == "delete" {
         tracing::info!(target: "postern/admin", "{id}: removed (deleted through the {by})");
-    } else {
+    } else if changed {
         tracing::info!(target: "postern/admin", "{id}: {action} ({by})");
     }
     Ok(Done {
         id: id.to_string(),
         action: action.to_string(),
+        changed,
     })
 }
 
@@ -400,6 +425,7 @@ pub async fn retry_all(State(state): State<AdminState>) -> Json<Vec<Done>> {
         out.push(Done {
             id: e.id.to_string(),
             action: "retry".into(),
+            changed: true,
         });
     }
     Json(out)

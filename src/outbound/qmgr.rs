@@ -120,8 +120,11 @@ impl Scheduler {
         if still_pending {
             let n = self.failures.entry(id).or_insert(0);
             *n += 1;
-            self.due
-                .push(Reverse((Instant::now() + self.engine.backoff(*n), id)));
+            let wait = self.engine.backoff(*n);
+            self.due.push(Reverse((Instant::now() + wait, id)));
+            // The queue page says when (`postqueue -p` does not; admins ask it anyway).
+            let at = crate::fsutil::unix_now().saturating_add(wait.as_secs());
+            self.engine.spool.note_next_attempt(id, at);
         } else {
             self.failures.remove(&id);
         }

@@ -110,6 +110,10 @@ pub struct QueueEntry {
     /// Attempts since start-up and the last temporary problem (for the queue listing).
     pub attempts: u32,
     pub last_error: Option<String>,
+    /// When the last attempt ended and when the next is due, UNIX seconds (for the queue
+    /// listing; not persisted: after a restart every message is due at once).
+    pub last_attempt_unix: Option<u64>,
+    pub next_attempt_unix: Option<u64>,
 }
 
 impl QueueEntry {
@@ -129,6 +133,8 @@ impl QueueEntry {
             held: false,
             attempts: 0,
             last_error: None,
+            last_attempt_unix: None,
+            next_attempt_unix: None,
         }
     }
 

@@ -189,20 +189,30 @@ impl Spool {
         }
     }
 
-    /// Put a message on hold or release it, durably. False if there is no such message.
-    pub async fn set_held(&self, id: QueueId, held: bool) -> io::Result<bool> {
-        if self.get(id).is_none() {
-            return Ok(false);
+    /// Put a message on hold or release it, durably. `None` if there is no such message,
+    /// else whether this changed it: a message already in that state is left as it is (no
+    /// record written), so the admin is told what was really released, as `postsuper -H`
+    /// counts only the messages it took off hold.
+    pub async fn set_held(&self, id: QueueId, held: bool) -> io::Result<Option<bool>> {
+        match self.get(id) {
+            None => return Ok(None),
+            Some(e) if e.held == held => return Ok(Some(false)),
+            Some(_) => {}
         }
         let location = self.append(record::encode_hold(id, held), None).await?;
         let mut index = self.lock_index();
         index.touch(location.segment);
-        let found = index.messages.get_mut(&id).map(|e| e.held = held).is_some();
+        // Read and set under the lock: of two releases at once, one is told it released.
+        let was = index
+            .messages
+            .get_mut(&id)
+            .map(|e| std::mem::replace(&mut e.held, held));
         drop(index);
-        if found && !held {
+        let changed = was.map(|was| was != held);
+        if changed == Some(true) && !held {
             self.poke(id);
         }
-        Ok(found)
+        Ok(changed)
     }
 
     /// Remove a message without delivering it or bouncing it. False if there is none.
@@ -221,9 +231,18 @@ impl Spool {
 
     /// Remember how the last attempt went, for the queue listing (not persisted).
     pub fn note_attempt(&self, id: QueueId, last_error: Option<String>) {
+        let now = crate::fsutil::unix_now();
         if let Some(e) = self.lock_index().messages.get_mut(&id) {
             e.attempts += 1;
             e.last_error = last_error;
+            e.last_attempt_unix = Some(now);
+        }
+    }
+
+    /// Remember when the delivery engine will try `id` next, for the queue listing.
+    pub fn note_next_attempt(&self, id: QueueId, at_unix: u64) {
+        if let Some(e) = self.lock_index().messages.get_mut(&id) {
+            e.next_attempt_unix = Some(at_unix);
         }
     }
 
@@ -676,15 +695,17 @@ mod tests {
         let (a, b) = (spool.next_id(), spool.next_id());
         spool.commit(a, env("a@x.example"), b"a").await.unwrap();
         spool.commit(b, env("b@x.example"), b"b").await.unwrap();
-        assert!(spool.set_held(a, true).await.unwrap());
-        assert!(!spool.set_held(QueueId(1), true).await.unwrap());
+        assert_eq!(spool.set_held(a, true).await.unwrap(), Some(true));
+        assert_eq!(spool.set_held(a, true).await.unwrap(), Some(false));
+        assert_eq!(spool.set_held(b, false).await.unwrap(), Some(false));
+        assert_eq!(spool.set_held(QueueId(1), true).await.unwrap(), None);
         assert!(spool.delete(b).await.unwrap());
         spool.shutdown();
         let (spool, rec) = Spool::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(rec.messages, 1);
         assert!(spool.get(a).unwrap().held);
         assert!(spool.get(b).is_none());
-        assert!(spool.set_held(a, false).await.unwrap());
+        assert_eq!(spool.set_held(a, false).await.unwrap(), Some(true));
         spool.shutdown();
         let (spool, _) = Spool::open(dir.path(), 1 << 20).unwrap();
         assert!(!spool.get(a).unwrap().held);

@@ -149,6 +149,19 @@ impl Browser {
         page
     }
 
+    /// POST a form and, as a browser does, follow its 303 with a GET: the page a refusal is
+    /// shown on after the redirect (post/redirect/get).
+    pub async fn submit(&mut self, path: &str, form: &str) -> Page {
+        let page = self.go("POST", path, form).await;
+        match page.status {
+            303 => {
+                let to = location(&page).to_string();
+                self.go("GET", &to, "").await
+            }
+            _ => page,
+        }
+    }
+
     pub async fn csrf(&mut self, path: &str) -> String {
         let page = self.go("GET", path, "").await;
         page.body

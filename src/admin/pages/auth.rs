@@ -209,7 +209,23 @@ pub async fn password_form(
     session: Session,
     axum::Extension(auth): axum::Extension<SignedIn>,
 ) -> Response {
-    password_page(&state, &session, &auth, None).await
+    let error = session
+        .remove::<String>(PASSWORD_ERROR)
+        .await
+        .ok()
+        .flatten();
+    password_page(&state, &session, &auth, error).await
+}
+
+/// Where a refused change's reason waits for the form it is shown on.
+const PASSWORD_ERROR: &str = "password_error";
+
+/// A refused change is shown after a redirect (post/redirect/get): reloading the page then
+/// shows the form, where reloading the answer to the POST sent the passwords again, each
+/// time counted by the throttle as one more failure.
+async fn refused(session: &Session, error: String) -> Response {
+    let _ = session.insert(PASSWORD_ERROR, error).await;
+    Redirect::to("/password").into_response()
 }
 
 #[derive(Deserialize)]
@@ -241,23 +257,23 @@ pub async fn change_password(
         None
     };
     if let Some(error) = error {
-        return password_page(&state, &session, &auth, Some(error.into())).await;
+        return refused(&session, error.into()).await;
     }
     let stored = state.settings.admin_user(&auth.user).ok().flatten();
     let hash = stored.map(|u| u.password_hash);
     let what = "password change";
     if let Err(e) = checked(&state, ip, &auth.user, form.current, hash, what).await {
-        return password_page(&state, &session, &auth, Some(e)).await;
+        return refused(&session, e).await;
     }
     let new = form.new;
     let hash = match tokio::task::spawn_blocking(move || Argon2Hasher.hash(&new)).await {
         Ok(Ok(hash)) => hash,
-        Ok(Err(e)) => return password_page(&state, &session, &auth, Some(e)).await,
-        Err(e) => return password_page(&state, &session, &auth, Some(e.to_string())).await,
+        Ok(Err(e)) => return refused(&session, e).await,
+        Err(e) => return refused(&session, e.to_string()).await,
     };
     if let Err(e) = state.settings.set_admin_password(&auth.user, hash, false) {
-        let error = Some(format!("The password could not be stored: {e}"));
-        return password_page(&state, &session, &auth, error).await;
+        let error = format!("The password could not be stored: {e}");
+        return refused(&session, error).await;
     }
     if auth.user == FIRST_ADMIN {
         // The generated password is no longer anyone's: its file goes.

@@ -26,6 +26,8 @@ struct Row {
     serial: String,
     not_after: String,
     days_left: i64,
+    /// `words::days_left`: "12 days", "more than 10 years", "no expiry".
+    left: String,
     used_for: String,
 }
 
@@ -89,6 +91,7 @@ async fn rows(state: &AdminState) -> Vec<Row> {
             subject: c.facts.subject,
             issuer: c.facts.issuer,
             serial: c.facts.serial,
+            left: super::words::days_left(c.days_left, c.facts.not_after_unix),
             not_after: c.facts.not_after,
             days_left: c.days_left,
             used_for: c.bound_to.join("; "),

@@ -38,6 +38,8 @@ struct DashboardPage {
     notice: Option<String>,
     error: Option<String>,
     data: Option<Dashboard>,
+    /// The last errors: (when, UTC as on the Logs page; the Postfix line).
+    errors: Vec<(String, String)>,
     bars: Vec<Bar>,
     peak: u64,
     total: u64,
@@ -111,11 +113,18 @@ pub async fn page(
             .map(|h| h.verified + h.encrypted + h.plaintext + h.refused)
             .sum()
     });
+    let errors = data.as_ref().map_or(Vec::new(), |d| {
+        d.errors
+            .iter()
+            .map(|e| (super::queue::when(e.unix_time), e.line.clone()))
+            .collect()
+    });
     render(DashboardPage {
         chrome: chrome(&state, &session, Some(&auth)).await,
         notice: session.remove::<String>("notice").await.ok().flatten(),
         error,
         data,
+        errors,
         bars,
         peak,
         total,

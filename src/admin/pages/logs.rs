@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tower_sessions::Session;
 
+use super::words::breakable;
 use super::{Chrome, SignedIn, chrome, render};
 use crate::admin::AdminState;
 use crate::admin::logs::{LogQuery, search_records, starttls_seen};
@@ -50,12 +51,13 @@ struct Row {
     /// The node that made the attempt (records shared by several nodes).
     node: String,
     queue_id: String,
-    recipient: String,
+    /// Addresses and host names in pieces a line may break after (`words::breakable`).
+    recipient: Vec<String>,
     status: String,
-    relay: String,
+    relay: Vec<String>,
     protocol: String,
     bits: String,
-    verified: String,
+    verified: Vec<String>,
     policy: String,
     /// The Postfix lines the record stands for (`Delivery::lines`).
     lines: String,
@@ -110,15 +112,12 @@ fn row(d: &Delivery) -> Row {
         time: t.format(format).unwrap_or_default(),
         node: d.node.clone().unwrap_or_default(),
         queue_id: d.queue_id.clone(),
-        recipient: d.recipient.clone(),
+        recipient: breakable(&d.recipient),
         status: format!("{} ({})", d.status, d.dsn),
-        relay: d.relay.clone(),
+        relay: breakable(&d.relay),
         protocol: d.tls.as_ref().map_or("none".into(), |t| t.protocol.clone()),
         bits: d.tls.as_ref().map_or("0".into(), |t| t.bits.to_string()),
-        verified: d
-            .verified_name
-            .clone()
-            .unwrap_or_else(|| "not verified".into()),
+        verified: breakable(d.verified_name.as_deref().unwrap_or("not verified")),
         policy: format!("{} ({})", d.policy_level, d.policy_source),
         lines: d.lines().join("\n"),
     }

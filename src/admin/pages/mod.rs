@@ -20,6 +20,7 @@ pub mod sessions;
 mod sign_in_token;
 mod throttle;
 mod tls;
+mod words;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

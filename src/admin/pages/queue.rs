@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use tower_sessions::Session;
 
+use super::words::{breakable, count};
 use super::{Chrome, SignedIn, check_csrf, chrome, render};
 use crate::admin::AdminState;
 use crate::admin::cluster::{NodeAnswer, act_on_all, listing, message};
@@ -44,8 +45,9 @@ struct Row {
     arrival: String,
     age: String,
     size: usize,
-    sender: String,
-    recipients: String,
+    /// In pieces a line may break after (`words::breakable`).
+    sender: Vec<String>,
+    recipients: Vec<String>,
     state: &'static str,
     attempts: u32,
     last_error: String,
@@ -139,19 +141,13 @@ fn row(item: &QueueItem, now: u64, several: bool) -> Row {
         arrival: when(item.arrival_unix),
         age: age(now.saturating_sub(item.arrival_unix)),
         size: item.size,
-        sender: if item.sender.is_empty() {
-            "<>".into()
+        sender: breakable(if item.sender.is_empty() {
+            "<>"
         } else {
-            item.sender.clone()
-        },
-        recipients,
-        state: if item.held {
-            "held"
-        } else if item.attempts == 0 && item.last_error.is_none() {
-            "active"
-        } else {
-            "deferred"
-        },
+            &item.sender
+        }),
+        recipients: breakable(&recipients),
+        state: item.state(),
         attempts: item.attempts,
         last_error: item.last_error.clone().unwrap_or_default(),
     }
@@ -243,7 +239,81 @@ struct MessagePage {
     /// The ID the forms and links use (`ID@node` in a cluster).
     key: String,
     arrival: String,
+    /// `deferred (waiting for a retry)`: the listing's word, and what it means.
+    state: String,
+    attempts: String,
+    last_attempt: String,
+    next_retry: String,
+    /// The sender and each recipient in pieces a line may break after (`breakable`), each
+    /// recipient with its state: the message's (active, deferred, held) while it is still
+    /// to go, else delivered, bounced or deleted.
+    sender: Vec<String>,
+    recipients: Vec<(Vec<String>, String)>,
     show_body: bool,
+}
+
+/// The listing's word for a state, and what it means (the words of its State filter).
+fn state_words(state: &str) -> String {
+    let means = match state {
+        "active" => "not tried yet",
+        "deferred" => "waiting for a retry",
+        _ => "on hold: not delivered until released",
+    };
+    format!("{state} ({means})")
+}
+
+/// (last attempt, next retry) as the message page says them, at `now`.
+fn timing(item: &QueueItem, now: u64) -> (String, String) {
+    let last = match item.last_attempt_unix {
+        Some(t) => format!("{} ({} ago)", when(t), age(now.saturating_sub(t))),
+        None => "none since start-up".into(),
+    };
+    let next = match (item.state(), item.next_attempt_unix) {
+        ("held", _) => "none while it is held: Release sends it".into(),
+        ("active", _) => "now: it has not been tried yet".into(),
+        (_, Some(t)) if t > now => format!("{} (in {})", when(t), age(t - now)),
+        (_, Some(_)) => "now: the retry is due".into(),
+        (_, None) => "not known yet".into(),
+    };
+    (last, next)
+}
+
+fn message_view(
+    chrome: Chrome,
+    notice: Option<String>,
+    key: String,
+    item: QueueItem,
+) -> MessagePage {
+    let (last_attempt, next_retry) = timing(&item, crate::fsutil::unix_now());
+    let recipients = item
+        .recipients
+        .iter()
+        .map(|r| {
+            let state = if r.state == "pending" {
+                item.state()
+            } else {
+                r.state.as_str()
+            };
+            (breakable(&r.address), state.to_string())
+        })
+        .collect();
+    MessagePage {
+        chrome,
+        notice,
+        arrival: when(item.arrival_unix),
+        key,
+        state: state_words(item.state()),
+        attempts: format!(
+            "{} since start-up",
+            count(item.attempts as usize, "attempt", "attempts")
+        ),
+        last_attempt,
+        next_retry,
+        sender: breakable(&item.sender),
+        recipients,
+        show_body: false,
+        item,
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -261,14 +331,15 @@ pub async fn message_page(
 ) -> Response {
     let show_body = q.body.is_some();
     match message(&state, &id, show_body).await {
-        Ok(item) => render(MessagePage {
-            chrome: chrome(&state, &session, Some(&auth)).await,
-            notice: session.remove::<String>("notice").await.ok().flatten(),
-            arrival: when(item.arrival_unix),
-            key: key(&item, state.cluster.is_some()),
-            item,
-            show_body,
-        }),
+        Ok(item) => {
+            let chrome = chrome(&state, &session, Some(&auth)).await;
+            let notice = session.remove::<String>("notice").await.ok().flatten();
+            let key = key(&item, state.cluster.is_some());
+            render(MessagePage {
+                show_body,
+                ..message_view(chrome, notice, key, item)
+            })
+        }
         Err(e) => {
             let _ = session.insert("queue_error", e.error.clone()).await;
             Redirect::to("/queue").into_response()
@@ -280,6 +351,8 @@ pub async fn message_page(
 #[template(path = "queue_confirm.html")]
 struct ConfirmPage {
     chrome: Chrome,
+    /// "1 message", "3 messages".
+    what: String,
     ids: Vec<String>,
     back: String,
 }
@@ -335,24 +408,16 @@ pub async fn act(
     if form.action == "delete" && !form.confirmed {
         return render(ConfirmPage {
             chrome: chrome(&state, &session, Some(&auth)).await,
+            what: count(form.ids.len(), "message", "messages"),
             ids: form.ids,
             back: form.back,
         });
     }
     let by = format!("admin page by {}", auth.user);
     let result = act_on_all(&state, &form.ids, &form.action, &by).await;
-    let verb = match form.action.as_str() {
-        "retry" => "Retrying",
-        "hold" => "Held",
-        "release" => "Released",
-        "delete" => "Deleted",
-        _ => "Done:",
-    };
-    let mut notice = format!("{verb} {} message(s).", result.done.len());
-    for e in &result.failed {
-        notice.push_str(&format!(" {}", e.error));
-    }
-    let _ = session.insert("notice", notice).await;
+    let _ = session
+        .insert("notice", done_notice(&form.action, &result))
+        .await;
     // A deleted message has no page left to go back to.
     let back = if form.action == "delete" && form.back.starts_with("/queue/") {
         "/queue".to_string()
@@ -360,6 +425,29 @@ pub async fn act(
         form.back
     };
     Redirect::to(&back).into_response()
+}
+
+/// "Released 1 message. 1 was not on hold.": the messages the action changed, those it
+/// found already so, and why each of the others failed.
+fn done_notice(action: &str, result: &crate::admin::queue::BulkResult) -> String {
+    let (verb, unchanged) = match action {
+        "retry" => ("Retrying", ""),
+        "hold" => ("Held", "already on hold"),
+        "release" => ("Released", "not on hold"),
+        "delete" => ("Deleted", ""),
+        _ => ("Done:", ""),
+    };
+    let changed = result.done.iter().filter(|d| d.changed).count();
+    let mut notice = format!("{verb} {}.", count(changed, "message", "messages"));
+    let left = result.done.len() - changed;
+    if left > 0 {
+        let was = if left == 1 { "was" } else { "were" };
+        notice.push_str(&format!(" {left} {was} {unchanged}."));
+    }
+    for e in &result.failed {
+        notice.push_str(&format!(" {}", e.error));
+    }
+    notice
 }
 
 #[cfg(test)]
@@ -371,6 +459,67 @@ mod tests {
         assert_eq!(age(125), "2 min");
         assert_eq!(age(3 * 3600 + 720), "3 h 12 min");
         assert_eq!(age(2 * 86_400 + 4 * 3600), "2 d 4 h");
+    }
+
+    #[test]
+    fn the_notice_counts_only_what_the_action_changed() {
+        use crate::admin::queue::{BulkResult, Done};
+        let done = |id: &str, changed| Done {
+            id: id.into(),
+            action: "release".into(),
+            changed,
+        };
+        let result = BulkResult {
+            done: vec![done("A1", true), done("B2", false)],
+            failed: Vec::new(),
+        };
+        assert_eq!(
+            done_notice("release", &result),
+            "Released 1 message. 1 was not on hold."
+        );
+        let result = BulkResult {
+            done: vec![done("A1", true), done("B2", true)],
+            failed: Vec::new(),
+        };
+        assert_eq!(done_notice("hold", &result), "Held 2 messages.");
+    }
+
+    #[test]
+    fn the_message_page_says_when_it_was_tried_and_will_be() {
+        let mut item = QueueItem {
+            id: "A1".into(),
+            node: None,
+            arrival_unix: 1_000,
+            size: 1,
+            sender: String::new(),
+            recipients: Vec::new(),
+            client_ip: String::new(),
+            helo: String::new(),
+            held: false,
+            attempts: 1,
+            last_error: Some("421 busy".into()),
+            last_attempt_unix: Some(1_000),
+            next_attempt_unix: Some(4_600),
+            headers: None,
+            body: None,
+        };
+        assert_eq!(
+            timing(&item, 1_060),
+            (
+                "1970-01-01 00:16:40 (1 min ago)".to_string(),
+                "1970-01-01 01:16:40 (in 59 min)".to_string()
+            )
+        );
+        assert_eq!(timing(&item, 5_000).1, "now: the retry is due");
+        item.held = true;
+        assert_eq!(
+            timing(&item, 1_060).1,
+            "none while it is held: Release sends it"
+        );
+        assert_eq!(
+            state_words(item.state()),
+            "held (on hold: not delivered until released)"
+        );
     }
 
     #[test]
