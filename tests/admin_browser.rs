@@ -140,7 +140,7 @@ async fn first_sign_in_and_smtp_tls_settings_in_chromium() {
     arrived(&c, "ol.sources").await;
     assert_eq!(
         text_of(&c, "ol.sources li.decides").await,
-        "global outbound mode may: may (decides)"
+        "global outbound mode Opportunistic (may): may (decides)"
     );
     check_page(&c, "explain").await;
     let mut smtp = common::SmtpClient::connect(proc.smtp, None, Some(der)).await;

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 pub use crate::settings::certificates::{
-    Kind, SYSTEM, StoreOpError, StoredCert, bound_at, check_bindings,
+    Binding, Kind, SYSTEM, StoreOpError, StoredCert, bindings, bound_at, check_bindings,
 };
 use crate::settings::{Secret, Settings, SettingsHandle, StoreError};
 use crate::tls::CertResolver;
@@ -35,6 +35,13 @@ pub struct CertInfo {
     pub facts: Facts,
     pub days_left: i64,
     pub bound_to: Vec<String>,
+    /// Where it is used, in the admin's words (`bound_to` without the settings paths), for
+    /// the pages.
+    #[serde(skip)]
+    pub used_for: Vec<String>,
+    /// A replace of a certificate of the same name (a renewal), for the import's answer.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub renewed: bool,
     /// Import warnings (expiring soon, host name not among the names).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
@@ -332,16 +339,25 @@ impl Certs {
         now: i64,
     ) -> CertInfo {
         let mut bound_to = bound_at(settings, name);
+        let mut used_for: Vec<String> = bindings(settings, name)
+            .iter()
+            .map(Binding::words)
+            .collect();
         let smtp_unbound = settings
             .inbound
             .certificate
             .as_deref()
             .is_none_or(str::is_empty);
+        let mut by_default = |place: Binding, why: &str| {
+            let said = format!("{}, {why}", place.words());
+            bound_to.push(said.clone());
+            used_for.push(said);
+        };
         if kind == Kind::System && smtp_unbound && self.default_smtp_is_system() {
-            bound_to.push("SMTP STARTTLS (default, no certificate bound)".into());
+            by_default(Binding::Inbound, "by default: no certificate bound");
         }
         if kind == Kind::System && settings.admin.certificate.is_none() {
-            bound_to.push("admin listener (default)".into());
+            by_default(Binding::Admin, "by default");
         }
         CertInfo {
             name: name.to_string(),
@@ -350,6 +366,8 @@ impl Certs {
             days_left: facts.days_left(now),
             facts,
             bound_to,
+            used_for,
+            renewed: false,
             warnings: Vec::new(),
             directory: (kind == Kind::Acme).then(|| self.acme_dir.join(name).display().to_string()),
         }
@@ -370,7 +388,8 @@ impl Certs {
             id: Some(checked.facts.id()),
             ..stored
         };
-        self.settings.put_certificate(&stored, req.replace, actor)?;
+        let action = self.settings.put_certificate(&stored, req.replace, actor)?;
+        let renewed = action == crate::settings::certificates::CertAction::Replaced;
         self.forget(name);
         if let Some(digest) = digest {
             // After the commit: a poll before this finds no entry and leaves it alone.
@@ -386,11 +405,13 @@ impl Certs {
         for w in &checked.warnings {
             tracing::warn!(target: "postern/tls", "warning: certificate {name}: {w}");
         }
-        tracing::info!(target: "postern/tls", "certificate {name} imported by {actor}: subject {}, serial {}, sha256 {}, not after {}", checked.facts.subject, checked.facts.serial, checked.facts.sha256, checked.facts.not_after);
+        let done = if renewed { "renewed" } else { "imported" };
+        tracing::info!(target: "postern/tls", "certificate {name} {done} by {actor}: subject {}, serial {}, sha256 {}, not after {}", checked.facts.subject, checked.facts.serial, checked.facts.sha256, checked.facts.not_after);
         self.rebind();
         let settings = self.settings.current().settings.clone();
         let mut info = self.info(name, stored.kind, checked.facts, &settings, now);
         info.warnings = checked.warnings;
+        info.renewed = renewed;
         Ok(info)
     }
 

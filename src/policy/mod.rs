@@ -528,7 +528,7 @@ fn global_source(snapshot: &Snapshot) -> Line {
     };
     (
         considered(Source::Global, Some(global), true),
-        format!("global outbound mode {mode}: {global}"),
+        format!("global outbound mode {}: {global}", mode.words()),
     )
 }
 
@@ -650,7 +650,7 @@ mod tests {
         assert_eq!(
             d.explanation[..3],
             [
-                "global outbound mode may: may (decides)",
+                "global outbound mode Opportunistic (may): may (decides)",
                 "policy row partner.example: may",
                 "policy row *: encrypt, overridden by the more specific row partner.example",
             ]

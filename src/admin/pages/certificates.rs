@@ -12,7 +12,7 @@ use tower_sessions::Session;
 
 use super::{Chrome, SignedIn, check_csrf, chrome, render};
 use crate::admin::AdminState;
-use crate::certs::{CertError, ImportRequest};
+use crate::certs::{CertError, ImportRequest, StoreOpError};
 use crate::settings::Secret;
 use crate::settings::certificates::Binding;
 
@@ -91,7 +91,7 @@ async fn rows(state: &AdminState) -> Vec<Row> {
             serial: c.facts.serial,
             not_after: c.facts.not_after,
             days_left: c.days_left,
-            used_for: c.bound_to.join("; "),
+            used_for: c.used_for.join("; "),
             name: c.name,
         })
         .collect()
@@ -203,8 +203,15 @@ pub async fn import(
     };
     match result {
         Ok(Ok(info)) => {
-            tracing::info!(target: "postern/admin", "certificate {} imported by {} (admin page)", info.name, auth.user);
-            let notice = format!("Imported {} ({}).", info.name, info.facts.subject);
+            let done = if info.renewed { "renewed" } else { "imported" };
+            tracing::info!(target: "postern/admin", "certificate {} {done} by {} (admin page)", info.name, auth.user);
+            let notice = match info.renewed {
+                true => format!(
+                    "Renewed {} ({}, valid until {}): served from the next handshake wherever it is bound.",
+                    info.name, info.facts.subject, info.facts.not_after
+                ),
+                false => format!("Imported {} ({}).", info.name, info.facts.subject),
+            };
             let _ = session.insert("notice", notice).await;
             let _ = session.insert("warnings", &info.warnings).await;
             Redirect::to("/certificates").into_response()
@@ -226,7 +233,7 @@ pub async fn import(
             show(&state, &session, &auth, shown, StatusCode::BAD_REQUEST).await
         }
         Ok(Err(CertError::Store(e))) => {
-            shown.error = Some(format!("Not imported: {e}"));
+            shown.error = Some(format!("Not imported: {}", store_words(e)));
             show(&state, &session, &auth, shown, StatusCode::CONFLICT).await
         }
         Err(e) => {
@@ -240,6 +247,21 @@ pub async fn import(
             )
             .await
         }
+    }
+}
+
+/// The store's refusal as the page says it: what to do on this page, where the API's words
+/// name a field of its request (`"replace": true`) and the CLI's its option (`--replace`).
+fn store_words(e: StoreOpError) -> String {
+    const REPLACE: &str = "“Replace the certificate of that name”";
+    match e {
+        StoreOpError::Exists(name) => format!(
+            "a certificate named {name} exists: to renew it, tick {REPLACE} and import again"
+        ),
+        StoreOpError::NameTaken { name, existing } => format!(
+            "a certificate named {existing} exists (names are unique without regard to case): choose another name than {name}, or name it {existing} and tick {REPLACE} to renew it"
+        ),
+        e => e.to_string(),
     }
 }
 
@@ -322,7 +344,7 @@ pub async fn delete(
             let why = match e {
                 CertError::Invalid { error, .. } => error,
                 // Said by what the bindings are for, not by their settings paths.
-                CertError::Store(crate::certs::StoreOpError::InUse { name, .. }) => {
+                CertError::Store(StoreOpError::InUse { name, .. }) => {
                     let settings = &state.settings.current().settings;
                     let bound: Vec<String> =
                         crate::settings::certificates::bindings(settings, &name)
@@ -334,7 +356,7 @@ pub async fn delete(
                         bound.join("; ")
                     )
                 }
-                CertError::Store(e) => e.to_string(),
+                CertError::Store(e) => store_words(e),
             };
             let shown = Shown {
                 error: Some(format!("Not deleted: {why}")),
