@@ -690,7 +690,7 @@ mod tests {
             let d = decide(&snap(mode, vec![]), "a@b.example", None, None);
             assert_eq!((d.level, d.source.clone()), (level, Source::Global));
             assert_eq!(d.min_bits, if level == Level::Encrypt { 112 } else { 0 });
-            assert!(d.explanation[0].contains(&mode.to_string()));
+            assert!(d.explanation[0].contains(mode.words()));
         }
     }
 

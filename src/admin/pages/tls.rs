@@ -275,6 +275,6 @@ fn field_message(e: &ApiError) -> (Option<String>, Option<String>) {
             let summary = "Not saved: see the message under the certificate field.";
             (Some(summary.to_string()), Some(text.to_string()))
         }
-        _ => (Some(format!("Not saved: {}", e.message())), None),
+        _ => (Some(format!("Not saved: {}", e.words())), None),
     }
 }
