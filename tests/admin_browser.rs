@@ -558,11 +558,11 @@ async fn relay_rules_queue_logs_and_audit_in_chromium() {
         .unwrap();
     assert_eq!(
         text_of(&c, "ol.audit > li:first-child td[data-label='Field']").await,
-        "inbound.tls_mode"
+        "Inbound STARTTLS"
     );
     assert_eq!(
         text_of(&c, "ol.audit > li:first-child td[data-label='After']").await,
-        "\"disabled\""
+        "Disabled (none)"
     );
     check_page(&c, "audit").await;
     click(&c, "ol.audit > li:nth-child(2) a").await;
