@@ -198,246 +198,174 @@ async fn tls(b: &mut Browser, seen: &mut Seen) {
     post(b, seen, "tls outbound bad mta-sts", "/tls", &form).await;
 }
 
-async fn relay(b: &mut Browser, seen: &mut Seen) {
-    let domain = |d: &'static str, transport: &'static str, user, cert, recipients| {
-        [
+/// Forms of one page: (what, path, fields), posted in order.
+type Steps = Vec<(
+    &'static str,
+    &'static str,
+    Vec<(&'static str, &'static str)>,
+)>;
+
+async fn walk(b: &mut Browser, seen: &mut Seen, steps: Steps) {
+    for (what, path, form) in steps {
+        post(b, seen, what, path, &form).await;
+    }
+}
+
+fn relay_domains() -> Steps {
+    let domain = |d, transport, user, cert, recipients| {
+        let form = vec![
             ("domain", d),
             ("transport", transport),
             ("auth_username", user),
-            ("auth_password", ""),
-            ("client_certificate", cert),
-            ("recipients", recipients),
-        ]
+        ];
+        let rest = [("client_certificate", cert), ("recipients", recipients)];
+        ("/relay/save", [form, rest.to_vec()].concat())
     };
-    let good = domain("partner.example", "[127.0.0.1]:2525", "", "client", "");
-    post(b, seen, "relay good", "/relay/save", &good).await;
-    for (what, form) in [
-        ("relay bad domain", domain("bad domain", "", "", "", "")),
-        ("relay duplicate", domain("partner.example", "", "", "", "")),
-        (
+    let step = |what, (path, form)| (what, path, form);
+    vec![
+        step(
+            "relay good",
+            domain("partner.example", "[127.0.0.1]:2525", "", "client", ""),
+        ),
+        step("relay bad domain", domain("bad domain", "", "", "", "")),
+        step("relay duplicate", domain("partner.example", "", "", "", "")),
+        step(
             "relay bad transport",
             domain("b.example", "[bad", "", "", ""),
         ),
-        (
+        step(
             "relay unknown cert",
             domain("c.example", "", "", "nosuch", ""),
         ),
-        ("relay no password", domain("d.example", "", "gw", "", "")),
-        (
+        step("relay no password", domain("d.example", "", "gw", "", "")),
+        step(
             "relay bad recipient",
             domain("e.example", "", "", "", "not an address"),
         ),
-    ] {
-        post(b, seen, what, "/relay/save", &form).await;
-    }
-    post(
-        b,
-        seen,
-        "relay delete unknown",
-        "/relay/delete",
-        &[("key", "nosuch.example")],
-    )
-    .await;
-    let nets = [("networks", "10.0.0.0/8\n\nnot-a-network")];
-    post(b, seen, "networks bad", "/relay/networks", &nets).await;
-    let user = |action, name, password| {
-        [
+        step(
+            "relay delete unknown",
+            ("/relay/delete", vec![("key", "nosuch.example")]),
+        ),
+        step(
+            "networks bad",
+            ("/relay/networks", vec![("networks", "10.0.0.0/8\n\nx")]),
+        ),
+    ]
+}
+
+fn relay_users() -> Steps {
+    let user = |what, action, name, password| {
+        let form = vec![
             ("action", action),
             ("username", name),
             ("password", password),
-        ]
+        ];
+        (what, "/relay/users", form)
     };
-    post(
-        b,
-        seen,
-        "user alice",
-        "/relay/users",
-        &user("add", "alice", "long-enough-1"),
-    )
-    .await;
-    post(
-        b,
-        seen,
-        "user short",
-        "/relay/users",
-        &user("add", "bob", "short"),
-    )
-    .await;
-    post(
-        b,
-        seen,
-        "user twice",
-        "/relay/users",
-        &user("add", "alice", "long-enough-2"),
-    )
-    .await;
-    post(
-        b,
-        seen,
-        "user spaces",
-        "/relay/users",
-        &user("add", "a b", "long-enough-3"),
-    )
-    .await;
-    post(
-        b,
-        seen,
-        "user reset short",
-        "/relay/users",
-        &user("reset", "alice", "short"),
-    )
-    .await;
-    post(
-        b,
-        seen,
-        "user delete unknown",
-        "/relay/users",
-        &user("delete", "nosuch", ""),
-    )
-    .await;
+    vec![
+        user("user alice", "add", "alice", "long-enough-1"),
+        user("user short", "add", "bob", "short"),
+        user("user twice", "add", "alice", "long-enough-2"),
+        user("user spaces", "add", "a b", "long-enough-3"),
+        user("user reset short", "reset", "alice", "short"),
+        user("user delete unknown", "delete", "nosuch", ""),
+    ]
 }
 
-async fn policy(b: &mut Browser, seen: &mut Seen) {
-    let row = |pattern, level, min_bits, names, fingerprints| {
-        [
+fn policy() -> Steps {
+    let row = |what, pattern, level, min_bits, names, fingerprints| {
+        let form = vec![
             ("pattern", pattern),
             ("level", level),
             ("min_bits", min_bits),
+        ];
+        let rest = [
             ("on_failure", "defer"),
-            ("note", ""),
             ("match_names", names),
             ("fingerprints", fingerprints),
-            ("mta_sts", ""),
-        ]
+        ];
+        (what, "/policy/add", [form, rest.to_vec()].concat())
     };
-    post(
-        b,
-        seen,
-        "policy good",
-        "/policy/add",
-        &row("a.example", "encrypt", "", "", ""),
-    )
-    .await;
-    for (what, form) in [
-        ("policy blank", row("", "may", "", "", "")),
-        ("policy bad pattern", row("bad domain", "may", "", "", "")),
-        ("policy duplicate", row("a.example", "may", "", "", "")),
-        ("policy managed", row("partner.example", "may", "", "", "")),
-        (
-            "policy min bits",
-            row("b.example", "encrypt", "9999", "", ""),
-        ),
-        (
-            "policy fingerprint",
-            row("c.example", "fingerprint", "", "", ""),
-        ),
-        (
+    vec![
+        row("policy good", "a.example", "encrypt", "", "", ""),
+        row("policy blank", "", "may", "", "", ""),
+        row("policy bad pattern", "bad domain", "may", "", "", ""),
+        row("policy duplicate", "a.example", "may", "", "", ""),
+        row("policy min bits", "b.example", "encrypt", "9999", "", ""),
+        row("policy fingerprint", "c.example", "fingerprint", "", "", ""),
+        row(
             "policy bad fingerprint",
-            row("c.example", "fingerprint", "", "", "zz"),
+            "c.example",
+            "fingerprint",
+            "",
+            "",
+            "zz",
+        ),
+        row("policy bad name", "d.example", "secure", "", "bad name", ""),
+        (
+            "policy edit unknown",
+            "/policy/edit",
+            vec![
+                ("original", "nosuch.example"),
+                ("pattern", "x.example"),
+                ("level", "may"),
+            ],
         ),
         (
-            "policy bad name",
-            row("d.example", "secure", "", "bad name", ""),
+            "policy bulk",
+            "/policy/bulk",
+            vec![("entries", "e.example\nbad domain"), ("level", "may")],
         ),
-    ] {
-        post(b, seen, what, "/policy/add", &form).await;
-    }
-    let edit = [
-        ("original", "nosuch.example"),
-        ("pattern", "x.example"),
-        ("level", "may"),
-    ];
-    post(b, seen, "policy edit unknown", "/policy/edit", &edit).await;
-    let bulk = [
-        ("entries", "e.example\nbad domain"),
-        ("level", "may"),
-        ("note", ""),
-    ];
-    post(b, seen, "policy bulk", "/policy/bulk", &bulk).await;
-    let test = [("pattern", "bad domain"), ("level", "encrypt")];
-    post(b, seen, "policy test", "/policy/test", &test).await;
-    post(
-        b,
-        seen,
-        "policy delete unknown",
-        "/policy/delete",
-        &[("pattern", "n.example")],
-    )
-    .await;
+        (
+            "policy test",
+            "/policy/test",
+            vec![("pattern", "bad domain"), ("level", "encrypt")],
+        ),
+        (
+            "policy delete unknown",
+            "/policy/delete",
+            vec![("pattern", "n.example")],
+        ),
+    ]
 }
 
-async fn rules(b: &mut Browser, seen: &mut Seen) {
-    let list = |name, domains| [("action", "save"), ("name", name), ("domains", domains)];
-    post(
-        b,
-        seen,
-        "list good",
-        "/rules/list",
-        &list("partners", "partner.example"),
-    )
-    .await;
-    post(
-        b,
-        seen,
-        "list bad domain",
-        "/rules/list",
-        &list("l2", "ok.example\nbad domain"),
-    )
-    .await;
-    post(
-        b,
-        seen,
-        "list duplicate",
-        "/rules/list",
-        &list("partners", "b.example"),
-    )
-    .await;
-    post(
-        b,
-        seen,
-        "list blank name",
-        "/rules/list",
-        &list("", "b.example"),
-    )
-    .await;
+fn rules() -> Steps {
+    let list = |what, name, domains| {
+        let form = vec![("action", "save"), ("name", name), ("domains", domains)];
+        (what, "/rules/list", form)
+    };
     // The box ticked is sent; unticked, not at all.
-    let rule = |name, recipients, every: bool| {
-        let mut form = vec![
-            ("name", name),
-            ("direction", "outbound"),
-            ("recipient_matches", recipients),
-            ("tls_level", "require"),
-        ];
+    let rule = |what, name, recipients, every: bool| {
+        let mut form = vec![("name", name), ("direction", "outbound")];
+        form.extend([("recipient_matches", recipients), ("tls_level", "require")]);
         if every {
             form.push(("every_recipient", "on"));
         }
-        form
+        (what, "/rules/save", form)
     };
-    post(
-        b,
-        seen,
-        "rule good",
-        "/rules/save",
-        &rule("r", "partners", false),
-    )
-    .await;
-    for (what, form) in [
-        ("rule no condition", rule("r2", "", false)),
-        ("rule both", rule("r3", "partners", true)),
-        ("rule duplicate", rule("r", "partners", false)),
-        ("rule blank name", rule("", "partners", false)),
-        ("rule unknown list", rule("r4", "nosuch", false)),
-    ] {
-        post(b, seen, what, "/rules/save", &form).await;
-    }
-    let delete = [
+    let delete_list = vec![
         ("action", "delete"),
         ("original", "partners"),
         ("name", "partners"),
     ];
-    post(b, seen, "list in use", "/rules/list", &delete).await;
-    let delete = [("action", "delete"), ("name", "nosuch")];
-    post(b, seen, "rule delete unknown", "/rules/rule", &delete).await;
+    vec![
+        list("list good", "partners", "partner.example"),
+        list("list bad domain", "l2", "ok.example\nbad domain"),
+        list("list duplicate", "partners", "b.example"),
+        list("list blank name", "", "b.example"),
+        rule("rule good", "r", "partners", false),
+        rule("rule no condition", "r2", "", false),
+        rule("rule both", "r3", "partners", true),
+        rule("rule duplicate", "r", "partners", false),
+        rule("rule blank name", "", "partners", false),
+        rule("rule unknown list", "r4", "nosuch", false),
+        ("list in use", "/rules/list", delete_list),
+        (
+            "rule delete unknown",
+            "/rules/rule",
+            vec![("action", "delete"), ("name", "nosuch")],
+        ),
+    ]
 }
 
 async fn m365_and_password(b: &mut Browser, seen: &mut Seen) {
@@ -549,9 +477,10 @@ async fn no_page_shows_a_settings_path() {
     let mut seen = Seen { pages: Vec::new() };
     certificates(&mut b, &mut seen).await;
     tls(&mut b, &mut seen).await;
-    relay(&mut b, &mut seen).await;
-    policy(&mut b, &mut seen).await;
-    rules(&mut b, &mut seen).await;
+    walk(&mut b, &mut seen, relay_domains()).await;
+    walk(&mut b, &mut seen, relay_users()).await;
+    walk(&mut b, &mut seen, policy()).await;
+    walk(&mut b, &mut seen, rules()).await;
     m365_and_password(&mut b, &mut seen).await;
     audit(&mut b, &mut seen).await;
     for path in [

@@ -153,8 +153,8 @@ async fn import_checks_each_input_and_stores_nothing_on_failure() {
     assert_eq!(
         all[0]["bound_to"],
         json!([
-            "SMTP STARTTLS (inbound), by default: no certificate bound",
-            "admin page, by default"
+            "SMTP STARTTLS (inbound), while no other is bound",
+            "admin page, while no other is bound"
         ])
     );
     assert_eq!(

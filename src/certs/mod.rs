@@ -354,10 +354,10 @@ impl Certs {
             used_for.push(said);
         };
         if kind == Kind::System && smtp_unbound && self.default_smtp_is_system() {
-            by_default(Binding::Inbound, "by default: no certificate bound");
+            by_default(Binding::Inbound, "while no other is bound");
         }
         if kind == Kind::System && settings.admin.certificate.is_none() {
-            by_default(Binding::Admin, "by default");
+            by_default(Binding::Admin, "while no other is bound");
         }
         CertInfo {
             name: name.to_string(),

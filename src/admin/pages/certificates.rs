@@ -157,38 +157,25 @@ pub struct ImportForm {
     acme: Option<String>,
 }
 
-pub async fn import(
-    State(state): State<AdminState>,
-    session: Session,
-    axum::Extension(auth): axum::Extension<SignedIn>,
-    Form(form): Form<ImportForm>,
-) -> Response {
-    if let Err(refused) = check_csrf(&session, &form.csrf).await {
-        return refused;
-    }
+/// The store's request for what the form posted: PEM text, or the ACME form's name. The key
+/// is taken out of the form, not copied: the request's `Secret` is its one holder.
+fn request(form: &mut ImportForm) -> ImportRequest {
     let acme = form.acme.is_some();
-    let req = if acme {
-        ImportRequest {
-            name: form.name.clone(),
-            cert: None,
-            key: None,
-            chain: None,
-            acme: true,
-            replace: form.replace.is_some(),
-        }
-    } else {
-        ImportRequest {
-            name: form.name.clone(),
-            cert: Some(form.cert.clone()),
-            key: Some(Secret::new(form.key)),
-            chain: Some(form.chain.clone()).filter(|c| !c.trim().is_empty()),
-            acme: false,
-            replace: form.replace.is_some(),
-        }
-    };
-    let (certs, actor) = (state.certs.clone(), auth.actor());
-    let result = tokio::task::spawn_blocking(move || certs.import(&req, &actor)).await;
-    let mut shown = if acme {
+    let key = std::mem::take(&mut form.key);
+    let text = |t: &str| (!acme).then(|| t.to_string());
+    ImportRequest {
+        name: form.name.clone(),
+        cert: text(&form.cert),
+        key: (!acme).then(|| Secret::new(key)),
+        chain: text(&form.chain).filter(|c| !c.trim().is_empty()),
+        acme,
+        replace: form.replace.is_some(),
+    }
+}
+
+/// The form as typed, shown again with the refusal (never the key).
+fn typed(form: ImportForm) -> Shown {
+    if form.acme.is_some() {
         Shown {
             form_acme: form.name,
             ..Shown::default()
@@ -200,18 +187,40 @@ pub async fn import(
             form_chain: form.chain,
             ..Shown::default()
         }
-    };
+    }
+}
+
+/// The notice after an import: a renewal says so, and from when it is served.
+fn imported(info: &crate::certs::CertInfo) -> String {
+    if info.renewed {
+        format!(
+            "Renewed {} ({}, valid until {}): served from the next handshake wherever it is bound.",
+            info.name, info.facts.subject, info.facts.not_after
+        )
+    } else {
+        format!("Imported {} ({}).", info.name, info.facts.subject)
+    }
+}
+
+pub async fn import(
+    State(state): State<AdminState>,
+    session: Session,
+    axum::Extension(auth): axum::Extension<SignedIn>,
+    Form(mut form): Form<ImportForm>,
+) -> Response {
+    if let Err(refused) = check_csrf(&session, &form.csrf).await {
+        return refused;
+    }
+    let acme = form.acme.is_some();
+    let req = request(&mut form);
+    let (certs, actor) = (state.certs.clone(), auth.actor());
+    let result = tokio::task::spawn_blocking(move || certs.import(&req, &actor)).await;
+    let mut shown = typed(form);
     match result {
         Ok(Ok(info)) => {
             let done = if info.renewed { "renewed" } else { "imported" };
             tracing::info!(target: "postern/admin", "certificate {} {done} by {} (admin page)", info.name, auth.user);
-            let notice = match info.renewed {
-                true => format!(
-                    "Renewed {} ({}, valid until {}): served from the next handshake wherever it is bound.",
-                    info.name, info.facts.subject, info.facts.not_after
-                ),
-                false => format!("Imported {} ({}).", info.name, info.facts.subject),
-            };
+            let notice = imported(&info);
             let _ = session.insert("notice", notice).await;
             let _ = session.insert("warnings", &info.warnings).await;
             Redirect::to("/certificates").into_response()
