@@ -140,7 +140,7 @@ async fn first_sign_in_and_smtp_tls_settings_in_chromium() {
     arrived(&c, "ol.sources").await;
     assert_eq!(
         text_of(&c, "ol.sources li.decides").await,
-        "global outbound mode may: may (decides)"
+        "global outbound mode Opportunistic (may): may (decides)"
     );
     check_page(&c, "explain").await;
     let mut smtp = common::SmtpClient::connect(proc.smtp, None, Some(der)).await;
@@ -558,11 +558,11 @@ async fn relay_rules_queue_logs_and_audit_in_chromium() {
         .unwrap();
     assert_eq!(
         text_of(&c, "ol.audit > li:first-child td[data-label='Field']").await,
-        "inbound.tls_mode"
+        "Inbound STARTTLS"
     );
     assert_eq!(
         text_of(&c, "ol.audit > li:first-child td[data-label='After']").await,
-        "\"disabled\""
+        "Disabled (none)"
     );
     check_page(&c, "audit").await;
     click(&c, "ol.audit > li:nth-child(2) a").await;

@@ -249,7 +249,7 @@ async fn every_delete_asks_and_says_what_depends_on_it_in_chromium() {
     assert!(
         said.starts_with("relay-client (")
             && said.contains(") cannot be deleted: it is in use.")
-            && said.contains("client certificate towards smarthost.example: change it"),
+            && said.contains("client certificate for relay domain smarthost.example: change it"),
         "{said}"
     );
     assert!(

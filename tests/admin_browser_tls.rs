@@ -194,7 +194,7 @@ async fn a_restore_shows_what_it_changes_before_it_applies() {
     click(&c, "#v1 a[href*='restore=1']").await;
     arrived(&c, "#restore-confirm").await;
     let confirm = text_of(&c, "#confirm").await;
-    assert!(confirm.contains("inbound.certificate"), "{confirm}");
+    assert!(confirm.contains("SMTP TLS certificate"), "{confirm}");
     let after = text_of(&c, "#confirm td[data-label='After the restore']").await;
     assert_eq!(after, "(none)", "{confirm}");
     let undone = text_of(&c, "#confirm .certificates").await;

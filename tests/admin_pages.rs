@@ -335,7 +335,7 @@ async fn tls_page_saves_through_the_same_checks_and_applies_to_the_next_session(
         .await;
     assert_eq!(page.status, 409);
     assert!(
-        page.body.contains("Not deleted: gateway-mx-2026 is in use (SMTP TLS): bind another certificate there first"),
+        page.body.contains("Not deleted: gateway-mx-2026 is in use (SMTP STARTTLS (inbound)): bind another certificate there first"),
         "{}",
         page.body
     );

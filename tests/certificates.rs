@@ -153,8 +153,8 @@ async fn import_checks_each_input_and_stores_nothing_on_failure() {
     assert_eq!(
         all[0]["bound_to"],
         json!([
-            "SMTP STARTTLS (default, no certificate bound)",
-            "admin listener (default)"
+            "SMTP STARTTLS (inbound), while no other is bound",
+            "admin page, while no other is bound"
         ])
     );
     assert_eq!(
@@ -303,7 +303,7 @@ async fn binding_rules_and_the_in_use_guard() {
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(
         body["error"],
-        "certificate \"mx\" is in use: bound to inbound.certificate (SMTP TLS)"
+        "certificate \"mx\" is in use: bound to inbound.certificate (SMTP STARTTLS (inbound))"
     );
     // The admin listener may bind it too (or the system one); the CLI pins what it serves.
     let (status, body) = server
@@ -320,7 +320,7 @@ async fn binding_rules_and_the_in_use_guard() {
     assert!(ok, "{err}");
     assert!(
         out.contains(
-            "Used for:    inbound.certificate (SMTP TLS), admin.certificate (admin listener)"
+            "Used for:    inbound.certificate (SMTP STARTTLS (inbound)), admin.certificate (admin page)"
         ),
         "{out}"
     );
@@ -521,7 +521,7 @@ async fn relay_domain_presents_its_client_certificate() {
     assert_eq!(status, StatusCode::CONFLICT);
     assert!(
         body["error"].as_str().unwrap().contains(
-            "relay_domains[0].client_certificate (client certificate towards tenant.example)"
+            "relay_domains[0].client_certificate (client certificate for relay domain tenant.example)"
         ),
         "{body}"
     );

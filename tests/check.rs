@@ -126,7 +126,7 @@ fn an_expired_bound_certificate_is_one_error() {
     assert_eq!((code, errors.len()), (1, 1), "{all}");
     assert!(
         errors[0].starts_with(
-            "postern: error: certificate \"mx\" (bound to inbound.certificate (SMTP TLS)): the certificate expired on "
+            "postern: error: certificate \"mx\" (bound to inbound.certificate (SMTP STARTTLS (inbound))): the certificate expired on "
         ),
         "{}",
         errors[0]

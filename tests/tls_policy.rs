@@ -219,7 +219,7 @@ async fn policy_explain_names_each_source() {
         .map(|l| l.as_str().unwrap())
         .collect();
     assert!(
-        lines.contains(&"global outbound mode may: may"),
+        lines.contains(&"global outbound mode Opportunistic (may): may"),
         "{lines:?}"
     );
     assert!(

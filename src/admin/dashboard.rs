@@ -136,7 +136,7 @@ pub(crate) async fn gather(state: &AdminState) -> Result<Dashboard, ApiError> {
         .map(|c| Expiring {
             name: c.name,
             days_left: c.days_left,
-            used_for: c.bound_to.join("; "),
+            used_for: c.used_for.join("; "),
         })
         .collect();
     Ok(Dashboard {

@@ -67,12 +67,9 @@ pub(crate) async fn checklist(state: &AdminState) -> Checklist {
     let steps = vec![
         Step {
             title: "A certificate for this gateway's name, bound to SMTP".into(),
-            command: Some({
-                // File names, not the placeholder, while the name is not a full one.
-                let file = if host == FULL_NAME_WANTED { "gateway" } else { &host };
-                format!("postern cert import --name {file} --cert {file}.crt --key {file}.key --chain chain.pem")
-            }),
-            explanation: format!("Exchange Online's outbound connector checks that the smart host's certificate is valid for {} (DomainValidation) and issued by a public certificate authority. Import it on Certificates, then bind it on SMTP TLS Settings.", if host == FULL_NAME_WANTED { "the gateway's full host name" } else { &host }),
+            // Done on this page's neighbours, not on a command line (issue 28).
+            command: None,
+            explanation: format!("Exchange Online's outbound connector checks that the smart host's certificate is valid for {} (DomainValidation) and issued by a public certificate authority. Import it on System Certificates, then pick it as the SMTP TLS certificate on SMTP TLS Settings.", if host == FULL_NAME_WANTED { "the gateway's full host name" } else { &host }),
             status: cert_status.0,
             seen: cert_status.1,
             problems: cert_status.2,
@@ -262,6 +259,8 @@ mod tests {
             },
             days_left,
             bound_to: vec!["SMTP STARTTLS".into()],
+            used_for: vec!["SMTP STARTTLS (inbound)".into()],
+            renewed: false,
             warnings: Vec::new(),
             directory: None,
         }

@@ -96,6 +96,9 @@ pub struct ApiError {
     pub error: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// The field in the admin's words, when the settings it names were at hand.
+    #[serde(skip)]
+    pub(crate) label: Option<String>,
 }
 
 impl ApiError {
@@ -104,6 +107,7 @@ impl ApiError {
             status,
             error: error.into(),
             field,
+            label: None,
         }
     }
 
@@ -442,9 +446,10 @@ impl From<ReplaceError> for ApiError {
 
 fn replace_error(e: ReplaceError) -> ApiError {
     match e {
-        ReplaceError::Invalid(e) => {
-            ApiError::new(StatusCode::BAD_REQUEST, e.to_string(), Some(e.field))
-        }
+        ReplaceError::Invalid(e) => ApiError {
+            label: e.label.clone(),
+            ..ApiError::new(StatusCode::BAD_REQUEST, e.to_string(), Some(e.field))
+        },
         ReplaceError::Store(
             e @ (crate::settings::StoreError::Unreachable(_)
             | crate::settings::StoreError::Refused(_)),

@@ -71,7 +71,8 @@ impl Certs {
             id: Some(checked.facts.id()),
             ..stored
         };
-        self.settings.put_certificate(&stored, req.replace, actor)?;
+        let action = self.settings.put_certificate(&stored, req.replace, actor)?;
+        let renewed = action == crate::settings::certificates::CertAction::Replaced;
         self.forget(name);
         if let Some(digest) = digest {
             // After the commit: a poll before this finds no entry and leaves it alone.
@@ -87,11 +88,13 @@ impl Certs {
         for w in &checked.warnings {
             tracing::warn!(target: "postern/tls", "warning: certificate {name}: {w}");
         }
-        tracing::info!(target: "postern/tls", "certificate {name} imported by {actor}: subject {}, serial {}, sha256 {}, not after {}", checked.facts.subject, checked.facts.serial, checked.facts.sha256, checked.facts.not_after);
+        let done = if renewed { "renewed" } else { "imported" };
+        tracing::info!(target: "postern/tls", "certificate {name} {done} by {actor}: subject {}, serial {}, sha256 {}, not after {}", checked.facts.subject, checked.facts.serial, checked.facts.sha256, checked.facts.not_after);
         self.rebind();
         let settings = self.settings.current().settings.clone();
         let mut info = self.info(name, stored.kind, checked.facts, &settings, now);
         info.warnings = checked.warnings;
+        info.renewed = renewed;
         Ok(info)
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use super::{Certs, Facts, Kind, SYSTEM, bound_at, unknown_facts};
+use super::{Binding, Certs, Facts, Kind, SYSTEM, bindings, bound_at, unknown_facts};
 use crate::settings::{Settings, StoreError};
 
 /// Below this many days left, the daily check logs a warning.
@@ -25,6 +25,13 @@ pub struct CertInfo {
     pub facts: Facts,
     pub days_left: i64,
     pub bound_to: Vec<String>,
+    /// Where it is used, in the admin's words (`bound_to` without the settings paths), for
+    /// the pages.
+    #[serde(skip)]
+    pub used_for: Vec<String>,
+    /// A replace of a certificate of the same name (a renewal), for the import's answer.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub renewed: bool,
     /// Import warnings (expiring soon, host name not among the names).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
@@ -64,16 +71,25 @@ impl Certs {
         now: i64,
     ) -> CertInfo {
         let mut bound_to = bound_at(settings, name);
+        let mut used_for: Vec<String> = bindings(settings, name)
+            .iter()
+            .map(Binding::words)
+            .collect();
         let smtp_unbound = settings
             .inbound
             .certificate
             .as_deref()
             .is_none_or(str::is_empty);
+        let mut by_default = |place: Binding, why: &str| {
+            let said = format!("{}, {why}", place.words());
+            bound_to.push(said.clone());
+            used_for.push(said);
+        };
         if kind == Kind::System && smtp_unbound && self.default_smtp_is_system() {
-            bound_to.push("SMTP STARTTLS (default, no certificate bound)".into());
+            by_default(Binding::Inbound, "while no other is bound");
         }
         if kind == Kind::System && settings.admin.certificate.is_none() {
-            bound_to.push("admin listener (default)".into());
+            by_default(Binding::Admin, "while no other is bound");
         }
         CertInfo {
             name: name.to_string(),
@@ -82,6 +98,8 @@ impl Certs {
             days_left: facts.days_left(now),
             facts,
             bound_to,
+            used_for,
+            renewed: false,
             warnings: Vec::new(),
             directory: (kind == Kind::Acme).then(|| self.acme_dir.join(name).display().to_string()),
         }

@@ -15,7 +15,7 @@ use rustls::sign::CertifiedKey;
 use tokio::sync::watch;
 
 pub use crate::settings::certificates::{
-    Kind, SYSTEM, StoreOpError, StoredCert, bound_at, check_bindings,
+    Binding, Kind, SYSTEM, StoreOpError, StoredCert, bindings, bound_at, check_bindings,
 };
 use crate::settings::{Secret, SettingsHandle};
 use crate::tls::CertResolver;

@@ -524,7 +524,7 @@ fn global_source(snapshot: &Snapshot) -> Line {
     };
     (
         considered(Source::Global, Some(global), true),
-        format!("global outbound mode {mode}: {global}"),
+        format!("global outbound mode {}: {global}", mode.words()),
     )
 }
 
@@ -641,7 +641,7 @@ mod tests {
         assert_eq!(
             d.explanation[..3],
             [
-                "global outbound mode may: may (decides)",
+                "global outbound mode Opportunistic (may): may (decides)",
                 "policy row partner.example: may",
                 "policy row *: encrypt, overridden by the more specific row partner.example",
             ]
@@ -681,7 +681,7 @@ mod tests {
             let d = decide(&snap(mode, vec![]), "a@b.example", None, None);
             assert_eq!((d.level, d.source.clone()), (level, Source::Global));
             assert_eq!(d.min_bits, if level == Level::Encrypt { 112 } else { 0 });
-            assert!(d.explanation[0].contains(&mode.to_string()));
+            assert!(d.explanation[0].contains(mode.words()));
         }
     }
 

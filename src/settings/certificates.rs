@@ -52,13 +52,14 @@ impl Binding {
         }
     }
 
-    /// What it is for, in the admin's words.
+    /// What it is for, in the admin's words: the one naming of a place, said by the
+    /// certificates page, its delete question, the audit and the restore's diff.
     pub fn words(&self) -> String {
         match self {
-            Binding::Inbound => "SMTP TLS".into(),
-            Binding::Admin => "admin listener".into(),
+            Binding::Inbound => "SMTP STARTTLS (inbound)".into(),
+            Binding::Admin => "admin page".into(),
             Binding::RelayClient { domain, .. } => {
-                format!("client certificate towards {domain}")
+                format!("client certificate for relay domain {domain}")
             }
         }
     }
@@ -66,25 +67,15 @@ impl Binding {
 
 /// Where `name` is bound in `settings`.
 pub fn bindings(settings: &Settings, name: &str) -> Vec<Binding> {
-    let mut out = Vec::new();
-    if settings.inbound.certificate.as_deref() == Some(name) {
-        out.push(Binding::Inbound);
-    }
-    if settings.admin.certificate.as_deref() == Some(name) {
-        out.push(Binding::Admin);
-    }
-    for (index, d) in settings.relay_domains.iter().enumerate() {
-        if d.client_certificate.as_deref() == Some(name) {
-            out.push(Binding::RelayClient {
-                index,
-                domain: d.domain.clone(),
-            });
-        }
-    }
-    out
+    every_binding(settings)
+        .into_iter()
+        .filter(|(_, n)| n == name)
+        .map(|(b, _)| b)
+        .collect()
 }
 
-/// Where `name` is bound in `settings`, as the settings document names the fields.
+/// Where `name` is bound in `settings`, as the settings document names the fields (with
+/// the words), for the API and the CLI.
 pub fn bound_at(settings: &Settings, name: &str) -> Vec<String> {
     bindings(settings, name)
         .iter()
@@ -92,29 +83,32 @@ pub fn bound_at(settings: &Settings, name: &str) -> Vec<String> {
         .collect()
 }
 
-/// Where SMTP STARTTLS's certificate is bound, as audit entries name the place.
-pub const SMTP_PLACE: &str = "SMTP STARTTLS (inbound)";
-
-/// Every place a certificate is bound in `settings`, in words, with its name.
-fn every_binding(settings: &Settings) -> Vec<(String, String)> {
+/// Every place a certificate is bound in `settings`, with its name.
+fn every_binding(settings: &Settings) -> Vec<(Binding, String)> {
     let mut out = Vec::new();
-    let mut add = |place: String, name: Option<&str>| {
+    let mut add = |place: Binding, name: Option<&str>| {
         if let Some(n) = name.filter(|n| !n.is_empty()) {
             out.push((place, n.to_string()));
         }
     };
-    add(SMTP_PLACE.into(), settings.inbound.certificate.as_deref());
-    add(
-        "the admin listener".into(),
-        settings.admin.certificate.as_deref(),
-    );
-    for d in &settings.relay_domains {
-        add(
-            format!("the client certificate towards {}", d.domain),
-            d.client_certificate.as_deref(),
-        );
+    add(Binding::Inbound, settings.inbound.certificate.as_deref());
+    add(Binding::Admin, settings.admin.certificate.as_deref());
+    for (index, d) in settings.relay_domains.iter().enumerate() {
+        let place = Binding::RelayClient {
+            index,
+            domain: d.domain.clone(),
+        };
+        add(place, d.client_certificate.as_deref());
     }
     out
+}
+
+/// Every place a certificate is bound, in words, with its name: what the audit records.
+fn places(settings: &Settings) -> Vec<(String, String)> {
+    every_binding(settings)
+        .into_iter()
+        .map(|(b, name)| (b.words(), name))
+        .collect()
 }
 
 /// The bindings `new` changes from `old`, each named with what the certificate is (from
@@ -139,7 +133,7 @@ pub fn binding_changes(
         id: id(name),
         replaced: None,
     };
-    let (before, after) = (every_binding(old), every_binding(new));
+    let (before, after) = (places(old), places(new));
     let mut out: Vec<CertChange> = before
         .iter()
         .filter(|b| !after.contains(b))
@@ -156,7 +150,7 @@ pub fn binding_changes(
 
 /// The certificates `settings` binds that `stored` no longer holds, with where (in words).
 pub fn missing(settings: &Settings, stored: &[StoredCert]) -> Vec<(String, String)> {
-    every_binding(settings)
+    places(settings)
         .into_iter()
         .filter(|(_, name)| name != SYSTEM && !stored.iter().any(|c| c.name == *name))
         .collect()
@@ -180,13 +174,14 @@ impl SettingsHandle {
     }
 
     /// Store a certificate; one of the same name is replaced only when `replace` (a renewal).
-    /// Under the writers' lock, so a binding check never races a deletion.
+    /// Under the writers' lock, so a binding check never races a deletion. Returns what it
+    /// was: imported, or replaced (renewed).
     pub fn put_certificate(
         &self,
         cert: &StoredCert,
         replace: bool,
         actor: &str,
-    ) -> Result<(), StoreOpError> {
+    ) -> Result<CertAction, StoreOpError> {
         let _guard = self.inner.write.lock().unwrap_or_else(|e| e.into_inner());
         if cert.name.eq_ignore_ascii_case(SYSTEM) {
             return Err(StoreOpError::System);
@@ -207,17 +202,19 @@ impl SettingsHandle {
             Some(_) if !replace => return Err(StoreOpError::Exists(cert.name.clone())),
             found => found,
         };
+        let action = match before {
+            Some(_) => CertAction::Replaced,
+            None => CertAction::Imported,
+        };
         let change = CertChange {
-            action: match before {
-                Some(_) => CertAction::Replaced,
-                None => CertAction::Imported,
-            },
+            action,
             name: cert.name.clone(),
             place: None,
             id: cert.id.clone(),
             replaced: before.and_then(|c| c.id.clone()),
         };
-        self.record_certificate(change, CertRow::Put(cert), actor)
+        self.record_certificate(change, CertRow::Put(cert), actor)?;
+        Ok(action)
     }
 
     /// Delete a certificate that nothing binds.
@@ -370,7 +367,10 @@ mod tests {
         s.admin.certificate = Some(SYSTEM.into());
         assert_eq!(check_bindings(&s, &store), Ok(()));
         s.inbound.certificate = Some("mx".into());
-        assert_eq!(bound_at(&s, "mx"), vec!["inbound.certificate (SMTP TLS)"]);
+        assert_eq!(
+            bound_at(&s, "mx"),
+            vec!["inbound.certificate (SMTP STARTTLS (inbound))"]
+        );
     }
 
     #[test]
@@ -400,7 +400,7 @@ mod tests {
             [
                 "mx unbound from SMTP STARTTLS (inbound) (CN=mx)",
                 "mx-2027 bound to SMTP STARTTLS (inbound) (CN=mx-2027)",
-                "system bound to the admin listener (CN=system)",
+                "system bound to admin page (CN=system)",
             ]
         );
         assert!(binding_changes(&new, &new, &store, None).is_empty());
@@ -490,7 +490,7 @@ mod tests {
         let plan = h.restore_plan(6).unwrap().unwrap();
         assert_eq!(
             plan.missing,
-            vec![(SMTP_PLACE.to_string(), "mx".to_string())]
+            vec![(Binding::Inbound.words(), "mx".to_string())]
         );
         drop(h);
         // Reopened, the log reads back whole.

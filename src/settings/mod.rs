@@ -18,6 +18,7 @@ mod secret;
 mod snapshot;
 mod store;
 mod validate;
+pub mod words;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -329,13 +330,14 @@ impl SettingsHandle {
         let new = old
             .settings
             .apply(&doc, hasher)
-            .map_err(ReplaceError::from)?;
+            .map_err(|e| ReplaceError::from(e.labelled(&words::doc_names(&doc))))?;
         let certificates = self
             .inner
             .store
             .certificates()
             .map_err(ReplaceError::from)?;
-        certificates::check_bindings(&new, &certificates).map_err(ReplaceError::from)?;
+        certificates::check_bindings(&new, &certificates)
+            .map_err(|e| ReplaceError::from(e.labelled(&words::settings_names(&new))))?;
         let changes = diff(&old.settings, &new);
         if matches!(apply, Apply::No) {
             return Ok(Changed {
@@ -446,7 +448,8 @@ impl SettingsHandle {
     fn put_back(&self, settings: Settings, actor: &str) -> Result<Arc<Snapshot>, ReplaceError> {
         // A certificate the old version bound may have been deleted since.
         let stored = self.inner.store.certificates()?;
-        certificates::check_bindings(&settings, &stored)?;
+        certificates::check_bindings(&settings, &stored)
+            .map_err(|e| e.labelled(&words::settings_names(&settings)))?;
         let current = self.current();
         let record = Record {
             certificates: self.binding_changes(&current.settings, &settings, &stored),

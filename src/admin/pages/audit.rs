@@ -15,7 +15,8 @@ use super::{Chrome, SignedIn, check_csrf, chrome, render};
 use crate::admin::AdminState;
 use crate::admin::audit::{LISTED, RestorePreview, Version, preview, restore_version, versions};
 use crate::settings::FieldChange;
-use crate::settings::certificates::{CertAction, CertChange, SMTP_PLACE};
+use crate::settings::certificates::{Binding, CertAction, CertChange};
+use crate::settings::words::{field_words, section_title, value_words};
 
 struct Entry {
     version: u64,
@@ -75,23 +76,35 @@ fn cert_line(c: CertChange) -> CertLine {
     }
 }
 
-/// (field, before, after) as the tables show them; `(none)` where a value is absent.
+/// (field, before, after) as the tables show them: the field by its form label, not its
+/// settings path; `(none)` where a value is absent.
 fn field_rows(fields: Vec<FieldChange>) -> Vec<(String, String, String)> {
-    let absent = || "(none)".to_string();
+    // The diff names list items by their key, not their index: no names to look up.
+    let said = |path: &str, value: Option<String>| {
+        value.map_or_else(|| "(none)".to_string(), |v| value_words(path, &v))
+    };
     fields
         .into_iter()
         .map(|f| {
             (
-                f.path,
-                f.before.unwrap_or_else(absent),
-                f.after.unwrap_or_else(absent),
+                field_words(&f.path, &|_, _| None),
+                said(&f.path, f.before),
+                said(&f.path, f.after),
             )
         })
         .collect()
 }
 
 fn entry(v: Version, current: bool) -> Entry {
-    let sections: Vec<String> = v.changes.iter().map(ToString::to_string).collect();
+    let sections: Vec<String> = v
+        .changes
+        .iter()
+        .map(|c| {
+            let counts = c.to_string();
+            let counts = counts.strip_prefix(c.section.as_str()).unwrap_or_default();
+            format!("{}{counts}", section_title(&c.section))
+        })
+        .collect();
     let sections = match (v.first, sections.is_empty(), v.certificates.is_empty()) {
         (true, _, _) => "first version".to_string(),
         (false, true, false) => "a certificate change; the settings did not change".to_string(),
@@ -112,10 +125,11 @@ fn entry(v: Version, current: bool) -> Entry {
 /// What undoing a binding leaves: SMTP STARTTLS with nothing bound serves the default
 /// certificate (the TLS page says the same under its field).
 fn consequences(changes: &[CertChange]) -> Vec<String> {
+    let place = Binding::Inbound.words();
     let smtp = |a: CertAction| {
         changes
             .iter()
-            .any(|c| c.action == a && c.place.as_deref() == Some(SMTP_PLACE))
+            .any(|c| c.action == a && c.place.as_deref() == Some(place.as_str()))
     };
     let mut out = Vec::new();
     if smtp(CertAction::Unbound) && !smtp(CertAction::Bound) {
@@ -228,14 +242,14 @@ pub async fn restore(
         }
         Err(e) => {
             let (entries, _) = listed(&state).await;
-            // A field at fault can only be a binding of a certificate deleted since: said in
-            // words, without the settings path.
-            let why = match e.field {
-                Some(_) => format!(
+            // A field of the settings at fault can only be a binding of a certificate deleted
+            // since: said in words, without the settings path.
+            let why = match e.field.as_deref() {
+                Some(f) if f.ends_with("certificate") => format!(
                     "{} (this version binds a certificate that is no longer stored: import it again on System Certificates first)",
                     e.message()
                 ),
-                None => e.error.clone(),
+                _ => e.words(),
             };
             let page = AuditPage {
                 chrome: chrome(&state, &session, Some(&auth)).await,

@@ -12,7 +12,7 @@ use tower_sessions::Session;
 
 use super::{Chrome, SignedIn, check_csrf, chrome, render};
 use crate::admin::AdminState;
-use crate::certs::{CertError, ImportRequest};
+use crate::certs::{CertError, ImportRequest, StoreOpError};
 use crate::settings::Secret;
 use crate::settings::certificates::Binding;
 
@@ -94,7 +94,7 @@ async fn rows(state: &AdminState) -> Vec<Row> {
             left: super::words::days_left(c.days_left, c.facts.not_after_unix),
             not_after: c.facts.not_after,
             days_left: c.days_left,
-            used_for: c.bound_to.join("; "),
+            used_for: c.used_for.join("; "),
             name: c.name,
         })
         .collect()
@@ -160,38 +160,25 @@ pub struct ImportForm {
     acme: Option<String>,
 }
 
-pub async fn import(
-    State(state): State<AdminState>,
-    session: Session,
-    axum::Extension(auth): axum::Extension<SignedIn>,
-    Form(form): Form<ImportForm>,
-) -> Response {
-    if let Err(refused) = check_csrf(&session, &form.csrf).await {
-        return refused;
-    }
+/// The store's request for what the form posted: PEM text, or the ACME form's name. The key
+/// is taken out of the form, not copied: the request's `Secret` is its one holder.
+fn request(form: &mut ImportForm) -> ImportRequest {
     let acme = form.acme.is_some();
-    let req = if acme {
-        ImportRequest {
-            name: form.name.clone(),
-            cert: None,
-            key: None,
-            chain: None,
-            acme: true,
-            replace: form.replace.is_some(),
-        }
-    } else {
-        ImportRequest {
-            name: form.name.clone(),
-            cert: Some(form.cert.clone()),
-            key: Some(Secret::new(form.key)),
-            chain: Some(form.chain.clone()).filter(|c| !c.trim().is_empty()),
-            acme: false,
-            replace: form.replace.is_some(),
-        }
-    };
-    let (certs, actor) = (state.certs.clone(), auth.actor());
-    let result = tokio::task::spawn_blocking(move || certs.import(&req, &actor)).await;
-    let mut shown = if acme {
+    let key = std::mem::take(&mut form.key);
+    let text = |t: &str| (!acme).then(|| t.to_string());
+    ImportRequest {
+        name: form.name.clone(),
+        cert: text(&form.cert),
+        key: (!acme).then(|| Secret::new(key)),
+        chain: text(&form.chain).filter(|c| !c.trim().is_empty()),
+        acme,
+        replace: form.replace.is_some(),
+    }
+}
+
+/// The form as typed, shown again with the refusal (never the key).
+fn typed(form: ImportForm) -> Shown {
+    if form.acme.is_some() {
         Shown {
             form_acme: form.name,
             ..Shown::default()
@@ -203,11 +190,40 @@ pub async fn import(
             form_chain: form.chain,
             ..Shown::default()
         }
-    };
+    }
+}
+
+/// The notice after an import: a renewal says so, and from when it is served.
+fn imported(info: &crate::certs::CertInfo) -> String {
+    if info.renewed {
+        format!(
+            "Renewed {} ({}, valid until {}): served from the next handshake wherever it is bound.",
+            info.name, info.facts.subject, info.facts.not_after
+        )
+    } else {
+        format!("Imported {} ({}).", info.name, info.facts.subject)
+    }
+}
+
+pub async fn import(
+    State(state): State<AdminState>,
+    session: Session,
+    axum::Extension(auth): axum::Extension<SignedIn>,
+    Form(mut form): Form<ImportForm>,
+) -> Response {
+    if let Err(refused) = check_csrf(&session, &form.csrf).await {
+        return refused;
+    }
+    let acme = form.acme.is_some();
+    let req = request(&mut form);
+    let (certs, actor) = (state.certs.clone(), auth.actor());
+    let result = tokio::task::spawn_blocking(move || certs.import(&req, &actor)).await;
+    let mut shown = typed(form);
     match result {
         Ok(Ok(info)) => {
-            tracing::info!(target: "postern/admin", "certificate {} imported by {} (admin page)", info.name, auth.user);
-            let notice = format!("Imported {} ({}).", info.name, info.facts.subject);
+            let done = if info.renewed { "renewed" } else { "imported" };
+            tracing::info!(target: "postern/admin", "certificate {} {done} by {} (admin page)", info.name, auth.user);
+            let notice = imported(&info);
             let _ = session.insert("notice", notice).await;
             let _ = session.insert("warnings", &info.warnings).await;
             Redirect::to("/certificates").into_response()
@@ -229,7 +245,7 @@ pub async fn import(
             show(&state, &session, &auth, shown, StatusCode::BAD_REQUEST).await
         }
         Ok(Err(CertError::Store(e))) => {
-            shown.error = Some(format!("Not imported: {e}"));
+            shown.error = Some(format!("Not imported: {}", store_words(e)));
             show(&state, &session, &auth, shown, StatusCode::CONFLICT).await
         }
         Err(e) => {
@@ -243,6 +259,21 @@ pub async fn import(
             )
             .await
         }
+    }
+}
+
+/// The store's refusal as the page says it: what to do on this page, where the API's words
+/// name a field of its request (`"replace": true`) and the CLI's its option (`--replace`).
+fn store_words(e: StoreOpError) -> String {
+    const REPLACE: &str = "“Replace the certificate of that name”";
+    match e {
+        StoreOpError::Exists(name) => format!(
+            "a certificate named {name} exists: to renew it, tick {REPLACE} and import again"
+        ),
+        StoreOpError::NameTaken { name, existing } => format!(
+            "a certificate named {existing} exists (names are unique without regard to case): choose another name than {name}, or name it {existing} and tick {REPLACE} to renew it"
+        ),
+        e => e.to_string(),
     }
 }
 
@@ -325,7 +356,7 @@ pub async fn delete(
             let why = match e {
                 CertError::Invalid { error, .. } => error,
                 // Said by what the bindings are for, not by their settings paths.
-                CertError::Store(crate::certs::StoreOpError::InUse { name, .. }) => {
+                CertError::Store(StoreOpError::InUse { name, .. }) => {
                     let settings = &state.settings.current().settings;
                     let bound: Vec<String> =
                         crate::settings::certificates::bindings(settings, &name)
@@ -337,7 +368,7 @@ pub async fn delete(
                         bound.join("; ")
                     )
                 }
-                CertError::Store(e) => e.to_string(),
+                CertError::Store(e) => store_words(e),
             };
             let shown = Shown {
                 error: Some(format!("Not deleted: {why}")),

@@ -98,7 +98,7 @@ fn place(e: &ApiError, form: &M365Form, errors: &mut Errors) -> String {
         "certificate_names" => (&mut errors.certificate_names, &form.certificate_names),
         "ranges" => (&mut errors.ranges, &form.ranges),
         "originator_domains" => (&mut errors.originator_domains, &form.originator_domains),
-        _ => return format!("Not saved: {}", e.error),
+        _ => return format!("Not saved: {}", e.words()),
     };
     // The index counts the non-blank lines; say the line as the admin sees it.
     let line = index.and_then(|i| {

@@ -39,6 +39,25 @@ use tower_sessions::{Expiry, Session, SessionManagerLayer, cookie::SameSite};
 
 use super::AdminState;
 
+/// What a page says of a refused change: the field named by its form label, never by its
+/// path, which names a field of a document the page does not show (issue 28). The API and
+/// the CLI say the path.
+impl super::ApiError {
+    pub(crate) fn words(&self) -> String {
+        let label = match (&self.label, &self.field) {
+            (Some(label), _) => label.clone(),
+            (None, Some(field)) => crate::settings::words::field_words(field, &|_, _| None),
+            (None, None) => return self.error.clone(),
+        };
+        // A field of the request rather than of the settings (`pattern`): the page's form
+        // is the context, its name adds nothing.
+        if self.field.as_deref() == Some(label.as_str()) {
+            return self.message().to_string();
+        }
+        format!("{label}: {}", self.message())
+    }
+}
+
 /// What the pages need beyond the API's state.
 pub struct Pages {
     pub hostname: String,

@@ -61,6 +61,8 @@ pub struct Listing {
     rows: Vec<RowView>,
     prev: Option<String>,
     next: Option<String>,
+    /// The outbound STARTTLS mode the rows refine, in its words.
+    outbound_mode: &'static str,
 }
 
 /// The add / edit form as typed.
@@ -237,6 +239,7 @@ pub fn listing(rows: &[&PolicyRow], q: &str, page: usize) -> Listing {
         rows: shown,
         prev: (page > 1).then(|| link(page - 1)),
         next: (page < pages).then(|| link(page + 1)),
+        outbound_mode: crate::settings::TlsMode::default().words(),
     }
 }
 
@@ -245,7 +248,10 @@ pub fn listing_of(settings: &crate::settings::Settings, q: &str, page: usize) ->
     let managed = settings.managed_rows();
     let mut rows: Vec<&PolicyRow> = settings.policy.iter().collect();
     rows.extend(managed.iter());
-    listing(&rows, q, page)
+    Listing {
+        outbound_mode: settings.outbound.tls_mode.words(),
+        ..listing(&rows, q, page)
+    }
 }
 
 /// The page as the handler renders it for a search and page, with an empty form (also what
@@ -422,7 +428,7 @@ fn place(e: &ApiError) -> (RowErrors, Option<String>) {
         "min_bits" => &mut errors.min_bits,
         "match_names" => &mut errors.match_names,
         "fingerprints" => &mut errors.fingerprints,
-        _ => return (errors, Some(format!("Not saved: {}", e.error))),
+        _ => return (errors, Some(format!("Not saved: {}", e.words()))),
     };
     *slot = Some(text);
     // On a phone the field may be below the fold: say at the top that nothing was saved.
@@ -513,7 +519,7 @@ pub async fn test(
             page.errors = errors;
             page.test_error = Some("Not tested: see the message under the field.".into());
         }
-        Err(e) => page.test_error = Some(format!("Not tested: {}", e.error)),
+        Err(e) => page.test_error = Some(format!("Not tested: {}", e.words())),
     }
     render(page)
 }
@@ -629,7 +635,7 @@ pub async fn delete(
         }
         Err(e) => {
             let mut page = page_for(&state, &session, &auth, &ListQuery::default()).await;
-            page.error = Some(format!("Not deleted: {}", e.error));
+            page.error = Some(format!("Not deleted: {}", e.words()));
             (StatusCode::CONFLICT, render(page)).into_response()
         }
     }

@@ -256,7 +256,7 @@ fn place(e: &ApiError, errors: &mut DomainErrors) -> Option<String> {
         "auth.password" => &mut errors.auth_password,
         "client_certificate" => &mut errors.client_certificate,
         "recipients" => &mut errors.recipients,
-        _ => return Some(format!("Not saved: {}", e.error)),
+        _ => return Some(format!("Not saved: {}", e.words())),
     };
     *slot = Some(text);
     Some("Not saved: see the message under the field.".into())
@@ -350,10 +350,10 @@ async fn done_or_error<T: crate::admin::sections::Section>(
         Err(e) => {
             let mut page = base(state, session, auth).await;
             if T::WHAT == "SMTP AUTH user" {
-                page.user_error = Some(e.error);
+                page.user_error = Some(e.words());
                 page.error = Some("Not saved: see the message under SMTP AUTH users.".into());
             } else {
-                page.error = Some(format!("Not saved: {}", e.error));
+                page.error = Some(format!("Not saved: {}", e.words()));
             }
             (StatusCode::BAD_REQUEST, render(page)).into_response()
         }

@@ -397,7 +397,7 @@ fn rule_words(e: &ApiError, rule: Option<&MessageRule>) -> String {
         Some("recipient_not_matches") => "Recipient does not match",
         Some("sender_matches") => "Sender matches",
         Some("sender_not_matches") => "Sender does not match",
-        _ => return said,
+        _ => return e.words(),
     };
     format!("{label}: {said}")
 }

@@ -16,10 +16,11 @@ use crate::admin::{AdminState, ApiError, apply_settings};
 use crate::levels::StsSwitch;
 use crate::settings::{Apply, Settings, TlsMode};
 
-const MODES: [(&str, &str); 3] = [
-    ("disabled", "Disabled"),
-    ("may", "Opportunistic"),
-    ("encrypt", "Mandatory"),
+/// The modes as the selects offer them: the form's value, and the words every page uses.
+const MODES: [(&str, TlsMode); 3] = [
+    ("disabled", TlsMode::Disabled),
+    ("may", TlsMode::May),
+    ("encrypt", TlsMode::Encrypt),
 ];
 
 /// A certificate as the picker offers it.
@@ -65,12 +66,7 @@ pub struct TlsForm {
 }
 
 fn parse_mode(s: &str) -> Option<TlsMode> {
-    match s {
-        "disabled" => Some(TlsMode::Disabled),
-        "may" => Some(TlsMode::May),
-        "encrypt" => Some(TlsMode::Encrypt),
-        _ => None,
-    }
+    MODES.iter().find(|(v, _)| *v == s).map(|(_, m)| *m)
 }
 
 /// Every certificate SMTP may serve: all but the system one (Hermes' error 3).
@@ -134,7 +130,7 @@ async fn show(
         chrome: chrome(state, session, Some(auth)).await,
         notice,
         error,
-        modes: MODES.to_vec(),
+        modes: MODES.iter().map(|(v, m)| (*v, m.words())).collect(),
         shown,
         certificates,
         bound,
@@ -279,6 +275,6 @@ fn field_message(e: &ApiError) -> (Option<String>, Option<String>) {
             let summary = "Not saved: see the message under the certificate field.";
             (Some(summary.to_string()), Some(text.to_string()))
         }
-        _ => (Some(format!("Not saved: {}", e.message())), None),
+        _ => (Some(format!("Not saved: {}", e.words())), None),
     }
 }

@@ -25,6 +25,20 @@ pub(super) use users::check_users;
 pub struct FieldError {
     pub field: String,
     pub error: String,
+    /// The field in the admin's words (`SMTP AUTH user alice, password`), for the pages;
+    /// set where the document it names is at hand (`SettingsHandle::change`).
+    #[serde(skip)]
+    pub label: Option<String>,
+}
+
+impl FieldError {
+    /// The error with its field named in words, items by their names in `names`.
+    pub fn labelled(self, names: &super::words::Names<'_>) -> FieldError {
+        FieldError {
+            label: Some(super::words::field_words(&self.field, names)),
+            ..self
+        }
+    }
 }
 
 impl fmt::Display for FieldError {
@@ -39,6 +53,7 @@ pub(crate) fn field_error(field: impl Into<String>, error: impl Into<String>) ->
     FieldError {
         field: field.into(),
         error: error.into(),
+        label: None,
     }
 }
 
