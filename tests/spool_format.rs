@@ -71,7 +71,7 @@ async fn write(dir: &std::path::Path) {
         .commit(C, c, b"Subject: c\r\n\r\nc\r\n")
         .await
         .unwrap();
-    assert!(spool.set_held(B, true).await.unwrap());
+    assert_eq!(spool.set_held(B, true).await.unwrap(), Some(true));
     spool
         .record_outcomes(A, &[(1, Final::Bounced)])
         .await

@@ -201,6 +201,8 @@ mod tests {
             },
             days_left: 42,
             bound_to: bound_to.iter().map(|b| b.to_string()).collect(),
+            used_for: Vec::new(),
+            renewed: false,
             warnings: Vec::new(),
             directory: None,
         };

@@ -279,6 +279,8 @@ mod tests {
             held: false,
             attempts: 0,
             last_error: None,
+            last_attempt_unix: None,
+            next_attempt_unix: None,
             headers: None,
             body: None,
         }
