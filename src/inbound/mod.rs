@@ -9,7 +9,6 @@ mod message;
 mod relay;
 mod session;
 mod throttle;
-pub mod verify;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -70,7 +69,7 @@ pub struct Context {
     pub tls: TlsAcceptor,
     pub auth: AuthGuard,
     /// Asks relay domains' next hops about recipients (call-ahead verification).
-    pub verifier: Option<std::sync::Arc<dyn verify::RecipientVerifier>>,
+    pub verifier: Option<std::sync::Arc<dyn crate::recipient::RecipientVerifier>>,
     /// Mozilla roots plus `[tls] extra_roots`: what a client certificate must chain to
     /// (the Microsoft 365 connector).
     pub client_roots: std::sync::Arc<rustls::RootCertStore>,
@@ -388,7 +387,7 @@ async fn run_step(
         Step::VerifyRcpt(to) => {
             let verdict = match ctx.verifier.as_ref() {
                 Some(v) => v.verify(&to.to_string()).await,
-                None => verify::Verdict::Unverified("no verifier configured".into()),
+                None => crate::recipient::Verdict::Unverified("no verifier configured".into()),
             };
             Ok((Some(session.rcpt_verified(to, verdict)), false))
         }

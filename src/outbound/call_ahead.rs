@@ -8,7 +8,7 @@ use super::classify::{self, Class, Outcome};
 use super::grouping::recipient_domain;
 use super::next_hop::next_hops;
 use super::{Engine, client};
-use crate::inbound::verify::Verdict;
+use crate::recipient::Verdict;
 
 /// How long call-ahead answers are kept: a mailbox that exists stays for a week, one that
 /// does not is asked again after an hour (a new employee is not refused for days; Postfix
@@ -92,7 +92,7 @@ impl Engine {
     }
 }
 
-impl crate::inbound::verify::RecipientVerifier for Engine {
+impl crate::recipient::RecipientVerifier for Engine {
     fn verify<'a>(
         &'a self,
         rcpt: &'a str,

@@ -86,7 +86,7 @@ pub struct Engine {
     max_attempts: usize,
     bodies: Arc<BodyGauge>,
     /// Call-ahead answers: address -> (verdict, until when it holds).
-    verified: Mutex<HashMap<String, (crate::inbound::verify::Verdict, Instant)>>,
+    verified: Mutex<HashMap<String, (crate::recipient::Verdict, Instant)>>,
     /// MTA-STS lookups and their cache; none without DNS.
     sts: Option<Arc<sts::Sts>>,
     /// The DNSSEC-validating resolver DANE asks; none without DNS.

@@ -324,8 +324,8 @@ impl Session {
     }
 
     /// The next hop's answer about `to`, as the reply to its RCPT.
-    pub fn rcpt_verified(&mut self, to: Address, verdict: super::verify::Verdict) -> Reply {
-        use super::verify::Verdict;
+    pub fn rcpt_verified(&mut self, to: Address, verdict: crate::recipient::Verdict) -> Reply {
+        use crate::recipient::Verdict;
         match verdict {
             Verdict::Exists => self.rcpt_accepted(to),
             Verdict::Unknown(why) => {

@@ -1,6 +1,8 @@
 //! Recipient verification by call-ahead (Postfix's reject_unverified_recipient): for a relay
 //! domain that asks for it, RCPT is answered only once the domain's next hop has said whether
-//! it takes the address. The inbound side knows only this seam; the outbound engine asks.
+//! it takes the address. A leaf both sides import downwards: the SMTP session asks through
+//! this seam, the delivery engine (outbound/call_ahead.rs) answers it, and lib.rs joins them,
+//! so inbound and outbound still meet only in the spool and the records.
 
 use std::future::Future;
 use std::pin::Pin;
