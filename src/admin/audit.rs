@@ -36,8 +36,8 @@ pub async fn list(
     let settings = state.settings.clone();
     let entries = tokio::task::spawn_blocking(move || settings.audit(limit))
         .await
-        .map_err(internal)?
-        .map_err(internal)?;
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
     Ok(Json(
         entries
             .into_iter()
@@ -99,8 +99,8 @@ pub(crate) async fn versions(state: &AdminState, limit: usize) -> Result<Vec<Ver
     let settings = state.settings.clone();
     let entries = tokio::task::spawn_blocking(move || settings.audit(limit))
         .await
-        .map_err(internal)?
-        .map_err(internal)?;
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
     Ok(entries
         .into_iter()
         .map(|e| Version {
@@ -118,9 +118,6 @@ pub(crate) async fn versions(state: &AdminState, limit: usize) -> Result<Vec<Ver
         .collect())
 }
 
-fn internal(e: impl std::fmt::Display) -> ApiError {
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None)
-}
 
 pub async fn show(
     State(state): State<AdminState>,
@@ -147,7 +144,7 @@ pub(crate) async fn preview(state: &AdminState, version: u64) -> Result<RestoreP
     let settings = state.settings.clone();
     let plan = tokio::task::spawn_blocking(move || settings.restore_plan(version))
         .await
-        .map_err(internal)?
+        .map_err(ApiError::internal)?
         .map_err(|e| super::replace_error(e.into()))?
         .ok_or_else(|| gone(version))?;
     Ok(RestorePreview {

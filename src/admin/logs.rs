@@ -129,8 +129,8 @@ pub(crate) async fn search_records(state: &AdminState, q: Search) -> Result<Foun
     let store = store(state)?;
     tokio::task::spawn_blocking(move || store.search(&q))
         .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))?
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)
 }
 
 /// What the records say of `host` over the last `days`.
@@ -158,8 +158,8 @@ pub(crate) async fn starttls_seen(
     let since = crate::fsutil::unix_now().saturating_sub(days * 86_400);
     let seen = tokio::task::spawn_blocking(move || store.starttls_history(&[host], since))
         .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))?
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))?;
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
     Ok(seen.into_iter().next().unwrap_or_default())
 }
 

@@ -3,7 +3,6 @@
 //! them that took some of it without TLS (the ones a `Require` rule would stop). The same
 //! per-domain counters as the dashboard's top destinations.
 
-use axum::http::StatusCode;
 use serde::Serialize;
 
 use super::{AdminState, ApiError};
@@ -42,8 +41,8 @@ pub(crate) async fn every_recipient(
     let since = crate::fsutil::unix_now().saturating_sub(DAYS * 86_400);
     let found = tokio::task::spawn_blocking(move || store.destinations(since))
         .await
-        .map_err(internal)?
-        .map_err(internal)?;
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
     Ok(count(&state.settings.current(), direction, &found))
 }
 
@@ -67,9 +66,6 @@ fn count(snapshot: &Snapshot, direction: Direction, found: &[(String, u64, u64)]
     }
 }
 
-fn internal(e: impl std::fmt::Display) -> ApiError {
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None)
-}
 
 #[cfg(test)]
 mod tests {

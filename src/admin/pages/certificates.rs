@@ -186,8 +186,8 @@ pub async fn import(
             replace: form.replace.is_some(),
         }
     };
-    let (certs, actor) = (state.certs.clone(), auth.actor());
-    let result = tokio::task::spawn_blocking(move || certs.import(&req, &actor)).await;
+    let actor = auth.actor();
+    let result = crate::admin::certs::import_certificate(&state, req, &actor, &actor).await;
     let mut shown = if acme {
         Shown {
             form_acme: form.name,
@@ -203,7 +203,6 @@ pub async fn import(
     };
     match result {
         Ok(Ok(info)) => {
-            tracing::info!(target: "postern/admin", "certificate {} imported by {} (admin page)", info.name, auth.user);
             let notice = format!("Imported {} ({}).", info.name, info.facts.subject);
             let _ = session.insert("notice", notice).await;
             let _ = session.insert("warnings", &info.warnings).await;
@@ -230,15 +229,8 @@ pub async fn import(
             show(&state, &session, &auth, shown, StatusCode::CONFLICT).await
         }
         Err(e) => {
-            shown.error = Some(format!("Not imported: {e}"));
-            show(
-                &state,
-                &session,
-                &auth,
-                shown,
-                StatusCode::INTERNAL_SERVER_ERROR,
-            )
-            .await
+            shown.error = Some(format!("Not imported: {}", e.error));
+            show(&state, &session, &auth, shown, e.status).await
         }
     }
 }
@@ -308,11 +300,10 @@ pub async fn delete(
     if let Err(refused) = check_csrf(&session, &form.csrf).await {
         return refused;
     }
-    let (certs, actor) = (state.certs.clone(), auth.actor());
-    let name = form.name.clone();
-    match tokio::task::spawn_blocking(move || certs.delete(&name, &actor)).await {
+    let actor = auth.actor();
+    let deleted = crate::admin::certs::delete_certificate(&state, form.name.clone(), &actor, &actor);
+    match deleted.await {
         Ok(Ok(())) => {
-            tracing::info!(target: "postern/admin", "certificate {} deleted by {} (admin page)", form.name, auth.user);
             let _ = session
                 .insert("notice", format!("Deleted {}.", form.name))
                 .await;
@@ -342,6 +333,6 @@ pub async fn delete(
             };
             show(&state, &session, &auth, shown, StatusCode::CONFLICT).await
         }
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        Err(e) => e.into_page(),
     }
 }

@@ -302,9 +302,6 @@ fn random_token() -> String {
 fn render(page: impl Template) -> Response {
     match page.render() {
         Ok(html) => Html(html).into_response(),
-        Err(e) => {
-            tracing::error!(target: "postern/admin", "error: page rendering failed: {e}");
-            (StatusCode::INTERNAL_SERVER_ERROR, "page rendering failed").into_response()
-        }
+        Err(e) => super::ApiError::internal(format!("page rendering failed: {e}")).into_page(),
     }
 }
