@@ -16,9 +16,8 @@ pub async fn list(State(state): State<AdminState>) -> Result<axum::Json<Vec<Cert
 /// Every certificate with its facts and bindings; the store is read off the async workers.
 pub(crate) async fn listed(state: &AdminState) -> Result<Vec<CertInfo>, ApiError> {
     let certs = state.certs.clone();
-    tokio::task::spawn_blocking(move || certs.list())
-        .await
-        .map_err(ApiError::internal)?
+    super::blocking(move || certs.list())
+        .await?
         .map_err(|e| match e {
             // The shared database away: its state, said as a settings change hears it.
             e @ (StoreError::Unreachable(_) | StoreError::Refused(_)) => {
@@ -68,9 +67,7 @@ pub(crate) async fn import_certificate(
     by: &str,
 ) -> Result<Result<CertInfo, CertError>, ApiError> {
     let (certs, actor) = (state.certs.clone(), actor.to_string());
-    let result = tokio::task::spawn_blocking(move || certs.import(&req, &actor))
-        .await
-        .map_err(ApiError::internal)?;
+    let result = super::blocking(move || certs.import(&req, &actor)).await?;
     let info = match result {
         Ok(info) => info,
         Err(e) => return fault(e).map(Err),
@@ -87,9 +84,7 @@ pub(crate) async fn delete_certificate(
     by: &str,
 ) -> Result<Result<(), CertError>, ApiError> {
     let (certs, actor, which) = (state.certs.clone(), actor.to_string(), name.clone());
-    let result = tokio::task::spawn_blocking(move || certs.delete(&which, &actor))
-        .await
-        .map_err(ApiError::internal)?;
+    let result = super::blocking(move || certs.delete(&which, &actor)).await?;
     if let Err(e) = result {
         return fault(e).map(Err);
     }

@@ -45,6 +45,21 @@ pub async fn request_id(req: Request, next: Next) -> Response {
     response
 }
 
+/// `spawn_blocking` for the admin side: the closure runs in the request's scope, so an
+/// internal error built on the blocking thread (a settings change converts the store's error
+/// there) names the request too; the task failing is itself an internal error.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    let facts = REQUEST.try_with(RequestFacts::clone).ok();
+    tokio::task::spawn_blocking(move || match facts {
+        Some(facts) => REQUEST.sync_scope(facts, f),
+        None => f(),
+    })
+    .await
+    .map_err(ApiError::internal)
+}
+
 /// 48 random bits, hex: short enough to read out, enough to tell a day's requests apart.
 fn new_id() -> String {
     use rand::RngCore;
@@ -75,12 +90,14 @@ impl ApiError {
     /// A fault of postern, not of the request: the reason goes to the log (error level, with
     /// the request's id, method and path), the client gets the id alone.
     pub fn internal(reason: impl std::fmt::Display) -> ApiError {
-        let facts = REQUEST.try_with(RequestFacts::clone).unwrap_or_else(|_| RequestFacts {
-            // Outside a request (a test, a task of its own): still an id to match.
-            id: new_id(),
-            method: Method::default(),
-            path: "-".into(),
-        });
+        let facts = REQUEST
+            .try_with(RequestFacts::clone)
+            .unwrap_or_else(|_| RequestFacts {
+                // Outside a request (a test, a task of its own): still an id to match.
+                id: new_id(),
+                method: Method::default(),
+                path: "-".into(),
+            });
         let RequestFacts { id, method, path } = facts;
         tracing::error!(target: "postern/admin", "error: request {id}: {method} {path}: {reason}");
         ApiError::new(
@@ -190,7 +207,11 @@ mod tests {
         // Outside a request: an id of its own, still hex.
         let e = ApiError::internal("x");
         let id = e.error.trim_start_matches("internal error (request ");
-        assert!(id.trim_end_matches(')').bytes().all(|b| b.is_ascii_hexdigit()));
+        assert!(
+            id.trim_end_matches(')')
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit())
+        );
     }
 
     #[test]

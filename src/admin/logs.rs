@@ -127,9 +127,8 @@ fn store(state: &AdminState) -> Result<std::sync::Arc<Store>, ApiError> {
 /// The one search of the API and the page.
 pub(crate) async fn search_records(state: &AdminState, q: Search) -> Result<Found, ApiError> {
     let store = store(state)?;
-    tokio::task::spawn_blocking(move || store.search(&q))
-        .await
-        .map_err(ApiError::internal)?
+    super::blocking(move || store.search(&q))
+        .await?
         .map_err(ApiError::internal)
 }
 
@@ -156,9 +155,8 @@ pub(crate) async fn starttls_seen(
     }
     let store = store(state)?;
     let since = crate::fsutil::unix_now().saturating_sub(days * 86_400);
-    let seen = tokio::task::spawn_blocking(move || store.starttls_history(&[host], since))
-        .await
-        .map_err(ApiError::internal)?
+    let seen = super::blocking(move || store.starttls_history(&[host], since))
+        .await?
         .map_err(ApiError::internal)?;
     Ok(seen.into_iter().next().unwrap_or_default())
 }

@@ -19,7 +19,7 @@ pub mod reach;
 pub mod sections;
 
 pub use error::ApiError;
-pub(crate) use error::replace_error;
+pub(crate) use error::{blocking, replace_error};
 pub use listener::run;
 
 use std::path::Path;
@@ -152,7 +152,10 @@ fn queue_routes() -> Router<AdminState> {
         .route("/api/v1/cluster/queue/act", post(cluster::act))
         .route("/api/v1/cluster/queue/retry", post(cluster::retry_all))
         .route("/api/v1/cluster/queue/{id}", get(cluster::show))
-        .route("/api/v1/cluster/queue/{id}/{action}", post(cluster::act_one))
+        .route(
+            "/api/v1/cluster/queue/{id}/{action}",
+            post(cluster::act_one),
+        )
         .route("/api/v1/cluster/nodes", get(cluster::nodes))
         .route("/api/v1/cluster/nodes/{name}", delete(cluster::forget))
         .route("/api/v1/queue", get(queue::list))
@@ -363,15 +366,14 @@ pub(crate) async fn apply_settings(
 ) -> Result<crate::settings::Changed, ApiError> {
     let (settings, certs) = (state.settings.clone(), state.certs.clone());
     let who = actor.clone();
-    let result = tokio::task::spawn_blocking(move || {
+    let result = error::blocking(move || {
         let result = settings.change(build, &who, &Argon2Hasher, apply);
         if apply == crate::settings::Apply::Yes {
             certs.rebind();
         }
         result
     })
-    .await
-    .map_err(ApiError::internal)??;
+    .await??;
     if apply == crate::settings::Apply::Yes {
         let summary: Vec<String> = result.changes.iter().map(ToString::to_string).collect();
         let summary = if summary.is_empty() {
@@ -408,13 +410,12 @@ pub(crate) async fn put_back(
     + 'static,
 ) -> Result<Option<Arc<crate::settings::Snapshot>>, ApiError> {
     let (settings, certs) = (state.settings.clone(), state.certs.clone());
-    let result = tokio::task::spawn_blocking(move || {
+    let result = error::blocking(move || {
         let result = how(&settings);
         certs.rebind();
         result
     })
-    .await
-    .map_err(ApiError::internal)?;
+    .await?;
     result.map_err(replace_error)
 }
 

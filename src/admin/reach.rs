@@ -39,9 +39,8 @@ pub(crate) async fn every_recipient(
         });
     };
     let since = crate::fsutil::unix_now().saturating_sub(DAYS * 86_400);
-    let found = tokio::task::spawn_blocking(move || store.destinations(since))
-        .await
-        .map_err(ApiError::internal)?
+    let found = super::blocking(move || store.destinations(since))
+        .await?
         .map_err(ApiError::internal)?;
     Ok(count(&state.settings.current(), direction, &found))
 }
@@ -65,7 +64,6 @@ fn count(snapshot: &Snapshot, direction: Direction, found: &[(String, u64, u64)]
         examples: plain.into_iter().take(EXAMPLES).cloned().collect(),
     }
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use tower_sessions::Session;
 
-use super::{Chrome, SignedIn, check_csrf, chrome, render};
+use super::{Chrome, SignedIn, chrome, render};
 use crate::admin::AdminState;
 use crate::certs::{CertError, ImportRequest};
 use crate::settings::Secret;
@@ -141,8 +141,6 @@ pub async fn page(
 
 #[derive(Deserialize)]
 pub struct ImportForm {
-    #[serde(default)]
-    csrf: String,
     name: String,
     #[serde(default)]
     cert: String,
@@ -163,9 +161,6 @@ pub async fn import(
     axum::Extension(auth): axum::Extension<SignedIn>,
     Form(form): Form<ImportForm>,
 ) -> Response {
-    if let Err(refused) = check_csrf(&session, &form.csrf).await {
-        return refused;
-    }
     let acme = form.acme.is_some();
     let req = if acme {
         ImportRequest {
@@ -286,8 +281,6 @@ pub async fn confirm_delete(
 
 #[derive(Deserialize)]
 pub struct DeleteForm {
-    #[serde(default)]
-    csrf: String,
     name: String,
 }
 
@@ -297,11 +290,9 @@ pub async fn delete(
     axum::Extension(auth): axum::Extension<SignedIn>,
     Form(form): Form<DeleteForm>,
 ) -> Response {
-    if let Err(refused) = check_csrf(&session, &form.csrf).await {
-        return refused;
-    }
     let actor = auth.actor();
-    let deleted = crate::admin::certs::delete_certificate(&state, form.name.clone(), &actor, &actor);
+    let deleted =
+        crate::admin::certs::delete_certificate(&state, form.name.clone(), &actor, &actor);
     match deleted.await {
         Ok(Ok(())) => {
             let _ = session
