@@ -62,7 +62,6 @@ fn form_of(m: &M365Settings) -> M365Form {
         certificate_names: m.certificate_names.join("\n"),
         ranges: m.ranges.join("\n"),
         originator_domains: m.originator_domains.join("\n"),
-        ..M365Form::default()
     }
 }
 
