@@ -53,8 +53,8 @@ pub async fn reset_password(
         settings.set_admin_password(&who, hash, true).map(|()| true)
     })
     .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))?
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))?;
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)?;
     if !stored {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,

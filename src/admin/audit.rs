@@ -34,10 +34,9 @@ pub async fn list(
 ) -> Result<Json<Vec<AuditLine>>, ApiError> {
     let limit = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(50);
     let settings = state.settings.clone();
-    let entries = tokio::task::spawn_blocking(move || settings.audit(limit))
-        .await
-        .map_err(internal)?
-        .map_err(internal)?;
+    let entries = super::blocking(move || settings.audit(limit))
+        .await?
+        .map_err(ApiError::internal)?;
     Ok(Json(
         entries
             .into_iter()
@@ -97,10 +96,9 @@ pub struct MissingCert {
 /// The newest `limit` versions with their field changes: the API's and the page's.
 pub(crate) async fn versions(state: &AdminState, limit: usize) -> Result<Vec<Version>, ApiError> {
     let settings = state.settings.clone();
-    let entries = tokio::task::spawn_blocking(move || settings.audit(limit))
-        .await
-        .map_err(internal)?
-        .map_err(internal)?;
+    let entries = super::blocking(move || settings.audit(limit))
+        .await?
+        .map_err(ApiError::internal)?;
     Ok(entries
         .into_iter()
         .map(|e| Version {
@@ -116,10 +114,6 @@ pub(crate) async fn versions(state: &AdminState, limit: usize) -> Result<Vec<Ver
             actor: e.actor,
         })
         .collect())
-}
-
-fn internal(e: impl std::fmt::Display) -> ApiError {
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None)
 }
 
 pub async fn show(
@@ -145,9 +139,8 @@ fn gone(version: u64) -> ApiError {
 /// What restoring `version` would change against the settings in force; nothing changes.
 pub(crate) async fn preview(state: &AdminState, version: u64) -> Result<RestorePreview, ApiError> {
     let settings = state.settings.clone();
-    let plan = tokio::task::spawn_blocking(move || settings.restore_plan(version))
-        .await
-        .map_err(internal)?
+    let plan = super::blocking(move || settings.restore_plan(version))
+        .await?
         .map_err(|e| super::replace_error(e.into()))?
         .ok_or_else(|| gone(version))?;
     Ok(RestorePreview {

@@ -304,11 +304,7 @@ pub async fn act_one(
     match (r.done.pop(), r.failed.pop()) {
         (Some(done), _) => Ok(Json(done)),
         (None, Some(e)) => Err(e),
-        (None, None) => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("{id}: no answer"),
-            None,
-        )),
+        (None, None) => Err(ApiError::internal(format!("{id}: no answer"))),
     }
 }
 
@@ -407,7 +403,7 @@ pub async fn forget(
         ));
     }
     let gone = cluster.forget(&name).await.map_err(|e| match e {
-        ForgetError::Task(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e, None),
+        ForgetError::Task(e) => ApiError::internal(e),
         ForgetError::Database(e) => {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), None)
         }

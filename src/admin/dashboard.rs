@@ -79,22 +79,10 @@ pub(crate) async fn gather(state: &AdminState) -> Result<Dashboard, ApiError> {
             (store.hourly(first), store.destinations(first), errors)
         })
         .await
-        .map_err(|e| {
-            ApiError::new(
-                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                e.to_string(),
-                None,
-            )
-        })?,
+        .map_err(ApiError::internal)?,
         None => (Ok(Vec::new()), Ok(Vec::new()), Ok(Default::default())),
     };
-    let internal = |e: crate::events::store::StoreError| {
-        ApiError::new(
-            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-            e.to_string(),
-            None,
-        )
-    };
+    let internal = ApiError::internal;
     let (hourly, top, errors) = (
         hourly.map_err(internal)?,
         top.map_err(internal)?,

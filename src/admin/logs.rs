@@ -127,10 +127,9 @@ fn store(state: &AdminState) -> Result<std::sync::Arc<Store>, ApiError> {
 /// The one search of the API and the page.
 pub(crate) async fn search_records(state: &AdminState, q: Search) -> Result<Found, ApiError> {
     let store = store(state)?;
-    tokio::task::spawn_blocking(move || store.search(&q))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))?
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))
+    super::blocking(move || store.search(&q))
+        .await?
+        .map_err(ApiError::internal)
 }
 
 /// What the records say of `host` over the last `days`.
@@ -156,10 +155,9 @@ pub(crate) async fn starttls_seen(
     }
     let store = store(state)?;
     let since = crate::fsutil::unix_now().saturating_sub(days * 86_400);
-    let seen = tokio::task::spawn_blocking(move || store.starttls_history(&[host], since))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))?
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))?;
+    let seen = super::blocking(move || store.starttls_history(&[host], since))
+        .await?
+        .map_err(ApiError::internal)?;
     Ok(seen.into_iter().next().unwrap_or_default())
 }
 

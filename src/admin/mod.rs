@@ -8,6 +8,7 @@ pub mod certs;
 pub mod client;
 pub mod cluster;
 pub mod dashboard;
+mod error;
 mod listener;
 pub mod logs;
 pub mod m365;
@@ -17,6 +18,8 @@ pub mod queue;
 pub mod reach;
 pub mod sections;
 
+pub use error::ApiError;
+pub(crate) use error::{blocking, replace_error};
 pub use listener::run;
 
 use std::path::Path;
@@ -26,7 +29,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -88,58 +91,11 @@ impl AdminState {
     }
 }
 
-/// An API error body: `{"error": "...", "field": "..."}`.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct ApiError {
-    #[serde(skip)]
-    status: StatusCode,
-    pub error: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub field: Option<String>,
-    /// The field in the admin's words, when the settings it names were at hand.
-    #[serde(skip)]
-    pub(crate) label: Option<String>,
-}
-
-impl ApiError {
-    pub fn new(status: StatusCode, error: impl Into<String>, field: Option<String>) -> ApiError {
-        ApiError {
-            status,
-            error: error.into(),
-            field,
-            label: None,
-        }
-    }
-
-    /// The words without the field they name, for a page that shows them under it.
-    pub fn message(&self) -> &str {
-        match &self.field {
-            Some(f) => self
-                .error
-                .strip_prefix(f.as_str())
-                .and_then(|r| r.strip_prefix(": "))
-                .unwrap_or(&self.error),
-            None => &self.error,
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut resp = (self.status, axum::Json(&self)).into_response();
-        if self.status == StatusCode::UNAUTHORIZED {
-            resp.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"postern\""),
-            );
-        }
-        resp
-    }
-}
-
 /// The control API under `/api/v1/` (bearer token) and the admin page beside it (sign-in).
 pub fn router(state: AdminState) -> Router {
-    api_router(state.clone()).merge(pages::router(state))
+    api_router(state.clone())
+        .merge(pages::router(state))
+        .layer(middleware::from_fn(error::request_id))
 }
 
 fn api_router(state: AdminState) -> Router {
@@ -183,37 +139,32 @@ fn api_router(state: AdminState) -> Router {
             "/api/v1/certificates/{name}",
             axum::routing::delete(certs::delete),
         )
+        .merge(queue_routes())
+        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .with_state(state)
+}
+
+/// This node's queue and every node's (`/api/v1/queue`, `/api/v1/cluster`).
+fn queue_routes() -> Router<AdminState> {
+    use axum::routing::{delete, post};
+    Router::new()
         .route("/api/v1/cluster/queue", get(cluster::list))
-        .route(
-            "/api/v1/cluster/queue/act",
-            axum::routing::post(cluster::act),
-        )
-        .route(
-            "/api/v1/cluster/queue/retry",
-            axum::routing::post(cluster::retry_all),
-        )
+        .route("/api/v1/cluster/queue/act", post(cluster::act))
+        .route("/api/v1/cluster/queue/retry", post(cluster::retry_all))
         .route("/api/v1/cluster/queue/{id}", get(cluster::show))
         .route(
             "/api/v1/cluster/queue/{id}/{action}",
-            axum::routing::post(cluster::act_one),
+            post(cluster::act_one),
         )
         .route("/api/v1/cluster/nodes", get(cluster::nodes))
-        .route(
-            "/api/v1/cluster/nodes/{name}",
-            axum::routing::delete(cluster::forget),
-        )
+        .route("/api/v1/cluster/nodes/{name}", delete(cluster::forget))
         .route("/api/v1/queue", get(queue::list))
-        .route("/api/v1/queue/retry", axum::routing::post(queue::retry_all))
+        .route("/api/v1/queue/retry", post(queue::retry_all))
         .route("/api/v1/queue/page", get(queue::page))
-        .route("/api/v1/queue/act", axum::routing::post(queue::bulk))
+        .route("/api/v1/queue/act", post(queue::bulk))
         .route("/api/v1/queue/damaged", get(queue::damaged))
         .route("/api/v1/queue/{id}", get(queue::show).delete(queue::delete))
-        .route(
-            "/api/v1/queue/{id}/{action}",
-            axum::routing::post(queue::act),
-        )
-        .layer(middleware::from_fn_with_state(state.clone(), require_token))
-        .with_state(state)
+        .route("/api/v1/queue/{id}/{action}", post(queue::act))
 }
 
 /// One set of routes per list of the settings: add, replace, delete, and move for rules.
@@ -370,11 +321,9 @@ async fn patch_settings(
         let mut doc = match serde_json::to_value(current.to_doc()) {
             Ok(serde_json::Value::Object(doc)) => doc,
             other => {
-                return Err(ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("the settings in force do not serialise: {other:?}"),
-                    None,
-                ));
+                return Err(ApiError::internal(format!(
+                    "the settings in force do not serialise: {other:?}"
+                )));
             }
         };
         doc.extend(patch);
@@ -417,15 +366,14 @@ pub(crate) async fn apply_settings(
 ) -> Result<crate::settings::Changed, ApiError> {
     let (settings, certs) = (state.settings.clone(), state.certs.clone());
     let who = actor.clone();
-    let result = tokio::task::spawn_blocking(move || {
+    let result = error::blocking(move || {
         let result = settings.change(build, &who, &Argon2Hasher, apply);
         if apply == crate::settings::Apply::Yes {
             certs.rebind();
         }
         result
     })
-    .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))??;
+    .await??;
     if apply == crate::settings::Apply::Yes {
         let summary: Vec<String> = result.changes.iter().map(ToString::to_string).collect();
         let summary = if summary.is_empty() {
@@ -436,34 +384,6 @@ pub(crate) async fn apply_settings(
         tracing::info!(target: "postern/admin", "settings changed by {actor} (version {}): {summary}", result.snapshot.version);
     }
     Ok(result)
-}
-
-impl From<ReplaceError> for ApiError {
-    fn from(e: ReplaceError) -> ApiError {
-        replace_error(e)
-    }
-}
-
-fn replace_error(e: ReplaceError) -> ApiError {
-    match e {
-        ReplaceError::Invalid(e) => ApiError {
-            label: e.label.clone(),
-            ..ApiError::new(StatusCode::BAD_REQUEST, e.to_string(), Some(e.field))
-        },
-        ReplaceError::Store(
-            e @ (crate::settings::StoreError::Unreachable(_)
-            | crate::settings::StoreError::Refused(_)),
-        ) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), None),
-        ReplaceError::Store(e @ crate::settings::StoreError::Conflict(_)) => {
-            ApiError::new(StatusCode::CONFLICT, e.to_string(), None)
-        }
-        e @ ReplaceError::Changed { .. } => {
-            ApiError::new(StatusCode::CONFLICT, e.to_string(), None)
-        }
-        ReplaceError::Store(e) => {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None)
-        }
-    }
 }
 
 /// Back to the settings before the last change (the previous version kept in the audit log).
@@ -490,13 +410,12 @@ pub(crate) async fn put_back(
     + 'static,
 ) -> Result<Option<Arc<crate::settings::Snapshot>>, ApiError> {
     let (settings, certs) = (state.settings.clone(), state.certs.clone());
-    let result = tokio::task::spawn_blocking(move || {
+    let result = error::blocking(move || {
         let result = how(&settings);
         certs.rebind();
         result
     })
-    .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))?;
+    .await?;
     result.map_err(replace_error)
 }
 

@@ -236,7 +236,7 @@ pub async fn page(
     tokio::task::spawn_blocking(move || listing(&spool, &filter))
         .await
         .map(Json)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))
+        .map_err(ApiError::internal)
 }
 
 fn parse_id(id: &str) -> Result<QueueId, ApiError> {
@@ -258,11 +258,7 @@ fn not_found(id: &str) -> ApiError {
 }
 
 fn storage(e: std::io::Error) -> ApiError {
-    ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        format!("spool: {e}"),
-        None,
-    )
+    ApiError::internal(format!("spool: {e}"))
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -3,7 +3,6 @@
 //! them that took some of it without TLS (the ones a `Require` rule would stop). The same
 //! per-domain counters as the dashboard's top destinations.
 
-use axum::http::StatusCode;
 use serde::Serialize;
 
 use super::{AdminState, ApiError};
@@ -40,10 +39,9 @@ pub(crate) async fn every_recipient(
         });
     };
     let since = crate::fsutil::unix_now().saturating_sub(DAYS * 86_400);
-    let found = tokio::task::spawn_blocking(move || store.destinations(since))
-        .await
-        .map_err(internal)?
-        .map_err(internal)?;
+    let found = super::blocking(move || store.destinations(since))
+        .await?
+        .map_err(ApiError::internal)?;
     Ok(count(&state.settings.current(), direction, &found))
 }
 
@@ -65,10 +63,6 @@ fn count(snapshot: &Snapshot, direction: Direction, found: &[(String, u64, u64)]
         without_tls: plain.len(),
         examples: plain.into_iter().take(EXAMPLES).cloned().collect(),
     }
-}
-
-fn internal(e: impl std::fmt::Display) -> ApiError {
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None)
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use tower_sessions::Session;
 
-use super::{Chrome, SignedIn, check_csrf, chrome, render};
+use super::{Chrome, SignedIn, chrome, render};
 use crate::admin::AdminState;
 use crate::admin::audit::{LISTED, RestorePreview, Version, preview, restore_version, versions};
 use crate::settings::FieldChange;
@@ -213,8 +213,6 @@ pub async fn page(
 
 #[derive(Debug, Deserialize)]
 pub struct RestoreForm {
-    #[serde(default)]
-    csrf: String,
     version: u64,
     /// The version in force when the confirmation was shown.
     #[serde(default)]
@@ -227,9 +225,6 @@ pub async fn restore(
     axum::Extension(auth): axum::Extension<SignedIn>,
     Form(form): Form<RestoreForm>,
 ) -> Response {
-    if let Err(refused) = check_csrf(&session, &form.csrf).await {
-        return refused;
-    }
     let actor = auth.actor();
     match restore_version(&state, form.version, actor, form.against).await {
         Ok(snapshot) => {

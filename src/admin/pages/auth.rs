@@ -9,9 +9,7 @@ use tower_sessions::Session;
 
 use super::password_rules::{self, MIN_PASSWORD};
 use super::sign_in_token::SignInTokens;
-use super::{
-    AUTH_KEY, CSRF_KEY, Chrome, ClientAddr, SignedIn, check_csrf, chrome, random_token, render,
-};
+use super::{AUTH_KEY, CSRF_KEY, Chrome, ClientAddr, SignedIn, chrome, random_token, render};
 use crate::admin::AdminState;
 use crate::inbound::Attempt;
 use crate::settings::{Argon2Hasher, FIRST_ADMIN, INITIAL_PASSWORD_FILE, PasswordHasher};
@@ -63,8 +61,6 @@ pub async fn sign_in_form(State(state): State<AdminState>, headers: HeaderMap) -
 
 #[derive(Deserialize)]
 pub struct SignInForm {
-    #[serde(default)]
-    csrf: String,
     user: String,
     password: String,
 }
@@ -76,9 +72,6 @@ pub async fn sign_in(
     axum::Extension(ClientAddr(ip)): axum::Extension<ClientAddr>,
     Form(form): Form<SignInForm>,
 ) -> Response {
-    if !state.pages.sign_in.check(&headers, &form.csrf) {
-        return super::csrf_refused();
-    }
     let name = form.user.trim().to_string();
     let user = state.settings.admin_user(&name).ok().flatten();
     let hash = user.as_ref().map(|u| u.password_hash.clone());
@@ -162,20 +155,10 @@ async fn checked(
 /// An argon2id hash of a random password nobody knows, for unknown user names.
 const UNKNOWN_USER_HASH: &str = "$argon2id$v=19$m=8192,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$3j8hQ0ZCcjF0q2e5KoR0i7W3yV6JvLQk9b2mZ8xk1aI";
 
-#[derive(Deserialize)]
-pub struct CsrfOnly {
-    #[serde(default)]
-    csrf: String,
-}
-
 pub async fn sign_out(
     session: Session,
     axum::Extension(auth): axum::Extension<SignedIn>,
-    Form(form): Form<CsrfOnly>,
 ) -> Response {
-    if let Err(refused) = check_csrf(&session, &form.csrf).await {
-        return refused;
-    }
     let _ = session.flush().await;
     tracing::info!(target: "postern/admin", "admin sign-out of {}", auth.user);
     Redirect::to("/sign-in").into_response()
@@ -230,8 +213,6 @@ async fn refused(session: &Session, error: String) -> Response {
 
 #[derive(Deserialize)]
 pub struct PasswordForm {
-    #[serde(default)]
-    csrf: String,
     current: String,
     new: String,
     confirm: String,
@@ -244,9 +225,6 @@ pub async fn change_password(
     axum::Extension(ClientAddr(ip)): axum::Extension<ClientAddr>,
     Form(form): Form<PasswordForm>,
 ) -> Response {
-    if let Err(refused) = check_csrf(&session, &form.csrf).await {
-        return refused;
-    }
     let error = if let Some(why) = password_rules::weak(&form.new, &auth.user) {
         Some(why)
     } else if form.new != form.confirm {

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use tower_sessions::Session;
 
-use super::{Chrome, SignedIn, check_csrf, chrome, render};
+use super::{Chrome, SignedIn, chrome, render};
 use crate::admin::AdminState;
 use crate::certs::{CertError, ImportRequest, StoreOpError};
 use crate::settings::Secret;
@@ -144,8 +144,6 @@ pub async fn page(
 
 #[derive(Deserialize)]
 pub struct ImportForm {
-    #[serde(default)]
-    csrf: String,
     name: String,
     #[serde(default)]
     cert: String,
@@ -211,20 +209,14 @@ pub async fn import(
     axum::Extension(auth): axum::Extension<SignedIn>,
     Form(mut form): Form<ImportForm>,
 ) -> Response {
-    if let Err(refused) = check_csrf(&session, &form.csrf).await {
-        return refused;
-    }
     let acme = form.acme.is_some();
     let req = request(&mut form);
-    let (certs, actor) = (state.certs.clone(), auth.actor());
-    let result = tokio::task::spawn_blocking(move || certs.import(&req, &actor)).await;
+    let actor = auth.actor();
+    let result = crate::admin::certs::import_certificate(&state, req, &actor, &actor).await;
     let mut shown = typed(form);
     match result {
         Ok(Ok(info)) => {
-            let done = if info.renewed { "renewed" } else { "imported" };
-            tracing::info!(target: "postern/admin", "certificate {} {done} by {} (admin page)", info.name, auth.user);
-            let notice = imported(&info);
-            let _ = session.insert("notice", notice).await;
+            let _ = session.insert("notice", imported(&info)).await;
             let _ = session.insert("warnings", &info.warnings).await;
             Redirect::to("/certificates").into_response()
         }
@@ -249,15 +241,8 @@ pub async fn import(
             show(&state, &session, &auth, shown, StatusCode::CONFLICT).await
         }
         Err(e) => {
-            shown.error = Some(format!("Not imported: {e}"));
-            show(
-                &state,
-                &session,
-                &auth,
-                shown,
-                StatusCode::INTERNAL_SERVER_ERROR,
-            )
-            .await
+            shown.error = Some(format!("Not imported: {}", e.error));
+            show(&state, &session, &auth, shown, e.status).await
         }
     }
 }
@@ -328,8 +313,6 @@ pub async fn confirm_delete(
 
 #[derive(Deserialize)]
 pub struct DeleteForm {
-    #[serde(default)]
-    csrf: String,
     name: String,
 }
 
@@ -339,14 +322,11 @@ pub async fn delete(
     axum::Extension(auth): axum::Extension<SignedIn>,
     Form(form): Form<DeleteForm>,
 ) -> Response {
-    if let Err(refused) = check_csrf(&session, &form.csrf).await {
-        return refused;
-    }
-    let (certs, actor) = (state.certs.clone(), auth.actor());
-    let name = form.name.clone();
-    match tokio::task::spawn_blocking(move || certs.delete(&name, &actor)).await {
+    let actor = auth.actor();
+    let deleted =
+        crate::admin::certs::delete_certificate(&state, form.name.clone(), &actor, &actor);
+    match deleted.await {
         Ok(Ok(())) => {
-            tracing::info!(target: "postern/admin", "certificate {} deleted by {} (admin page)", form.name, auth.user);
             let _ = session
                 .insert("notice", format!("Deleted {}.", form.name))
                 .await;
@@ -376,6 +356,6 @@ pub async fn delete(
             };
             show(&state, &session, &auth, shown, StatusCode::CONFLICT).await
         }
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        Err(e) => e.into_page(),
     }
 }

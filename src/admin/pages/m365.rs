@@ -9,15 +9,13 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use tower_sessions::Session;
 
-use super::{Chrome, SignedIn, check_csrf, chrome, render};
+use super::{Chrome, SignedIn, chrome, render};
 use crate::admin::m365::{Checklist, checklist};
 use crate::admin::{AdminState, ApiError, apply_settings};
 use crate::settings::{Apply, M365Settings};
 
 #[derive(Debug, Default, Clone, Deserialize)]
 pub struct M365Form {
-    #[serde(default)]
-    csrf: String,
     #[serde(default)]
     enabled: Option<String>,
     #[serde(default)]
@@ -64,7 +62,6 @@ fn form_of(m: &M365Settings) -> M365Form {
         certificate_names: m.certificate_names.join("\n"),
         ranges: m.ranges.join("\n"),
         originator_domains: m.originator_domains.join("\n"),
-        ..M365Form::default()
     }
 }
 
@@ -122,9 +119,6 @@ pub async fn save(
     axum::Extension(auth): axum::Extension<SignedIn>,
     Form(form): Form<M365Form>,
 ) -> Response {
-    if let Err(refused) = check_csrf(&session, &form.csrf).await {
-        return refused;
-    }
     let m365 = M365Settings {
         enabled: form.enabled.is_some(),
         tenants: lines(&form.tenants),

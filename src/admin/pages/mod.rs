@@ -6,6 +6,7 @@
 mod audit;
 mod auth;
 mod certificates;
+mod csrf;
 mod dashboard;
 mod explain;
 mod logs;
@@ -30,7 +31,7 @@ use std::time::Duration;
 use askama::Template;
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -144,7 +145,24 @@ pub fn router(state: AdminState) -> Router {
         .with_same_site(SameSite::Strict)
         .with_path("/")
         .with_expiry(Expiry::OnInactivity(time::Duration::seconds(idle)));
-    let signed_in = Router::new()
+    Router::new()
+        .merge(signed_in_routes(&state))
+        .route("/sign-in", get(auth::sign_in_form).post(auth::sign_in))
+        .route("/assets/style.css", get(stylesheet))
+        // Around every route and the fallback (an unknown path, a wrong method): a
+        // state-changing request shows its token before any handler sees it.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            csrf::require_csrf,
+        ))
+        .layer(sessions)
+        .layer(middleware::from_fn(security_headers))
+        .with_state(state)
+}
+
+/// The pages behind sign-in.
+fn signed_in_routes(state: &AdminState) -> Router<AdminState> {
+    Router::new()
         .route("/", get(dashboard::page))
         .route("/tls", get(tls::page).post(tls::save))
         .route(
@@ -189,14 +207,7 @@ pub fn router(state: AdminState) -> Router {
         .layer(middleware::from_fn_with_state(
             state.clone(),
             require_sign_in,
-        ));
-    Router::new()
-        .merge(signed_in)
-        .route("/sign-in", get(auth::sign_in_form).post(auth::sign_in))
-        .route("/assets/style.css", get(stylesheet))
-        .layer(sessions)
-        .layer(middleware::from_fn(security_headers))
-        .with_state(state)
+        ))
 }
 
 /// On every page response: nothing but postern itself may be loaded or frame it, nothing is
@@ -294,23 +305,6 @@ async fn csrf_token(session: &Session) -> String {
     token
 }
 
-/// A state-changing form must carry the session's token: 403 otherwise, nothing changed.
-async fn check_csrf(session: &Session, given: &str) -> Result<(), Response> {
-    let expected = session.get::<String>(CSRF_KEY).await.ok().flatten();
-    match expected {
-        Some(t) if super::constant_time_eq(t.as_bytes(), given.as_bytes()) => Ok(()),
-        _ => Err(csrf_refused()),
-    }
-}
-
-fn csrf_refused() -> Response {
-    (
-        StatusCode::FORBIDDEN,
-        "403 Forbidden: the form's security token is missing or out of date; reload the page and try again",
-    )
-        .into_response()
-}
-
 /// 256 random bits, hex.
 fn random_token() -> String {
     use rand::RngCore;
@@ -322,9 +316,6 @@ fn random_token() -> String {
 fn render(page: impl Template) -> Response {
     match page.render() {
         Ok(html) => Html(html).into_response(),
-        Err(e) => {
-            tracing::error!(target: "postern/admin", "error: page rendering failed: {e}");
-            (StatusCode::INTERNAL_SERVER_ERROR, "page rendering failed").into_response()
-        }
+        Err(e) => super::ApiError::internal(format!("page rendering failed: {e}")).into_page(),
     }
 }

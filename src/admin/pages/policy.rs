@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use tower_sessions::Session;
 
-use super::{Chrome, SignedIn, check_csrf, chrome, render};
+use super::{Chrome, SignedIn, chrome, render};
 use crate::admin::policy::{PolicyTest, RowChange, TestRequest, change_rows, test_row};
 use crate::admin::{AdminState, ApiError};
 use crate::levels::{Level, OnFailure};
@@ -68,8 +68,6 @@ pub struct Listing {
 /// The add / edit form as typed.
 #[derive(Debug, Default, Clone, Deserialize)]
 pub struct RowForm {
-    #[serde(default)]
-    csrf: String,
     /// Set when editing: the row's pattern before the edit.
     #[serde(default)]
     original: String,
@@ -320,7 +318,6 @@ async fn page_for(
 
 fn form_of(row: &PolicyRow) -> RowForm {
     RowForm {
-        csrf: String::new(),
         original: row.pattern.clone(),
         pattern: row.pattern.clone(),
         level: row.level.to_string(),
@@ -462,9 +459,6 @@ pub async fn save(
     axum::Extension(auth): axum::Extension<SignedIn>,
     Form(form): Form<RowForm>,
 ) -> Response {
-    if let Err(refused) = check_csrf(&session, &form.csrf).await {
-        return refused;
-    }
     let row = match row_of(&form) {
         Ok(row) => row,
         Err(errors) => {
@@ -499,9 +493,6 @@ pub async fn test(
     axum::Extension(auth): axum::Extension<SignedIn>,
     Form(form): Form<RowForm>,
 ) -> Response {
-    if let Err(refused) = check_csrf(&session, &form.csrf).await {
-        return refused;
-    }
     let row = match row_of(&form) {
         Ok(row) => row,
         Err(errors) => return refused(&state, &session, &auth, form, (*errors, None)).await,
@@ -585,8 +576,6 @@ fn test_view(t: PolicyTest) -> TestView {
 #[derive(Debug, Deserialize)]
 pub struct DeleteForm {
     #[serde(default)]
-    csrf: String,
-    #[serde(default)]
     pattern: String,
 }
 
@@ -623,9 +612,6 @@ pub async fn delete(
     axum::Extension(auth): axum::Extension<SignedIn>,
     Form(form): Form<DeleteForm>,
 ) -> Response {
-    if let Err(refused) = check_csrf(&session, &form.csrf).await {
-        return refused;
-    }
     let change = RowChange::Delete(form.pattern.clone());
     match change_rows(&state, auth.actor(), Apply::Yes, change).await {
         Ok(_) => {
@@ -644,8 +630,6 @@ pub async fn delete(
 #[derive(Debug, Deserialize)]
 pub struct BulkForm {
     #[serde(default)]
-    csrf: String,
-    #[serde(default)]
     entries: String,
     #[serde(default)]
     level: String,
@@ -661,9 +645,6 @@ pub async fn bulk(
     axum::Extension(auth): axum::Extension<SignedIn>,
     Form(form): Form<BulkForm>,
 ) -> Response {
-    if let Err(refused) = check_csrf(&session, &form.csrf).await {
-        return refused;
-    }
     let result = bulk_rows(&form);
     let result = match result {
         Ok((rows, lines)) => {
@@ -797,7 +778,6 @@ mod tests {
     #[test]
     fn a_bulk_error_names_the_line_of_the_box() {
         let form = BulkForm {
-            csrf: String::new(),
             entries: "a.example\n\n  not a domain!\n".into(),
             level: "encrypt".into(),
             note: String::new(),

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use tower_sessions::Session;
 
-use super::{Chrome, SignedIn, check_csrf, chrome, render};
+use super::{Chrome, SignedIn, chrome, render};
 use crate::admin::sections::{ListChange, change_list};
 use crate::admin::{AdminState, ApiError, apply_settings};
 use crate::settings::{Apply, AuthUserDoc, RelayAuth, RelayDomain, Secret};
@@ -27,8 +27,6 @@ struct Row {
 /// The relay domain form as typed (never a password: it is write-only).
 #[derive(Debug, Default, Clone, Deserialize)]
 pub struct DomainForm {
-    #[serde(default)]
-    csrf: String,
     #[serde(default)]
     original: String,
     #[serde(default)]
@@ -268,9 +266,6 @@ pub async fn save(
     axum::Extension(auth): axum::Extension<SignedIn>,
     Form(form): Form<DomainForm>,
 ) -> Response {
-    if let Err(refused) = check_csrf(&session, &form.csrf).await {
-        return refused;
-    }
     let item = domain_of(&form);
     let change = if form.original.is_empty() {
         ListChange::Add(item)
@@ -309,8 +304,6 @@ pub async fn save(
 #[derive(Debug, Deserialize)]
 pub struct KeyForm {
     #[serde(default)]
-    csrf: String,
-    #[serde(default)]
     key: String,
 }
 
@@ -320,9 +313,6 @@ pub async fn delete(
     axum::Extension(auth): axum::Extension<SignedIn>,
     Form(form): Form<KeyForm>,
 ) -> Response {
-    if let Err(refused) = check_csrf(&session, &form.csrf).await {
-        return refused;
-    }
     let change = ListChange::<RelayDomain>::Delete(form.key.clone());
     done_or_error(
         &state,
@@ -363,8 +353,6 @@ async fn done_or_error<T: crate::admin::sections::Section>(
 #[derive(Debug, Deserialize)]
 pub struct NetworksForm {
     #[serde(default)]
-    csrf: String,
-    #[serde(default)]
     networks: String,
 }
 
@@ -375,9 +363,6 @@ pub async fn networks(
     axum::Extension(auth): axum::Extension<SignedIn>,
     Form(form): Form<NetworksForm>,
 ) -> Response {
-    if let Err(refused) = check_csrf(&session, &form.csrf).await {
-        return refused;
-    }
     let lines: Vec<(usize, String)> = form
         .networks
         .lines()
@@ -422,8 +407,6 @@ pub async fn networks(
 #[derive(Debug, Deserialize)]
 pub struct UserForm {
     #[serde(default)]
-    csrf: String,
-    #[serde(default)]
     username: String,
     #[serde(default)]
     password: String,
@@ -438,9 +421,6 @@ pub async fn user(
     axum::Extension(auth): axum::Extension<SignedIn>,
     Form(form): Form<UserForm>,
 ) -> Response {
-    if let Err(refused) = check_csrf(&session, &form.csrf).await {
-        return refused;
-    }
     let name = form.username.trim().to_string();
     let doc = AuthUserDoc {
         username: name.clone(),

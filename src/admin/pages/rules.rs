@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use tower_sessions::Session;
 
-use super::{Chrome, SignedIn, check_csrf, chrome, render};
+use super::{Chrome, SignedIn, chrome, render};
 use crate::admin::sections::{ListChange, Section, change_list, rules_using};
 use crate::admin::{AdminState, ApiError};
 use crate::settings::{Direction, MessageRule, RuleData, RuleTls};
@@ -45,8 +45,6 @@ pub(super) struct RuleView {
 
 #[derive(Debug, Default, Clone, Deserialize)]
 pub struct RuleForm {
-    #[serde(default)]
-    pub(super) csrf: String,
     #[serde(default)]
     pub(super) original: String,
     #[serde(default)]
@@ -312,9 +310,6 @@ pub async fn save_rule(
     axum::Extension(auth): axum::Extension<SignedIn>,
     Form(form): Form<RuleForm>,
 ) -> Response {
-    if let Err(refused) = check_csrf(&session, &form.csrf).await {
-        return refused;
-    }
     let rule = match rule_of(&form) {
         Ok(r) => r,
         Err(e) => {
@@ -405,8 +400,6 @@ fn rule_words(e: &ApiError, rule: Option<&MessageRule>) -> String {
 #[derive(Debug, Deserialize)]
 pub struct RuleAction {
     #[serde(default)]
-    csrf: String,
-    #[serde(default)]
     name: String,
     /// `up`, `down` or `delete`.
     #[serde(default)]
@@ -419,9 +412,6 @@ pub async fn rule_action(
     axum::Extension(auth): axum::Extension<SignedIn>,
     Form(form): Form<RuleAction>,
 ) -> Response {
-    if let Err(refused) = check_csrf(&session, &form.csrf).await {
-        return refused;
-    }
     let name = form.name.clone();
     let (change, notice) = match form.action.as_str() {
         "delete" => (
@@ -452,8 +442,6 @@ pub async fn rule_action(
 
 #[derive(Debug, Default, Deserialize)]
 pub struct ListForm {
-    #[serde(default)]
-    csrf: String,
     /// Set when editing an existing list.
     #[serde(default)]
     original: String,
@@ -472,9 +460,6 @@ pub async fn save_list(
     axum::Extension(auth): axum::Extension<SignedIn>,
     Form(form): Form<ListForm>,
 ) -> Response {
-    if let Err(refused) = check_csrf(&session, &form.csrf).await {
-        return refused;
-    }
     let lines: Vec<(usize, String)> = form
         .domains
         .lines()

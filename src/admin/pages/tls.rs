@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use tower_sessions::Session;
 
-use super::{Chrome, SignedIn, check_csrf, chrome, render};
+use super::{Chrome, SignedIn, chrome, render};
 use crate::admin::{AdminState, ApiError, apply_settings};
 use crate::levels::StsSwitch;
 use crate::settings::{Apply, Settings, TlsMode};
@@ -48,8 +48,6 @@ struct TlsPage {
 /// The inbound card's fields: absent when the form posted is the outbound card.
 #[derive(Deserialize)]
 pub struct TlsForm {
-    #[serde(default)]
-    csrf: String,
     #[serde(default)]
     inbound_mode: Option<String>,
     #[serde(default)]
@@ -216,9 +214,6 @@ pub async fn save(
     axum::Extension(auth): axum::Extension<SignedIn>,
     Form(form): Form<TlsForm>,
 ) -> Response {
-    if let Err(refused) = check_csrf(&session, &form.csrf).await {
-        return refused;
-    }
     let change = match read(&form) {
         Ok(change) => change,
         Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
