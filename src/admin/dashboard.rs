@@ -8,7 +8,7 @@ use axum::extract::State;
 use serde::Serialize;
 
 use super::{AdminState, ApiError};
-use crate::events::store::{Search, TlsOutcome};
+use crate::events::store::{Found, Search, TlsOutcome};
 
 const HOUR: u64 = 3600;
 
@@ -68,27 +68,57 @@ pub(crate) async fn gather(state: &AdminState) -> Result<Dashboard, ApiError> {
     .unwrap_or_default();
     let now = crate::fsutil::unix_now();
     let first = now - now % HOUR - 23 * HOUR;
-    let store = state.engine.as_ref().and_then(|e| e.events().store());
-    let (hourly, top, errors) = match store {
-        Some(store) => tokio::task::spawn_blocking(move || {
-            let errors = store.search(&Search {
-                failed_only: true,
-                limit: 20,
-                ..Search::default()
-            });
-            (store.hourly(first), store.destinations(first), errors)
-        })
+    let (hourly, top, errors) = records(state, first).await?;
+    let expiring = crate::admin::certs::listed(state)
         .await
-        .map_err(ApiError::internal)?,
-        None => (Ok(Vec::new()), Ok(Vec::new()), Ok(Default::default())),
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| c.days_left <= 30)
+        .map(|c| Expiring {
+            name: c.name,
+            days_left: c.days_left,
+            used_for: c.used_for.join("; "),
+        })
+        .collect();
+    Ok(Dashboard {
+        queue,
+        hours: hours(first, &hourly),
+        destinations: destinations(top),
+        expiring,
+        errors: errors.records.iter().map(LastError::of).collect(),
+    })
+}
+
+type Hourly = Vec<(u64, TlsOutcome, u64)>;
+type Top = Vec<(String, u64, u64)>;
+
+/// From the delivery records since `first`: counts per hour and outcome, the busiest
+/// destinations, the last failures (nothing without a records store).
+async fn records(state: &AdminState, first: u64) -> Result<(Hourly, Top, Found), ApiError> {
+    let Some(store) = state.engine.as_ref().and_then(|e| e.events().store()) else {
+        return Ok((Vec::new(), Vec::new(), Found::default()));
     };
+    let (hourly, top, errors) = tokio::task::spawn_blocking(move || {
+        let errors = store.search(&Search {
+            failed_only: true,
+            limit: 20,
+            ..Search::default()
+        });
+        (store.hourly(first), store.destinations(first), errors)
+    })
+    .await
+    .map_err(ApiError::internal)?;
     let internal = ApiError::internal;
-    let (hourly, top, errors) = (
+    Ok((
         hourly.map_err(internal)?,
         top.map_err(internal)?,
         errors.map_err(internal)?,
-    );
-    let hours = (0..24)
+    ))
+}
+
+/// The last 24 hours from `first`, each with its deliveries by TLS outcome.
+fn hours(first: u64, hourly: &Hourly) -> Vec<Hour> {
+    (0..24)
         .map(|i| {
             let start = first + i * HOUR;
             let count = |o: TlsOutcome| {
@@ -106,34 +136,19 @@ pub(crate) async fn gather(state: &AdminState) -> Result<Dashboard, ApiError> {
                 refused: count(TlsOutcome::Refused),
             }
         })
-        .collect();
-    let destinations = top
-        .into_iter()
+        .collect()
+}
+
+/// The ten busiest destinations, with the share delivered over TLS.
+fn destinations(top: Top) -> Vec<Destination> {
+    top.into_iter()
         .take(10)
         .map(|(domain, all, tls)| Destination {
             tls_percent: (tls * 100).checked_div(all).unwrap_or(0),
             domain,
             deliveries: all,
         })
-        .collect();
-    let expiring = crate::admin::certs::listed(state)
-        .await
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|c| c.days_left <= 30)
-        .map(|c| Expiring {
-            name: c.name,
-            days_left: c.days_left,
-            used_for: c.used_for.join("; "),
-        })
-        .collect();
-    Ok(Dashboard {
-        queue,
-        hours,
-        destinations,
-        expiring,
-        errors: errors.records.iter().map(LastError::of).collect(),
-    })
+        .collect()
 }
 
 impl LastError {

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use super::AdminState;
 use crate::certs::CertInfo;
+use crate::settings::{M365Settings, RelayDomain};
 
 #[derive(Debug, Serialize)]
 pub struct Step {
@@ -63,78 +64,127 @@ pub(crate) async fn checklist(state: &AdminState) -> Checklist {
         .and_then(|c| c.facts.sans.first().cloned())
         .unwrap_or_else(|| host.clone());
     let seen = connector_seen(state).await;
-    let names = s.m365.certificate_names.join(", ");
     let steps = vec![
-        Step {
-            title: "A certificate for this gateway's name, bound to SMTP".into(),
-            // Done on this page's neighbours, not on a command line (issue 28).
-            command: None,
-            explanation: format!("Exchange Online's outbound connector checks that the smart host's certificate is valid for {} (DomainValidation) and issued by a public certificate authority. Import it on System Certificates, then pick it as the SMTP TLS certificate on SMTP TLS Settings.", if host == FULL_NAME_WANTED { "the gateway's full host name" } else { &host }),
-            status: cert_status.0,
-            seen: cert_status.1,
-            problems: cert_status.2,
-        },
-        Step {
-            title: "Exchange Online: the outbound connector to this gateway".into(),
-            command: Some(format!(
-                "New-OutboundConnector -Name \"postern {host}\" -ConnectorType Partner -RecipientDomains \"*\" -UseMXRecord $false -SmartHosts \"{host}\" -TlsSettings DomainValidation -TlsDomain \"{host}\""
-            )),
-            explanation: format!("Exchange Online then presents its certificate ({names}) at STARTTLS; postern lets it relay only the tenants below."),
-            status: if !s.m365.enabled {
-                "missing"
-            } else if seen.is_some() {
-                "ok"
-            } else {
-                "unknown"
-            },
-            problems: Vec::new(),
-            seen: match (&seen, s.m365.enabled) {
-                (_, false) => "the connector profile is off (Enabled, below)".into(),
-                (Some(t), true) => format!("the connector relayed mail in the last 24 hours (tenant {t})"),
-                (None, true) => "no mail from the connector in the last 24 hours".into(),
-            },
-        },
-        Step {
-            title: "The tenants whose mail may relay".into(),
-            command: Some("Get-OrganizationConfig | Format-List Guid".into()),
-            explanation: "The tenant ID (the organisation's Guid) goes in Allowed tenant IDs below; mail naming any other tenant is refused with 550 5.7.1.".into(),
-            problems: Vec::new(),
-            status: if s.m365.tenants.is_empty() { "missing" } else { "ok" },
-            seen: if s.m365.tenants.is_empty() {
-                "none set".into()
-            } else {
-                s.m365.tenants.join(", ")
-            },
-        },
-        Step {
-            title: "Inbound mail to the tenant, with this gateway's client certificate".into(),
-            command: Some(format!(
-                "New-InboundConnector -Name \"postern {host}\" -ConnectorType Partner -SenderDomains \"*\" -RequireTls $true -RestrictDomainsToCertificate $true -TlsSenderCertificateName \"{sender_name}\""
-            )),
-            explanation: "On Relay Domains, the organisation's domains go to <tenant>.mail.protection.outlook.com (level verify by default) and present the gateway's certificate, which the inbound connector recognises by name.".into(),
-            problems: Vec::new(),
-            status: match (tenant_transport, &client_cert) {
-                (Some(_), Some(_)) => "ok",
-                _ => "missing",
-            },
-            seen: match (tenant_transport, &client_cert) {
-                (Some(d), Some(c)) => format!("{} goes to {} presenting {c}", d.domain, d.transport.as_deref().unwrap_or("")),
-                (Some(d), None) => format!("{} goes to its tenant without a client certificate", d.domain),
-                (None, _) => "no relay domain goes to *.mail.protection.outlook.com".into(),
-            },
-        },
-        Step {
-            title: "Enhanced Filtering for the inbound connector".into(),
-            command: Some(format!("Set-InboundConnector -Identity \"postern {host}\" -EFSkipLastIP $true")),
-            explanation: "Mail from the Internet reaches the tenant through this gateway: without Enhanced Filtering for Connectors, Exchange Online Protection sees every message as coming from the gateway's address and judges SPF and reputation on it.".into(),
-            status: "unknown",
-            seen: "set in Exchange Online; postern cannot see it".into(),
-            problems: Vec::new(),
-        },
+        certificate_step(&host, cert_status),
+        outbound_connector_step(&host, &s.m365, seen),
+        tenants_step(&s.m365.tenants),
+        inbound_connector_step(
+            &host,
+            &sender_name,
+            tenant_transport,
+            client_cert.as_deref(),
+        ),
+        filtering_step(&host),
     ];
     Checklist {
         hostname: gateway,
         steps,
+    }
+}
+
+/// Step 1: the certificate Exchange Online checks (DomainValidation).
+fn certificate_step(
+    host: &str,
+    (status, seen, problems): (&'static str, String, Vec<String>),
+) -> Step {
+    Step {
+        title: "A certificate for this gateway's name, bound to SMTP".into(),
+        // Done on this page's neighbours, not on a command line (issue 28).
+        command: None,
+        explanation: format!(
+            "Exchange Online's outbound connector checks that the smart host's certificate is valid for {} (DomainValidation) and issued by a public certificate authority. Import it on System Certificates, then pick it as the SMTP TLS certificate on SMTP TLS Settings.",
+            if host == FULL_NAME_WANTED {
+                "the gateway's full host name"
+            } else {
+                host
+            }
+        ),
+        status,
+        seen,
+        problems,
+    }
+}
+
+/// Step 2: the tenant's outbound connector, seen when its mail arrived lately.
+fn outbound_connector_step(host: &str, m365: &M365Settings, seen: Option<String>) -> Step {
+    let names = m365.certificate_names.join(", ");
+    Step {
+        title: "Exchange Online: the outbound connector to this gateway".into(),
+        command: Some(format!(
+            "New-OutboundConnector -Name \"postern {host}\" -ConnectorType Partner -RecipientDomains \"*\" -UseMXRecord $false -SmartHosts \"{host}\" -TlsSettings DomainValidation -TlsDomain \"{host}\""
+        )),
+        explanation: format!(
+            "Exchange Online then presents its certificate ({names}) at STARTTLS; postern lets it relay only the tenants below."
+        ),
+        status: if !m365.enabled {
+            "missing"
+        } else if seen.is_some() {
+            "ok"
+        } else {
+            "unknown"
+        },
+        problems: Vec::new(),
+        seen: match (&seen, m365.enabled) {
+            (_, false) => "the connector profile is off (Enabled, below)".into(),
+            (Some(t), true) => {
+                format!("the connector relayed mail in the last 24 hours (tenant {t})")
+            }
+            (None, true) => "no mail from the connector in the last 24 hours".into(),
+        },
+    }
+}
+
+/// Step 3: the tenants allowed to relay.
+fn tenants_step(tenants: &[String]) -> Step {
+    Step {
+        title: "The tenants whose mail may relay".into(),
+        command: Some("Get-OrganizationConfig | Format-List Guid".into()),
+        explanation: "The tenant ID (the organisation's Guid) goes in Allowed tenant IDs below; mail naming any other tenant is refused with 550 5.7.1.".into(),
+        problems: Vec::new(),
+        status: if tenants.is_empty() { "missing" } else { "ok" },
+        seen: if tenants.is_empty() {
+            "none set".into()
+        } else {
+            tenants.join(", ")
+        },
+    }
+}
+
+/// Step 4: the tenant's inbound connector, which knows the gateway by its client certificate.
+fn inbound_connector_step(
+    host: &str,
+    sender_name: &str,
+    tenant_transport: Option<&RelayDomain>,
+    client_cert: Option<&str>,
+) -> Step {
+    Step {
+        title: "Inbound mail to the tenant, with this gateway's client certificate".into(),
+        command: Some(format!(
+            "New-InboundConnector -Name \"postern {host}\" -ConnectorType Partner -SenderDomains \"*\" -RequireTls $true -RestrictDomainsToCertificate $true -TlsSenderCertificateName \"{sender_name}\""
+        )),
+        explanation: "On Relay Domains, the organisation's domains go to <tenant>.mail.protection.outlook.com (level verify by default) and present the gateway's certificate, which the inbound connector recognises by name.".into(),
+        problems: Vec::new(),
+        status: match (tenant_transport, client_cert) {
+            (Some(_), Some(_)) => "ok",
+            _ => "missing",
+        },
+        seen: match (tenant_transport, client_cert) {
+            (Some(d), Some(c)) => format!("{} goes to {} presenting {c}", d.domain, d.transport.as_deref().unwrap_or("")),
+            (Some(d), None) => format!("{} goes to its tenant without a client certificate", d.domain),
+            (None, _) => "no relay domain goes to *.mail.protection.outlook.com".into(),
+        },
+    }
+}
+
+/// Step 5: Enhanced Filtering, which postern cannot see.
+fn filtering_step(host: &str) -> Step {
+    Step {
+        title: "Enhanced Filtering for the inbound connector".into(),
+        command: Some(format!("Set-InboundConnector -Identity \"postern {host}\" -EFSkipLastIP $true")),
+        explanation: "Mail from the Internet reaches the tenant through this gateway: without Enhanced Filtering for Connectors, Exchange Online Protection sees every message as coming from the gateway's address and judges SPF and reputation on it.".into(),
+        status: "unknown",
+        seen: "set in Exchange Online; postern cannot see it".into(),
+        problems: Vec::new(),
     }
 }
 

@@ -16,7 +16,6 @@ pub mod policy;
 mod queue;
 mod relay;
 mod rules;
-mod rules_confirm;
 pub mod sessions;
 mod sign_in_token;
 mod throttle;

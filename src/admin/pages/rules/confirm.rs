@@ -6,8 +6,8 @@ use askama::Template;
 use axum::response::{IntoResponse, Response};
 use tower_sessions::Session;
 
-use super::rules::{RuleForm, RuleView, view};
-use super::{Chrome, SignedIn, chrome, render};
+use super::super::{Chrome, SignedIn, chrome, render};
+use super::{RuleForm, RuleView, view};
 use crate::admin::AdminState;
 use crate::admin::reach::{Reach, every_recipient};
 use crate::settings::{Direction, MessageRule, RuleTls};

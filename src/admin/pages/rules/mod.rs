@@ -3,8 +3,10 @@
 //! conditions and its action (`x-TLSLevel: Require` or `Try`), moved up and down; a warning
 //! where two rules can both match one recipient with different levels. A rule needs a
 //! condition, or "every recipient" ticked and confirmed with what it reaches
-//! (`rules_confirm`); every delete asks first and says what depends on the thing (the rules
+//! (`confirm.rs`); every delete asks first and says what depends on the thing (the rules
 //! that use a list). The same `admin::sections` functions as the API.
+
+mod confirm;
 
 use askama::Template;
 use axum::extract::{Form, Query, State};
@@ -328,7 +330,7 @@ pub async fn save_rule(
     // Every recipient is applied only once the admin has seen what it reaches.
     if rule.every_recipient && form.confirmed != "yes" {
         return match crate::admin::sections::check_list(&state, auth.actor(), change).await {
-            Ok(()) => super::rules_confirm::ask(&state, &session, &auth, form, &rule).await,
+            Ok(()) => confirm::ask(&state, &session, &auth, form, &rule).await,
             Err(e) => form_again(&state, &session, &auth, form, Some(&rule), &e).await,
         };
     }
