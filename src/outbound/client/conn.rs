@@ -93,6 +93,11 @@ impl Conn {
             Ok(Ok(0)) => return Err(lost(String::new())),
             Ok(Ok(_)) => {}
         }
+        if raw.last() != Some(&b'\n') && raw.len() < MAX_REPLY_LINE {
+            // The read ended short of the limit without a line end: the peer hung up in
+            // the middle of a line.
+            return Err(lost(String::new()));
+        }
         if raw.last() != Some(&b'\n') {
             return Err(Outcome::temporary(
                 Enhanced(4, 5, 0),

@@ -230,6 +230,39 @@ async fn peer_dropping_mid_reply_is_a_lost_connection() {
 }
 
 #[tokio::test]
+async fn peer_dropping_in_the_middle_of_a_line_is_a_lost_connection() {
+    // Half a line, no line end, then the hang-up: not a line too long.
+    let (io, _peer) = server(vec![
+        Step::Read(1),
+        Step::Write("250-mx.example\r\n250-PIPE"),
+        Step::Close,
+    ]);
+    let mut c = conn(io);
+    let Err(o) = within(c.command("EHLO relay.example", "EHLO")).await else {
+        panic!("half a line was taken");
+    };
+    assert_eq!(o.class, Class::Temporary);
+    assert_eq!(o.reason, format!("lost connection with {PEER} while EHLO"));
+}
+
+#[tokio::test]
+async fn a_reply_line_over_the_limit_is_refused_as_such() {
+    // 8,192 bytes and no line end yet, the peer still there: a line too long.
+    let long: &'static str = Box::leak(format!("250-{}", "x".repeat(9000)).into_boxed_str());
+    let (io, _peer) = server(vec![Step::Read(1), Step::Write(long)]);
+    let mut c = conn(io);
+    let Err(o) = within(c.command("NOOP", "NOOP")).await else {
+        panic!("an endless line was taken");
+    };
+    assert_eq!((o.class, o.dsn), (Class::Temporary, Enhanced(4, 5, 0)));
+    assert!(
+        o.reason.contains("longer than 8192 bytes while NOOP"),
+        "{}",
+        o.reason
+    );
+}
+
+#[tokio::test]
 async fn malformed_reply_is_refused() {
     let (io, _peer) = server(vec![Step::Read(1), Step::Write("hello there\r\n")]);
     let mut c = conn(io);
