@@ -406,6 +406,8 @@ async fn the_api_answers_with_the_lines_and_refuses_what_is_no_address() {
         "recipient=eu.partner.example",
         "sender=inside.example",
         "text=Host%20offered%20STARTTLS%3A%20%5B127.0.0.1%5D",
+        // The log says Untrusted (the sink's certificate chains to no root): so does the page.
+        "text=Untrusted%20TLS%20connection%20established",
         "",
     ] {
         let body = found(query).await;
@@ -431,6 +433,12 @@ async fn the_api_answers_with_the_lines_and_refuses_what_is_no_address() {
         assert_eq!(
             lines.last().unwrap(),
             &format!("postern/smtp: {}", sent.postfix_line())
+        );
+        assert!(
+            lines[1].starts_with(
+                "postern/smtp: Untrusted TLS connection established to 127.0.0.1[127.0.0.1]:"
+            ),
+            "{query}: {lines:?}"
         );
     }
     let (status, body) = server

@@ -19,7 +19,7 @@ const PROGRAM: &str = "postern/smtp: ";
 /// Every word `write_lines` adds around the values, lower case. A word of the search text
 /// found in here may come from a line's own words; any other word must be in the stored
 /// record, which lets a store skip a record without reading it whole.
-const LINE_WORDS: &str = "postern/smtp: host offered starttls: [ verified tls connection established to with cipher bits starttls not offered by delivered without tls policy level to=< relay= delay= delays= dsn= status= policy= source= rule=";
+const LINE_WORDS: &str = "postern/smtp: host offered starttls: [ verified trusted untrusted tls connection established to with cipher bits starttls not offered by delivered without tls policy level to=< relay= delay= delays= dsn= status= policy= source= rule=";
 
 /// A recipient or sender as the search fields take it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -320,6 +320,8 @@ pub struct TlsFacts<'a> {
     #[serde(borrow)]
     pub cipher: Cow<'a, str>,
     pub bits: u16,
+    #[serde(default)]
+    pub trusted: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -349,6 +351,7 @@ impl<'a> Facts<'a> {
                 protocol: b(&t.protocol),
                 cipher: b(&t.cipher),
                 bits: t.bits,
+                trusted: t.trusted,
             }),
             verified_name: d.verified_name.as_ref().map(b),
             policy_level: b(&d.policy_level),
@@ -411,10 +414,12 @@ fn write_lines(f: &Facts<'_>, out: &mut String) {
     }
     match &f.tls {
         Some(t) => {
-            let trust = if f.verified_name.is_some() {
-                "Verified "
-            } else {
-                ""
+            // smtp(8)'s words: Verified (chain and name), Trusted (chain only), Untrusted.
+            let trust = match (f.verified_name.is_some(), t.trusted) {
+                (true, _) => "Verified ",
+                (false, Some(true)) => "Trusted ",
+                (false, Some(false)) => "Untrusted ",
+                (false, None) => "",
             };
             // `TlsInfo::describe`'s words.
             let _ = writeln!(
@@ -499,6 +504,18 @@ mod tests {
                 "postern/smtp: 66191C1CC5B97: to=<ceo@partner.example>, relay=mx2.partner.example[192.0.2.26]:25, delay=0.4, delays=0.01/0/0.3/0.1, dsn=2.0.0, status=sent (250 2.0.0 Ok: queued as 4XyZ) policy=may source=global",
             ]
         );
+        // The trust the handshake found, in the log's words (smtp(8)).
+        for (trusted, word) in [(Some(false), "Untrusted "), (Some(true), "Trusted ")] {
+            let mut r = record();
+            r.tls.as_mut().unwrap().trusted = trusted;
+            assert!(
+                r.lines()[2].starts_with(&format!(
+                    "postern/smtp: {word}TLS connection established to mx2"
+                )),
+                "{:?}",
+                r.lines()
+            );
+        }
         let mut plain = record();
         plain.starttls_offered = false;
         plain.tls = None;
@@ -534,6 +551,7 @@ mod tests {
             protocol: "qvpq".into(),
             cipher: "qvcq".into(),
             bits: 7,
+            trusted: None,
         });
         d.hosts_tried = vec![
             HostTried {
@@ -549,7 +567,14 @@ mod tests {
                 reply: "qvr2q".into(),
             },
         ];
-        let text = d.lines().join("\n").to_ascii_lowercase();
+        // Every trust word the TLS line can carry (Verified, Trusted, Untrusted).
+        let mut lines = d.lines();
+        d.verified_name = None;
+        for trusted in [Some(true), Some(false)] {
+            d.tls.as_mut().unwrap().trusted = trusted;
+            lines.extend(d.lines());
+        }
+        let text = lines.join("\n").to_ascii_lowercase();
         for word in text.split(|c: char| !c.is_ascii_alphanumeric()) {
             let value = word.starts_with("qv") && word.ends_with('q');
             let number = word.bytes().all(|b| b.is_ascii_digit());

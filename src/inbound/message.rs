@@ -144,6 +144,7 @@ mod tests {
             protocol: "TLSv1.3".into(),
             cipher: "TLS_AES_256_GCM_SHA384".into(),
             bits: 256,
+            trusted: None,
         };
         let h = received_header(&ReceivedFacts {
             helo: "client.example",

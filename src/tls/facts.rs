@@ -12,6 +12,11 @@ pub struct TlsInfo {
     pub cipher: String,
     /// Symmetric key bits (Postfix's `(256/256 bits)`); the minimum-strength policy compares these.
     pub bits: u16,
+    /// Outbound: whether the peer's chain led to a trusted root (Postfix's Trusted/Untrusted
+    /// line; Verified is the record's `verified_name`). Unknown for sessions before it was
+    /// recorded and inbound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trusted: Option<bool>,
 }
 
 impl TlsInfo {
@@ -27,6 +32,7 @@ impl TlsInfo {
             protocol: protocol.to_string(),
             cipher,
             bits,
+            trusted: None,
         })
     }
 

@@ -20,6 +20,7 @@ fn record(i: u64, rcpt: &str, relay: &str, tls: bool) -> Delivery {
             protocol: "TLSv1.3".into(),
             cipher: "TLS_AES_256_GCM_SHA384".into(),
             bits: 256,
+            trusted: None,
         }),
         verified_name: None,
         policy_level: "may".into(),

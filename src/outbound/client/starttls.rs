@@ -142,7 +142,7 @@ async fn handshake(
     let chain_check = job.chain_check.as_deref().filter(|_| verifier.is_none());
     let peer_at = (job.host, job.addr);
     match start_tls(conn, peer_at, job.command_timeout, &config, chain_check).await {
-        Ok((conn, info, chain_trusted)) => {
+        Ok((conn, mut info, chain_trusted)) => {
             let verified_name = verifier.as_ref().and_then(|v| v.verified_name());
             // Once per handshake, in Postfix's words (smtp(8)): Verified when the chain and
             // the name (or pin) were checked, Trusted when the chain leads to a trusted root
@@ -153,6 +153,8 @@ async fn handshake(
                 (false, false) => "Untrusted",
             };
             tracing::info!(target: "postern/smtp", "{trust} TLS connection established to {}: {}", with_port(job), info.describe());
+            // Kept in the delivery record, so the Logs page says the line the log said.
+            info.trusted = Some(chain_trusted);
             let problem = verifier.as_ref().and_then(|v| v.problem());
             Ok((conn, info, verified_name, problem))
         }
