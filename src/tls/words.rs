@@ -73,7 +73,34 @@ pub fn certificate_error(e: &CertificateError) -> String {
         | CertificateError::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => {
             "certificate signed with an unsupported algorithm".into()
         }
+        CertificateError::Other(o) => verifier_words(&format!("{o:?}")),
         other => strip_links(&other.to_string()),
+    }
+}
+
+/// webpki's own refusals reach rustls as `Other(OtherError(CaUsedAsEndEntity))`: the innermost
+/// name, in words; the common one (a self-signed certificate made as a CA, which
+/// `openssl req -x509` makes by default) said as such.
+fn verifier_words(debug: &str) -> String {
+    let inner = debug
+        .trim_end_matches(')')
+        .rsplit('(')
+        .next()
+        .unwrap_or(debug);
+    match inner {
+        "CaUsedAsEndEntity" => "the server presented a CA certificate as its own (a self-signed certificate made as a CA): it chains to no trusted root".into(),
+        "EndEntityUsedAsCa" => "the chain uses a server certificate as a CA".into(),
+        name if name.chars().all(|c| c.is_ascii_alphanumeric()) => {
+            let mut words = String::from("certificate refused: ");
+            for (i, c) in name.chars().enumerate() {
+                if c.is_ascii_uppercase() && i > 0 {
+                    words.push(' ');
+                }
+                words.push(c.to_ascii_lowercase());
+            }
+            words
+        }
+        _ => format!("certificate refused: {debug}"),
     }
 }
 
@@ -132,6 +159,18 @@ fn strip_links(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn webpki_refusals_in_words() {
+        assert_eq!(
+            verifier_words("OtherError(CaUsedAsEndEntity)"),
+            "the server presented a CA certificate as its own (a self-signed certificate made as a CA): it chains to no trusted root"
+        );
+        assert_eq!(
+            verifier_words("OtherError(RequiredEkuNotFound)"),
+            "certificate refused: required eku not found"
+        );
+    }
 
     #[test]
     fn names_and_dates_in_words() {
