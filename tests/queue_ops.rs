@@ -63,8 +63,14 @@ async fn list_hold_release_retry_delete() {
     assert!(server.cli(&["queue", "hold", &id]).await.0);
     let (_, out, _) = server.cli(&["queue", "list"]).await;
     assert!(out.contains(&format!("{id}! ")), "hold not shown: {out}");
-    // Held: retry does not deliver it.
+    // Held: retry does not deliver it, and says so.
     assert!(server.cli(&["queue", "retry", "--all"]).await.0);
+    let (ok, _, err) = server.cli(&["queue", "retry", &id]).await;
+    assert!(ok, "{err}");
+    assert!(
+        err.contains(&format!("{id}: on hold: not retried")),
+        "{err}"
+    );
     assert!(server.cli(&["queue", "release", &id]).await.0);
     // Release puts it back in the schedule at once; the sink now accepts.
     let got = sink.next(20).await.expect("not delivered after release");

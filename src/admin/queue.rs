@@ -299,7 +299,8 @@ pub(crate) fn message(state: &AdminState, id: &str, body: bool) -> Result<QueueI
 pub struct Done {
     pub id: String,
     pub action: String,
-    /// False for a hold of a message already held, a release of one not held: nothing was
+    /// False for a hold of a message already held, a release of one not held, a retry of a
+    /// held one: nothing was
     /// done to it (absent from an older node's answer, which did not say).
     #[serde(default = "changed")]
     pub changed: bool,
@@ -342,9 +343,12 @@ pub(crate) async fn act_on(
     let found = match action {
         "hold" => held(true).await.map_err(storage)?,
         "release" => held(false).await.map_err(storage)?,
-        "retry" => state.spool.get(qid).map(|_| {
-            state.spool.poke(qid);
-            true
+        // A held message waits for its release, as `postqueue -i` leaves it (postsuper(1)).
+        "retry" => state.spool.get(qid).map(|e| {
+            if !e.held {
+                state.spool.poke(qid);
+            }
+            !e.held
         }),
         "delete" => (state.spool.delete(qid).await.map_err(storage)?).then_some(true),
         _ => {

@@ -78,7 +78,18 @@ async fn act(client: &ApiClient, action: &str, id: &str) -> anyhow::Result<()> {
     let path = format!("/api/v1/cluster/queue/{}/{action}", url_escape(id));
     let (status, body) = client.request(Method::POST, &path, None).await?;
     let done: Done = parse_response(status, &body)?;
-    eprintln!("postern: {}: {}", done.id, done.action);
+    // What was found already so, as postsuper(1) counts only what it changed.
+    let unchanged = match done.action.as_str() {
+        "hold" => "already on hold",
+        "release" => "not on hold",
+        "retry" => "on hold: not retried (release it to send it)",
+        _ => "unchanged",
+    };
+    if done.changed {
+        eprintln!("postern: {}: {}", done.id, done.action);
+    } else {
+        eprintln!("postern: {}: {unchanged}", done.id);
+    }
     Ok(())
 }
 

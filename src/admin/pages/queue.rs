@@ -425,7 +425,7 @@ pub async fn act(
 /// found already so, and why each of the others failed.
 fn done_notice(action: &str, result: &crate::admin::queue::BulkResult) -> String {
     let (verb, unchanged) = match action {
-        "retry" => ("Retrying", ""),
+        "retry" => ("Retrying", "on hold: release it to send it"),
         "hold" => ("Held", "already on hold"),
         "release" => ("Released", "not on hold"),
         "delete" => ("Deleted", ""),
@@ -476,6 +476,14 @@ mod tests {
             failed: Vec::new(),
         };
         assert_eq!(done_notice("hold", &result), "Held 2 messages.");
+        let result = BulkResult {
+            done: vec![done("A1", false)],
+            failed: Vec::new(),
+        };
+        assert_eq!(
+            done_notice("retry", &result),
+            "Retrying 0 messages. 1 was on hold: release it to send it."
+        );
     }
 
     #[test]
