@@ -300,8 +300,8 @@ pub struct Done {
     pub id: String,
     pub action: String,
     /// False for a hold of a message already held, a release of one not held, a retry of a
-    /// held one: nothing was
-    /// done to it (absent from an older node's answer, which did not say).
+    /// held one: nothing was done to it (absent from an older node's answer, which did not
+    /// say).
     #[serde(default = "changed")]
     pub changed: bool,
 }
