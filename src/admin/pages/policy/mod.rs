@@ -483,7 +483,7 @@ pub async fn save(
                 form.pattern.trim().to_ascii_lowercase()
             );
             let _ = session.insert("notice", notice).await;
-            Redirect::to("/policy").into_response()
+            Redirect::to("/policy#top").into_response()
         }
         Err(e) => refused(&state, &session, &auth, form, place(&e)).await,
     }
@@ -621,7 +621,7 @@ pub async fn delete(
         Ok(_) => {
             let notice = format!("Deleted {} and applied.", form.pattern);
             let _ = session.insert("notice", notice).await;
-            Redirect::to("/policy").into_response()
+            Redirect::to("/policy#top").into_response()
         }
         Err(e) => {
             let mut page = page_for(&state, &session, &auth, &ListQuery::default()).await;
