@@ -55,6 +55,8 @@ struct CertificatesPage {
     form_cert: String,
     form_chain: String,
     form_acme: String,
+    /// A refused import of pasted PEM: the key field is empty, and says why.
+    key_dropped: bool,
     acme_dir: String,
     confirm_delete: Option<ConfirmDelete>,
 }
@@ -120,6 +122,7 @@ async fn show(
         form_cert: shown.form_cert,
         form_chain: shown.form_chain,
         form_acme: shown.form_acme,
+        key_dropped: shown.key_dropped,
         acme_dir: state.certs.acme_dir().display().to_string(),
         confirm_delete: shown.confirm_delete,
     };
