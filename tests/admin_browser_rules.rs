@@ -167,7 +167,7 @@ async fn a_rule_without_a_condition_asks_with_what_it_reaches_in_chromium() {
     );
     no_settings_path(&c, "main").await;
     assert_eq!(
-        text_of(&c, "ol.rules").await,
+        text_of(&c, "#no-rules").await,
         "No rules: every recipient follows the policy table and the outbound mode."
     );
     check_page_at(&c, "rules-no-condition", Some("rule-error")).await;

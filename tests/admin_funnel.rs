@@ -244,7 +244,7 @@ async fn every_post_without_the_session_token_is_refused_before_any_handler() {
     let page = b.go("POST", "/policy/add", &form).await;
     assert_eq!(
         (page.status, location(&page)),
-        (303, "/policy"),
+        (303, "/policy#top"),
         "{}",
         page.body
     );

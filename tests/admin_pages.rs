@@ -494,7 +494,7 @@ async fn policy_page_adds_edits_and_deletes_rows_through_the_api_checks() {
         );
     }
     let page = b.go("POST", "/policy/add", &add("Partner.example")).await;
-    assert_eq!((page.status, location(&page)), (303, "/policy"));
+    assert_eq!((page.status, location(&page)), (303, "/policy#top"));
     let page = b.go("GET", "/policy", "").await;
     assert!(
         page.body.contains("Added partner.example and applied"),
@@ -535,7 +535,7 @@ async fn policy_page_adds_edits_and_deletes_rows_through_the_api_checks() {
     let page = b
         .go("POST", "/policy/edit", &edit("other.example", "verify"))
         .await;
-    assert_eq!((page.status, location(&page)), (303, "/policy"));
+    assert_eq!((page.status, location(&page)), (303, "/policy#top"));
     assert!(exported_policy(&proc).contains("pattern = \"other.example\"\nlevel = \"verify\"\ninclude_subdomains = false\nmin_bits = 128\non_failure = \"bounce\""), "{}", exported_policy(&proc));
     // Delete asks first, then goes.
     let page = b
@@ -558,7 +558,7 @@ async fn policy_page_adds_edits_and_deletes_rows_through_the_api_checks() {
             &format!("csrf={csrf}&pattern=other.example"),
         )
         .await;
-    assert_eq!(location(&page), "/policy");
+    assert_eq!(location(&page), "/policy#top");
     assert!(!exported_policy(&proc).contains("other.example"));
     // The managed row cannot be deleted here, whatever the form says.
     let page = b
@@ -604,7 +604,7 @@ async fn policy_page_adds_edits_and_deletes_rows_through_the_api_checks() {
             &bulk("a.example\n\n.b.example\nceo@c.example\n"),
         )
         .await;
-    assert_eq!(location(&page), "/policy");
+    assert_eq!(location(&page), "/policy#top");
     let policy = exported_policy(&proc);
     for p in ["a.example", ".b.example", "ceo@c.example"] {
         assert!(
@@ -716,7 +716,7 @@ async fn a_row_added_on_the_page_applies_to_the_next_delivery() {
             ),
         )
         .await;
-    assert_eq!(location(&page), "/policy");
+    assert_eq!(location(&page), "/policy#top");
     send("after@plain.example").await;
     let line = wait_for_line(&proc, "to=<after@plain.example>").await;
     assert!(line.contains("status=deferred"), "{line}");
@@ -782,7 +782,7 @@ async fn part_two_forms_need_the_token_and_never_show_a_password() {
             &format!("csrf={csrf}&domain=smarthost.example&transport=%5B127.0.0.1%5D%3A2525&auth_username=gw&auth_password=relay-secret-1&recipients="),
         )
         .await;
-    assert_eq!(location(&page), "/relay?saved=smarthost.example");
+    assert_eq!(location(&page), "/relay?saved=smarthost.example#top");
     let page = b.go("GET", "/relay?saved=smarthost.example", "").await;
     assert!(
         page.body
@@ -821,7 +821,7 @@ async fn part_two_forms_need_the_token_and_never_show_a_password() {
             &format!("csrf={csrf}&action=add&username=alice&password=long-enough-1"),
         )
         .await;
-    assert_eq!(location(&page), "/relay");
+    assert_eq!(location(&page), "/relay#top");
     let page = b
         .go(
             "POST",

@@ -134,7 +134,8 @@ async fn post(b: &mut Browser, seen: &mut Seen, what: &str, path: &str, form: &[
     }
     let page = b.go("POST", path, &body).await;
     seen.add(what, &page);
-    let to = location(&page).to_string();
+    // A browser keeps the fragment to itself: the request names the path only.
+    let to = location(&page).split('#').next().unwrap_or("").to_string();
     if !to.is_empty() {
         let page = b.go("GET", &to, "").await;
         seen.add(&format!("{what}, then {to}"), &page);

@@ -277,12 +277,16 @@ pub struct StarttlsSeen {
 }
 
 impl StarttlsSeen {
-    /// "offered STARTTLS in 12 of 12 deliveries in the last 30 days (last Mon, 30 Nov ...)".
+    /// "offered STARTTLS in 12 of 12 deliveries in the last 30 days (last 2026-11-30 09:12:00
+    /// UTC)": the pages' style of time, as the Logs table beside it shows them.
     pub fn describe(&self, days: u64) -> String {
         if self.connections == 0 {
             return format!("no deliveries to this host in the last {days} days");
         }
-        let last = self.last.map(crate::proto::rfc5322_at).unwrap_or_default();
+        let last = self
+            .last
+            .map(|t| format!("{} UTC", crate::proto::utc_at(t)))
+            .unwrap_or_default();
         format!(
             "offered STARTTLS in {} of {} deliveries in the last {days} days (last {last})",
             self.offered, self.connections

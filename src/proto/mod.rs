@@ -12,6 +12,6 @@ pub use command::{Address, Body, Command, MAX_COMMAND_LINE, MailParams, parse};
 pub use data::{
     BareEnding, DotReader, Progress, bare_line_ending, dot_stuff, end_without_stuffing,
 };
-pub use date::{rfc5322_at, rfc5322_now};
+pub use date::{rfc5322_at, rfc5322_now, utc_at};
 pub use ehlo::{Capabilities, ehlo_reply};
 pub use reply::{Enhanced, Reply, ReplyLine, replies};

@@ -55,6 +55,8 @@ struct CertificatesPage {
     form_cert: String,
     form_chain: String,
     form_acme: String,
+    /// A refused import of pasted PEM: the key field is empty, and says why.
+    key_dropped: bool,
     acme_dir: String,
     confirm_delete: Option<ConfirmDelete>,
 }
@@ -79,6 +81,8 @@ struct Shown {
     form_cert: String,
     form_chain: String,
     form_acme: String,
+    /// A refused import of pasted PEM: its key is not sent back, so the field is empty.
+    key_dropped: bool,
     confirm_delete: Option<ConfirmDelete>,
 }
 
@@ -118,6 +122,7 @@ async fn show(
         form_cert: shown.form_cert,
         form_chain: shown.form_chain,
         form_acme: shown.form_acme,
+        key_dropped: shown.key_dropped,
         acme_dir: state.certs.acme_dir().display().to_string(),
         confirm_delete: shown.confirm_delete,
     };
@@ -186,20 +191,34 @@ fn typed(form: ImportForm) -> Shown {
             form_name: form.name,
             form_cert: form.cert,
             form_chain: form.chain,
+            key_dropped: true,
             ..Shown::default()
         }
     }
 }
 
-/// The notice after an import: a renewal says so, and from when it is served.
+/// The notice after an import: what README promises the reply shows (names, Not After,
+/// SHA-256 fingerprint); a renewal says so, and from when it is served.
 fn imported(info: &crate::certs::CertInfo) -> String {
+    let f = &info.facts;
+    let facts = format!(
+        "{}; names {}; valid until {}; SHA-256 {}",
+        f.subject,
+        if f.sans.is_empty() {
+            "none".to_string()
+        } else {
+            f.sans.join(", ")
+        },
+        f.not_after,
+        f.sha256
+    );
     if info.renewed {
         format!(
-            "Renewed {} ({}, valid until {}): served from the next handshake wherever it is bound.",
-            info.name, info.facts.subject, info.facts.not_after
+            "Renewed {} ({facts}): served from the next handshake wherever it is bound.",
+            info.name
         )
     } else {
-        format!("Imported {} ({}).", info.name, info.facts.subject)
+        format!("Imported {} ({facts}).", info.name)
     }
 }
 

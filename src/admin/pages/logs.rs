@@ -105,11 +105,8 @@ fn unix_of(field: &str, value: &str) -> Result<Option<u64>, String> {
 }
 
 fn row(d: &Delivery) -> Row {
-    let t = time::OffsetDateTime::from_unix_timestamp(d.unix_time as i64)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
     Row {
-        time: t.format(format).unwrap_or_default(),
+        time: crate::proto::utc_at(d.unix_time),
         node: d.node.clone().unwrap_or_default(),
         queue_id: d.queue_id.clone(),
         recipient: breakable(&d.recipient),

@@ -80,10 +80,7 @@ struct QueuePage {
 
 /// UNIX seconds as `2026-12-01 14:02:03` (UTC), as every page shows a time.
 pub fn when(unix: u64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp(unix as i64)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
-    t.format(format).unwrap_or_default()
+    crate::proto::utc_at(unix)
 }
 
 /// "3 h 12 min", "2 d 4 h": how long a message has waited.

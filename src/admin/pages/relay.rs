@@ -284,7 +284,7 @@ pub async fn save(
             let saved = form_urlencoded::Serializer::new(String::new())
                 .append_pair("saved", &domain)
                 .finish();
-            Redirect::to(&format!("/relay?{saved}")).into_response()
+            Redirect::to(&format!("/relay?{saved}#top")).into_response()
         }
         Err(e) => {
             let mut page = base(&state, &session, &auth).await;
@@ -335,7 +335,7 @@ async fn done_or_error<T: crate::admin::sections::Section>(
     match change_list(state, auth.actor(), change).await {
         Ok(_) => {
             let _ = session.insert("notice", notice).await;
-            Redirect::to("/relay").into_response()
+            Redirect::to("/relay#top").into_response()
         }
         Err(e) => {
             let mut page = base(state, session, auth).await;
@@ -382,7 +382,7 @@ pub async fn networks(
             let _ = session
                 .insert("notice", "Trusted networks saved and applied.")
                 .await;
-            Redirect::to("/relay").into_response()
+            Redirect::to("/relay#top").into_response()
         }
         Err(e) => {
             let mut page = base(&state, &session, &auth).await;

@@ -49,7 +49,7 @@ pub async fn bulk(
         Ok(n) => {
             let notice = format!("Added {n} rows and applied.");
             let _ = session.insert("notice", notice).await;
-            Redirect::to("/policy").into_response()
+            Redirect::to("/policy#top").into_response()
         }
         Err(error) => {
             let mut page = page_for(&state, &session, &auth, &ListQuery::default()).await;

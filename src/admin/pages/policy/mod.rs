@@ -23,18 +23,13 @@ use crate::settings::{Apply, PolicyRow};
 /// Rows per page: a screenful, and a page that renders in well under a millisecond.
 const PAGE_SIZE: usize = 50;
 
+/// Each level with its meaning in words short enough for a select at 390 px.
 const LEVELS: [(&str, &str); 8] = [
     ("encrypt", "encrypt (TLS required)"),
-    ("verify", "verify (TLS, certificate for the MX name)"),
-    (
-        "dane",
-        "dane (TLSA records where published under DNSSEC, else may)",
-    ),
-    (
-        "dane-only",
-        "dane-only (TLSA records under DNSSEC required)",
-    ),
-    ("secure", "secure (TLS, certificate for the domain)"),
+    ("verify", "verify (certificate for the MX name)"),
+    ("dane", "dane (DNSSEC TLSA, else may)"),
+    ("dane-only", "dane-only (TLSA required)"),
+    ("secure", "secure (certificate for the domain)"),
     ("fingerprint", "fingerprint (TLS, pinned certificate)"),
     ("may", "may (TLS if offered)"),
     ("none", "none (never TLS)"),
@@ -483,7 +478,7 @@ pub async fn save(
                 form.pattern.trim().to_ascii_lowercase()
             );
             let _ = session.insert("notice", notice).await;
-            Redirect::to("/policy").into_response()
+            Redirect::to("/policy#top").into_response()
         }
         Err(e) => refused(&state, &session, &auth, form, place(&e)).await,
     }
@@ -621,7 +616,7 @@ pub async fn delete(
         Ok(_) => {
             let notice = format!("Deleted {} and applied.", form.pattern);
             let _ = session.insert("notice", notice).await;
-            Redirect::to("/policy").into_response()
+            Redirect::to("/policy#top").into_response()
         }
         Err(e) => {
             let mut page = page_for(&state, &session, &auth, &ListQuery::default()).await;

@@ -264,7 +264,7 @@ async fn finish<T: Section>(
     match change_list(state, auth.actor(), change).await {
         Ok(_) => {
             let _ = session.insert("notice", notice).await;
-            Redirect::to("/rules").into_response()
+            Redirect::to("/rules#top").into_response()
         }
         Err(e) => {
             let mut page = base(state, session, auth).await;
@@ -341,7 +341,7 @@ pub async fn save_rule(
     match change_list(&state, auth.actor(), change).await {
         Ok(_) => {
             let _ = session.insert("notice", notice).await;
-            Redirect::to("/rules").into_response()
+            Redirect::to("/rules#top").into_response()
         }
         Err(e) => form_again(&state, &session, &auth, form, Some(&rule), &e).await,
     }
