@@ -105,6 +105,23 @@ async fn the_factory_smtp_tls_page_saves_its_outbound_card_without_a_certificate
         .await
         .unwrap();
     submit_form_of(&c, "outbound_mode").await;
+    // Mandatory for all outbound mail asks first, with what it stops; nothing saved yet.
+    arrived(&c, "#mandatory-question").await;
+    let question = text_of(&c, "#mandatory-question").await;
+    assert!(
+        question.contains("Require TLS for all outbound mail?")
+            && question.contains("Nothing is saved yet")
+            && question.contains("outbound recipient domain(s)"),
+        "{question}"
+    );
+    check_page_at(&c, "tls-mandatory-question", Some("mandatory-question")).await;
+    assert!(!export(&proc).await.contains("tls_mode = \"encrypt\""));
+    c.find(Locator::Css("#mandatory-question button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     arrived(&c, "p.ok").await;
     let notice = text_of(&c, "p.ok").await;
     assert!(notice.contains("outbound STARTTLS"), "{notice}");

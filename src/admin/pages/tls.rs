@@ -2,7 +2,9 @@
 //! through the same change path as the API. The inbound card holds the inbound STARTTLS mode
 //! and the certificate SMTP serves, and Hermes' binding rules (a blank certificate while
 //! Opportunistic or Mandatory is refused there); the outbound card holds the outbound mode,
-//! MTA-STS and DANE, and saves with no certificate imported.
+//! MTA-STS and DANE, and saves with no certificate imported. Turning outbound to Mandatory
+//! asks first, with what it stops: the outbound domains that took mail without TLS in the
+//! delivery records (`admin::reach`, as a rule for every recipient asks).
 
 use askama::Template;
 use axum::extract::{Form, State};
@@ -12,9 +14,10 @@ use serde::Deserialize;
 use tower_sessions::Session;
 
 use super::{Chrome, SignedIn, chrome, render};
+use crate::admin::reach::{Reach, every_recipient};
 use crate::admin::{AdminState, ApiError, apply_settings};
 use crate::levels::StsSwitch;
-use crate::settings::{Apply, Settings, TlsMode};
+use crate::settings::{Apply, Direction, Settings, TlsMode};
 
 /// The modes as the selects offer them: the form's value, and the words every page uses.
 const MODES: [(&str, TlsMode); 3] = [
@@ -43,6 +46,14 @@ struct TlsPage {
     certificates: Vec<Choice>,
     /// The facts of the certificate named in the field, when it is one of the store's.
     bound: Option<Choice>,
+    /// Outbound Mandatory asked for and not yet confirmed: what it would stop.
+    mandatory: Option<Mandatory>,
+}
+
+/// The question before outbound Mandatory: the reach, or why it could not be counted.
+struct Mandatory {
+    reach: Reach,
+    error: Option<String>,
 }
 
 /// The inbound card's fields: absent when the form posted is the outbound card.
@@ -61,6 +72,9 @@ pub struct TlsForm {
     /// The DANE checkbox, read when the form has the MTA-STS field.
     #[serde(default)]
     outbound_dane: Option<String>,
+    /// `yes` once the admin has seen what outbound Mandatory stops.
+    #[serde(default)]
+    confirmed: Option<String>,
 }
 
 fn parse_mode(s: &str) -> Option<TlsMode> {
@@ -113,6 +127,16 @@ async fn show(
     (shown, notice, error): (Shown, Option<String>, Option<String>),
     status: StatusCode,
 ) -> Response {
+    show_asking(state, session, auth, (shown, notice, error), (status, None)).await
+}
+
+async fn show_asking(
+    state: &AdminState,
+    session: &Session,
+    auth: &SignedIn,
+    (shown, notice, error): (Shown, Option<String>, Option<String>),
+    (status, mandatory): (StatusCode, Option<Mandatory>),
+) -> Response {
     let certificates = choices(state).await;
     let bound = certificates
         .iter()
@@ -132,6 +156,7 @@ async fn show(
         shown,
         certificates,
         bound,
+        mandatory,
     };
     (status, render(page)).into_response()
 }
@@ -218,6 +243,11 @@ pub async fn save(
         Ok(change) => change,
         Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
     };
+    let current = state.settings.current().settings.outbound.tls_mode;
+    let to_mandatory = matches!(change.outbound, Some((TlsMode::Encrypt, _)));
+    if to_mandatory && current != TlsMode::Encrypt && form.confirmed.as_deref() != Some("yes") {
+        return ask_mandatory(&state, &session, &auth, &form).await;
+    }
     let notice = saved(&change);
     let (inbound, outbound) = (change.inbound.clone(), change.outbound);
     let result = apply_settings(&state, auth.actor(), Apply::Yes, move |current| {
@@ -259,6 +289,27 @@ pub async fn save(
             show(&state, &session, &auth, page, StatusCode::BAD_REQUEST).await
         }
     }
+}
+
+/// Outbound Mandatory stops mail to every server without STARTTLS: the page says how much of
+/// the last days' mail that was before anything changes, and asks again.
+async fn ask_mandatory(
+    state: &AdminState,
+    session: &Session,
+    auth: &SignedIn,
+    form: &TlsForm,
+) -> Response {
+    let (reach, error) = match every_recipient(state, Direction::Outbound).await {
+        Ok(r) => (r, None),
+        Err(e) => (Reach::default(), Some(e.error)),
+    };
+    let mut shown = Shown::of(&state.settings.current().settings);
+    shown.outbound_mode = "encrypt".into();
+    shown.mta_sts = form.outbound_mta_sts.clone().unwrap_or(shown.mta_sts);
+    shown.dane = form.outbound_dane.is_some();
+    let page = (shown, None, None);
+    let asking = (StatusCode::OK, Some(Mandatory { reach, error }));
+    show_asking(state, session, auth, page, asking).await
 }
 
 /// The message under the certificate field when it concerns it, else at the top.
