@@ -135,8 +135,9 @@ async fn the_seeds_workflow_on_the_logs_and_policy_pages_in_chromium() {
     );
     check_page(&c, "logs-recipient-error").await;
 
-    // Step 3: add the domain, from the search by its domain, and Test it first.
-    search_logs(&c, &[("recipient", "partner.example")]).await;
+    // Step 3: add the domain, from the search by the recipient's address (as the workflow
+    // searched first), and Test it first.
+    search_logs(&c, &[("recipient", "ceo@partner.example")]).await;
     click(&c, "#policy-row a").await;
     arrived(&c, "#pattern").await;
     let typed = c

@@ -77,7 +77,8 @@ struct LogsPage {
     sender_error: Option<String>,
     from_error: Option<String>,
     to_error: Option<String>,
-    /// A search by recipient domain: the row to add on TLS Policy Domains, and its link.
+    /// A search by recipient (address or domain): the row to add on TLS Policy Domains, and
+    /// its link.
     policy_row: Option<(String, String)>,
     rows: Vec<Row>,
     /// Records of several nodes: the Node column is shown.
@@ -234,7 +235,8 @@ fn policy_row(recipient: &str) -> Option<(String, String)> {
     let pattern = match Party::parse(recipient)? {
         Party::Domain(d) => d,
         Party::Subdomains(d) => format!(".{d}"),
-        Party::Address(_) => return None,
+        // Hermes' workflow searches the recipient's address first: its domain is the row.
+        Party::Address(a) => a.rsplit_once('@')?.1.to_ascii_lowercase(),
     };
     let query = form_urlencoded::Serializer::new(String::new())
         .append_pair("add", &pattern)
