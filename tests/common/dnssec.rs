@@ -169,9 +169,8 @@ pub async fn serve(zones: Zones) -> SignedDns {
         let origin = child.origin().clone();
         all.upsert(origin, vec![Arc::new(child)]);
     }
-    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (udp, tcp) = udp_and_tcp_on_one_port().await;
     let addr = udp.local_addr().unwrap();
-    let tcp = tokio::net::TcpListener::bind(addr).await.unwrap();
     let mut server = hickory_server::Server::new(ParentsAnswerDs { all, parents });
     server.register_socket(udp);
     server.register_listener(tcp, Duration::from_secs(5), 64);
@@ -217,4 +216,20 @@ pub fn spki_sha256(cert_der: &[u8]) -> Vec<u8> {
     use sha2::Digest;
     let (_, cert) = x509_parser::parse_x509_certificate(cert_der).unwrap();
     sha2::Sha256::digest(cert.public_key().raw).to_vec()
+}
+
+/// A UDP socket and a TCP listener on the same loopback port (a resolver falls back to TCP
+/// on the port it was given). The kernel's free UDP port may be taken for TCP by another
+/// test running beside: then another port, a bounded number of times.
+async fn udp_and_tcp_on_one_port() -> (tokio::net::UdpSocket, tokio::net::TcpListener) {
+    for _ in 0..50 {
+        let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = udp.local_addr().unwrap();
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(tcp) => return (udp, tcp),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
+            Err(e) => panic!("tcp {addr}: {e}"),
+        }
+    }
+    panic!("no loopback port free for both UDP and TCP in 50 tries")
 }
