@@ -9,19 +9,8 @@ mod common;
 use common::page::{Browser, initial_password, location, urlencode};
 use common::process::{Proc, spawn_postern};
 
-/// The top-level sections of the settings document (`settings::diff::SECTIONS`).
-const SECTIONS: [&str; 10] = [
-    "inbound",
-    "outbound",
-    "admin",
-    "trusted_networks",
-    "relay_domains",
-    "smtp_auth_users",
-    "policy",
-    "rule_data",
-    "rules",
-    "m365",
-];
+// The top-level sections of the settings document, as the settings name them.
+use postern::settings::SECTIONS;
 
 /// The settings paths in `text`: a section followed by `[…]` (`policy[3]`,
 /// `relay_domains[partner.example].domain`) or by `.field` (`inbound.certificate`).
