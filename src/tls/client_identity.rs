@@ -94,26 +94,34 @@ pub fn verify_client_identity(
         None,
     )
     .map_err(|e| chain_problem(&e, usage.leaf_refused.get()))?;
-    let mut presented = Vec::new();
     for name in names {
         // A configured name that is no DNS name (or IP address) can match nothing.
         let Ok(server_name) = ServerName::try_from(name.as_str()) else {
             continue;
         };
-        match cert.verify_is_valid_for_subject_name(&server_name) {
-            Ok(()) => return Ok(name.clone()),
-            Err(webpki::Error::CertNotValidForName(context)) => presented = context.presented,
-            Err(_) => {}
+        if cert.verify_is_valid_for_subject_name(&server_name).is_ok() {
+            return Ok(name.clone());
         }
     }
     Err(IdentityProblem::WrongName {
         wanted: names.to_vec(),
-        names: presented
+        names: names_of(&cert),
+    })
+}
+
+/// The names a certificate is valid for (SAN DNS names and IP addresses), as webpki lists
+/// them when a name does not match: asked for one no certificate may hold.
+fn names_of(cert: &EndEntityCert<'_>) -> Vec<String> {
+    let probe = ServerName::try_from("name-check.invalid").expect("a literal valid DNS name");
+    match cert.verify_is_valid_for_subject_name(&probe) {
+        Err(webpki::Error::CertNotValidForName(context)) => context
+            .presented
             .iter()
             .filter(|n| n.starts_with("DnsName(") || n.starts_with("IpAddress("))
             .map(|n| super::words::presented_name(n).to_string())
             .collect(),
-    })
+        _ => Vec::new(),
+    }
 }
 
 /// The EKU rule, applied by webpki to each certificate of a candidate chain, leaf first:

@@ -4,8 +4,9 @@
 //!
 //! This file holds the provider and the error; each concern has its file: `resolver` (the
 //! certificate served), `server` and `client` (the configs), `verifier` (the certificate
-//! checks a policy demands), `client_identity` (who a client certificate proves the client is), `signatures` (handshake signatures, checked alike by every
-//! verifier), `facts` (what was negotiated) and `words` (errors as an admin reads them).
+//! checks a policy demands), `client_identity` (who a client certificate proves the client
+//! is), `signatures` (handshake signatures, checked alike by every verifier), `facts` (what
+//! was negotiated) and `words` (errors as an admin reads them).
 
 mod client;
 mod client_identity;
