@@ -1,18 +1,21 @@
 //! The Microsoft 365 connector as a relay source (docs/m365.md). A session is Exchange
 //! Online's outbound connector only when it came over TLS with a client certificate that
-//! chains to the trust roots and is valid for a configured name (`mail.protection.outlook.com`;
-//! the clientAuth usage is not demanded: that certificate may lack it), from a configured
-//! range when ranges are set. Even then it relays only mail whose tenant header names an
-//! allowed tenant, checked at the end of DATA. Pure: certificates and settings in, verdicts out.
+//! chains to the trust roots, is in date and is valid for a configured name
+//! (`mail.protection.outlook.com`), from a configured range when ranges are set. Its
+//! extended key usage may be clientAuth, serverAuth, both or none (that certificate is
+//! Microsoft's servers' own, and public CAs drop clientAuth during 2026); one for anything
+//! else is refused, saying so (`crate::tls::verify_client_identity`). Even then it relays
+//! only mail whose tenant header names an allowed tenant, checked at the end of DATA. Pure:
+//! certificates and settings in, verdicts out.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use rustls::client::danger::ServerCertVerifier;
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls_pki_types::{CertificateDer, UnixTime};
 
 use crate::proto::{Enhanced, Reply};
 use crate::settings::M365Settings;
+use crate::tls::IdentityProblem;
 
 /// What a session's client certificate is worth.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,8 +36,9 @@ pub enum Verdict {
     Connector(String),
     /// Chains to the roots, but is valid for none of the configured names.
     WrongName { names: Vec<String> },
-    /// Does not chain to the trust roots (or is expired, or not yet valid): why.
-    Untrusted(String),
+    /// Proves no identity: it does not chain to the trust roots, is out of date, or its
+    /// extended key usage is for something other than TLS. Why, in the admin's words.
+    Untrusted(IdentityProblem),
     /// Right certificate, from an address outside the configured ranges.
     OutsideRanges(IpAddr),
     /// The connector profile is off: a certificate gives no rights.
@@ -100,9 +104,7 @@ impl ClientCert {
                         names.join(", ")
                     }
                 )),
-                Verdict::Untrusted(why) => {
-                    denied(format!("client certificate issuer not trusted: {why}"))
-                }
+                Verdict::Untrusted(why) => denied(format!("client {why}")),
                 Verdict::OutsideRanges(ip) => denied(format!(
                     "client address {ip} is not in the Microsoft 365 connector's ranges"
                 )),
@@ -127,16 +129,12 @@ pub fn examine(
         return ClientCert::None;
     };
     let facts = crate::certs::check::describe(leaf.as_ref());
-    let (cn, issuer, names) = match &facts {
-        Some(f) => (
-            common_name(&f.subject),
-            common_name(&f.issuer),
-            f.sans.clone(),
-        ),
-        None => ("unknown".into(), "unknown".into(), Vec::new()),
+    let (cn, issuer) = match &facts {
+        Some(f) => (common_name(&f.subject), common_name(&f.issuer)),
+        None => ("unknown".into(), "unknown".into()),
     };
     let verdict = if m365.enabled {
-        judge(leaf, intermediates, roots, m365, ip, names)
+        judge(leaf, intermediates, roots, m365, ip)
     } else {
         Verdict::Disabled
     };
@@ -153,31 +151,19 @@ fn judge(
     roots: &Arc<rustls::RootCertStore>,
     m365: &M365Settings,
     ip: IpAddr,
-    names: Vec<String>,
 ) -> Verdict {
-    let Some(verifier) = crate::tls::chain_verifier(roots.clone()) else {
-        return Verdict::Untrusted("no trust roots".into());
-    };
-    let mut wrong_name = false;
-    for name in &m365.certificate_names {
-        let Ok(server_name) = ServerName::try_from(name.clone()) else {
-            continue;
-        };
-        // The server-certificate check: the chain, the validity dates and the name (the
-        // certificate Exchange Online presents is its servers' own).
-        match verifier.verify_server_cert(leaf, intermediates, &server_name, &[], UnixTime::now()) {
-            Ok(_) => return in_ranges(m365, ip, name),
-            Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::NotValidForName
-                | rustls::CertificateError::NotValidForNameContext { .. },
-            )) => wrong_name = true,
-            Err(e) => return Verdict::Untrusted(crate::tls::words::rustls_error(&e)),
-        }
+    if m365.certificate_names.is_empty() {
+        return Verdict::Untrusted(IdentityProblem::Untrusted(
+            "no valid certificate name is configured".into(),
+        ));
     }
-    if wrong_name {
-        Verdict::WrongName { names }
-    } else {
-        Verdict::Untrusted("no valid certificate name is configured".into())
+    // The chain, the validity dates, the name, and an EKU for TLS in either role: the
+    // certificate Exchange Online presents is its servers' own.
+    let names = &m365.certificate_names;
+    match crate::tls::verify_client_identity(leaf, intermediates, roots, names, UnixTime::now()) {
+        Ok(name) => in_ranges(m365, ip, &name),
+        Err(IdentityProblem::WrongName { names, .. }) => Verdict::WrongName { names },
+        Err(problem) => Verdict::Untrusted(problem),
     }
 }
 
@@ -308,6 +294,17 @@ mod tests {
         assert_eq!(
             (r.code, r.summary().contains("it names other.example")),
             (450, true)
+        );
+        let r = cert(Verdict::Untrusted(IdentityProblem::Usage(
+            "extended key usage: emailProtection".into(),
+        )))
+        .refusal("a@b.example");
+        assert_eq!(
+            (r.code, r.summary()),
+            (
+                450,
+                "450 4.7.1 <a@b.example>: Relay access denied: client certificate is not for TLS clients or servers (extended key usage: emailProtection)".to_string()
+            )
         );
         let r = ClientCert::None.refusal("a@b.example");
         assert_eq!(r.code, 554);

@@ -459,7 +459,10 @@ fn log_tls_client(session: &session::Session) {
                     "Trusted",
                     "not the Microsoft 365 connector: outside its ranges".into(),
                 ),
-                Verdict::Untrusted(why) => ("Untrusted", format!("issuer not trusted: {why}")),
+                Verdict::Untrusted(why) => (
+                    "Untrusted",
+                    format!("not the Microsoft 365 connector: {why}"),
+                ),
                 Verdict::Disabled => (
                     "Untrusted",
                     "client certificates give no rights (m365 off)".into(),

@@ -4,10 +4,12 @@
 //!
 //! This file holds the provider and the error; each concern has its file: `resolver` (the
 //! certificate served), `server` and `client` (the configs), `verifier` (the certificate
-//! checks a policy demands), `signatures` (handshake signatures, checked alike by every
-//! verifier), `facts` (what was negotiated) and `words` (errors as an admin reads them).
+//! checks a policy demands), `client_identity` (who a client certificate proves the client
+//! is), `signatures` (handshake signatures, checked alike by every verifier), `facts` (what
+//! was negotiated) and `words` (errors as an admin reads them).
 
 mod client;
+mod client_identity;
 mod facts;
 mod resolver;
 mod server;
@@ -24,6 +26,7 @@ pub use client::{
     policy_client_config, trust_roots, unauthenticated_client_config,
     unauthenticated_client_config_with, webpki_client_config,
 };
+pub use client_identity::{IdentityProblem, verify_client_identity};
 pub use facts::TlsInfo;
 pub use resolver::{CertResolver, certified_key_from_pem, system_certificate};
 pub use server::{server_config, smtp_server_config};

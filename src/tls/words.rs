@@ -106,7 +106,7 @@ fn verifier_words(debug: &str) -> String {
 
 /// webpki hands the certificate's names over in their Debug form (`DnsName("x")`,
 /// `IpAddress(192.0.2.1)`): the name itself is what the admin needs.
-fn presented_name(debug: &str) -> &str {
+pub(crate) fn presented_name(debug: &str) -> &str {
     match debug.split_once('(') {
         Some((kind, rest)) if kind.chars().all(|c| c.is_ascii_alphabetic()) => {
             rest.strip_suffix(')').unwrap_or(rest).trim_matches('"')
@@ -124,7 +124,7 @@ fn server_name(name: &ServerName<'_>) -> String {
 }
 
 /// `2026-10-01`, the day a validity bound falls on (UTC).
-fn day(t: UnixTime) -> String {
+pub(crate) fn day(t: UnixTime) -> String {
     let secs = i64::try_from(t.as_secs()).unwrap_or(i64::MAX);
     time::OffsetDateTime::from_unix_timestamp(secs)
         .ok()

@@ -591,10 +591,21 @@ impl TestCa {
 
     /// A leaf for `names`, as (certificate DER, PKCS#8 key DER).
     pub fn leaf(&self, names: &[&str]) -> Arc<(Vec<u8>, Vec<u8>)> {
+        self.leaf_with(names, |_| {})
+    }
+
+    /// A leaf for `names` with `edit` applied to its parameters (an extended key usage,
+    /// validity dates).
+    pub fn leaf_with(
+        &self,
+        names: &[&str],
+        edit: impl FnOnce(&mut rcgen::CertificateParams),
+    ) -> Arc<(Vec<u8>, Vec<u8>)> {
         let key = rcgen::KeyPair::generate().unwrap();
-        let params =
+        let mut params =
             rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
                 .unwrap();
+        edit(&mut params);
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         Arc::new((cert.der().to_vec(), key.serialize_der()))
     }
