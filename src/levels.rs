@@ -145,6 +145,40 @@ impl std::str::FromStr for StsSwitch {
     }
 }
 
+/// What an inbound TLS row asks of the mail it names (Proxmox's `tls_inbound_domains`,
+/// Postfix's `reject_plaintext_session` and `check_ccert_access` for named senders and
+/// clients), weakest to strongest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InboundLevel {
+    /// The session must be TLS by MAIL FROM.
+    Encrypt,
+    /// TLS with a client certificate that chains to the trust roots and carries one of the
+    /// row's names.
+    Verify,
+}
+
+impl fmt::Display for InboundLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            InboundLevel::Encrypt => "encrypt",
+            InboundLevel::Verify => "verify",
+        })
+    }
+}
+
+impl std::str::FromStr for InboundLevel {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<InboundLevel, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "encrypt" => Ok(InboundLevel::Encrypt),
+            "verify" => Ok(InboundLevel::Verify),
+            _ => Err(format!("{s:?} is not an inbound level: encrypt or verify")),
+        }
+    }
+}
+
 /// A message rule's result for one recipient, decided at receipt (`policy::rule_for`) and
 /// kept with the recipient in the spool's envelope, so delivery applies the rule that held
 /// when the message was accepted. Serde names are the stored format: never rename them.
@@ -183,5 +217,8 @@ mod tests {
         assert_eq!("BOUNCE".parse::<OnFailure>(), Ok(OnFailure::Bounce));
         assert_eq!(OnFailure::Defer.to_string(), "defer");
         assert!("retry".parse::<OnFailure>().is_err());
+        assert_eq!(" Verify".parse::<InboundLevel>(), Ok(InboundLevel::Verify));
+        assert_eq!(InboundLevel::Encrypt.to_string(), "encrypt");
+        assert!("may".parse::<InboundLevel>().is_err());
     }
 }

@@ -184,6 +184,9 @@ fn section_routes() -> Router<AdminState> {
         .merge(rest::<crate::settings::AuthUserDoc>("/api/v1/users"))
         .merge(rest::<crate::settings::RuleData>("/api/v1/rule-data"))
         .merge(rest::<crate::settings::MessageRule>("/api/v1/rules"))
+        .merge(rest::<crate::settings::InboundTlsRow>(
+            "/api/v1/inbound-tls",
+        ))
 }
 
 async fn require_token(

@@ -1,7 +1,8 @@
 //! The settings' lists one item at a time, for the API and the pages alike: relay domains
 //! (`/api/v1/relay-domains`), SMTP AUTH users (`/api/v1/users`), rule data
-//! (`/api/v1/rule-data`) and message rules (`/api/v1/rules`, which also move up and down:
-//! their order decides). Each edit is one `apply_settings` change, validated whole.
+//! (`/api/v1/rule-data`), message rules (`/api/v1/rules`, which also move up and down:
+//! their order decides) and inbound TLS rows (`/api/v1/inbound-tls`). Each edit is one
+//! `apply_settings` change, validated whole.
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -10,7 +11,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{AdminState, ApiError, apply_settings};
-use crate::settings::{Apply, AuthUserDoc, MessageRule, RelayDomain, RuleData, SettingsDoc};
+use crate::settings::{
+    Apply, AuthUserDoc, InboundTlsRow, MessageRule, RelayDomain, RuleData, SettingsDoc,
+};
 
 /// A list of the settings document whose items have a key.
 pub trait Section: Clone + Serialize + DeserializeOwned + Send + Sync + 'static {
@@ -18,6 +21,10 @@ pub trait Section: Clone + Serialize + DeserializeOwned + Send + Sync + 'static 
     const WHAT: &'static str;
     fn list(doc: &mut SettingsDoc) -> &mut Vec<Self>;
     fn key(&self) -> String;
+    /// A key as a request gives it, in the form `key` returns.
+    fn wanted(key: &str) -> String {
+        key.trim().to_string()
+    }
     /// What else in `doc` uses the item `key`, in words: its delete is refused while any does.
     fn used_by(_doc: &SettingsDoc, _key: &str) -> Vec<String> {
         Vec::new()
@@ -35,6 +42,9 @@ impl Section for RelayDomain {
     }
     fn key(&self) -> String {
         normal(&self.domain)
+    }
+    fn wanted(key: &str) -> String {
+        normal(key)
     }
 }
 
@@ -96,6 +106,20 @@ impl Section for MessageRule {
     }
 }
 
+impl Section for InboundTlsRow {
+    const WHAT: &'static str = "inbound TLS row";
+    fn list(doc: &mut SettingsDoc) -> &mut Vec<Self> {
+        &mut doc.inbound_tls
+    }
+    /// As stored: `Partner.Example.` in a URL finds the row `partner.example`.
+    fn key(&self) -> String {
+        normal(&self.pattern)
+    }
+    fn wanted(key: &str) -> String {
+        normal(key)
+    }
+}
+
 /// One edit of a list.
 #[derive(Debug, Clone)]
 pub enum ListChange<T> {
@@ -115,11 +139,7 @@ pub enum ListChange<T> {
 }
 
 fn position<T: Section>(list: &[T], key: &str) -> Result<usize, ApiError> {
-    let wanted = if T::WHAT == "relay domain" {
-        normal(key)
-    } else {
-        key.trim().to_string()
-    };
+    let wanted = T::wanted(key);
     list.iter().position(|i| i.key() == wanted).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,

@@ -5,6 +5,7 @@
 //! and `decide()` stays the single function behind delivery and `postern policy explain`.
 
 pub mod dane;
+pub mod inbound;
 pub mod mta_sts;
 pub mod overlap;
 

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::Settings;
 
 /// The top-level sections of the settings document, in the document's order.
-pub const SECTIONS: [&str; 10] = [
+pub const SECTIONS: [&str; 11] = [
     "inbound",
     "outbound",
     "admin",
@@ -17,6 +17,7 @@ pub const SECTIONS: [&str; 10] = [
     "rule_data",
     "rules",
     "m365",
+    "inbound_tls",
 ];
 
 /// One section's change. Lists count rows by their key (pattern, domain, user name, list or
@@ -81,6 +82,9 @@ pub fn diff(old: &Settings, new: &Settings) -> Vec<SectionChange> {
         }),
         rows_ordered("rules", &old.rules, &new.rules, |r| r.name.clone()),
         one("m365", old.m365 == new.m365),
+        rows("inbound_tls", &old.inbound_tls, &new.inbound_tls, |r| {
+            r.pattern.clone()
+        }),
     ];
     changes
         .into_iter()

@@ -12,11 +12,11 @@ use serde::{Deserialize, Serialize};
 
 pub use super::secret::Secret;
 use super::validate::{
-    FieldError, PasswordHasher, check_m365, check_policy, check_relay_domains, check_rule_data,
-    check_rules, check_users, managed_rows, parse_networks,
+    FieldError, PasswordHasher, check_inbound_tls, check_m365, check_policy, check_reject_code,
+    check_relay_domains, check_rule_data, check_rules, check_users, managed_rows, parse_networks,
 };
 
-pub use crate::levels::OnFailure;
+pub use crate::levels::{InboundLevel, OnFailure};
 pub use crate::next_hop::{NextHop, is_domain_name};
 
 /// Inbound (and, later, outbound) STARTTLS modes: the three of Hermes and Postfix.
@@ -42,7 +42,7 @@ impl fmt::Display for TlsMode {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InboundSettings {
     #[serde(default)]
@@ -52,6 +52,66 @@ pub struct InboundSettings {
     /// system certificate or an unknown name are refused (Hermes' rules).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate: Option<String>,
+    /// The reply code of an inbound TLS row's refusal (Postfix's `plaintext_reject_code`):
+    /// 450 by default, so a partner's mail waits in its queue while it fixes its TLS; 4xx or
+    /// 5xx only.
+    #[serde(default = "InboundSettings::default_plaintext_reject_code")]
+    pub plaintext_reject_code: u16,
+}
+
+impl InboundSettings {
+    /// Postfix's default `plaintext_reject_code`.
+    pub const fn default_plaintext_reject_code() -> u16 {
+        450
+    }
+}
+
+impl Default for InboundSettings {
+    fn default() -> Self {
+        InboundSettings {
+            tls_mode: TlsMode::default(),
+            certificate: None,
+            plaintext_reject_code: InboundSettings::default_plaintext_reject_code(),
+        }
+    }
+}
+
+/// One inbound TLS row: what mail from a sender domain, or from a client address, must have
+/// by MAIL FROM. Judged by `policy::inbound`; the most specific row of each kind applies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundTlsRow {
+    /// A sender domain (`partner.example`; `.partner.example`: the domain and all its
+    /// subdomains), or a client address or network (`192.0.2.7`, `192.0.2.0/24`,
+    /// `2001:db8::/32`).
+    pub pattern: String,
+    /// `encrypt` or `verify`.
+    pub level: crate::levels::InboundLevel,
+    /// `verify`: the names the client certificate must carry (one of them); required there.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub match_names: Vec<String>,
+    /// Minimum cipher key bits; absent: any TLS will do.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::validate::min_bits_any_integer"
+    )]
+    pub min_bits: Option<u16>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub note: String,
+}
+
+impl InboundTlsRow {
+    /// A row with only its pattern and level set.
+    pub fn new(pattern: impl Into<String>, level: crate::levels::InboundLevel) -> InboundTlsRow {
+        InboundTlsRow {
+            pattern: pattern.into(),
+            level,
+            match_names: Vec::new(),
+            min_bits: None,
+            note: String::new(),
+        }
+    }
 }
 
 /// The admin listener (control API, and the admin page later).
@@ -366,6 +426,9 @@ pub struct SettingsDoc {
     pub rules: Vec<MessageRule>,
     #[serde(default)]
     pub m365: M365Settings,
+    /// Inbound TLS rows: what named senders and clients must have by MAIL FROM.
+    #[serde(default)]
+    pub inbound_tls: Vec<InboundTlsRow>,
 }
 
 /// A stored SMTP AUTH user: the argon2 PHC string, never the password.
@@ -394,6 +457,8 @@ pub struct Settings {
     pub rules: Vec<MessageRule>,
     #[serde(default)]
     pub m365: M365Settings,
+    #[serde(default)]
+    pub inbound_tls: Vec<InboundTlsRow>,
 }
 
 impl Default for Settings {
@@ -414,6 +479,7 @@ impl Default for Settings {
             rule_data: Vec::new(),
             rules: Vec::new(),
             m365: M365Settings::default(),
+            inbound_tls: Vec::new(),
         }
     }
 }
@@ -454,6 +520,7 @@ impl Settings {
             rule_data: self.rule_data.clone(),
             rules: self.rules.clone(),
             m365: self.m365.clone(),
+            inbound_tls: self.inbound_tls.clone(),
         }
     }
 
@@ -483,6 +550,7 @@ impl Settings {
                     .certificate
                     .as_ref()
                     .map(|c| c.trim().to_string()),
+                plaintext_reject_code: check_reject_code(doc.inbound.plaintext_reject_code)?,
             },
             outbound: doc.outbound.clone(),
             admin: AdminSettings {
@@ -500,6 +568,7 @@ impl Settings {
             rule_data: check_rule_data(&doc.rule_data)?,
             rules: check_rules(&doc.rules, &doc.rule_data)?,
             m365: check_m365(&doc.m365)?,
+            inbound_tls: check_inbound_tls(&doc.inbound_tls)?,
         })
     }
 }

@@ -28,16 +28,18 @@ use arc_swap::ArcSwap;
 pub use admins::{AdminUser, FIRST_ADMIN, INITIAL_PASSWORD_FILE};
 pub use diff::{FieldChange, SECTIONS, SectionChange, diff, fields};
 pub use document::{
-    AdminSettings, AuthUser, AuthUserDoc, Direction, InboundSettings, M365Settings, MessageRule,
-    NextHop, OnFailure, OutboundSettings, PolicyRow, RelayAuth, RelayDomain, RuleData, RuleTls,
-    Settings, SettingsDoc, TlsMode, is_domain_name,
+    AdminSettings, AuthUser, AuthUserDoc, Direction, InboundLevel, InboundSettings, InboundTlsRow,
+    M365Settings, MessageRule, NextHop, OnFailure, OutboundSettings, PolicyRow, RelayAuth,
+    RelayDomain, RuleData, RuleTls, Settings, SettingsDoc, TlsMode, is_domain_name,
 };
 pub use secret::Secret;
 pub use snapshot::{CompiledRule, Snapshot};
 use store::Record;
 pub use store::{AuditEntry, Store, StoreError, last_good_path};
 pub(crate) use validate::field_error;
-pub use validate::{FieldError, PasswordHasher, min_bits_out_of_range};
+pub use validate::{
+    FieldError, InboundTarget, PasswordHasher, inbound_target, min_bits_out_of_range,
+};
 
 /// Why a replacement was refused.
 #[derive(Debug, thiserror::Error)]

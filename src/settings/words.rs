@@ -29,6 +29,7 @@ pub fn doc_names(doc: &SettingsDoc) -> impl Fn(&str, usize) -> Option<String> + 
         "policy" => doc.policy.get(i).map(|r| r.pattern.clone()),
         "rule_data" => doc.rule_data.get(i).map(|l| l.name.clone()),
         "rules" => doc.rules.get(i).map(|r| r.name.clone()),
+        "inbound_tls" => doc.inbound_tls.get(i).map(|r| r.pattern.clone()),
         _ => None,
     }
 }
@@ -42,6 +43,7 @@ pub fn settings_names(settings: &Settings) -> impl Fn(&str, usize) -> Option<Str
         "policy" => settings.policy.get(i).map(|r| r.pattern.clone()),
         "rule_data" => settings.rule_data.get(i).map(|l| l.name.clone()),
         "rules" => settings.rules.get(i).map(|r| r.name.clone()),
+        "inbound_tls" => settings.inbound_tls.get(i).map(|r| r.pattern.clone()),
         _ => None,
     }
 }
@@ -117,6 +119,10 @@ fn section_words(section: &str) -> Option<(&'static str, &'static [(&'static str
             &[
                 ("tls_mode", "Inbound STARTTLS"),
                 ("certificate", "SMTP TLS certificate"),
+                (
+                    "plaintext_reject_code",
+                    "reply code when an inbound TLS row refuses",
+                ),
             ][..],
         ),
         "outbound" => (
@@ -141,6 +147,7 @@ fn section_words(section: &str) -> Option<(&'static str, &'static [(&'static str
         ),
         "rules" => ("Rule", RULE),
         "m365" => ("Microsoft 365 connector", M365),
+        "inbound_tls" => ("Inbound TLS row", INBOUND_TLS_ROW),
         _ => return None,
     })
 }
@@ -170,6 +177,14 @@ const POLICY_ROW: &[(&str, &str)] = &[
     ("fingerprints", "SHA-256 fingerprints"),
     ("managed_by", "managed by relay domain"),
     ("mta_sts", "the domain's own MTA-STS policy"),
+];
+
+const INBOUND_TLS_ROW: &[(&str, &str)] = &[
+    ("pattern", "sender domain or client address"),
+    ("level", "level"),
+    ("match_names", "names the client certificate must carry"),
+    ("min_bits", "minimum cipher strength in bits"),
+    ("note", "note"),
 ];
 
 const RULE: &[(&str, &str)] = &[
@@ -207,6 +222,7 @@ pub fn section_title(section: &str) -> &str {
         "rule_data" => "Rule data",
         "rules" => "Rules",
         "m365" => "Microsoft 365",
+        "inbound_tls" => "Inbound TLS",
         other => other,
     }
 }
@@ -260,6 +276,14 @@ mod tests {
             "Microsoft 365 connector, allowed tenant IDs (entry 1)"
         );
         assert_eq!(said("policy"), "TLS policy row");
+        assert_eq!(
+            said("inbound_tls[partner.example].match_names[0]"),
+            "Inbound TLS row partner.example, names the client certificate must carry (entry 1)"
+        );
+        assert_eq!(
+            said("inbound.plaintext_reject_code"),
+            "Reply code when an inbound TLS row refuses"
+        );
         assert_eq!(said("direction"), "direction", "not a settings path");
     }
 

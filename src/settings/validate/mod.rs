@@ -1,6 +1,7 @@
 //! Validation of the settings document, one file per section: each check names the first
 //! bad field (`relay_domains[2].transport`) and says what is wrong with it.
 
+mod inbound_tls;
 mod m365;
 mod networks;
 mod policy;
@@ -12,6 +13,8 @@ use std::fmt;
 
 use serde::Serialize;
 
+pub use inbound_tls::{InboundTarget, inbound_target};
+pub(super) use inbound_tls::{check_inbound_tls, check_reject_code};
 pub(super) use m365::check_m365;
 pub(super) use networks::parse_networks;
 pub use policy::min_bits_out_of_range;

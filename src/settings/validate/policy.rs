@@ -8,7 +8,7 @@ use crate::settings::{PolicyRow, RelayDomain};
 use super::{FieldError, field_error};
 
 /// No cipher has more key bits.
-const MAX_MIN_BITS: u16 = 256;
+pub(super) const MAX_MIN_BITS: u16 = 256;
 
 /// The words for a minimum strength out of range, wherever the number was read.
 pub fn min_bits_out_of_range(b: i64) -> String {
