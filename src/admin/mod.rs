@@ -9,6 +9,7 @@ pub mod client;
 pub mod cluster;
 pub mod dashboard;
 mod error;
+pub mod inbound;
 mod listener;
 pub mod logs;
 pub mod m365;
@@ -118,6 +119,10 @@ fn api_router(state: AdminState) -> Router {
             axum::routing::put(policy::replace).delete(policy::delete),
         )
         .route("/api/v1/policy/test", axum::routing::post(policy::test))
+        .route(
+            "/api/v1/inbound-tls/test",
+            axum::routing::post(inbound::test),
+        )
         .route(
             "/api/v1/tls-rpt/send",
             axum::routing::post(send_tls_reports),

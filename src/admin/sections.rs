@@ -218,13 +218,22 @@ pub(crate) async fn check_list<T: Section>(
     actor: String,
     change: ListChange<T>,
 ) -> Result<(), ApiError> {
+    proposed_list(state, actor, change).await.map(|_| ())
+}
+
+/// `check_list` with the settings the change would make (validated, normalised, unsaved):
+/// what a Test reads its figures from.
+pub(crate) async fn proposed_list<T: Section>(
+    state: &AdminState,
+    actor: String,
+    change: ListChange<T>,
+) -> Result<crate::settings::Changed, ApiError> {
     apply_settings(state, actor, Apply::No, move |current| {
         let mut doc = current.to_doc();
         edit(&mut doc, change)?;
         Ok(doc)
     })
     .await
-    .map(|_| ())
 }
 
 /// The list as the document shows it after the change (no secret: the document has none).

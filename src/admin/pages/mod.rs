@@ -9,6 +9,7 @@ mod certificates;
 mod csrf;
 mod dashboard;
 mod explain;
+mod inbound;
 mod logs;
 mod m365;
 mod password_rules;
@@ -180,6 +181,15 @@ fn signed_in_routes(state: &AdminState) -> Router<AdminState> {
         .route(
             "/policy/delete",
             get(policy::confirm_delete).post(policy::delete),
+        )
+        .route("/inbound-tls", get(inbound::page))
+        .route("/inbound-tls/save", post(inbound::save))
+        .route("/inbound-tls/back", post(inbound::back))
+        .route("/inbound-tls/code", post(inbound::save_code))
+        .route("/inbound-tls/explain", get(inbound::explain_page))
+        .route(
+            "/inbound-tls/delete",
+            get(inbound::confirm_delete).post(inbound::delete),
         )
         .route("/relay", get(relay::page))
         .route("/relay/save", post(relay::save))

@@ -399,7 +399,7 @@ fn row_of(form: &RowForm) -> Result<PolicyRow, Box<RowErrors>> {
 }
 
 /// Blank is the level's default; a number a `u16` cannot hold gets the validator's words.
-fn min_bits_of(s: &str) -> Result<Option<u16>, String> {
+pub(super) fn min_bits_of(s: &str) -> Result<Option<u16>, String> {
     match s.trim() {
         "" => Ok(None),
         s => {
