@@ -354,10 +354,15 @@ mod tests {
             (Eku::ServerAuth, Eku::ClientAuth),
             (Eku::ClientAuth, Eku::ServerAuth),
         ] {
-            let mid = ca("intermediate", &[above.clone()], Some(&root));
-            let cert = leaf(&mid, &["partner.example"], &[below.clone()]);
+            let mid = ca("intermediate", std::slice::from_ref(&above), Some(&root));
+            let cert = leaf(&mid, &["partner.example"], std::slice::from_ref(&below));
             assert_eq!(
-                check(&cert, &[mid.der.clone()], &root, &["partner.example"]),
+                check(
+                    &cert,
+                    std::slice::from_ref(&mid.der),
+                    &root,
+                    &["partner.example"]
+                ),
                 Ok("partner.example".to_string()),
                 "{above:?} above {below:?}"
             );
@@ -365,9 +370,14 @@ mod tests {
         let smime = ca("S/MIME CA", &[Eku::EmailProtection], Some(&root));
         let cert = leaf(&smime, &["partner.example"], &[]);
         assert_eq!(
-            check(&cert, &[smime.der.clone()], &root, &["partner.example"])
-                .unwrap_err()
-                .to_string(),
+            check(
+                &cert,
+                std::slice::from_ref(&smime.der),
+                &root,
+                &["partner.example"]
+            )
+            .unwrap_err()
+            .to_string(),
             "certificate is not for TLS clients or servers (its issuer's extended key usage: emailProtection)"
         );
     }
