@@ -54,3 +54,9 @@ pub fn queue_messages(n: usize) {
 pub fn damaged_segments(n: usize) {
     metrics::gauge!("postern_spool_damaged_segments").set(n as f64);
 }
+
+/// `postern_inbound_refused_total{reason}`: MAIL FROM refused by an inbound TLS row, by why
+/// (`plaintext`, `strength`, `certificate`).
+pub fn inbound_refused(reason: &'static str) {
+    metrics::counter!("postern_inbound_refused_total", "reason" => reason).increment(1);
+}

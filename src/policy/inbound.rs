@@ -260,7 +260,9 @@ impl InboundFacts<'_> {
 
 fn stored_check(names: &[String], verified: bool, wanted: &[String]) -> Result<String, String> {
     if !verified {
-        return Err("client certificate not verified (chain, dates or usage)".to_string());
+        return Err(
+            "certificate not verified when it was received (chain, dates or usage)".to_string(),
+        );
     }
     wanted
         .iter()
@@ -268,7 +270,7 @@ fn stored_check(names: &[String], verified: bool, wanted: &[String]) -> Result<S
         .cloned()
         .ok_or_else(|| {
             format!(
-                "not valid for {} (it names {})",
+                "certificate is not valid for {} (it names {})",
                 wanted.join(" or "),
                 if names.is_empty() {
                     "nothing".to_string()
@@ -340,14 +342,6 @@ impl InboundRefusal {
             }
         };
         Reply::new(code, Enhanced(class, 7, 1), text)
-    }
-
-    /// What the refusal is counted as.
-    pub fn is_certificate(&self) -> bool {
-        matches!(
-            self.why,
-            Refused::NoCertificate | Refused::Certificate { .. }
-        )
     }
 }
 
@@ -561,16 +555,15 @@ mod tests {
         );
         assert_eq!(
             refuse(other),
-            "450 4.7.1 <other.example>: Client certificate rejected: not valid for mx.partner.example (it names other.example)"
+            "450 4.7.1 <other.example>: Client certificate rejected: certificate is not valid for mx.partner.example (it names other.example)"
         );
         let unverified = InboundFacts::stored(
             Some(128),
             Some(("mx".into(), vec!["mx.partner.example".into()], false)),
         );
-        assert!(
-            refuse(unverified)
-                .contains("Client certificate rejected: client certificate not verified")
-        );
+        assert!(refuse(unverified).contains(
+            "Client certificate rejected: certificate not verified when it was received"
+        ));
         let good = InboundFacts::stored(
             Some(128),
             Some(("mx".into(), vec!["*.partner.example".into()], true)),

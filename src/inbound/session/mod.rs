@@ -5,6 +5,7 @@
 //! message stage (DATA, BDAT, the message made ready for the spool) is in `data`.
 
 mod data;
+mod rows;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -109,6 +110,9 @@ pub struct Session {
     pub tls: Option<TlsInfo>,
     /// The client certificate shown at STARTTLS, and what it is worth.
     pub client_cert: ClientCert,
+    /// The chain the client showed at STARTTLS (leaf first, DER): inbound `verify` rows
+    /// judge it at each MAIL against the rows then in force.
+    client_chain: Vec<rustls_pki_types::CertificateDer<'static>>,
     /// The SMTP AUTH user, and the mechanism it logged in with (for Postfix's
     /// `sasl_method=` on the client line).
     user: Option<String>,
@@ -138,6 +142,7 @@ impl Session {
             esmtp: false,
             tls: None,
             client_cert: ClientCert::None,
+            client_chain: Vec::new(),
             user: None,
             sasl_method: "",
             tx: None,
@@ -242,6 +247,7 @@ impl Session {
             &self.snapshot.settings.m365,
             self.peer.ip(),
         );
+        self.client_chain = chain.to_vec();
         self.helo = None;
         self.esmtp = false;
         self.tx = None;
@@ -274,6 +280,9 @@ impl Session {
             // RFC 3030 section 3: BINARYMIME only where advertised, and we do not advertise
             // it: delivery uses DATA, which cannot carry unstructured binary content.
             return replies::param_unrecognized("BODY=BINARYMIME");
+        }
+        if let Some(reply) = self.inbound_rows_refusal(from.as_ref()) {
+            return reply;
         }
         self.tx = Some(Transaction {
             id: None,
