@@ -15,8 +15,10 @@ use serde::{Deserialize, Serialize};
 use super::sections::{ListChange, proposed_list};
 use super::{AdminState, ApiError, apply_settings};
 use crate::events::received::{Received, ReceivedFrom};
+use crate::inbound::connector::common_name;
 use crate::policy::inbound::{
-    AppliedRow, InboundDecision, InboundFacts, InboundRefusal, Refused, RowKind, decide_inbound, judge,
+    AppliedRow, InboundDecision, InboundFacts, InboundRefusal, Refused, RowKind, decide_inbound,
+    judge,
 };
 use crate::settings::{Apply, InboundTarget, InboundTlsRow, Settings, inbound_target};
 
@@ -120,10 +122,7 @@ pub async fn test(
 pub(crate) async fn test_row(state: &AdminState, req: TestRequest) -> Result<Impact, ApiError> {
     let typed = inbound_target(&req.row.pattern);
     let change = match req.replacing.clone() {
-        Some(key) => ListChange::Replace {
-            key,
-            item: req.row,
-        },
+        Some(key) => ListChange::Replace { key, item: req.row },
         None => ListChange::Add(req.row),
     };
     let proposed = proposed_list(state, "test".into(), change).await?;
@@ -216,7 +215,7 @@ fn count(impact: &mut Impact, settings: &Settings, records: &[Received]) {
             Refused::Certificate { .. } => &mut reasons.certificate,
         } += 1;
         if impact.latest.len() < LATEST {
-            let client = format!("{}[{}]", r.client_name, r.client_addr);
+            let client = r.client();
             let reply = refusal.reply(impact.reject_code, &client).summary();
             impact.latest.push(WouldRefuse {
                 unix_time: r.unix_time,
@@ -227,7 +226,11 @@ fn count(impact: &mut Impact, settings: &Settings, records: &[Received]) {
                 sender: r.sender.clone(),
                 tls: r.tls.as_ref().map(crate::tls::TlsInfo::describe),
                 certificate: r.client_cert.as_ref().map(|c| {
-                    let verified = if c.verified { "verified" } else { "not verified" };
+                    let verified = if c.verified {
+                        "verified"
+                    } else {
+                        "not verified"
+                    };
                     format!("{}, issued by {}; {verified}", c.subject, c.issuer)
                 }),
                 why: refusal.why,
@@ -238,7 +241,11 @@ fn count(impact: &mut Impact, settings: &Settings, records: &[Received]) {
 }
 
 /// The decision with the tested row alone, when it is the one of its kind that decides.
-fn only_the_row(decision: &InboundDecision, kind: RowKind, pattern: &str) -> Option<InboundDecision> {
+fn only_the_row(
+    decision: &InboundDecision,
+    kind: RowKind,
+    pattern: &str,
+) -> Option<InboundDecision> {
     let applied: &Option<AppliedRow> = match kind {
         RowKind::Sender => &decision.sender_row,
         RowKind::Client => &decision.client_row,
@@ -261,19 +268,8 @@ fn facts_of(r: &Received) -> InboundFacts<'static> {
         r.tls.as_ref().map(|t| t.bits),
         r.client_cert
             .as_ref()
-            .map(|c| (cn_of(&c.subject), c.names.clone(), c.verified)),
+            .map(|c| (common_name(&c.subject), c.names.clone(), c.verified)),
     )
-}
-
-/// The CN of a subject written `CN=mx.partner.example, O=Partner` (the whole subject when
-/// it has none): what Postfix names a client certificate by.
-fn cn_of(subject: &str) -> String {
-    subject
-        .split(',')
-        .map(str::trim)
-        .find_map(|part| part.strip_prefix("CN="))
-        .unwrap_or(subject)
-        .to_string()
 }
 
 /// `GET /api/v1/inbound-tls/explain` and the page's Explain: which rows decide for `sender`
@@ -286,7 +282,10 @@ pub(crate) fn explain(
     let client: IpAddr = client.trim().parse().map_err(|_| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
-            format!("client: {:?} is not an IP address (192.0.2.7, 2001:db8::7)", client.trim()),
+            format!(
+                "client: {:?} is not an IP address (192.0.2.7, 2001:db8::7)",
+                client.trim()
+            ),
             Some("client".into()),
         )
     })?;
@@ -308,16 +307,4 @@ pub(crate) async fn set_reject_code(
         Ok(doc)
     })
     .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_certificate_is_named_by_its_cn() {
-        assert_eq!(cn_of("CN=mx.partner.example, O=Partner"), "mx.partner.example");
-        assert_eq!(cn_of("O=Partner,CN=mx"), "mx");
-        assert_eq!(cn_of("O=Partner"), "O=Partner");
-    }
 }

@@ -181,8 +181,9 @@ fn in_ranges(m365: &M365Settings, ip: IpAddr, name: &str) -> Verdict {
     }
 }
 
-/// `CN=mail.protection.outlook.com, O=Microsoft` → `mail.protection.outlook.com`.
-fn common_name(dn: &str) -> String {
+/// `CN=mail.protection.outlook.com, O=Microsoft` → `mail.protection.outlook.com` (also how
+/// the impact preview names a stored client certificate).
+pub(crate) fn common_name(dn: &str) -> String {
     dn.split(", ")
         .find_map(|part| part.strip_prefix("CN="))
         .unwrap_or(dn)

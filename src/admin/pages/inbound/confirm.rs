@@ -107,7 +107,11 @@ pub(super) async fn ask(
         format!(
             "{} of them {} decided by a more specific row, which stays in force.",
             impact.decided_by_other_rows,
-            if impact.decided_by_other_rows == 1 { "is" } else { "are" }
+            if impact.decided_by_other_rows == 1 {
+                "is"
+            } else {
+                "are"
+            }
         )
     });
     let page = ConfirmPage {

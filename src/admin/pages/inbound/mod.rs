@@ -375,7 +375,10 @@ pub async fn save(
         Ok(_) => {
             let notice = format!(
                 "{done} the row for {} and applied: it holds from the next MAIL FROM.",
-                form.pattern.trim().trim_end_matches('.').to_ascii_lowercase()
+                form.pattern
+                    .trim()
+                    .trim_end_matches('.')
+                    .to_ascii_lowercase()
             );
             let _ = session.insert("notice", notice).await;
             Redirect::to("/inbound-tls#top").into_response()
@@ -415,7 +418,11 @@ pub async fn confirm_delete(
 ) -> Response {
     let mut page = page_for(&state, &session, &auth, &ListQuery::default()).await;
     let snapshot = state.settings.current();
-    let found = snapshot.settings.inbound_tls.iter().find(|r| r.pattern == q.pattern);
+    let found = snapshot
+        .settings
+        .inbound_tls
+        .iter()
+        .find(|r| r.pattern == q.pattern);
     match found {
         Some(row) => page.confirm_delete = Some(view(row)),
         None => page.error = Some(format!("No row for {:?}.", q.pattern)),
