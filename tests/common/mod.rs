@@ -7,6 +7,7 @@ pub mod dns;
 pub mod dnssec;
 pub mod dsn;
 pub mod https;
+pub mod inbound_fixture;
 pub mod page;
 pub mod postgres;
 pub mod process;
