@@ -125,8 +125,10 @@ mod tests {
 
     #[test]
     fn the_explain_says_the_mode_and_the_refusal_it_leads_to() {
-        let mut s = Settings::default();
-        s.inbound_tls = vec![InboundTlsRow::new("partner.example", InboundLevel::Encrypt)];
+        let mut s = Settings {
+            inbound_tls: vec![InboundTlsRow::new("partner.example", InboundLevel::Encrypt)],
+            ..Settings::default()
+        };
         s.inbound.plaintext_reject_code = 550;
         s.inbound.tls_mode = TlsMode::Disabled;
         let e = explain_with(&s, Some("a@partner.example"), "192.0.2.7".parse().unwrap());

@@ -135,8 +135,10 @@ mod tests {
     #[test]
     fn inbound_explain_reads_what_the_api_sends() {
         use postern::settings::{InboundLevel, InboundTlsRow};
-        let mut s = Settings::default();
-        s.inbound_tls = vec![InboundTlsRow::new("192.0.2.0/24", InboundLevel::Encrypt)];
+        let s = Settings {
+            inbound_tls: vec![InboundTlsRow::new("192.0.2.0/24", InboundLevel::Encrypt)],
+            ..Settings::default()
+        };
         let e = postern::admin::inbound_tls::explain_with(&s, None, "192.0.2.7".parse().unwrap());
         let text = inbound_text(&serde_json::to_value(&e).unwrap());
         let mut expected = "sender:     <>\nclient:     192.0.2.7\nsender row: none\nclient row: 192.0.2.0/24 (encrypt)\n".to_string();
