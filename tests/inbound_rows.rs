@@ -484,3 +484,48 @@ async fn pflogsumm_counts_the_refusals_as_rejects() {
         "{report}"
     );
 }
+
+#[tokio::test]
+async fn explain_says_which_row_decides_on_the_api_and_the_command_line() {
+    let s = setup(
+        "[[inbound_tls]]\npattern = \".partner.example\"\nlevel = \"encrypt\"\n[[inbound_tls]]\npattern = \"mx.partner.example\"\nlevel = \"verify\"\nmatch_names = [\"mx.partner.example\"]\nnote = \"contract 42\"\n[[inbound_tls]]\npattern = \"127.0.0.64/26\"\nlevel = \"encrypt\"\n",
+    )
+    .await;
+    let out = s.proc.cli(&[
+        "policy",
+        "explain",
+        "--inbound",
+        "alice@mx.partner.example",
+        "--client",
+        "127.0.0.65",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for expected in [
+        "sender row: mx.partner.example (verify)",
+        "client row: 127.0.0.64/26 (encrypt)",
+        "  - sender row mx.partner.example names sender domain mx.partner.example: verify (a certificate from the trust roots naming mx.partner.example); contract 42 (decides)",
+        "  - sender row .partner.example: encrypt, overridden by the more specific mx.partner.example",
+        "  - client row 127.0.0.64/26 names client 127.0.0.65: encrypt (decides)",
+        "  - required by MAIL FROM: both rows hold: TLS with a verified client certificate (sender row mx.partner.example) and TLS (client row 127.0.0.64/26)",
+        "  - without TLS, MAIL FROM gets 450 4.7.1 Session encryption is required",
+    ] {
+        assert!(text.contains(expected), "{expected:?} in\n{text}");
+    }
+
+    let path = "/api/v1/policy/explain?inbound=bob%40partner.example&client=127.0.0.1";
+    let (status, d) = call(&s, Method::GET, path, serde_json::Value::Null).await;
+    assert_eq!(status, StatusCode::OK, "{d}");
+    assert_eq!(d["sender_row"]["pattern"], ".partner.example");
+    assert_eq!(d["client_row"], serde_json::Value::Null);
+    let path = "/api/v1/policy/explain?inbound=bob%40partner.example&client=mx.example";
+    let (status, e) = call(&s, Method::GET, path, serde_json::Value::Null).await;
+    assert_eq!(
+        (status, &e["field"]),
+        (StatusCode::BAD_REQUEST, &serde_json::json!("client"))
+    );
+}

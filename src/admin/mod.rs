@@ -9,7 +9,8 @@ pub mod client;
 pub mod cluster;
 pub mod dashboard;
 mod error;
-pub mod inbound;
+pub mod inbound_impact;
+pub mod inbound_tls;
 mod listener;
 pub mod logs;
 pub mod m365;
@@ -121,7 +122,7 @@ fn api_router(state: AdminState) -> Router {
         .route("/api/v1/policy/test", axum::routing::post(policy::test))
         .route(
             "/api/v1/inbound-tls/test",
-            axum::routing::post(inbound::test),
+            axum::routing::post(inbound_impact::test),
         )
         .route(
             "/api/v1/tls-rpt/send",
@@ -459,23 +460,57 @@ async fn metrics(State(state): State<AdminState>) -> Result<Response, ApiError> 
 
 #[derive(Debug, serde::Deserialize)]
 pub struct ExplainQuery {
-    pub recipient: String,
+    /// Outbound: the recipient (address or domain) whose TLS policy is explained.
+    pub recipient: Option<String>,
     /// The `x-TLSLevel` value (or the whole header line) to assume on the message.
     pub header: Option<String>,
     /// The envelope sender to evaluate message rules with (default: none).
     pub sender: Option<String>,
+    /// Inbound TLS rows: the envelope sender (address or domain; empty or `<>`: the null
+    /// sender), with `client`.
+    pub inbound: Option<String>,
+    /// Inbound TLS rows: the client's IP address.
+    pub client: Option<String>,
 }
 
-/// The same `decide()` that delivery uses, on the settings in force now.
+/// The same `decide()` that delivery uses, on the settings in force now; with `inbound`
+/// and `client`, the same `decide_inbound()` an SMTP session asks at MAIL FROM.
 async fn explain(
     State(state): State<AdminState>,
     axum::extract::Query(q): axum::extract::Query<ExplainQuery>,
-) -> Result<axum::Json<crate::policy::Decision>, ApiError> {
+) -> Result<Response, ApiError> {
+    let bad = |field: &str, text: &str| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("{field}: {text}"),
+            Some(field.into()),
+        )
+    };
+    if q.inbound.is_some() || q.client.is_some() {
+        if q.recipient.is_some() {
+            return Err(bad(
+                "recipient",
+                "an explain is of a recipient (outbound) or of inbound and client (inbound TLS rows), not both",
+            ));
+        }
+        let query = inbound_tls::InboundQuery {
+            inbound: q.inbound,
+            client: q.client,
+        };
+        let answer = inbound_tls::explain_inbound(&state, &query)?;
+        return Ok(axum::Json(answer).into_response());
+    }
+    let Some(recipient) = q.recipient else {
+        return Err(bad(
+            "recipient",
+            "required (or inbound and client, for inbound TLS rows)",
+        ));
+    };
     let header = q.header.unwrap_or_default();
     let sender = q.sender.unwrap_or_default();
-    explain_decision(&state, &q.recipient, &header, &sender)
+    explain_decision(&state, &recipient, &header, &sender)
         .await
-        .map(axum::Json)
+        .map(|d| axum::Json(d).into_response())
 }
 
 /// The one explain of the API and the page: `header` and `sender` may be empty. What the

@@ -11,7 +11,7 @@ use super::super::words::count;
 use super::super::{Chrome, SignedIn, chrome, render};
 use super::{RowForm, RowView, view};
 use crate::admin::AdminState;
-use crate::admin::inbound::{Impact, WouldRefuse};
+use crate::admin::inbound_impact::{Impact, WouldRefuse};
 use crate::levels::InboundLevel;
 
 /// A message the row would refuse, as the table shows it.

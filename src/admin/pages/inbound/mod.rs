@@ -14,7 +14,8 @@ use serde::Deserialize;
 use tower_sessions::Session;
 
 use super::{Chrome, SignedIn, chrome, render};
-use crate::admin::inbound::{TestRequest, explain, set_reject_code, test_row};
+use crate::admin::inbound_impact::{TestRequest, set_reject_code, test_row};
+use crate::admin::inbound_tls::{InboundQuery, explain_inbound};
 use crate::admin::sections::{ListChange, change_list};
 use crate::admin::{AdminState, ApiError};
 use crate::levels::InboundLevel;
@@ -91,7 +92,8 @@ struct RowErrors {
 struct ExplainView {
     sender: String,
     client: String,
-    error: Option<String>,
+    sender_error: Option<String>,
+    client_error: Option<String>,
     /// Each line of the explanation, and whether it is a row that decides.
     lines: Vec<(String, bool)>,
 }
@@ -497,7 +499,7 @@ pub struct ExplainQuery {
     client: String,
 }
 
-/// Which rows decide for a sender and client: the same decision the session makes.
+/// Which rows decide for a sender and client: the API's explain, the session's decision.
 pub async fn explain_page(
     State(state): State<AdminState>,
     session: Session,
@@ -505,12 +507,16 @@ pub async fn explain_page(
     Query(q): Query<ExplainQuery>,
 ) -> Response {
     let mut page = page_for(&state, &session, &auth, &ListQuery::default()).await;
-    let snapshot = state.settings.current();
+    let query = InboundQuery {
+        inbound: Some(q.sender.clone()),
+        client: Some(q.client.clone()),
+    };
     let mut status = StatusCode::OK;
-    match explain(&snapshot.settings, &q.sender, &q.client) {
+    match explain_inbound(&state, &query) {
         // `policy::inbound` marks the line of each row that decides.
-        Ok(d) => {
-            page.explain.lines = d
+        Ok(answer) => {
+            page.explain.lines = answer
+                .decision
                 .explanation
                 .into_iter()
                 .map(|l| {
@@ -521,7 +527,11 @@ pub async fn explain_page(
         }
         Err(e) => {
             status = StatusCode::BAD_REQUEST;
-            page.explain.error = Some(e.message().to_string());
+            let words = e.message().to_string();
+            match e.field.as_deref() {
+                Some("client") => page.explain.client_error = Some(words),
+                _ => page.explain.sender_error = Some(words),
+            }
         }
     }
     page.explain.sender = q.sender;

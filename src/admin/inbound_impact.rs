@@ -2,14 +2,13 @@
 //! of a row before it is saved (`POST /api/v1/inbound-tls/test`), validated as the change
 //! would be and stored nowhere, with its impact over the received records of the last 30
 //! days (how much mail from that sender or client arrived, how much the row would now
-//! refuse, and the latest of those); which row decides for a sender and client; the reply
-//! code of a refusal. The admin page's Inbound TLS calls these same functions.
+//! refuse, and the latest of those); and the reply code of a refusal. The explain of a
+//! sender and client is `inbound_tls`. The admin page's Inbound TLS calls these functions.
 
 use std::net::IpAddr;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::sections::{ListChange, proposed_list};
@@ -270,28 +269,6 @@ fn facts_of(r: &Received) -> InboundFacts<'static> {
             .as_ref()
             .map(|c| (common_name(&c.subject), c.names.clone(), c.verified)),
     )
-}
-
-/// `GET /api/v1/inbound-tls/explain` and the page's Explain: which rows decide for `sender`
-/// (an address, `<>` or blank for the null sender) from `client`, and why.
-pub(crate) fn explain(
-    settings: &Settings,
-    sender: &str,
-    client: &str,
-) -> Result<InboundDecision, ApiError> {
-    let client: IpAddr = client.trim().parse().map_err(|_| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "client: {:?} is not an IP address (192.0.2.7, 2001:db8::7)",
-                client.trim()
-            ),
-            Some("client".into()),
-        )
-    })?;
-    let sender = sender.trim().trim_start_matches('<').trim_end_matches('>');
-    let sender = (!sender.is_empty()).then_some(sender);
-    Ok(decide_inbound(&settings.inbound_tls, sender, client))
 }
 
 /// Set the reply code of a row's refusal (Postfix's `plaintext_reject_code`), validated as
