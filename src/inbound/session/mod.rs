@@ -13,6 +13,7 @@ use super::Context;
 use super::auth::{self, Credentials, Pending};
 use super::connector::{self, ClientCert};
 use super::relay;
+use crate::events::received::Refusal;
 use crate::proto::{Address, Body, Capabilities, Command, MailParams, Reply, ehlo_reply, replies};
 use crate::settings::{Snapshot, TlsMode};
 use crate::spool::QueueId;
@@ -109,6 +110,8 @@ pub struct Session {
     pub tls: Option<TlsInfo>,
     /// The client certificate shown at STARTTLS, and what it is worth.
     pub client_cert: ClientCert,
+    /// The same certificate as the received records keep it.
+    cert_facts: Option<crate::events::received::CertFacts>,
     /// The SMTP AUTH user, and the mechanism it logged in with (for Postfix's
     /// `sasl_method=` on the client line).
     user: Option<String>,
@@ -138,6 +141,7 @@ impl Session {
             esmtp: false,
             tls: None,
             client_cert: ClientCert::None,
+            cert_facts: None,
             user: None,
             sasl_method: "",
             tx: None,
@@ -242,6 +246,7 @@ impl Session {
             &self.snapshot.settings.m365,
             self.peer.ip(),
         );
+        self.cert_facts = super::received::cert_facts(chain, &self.ctx.client_roots);
         self.helo = None;
         self.esmtp = false;
         self.tx = None;
@@ -253,6 +258,8 @@ impl Session {
             return replies::bad_sequence("send HELO/EHLO first");
         }
         if self.mode() == TlsMode::Encrypt && self.tls.is_none() {
+            let domain = from.as_ref().and_then(|a| a.domain.as_deref());
+            self.count_refusal(Refusal::PlaintextRefused, domain);
             return replies::must_starttls();
         }
         if self.tx.is_some() {
@@ -304,6 +311,10 @@ impl Session {
         // The connector may relay anywhere, pending the tenant check at the end of DATA.
         let connector = !authorised && self.client_cert.is_connector();
         if let Err(reply) = relay::check_recipient(&self.snapshot, authorised || connector, &to) {
+            if !(authorised || connector) && relay::needs_relay(&self.snapshot, &to) {
+                let sender = tx.from.as_ref().and_then(|a| a.domain.clone());
+                self.count_refusal(Refusal::RelayDenied, sender.as_deref());
+            }
             let reply = self.connector_refusal(&to).unwrap_or(reply);
             return Step::Reply(self.rcpt_rejected(&to, reply));
         }
@@ -314,6 +325,13 @@ impl Session {
             return Step::VerifyRcpt(to);
         }
         Step::Reply(self.rcpt_accepted(to))
+    }
+
+    /// A refusal before a message, counted by the event log (per day, client, sender domain).
+    fn count_refusal(&self, reason: Refusal, sender_domain: Option<&str>) {
+        if let Some(events) = &self.ctx.events {
+            events.refused(self.peer_ip(), sender_domain, reason);
+        }
     }
 
     /// With the connector profile on, a relay refusal says which connector check failed.
