@@ -209,14 +209,10 @@ impl Received {
                 Some(c) if c.verified => "Trusted",
                 Some(_) => "Untrusted",
             };
-            let mut line = format!(
+            out.push(format!(
                 "postern/smtpd: {trust} TLS connection established from {client}: {}",
-                t.describe()
-            );
-            if let Some(kx) = &t.key_exchange {
-                let _ = write!(line, " key-exchange {kx}");
-            }
-            out.push(line);
+                t.describe_session()
+            ));
         }
         let mut line = format!("postern/smtpd: {}: client={client}", self.queue_id);
         if let Trust::AuthUser { user } = &self.trust {

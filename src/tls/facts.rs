@@ -51,6 +51,15 @@ impl TlsInfo {
             self.protocol, self.cipher, self.bits, self.bits
         )
     }
+
+    /// `describe`, and the key exchange where it is known, as smtpd's TLS line has them:
+    /// `TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits) key-exchange X25519`.
+    pub fn describe_session(&self) -> String {
+        match &self.key_exchange {
+            Some(kx) => format!("{} key-exchange {kx}", self.describe()),
+            None => self.describe(),
+        }
+    }
 }
 
 /// The group in Postfix's words (`tls_misc.c`, `tls_get_signature_params`): X25519 and X448

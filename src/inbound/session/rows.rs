@@ -40,7 +40,7 @@ impl Session {
             refusal.row.row.level,
             refusal.row.source()
         );
-        self.count_refusal(&refusal);
+        self.count_row_refusal(&refusal, from);
         Some(reply)
     }
 
@@ -78,15 +78,22 @@ impl Session {
         }
     }
 
-    /// Count a refusal before any message (`postern_inbound_refused_total{reason}` today).
-    /// It logs nothing: the NOQUEUE line is the log. To be wired to the event log's
-    /// per-client and sender-domain refusal counters (`EventLog::refused`) once they exist.
-    fn count_refusal(&self, refusal: &InboundRefusal) {
+    /// Count a refusal before any message: the metric
+    /// (`postern_inbound_refused_total{reason}`) and the event log's counters per client and
+    /// sender domain (`Session::count_refusal`). It logs nothing: the NOQUEUE line is the log.
+    fn count_row_refusal(&self, refusal: &InboundRefusal, from: Option<&Address>) {
+        use crate::events::received::Refusal;
         use crate::policy::inbound::Refused;
-        crate::metrics::inbound_refused(match refusal.why {
-            Refused::Plaintext => "plaintext",
-            Refused::TooWeak { .. } => "strength",
-            Refused::NoCertificate | Refused::Certificate { .. } => "certificate",
-        });
+        let (metric, counted) = match refusal.why {
+            Refused::Plaintext => ("plaintext", Refusal::PlaintextRefused),
+            // The counters have no class for a weak cipher: it counts with plaintext, as a
+            // TLS requirement not met.
+            Refused::TooWeak { .. } => ("strength", Refusal::PlaintextRefused),
+            Refused::NoCertificate | Refused::Certificate { .. } => {
+                ("certificate", Refusal::CertificateRefused)
+            }
+        };
+        crate::metrics::inbound_refused(metric);
+        self.count_refusal(counted, from.and_then(|a| a.domain.as_deref()));
     }
 }
