@@ -7,7 +7,7 @@ use askama::Template;
 use axum::response::{IntoResponse, Response};
 use tower_sessions::Session;
 
-use super::super::words::count;
+use super::super::words::{breakable, count};
 use super::super::{Chrome, SignedIn, chrome, render};
 use super::{RowForm, RowView, view};
 use crate::admin::AdminState;
@@ -20,8 +20,9 @@ struct Latest {
     queue_id: String,
     /// The Logs page's Received view of that queue ID.
     link: String,
-    client: String,
-    sender: String,
+    /// The client and sender in pieces a line may break after (`words::breakable`).
+    client: Vec<String>,
+    sender: Vec<String>,
     tls: String,
     certificate: String,
     reply: String,
@@ -56,19 +57,14 @@ struct ConfirmPage {
 
 fn latest(w: WouldRefuse) -> Latest {
     let query = form_urlencoded::Serializer::new(String::new())
-        .append_pair("view", "received")
         .append_pair("queue_id", &w.queue_id)
         .finish();
     Latest {
         time: w.time,
-        link: format!("/logs?{query}"),
+        link: format!("/logs/received?{query}#results"),
         queue_id: w.queue_id,
-        client: w.client,
-        sender: if w.sender.is_empty() {
-            "<>".into()
-        } else {
-            w.sender
-        },
+        client: breakable(&w.client),
+        sender: breakable(if w.sender.is_empty() { "<>" } else { &w.sender }),
         tls: w.tls.unwrap_or_else(|| "none: plaintext".into()),
         certificate: w.certificate.unwrap_or_else(|| "none".into()),
         reply: w.reply,

@@ -507,6 +507,10 @@ pub async fn explain_page(
     Query(q): Query<ExplainQuery>,
 ) -> Response {
     let mut page = page_for(&state, &session, &auth, &ListQuery::default()).await;
+    // Nothing asked yet (a link to the form): the form alone.
+    if q.sender.trim().is_empty() && q.client.trim().is_empty() {
+        return render(page);
+    }
     let query = InboundQuery {
         inbound: Some(q.sender.clone()),
         client: Some(q.client.clone()),
