@@ -48,7 +48,8 @@ async fn api(
 
 /// Something on every page that has a form only then: a policy row, a relay domain (its
 /// next hop refuses, so a message to it waits in the queue), an SMTP AUTH user, a list and a
-/// rule, a certificate, a deferred message, and the audit entries of all that.
+/// rule, an inbound TLS row, a certificate, a deferred message, and the audit entries of all
+/// that.
 async fn seed(proc: &Proc, dir: &std::path::Path) {
     let sections = serde_json::json!({
         "policy": [{"pattern": "old.example", "level": "encrypt"}],
@@ -56,6 +57,7 @@ async fn seed(proc: &Proc, dir: &std::path::Path) {
         "smtp_auth_users": [{"username": "alice", "password": "correct horse battery"}],
         "rule_data": [{"name": "partners", "domains": ["partner.example"]}],
         "rules": [{"name": "partners", "recipient_matches": "partners", "tls_level": "try"}],
+        "inbound_tls": [{"pattern": "partner.example", "level": "encrypt"}],
     });
     api(proc, dir, Method::PATCH, "/api/v1/settings", Some(sections)).await;
     let (cert, key, _) = common::browser::self_signed("mx.test.example");

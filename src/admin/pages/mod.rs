@@ -185,7 +185,6 @@ fn signed_in_routes(state: &AdminState) -> Router<AdminState> {
         )
         .route("/inbound-tls", get(inbound::page))
         .route("/inbound-tls/save", post(inbound::save))
-        .route("/inbound-tls/back", post(inbound::back))
         .route("/inbound-tls/code", post(inbound::save_code))
         .route("/inbound-tls/explain", get(inbound::explain_page))
         .route(

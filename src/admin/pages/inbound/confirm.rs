@@ -9,7 +9,7 @@ use tower_sessions::Session;
 
 use super::super::words::{breakable, count};
 use super::super::{Chrome, SignedIn, chrome, render};
-use super::{RowForm, RowView, view};
+use super::{RowForm, RowView, change_link, view};
 use crate::admin::AdminState;
 use crate::admin::inbound_impact::{Impact, WouldRefuse};
 use crate::levels::InboundLevel;
@@ -35,6 +35,8 @@ struct ConfirmPage {
     row: RowView,
     /// The form as typed, sent again with the confirmation.
     form: RowForm,
+    /// Back to the form as typed.
+    change: String,
     editing: bool,
     /// The stored row this one replaces, when its pattern changes.
     renamed_from: Option<String>,
@@ -128,6 +130,7 @@ pub(super) async fn ask(
         partial: impact.partial,
         latest: impact.latest.into_iter().map(latest).collect(),
         row,
+        change: change_link(&form),
         form,
     };
     render(page).into_response()

@@ -127,6 +127,20 @@ pub struct ListQuery {
     edit: Option<String>,
     #[serde(default)]
     pattern: Option<String>,
+    /// `change=1` with the form's fields: the form again as typed ("Change it" on the
+    /// confirmation, a link: nothing is posted, nothing saved).
+    #[serde(default)]
+    change: Option<String>,
+    #[serde(default)]
+    original: String,
+    #[serde(default)]
+    level: String,
+    #[serde(default)]
+    match_names: String,
+    #[serde(default)]
+    min_bits: String,
+    #[serde(default)]
+    note: String,
 }
 
 fn encoded(pattern: &str) -> String {
@@ -245,8 +259,33 @@ async fn page_for(
     {
         page.editing = true;
         page.form = form_of(row);
+    } else if query.change.is_some() {
+        page.editing = !query.original.is_empty();
+        page.form = RowForm {
+            original: query.original.clone(),
+            pattern: query.pattern.clone().unwrap_or_default(),
+            level: query.level.clone(),
+            match_names: query.match_names.clone(),
+            min_bits: query.min_bits.clone(),
+            note: query.note.clone(),
+            confirmed: String::new(),
+        };
     }
     page
+}
+
+/// The link back to the form as typed (`ListQuery::change`).
+fn change_link(form: &RowForm) -> String {
+    let query = form_urlencoded::Serializer::new(String::new())
+        .append_pair("change", "1")
+        .append_pair("original", &form.original)
+        .append_pair("pattern", &form.pattern)
+        .append_pair("level", &form.level)
+        .append_pair("match_names", &form.match_names)
+        .append_pair("min_bits", &form.min_bits)
+        .append_pair("note", &form.note)
+        .finish();
+    format!("/inbound-tls?{query}#row-form")
 }
 
 fn form_of(row: &InboundTlsRow) -> RowForm {
@@ -387,22 +426,6 @@ pub async fn save(
         }
         Err(e) => refused(&state, &session, &auth, form, place(&e)).await,
     }
-}
-
-/// "Change it" on the confirmation: the form again as typed, nothing saved.
-pub async fn back(
-    State(state): State<AdminState>,
-    session: Session,
-    axum::Extension(auth): axum::Extension<SignedIn>,
-    Form(form): Form<RowForm>,
-) -> Response {
-    let mut page = page_for(&state, &session, &auth, &ListQuery::default()).await;
-    page.editing = !form.original.is_empty();
-    page.form = RowForm {
-        confirmed: String::new(),
-        ..form
-    };
-    render(page)
 }
 
 #[derive(Debug, Deserialize)]
