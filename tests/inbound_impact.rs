@@ -273,6 +273,9 @@ async fn admin(proc: &Proc, dir: &std::path::Path) -> Browser {
     b
 }
 
+/// A form's fields, as typed.
+type Fields<'a> = &'a [(&'a str, &'a str)];
+
 /// POST `fields` (URL-encoded here) with the page's token.
 async fn post(b: &mut Browser, path: &str, fields: &[(&str, &str)]) -> Page {
     let csrf = b.csrf("/inbound-tls").await;
@@ -356,7 +359,7 @@ async fn the_page_shows_the_impact_before_saving_and_names_each_refused_field() 
     );
 
     // Each refusal under its field, in the admin's words, never a settings path.
-    let cases: [(&[(&str, &str)], &str, &str); 5] = [
+    let cases: [(Fields, &str, &str); 5] = [
         (
             &[("pattern", "ceo@partner.example"), ("level", "encrypt")],
             "pattern",
