@@ -444,3 +444,144 @@ fn chain_files_become_a_certificate_to_import() {
         "{report}"
     );
 }
+
+/// Issue 31: TLS required of named senders and clients (`reject_plaintext_session` as the
+/// action of `check_sender_access` and `check_client_access` maps, directly or through a
+/// restriction class) becomes inbound `encrypt` rows that name what Postfix's lookup
+/// matched; certificates Postfix knows by fingerprint are named as left behind, saying what
+/// to add instead; `plaintext_reject_code` is carried.
+#[test]
+fn tls_required_of_named_senders_and_clients_becomes_inbound_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+    write(
+        "main.cf",
+        "smtpd_restriction_classes = tls_only, cert_only\n\
+         tls_only = reject_plaintext_session\n\
+         cert_only = permit_tls_clientcerts, reject\n\
+         relay_clientcerts = hash:/etc/postfix/relay_clientcerts\n\
+         plaintext_reject_code = 554\n\
+         smtpd_tls_ask_ccert = yes\n\
+         smtpd_sender_restrictions = check_sender_access hash:/etc/postfix/tls_senders\n\
+         smtpd_client_restrictions = permit_mynetworks,\n    check_client_access cidr:/etc/postfix/tls_clients\n\
+         smtpd_recipient_restrictions = check_ccert_access hash:/etc/postfix/ccerts, reject_unauth_destination\n",
+    );
+    write(
+        "tls_senders",
+        "partner.example   reject_plaintext_session\nbank.example  tls_only\nceo@other.example reject_plaintext_session\ncerts.example cert_only\n",
+    );
+    write(
+        "tls_clients",
+        "192.0.2.0/24   reject_plaintext_session\n198.51.100.7   tls_only\n",
+    );
+    let imported = import(dir.path()).unwrap();
+    let rows: Vec<(&str, &str)> = imported
+        .settings
+        .inbound_tls
+        .iter()
+        .map(|r| (r.pattern.as_str(), r.note.as_str()))
+        .collect();
+    // In the order of the restriction lists: smtpd_client_restrictions first.
+    assert_eq!(
+        rows,
+        [
+            (
+                "192.0.2.0/24",
+                "imported: check_client_access cidr:/etc/postfix/tls_clients line 1"
+            ),
+            (
+                "198.51.100.7",
+                "imported: check_client_access cidr:/etc/postfix/tls_clients line 2"
+            ),
+            (
+                ".partner.example",
+                "imported: check_sender_access hash:/etc/postfix/tls_senders line 1"
+            ),
+            (
+                ".bank.example",
+                "imported: check_sender_access hash:/etc/postfix/tls_senders line 2"
+            ),
+        ]
+    );
+    assert_eq!(imported.settings.inbound.plaintext_reject_code, 554);
+    let line = |name: &str| -> Vec<Outcome> {
+        imported
+            .report
+            .iter()
+            .filter(|l| l.parameter == name)
+            .map(|l| l.outcome.clone())
+            .collect()
+    };
+    let senders = line("check_sender_access hash:/etc/postfix/tls_senders");
+    assert_eq!(
+        senders[0],
+        Outcome::Carried(
+            "inbound TLS rows: .partner.example encrypt, .bank.example encrypt".into()
+        )
+    );
+    let Outcome::Dropped {
+        why,
+        security: true,
+    } = &senders[1]
+    else {
+        panic!("{senders:#?}")
+    };
+    assert!(
+        why.contains("ceo@other.example reject_plaintext_session (line 3): an address"),
+        "{why}"
+    );
+    assert!(
+        why.contains("certs.example cert_only (line 4): cert_only = permit_tls_clientcerts, reject: a client certificate Postfix matches by fingerprint; add a verify row"),
+        "{why}"
+    );
+    // The client map is carried whole: its restriction list is then all carried.
+    let Outcome::Carried(said) = &line("smtpd_client_restrictions")[0] else {
+        panic!("{:#?}", imported.report)
+    };
+    assert!(
+        said.contains("check_client_access cidr:/etc/postfix/tls_clients: inbound TLS rows"),
+        "{said}"
+    );
+    for left in [
+        "relay_clientcerts",
+        "check_ccert_access hash:/etc/postfix/ccerts",
+    ] {
+        assert!(
+            matches!(&line(left)[..], [Outcome::Dropped { security: true, why }] if why.contains("by name")),
+            "{left}: {:#?}",
+            imported.report
+        );
+    }
+    assert!(matches!(
+        &line("smtpd_tls_ask_ccert")[..],
+        [Outcome::Carried(_)]
+    ));
+
+    // The document validates, and each row names what Postfix's lookup matched.
+    let settings = Settings::default()
+        .apply(&imported.settings, &NoPasswords)
+        .unwrap_or_else(|e| panic!("the imported document does not validate: {e}"));
+    let decide = |sender: &str, ip: &str| {
+        let d = postern::policy::inbound::decide_inbound(
+            &settings.inbound_tls,
+            Some(sender),
+            ip.parse().unwrap(),
+        );
+        (
+            d.sender_row.map(|r| r.row.pattern),
+            d.client_row.map(|r| r.row.pattern),
+        )
+    };
+    assert_eq!(
+        decide("a@mail.partner.example", "192.0.2.9"),
+        (Some(".partner.example".into()), Some("192.0.2.0/24".into()))
+    );
+    assert_eq!(
+        decide("a@partner.example", "198.51.100.8"),
+        (Some(".partner.example".into()), None)
+    );
+    assert_eq!(
+        decide("a@other.example", "198.51.100.7"),
+        (None, Some("198.51.100.7".into()))
+    );
+}

@@ -178,7 +178,7 @@ pub(crate) async fn test_row(state: &AdminState, req: TestRequest) -> Result<Imp
 }
 
 /// Why a node has no figures.
-const NO_RECORDS: &str = "this node keeps no received records (the config file's [log] sets no retention), so there is nothing to count from";
+const NO_RECORDS: &str = "this node has no record store open (its log says why: data/log/records.redb could not be opened), so there is nothing to count from";
 
 /// Who a row names, as the records are searched for it.
 fn received_from(target: InboundTarget) -> ReceivedFrom {

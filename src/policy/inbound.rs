@@ -79,6 +79,9 @@ fn sender_domain(sender: Option<&str>) -> Option<String> {
     (!domain.is_empty()).then_some(domain)
 }
 
+/// Rows that match, each with how specifically: more is more specific.
+type Ranked<'a> = Vec<(usize, &'a InboundTlsRow)>;
+
 /// The rows that name `sender` (its domain) and `client`, most specific first in each kind,
 /// and the explanation of which decide.
 pub fn decide_inbound(
@@ -88,43 +91,16 @@ pub fn decide_inbound(
 ) -> InboundDecision {
     let client = client.to_canonical();
     let domain = sender_domain(sender);
-    let mut senders: Vec<(usize, &InboundTlsRow)> = Vec::new();
-    let mut clients: Vec<(usize, &InboundTlsRow)> = Vec::new();
-    for row in rows {
-        match inbound_target(&row.pattern) {
-            Some(InboundTarget::Sender {
-                domain: d,
-                subdomains,
-            }) => {
-                if let Some(rank) = domain
-                    .as_deref()
-                    .and_then(|s| sender_rank(s, &d, subdomains))
-                {
-                    senders.push((rank, row));
-                }
-            }
-            Some(InboundTarget::Client(net)) if net.contains(&client) => {
-                clients.push((usize::from(net.prefix_len()), row));
-            }
-            _ => {}
-        }
-    }
-    // Exact first (rank usize::MAX), then the longest parent; for clients the longest prefix.
-    senders.sort_by_key(|a| std::cmp::Reverse(a.0));
-    clients.sort_by_key(|a| std::cmp::Reverse(a.0));
+    let (senders, clients) = matching(rows, domain.as_deref(), client);
     let mut explanation = Vec::new();
     let sender_what = match &domain {
         Some(d) => format!("sender domain {d}"),
         None => "the null sender <>".to_string(),
     };
     explain_kind(&mut explanation, "sender", &sender_what, &senders);
-    explain_kind(
-        &mut explanation,
-        "client",
-        &format!("client {client}"),
-        &clients,
-    );
-    let applied = |kind, found: &[(_, &InboundTlsRow)]| {
+    let client_what = format!("client {client}");
+    explain_kind(&mut explanation, "client", &client_what, &clients);
+    let applied = |kind, found: &Ranked<'_>| {
         found.first().map(|(_, r)| AppliedRow {
             kind,
             row: (*r).clone(),
@@ -140,6 +116,35 @@ pub fn decide_inbound(
     let required = required_words(&decision);
     decision.explanation.push(required);
     decision
+}
+
+/// The sender rows that name `domain` and the client rows that hold `client`, each most
+/// specific first: an exact domain, then the longest parent; the longest prefix.
+fn matching<'a>(
+    rows: &'a [InboundTlsRow],
+    domain: Option<&str>,
+    client: IpAddr,
+) -> (Ranked<'a>, Ranked<'a>) {
+    let (mut senders, mut clients) = (Vec::new(), Vec::new());
+    for row in rows {
+        match inbound_target(&row.pattern) {
+            Some(InboundTarget::Sender {
+                domain: d,
+                subdomains,
+            }) => {
+                if let Some(rank) = domain.and_then(|s| sender_rank(s, &d, subdomains)) {
+                    senders.push((rank, row));
+                }
+            }
+            Some(InboundTarget::Client(net)) if net.contains(&client) => {
+                clients.push((usize::from(net.prefix_len()), row));
+            }
+            _ => {}
+        }
+    }
+    senders.sort_by_key(|a| std::cmp::Reverse(a.0));
+    clients.sort_by_key(|a| std::cmp::Reverse(a.0));
+    (senders, clients)
 }
 
 /// How specifically a `domain` (`subdomains` false) or `.domain` row names `sender`: `None`

@@ -11,11 +11,13 @@
 //!
 //! One file per concern, in the order `import` runs them: `levels` (the TLS security
 //! levels), `routes` (transport_maps), `relay_domains` (relay domains, their credentials
-//! and recipients), `policy` (smtp_tls_policy_maps), `parameters` (the one-to-one
-//! parameters), `certificates` (the STARTTLS certificate), `master` (master.cf's
-//! overrides); `tables` reads the lookup tables main.cf names.
+//! and recipients), `policy` (smtp_tls_policy_maps), `inbound_tls` (TLS required of named
+//! senders and clients by access maps), `parameters` (the one-to-one parameters),
+//! `certificates` (the STARTTLS certificate), `master` (master.cf's overrides); `tables`
+//! reads the lookup tables main.cf names.
 
 mod certificates;
+mod inbound_tls;
 mod levels;
 mod master;
 mod parameters;
@@ -56,6 +58,9 @@ pub struct Imported {
     pub config: BTreeMap<String, BTreeMap<String, toml::Value>>,
     pub certificates: Vec<CertFiles>,
     pub report: Vec<ReportLine>,
+    /// `check_*_access table` restrictions carried whole (as inbound TLS rows): the
+    /// restriction lists do not name them as left behind.
+    restrictions_carried: Vec<String>,
 }
 
 impl Imported {
@@ -121,6 +126,7 @@ pub fn import(dir: &Path) -> Result<Imported, ImportError> {
     policy::policy(&cf, &mut tables, &transport, outbound_level, &mut out)?;
     relay_domains::credentials(&cf, &mut tables, &mut out);
     relay_domains::recipients(&cf, &mut tables, &mut out);
+    inbound_tls::inbound_tls(&cf, &mut tables, &mut out);
     for p in &cf.parameters {
         if !out.report.iter().any(|l| l.parameter == p.name) {
             parameters::simple(&cf, &p.name, &mut out);

@@ -47,9 +47,7 @@ pub(super) fn simple(cf: &MainCf, name: &str, out: &mut Imported) {
         "smtpd_tls_cert_file" | "smtpd_tls_key_file" | "smtpd_tls_chain_files" => {
             certificate(cf, name, out)
         }
-        "smtpd_relay_restrictions" | "smtpd_recipient_restrictions" => {
-            restrictions(name, &value, out)
-        }
+        _ if super::inbound_tls::RESTRICTIONS.contains(&name) => restrictions(name, &value, out),
         _ => {
             let security = ["smtpd_tls_", "smtp_tls_", "smtpd_sasl_", "smtp_sasl_"]
                 .iter()
@@ -61,7 +59,8 @@ pub(super) fn simple(cf: &MainCf, name: &str, out: &mut Imported) {
 }
 
 /// The relay restrictions postern's own relay control already is (trusted networks, SMTP
-/// AUTH, relay domains); anything else is named as left behind.
+/// AUTH, relay domains) and the access maps carried as inbound TLS rows; anything else is
+/// named as left behind.
 fn restrictions(name: &str, value: &str, out: &mut Imported) {
     const SAME: &[&str] = &[
         "permit_mynetworks",
@@ -70,16 +69,25 @@ fn restrictions(name: &str, value: &str, out: &mut Imported) {
         "defer_unauth_destination",
         "reject_unlisted_recipient",
     ];
-    let other: Vec<String> = list(value)
-        .into_iter()
-        .filter(|r| !SAME.contains(&r.as_str()))
-        .collect();
-    if other.is_empty() {
-        out.carried(
-            name,
-            "postern's relay control does the same: trusted networks, SMTP AUTH, relay domains",
-        );
-    } else {
+    let items = list(value);
+    let mut other = Vec::new();
+    let mut rows = Vec::new();
+    let mut i = 0;
+    while i < items.len() {
+        let pair = items
+            .get(i + 1)
+            .map(|table| format!("{} {table}", items[i].to_ascii_lowercase()));
+        if let Some(pair) = pair.filter(|p| out.restrictions_carried.contains(p)) {
+            rows.push(pair);
+            i += 2;
+            continue;
+        }
+        if !SAME.contains(&items[i].as_str()) {
+            other.push(items[i].clone());
+        }
+        i += 1;
+    }
+    if !other.is_empty() {
         out.dropped(
             name,
             format!(
@@ -87,6 +95,19 @@ fn restrictions(name: &str, value: &str, out: &mut Imported) {
                 other.join(", ")
             ),
             true,
+        );
+    } else if rows.is_empty() {
+        out.carried(
+            name,
+            "postern's relay control does the same: trusted networks, SMTP AUTH, relay domains",
+        );
+    } else {
+        out.carried(
+            name,
+            format!(
+                "postern's relay control does the rest (trusted networks, SMTP AUTH, relay domains); {}: inbound TLS rows",
+                rows.join(", ")
+            ),
         );
     }
 }
