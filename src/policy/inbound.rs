@@ -245,19 +245,30 @@ pub struct InboundFacts<'a> {
     pub certificate: Option<PresentedCert<'a>>,
 }
 
+/// A client certificate as a received record keeps it (the impact preview's facts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCert {
+    /// Its subject, for the refusal's words.
+    pub subject: String,
+    /// Its SAN DNS names.
+    pub names: Vec<String>,
+    /// It chained to the trust roots plus `extra_roots`, was in date and had an acceptable
+    /// EKU, when it was received.
+    pub verified: bool,
+}
+
 impl InboundFacts<'_> {
-    /// A received record's facts (the impact preview): the certificate's SAN DNS names and
-    /// whether it verified (chain, dates, usage) when it was received. Names are matched as
-    /// a server's are: exactly, or by a wildcard in the certificate's leftmost label.
-    pub fn stored(
-        bits: Option<u16>,
-        certificate: Option<(String, Vec<String>, bool)>,
-    ) -> InboundFacts<'static> {
+    /// A received record's facts: the cipher's bits (`None`: plaintext) and the client
+    /// certificate it kept. Names are matched as a server's are: exactly, or by a wildcard
+    /// in the certificate's leftmost label.
+    pub fn stored(bits: Option<u16>, certificate: Option<StoredCert>) -> InboundFacts<'static> {
         InboundFacts {
             bits,
-            certificate: certificate.map(|(cn, names, verified)| PresentedCert {
-                cn,
-                check: Box::new(move |wanted: &[String]| stored_check(&names, verified, wanted)),
+            certificate: certificate.map(|c| PresentedCert {
+                cn: c.subject.clone(),
+                check: Box::new(move |wanted: &[String]| {
+                    stored_check(&c.names, c.verified, wanted)
+                }),
             }),
         }
     }
@@ -398,6 +409,14 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    fn cert(subject: &str, name: &str, verified: bool) -> StoredCert {
+        StoredCert {
+            subject: subject.into(),
+            names: vec![name.into()],
+            verified,
+        }
     }
 
     fn patterns(d: &InboundDecision) -> (Option<&str>, Option<&str>) {
@@ -556,23 +575,18 @@ mod tests {
         );
         let other = InboundFacts::stored(
             Some(128),
-            Some(("other.example".into(), vec!["other.example".into()], true)),
+            Some(cert("other.example", "other.example", true)),
         );
         assert_eq!(
             refuse(other),
             "450 4.7.1 <other.example>: Client certificate rejected: certificate is not valid for mx.partner.example (it names other.example)"
         );
-        let unverified = InboundFacts::stored(
-            Some(128),
-            Some(("mx".into(), vec!["mx.partner.example".into()], false)),
-        );
+        let unverified =
+            InboundFacts::stored(Some(128), Some(cert("mx", "mx.partner.example", false)));
         assert!(refuse(unverified).contains(
             "Client certificate rejected: certificate not verified when it was received"
         ));
-        let good = InboundFacts::stored(
-            Some(128),
-            Some(("mx".into(), vec!["*.partner.example".into()], true)),
-        );
+        let good = InboundFacts::stored(Some(128), Some(cert("mx", "*.partner.example", true)));
         assert!(
             judge(&v, &good).is_ok(),
             "a wildcard in the certificate covers one label"

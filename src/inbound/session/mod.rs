@@ -134,7 +134,8 @@ pub struct Session {
 
 impl Session {
     pub fn new(ctx: Arc<Context>, peer: SocketAddr) -> Session {
-        // Read once: a settings change applies to the next session, not this one.
+        // Read once: a settings change applies to the next session, not this one (inbound
+        // TLS rows excepted: each MAIL reads the rows in force, rows.rs).
         let snapshot = ctx.settings.current();
         Session {
             client: format!("unknown[{}]", peer.ip().to_canonical()),
