@@ -16,8 +16,8 @@ use super::{AdminState, ApiError, apply_settings};
 use crate::events::received::{Received, ReceivedFrom};
 use crate::inbound::connector::common_name;
 use crate::policy::inbound::{
-    AppliedRow, InboundDecision, InboundFacts, InboundRefusal, Refused, RowKind, decide_inbound,
-    judge,
+    AppliedRow, InboundDecision, InboundFacts, InboundRefusal, Refused, RowKind, StoredCert,
+    decide_inbound, judge,
 };
 use crate::settings::{Apply, InboundTarget, InboundTlsRow, Settings, inbound_target};
 
@@ -261,13 +261,17 @@ fn only_the_row(
 }
 
 /// A record's facts as `judge` reads them: the bits of its TLS, its client certificate's
-/// CN, DNS names and whether it verified when it was received.
+/// DNS names and whether it verified when it was received. The certificate is named by its
+/// CN, as a live session's refusal names it (`check_ccert_access`'s `<CN>`), so the reply
+/// the preview shows is the one the client would get.
 fn facts_of(r: &Received) -> InboundFacts<'static> {
     InboundFacts::stored(
         r.tls.as_ref().map(|t| t.bits),
-        r.client_cert
-            .as_ref()
-            .map(|c| (common_name(&c.subject), c.names.clone(), c.verified)),
+        r.client_cert.as_ref().map(|c| StoredCert {
+            subject: common_name(&c.subject),
+            names: c.names.clone(),
+            verified: c.verified,
+        }),
     )
 }
 
