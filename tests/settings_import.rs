@@ -150,7 +150,7 @@ fn a_missing_data_directory_is_named_once() {
     assert_eq!(
         err.trim_end(),
         format!(
-            "postern: fatal: {}/api-token: No such file or directory (is server.data_dir postern's data directory? `postern serve` creates it at first start)",
+            "postern: fatal: {}/api-token: No such file or directory (run this in the directory `postern serve` runs in, or pass the same --config; `postern serve` creates server.data_dir at first start)",
             data.display()
         )
     );

@@ -14,6 +14,9 @@ use super::{api_client, parse_response, url_escape};
 pub enum PolicyAction {
     /// The effective TLS level for RECIPIENT and every source that applied; or, with
     /// --inbound and --client, which inbound TLS row decides for mail received from them.
+    #[command(
+        override_usage = "postern policy explain [--header H] [--sender S] [--json] <RECIPIENT>\n       postern policy explain --inbound <SENDER> --client <IP> [--json]"
+    )]
     Explain {
         /// The recipient (outbound policy).
         recipient: Option<String>,

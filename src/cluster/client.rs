@@ -26,7 +26,7 @@ pub enum ClientError {
     /// Said once: the I/O error is part of the text, not a chained source that `{:#}` would
     /// print a second time.
     #[error(
-        "{path}: {error} (is server.data_dir postern's data directory? `postern serve` creates it at first start)"
+        "{path}: {error} (run this in the directory `postern serve` runs in, or pass the same --config; `postern serve` creates server.data_dir at first start)"
     )]
     Setup { path: String, error: String },
     #[error(
