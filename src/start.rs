@@ -172,6 +172,7 @@ pub(crate) fn inbound_context(
         }),
         verifier: Some(engine.clone()),
         draining: engine.draining_flag(),
+        events: Some(engine.event_log()),
     }
 }
 

@@ -1,14 +1,16 @@
 //! The dashboard's facts (`GET /api/v1/dashboard`, and the landing page): queue counts,
 //! the last 24 hours of deliveries by TLS outcome per hour, the top destinations with their
-//! share over TLS (as Google's email transparency report shows it), certificates expiring
-//! within 30 days, and the last 20 errors.
+//! share over TLS (as Google's email transparency report shows it), the busiest sender
+//! domains with the share of their mail received over TLS, the sessions refused before a
+//! message, certificates expiring within 30 days, and the last 20 errors.
 
 use axum::Json;
 use axum::extract::State;
 use serde::Serialize;
 
 use super::{AdminState, ApiError};
-use crate::events::store::{Found, Search, TlsOutcome};
+use crate::events::received::RefusalCount;
+use crate::events::store::{Found, Search, SenderShare, StoreError, TlsOutcome};
 
 const HOUR: u64 = 3600;
 
@@ -30,6 +32,16 @@ pub struct Destination {
     pub tls_percent: u64,
 }
 
+/// A sender domain, in the last 24 hours.
+#[derive(Debug, Serialize)]
+pub struct SenderDomain {
+    /// Empty for the null sender (bounces).
+    pub domain: String,
+    pub received: u64,
+    /// Of the messages received, the share over TLS, in percent.
+    pub tls_percent: u64,
+}
+
 #[derive(Debug, Serialize)]
 pub struct Expiring {
     pub name: String,
@@ -42,6 +54,13 @@ pub struct Dashboard {
     pub queue: crate::admin::queue::Counts,
     pub hours: Vec<Hour>,
     pub destinations: Vec<Destination>,
+    /// The ten busiest sender domains of the received mail.
+    pub senders: Vec<SenderDomain>,
+    /// Refusals before a message on yesterday and today (UTC), per client, sender domain
+    /// and reason, most first, at most 20.
+    pub refused: Vec<RefusalCount>,
+    /// All refusals of those days.
+    pub refused_total: u64,
     pub expiring: Vec<Expiring>,
     /// The newest deferrals and bounces, newest first.
     pub errors: Vec<LastError>,
@@ -68,7 +87,7 @@ pub(crate) async fn gather(state: &AdminState) -> Result<Dashboard, ApiError> {
     .unwrap_or_default();
     let now = crate::fsutil::unix_now();
     let first = now - now % HOUR - 23 * HOUR;
-    let (hourly, top, errors) = records(state, first).await?;
+    let r = records(state, first).await?;
     let expiring = crate::admin::certs::listed(state)
         .await
         .unwrap_or_default()
@@ -82,38 +101,66 @@ pub(crate) async fn gather(state: &AdminState) -> Result<Dashboard, ApiError> {
         .collect();
     Ok(Dashboard {
         queue,
-        hours: hours(first, &hourly),
-        destinations: destinations(top),
+        hours: hours(first, &r.hourly),
+        destinations: destinations(r.top),
+        senders: senders(r.senders),
+        refused_total: r.refusals.iter().map(|c| c.count).sum(),
+        refused: r.refusals.into_iter().take(20).collect(),
         expiring,
-        errors: errors.records.iter().map(LastError::of).collect(),
+        errors: r.errors.records.iter().map(LastError::of).collect(),
     })
 }
 
 type Hourly = Vec<(u64, TlsOutcome, u64)>;
 type Top = Vec<(String, u64, u64)>;
 
-/// From the delivery records since `first`: counts per hour and outcome, the busiest
-/// destinations, the last failures (nothing without a records store).
-async fn records(state: &AdminState, first: u64) -> Result<(Hourly, Top, Found), ApiError> {
+/// What the records say since `first`.
+#[derive(Default)]
+struct FromRecords {
+    hourly: Hourly,
+    top: Top,
+    errors: Found,
+    senders: SenderShare,
+    refusals: Vec<RefusalCount>,
+}
+
+/// From the records since `first`: deliveries per hour and outcome, the busiest
+/// destinations, the last failures, the received mail per sender domain and the refusals
+/// (nothing without a records store).
+async fn records(state: &AdminState, first: u64) -> Result<FromRecords, ApiError> {
     let Some(store) = state.engine.as_ref().and_then(|e| e.events().store()) else {
-        return Ok((Vec::new(), Vec::new(), Found::default()));
+        return Ok(FromRecords::default());
     };
-    let (hourly, top, errors) = tokio::task::spawn_blocking(move || {
+    let r = tokio::task::spawn_blocking(move || -> Result<FromRecords, StoreError> {
         let errors = store.search(&Search {
             failed_only: true,
             limit: 20,
             ..Search::default()
-        });
-        (store.hourly(first), store.destinations(first), errors)
+        })?;
+        Ok(FromRecords {
+            hourly: store.hourly(first)?,
+            top: store.destinations(first)?,
+            errors,
+            senders: store.received_tls(first)?,
+            refusals: store.refusals(first)?,
+        })
     })
     .await
     .map_err(ApiError::internal)?;
-    let internal = ApiError::internal;
-    Ok((
-        hourly.map_err(internal)?,
-        top.map_err(internal)?,
-        errors.map_err(internal)?,
-    ))
+    r.map_err(ApiError::internal)
+}
+
+/// The ten busiest sender domains, with the share received over TLS.
+fn senders(share: SenderShare) -> Vec<SenderDomain> {
+    share
+        .into_iter()
+        .take(10)
+        .map(|(domain, all, tls)| SenderDomain {
+            tls_percent: (tls * 100).checked_div(all).unwrap_or(0),
+            domain,
+            received: all,
+        })
+        .collect()
 }
 
 /// The last 24 hours from `first`, each with its deliveries by TLS outcome.

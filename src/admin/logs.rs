@@ -110,7 +110,8 @@ impl From<Found> for LogPage {
     }
 }
 
-fn store(state: &AdminState) -> Result<std::sync::Arc<Store>, ApiError> {
+/// The record store, or the 503 that says it is not open.
+pub(crate) fn records_store(state: &AdminState) -> Result<std::sync::Arc<Store>, ApiError> {
     state
         .engine
         .as_ref()
@@ -126,7 +127,7 @@ fn store(state: &AdminState) -> Result<std::sync::Arc<Store>, ApiError> {
 
 /// The one search of the API and the page.
 pub(crate) async fn search_records(state: &AdminState, q: Search) -> Result<Found, ApiError> {
-    let store = store(state)?;
+    let store = records_store(state)?;
     super::blocking(move || store.search(&q))
         .await?
         .map_err(ApiError::internal)
@@ -153,7 +154,7 @@ pub(crate) async fn starttls_seen(
             Some("days".into()),
         ));
     }
-    let store = store(state)?;
+    let store = records_store(state)?;
     let since = crate::fsutil::unix_now().saturating_sub(days * 86_400);
     let seen = super::blocking(move || store.starttls_history(&[host], since))
         .await?

@@ -18,6 +18,7 @@ pub mod pages;
 pub mod policy;
 pub mod queue;
 pub mod reach;
+pub mod received;
 pub mod sections;
 
 pub use error::ApiError;
@@ -138,6 +139,7 @@ fn api_router(state: AdminState) -> Router {
         .route("/api/v1/dashboard", get(dashboard::show))
         .route("/api/v1/m365/checklist", get(m365::show))
         .route("/api/v1/logs/starttls", get(logs::starttls))
+        .route("/api/v1/logs/received", get(received::list))
         .route("/api/v1/certificates", get(certs::list).post(certs::import))
         .route(
             "/api/v1/certificates/{name}",

@@ -1,7 +1,11 @@
 //! Delivery records: one per recipient per attempt, written as the Postfix line admins grep
 //! for, as a JSON line with the same facts (`data/log/delivery.jsonl`, for log shippers), and
-//! into the indexed store the Logs page and the dashboard search (`store`).
+//! into the indexed store the Logs page and the dashboard search (`store`). Received records
+//! (`received`): one per accepted message, as a JSON line (`data/log/received.jsonl`) and
+//! into the same store, by the same thread; refusals before a message are counted there.
 
+pub mod received;
+pub mod received_query;
 pub mod records;
 pub mod search;
 pub mod shared;
@@ -17,6 +21,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::tls::TlsInfo;
+use received::{Received, Refusal};
+use records::{Batch, RefusalKey};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Delivery {
@@ -129,6 +135,9 @@ struct Pending {
 #[allow(clippy::large_enum_variant)]
 enum Msg {
     Record(Pending),
+    /// Written to `received.jsonl` and stored by the thread, off the session's path.
+    Received(Received),
+    Refused(RefusalKey),
     /// Store what came before, make it durable, let go of the store, then say so.
     Close(std::sync::mpsc::SyncSender<()>),
 }
@@ -140,6 +149,8 @@ struct JsonFile {
     max_bytes: u64,
 }
 
+/// A UTC day, as refusals are counted by.
+const DAY: u64 = 86_400;
 /// Records read off the channel at once.
 const BATCH: usize = 1024;
 /// The store takes records in transactions of up to this many, or whatever has waited
@@ -196,12 +207,22 @@ impl EventLog {
             path: path.clone(),
             max_bytes: max_bytes.max(1),
         };
+        let received_path = dir.join("received.jsonl");
+        let received_file = JsonFile::open_file(&received_path)?;
+        let received_len = received_file.metadata()?.len();
         let writer = Writer {
             store: store.clone(),
             last_durable: Instant::now(),
             since_prune: 0,
             last_prune: None,
             waiting: Vec::new(),
+            received: Vec::new(),
+            refused: std::collections::HashMap::new(),
+            received_json: JsonFile {
+                file: Some((received_file, received_len)),
+                path: received_path,
+                max_bytes: max_bytes.max(1),
+            },
             live: live.clone(),
         };
         let (tx, rx) = std::sync::mpsc::channel::<Msg>();
@@ -231,6 +252,29 @@ impl EventLog {
             let _ = done.recv_timeout(Duration::from_secs(10));
         }
         self.store.store(None);
+    }
+
+    /// A message accepted (after its 250 was decided): its JSON line and its place in the
+    /// store are made by the store's thread, in its next batch; the session does not wait.
+    pub fn received(&self, r: Received) {
+        let _ = self.writer.send(Msg::Received(r));
+    }
+
+    /// A session refused before a message (plaintext refused, relay denied): counted per
+    /// UTC day, client address, sender domain and reason, not stored per attempt.
+    pub fn refused(&self, client: std::net::IpAddr, sender_domain: Option<&str>, reason: Refusal) {
+        let now = crate::fsutil::unix_now();
+        let domain = sender_domain
+            .unwrap_or("")
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        let key = (
+            now - now % DAY,
+            client.to_canonical().to_string(),
+            domain,
+            reason,
+        );
+        let _ = self.writer.send(Msg::Refused(key));
     }
 
     /// Every record from now on (a slow reader misses the oldest, never blocks delivery).
@@ -305,6 +349,12 @@ struct Writer {
     /// Written to the file, waiting for the store (JSON line without its newline), and
     /// since when the oldest has waited.
     waiting: Vec<(Delivery, Vec<u8>)>,
+    /// Received records waiting for their file and the store.
+    received: Vec<Received>,
+    /// Refusals counted since the last batch.
+    refused: std::collections::HashMap<RefusalKey, u64>,
+    /// `received.jsonl`, written by this thread a batch at a time.
+    received_json: JsonFile,
     live: tokio::sync::broadcast::Sender<Delivery>,
 }
 
@@ -337,16 +387,16 @@ impl Writer {
             // record was a context switch per message).
             let since = Instant::now();
             while closing.is_none()
-                && self.waiting.len() < STORE_BATCH
+                && self.pending() < STORE_BATCH
                 && since.elapsed() < STORE_LINGER
             {
                 std::thread::sleep(GATHER);
-                let before = self.waiting.len();
+                let before = self.pending();
                 match rx.try_recv() {
                     Ok(m) => closing = self.take(m, &rx),
                     Err(_) => break,
                 }
-                if self.waiting.len() == before {
+                if self.pending() == before {
                     break;
                 }
             }
@@ -372,6 +422,8 @@ impl Writer {
         for _ in 0..BATCH {
             match next.take()? {
                 Msg::Record(p) => self.waiting.push((p.record, p.line)),
+                Msg::Received(r) => self.received.push(r),
+                Msg::Refused(key) => *self.refused.entry(key).or_default() += 1,
                 Msg::Close(ack) => return Some(ack),
             }
             next = rx.try_recv().ok();
@@ -379,32 +431,68 @@ impl Writer {
         None
     }
 
+    /// Records and refusals waiting for the store.
+    fn pending(&self) -> usize {
+        self.waiting.len() + self.received.len() + self.refused.len()
+    }
+
     /// Store what waits in one transaction, then publish it.
     fn flush(&mut self) {
-        let waiting = std::mem::take(&mut self.waiting);
-        if waiting.is_empty() {
+        if self.pending() == 0 {
             return;
         }
-        self.store_batch(&waiting);
+        let waiting = std::mem::take(&mut self.waiting);
+        let received = std::mem::take(&mut self.received);
+        let refused = std::mem::take(&mut self.refused);
+        let lines = self.write_received(&received);
+        let batch = Batch {
+            deliveries: waiting.iter().map(|(d, j)| (d, j.as_slice())).collect(),
+            received: received
+                .iter()
+                .zip(&lines)
+                .map(|(r, j)| (r, &j[..]))
+                .collect(),
+            refused: refused.iter().map(|(k, n)| (k, *n)).collect(),
+        };
+        self.store_batch(&batch);
         for (record, _) in waiting {
             let _ = self.live.send(record);
         }
     }
 
-    fn store_batch(&mut self, batch: &[(Delivery, Vec<u8>)]) {
+    /// Each received record's JSON, appended to `received.jsonl` in one write; the lines,
+    /// without their newlines, for the store.
+    fn write_received(&mut self, received: &[Received]) -> Vec<Vec<u8>> {
+        if received.is_empty() {
+            return Vec::new();
+        }
+        let lines: Vec<Vec<u8>> = received
+            .iter()
+            .map(|r| serde_json::to_vec(r).unwrap_or_default())
+            .collect();
+        let mut all = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
+        for line in &lines {
+            all.extend_from_slice(line);
+            all.push(b'\n');
+        }
+        if let Err(e) = self.received_json.append(&all) {
+            tracing::warn!(target: "postern/smtpd", "warning: {}: cannot write received records: {e}", self.received_json.path.display());
+        }
+        lines
+    }
+
+    fn store_batch(&mut self, batch: &Batch<'_>) {
         let Some(store) = &self.store else {
             return;
         };
         let durable = self.last_durable.elapsed() >= DURABLE_EVERY;
-        let records: Vec<(&Delivery, &[u8])> =
-            batch.iter().map(|(d, j)| (d, j.as_slice())).collect();
-        if let Err(e) = store.insert_encoded(&records, durable) {
+        if let Err(e) = store.insert_batch(batch, durable) {
             tracing::warn!(target: "postern/smtp", "warning: {e}");
         }
         if durable {
             self.last_durable = Instant::now();
         }
-        self.since_prune += batch.len();
+        self.since_prune += batch.deliveries.len() + batch.received.len();
         // By count, and by time too, so a quiet gateway still lets old days go.
         let due = self.last_prune.is_none_or(|t| t.elapsed() >= PRUNE_AFTER);
         if self.since_prune >= PRUNE_EVERY || due {

@@ -6,6 +6,7 @@
 
 use serde::Serialize;
 
+use super::received::{Received, ReceivedFrom, ReceivedSearch, Refusal, RefusalCount};
 use super::tls_rpt::RptOutcome;
 use super::{Delivery, StarttlsSeen};
 
@@ -90,10 +91,10 @@ pub struct Search {
     pub from_tenant: bool,
 }
 
-/// A page of results.
-#[derive(Debug, Default, Serialize)]
-pub struct Found {
-    pub records: Vec<Stored>,
+/// A page of results: delivery records, or received ones (`Found<Received>`).
+#[derive(Debug, Serialize)]
+pub struct Found<R = Delivery> {
+    pub records: Vec<Stored<R>>,
     /// The cursor for the next (older) page, if there may be one.
     pub next: Option<u64>,
     /// Records looked at; a free-text search stops at `MAX_SCAN` and says so.
@@ -101,11 +102,40 @@ pub struct Found {
     pub stopped_early: bool,
 }
 
-#[derive(Debug, Serialize)]
-pub struct Stored {
-    pub seq: u64,
-    pub record: Delivery,
+impl<R> Default for Found<R> {
+    fn default() -> Found<R> {
+        Found {
+            records: Vec::new(),
+            next: None,
+            scanned: 0,
+            stopped_early: false,
+        }
+    }
 }
+
+#[derive(Debug, Serialize)]
+pub struct Stored<R = Delivery> {
+    pub seq: u64,
+    pub record: R,
+}
+
+/// What the delivery-log thread stores at once, in one transaction where the store has
+/// them: delivery and received records, each with its JSON (made once, for its file and
+/// the store), and refusals counted since the last batch.
+#[derive(Debug, Default)]
+pub struct Batch<'a> {
+    pub deliveries: Vec<(&'a Delivery, &'a [u8])>,
+    pub received: Vec<(&'a Received, &'a [u8])>,
+    /// (UTC day start, client address, sender domain, reason) → refusals.
+    pub refused: Vec<(&'a RefusalKey, u64)>,
+}
+
+/// A refusal counter's key: the UTC day's start, the client address, the sender domain
+/// (lower case, empty when none was given), the reason.
+pub type RefusalKey = (u64, String, String, Refusal);
+
+/// Received mail per sender domain: (domain, messages, of which over TLS), most first.
+pub type SenderShare = Vec<(String, u64, u64)>;
 
 /// A search looks at this many records at most per page (a free text or a time range
 /// alone walks the records; a field narrows it to its index).
@@ -114,13 +144,37 @@ pub const MAX_SCAN: u64 = 200_000;
 /// A store of delivery records: the pages, the dashboard, "did host H offer STARTTLS?" and the
 /// TLS-RPT counts read through this, whichever store it is.
 pub trait Records: Send + Sync {
-    /// Store a batch; `durable` makes it (and every batch before it) survive a crash where
-    /// the store can choose (the shared store's every transaction is durable).
-    fn insert(&self, batch: &[Delivery], durable: bool) -> Result<(), StoreError>;
-    /// As `insert`, with each record's JSON already made (the delivery log's line: the
-    /// writer thread serialises a record once for both).
-    fn insert_encoded(&self, batch: &[(&Delivery, &[u8])], durable: bool)
-    -> Result<(), StoreError>;
+    /// Store a batch of every kind; `durable` makes it (and every batch before it) survive a
+    /// crash where the store can choose (the shared store's every transaction is durable).
+    fn insert_batch(&self, batch: &Batch<'_>, durable: bool) -> Result<(), StoreError>;
+    /// Delivery records alone.
+    fn insert(&self, batch: &[Delivery], durable: bool) -> Result<(), StoreError> {
+        let encoded = encode(batch)?;
+        let deliveries = batch.iter().zip(&encoded).map(|(d, j)| (d, &j[..]));
+        self.insert_encoded(&deliveries.collect::<Vec<_>>(), durable)
+    }
+    /// As `insert`, with each record's JSON already made.
+    fn insert_encoded(
+        &self,
+        batch: &[(&Delivery, &[u8])],
+        durable: bool,
+    ) -> Result<(), StoreError> {
+        let batch = Batch {
+            deliveries: batch.to_vec(),
+            ..Batch::default()
+        };
+        self.insert_batch(&batch, durable)
+    }
+    /// Received records alone (fixtures, the benches).
+    fn insert_received(&self, batch: &[Received], durable: bool) -> Result<(), StoreError> {
+        let encoded = encode(batch)?;
+        let received = batch.iter().zip(&encoded).map(|(r, j)| (r, &j[..]));
+        let batch = Batch {
+            received: received.collect(),
+            ..Batch::default()
+        };
+        self.insert_batch(&batch, durable)
+    }
     /// Between records: the shared store stores what waited while its database was away.
     fn tick(&self) {}
     /// Drop what retention no longer keeps; returns how many records (or days) went.
@@ -154,6 +208,35 @@ pub trait Records: Send + Sync {
     fn unclaim_report(&self, _day: u64, _domain: &str, _rua: &str) -> Result<(), StoreError> {
         Ok(())
     }
+    fn received_len(&self) -> Result<u64, StoreError>;
+    /// The Received view's search, newest first, a page at a time.
+    fn search_received(&self, q: &ReceivedSearch) -> Result<Found<Received>, StoreError>;
+    /// What a sender domain (or `.domain`) or a client network sent since `since`, newest
+    /// first, at most `max`; true when more matched than `max` (the impact preview of an
+    /// inbound TLS row).
+    fn received_from(
+        &self,
+        from: &ReceivedFrom,
+        since: u64,
+        max: u64,
+    ) -> Result<(Vec<Received>, bool), StoreError>;
+    /// Sender domains since `since` (an hour boundary): messages received, of which over
+    /// TLS; most messages first.
+    fn received_tls(&self, since: u64) -> Result<SenderShare, StoreError>;
+    /// Refusals counted on the UTC days from the one of `since` on, most first.
+    fn refusals(&self, since: u64) -> Result<Vec<RefusalCount>, StoreError>;
+}
+
+/// Each record's JSON, as a store keeps it.
+fn encode<T: Serialize>(batch: &[T]) -> Result<Vec<Vec<u8>>, StoreError> {
+    batch
+        .iter()
+        .map(|r| serde_json::to_vec(r))
+        .collect::<Result<_, _>>()
+        .map_err(|e| StoreError {
+            path: "records".into(),
+            message: e.to_string(),
+        })
 }
 
 pub(super) fn host_of(relay: &str) -> String {

@@ -265,6 +265,22 @@ impl Query {
     }
 }
 
+/// What a store's page judges each stored record with: a delivery search (`Query`) or a
+/// received one (`received_query::ReceivedQuery`).
+pub trait Judge {
+    type Record;
+    /// The record, if it matches.
+    fn judge_stored(&self, stored: &[u8], buffers: &mut Buffers) -> Option<Self::Record>;
+}
+
+impl Judge for Query {
+    type Record = Delivery;
+
+    fn judge_stored(&self, stored: &[u8], buffers: &mut Buffers) -> Option<Delivery> {
+        Query::judge_stored(self, stored, buffers)
+    }
+}
+
 /// Buffers a store reuses from one record to the next.
 #[derive(Debug, Default)]
 pub struct Buffers {
@@ -552,6 +568,7 @@ mod tests {
             cipher: "qvcq".into(),
             bits: 7,
             trusted: None,
+            key_exchange: None,
         });
         d.hosts_tried = vec![
             HostTried {

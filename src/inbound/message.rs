@@ -145,6 +145,7 @@ mod tests {
             cipher: "TLS_AES_256_GCM_SHA384".into(),
             bits: 256,
             trusted: None,
+            key_exchange: None,
         };
         let h = received_header(&ReceivedFacts {
             helo: "client.example",

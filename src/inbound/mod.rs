@@ -6,6 +6,7 @@ mod auth_guard;
 mod conn;
 pub mod connector;
 mod message;
+mod received;
 mod relay;
 mod session;
 mod throttle;
@@ -75,6 +76,8 @@ pub struct Context {
     pub client_roots: std::sync::Arc<rustls::RootCertStore>,
     /// Set by `postern node drain`: new connections are told 421.
     pub draining: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Where each accepted message is recorded and refusals are counted.
+    pub events: Option<Arc<crate::events::EventLog>>,
 }
 
 /// Accept until `shutdown` turns true, then give sessions `shutdown_grace` to finish.
@@ -434,7 +437,7 @@ fn log_tls_client(session: &session::Session) {
     let info = session
         .tls
         .as_ref()
-        .map(|t| t.describe())
+        .map(|t| t.describe_session())
         .unwrap_or_default();
     match &session.client_cert {
         ClientCert::None => tracing::info!(
@@ -511,7 +514,12 @@ async fn commit(session: &Session, ctx: &Context, prepared: session::Prepared) -
         .commit_owned(prepared.id, prepared.envelope, parts)
         .await
     {
-        Ok(()) => session.committed(&summary),
+        Ok(()) => {
+            if let Some(events) = &ctx.events {
+                events.received(session.received_record(&summary));
+            }
+            session.committed(&summary)
+        }
         Err(e) => {
             tracing::error!(target: "postern/smtpd", "{}: spool commit failed for {}: {e}", summary.id, session.client);
             replies::storage_full()

@@ -77,7 +77,7 @@ pub struct Engine {
     tls: Arc<rustls::ClientConfig>,
     /// Idle sessions kept for the next message to the same host and level.
     pool: client::Pool,
-    events: EventLog,
+    events: Arc<EventLog>,
     total: Arc<Semaphore>,
     per_destination: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// Client certificates for relay domains that name one.
@@ -113,7 +113,7 @@ impl Engine {
         settings: SettingsHandle,
         cfg: OutboundConfig,
         helo: String,
-        events: EventLog,
+        events: impl Into<Arc<EventLog>>,
         resolver: Option<Arc<dyn dns::Resolver>>,
         roots: Arc<rustls::RootCertStore>,
     ) -> Engine {
@@ -130,7 +130,7 @@ impl Engine {
             cfg,
             helo,
             tls: client::unauthenticated_tls_config(),
-            events,
+            events: events.into(),
             per_destination: Mutex::new(HashMap::new()),
             certs: None,
             bodies: Arc::default(),
@@ -187,5 +187,10 @@ impl Engine {
 
     pub fn events(&self) -> &EventLog {
         &self.events
+    }
+
+    /// The event log, for the inbound sessions' received records.
+    pub fn event_log(&self) -> Arc<EventLog> {
+        self.events.clone()
     }
 }

@@ -1,7 +1,7 @@
 //! The facts of a TLS session that log lines, Received headers and the minimum-strength
 //! policy report: protocol, cipher (OpenSSL's names, as Postfix logs them) and key bits.
 
-use rustls::{CipherSuite, ProtocolVersion};
+use rustls::{CipherSuite, NamedGroup, ProtocolVersion};
 
 /// What was negotiated, in the words Postfix logs use.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -17,6 +17,11 @@ pub struct TlsInfo {
     /// recorded and inbound.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trusted: Option<bool>,
+    /// The key exchange, as Postfix logs it after `key-exchange` (OpenSSL's names):
+    /// `X25519`, `ECDHE (prime256v1)`, `X25519MLKEM768`. Unknown on records made before it
+    /// was kept, and on a TLS 1.2 session resumed (no key exchange took place).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_exchange: Option<String>,
 }
 
 impl TlsInfo {
@@ -33,6 +38,9 @@ impl TlsInfo {
             cipher,
             bits,
             trusted: None,
+            key_exchange: conn
+                .negotiated_key_exchange_group()
+                .map(|g| key_exchange_name(g.name())),
         })
     }
 
@@ -43,6 +51,40 @@ impl TlsInfo {
             self.protocol, self.cipher, self.bits, self.bits
         )
     }
+
+    /// `describe`, and the key exchange where it is known, as smtpd's TLS line has them:
+    /// `TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits) key-exchange X25519`.
+    pub fn describe_session(&self) -> String {
+        match &self.key_exchange {
+            Some(kx) => format!("{} key-exchange {kx}", self.describe()),
+            None => self.describe(),
+        }
+    }
+}
+
+/// The group in Postfix's words (`tls_misc.c`, `tls_get_signature_params`): X25519 and X448
+/// by name, an elliptic curve as `ECDHE (curve)` with OpenSSL 3's curve names, finite-field
+/// groups as `DHE (bits)`, hybrids by their IANA name as OpenSSL 3.5 calls them.
+fn key_exchange_name(group: NamedGroup) -> String {
+    let name = match group {
+        NamedGroup::X25519 => "X25519",
+        NamedGroup::X448 => "X448",
+        NamedGroup::secp256r1 => "ECDHE (prime256v1)",
+        NamedGroup::secp384r1 => "ECDHE (secp384r1)",
+        NamedGroup::secp521r1 => "ECDHE (secp521r1)",
+        NamedGroup::FFDHE2048 => "DHE (2048 bits)",
+        NamedGroup::FFDHE3072 => "DHE (3072 bits)",
+        NamedGroup::FFDHE4096 => "DHE (4096 bits)",
+        NamedGroup::FFDHE6144 => "DHE (6144 bits)",
+        NamedGroup::FFDHE8192 => "DHE (8192 bits)",
+        NamedGroup::X25519MLKEM768 => "X25519MLKEM768",
+        NamedGroup::secp256r1MLKEM768 => "SecP256r1MLKEM768",
+        NamedGroup::MLKEM512 => "MLKEM512",
+        NamedGroup::MLKEM768 => "MLKEM768",
+        NamedGroup::MLKEM1024 => "MLKEM1024",
+        other => return format!("{other:?}"),
+    };
+    name.to_string()
 }
 
 fn openssl_name(suite: CipherSuite) -> (String, u16) {

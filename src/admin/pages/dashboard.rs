@@ -40,12 +40,68 @@ struct DashboardPage {
     data: Option<Dashboard>,
     /// The last errors: (when, UTC as on the Logs page; the Postfix line).
     errors: Vec<(String, String)>,
+    senders: Vec<SenderRow>,
+    refused: Vec<RefusedRow>,
     bars: Vec<Bar>,
     peak: u64,
     total: u64,
     width: u64,
     height: u64,
     bar_width: u64,
+}
+
+/// A sender domain of the received mail, with the Received view of its mail.
+pub struct SenderRow {
+    domain: String,
+    /// Its records on the Logs page (none for the null sender).
+    link: Option<String>,
+    received: u64,
+    tls_percent: u64,
+}
+
+pub struct RefusedRow {
+    day: String,
+    client: String,
+    sender_domain: String,
+    reason: &'static str,
+    count: u64,
+}
+
+fn sender_rows(d: &Dashboard) -> Vec<SenderRow> {
+    d.senders
+        .iter()
+        .map(|s| SenderRow {
+            domain: match s.domain.as_str() {
+                "" => "<> (the null sender)".into(),
+                d => d.to_string(),
+            },
+            link: (!s.domain.is_empty()).then(|| {
+                let q = form_urlencoded::Serializer::new(String::new())
+                    .append_pair("sender", &s.domain)
+                    .finish();
+                format!("/logs/received?{q}#results")
+            }),
+            received: s.received,
+            tls_percent: s.tls_percent,
+        })
+        .collect()
+}
+
+fn refused_rows(d: &Dashboard) -> Vec<RefusedRow> {
+    d.refused
+        .iter()
+        .map(|r| RefusedRow {
+            day: crate::proto::utc_at(r.day)
+                .split(' ')
+                .next()
+                .unwrap_or("")
+                .to_string(),
+            client: r.client.clone(),
+            sender_domain: r.sender_domain.clone(),
+            reason: r.reason.describe(),
+            count: r.count,
+        })
+        .collect()
 }
 
 fn hh(unix: u64) -> String {
@@ -119,7 +175,11 @@ pub async fn page(
             .map(|e| (super::queue::when(e.unix_time), e.line.clone()))
             .collect()
     });
+    let senders = data.as_ref().map(sender_rows).unwrap_or_default();
+    let refused = data.as_ref().map(refused_rows).unwrap_or_default();
     render(DashboardPage {
+        senders,
+        refused,
         chrome: chrome(&state, &session, Some(&auth)).await,
         notice: session.remove::<String>("notice").await.ok().flatten(),
         error,

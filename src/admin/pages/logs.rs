@@ -51,6 +51,8 @@ struct Row {
     /// The node that made the attempt (records shared by several nodes).
     node: String,
     queue_id: String,
+    /// The Received view of its queue ID.
+    receipt: String,
     /// Addresses and host names in pieces a line may break after (`words::breakable`).
     recipient: Vec<String>,
     status: String,
@@ -93,7 +95,7 @@ struct LogsPage {
 }
 
 /// A `datetime-local` value read as UTC.
-fn unix_of(field: &str, value: &str) -> Result<Option<u64>, String> {
+pub(super) fn unix_of(field: &str, value: &str) -> Result<Option<u64>, String> {
     let value = value.trim();
     if value.is_empty() {
         return Ok(None);
@@ -106,7 +108,11 @@ fn unix_of(field: &str, value: &str) -> Result<Option<u64>, String> {
 }
 
 fn row(d: &Delivery) -> Row {
+    let query = form_urlencoded::Serializer::new(String::new())
+        .append_pair("queue_id", &d.queue_id)
+        .finish();
     Row {
+        receipt: format!("/logs/received?{query}#results"),
         time: crate::proto::utc_at(d.unix_time),
         node: d.node.clone().unwrap_or_default(),
         queue_id: d.queue_id.clone(),

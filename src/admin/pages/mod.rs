@@ -10,6 +10,7 @@ mod csrf;
 mod dashboard;
 mod explain;
 mod logs;
+mod logs_received;
 mod m365;
 mod password_rules;
 pub mod policy;
@@ -187,6 +188,7 @@ fn signed_in_routes(state: &AdminState) -> Router<AdminState> {
         .route("/relay/networks", post(relay::networks))
         .route("/relay/users", post(relay::user))
         .route("/logs", get(logs::page))
+        .route("/logs/received", get(logs_received::page))
         .route("/m365", get(m365::page).post(m365::save))
         .route("/rules", get(rules::page))
         .route("/rules/save", post(rules::save_rule))

@@ -16,17 +16,19 @@ use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
     TableHandle,
 };
+mod received;
 mod walk;
 
+use super::received::{Received, ReceivedFrom, ReceivedSearch, RefusalCount};
 pub use super::records::{
-    Found, MAX_SCAN, Records, Retention, Search, StoreError, Stored, TlsOutcome,
+    Batch, Found, MAX_SCAN, Records, Retention, Search, SenderShare, StoreError, Stored, TlsOutcome,
 };
 use super::records::{domain_of, host_of};
 use super::search::{Party, Query, domain_key};
 use super::shared::SharedRecords;
 use super::tls_rpt::RptOutcome;
 use super::{Delivery, StarttlsSeen};
-use walk::{Page, Seqs, keys_under};
+use walk::{Page, Seqs, keys_under, newest_first};
 
 const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
 const BY_RECIPIENT: TableDefinition<(&str, u64), ()> = TableDefinition::new("by_recipient");
@@ -120,6 +122,7 @@ impl Local {
             tx.open_table(HOURLY).map_err(|e| store.err(e))?;
             tx.open_table(DESTINATIONS).map_err(|e| store.err(e))?;
             tx.open_table(TLS_RPT).map_err(|e| store.err(e))?;
+            store.create_received(&tx).map_err(|e| store.err(e))?;
         }
         tx.commit().map_err(|e| store.err(e))?;
         Ok(store)
@@ -222,7 +225,7 @@ impl Local {
         tx: &redb::ReadTransaction,
         q: &Query,
         before: u64,
-    ) -> Result<Option<Seqs>, StoreError> {
+    ) -> Result<Option<Seqs<'static>>, StoreError> {
         let address = |p: &Option<Party>, table| match p {
             Some(Party::Address(a)) => Some((table, a.clone(), false)),
             _ => None,
@@ -261,7 +264,7 @@ impl Local {
             let range = index
                 .range((key.as_str(), 0)..(key.as_str(), before))
                 .map_err(|e| self.err(e))?;
-            ranges.push(range.rev());
+            ranges.push(newest_first(range));
         }
         Seqs::new(ranges).map(Some).map_err(|e| self.err(e))
     }
@@ -270,32 +273,18 @@ impl Local {
 impl Records for Local {
     /// One transaction for the batch; `durable` makes it (and every batch before it) survive
     /// a crash.
-    fn insert(&self, batch: &[Delivery], durable: bool) -> Result<(), StoreError> {
-        let encoded: Vec<Vec<u8>> = batch
-            .iter()
-            .map(|d| serde_json::to_vec(d).map_err(|e| self.err(e)))
-            .collect::<Result<_, _>>()?;
-        let pairs: Vec<(&Delivery, &[u8])> = batch
-            .iter()
-            .zip(&encoded)
-            .map(|(d, j)| (d, j.as_slice()))
-            .collect();
-        self.insert_encoded(&pairs, durable)
-    }
-
-    /// As `insert`, with each record's JSON already made (the delivery log's line: the
-    /// writer thread serialises a record once for both).
-    fn insert_encoded(
-        &self,
-        batch: &[(&Delivery, &[u8])],
-        durable: bool,
-    ) -> Result<(), StoreError> {
+    fn insert_batch(&self, batch: &Batch<'_>, durable: bool) -> Result<(), StoreError> {
         let mut tx = self.db.begin_write().map_err(|e| self.err(e))?;
         if !durable {
             tx.set_durability(Durability::None)
                 .map_err(|e| self.err(e))?;
         }
-        self.put_all(&tx, batch).map_err(|e| self.err(e))?;
+        if !batch.deliveries.is_empty() {
+            self.put_all(&tx, &batch.deliveries)
+                .map_err(|e| self.err(e))?;
+        }
+        self.put_received(&tx, &batch.received, &batch.refused)
+            .map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))
     }
 
@@ -350,7 +339,8 @@ impl Records for Local {
             tls_rpt
                 .retain(|(day, _), _| day + DAY > cutoff)
                 .map_err(|e| self.err(e))?;
-            removed = doomed.len() as u64;
+            removed =
+                doomed.len() as u64 + self.prune_received(&tx, cutoff).map_err(|e| self.err(e))?;
         }
         tx.commit().map_err(|e| self.err(e))?;
         Ok(removed)
@@ -487,6 +477,31 @@ impl Records for Local {
         out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         Ok(out)
     }
+
+    fn received_len(&self) -> Result<u64, StoreError> {
+        self.received_count()
+    }
+
+    fn search_received(&self, q: &ReceivedSearch) -> Result<Found<Received>, StoreError> {
+        self.search_received_in(q)
+    }
+
+    fn received_from(
+        &self,
+        from: &ReceivedFrom,
+        since: u64,
+        max: u64,
+    ) -> Result<(Vec<Received>, bool), StoreError> {
+        self.received_from_in(from, since, max)
+    }
+
+    fn received_tls(&self, since: u64) -> Result<SenderShare, StoreError> {
+        self.received_tls_in(since)
+    }
+
+    fn refusals(&self, since: u64) -> Result<Vec<RefusalCount>, StoreError> {
+        self.refusals_in(since)
+    }
 }
 
 /// The index keys of a record, in the order of `INDEXES`.
@@ -509,5 +524,7 @@ fn time_of(bytes: &[u8]) -> u64 {
     serde_json::from_slice::<Time>(bytes).map_or(0, |t| t.unix_time)
 }
 
+#[cfg(test)]
+mod received_tests;
 #[cfg(test)]
 mod tests;

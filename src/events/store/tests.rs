@@ -21,6 +21,7 @@ fn record(i: u64, rcpt: &str, relay: &str, tls: bool) -> Delivery {
             cipher: "TLS_AES_256_GCM_SHA384".into(),
             bits: 256,
             trusted: None,
+            key_exchange: None,
         }),
         verified_name: None,
         policy_level: "may".into(),

@@ -1,51 +1,56 @@
-//! How the embedded store walks its records for a search: the sequence numbers an index
-//! range gives (several ranges merged newest first, for a `.domain`), and the page they
-//! fill.
+//! How the embedded store walks its records for a search: the sequence numbers index
+//! ranges give (several ranges merged newest first, for a `.domain` or a client network),
+//! and the page they fill.
 
-use std::iter::Rev;
+use std::collections::BinaryHeap;
 
-use redb::{Range, ReadOnlyTable, StorageError};
+use redb::{Key, ReadOnlyTable, StorageError};
 
 use super::super::records::{Found, MAX_SCAN, Stored};
-use super::super::search::{Buffers, Query};
+use super::super::search::{Buffers, Judge};
 
 /// Past this many subdomains a `.domain` search walks the records instead of merging the
 /// index ranges of each.
 const MAX_SUBDOMAINS: usize = 256;
 
-type IndexRange = Rev<Range<'static, (&'static str, u64), ()>>;
+/// Sequence numbers of one index range, newest first.
+pub(super) type SeqRange<'a> = Box<dyn Iterator<Item = Result<u64, StorageError>> + 'a>;
 
-/// Sequence numbers from index ranges, each newest first, merged newest first.
-pub(super) struct Seqs {
-    heads: Vec<(u64, IndexRange)>,
+/// The sequence numbers of an index range of `(key, seq)` entries, newest first.
+pub(super) fn newest_first<'a, K: Key + 'static>(
+    range: redb::Range<'a, (K, u64), ()>,
+) -> SeqRange<'a> {
+    Box::new(range.rev().map(|entry| entry.map(|(k, _)| k.value().1)))
 }
 
-impl Seqs {
-    pub(super) fn new(ranges: Vec<IndexRange>) -> Result<Seqs, StorageError> {
-        let mut heads = Vec::with_capacity(ranges.len());
-        for mut range in ranges {
-            if let Some(entry) = range.next() {
-                heads.push((entry?.0.value().1, range));
+/// Sequence numbers from index ranges, each newest first, merged newest first.
+pub(super) struct Seqs<'a> {
+    ranges: Vec<SeqRange<'a>>,
+    /// The next sequence number of each range that has one, and the range's place.
+    heads: BinaryHeap<(u64, usize)>,
+}
+
+impl<'a> Seqs<'a> {
+    pub(super) fn new(mut ranges: Vec<SeqRange<'a>>) -> Result<Seqs<'a>, StorageError> {
+        let mut heads = BinaryHeap::with_capacity(ranges.len());
+        for (i, range) in ranges.iter_mut().enumerate() {
+            if let Some(seq) = range.next() {
+                heads.push((seq?, i));
             }
         }
-        Ok(Seqs { heads })
+        Ok(Seqs { ranges, heads })
     }
 }
 
-impl Iterator for Seqs {
+impl Iterator for Seqs<'_> {
     type Item = Result<u64, StorageError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let (i, _) = self
-            .heads
-            .iter()
-            .enumerate()
-            .max_by_key(|(_, (seq, _))| *seq)?;
-        let seq = self.heads[i].0;
-        match self.heads[i].1.next() {
-            Some(Ok(entry)) => self.heads[i].0 = entry.0.value().1,
+        let (seq, i) = self.heads.pop()?;
+        match self.ranges[i].next() {
+            Some(Ok(next)) => self.heads.push((next, i)),
             Some(Err(e)) => return Some(Err(e)),
-            None => drop(self.heads.swap_remove(i)),
+            None => {}
         }
         Some(Ok(seq))
     }
@@ -79,16 +84,16 @@ pub(super) fn keys_under(
 }
 
 /// A page being filled, newest first.
-pub(super) struct Page<'q> {
-    query: &'q Query,
+pub(super) struct Page<'q, J: Judge> {
+    query: &'q J,
     limit: usize,
-    pub(super) found: Found,
+    pub(super) found: Found<J::Record>,
     /// Reused from one record to the next.
     buffers: Buffers,
 }
 
-impl<'q> Page<'q> {
-    pub(super) fn new(query: &'q Query, limit: usize) -> Page<'q> {
+impl<'q, J: Judge> Page<'q, J> {
+    pub(super) fn new(query: &'q J, limit: usize) -> Page<'q, J> {
         Page {
             query,
             limit: limit.max(1),

@@ -4,7 +4,8 @@
 //! rules, the connector's tenant). The 250 waits for the spool's commit (`committed`).
 
 use super::{Session, Step, Transaction};
-use crate::inbound::connector;
+use crate::events::received::{Received, Trust};
+use crate::inbound::connector::{self, ClientCert, Verdict};
 use crate::inbound::message::{self, ReceivedFacts};
 use crate::proto::{Address, Body, DotReader, Reply, replies};
 use crate::spool::{Envelope, QueueId};
@@ -18,12 +19,14 @@ pub struct Prepared {
     pub body: Vec<u8>,
 }
 
-/// What the 250 and qmgr's line say of a committed message.
+/// What the 250, qmgr's line and the received record say of a committed message.
 pub struct Committed {
     pub id: QueueId,
     pub sender: String,
     pub size: usize,
     pub nrcpt: usize,
+    /// The Microsoft 365 tenant the connector relayed it for.
+    pub tenant: Option<String>,
 }
 
 impl Prepared {
@@ -33,6 +36,7 @@ impl Prepared {
             sender: self.envelope.sender.clone(),
             size: self.received.len() + self.body.len(),
             nrcpt: self.envelope.recipients.len(),
+            tenant: self.envelope.tenant.clone(),
         }
     }
 }
@@ -286,6 +290,43 @@ impl Session {
             prepared.nrcpt
         );
         replies::queued(&prepared.id.to_string())
+    }
+}
+
+impl Session {
+    /// The received record of a committed message: who sent it, how the client was
+    /// trusted, the session's TLS and client certificate.
+    pub fn received_record(&self, c: &Committed) -> Received {
+        let trust = if let Some(user) = &self.user {
+            Trust::AuthUser { user: user.clone() }
+        } else if self.snapshot.is_trusted(self.peer.ip()) {
+            Trust::TrustedNetwork
+        } else if let ClientCert::Presented {
+            verdict: Verdict::Connector(name),
+            ..
+        } = &self.client_cert
+        {
+            Trust::Connector {
+                name: name.clone(),
+                tenant: c.tenant.clone().unwrap_or_default(),
+            }
+        } else {
+            Trust::None
+        };
+        Received {
+            unix_time: crate::fsutil::unix_now(),
+            queue_id: c.id.to_string(),
+            node: None,
+            client_name: "unknown".into(),
+            client_addr: self.peer_ip().to_string(),
+            helo: self.helo.clone().unwrap_or_default(),
+            sender: c.sender.clone(),
+            recipients: u32::try_from(c.nrcpt).unwrap_or(u32::MAX),
+            size: c.size as u64,
+            trust,
+            tls: self.tls.clone(),
+            client_cert: self.cert_facts.clone(),
+        }
     }
 }
 

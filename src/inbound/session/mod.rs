@@ -14,6 +14,7 @@ use super::Context;
 use super::auth::{self, Credentials, Pending};
 use super::connector::{self, ClientCert};
 use super::relay;
+use crate::events::received::Refusal;
 use crate::proto::{Address, Body, Capabilities, Command, MailParams, Reply, ehlo_reply, replies};
 use crate::settings::{Snapshot, TlsMode};
 use crate::spool::QueueId;
@@ -113,6 +114,8 @@ pub struct Session {
     /// The chain the client showed at STARTTLS (leaf first, DER): inbound `verify` rows
     /// judge it at each MAIL against the rows then in force.
     client_chain: Vec<rustls_pki_types::CertificateDer<'static>>,
+    /// The same certificate as the received records keep it.
+    cert_facts: Option<crate::events::received::CertFacts>,
     /// The SMTP AUTH user, and the mechanism it logged in with (for Postfix's
     /// `sasl_method=` on the client line).
     user: Option<String>,
@@ -144,6 +147,7 @@ impl Session {
             tls: None,
             client_cert: ClientCert::None,
             client_chain: Vec::new(),
+            cert_facts: None,
             user: None,
             sasl_method: "",
             tx: None,
@@ -249,6 +253,7 @@ impl Session {
             self.peer.ip(),
         );
         self.client_chain = chain.to_vec();
+        self.cert_facts = super::received::cert_facts(chain, &self.ctx.client_roots);
         self.helo = None;
         self.esmtp = false;
         self.tx = None;
@@ -260,6 +265,8 @@ impl Session {
             return replies::bad_sequence("send HELO/EHLO first");
         }
         if self.mode() == TlsMode::Encrypt && self.tls.is_none() {
+            let domain = from.as_ref().and_then(|a| a.domain.as_deref());
+            self.count_refusal(Refusal::PlaintextRefused, domain);
             return replies::must_starttls();
         }
         if self.tx.is_some() {
@@ -314,6 +321,10 @@ impl Session {
         // The connector may relay anywhere, pending the tenant check at the end of DATA.
         let connector = !authorised && self.client_cert.is_connector();
         if let Err(reply) = relay::check_recipient(&self.snapshot, authorised || connector, &to) {
+            if !(authorised || connector) && relay::needs_relay(&self.snapshot, &to) {
+                let sender = tx.from.as_ref().and_then(|a| a.domain.clone());
+                self.count_refusal(Refusal::RelayDenied, sender.as_deref());
+            }
             let reply = self.connector_refusal(&to).unwrap_or(reply);
             return Step::Reply(self.rcpt_rejected(&to, reply));
         }
@@ -324,6 +335,13 @@ impl Session {
             return Step::VerifyRcpt(to);
         }
         Step::Reply(self.rcpt_accepted(to))
+    }
+
+    /// A refusal before a message, counted by the event log (per day, client, sender domain).
+    fn count_refusal(&self, reason: Refusal, sender_domain: Option<&str>) {
+        if let Some(events) = &self.ctx.events {
+            events.refused(self.peer_ip(), sender_domain, reason);
+        }
     }
 
     /// With the connector profile on, a relay refusal says which connector check failed.

@@ -40,7 +40,7 @@ impl Session {
             refusal.row.row.level,
             refusal.row.source()
         );
-        self.count_refusal(&refusal);
+        self.count_row_refusal(&refusal, from.and_then(|a| a.domain.as_deref()));
         Some(reply)
     }
 
@@ -78,15 +78,22 @@ impl Session {
         }
     }
 
-    /// Count a refusal before any message (`postern_inbound_refused_total{reason}` today).
-    /// It logs nothing: the NOQUEUE line is the log. To be wired to the event log's
-    /// per-client and sender-domain refusal counters (`EventLog::refused`) once they exist.
-    fn count_refusal(&self, refusal: &InboundRefusal) {
+    /// Count a row's refusal before any message: `postern_inbound_refused_total{reason}`, and
+    /// the event log's per-client and sender-domain refusal counters (`EventLog::refused`)
+    /// for the reasons it has (it has none for a cipher too weak: metric only).
+    fn count_row_refusal(&self, refusal: &InboundRefusal, sender_domain: Option<&str>) {
+        use crate::events::received::Refusal;
         use crate::policy::inbound::Refused;
-        crate::metrics::inbound_refused(match refusal.why {
-            Refused::Plaintext => "plaintext",
-            Refused::TooWeak { .. } => "strength",
-            Refused::NoCertificate | Refused::Certificate { .. } => "certificate",
-        });
+        let (metric, event) = match refusal.why {
+            Refused::Plaintext => ("plaintext", Some(Refusal::PlaintextRefused)),
+            Refused::TooWeak { .. } => ("strength", None),
+            Refused::NoCertificate | Refused::Certificate { .. } => {
+                ("certificate", Some(Refusal::CertificateRefused))
+            }
+        };
+        crate::metrics::inbound_refused(metric);
+        if let Some(event) = event {
+            self.count_refusal(event, sender_domain);
+        }
     }
 }

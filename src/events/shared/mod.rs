@@ -5,19 +5,23 @@
 //! recipient's or sender's domain an expression index on the address, written backwards as
 //! the embedded store keys it); the record itself is kept as JSON.
 
-use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use super::received::{Received, ReceivedFrom, ReceivedSearch, RefusalCount};
 use super::records::{
-    Found, MAX_SCAN, Records, Retention, Search, StoreError, Stored, TlsOutcome, domain_of, host_of,
+    Batch, Found, MAX_SCAN, Records, Retention, Search, SenderShare, StoreError, Stored,
+    TlsOutcome, domain_of, host_of,
 };
 use super::search::{Party, Query, domain_key};
 use super::tls_rpt::RptOutcome;
 use super::{Delivery, StarttlsSeen};
 use crate::settings::postgres::DbThread;
+
+mod pending;
+mod received;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS postern_deliveries (
@@ -61,8 +65,9 @@ pub struct SharedRecords {
     db: DbThread,
     node: Arc<str>,
     retention: Retention,
-    /// Days whose partition exists (created on first use).
+    /// Days whose partition exists (created on first use), of deliveries and of received.
     days: std::sync::Mutex<std::collections::BTreeSet<u64>>,
+    received_days: std::sync::Mutex<std::collections::BTreeSet<u64>>,
     /// The tables exist (made by this process's first successful call).
     ready: AtomicBool,
     /// Records not stored while the database was away (`data/log/shared-pending.jsonl`),
@@ -73,19 +78,6 @@ pub struct SharedRecords {
     retry_at: std::sync::Mutex<Option<Instant>>,
     /// Said once per outage.
     away: AtomicBool,
-}
-
-/// How long a failed database is left alone before the next try.
-const RETRY_AFTER: Duration = Duration::from_secs(2);
-
-/// Records replayed per transaction.
-const REPLAY_CHUNK: usize = 2_000;
-
-/// A record waiting in `pending`, with the ID that makes its replay idempotent.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Pending {
-    rid: i64,
-    record: Delivery,
 }
 
 fn err(message: String) -> StoreError {
@@ -109,6 +101,7 @@ impl SharedRecords {
             node: node.into(),
             retention,
             days: Default::default(),
+            received_days: Default::default(),
             ready: AtomicBool::new(false),
             pending: data_dir.join("log/shared-pending.jsonl"),
             retry_at: std::sync::Mutex::new(None),
@@ -135,174 +128,100 @@ impl SharedRecords {
     fn ensure_schema(&self) -> Result<(), StoreError> {
         if !self.ready.load(Ordering::Relaxed) {
             self.db
-                .with(|c| crate::settings::postgres::create_schema(c, SCHEMA))
+                .with(|c| {
+                    let schema = format!("{SCHEMA}{}", Self::RECEIVED_SCHEMA);
+                    crate::settings::postgres::create_schema(c, &schema)
+                })
                 .map_err(err)?;
             self.ready.store(true, Ordering::Relaxed);
         }
         Ok(())
     }
 
-    /// The day partitions `batch` needs.
-    fn partitions(&self, batch: &[Delivery]) -> Result<(), StoreError> {
+    /// The day partitions of `table` for records of `times`; `received` says which table.
+    pub(super) fn partitions(
+        &self,
+        received: bool,
+        times: impl Iterator<Item = u64>,
+    ) -> Result<(), StoreError> {
+        let (table, known) = match received {
+            false => ("postern_deliveries", &self.days),
+            true => ("postern_received", &self.received_days),
+        };
+        let lock = || known.lock().unwrap_or_else(|e| e.into_inner());
         let needed: Vec<u64> = {
-            let days = self.known_days();
-            let mut n: Vec<u64> = batch
-                .iter()
-                .map(|d| d.unix_time - d.unix_time % DAY)
+            let days = lock();
+            let mut n: Vec<u64> = times
+                .map(|t| t - t % DAY)
                 .filter(|d| !days.contains(d))
                 .collect();
+            n.sort_unstable();
             n.dedup();
             n
         };
         for day in needed {
             let sql = format!(
-                "CREATE TABLE IF NOT EXISTS postern_deliveries_{day} PARTITION OF postern_deliveries FOR VALUES FROM ({day}) TO ({})",
+                "CREATE TABLE IF NOT EXISTS {table}_{day} PARTITION OF {table} FOR VALUES FROM ({day}) TO ({})",
                 day + DAY
             );
             self.batch(sql)?;
-            self.known_days().insert(day);
+            lock().insert(day);
         }
         Ok(())
     }
 
-    fn store_or_keep(&self, batch: &[Delivery]) -> Result<(), StoreError> {
-        let batch: Vec<Pending> = batch
-            .iter()
-            .map(|d| Pending {
-                rid: rand::random::<i64>(),
-                record: d.clone(),
-            })
-            .collect();
-        let stored = self.ready_to_try().and_then(|()| {
-            self.replay()?;
-            self.store(&batch)
-        });
-        match stored {
-            Ok(()) => {
-                self.away.store(false, Ordering::Relaxed);
-                Ok(())
-            }
-            Err(e) => {
-                self.failed();
-                self.keep_pending(&batch)?;
-                if !self.away.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(target: "postern/master", "warning: {}: delivery records are kept in {} until the database is back", e.message, self.pending.display());
-                }
-                Ok(())
-            }
-        }
+    /// Forget a dropped partition of the received records.
+    pub(super) fn forget_received_day(&self, day: u64) {
+        self.received_days
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&day);
     }
 
-    /// Not within `RETRY_AFTER` of a failure.
-    fn ready_to_try(&self) -> Result<(), StoreError> {
-        let at = *self.retry_at.lock().unwrap_or_else(|e| e.into_inner());
-        match at {
-            Some(t) if Instant::now() < t => Err(err("the database was away a moment ago".into())),
-            _ => self.ensure_schema(),
-        }
-    }
-
-    fn failed(&self) {
-        *self.retry_at.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some(Instant::now() + RETRY_AFTER);
-    }
-
-    /// Append to `pending` (0600, synced: it holds what the database has not got yet).
-    fn keep_pending(&self, batch: &[Pending]) -> Result<(), StoreError> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let fail = |e: std::io::Error| err(format!("{}: {e}", self.pending.display()));
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&self.pending)
-            .map_err(fail)?;
-        let mut out = Vec::new();
-        for p in batch {
-            serde_json::to_writer(&mut out, p).map_err(|e| fail(e.into()))?;
-            out.push(b'\n');
-        }
-        file.write_all(&out)
-            .and_then(|()| file.sync_data())
-            .map_err(fail)
-    }
-
-    /// Store what waited in `pending`, a chunk per transaction; the file goes only once all
-    /// of it is in. A replay cut short is replayed again: each record's `rid` makes a second
-    /// insert a no-op.
-    fn replay(&self) -> Result<(), StoreError> {
-        let file = match std::fs::File::open(&self.pending) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(err(format!("{}: {e}", self.pending.display()))),
-        };
-        let mut chunk = Vec::new();
-        let mut replayed = 0usize;
-        for line in std::io::BufReader::new(file).lines() {
-            let line = line.map_err(|e| err(format!("{}: {e}", self.pending.display())))?;
-            // A torn last line (a crash mid-append) is in delivery.jsonl all the same.
-            if let Ok(p) = serde_json::from_str::<Pending>(&line) {
-                chunk.push(p);
-            }
-            if chunk.len() >= REPLAY_CHUNK {
-                self.store(&chunk)?;
-                replayed += chunk.len();
-                chunk.clear();
-            }
-        }
-        self.store(&chunk)?;
-        replayed += chunk.len();
-        std::fs::remove_file(&self.pending)
-            .map_err(|e| err(format!("{}: {e}", self.pending.display())))?;
-        tracing::info!(target: "postern/master", "{replayed} delivery record(s) kept while the settings database was away are now stored in it");
-        Ok(())
-    }
-
-    /// One transaction; a record stored before (same `rid`) is skipped.
-    fn store(&self, batch: &[Pending]) -> Result<(), StoreError> {
-        if batch.is_empty() {
+    /// Delivery records into the transaction, each naming `node`.
+    fn insert_delivery_rows(
+        tx: &mut postgres::Transaction<'_>,
+        node: &str,
+        records: &[Delivery],
+        rids: &[i64],
+    ) -> Result<(), postgres::Error> {
+        if records.is_empty() {
             return Ok(());
         }
-        let records: Vec<Delivery> = batch.iter().map(|p| p.record.clone()).collect();
-        self.partitions(&records)?;
-        let node = self.node.to_string();
-        let rids: Vec<i64> = batch.iter().map(|p| p.rid).collect();
-        self.db()?
-            .with(move |c| {
-                let mut tx = c.transaction()?;
-                let stmt = tx.prepare(
-                    "INSERT INTO postern_deliveries (unix_time, node, recipient, sender, queue_id, host, rcpt_domain, outcome, tls, starttls_offered, sent, tls_rpt, record, rid) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT DO NOTHING",
-                )?;
-                for (d, rid) in records.iter().zip(&rids) {
-                    let mut d = d.clone();
-                    d.node = Some(node.clone());
-                    let d = &d;
-                    let record = serde_json::to_value(d).unwrap_or_default();
-                    let rpt = d.tls_rpt.as_ref().and_then(|o| serde_json::to_string(o).ok());
-                    let outcome = TlsOutcome::of(d).map(|o| i16::from(o.code()));
-                    tx.execute(
-                        &stmt,
-                        &[
-                            &(d.unix_time as i64),
-                            &node,
-                            &d.recipient.to_ascii_lowercase(),
-                            &d.sender.to_ascii_lowercase(),
-                            &d.queue_id.to_ascii_uppercase(),
-                            &host_of(&d.relay),
-                            &domain_of(&d.recipient),
-                            &outcome,
-                            &d.tls.is_some(),
-                            &d.starttls_offered,
-                            &(d.status == "sent"),
-                            &rpt,
-                            &postgres::types::Json(record),
-                            rid,
-                        ],
-                    )?;
-                }
-                tx.commit()
-            })
-            .map_err(err)
+        let stmt = tx.prepare(
+            "INSERT INTO postern_deliveries (unix_time, node, recipient, sender, queue_id, host, rcpt_domain, outcome, tls, starttls_offered, sent, tls_rpt, record, rid) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT DO NOTHING",
+        )?;
+        for (d, rid) in records.iter().zip(rids) {
+            let mut d = d.clone();
+            d.node = Some(node.to_string());
+            let d = &d;
+            let record = serde_json::to_value(d).unwrap_or_default();
+            let rpt = d
+                .tls_rpt
+                .as_ref()
+                .and_then(|o| serde_json::to_string(o).ok());
+            let outcome = TlsOutcome::of(d).map(|o| i16::from(o.code()));
+            tx.execute(
+                &stmt,
+                &[
+                    &(d.unix_time as i64),
+                    &node,
+                    &d.recipient.to_ascii_lowercase(),
+                    &d.sender.to_ascii_lowercase(),
+                    &d.queue_id.to_ascii_uppercase(),
+                    &host_of(&d.relay),
+                    &domain_of(&d.recipient),
+                    &outcome,
+                    &d.tls.is_some(),
+                    &d.starttls_offered,
+                    &(d.status == "sent"),
+                    &rpt,
+                    &postgres::types::Json(record),
+                    rid,
+                ],
+            )?;
+        }
+        Ok(())
     }
 
     /// Up to `chunk` rows that meet `conds`, newest first, below `before`.
@@ -346,22 +265,10 @@ impl SharedRecords {
 impl Records for SharedRecords {
     /// Store `batch`, after whatever waits in `pending`; with the database away the batch
     /// joins `pending` (said once per outage). An error: not even `pending` could keep it
-    /// (the record is in `delivery.jsonl` all the same).
-    fn insert(&self, batch: &[Delivery], _durable: bool) -> Result<(), StoreError> {
-        if batch.is_empty() {
-            return Ok(());
-        }
+    /// (the record is in `delivery.jsonl` or `received.jsonl` all the same). The JSON of
+    /// the files is not what the tables keep (each record names its node).
+    fn insert_batch(&self, batch: &Batch<'_>, _durable: bool) -> Result<(), StoreError> {
         self.store_or_keep(batch)
-    }
-
-    /// The JSON of the delivery log is not what the table keeps (the record names its node).
-    fn insert_encoded(
-        &self,
-        batch: &[(&Delivery, &[u8])],
-        durable: bool,
-    ) -> Result<(), StoreError> {
-        let records: Vec<Delivery> = batch.iter().map(|(d, _)| (*d).clone()).collect();
-        self.insert(&records, durable)
     }
 
     /// Store what waits in `pending` if the database is back; the store's thread asks every
@@ -416,7 +323,7 @@ impl Records for SharedRecords {
                 )
             })
             .map_err(err)?;
-        Ok(dropped)
+        Ok(dropped + self.prune_received(cutoff_day)?)
     }
 
     /// Claim the sending of a day's report to one address for this node: false when a node
@@ -495,6 +402,31 @@ impl Records for SharedRecords {
             }
             chunk = (chunk * 4).min(10_000);
         }
+    }
+
+    fn received_len(&self) -> Result<u64, StoreError> {
+        self.received_count()
+    }
+
+    fn search_received(&self, q: &ReceivedSearch) -> Result<Found<Received>, StoreError> {
+        self.search_received_in(q)
+    }
+
+    fn received_from(
+        &self,
+        from: &ReceivedFrom,
+        since: u64,
+        max: u64,
+    ) -> Result<(Vec<Received>, bool), StoreError> {
+        self.received_from_in(from, since, max)
+    }
+
+    fn received_tls(&self, since: u64) -> Result<SenderShare, StoreError> {
+        self.received_tls_in(since)
+    }
+
+    fn refusals(&self, since: u64) -> Result<Vec<RefusalCount>, StoreError> {
+        self.refusals_in(since)
     }
 
     fn starttls_history(
