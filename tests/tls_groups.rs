@@ -62,7 +62,9 @@ fn relay_to(dir: &std::path::Path, sink: &Sink, extra: &str) -> Proc {
     let proc = spawn_postern(
         dir,
         None,
-        &format!("[outbound]\n{extra}\n[outbound.routes]\n\"other.example\" = \"[127.0.0.1]:{port}\"\n"),
+        &format!(
+            "[outbound]\n{extra}\n[outbound.routes]\n\"other.example\" = \"[127.0.0.1]:{port}\"\n"
+        ),
     );
     proc.import_settings("trusted_networks = [\"127.0.0.1/32\"]\n");
     proc
@@ -72,7 +74,10 @@ fn relay_to(dir: &std::path::Path, sink: &Sink, extra: &str) -> Proc {
 async fn send(proc: &Proc, rcpt: &str) -> String {
     let mut c = SmtpClient::connect(proc.smtp, None, None).await;
     c.ehlo().await;
-    let id = queue_id(&c.send("app@inside.example", &[rcpt], &message("pq", "")).await);
+    let id = queue_id(
+        &c.send("app@inside.example", &[rcpt], &message("pq", ""))
+            .await,
+    );
     c.cmd("QUIT").await;
     id
 }
@@ -105,8 +110,12 @@ async fn a_hybrid_client_gets_x25519mlkem768_in_both_directions() {
     c.starttls_with(std::sync::Arc::new(config)).await;
     c.ehlo().await;
     let id = queue_id(
-        &c.send("app@inside.example", &["a@other.example"], &message("pq", ""))
-            .await,
+        &c.send(
+            "app@inside.example",
+            &["a@other.example"],
+            &message("pq", ""),
+        )
+        .await,
     );
     c.cmd("QUIT").await;
 
@@ -135,11 +144,17 @@ async fn a_hybrid_client_gets_x25519mlkem768_in_both_directions() {
     // The records keep the group and the signature: the received one for smtpd's session,
     // the delivery one for smtp's.
     let received = record(&dir.path().join("data/log/received.jsonl"), &id).await;
-    assert_eq!(received["tls"]["key_exchange"], "X25519MLKEM768", "{received}");
+    assert_eq!(
+        received["tls"]["key_exchange"], "X25519MLKEM768",
+        "{received}"
+    );
     assert_eq!(received["tls"]["server_signature"], "ECDSA (prime256v1)");
     assert_eq!(received["tls"]["server_digest"], "SHA256");
     let delivered = record(&dir.path().join("data/log/delivery.jsonl"), &id).await;
-    assert_eq!(delivered["tls"]["key_exchange"], "X25519MLKEM768", "{delivered}");
+    assert_eq!(
+        delivered["tls"]["key_exchange"], "X25519MLKEM768",
+        "{delivered}"
+    );
     assert_eq!(delivered["tls"]["server_signature"], "ECDSA (prime256v1)");
     assert!(proc.stop().await);
 }
@@ -325,7 +340,11 @@ async fn a_dropped_large_hello_is_retried_with_classical_groups_and_remembered()
     send(&proc, "b@other.example").await;
     let got = sink.next(20).await.expect("delivered at once");
     assert_eq!(got.kx_group.as_deref(), Some("X25519"));
-    assert_eq!(sink.hellos_reset.load(Ordering::SeqCst), 1, "no second reset");
+    assert_eq!(
+        sink.hellos_reset.load(Ordering::SeqCst),
+        1,
+        "no second reset"
+    );
     // The second handshake resumed the first's session: Postfix logs no signature for a
     // resumed one (tls_misc.c: "Resumption makes no use of signature keys or digests").
     let smtp = lines_with(&proc, "TLS connection established to", 2).await;
@@ -333,7 +352,12 @@ async fn a_dropped_large_hello_is_retried_with_classical_groups_and_remembered()
         "postern/smtp: Untrusted TLS connection established to 127.0.0.1[127.0.0.1]:{port}: {CIPHER} key-exchange x25519"
     );
     assert_eq!(smtp, [format!("{line} {ECDSA}"), line]);
-    assert_eq!(lines_with(&proc, "warning: TLS handshake with", 1).await.len(), 1);
+    assert_eq!(
+        lines_with(&proc, "warning: TLS handshake with", 1)
+            .await
+            .len(),
+        1
+    );
     assert!(proc.stop().await);
 }
 
@@ -349,7 +373,9 @@ async fn check_tls_shows_the_group_and_the_classical_retry() {
     .await;
     let (text, _) = check_tls(dir.path(), "", &plain.addr.to_string(), false).await;
     assert!(
-        text.contains(&format!("\nTLS:         {CIPHER} key-exchange X25519MLKEM768 {ECDSA}\n")),
+        text.contains(&format!(
+            "\nTLS:         {CIPHER} key-exchange X25519MLKEM768 {ECDSA}\n"
+        )),
         "{text}"
     );
     let dropping = Sink::start(SinkOptions {
@@ -391,7 +417,11 @@ async fn a_classical_row_sends_no_post_quantum_share() {
         .await;
     let row = json!({"pattern": "other.example", "level": "encrypt", "key_exchange": "classical"});
     let (status, test) = server
-        .api_json(Method::POST, "/api/v1/policy/test", Some(&json!({"row": row})))
+        .api_json(
+            Method::POST,
+            "/api/v1/policy/test",
+            Some(&json!({"row": row})),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{test}");
     let probed = &test["test"]["hosts"][0]["report"];
@@ -402,8 +432,19 @@ async fn a_classical_row_sends_no_post_quantum_share() {
         .await;
     assert_eq!(status, StatusCode::OK, "{rows}");
     assert_eq!(rows[0]["key_exchange"], "classical");
+    let explained = server.explain("a@other.example").await;
+    assert!(
+        explained.contains(
+            "key exchange: classical groups only, no post-quantum share (row other.example)"
+        ),
+        "{explained}"
+    );
     server
-        .submit("app@inside.example", &["a@other.example"], &message("row", ""))
+        .submit(
+            "app@inside.example",
+            &["a@other.example"],
+            &message("row", ""),
+        )
         .await;
     let d = server.next_event_for("a@other.example", 20).await;
     assert_eq!(d.status, "sent", "{d:?}");
@@ -431,4 +472,60 @@ async fn a_classical_row_sends_no_post_quantum_share() {
         assert!(status.is_client_error(), "{status} {said}");
         assert!(said.contains(field) && said.contains(words), "{said}");
     }
+}
+
+/// TLS Policy Domains: the checkbox saves `key_exchange = classical`, and the row opened
+/// for editing shows it checked; unchecked, the field goes (the default).
+#[tokio::test]
+async fn the_policy_page_sets_classical_key_exchange() {
+    use common::page::{Browser, initial_password, location};
+    let dir = tempfile::tempdir().unwrap();
+    let proc = spawn_postern(dir.path(), None, "");
+    let mut b = Browser::new(&proc);
+    let generated = initial_password(dir.path());
+    b.sign_in("admin", &generated).await;
+    let csrf = b.csrf("/password").await;
+    let form = format!(
+        "csrf={csrf}&current={generated}&new=correct-horse-battery&confirm=correct-horse-battery"
+    );
+    assert_eq!(location(&b.go("POST", "/password", &form).await), "/");
+    let csrf = b.csrf("/policy").await;
+    let row = "pattern=partner.example&level=encrypt&min_bits=&on_failure=defer&note=";
+    let page = b
+        .go(
+            "POST",
+            "/policy/add",
+            &format!("csrf={csrf}&{row}&classical_kx=on"),
+        )
+        .await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    let exported = || {
+        let out = proc.cli(&["settings", "export"]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(
+        exported().contains("key_exchange = \"classical\""),
+        "{}",
+        exported()
+    );
+    let page = b
+        .go("GET", "/policy?edit=1&pattern=partner.example", "")
+        .await;
+    assert!(
+        page.body.contains(
+            "<input id=\"classical_kx\" name=\"classical_kx\" type=\"checkbox\" value=\"on\" aria-describedby=\"classical-kx-help\" checked>"
+        ),
+        "{}",
+        page.body
+    );
+    let page = b
+        .go(
+            "POST",
+            "/policy/edit",
+            &format!("csrf={csrf}&original=partner.example&{row}"),
+        )
+        .await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    assert!(!exported().contains("key_exchange"), "{}", exported());
+    assert!(proc.stop().await);
 }

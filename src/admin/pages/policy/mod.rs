@@ -542,7 +542,7 @@ fn test_view(t: PolicyTest) -> TestView {
                     (false, false) => "NOT offered".into(),
                 },
                 tls: match (&r.tls, &r.tls_error) {
-                    (Some(tls), _) => tls.describe(),
+                    (Some(tls), _) => tls.describe_session(),
                     (None, Some(e)) => format!("failed: {e}"),
                     (None, None) => "none".into(),
                 },
