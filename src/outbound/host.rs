@@ -175,7 +175,7 @@ async fn try_host(hop: &Hop<'_>, mut job: client::Job<'_>, relay: &str) -> HostO
         }) => {
             let seen = Seen {
                 starttls_offered,
-                tls,
+                tls: tls.map(|b| *b),
             };
             if !try_next_host {
                 return HostOutcome::Stop(outcome, seen);

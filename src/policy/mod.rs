@@ -245,13 +245,7 @@ pub fn decide_published(
             }
         ));
     }
-    let classical_kx = row.is_some_and(|r| r.key_exchange == crate::levels::KeyExchange::Classical);
-    if let Some(r) = row.filter(|_| classical_kx) {
-        explanation.push(format!(
-            "key exchange: classical groups only, no post-quantum share (row {})",
-            r.pattern
-        ));
-    }
+    let classical_kx = classical_key_exchange(row, &mut explanation);
     explanation.push(format!("effective: {level} (from {source})"));
     Decision {
         level,
@@ -270,6 +264,21 @@ pub fn decide_published(
         dane,
         classical_kx,
     }
+}
+
+/// Whether the deciding row asks for classical key exchange only; said in the explanation.
+fn classical_key_exchange(
+    row: Option<&crate::settings::PolicyRow>,
+    explanation: &mut Vec<String>,
+) -> bool {
+    let row = row.filter(|r| r.key_exchange == crate::levels::KeyExchange::Classical);
+    if let Some(r) = row {
+        explanation.push(format!(
+            "key exchange: classical groups only, no post-quantum share (row {})",
+            r.pattern
+        ));
+    }
+    row.is_some()
 }
 
 /// The strictest counting level apart from DANE's own line: what a host without TLSA

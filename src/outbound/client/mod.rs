@@ -100,7 +100,8 @@ pub enum Failure {
         starttls_offered: bool,
         /// The TLS in force when a transaction failed inside an encrypted session, and the
         /// name the certificate was verified for: the delivery record says how it crossed.
-        tls: Option<(TlsInfo, Option<String>)>,
+        /// Boxed: the rarer, larger case keeps `Failure` small.
+        tls: Option<Box<(TlsInfo, Option<String>)>>,
     },
     /// TLS handshake failed under `may`: the caller may retry this host in plaintext.
     TlsFailedMay { reason: String },

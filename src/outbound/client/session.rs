@@ -175,7 +175,10 @@ impl Connection {
     /// One transaction: MAIL, RCPTs, DATA.
     pub(super) async fn send(&mut self, job: &Job<'_>) -> Result<Session, Failure> {
         let (name, ext, starttls_offered) = (self.name.clone(), &self.ext, self.starttls_offered);
-        let seen_tls = self.tls.clone().map(|t| (t, self.verified_name.clone()));
+        let seen_tls = self
+            .tls
+            .clone()
+            .map(|t| Box::new((t, self.verified_name.clone())));
         let fail = |outcome: Outcome| Failure::All {
             outcome,
             try_next_host: false,
