@@ -145,6 +145,33 @@ impl std::str::FromStr for StsSwitch {
     }
 }
 
+/// The key exchange a policy row lets delivery offer: `post-quantum` (the default:
+/// X25519MLKEM768 first, then X25519 and the NIST curves) or `classical` (those alone: a
+/// ClientHello of a few hundred bytes, for a partner whose server or firewall drops the
+/// 1.5 KB one the post-quantum share makes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyExchange {
+    #[default]
+    PostQuantum,
+    Classical,
+}
+
+impl KeyExchange {
+    pub fn is_default(&self) -> bool {
+        *self == KeyExchange::default()
+    }
+}
+
+impl fmt::Display for KeyExchange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            KeyExchange::PostQuantum => "post-quantum",
+            KeyExchange::Classical => "classical",
+        })
+    }
+}
+
 /// What an inbound TLS row asks of the mail it names (Proxmox's `tls_inbound_domains`,
 /// Postfix's `reject_plaintext_session` and `check_ccert_access` for named senders and
 /// clients), weakest to strongest.

@@ -3,7 +3,9 @@
 //! was, Untrusted when neither), and
 //! `Host offered STARTTLS` for every new connection whose EHLO offered it.
 //! Postfix's smtp(8) writes "Untrusted/Trusted/Verified TLS connection established to host[ip]:port:
-//! <protocol> with cipher <suite> (<bits>/<bits> bits)" and, with
+//! <protocol> with cipher <suite> (<bits>/<bits> bits)" and, for TLS 1.3, Postfix 3.10+'s
+//! "key-exchange <group> server-signature <alg> (<curve>) server-digest <digest>"
+//! (tls_misc.c, tls_log_summary; tests/tls_groups.rs has the rest), and, with
 //! smtp_tls_note_starttls_offer, "QUEUEID: Host offered STARTTLS: [host]".
 
 mod common;
@@ -61,7 +63,7 @@ async fn untrusted_once_per_handshake_and_starttls_offer_per_connection() {
     assert_eq!(tls.len(), 1, "one handshake, one line: {tls:?}");
     assert!(
         tls[0].ends_with(&format!(
-            "postern/smtp: Untrusted TLS connection established to 127.0.0.1[127.0.0.1]:{port}: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)"
+            "postern/smtp: Untrusted TLS connection established to 127.0.0.1[127.0.0.1]:{port}: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits) key-exchange X25519MLKEM768 server-signature ECDSA (prime256v1) server-digest SHA256"
         )),
         "{}",
         tls[0]
@@ -151,7 +153,7 @@ async fn trusted_when_the_chain_verifies_at_a_level_that_checks_no_name() {
     assert_eq!(tls.len(), 1, "{tls:?}");
     assert!(
         tls[0].ends_with(&format!(
-            "postern/smtp: Trusted TLS connection established to 127.0.0.1[127.0.0.1]:{port}: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)"
+            "postern/smtp: Trusted TLS connection established to 127.0.0.1[127.0.0.1]:{port}: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits) key-exchange X25519MLKEM768 server-signature ECDSA (prime256v1) server-digest SHA256"
         )),
         "{}",
         tls[0]

@@ -57,6 +57,7 @@ fn records(now: u64) -> Vec<Received> {
                 bits: 128,
                 trusted: None,
                 key_exchange: Some("X25519".into()),
+                ..Default::default()
             }),
             client_cert: None,
         })

@@ -117,6 +117,7 @@ mod tests {
                 bits: 128,
                 trusted: None,
                 key_exchange: Some("X25519".into()),
+                ..Default::default()
             }),
             client_cert: None,
         }

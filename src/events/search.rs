@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use super::Delivery;
 use super::records::{Search, domain_of, host_of};
+use crate::tls::TlsInfo;
 
 /// Every line starts with the program name, as the log has it.
 const PROGRAM: &str = "postern/smtp: ";
@@ -19,7 +20,7 @@ const PROGRAM: &str = "postern/smtp: ";
 /// Every word `write_lines` adds around the values, lower case. A word of the search text
 /// found in here may come from a line's own words; any other word must be in the stored
 /// record, which lets a store skip a record without reading it whole.
-const LINE_WORDS: &str = "postern/smtp: host offered starttls: [ verified trusted untrusted tls connection established to with cipher bits starttls not offered by delivered without tls policy level to=< relay= delay= delays= dsn= status= policy= source= rule=";
+const LINE_WORDS: &str = "postern/smtp: host offered starttls: [ verified trusted untrusted tls connection established to with cipher bits key-exchange server-signature server-digest client-signature client-digest starttls not offered by delivered without tls policy level to=< relay= delay= delays= dsn= status= policy= source= rule=";
 
 /// A recipient or sender as the search fields take it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -338,6 +339,35 @@ pub struct TlsFacts<'a> {
     pub bits: u16,
     #[serde(default)]
     pub trusted: Option<bool>,
+    #[serde(borrow, default)]
+    pub key_exchange: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub server_signature: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub server_digest: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub client_signature: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub client_digest: Option<Cow<'a, str>>,
+}
+
+impl TlsFacts<'_> {
+    /// The session in the TLS line's words (`TlsInfo::describe_session`).
+    fn describe_session(&self) -> String {
+        let owned = |s: &Option<Cow<'_, str>>| s.as_deref().map(str::to_string);
+        TlsInfo {
+            protocol: self.protocol.to_string(),
+            cipher: self.cipher.to_string(),
+            bits: self.bits,
+            key_exchange: owned(&self.key_exchange),
+            server_signature: owned(&self.server_signature),
+            server_digest: owned(&self.server_digest),
+            client_signature: owned(&self.client_signature),
+            client_digest: owned(&self.client_digest),
+            ..TlsInfo::default()
+        }
+        .describe_session()
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -368,6 +398,11 @@ impl<'a> Facts<'a> {
                 cipher: b(&t.cipher),
                 bits: t.bits,
                 trusted: t.trusted,
+                key_exchange: t.key_exchange.as_ref().map(b),
+                server_signature: t.server_signature.as_ref().map(b),
+                server_digest: t.server_digest.as_ref().map(b),
+                client_signature: t.client_signature.as_ref().map(b),
+                client_digest: t.client_digest.as_ref().map(b),
             }),
             verified_name: d.verified_name.as_ref().map(b),
             policy_level: b(&d.policy_level),
@@ -437,11 +472,11 @@ fn write_lines(f: &Facts<'_>, out: &mut String) {
                 (false, Some(false)) => "Untrusted ",
                 (false, None) => "",
             };
-            // `TlsInfo::describe`'s words.
             let _ = writeln!(
                 out,
-                "{PROGRAM}{trust}TLS connection established to {}: {} with cipher {} ({}/{} bits)",
-                f.relay, t.protocol, t.cipher, t.bits, t.bits
+                "{PROGRAM}{trust}TLS connection established to {}: {}",
+                f.relay,
+                t.describe_session()
             );
         }
         None if reached
@@ -488,7 +523,6 @@ fn write_delivery_line(f: &Facts<'_>, out: &mut String) {
 mod tests {
     use super::*;
     use crate::events::HostTried;
-    use crate::tls::TlsInfo;
 
     fn record() -> Delivery {
         serde_json::from_value(serde_json::json!({
@@ -569,6 +603,7 @@ mod tests {
             bits: 7,
             trusted: None,
             key_exchange: None,
+            ..Default::default()
         });
         d.hosts_tried = vec![
             HostTried {
@@ -584,8 +619,27 @@ mod tests {
                 reply: "qvr2q".into(),
             },
         ];
-        // Every trust word the TLS line can carry (Verified, Trusted, Untrusted).
+        // Every trust word the TLS line can carry (Verified, Trusted, Untrusted), and the
+        // key exchange and signatures a TLS 1.3 line adds.
         let mut lines = d.lines();
+        let tls13 = TlsInfo {
+            protocol: "TLSv1.3".into(),
+            cipher: "qvcq".into(),
+            key_exchange: Some("qvkq".into()),
+            server_signature: Some("qvsq".into()),
+            server_digest: Some("qvdq".into()),
+            client_signature: Some("qvtq".into()),
+            client_digest: Some("qveq".into()),
+            ..TlsInfo::default()
+        };
+        let mut with13 = d.clone();
+        with13.tls = Some(tls13);
+        lines.extend(
+            with13
+                .lines()
+                .into_iter()
+                .map(|l| l.replace("TLSv1.3", "qvpq")),
+        );
         d.verified_name = None;
         for trusted in [Some(true), Some(false)] {
             d.tls.as_mut().unwrap().trusted = trusted;

@@ -329,11 +329,14 @@ impl Conn {
             }
             None => return Err(io::Error::new(io::ErrorKind::NotConnected, "no stream")),
         };
-        let tls = tokio::time::timeout(self.timeout, acceptor.accept(tcp))
+        // Noted: the signatures the handshake made, for Postfix's TLS line.
+        let handshake = crate::tls::noting(acceptor.accept(tcp));
+        let (tls, noted) = tokio::time::timeout(self.timeout, handshake)
             .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timeout"))??;
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timeout"))?;
+        let tls = tls?;
         let state = tls.get_ref().1;
-        let info = TlsInfo::from_connection(state)
+        let info = TlsInfo::from_handshake(state, &noted, true)
             .ok_or_else(|| io::Error::other("handshake finished without a cipher suite"))?;
         let chain = state
             .peer_certificates()

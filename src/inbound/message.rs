@@ -61,10 +61,14 @@ pub struct ReceivedFacts<'a> {
 pub fn received_header(f: &ReceivedFacts<'_>) -> String {
     let mut h = format!("Received: from {} (unknown [{}])\r\n", f.helo, f.client_ip);
     if let Some(tls) = f.tls {
-        h.push_str(&format!("\t(using {})\r\n", tls.describe()));
+        for line in tls.received_comment() {
+            h.push_str(&format!("\t{line}\r\n"));
+        }
         match &f.client_cert {
             Some(note) => h.push_str(&format!("\t{note}\r\n")),
-            None => h.push_str("\t(No client certificate presented)\r\n"),
+            // smtpd.c's words when the client was asked (smtpd_tls_ask_ccert, as postern
+            // always asks) and showed none.
+            None => h.push_str("\t(Client did not present a certificate)\r\n"),
         }
     }
     let proto = match (f.esmtp, f.tls.is_some(), f.authenticated) {
@@ -138,34 +142,64 @@ mod tests {
         assert_eq!(strip_header(msg, "x-TLSLevel").1, 0);
     }
 
+    /// Postfix's `smtpd.c` (`smtpd_proto`, the Received header): the `(using …` comment,
+    /// the key exchange and server signature on a line of their own, the client's
+    /// signature on the next, the closing parenthesis after the last.
     #[test]
     fn received_in_postfix_layout() {
-        let tls = TlsInfo {
+        let mut tls = TlsInfo {
             protocol: "TLSv1.3".into(),
             cipher: "TLS_AES_256_GCM_SHA384".into(),
             bits: 256,
-            trusted: None,
-            key_exchange: None,
+            key_exchange: Some("X25519MLKEM768".into()),
+            server_signature: Some("ECDSA (prime256v1)".into()),
+            server_digest: Some("SHA256".into()),
+            ..TlsInfo::default()
         };
-        let h = received_header(&ReceivedFacts {
-            helo: "client.example",
-            client_ip: "192.0.2.1",
-            tls: Some(&tls),
-            client_cert: None,
-            authenticated: false,
-            esmtp: true,
-            hostname: "mx.example",
-            queue_id: "ABC",
-            single_recipient: Some("r@ours.example"),
-            date: "Mon, 23 Nov 2026 10:00:00 +0000 (UTC)",
-        });
+        fn facts(tls: Option<&TlsInfo>) -> ReceivedFacts<'_> {
+            ReceivedFacts {
+                helo: "client.example",
+                client_ip: "192.0.2.1",
+                tls,
+                client_cert: None,
+                authenticated: false,
+                esmtp: true,
+                hostname: "mx.example",
+                queue_id: "ABC",
+                single_recipient: Some("r@ours.example"),
+                date: "Mon, 23 Nov 2026 10:00:00 +0000 (UTC)",
+            }
+        }
         assert_eq!(
-            h,
+            received_header(&facts(Some(&tls))),
             "Received: from client.example (unknown [192.0.2.1])\r\n\
-             \t(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits))\r\n\
-             \t(No client certificate presented)\r\n\
+             \t(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)\r\n\
+             \t key-exchange X25519MLKEM768 server-signature ECDSA (prime256v1) server-digest SHA256)\r\n\
+             \t(Client did not present a certificate)\r\n\
              \tby mx.example (postern) with ESMTPS id ABC\r\n\
              \tfor <r@ours.example>; Mon, 23 Nov 2026 10:00:00 +0000 (UTC)\r\n"
+        );
+        tls.client_signature = Some("RSA-PSS (2048 bits)".into());
+        tls.client_digest = Some("SHA256".into());
+        let h = received_header(&facts(Some(&tls)));
+        assert!(
+            h.contains(
+                "\t key-exchange X25519MLKEM768 server-signature ECDSA (prime256v1) server-digest SHA256\r\n\
+                 \t client-signature RSA-PSS (2048 bits) client-digest SHA256)\r\n"
+            ),
+            "{h}"
+        );
+        // TLS 1.2: Postfix adds nothing after the cipher.
+        let old = TlsInfo {
+            protocol: "TLSv1.2".into(),
+            cipher: "ECDHE-ECDSA-AES256-GCM-SHA384".into(),
+            key_exchange: Some("x25519".into()),
+            ..tls
+        };
+        let h = received_header(&facts(Some(&old)));
+        assert!(
+            h.contains("\t(using TLSv1.2 with cipher ECDHE-ECDSA-AES256-GCM-SHA384 (256/256 bits))\r\n\t(Client"),
+            "{h}"
         );
     }
 }

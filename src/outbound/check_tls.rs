@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::client;
 use super::dns::Resolver;
-use crate::tls::TlsInfo;
+use crate::tls::{KxGroups, TlsInfo};
 
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -22,6 +22,9 @@ pub struct Report {
     pub starttls_offered: bool,
     pub tls: Option<TlsInfo>,
     pub tls_error: Option<String>,
+    /// The post-quantum ClientHello went unanswered; the probe tried classical groups.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kx_fallback: Option<String>,
     /// The server's certificate, described as `postern cert list` describes ours.
     pub certificate: Option<crate::certs::Facts>,
     pub chain_length: usize,
@@ -188,8 +191,11 @@ impl Report {
                 "NOT offered"
             }
         ));
+        if let Some(k) = &self.kx_fallback {
+            out.push(format!("key exch.:   {k}"));
+        }
         if let Some(t) = &self.tls {
-            out.push(format!("TLS:         {}", t.describe()));
+            out.push(format!("TLS:         {}", t.describe_session()));
         }
         if let Some(e) = &self.tls_error {
             out.push(format!("TLS error:   {e}"));
@@ -233,7 +239,7 @@ pub async fn check(
     if let Some(port) = port.filter(|_| !explicit_port) {
         addr.set_port(port);
     }
-    let probe = client::probe(&host, addr, helo, timeout).await?;
+    let probe = client::probe(&host, addr, helo, timeout, KxGroups::PostQuantum).await?;
     let relay = format!("{host}[{}]:{}", addr.ip(), addr.port());
     Ok(report(target, relay, probe, roots, &host))
 }
@@ -260,6 +266,7 @@ fn report(
         starttls_offered: probe.starttls_offered,
         tls: probe.tls,
         tls_error: probe.tls_error,
+        kx_fallback: probe.kx_fallback,
         certificate,
         chain_length: probe.chain.len(),
         verification,
@@ -279,6 +286,7 @@ impl Report {
             starttls_offered: false,
             tls: None,
             tls_error: None,
+            kx_fallback: None,
             certificate: None,
             chain_length: 0,
             verification: None,
@@ -417,7 +425,11 @@ impl super::Engine {
         let mut probes = tokio::task::JoinSet::new();
         for (i, (host, addr)) in hops.iter().cloned().enumerate() {
             let helo = self.helo.clone();
-            probes.spawn(async move { (i, client::probe(&host, addr, &helo, timeout).await) });
+            // The groups delivery would offer this host: the row's, or what it remembers.
+            let groups = self.tls.groups_for(&host, decision.classical_kx);
+            probes.spawn(
+                async move { (i, client::probe(&host, addr, &helo, timeout, groups).await) },
+            );
         }
         let mut results: Vec<Option<Result<client::Probe, String>>> =
             (0..hops.len()).map(|_| None).collect();
@@ -504,7 +516,7 @@ pub fn judge(
         Level::None => return (true, "no TLS asked for: mail would go in plaintext".into()),
         Level::May => {
             let how = match tls {
-                Some(t) => format!("the probe got {}: mail would go over TLS", t.describe()),
+                Some(t) => format!("the probe got {}: mail would go over TLS", t.describe_session()),
                 None if offered => "the probe's TLS handshake failed: mail would go in plaintext (level may allows it)".into(),
                 None => "STARTTLS not offered to the probe: mail would go in plaintext (level may allows it)".into(),
             };
@@ -527,7 +539,10 @@ pub fn judge(
         return (false, format!("{why}: {stopped}"));
     }
     let Some(check) = check else {
-        let how = format!("the probe got {}: mail would go over TLS", t.describe());
+        let how = format!(
+            "the probe got {}: mail would go over TLS",
+            t.describe_session()
+        );
         return (true, how);
     };
     match certificate_passes(check, &probe.chain, roots) {
@@ -535,7 +550,7 @@ pub fn judge(
             true,
             format!(
                 "the probe got {}, certificate verified for {name}: mail would go over TLS",
-                t.describe()
+                t.describe_session()
             ),
         ),
         Err(e) => (false, format!("{e}: {stopped}")),
@@ -551,8 +566,13 @@ fn certificate_passes(
     let Some((leaf, intermediates)) = chain.split_first() else {
         return Err("no certificate shown".into());
     };
-    let (_, verifier) = crate::tls::policy_client_config(check, roots.clone(), None)
-        .map_err(|e| format!("cannot check certificates: {e}"))?;
+    let (_, verifier) = crate::tls::policy_client_config(
+        check,
+        roots.clone(),
+        None,
+        crate::tls::KxGroups::PostQuantum,
+    )
+    .map_err(|e| format!("cannot check certificates: {e}"))?;
     // The names come from the check, not from the connection's SNI (PolicyVerifier).
     let sni = ServerName::try_from("policy-test.invalid").expect("a literal valid DNS name");
     verifier

@@ -83,6 +83,7 @@ impl Hop<'_> {
             command_timeout: Duration::from_secs(engine.cfg.command_timeout_secs),
             auth: creds.auth,
             client_cert: creds.client_cert.clone(),
+            classical_kx: decision.classical_kx,
         }
     }
 }
@@ -174,7 +175,7 @@ async fn try_host(hop: &Hop<'_>, mut job: client::Job<'_>, relay: &str) -> HostO
         }) => {
             let seen = Seen {
                 starttls_offered,
-                tls,
+                tls: tls.map(|b| *b),
             };
             if !try_next_host {
                 return HostOutcome::Stop(outcome, seen);
@@ -184,7 +185,9 @@ async fn try_host(hop: &Hop<'_>, mut job: client::Job<'_>, relay: &str) -> HostO
             log_host_failure(hop.entry.id, &outcome);
             HostOutcome::Next(outcome, seen)
         }
-        Err(client::Failure::TlsFailedMay { reason }) => HostOutcome::Next(
+        Err(
+            client::Failure::TlsFailedMay { reason } | client::Failure::FirstFlight { reason, .. },
+        ) => HostOutcome::Next(
             Outcome::connection(format!(
                 "TLS and plaintext both failed with {relay}: {reason}"
             )),

@@ -83,8 +83,13 @@ async fn verified_tls(
         )
     })?;
     let check = crate::tls::CertCheck::Names(vec![host.to_string()]);
-    let (config, _) =
-        crate::tls::policy_client_config(check, roots.clone(), None).map_err(|e| e.to_string())?;
+    let (config, _) = crate::tls::policy_client_config(
+        check,
+        roots.clone(),
+        None,
+        crate::tls::KxGroups::PostQuantum,
+    )
+    .map_err(|e| e.to_string())?;
     let name = ServerName::try_from(host.to_string()).map_err(|e| format!("{host}: {e}"))?;
     tokio_rustls::TlsConnector::from(config)
         .connect(name, tcp)

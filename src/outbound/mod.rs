@@ -74,7 +74,7 @@ pub struct Engine {
     settings: SettingsHandle,
     cfg: OutboundConfig,
     helo: String,
-    tls: Arc<rustls::ClientConfig>,
+    tls: client::ClientTls,
     /// Idle sessions kept for the next message to the same host and level.
     pool: client::Pool,
     events: Arc<EventLog>,
@@ -129,7 +129,7 @@ impl Engine {
             settings,
             cfg,
             helo,
-            tls: client::unauthenticated_tls_config(),
+            tls: client::ClientTls::default(),
             events: events.into(),
             per_destination: Mutex::new(HashMap::new()),
             certs: None,

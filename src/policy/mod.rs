@@ -86,6 +86,8 @@ pub struct Decision {
     pub sts: Option<StsDemand>,
     /// What DANE asks of delivery, where it was looked up and applies.
     pub dane: Option<DaneDemand>,
+    /// The row asks for classical key exchange only: no post-quantum share is offered.
+    pub classical_kx: bool,
 }
 
 /// DANE for one recipient (RFC 7672 section 2.2): its MX hosts with secured TLSA records
@@ -243,6 +245,7 @@ pub fn decide_published(
             }
         ));
     }
+    let classical_kx = classical_key_exchange(row, &mut explanation);
     explanation.push(format!("effective: {level} (from {source})"));
     Decision {
         level,
@@ -259,7 +262,23 @@ pub fn decide_published(
         considered,
         sts,
         dane,
+        classical_kx,
     }
+}
+
+/// Whether the deciding row asks for classical key exchange only; said in the explanation.
+fn classical_key_exchange(
+    row: Option<&crate::settings::PolicyRow>,
+    explanation: &mut Vec<String>,
+) -> bool {
+    let row = row.filter(|r| r.key_exchange == crate::levels::KeyExchange::Classical);
+    if let Some(r) = row {
+        explanation.push(format!(
+            "key exchange: classical groups only, no post-quantum share (row {})",
+            r.pattern
+        ));
+    }
+    row.is_some()
 }
 
 /// The strictest counting level apart from DANE's own line: what a host without TLSA

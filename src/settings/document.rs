@@ -178,6 +178,12 @@ pub struct PolicyRow {
     /// global `outbound.mta_sts`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mta_sts: Option<crate::levels::StsSwitch>,
+    /// `classical`: offer no post-quantum key share to this destination's hosts.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::levels::KeyExchange::is_default"
+    )]
+    pub key_exchange: crate::levels::KeyExchange,
 }
 
 impl PolicyRow {
@@ -194,6 +200,7 @@ impl PolicyRow {
             fingerprints: Vec::new(),
             managed_by: None,
             mta_sts: None,
+            key_exchange: crate::levels::KeyExchange::PostQuantum,
         }
     }
 

@@ -11,7 +11,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 use super::verifier::{CertCheck, PolicyVerifier};
-use super::{TlsError, provider};
+use super::{KxGroups, TlsError, provider, provider_for};
 
 /// A client config that trusts exactly `cert` (the CLI talking to its own admin listener;
 /// tests checking which certificate a listener serves). Signatures are still verified.
@@ -38,15 +38,19 @@ fn client_config(
     versions: &[&'static rustls::SupportedProtocolVersion],
 ) -> Arc<rustls::ClientConfig> {
     let check = pinned.map_or(CertCheck::Any, CertCheck::Pinned);
-    build_client_config(Arc::new(PolicyVerifier::new(check, None)), versions, None)
+    let verifier = Arc::new(PolicyVerifier::new(check, None));
+    build_client_config(verifier, versions, None, KxGroups::PostQuantum)
 }
 
+/// The config is built over the provider offering `groups`; the verifier checks signatures
+/// with its own (the same suites and signature algorithms, whatever the groups).
 fn build_client_config(
     verifier: Arc<PolicyVerifier>,
     versions: &[&'static rustls::SupportedProtocolVersion],
     client_cert: Option<Arc<CertifiedKey>>,
+    groups: KxGroups,
 ) -> Arc<rustls::ClientConfig> {
-    let builder = rustls::ClientConfig::builder_with_provider(verifier.provider.clone())
+    let builder = rustls::ClientConfig::builder_with_provider(provider_for(groups))
         .with_protocol_versions(versions)
         .expect("aws-lc-rs supports TLS 1.2 and 1.3")
         .dangerous()
@@ -63,7 +67,8 @@ fn build_client_config(
 struct ClientCert(Arc<CertifiedKey>);
 
 impl rustls::client::ResolvesClientCert for ClientCert {
-    fn resolve(&self, _hints: &[&[u8]], _schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+    fn resolve(&self, _hints: &[&[u8]], schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        super::notes::local_key(&self.0, schemes, false);
         Some(self.0.clone())
     }
 
@@ -111,15 +116,19 @@ pub fn policy_client_config(
     check: CertCheck,
     roots: Arc<rustls::RootCertStore>,
     client_cert: Option<Arc<CertifiedKey>>,
+    groups: KxGroups,
 ) -> Result<(Arc<rustls::ClientConfig>, Arc<PolicyVerifier>), TlsError> {
     let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider())
         .build()
         .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
     let verifier = Arc::new(PolicyVerifier::new(check, Some(webpki)));
-    Ok((
-        build_client_config(verifier.clone(), rustls::DEFAULT_VERSIONS, client_cert),
-        verifier,
-    ))
+    let config = build_client_config(
+        verifier.clone(),
+        rustls::DEFAULT_VERSIONS,
+        client_cert,
+        groups,
+    );
+    Ok((config, verifier))
 }
 
 /// Whether `chain` (leaf first) leads to a trusted root, whatever names the leaf has:
@@ -158,9 +167,18 @@ pub fn chain_verifier(
 pub fn unauthenticated_client_config_with(
     client_cert: Arc<CertifiedKey>,
 ) -> Arc<rustls::ClientConfig> {
+    unauthenticated_client_config_for(Some(client_cert), KxGroups::PostQuantum)
+}
+
+/// `may` and `encrypt` offering `groups`, presenting `client_cert` if there is one.
+pub fn unauthenticated_client_config_for(
+    client_cert: Option<Arc<CertifiedKey>>,
+    groups: KxGroups,
+) -> Arc<rustls::ClientConfig> {
     build_client_config(
         Arc::new(PolicyVerifier::new(CertCheck::Any, None)),
         rustls::DEFAULT_VERSIONS,
-        Some(client_cert),
+        client_cert,
+        groups,
     )
 }

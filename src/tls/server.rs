@@ -34,9 +34,28 @@ pub fn smtp_server_config(resolver: Arc<CertResolver>) -> Arc<ServerConfig> {
         .with_client_cert_verifier(Arc::new(AskClientCert {
             provider: provider(),
         }))
-        .with_cert_resolver(resolver);
+        .with_cert_resolver(Arc::new(NoteSigning(resolver)));
     config.alpn_protocols = Vec::new();
     Arc::new(config)
+}
+
+/// Serves what the inner resolver picks, and notes it with the scheme it will sign with
+/// for the handshake's log line (`notes`).
+#[derive(Debug)]
+struct NoteSigning<R>(Arc<R>);
+
+impl<R: rustls::server::ResolvesServerCert> rustls::server::ResolvesServerCert for NoteSigning<R> {
+    fn resolve(
+        &self,
+        hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        let schemes = super::notes::active().then(|| hello.signature_schemes().to_vec());
+        let key = self.0.resolve(hello)?;
+        if let Some(schemes) = schemes {
+            super::notes::local_key(&key, &schemes, true);
+        }
+        Some(key)
+    }
 }
 
 /// Takes any client certificate, or none, checking only the handshake signatures.

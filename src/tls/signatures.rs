@@ -1,6 +1,7 @@
 //! Handshake signatures, checked the same way by every verifier of ours (whatever each
 //! decides about the certificate, the peer must hold its key): the server's verifier of
-//! client certificates and the client's verifier of server certificates.
+//! client certificates and the client's verifier of server certificates. A good signature
+//! is noted for the handshake's log line (`notes`).
 
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
@@ -13,12 +14,14 @@ pub fn tls12(
     cert: &CertificateDer<'_>,
     dss: &DigitallySignedStruct,
 ) -> Result<HandshakeSignatureValid, rustls::Error> {
-    rustls::crypto::verify_tls12_signature(
+    let valid = rustls::crypto::verify_tls12_signature(
         message,
         cert,
         dss,
         &provider.signature_verification_algorithms,
-    )
+    )?;
+    super::notes::peer_signed(dss.scheme);
+    Ok(valid)
 }
 
 pub fn tls13(
@@ -27,12 +30,14 @@ pub fn tls13(
     cert: &CertificateDer<'_>,
     dss: &DigitallySignedStruct,
 ) -> Result<HandshakeSignatureValid, rustls::Error> {
-    rustls::crypto::verify_tls13_signature(
+    let valid = rustls::crypto::verify_tls13_signature(
         message,
         cert,
         dss,
         &provider.signature_verification_algorithms,
-    )
+    )?;
+    super::notes::peer_signed(dss.scheme);
+    Ok(valid)
 }
 
 pub fn schemes(provider: &CryptoProvider) -> Vec<SignatureScheme> {

@@ -70,7 +70,7 @@ pub struct PolicyVerifier {
     check: CertCheck,
     /// Chain validation against the trust roots, for `Names`.
     webpki: Option<Arc<rustls::client::WebPkiServerVerifier>>,
-    /// The client config is built over the verifier's provider, so both check alike.
+    /// Checks handshake signatures (the config offers the same signature algorithms).
     pub(super) provider: Arc<rustls::crypto::CryptoProvider>,
     verified: std::sync::Mutex<Option<String>>,
     /// Why the last check failed (or, at `Observe`, would have).

@@ -39,6 +39,11 @@ pub struct SinkOptions {
     pub drop_second_mail: bool,
     /// Offer REQUIRETLS (RFC 8689) once in TLS.
     pub requiretls: bool,
+    /// TLS with X25519 and the NIST curves only: a server without the post-quantum group.
+    pub classical_groups: bool,
+    /// Reset the connection when the ClientHello's TLS record is longer than this many
+    /// bytes: a server (or a middlebox before it) that drops a large first flight.
+    pub reset_hello_over: Option<usize>,
 }
 
 /// Where in a session the sink can be told to misbehave.
@@ -103,6 +108,8 @@ pub struct Received {
     pub auth_user: Option<String>,
     /// The client certificate (DER) presented in the TLS handshake.
     pub client_cert: Option<Vec<u8>>,
+    /// The key-exchange group the TLS session used (rustls's name: `X25519MLKEM768`).
+    pub kx_group: Option<String>,
     /// What followed `MAIL FROM:<...>`: the parameters, upper-case (` SIZE=12 REQUIRETLS`).
     pub mail_params: String,
 }
@@ -117,6 +124,8 @@ pub struct Sink {
     /// AUTH commands received, and the ones that arrived outside TLS.
     pub auth_attempts: Arc<AtomicUsize>,
     pub plaintext_auth_attempts: Arc<AtomicUsize>,
+    /// ClientHellos reset for their size (`reset_hello_over`).
+    pub hellos_reset: Arc<AtomicUsize>,
 }
 
 /// Per-sink counters shared by its sessions.
@@ -126,6 +135,7 @@ struct Counters {
     bodies: Arc<AtomicUsize>,
     auth: Arc<AtomicUsize>,
     plaintext_auth: Arc<AtomicUsize>,
+    hellos_reset: Arc<AtomicUsize>,
 }
 
 impl Sink {
@@ -140,7 +150,7 @@ impl Sink {
         let (tx, rx) = mpsc::unbounded_channel();
         let sessions = Arc::new(AtomicUsize::new(0));
         let tls = tls_acceptor(
-            opts.aes128_only,
+            (opts.aes128_only, opts.classical_groups),
             opts.cert.clone(),
             opts.client_ca.as_deref(),
         );
@@ -148,6 +158,7 @@ impl Sink {
         let (auth_attempts, plaintext_auth_attempts) =
             (counters.auth.clone(), counters.plaintext_auth.clone());
         let (script, bodies) = (opts.script.clone(), counters.bodies.clone());
+        let hellos_reset = counters.hellos_reset.clone();
         let counter = sessions.clone();
         tokio::spawn(async move {
             loop {
@@ -157,6 +168,10 @@ impl Sink {
                 counter.fetch_add(1, Ordering::SeqCst);
                 // Replies go out as written (pipelined replies would otherwise wait on Nagle).
                 let _ = tcp.set_nodelay(true);
+                if opts.reset_hello_over.is_some() {
+                    // A close is then a reset (RST), as a middlebox's drop looks.
+                    let _ = tcp.set_zero_linger();
+                }
                 let (tx, opts, tls, counters) =
                     (tx.clone(), opts.clone(), tls.clone(), counters.clone());
                 tokio::spawn(async move {
@@ -172,6 +187,7 @@ impl Sink {
             bodies,
             auth_attempts,
             plaintext_auth_attempts,
+            hellos_reset,
         }
     }
 
@@ -252,7 +268,7 @@ fn stage_of(upper: &str) -> Option<Stage> {
 }
 
 fn tls_acceptor(
-    aes128_only: bool,
+    (aes128_only, classical_groups): (bool, bool),
     given: Option<Arc<(Vec<u8>, Vec<u8>)>>,
     client_ca: Option<&str>,
 ) -> tokio_rustls::TlsAcceptor {
@@ -270,7 +286,11 @@ fn tls_acceptor(
             )
         }
     };
-    let mut provider = (*postern::tls::provider()).clone();
+    let groups = match classical_groups {
+        true => postern::tls::KxGroups::Classical,
+        false => postern::tls::KxGroups::PostQuantum,
+    };
+    let mut provider = (*postern::tls::provider_for(groups)).clone();
     if aes128_only {
         provider
             .cipher_suites
@@ -301,6 +321,28 @@ fn tls_acceptor(
     tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }
 
+/// The stream to hand the TLS acceptor, or `None` when the ClientHello's record is longer
+/// than `limit` and the connection is dropped (a reset: the listener set zero linger).
+async fn hello_kept(
+    inner: Box<dyn Io>,
+    limit: Option<usize>,
+    counters: &Counters,
+) -> std::io::Result<Option<Box<dyn Io>>> {
+    use tokio::io::AsyncReadExt;
+    let Some(limit) = limit else {
+        return Ok(Some(inner));
+    };
+    let (mut read, write) = tokio::io::split(inner);
+    let mut head = [0u8; 5];
+    read.read_exact(&mut head).await?;
+    if usize::from(u16::from_be_bytes([head[3], head[4]])) > limit {
+        counters.hellos_reset.fetch_add(1, Ordering::SeqCst);
+        return Ok(None);
+    }
+    let replayed = std::io::Cursor::new(head.to_vec()).chain(read);
+    Ok(Some(Box::new(tokio::io::join(replayed, write))))
+}
+
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
@@ -315,6 +357,7 @@ async fn session(
     let mut in_tls = false;
     let mut auth_user: Option<String> = None;
     let mut client_cert: Option<Vec<u8>> = None;
+    let mut kx_group: Option<String> = None;
     let mut sender = String::new();
     let mut mail_params = String::new();
     let mut in_transaction = false;
@@ -366,14 +409,19 @@ async fn session(
                 // Whatever it said, no handshake follows: the session goes on in plaintext.
                 continue;
             }
-            let inner = io.into_inner();
+            let Some(inner) = hello_kept(io.into_inner(), opts.reset_hello_over, &counters).await?
+            else {
+                return Ok(());
+            };
             let stream = tls.accept(inner).await?;
-            client_cert = stream
-                .get_ref()
-                .1
+            let state = stream.get_ref().1;
+            client_cert = state
                 .peer_certificates()
                 .and_then(|c| c.first())
                 .map(|c| c.to_vec());
+            kx_group = state
+                .negotiated_key_exchange_group()
+                .map(|g| format!("{:?}", g.name()));
             io = BufReader::new(Box::new(stream));
             in_tls = true;
             continue;
@@ -459,6 +507,7 @@ async fn session(
                     tls: in_tls,
                     auth_user: auth_user.clone(),
                     client_cert: client_cert.clone(),
+                    kx_group: kx_group.clone(),
                     mail_params: std::mem::take(&mut mail_params),
                 });
                 continue;

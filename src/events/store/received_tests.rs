@@ -31,6 +31,7 @@ fn record(i: u64) -> Received {
             bits: 256,
             trusted: None,
             key_exchange: Some("X25519".into()),
+            ..Default::default()
         }),
         client_cert: (i == 7).then(|| CertFacts {
             subject: "CN=mx.d1.example".into(),

@@ -22,6 +22,7 @@ fn record(i: u64, rcpt: &str, relay: &str, tls: bool) -> Delivery {
             bits: 256,
             trusted: None,
             key_exchange: None,
+            ..Default::default()
         }),
         verified_name: None,
         policy_level: "may".into(),

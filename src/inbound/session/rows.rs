@@ -40,7 +40,7 @@ impl Session {
             refusal.row.row.level,
             refusal.row.source()
         );
-        self.count_row_refusal(&refusal, from);
+        self.count_row_refusal(&refusal, from.and_then(|a| a.domain.as_deref()));
         Some(reply)
     }
 
@@ -78,22 +78,22 @@ impl Session {
         }
     }
 
-    /// Count a refusal before any message: the metric
-    /// (`postern_inbound_refused_total{reason}`) and the event log's counters per client and
-    /// sender domain (`Session::count_refusal`). It logs nothing: the NOQUEUE line is the log.
-    fn count_row_refusal(&self, refusal: &InboundRefusal, from: Option<&Address>) {
+    /// Count a row's refusal before any message: `postern_inbound_refused_total{reason}`, and
+    /// the event log's per-client and sender-domain refusal counters (`EventLog::refused`)
+    /// for the reasons it has (it has none for a cipher too weak: metric only).
+    fn count_row_refusal(&self, refusal: &InboundRefusal, sender_domain: Option<&str>) {
         use crate::events::received::Refusal;
         use crate::policy::inbound::Refused;
-        let (metric, counted) = match refusal.why {
-            Refused::Plaintext => ("plaintext", Refusal::PlaintextRefused),
-            // The counters have no class for a weak cipher: it counts with plaintext, as a
-            // TLS requirement not met.
-            Refused::TooWeak { .. } => ("strength", Refusal::PlaintextRefused),
+        let (metric, event) = match refusal.why {
+            Refused::Plaintext => ("plaintext", Some(Refusal::PlaintextRefused)),
+            Refused::TooWeak { .. } => ("strength", None),
             Refused::NoCertificate | Refused::Certificate { .. } => {
-                ("certificate", Refusal::CertificateRefused)
+                ("certificate", Some(Refusal::CertificateRefused))
             }
         };
         crate::metrics::inbound_refused(metric);
-        self.count_refusal(counted, from.and_then(|a| a.domain.as_deref()));
+        if let Some(event) = event {
+            self.count_refusal(event, sender_domain);
+        }
     }
 }

@@ -9,6 +9,7 @@
 //! | `ehlo.rs`        | EHLO (HELO fallback) and the extensions it announces             |
 //! | `session.rs`     | opening a session (greeting, EHLO, TLS, AUTH), one transaction   |
 //! | `starttls.rs`    | STARTTLS at the level's demands, the handshake, minimum strength |
+//! | `kx.rs`          | key-exchange groups: post-quantum first, classical on a dropped ClientHello |
 //! | `auth.rs`        | SASL PLAIN or LOGIN, inside TLS only                             |
 //! | `transaction.rs` | MAIL, RCPT, DATA (pipelined when offered)                        |
 //! | `pool.rs`        | idle sessions kept for the next message, and `deliver`           |
@@ -17,6 +18,7 @@
 mod auth;
 mod conn;
 mod ehlo;
+mod kx;
 mod pool;
 mod probe;
 mod session;
@@ -33,10 +35,11 @@ use super::classify::Outcome;
 use crate::policy::Level;
 use crate::tls::TlsInfo;
 
+pub use kx::{ClientTls, REMEMBER};
 pub use pool::{Pool, deliver};
 pub use probe::{Probe, probe, probe_recipient};
-pub use starttls::unauthenticated_tls_config;
 
+#[derive(Clone)]
 pub struct Job<'a> {
     /// The message's queue ID, for the log lines of the connection made for it.
     pub queue_id: &'a str,
@@ -67,6 +70,8 @@ pub struct Job<'a> {
     pub auth: Option<(&'a str, &'a str)>,
     /// The certificate (by name) to present if the next hop asks for a client certificate.
     pub client_cert: Option<(&'a str, Arc<rustls::sign::CertifiedKey>)>,
+    /// The policy row asks for classical key exchange only (no post-quantum share).
+    pub classical_kx: bool,
 }
 
 /// What one session with one host produced.
@@ -95,10 +100,14 @@ pub enum Failure {
         starttls_offered: bool,
         /// The TLS in force when a transaction failed inside an encrypted session, and the
         /// name the certificate was verified for: the delivery record says how it crossed.
-        tls: Option<(TlsInfo, Option<String>)>,
+        /// Boxed: the rarer, larger case keeps `Failure` small.
+        tls: Option<Box<(TlsInfo, Option<String>)>>,
     },
     /// TLS handshake failed under `may`: the caller may retry this host in plaintext.
     TlsFailedMay { reason: String },
+    /// The peer reset, closed or went quiet right after our post-quantum ClientHello of
+    /// `hello_bytes`, before any byte of its own: `deliver` retries it with classical groups.
+    FirstFlight { reason: String, hello_bytes: u64 },
 }
 
 /// `host[ip]:port`, as Postfix names a peer in `connect to` and TLS lines.
@@ -110,7 +119,7 @@ impl Failure {
     fn is_temporary(&self) -> bool {
         match self {
             Failure::All { outcome, .. } => outcome.class == super::classify::Class::Temporary,
-            Failure::TlsFailedMay { .. } => true,
+            Failure::TlsFailedMay { .. } | Failure::FirstFlight { .. } => true,
         }
     }
 }

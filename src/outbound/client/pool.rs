@@ -2,12 +2,13 @@
 //! demands (Postfix's connection cache), and delivery over one of them or a new one.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::kx::ClientTls;
 use super::session::{Connection, connect};
-use super::{Failure, Job, Session};
+use super::{Failure, Job, Session, with_port};
 use crate::policy::Level;
+use crate::tls::KxGroups;
 
 /// Sessions kept open between messages, per (host, address, TLS level): a connection made
 /// under one level is never used for a message that needs another.
@@ -120,11 +121,7 @@ impl Pool {
 /// still open, else over a new connection; the session is kept afterwards. A reused
 /// session that fails before the server answered anything (it closed as we began) is
 /// dropped and the next one tried: nothing of the message can have been accepted.
-pub async fn deliver(
-    job: &Job<'_>,
-    tls: &Arc<rustls::ClientConfig>,
-    pool: &Pool,
-) -> Result<Session, Failure> {
+pub async fn deliver(job: &Job<'_>, tls: &ClientTls, pool: &Pool) -> Result<Session, Failure> {
     let key = Pool::key(job);
     while let Some(mut c) = pool.take(&key) {
         if !c.still_open() {
@@ -143,10 +140,34 @@ pub async fn deliver(
         keep_or_close(pool, key, c, result.is_ok());
         return result;
     }
-    let mut c = connect(job, tls).await?;
+    let mut c = connect_kx(job, tls).await?;
     let result = c.send(job).await;
     keep_or_close(pool, key, c, result.is_ok());
     result
+}
+
+/// A new connection with the groups `tls` gives the host; a handshake that died right after
+/// the post-quantum ClientHello is retried once with classical groups, logged (the words of
+/// smtp(8)'s warnings), and the host remembered so that it gets classical ones at once.
+async fn connect_kx(job: &Job<'_>, tls: &ClientTls) -> Result<Connection, Failure> {
+    let groups = tls.groups_for(job.host, job.classical_kx);
+    match connect(job, tls, groups).await {
+        Err(Failure::FirstFlight {
+            reason,
+            hello_bytes,
+        }) => {
+            tracing::warn!(
+                target: "postern/smtp",
+                "{}: warning: TLS handshake with {} failed right after a {hello_bytes}-byte ClientHello offering X25519MLKEM768 ({reason}); retrying with classical key exchange only, as for this host for the next {} hours",
+                job.queue_id,
+                with_port(job),
+                super::kx::REMEMBER.as_secs() / 3600
+            );
+            tls.remember(job.host);
+            connect(job, tls, KxGroups::Classical).await
+        }
+        other => other,
+    }
 }
 
 fn keep_or_close(pool: &Pool, key: PoolKey, c: Connection, ok: bool) {

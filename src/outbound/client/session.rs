@@ -1,7 +1,6 @@
 //! A session with one host: connect, greeting, EHLO, STARTTLS, minimum strength and AUTH,
 //! then transactions over it until it is closed.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::net::TcpStream;
@@ -10,18 +9,20 @@ use super::super::classify::{Class, Outcome, Stage};
 use super::auth::authenticate;
 use super::conn::Conn;
 use super::ehlo::{Extensions, hello};
+use super::kx::ClientTls;
 use super::starttls::{Upgraded, check_strength, upgrade};
 use super::transaction::transaction;
 use super::{Failure, Job, Session, with_port};
 use crate::fsutil::os_text;
 use crate::proto::Enhanced;
-use crate::tls::TlsInfo;
+use crate::tls::{KxGroups, TlsInfo};
 
-/// Connect, greeting, EHLO, STARTTLS as the level demands, EHLO again; then the minimum
-/// strength and SASL, before any transaction.
+/// Connect, greeting, EHLO, STARTTLS as the level demands (offering `groups`), EHLO
+/// again; then the minimum strength and SASL, before any transaction.
 pub(super) async fn connect(
     job: &Job<'_>,
-    tls: &Arc<rustls::ClientConfig>,
+    tls: &ClientTls,
+    groups: KxGroups,
 ) -> Result<Connection, Failure> {
     let started = Instant::now();
     let (conn, ext) = open(job).await?;
@@ -32,7 +33,7 @@ pub(super) async fn connect(
         starttls_offered,
         tls: None,
     };
-    let upgraded = upgrade(conn, ext, job, tls).await?;
+    let upgraded = upgrade(conn, ext, job, (tls, groups)).await?;
     let Upgraded {
         mut conn,
         ext,
@@ -174,7 +175,10 @@ impl Connection {
     /// One transaction: MAIL, RCPTs, DATA.
     pub(super) async fn send(&mut self, job: &Job<'_>) -> Result<Session, Failure> {
         let (name, ext, starttls_offered) = (self.name.clone(), &self.ext, self.starttls_offered);
-        let seen_tls = self.tls.clone().map(|t| (t, self.verified_name.clone()));
+        let seen_tls = self
+            .tls
+            .clone()
+            .map(|t| Box::new((t, self.verified_name.clone())));
         let fail = |outcome: Outcome| Failure::All {
             outcome,
             try_next_host: false,

@@ -12,10 +12,11 @@ use tokio::io::BufReader;
 use super::super::classify::{Class, Outcome, Stage, TlsFailure};
 use super::conn::Conn;
 use super::ehlo::{Extensions, hello};
+use super::kx::{ClientTls, Counted, Counts, TlsFailed};
 use super::{Failure, Job, with_port};
 use crate::policy::Level;
 use crate::proto::Enhanced;
-use crate::tls::TlsInfo;
+use crate::tls::{KxGroups, TlsInfo};
 
 /// A session after `upgrade`: in TLS or not, as the level allowed.
 pub(super) struct Upgraded {
@@ -33,7 +34,7 @@ pub(super) async fn upgrade(
     mut conn: Conn,
     ext: Extensions,
     job: &Job<'_>,
-    tls: &Arc<rustls::ClientConfig>,
+    tls: (&ClientTls, KxGroups),
 ) -> Result<Upgraded, Failure> {
     let starttls_offered = ext.starttls;
     let fail = |outcome: Outcome| Failure::All {
@@ -128,7 +129,7 @@ async fn ask_starttls(
 async fn handshake(
     conn: Conn,
     job: &Job<'_>,
-    tls: &Arc<rustls::ClientConfig>,
+    (tls, groups): (&ClientTls, KxGroups),
     starttls_offered: bool,
 ) -> Result<Handshaken, Failure> {
     let fail = |outcome: Outcome| Failure::All {
@@ -138,7 +139,7 @@ async fn handshake(
         tls: None,
     };
     let peer = conn.name.clone();
-    let (config, verifier) = client_tls_config(job, tls).map_err(fail)?;
+    let (config, verifier) = client_tls_config(job, tls, groups).map_err(fail)?;
     let chain_check = job.chain_check.as_deref().filter(|_| verifier.is_none());
     let peer_at = (job.host, job.addr);
     match start_tls(conn, peer_at, job.command_timeout, &config, chain_check).await {
@@ -152,14 +153,23 @@ async fn handshake(
                 (false, true) => "Trusted",
                 (false, false) => "Untrusted",
             };
-            tracing::info!(target: "postern/smtp", "{trust} TLS connection established to {}: {}", with_port(job), info.describe());
+            tracing::info!(target: "postern/smtp", "{trust} TLS connection established to {}: {}", with_port(job), info.describe_session());
             // Kept in the delivery record, so the Logs page says the line the log said.
             info.trusted = Some(chain_trusted);
             let problem = verifier.as_ref().and_then(|v| v.problem());
             Ok((conn, info, verified_name, problem))
         }
-        Err(reason) if job.level == Level::May => Err(Failure::TlsFailedMay { reason }),
-        Err(reason) => {
+        Err(TlsFailed {
+            reason,
+            unanswered: Some(hello_bytes),
+        }) if groups == KxGroups::PostQuantum => Err(Failure::FirstFlight {
+            reason,
+            hello_bytes,
+        }),
+        Err(TlsFailed { reason, .. }) if job.level == Level::May => {
+            Err(Failure::TlsFailedMay { reason })
+        }
+        Err(TlsFailed { reason, .. }) => {
             let kind = match verifier.as_ref().and_then(|v| v.problem()) {
                 Some(p) => TlsFailure::Certificate(p),
                 None => TlsFailure::Handshake,
@@ -179,18 +189,23 @@ type Handshaken = (
     Option<crate::tls::CertProblem>,
 );
 
-/// The client config for this job's level: shared and unauthenticated at `may`/`encrypt`
-/// (with the relay domain's client certificate if it has one), checking at the others.
+/// The client config for this job's level, offering `groups`: shared and unauthenticated
+/// at `may`/`encrypt` (with the relay domain's client certificate if it has one), checking
+/// at the others.
 fn client_tls_config(
     job: &Job<'_>,
-    tls: &Arc<rustls::ClientConfig>,
+    tls: &ClientTls,
+    groups: KxGroups,
 ) -> Result<TlsConfigs, Outcome> {
     let client_cert = job.client_cert.as_ref().map(|(_, k)| k.clone());
     match (&job.check, client_cert) {
-        (None, None) => Ok((tls.clone(), None)),
-        (None, Some(k)) => Ok((crate::tls::unauthenticated_client_config_with(k), None)),
+        (None, None) => Ok((tls.shared(groups).clone(), None)),
+        (None, Some(k)) => Ok((
+            crate::tls::unauthenticated_client_config_for(Some(k), groups),
+            None,
+        )),
         (Some((check, roots)), client_cert) => {
-            crate::tls::policy_client_config(check.clone(), roots.clone(), client_cert)
+            crate::tls::policy_client_config(check.clone(), roots.clone(), client_cert, groups)
                 .map(|(c, v)| (c, Some(v)))
                 .map_err(|e| policy_failure(job, 5, format!("cannot check certificates: {e}")))
         }
@@ -223,28 +238,42 @@ pub(super) fn check_strength(
     ))
 }
 
+/// The handshake over `conn` after the 220 to STARTTLS; what was negotiated (with the
+/// signatures Postfix logs) and whether the chain leads to a trusted root.
 pub(super) async fn start_tls(
     conn: Conn,
     (host, addr): (&str, SocketAddr),
     timeout: Duration,
     tls: &Arc<rustls::ClientConfig>,
     chain_check: Option<&rustls::client::WebPkiServerVerifier>,
-) -> Result<(Conn, TlsInfo, bool), String> {
+) -> Result<(Conn, TlsInfo, bool), TlsFailed> {
     if !conn.io.buffer().is_empty() {
         // The server spoke after its 220: the response-injection mirror of CVE-2011-0411.
-        return Err("server sent data after its STARTTLS reply".into());
+        return Err(TlsFailed::new("server sent data after its STARTTLS reply"));
     }
     let name = ServerName::try_from(host.to_string())
         .unwrap_or_else(|_| ServerName::IpAddress(addr.ip().into()));
     let connector = tokio_rustls::TlsConnector::from(tls.clone());
-    let stream = conn.io.into_inner();
-    let tls_stream = tokio::time::timeout(timeout, connector.connect(name, stream))
-        .await
-        .map_err(|_| "TLS handshake timed out".to_string())?
-        .map_err(|e| crate::tls::words::handshake_error(&e))?;
+    let counts = Counts::default();
+    let stream = Counted {
+        inner: conn.io.into_inner(),
+        counts: counts.clone(),
+    };
+    let handshake = crate::tls::noting(connector.connect(name, stream));
+    let (tls_stream, noted) = match tokio::time::timeout(timeout, handshake).await {
+        Err(_) => {
+            let why = "TLS handshake timed out".to_string();
+            return Err(TlsFailed::first_flight(why, None, &counts));
+        }
+        Ok((Err(e), _)) => {
+            let why = crate::tls::words::handshake_error(&e);
+            return Err(TlsFailed::first_flight(why, Some(&e), &counts));
+        }
+        Ok((Ok(s), noted)) => (s, noted),
+    };
     let session = tls_stream.get_ref().1;
-    let info =
-        TlsInfo::from_connection(session).ok_or("handshake finished without a cipher suite")?;
+    let info = TlsInfo::from_handshake(session, &noted, false)
+        .ok_or_else(|| TlsFailed::new("handshake finished without a cipher suite"))?;
     let chain_trusted = match (chain_check, session.peer_certificates()) {
         (Some(verifier), Some(chain)) => crate::tls::chain_trusted(verifier, chain),
         _ => false,
@@ -269,11 +298,4 @@ fn policy_failure(job: &Job<'_>, detail: u16, reason: String) -> Outcome {
     } else {
         Outcome::temporary(Enhanced(4, 7, detail), reason)
     }
-}
-
-/// The client TLS config for `may` and `encrypt`: encryption without authentication, as
-/// those levels define (the certificate is not checked; `verify` and `secure` come with the
-/// policy issue). One shared config, so TLS sessions are resumed across connections.
-pub fn unauthenticated_tls_config() -> Arc<rustls::ClientConfig> {
-    crate::tls::unauthenticated_client_config()
 }

@@ -104,6 +104,7 @@ fn job<'a>(recipients: &'a [String]) -> Job<'a> {
         command_timeout: Duration::from_secs(5),
         auth: None,
         client_cert: None,
+        classical_kx: false,
     }
 }
 

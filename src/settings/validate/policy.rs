@@ -62,6 +62,7 @@ pub fn check_policy(
         }
         let fingerprints = check_fingerprints(i, row)?;
         check_match_names(i, row)?;
+        check_key_exchange(i, row)?;
         out.push(PolicyRow {
             pattern,
             fingerprints,
@@ -168,6 +169,18 @@ fn check_match_names(i: usize, row: &PolicyRow) -> Result<(), FieldError> {
                 format!("{n:?} is not a domain name"),
             ));
         }
+    }
+    Ok(())
+}
+
+/// Row `i`'s key exchange: `classical` means something only where there is TLS.
+fn check_key_exchange(i: usize, row: &PolicyRow) -> Result<(), FieldError> {
+    use crate::levels::{KeyExchange, Level};
+    if row.key_exchange == KeyExchange::Classical && row.level == Level::None {
+        return Err(field_error(
+            format!("policy[{i}].key_exchange"),
+            "classical applies to TLS, and level none sends mail without TLS: choose level may or above, or leave key_exchange out",
+        ));
     }
     Ok(())
 }

@@ -89,6 +89,9 @@ pub struct RowForm {
     /// `` (the global setting), `enforce`, `monitor` or `off`.
     #[serde(default)]
     mta_sts: String,
+    /// Checked: classical key exchange only.
+    #[serde(default)]
+    classical_kx: Option<String>,
 }
 
 /// Messages under the form's fields.
@@ -327,6 +330,8 @@ fn form_of(row: &PolicyRow) -> RowForm {
         match_names: row.match_names.join(", "),
         fingerprints: row.fingerprints.join(", "),
         mta_sts: row.mta_sts.map(|m| m.to_string()).unwrap_or_default(),
+        classical_kx: (row.key_exchange == crate::levels::KeyExchange::Classical)
+            .then(|| "on".into()),
     }
 }
 
@@ -395,6 +400,10 @@ fn row_of(form: &RowForm) -> Result<PolicyRow, Box<RowErrors>> {
         fingerprints: list(&form.fingerprints),
         managed_by: None,
         mta_sts,
+        key_exchange: match form.classical_kx {
+            Some(_) => crate::levels::KeyExchange::Classical,
+            None => crate::levels::KeyExchange::PostQuantum,
+        },
     })
 }
 
@@ -533,7 +542,7 @@ fn test_view(t: PolicyTest) -> TestView {
                     (false, false) => "NOT offered".into(),
                 },
                 tls: match (&r.tls, &r.tls_error) {
-                    (Some(tls), _) => tls.describe(),
+                    (Some(tls), _) => tls.describe_session(),
                     (None, Some(e)) => format!("failed: {e}"),
                     (None, None) => "none".into(),
                 },
