@@ -42,6 +42,7 @@ fn tls(bits: u16) -> Option<TlsInfo> {
         bits,
         trusted: None,
         key_exchange: Some("X25519".into()),
+        ..TlsInfo::default()
     })
 }
 
