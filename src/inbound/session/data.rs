@@ -76,6 +76,10 @@ impl Session {
             self.tx = None;
             return Err(replies::bare_cr());
         }
+        if reader.saw_nul() {
+            self.tx = None;
+            return Err(replies::nul_in_message());
+        }
         self.prepare(reader.into_message())
     }
 
@@ -128,14 +132,18 @@ impl Session {
             return Err(replies::chunk_ok(size as usize));
         }
         let bytes = std::mem::take(&mut tx.chunks);
-        // BDAT has no dot-stuffing, but we relay with DATA: its lines must be CRLF too.
-        match crate::proto::bare_line_ending(&bytes) {
-            Some(ending) => {
+        // BDAT has no dot-stuffing, but we relay with DATA: its lines must be CRLF too, and
+        // free of NUL as DATA's are (`replies::nul_in_message`).
+        let refusal = match crate::proto::bare_line_ending(&bytes) {
+            Some(crate::proto::BareEnding::Lf) => Some(replies::bare_lf()),
+            Some(crate::proto::BareEnding::Cr) => Some(replies::bare_cr()),
+            None if crate::proto::contains_nul(&bytes) => Some(replies::nul_in_message()),
+            None => None,
+        };
+        match refusal {
+            Some(reply) => {
                 self.tx = None;
-                Err(match ending {
-                    crate::proto::BareEnding::Lf => replies::bare_lf(),
-                    crate::proto::BareEnding::Cr => replies::bare_cr(),
-                })
+                Err(reply)
             }
             None => self.prepare(bytes).map(Some),
         }
