@@ -1,8 +1,10 @@
 //! What real peers and the public SMTP-smuggling scanners see (issue 35): NUL in message
-//! content refused in DATA and BDAT and never relayed.
+//! content refused in DATA and BDAT and never relayed; one log line per refused probe, in
+//! Postfix's words, that the shipped fail2ban filter matches.
 
 mod common;
 
+use common::process::{Keys, spawn_postern_with};
 use common::sink::{Sink, SinkOptions};
 use common::*;
 
@@ -62,5 +64,97 @@ async fn nul_is_refused_in_data_and_bdat_and_never_relayed() {
     assert!(
         sink.next(2).await.is_none(),
         "more than the clean messages arrived"
+    );
+}
+
+/// Each refused probe, in DATA and in BDAT, is one line naming the client and the sequence:
+/// Postfix's smtpd.c `log_whatsup(state, "reject", "bare <LF> received")`, i.e.
+/// `<queueid>: reject: END-OF-MESSAGE from unknown[ip]: bare <LF> received; from=<..> ...`.
+#[tokio::test]
+async fn every_refused_probe_is_one_line_fail2ban_matches() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys {
+        server: "log_format = \"syslog\"",
+        ..Keys::default()
+    };
+    let proc = spawn_postern_with(dir.path(), None, keys, "");
+    let probes: [(&[u8], &str); 3] = [
+        (
+            b"Subject: a\r\n\r\nx\n.\nMAIL FROM:<s@evil.example>\r\n",
+            "bare <LF>",
+        ),
+        (
+            b"Subject: a\r\n\r\nx\r.\rMAIL FROM:<s@evil.example>\r\n",
+            "bare <CR>",
+        ),
+        (NUL_BODIES[0], "<NUL>"),
+    ];
+    let mut c = SmtpClient::connect(proc.smtp, None, None).await;
+    c.ehlo().await;
+    for (body, _) in probes {
+        assert_eq!(c.send(SENDER, &["r@other.example"], body).await.code, 550);
+        c.cmd(&format!("MAIL FROM:<{SENDER}>")).await;
+        c.cmd("RCPT TO:<r@other.example>").await;
+        c.write(format!("BDAT {} LAST\r\n", body.len()).as_bytes())
+            .await;
+        c.write(body).await;
+        assert_eq!(c.read().await.code, 550, "BDAT {body:?}");
+    }
+    assert_eq!(c.cmd("QUIT").await.code, 221);
+    let log = loop {
+        let lines = proc.log.lock().unwrap().clone();
+        if lines.iter().any(|l| l.contains("disconnect from")) {
+            break lines;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    for (_, sequence) in probes {
+        let lines: Vec<_> = log
+            .iter()
+            .filter(|l| l.contains(&format!(": {sequence} received;")))
+            .collect();
+        assert_eq!(lines.len(), 2, "one line per refused message: {log:#?}");
+        for line in lines {
+            let (_, tail) = line.split_once("postern/smtpd").expect(line);
+            let (id, rest) = tail.split_once(": reject: ").expect(line);
+            assert!(!id.ends_with("NOQUEUE"), "the queue ID is named: {line}");
+            assert_eq!(
+                rest,
+                format!(
+                    "END-OF-MESSAGE from unknown[127.0.0.1]: {sequence} received; from=<{SENDER}> to=<r@other.example> proto=ESMTP helo=<client.test.example>"
+                )
+            );
+        }
+    }
+    assert!(proc.stop().await);
+    if !have("fail2ban-regex") {
+        return;
+    }
+    let file = dir.path().join("maillog");
+    std::fs::write(&file, log.join("\n")).unwrap();
+    let filters = dir.path().join("filter.d");
+    std::fs::create_dir(&filters).unwrap();
+    std::fs::copy(
+        "/etc/fail2ban/filter.d/common.conf",
+        filters.join("common.conf"),
+    )
+    .unwrap();
+    let filter = filters.join("postern-smtpd.conf");
+    let shipped = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/fail2ban/postern-smtpd.conf"
+    );
+    std::fs::copy(shipped, &filter).unwrap();
+    let out = std::process::Command::new("fail2ban-regex")
+        .args(["--print-all-matched", "--raw"])
+        .arg(&file)
+        .arg(&filter)
+        .output()
+        .expect("fail2ban-regex");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("Failregex: 6 total"),
+        "six refused probes, six matches: {text}"
     );
 }
