@@ -158,3 +158,45 @@ async fn every_refused_probe_is_one_line_fail2ban_matches() {
         "six refused probes, six matches: {text}"
     );
 }
+
+/// Under an `encrypt` row, a host without STARTTLS (or refusing it) gets a QUIT before the
+/// close, as Postfix's client says goodbye (the remote logs `quit=1`, not `lost connection
+/// after EHLO`).
+#[tokio::test]
+async fn quit_follows_a_policy_refusal() {
+    for starttls in [false, true] {
+        let sink = Sink::start(SinkOptions {
+            starttls,
+            ..SinkOptions::default()
+        })
+        .await;
+        if starttls {
+            sink.act(
+                common::sink::Stage::StartTls,
+                common::sink::Act::Reply("454 4.7.0 TLS not available".into()),
+            );
+        }
+        let port = sink.addr.port();
+        let mut server = TestServer::start_with(&format!(
+            "[outbound]\nconnection_cache_secs = 0\n[outbound.routes]\n\"other.example\" = \"[127.0.0.1]:{port}\"\n"
+        ))
+        .await;
+        server
+            .set(serde_json::json!({"trusted_networks": ["127.0.0.1/32"], "policy": [{"pattern": "other.example", "level": "encrypt", "on_failure": "defer"}]}))
+            .await;
+        server
+            .submit(SENDER, &["partner@other.example"], &message("q", ""))
+            .await;
+        let event = server.next_event_for("partner@other.example", 20).await;
+        assert_eq!(event.status, "deferred", "{event:?}");
+        let quits = &sink.quits;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while quits.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no QUIT after the refusal (STARTTLS offered: {starttls})"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+}

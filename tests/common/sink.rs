@@ -117,6 +117,8 @@ pub struct Sink {
     /// AUTH commands received, and the ones that arrived outside TLS.
     pub auth_attempts: Arc<AtomicUsize>,
     pub plaintext_auth_attempts: Arc<AtomicUsize>,
+    /// QUIT commands received (a client that says goodbye rather than just closing).
+    pub quits: Arc<AtomicUsize>,
 }
 
 /// Per-sink counters shared by its sessions.
@@ -126,6 +128,7 @@ struct Counters {
     bodies: Arc<AtomicUsize>,
     auth: Arc<AtomicUsize>,
     plaintext_auth: Arc<AtomicUsize>,
+    quits: Arc<AtomicUsize>,
 }
 
 impl Sink {
@@ -148,6 +151,7 @@ impl Sink {
         let (auth_attempts, plaintext_auth_attempts) =
             (counters.auth.clone(), counters.plaintext_auth.clone());
         let (script, bodies) = (opts.script.clone(), counters.bodies.clone());
+        let quits = counters.quits.clone();
         let counter = sessions.clone();
         tokio::spawn(async move {
             loop {
@@ -172,6 +176,7 @@ impl Sink {
             bodies,
             auth_attempts,
             plaintext_auth_attempts,
+            quits,
         }
     }
 
@@ -464,6 +469,7 @@ async fn session(
                 continue;
             }
         } else if upper == "QUIT" {
+            counters.quits.fetch_add(1, Ordering::SeqCst);
             answer(&mut io, &script, Stage::Quit, "221 2.0.0 Bye\r\n").await?;
             return Ok(());
         } else if upper == "RSET" {
