@@ -5,7 +5,7 @@
 use libfuzzer_sys::fuzz_target;
 use postern::proto::{DotReader, Progress, dot_stuff};
 
-fn read(input: &[u8], split: usize) -> (Option<usize>, Vec<u8>, bool) {
+fn read(input: &[u8], split: usize) -> (Option<usize>, Vec<u8>, [bool; 3]) {
     let mut r = DotReader::new(1 << 16);
     let split = split.min(input.len());
     let mut end = None;
@@ -15,8 +15,8 @@ fn read(input: &[u8], split: usize) -> (Option<usize>, Vec<u8>, bool) {
             break;
         }
     }
-    let bare = r.saw_bare_lf();
-    (end, r.into_message(), bare)
+    let flags = [r.saw_bare_lf(), r.saw_bare_cr(), r.saw_nul()];
+    (end, r.into_message(), flags)
 }
 
 fuzz_target!(|data: &[u8]| {

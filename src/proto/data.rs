@@ -5,6 +5,11 @@
 //! session can refuse the message: accepting `<LF>.<LF>`-style endings is the SMTP smuggling
 //! class of bugs (CVE-2023-51764), and forwarding bare LFs or CRs (`<CR>.<CR>`) lets a
 //! downstream server that ends lines on them be smuggled.
+//!
+//! A NUL anywhere is remembered too: message text carries no NUL (RFC 5322 section 2.3 and
+//! section 3.5 `text`, RFC 2045 section 2.7/2.8 for 7bit and 8bit data; RFC 5321 section
+//! 4.1.1.4 warns against control characters), and a receiver that drops NULs before looking
+//! for the end of data reads `<CR><LF><NUL>.<CR><LF>` as one (the smuggling scanners' probe).
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -37,6 +42,7 @@ pub struct DotReader {
     size: usize,
     bare_lf: bool,
     bare_cr: bool,
+    nul: bool,
 }
 
 impl DotReader {
@@ -50,6 +56,7 @@ impl DotReader {
             size: 0,
             bare_lf: false,
             bare_cr: false,
+            nul: false,
         }
     }
 
@@ -57,9 +64,9 @@ impl DotReader {
         let mut i = 0;
         while i < input.len() {
             if self.state == State::Text {
-                // Inside a line only CR and LF change anything: the run up to the next one
-                // is copied at once (memchr), the rest goes byte by byte.
-                let run = memchr::memchr2(b'\r', b'\n', &input[i..]).unwrap_or(input.len() - i);
+                // Inside a line only CR, LF and NUL change anything: the run up to the next
+                // one is copied at once (memchr), the rest goes byte by byte.
+                let run = memchr::memchr3(b'\r', b'\n', 0, &input[i..]).unwrap_or(input.len() - i);
                 self.push_slice(&input[i..i + run]);
                 i += run;
                 if i == input.len() {
@@ -76,6 +83,8 @@ impl DotReader {
 
     /// One byte; true at the end of data.
     fn step(&mut self, b: u8) -> bool {
+        // NUL is data to the state machine (never CR, LF or a dot), only flagged.
+        self.nul |= b == 0;
         match (self.state, b) {
             (State::LineStart, b'.') => self.state = State::Dot,
             (State::Dot, b'\r') => self.state = State::DotCr,
@@ -143,6 +152,10 @@ impl DotReader {
         self.bare_cr
     }
 
+    pub fn saw_nul(&self) -> bool {
+        self.nul
+    }
+
     /// The message as received, dot-stuffing removed.
     pub fn into_message(self) -> Vec<u8> {
         self.out
@@ -171,6 +184,11 @@ pub fn bare_line_ending(message: &[u8]) -> Option<BareEnding> {
         }
     }
     prev_cr.then_some(BareEnding::Cr)
+}
+
+/// Whether `message` holds a NUL (BDAT content; DATA's reader flags it on the way in).
+pub fn contains_nul(message: &[u8]) -> bool {
+    memchr::memchr(0, message).is_some()
 }
 
 /// Dot-stuff a message for sending (RFC 5321 section 4.5.2), ending it with `.<CR><LF>`.
@@ -303,6 +321,35 @@ mod tests {
         assert_eq!(bare_line_ending(b"a\n.\n"), Some(BareEnding::Lf));
     }
 
+    /// The scanners' NUL probes: never an end of data, always flagged, wherever the reads split.
+    #[test]
+    fn nul_is_flagged_and_never_ends_data() {
+        for data in [
+            &b"a\r\n\x00.\r\nMAIL FROM:<x@y>\r\n\r\n.\r\n"[..],
+            b"a\x00b\r\n.\r\n",
+            b"\x00\r\n.\r\n",
+            b".\x00\r\n.\r\n",
+        ] {
+            for split in 0..data.len() {
+                let (a, b) = data.split_at(split);
+                let mut r = DotReader::new(1024);
+                let first = r.feed(a);
+                let second = if first == Progress::NeedMore {
+                    r.feed(b)
+                } else {
+                    first
+                };
+                assert!(matches!(second, Progress::Done { .. }), "{data:?}");
+                assert!(r.saw_nul(), "{data:?} split at {split}");
+            }
+        }
+        let mut r = DotReader::new(1024);
+        assert!(matches!(r.feed(b"a\r\nb\r\n.\r\n"), Progress::Done { .. }));
+        assert!(!r.saw_nul());
+        assert!(contains_nul(b"a\r\n\x00.\r\n"));
+        assert!(!contains_nul(b"a\r\n.\r\n"));
+    }
+
     #[test]
     fn overflow_counts_but_keeps_limit() {
         let mut r = DotReader::new(4);
@@ -312,7 +359,7 @@ mod tests {
     }
 
     /// The byte-at-a-time reader and stuffer these replaced, as the reference.
-    fn reference_read(input: &[u8], limit: usize) -> (Progress, Vec<u8>, bool, bool, bool) {
+    fn reference_read(input: &[u8], limit: usize) -> (Progress, Vec<u8>, [bool; 4]) {
         let mut r = DotReader::new(limit);
         let mut progress = Progress::NeedMore;
         for (i, &b) in input.iter().enumerate() {
@@ -321,8 +368,17 @@ mod tests {
                 break;
             }
         }
-        let flags = (r.overflowed(), r.saw_bare_lf(), r.saw_bare_cr());
-        (progress, r.into_message(), flags.0, flags.1, flags.2)
+        let flags = flags(&r);
+        (progress, r.into_message(), flags)
+    }
+
+    fn flags(r: &DotReader) -> [bool; 4] {
+        [
+            r.overflowed(),
+            r.saw_bare_lf(),
+            r.saw_bare_cr(),
+            r.saw_nul(),
+        ]
     }
 
     fn reference_stuff(message: &[u8]) -> Vec<u8> {
@@ -342,7 +398,7 @@ mod tests {
         out
     }
 
-    /// Seeded random inputs over the bytes that matter (`.`, CR, LF, text), fed in random
+    /// Seeded random inputs over the bytes that matter (`.`, CR, LF, NUL, text), fed in random
     /// chunks: the fast paths give exactly what the byte-at-a-time versions gave.
     #[test]
     fn fast_paths_agree_with_the_byte_at_a_time_reference() {
@@ -352,8 +408,8 @@ mod tests {
             let len = rng.gen_range(0..200);
             let input: Vec<u8> = (0..len)
                 .map(|_| {
-                    *[b'.', b'\r', b'\n', b'a', b'b']
-                        .get(rng.gen_range(0..5))
+                    *[b'.', b'\r', b'\n', b'a', b'b', 0]
+                        .get(rng.gen_range(0..6))
                         .unwrap()
                 })
                 .collect();
@@ -371,8 +427,8 @@ mod tests {
                 };
                 at = end;
             }
-            let flags = (r.overflowed(), r.saw_bare_lf(), r.saw_bare_cr());
-            let got = (progress, r.into_message(), flags.0, flags.1, flags.2);
+            let flags = flags(&r);
+            let got = (progress, r.into_message(), flags);
             assert_eq!(
                 got,
                 reference_read(&input, limit),

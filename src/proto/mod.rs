@@ -10,7 +10,8 @@ mod reply;
 
 pub use command::{Address, Body, Command, MAX_COMMAND_LINE, MailParams, parse};
 pub use data::{
-    BareEnding, DotReader, Progress, bare_line_ending, dot_stuff, end_without_stuffing,
+    BareEnding, DotReader, Progress, bare_line_ending, contains_nul, dot_stuff,
+    end_without_stuffing,
 };
 pub use date::{rfc5322_at, rfc5322_now, utc_at};
 pub use ehlo::{Capabilities, ehlo_reply};

@@ -388,6 +388,19 @@ pub mod replies {
             "Error: bare <CR> received (RFC 5321 section 2.3.8)",
         )
     }
+
+    /// A NUL in message content: text lines carry none (RFC 5322 section 2.3; RFC 5321
+    /// section 4.1.1.4 advises against control characters). Refused whole rather than
+    /// cleaned: removing it changes what the sender signed (DKIM) and hides the probe, and
+    /// no real mail carries one (BINARYMIME, the only way to send it, is not offered).
+    /// The words are Cyrus lmtpd's ("Message contains NUL characters").
+    pub fn nul_in_message() -> Reply {
+        Reply::new(
+            550,
+            Enhanced(5, 6, 0),
+            "Error: message contains NUL characters (RFC 5322 section 2.3)",
+        )
+    }
     pub fn smtputf8_required() -> Reply {
         Reply::new(
             553,

@@ -126,6 +126,8 @@ pub struct Sink {
     pub plaintext_auth_attempts: Arc<AtomicUsize>,
     /// ClientHellos reset for their size (`reset_hello_over`).
     pub hellos_reset: Arc<AtomicUsize>,
+    /// QUIT commands received (a client that says goodbye rather than just closing).
+    pub quits: Arc<AtomicUsize>,
 }
 
 /// Per-sink counters shared by its sessions.
@@ -136,6 +138,7 @@ struct Counters {
     auth: Arc<AtomicUsize>,
     plaintext_auth: Arc<AtomicUsize>,
     hellos_reset: Arc<AtomicUsize>,
+    quits: Arc<AtomicUsize>,
 }
 
 impl Sink {
@@ -159,6 +162,7 @@ impl Sink {
             (counters.auth.clone(), counters.plaintext_auth.clone());
         let (script, bodies) = (opts.script.clone(), counters.bodies.clone());
         let hellos_reset = counters.hellos_reset.clone();
+        let quits = counters.quits.clone();
         let counter = sessions.clone();
         tokio::spawn(async move {
             loop {
@@ -188,6 +192,7 @@ impl Sink {
             auth_attempts,
             plaintext_auth_attempts,
             hellos_reset,
+            quits,
         }
     }
 
@@ -513,6 +518,7 @@ async fn session(
                 continue;
             }
         } else if upper == "QUIT" {
+            counters.quits.fetch_add(1, Ordering::SeqCst);
             answer(&mut io, &script, Stage::Quit, "221 2.0.0 Bye\r\n").await?;
             return Ok(());
         } else if upper == "RSET" {

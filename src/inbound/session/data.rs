@@ -69,14 +69,41 @@ impl Session {
             return Err(replies::message_too_big());
         }
         if reader.saw_bare_lf() {
-            self.tx = None;
-            return Err(replies::bare_lf());
+            return Err(self.refuse_content(replies::bare_lf(), "bare <LF>"));
         }
         if reader.saw_bare_cr() {
-            self.tx = None;
-            return Err(replies::bare_cr());
+            return Err(self.refuse_content(replies::bare_cr(), "bare <CR>"));
+        }
+        if reader.saw_nul() {
+            return Err(self.refuse_content(replies::nul_in_message(), "<NUL>"));
         }
         self.prepare(reader.into_message())
+    }
+
+    /// A message refused for what its content carries (the smuggling probes): the
+    /// transaction ends, and one line names the client and the sequence, in Postfix's
+    /// words: smtpd.c `log_whatsup(state, "reject", "bare <LF> received")`, which
+    /// smtpd_check.c writes as `<queueid>: reject: END-OF-MESSAGE from <client>: <text>;
+    /// from=<..> to=<..> proto=.. helo=<..>` (first recipient, as Postfix keeps it). The
+    /// shipped fail2ban filter (config/fail2ban/postern-smtpd.conf) matches it.
+    fn refuse_content(&mut self, reply: Reply, sequence: &str) -> Reply {
+        let tx = self.tx.take();
+        let id = tx
+            .as_ref()
+            .and_then(|tx| tx.id)
+            .map_or_else(|| "NOQUEUE".to_string(), |id| id.to_string());
+        let from = tx.as_ref().and_then(|tx| tx.from.as_ref());
+        let to = tx.as_ref().and_then(|tx| tx.rcpts.first());
+        tracing::info!(
+            target: "postern/smtpd",
+            "{id}: reject: END-OF-MESSAGE from {}: {sequence} received; from=<{}> to=<{}> proto={} helo=<{}>",
+            self.client,
+            from.map(Address::to_string).unwrap_or_default(),
+            to.map(Address::to_string).unwrap_or_default(),
+            if self.esmtp { "ESMTP" } else { "SMTP" },
+            self.helo.as_deref().unwrap_or("")
+        );
+        reply
     }
 
     pub(super) fn handle_bdat(&mut self, size: u64, last: bool) -> Step {
@@ -128,15 +155,18 @@ impl Session {
             return Err(replies::chunk_ok(size as usize));
         }
         let bytes = std::mem::take(&mut tx.chunks);
-        // BDAT has no dot-stuffing, but we relay with DATA: its lines must be CRLF too.
-        match crate::proto::bare_line_ending(&bytes) {
-            Some(ending) => {
-                self.tx = None;
-                Err(match ending {
-                    crate::proto::BareEnding::Lf => replies::bare_lf(),
-                    crate::proto::BareEnding::Cr => replies::bare_cr(),
-                })
+        // BDAT has no dot-stuffing, but we relay with DATA: its lines must be CRLF too, and
+        // free of NUL as DATA's are (`replies::nul_in_message`).
+        let refusal = match crate::proto::bare_line_ending(&bytes) {
+            Some(crate::proto::BareEnding::Lf) => Some((replies::bare_lf(), "bare <LF>")),
+            Some(crate::proto::BareEnding::Cr) => Some((replies::bare_cr(), "bare <CR>")),
+            None if crate::proto::contains_nul(&bytes) => {
+                Some((replies::nul_in_message(), "<NUL>"))
             }
+            None => None,
+        };
+        match refusal {
+            Some((reply, sequence)) => Err(self.refuse_content(reply, sequence)),
             None => self.prepare(bytes).map(Some),
         }
     }

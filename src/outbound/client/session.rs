@@ -112,6 +112,10 @@ pub(super) async fn greet(mut conn: Conn, job: &Job<'_>) -> Result<(Conn, Extens
         .map_err(next_host)?;
     let o = Outcome::from_reply(&greeting, &peer, Stage::Greeting);
     if o.class != Class::Delivered {
+        // RFC 5321 section 3.1: after a refusing greeting the client SHOULD send QUIT.
+        if !o.protocol_error {
+            conn.quit_later();
+        }
         return Err(next_host(o));
     }
     let ext = hello(&mut conn, job.helo, &peer).await.map_err(next_host)?;

@@ -63,12 +63,19 @@ pub(super) async fn upgrade(
                 min => format!("encryption too weak 0 less than {min} ({not_offered})"),
             };
             let detail = if job.bounce_on_failure { 0 } else { 4 };
+            // The session is in step after EHLO: say goodbye (the peer logs `quit=1`).
+            conn.quit_later();
             Err(fail(
                 policy_failure(job, detail, reason).tls(TlsFailure::NoStarttls),
             ))
         }
         (_, true) => {
-            ask_starttls(&mut conn, job, &peer, starttls_offered).await?;
+            if let Err((failure, in_step)) = ask_starttls(&mut conn, job, &peer).await {
+                if in_step {
+                    conn.quit_later();
+                }
+                return Err(failure);
+            }
             let (conn, tls, verified_name, cert_problem) =
                 handshake(conn, job, tls, starttls_offered).await?;
             let mut conn = conn;
@@ -84,44 +91,45 @@ pub(super) async fn upgrade(
     }
 }
 
-/// The STARTTLS command and its reply.
-async fn ask_starttls(
-    conn: &mut Conn,
-    job: &Job<'_>,
-    peer: &str,
-    starttls_offered: bool,
-) -> Result<(), Failure> {
+/// The STARTTLS command and its reply; on failure, whether the session is still in step
+/// (a refusal: a QUIT may follow) or not (no reply, or a protocol error).
+async fn ask_starttls(conn: &mut Conn, job: &Job<'_>, peer: &str) -> Result<(), (Failure, bool)> {
     let fail = |outcome: Outcome| Failure::All {
         outcome,
         try_next_host: false,
-        starttls_offered,
+        starttls_offered: true,
         tls: None,
     };
-    let reply = conn.command("STARTTLS", "STARTTLS").await.map_err(fail)?;
+    let reply = match conn.command("STARTTLS", "STARTTLS").await {
+        Ok(reply) => reply,
+        Err(o) => return Err((fail(o), false)),
+    };
     let o = Outcome::from_reply(&reply, peer, Stage::StartTls);
     if o.protocol_error {
         // A 2xx without a handshake to follow: out of step, at any level; never a reason
         // to go on in plaintext on this session or another.
-        return Err(fail(o));
+        return Err((fail(o), false));
     }
     if o.class == Class::Delivered {
         return Ok(());
     }
     if job.level == Level::May {
-        return Err(Failure::TlsFailedMay {
-            reason: format!("STARTTLS refused: {}", reply.summary()),
-        });
+        let reason = format!("STARTTLS refused: {}", reply.summary());
+        return Err((Failure::TlsFailedMay { reason }, true));
     }
-    Err(fail(
-        policy_failure(
-            job,
-            5,
-            format!(
-                "TLS is required, but host {peer} refused to start TLS: {}",
-                reply.summary()
-            ),
-        )
-        .tls(TlsFailure::NoStarttls),
+    Err((
+        fail(
+            policy_failure(
+                job,
+                5,
+                format!(
+                    "TLS is required, but host {peer} refused to start TLS: {}",
+                    reply.summary()
+                ),
+            )
+            .tls(TlsFailure::NoStarttls),
+        ),
+        true,
     ))
 }
 
