@@ -18,7 +18,7 @@ pub use crate::settings::certificates::{
     Binding, Kind, SYSTEM, StoreOpError, StoredCert, bindings, bound_at, check_bindings,
 };
 use crate::settings::{Secret, SettingsHandle};
-use crate::tls::CertResolver;
+use crate::tls::{CertResolver, Served};
 use acme::AcmeLoaded;
 pub use check::{CheckError, Facts};
 pub use import::{CertError, ImportRequest};
@@ -104,22 +104,37 @@ impl Certs {
     /// current certificate and says why.
     pub fn rebind(&self) {
         let snapshot = self.settings.current();
-        let smtp = match snapshot.settings.inbound.certificate.as_deref() {
+        let (inbound, admin) = (&snapshot.settings.inbound, &snapshot.settings.admin);
+        let smtp = match inbound.certificate.as_deref() {
             None | Some("") => Ok(self.default_smtp.clone()),
             Some(name) => self.load(name).map(|(k, _)| k),
         };
-        let admin = match snapshot.settings.admin.certificate.as_deref() {
+        let admin_first = match admin.certificate.as_deref() {
             None => Ok(self.system.0.clone()),
             Some(name) => self.load(name).map(|(k, _)| k),
         };
-        for (what, resolver, key) in [("SMTP", &self.smtp, smtp), ("admin", &self.admin, admin)] {
-            match key {
-                Ok(k) => {
-                    if !Arc::ptr_eq(&resolver.current(), &k) {
+        let listeners = [
+            ("SMTP", &self.smtp, smtp, inbound.ec_certificate.as_deref()),
+            (
+                "admin",
+                &self.admin,
+                admin_first,
+                admin.ec_certificate.as_deref(),
+            ),
+        ];
+        for (what, resolver, first, ec) in listeners {
+            match first.and_then(|first| self.pair(first, ec)) {
+                Ok(served) => {
+                    let now = resolver.served();
+                    let same_ec = match (&now.ec, &served.ec) {
+                        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                        (a, b) => a.is_none() && b.is_none(),
+                    };
+                    if !Arc::ptr_eq(&now.first, &served.first) || !same_ec {
                         if what == "admin" {
-                            self.pin_admin(&k);
+                            self.pin_admin(&served.first);
                         }
-                        resolver.swap_arc(k);
+                        resolver.swap_served(served);
                     }
                 }
                 Err(e) => {
@@ -127,6 +142,25 @@ impl Certs {
                 }
             }
         }
+    }
+
+    /// `first` with the ECDSA certificate called `ec` beside it, when one is bound. The
+    /// settings check the pair's keys, except an ACME one's, read only here.
+    fn pair(&self, first: Arc<CertifiedKey>, ec: Option<&str>) -> Result<Served, String> {
+        let Some(name) = ec.filter(|n| !n.is_empty()) else {
+            return Ok(Served { first, ec: None });
+        };
+        let (ec, _) = self.load(name)?;
+        use rustls::SignatureAlgorithm::{ECDSA, RSA};
+        if ec.key.algorithm() != ECDSA || first.key.algorithm() != RSA {
+            return Err(format!(
+                "certificate {name:?} is served beside the other one only if it is ECDSA and the other RSA"
+            ));
+        }
+        Ok(Served {
+            first,
+            ec: Some(ec),
+        })
     }
 
     /// Publish the admin listener's certificate (public, 0644) for the CLI to pin; the
