@@ -78,7 +78,7 @@ impl Certs {
         });
         certs.rebind();
         // A pin left from an earlier run must match what is served now.
-        certs.pin_admin(&certs.admin.current());
+        certs.pin_admin(certs.admin.served().to_ecdsa_clients());
         certs
     }
 
@@ -132,7 +132,7 @@ impl Certs {
                     };
                     if !Arc::ptr_eq(&now.first, &served.first) || !same_ec {
                         if what == "admin" {
-                            self.pin_admin(&served.first);
+                            self.pin_admin(served.to_ecdsa_clients());
                         }
                         resolver.swap_served(served);
                     }
@@ -163,8 +163,8 @@ impl Certs {
         })
     }
 
-    /// Publish the admin listener's certificate (public, 0644) for the CLI to pin; the
-    /// system one needs no file.
+    /// Publish the admin listener's certificate (public, 0644) for the CLI to pin: of a pair,
+    /// the ECDSA one, which the CLI and other nodes are served; the system one needs no file.
     fn pin_admin(&self, key: &CertifiedKey) {
         let result = if key.cert.first() == self.system.0.cert.first() {
             std::fs::remove_file(&self.admin_pin).or_else(|e| {

@@ -79,6 +79,13 @@ pub struct Served {
     pub ec: Option<Arc<CertifiedKey>>,
 }
 
+impl Served {
+    /// What a client that accepts ECDSA, as postern's own (the CLI, another node), is served.
+    pub fn to_ecdsa_clients(&self) -> &Arc<CertifiedKey> {
+        self.ec.as_ref().unwrap_or(&self.first)
+    }
+}
+
 /// Serves whichever certificates are bound now; `swap` rebinds for the next handshake while
 /// handshakes already done keep theirs.
 #[derive(Debug)]
