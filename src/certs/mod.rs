@@ -9,6 +9,7 @@ mod list;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rustls::sign::CertifiedKey;
@@ -42,6 +43,12 @@ pub struct Certs {
     /// Imported certificates as parsed from the store, so a delivery presenting a client
     /// certificate does not read and parse PEM each time; dropped on import and delete.
     imported: Mutex<HashMap<String, (Arc<CertifiedKey>, Facts)>>,
+    /// Counts `forget`s, under the `imported` lock: a load that read the store before one
+    /// (an older certificate, maybe) does not put what it read in the cache.
+    forgotten: AtomicU64,
+    /// One rebinding at a time: an import's own and the settings watcher's would otherwise
+    /// interleave, and the one that read the older certificate could swap it in last.
+    rebinding: Mutex<()>,
     /// Each ACME renewal handled, as a line (what tests and the dashboard wait on).
     renewals: watch::Sender<String>,
 }
@@ -74,6 +81,8 @@ impl Certs {
             admin_pin: data_dir.join("tls/admin.crt"),
             acme: Mutex::new(HashMap::new()),
             imported: Mutex::new(HashMap::new()),
+            forgotten: AtomicU64::new(0),
+            rebinding: Mutex::new(()),
             renewals: watch::channel(String::new()).0,
         });
         certs.rebind();
@@ -103,6 +112,7 @@ impl Certs {
     /// keep the certificate they started with. A binding that cannot be loaded keeps the
     /// current certificate and says why.
     pub fn rebind(&self) {
+        let _one = lock(&self.rebinding);
         let snapshot = self.settings.current();
         let (inbound, admin) = (&snapshot.settings.inbound, &snapshot.settings.admin);
         let smtp = match inbound.certificate.as_deref() {
@@ -220,6 +230,7 @@ impl Certs {
         if let Some(hit) = lock(&self.imported).get(name).cloned() {
             return Ok(hit);
         }
+        let generation = self.forgotten.load(Ordering::SeqCst);
         let stored = self
             .settings
             .certificates()
@@ -243,7 +254,10 @@ impl Certs {
                     .and_then(|c| check::describe(c.as_ref()))
                     .unwrap_or_else(unknown_facts);
                 let loaded = (Arc::new(certified), facts);
-                lock(&self.imported).insert(name.to_string(), loaded.clone());
+                let mut cache = lock(&self.imported);
+                if self.forgotten.load(Ordering::SeqCst) == generation {
+                    cache.insert(name.to_string(), loaded.clone());
+                }
                 Ok(loaded)
             }
         }
