@@ -2,13 +2,11 @@
 //! the rules for binding one (Hermes' errors 1-3) and where one is bound. Loading, serving
 //! and watching certificates is `certs`' business; this side knows names and kinds only.
 
-pub use super::cert_record::{CertAction, CertChange, CertId, Kind, StoredCert};
+pub use super::cert_record::{CertAction, CertChange, CertId, Kind, SYSTEM, StoredCert};
 use super::store::{CertRow, Record};
 use super::validate::cert_pair::check_pair;
 use super::{FieldError, Settings, SettingsHandle, StoreError, TlsMode, field_error};
 
-/// The name of the certificate generated at first start.
-pub const SYSTEM: &str = "system";
 /// Why a store operation was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreOpError {

@@ -5,7 +5,7 @@
 //! verify, so the pair is one ECDSA and one RSA.
 
 use super::{FieldError, field_error};
-use crate::settings::cert_record::{Kind, StoredCert};
+use crate::settings::cert_record::{Kind, SYSTEM, StoredCert};
 
 /// What a certificate's key is, as far as choosing one per handshake cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,7 +44,7 @@ pub fn leaf_key(chain_pem: &str) -> Option<KeyKind> {
 /// The key of the certificate called `name` as stored: the system one is ECDSA (generated
 /// so); an ACME one is read from its files at serving time, unknown here (`None`).
 fn stored_key(name: &str, stored: &[StoredCert]) -> Option<KeyKind> {
-    if name == crate::settings::certificates::SYSTEM {
+    if name == SYSTEM {
         return Some(KeyKind::Ecdsa);
     }
     let cert = stored.iter().find(|c| c.name == name)?;
@@ -68,7 +68,7 @@ pub fn check_pair(
     };
     let ec_field = format!("{section}.ec_certificate");
     let error = |field: &str, error: String| Err(field_error(field, error));
-    if ec == crate::settings::certificates::SYSTEM {
+    if ec == SYSTEM {
         return error(
             &ec_field,
             "the system self-signed certificate cannot be served beside another: choose an imported ECDSA certificate".into(),
