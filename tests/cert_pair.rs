@@ -9,6 +9,8 @@ mod common;
 
 use std::sync::{Arc, Mutex};
 
+use common::page::{Browser, initial_password, location, urlencode};
+use common::process::{Proc, spawn_postern};
 use common::*;
 use hyper::StatusCode;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -25,6 +27,17 @@ fn leaf(alg: &'static rcgen::SignatureAlgorithm) -> (String, String, Certificate
         .self_signed(&key)
         .unwrap();
     (cert.pem(), key.serialize_pem(), cert.der().clone())
+}
+
+/// The same, expiring in `days` days.
+fn leaf_expiring(alg: &'static rcgen::SignatureAlgorithm, days: i64) -> (String, String) {
+    let key = rcgen::KeyPair::generate_for(alg).unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["mx.test.example".to_string()]).unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::days(1);
+    params.not_after = now + time::Duration::days(days) + time::Duration::hours(12);
+    let cert = params.self_signed(&key).unwrap();
+    (cert.pem(), key.serialize_pem())
 }
 
 const RSA: &rcgen::SignatureAlgorithm = &rcgen::PKCS_RSA_SHA256;
@@ -278,4 +291,92 @@ async fn a_pair_that_is_not_one_ecdsa_and_one_rsa_is_refused_naming_the_field() 
     }
     // Nothing was changed: the default client still gets the system certificate.
     assert_eq!(smtp_served(&server, any).await, server.system_cert());
+}
+
+const PASSWORD: &str = "correct-horse-battery";
+
+/// A browser signed in as `admin` with its own password (the first start done).
+async fn admin(proc: &Proc, dir: &std::path::Path) -> Browser {
+    let mut b = Browser::new(proc);
+    b.sign_in("admin", &initial_password(dir)).await;
+    let csrf = b.csrf("/password").await;
+    let form = format!(
+        "csrf={csrf}&current={}&new={PASSWORD}&confirm={PASSWORD}",
+        urlencode(&initial_password(dir))
+    );
+    assert_eq!(location(&b.go("POST", "/password", &form).await), "/");
+    b
+}
+
+/// The real binary: the SMTP TLS page binds the pair and says a bad ECDSA binding under its
+/// own field; `postern check` then names the ECDSA binding in the expiry warning of the
+/// ECDSA certificate, as the log's daily warning does.
+#[tokio::test]
+async fn the_page_binds_the_pair_and_check_warns_of_either_expiring() {
+    let dir = tempfile::tempdir().unwrap();
+    let proc = spawn_postern(dir.path(), None, "");
+    let mut b = admin(&proc, dir.path()).await;
+    let client =
+        postern::admin::client::ApiClient::new(proc.api(), &dir.path().join("data")).unwrap();
+    let (rsa_pem, rsa_key) = leaf_expiring(RSA, 300);
+    let (ec_pem, ec_key) = leaf_expiring(ECDSA, 10);
+    for (name, cert, key) in [("mx-rsa", &rsa_pem, &rsa_key), ("mx-ec", &ec_pem, &ec_key)] {
+        let body = json!({"name": name, "cert": cert, "key": key});
+        let (status, answer) = client
+            .request(
+                hyper::Method::POST,
+                "/api/v1/certificates",
+                Some(serde_json::to_vec(&body).unwrap()),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            status,
+            StatusCode::CREATED,
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+    let form = |ec: &str, csrf: &str| {
+        format!(
+            "csrf={csrf}&inbound_mode=may&inbound_certificate=mx-rsa&inbound_ec_certificate={ec}"
+        )
+    };
+    let csrf = b.csrf("/tls").await;
+    let page = b.go("POST", "/tls", &form("nosuch", &csrf)).await;
+    assert_eq!(page.status, 400, "{}", page.body);
+    assert!(
+        page.body
+            .contains("Not saved: see the message under the ECDSA certificate field."),
+        "{}",
+        page.body
+    );
+    let field = page.body.find("id=\"inbound_ec_certificate\"").unwrap();
+    let error = page
+        .body
+        .find("import it first")
+        .expect("the error is shown");
+    assert!(error > field, "the error is under the ECDSA field");
+
+    let csrf = b.csrf("/tls").await;
+    let page = b.submit("/tls", &form("mx-ec", &csrf)).await;
+    assert!(page.body.contains("Saved and applied"), "{}", page.body);
+    assert!(page.body.contains("value=\"mx-ec\""), "{}", page.body);
+    assert!(proc.terminate(), "postern stops cleanly");
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args(["check", "--config"])
+        .arg(dir.path().join("postern.toml"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    let warning = said
+        .lines()
+        .find(|l| l.contains("certificate \"mx-ec\""))
+        .unwrap_or_else(|| panic!("{said}"));
+    assert!(
+        warning.contains("bound to inbound.ec_certificate (SMTP STARTTLS (inbound), ECDSA)"),
+        "{warning}"
+    );
+    assert!(warning.contains("expires in"), "{warning}");
 }
