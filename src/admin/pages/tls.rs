@@ -17,7 +17,7 @@ use super::{Chrome, SignedIn, chrome, render};
 use crate::admin::reach::{Reach, every_recipient};
 use crate::admin::{AdminState, ApiError, apply_settings};
 use crate::levels::StsSwitch;
-use crate::settings::{Apply, Direction, Settings, TlsMode};
+use crate::settings::{Apply, Direction, Settings, SettingsDoc, TlsMode};
 
 /// The modes as the selects offer them: the form's value, and the words every page uses.
 const MODES: [(&str, TlsMode); 3] = [
@@ -253,6 +253,25 @@ fn saved(change: &Change) -> &'static str {
     }
 }
 
+/// `doc` with what a card changes.
+fn edited(mut doc: SettingsDoc, change: Change) -> SettingsDoc {
+    if let Some((mode, certificate, ec)) = change.inbound {
+        doc.inbound.tls_mode = mode;
+        doc.inbound.certificate = certificate;
+        if let Some(ec) = ec {
+            doc.inbound.ec_certificate = Some(ec).filter(|c| !c.is_empty());
+        }
+    }
+    if let Some((mode, published)) = change.outbound {
+        doc.outbound.tls_mode = mode;
+        if let Some((mta_sts, dane)) = published {
+            doc.outbound.mta_sts = mta_sts;
+            doc.outbound.dane = dane;
+        }
+    }
+    doc
+}
+
 pub async fn save(
     State(state): State<AdminState>,
     session: Session,
@@ -271,22 +290,7 @@ pub async fn save(
     let notice = saved(&change);
     let (inbound, outbound) = (change.inbound.clone(), change.outbound);
     let result = apply_settings(&state, auth.actor(), Apply::Yes, move |current| {
-        let mut doc = current.to_doc();
-        if let Some((mode, certificate, ec)) = inbound {
-            doc.inbound.tls_mode = mode;
-            doc.inbound.certificate = certificate;
-            if let Some(ec) = ec {
-                doc.inbound.ec_certificate = Some(ec).filter(|c| !c.is_empty());
-            }
-        }
-        if let Some((mode, published)) = outbound {
-            doc.outbound.tls_mode = mode;
-            if let Some((mta_sts, dane)) = published {
-                doc.outbound.mta_sts = mta_sts;
-                doc.outbound.dane = dane;
-            }
-        }
-        Ok(doc)
+        Ok(edited(current.to_doc(), Change { inbound, outbound }))
     })
     .await;
     match result {
