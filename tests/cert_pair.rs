@@ -212,6 +212,15 @@ async fn each_client_gets_the_certificate_its_signature_algorithms_allow() {
     );
     // The CLI pins what it is served, the ECDSA one: the control API still answers.
     server.get_settings().await;
+
+    // The Microsoft 365 checklist judges what Exchange Online (which offers ECDSA) is served.
+    let (status, list) = server
+        .api_json(hyper::Method::GET, "/api/v1/m365/checklist", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let step = &list["steps"][0];
+    let said = format!("{} {}", step["seen"], step["problems"]);
+    assert!(said.contains("mx-ec") && !said.contains("mx-rsa"), "{said}");
 }
 
 #[tokio::test]
