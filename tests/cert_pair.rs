@@ -389,3 +389,91 @@ async fn the_page_binds_the_pair_and_check_warns_of_either_expiring() {
     );
     assert!(warning.contains("expires in"), "{warning}");
 }
+
+/// An ACME certificate's key is read from its files, not the store: bound as the ECDSA one
+/// while its files hold an RSA key, the server keeps serving what it served and says why,
+/// and `postern check` names the field.
+#[tokio::test]
+async fn an_acme_certificate_of_the_wrong_key_is_refused_where_it_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("live");
+    let (pem, key, _) = leaf(RSA);
+    std::fs::create_dir_all(live.join("mail-ec")).unwrap();
+    std::fs::write(live.join("mail-ec/fullchain.pem"), &pem).unwrap();
+    std::fs::write(live.join("mail-ec/privkey.pem"), &key).unwrap();
+    let extra = format!("[tls]\nacme_live_dir = \"{}\"\n", live.display());
+    let proc = spawn_postern(dir.path(), None, &extra);
+    let client =
+        postern::admin::client::ApiClient::new(proc.api(), &dir.path().join("data")).unwrap();
+    let (rsa_pem, rsa_key, _) = leaf(RSA);
+    let call = |body: Value| {
+        let client = &client;
+        async move {
+            let body = serde_json::to_vec(&body).unwrap();
+            let (status, answer) = client
+                .request(hyper::Method::POST, "/api/v1/certificates", Some(body))
+                .await
+                .unwrap();
+            assert_eq!(
+                status,
+                StatusCode::CREATED,
+                "{}",
+                String::from_utf8_lossy(&answer)
+            );
+        }
+    };
+    call(json!({"name": "mx-rsa", "cert": rsa_pem, "key": rsa_key})).await;
+    call(json!({"name": "mail-ec", "acme": true})).await;
+    let doc = json!({"inbound": {"tls_mode": "may", "certificate": "mx-rsa", "ec_certificate": "mail-ec"}});
+    let (status, answer) = client
+        .request(
+            hyper::Method::PUT,
+            "/api/v1/settings",
+            Some(serde_json::to_vec(&doc).unwrap()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let said = loop {
+        let found = proc
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|l| l.contains("SMTP certificate not changed"))
+            .cloned();
+        if let Some(l) = found {
+            break l;
+        }
+        assert!(std::time::Instant::now() < deadline, "no log line");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(
+        said.contains("\"mail-ec\"") && said.contains("ECDSA"),
+        "{said}"
+    );
+    assert!(proc.terminate(), "postern stops cleanly");
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args(["check", "--config"])
+        .arg(dir.path().join("postern.toml"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    let error = said
+        .lines()
+        .find(|l| l.starts_with("postern: error: certificate \"mail-ec\""))
+        .unwrap_or_else(|| panic!("{said}"));
+    assert!(
+        error
+            .contains("inbound.ec_certificate needs an ECDSA key, this certificate has an RSA key"),
+        "{error}"
+    );
+}

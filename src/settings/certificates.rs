@@ -5,6 +5,7 @@
 pub use super::cert_record::{CertAction, CertChange, CertId, Kind, SYSTEM, StoredCert};
 use super::store::{CertRow, Record};
 use super::validate::cert_pair::check_pair;
+pub use super::validate::cert_pair::{KeyKind, leaf_key};
 use super::{FieldError, Settings, SettingsHandle, StoreError, TlsMode, field_error};
 
 /// Why a store operation was refused.

@@ -17,7 +17,8 @@ pub enum KeyKind {
 }
 
 impl KeyKind {
-    fn words(self) -> &'static str {
+    /// "an ECDSA key", "an RSA key".
+    pub fn words(self) -> &'static str {
         match self {
             KeyKind::Ecdsa => "an ECDSA key",
             KeyKind::Rsa => "an RSA key",
