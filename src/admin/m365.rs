@@ -44,7 +44,9 @@ pub(crate) async fn checklist(state: &AdminState) -> Checklist {
     let s = &snapshot.settings;
     let gateway = state.pages.hostname.clone();
     let list = crate::admin::certs::listed(state).await.unwrap_or_default();
-    let bound = bound_certificate(state, s.inbound.certificate.as_deref(), &list).await;
+    // Of a pair, Exchange Online offers ECDSA signatures and is served the ECDSA one.
+    let served = (s.inbound.ec_certificate.as_deref()).or(s.inbound.certificate.as_deref());
+    let bound = bound_certificate(state, served, &list).await;
     let cert_status = certificate_status(&gateway, bound);
     let host = if crate::next_hop::is_domain_name(&gateway) {
         gateway.clone()

@@ -168,7 +168,11 @@ impl Certs {
 
     /// Drop what was loaded for `name` (it was replaced or deleted).
     pub(super) fn forget(&self, name: &str) {
-        lock(&self.imported).remove(name);
+        let mut cache = lock(&self.imported);
+        cache.remove(name);
+        self.forgotten
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        drop(cache);
         lock(&self.acme).remove(name);
     }
 }

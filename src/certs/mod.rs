@@ -9,6 +9,7 @@ mod list;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rustls::sign::CertifiedKey;
@@ -18,7 +19,7 @@ pub use crate::settings::certificates::{
     Binding, Kind, SYSTEM, StoreOpError, StoredCert, bindings, bound_at, check_bindings,
 };
 use crate::settings::{Secret, SettingsHandle};
-use crate::tls::CertResolver;
+use crate::tls::{CertResolver, Served};
 use acme::AcmeLoaded;
 pub use check::{CheckError, Facts};
 pub use import::{CertError, ImportRequest};
@@ -42,6 +43,12 @@ pub struct Certs {
     /// Imported certificates as parsed from the store, so a delivery presenting a client
     /// certificate does not read and parse PEM each time; dropped on import and delete.
     imported: Mutex<HashMap<String, (Arc<CertifiedKey>, Facts)>>,
+    /// Counts `forget`s, under the `imported` lock: a load that read the store before one
+    /// (an older certificate, maybe) does not put what it read in the cache.
+    forgotten: AtomicU64,
+    /// One rebinding at a time: an import's own and the settings watcher's would otherwise
+    /// interleave, and the one that read the older certificate could swap it in last.
+    rebinding: Mutex<()>,
     /// Each ACME renewal handled, as a line (what tests and the dashboard wait on).
     renewals: watch::Sender<String>,
 }
@@ -74,11 +81,13 @@ impl Certs {
             admin_pin: data_dir.join("tls/admin.crt"),
             acme: Mutex::new(HashMap::new()),
             imported: Mutex::new(HashMap::new()),
+            forgotten: AtomicU64::new(0),
+            rebinding: Mutex::new(()),
             renewals: watch::channel(String::new()).0,
         });
         certs.rebind();
         // A pin left from an earlier run must match what is served now.
-        certs.pin_admin(&certs.admin.current());
+        certs.pin_admin(certs.admin.served().to_ecdsa_clients());
         certs
     }
 
@@ -103,23 +112,39 @@ impl Certs {
     /// keep the certificate they started with. A binding that cannot be loaded keeps the
     /// current certificate and says why.
     pub fn rebind(&self) {
+        let _one = lock(&self.rebinding);
         let snapshot = self.settings.current();
-        let smtp = match snapshot.settings.inbound.certificate.as_deref() {
+        let (inbound, admin) = (&snapshot.settings.inbound, &snapshot.settings.admin);
+        let smtp = match inbound.certificate.as_deref() {
             None | Some("") => Ok(self.default_smtp.clone()),
             Some(name) => self.load(name).map(|(k, _)| k),
         };
-        let admin = match snapshot.settings.admin.certificate.as_deref() {
+        let admin_first = match admin.certificate.as_deref() {
             None => Ok(self.system.0.clone()),
             Some(name) => self.load(name).map(|(k, _)| k),
         };
-        for (what, resolver, key) in [("SMTP", &self.smtp, smtp), ("admin", &self.admin, admin)] {
-            match key {
-                Ok(k) => {
-                    if !Arc::ptr_eq(&resolver.current(), &k) {
+        let listeners = [
+            ("SMTP", &self.smtp, smtp, inbound.ec_certificate.as_deref()),
+            (
+                "admin",
+                &self.admin,
+                admin_first,
+                admin.ec_certificate.as_deref(),
+            ),
+        ];
+        for (what, resolver, first, ec) in listeners {
+            match first.and_then(|first| self.pair(first, ec)) {
+                Ok(served) => {
+                    let now = resolver.served();
+                    let same_ec = match (&now.ec, &served.ec) {
+                        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                        (a, b) => a.is_none() && b.is_none(),
+                    };
+                    if !Arc::ptr_eq(&now.first, &served.first) || !same_ec {
                         if what == "admin" {
-                            self.pin_admin(&k);
+                            self.pin_admin(served.to_ecdsa_clients());
                         }
-                        resolver.swap_arc(k);
+                        resolver.swap_served(served);
                     }
                 }
                 Err(e) => {
@@ -129,8 +154,27 @@ impl Certs {
         }
     }
 
-    /// Publish the admin listener's certificate (public, 0644) for the CLI to pin; the
-    /// system one needs no file.
+    /// `first` with the ECDSA certificate called `ec` beside it, when one is bound. The
+    /// settings check the pair's keys, except an ACME one's, read only here.
+    fn pair(&self, first: Arc<CertifiedKey>, ec: Option<&str>) -> Result<Served, String> {
+        let Some(name) = ec.filter(|n| !n.is_empty()) else {
+            return Ok(Served { first, ec: None });
+        };
+        let (ec, _) = self.load(name)?;
+        use rustls::SignatureAlgorithm::{ECDSA, RSA};
+        if ec.key.algorithm() != ECDSA || first.key.algorithm() != RSA {
+            return Err(format!(
+                "certificate {name:?} is served beside the other one only if it is ECDSA and the other RSA"
+            ));
+        }
+        Ok(Served {
+            first,
+            ec: Some(ec),
+        })
+    }
+
+    /// Publish the admin listener's certificate (public, 0644) for the CLI to pin: of a pair,
+    /// the ECDSA one, which the CLI and other nodes are served; the system one needs no file.
     fn pin_admin(&self, key: &CertifiedKey) {
         let result = if key.cert.first() == self.system.0.cert.first() {
             std::fs::remove_file(&self.admin_pin).or_else(|e| {
@@ -186,6 +230,7 @@ impl Certs {
         if let Some(hit) = lock(&self.imported).get(name).cloned() {
             return Ok(hit);
         }
+        let generation = self.forgotten.load(Ordering::SeqCst);
         let stored = self
             .settings
             .certificates()
@@ -209,7 +254,10 @@ impl Certs {
                     .and_then(|c| check::describe(c.as_ref()))
                     .unwrap_or_else(unknown_facts);
                 let loaded = (Arc::new(certified), facts);
-                lock(&self.imported).insert(name.to_string(), loaded.clone());
+                let mut cache = lock(&self.imported);
+                if self.forgotten.load(Ordering::SeqCst) == generation {
+                    cache.insert(name.to_string(), loaded.clone());
+                }
                 Ok(loaded)
             }
         }

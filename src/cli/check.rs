@@ -23,7 +23,9 @@ use std::time::Duration;
 
 use postern::config::Config;
 use postern::fsutil::os_text;
-use postern::settings::certificates::{Kind, StoredCert, bound_at};
+use postern::settings::certificates::{
+    Binding, KeyKind, Kind, StoredCert, bindings, bound_at, leaf_key,
+};
 use postern::settings::{Settings, Store, StoreError, TlsMode};
 
 /// How long a DNS server has to answer one query.
@@ -340,6 +342,10 @@ fn certificates(config: &Config, settings: &Settings, stored: &[StoredCert], fou
                     .unwrap_or_default(),
             ),
         };
+        if let Some(e) = pair_key(settings, &cert.name, &chain) {
+            found.error(format!("{label}: {e}"));
+            continue;
+        }
         // Only what postern serves must carry the host name; a client certificate towards a
         // relay domain is checked by that domain's name rules.
         let serves = bound.iter().any(|b| !b.starts_with("relay_domains["));
@@ -350,6 +356,33 @@ fn certificates(config: &Config, settings: &Settings, stored: &[StoredCert], fou
             found,
         );
     }
+}
+
+/// What is wrong with the key of `name`'s leaf where it is bound in a pair: ECDSA as
+/// `ec_certificate`, RSA as the certificate beside one. The settings check imported ones;
+/// an ACME one's files are read only here and when served.
+fn pair_key(settings: &Settings, name: &str, chain: &str) -> Option<String> {
+    let key = leaf_key(chain)?;
+    let paired = |b: &Binding| match b {
+        Binding::Inbound => settings.inbound.ec_certificate.is_some(),
+        Binding::Admin => settings.admin.ec_certificate.is_some(),
+        _ => false,
+    };
+    bindings(settings, name).iter().find_map(|b| {
+        let want = match b {
+            Binding::InboundEc | Binding::AdminEc => KeyKind::Ecdsa,
+            b if paired(b) => KeyKind::Rsa,
+            _ => return None,
+        };
+        (key != want).then(|| {
+            format!(
+                "{} needs {}, this certificate has {}: the pair is one ECDSA and one RSA certificate",
+                b.field(),
+                want.words(),
+                key.words()
+            )
+        })
+    })
 }
 
 fn certificate(

@@ -6,6 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use super::Secret;
 
+/// The name of the certificate generated at first start.
+pub const SYSTEM: &str = "system";
+
 /// What kind of certificate a record is: where its chain and key come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Kind {

@@ -2,12 +2,12 @@
 //! the rules for binding one (Hermes' errors 1-3) and where one is bound. Loading, serving
 //! and watching certificates is `certs`' business; this side knows names and kinds only.
 
-pub use super::cert_record::{CertAction, CertChange, CertId, Kind, StoredCert};
+pub use super::cert_record::{CertAction, CertChange, CertId, Kind, SYSTEM, StoredCert};
 use super::store::{CertRow, Record};
+use super::validate::cert_pair::check_pair;
+pub use super::validate::cert_pair::{KeyKind, leaf_key};
 use super::{FieldError, Settings, SettingsHandle, StoreError, TlsMode, field_error};
 
-/// The name of the certificate generated at first start.
-pub const SYSTEM: &str = "system";
 /// Why a store operation was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreOpError {
@@ -34,8 +34,12 @@ pub enum StoreOpError {
 pub enum Binding {
     /// `inbound.certificate`: served to SMTP clients for STARTTLS.
     Inbound,
+    /// `inbound.ec_certificate`: the ECDSA one served beside it.
+    InboundEc,
     /// `admin.certificate`: served by the admin listener.
     Admin,
+    /// `admin.ec_certificate`: the ECDSA one served beside it.
+    AdminEc,
     /// `relay_domains[index].client_certificate`: presented to that domain's next hop.
     RelayClient { index: usize, domain: String },
 }
@@ -45,7 +49,9 @@ impl Binding {
     pub fn field(&self) -> String {
         match self {
             Binding::Inbound => "inbound.certificate".into(),
+            Binding::InboundEc => "inbound.ec_certificate".into(),
             Binding::Admin => "admin.certificate".into(),
+            Binding::AdminEc => "admin.ec_certificate".into(),
             Binding::RelayClient { index, .. } => {
                 format!("relay_domains[{index}].client_certificate")
             }
@@ -57,7 +63,9 @@ impl Binding {
     pub fn words(&self) -> String {
         match self {
             Binding::Inbound => "SMTP STARTTLS (inbound)".into(),
+            Binding::InboundEc => "SMTP STARTTLS (inbound), ECDSA".into(),
             Binding::Admin => "admin page".into(),
+            Binding::AdminEc => "admin page, ECDSA".into(),
             Binding::RelayClient { domain, .. } => {
                 format!("client certificate for relay domain {domain}")
             }
@@ -92,7 +100,12 @@ fn every_binding(settings: &Settings) -> Vec<(Binding, String)> {
         }
     };
     add(Binding::Inbound, settings.inbound.certificate.as_deref());
+    add(
+        Binding::InboundEc,
+        settings.inbound.ec_certificate.as_deref(),
+    );
     add(Binding::Admin, settings.admin.certificate.as_deref());
+    add(Binding::AdminEc, settings.admin.ec_certificate.as_deref());
     for (index, d) in settings.relay_domains.iter().enumerate() {
         let place = Binding::RelayClient {
             index,
@@ -296,6 +309,17 @@ pub fn check_bindings(settings: &Settings, stored: &[StoredCert]) -> Result<(), 
             "admin.certificate",
             "The certificate you entered is not valid",
         ));
+    }
+    let (inbound, admin) = (&settings.inbound, &settings.admin);
+    let pair = |first: &Option<String>, ec: &Option<String>| (first.clone(), ec.clone());
+    for (section, (first, ec)) in [
+        (
+            "inbound",
+            pair(&inbound.certificate, &inbound.ec_certificate),
+        ),
+        ("admin", pair(&admin.certificate, &admin.ec_certificate)),
+    ] {
+        check_pair(section, first.as_deref(), ec.as_deref(), stored)?;
     }
     for (i, d) in settings.relay_domains.iter().enumerate() {
         if let Some(n) = d.client_certificate.as_deref()

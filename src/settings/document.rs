@@ -52,6 +52,10 @@ pub struct InboundSettings {
     /// system certificate or an unknown name are refused (Hermes' rules).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate: Option<String>,
+    /// An ECDSA certificate served beside `certificate`, then RSA, to clients that accept
+    /// ECDSA (Postfix's `smtpd_tls_eccert_file` beside `smtpd_tls_cert_file`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ec_certificate: Option<String>,
     /// The reply code of an inbound TLS row's refusal (Postfix's `plaintext_reject_code`):
     /// 450 by default, so a partner's mail waits in its queue while it fixes its TLS; 4xx or
     /// 5xx only.
@@ -71,6 +75,7 @@ impl Default for InboundSettings {
         InboundSettings {
             tls_mode: TlsMode::default(),
             certificate: None,
+            ec_certificate: None,
             plaintext_reject_code: InboundSettings::default_plaintext_reject_code(),
         }
     }
@@ -121,6 +126,9 @@ pub struct AdminSettings {
     /// Certificate for HTTPS, by name; absent: the system self-signed one (allowed here).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate: Option<String>,
+    /// An ECDSA certificate beside `certificate`, then RSA, as `inbound.ec_certificate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ec_certificate: Option<String>,
 }
 
 /// Outbound: the global STARTTLS mode for every hop we make (the policy table refines it).
@@ -557,16 +565,13 @@ impl Settings {
                     .certificate
                     .as_ref()
                     .map(|c| c.trim().to_string()),
+                ec_certificate: named(&doc.inbound.ec_certificate),
                 plaintext_reject_code: check_reject_code(doc.inbound.plaintext_reject_code)?,
             },
             outbound: doc.outbound.clone(),
             admin: AdminSettings {
-                certificate: doc
-                    .admin
-                    .certificate
-                    .as_ref()
-                    .map(|c| c.trim().to_string())
-                    .filter(|c| !c.is_empty()),
+                certificate: named(&doc.admin.certificate),
+                ec_certificate: named(&doc.admin.ec_certificate),
             },
             trusted_networks: parse_networks(&doc.trusted_networks)?,
             relay_domains,
@@ -578,6 +583,15 @@ impl Settings {
             inbound_tls: check_inbound_tls(&doc.inbound_tls)?,
         })
     }
+}
+
+/// A certificate binding as given, trimmed; blank is no binding.
+fn named(field: &Option<String>) -> Option<String> {
+    field
+        .as_deref()
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(str::to_string)
 }
 
 #[cfg(test)]

@@ -119,6 +119,7 @@ fn section_words(section: &str) -> Option<(&'static str, &'static [(&'static str
             &[
                 ("tls_mode", "Inbound STARTTLS"),
                 ("certificate", "SMTP TLS certificate"),
+                ("ec_certificate", "SMTP TLS ECDSA certificate"),
                 (
                     "plaintext_reject_code",
                     "reply code when an inbound TLS row refuses",
@@ -133,7 +134,13 @@ fn section_words(section: &str) -> Option<(&'static str, &'static [(&'static str
                 ("dane", "DANE for every domain"),
             ],
         ),
-        "admin" => ("Admin page", &[("certificate", "admin page certificate")]),
+        "admin" => (
+            "Admin page",
+            &[
+                ("certificate", "admin page certificate"),
+                ("ec_certificate", "admin page ECDSA certificate"),
+            ],
+        ),
         "trusted_networks" => ("Trusted network", &[]),
         "relay_domains" => ("Relay domain", RELAY_DOMAIN),
         "smtp_auth_users" => (

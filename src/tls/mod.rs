@@ -31,7 +31,7 @@ pub use client::{
 pub use client_identity::{IdentityProblem, verify_client_identity};
 pub use facts::TlsInfo;
 pub use notes::{Noted, noting};
-pub use resolver::{CertResolver, certified_key_from_pem, system_certificate};
+pub use resolver::{CertResolver, Served, certified_key_from_pem, system_certificate};
 pub use server::{server_config, smtp_server_config};
 pub use verifier::{CertCheck, CertProblem, PolicyVerifier, fingerprints};
 

@@ -71,36 +71,76 @@ pub fn system_certificate(data_dir: &Path, hostname: &str) -> Result<(Vec<u8>, V
     Ok((cert, key))
 }
 
-/// Serves whichever certificate is bound now; `swap` rebinds for the next handshake while
+/// What a listener serves: its certificate and, beside it, an ECDSA one for the clients that
+/// accept ECDSA signatures (Postfix's `smtpd_tls_eccert_file` beside `smtpd_tls_cert_file`).
+#[derive(Debug, Clone)]
+pub struct Served {
+    pub first: Arc<CertifiedKey>,
+    pub ec: Option<Arc<CertifiedKey>>,
+}
+
+impl Served {
+    /// What a client that accepts ECDSA, as postern's own (the CLI, another node), is served.
+    pub fn to_ecdsa_clients(&self) -> &Arc<CertifiedKey> {
+        self.ec.as_ref().unwrap_or(&self.first)
+    }
+}
+
+/// Serves whichever certificates are bound now; `swap` rebinds for the next handshake while
 /// handshakes already done keep theirs.
 #[derive(Debug)]
 pub struct CertResolver {
-    current: ArcSwap<CertifiedKey>,
+    current: ArcSwap<Served>,
 }
 
 impl CertResolver {
     pub fn new(key: CertifiedKey) -> Arc<CertResolver> {
         Arc::new(CertResolver {
-            current: ArcSwap::from_pointee(key),
+            current: ArcSwap::from_pointee(Served {
+                first: Arc::new(key),
+                ec: None,
+            }),
         })
     }
 
     pub fn swap(&self, key: CertifiedKey) {
-        self.current.store(Arc::new(key));
+        self.swap_arc(Arc::new(key));
     }
 
+    /// Serve `key` alone.
     pub fn swap_arc(&self, key: Arc<CertifiedKey>) {
-        self.current.store(key);
+        self.swap_served(Served {
+            first: key,
+            ec: None,
+        });
     }
 
+    pub fn swap_served(&self, served: Served) {
+        self.current.store(Arc::new(served));
+    }
+
+    /// The certificate served to clients that cannot take the ECDSA one (all, without one).
     pub fn current(&self) -> Arc<CertifiedKey> {
+        self.current.load().first.clone()
+    }
+
+    pub fn served(&self) -> Arc<Served> {
         self.current.load_full()
     }
 }
 
 impl ResolvesServerCert for CertResolver {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current.load_full())
+    /// The ECDSA certificate when its key can sign with a scheme the client offers in
+    /// `signature_algorithms` (RFC 8446 section 4.2.3; RFC 5246 section 7.4.1.4.1 for
+    /// TLS 1.2), else the other one: a client that offers only RSA schemes gets the RSA one.
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let served = self.current.load();
+        if let Some(ec) = &served.ec
+            && ec.key.choose_scheme(hello.signature_schemes()).is_some()
+        {
+            return Some(ec.clone());
+        }
+        Some(served.first.clone())
     }
 }
 

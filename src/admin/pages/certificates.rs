@@ -306,8 +306,8 @@ pub async fn confirm_delete(
                 .into_iter()
                 .map(|b| {
                     let fix = match &b {
-                        Binding::Inbound => Some("/tls".to_string()),
-                        Binding::Admin => None,
+                        Binding::Inbound | Binding::InboundEc => Some("/tls".to_string()),
+                        Binding::Admin | Binding::AdminEc => None,
                         Binding::RelayClient { domain, .. } => Some(format!(
                             "/relay?{}#domain-form",
                             form_urlencoded::Serializer::new(String::new())

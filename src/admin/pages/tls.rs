@@ -17,7 +17,7 @@ use super::{Chrome, SignedIn, chrome, render};
 use crate::admin::reach::{Reach, every_recipient};
 use crate::admin::{AdminState, ApiError, apply_settings};
 use crate::levels::StsSwitch;
-use crate::settings::{Apply, Direction, Settings, TlsMode};
+use crate::settings::{Apply, Direction, Settings, SettingsDoc, TlsMode};
 
 /// The modes as the selects offer them: the form's value, and the words every page uses.
 const MODES: [(&str, TlsMode); 3] = [
@@ -46,6 +46,8 @@ struct TlsPage {
     certificates: Vec<Choice>,
     /// The facts of the certificate named in the field, when it is one of the store's.
     bound: Option<Choice>,
+    /// The same for the ECDSA certificate served beside it.
+    bound_ec: Option<Choice>,
     /// Outbound Mandatory asked for and not yet confirmed: what it would stop.
     mandatory: Option<Mandatory>,
 }
@@ -63,6 +65,9 @@ pub struct TlsForm {
     inbound_mode: Option<String>,
     #[serde(default)]
     inbound_certificate: Option<String>,
+    /// The ECDSA certificate beside it; absent (an older form): unchanged.
+    #[serde(default)]
+    inbound_ec_certificate: Option<String>,
     /// The outbound card's fields: absent when the form posted is the inbound card.
     #[serde(default)]
     outbound_mode: Option<String>,
@@ -100,11 +105,14 @@ async fn choices(state: &AdminState) -> Vec<Choice> {
 struct Shown {
     inbound_mode: String,
     inbound_certificate: String,
+    inbound_ec_certificate: String,
     outbound_mode: String,
     mta_sts: String,
     dane: bool,
     /// Under the certificate field.
     certificate_error: Option<String>,
+    /// Under the ECDSA certificate field.
+    ec_certificate_error: Option<String>,
 }
 
 impl Shown {
@@ -112,10 +120,12 @@ impl Shown {
         Shown {
             inbound_mode: s.inbound.tls_mode.to_string(),
             inbound_certificate: s.inbound.certificate.clone().unwrap_or_default(),
+            inbound_ec_certificate: s.inbound.ec_certificate.clone().unwrap_or_default(),
             outbound_mode: s.outbound.tls_mode.to_string(),
             mta_sts: s.outbound.mta_sts.to_string(),
             dane: s.outbound.dane,
             certificate_error: None,
+            ec_certificate_error: None,
         }
     }
 }
@@ -138,16 +148,20 @@ async fn show_asking(
     (status, mandatory): (StatusCode, Option<Mandatory>),
 ) -> Response {
     let certificates = choices(state).await;
-    let bound = certificates
-        .iter()
-        .find(|c| c.name == shown.inbound_certificate)
-        .map(|c| Choice {
-            name: c.name.clone(),
-            subject: c.subject.clone(),
-            issuer: c.issuer.clone(),
-            serial: c.serial.clone(),
-            kind: c.kind.clone(),
-        });
+    let facts = |name: &str| {
+        certificates
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| Choice {
+                name: c.name.clone(),
+                subject: c.subject.clone(),
+                issuer: c.issuer.clone(),
+                serial: c.serial.clone(),
+                kind: c.kind.clone(),
+            })
+    };
+    let bound = facts(&shown.inbound_certificate);
+    let bound_ec = facts(&shown.inbound_ec_certificate);
     let page = TlsPage {
         chrome: chrome(state, session, Some(auth)).await,
         notice,
@@ -156,6 +170,7 @@ async fn show_asking(
         shown,
         certificates,
         bound,
+        bound_ec,
         mandatory,
     };
     (status, render(page)).into_response()
@@ -180,8 +195,9 @@ pub async fn page(
 
 /// What a card changes, read from the fields it posted.
 struct Change {
-    /// The inbound card: its mode, and the certificate bound (`None`: nothing bound).
-    inbound: Option<(TlsMode, Option<String>)>,
+    /// The inbound card: its mode, the certificate bound (`None`: nothing bound), and the
+    /// ECDSA one beside it when the form has the field (blank: none).
+    inbound: Option<(TlsMode, Option<String>, Option<String>)>,
     /// The outbound card: its mode, and MTA-STS with DANE when the form has them.
     outbound: Option<(TlsMode, Option<(StsSwitch, bool)>)>,
 }
@@ -199,7 +215,11 @@ fn read(form: &TlsForm) -> Result<Change, String> {
                 (TlsMode::Disabled, true) => None,
                 _ => Some(certificate.to_string()),
             };
-            Some((mode, binding))
+            let ec = form
+                .inbound_ec_certificate
+                .as_deref()
+                .map(|c| c.trim().to_string());
+            Some((mode, binding, ec))
         }
     };
     let outbound = match form.outbound_mode.as_deref() {
@@ -233,6 +253,25 @@ fn saved(change: &Change) -> &'static str {
     }
 }
 
+/// `doc` with what a card changes.
+fn edited(mut doc: SettingsDoc, change: Change) -> SettingsDoc {
+    if let Some((mode, certificate, ec)) = change.inbound {
+        doc.inbound.tls_mode = mode;
+        doc.inbound.certificate = certificate;
+        if let Some(ec) = ec {
+            doc.inbound.ec_certificate = Some(ec).filter(|c| !c.is_empty());
+        }
+    }
+    if let Some((mode, published)) = change.outbound {
+        doc.outbound.tls_mode = mode;
+        if let Some((mta_sts, dane)) = published {
+            doc.outbound.mta_sts = mta_sts;
+            doc.outbound.dane = dane;
+        }
+    }
+    doc
+}
+
 pub async fn save(
     State(state): State<AdminState>,
     session: Session,
@@ -251,19 +290,7 @@ pub async fn save(
     let notice = saved(&change);
     let (inbound, outbound) = (change.inbound.clone(), change.outbound);
     let result = apply_settings(&state, auth.actor(), Apply::Yes, move |current| {
-        let mut doc = current.to_doc();
-        if let Some((mode, certificate)) = inbound {
-            doc.inbound.tls_mode = mode;
-            doc.inbound.certificate = certificate;
-        }
-        if let Some((mode, published)) = outbound {
-            doc.outbound.tls_mode = mode;
-            if let Some((mta_sts, dane)) = published {
-                doc.outbound.mta_sts = mta_sts;
-                doc.outbound.dane = dane;
-            }
-        }
-        Ok(doc)
+        Ok(edited(current.to_doc(), Change { inbound, outbound }))
     })
     .await;
     match result {
@@ -276,15 +303,21 @@ pub async fn save(
             let mut shown = Shown::of(&state.settings.current().settings);
             if let Some(mode) = form.inbound_mode {
                 shown.inbound_mode = mode;
-                shown.inbound_certificate = change.inbound.and_then(|(_, c)| c).unwrap_or_default();
+                let (certificate, ec) =
+                    change.inbound.map(|(_, c, ec)| (c, ec)).unwrap_or_default();
+                shown.inbound_certificate = certificate.unwrap_or_default();
+                shown.inbound_ec_certificate = ec.unwrap_or_default();
             }
             if let Some(mode) = form.outbound_mode {
                 shown.outbound_mode = mode;
                 shown.mta_sts = form.outbound_mta_sts.unwrap_or(shown.mta_sts);
                 shown.dane = form.outbound_dane.is_some();
             }
-            let (error, certificate_error) = field_message(&e);
-            shown.certificate_error = certificate_error;
+            let (error, under) = field_message(&e);
+            match e.field.as_deref() {
+                Some("inbound.ec_certificate") => shown.ec_certificate_error = under,
+                _ => shown.certificate_error = under,
+            }
             let page = (shown, None, error);
             show(&state, &session, &auth, page, StatusCode::BAD_REQUEST).await
         }
@@ -315,11 +348,15 @@ async fn ask_mandatory(
 /// The message under the certificate field when it concerns it, else at the top.
 fn field_message(e: &ApiError) -> (Option<String>, Option<String>) {
     match e.field.as_deref() {
-        Some("inbound.certificate") => {
+        Some(field @ ("inbound.certificate" | "inbound.ec_certificate")) => {
             let text = e.message();
+            let which = match field {
+                "inbound.certificate" => "certificate",
+                _ => "ECDSA certificate",
+            };
             // On a phone the field is below the fold: say at the top that nothing was saved.
-            let summary = "Not saved: see the message under the certificate field.";
-            (Some(summary.to_string()), Some(text.to_string()))
+            let summary = format!("Not saved: see the message under the {which} field.");
+            (Some(summary), Some(text.to_string()))
         }
         _ => (Some(format!("Not saved: {}", e.words())), None),
     }

@@ -88,7 +88,7 @@ pub(super) fn certificate(cf: &MainCf, name: &str, out: &mut Imported) {
         );
         return;
     };
-    if out.certificates.is_empty() {
+    if !out.certificates.iter().any(|c| c.name == "postfix-smtpd") {
         out.certificates.push(CertFiles {
             name: "postfix-smtpd".into(),
             cert: PathBuf::from(&cert),
@@ -98,6 +98,51 @@ pub(super) fn certificate(cf: &MainCf, name: &str, out: &mut Imported) {
         out.settings.inbound.certificate = Some("postfix-smtpd".into());
     }
     out.carried(name, HOW);
+}
+
+/// `smtpd_tls_eccert_file` + `smtpd_tls_eckey_file` (whose default is the certificate's
+/// file, postconf(5)): the ECDSA certificate Postfix serves beside the other, bound as
+/// `inbound.ec_certificate`; alone (no `smtpd_tls_cert_file`), the certificate itself.
+pub(super) fn ec_certificate(cf: &MainCf, name: &str, out: &mut Imported) {
+    let chain = cf.get("smtpd_tls_chain_files").unwrap_or_default();
+    if !chain.trim().is_empty() {
+        let why = "not used: smtpd_tls_chain_files is set, and Postfix prefers it";
+        return out.carried(name, why);
+    }
+    let Some(cert) = cf.get("smtpd_tls_eccert_file").filter(|c| !c.is_empty()) else {
+        return out.dropped(name, "needs smtpd_tls_eccert_file", true);
+    };
+    let key = cf
+        .get("smtpd_tls_eckey_file")
+        .filter(|k| !k.is_empty())
+        .unwrap_or_else(|| cert.clone());
+    let alone = cf.get("smtpd_tls_cert_file").is_none_or(|c| c.is_empty());
+    let field = if alone {
+        "certificate"
+    } else {
+        "ec_certificate"
+    };
+    if !out
+        .certificates
+        .iter()
+        .any(|c| c.name == "postfix-smtpd-ec")
+    {
+        out.certificates.push(CertFiles {
+            name: "postfix-smtpd-ec".into(),
+            cert: PathBuf::from(&cert),
+            key: PathBuf::from(&key),
+            chain: Vec::new(),
+        });
+        let bound = Some("postfix-smtpd-ec".to_string());
+        match alone {
+            true => out.settings.inbound.certificate = bound,
+            false => out.settings.inbound.ec_certificate = bound,
+        }
+    }
+    out.carried(
+        name,
+        format!("certificate postfix-smtpd-ec (import it first: the `next:` line, or --apply), bound as inbound.{field}"),
+    );
 }
 
 #[cfg(test)]
@@ -118,5 +163,56 @@ mod tests {
         );
         let two = format!("{pem}{pem}");
         assert!(split_chain(&two).unwrap_err().contains("2 private keys"));
+    }
+}
+
+#[cfg(test)]
+mod ec_tests {
+    use super::*;
+
+    fn imported(main_cf: &str) -> Imported {
+        let cf = MainCf::parse(main_cf).unwrap();
+        let mut out = Imported::default();
+        // main.cf's order, whichever comes first.
+        for name in main_cf.lines().filter_map(|l| l.split(' ').next()) {
+            if cf.get(name).is_some() {
+                match name {
+                    "smtpd_tls_cert_file" => certificate(&cf, name, &mut out),
+                    "smtpd_tls_eccert_file" => ec_certificate(&cf, name, &mut out),
+                    _ => {}
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_ecdsa_certificate_is_bound_beside_the_other_or_alone() {
+        let out = imported(
+            "smtpd_tls_cert_file = /c/rsa.pem\nsmtpd_tls_key_file = /c/rsa.key\nsmtpd_tls_eccert_file = /c/ec.pem\n",
+        );
+        let inbound = &out.settings.inbound;
+        assert_eq!(inbound.certificate.as_deref(), Some("postfix-smtpd"));
+        assert_eq!(inbound.ec_certificate.as_deref(), Some("postfix-smtpd-ec"));
+        let ec = &out.certificates[1];
+        // smtpd_tls_eckey_file defaults to the certificate's file (postconf(5)).
+        assert_eq!(
+            (ec.cert.to_str(), ec.key.to_str()),
+            (Some("/c/ec.pem"), Some("/c/ec.pem"))
+        );
+
+        let first = imported(
+            "smtpd_tls_eccert_file = /c/ec.pem\nsmtpd_tls_cert_file = /c/rsa.pem\nsmtpd_tls_key_file = /c/rsa.key\n",
+        );
+        assert_eq!(
+            first.settings.inbound, out.settings.inbound,
+            "in either order"
+        );
+
+        let out = imported("smtpd_tls_eccert_file = /c/ec.pem\nsmtpd_tls_eckey_file = /c/ec.key\n");
+        let inbound = &out.settings.inbound;
+        assert_eq!(inbound.certificate.as_deref(), Some("postfix-smtpd-ec"));
+        assert_eq!(inbound.ec_certificate, None);
+        assert_eq!(out.certificates[0].key.to_str(), Some("/c/ec.key"));
     }
 }

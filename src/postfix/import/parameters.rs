@@ -3,7 +3,7 @@
 //! carried.
 
 use super::Imported;
-use super::certificates::certificate;
+use super::certificates::{certificate, ec_certificate};
 use crate::postfix::conf::{MainCf, list};
 
 /// Parameters carried over one to one, or reported as not carried.
@@ -47,6 +47,7 @@ pub(super) fn simple(cf: &MainCf, name: &str, out: &mut Imported) {
         "smtpd_tls_cert_file" | "smtpd_tls_key_file" | "smtpd_tls_chain_files" => {
             certificate(cf, name, out)
         }
+        "smtpd_tls_eccert_file" | "smtpd_tls_eckey_file" => ec_certificate(cf, name, out),
         _ if super::inbound_tls::RESTRICTIONS.contains(&name) => restrictions(name, &value, out),
         _ => {
             let security = ["smtpd_tls_", "smtp_tls_", "smtpd_sasl_", "smtp_sasl_"]

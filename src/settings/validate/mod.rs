@@ -1,6 +1,7 @@
 //! Validation of the settings document, one file per section: each check names the first
 //! bad field (`relay_domains[2].transport`) and says what is wrong with it.
 
+pub mod cert_pair;
 mod inbound_tls;
 mod m365;
 mod networks;
