@@ -243,7 +243,13 @@ impl Local {
             match self.received_candidates(&tx, &query, before).map_err(e)? {
                 Some(seqs) => Box::new(seqs),
                 None => {
-                    let all = records.range(..before).map_err(|e| self.err(e))?;
+                    let newer = match q.until {
+                        Some(until) => first_after(&records, until).map_err(e)?,
+                        None => u64::MAX,
+                    };
+                    let all = records
+                        .range(..before.min(newer))
+                        .map_err(|e| self.err(e))?;
                     Box::new(all.rev().map(|e| e.map(|(k, _)| k.value())))
                 }
             };
@@ -345,6 +351,33 @@ impl Local {
         out.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.day.cmp(&b.day)));
         Ok(out)
     }
+}
+
+/// The first sequence number whose record is newer than `until`, found by halving: records
+/// are stored in the order they were received, so a time range alone starts its walk there
+/// rather than at the newest record.
+fn first_after(
+    records: &redb::ReadOnlyTable<u64, &'static [u8]>,
+    until: u64,
+) -> Result<u64, redb::Error> {
+    let (Some(first), Some(last)) = (records.first()?, records.last()?) else {
+        return Ok(0);
+    };
+    let (mut low, mut high) = (first.0.value(), last.0.value() + 1);
+    while low < high {
+        let mid = low + (high - low) / 2;
+        let newer = match records.get(mid)? {
+            Some(v) => super::time_of(v.value()) > until,
+            // No gap between the oldest and the newest: retention removes the oldest only.
+            None => true,
+        };
+        if newer {
+            high = mid;
+        } else {
+            low = mid + 1;
+        }
+    }
+    Ok(low)
 }
 
 /// The client addresses of the index inside `net`, each once; `None` past `MAX_CLIENTS`.

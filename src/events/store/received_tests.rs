@@ -109,6 +109,19 @@ fn each_field_finds_its_records_newest_first_a_page_at_a_time() {
         q.until = Some(1_000_000 + 12 * 60);
     });
     assert_eq!(range, [12, 11, 10]);
+    // A time range alone starts at its end: the newer records are not read.
+    let q = ReceivedSearch {
+        until: Some(1_000_000 + 5 * 60 + 30),
+        limit: 4,
+        ..ReceivedSearch::default()
+    };
+    let found = s.search_received(&q).unwrap();
+    assert_eq!((ids(&found), found.scanned), (vec![5, 4, 3, 2], 4));
+    let before_all = ReceivedSearch {
+        until: Some(999_999),
+        ..q
+    };
+    assert!(s.search_received(&before_all).unwrap().records.is_empty());
 }
 
 #[test]

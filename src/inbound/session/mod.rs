@@ -266,7 +266,7 @@ impl Session {
         }
         if self.mode() == TlsMode::Encrypt && self.tls.is_none() {
             let domain = from.as_ref().and_then(|a| a.domain.as_deref());
-            self.count_refusal(Refusal::PlaintextRefused, domain);
+            self.record_refusal(Refusal::PlaintextRefused, domain);
             return replies::must_starttls();
         }
         if self.tx.is_some() {
@@ -323,7 +323,7 @@ impl Session {
         if let Err(reply) = relay::check_recipient(&self.snapshot, authorised || connector, &to) {
             if !(authorised || connector) && relay::needs_relay(&self.snapshot, &to) {
                 let sender = tx.from.as_ref().and_then(|a| a.domain.clone());
-                self.count_refusal(Refusal::RelayDenied, sender.as_deref());
+                self.record_refusal(Refusal::RelayDenied, sender.as_deref());
             }
             let reply = self.connector_refusal(&to).unwrap_or(reply);
             return Step::Reply(self.rcpt_rejected(&to, reply));
@@ -338,7 +338,7 @@ impl Session {
     }
 
     /// A refusal before a message, counted by the event log (per day, client, sender domain).
-    fn count_refusal(&self, reason: Refusal, sender_domain: Option<&str>) {
+    fn record_refusal(&self, reason: Refusal, sender_domain: Option<&str>) {
         if let Some(events) = &self.ctx.events {
             events.refused(self.peer_ip(), sender_domain, reason);
         }
