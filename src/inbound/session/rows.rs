@@ -93,7 +93,7 @@ impl Session {
         };
         crate::metrics::inbound_refused(metric);
         if let Some(event) = event {
-            self.count_refusal(event, sender_domain);
+            self.record_refusal(event, sender_domain);
         }
     }
 }
