@@ -27,7 +27,7 @@ fn record(i: u64) -> Received {
         recipients: 1,
         size: 4_300,
         trust: Trust::None,
-        tls: (i % 4 != 0).then(|| TlsInfo {
+        tls: (!i.is_multiple_of(4)).then(|| TlsInfo {
             protocol: "TLSv1.3".into(),
             cipher: "TLS_AES_256_GCM_SHA384".into(),
             bits: 256,
