@@ -54,3 +54,63 @@ fn verifies(
             crate::tls::chain_trusted(&v, &chain)
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::ExtendedKeyUsagePurpose as Eku;
+
+    /// A leaf for `mx.partner.example` with `usages` (valid in 2020 only when `expired`),
+    /// and the roots of the CA that issued it.
+    fn chain(
+        usages: &[Eku],
+        expired: bool,
+    ) -> (Vec<CertificateDer<'static>>, Arc<rustls::RootCertStore>) {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, "test CA");
+        let ca_cert = ca.clone().self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+        let mut leaf = rcgen::CertificateParams::new(vec!["mx.partner.example".into()]).unwrap();
+        leaf.extended_key_usages = usages.to_vec();
+        if expired {
+            leaf.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            leaf.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        }
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = leaf.signed_by(&key, &issuer).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca_cert.der().clone()).unwrap();
+        (vec![cert.der().clone()], Arc::new(roots))
+    }
+
+    #[test]
+    fn a_certificate_for_tls_in_either_role_verifies_and_says_who_it_is() {
+        crate::tls::install_provider();
+        for usages in [
+            vec![Eku::ClientAuth],
+            vec![Eku::ServerAuth],
+            vec![Eku::ServerAuth, Eku::ClientAuth],
+            vec![],
+        ] {
+            let (leaf, roots) = chain(&usages, false);
+            let facts = cert_facts(&leaf, &roots).unwrap();
+            assert!(facts.verified, "{usages:?}");
+            assert_eq!(facts.names, ["mx.partner.example"]);
+            assert!(facts.issuer.contains("test CA"), "{}", facts.issuer);
+        }
+        let (leaf, roots) = chain(&[Eku::EmailProtection], false);
+        assert!(!cert_facts(&leaf, &roots).unwrap().verified, "S/MIME only");
+        let (leaf, roots) = chain(&[Eku::ClientAuth], true);
+        assert!(!cert_facts(&leaf, &roots).unwrap().verified, "expired");
+        let (leaf, _) = chain(&[Eku::ClientAuth], false);
+        let (_, other_roots) = chain(&[], false);
+        assert!(
+            !cert_facts(&leaf, &other_roots).unwrap().verified,
+            "another CA"
+        );
+        assert!(cert_facts(&[], &other_roots).is_none());
+    }
+}
